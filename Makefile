@@ -1,0 +1,49 @@
+# The project's named entry points. Each is a few lines; the real work lives in the package.
+PY ?= python3.11
+VENV := .venv
+BUILD_VENV := .venv-build
+MODELS := build/models
+export MODELGATE_MODEL_REPOSITORY ?= $(MODELS)
+
+.PHONY: run test lint bench models proto clean
+
+run: $(VENV)/.installed $(MODELS)/.built
+	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
+
+test: $(VENV)/.installed $(MODELS)/.built
+	$(VENV)/bin/python -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed $(MODELS)/.built
+	$(VENV)/bin/python -m bench --models $(MODELS)
+
+models: $(MODELS)/.built
+
+proto: $(VENV)/.installed
+	$(VENV)/bin/python -m modelgate.api.grpc.codegen
+
+# Serving environment: pinned runtime and test dependencies, no torch.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Build-only environment for the demo models (torch CPU, sentence-transformers, skl2onnx).
+$(BUILD_VENV)/.installed: requirements-build.lock pyproject.toml
+	test -x $(BUILD_VENV)/bin/python || $(PY) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-build.lock
+	$(BUILD_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Demo models are rebuilt only when their recipe changes; a new data directory reuses them.
+$(MODELS)/.built: $(BUILD_VENV)/.installed $(wildcard src/modelgate/demo/*.py)
+	$(BUILD_VENV)/bin/python -m modelgate.demo build --out $(MODELS)
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(BUILD_VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Inbound protocol adapters. They translate and decide nothing: every one calls the core."""

@@ -1,0 +1,105 @@
+"""``/v1/models`` and ``/v1/embeddings`` in OpenAI's request, response and error shapes."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelgate.core.embeddings import EmbeddingService
+from modelgate.core.inference import InferenceService
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+
+__all__ = ["OpenAIHandlers", "openai_error"]
+
+_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: (400, "invalid_request_error", None),
+    ErrorKind.NOT_FOUND: (404, "invalid_request_error", "model_not_found"),
+    ErrorKind.PAYLOAD_TOO_LARGE: (413, "invalid_request_error", "payload_too_large"),
+    ErrorKind.UNAVAILABLE: (503, "server_error", "model_unavailable"),
+    ErrorKind.OVERLOADED: (503, "server_error", "overloaded"),
+    ErrorKind.UNSUPPORTED: (400, "invalid_request_error", "unsupported"),
+    ErrorKind.FAILED_PRECONDITION: (409, "invalid_request_error", None),
+    ErrorKind.INTERNAL: (500, "server_error", None),
+}
+
+
+def openai_error(exc: ModelgateError, param: str | None = None) -> tuple[int, bytes]:
+    status, kind, code = _STATUS[exc.kind]
+    body = {"error": {"message": exc.message, "type": kind, "param": param, "code": code}}
+    return status, orjson.dumps(body)
+
+
+class OpenAIHandlers:
+    def __init__(self, inference: InferenceService, embeddings: EmbeddingService):
+        self._inference = inference
+        self._embeddings = embeddings
+        self._created = int(time.time())
+
+    def models(self) -> bytes:
+        data = [
+            {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
+            for name in self._inference.registry.repository.names()
+        ]
+        return orjson.dumps({"object": "list", "data": data})
+
+    def model(self, name: str) -> bytes:
+        if name not in self._inference.registry.repository.names():
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"The model '{name}' does not exist")
+        return orjson.dumps(
+            {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
+        )
+
+    async def embeddings(self, body: bytes) -> bytes:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"malformed JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise invalid("the request body must be a JSON object")
+        model = doc.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("'model' is required and must be a string")
+        texts = _texts(doc.get("input"))
+        encoding = doc.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise invalid("'encoding_format' must be 'float' or 'base64'")
+        dimensions = doc.get("dimensions")
+        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
+            raise invalid("'dimensions' must be an integer")
+        user = doc.get("user")
+        if user is not None and not isinstance(user, str):
+            raise invalid("'user' must be a string")
+        result = await self._embeddings.embed(model, texts, dimensions)
+        vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
+        data: list[dict[str, Any]] = []
+        for index, vector in enumerate(vectors):
+            embedding: Any = (base64.b64encode(vector.tobytes()).decode("ascii")
+                              if encoding == "base64" else vector)
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": result.prompt_tokens,
+                          "total_tokens": result.prompt_tokens},
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value):
+            return value
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
+            isinstance(v, list) for v in value
+        ):
+            raise invalid("token-id input is not supported; send text")
+    raise invalid("'input' must be a non-empty string or a non-empty list of strings")

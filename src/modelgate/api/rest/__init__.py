@@ -1,0 +1,1 @@
+"""The REST surface: OIP v2 (JSON and binary tensor data), OpenAI routes and /metrics."""

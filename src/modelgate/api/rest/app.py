@@ -1,0 +1,302 @@
+"""The REST application: a plain ASGI callable, because the inference path is the product.
+
+A FastAPI route costs about three times a plain ASGI callable on this project's machine, so
+the OIP, OpenAI and metrics routes are dispatched here by splitting the path; the
+management API (later) is mounted as a FastAPI app for its OpenAPI document.
+
+Routes::
+
+    GET  /v2                                       server metadata
+    GET  /v2/health/live | /v2/health/ready        health
+    GET  /v2/models/stats                          statistics of every model
+    GET  /v2/models/{m}[/versions/{v}]             model metadata
+    GET  /v2/models/{m}[/versions/{v}]/ready       model readiness
+    GET  /v2/models/{m}[/versions/{v}]/config      model configuration
+    GET  /v2/models/{m}[/versions/{v}]/stats       statistics
+    POST /v2/models/{m}[/versions/{v}]/infer       inference (JSON or binary tensor data)
+    POST /v2/repository/index                      repository index
+    POST /v2/repository/models/{m}/load | /unload  load and unload
+    GET  /v1/models[/{m}]                          OpenAI model list
+    POST /v1/embeddings                            OpenAI embeddings
+    GET  /metrics                                  Prometheus text format
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
+from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
+from modelgate.api.rest.errors import http_status, retry_after_header
+from modelgate.core.inference import InferenceService
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics
+
+__all__ = ["RestApp", "RestLimits"]
+
+log = logging.getLogger("modelgate.rest")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
+
+
+@dataclass(frozen=True, slots=True)
+class RestLimits:
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_elements: int = 16 * 1024 * 1024
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class RestApp:
+    def __init__(
+        self,
+        service: InferenceService,
+        openai: OpenAIHandlers,
+        metrics: PrometheusMetrics,
+        limits: RestLimits = RestLimits(),
+    ):
+        self.service = service
+        self.openai = openai
+        self.metrics = metrics
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":  # the server runs start-up itself
+                await _lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        api = "oip" if path.startswith("/v2") else "openai" if path.startswith("/v1") else "other"
+        try:
+            if api == "oip":
+                await self._oip(scope, receive, send, path.split("/")[2:])
+            elif api == "openai":
+                await self._openai(scope, receive, send, path.split("/")[2:])
+            elif path == "/metrics" and scope["method"] == "GET":
+                await _respond(send, 200, self.metrics.exposition(),
+                               [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+                self.metrics.http_answer(api, 200)
+            else:
+                await self._fail(send, api, ModelgateError(ErrorKind.NOT_FOUND, f"no route {path}"))
+        except _ClientGone:
+            return
+        except ModelgateError as exc:
+            await self._fail(send, api, exc)
+        except Exception:  # the outermost layer: log with the request, answer 500
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            await self._fail(send, api, ModelgateError(ErrorKind.INTERNAL, "internal error"))
+
+    async def _fail(self, send: Send, api: str, exc: ModelgateError) -> None:
+        if api == "openai":
+            status, body = openai_error(exc)
+        else:
+            status, body = http_status(exc), orjson.dumps({"error": exc.message})
+        await _respond(send, status, body, _JSON + retry_after_header(exc))
+        self.metrics.http_answer(api, status)
+
+    async def _ok(self, send: Send, api: str, payload: Any, status: int = 200) -> None:
+        await _respond(send, status, encode_json(payload), _JSON)
+        self.metrics.http_answer(api, status)
+
+    # -- OIP v2 --------------------------------------------------------------------------
+    async def _oip(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        method = scope["method"]
+        service = self.service
+        if not parts or parts == [""]:
+            _method(method, "GET")
+            await self._ok(send, "oip", service.server_metadata())
+            return
+        head = parts[0]
+        if head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _method(method, "GET")
+            if parts[1] == "live":
+                await self._ok(send, "oip", {"live": True})
+            else:
+                ready = service.server_ready()
+                await self._ok(send, "oip", {"ready": ready}, 200 if ready else 503)
+            return
+        if head == "models" and len(parts) >= 2:
+            if parts[1:] == ["stats"]:
+                _method(method, "GET")
+                await self._ok(send, "oip", service.statistics(None, None))
+                return
+            name, version, action = _model_path(parts[1:])
+            if action == "infer":
+                _method(method, "POST")
+                await self._infer(scope, receive, send, name, version)
+                return
+            _method(method, "GET")
+            if action == "":
+                await self._ok(send, "oip", await service.model_metadata(name, version))
+            elif action == "ready":
+                ready = await service.model_ready(name, version)
+                await self._ok(send, "oip", {"name": name, "ready": ready}, 200 if ready else 503)
+            elif action == "config":
+                await self._ok(send, "oip", await service.model_config(name, version))
+            elif action == "stats":
+                await self._ok(send, "oip", service.statistics(name, version))
+            else:
+                raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+            return
+        if head == "repository":
+            _method(method, "POST")
+            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            doc = _json_object(body) if body.strip() else {}
+            if parts[1:] == ["index"]:
+                await self._ok(send, "oip", service.repository_index(bool(doc.get("ready"))))
+                return
+            if len(parts) == 4 and parts[1] == "models" and parts[3] in ("load", "unload"):
+                if parts[3] == "load":
+                    await service.load(parts[2], _load_config(doc))
+                else:
+                    await service.unload(parts[2])
+                await self._ok(send, "oip", {})
+                return
+        raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+    ) -> None:
+        header_length = None
+        for key, value in scope["headers"]:
+            if key == b"inference-header-content-length":
+                try:
+                    header_length = int(value)
+                except ValueError:
+                    raise invalid("Inference-Header-Content-Length must be an integer") from None
+            elif key == b"content-type":
+                _check_content_type(value)
+        body = await _read_body(scope, receive, self.limits.max_body_bytes)
+        request = decode_infer_request(name, version, body, header_length,
+                                       self.limits.max_elements)
+        response = await self.service.infer(request)
+        payload, json_length = encode_infer_response(response, request.parameters)
+        if json_length is None:
+            headers = _JSON
+        else:
+            headers = [(b"content-type", b"application/octet-stream"),
+                       (b"inference-header-content-length", str(json_length).encode())]
+        await _respond(send, 200, payload, headers)
+        self.metrics.http_answer("oip", 200)
+
+    # -- OpenAI --------------------------------------------------------------------------
+    async def _openai(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        method = scope["method"]
+        if parts == ["models"]:
+            _method(method, "GET")
+            body = self.openai.models()
+        elif len(parts) == 2 and parts[0] == "models":
+            _method(method, "GET")
+            body = self.openai.model(parts[1])
+        elif parts == ["embeddings"]:
+            _method(method, "POST")
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    _check_content_type(value)
+            data = await _read_body(scope, receive, self.limits.max_body_bytes)
+            body = await self.openai.embeddings(data)
+        else:
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+        await _respond(send, 200, body, _JSON)
+        self.metrics.http_answer("openai", 200)
+
+
+def _model_path(parts: list[str]) -> tuple[str, str | None, str]:
+    """[m] [versions v] [action] -> (model, version, action)."""
+    name = parts[0]
+    rest = parts[1:]
+    version = None
+    if len(rest) >= 2 and rest[0] == "versions":
+        version = rest[1]
+        rest = rest[2:]
+    if len(rest) > 1 or not name:
+        raise ModelgateError(ErrorKind.NOT_FOUND, "no such route")
+    return name, version, rest[0] if rest else ""
+
+
+def _method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise invalid(f"method {method} is not allowed here; use {allowed}")
+
+
+def _check_content_type(value: bytes) -> None:
+    if not value.split(b";")[0].strip().lower().startswith(_ACCEPTED_TYPES):
+        raise invalid(
+            f"unsupported content type '{value.decode('latin-1')}'; send application/json, or "
+            "application/octet-stream with Inference-Header-Content-Length"
+        )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise invalid("the request body must be a JSON object")
+    return doc
+
+
+def _load_config(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """``parameters.config``: a JSON manifest override, as Triton's load accepts."""
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise invalid("'parameters' must be an object")
+    config = params.get("config")
+    if config is None:
+        return None
+    if isinstance(config, str):
+        config = _json_object(config.encode())
+    if not isinstance(config, dict):
+        raise invalid("'parameters.config' must be a JSON object")
+    return config
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise ModelgateError(ErrorKind.PAYLOAD_TOO_LARGE,
+                                 f"the body is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ModelgateError(ErrorKind.PAYLOAD_TOO_LARGE,
+                                 f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

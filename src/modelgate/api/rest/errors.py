@@ -1,0 +1,30 @@
+"""Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After)."""
+
+from __future__ import annotations
+
+import math
+
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["http_status", "retry_after_header"]
+
+_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.OVERLOADED: 503,
+    ErrorKind.UNSUPPORTED: 501,
+    ErrorKind.FAILED_PRECONDITION: 409,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+def http_status(exc: ModelgateError) -> int:
+    return _STATUS[exc.kind]
+
+
+def retry_after_header(exc: ModelgateError) -> list[tuple[bytes, bytes]]:
+    if exc.retry_after is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]

@@ -1,0 +1,100 @@
+"""The ``modelgate`` command: ``serve`` runs the platform; the rest talk to a running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelgate import __version__
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
+models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+_URL = typer.Option("http://127.0.0.1:8000", "--url", envvar="MODELGATE_URL",
+                    help="REST address of the running server.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="REST port.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
+    model_repository: Annotated[Path | None, typer.Option(help="Folder of models.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+) -> None:
+    """Run the model server (REST and gRPC) in the foreground."""
+    from modelgate.server import run
+    from modelgate.settings import load_settings
+
+    flags: dict[str, Any] = {
+        "host": host, "http_port": http_port, "grpc_port": grpc_port, "data_dir": data_dir,
+        "model_repository": model_repository, "workers": workers, "log_level": log_level,
+    }
+    settings = load_settings(flags, str(config) if config else None)
+    if not settings.model_repository.is_dir():
+        console.print(f"[red]model repository not found:[/] {settings.model_repository}")
+        raise typer.Exit(2)
+    run(settings)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"modelgate {__version__}")
+
+
+def _call(method: str, url: str, path: str, body: Any = None) -> Any:
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, json=body,
+                                 timeout=httpx.Timeout(120.0, connect=5.0))
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {url}:[/] {exc}")
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        console.print(f"[red]{response.status_code}:[/] {message}")
+        raise typer.Exit(1)
+    return response.json() if response.content else None
+
+
+@models_app.command("list")
+def list_models(url: str = _URL) -> None:
+    """Every model in the repository with the state of its versions."""
+    rows = _call("POST", url, "/v2/repository/index", {})
+    table = Table("model", "version", "state", "reason")
+    for row in rows:
+        table.add_row(row["name"], row.get("version", "-"), row["state"], row.get("reason", ""))
+    console.print(table)
+
+
+@models_app.command("load")
+def load_model(name: str, url: str = _URL) -> None:
+    """Load (or reload) every version of a model without a restart."""
+    with console.status(f"loading {name}..."):
+        _call("POST", url, f"/v2/repository/models/{name}/load", {})
+    console.print(f"[green]loaded[/] {name}")
+
+
+@models_app.command("unload")
+def unload_model(name: str, url: str = _URL) -> None:
+    """Unload a model once its in-flight requests have finished."""
+    with console.status(f"unloading {name}..."):
+        _call("POST", url, f"/v2/repository/models/{name}/unload", {})
+    console.print(f"[green]unloaded[/] {name}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,310 @@
+"""The inference use case: the one service every protocol adapter calls.
+
+REST (OIP JSON and binary), gRPC and the OpenAI adapter all decode into
+:class:`InferenceRequest`, call :meth:`InferenceService.infer` and encode the
+:class:`InferenceResponse`, so validation, version choice, batching and statistics happen
+once, the same way for every protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelgate import __version__
+from modelgate.core.manifest import ModelManifest, TensorSpec
+from modelgate.core.ports import Timing
+from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.core.tensors import Parameters, Tensor
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+
+__all__ = [
+    "EXTENSIONS",
+    "InferenceRequest",
+    "InferenceResponse",
+    "InferenceService",
+    "RequestedOutput",
+]
+
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    model: str
+    version: str | None
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model_name: str
+    model_version: str
+    outputs: list[Tensor]
+    requested: list[RequestedOutput] | None = None
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+class InferenceService:
+    """Inference, metadata, health, statistics and repository control for every adapter."""
+
+    def __init__(self, registry: ModelRegistry, *, server_name: str = "modelgate"):
+        self.registry = registry
+        self.server_name = server_name
+
+    # -- health and metadata -------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def server_ready(self) -> bool:
+        return self.registry.ready
+
+    async def model_ready(self, name: str, version: str | None) -> bool:
+        """Ready means loaded and serving; an unknown model or version is NOT_FOUND."""
+        loaded = self.registry.get(name, version)
+        if loaded is None:
+            if name not in self.registry.repository.names():
+                raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
+            return False
+        return True
+
+    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        loaded = await self.registry.acquire(name, version)
+        manifest = loaded.manifest
+        return {
+            "name": name,
+            "versions": [str(v.version) for v in self.registry.versions(name)],
+            "platform": manifest.platform,
+            "inputs": [_tensor_metadata(spec) for spec in manifest.inputs],
+            "outputs": [_tensor_metadata(spec) for spec in manifest.outputs],
+            "parameters": _card_parameters(manifest),
+        }
+
+    async def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """The model's configuration (Triton's model_configuration extension, JSON form)."""
+        loaded = await self.registry.acquire(name, version)
+        manifest = loaded.manifest
+        batching = manifest.batching
+        config: dict[str, Any] = {
+            "name": name,
+            "platform": manifest.platform,
+            "backend": manifest.runtime,
+            "max_batch_size": batching.max_batch_size if batching else 0,
+            "input": [_config_tensor(s, batching is not None) for s in manifest.inputs],
+            "output": [_config_tensor(s, batching is not None) for s in manifest.outputs],
+            "version_policy": {"all": {}} if manifest.version_policy == "all"
+            else manifest.version_policy,
+            "instance_group": [{"count": manifest.instances,
+                                "kind": "KIND_GPU" if manifest.hardware.prefer == "gpu"
+                                else "KIND_CPU"}],
+            "parameters": {k: {"string_value": str(v)} for k, v in manifest.labels.items()},
+        }
+        if batching is not None:
+            config["dynamic_batching"] = {
+                "max_queue_delay_microseconds": batching.max_queue_delay_us,
+                "default_queue_policy": {"max_queue_size": batching.max_queue_size},
+            }
+        return config
+
+    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        if name:
+            loaded = self.registry.versions(name)
+            if not loaded and name not in self.registry.repository.names():
+                raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
+            if version:
+                loaded = [v for v in loaded if str(v.version) == version]
+                if not loaded:
+                    raise ModelgateError(
+                        ErrorKind.NOT_FOUND, f"version '{version}' of model '{name}' is not loaded"
+                    )
+        else:
+            loaded = [v for n in self.registry.repository.names() for v in self.registry.versions(n)]
+        return {"model_stats": [v.stats.as_dict() for v in loaded]}
+
+    # -- repository control --------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        rows = self.registry.index()
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    async def load(self, name: str, config: dict[str, Any] | None = None) -> None:
+        await self.registry.load(name, config)
+
+    async def unload(self, name: str) -> None:
+        await self.registry.unload(name)
+
+    # -- inference -----------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        loaded = self.registry.get(request.model, request.version)
+        if loaded is None:
+            loaded = await self.registry.acquire(request.model, request.version)
+        start = time.perf_counter_ns()
+        loaded.enter()
+        try:
+            inputs, rows = _validate(loaded.manifest, request.inputs)
+            requested = _select_outputs(loaded.manifest, request.outputs)
+            timing = Timing()
+            arrays = await loaded.runtime.infer(inputs, timing)
+        except ModelgateError as exc:
+            loaded.stats.failed(time.perf_counter_ns() - start, exc.kind.value)
+            raise
+        finally:
+            loaded.leave()
+        outputs = _outputs(loaded.manifest, arrays, requested)
+        loaded.stats.succeeded(rows, time.perf_counter_ns() - start, timing.queue_ns,
+                               timing.compute_ns)
+        if not loaded.batched:
+            loaded.stats.batch(rows, timing.compute_ns)
+        return InferenceResponse(
+            model_name=request.model,
+            model_version=str(loaded.version),
+            outputs=outputs,
+            requested=requested,
+            id=request.id,
+        )
+
+    def resolve(self, name: str, version: str | None) -> LoadedVersion | None:
+        return self.registry.get(name, version)
+
+
+def _validate(
+    manifest: ModelManifest, tensors: list[Tensor]
+) -> tuple[dict[str, np.ndarray[Any, Any]], int]:
+    """Check inputs against the signature; return them by name with the batch size."""
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    rows = -1
+    for tensor in tensors:
+        spec = manifest.input(tensor.name)
+        if spec is None:
+            expected = ", ".join(s.name for s in manifest.inputs)
+            raise invalid(f"unexpected input '{tensor.name}' for model '{manifest.name}' "
+                          f"(it takes: {expected})")
+        if tensor.name in inputs:
+            raise invalid(f"input '{tensor.name}' is given twice")
+        if tensor.datatype != spec.datatype:
+            raise invalid(f"input '{tensor.name}' has datatype {tensor.datatype}, "
+                          f"model '{manifest.name}' expects {spec.datatype}")
+        shape = tensor.data.shape
+        if len(shape) != len(spec.shape) or any(
+            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
+        ):
+            raise invalid(f"input '{tensor.name}' has shape {list(shape)}, model "
+                          f"'{manifest.name}' expects {list(spec.shape)}")
+        if shape:
+            if rows not in (-1, shape[0]):
+                raise invalid("inputs disagree on the batch size (first dimension)")
+            rows = shape[0]
+        if not spec.allow_nonfinite and tensor.data.dtype.kind == "f" and not bool(
+            np.isfinite(tensor.data).all()
+        ):
+            raise invalid(f"input '{tensor.name}' holds NaN or Infinity, which model "
+                          f"'{manifest.name}' does not accept")
+        inputs[tensor.name] = tensor.data
+    if len(inputs) != len(manifest.inputs):
+        missing = [s.name for s in manifest.inputs if s.name not in inputs]
+        raise invalid(f"missing input(s) {', '.join(missing)} for model '{manifest.name}'")
+    if rows == 0:
+        raise invalid("the batch is empty (first dimension is 0)")
+    return inputs, max(rows, 1)
+
+
+def _select_outputs(
+    manifest: ModelManifest, requested: list[RequestedOutput] | None
+) -> list[RequestedOutput] | None:
+    if not requested:
+        return None
+    seen: set[str] = set()
+    for output in requested:
+        spec = manifest.output(output.name)
+        if spec is None:
+            raise invalid(f"unexpected output '{output.name}' for model '{manifest.name}'")
+        if output.name in seen:
+            raise invalid(f"output '{output.name}' is requested twice")
+        seen.add(output.name)
+        k = output.parameters.get("classification")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise invalid(f"classification count for '{output.name}' must be a positive integer")
+    return requested
+
+
+def _outputs(
+    manifest: ModelManifest,
+    arrays: dict[str, np.ndarray[Any, Any]],
+    requested: list[RequestedOutput] | None,
+) -> list[Tensor]:
+    if requested is None:
+        return [Tensor(spec.name, spec.datatype, arrays[spec.name]) for spec in manifest.outputs]
+    out: list[Tensor] = []
+    for item in requested:
+        spec = manifest.output(item.name)
+        assert spec is not None
+        data = arrays[spec.name]
+        k = item.parameters.get("classification")
+        if k is not None:
+            out.append(Tensor(spec.name, "BYTES", _classify(data, int(k), spec.labels)))
+        else:
+            out.append(Tensor(spec.name, spec.datatype, data))
+    return out
+
+
+def _classify(
+    scores: np.ndarray[Any, Any], k: int, labels: tuple[str, ...] | None
+) -> np.ndarray[Any, Any]:
+    """Triton's classification extension: top-k "score:index[:label]" strings per row."""
+    batch = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
+    k = min(k, batch.shape[1])
+    top = np.argsort(-batch, axis=1, kind="stable")[:, :k]
+    out = np.empty(top.shape, dtype=object)
+    for r, row in enumerate(top):
+        for c, index in enumerate(row):
+            text = f"{float(batch[r, index]):f}:{int(index)}"
+            if labels and int(index) < len(labels):
+                text += f":{labels[int(index)]}"
+            out[r, c] = text.encode()
+    return out if scores.ndim > 1 else out.reshape(-1)
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype,
+                            "shape": list(spec.shape)}
+    params: dict[str, Any] = {}
+    if spec.feature_names:
+        params["feature_names"] = ",".join(spec.feature_names)
+    if spec.labels:
+        params["labels"] = ",".join(spec.labels)
+    if params:
+        meta["parameters"] = params
+    return meta
+
+
+def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    return {"name": spec.name, "data_type": f"TYPE_{spec.datatype.replace('BYTES', 'STRING')}",
+            "dims": dims}
+
+
+def _card_parameters(manifest: ModelManifest) -> dict[str, Any]:
+    """Card and labels as OIP parameters (values must be string, number or bool)."""
+    params: dict[str, Any] = {}
+    for key, value in {**manifest.card, **manifest.labels}.items():
+        params[key] = value if isinstance(value, str | int | float | bool) else str(value)
+    params["runtime"] = manifest.runtime
+    return params

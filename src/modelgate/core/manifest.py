@@ -1,0 +1,150 @@
+"""The model manifest (``model.yaml``): runtime, signature, batching and card of a model.
+
+Parsed and validated here, away from the file format, so that a repository on disk, a load
+request carrying ``parameters.config`` and a test all build the same object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelgate.core.tensors import DATATYPES
+from modelgate.errors import invalid
+
+__all__ = [
+    "BatchingPolicy",
+    "EmbeddingSpec",
+    "ModelManifest",
+    "TensorSpec",
+    "parse_manifest",
+]
+
+_PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "text-embedding": "onnxruntime_onnx",
+    "skops": "sklearn_skops",
+    "python": "python",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1)
+    datatype: str
+    shape: tuple[int, ...]
+    allow_nonfinite: bool = False
+    feature_names: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype '{value}'")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < -1 or d == 0 for d in value):
+            raise ValueError("dimensions must be positive or -1 (variable)")
+        return value
+
+
+class BatchingPolicy(_Strict):
+    max_batch_size: int = Field(default=32, ge=1, le=65536)
+    max_queue_delay_us: int = Field(default=0, ge=0, le=10_000_000)
+    max_queue_size: int = Field(default=1024, ge=1)
+
+
+class EmbeddingSpec(_Strict):
+    dimensions: int = Field(ge=1)
+    allow_truncation: bool = False
+    max_tokens: int = Field(default=512, ge=1)
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+
+
+class HardwareSpec(_Strict):
+    prefer: Literal["cpu", "gpu"] = "cpu"
+
+
+class ModelManifest(_Strict):
+    """One version's effective manifest: ``model.yaml`` merged with its ``version.yaml``."""
+
+    name: str
+    runtime: Literal["onnxruntime", "text-embedding", "skops", "python"]
+    platform: str = ""
+    default_version: int | None = None
+    version_policy: Any = "all"
+    preload: bool = False
+    artifact: str = "model.onnx"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batching: BatchingPolicy | None = None
+    execution: Literal["auto", "inline", "thread"] = "auto"
+    instances: int = Field(default=1, ge=1, le=64)
+    hardware: HardwareSpec = HardwareSpec()
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    card: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelManifest:
+        if not self.inputs or not self.outputs:
+            raise ValueError("a model needs at least one input and one output")
+        for group in (self.inputs, self.outputs):
+            names = [t.name for t in group]
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate tensor names in {names}")
+        if self.batching is not None:
+            for spec in (*self.inputs, *self.outputs):
+                if not spec.shape or spec.shape[0] != -1:
+                    raise ValueError(
+                        f"batching needs a variable first dimension, '{spec.name}' has "
+                        f"{list(spec.shape)}"
+                    )
+        if not self.platform:
+            object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
+        return self
+
+    def input(self, name: str) -> TensorSpec | None:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        return None
+
+    def output(self, name: str) -> TensorSpec | None:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        return None
+
+
+def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:
+    """Build a manifest from plain data; INVALID_ARGUMENT naming each problem otherwise."""
+    try:
+        return ModelManifest.model_validate({"name": name, **data})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise invalid(f"invalid manifest for model '{name}': {problems}") from None
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge a version's overrides onto the model's manifest (mappings merge, rest replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

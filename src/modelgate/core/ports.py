@@ -1,0 +1,112 @@
+"""The ports the core needs, as Protocols. Adapters and runtimes implement them.
+
+Contracts are stated on each port; the implementations live outside ``core/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelgate.core.manifest import ModelManifest
+
+__all__ = [
+    "Arrays",
+    "ModelRepository",
+    "ModelRuntime",
+    "Predictor",
+    "PredictorLoader",
+    "Timing",
+    "VersionObserver",
+    "VersionSource",
+    "InferenceObserver",
+]
+
+Arrays = Mapping[str, np.ndarray[Any, Any]]
+
+
+@dataclass(slots=True)
+class Timing:
+    """Filled in by a runtime as it serves one request (nanoseconds)."""
+
+    queue_ns: int = 0
+    compute_ns: int = 0
+    batch_size: int = 1
+
+
+class Predictor(Protocol):
+    """A loaded model, synchronous. What a runtime backend (ONNX Runtime, skops, Python) is.
+
+    ``predict`` receives every input named in the signature with the batch dimension first
+    and returns every output, batch dimension first, as numpy arrays. It must be safe to call
+    from several threads at once. ``close`` releases the model; it is called once, after the
+    last ``predict`` has returned.
+    """
+
+    def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ModelRuntime(Protocol):
+    """A loaded model as the event loop sees it: ``infer`` never blocks the loop for long.
+
+    Wrappers (the batcher) satisfy this same Protocol. ``timing`` is filled in when given.
+    ``queue_depth`` is the number of requests waiting, for metrics and load shedding.
+    """
+
+    async def infer(
+        self, inputs: Arrays, timing: Timing | None = None
+    ) -> dict[str, np.ndarray[Any, Any]]: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSource:
+    """One version of a model as stored: its number, its folder and its effective manifest."""
+
+    version: int
+    path: str
+    manifest: ModelManifest
+
+
+class ModelRepository(Protocol):
+    """Where models are stored.
+
+    ``names`` lists every model. ``versions`` reads a model's manifest afresh (so a load after
+    an edit sees the edit) and returns its versions, lowest first, after the manifest's
+    version policy; it raises NOT_FOUND for an unknown model and INVALID_ARGUMENT for a
+    manifest that does not validate.
+    """
+
+    def names(self) -> list[str]: ...
+
+    def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]: ...
+
+
+PredictorLoader = Callable[[VersionSource], Predictor]
+
+
+class VersionObserver(Protocol):
+    """Metrics for one model version; handed out once per loaded version, so it can cache."""
+
+    def request(self, status: str, seconds: float) -> None: ...
+
+    def batch(self, size: int, compute_ns: int) -> None: ...
+
+    def queue(self, depth: int) -> None: ...
+
+
+class InferenceObserver(Protocol):
+    """Metrics sink for the core (Prometheus in production, a recorder in tests)."""
+
+    def version(self, model: str, version: str) -> VersionObserver: ...
+
+    def loaded(self, model: str, version: str, loaded: bool) -> None: ...

@@ -1,0 +1,57 @@
+"""The one error type of modelgate, transport-neutral.
+
+::
+
+    ModelgateError(kind, message)        raised by the core and the runtimes
+      kind: ErrorKind
+        INVALID_ARGUMENT   the request is malformed or does not match the model's signature
+        NOT_FOUND          unknown model, version or output
+        PAYLOAD_TOO_LARGE  the body or a tensor is over a configured limit
+        UNAVAILABLE        the model exists but is not ready (loading, unloaded, failed)
+        OVERLOADED         a bounded queue is full; retry after ``retry_after`` seconds
+        UNSUPPORTED        a protocol feature or datatype modelgate does not implement
+        FAILED_PRECONDITION an operation that conflicts with the current state
+        INTERNAL           a bug or a runtime failure; the only kind that maps to a 5xx
+                           other than UNAVAILABLE/OVERLOADED
+
+The core never speaks HTTP or gRPC: each adapter maps a kind to its protocol's status
+(``api/rest/errors.py``, ``api/grpc/errors.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ErrorKind", "ModelgateError"]
+
+
+class ErrorKind(enum.Enum):
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
+    UNSUPPORTED = "unsupported"
+    FAILED_PRECONDITION = "failed_precondition"
+    INTERNAL = "internal"
+
+
+class ModelgateError(Exception):
+    """An error with a kind that each protocol adapter maps to its own status."""
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"ModelgateError({self.kind.name}, {self.message!r})"
+
+
+def invalid(message: str) -> ModelgateError:
+    return ModelgateError(ErrorKind.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ModelgateError:
+    return ModelgateError(ErrorKind.NOT_FOUND, message)

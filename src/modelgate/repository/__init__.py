@@ -1,0 +1,1 @@
+"""Model repositories: where model manifests and artifacts are stored."""

@@ -1,0 +1,83 @@
+"""A model repository on disk: ``<root>/<model>/model.yaml`` and integer version folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from modelgate.core.manifest import merge, parse_manifest
+from modelgate.core.ports import VersionSource
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+
+__all__ = ["FileModelRepository"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MANIFEST = "model.yaml"
+VERSION_MANIFEST = "version.yaml"
+
+
+class FileModelRepository:
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+
+    def names(self) -> list[str]:
+        try:
+            entries = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [
+            e for e in entries
+            if _NAME.match(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
+        ]
+
+    def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]:
+        if not _NAME.match(name) or not os.path.isfile(os.path.join(self.root, name, MANIFEST)):
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
+        folder = os.path.join(self.root, name)
+        base = _read_yaml(os.path.join(folder, MANIFEST))
+        if override:
+            base = merge(base, dict(override))
+        numbers = sorted(int(e) for e in os.listdir(folder)
+                         if e.isdigit() and int(e) > 0 and os.path.isdir(os.path.join(folder, e)))
+        numbers = _apply_policy(name, base.get("version_policy", "all"), numbers)
+        sources = []
+        for number in numbers:
+            path = os.path.join(folder, str(number))
+            data = base
+            version_file = os.path.join(path, VERSION_MANIFEST)
+            if os.path.isfile(version_file):
+                data = merge(base, _read_yaml(version_file))
+            sources.append(VersionSource(number, path, parse_manifest(name, data)))
+        return sources
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError) as exc:
+        raise invalid(f"cannot read {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise invalid(f"{path} must hold a mapping")
+    return data
+
+
+def _apply_policy(name: str, policy: Any, numbers: list[int]) -> list[int]:
+    """Triton's version policies: all, {latest: N}, {specific: [..]}."""
+    if policy == "all":
+        return numbers
+    if isinstance(policy, dict) and len(policy) == 1:
+        (kind, value), = policy.items()
+        if kind == "latest" and isinstance(value, int) and value > 0:
+            return numbers[-value:]
+        if kind == "specific" and isinstance(value, list):
+            wanted = {int(v) for v in value}
+            return [n for n in numbers if n in wanted]
+    raise invalid(f"model '{name}': version_policy must be all, {{latest: N}} or "
+                  f"{{specific: [...]}}, not {policy!r}")

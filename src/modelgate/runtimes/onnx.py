@@ -1,0 +1,82 @@
+"""ONNX Runtime: one InferenceSession per model version.
+
+Execution providers come from what the machine has: CUDA when ONNX Runtime reports it and
+the manifest prefers a GPU, else CPU. ``runtime_options`` may set ``intra_op_threads``,
+``inter_op_threads``, ``graph_optimization`` (disable|basic|extended|all) and ``providers``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelgate.core.manifest import ModelManifest
+from modelgate.core.ports import Arrays, VersionSource
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["OnnxPredictor", "create_session", "load", "providers_for"]
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def providers_for(manifest: ModelManifest) -> list[str]:
+    wanted = manifest.runtime_options.get("providers")
+    if wanted:
+        return [str(p) for p in wanted]
+    available = ort.get_available_providers()
+    if manifest.hardware.prefer == "gpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    opts = manifest.runtime_options
+    options.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
+    options.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
+    options.graph_optimization_level = _OPTIMIZATION[str(opts.get("graph_optimization", "all"))]
+    if not os.path.isfile(path):
+        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"model file not found: {path}")
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=providers_for(manifest))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"cannot load {path}: {exc}") from exc
+
+
+class OnnxPredictor:
+    def __init__(self, session: ort.InferenceSession, manifest: ModelManifest):
+        self._session = session
+        session_inputs = {i.name for i in session.get_inputs()}
+        session_outputs = [o.name for o in session.get_outputs()]
+        missing = [s.name for s in manifest.inputs if s.name not in session_inputs]
+        missing += [s.name for s in manifest.outputs if s.name not in session_outputs]
+        if missing:
+            raise ModelgateError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"manifest of '{manifest.name}' names tensors the ONNX graph lacks: {missing}",
+            )
+        self._outputs = [s.name for s in manifest.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        results = self._session.run(self._outputs, inputs if isinstance(inputs, dict) else dict(inputs))
+        return dict(zip(self._outputs, results, strict=True))
+
+    def close(self) -> None:
+        del self._session
+
+
+def load(source: VersionSource) -> OnnxPredictor:
+    path = os.path.join(source.path, source.manifest.artifact)
+    return OnnxPredictor(create_session(path, source.manifest), source.manifest)

@@ -1,0 +1,160 @@
+"""The server process: ``run()`` -> :class:`Server` with ``startup`` / ``main_loop`` /
+``shutdown``, REST (uvicorn) and gRPC (grpc.aio) on one event loop around one core.
+
+``--workers N`` starts N such processes. Each binds its own listening socket with
+``SO_REUSEPORT``, so the kernel spreads connections across workers by their addresses;
+with one shared socket (plain ``uvicorn --workers``) one busy worker can take every
+connection of a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from modelgate.bootstrap import Components, build_components
+from modelgate.settings import Settings
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("modelgate.server")
+
+
+class Server:
+    def __init__(
+        self, settings: Settings, http_socket: socket.socket | None = None, *,
+        reuse_port: bool = False,
+    ):
+        self.settings = settings
+        self._http_socket = http_socket
+        self._reuse_port = reuse_port
+        self.components: Components | None = None
+        self._grpc: Any = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.started = asyncio.Event()
+
+    async def serve(self) -> None:
+        await self.startup()
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        settings = self.settings
+        self.components = components = build_components(settings)
+        from modelgate.api.grpc.server import create_grpc_server  # grpc only when serving
+
+        self._grpc = create_grpc_server(components.service,
+                                        max_message_bytes=settings.grpc_max_message_bytes,
+                                        reuse_port=self._reuse_port)
+        self.grpc_port = self._grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        await self._grpc.start()
+        config = uvicorn.Config(
+            components.rest_app,
+            host=settings.host,
+            port=settings.http_port,
+            lifespan="off",
+            access_log=False,
+            log_level=settings.log_level,
+            http="httptools",
+            server_header=False,
+            date_header=False,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        sock = self._http_socket or _bind(settings.host, settings.http_port, reuse_port=False)
+        self.http_port = sock.getsockname()[1]
+        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
+        # Live at once, ready once the preload models are warm.
+        await components.registry.start()
+        if settings.idle_unload_seconds or settings.memory_budget_mb:
+            self._tasks.append(asyncio.create_task(self._evict_periodically()))
+        log.info("modelgate ready: REST http://%s:%d  gRPC %s:%d", settings.host,
+                 self.http_port, settings.host, self.grpc_port)
+        self.started.set()
+
+    async def main_loop(self) -> None:
+        await self._tasks[0]  # uvicorn returns when SIGINT/SIGTERM asked it to stop
+
+    def request_stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+
+    async def shutdown(self) -> None:
+        for task in self._tasks[1:]:
+            task.cancel()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+        if self.components is not None:
+            await self.components.registry.close()
+            self.components.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _evict_periodically(self) -> None:
+        assert self.components is not None
+        while True:
+            await asyncio.sleep(5)
+            await self.components.registry.evict()
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _event_loop_run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional; the standard loop works, slower
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def _serve_one(values: dict[str, Any], reuse_port: bool) -> None:
+    settings = Settings(**values)  # a plain dict crosses the process boundary
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    sock = _bind(settings.host, settings.http_port, reuse_port=reuse_port)
+    with contextlib.suppress(KeyboardInterrupt):
+        _event_loop_run(Server(settings, sock, reuse_port=reuse_port).serve())
+
+
+def run(settings: Settings) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM."""
+    if settings.workers == 1:
+        _serve_one(settings.model_dump(), reuse_port=False)
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_serve_one, args=(settings.model_dump(), True))
+               for _ in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for worker in workers:
+            if worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    sys.exit(max((w.exitcode or 0) for w in workers))

@@ -1,0 +1,81 @@
+"""Settings of the server process, read at the edge and handed inward as arguments.
+
+Precedence, highest first (written once, in :func:`load_settings`):
+
+1. command-line flags (``modelgate serve --http-port 9000``)
+2. environment variables (``MODELGATE_HTTP_PORT=9000``)
+3. a YAML file (``--config modelgate.yaml`` or ``MODELGATE_CONFIG``), keys as below
+4. the defaults below
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting of ``modelgate serve``; environment names are ``MODELGATE_`` + upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    #: state (SQLite and friends); created when missing
+    data_dir: Path = Path(".modelgate")
+    #: folder of model folders (see docs/model-repository.md)
+    model_repository: Path = Path("models")
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    #: request limits: a bigger body answers 413, a bigger tensor too (checked before allocation)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    #: models whose warm-up batch takes longer than this run in worker threads
+    inline_threshold_ms: float = Field(default=1.0, ge=0)
+    worker_threads: int = Field(default=4, ge=1)
+    #: unload a model not used for this long (preloaded models are pinned); unset: never
+    idle_unload_seconds: float | None = Field(default=None, gt=0)
+    #: unload least recently used models while loaded artifacts exceed this; unset: no budget
+    memory_budget_mb: int | None = Field(default=None, gt=0)
+    #: how long an unloaded or replaced version may finish its in-flight requests
+    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+
+
+def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None) -> Settings:
+    """Settings from flags, environment, YAML file and defaults, in that precedence."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    yaml_file = config_file or os.environ.get("MODELGATE_CONFIG")
+    if yaml_file and not os.path.isfile(yaml_file):
+        raise FileNotFoundError(f"config file not found: {yaml_file}")
+
+    class _Sourced(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources = [init_settings, env_settings]
+            if yaml_file:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+            return tuple(sources)
+
+    return _Sourced(**flags)

@@ -107,6 +107,9 @@ class BatchingRuntime:
                 waited = (time.perf_counter_ns() - self._queue[0].enqueued_ns) / 1e9
                 self._timer = loop.call_later(max(0.0, self._delay - waited), self._flush)
             return
+        if isinstance(self._timer, asyncio.TimerHandle):  # a full batch need not wait
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = loop.call_soon(self._flush)
 

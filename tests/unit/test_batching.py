@@ -1,0 +1,113 @@
+"""The batcher merges concurrent requests, splits answers exactly, and sheds load at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from modelgate.core.batching import BatchingRuntime
+from modelgate.core.execution import PredictorRuntime
+from modelgate.core.manifest import BatchingPolicy
+from modelgate.core.ports import Timing
+from modelgate.errors import ErrorKind, ModelgateError
+from tests.unit.fakes import RecordingPredictor
+
+
+def _batcher(predictor: RecordingPredictor, offload: bool = False, **policy: int) -> BatchingRuntime:
+    return BatchingRuntime(PredictorRuntime(predictor, offload=offload), BatchingPolicy(**policy))
+
+
+@pytest.mark.parametrize("offload", [False, True])
+async def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(offload: bool) -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, offload, max_batch_size=16, max_queue_delay_us=0)
+    inputs = [np.full((1 + i % 3, 2), i, dtype=np.float32) for i in range(20)]
+    results = await asyncio.gather(*(batcher.infer({"x": x}) for x in inputs))
+    for x, result in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(result["y"], x * 2)
+    assert sum(predictor.calls) == sum(x.shape[0] for x in inputs)
+    assert len(predictor.calls) < len(inputs), "no request was merged"
+    assert max(predictor.calls) <= 16
+
+
+async def test_a_lone_request_is_not_delayed_without_a_queue_delay() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=8, max_queue_delay_us=0)
+    timing = Timing()
+    result = await asyncio.wait_for(batcher.infer({"x": np.ones((1, 2), np.float32)}, timing), 1)
+    assert result["y"].shape == (1, 2)
+    assert timing.batch_size == 1
+
+
+async def test_queue_delay_gathers_requests_that_arrive_later() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=8, max_queue_delay_us=50_000)
+
+    async def late(i: int) -> None:
+        await asyncio.sleep(0.005 * i)
+        await batcher.infer({"x": np.full((1, 2), i, np.float32)})
+
+    await asyncio.gather(*(late(i) for i in range(4)))
+    assert predictor.calls == [4]
+
+
+async def test_a_full_batch_does_not_wait_for_the_delay() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=4, max_queue_delay_us=10_000_000)
+    xs = [np.full((1, 2), i, np.float32) for i in range(4)]
+    await asyncio.wait_for(asyncio.gather(*(batcher.infer({"x": x}) for x in xs)), 1)
+    assert predictor.calls == [4]
+
+
+async def test_requests_larger_than_the_batch_are_cut_into_chunks() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=4)
+    x = np.arange(22, dtype=np.float32).reshape(11, 2)
+    result = await batcher.infer({"x": x})
+    np.testing.assert_array_equal(result["y"], x * 2)
+    assert all(c <= 4 for c in predictor.calls) and sum(predictor.calls) == 11
+
+
+async def test_requests_with_different_inner_shapes_are_not_merged() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=16)
+    a, b = np.ones((1, 2), np.float32), np.ones((1, 3), np.float32)
+    ra, rb = await asyncio.gather(batcher.infer({"x": a}), batcher.infer({"x": b}))
+    assert ra["y"].shape == (1, 2) and rb["y"].shape == (1, 3)
+    assert sorted(predictor.calls) == [1, 1]
+
+
+async def test_a_full_queue_answers_overloaded_at_once() -> None:
+    predictor = RecordingPredictor(delay=0.05)
+    batcher = _batcher(predictor, offload=True, max_batch_size=1, max_queue_size=2)
+    tasks = [asyncio.ensure_future(batcher.infer({"x": np.ones((1, 2), np.float32)}))
+             for _ in range(6)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    rejected = [r for r in results if isinstance(r, ModelgateError)]
+    assert rejected and all(r.kind is ErrorKind.OVERLOADED and r.retry_after for r in rejected)
+    assert any(isinstance(r, dict) for r in results)
+
+
+async def test_a_failing_batch_fails_its_callers_and_the_next_batch_runs() -> None:
+    predictor = RecordingPredictor(fail_on=7.0)
+    batcher = _batcher(predictor, max_batch_size=8)
+    bad = batcher.infer({"x": np.full((1, 2), 7, np.float32)})
+    good = batcher.infer({"x": np.full((1, 2), 1, np.float32)})
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert all(isinstance(r, ModelgateError) and r.kind is ErrorKind.INTERNAL for r in results)
+    after = await batcher.infer({"x": np.full((1, 2), 1, np.float32)})
+    np.testing.assert_array_equal(after["y"], np.full((1, 2), 2))
+
+
+async def test_close_fails_queued_requests_and_closes_the_model() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=8, max_queue_delay_us=5_000_000)
+    task = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 2), np.float32)}))
+    await asyncio.sleep(0.01)
+    batcher.close()
+    with pytest.raises(ModelgateError) as info:
+        await task
+    assert info.value.kind is ErrorKind.UNAVAILABLE
+    assert predictor.closed

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -27,6 +28,15 @@ from modelgate.settings import Settings
 __all__ = ["Server", "run"]
 
 log = logging.getLogger("modelgate.server")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: :class:`Server` owns SIGINT and SIGTERM, stops
+    REST and gRPC together, and exits 0 after a clean drain (uvicorn re-raises the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Server:
@@ -71,7 +81,11 @@ class Server:
             server_header=False,
             date_header=False,
         )
-        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn = _UvicornServer(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
+                loop.add_signal_handler(signum, self.request_stop)
         sock = self._http_socket or _bind(settings.host, settings.http_port, reuse_port=False)
         self.http_port = sock.getsockname()[1]
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
@@ -91,6 +105,10 @@ class Server:
             self._uvicorn.should_exit = True
 
     async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
         for task in self._tasks[1:]:
             task.cancel()
         if self._grpc is not None:

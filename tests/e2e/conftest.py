@@ -1,0 +1,86 @@
+"""A real ``modelgate serve`` process on free ports, for clients the project did not write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(repository: Path, workdir: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> RunningServer:
+    http_port, grpc_port = free_port(), free_port()
+    log = workdir / f"server-{http_port}.log"
+    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository),
+               "--data-dir", str(workdir / "data"), "--http-port", str(http_port),
+               "--grpc-port", str(grpc_port), *args]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})})
+    server = RunningServer(process, http_port, grpc_port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"modelgate exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_server(server)
+    pytest.fail(f"modelgate was not ready in {timeout}s:\n{log.read_text()}")
+
+
+def stop_server(server: RunningServer) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture(scope="package")
+def demo_server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_server(demo_models, tmp_path_factory.mktemp("demo-server"))
+    yield server
+    code = stop_server(server)
+    assert code == 0, f"modelgate exited with {code} on SIGTERM:\n{server.log.read_text()}"

@@ -1,0 +1,57 @@
+"""The command line against a running server, and several worker processes on one port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.conftest import FIXTURE_MODELS
+from tests.e2e.conftest import RunningServer, start_server, stop_server
+
+
+def _cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelgate", *args, "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_models_list_unload_load(tmp_path: Path) -> None:
+    server = start_server(FIXTURE_MODELS, tmp_path)
+    try:
+        listed = _cli(server, "models", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "doubler" in listed.stdout and "READY" in listed.stdout
+        assert _cli(server, "models", "unload", "doubler").returncode == 0
+        ready = httpx.get(f"{server.url}/v2/models/doubler/ready")
+        assert ready.status_code == 503
+        assert _cli(server, "models", "load", "doubler").returncode == 0
+        assert httpx.get(f"{server.url}/v2/models/doubler/ready").status_code == 200
+        missing = _cli(server, "models", "load", "no-such-model")
+        assert missing.returncode == 1 and "404" in missing.stdout
+    finally:
+        assert stop_server(server) == 0
+
+
+def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path: Path) -> None:
+    server = start_server(FIXTURE_MODELS, tmp_path, "--workers", "2")
+    try:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        pids = children.read_text().split()
+        assert len(pids) >= 2  # the two workers (spawn may add its resource tracker)
+        body = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
+        }
+        for _ in range(20):  # a new connection each time: the kernel picks a worker
+            response = httpx.post(f"{server.url}/v2/models/doubler/infer", json=body)
+            assert response.status_code == 200
+            np.testing.assert_allclose(response.json()["outputs"][0]["data"], [3, 6, 9, 12])
+    finally:
+        assert stop_server(server) == 0

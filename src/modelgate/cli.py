@@ -17,8 +17,12 @@ models_app = typer.Typer(no_args_is_help=True, help="List, load and unload model
 app.add_typer(models_app, name="models")
 console = Console()
 
-_URL = typer.Option("http://127.0.0.1:8000", "--url", envvar="MODELGATE_URL",
-                    help="REST address of the running server.")
+_URL = typer.Option(
+    "http://127.0.0.1:8000",
+    "--url",
+    envvar="MODELGATE_URL",
+    help="REST address of the running server.",
+)
 
 
 @app.command()
@@ -37,8 +41,13 @@ def serve(
     from modelgate.settings import load_settings
 
     flags: dict[str, Any] = {
-        "host": host, "http_port": http_port, "grpc_port": grpc_port, "data_dir": data_dir,
-        "model_repository": model_repository, "workers": workers, "log_level": log_level,
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "data_dir": data_dir,
+        "model_repository": model_repository,
+        "workers": workers,
+        "log_level": log_level,
     }
     settings = load_settings(flags, str(config) if config else None)
     if not settings.model_repository.is_dir():
@@ -55,8 +64,9 @@ def version() -> None:
 
 def _call(method: str, url: str, path: str, body: Any = None) -> Any:
     try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body,
-                                 timeout=httpx.Timeout(120.0, connect=5.0))
+        response = httpx.request(
+            method, url.rstrip("/") + path, json=body, timeout=httpx.Timeout(120.0, connect=5.0)
+        )
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/] {exc}")
         raise typer.Exit(1) from None

@@ -41,7 +41,10 @@ class _UvicornServer(uvicorn.Server):
 
 class Server:
     def __init__(
-        self, settings: Settings, http_socket: socket.socket | None = None, *,
+        self,
+        settings: Settings,
+        http_socket: socket.socket | None = None,
+        *,
         reuse_port: bool = False,
     ):
         self.settings = settings
@@ -65,9 +68,11 @@ class Server:
         self.components = components = build_components(settings)
         from modelgate.api.grpc.server import create_grpc_server  # grpc only when serving
 
-        self._grpc = create_grpc_server(components.service,
-                                        max_message_bytes=settings.grpc_max_message_bytes,
-                                        reuse_port=self._reuse_port)
+        self._grpc = create_grpc_server(
+            components.service,
+            max_message_bytes=settings.grpc_max_message_bytes,
+            reuse_port=self._reuse_port,
+        )
         self.grpc_port = self._grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         await self._grpc.start()
         config = uvicorn.Config(
@@ -93,8 +98,13 @@ class Server:
         await components.registry.start()
         if settings.idle_unload_seconds or settings.memory_budget_mb:
             self._tasks.append(asyncio.create_task(self._evict_periodically()))
-        log.info("modelgate ready: REST http://%s:%d  gRPC %s:%d", settings.host,
-                 self.http_port, settings.host, self.grpc_port)
+        log.info(
+            "modelgate ready: REST http://%s:%d  gRPC %s:%d",
+            settings.host,
+            self.http_port,
+            settings.host,
+            self.grpc_port,
+        )
         self.started.set()
 
     async def main_loop(self) -> None:
@@ -147,8 +157,10 @@ def _event_loop_run(coro: Any) -> None:
 
 def _serve_one(values: dict[str, Any], reuse_port: bool) -> None:
     settings = Settings(**values)  # a plain dict crosses the process boundary
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
     sock = _bind(settings.host, settings.http_port, reuse_port=reuse_port)
     with contextlib.suppress(KeyboardInterrupt):
         _event_loop_run(Server(settings, sock, reuse_port=reuse_port).serve())
@@ -160,8 +172,10 @@ def run(settings: Settings) -> None:
         _serve_one(settings.model_dump(), reuse_port=False)
         return
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_serve_one, args=(settings.model_dump(), True))
-               for _ in range(settings.workers)]
+    workers = [
+        context.Process(target=_serve_one, args=(settings.model_dump(), True))
+        for _ in range(settings.workers)
+    ]
     for worker in workers:
         worker.start()
 

@@ -25,8 +25,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Components]:
-    settings = Settings(model_repository=FIXTURE_MODELS, data_dir=tmp_path_factory.mktemp("data"),
-                        max_body_bytes=256 * 1024, max_elements=100_000)
+    settings = Settings(
+        model_repository=FIXTURE_MODELS,
+        data_dir=tmp_path_factory.mktemp("data"),
+        max_body_bytes=256 * 1024,
+        max_elements=100_000,
+    )
     components = build_components(settings)
     await components.registry.start()
     yield components
@@ -57,13 +61,22 @@ def _split_binary(response: httpx.Response) -> tuple[dict[str, Any], bytes]:
 async def test_binary_input_and_binary_output(client: httpx.AsyncClient) -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     body, headers = _binary_body(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4],
-                     "parameters": {"binary_data_size": x.nbytes}}],
-         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]},
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [2, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        },
         x.tobytes(),
     )
-    response = await client.post("/v2/models/doubler/versions/1/infer", content=body,
-                                 headers=headers)
+    response = await client.post(
+        "/v2/models/doubler/versions/1/infer", content=body, headers=headers
+    )
     assert response.status_code == 200, response.text
     doc, raw = _split_binary(response)
     (output,) = doc["outputs"]
@@ -75,9 +88,17 @@ async def test_binary_bytes_tensor_round_trip(client: httpx.AsyncClient) -> None
     words = [b"hi", b"", "ünï".encode()]
     raw = b"".join(struct.pack("<I", len(w)) + w for w in words)
     body, headers = _binary_body(
-        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3],
-                     "parameters": {"binary_data_size": len(raw)}}],
-         "parameters": {"binary_data_output": True}},
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [3],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        },
         raw,
     )
     response = await client.post("/v2/models/echo-text/infer", content=body, headers=headers)
@@ -91,7 +112,7 @@ async def test_binary_bytes_tensor_round_trip(client: httpx.AsyncClient) -> None
         items.append(upper[offset + 4 : offset + 4 + n])
         offset += 4 + n
     assert items == [w.upper() for w in words]
-    assert np.frombuffer(data[sizes[0]:], np.int64).tolist() == [2, 0, len("ünï".encode())]
+    assert np.frombuffer(data[sizes[0] :], np.int64).tolist() == [2, 0, len("ünï".encode())]
 
 
 @pytest.mark.parametrize(
@@ -108,9 +129,18 @@ async def test_binary_header_mismatches_are_400(
 ) -> None:
     x = np.ones((1, 4), np.float32)
     body, headers = _binary_body(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
-                     "parameters": {"binary_data_size": x.nbytes}}]},
-        x.tobytes(), extra,
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ]
+        },
+        x.tobytes(),
+        extra,
     )
     if header_length is not None:
         headers["Inference-Header-Content-Length"] = header_length
@@ -121,8 +151,16 @@ async def test_binary_header_mismatches_are_400(
 
 async def test_binary_size_that_does_not_match_the_shape_is_400(client: httpx.AsyncClient) -> None:
     body, headers = _binary_body(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
-                     "parameters": {"binary_data_size": 12}}]},
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": 12},
+                }
+            ]
+        },
         b"\x00" * 12,
     )
     response = await client.post("/v2/models/doubler/infer", content=body, headers=headers)
@@ -138,37 +176,79 @@ async def test_binary_size_that_does_not_match_the_shape_is_400(client: httpx.As
         (b"[1, 2]", 400, "JSON object"),
         (b'{"inputs": []}', 400, "non-empty list"),
         (b"[" * 5000 + b"]" * 5000, 400, "malformed JSON"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}',
-         400, "needs 4"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], '
-         b'"data": [1, 2, "a", 4]}]}', 400, "numbers"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], '
-         b'"data": [[1, 2], [3]]}]}', 400, "ragged"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4], "data": []}]}',
-         400, "negative"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4294967296, 4294967296], '
-         b'"data": []}]}', 413, "limit"),
-        (b'{"inputs": [{"name": "x", "datatype": "BF16", "shape": [1, 4], "data": [1,2,3,4]}]}',
-         400, "BF16"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP99", "shape": [1, 4], "data": [1,2,3,4]}]}',
-         400, "unknown datatype"),
-        (b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 4], "data": [1,2,3,4]}]}',
-         400, "expects FP32"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1,2,3,4]}]}',
-         400, "expects [-1, 4]"),
-        (b'{"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}]}',
-         400, "unexpected input"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}],'
-         b' "outputs": [{"name": "nope"}]}', 400, "unexpected output"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4],'
-         b' "parameters": {"a": [1]}}]}', 400, "string, number or boolean"),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}',
+            400,
+            "needs 4",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], '
+            b'"data": [1, 2, "a", 4]}]}',
+            400,
+            "numbers",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], '
+            b'"data": [[1, 2], [3]]}]}',
+            400,
+            "ragged",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4], "data": []}]}',
+            400,
+            "negative",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4294967296, 4294967296], '
+            b'"data": []}]}',
+            413,
+            "limit",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "BF16", "shape": [1, 4], "data": [1,2,3,4]}]}',
+            400,
+            "BF16",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP99", "shape": [1, 4], "data": [1,2,3,4]}]}',
+            400,
+            "unknown datatype",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 4], "data": [1,2,3,4]}]}',
+            400,
+            "expects FP32",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1,2,3,4]}]}',
+            400,
+            "expects [-1, 4]",
+        ),
+        (
+            b'{"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}]}',
+            400,
+            "unexpected input",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}],'
+            b' "outputs": [{"name": "nope"}]}',
+            400,
+            "unexpected output",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4],'
+            b' "parameters": {"a": [1]}}]}',
+            400,
+            "string, number or boolean",
+        ),
     ],
 )
 async def test_malformed_requests_get_a_400_that_names_the_problem(
     client: httpx.AsyncClient, body: bytes, status: int, fragment: str
 ) -> None:
-    response = await client.post("/v2/models/doubler/infer", content=body,
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v2/models/doubler/infer", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
 
@@ -176,8 +256,16 @@ async def test_malformed_requests_get_a_400_that_names_the_problem(
 async def test_nan_and_infinity_are_refused_in_binary_data(client: httpx.AsyncClient) -> None:
     x = np.array([[1, np.nan, np.inf, 2]], np.float32)
     body, headers = _binary_body(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
-                     "parameters": {"binary_data_size": x.nbytes}}]},
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ]
+        },
         x.tobytes(),
     )
     response = await client.post("/v2/models/doubler/infer", content=body, headers=headers)
@@ -191,8 +279,11 @@ async def test_a_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_wrong_content_type_is_400(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v2/models/doubler/infer", content=b"a=b",
-                                 headers={"content-type": "application/x-www-form-urlencoded"})
+    response = await client.post(
+        "/v2/models/doubler/infer",
+        content=b"a=b",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 400
     assert "content type" in response.json()["error"]
 
@@ -219,8 +310,9 @@ async def test_routes_answer_in_the_oip_error_shape(
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6),
-                                                                       children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=20,
 )
 _inputs = st.fixed_dictionaries(
@@ -237,17 +329,24 @@ _bodies = st.fixed_dictionaries(
     {},
     optional={
         "inputs": st.lists(_inputs, max_size=3) | _json_values,
-        "outputs": st.lists(st.fixed_dictionaries({}, optional={"name": st.text(max_size=5),
-                                                               "parameters": _json_values}),
-                            max_size=2) | _json_values,
+        "outputs": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"name": st.text(max_size=5), "parameters": _json_values}
+            ),
+            max_size=2,
+        )
+        | _json_values,
         "id": _json_values,
         "parameters": _json_values,
     },
 )
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(body=_bodies, model=st.sampled_from(["doubler", "echo-text", "nope"]))
 async def test_no_request_body_gets_a_server_error(
     client: httpx.AsyncClient, body: dict[str, Any], model: str
@@ -258,23 +357,32 @@ async def test_no_request_body_gets_a_server_error(
         assert isinstance(response.json()["error"], str)
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(header=st.binary(max_size=64), tail=st.binary(max_size=64),
-       length=st.integers(min_value=-5, max_value=200))
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    header=st.binary(max_size=64),
+    tail=st.binary(max_size=64),
+    length=st.integers(min_value=-5, max_value=200),
+)
 async def test_no_binary_body_gets_a_server_error(
     client: httpx.AsyncClient, header: bytes, tail: bytes, length: int
 ) -> None:
     response = await client.post(
-        "/v2/models/doubler/infer", content=header + tail,
+        "/v2/models/doubler/infer",
+        content=header + tail,
         headers={"Inference-Header-Content-Length": str(length)},
     )
     assert 400 <= response.status_code < 500
 
 
 async def test_the_server_still_serves_after_bad_input(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v2/models/doubler/versions/1/infer", json={
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    response = await client.post(
+        "/v2/models/doubler/versions/1/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+    )
     assert response.status_code == 200
     assert response.json()["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
 
@@ -291,11 +399,14 @@ async def test_openai_errors_use_openai_shape(client: httpx.AsyncClient) -> None
 
 
 async def test_metrics_endpoint_names_models_and_http_answers(client: httpx.AsyncClient) -> None:
-    await client.post("/v2/models/doubler/infer", json={
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    await client.post(
+        "/v2/models/doubler/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+    )
     text = (await client.get("/metrics")).text
-    assert 'modelgate_inference_requests_total{model="doubler",status="success",version="2"}' in text
+    assert (
+        'modelgate_inference_requests_total{model="doubler",status="success",version="2"}' in text
+    )
     assert "modelgate_inference_batch_size_bucket" in text
     assert 'modelgate_model_loaded{model="doubler",version="1"} 1.0' in text
     assert 'modelgate_http_requests_total{api="oip",status="400"}' in text
-

@@ -42,16 +42,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(repository: Path, workdir: Path, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60) -> RunningServer:
+def start_server(
+    repository: Path,
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> RunningServer:
     http_port, grpc_port = free_port(), free_port()
     log = workdir / f"server-{http_port}.log"
-    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository),
-               "--data-dir", str(workdir / "data"), "--http-port", str(http_port),
-               "--grpc-port", str(grpc_port), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "modelgate",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--data-dir",
+        str(workdir / "data"),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        *args,
+    ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     server = RunningServer(process, http_port, grpc_port, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +97,9 @@ def stop_server(server: RunningServer) -> int:
 
 
 @pytest.fixture(scope="package")
-def demo_server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def demo_server(
+    demo_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     server = start_server(demo_models, tmp_path_factory.mktemp("demo-server"))
     yield server
     code = stop_server(server)

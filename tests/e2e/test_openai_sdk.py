@@ -19,8 +19,9 @@ MODEL = "all-MiniLM-L6-v2"
 
 @pytest.fixture
 def client(demo_server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{demo_server.url}/v1", api_key="unused", max_retries=0,
-                         timeout=60)
+    return openai.OpenAI(
+        base_url=f"{demo_server.url}/v1", api_key="unused", max_retries=0, timeout=60
+    )
 
 
 def _reference() -> tuple[list[str], np.ndarray]:
@@ -53,10 +54,15 @@ def test_embeddings_match_sentence_transformers(client: openai.OpenAI, encoding:
 
 def test_int8_version_stays_close_to_the_reference(demo_server: RunningServer) -> None:
     sentences, reference = _reference()
-    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(sentences)],
-                        "data": sentences}], "outputs": [{"name": "embedding"}]}
-    response = httpx.post(f"{demo_server.url}/v2/models/{MODEL}/versions/2/infer", json=body,
-                          timeout=60)
+    body = {
+        "inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [len(sentences)], "data": sentences}
+        ],
+        "outputs": [{"name": "embedding"}],
+    }
+    response = httpx.post(
+        f"{demo_server.url}/v2/models/{MODEL}/versions/2/infer", json=body, timeout=60
+    )
     assert response.status_code == 200, response.text
     output = response.json()["outputs"][0]
     got = np.array(output["data"]).reshape(output["shape"])

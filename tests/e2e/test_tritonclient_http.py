@@ -10,8 +10,10 @@ from tritonclient.utils import InferenceServerException
 from tests.e2e.conftest import RunningServer
 
 ROWS = np.array(
-    [[2, 52000, 0.31, 0.42, 36, 5, 0, 12000, 36, 9, 1, 1],
-     [5, 18000, 0.92, 0.97, 2, 14, 5, 41000, 60, 1, 9, 0]],
+    [
+        [2, 52000, 0.31, 0.42, 36, 5, 0, 12000, 36, 9, 1, 1],
+        [5, 18000, 0.92, 0.97, 2, 14, 5, 41000, 60, 1, 9, 0],
+    ],
     dtype=np.float32,
 )
 
@@ -42,8 +44,10 @@ def test_model_metadata_lists_versions_and_feature_names(
 def test_infer_binary_and_json(client: httpclient.InferenceServerClient, binary: bool) -> None:
     features = httpclient.InferInput("features", list(ROWS.shape), "FP32")
     features.set_data_from_numpy(ROWS, binary_data=binary)
-    outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary),
-               httpclient.InferRequestedOutput("label", binary_data=binary)]
+    outputs = [
+        httpclient.InferRequestedOutput("probabilities", binary_data=binary),
+        httpclient.InferRequestedOutput("label", binary_data=binary),
+    ]
     result = client.infer("credit-risk", [features], outputs=outputs, request_id="r-1")
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (2, 2)

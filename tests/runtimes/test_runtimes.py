@@ -31,8 +31,10 @@ def _skops_manifest(**extra: Any) -> dict[str, Any]:
         "runtime": "skops",
         "artifact": "model.skops",
         "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],
-        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]},
+        ],
         **extra,
     }
 
@@ -72,7 +74,9 @@ async def test_onnx_manifest_that_names_missing_tensors_fails_to_load(
     manifest = yaml.safe_load((demo_models / "credit-risk" / "model.yaml").read_text())
     manifest["outputs"][0]["name"] = "not-in-graph"
     folder = _write_model(tmp_path, "broken", manifest)
-    (folder / "model.onnx").write_bytes((demo_models / "credit-risk" / "1" / "model.onnx").read_bytes())
+    (folder / "model.onnx").write_bytes(
+        (demo_models / "credit-risk" / "1" / "model.onnx").read_bytes()
+    )
     registry = ModelRegistry(FileModelRepository(str(tmp_path)), loaders())
     with pytest.raises(ModelgateError) as info:
         await registry.acquire("broken", None)
@@ -97,15 +101,24 @@ def test_providers_follow_the_manifest_and_the_machine(demo_models: Path) -> Non
     cpu = parse_manifest("m", base)
     assert providers_for(cpu) == ["CPUExecutionProvider"]
     gpu = parse_manifest("m", {**base, "hardware": {"prefer": "gpu"}})
-    expected = (["CUDAExecutionProvider", "CPUExecutionProvider"]
-                if "CUDAExecutionProvider" in ort.get_available_providers()
-                else ["CPUExecutionProvider"])
+    expected = (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers()
+        else ["CPUExecutionProvider"]
+    )
     assert providers_for(gpu) == expected
 
 
 def test_manifest_errors_name_the_field(tmp_path: Path) -> None:
-    _write_model(tmp_path, "bad", {"runtime": "onnxruntime", "inputs": [], "outputs": [
-        {"name": "y", "datatype": "FP99", "shape": [-1]}]})
+    _write_model(
+        tmp_path,
+        "bad",
+        {
+            "runtime": "onnxruntime",
+            "inputs": [],
+            "outputs": [{"name": "y", "datatype": "FP99", "shape": [-1]}],
+        },
+    )
     with pytest.raises(ModelgateError) as info:
         FileModelRepository(str(tmp_path)).versions("bad")
     assert "FP99" in info.value.message

@@ -61,6 +61,9 @@ class MemoryRepository:
         out = []
         for version, data in sorted(self.models[name].items()):
             merged = {**MANIFEST, **data, **(override or {})}
-            out.append(VersionSource(version, f"/nonexistent/{name}/{version}",
-                                     parse_manifest(name, merged)))
+            out.append(
+                VersionSource(
+                    version, f"/nonexistent/{name}/{version}", parse_manifest(name, merged)
+                )
+            )
         return out

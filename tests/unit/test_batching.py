@@ -15,7 +15,9 @@ from modelgate.errors import ErrorKind, ModelgateError
 from tests.unit.fakes import RecordingPredictor
 
 
-def _batcher(predictor: RecordingPredictor, offload: bool = False, **policy: int) -> BatchingRuntime:
+def _batcher(
+    predictor: RecordingPredictor, offload: bool = False, **policy: int
+) -> BatchingRuntime:
     return BatchingRuntime(PredictorRuntime(predictor, offload=offload), BatchingPolicy(**policy))
 
 
@@ -82,8 +84,9 @@ async def test_requests_with_different_inner_shapes_are_not_merged() -> None:
 async def test_a_full_queue_answers_overloaded_at_once() -> None:
     predictor = RecordingPredictor(delay=0.05)
     batcher = _batcher(predictor, offload=True, max_batch_size=1, max_queue_size=2)
-    tasks = [asyncio.ensure_future(batcher.infer({"x": np.ones((1, 2), np.float32)}))
-             for _ in range(6)]
+    tasks = [
+        asyncio.ensure_future(batcher.infer({"x": np.ones((1, 2), np.float32)})) for _ in range(6)
+    ]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     rejected = [r for r in results if isinstance(r, ModelgateError)]
     assert rejected and all(r.kind is ErrorKind.OVERLOADED and r.retry_after for r in rejected)

@@ -24,8 +24,10 @@ class Loader:
         if options.get("broken"):
             raise RuntimeError("corrupt weights")
         self.loaded.append((source.manifest.name, source.version))
-        predictor = RecordingPredictor(factor=float(options.get("factor", source.version)),
-                                       delay=float(options.get("delay", 0)))
+        predictor = RecordingPredictor(
+            factor=float(options.get("factor", source.version)),
+            delay=float(options.get("delay", 0)),
+        )
         self.predictors.append(predictor)
         return predictor
 
@@ -38,10 +40,13 @@ class Clock:
         return self.now
 
 
-def _registry(models: dict[str, dict[int, dict[str, Any]]], **policy: Any) -> tuple[ModelRegistry, Loader, Clock]:
+def _registry(
+    models: dict[str, dict[int, dict[str, Any]]], **policy: Any
+) -> tuple[ModelRegistry, Loader, Clock]:
     loader, clock = Loader(), Clock()
-    registry = ModelRegistry(MemoryRepository(models), {"python": loader},
-                             policy=RegistryPolicy(**policy), clock=clock)
+    registry = ModelRegistry(
+        MemoryRepository(models), {"python": loader}, policy=RegistryPolicy(**policy), clock=clock
+    )
     return registry, loader, clock
 
 
@@ -61,7 +66,9 @@ async def test_preload_models_load_at_start_and_others_on_first_use() -> None:
 
 
 async def test_the_default_version_is_the_highest_unless_the_manifest_names_one() -> None:
-    registry, _, _ = _registry({"a": {1: {}, 2: {}, 3: {}}, "b": {1: {}, 2: {"default_version": 1}}})
+    registry, _, _ = _registry(
+        {"a": {1: {}, 2: {}, 3: {}}, "b": {1: {}, 2: {"default_version": 1}}}
+    )
     assert await _infer(registry, "a") == 3.0
     assert await _infer(registry, "a", "2") == 2.0
     assert await _infer(registry, "b") == 1.0
@@ -131,8 +138,9 @@ async def test_unload_then_requests_are_unavailable_until_loaded_again() -> None
 
 
 async def test_idle_models_are_unloaded_but_preloaded_ones_stay() -> None:
-    registry, loader, clock = _registry({"hot": {1: {"preload": True}}, "cold": {1: {}}},
-                                        idle_unload_s=60)
+    registry, loader, clock = _registry(
+        {"hot": {1: {"preload": True}}, "cold": {1: {}}}, idle_unload_s=60
+    )
     await registry.start()
     await _infer(registry, "cold")
     clock.now = 120
@@ -144,8 +152,9 @@ async def test_idle_models_are_unloaded_but_preloaded_ones_stay() -> None:
 
 
 async def test_the_memory_budget_unloads_least_recently_used_first() -> None:
-    registry, _, clock = _registry({"a": {1: {}}, "b": {1: {}}, "c": {1: {}}},
-                                   memory_budget_bytes=0)
+    registry, _, clock = _registry(
+        {"a": {1: {}}, "b": {1: {}}, "c": {1: {}}}, memory_budget_bytes=0
+    )
     # The fake repository's folders do not exist, so each version weighs 0 bytes: give sizes.
     for name in ("a", "b", "c"):
         clock.now += 1
@@ -160,7 +169,9 @@ async def test_the_memory_budget_unloads_least_recently_used_first() -> None:
 
 
 async def test_warm_up_decides_inline_or_thread() -> None:
-    registry, _, _ = _registry({"fast": {1: {}}, "slow": {1: {"runtime_options": {"delay": 0.01}}}},
-                               inline_threshold_s=0.002)
+    registry, _, _ = _registry(
+        {"fast": {1: {}}, "slow": {1: {"runtime_options": {"delay": 0.01}}}},
+        inline_threshold_s=0.002,
+    )
     assert not (await registry.acquire("fast", None)).offload
     assert (await registry.acquire("slow", None)).offload

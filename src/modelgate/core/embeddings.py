@@ -53,8 +53,11 @@ class EmbeddingService:
         text = np.empty(len(texts), dtype=object)
         text[:] = [t.encode("utf-8") for t in texts]
         response = await self.inference.infer(
-            InferenceRequest(model=model, version=str(loaded.version),
-                             inputs=[Tensor(manifest.inputs[0].name, "BYTES", text)])
+            InferenceRequest(
+                model=model,
+                version=str(loaded.version),
+                inputs=[Tensor(manifest.inputs[0].name, "BYTES", text)],
+            )
         )
         vectors = response.outputs[0].data
         tokens = int(response.outputs[1].data.sum()) if len(response.outputs) > 1 else 0

@@ -53,7 +53,9 @@ class PredictorRuntime:
         start = time.perf_counter_ns()
         if self.offload:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, run_predict, self.predictor, inputs)
+            outputs = await loop.run_in_executor(
+                self._executor, run_predict, self.predictor, inputs
+            )
         else:
             outputs = run_predict(self.predictor, inputs)
         if timing is not None:
@@ -68,7 +70,9 @@ def dummy_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray[Any
     """Zero inputs (or short texts) matching the signature, for warm-up."""
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     for spec in manifest.inputs:
-        shape = [rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)]
+        shape = [
+            rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)
+        ]
         if spec.datatype == "BYTES":
             arrays[spec.name] = np.full(shape, b"warm up", dtype=object)
         else:
@@ -84,4 +88,3 @@ def measure(predictor: Predictor, inputs: Arrays, repeat: int = 3) -> float:
         run_predict(predictor, inputs)
         best = min(best, time.perf_counter() - start)
     return best
-

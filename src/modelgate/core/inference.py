@@ -111,11 +111,15 @@ class InferenceService:
             "max_batch_size": batching.max_batch_size if batching else 0,
             "input": [_config_tensor(s, batching is not None) for s in manifest.inputs],
             "output": [_config_tensor(s, batching is not None) for s in manifest.outputs],
-            "version_policy": {"all": {}} if manifest.version_policy == "all"
+            "version_policy": {"all": {}}
+            if manifest.version_policy == "all"
             else manifest.version_policy,
-            "instance_group": [{"count": manifest.instances,
-                                "kind": "KIND_GPU" if manifest.hardware.prefer == "gpu"
-                                else "KIND_CPU"}],
+            "instance_group": [
+                {
+                    "count": manifest.instances,
+                    "kind": "KIND_GPU" if manifest.hardware.prefer == "gpu" else "KIND_CPU",
+                }
+            ],
             "parameters": {k: {"string_value": str(v)} for k, v in manifest.labels.items()},
         }
         if batching is not None:
@@ -137,7 +141,9 @@ class InferenceService:
                         ErrorKind.NOT_FOUND, f"version '{version}' of model '{name}' is not loaded"
                     )
         else:
-            loaded = [v for n in self.registry.repository.names() for v in self.registry.versions(n)]
+            loaded = [
+                v for n in self.registry.repository.names() for v in self.registry.versions(n)
+            ]
         return {"model_stats": [v.stats.as_dict() for v in loaded]}
 
     # -- repository control --------------------------------------------------------------
@@ -169,8 +175,9 @@ class InferenceService:
         finally:
             loaded.leave()
         outputs = _outputs(loaded.manifest, arrays, requested)
-        loaded.stats.succeeded(rows, time.perf_counter_ns() - start, timing.queue_ns,
-                               timing.compute_ns)
+        loaded.stats.succeeded(
+            rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
+        )
         if not loaded.batched:
             loaded.stats.batch(rows, timing.compute_ns)
         return InferenceResponse(
@@ -195,28 +202,38 @@ def _validate(
         spec = manifest.input(tensor.name)
         if spec is None:
             expected = ", ".join(s.name for s in manifest.inputs)
-            raise invalid(f"unexpected input '{tensor.name}' for model '{manifest.name}' "
-                          f"(it takes: {expected})")
+            raise invalid(
+                f"unexpected input '{tensor.name}' for model '{manifest.name}' "
+                f"(it takes: {expected})"
+            )
         if tensor.name in inputs:
             raise invalid(f"input '{tensor.name}' is given twice")
         if tensor.datatype != spec.datatype:
-            raise invalid(f"input '{tensor.name}' has datatype {tensor.datatype}, "
-                          f"model '{manifest.name}' expects {spec.datatype}")
+            raise invalid(
+                f"input '{tensor.name}' has datatype {tensor.datatype}, "
+                f"model '{manifest.name}' expects {spec.datatype}"
+            )
         shape = tensor.data.shape
         if len(shape) != len(spec.shape) or any(
             want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
         ):
-            raise invalid(f"input '{tensor.name}' has shape {list(shape)}, model "
-                          f"'{manifest.name}' expects {list(spec.shape)}")
+            raise invalid(
+                f"input '{tensor.name}' has shape {list(shape)}, model "
+                f"'{manifest.name}' expects {list(spec.shape)}"
+            )
         if shape:
             if rows not in (-1, shape[0]):
                 raise invalid("inputs disagree on the batch size (first dimension)")
             rows = shape[0]
-        if not spec.allow_nonfinite and tensor.data.dtype.kind == "f" and not bool(
-            np.isfinite(tensor.data).all()
+        if (
+            not spec.allow_nonfinite
+            and tensor.data.dtype.kind == "f"
+            and not bool(np.isfinite(tensor.data).all())
         ):
-            raise invalid(f"input '{tensor.name}' holds NaN or Infinity, which model "
-                          f"'{manifest.name}' does not accept")
+            raise invalid(
+                f"input '{tensor.name}' holds NaN or Infinity, which model "
+                f"'{manifest.name}' does not accept"
+            )
         inputs[tensor.name] = tensor.data
     if len(inputs) != len(manifest.inputs):
         missing = [s.name for s in manifest.inputs if s.name not in inputs]
@@ -283,8 +300,7 @@ def _classify(
 
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype,
-                            "shape": list(spec.shape)}
+    meta: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
     params: dict[str, Any] = {}
     if spec.feature_names:
         params["feature_names"] = ",".join(spec.feature_names)
@@ -297,8 +313,11 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 
 def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     dims = list(spec.shape[1:] if batched else spec.shape)
-    return {"name": spec.name, "data_type": f"TYPE_{spec.datatype.replace('BYTES', 'STRING')}",
-            "dims": dims}
+    return {
+        "name": spec.name,
+        "data_type": f"TYPE_{spec.datatype.replace('BYTES', 'STRING')}",
+        "dims": dims,
+    }
 
 
 def _card_parameters(manifest: ModelManifest) -> dict[str, Any]:

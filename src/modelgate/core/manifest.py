@@ -133,14 +133,13 @@ def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:
         return ModelManifest.model_validate({"name": name, **data})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}"
-            for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors()
         )
         raise invalid(f"invalid manifest for model '{name}': {problems}") from None
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge a version's overrides onto the model's manifest (mappings merge, rest replaces)."""
+    """Deep-merge a version's overrides onto the model's manifest: mappings merge, rest replaces."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

@@ -15,6 +15,7 @@ from modelgate.core.manifest import ModelManifest
 
 __all__ = [
     "Arrays",
+    "InferenceObserver",
     "ModelRepository",
     "ModelRuntime",
     "Predictor",
@@ -22,7 +23,6 @@ __all__ = [
     "Timing",
     "VersionObserver",
     "VersionSource",
-    "InferenceObserver",
 ]
 
 Arrays = Mapping[str, np.ndarray[Any, Any]]
@@ -88,7 +88,9 @@ class ModelRepository(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]: ...
+    def versions(
+        self, name: str, override: Mapping[str, Any] | None = None
+    ) -> list[VersionSource]: ...
 
 
 PredictorLoader = Callable[[VersionSource], Predictor]

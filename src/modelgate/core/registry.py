@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -78,15 +79,19 @@ class LoadedVersion:
         if self.inflight == 0 and self._drained is not None:
             self._drained.set()
 
-    async def drain_and_close(self, timeout: float) -> None:
+    async def drain_and_close(self, drain_s: float) -> None:
         self.state = VersionState.UNLOADING
         if self.inflight:
             self._drained = asyncio.Event()
             try:
-                await asyncio.wait_for(self._drained.wait(), timeout)
+                await asyncio.wait_for(self._drained.wait(), drain_s)
             except TimeoutError:
-                log.warning("unloading %s v%d with %d requests still running",
-                            self.name, self.version, self.inflight)
+                log.warning(
+                    "unloading %s v%d with %d requests still running",
+                    self.name,
+                    self.version,
+                    self.inflight,
+                )
         self.state = VersionState.UNAVAILABLE
         await asyncio.to_thread(self.runtime.close)
 
@@ -147,7 +152,7 @@ class ModelRegistry:
 
     async def close(self) -> None:
         for model in list(self._models.values()):
-            await self._retire(list(model.versions.values()), timeout=self.policy.drain_timeout_s)
+            await self._retire(list(model.versions.values()), drain_s=self.policy.drain_timeout_s)
             model.versions = {}
 
     @property
@@ -217,8 +222,9 @@ class ModelRegistry:
                 rows.append(row)
                 continue
             for loaded in self.versions(name):
-                rows.append({"name": name, "version": str(loaded.version),
-                             "state": loaded.state.value})
+                rows.append(
+                    {"name": name, "version": str(loaded.version), "state": loaded.state.value}
+                )
         return rows
 
     # -- loading and unloading ---------------------------------------------------------
@@ -232,10 +238,8 @@ class ModelRegistry:
     async def load(self, name: str, override: Mapping[str, Any] | None = None) -> None:
         model = self._model(name)
         while model.loading is not None:  # one load at a time per model
-            try:
+            with contextlib.suppress(ModelgateError):
                 await asyncio.shield(model.loading)
-            except ModelgateError:
-                pass
         model.loading = asyncio.get_running_loop().create_future()
         try:
             sources = await asyncio.to_thread(self.repository.versions, name, override)
@@ -297,7 +301,9 @@ class ModelRegistry:
         idle = self.policy.idle_unload_s
         if idle is not None:
             for model in candidates:
-                if now - model.last_used >= idle and not any(v.inflight for v in model.versions.values()):
+                if now - model.last_used >= idle and not any(
+                    v.inflight for v in model.versions.values()
+                ):
                     await self._evict(model, "unloaded after being idle")
         budget = self.policy.memory_budget_bytes
         if budget is not None:
@@ -317,10 +323,10 @@ class ModelRegistry:
     def memory_bytes(self) -> int:
         return sum(v.size_bytes for m in self._models.values() for v in m.versions.values())
 
-    async def _retire(self, versions: list[LoadedVersion], timeout: float) -> None:
+    async def _retire(self, versions: list[LoadedVersion], drain_s: float) -> None:
         for loaded in versions:
             self._report(loaded, False)
-        await asyncio.gather(*(v.drain_and_close(timeout) for v in versions))
+        await asyncio.gather(*(v.drain_and_close(drain_s) for v in versions))
 
     def _report(self, loaded: LoadedVersion, is_loaded: bool) -> None:
         if self._observer is not None:
@@ -348,14 +354,25 @@ class ModelRegistry:
         offload = {"inline": False, "thread": True}.get(
             manifest.execution, took > self.policy.inline_threshold_s
         )
-        log.info("loaded %s v%d (%s, warm-up %.3f ms at %d rows)", manifest.name,
-                 source.version, "thread" if offload else "inline", took * 1e3, rows)
-        sink = self._observer.version(manifest.name, str(source.version)) if self._observer else None
+        log.info(
+            "loaded %s v%d (%s, warm-up %.3f ms at %d rows)",
+            manifest.name,
+            source.version,
+            "thread" if offload else "inline",
+            took * 1e3,
+            rows,
+        )
+        sink = (
+            self._observer.version(manifest.name, str(source.version)) if self._observer else None
+        )
         stats = VersionStats(manifest.name, str(source.version), sink)
-        runtime: ModelRuntime = PredictorRuntime(predictor, offload=offload, executor=self._executor)
+        runtime: ModelRuntime = PredictorRuntime(
+            predictor, offload=offload, executor=self._executor
+        )
         if manifest.batching is not None:
-            runtime = BatchingRuntime(runtime, manifest.batching, observer=stats,
-                                      concurrency=manifest.instances)
+            runtime = BatchingRuntime(
+                runtime, manifest.batching, observer=stats, concurrency=manifest.instances
+            )
         return LoadedVersion(
             name=manifest.name,
             version=source.version,

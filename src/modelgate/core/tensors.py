@@ -6,7 +6,6 @@ BYTES tensors are numpy object arrays of ``bytes``. Every protocol adapter decod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +17,9 @@ __all__ = [
     "DATATYPES",
     "Parameters",
     "Tensor",
+    "datatype_of",
     "element_count",
     "numpy_dtype",
-    "datatype_of",
 ]
 
 Parameters = dict[str, Any]

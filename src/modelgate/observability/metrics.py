@@ -21,14 +21,36 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "PrometheusMetrics"]
 
-_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class _VersionMetrics:
     __slots__ = (
-        "_batch_seconds", "_batch_size", "_counters", "_labels", "_latency", "_queue", "_requests"
+        "_batch_seconds",
+        "_batch_size",
+        "_counters",
+        "_labels",
+        "_latency",
+        "_queue",
+        "_requests",
     )
 
     def __init__(self, owner: PrometheusMetrics, model: str, version: str):
@@ -55,32 +77,57 @@ class _VersionMetrics:
         self._queue.set(depth)
 
 
-
 class PrometheusMetrics:
     """The :class:`~modelgate.core.ports.InferenceObserver` backed by prometheus-client."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         labels = ("model", "version")
-        self.requests = Counter("modelgate_inference_requests", "Inference requests by outcome",
-                                (*labels, "status"), registry=self.registry)
-        self.latency = Histogram("modelgate_inference_request_duration_seconds",
-                                 "Inference latency in the core", labels, buckets=_LATENCY,
-                                 registry=self.registry)
-        self.queue_depth = Gauge("modelgate_inference_queue_depth",
-                                 "Requests waiting in the batcher", labels,
-                                 registry=self.registry)
-        self.batch_size = Histogram("modelgate_inference_batch_size", "Rows per runtime call",
-                                    labels, buckets=_BATCH, registry=self.registry)
-        self.batch_seconds = Histogram("modelgate_inference_batch_duration_seconds",
-                                       "Time of one runtime call", labels, buckets=_LATENCY,
-                                       registry=self.registry)
-        self.loaded_versions = Gauge("modelgate_model_loaded", "1 while a version is loaded",
-                                     labels, registry=self.registry)
-        self.models_loaded = Gauge("modelgate_models_loaded", "Loaded model versions",
-                                   registry=self.registry)
-        self.http = Counter("modelgate_http_requests", "HTTP answers by API and status",
-                            ("api", "status"), registry=self.registry)
+        self.requests = Counter(
+            "modelgate_inference_requests",
+            "Inference requests by outcome",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "modelgate_inference_request_duration_seconds",
+            "Inference latency in the core",
+            labels,
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "modelgate_inference_queue_depth",
+            "Requests waiting in the batcher",
+            labels,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "modelgate_inference_batch_size",
+            "Rows per runtime call",
+            labels,
+            buckets=_BATCH,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "modelgate_inference_batch_duration_seconds",
+            "Time of one runtime call",
+            labels,
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.loaded_versions = Gauge(
+            "modelgate_model_loaded", "1 while a version is loaded", labels, registry=self.registry
+        )
+        self.models_loaded = Gauge(
+            "modelgate_models_loaded", "Loaded model versions", registry=self.registry
+        )
+        self.http = Counter(
+            "modelgate_http_requests",
+            "HTTP answers by API and status",
+            ("api", "status"),
+            registry=self.registry,
+        )
         self._http_children: dict[tuple[str, int], Counter] = {}
 
     def version(self, model: str, version: str) -> _VersionMetrics:

@@ -30,7 +30,8 @@ class FileModelRepository:
         except FileNotFoundError:
             return []
         return [
-            e for e in entries
+            e
+            for e in entries
             if _NAME.match(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
         ]
 
@@ -41,8 +42,11 @@ class FileModelRepository:
         base = _read_yaml(os.path.join(folder, MANIFEST))
         if override:
             base = merge(base, dict(override))
-        numbers = sorted(int(e) for e in os.listdir(folder)
-                         if e.isdigit() and int(e) > 0 and os.path.isdir(os.path.join(folder, e)))
+        numbers = sorted(
+            int(e)
+            for e in os.listdir(folder)
+            if e.isdigit() and int(e) > 0 and os.path.isdir(os.path.join(folder, e))
+        )
         numbers = _apply_policy(name, base.get("version_policy", "all"), numbers)
         sources = []
         for number in numbers:
@@ -73,11 +77,13 @@ def _apply_policy(name: str, policy: Any, numbers: list[int]) -> list[int]:
     if policy == "all":
         return numbers
     if isinstance(policy, dict) and len(policy) == 1:
-        (kind, value), = policy.items()
+        ((kind, value),) = policy.items()
         if kind == "latest" and isinstance(value, int) and value > 0:
             return numbers[-value:]
         if kind == "specific" and isinstance(value, list):
             wanted = {int(v) for v in value}
             return [n for n in numbers if n in wanted]
-    raise invalid(f"model '{name}': version_policy must be all, {{latest: N}} or "
-                  f"{{specific: [...]}}, not {policy!r}")
+    raise invalid(
+        f"model '{name}': version_policy must be all, {{latest: N}} or "
+        f"{{specific: [...]}}, not {policy!r}"
+    )

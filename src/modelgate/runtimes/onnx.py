@@ -70,7 +70,9 @@ class OnnxPredictor:
         return list(self._session.get_providers())
 
     def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
-        results = self._session.run(self._outputs, inputs if isinstance(inputs, dict) else dict(inputs))
+        results = self._session.run(
+            self._outputs, inputs if isinstance(inputs, dict) else dict(inputs)
+        )
         return dict(zip(self._outputs, results, strict=True))
 
     def close(self) -> None:

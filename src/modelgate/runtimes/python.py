@@ -30,8 +30,9 @@ class PythonPredictor:
 
 def load(source: VersionSource) -> PythonPredictor:
     manifest = source.manifest
-    path = os.path.join(source.path, manifest.artifact if manifest.artifact.endswith(".py")
-                        else "model.py")
+    path = os.path.join(
+        source.path, manifest.artifact if manifest.artifact.endswith(".py") else "model.py"
+    )
     class_name = str(manifest.runtime_options.get("class", ""))
     if not os.path.isfile(path) or not class_name:
         raise ModelgateError(

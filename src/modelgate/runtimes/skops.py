@@ -30,8 +30,10 @@ class SkopsPredictor:
 
     def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
         x = inputs[self._input]
-        return {name: np.asarray(getattr(self._estimator, method)(x))
-                for name, method in self._methods.items()}
+        return {
+            name: np.asarray(getattr(self._estimator, method)(x))
+            for name, method in self._methods.items()
+        }
 
     def close(self) -> None:
         del self._estimator

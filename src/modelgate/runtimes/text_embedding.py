@@ -68,8 +68,10 @@ def load(source: VersionSource) -> TextEmbeddingPredictor:
     manifest = source.manifest
     tokenizer_file = str(manifest.runtime_options.get("tokenizer", "tokenizer.json"))
     # The tokenizer may sit in the version folder or, shared by all versions, beside model.yaml.
-    candidates = [os.path.join(source.path, tokenizer_file),
-                  os.path.join(os.path.dirname(source.path), tokenizer_file)]
+    candidates = [
+        os.path.join(source.path, tokenizer_file),
+        os.path.join(os.path.dirname(source.path), tokenizer_file),
+    ]
     path = next((p for p in candidates if os.path.isfile(p)), None)
     if path is None:
         raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"tokenizer not found: {tokenizer_file}")

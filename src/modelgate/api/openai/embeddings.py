@@ -68,7 +68,9 @@ class OpenAIHandlers:
         if encoding not in ("float", "base64"):
             raise invalid("'encoding_format' must be 'float' or 'base64'")
         dimensions = doc.get("dimensions")
-        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
+        if dimensions is not None and (
+            not isinstance(dimensions, int) or isinstance(dimensions, bool)
+        ):
             raise invalid("'dimensions' must be an integer")
         user = doc.get("user")
         if user is not None and not isinstance(user, str):
@@ -77,16 +79,21 @@ class OpenAIHandlers:
         vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
         data: list[dict[str, Any]] = []
         for index, vector in enumerate(vectors):
-            embedding: Any = (base64.b64encode(vector.tobytes()).decode("ascii")
-                              if encoding == "base64" else vector)
+            embedding: Any = (
+                base64.b64encode(vector.tobytes()).decode("ascii")
+                if encoding == "base64"
+                else vector
+            )
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         return orjson.dumps(
             {
                 "object": "list",
                 "data": data,
                 "model": model,
-                "usage": {"prompt_tokens": result.prompt_tokens,
-                          "total_tokens": result.prompt_tokens},
+                "usage": {
+                    "prompt_tokens": result.prompt_tokens,
+                    "total_tokens": result.prompt_tokens,
+                },
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )

@@ -56,7 +56,7 @@ class RestLimits:
     max_elements: int = 16 * 1024 * 1024
 
 
-class _ClientGone(Exception):
+class _ClientGoneError(Exception):
     pass
 
 
@@ -86,12 +86,16 @@ class RestApp:
             elif api == "openai":
                 await self._openai(scope, receive, send, path.split("/")[2:])
             elif path == "/metrics" and scope["method"] == "GET":
-                await _respond(send, 200, self.metrics.exposition(),
-                               [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+                await _respond(
+                    send,
+                    200,
+                    self.metrics.exposition(),
+                    [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+                )
                 self.metrics.http_answer(api, 200)
             else:
                 await self._fail(send, api, ModelgateError(ErrorKind.NOT_FOUND, f"no route {path}"))
-        except _ClientGone:
+        except _ClientGoneError:
             return
         except ModelgateError as exc:
             await self._fail(send, api, exc)
@@ -180,15 +184,16 @@ class RestApp:
             elif key == b"content-type":
                 _check_content_type(value)
         body = await _read_body(scope, receive, self.limits.max_body_bytes)
-        request = decode_infer_request(name, version, body, header_length,
-                                       self.limits.max_elements)
+        request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
         response = await self.service.infer(request)
         payload, json_length = encode_infer_response(response, request.parameters)
         if json_length is None:
             headers = _JSON
         else:
-            headers = [(b"content-type", b"application/octet-stream"),
-                       (b"inference-header-content-length", str(json_length).encode())]
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ]
         await _respond(send, 200, payload, headers)
         self.metrics.http_answer("oip", 200)
 
@@ -268,27 +273,36 @@ def _load_config(doc: dict[str, Any]) -> dict[str, Any] | None:
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for key, value in scope["headers"]:
         if key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise ModelgateError(ErrorKind.PAYLOAD_TOO_LARGE,
-                                 f"the body is over the limit of {limit} bytes")
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
+            )
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _ClientGone
+            raise _ClientGoneError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ModelgateError(ErrorKind.PAYLOAD_TOO_LARGE,
-                                 f"the body is over the limit of {limit} bytes")
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
+            )
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

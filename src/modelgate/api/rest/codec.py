@@ -62,9 +62,7 @@ def decode_infer_request(
         offset += used
         inputs.append(tensor)
     if offset != len(binary):
-        raise invalid(
-            f"the binary section holds {len(binary)} bytes but inputs announce {offset}"
-        )
+        raise invalid(f"the binary section holds {len(binary)} bytes but inputs announce {offset}")
     return InferenceRequest(
         model=model,
         version=version,
@@ -106,7 +104,9 @@ def _decode_input(
     return Tensor(name, datatype, _from_json(name, datatype, shape, count, raw["data"])), 0
 
 
-def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any) -> np.ndarray[Any, Any]:
+def _from_json(
+    name: str, datatype: str, shape: list[int], count: int, data: Any
+) -> np.ndarray[Any, Any]:
     dtype = numpy_dtype(datatype)
     if not isinstance(data, list):
         data = [data]
@@ -203,7 +203,9 @@ def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise invalid("each requested output must be an object with a 'name'")
         outputs.append(
-            RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'"))
+            RequestedOutput(
+                item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")
+            )
         )
     return outputs
 
@@ -231,13 +233,17 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """The response body and, when it carries binary tensors, the JSON header's length."""
     binary_default = bool(request_parameters.get("binary_data_output", False))
-    wants = {o.name: o.parameters.get("binary_data", binary_default)
-             for o in response.requested or ()}
+    wants = {
+        o.name: o.parameters.get("binary_data", binary_default) for o in response.requested or ()
+    }
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
-                                 "shape": tensor.shape}
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+        }
         if wants.get(tensor.name, binary_default):
             raw = _to_binary(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -247,8 +253,10 @@ def encode_infer_response(
         else:
             entry["data"] = np.ascontiguousarray(tensor.data).reshape(-1)
         outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": response.model_name,
-                           "model_version": response.model_version}
+    doc: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
     if response.id is not None:
         doc["id"] = response.id
     if response.parameters:

@@ -293,8 +293,9 @@ async def test_a_wrong_content_type_is_400(client: httpx.AsyncClient) -> None:
     [
         ("GET", "/nowhere", 404),
         ("GET", "/v2/models/doubler/versions/1/bogus", 404),
-        ("GET", "/v2/models/doubler/infer", 400),
-        ("POST", "/v2/health/live", 400),
+        ("GET", "/v2/models/doubler/infer", 405),
+        ("POST", "/v2/health/live", 405),
+        ("DELETE", "/v2/models/doubler", 405),
         ("GET", "/v2/models/nope", 404),
         ("GET", "/v2/models/doubler/versions/7", 404),
         ("POST", "/v2/repository/models/nope/load", 404),

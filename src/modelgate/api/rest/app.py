@@ -60,6 +60,14 @@ class _ClientGoneError(Exception):
     pass
 
 
+class _MethodNotAllowedError(Exception):
+    """A transport concern, so it never reaches the core's error kinds: answered 405."""
+
+    def __init__(self, method: str, allowed: str):
+        super().__init__(f"method {method} is not allowed here; use {allowed}")
+        self.allowed = allowed
+
+
 class RestApp:
     def __init__(
         self,
@@ -97,6 +105,11 @@ class RestApp:
                 await self._fail(send, api, ModelgateError(ErrorKind.NOT_FOUND, f"no route {path}"))
         except _ClientGoneError:
             return
+        except _MethodNotAllowedError as exc:
+            error = ModelgateError(ErrorKind.INVALID_ARGUMENT, str(exc))
+            body = openai_error(error)[1] if api == "openai" else orjson.dumps({"error": str(exc)})
+            await _respond(send, 405, body, [*_JSON, (b"allow", exc.allowed.encode())])
+            self.metrics.http_answer(api, 405)
         except ModelgateError as exc:
             await self._fail(send, api, exc)
         except Exception:  # the outermost layer: log with the request, answer 500
@@ -234,7 +247,7 @@ def _model_path(parts: list[str]) -> tuple[str, str | None, str]:
 
 def _method(method: str, allowed: str) -> None:
     if method != allowed:
-        raise invalid(f"method {method} is not allowed here; use {allowed}")
+        raise _MethodNotAllowedError(method, allowed)
 
 
 def _check_content_type(value: bytes) -> None:

@@ -1,0 +1,119 @@
+"""Reference statistics of the data a model was trained on.
+
+A version's `reference.json` records what its inputs and outputs looked like at training time, so
+that drift and data-quality checks at serving time have something to compare live traffic with.
+The functions here are generic over a numpy array plus column names; they know nothing about any
+particular model.
+
+Shapes of the JSON produced (all numbers plain floats or ints):
+
+- column: `{count, mean, std, min, max, quantiles: {levels, values}, histogram: {edges, counts}}`
+  plus `categories: {values, counts, frequencies}` for categorical columns.
+- probabilities: `{mean, histogram}` with the histogram over [0, 1].
+- labels: `{values, counts, frequencies}` keyed by class name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+HISTOGRAM_BINS = 20
+
+JsonObject = dict[str, Any]
+
+
+def histogram(
+    values: NDArray[Any], bins: int = HISTOGRAM_BINS, value_range: tuple[float, float] | None = None
+) -> JsonObject:
+    """Equal-width histogram; a constant column gets one unit-wide range so edges stay distinct."""
+    data = np.asarray(values, dtype=np.float64)
+    if value_range is None:
+        low, high = float(np.min(data)), float(np.max(data))
+        if low == high:
+            low, high = low - 0.5, high + 0.5
+        value_range = (low, high)
+    counts, edges = np.histogram(data, bins=bins, range=value_range)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def categories(values: NDArray[Any]) -> JsonObject:
+    """Counts and frequencies of each distinct value, sorted by value."""
+    distinct, counts = np.unique(np.asarray(values), return_counts=True)
+    total = int(counts.sum())
+    return {
+        "values": [_plain(v) for v in distinct],
+        "counts": [int(c) for c in counts],
+        "frequencies": [float(c) / total for c in counts],
+    }
+
+
+def column_statistics(values: NDArray[Any], categorical: bool = False) -> JsonObject:
+    """Summary of one numeric column: moments, quantiles and a histogram."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.ndim != 1 or data.size == 0:
+        raise ValueError(f"expected a non-empty 1-D column, got shape {data.shape}")
+    stats: JsonObject = {
+        "count": int(data.size),
+        "mean": float(np.mean(data)),
+        "std": float(np.std(data)),
+        "min": float(np.min(data)),
+        "max": float(np.max(data)),
+        "quantiles": {
+            "levels": list(QUANTILE_LEVELS),
+            "values": [float(q) for q in np.quantile(data, QUANTILE_LEVELS)],
+        },
+        "histogram": histogram(data),
+    }
+    if categorical:
+        stats["categories"] = categories(data.astype(np.int64))
+    return stats
+
+
+def feature_statistics(
+    features: NDArray[Any], names: Sequence[str], categorical: Collection[str] = ()
+) -> dict[str, JsonObject]:
+    """Column statistics for a 2-D array, keyed by column name in column order."""
+    matrix = np.asarray(features)
+    if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        raise ValueError(f"expected shape [n, {len(names)}], got {matrix.shape}")
+    return {
+        name: column_statistics(matrix[:, index], categorical=name in categorical)
+        for index, name in enumerate(names)
+    }
+
+
+def probability_statistics(probabilities: NDArray[Any]) -> JsonObject:
+    """Distribution of a probability output, binned over [0, 1] so versions compare directly."""
+    data = np.asarray(probabilities, dtype=np.float64)
+    return {
+        "mean": float(np.mean(data)),
+        "histogram": histogram(data, value_range=(0.0, 1.0)),
+    }
+
+
+def label_frequencies(labels: NDArray[Any], class_names: Sequence[str]) -> JsonObject:
+    """Counts and frequencies of integer class labels, including classes that never occur."""
+    data = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(data, minlength=len(class_names))
+    if counts.size > len(class_names):
+        raise ValueError(f"label {counts.size - 1} has no class name")
+    total = int(counts.sum())
+    return {
+        "values": list(class_names),
+        "counts": [int(c) for c in counts],
+        "frequencies": [float(c) / total if total else 0.0 for c in counts],
+    }
+
+
+def _plain(value: Any) -> int | float | str:
+    """A numpy scalar as the matching JSON-friendly Python scalar."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return str(value)

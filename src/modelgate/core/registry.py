@@ -126,6 +126,7 @@ class ModelRegistry:
         self.policy = policy
         self._clock = clock
         self._models: dict[str, _Model] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._ready = False
 
     # -- life cycle --------------------------------------------------------------------
@@ -143,14 +144,16 @@ class ModelRegistry:
             if sources and sources[-1].manifest.preload:
                 preload.append(name)
         for name in preload:
+            self._model(name).pinned = True  # before loading, so the budget never evicts it
             try:
                 await self.load(name)
-                self._models[name].pinned = True
             except ModelgateError as exc:
                 log.error("preloading %s failed: %s", name, exc.message)
         self._ready = True
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for model in list(self._models.values()):
             await self._retire(list(model.versions.values()), drain_s=self.policy.drain_timeout_s)
             model.versions = {}
@@ -261,7 +264,11 @@ class ModelRegistry:
             model.last_used = self._clock()
             for loaded in fresh:
                 self._report(loaded, True)
-            asyncio.get_running_loop().create_task(self._retire(old, self.policy.drain_timeout_s))
+            retiring = asyncio.get_running_loop().create_task(
+                self._retire(old, self.policy.drain_timeout_s)
+            )
+            self._background.add(retiring)  # keep a reference until it is done
+            retiring.add_done_callback(self._background.discard)
             model.loading.set_result(None)
         except ModelgateError as exc:
             model.reason = exc.message

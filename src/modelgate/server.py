@@ -71,6 +71,7 @@ class Server:
         self._grpc = create_grpc_server(
             components.service,
             max_message_bytes=settings.grpc_max_message_bytes,
+            max_elements=settings.max_elements,
             reuse_port=self._reuse_port,
         )
         self.grpc_port = self._grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")

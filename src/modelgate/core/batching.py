@@ -90,12 +90,18 @@ class BatchingRuntime:
         return await pending.future
 
     async def _chunked(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
+        """Serve a request bigger than a batch in chunks, a window at a time, so that one
+        large request never needs more than half the queue (and never fails for its size)."""
         step = self.policy.max_batch_size
-        parts = [
-            self.infer({k: v[i : i + step] for k, v in inputs.items()}, timing)
-            for i in range(0, rows, step)
-        ]
-        results = await asyncio.gather(*parts)
+        window = max(1, self.policy.max_queue_size // 2)
+        starts = list(range(0, rows, step))
+        results: list[_Outputs] = []
+        for first in range(0, len(starts), window):
+            parts = [
+                self.infer({k: v[i : i + step] for k, v in inputs.items()}, timing)
+                for i in starts[first : first + window]
+            ]
+            results.extend(await asyncio.gather(*parts))
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -239,6 +239,8 @@ class ModelRegistry:
         await self.load(name)
 
     async def load(self, name: str, override: Mapping[str, Any] | None = None) -> None:
+        if name not in self._models and name not in await asyncio.to_thread(self.repository.names):
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
         model = self._model(name)
         while model.loading is not None:  # one load at a time per model
             with contextlib.suppress(ModelgateError):
@@ -290,10 +292,11 @@ class ModelRegistry:
 
     async def unload(self, name: str) -> None:
         model = self._models.get(name)
-        if model is None:
-            if name not in await asyncio.to_thread(self.repository.names):
-                raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
-            model = self._model(name)
+        if (model is None or not model.versions) and name not in await asyncio.to_thread(
+            self.repository.names
+        ):
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
+        model = self._model(name)
         old = list(model.versions.values())
         model.versions = {}
         model.unloaded = True

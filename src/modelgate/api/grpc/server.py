@@ -1,11 +1,300 @@
+"""The gRPC surface: ``inference.GRPCInferenceService`` (OIP v2 / Triton) and grpc.health.v1.
+
+The service is Triton's ``grpc_service.proto`` with the stubs that ``tritonclient`` ships, so
+``tritonclient.grpc`` and KServe's OIP clients work unchanged. Like the REST adapter, it only
+translates: every decision is :class:`~modelgate.core.inference.InferenceService`'s.
+
+Not served (UNIMPLEMENTED): shared memory (system and CUDA), trace and log settings.
+"""
+
+# The servicer methods are named by the proto (ServerLive, ModelInfer, Check).
+# ruff: noqa: N802
+
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
+from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
+from modelgate.api.grpc.errors import abort
 from modelgate.core.inference import InferenceService
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+
+__all__ = ["GrpcInferenceServicer", "ReadinessHealthServicer", "create_grpc_server"]
+
+log = logging.getLogger("modelgate.grpc")
+
+_SERVICE_NAME = "inference.GRPCInferenceService"
+_DEFAULT_MAX_ELEMENTS = 16 * 1024 * 1024
+
+_S = TypeVar("_S")
+_R = TypeVar("_R")
+_Handler = Callable[[_S, Any, Any], Awaitable[_R]]
 
 
-def create_grpc_server(service: InferenceService, *, max_message_bytes: int, reuse_port: bool) -> Any:
-    return grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+def create_grpc_server(
+    service: InferenceService,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool,
+    max_elements: int = _DEFAULT_MAX_ELEMENTS,
+) -> Any:
+    """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
+
+    A message over ``max_message_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED);
+    ``max_elements`` bounds a tensor's element count before anything is allocated.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", int(reuse_port)),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        GrpcInferenceServicer(service, max_elements=max_elements), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(service), server)
+    return server
+
+
+def _translated(handler: _Handler[_S, _R]) -> _Handler[_S, _R]:
+    """Map a :class:`ModelgateError` to its status; log anything else and answer INTERNAL."""
+
+    @wraps(handler)
+    async def call(self: _S, request: Any, context: Any) -> _R:
+        try:
+            return await handler(self, request, context)
+        except ModelgateError as exc:
+            await abort(context, exc)
+        except Exception:  # the outermost layer: the server must keep serving
+            log.exception("unhandled error in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise  # pragma: no cover - abort raises
+
+    return call
+
+
+class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """``inference.GRPCInferenceService`` over one :class:`InferenceService`."""
+
+    def __init__(self, service: InferenceService, *, max_elements: int = _DEFAULT_MAX_ELEMENTS):
+        self.service = service
+        self.max_elements = max_elements
+
+    # -- health and metadata -------------------------------------------------------------
+    @_translated
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    @_translated
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.service.server_ready())
+
+    @_translated
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        ready = await self.service.model_ready(request.name, request.version or None)
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    @_translated
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        meta = self.service.server_metadata()
+        return service_pb2.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    @_translated
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        meta = await self.service.model_metadata(request.name, request.version or None)
+        tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+        # The proto has no parameters field, so the model card is REST-only.
+        return service_pb2.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[
+                tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in meta["inputs"]
+            ],
+            outputs=[
+                tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in meta["outputs"]
+            ],
+        )
+
+    @_translated
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        config = await self.service.model_config(request.name, request.version or None)
+        message = json_format.ParseDict(
+            config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
+        )
+        return service_pb2.ModelConfigResponse(config=message)
+
+    @_translated
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        stats = self.service.statistics(request.name or None, request.version or None)
+        return json_format.ParseDict(
+            stats, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
+
+    # -- inference -----------------------------------------------------------------------
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        # Inlined rather than @_translated: this is the hot path.
+        try:
+            decoded = decode_infer_request(request, self.max_elements)
+            return encode_infer_response(await self.service.infer(decoded))
+        except ModelgateError as exc:
+            await abort(context, exc)
+        except Exception:
+            log.exception("unhandled error in ModelInfer for model '%s'", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """Answer each request in order; a failed one answers ``error_message`` and the
+        stream stays open (Triton's behaviour, which ``tritonclient`` expects)."""
+        async for request in request_iterator:
+            try:
+                decoded = decode_infer_request(request, self.max_elements)
+                response = encode_infer_response(await self.service.infer(decoded))
+            except ModelgateError as exc:
+                message = exc.message
+            except Exception:
+                log.exception(
+                    "unhandled error in ModelStreamInfer for model '%s'", request.model_name
+                )
+                message = "internal error"
+            else:
+                yield service_pb2.ModelStreamInferResponse(infer_response=response)
+                continue
+            # The id lets a client match the error to its request.
+            yield service_pb2.ModelStreamInferResponse(
+                error_message=message,
+                infer_response=service_pb2.ModelInferResponse(
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    id=request.id,
+                ),
+            )
+
+    # -- repository control --------------------------------------------------------------
+    @_translated
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        index = service_pb2.RepositoryIndexResponse.ModelIndex
+        rows = self.service.repository_index(request.ready)
+        return service_pb2.RepositoryIndexResponse(
+            models=[
+                index(
+                    name=r["name"],
+                    version=r.get("version", ""),
+                    state=r["state"],
+                    reason=r.get("reason", ""),
+                )
+                for r in rows
+            ]
+        )
+
+    @_translated
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self.service.load(request.model_name, _load_config(request.parameters))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_translated
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self.service.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    # -- not served ----------------------------------------------------------------------
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "trace settings")
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        await _unsupported(context, "log settings")
+
+
+async def _unsupported(context: Any, feature: str) -> None:
+    await abort(
+        context, ModelgateError(ErrorKind.UNSUPPORTED, f"{feature} is not supported by modelgate")
+    )
+
+
+def _load_config(params: Any) -> dict[str, Any] | None:
+    """``parameters["config"]``: a JSON manifest override, as Triton's load accepts."""
+    values = decode_parameters(params)
+    for key in values:
+        if key.startswith("file:"):
+            raise ModelgateError(
+                ErrorKind.UNSUPPORTED,
+                "loading a model from uploaded files ('file:' parameters) is not supported",
+            )
+    config = values.get("config")
+    if config is None:
+        return None
+    if isinstance(config, bytes):
+        config = config.decode("utf-8", errors="replace")
+    if not isinstance(config, str):
+        raise invalid("parameter 'config' must be a JSON string")
+    try:
+        doc = json.loads(config)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"parameter 'config' is malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise invalid("parameter 'config' must be a JSON object")
+    return doc
+
+
+class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 whose status is the server's readiness at the time of each Check.
+
+    The server starts gRPC before the preload models are warm, so a status set once at start
+    would be wrong; Check asks :meth:`InferenceService.server_ready` and stores the answer,
+    so Watch streams see it change once a Check has observed it. The overall service ("")
+    and ``inference.GRPCInferenceService`` are known; any other name is NOT_FOUND.
+    """
+
+    def __init__(self, service: InferenceService):
+        super().__init__()
+        self.service = service
+        self._server_status[""] = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._server_status[_SERVICE_NAME] = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        if request.service not in ("", _SERVICE_NAME):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.service.server_ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if self._server_status.get(request.service) != status:
+            await self.set("", status)
+            await self.set(_SERVICE_NAME, status)
+        return health_pb2.HealthCheckResponse(status=status)

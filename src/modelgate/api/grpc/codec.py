@@ -1,0 +1,213 @@
+"""``inference.ModelInferRequest`` / ``ModelInferResponse`` <-> core requests and responses.
+
+An input's data comes either from its typed ``contents`` or from ``raw_input_contents``, one
+raw buffer per input in input order (``tritonclient.grpc`` always sends raw). Raw tensors are
+little-endian; each BYTES element is prefixed by its 4-byte little-endian length. FP16 has no
+typed field, so it travels raw only.
+
+Every output goes back in ``raw_output_contents``, as Triton answers: ``tritonclient.grpc``'s
+``as_numpy`` reads it, and it avoids building one protobuf scalar per element.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import service_pb2
+
+from modelgate.core.inference import InferenceRequest, InferenceResponse, RequestedOutput
+from modelgate.core.tensors import Parameters, Tensor, element_count, numpy_dtype
+from modelgate.errors import invalid
+
+__all__ = ["decode_infer_request", "decode_parameters", "encode_infer_response"]
+
+_InferOutputTensor = service_pb2.ModelInferResponse.InferOutputTensor
+
+# The typed field of InferTensorContents that carries each datatype.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+# Datatypes narrower than their field, whose values need a range check.
+_NARROW = frozenset(["INT8", "INT16", "UINT8", "UINT16"])
+_LITTLE = {
+    name: numpy_dtype(name).newbyteorder("<") for name in _CONTENTS_FIELD if name != "BYTES"
+} | {"FP16": np.dtype("<f2")}
+_LENGTH = struct.Struct("<I")
+
+
+def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
+    """Decode a ``ModelInferRequest``; INVALID_ARGUMENT or PAYLOAD_TOO_LARGE when malformed."""
+    raw = request.raw_input_contents
+    if not request.inputs:
+        raise invalid("the request has no inputs")
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(
+            f"raw_input_contents holds {len(raw)} buffers for {len(request.inputs)} inputs; "
+            "when raw_input_contents is used it must hold one buffer per input"
+        )
+    inputs: list[Tensor] = []
+    for index, item in enumerate(request.inputs):
+        name = item.name
+        if not name:
+            raise invalid("an input has no name")
+        datatype = item.datatype
+        shape = list(item.shape)
+        count = element_count(shape, max_elements)
+        if raw:
+            if item.HasField("contents"):
+                raise invalid(
+                    f"input '{name}' has contents while the request uses raw_input_contents; "
+                    "use one or the other for all inputs"
+                )
+            data = _from_raw(name, datatype, shape, count, raw[index])
+        else:
+            data = _from_contents(name, datatype, shape, count, item.contents)
+        params = decode_parameters(item.parameters) if item.parameters else {}
+        inputs.append(Tensor(name, datatype, data, params))
+    outputs = [
+        RequestedOutput(o.name, decode_parameters(o.parameters) if o.parameters else {})
+        for o in request.outputs
+    ]
+    return InferenceRequest(
+        model=request.model_name,
+        version=request.model_version or None,
+        inputs=inputs,
+        outputs=outputs or None,
+        id=request.id or None,
+        parameters=decode_parameters(request.parameters) if request.parameters else {},
+    )
+
+
+def _from_raw(
+    name: str, datatype: str, shape: list[int], count: int, chunk: bytes
+) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        items = _split_bytes(name, chunk)
+        if len(items) != count:
+            raise invalid(f"input '{name}' has {len(items)} elements, shape {shape} needs {count}")
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    dtype = _LITTLE.get(datatype)
+    if dtype is None:
+        numpy_dtype(datatype)  # raises for unknown datatypes and BF16
+        raise invalid(f"datatype {datatype} cannot be sent raw")
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise invalid(
+            f"input '{name}' has {len(chunk)} raw bytes, shape {shape} of {datatype} needs "
+            f"{expected}"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def _split_bytes(name: str, chunk: bytes) -> list[bytes]:
+    items: list[bytes] = []
+    offset, end = 0, len(chunk)
+    view = memoryview(chunk)
+    while offset < end:
+        if offset + 4 > end:
+            raise invalid(f"input '{name}': truncated BYTES element length")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end:
+            raise invalid(f"input '{name}': a BYTES element runs past its raw data")
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    return items
+
+
+def _from_contents(
+    name: str, datatype: str, shape: list[int], count: int, contents: Any
+) -> np.ndarray[Any, Any]:
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        numpy_dtype(datatype)  # raises for unknown datatypes and BF16
+        raise invalid(f"input '{name}' ({datatype}) must be sent in raw_input_contents")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise invalid(
+            f"input '{name}' has {len(values)} elements in {field}, shape {shape} needs {count}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    dtype = numpy_dtype(datatype)
+    if datatype in _NARROW and count:
+        wide = np.array(values, dtype=np.int64)
+        info = np.iinfo(dtype)
+        if wide.min() < info.min or wide.max() > info.max:
+            raise invalid(f"input '{name}' has values outside the range of {datatype}")
+        return wide.astype(dtype).reshape(shape)
+    return np.array(values, dtype=dtype).reshape(shape)
+
+
+def decode_parameters(params: Any) -> Parameters:
+    """An ``InferParameter`` (or ``ModelRepositoryParameter``) map as plain Python values."""
+    out: Parameters = {}
+    for key, param in params.items():
+        choice = param.WhichOneof("parameter_choice")
+        if choice is not None:
+            out[key] = getattr(param, choice)
+    return out
+
+
+def encode_infer_response(response: InferenceResponse) -> Any:
+    """A ``ModelInferResponse`` with every output in ``raw_output_contents``."""
+    outputs = []
+    raw = []
+    for tensor in response.outputs:
+        data = tensor.data
+        outputs.append(
+            _InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=data.shape)
+        )
+        raw.append(_to_raw(tensor.datatype, data))
+    message = service_pb2.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id or "",
+        outputs=outputs,
+        raw_output_contents=raw,
+    )
+    for key, value in response.parameters.items():
+        _set_parameter(message.parameters[key], value)
+    return message
+
+
+def _to_raw(datatype: str, data: np.ndarray[Any, Any]) -> bytes:
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for item in data.reshape(-1):
+            blob = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(_LENGTH.pack(len(blob)))
+            parts.append(blob)
+        return b"".join(parts)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("<"))
+    return data.tobytes()
+
+
+def _set_parameter(param: Any, value: Any) -> None:
+    # bool before int: bool is an int in Python.
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)

@@ -1,0 +1,36 @@
+"""Error kinds -> gRPC status codes, with ``retry-after`` trailing metadata when overloaded."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NoReturn
+
+import grpc
+
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["abort", "grpc_status"]
+
+_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def grpc_status(exc: ModelgateError) -> Any:
+    return _STATUS[exc.kind]
+
+
+async def abort(context: Any, exc: ModelgateError) -> NoReturn:
+    """End the RPC with the status of ``exc``; ``context.abort`` raises, so this never returns."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    if exc.retry_after is not None:
+        metadata = (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+    await context.abort(_STATUS[exc.kind], exc.message, metadata)
+    raise AssertionError("context.abort returned")  # pragma: no cover

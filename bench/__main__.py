@@ -1,0 +1,155 @@
+"""``python -m bench``: run the benchmarks, print Rich tables, optionally update the doc.
+
+.venv/bin/python -m bench --models build/models                 # all (make bench)
+.venv/bin/python -m bench --only rest --only grpc --duration 5
+.venv/bin/python -m bench --write-doc                           # also docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from bench import loadgen, procs
+from bench.report import print_result, print_summary, update_doc
+from bench.suites import SUITES, Ctx, Result, _grpc_ready_in_source, wait_for_grpc
+from bench.sysinfo import environment
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=procs.ROOT / "build/models",
+        help="model repository with credit-risk and all-MiniLM-L6-v2",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(SUITES),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(SUITES)}",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds per measured round at c=64 (default 10)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per comparison (default 3)"
+    )
+    parser.add_argument(
+        "--write-doc",
+        nargs="?",
+        const=procs.ROOT / "docs/benchmarks.md",
+        type=Path,
+        metavar="PATH",
+        help="update the generated sections of docs/benchmarks.md (or PATH)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds in all to wait for other jobs to leave the CPUs before rounds (default 60)",
+    )
+    parser.add_argument(
+        "--grpc-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the gRPC adapter's ModelInfer (default 600)",
+    )
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if not console.is_terminal:  # make, tee, CI: wide enough for the tables
+        console = Console(width=160)
+    if args.duration <= 0 or args.rounds <= 0:
+        console.print("[red]--duration and --rounds must be positive[/]")
+        return 2
+    if not (args.models / "credit-risk").is_dir():
+        console.print(f"[red]no demo models in {args.models}[/] (run `make models`)")
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    loadgen.ensure_tools()
+    names = args.only or list(SUITES)
+    names = list(dict.fromkeys(names))
+    # The others first while the gRPC adapter is still being written.
+    if "grpc" in names and not _grpc_ready_in_source():
+        names = [n for n in names if n != "grpc"] + ["grpc"]
+    env = environment()
+    console.print(f"[bold]modelgate benchmarks[/] {env['date']} — {env['machine']}")
+    console.print(f"[dim]{env['versions']}[/]")
+    console.print(
+        f"[dim]load average {env['load average at start']}; {args.rounds} rounds x "
+        f"{args.duration:g} s[/]"
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as tmp:
+        ctx = Ctx(
+            models=args.models.resolve(),
+            duration=args.duration,
+            rounds=args.rounds,
+            work=Path(tmp),
+            console=console,
+            quiet_budget=[args.quiet_wait],
+        )
+        try:
+            for name in names:
+                title, run = SUITES[name]
+                console.rule(f"[bold]{name}[/]: {title}")
+                start = time.monotonic()
+                if name == "grpc" and not wait_for_grpc(console, args.grpc_wait):
+                    result = Result(name, title, [], error="gRPC adapter has no ModelInfer yet")
+                else:
+                    try:
+                        result = run(ctx)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as exc:  # one broken benchmark must not stop the others
+                        result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
+                result.seconds = time.monotonic() - start
+                results.append(result)
+                print_result(console, result)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+        finally:
+            procs.stop_all()
+    print_summary(console, results)
+    if args.write_doc and results:
+        command = ".venv/bin/python -m bench" + (
+            "".join(f" --only {n}" for n in args.only) if args.only else ""
+        )
+        if args.duration != 10.0:
+            command += f" --duration {args.duration:g}"
+        if args.rounds != 3:
+            command += f" --rounds {args.rounds}"
+        update_doc(args.write_doc, results, env, command)
+        console.print(f"wrote {args.write_doc}")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

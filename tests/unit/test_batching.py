@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from modelgate.core.batching import BatchingRuntime
+from modelgate.core.batching import PROBE_EVERY, SOLO_STREAK, BatchingRuntime
 from modelgate.core.execution import PredictorRuntime
 from modelgate.core.manifest import BatchingPolicy
 from modelgate.core.ports import Timing
@@ -114,3 +114,31 @@ async def test_close_fails_queued_requests_and_closes_the_model() -> None:
         await task
     assert info.value.kind is ErrorKind.UNAVAILABLE
     assert predictor.closed
+
+
+@pytest.mark.parametrize("offload", [False, True])
+async def test_solo_load_skips_the_queue_and_concurrency_brings_batching_back(
+    offload: bool,
+) -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, offload, max_batch_size=16, max_queue_delay_us=20_000)
+    for i in range(SOLO_STREAK + 4):  # one at a time: after the streak, no queue delay
+        timing = Timing()
+        out = await batcher.infer({"x": np.full((1, 2), i, np.float32)}, timing)
+        np.testing.assert_array_equal(out["y"], np.full((1, 2), 2 * i))
+        if i > SOLO_STREAK:
+            assert timing.queue_ns == 0
+    # Now 16 at once: the first probe (at most PROBE_EVERY direct runs away) merges them.
+    for _ in range(PROBE_EVERY + 1):
+        predictor.calls.clear()
+        xs = [np.full((1, 2), j, np.float32) for j in range(16)]
+        results = await asyncio.gather(*(batcher.infer({"x": x}) for x in xs))
+        for x, result in zip(xs, results, strict=True):
+            np.testing.assert_array_equal(result["y"], x * 2)
+        if max(predictor.calls) > 1:
+            break
+    assert max(predictor.calls) > 1, "concurrent requests were never merged again"
+    predictor.calls.clear()
+    xs = [np.full((1, 2), j, np.float32) for j in range(16)]
+    await asyncio.gather(*(batcher.infer({"x": x}) for x in xs))
+    assert len(predictor.calls) < 16, "batching did not stay on under concurrency"

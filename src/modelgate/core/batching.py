@@ -8,6 +8,11 @@ company, like Triton's ``max_queue_delay_microseconds``.
 
 Requests are only merged when every non-batch dimension agrees; a request with more rows
 than ``max_batch_size`` is cut into chunks. A full queue answers OVERLOADED at once.
+
+When requests come one at a time (the last ``SOLO_STREAK`` batches each held one request),
+queueing only costs: a future, an event-loop turn and, with a delay, the delay itself. The
+batcher then runs requests directly, and every ``PROBE_EVERY``-th request goes through the
+queue again as a probe: if others arrive beside it, batching resumes at once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from modelgate.errors import ErrorKind, ModelgateError
 __all__ = ["BatchingRuntime"]
 
 _Outputs = dict[str, np.ndarray[Any, Any]]
+
+SOLO_STREAK = 8
+PROBE_EVERY = 32
 
 
 @dataclass(slots=True)
@@ -62,9 +70,13 @@ class BatchingRuntime:
         self._concurrency = concurrency
         self._queue: deque[_Pending] = deque()
         self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # running batches, referenced until done
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._inline = isinstance(inner, PredictorRuntime) and not inner.offload
         self._delay = policy.max_queue_delay_us / 1e6
+        self._solo = 0  # consecutive batches of one request
+        self._direct = False  # load is solo: skip the queue (see the module docstring)
+        self._since_probe = 0
 
     @property
     def queue_depth(self) -> int:
@@ -81,6 +93,11 @@ class BatchingRuntime:
                 f"the model's queue is full ({self.policy.max_queue_size} requests)",
                 retry_after=1.0,
             )
+        if self._direct and not self._queue and not self._running:
+            self._since_probe += 1
+            if self._since_probe < PROBE_EVERY:
+                return await self._run_direct(inputs, rows, timing)
+            self._since_probe = 0  # this one is a probe: queue it
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
         self._queue.append(pending)
@@ -88,6 +105,26 @@ class BatchingRuntime:
             self._observer.queue(len(self._queue))
         self._schedule(loop)
         return await pending.future
+
+    async def _run_direct(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
+        start = time.perf_counter_ns()
+        if self._inline:
+            assert isinstance(self.inner, PredictorRuntime)
+            outputs = self.inner.predict(inputs)
+        else:
+            self._running += 1  # requests arriving meanwhile queue, and form the next batch
+            try:
+                outputs = await self.inner.infer(inputs)
+            finally:
+                self._running -= 1
+                self._schedule(asyncio.get_running_loop())
+        elapsed = time.perf_counter_ns() - start
+        if timing is not None:
+            timing.compute_ns = elapsed
+            timing.batch_size = rows
+        if self._observer is not None:
+            self._observer.batch(rows, elapsed)
+        return outputs
 
     async def _chunked(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
         """Serve a request bigger than a batch in chunks, a window at a time, so that one
@@ -132,12 +169,8 @@ class BatchingRuntime:
                 self._running -= 1
                 self._schedule(asyncio.get_running_loop())
         else:
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            task.add_done_callback(self._batch_done)
-
-    def _batch_done(self, _task: asyncio.Task[None]) -> None:
-        self._running -= 1
-        self._schedule(asyncio.get_running_loop())
+            self._tasks.add(task := asyncio.get_running_loop().create_task(self._run(batch)))
+            task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[_Pending]:
         """The oldest request and every queued one that fits beside it, in arrival order."""
@@ -170,14 +203,26 @@ class BatchingRuntime:
         try:
             outputs = await self.inner.infer(_merge(batch))
         except BaseException as exc:
+            self._finished()
             _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self._finished()  # before the callers wake, so they see an idle batcher
         self._delivered(batch, outputs, start)
+
+    def _finished(self) -> None:
+        self._running -= 1
+        self._schedule(asyncio.get_running_loop())
 
     def _delivered(self, batch: list[_Pending], outputs: _Outputs, start: int) -> None:
         end = time.perf_counter_ns()
+        if len(batch) == 1:
+            self._solo += 1
+            self._direct = self._solo >= SOLO_STREAK
+        else:
+            self._solo = 0
+            self._direct = False
         if _deliver(batch, outputs, start, end) and self._observer is not None:
             self._observer.batch(sum(p.rows for p in batch), end - start)
 

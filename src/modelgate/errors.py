@@ -5,7 +5,11 @@
     ModelgateError(kind, message)        raised by the core and the runtimes
       kind: ErrorKind
         INVALID_ARGUMENT   the request is malformed or does not match the model's signature
-        NOT_FOUND          unknown model, version or output
+        UNAUTHENTICATED    no credential, or one that is malformed, unknown, expired or revoked
+        PERMISSION_DENIED  a valid credential without the scope the operation needs
+        NOT_FOUND          unknown model, version or output (also: a model the caller may not
+                           see, so that its existence does not leak)
+        RATE_LIMITED       a rate limit or quota is used up; retry after ``retry_after`` seconds
         PAYLOAD_TOO_LARGE  the body or a tensor is over a configured limit
         UNAVAILABLE        the model exists but is not ready (loading, unloaded, failed)
         OVERLOADED         a bounded queue is full; retry after ``retry_after`` seconds
@@ -27,7 +31,10 @@ __all__ = ["ErrorKind", "ModelgateError"]
 
 class ErrorKind(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
     NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import InferenceRequest, InferenceService
 from modelgate.core.tensors import Tensor
 from modelgate.errors import invalid
@@ -34,12 +35,17 @@ class EmbeddingService:
         self.inference = inference
 
     async def embed(
-        self, model: str, texts: list[str], dimensions: int | None = None
+        self,
+        model: str,
+        texts: list[str],
+        dimensions: int | None = None,
+        principal: Principal | None = None,
     ) -> EmbeddingResult:
         if not texts:
             raise invalid("'input' must not be empty")
         if len(texts) > MAX_INPUTS:
             raise invalid(f"'input' may hold at most {MAX_INPUTS} texts")
+        await self.inference.authorize(principal, model, None, Scope.INFER)
         loaded = await self.inference.registry.acquire(model, None)
         manifest = loaded.manifest
         spec = manifest.embedding
@@ -57,7 +63,8 @@ class EmbeddingService:
                 model=model,
                 version=str(loaded.version),
                 inputs=[Tensor(manifest.inputs[0].name, "BYTES", text)],
-            )
+            ),
+            principal,
         )
         vectors = response.outputs[0].data
         tokens = int(response.outputs[1].data.sum()) if len(response.outputs) > 1 else 0

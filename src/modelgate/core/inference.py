@@ -8,6 +8,7 @@ once, the same way for every protocol.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from modelgate import __version__
+from modelgate.core.authorization import can_see, require_model, require_scope
+from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
 from modelgate.core.ports import Timing
 from modelgate.core.registry import LoadedVersion, ModelRegistry
@@ -78,8 +81,18 @@ class InferenceService:
     def server_ready(self) -> bool:
         return self.registry.ready
 
-    async def model_ready(self, name: str, version: str | None) -> bool:
+    async def authorize(
+        self, principal: Principal | None, name: str, version: str | None, scope: Scope
+    ) -> None:
+        """NOT_FOUND unless ``principal`` may use ``scope`` on the model (None: auth is off)."""
+        if principal is not None:
+            require_model(principal, await self.registry.manifest(name), version, scope)
+
+    async def model_ready(
+        self, name: str, version: str | None, principal: Principal | None = None
+    ) -> bool:
         """Ready means loaded and serving; an unknown model or version is NOT_FOUND."""
+        await self.authorize(principal, name, version, Scope.MODELS_READ)
         loaded = self.registry.get(name, version)
         if loaded is None:
             if name not in self.registry.repository.names():
@@ -87,7 +100,10 @@ class InferenceService:
             return False
         return True
 
-    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_metadata(
+        self, name: str, version: str | None, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        await self.authorize(principal, name, version, Scope.MODELS_READ)
         loaded = await self.registry.acquire(name, version)
         manifest = loaded.manifest
         return {
@@ -99,8 +115,11 @@ class InferenceService:
             "parameters": _card_parameters(manifest),
         }
 
-    async def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_config(
+        self, name: str, version: str | None, principal: Principal | None = None
+    ) -> dict[str, Any]:
         """The model's configuration (Triton's model_configuration extension, JSON form)."""
+        await self.authorize(principal, name, version, Scope.MODELS_READ)
         loaded = await self.registry.acquire(name, version)
         manifest = loaded.manifest
         batching = manifest.batching
@@ -129,8 +148,12 @@ class InferenceService:
             }
         return config
 
-    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+    async def statistics(
+        self, name: str | None, version: str | None, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        require_scope(principal, Scope.MODELS_READ)
         if name:
+            await self.authorize(principal, name, version, Scope.MODELS_READ)
             loaded = self.registry.versions(name)
             if not loaded and name not in self.registry.repository.names():
                 raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
@@ -142,26 +165,55 @@ class InferenceService:
                     )
         else:
             loaded = [
-                v for n in self.registry.repository.names() for v in self.registry.versions(n)
+                v for n in await self.visible_models(principal) for v in self.registry.versions(n)
             ]
         return {"model_stats": [v.stats.as_dict() for v in loaded]}
 
+    async def visible_models(self, principal: Principal | None) -> list[str]:
+        """Names of the models this principal may see (every model when auth is off)."""
+        names = await asyncio.to_thread(self.registry.repository.names)
+        if principal is None:
+            return names
+        visible = []
+        for name in names:
+            try:
+                manifest = await self.registry.manifest(name)
+            except ModelgateError:
+                continue  # a model whose manifest does not load is shown to no tenant
+            if can_see(principal, manifest):
+                visible.append(name)
+        return visible
+
     # -- repository control --------------------------------------------------------------
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        rows = self.registry.index()
+    async def repository_index(
+        self, ready_only: bool = False, principal: Principal | None = None
+    ) -> list[dict[str, str]]:
+        require_scope(principal, Scope.MODELS_READ)
+        visible = set(await self.visible_models(principal))
+        rows = [r for r in self.registry.index() if r["name"] in visible]
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
 
-    async def load(self, name: str, config: dict[str, Any] | None = None) -> None:
+    async def load(
+        self, name: str, config: dict[str, Any] | None = None, principal: Principal | None = None
+    ) -> None:
+        await self.authorize(principal, name, None, Scope.MODELS_WRITE)
         await self.registry.load(name, config)
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, principal: Principal | None = None) -> None:
+        await self.authorize(principal, name, None, Scope.MODELS_WRITE)
         await self.registry.unload(name)
 
     # -- inference -----------------------------------------------------------------------
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(
+        self, request: InferenceRequest, principal: Principal | None = None
+    ) -> InferenceResponse:
         loaded = self.registry.get(request.model, request.version)
         if loaded is None:
+            # Authorize before a first-use load, so nobody loads a model they may not see.
+            await self.authorize(principal, request.model, request.version, Scope.INFER)
             loaded = await self.registry.acquire(request.model, request.version)
+        elif principal is not None:
+            require_model(principal, loaded.manifest, request.version, Scope.INFER)
         start = time.perf_counter_ns()
         loaded.enter()
         try:

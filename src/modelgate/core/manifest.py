@@ -92,6 +92,8 @@ class ModelManifest(_Strict):
     hardware: HardwareSpec = HardwareSpec()
     runtime_options: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    #: tenant ids that may see this model; unset: every tenant
+    tenants: tuple[str, ...] | None = None
     card: dict[str, Any] = Field(default_factory=dict)
     embedding: EmbeddingSpec | None = None
 

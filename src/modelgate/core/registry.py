@@ -208,6 +208,17 @@ class ModelRegistry:
             )
         return loaded
 
+    async def manifest(self, name: str) -> ModelManifest:
+        """The serving manifest of a model, read from the repository when it is not loaded;
+        NOT_FOUND for an unknown model. Authorization asks this before anything loads."""
+        model = self._models.get(name)
+        if model is not None and model.versions:
+            return model.versions[max(model.versions)].manifest
+        sources = await asyncio.to_thread(self.repository.versions, name)
+        if not sources:
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
+        return sources[-1].manifest
+
     def versions(self, name: str) -> list[LoadedVersion]:
         model = self._models.get(name)
         return sorted(model.versions.values(), key=lambda v: v.version) if model else []

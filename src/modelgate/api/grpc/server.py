@@ -26,6 +26,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
 from modelgate.api.grpc.errors import abort
+from modelgate.api.credentials import credential_from
+from modelgate.core.authentication import Authenticator
+from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -47,6 +50,7 @@ def create_grpc_server(
     max_message_bytes: int,
     reuse_port: bool,
     max_elements: int = _DEFAULT_MAX_ELEMENTS,
+    authenticator: Authenticator | None = None,
 ) -> Any:
     """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
 
@@ -61,7 +65,8 @@ def create_grpc_server(
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GrpcInferenceServicer(service, max_elements=max_elements), server
+        GrpcInferenceServicer(service, max_elements=max_elements, authenticator=authenticator),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(service), server)
     return server
@@ -87,9 +92,24 @@ def _translated(handler: _Handler[_S, _R]) -> _Handler[_S, _R]:
 class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """``inference.GRPCInferenceService`` over one :class:`InferenceService`."""
 
-    def __init__(self, service: InferenceService, *, max_elements: int = _DEFAULT_MAX_ELEMENTS):
+    def __init__(
+        self,
+        service: InferenceService,
+        *,
+        max_elements: int = _DEFAULT_MAX_ELEMENTS,
+        authenticator: Authenticator | None = None,
+    ):
         self.service = service
         self.max_elements = max_elements
+        self.authenticator = authenticator
+
+    async def _principal(self, context: Any) -> Principal | None:
+        """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
+        if self.authenticator is None:
+            return None
+        metadata = {key: value for key, value in context.invocation_metadata() or ()}
+        credential = credential_from(metadata.get("authorization"), metadata.get("x-api-key"))
+        return await self.authenticator.authenticate(credential)
 
     # -- health and metadata -------------------------------------------------------------
     @_translated
@@ -102,7 +122,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        ready = await self.service.model_ready(request.name, request.version or None)
+        principal = await self._principal(context)
+        ready = await self.service.model_ready(request.name, request.version or None, principal)
         return service_pb2.ModelReadyResponse(ready=ready)
 
     @_translated
@@ -114,7 +135,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        meta = await self.service.model_metadata(request.name, request.version or None)
+        principal = await self._principal(context)
+        meta = await self.service.model_metadata(request.name, request.version or None, principal)
         tensor = service_pb2.ModelMetadataResponse.TensorMetadata
         # The proto has no parameters field, so the model card is REST-only.
         return service_pb2.ModelMetadataResponse(
@@ -133,7 +155,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        config = await self.service.model_config(request.name, request.version or None)
+        principal = await self._principal(context)
+        config = await self.service.model_config(request.name, request.version or None, principal)
         message = json_format.ParseDict(
             config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
         )
@@ -141,7 +164,10 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        stats = self.service.statistics(request.name or None, request.version or None)
+        principal = await self._principal(context)
+        stats = await self.service.statistics(
+            request.name or None, request.version or None, principal
+        )
         return json_format.ParseDict(
             stats, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True
         )
@@ -150,8 +176,9 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         # Inlined rather than @_translated: this is the hot path.
         try:
+            principal = await self._principal(context) if self.authenticator else None
             decoded = decode_infer_request(request, self.max_elements)
-            return encode_infer_response(await self.service.infer(decoded))
+            return encode_infer_response(await self.service.infer(decoded, principal))
         except ModelgateError as exc:
             await abort(context, exc)
         except Exception:
@@ -163,10 +190,14 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     ) -> AsyncIterator[Any]:
         """Answer each request in order; a failed one answers ``error_message`` and the
         stream stays open (Triton's behaviour, which ``tritonclient`` expects)."""
+        try:
+            principal = await self._principal(context)
+        except ModelgateError as exc:
+            await abort(context, exc)
         async for request in request_iterator:
             try:
                 decoded = decode_infer_request(request, self.max_elements)
-                response = encode_infer_response(await self.service.infer(decoded))
+                response = encode_infer_response(await self.service.infer(decoded, principal))
             except ModelgateError as exc:
                 message = exc.message
             except Exception:
@@ -191,7 +222,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @_translated
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         index = service_pb2.RepositoryIndexResponse.ModelIndex
-        rows = self.service.repository_index(request.ready)
+        principal = await self._principal(context)
+        rows = await self.service.repository_index(request.ready, principal)
         return service_pb2.RepositoryIndexResponse(
             models=[
                 index(
@@ -206,12 +238,14 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self.service.load(request.model_name, _load_config(request.parameters))
+        principal = await self._principal(context)
+        await self.service.load(request.model_name, _load_config(request.parameters), principal)
         return service_pb2.RepositoryModelLoadResponse()
 
     @_translated
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await self.service.unload(request.model_name)
+        principal = await self._principal(context)
+        await self.service.unload(request.model_name, principal)
         return service_pb2.RepositoryModelUnloadResponse()
 
     # -- not served ----------------------------------------------------------------------

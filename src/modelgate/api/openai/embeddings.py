@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 
 from modelgate.core.embeddings import EmbeddingService
+from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -17,6 +18,9 @@ __all__ = ["OpenAIHandlers", "openai_error"]
 
 _STATUS = {
     ErrorKind.INVALID_ARGUMENT: (400, "invalid_request_error", None),
+    ErrorKind.UNAUTHENTICATED: (401, "invalid_request_error", "invalid_api_key"),
+    ErrorKind.PERMISSION_DENIED: (403, "invalid_request_error", "insufficient_permissions"),
+    ErrorKind.RATE_LIMITED: (429, "rate_limit_exceeded", "rate_limit_exceeded"),
     ErrorKind.NOT_FOUND: (404, "invalid_request_error", "model_not_found"),
     ErrorKind.PAYLOAD_TOO_LARGE: (413, "invalid_request_error", "payload_too_large"),
     ErrorKind.UNAVAILABLE: (503, "server_error", "model_unavailable"),
@@ -39,21 +43,21 @@ class OpenAIHandlers:
         self._embeddings = embeddings
         self._created = int(time.time())
 
-    def models(self) -> bytes:
+    async def models(self, principal: Principal | None = None) -> bytes:
         data = [
             {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
-            for name in self._inference.registry.repository.names()
+            for name in await self._inference.visible_models(principal)
         ]
         return orjson.dumps({"object": "list", "data": data})
 
-    def model(self, name: str) -> bytes:
-        if name not in self._inference.registry.repository.names():
+    async def model(self, name: str, principal: Principal | None = None) -> bytes:
+        if name not in await self._inference.visible_models(principal):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"The model '{name}' does not exist")
         return orjson.dumps(
             {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
         )
 
-    async def embeddings(self, body: bytes) -> bytes:
+    async def embeddings(self, body: bytes, principal: Principal | None = None) -> bytes:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -75,7 +79,7 @@ class OpenAIHandlers:
         user = doc.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("'user' must be a string")
-        result = await self._embeddings.embed(model, texts, dimensions)
+        result = await self._embeddings.embed(model, texts, dimensions, principal)
         vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
         data: list[dict[str, Any]] = []
         for index, vector in enumerate(vectors):

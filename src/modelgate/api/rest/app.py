@@ -30,9 +30,12 @@ from typing import Any
 
 import orjson
 
+from modelgate.api.credentials import credential_from
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.errors import http_status, retry_after_header
+from modelgate.core.authentication import Authenticator
+from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics
@@ -75,11 +78,25 @@ class RestApp:
         openai: OpenAIHandlers,
         metrics: PrometheusMetrics,
         limits: RestLimits = RestLimits(),
+        authenticator: Authenticator | None = None,
     ):
         self.service = service
         self.openai = openai
         self.metrics = metrics
         self.limits = limits
+        self.authenticator = authenticator
+
+    async def _principal(self, scope: Scope) -> Principal | None:
+        """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
+        if self.authenticator is None:
+            return None
+        authorization = api_key = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value.decode("latin-1")
+        return await self.authenticator.authenticate(credential_from(authorization, api_key))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +138,10 @@ class RestApp:
             status, body = openai_error(exc)
         else:
             status, body = http_status(exc), orjson.dumps({"error": exc.message})
-        await _respond(send, status, body, _JSON + retry_after_header(exc))
+        headers = _JSON + retry_after_header(exc)
+        if exc.kind is ErrorKind.UNAUTHENTICATED:
+            headers.append((b"www-authenticate", b'Bearer realm="modelgate"'))
+        await _respond(send, status, body, headers)
         self.metrics.http_answer(api, status)
 
     async def _ok(self, send: Send, api: str, payload: Any, status: int = 200) -> None:
@@ -148,7 +168,8 @@ class RestApp:
         if head == "models" and len(parts) >= 2:
             if parts[1:] == ["stats"]:
                 _method(method, "GET")
-                await self._ok(send, "oip", service.statistics(None, None))
+                principal = await self._principal(scope)
+                await self._ok(send, "oip", await service.statistics(None, None, principal))
                 return
             name, version, action = _model_path(parts[1:])
             if action == "infer":
@@ -156,30 +177,34 @@ class RestApp:
                 await self._infer(scope, receive, send, name, version)
                 return
             _method(method, "GET")
+            principal = await self._principal(scope)
             if action == "":
-                await self._ok(send, "oip", await service.model_metadata(name, version))
+                meta = await service.model_metadata(name, version, principal)
+                await self._ok(send, "oip", meta)
             elif action == "ready":
-                ready = await service.model_ready(name, version)
+                ready = await service.model_ready(name, version, principal)
                 await self._ok(send, "oip", {"name": name, "ready": ready}, 200 if ready else 503)
             elif action == "config":
-                await self._ok(send, "oip", await service.model_config(name, version))
+                await self._ok(send, "oip", await service.model_config(name, version, principal))
             elif action == "stats":
-                await self._ok(send, "oip", service.statistics(name, version))
+                await self._ok(send, "oip", await service.statistics(name, version, principal))
             else:
                 raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
             return
         if head == "repository":
             _method(method, "POST")
+            principal = await self._principal(scope)
             body = await _read_body(scope, receive, self.limits.max_body_bytes)
             doc = _json_object(body) if body.strip() else {}
             if parts[1:] == ["index"]:
-                await self._ok(send, "oip", service.repository_index(bool(doc.get("ready"))))
+                index = await service.repository_index(bool(doc.get("ready")), principal)
+                await self._ok(send, "oip", index)
                 return
             if len(parts) == 4 and parts[1] == "models" and parts[3] in ("load", "unload"):
                 if parts[3] == "load":
-                    await service.load(parts[2], _load_config(doc))
+                    await service.load(parts[2], _load_config(doc), principal)
                 else:
-                    await service.unload(parts[2])
+                    await service.unload(parts[2], principal)
                 await self._ok(send, "oip", {})
                 return
         raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
@@ -188,7 +213,8 @@ class RestApp:
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         header_length = None
-        for key, value in scope["headers"]:
+        authorization = api_key = None
+        for key, value in scope["headers"]:  # one pass over the headers: the hot path
             if key == b"inference-header-content-length":
                 try:
                     header_length = int(value)
@@ -196,9 +222,17 @@ class RestApp:
                     raise invalid("Inference-Header-Content-Length must be an integer") from None
             elif key == b"content-type":
                 _check_content_type(value)
+            elif key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value.decode("latin-1")
+        principal = None
+        if self.authenticator is not None:
+            credential = credential_from(authorization, api_key)
+            principal = await self.authenticator.authenticate(credential)
         body = await _read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
-        response = await self.service.infer(request)
+        response = await self.service.infer(request, principal)
         payload, json_length = encode_infer_response(response, request.parameters)
         if json_length is None:
             headers = _JSON
@@ -215,17 +249,18 @@ class RestApp:
         method = scope["method"]
         if parts == ["models"]:
             _method(method, "GET")
-            body = self.openai.models()
+            body = await self.openai.models(await self._principal(scope))
         elif len(parts) == 2 and parts[0] == "models":
             _method(method, "GET")
-            body = self.openai.model(parts[1])
+            body = await self.openai.model(parts[1], await self._principal(scope))
         elif parts == ["embeddings"]:
             _method(method, "POST")
+            principal = await self._principal(scope)
             for key, value in scope["headers"]:
                 if key == b"content-type":
                     _check_content_type(value)
             data = await _read_body(scope, receive, self.limits.max_body_bytes)
-            body = await self.openai.embeddings(data)
+            body = await self.openai.embeddings(data, principal)
         else:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
         await _respond(send, 200, body, _JSON)

@@ -1,0 +1,15 @@
+"""Where a credential travels: ``Authorization: Bearer <key>`` (what the OpenAI SDK sends)
+or ``x-api-key: <key>``, as an HTTP header or gRPC metadata alike."""
+
+from __future__ import annotations
+
+__all__ = ["credential_from"]
+
+
+def credential_from(authorization: str | None, api_key: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return authorization.strip()  # not a bearer token: authentication will refuse it
+    return api_key.strip() if api_key else None

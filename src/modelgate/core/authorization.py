@@ -1,0 +1,51 @@
+"""Authorization: may this principal do this, to this model?
+
+Policy only; where in a request it is asked is the service's business. A model the caller
+may not use answers NOT_FOUND, exactly like a model that does not exist, so a tenant cannot
+learn the names of another tenant's models by probing.
+
+``principal is None`` means access control is off (``MODELGATE_AUTH=off``): everything is
+allowed.
+"""
+
+from __future__ import annotations
+
+from modelgate.core.authentication import ADMIN_TENANT
+from modelgate.core.identity import Principal, Scope, allows_model, has_scope
+from modelgate.core.manifest import ModelManifest
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["can_see", "require_model", "require_scope"]
+
+
+def require_scope(principal: Principal | None, scope: Scope) -> None:
+    if principal is not None and not has_scope(principal, scope):
+        raise ModelgateError(
+            ErrorKind.PERMISSION_DENIED, f"this credential lacks the '{scope.value}' scope"
+        )
+
+
+def can_see(principal: Principal | None, manifest: ModelManifest) -> bool:
+    """Tenant-specific models are visible to their tenants (and operators) only."""
+    if principal is None or manifest.tenants is None:
+        return True
+    return principal.tenant_id == ADMIN_TENANT or principal.tenant_id in manifest.tenants
+
+
+def require_model(
+    principal: Principal | None,
+    manifest: ModelManifest,
+    version: str | None,
+    scope: Scope,
+) -> None:
+    """NOT_FOUND unless the principal sees the model and holds ``scope`` for it."""
+    if principal is None:
+        return
+    hidden = ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{manifest.name}'")
+    if not can_see(principal, manifest):
+        raise hidden
+    if scope is Scope.INFER:
+        if not allows_model(principal, manifest.name, version):
+            raise hidden
+        return
+    require_scope(principal, scope)

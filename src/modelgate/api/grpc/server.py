@@ -24,9 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
+from modelgate.api.credentials import credential_from
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
 from modelgate.api.grpc.errors import abort
-from modelgate.api.credentials import credential_from
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService

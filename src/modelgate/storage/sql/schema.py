@@ -1,0 +1,168 @@
+"""The SQL tables, as SQLAlchemy Core metadata.
+
+The Alembic scripts under ``migrations/versions`` create exactly these tables; a contract
+test compares the two. Change both together: a new revision per change, never an edit of
+a released one.
+
+Timestamps are stored in UTC (``timestamptz`` on PostgreSQL; naive UTC text on SQLite,
+which has no time-zone type) and come back timezone-aware through :class:`UtcDateTime`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+__all__ = [
+    "ID_LENGTH",
+    "NAME_LENGTH",
+    "UtcDateTime",
+    "api_keys",
+    "audit_log",
+    "metadata",
+    "plans",
+    "tenants",
+    "usage_events",
+]
+
+#: longest id (tenant, key, plan name) the tables hold
+ID_LENGTH = 128
+#: longest human-readable name (tenant, key)
+NAME_LENGTH = 256
+
+# Constraint names are fixed so that later migrations can address them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC; a naive value is refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: modelgate stores aware UTC times")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME storage drops the offset rather than converting; hand it UTC.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> JSON:
+    # None is SQL NULL, not the JSON text 'null', so "no value" is one thing on every backend.
+    return JSON(none_as_null=True)
+
+
+# A BIGINT primary key that autoincrements on SQLite too (only INTEGER aliases its rowid).
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("requests_per_second", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("requests_per_day", BigInteger, nullable=True),
+    Column("requests_per_month", BigInteger, nullable=True),
+    Column("rows_per_day", BigInteger, nullable=True),
+    Column("rows_per_month", BigInteger, nullable=True),
+    Column("tokens_per_day", BigInteger, nullable=True),
+    Column("tokens_per_month", BigInteger, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("max_batch_size", Integer, nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("models", _json(), nullable=True),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
+    Column("plan", String(ID_LENGTH), ForeignKey("plans.name"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("tenant_id", String(ID_LENGTH), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("prefix", String(ID_LENGTH), nullable=False, unique=True),
+    Column("key_hash", String(ID_LENGTH), nullable=False),
+    Column("scopes", _json(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("last_used_at", UtcDateTime(), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # assigned by the appender under a lock, never by the database: seq has no gaps
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("tenant_id", String(ID_LENGTH), nullable=True, index=True),
+    Column("actor", String(NAME_LENGTH), nullable=False),
+    Column("action", String(NAME_LENGTH), nullable=False),
+    Column("target", String(NAME_LENGTH), nullable=False, index=True),
+    Column("source_ip", String(64), nullable=True),
+    Column("before", _json(), nullable=True),
+    Column("after", _json(), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("tenant_id", String(ID_LENGTH), nullable=False),
+    Column("key_id", String(ID_LENGTH), nullable=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", String(ID_LENGTH), nullable=True),
+    Column("units_kind", String(32), nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("compute_ms", Float, nullable=True),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("status", String(32), nullable=False),
+    # usage queries are "one tenant over a time range"
+    Index("ix_usage_events_tenant_id_at", "tenant_id", "at"),
+)

@@ -1,0 +1,1 @@
+"""In-process storage backends: for tests and single-process experiments (nothing persists)."""

@@ -1,0 +1,1 @@
+"""Contract tests: each storage port's suite, run against every backend."""

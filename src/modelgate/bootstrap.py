@@ -1,4 +1,8 @@
-"""The one place that picks implementations from settings and wires the core to them."""
+"""The one place that picks implementations from settings and wires the core to them.
+
+``build_components`` only constructs (no I/O); ``Components.start`` does the start-up I/O:
+database migrations, then loading and warming the preload models.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelgate.api.openai.embeddings import OpenAIHandlers
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from modelgate.api.rest.app import RestApp, RestLimits
+from modelgate.core.authentication import Authenticator
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
+from modelgate.core.tenancy import TenancyService
 from modelgate.settings import Settings
+from modelgate.storage.sql.audit import SqlAuditLog
+from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
+from modelgate.storage.sql.identity import SqlIdentityStore
 
 __all__ = ["Components", "build_components"]
 
@@ -27,6 +38,40 @@ class Components:
     metrics: PrometheusMetrics
     rest_app: RestApp
     executor: ThreadPoolExecutor
+    state: State | None = None
+    authenticator: Authenticator | None = None
+
+    async def start(self) -> None:
+        if self.state is not None:
+            await migrate(self.state.url)
+        await self.registry.start()
+
+    async def close(self) -> None:
+        await self.registry.close()
+        if self.state is not None:
+            await self.state.engine.dispose()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class State:
+    """The database behind tenants, keys and the audit trail."""
+
+    url: str
+    engine: AsyncEngine
+    identity: SqlIdentityStore
+    audit: SqlAuditLog
+    tenancy: TenancyService
+
+
+def build_state(settings: Settings) -> State:
+    url = database_url_for(
+        settings.data_dir,
+        settings.database_url.get_secret_value() if settings.database_url else None,
+    )
+    engine = create_engine(url)
+    identity, audit = SqlIdentityStore(engine), SqlAuditLog(engine)
+    return State(url, engine, identity, audit, TenancyService(identity, audit))
 
 
 def build_components(settings: Settings) -> Components:
@@ -48,10 +93,21 @@ def build_components(settings: Settings) -> Components:
     )
     service = InferenceService(registry)
     embeddings = EmbeddingService(service)
+    state = build_state(settings)
+    authenticator = None
+    if settings.auth == "required":
+        authenticator = Authenticator(
+            state.identity,
+            admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
+            cache_ttl_s=settings.key_cache_seconds,
+        )
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),
         metrics,
         RestLimits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements),
+        authenticator,
     )
-    return Components(settings, registry, service, embeddings, metrics, rest_app, executor)
+    return Components(
+        settings, registry, service, embeddings, metrics, rest_app, executor, state, authenticator
+    )

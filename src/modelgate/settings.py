@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     memory_budget_mb: int | None = Field(default=None, gt=0)
     #: how long an unloaded or replaced version may finish its in-flight requests
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
+
+    #: access control: "required" (every route but health needs a credential) or "off"
+    auth: Literal["required", "off"] = "off"
+    #: a key with every scope, for the first start (never logged; compare is constant-time)
+    admin_key: SecretStr | None = None
+    #: where tenants, keys and the audit trail live; unset: SQLite in ``data_dir``
+    database_url: SecretStr | None = None
+    #: how long a replica trusts a looked-up key: revocation takes effect within this time
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None) -> Settings:

@@ -9,18 +9,18 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from modelgate.api.openai.embeddings import OpenAIHandlers
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.authentication import Authenticator
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
+from modelgate.core.tenancy import TenancyService
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
-from modelgate.core.tenancy import TenancyService
 from modelgate.settings import Settings
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate

@@ -197,3 +197,19 @@ def test_missing_scope_is_permission_denied() -> None:
     with pytest.raises(ModelgateError) as info:
         require_scope(_principal("infer"), Scope.MODELS_WRITE)
     assert info.value.kind is ErrorKind.PERMISSION_DENIED
+
+
+async def test_revoking_a_rotated_key_at_once_is_not_undone_by_the_overlap() -> None:
+    from modelgate.core.tenancy import TenancyService
+    from modelgate.storage.memory.audit import MemoryAuditLog
+
+    store, issued = await _store_with_key(("infer", "keys:admin"))
+    tenancy = TenancyService(store, MemoryAuditLog(), now=lambda: NOW)
+    admin = await _auth(store, admin_key="a" * 20).authenticate("a" * 20)
+    await tenancy.rotate_key(admin, "k1", timedelta(hours=24))
+    await tenancy.revoke_key(admin, "k1")
+    with pytest.raises(ModelgateError) as info:
+        await _auth(store).authenticate(issued.secret)
+    assert "revoked" in info.value.message
+    trail = [r.action for r in await tenancy.audit.list()]
+    assert trail == ["key.create", "key.rotate", "key.revoke"]

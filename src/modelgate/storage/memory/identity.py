@@ -60,12 +60,14 @@ class MemoryIdentityStore:
         key = self._keys.get(key_id)
         if key is None:
             return False
-        self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
+        if key.revoked_at is None or at < key.revoked_at:  # a revocation is never postponed
+            self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
         return True
 
     async def touch_key(self, key_id: str, at: datetime) -> bool:
         key = self._keys.get(key_id)
         if key is None:
             return False
-        self._keys[key_id] = dataclasses.replace(key, last_used_at=at)
+        if key.last_used_at is None or at > key.last_used_at:
+            self._keys[key_id] = dataclasses.replace(key, last_used_at=at)
         return True

@@ -482,16 +482,12 @@ def bench_rest(ctx: Ctx) -> Result:
     servers: dict[str, Server] = {}
     labels = {
         "modelgate": "modelgate",
-        "modelgate+freeze": "modelgate + gc.freeze() after start-up (proposed fix)",
         "fastapi": "FastAPI baseline",
         "floor": "floor: uvloop+httptools, canned answer",
         "uvicorn": "floor: bare ASGI app under uvicorn",
     }
     try:
         servers["modelgate"] = start_modelgate(ctx, "modelgate-rest", SERVER_CPU, probe=True)
-        servers["modelgate+freeze"] = start_modelgate(
-            ctx, "modelgate-rest-freeze", SERVER_CPU, freeze=True
-        )
         servers["fastapi"] = start_fastapi(ctx, credit, SERVER_CPU)
         servers["floor"] = start_floor(ctx, SERVER_CPU)
         servers["uvicorn"] = start_uvicorn_floor(ctx, SERVER_CPU)
@@ -516,7 +512,7 @@ def bench_rest(ctx: Ctx) -> Result:
         for name in servers:  # warm-up, not recorded
             target(name, 64, 2, LOAD_CPU)()
         before = _stats(servers["modelgate"].http_port, workloads.CREDIT)
-        contenders = ("modelgate", "fastapi", "modelgate+freeze")
+        contenders = ("modelgate", "fastapi")
         runs = {
             (n, 64, LOAD_CPU): loads
             for n, loads in alternate(
@@ -565,7 +561,6 @@ def bench_rest(ctx: Ctx) -> Result:
             ]
         )
     mg64, fa64 = med[("modelgate", 64, LOAD_CPU)], med[("fastapi", 64, LOAD_CPU)]
-    frozen = med[("modelgate+freeze", 64, LOAD_CPU)]
     ratio = mg64["rps"] / fa64["rps"]
     p50 = med[("modelgate", 1, SERVER_CPU)]["p50"]
     p50_apart = med[("modelgate", 1, LOAD_CPU)]["p50"]
@@ -575,8 +570,7 @@ def bench_rest(ctx: Ctx) -> Result:
         Check("REST c=64 throughput, modelgate / FastAPI", f"{ratio:.2f}x", ">= 1.0", ratio >= 1.0),
         Check(
             "REST c=64 modelgate p99",
-            f"{_ms(mg64['p99'])} (FastAPI {_ms(fa64['p99'])}; with gc.freeze() "
-            f"{_ms(frozen['p99'])}, {frozen['rps'] / fa64['rps']:.2f}x FastAPI)",
+            f"{_ms(mg64['p99'])} (FastAPI {_ms(fa64['p99'])})",
             "< 15 ms",
             mg64["p99"] < 15.0,
         ),
@@ -604,10 +598,9 @@ def bench_rest(ctx: Ctx) -> Result:
         "HTTP round trip) and a bare ASGI callable under uvicorn with modelgate's flags (what "
         "uvicorn costs before any application code).",
         "modelgate runs under `bench/gc_probe.py`, which only records each garbage collection's "
-        "duration (a gc callback); `modelgate + gc.freeze()` is the same server with "
-        "`gc.collect(); gc.freeze()` called once it is ready (what `modelgate.server` could do "
-        "after start-up), measured at c=64 only. GC column: share of the run's wall time spent "
-        "in collections; full (gen-2) collections per round and the longest one.",
+        "duration (a gc callback); modelgate itself freezes its start-up objects out of the "
+        "collector once it is ready (`modelgate.server`). GC column: share of the run's wall "
+        "time spent in collections; full (gen-2) collections per round and the longest one.",
         "Server CPU/req: user+system CPU time of the server process over the run divided by "
         "the requests wrk completed. Others' cores: CPU used during the run by processes that "
         "are not part of the benchmark (other jobs on the machine).",

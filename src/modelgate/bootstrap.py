@@ -41,9 +41,13 @@ class Components:
     state: State | None = None
     authenticator: Authenticator | None = None
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """Start-up I/O that must finish before any request is accepted: migrations."""
         if self.state is not None:
             await migrate(self.state.url)
+
+    async def start(self) -> None:
+        """Load and warm the preload models (the server is live, not yet ready)."""
         await self.registry.start()
 
     async def close(self) -> None:

@@ -67,6 +67,7 @@ class Server:
     async def startup(self) -> None:
         settings = self.settings
         self.components = components = build_components(settings)
+        await components.open()
         from modelgate.api.grpc.server import create_grpc_server  # grpc only when serving
 
         self._grpc = create_grpc_server(

@@ -411,3 +411,10 @@ async def test_metrics_endpoint_names_models_and_http_answers(client: httpx.Asyn
     assert "modelgate_inference_batch_size_bucket" in text
     assert 'modelgate_model_loaded{model="doubler",version="1"} 1.0' in text
     assert 'modelgate_http_requests_total{api="oip",status="400"}' in text
+
+
+@pytest.mark.parametrize("path", ["/v2foo", "/v2models/doubler", "/v1x/models", "/v"])
+async def test_lookalike_prefixes_are_not_routes(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert isinstance(response.json()["error"], str)

@@ -50,6 +50,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
+_API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
 _ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
 
 
@@ -104,7 +105,7 @@ class RestApp:
                 await _lifespan(receive, send)
             return
         path: str = scope["path"]
-        api = "oip" if path.startswith("/v2") else "openai" if path.startswith("/v1") else "other"
+        api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         try:
             if api == "oip":
                 await self._oip(scope, receive, send, path.split("/")[2:])

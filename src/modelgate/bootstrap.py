@@ -13,11 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
+from modelgate.core.admission import Admission
 from modelgate.core.authentication import Authenticator
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
+from modelgate.core.limits import RateLimiter
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.tenancy import TenancyService
+from modelgate.limits.memory import MemoryRateLimiter
+from modelgate.limits.resilient import FallbackRateLimiter
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
@@ -52,6 +56,8 @@ class Components:
 
     async def close(self) -> None:
         await self.registry.close()
+        if self.service.admission is not None:
+            await self.service.admission.limiter.close()
         if self.state is not None:
             await self.state.engine.dispose()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -66,6 +72,24 @@ class State:
     identity: SqlIdentityStore
     audit: SqlAuditLog
     tenancy: TenancyService
+
+
+def build_limiter(settings: Settings) -> RateLimiter:
+    """In memory for one process; Redis (with a fallback for outages) when shared."""
+    if settings.redis_url is None:
+        return MemoryRateLimiter()
+    from modelgate.limits.redis import RedisRateLimiter, create_redis_client
+
+    timeout = settings.redis_timeout_seconds
+    client = create_redis_client(
+        settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
+    )
+    return FallbackRateLimiter(
+        RedisRateLimiter(client, prefix=f"{settings.redis_key_prefix}rl:"),
+        MemoryRateLimiter(),
+        settings.limiter_failure_mode,
+        local_share=settings.limiter_local_share,
+    )
 
 
 def build_state(settings: Settings) -> State:
@@ -95,7 +119,8 @@ def build_components(settings: Settings) -> Components:
             drain_timeout_s=settings.drain_timeout_seconds,
         ),
     )
-    service = InferenceService(registry)
+    limiter = build_limiter(settings)
+    service = InferenceService(registry, admission=Admission(limiter))
     embeddings = EmbeddingService(service)
     state = build_state(settings)
     authenticator = None

@@ -25,6 +25,8 @@ The core never speaks HTTP or gRPC: each adapter maps a kind to its protocol's s
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["ErrorKind", "ModelgateError"]
 
@@ -46,11 +48,21 @@ class ErrorKind(enum.Enum):
 class ModelgateError(Exception):
     """An error with a kind that each protocol adapter maps to its own status."""
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+        #: protocol-neutral extras an adapter may surface (RATE_LIMITED: limit, remaining,
+        #: reset seconds, for the X-RateLimit-* headers)
+        self.details = details or {}
 
     def __repr__(self) -> str:
         return f"ModelgateError({self.kind.name}, {self.message!r})"

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     #: how long a replica trusts a looked-up key: revocation takes effect within this time
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: rate limits shared by replicas; unset: each process limits on its own (in memory)
+    redis_url: SecretStr | None = None
+    #: every Redis key modelgate writes starts with this (several deployments, one Redis)
+    redis_key_prefix: str = Field(default="modelgate:", min_length=1, max_length=64)
+    #: connect and read timeout of every Redis call
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    #: Redis unreachable: "open" limits per replica in memory, "closed" refuses requests
+    limiter_failure_mode: Literal["open", "closed"] = "open"
+    #: with "open", the share of a limit each replica may admit while Redis is down
+    limiter_local_share: float = Field(default=1.0, gt=0, le=1)
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None) -> Settings:

@@ -12,13 +12,16 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 import yaml
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from modelgate.api.openai.embeddings import openai_error
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.keys import issue_key
+from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.server import Server
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS
@@ -95,10 +98,16 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     assert server.components is not None and server.components.state is not None
     store = server.components.state.identity
     await store.create_plan(Plan(name="basic"))
+    await store.create_plan(Plan(name="tiny", requests_per_second=0.01, burst=3))
     now = datetime.now(UTC)
-    for tenant in ("acme", "globex"):
+    for tenant, plan in (
+        ("acme", "basic"),
+        ("globex", "basic"),
+        ("small", "tiny"),
+        ("small2", "tiny"),
+    ):
         await store.create_tenant(
-            Tenant(id=f"ten_{tenant}", name=tenant, plan="basic", created_at=now)
+            Tenant(id=f"ten_{tenant}", name=tenant, plan=plan, created_at=now)
         )
     keys: dict[str, str] = {}
     await _key(keys, store, "acme", "ten_acme", ("infer", "models:read"))
@@ -107,6 +116,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     await _key(keys, store, "doubler_only", "ten_acme", ("infer:doubler",))
     await _key(keys, store, "revoked", "ten_acme", ("infer",), revoked_at=now - timedelta(1))
     await _key(keys, store, "expired", "ten_acme", ("infer",), expires_at=now - timedelta(1))
+    await _key(keys, store, "small", "ten_small", ("infer",))
+    await _key(keys, store, "small2", "ten_small2", ("infer",))
     keys["admin"] = ADMIN
     keys["malformed"] = "mg_live_short"
     keys["unknown"] = issue_key().secret
@@ -224,3 +235,44 @@ async def test_keys_never_reach_the_logs(world: World, caplog: pytest.LogCapture
     text = caplog.text
     for who in ("acme", "revoked", "unknown", "admin"):
         assert world.keys[who] not in text
+
+
+async def test_a_tenants_plan_limit_answers_429_with_rate_limit_headers(world: World) -> None:
+    headers = {"Authorization": f"Bearer {world.keys['small']}"}
+    async with httpx.AsyncClient(base_url=world.url) as client:
+        answers = [
+            await client.post("/v2/models/doubler/infer", json=ROW, headers=headers)
+            for _ in range(5)
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in answers[:3]] == ["2", "1", "0"]
+    refused = answers[3]
+    assert refused.headers["x-ratelimit-limit"] == "3"
+    assert int(refused.headers["retry-after"]) >= 60
+    assert "rate limit" in refused.json()["error"]
+
+
+async def test_openai_routes_answer_rate_limits_in_openai_shape() -> None:
+    error = ModelgateError(ErrorKind.RATE_LIMITED, "slow down", retry_after=2.0)
+    status, body = openai_error(error)
+    assert status == 429
+    assert orjson.loads(body)["error"]["type"] == "rate_limit_exceeded"
+
+
+async def test_a_rate_limited_grpc_call_is_resource_exhausted(world: World) -> None:
+    request = service_pb2.ModelInferRequest(model_name="doubler")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend([1, 2, 3, 4])
+    metadata = (("authorization", f"Bearer {world.keys['small2']}"),)
+    codes = []
+    async with grpc.aio.insecure_channel(world.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(4):
+            try:
+                await stub.ModelInfer(request, metadata=metadata)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code())
+                retry_after = dict(exc.trailing_metadata() or ()).get("retry-after")
+    assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert retry_after is not None and int(retry_after) >= 60

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelgate import __version__
+from modelgate.core.admission import Admission, rate_limit_details
 from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
@@ -65,14 +66,23 @@ class InferenceResponse:
     requested: list[RequestedOutput] | None = None
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    #: the tightest rate limit that applied (limit, remaining, reset), for response headers
+    rate_limit: dict[str, float] | None = None
 
 
 class InferenceService:
     """Inference, metadata, health, statistics and repository control for every adapter."""
 
-    def __init__(self, registry: ModelRegistry, *, server_name: str = "modelgate"):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        server_name: str = "modelgate",
+        admission: Admission | None = None,
+    ):
         self.registry = registry
         self.server_name = server_name
+        self.admission = admission
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -214,6 +224,9 @@ class InferenceService:
             loaded = await self.registry.acquire(request.model, request.version)
         elif principal is not None:
             require_model(principal, loaded.manifest, request.version, Scope.INFER)
+        limit = None
+        if self.admission is not None:
+            limit = await self.admission.admit(principal, loaded.manifest)
         start = time.perf_counter_ns()
         loaded.enter()
         try:
@@ -238,6 +251,7 @@ class InferenceService:
             outputs=outputs,
             requested=requested,
             id=request.id,
+            rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
 
     def resolve(self, name: str, version: str | None) -> LoadedVersion | None:

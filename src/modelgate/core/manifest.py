@@ -70,6 +70,11 @@ class EmbeddingSpec(_Strict):
     normalize: bool = True
 
 
+class RateLimitSpec(_Strict):
+    requests_per_second: float = Field(gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -94,6 +99,8 @@ class ModelManifest(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     #: tenant ids that may see this model; unset: every tenant
     tenants: tuple[str, ...] | None = None
+    #: a limit for the model whoever calls it (every tenant together)
+    rate_limit: RateLimitSpec | None = None
     card: dict[str, Any] = Field(default_factory=dict)
     embedding: EmbeddingSpec | None = None
 

@@ -33,7 +33,7 @@ import orjson
 from modelgate.api.credentials import credential_from
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
-from modelgate.api.rest.errors import http_status, retry_after_header
+from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
@@ -139,7 +139,7 @@ class RestApp:
             status, body = openai_error(exc)
         else:
             status, body = http_status(exc), orjson.dumps({"error": exc.message})
-        headers = _JSON + retry_after_header(exc)
+        headers = _JSON + retry_after_header(exc) + rate_limit_headers(exc.details)
         if exc.kind is ErrorKind.UNAUTHENTICATED:
             headers.append((b"www-authenticate", b'Bearer realm="modelgate"'))
         await _respond(send, status, body, headers)
@@ -242,6 +242,8 @@ class RestApp:
                 (b"content-type", b"application/octet-stream"),
                 (b"inference-header-content-length", str(json_length).encode()),
             ]
+        if response.rate_limit is not None:
+            headers = headers + rate_limit_headers(response.rate_limit)
         await _respond(send, 200, payload, headers)
         self.metrics.http_answer("oip", 200)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["http_status", "retry_after_header"]
+__all__ = ["http_status", "rate_limit_headers", "retry_after_header"]
 
 _STATUS = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -31,3 +33,14 @@ def retry_after_header(exc: ModelgateError) -> list[tuple[bytes, bytes]]:
     if exc.retry_after is None:
         return []
     return [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
+
+
+def rate_limit_headers(details: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (seconds until the bucket is full)."""
+    if "limit" not in details:
+        return []
+    return [
+        (b"x-ratelimit-limit", str(int(details["limit"])).encode()),
+        (b"x-ratelimit-remaining", str(int(details["remaining"])).encode()),
+        (b"x-ratelimit-reset", str(math.ceil(details["reset"])).encode()),
+    ]

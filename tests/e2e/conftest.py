@@ -50,6 +50,7 @@ def start_server(
     timeout: float = 60,
 ) -> RunningServer:
     http_port, grpc_port = free_port(), free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"server-{http_port}.log"
     command = [
         sys.executable,

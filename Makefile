@@ -3,7 +3,6 @@ PY ?= python3.11
 VENV := .venv
 BUILD_VENV := .venv-build
 MODELS := build/models
-export MODELGATE_MODEL_REPOSITORY ?= $(MODELS)
 
 .PHONY: run test lint bench models proto clean
 

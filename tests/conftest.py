@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,14 @@ def demo_models() -> Path:
     if not (DEMO_MODELS / "credit-risk" / "model.yaml").is_file():
         pytest.fail(f"demo models are not built in {DEMO_MODELS}: run `make models`")
     return DEMO_MODELS
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings a developer's shell (or make) exports must not leak into tests; tests that
+    want one set it themselves. MODELGATE_TEST_* name the test services and stay."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MODELGATE_") and not name.startswith("MODELGATE_TEST_"):
+            monkeypatch.delenv(name)

@@ -24,7 +24,6 @@ def demo_models() -> Path:
 def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings a developer's shell (or make) exports must not leak into tests; tests that
     want one set it themselves. MODELGATE_TEST_* name the test services and stay."""
-    import os
 
     for name in list(os.environ):
         if name.startswith("MODELGATE_") and not name.startswith("MODELGATE_TEST_"):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelgate.api.admin.app import build_admin_app
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.admission import Admission
@@ -123,19 +124,20 @@ def build_components(settings: Settings) -> Components:
     service = InferenceService(registry, admission=Admission(limiter))
     embeddings = EmbeddingService(service)
     state = build_state(settings)
-    authenticator = None
-    if settings.auth == "required":
-        authenticator = Authenticator(
-            state.identity,
-            admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
-            cache_ttl_s=settings.key_cache_seconds,
-        )
+    # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
+    admin_authenticator = Authenticator(
+        state.identity,
+        admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
+        cache_ttl_s=settings.key_cache_seconds,
+    )
+    authenticator = admin_authenticator if settings.auth == "required" else None
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),
         metrics,
         RestLimits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements),
         authenticator,
+        admin_app=build_admin_app(state.tenancy, admin_authenticator),
     )
     return Components(
         settings, registry, service, embeddings, metrics, rest_app, executor, state, authenticator

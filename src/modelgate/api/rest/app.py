@@ -48,6 +48,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
@@ -80,12 +81,14 @@ class RestApp:
         metrics: PrometheusMetrics,
         limits: RestLimits = RestLimits(),
         authenticator: Authenticator | None = None,
+        admin_app: ASGIApp | None = None,
     ):
         self.service = service
         self.openai = openai
         self.metrics = metrics
         self.limits = limits
         self.authenticator = authenticator
+        self.admin_app = admin_app
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -105,6 +108,9 @@ class RestApp:
                 await _lifespan(receive, send)
             return
         path: str = scope["path"]
+        if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
+            await self.admin_app(scope, receive, send)
+            return
         api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         try:
             if api == "oip":

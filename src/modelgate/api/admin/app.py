@@ -1,0 +1,168 @@
+"""``/admin``: plans, tenants, keys and the audit trail over HTTP, for the principal that
+calls (``Authorization: Bearer`` / ``x-api-key``, always required here, whatever
+``MODELGATE_AUTH`` says). The interactive docs at ``/admin/docs`` load their assets from
+modelgate itself, so they work with no internet."""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures at run
+# time, and `Caller` is a local alias (it closes over this app's authenticator).
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+
+from modelgate import __version__
+from modelgate.api.admin.schemas import (
+    AuditOut,
+    CreatedKeyOut,
+    KeyBody,
+    KeyOut,
+    PlanBody,
+    PlanOut,
+    RotateBody,
+    TenantBody,
+    TenantOut,
+    VerifyOut,
+)
+from modelgate.api.credentials import credential_from
+from modelgate.api.rest.errors import http_status
+from modelgate.core.authentication import ADMIN_TENANT, Authenticator
+from modelgate.core.authorization import require_scope
+from modelgate.core.identity import Principal, Scope
+from modelgate.core.tenancy import CreatedKey, TenancyService
+from modelgate.errors import ModelgateError
+
+__all__ = ["build_admin_app"]
+
+
+def build_admin_app(tenancy: TenancyService, authenticator: Authenticator) -> FastAPI:
+    app = FastAPIOffline(
+        title="modelgate admin API",
+        version=__version__,
+        docs_url="/admin/docs",
+        redoc_url="/admin/redoc",
+        openapi_url="/admin/openapi.json",
+        static_url="/admin/static",
+    )
+
+    @app.exception_handler(ModelgateError)
+    async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
+        headers = (
+            {"www-authenticate": 'Bearer realm="modelgate"'} if http_status(exc) == 401 else None
+        )
+        return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
+
+    async def principal(
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        return await authenticator.authenticate(credential_from(authorization, x_api_key))
+
+    Caller = Annotated[Principal, Depends(principal)]  # noqa: N806 - a type alias, not a value
+
+    def ip(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    def created(key: CreatedKey) -> CreatedKeyOut:
+        return CreatedKeyOut(**KeyOut.of(key.record).model_dump(), secret=key.secret)
+
+    @app.get("/admin/plans", response_model=list[PlanOut], tags=["plans"])
+    async def list_plans(caller: Caller) -> list[PlanOut]:
+        require_scope(caller, Scope.TENANTS_ADMIN)
+        return [PlanOut.of(p) for p in await tenancy.store.list_plans()]
+
+    @app.post("/admin/plans", response_model=PlanOut, status_code=201, tags=["plans"])
+    async def create_plan(body: PlanBody, caller: Caller, request: Request) -> PlanOut:
+        return PlanOut.of(await tenancy.create_plan(caller, body.to_plan(), ip(request)))
+
+    @app.get("/admin/tenants", response_model=list[TenantOut], tags=["tenants"])
+    async def list_tenants(caller: Caller) -> list[TenantOut]:
+        return [TenantOut.of(t) for t in await tenancy.list_tenants(caller)]
+
+    @app.post("/admin/tenants", response_model=TenantOut, status_code=201, tags=["tenants"])
+    async def create_tenant(body: TenantBody, caller: Caller, request: Request) -> TenantOut:
+        tenant = await tenancy.create_tenant(caller, body.name, body.plan, ip(request))
+        return TenantOut.of(tenant)
+
+    @app.get("/admin/tenants/{tenant_id}/keys", response_model=list[KeyOut], tags=["keys"])
+    async def list_keys(tenant_id: str, caller: Caller) -> list[KeyOut]:
+        return [KeyOut.of(k) for k in await tenancy.list_keys(caller, tenant_id)]
+
+    @app.post(
+        "/admin/tenants/{tenant_id}/keys",
+        response_model=CreatedKeyOut,
+        status_code=201,
+        tags=["keys"],
+    )
+    async def create_key(
+        tenant_id: str, body: KeyBody, caller: Caller, request: Request
+    ) -> CreatedKeyOut:
+        key = await tenancy.create_key(
+            caller,
+            tenant_id,
+            body.name,
+            body.scopes,
+            expires_at=body.expires_at,
+            source_ip=ip(request),
+        )
+        return created(key)
+
+    @app.post("/admin/keys/{key_id}/revoke", response_model=KeyOut, tags=["keys"])
+    async def revoke_key(key_id: str, caller: Caller, request: Request) -> KeyOut:
+        key = await tenancy.revoke_key(caller, key_id, ip(request))
+        authenticator.forget(key.prefix)  # this replica refuses it at once
+        return KeyOut.of(key)
+
+    @app.post(
+        "/admin/keys/{key_id}/rotate", response_model=CreatedKeyOut, status_code=201, tags=["keys"]
+    )
+    async def rotate_key(
+        key_id: str, caller: Caller, request: Request, body: RotateBody | None = None
+    ) -> CreatedKeyOut:
+        overlap = timedelta(hours=(body or RotateBody()).overlap_hours)
+        return created(await tenancy.rotate_key(caller, key_id, overlap, ip(request)))
+
+    @app.get("/admin/audit", response_model=list[AuditOut], tags=["audit"])
+    async def list_audit(
+        caller: Caller,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditOut]:
+        require_scope(caller, Scope.AUDIT_READ)
+        # Operators read the whole trail; a tenant reads only what concerns it.
+        tenant = (
+            None
+            if caller.tenant_id == ADMIN_TENANT or (Scope.TENANTS_ADMIN.value in caller.scopes)
+            else caller.tenant_id
+        )
+        records = await tenancy.audit.list(after_seq, limit, tenant_id=tenant)
+        return [
+            AuditOut(
+                seq=r.seq,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                tenant_id=r.tenant_id,
+                source_ip=r.source_ip,
+                before=dict(r.before) if r.before is not None else None,
+                after=dict(r.after) if r.after is not None else None,
+                hash=r.hash,
+            )
+            for r in records
+        ]
+
+    @app.get("/admin/audit/verify", response_model=VerifyOut, tags=["audit"])
+    async def verify_audit(caller: Caller) -> VerifyOut:
+        require_scope(caller, Scope.TENANTS_ADMIN)
+        result = await tenancy.audit.verify()
+        return VerifyOut(
+            ok=result.ok,
+            checked=result.checked,
+            first_bad_seq=result.first_bad_seq,
+            reason=result.reason,
+        )
+
+    return app

@@ -1,0 +1,146 @@
+"""Request and response bodies of the admin API. Requests forbid unknown fields, so a body
+cannot smuggle in ``tenant_id``, ``scopes`` or other privileges it was not meant to set."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanBody(_Request):
+    name: str = Field(min_length=1, max_length=63)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    requests_per_day: int | None = Field(default=None, ge=1)
+    requests_per_month: int | None = Field(default=None, ge=1)
+    rows_per_day: int | None = Field(default=None, ge=1)
+    rows_per_month: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_month: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_batch_size: int | None = Field(default=None, ge=1)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    models: list[str] | None = None
+
+    def to_plan(self) -> Plan:
+        data = self.model_dump()
+        models = data.pop("models")
+        return Plan(**data, models=tuple(models) if models is not None else None)
+
+
+class TenantBody(_Request):
+    name: str = Field(min_length=1, max_length=63)
+    plan: str = Field(min_length=1, max_length=63)
+
+
+class KeyBody(_Request):
+    name: str = Field(default="default", min_length=1, max_length=63)
+    scopes: list[str] = Field(default_factory=lambda: ["infer"], min_length=1, max_length=32)
+    expires_at: datetime | None = None
+
+
+class RotateBody(_Request):
+    overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
+
+
+class PlanOut(BaseModel):
+    name: str
+    requests_per_second: float | None
+    burst: int | None
+    requests_per_day: int | None
+    requests_per_month: int | None
+    max_concurrency: int | None
+    priority: int
+    models: list[str] | None
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanOut:
+        return cls(
+            name=plan.name,
+            requests_per_second=plan.requests_per_second,
+            burst=plan.burst,
+            requests_per_day=plan.requests_per_day,
+            requests_per_month=plan.requests_per_month,
+            max_concurrency=plan.max_concurrency,
+            priority=plan.priority,
+            models=list(plan.models) if plan.models is not None else None,
+        )
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    plan: str
+    created_at: datetime
+    disabled: bool
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantOut:
+        return cls(
+            id=tenant.id,
+            name=tenant.name,
+            plan=tenant.plan,
+            created_at=tenant.created_at,
+            disabled=tenant.disabled,
+        )
+
+
+class KeyOut(BaseModel):
+    """A key as listed: its prefix, never its hash or secret."""
+
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKeyRecord) -> KeyOut:
+        return cls(
+            id=key.id,
+            tenant_id=key.tenant_id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=list(key.scopes),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class CreatedKeyOut(KeyOut):
+    #: the key itself: shown in this answer only, never again
+    secret: str
+
+
+class AuditOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    tenant_id: str | None
+    source_ip: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    hash: str
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    reason: str

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
-from bench.workloads import CREDIT, credit_json
+from bench.workloads import AUTHORIZATION, BENCH_KEY, CREDIT, credit_json
 
 
 async def _per_call(
@@ -56,7 +57,12 @@ async def measure(which: str, models: Path, seconds: float) -> dict[str, float]:
         repo.mkdir()
         (repo / CREDIT).symlink_to((models / CREDIT).resolve())
         components = build_components(
-            Settings(model_repository=repo, data_dir=Path(tmp) / "d", log_level="warning")
+            Settings(
+                model_repository=repo,
+                data_dir=Path(tmp) / "d",
+                log_level="warning",
+                admin_key=SecretStr(BENCH_KEY),
+            )
         )
         await components.registry.start()
         try:
@@ -71,6 +77,7 @@ async def measure(which: str, models: Path, seconds: float) -> dict[str, float]:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"authorization", AUTHORIZATION.encode()),
                 ],
             }
 
@@ -124,21 +131,27 @@ async def _grpc(components: Any, models: Path, seconds: float) -> dict[str, floa
     from modelgate.api.grpc.server import GrpcInferenceServicer
 
     files = model_files(models, CREDIT)
-    ours = GrpcInferenceServicer(components.service)
+    ours = GrpcInferenceServicer(components.service, authenticator=components.authenticator)
+
+    class Context:  # what the servicer reads of a grpc.aio context: the caller's metadata
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("authorization", AUTHORIZATION),)
+
+    context = Context()
     theirs = Servicer(str(files.onnx), str(files.version))
     message = grpc_request()
     decoded = decode_infer_request(message, 1 << 24)
     response = await components.service.infer(decoded)
 
     async def gather(servicer: Any) -> None:
-        await asyncio.gather(*(servicer.ModelInfer(message, None) for _ in range(64)))
+        await asyncio.gather(*(servicer.ModelInfer(message, context) for _ in range(64)))
 
     return {
         "modelgate ModelInfer, sequential": await _per_call(
-            lambda: ours.ModelInfer(message, None), seconds
+            lambda: ours.ModelInfer(message, context), seconds
         ),
         "baseline ModelInfer, sequential": await _per_call(
-            lambda: theirs.ModelInfer(message, None), seconds
+            lambda: theirs.ModelInfer(message, context), seconds
         ),
         "modelgate ModelInfer, 64 at a time": await _per_call(lambda: gather(ours), seconds) / 64,
         "baseline ModelInfer, 64 at a time": await _per_call(lambda: gather(theirs), seconds) / 64,

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import workloads
 from bench.procs import pinned, run_bounded
 
 __all__ = ["Load", "ensure_tools", "h2load", "lua_script", "wrk"]
@@ -66,7 +67,11 @@ def lua_script(path: Path, bodies: list[bytes], content_type: str = "application
         assert "]==]" not in text
         return f"[==[{text}]==]"
 
-    lines = ['wrk.method = "POST"', f'wrk.headers["Content-Type"] = "{content_type}"']
+    lines = [
+        'wrk.method = "POST"',
+        f'wrk.headers["Content-Type"] = "{content_type}"',
+        f'wrk.headers["Authorization"] = "{workloads.AUTHORIZATION}"',
+    ]
     if len(bodies) == 1:
         lines.append(f"wrk.body = {quote(bodies[0])}")
     else:

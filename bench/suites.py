@@ -198,14 +198,18 @@ def _gc_pauses(server: Server) -> list[tuple[int, float]]:
 
 def _post(url: str, body: bytes) -> Any:
     request = urllib.request.Request(
-        url, data=body, method="POST", headers={"content-type": "application/json"}
+        url,
+        data=body,
+        method="POST",
+        headers={"content-type": "application/json", "authorization": workloads.AUTHORIZATION},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:
+    request = urllib.request.Request(url, headers={"authorization": workloads.AUTHORIZATION})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
@@ -262,7 +266,7 @@ def start_modelgate(
             str(ctx.work / f"{tag}-data"),
         ],
     )
-    env = {}
+    env = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY}
     if probe or freeze:
         gc_file = ctx.work / f"{tag}.gc"
         env["BENCH_GC_FILE"] = str(gc_file)
@@ -672,7 +676,11 @@ def bench_grpc(ctx: Ctx) -> Result:
     body = ctx.work / "credit.grpc"
     body.write_bytes(workloads.grpc_frame(message))
     layers = _inprocess(ctx, "grpc")
-    headers = ["content-type: application/grpc", "te: trailers"]
+    headers = [
+        "content-type: application/grpc",
+        "te: trailers",
+        f"authorization: {workloads.AUTHORIZATION}",
+    ]
     connections, streams = 4, 16
     servers: dict[str, Server] = {}
     try:

@@ -55,6 +55,12 @@ class ModelFiles:
     source: Any
 
 
+#: modelgate runs with access control on, as in production: every request carries this key
+#: (the bootstrap key, MODELGATE_ADMIN_KEY); the baselines get the same header and ignore it.
+BENCH_KEY = "bench-admin-key-0123456789abcdef"
+AUTHORIZATION = f"Bearer {BENCH_KEY}"
+
+
 def model_files(models: Path, name: str) -> ModelFiles:
     from modelgate.repository.filesystem import FileModelRepository
 

@@ -21,6 +21,9 @@ app.add_typer(plans_app, name="plans")
 app.add_typer(keys_app, name="keys")
 console = Console()
 
+_KEY = typer.Option(
+    None, "--api-key", envvar="MODELGATE_API_KEY", help="API key (models:read, models:write)."
+)
 _URL = typer.Option(
     "http://127.0.0.1:8000",
     "--url",
@@ -66,10 +69,15 @@ def version() -> None:
     console.print(f"modelgate {__version__}")
 
 
-def _call(method: str, url: str, path: str, body: Any = None) -> Any:
+def _call(method: str, url: str, path: str, body: Any = None, key: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.request(
-            method, url.rstrip("/") + path, json=body, timeout=httpx.Timeout(120.0, connect=5.0)
+            method,
+            url.rstrip("/") + path,
+            json=body,
+            headers=headers,
+            timeout=httpx.Timeout(120.0, connect=5.0),
         )
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/] {exc}")
@@ -85,9 +93,9 @@ def _call(method: str, url: str, path: str, body: Any = None) -> Any:
 
 
 @models_app.command("list")
-def list_models(url: str = _URL) -> None:
+def list_models(url: str = _URL, api_key: str | None = _KEY) -> None:
     """Every model in the repository with the state of its versions."""
-    rows = _call("POST", url, "/v2/repository/index", {})
+    rows = _call("POST", url, "/v2/repository/index", {}, api_key)
     table = Table("model", "version", "state", "reason")
     for row in rows:
         table.add_row(row["name"], row.get("version", "-"), row["state"], row.get("reason", ""))
@@ -95,18 +103,18 @@ def list_models(url: str = _URL) -> None:
 
 
 @models_app.command("load")
-def load_model(name: str, url: str = _URL) -> None:
+def load_model(name: str, url: str = _URL, api_key: str | None = _KEY) -> None:
     """Load (or reload) every version of a model without a restart."""
     with console.status(f"loading {name}..."):
-        _call("POST", url, f"/v2/repository/models/{name}/load", {})
+        _call("POST", url, f"/v2/repository/models/{name}/load", {}, api_key)
     console.print(f"[green]loaded[/] {name}")
 
 
 @models_app.command("unload")
-def unload_model(name: str, url: str = _URL) -> None:
+def unload_model(name: str, url: str = _URL, api_key: str | None = _KEY) -> None:
     """Unload a model once its in-flight requests have finished."""
     with console.status(f"unloading {name}..."):
-        _call("POST", url, f"/v2/repository/models/{name}/unload", {})
+        _call("POST", url, f"/v2/repository/models/{name}/unload", {}, api_key)
     console.print(f"[green]unloaded[/] {name}")
 
 

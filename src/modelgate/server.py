@@ -114,6 +114,14 @@ class Server:
             settings.host,
             self.grpc_port,
         )
+        if settings.auth == "required":
+            log.info(
+                "access control is on: send 'Authorization: Bearer <key>'. Make a key with: "
+                "modelgate plans create basic --rps 100 && modelgate tenants create acme "
+                "--plan basic && modelgate keys create --tenant <tenant id> --scope infer "
+                "--scope models:read%s",
+                "" if settings.admin_key else " (or set MODELGATE_ADMIN_KEY, a bootstrap key)",
+            )
         self.started.set()
 
     async def main_loop(self) -> None:

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
 
     #: access control: "required" (every route but health needs a credential) or "off"
-    auth: Literal["required", "off"] = "off"
+    auth: Literal["required", "off"] = "required"
     #: a key with every scope, for the first start (never logged; compare is constant-time)
     admin_key: SecretStr | None = None
     #: where tenants, keys and the audit trail live; unset: SQLite in ``data_dir``

@@ -61,13 +61,15 @@ class ProtocolError(Exception):
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Server]:
     """A :class:`Server` on ephemeral ports serving the fixture models, stopped on exit."""
+    # Protocol behaviour is tested without access control; it has suites of its own
+    # (test_access_control.py, test_admin_api.py).
     settings = Settings(
         model_repository=FIXTURE_MODELS,
         data_dir=data_dir,
         http_port=0,
         grpc_port=0,
         log_level="warning",
-        **overrides,
+        **{"auth": "off", **overrides},
     )
     server = Server(settings)
     task = asyncio.create_task(server.serve())

@@ -30,6 +30,7 @@ async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Compone
         data_dir=tmp_path_factory.mktemp("data"),
         max_body_bytes=256 * 1024,
         max_elements=100_000,
+        auth="off",  # input handling; access control has suites of its own
     )
     components = build_components(settings)
     await components.registry.start()

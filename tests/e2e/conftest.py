@@ -36,6 +36,11 @@ class RunningServer:
         return f"127.0.0.1:{self.grpc_port}"
 
 
+#: the bootstrap admin key every e2e server starts with (access control is on by default)
+ADMIN_KEY = "e2e-admin-" + "k" * 24
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,7 +74,10 @@ def start_server(
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MODELGATE_ADMIN_KEY": ADMIN_KEY, **(env or {})},
         )
     server = RunningServer(process, http_port, grpc_port, log)
     deadline = time.monotonic() + timeout

@@ -10,12 +10,12 @@ import httpx
 import numpy as np
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer, start_server, stop_server
 
 
 def _cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelgate", *args, "--url", server.url],
+        [sys.executable, "-m", "modelgate", *args, "--url", server.url, "--api-key", ADMIN_KEY],
         capture_output=True,
         text=True,
         timeout=60,
@@ -30,10 +30,10 @@ def test_models_list_unload_load(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert "doubler" in listed.stdout and "READY" in listed.stdout
         assert _cli(server, "models", "unload", "doubler").returncode == 0
-        ready = httpx.get(f"{server.url}/v2/models/doubler/ready")
+        ready = httpx.get(f"{server.url}/v2/models/doubler/ready", headers=AUTH)
         assert ready.status_code == 503
         assert _cli(server, "models", "load", "doubler").returncode == 0
-        assert httpx.get(f"{server.url}/v2/models/doubler/ready").status_code == 200
+        assert httpx.get(f"{server.url}/v2/models/doubler/ready", headers=AUTH).status_code == 200
         missing = _cli(server, "models", "load", "no-such-model")
         assert missing.returncode == 1 and "404" in missing.stdout
     finally:
@@ -50,7 +50,7 @@ def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path: Path) -> None:
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
         }
         for _ in range(20):  # a new connection each time: the kernel picks a worker
-            response = httpx.post(f"{server.url}/v2/models/doubler/infer", json=body)
+            response = httpx.post(f"{server.url}/v2/models/doubler/infer", json=body, headers=AUTH)
             assert response.status_code == 200
             np.testing.assert_allclose(response.json()["outputs"][0]["data"], [3, 6, 9, 12])
     finally:

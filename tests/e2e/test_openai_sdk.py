@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import DEMO_MODELS
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -20,7 +20,7 @@ MODEL = "all-MiniLM-L6-v2"
 @pytest.fixture
 def client(demo_server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=f"{demo_server.url}/v1", api_key="unused", max_retries=0, timeout=60
+        base_url=f"{demo_server.url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60
     )
 
 
@@ -61,7 +61,7 @@ def test_int8_version_stays_close_to_the_reference(demo_server: RunningServer) -
         "outputs": [{"name": "embedding"}],
     }
     response = httpx.post(
-        f"{demo_server.url}/v2/models/{MODEL}/versions/2/infer", json=body, timeout=60
+        f"{demo_server.url}/v2/models/{MODEL}/versions/2/infer", json=body, timeout=60, headers=AUTH
     )
     assert response.status_code == 200, response.text
     output = response.json()["outputs"][0]

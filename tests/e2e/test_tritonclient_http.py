@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import ADMIN_KEY, RunningServer
 
 ROWS = np.array(
     [
@@ -18,9 +21,29 @@ ROWS = np.array(
 )
 
 
+class BearerToken(InferenceServerClientPlugin):  # type: ignore[misc]
+    """tritonclient's plugin hook, as a user would add a key to every request."""
+
+    def __init__(self, key: str) -> None:
+        self._value = f"Bearer {key}"
+
+    def __call__(self, request: Any) -> None:
+        request.headers["authorization"] = self._value
+
+
 @pytest.fixture
 def client(demo_server: RunningServer) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(demo_server.http_address, network_timeout=30)
+    client = httpclient.InferenceServerClient(demo_server.http_address, network_timeout=30)
+    client.register_plugin(BearerToken(ADMIN_KEY))
+    return client
+
+
+def test_without_a_key_the_server_refuses(demo_server: RunningServer) -> None:
+    bare = httpclient.InferenceServerClient(demo_server.http_address, network_timeout=30)
+    assert bare.is_server_ready()  # health stays open
+    with pytest.raises(InferenceServerException) as info:
+        bare.get_model_metadata("credit-risk")
+    assert info.value.status() == "401"
 
 
 def test_health_and_server_metadata(client: httpclient.InferenceServerClient) -> None:

@@ -200,6 +200,8 @@ class JwtVerifier:
         key = await self._key(kid)
         if not key.fits(algorithm):
             raise _unauthenticated("the token's algorithm does not fit its signing key")
+        # The one algorithm passed on is the token's own, but only once it is known to be in
+        # the configured asymmetric list and to fit the key the token names.
         claims = self._decode(token, key, algorithm)
         self._check_times(claims)
         return claims
@@ -227,7 +229,7 @@ class JwtVerifier:
         except jwt.InvalidIssuerError as error:
             raise _unauthenticated("the token's issuer (iss) is not accepted") from error
         except jwt.InvalidAudienceError as error:
-            raise _unauthenticated("the token is not meant for this service (aud)") from error
+            raise _unauthenticated("the token's audience (aud) is not this service") from error
         except jwt.PyJWTError as error:
             raise _unauthenticated("the token is not valid") from error
         if not claims["sub"]:
@@ -252,11 +254,13 @@ class JwtVerifier:
             return key
         if self._jwks_url is None:
             raise _unauthenticated(_UNKNOWN_KID)
-        if not _within(self._clock(), self._jwks_fetched_at, self._jwks_cache_s) or (
-            kid not in self._jwks
-        ):
-            await self._refresh()
         key = self._jwks.get(kid)
+        fresh = _within(self._clock(), self._jwks_fetched_at, self._jwks_cache_s)
+        # A cached key serves while another request refreshes an expired set, rather than
+        # every request waiting on the JWKS server.
+        if key is None or not (fresh or self._jwks_lock.locked()):
+            await self._refresh()
+            key = self._jwks.get(kid)
         if key is not None:
             return key
         raise _unauthenticated(_UNAVAILABLE if self._jwks_fetched_at is None else _UNKNOWN_KID)
@@ -290,9 +294,7 @@ class JwtVerifier:
             async with (
                 asyncio.timeout(self._http_timeout_s),
                 httpx.AsyncClient(timeout=httpx.Timeout(self._http_timeout_s)) as client,
-                client.stream(
-                    "GET", url, headers={"Accept": "application/json"}
-                ) as response,
+                client.stream("GET", url, headers={"Accept": "application/json"}) as response,
             ):
                 if response.status_code != 200:
                     raise _JwksError(f"HTTP {response.status_code}")
@@ -383,9 +385,7 @@ def _jwk(entry: object) -> tuple[str, _VerificationKey] | None:
     except (jwt.PyJWTError, ValueError, TypeError, KeyError):
         log.warning("the JWKS key %r cannot be loaded; key ignored", kid)
         return None
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) or not _strong_enough(
-        key
-    ):
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) or not _strong_enough(key):
         return None
     return kid, _VerificationKey(key, alg)
 

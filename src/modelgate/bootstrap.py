@@ -15,7 +15,7 @@ from modelgate.api.admin.app import build_admin_app
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.admission import Admission
-from modelgate.core.authentication import Authenticator
+from modelgate.core.authentication import Authenticator, TokenVerifier
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
 from modelgate.core.limits import RateLimiter
@@ -93,6 +93,22 @@ def build_limiter(settings: Settings) -> RateLimiter:
     )
 
 
+def build_token_verifier(settings: Settings) -> TokenVerifier | None:
+    """JWT bearer tokens, when an issuer is configured."""
+    if settings.jwt_issuer is None:
+        return None
+    from modelgate.identity.jwt import JwtVerifier
+    from modelgate.identity.tokens import JwtTokenVerifier
+
+    verifier = JwtVerifier(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        public_keys=settings.jwt_public_keys or None,
+        jwks_url=settings.jwt_jwks_url,
+    )
+    return JwtTokenVerifier(verifier, tenant_claim=settings.jwt_tenant_claim)
+
+
 def build_state(settings: Settings) -> State:
     url = database_url_for(
         settings.data_dir,
@@ -128,6 +144,7 @@ def build_components(settings: Settings) -> Components:
     admin_authenticator = Authenticator(
         state.identity,
         admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
+        tokens=build_token_verifier(settings),
         cache_ttl_s=settings.key_cache_seconds,
     )
     authenticator = admin_authenticator if settings.auth == "required" else None

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     #: how long a replica trusts a looked-up key: revocation takes effect within this time
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: JWT bearer tokens are accepted when an issuer is set: their ``iss`` and ``aud`` must
+    #: match, signed (RS256/ES256) by a key from ``jwt_jwks_url`` or ``jwt_public_keys``
+    jwt_issuer: str | None = None
+    jwt_audience: str = "modelgate"
+    jwt_jwks_url: str | None = None
+    #: key id -> PEM public key (as JSON in the environment)
+    jwt_public_keys: dict[str, str] = Field(default_factory=dict)
+    #: the claim that names the tenant a token speaks for
+    jwt_tenant_claim: str = "tenant"
     #: rate limits shared by replicas; unset: each process limits on its own (in memory)
     redis_url: SecretStr | None = None
     #: every Redis key modelgate writes starts with this (several deployments, one Redis)

@@ -6,6 +6,9 @@ asked on every request; a revocation therefore takes effect on every replica wit
 time. Unknown prefixes are cached too (for a shorter time), so guessing keys cannot turn
 into a flood of store look-ups.
 
+Bearer tokens (JWTs) are checked by a :class:`TokenVerifier` (signature, issuer, audience,
+expiry) and run as the tenant their claims name, with their scopes and that tenant's plan.
+
 The bootstrap admin key (``MODELGATE_ADMIN_KEY``) is a principal with every scope, for the
 first start, before any tenant exists.
 """
@@ -16,19 +19,37 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from datetime import UTC, datetime
 
 from modelgate.core.identity import ApiKeyRecord, IdentityStore, Plan, Principal, Scope, Tenant
 from modelgate.core.keys import key_prefix, matches
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["ADMIN_TENANT", "Authenticator"]
+__all__ = ["ADMIN_TENANT", "Authenticator", "TokenIdentity", "TokenVerifier"]
 
 ADMIN_TENANT = "*"
 _ALL_SCOPES = frozenset(scope.value for scope in Scope)
 _UNLIMITED = Plan(name="unlimited")
 _MISS_TTL_S = 2.0
 _CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIdentity:
+    tenant_id: str
+    subject: str
+    scopes: frozenset[str]
+
+
+class TokenVerifier(Protocol):
+    """Bearer tokens: ``claims(credential)`` says whether a credential is a token at all (an
+    API key never is); ``verify`` checks it and returns who it speaks for, or raises
+    UNAUTHENTICATED (never anything else)."""
+
+    def claims(self, credential: str) -> bool: ...
+
+    async def verify(self, token: str) -> TokenIdentity: ...
 
 
 def _unauthenticated(message: str) -> ModelgateError:
@@ -49,12 +70,14 @@ class Authenticator:
         store: IdentityStore,
         *,
         admin_key: str | None = None,
+        tokens: TokenVerifier | None = None,
         cache_ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
         self._admin_key = admin_key
+        self._tokens = tokens
         self._ttl = cache_ttl_s
         self._clock = clock
         self._now = now
@@ -66,6 +89,8 @@ class Authenticator:
             raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
         if self._admin_key and hmac.compare_digest(credential, self._admin_key):
             return Principal(ADMIN_TENANT, "bootstrap-admin", _ALL_SCOPES, _UNLIMITED, "admin")
+        if self._tokens is not None and self._tokens.claims(credential):
+            return await self._token_principal(credential)
         prefix = key_prefix(credential)
         if prefix is None:
             raise _unauthenticated("the API key is malformed")
@@ -83,6 +108,17 @@ class Authenticator:
         if tenant.disabled:
             raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
         return Principal(tenant.id, record.id, frozenset(record.scopes), plan, "key")
+
+    async def _token_principal(self, token: str) -> Principal:
+        assert self._tokens is not None
+        identity = await self._tokens.verify(token)
+        tenant = await self._store.get_tenant(identity.tenant_id)
+        plan = await self._store.get_plan(tenant.plan) if tenant else None
+        if tenant is None or plan is None:
+            raise _unauthenticated("the token names a tenant that does not exist")
+        if tenant.disabled:
+            raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
+        return Principal(tenant.id, identity.subject, identity.scopes, plan, "jwt")
 
     def forget(self, prefix: str) -> None:
         """Drop a cached key at once (this replica), e.g. right after revoking it here."""

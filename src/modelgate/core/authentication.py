@@ -19,8 +19,8 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 from datetime import UTC, datetime
+from typing import Protocol
 
 from modelgate.core.identity import ApiKeyRecord, IdentityStore, Plan, Principal, Scope, Tenant
 from modelgate.core.keys import key_prefix, matches

@@ -253,7 +253,6 @@ NASTY = [
 ]
 # Every character except NUL (refused by the SQL backends) and lone surrogates (which have no
 # UTF-8 form; Hypothesis leaves them out by default).
-# utf-8: lone surrogates cannot be stored (refused by a test of their own, above)
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 

@@ -252,7 +252,7 @@ NASTY = [
     "",
 ]
 # Every character except NUL (refused by the SQL backends) and lone surrogates (which have no
-# UTF-8 form; Hypothesis leaves them out by default).
+# UTF-8 form: the utf-8 codec leaves them out).
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 

@@ -11,12 +11,12 @@ Every output goes back in ``raw_output_contents``, as Triton answers: ``tritoncl
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2
 
+from modelgate.api.tensor_bytes import from_bytes, to_bytes
 from modelgate.core.inference import InferenceRequest, InferenceResponse, RequestedOutput
 from modelgate.core.tensors import Parameters, Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
@@ -42,10 +42,6 @@ _CONTENTS_FIELD = {
 }
 # Datatypes narrower than their field, whose values need a range check.
 _NARROW = frozenset(["INT8", "INT16", "UINT8", "UINT16"])
-_LITTLE = {
-    name: numpy_dtype(name).newbyteorder("<") for name in _CONTENTS_FIELD if name != "BYTES"
-} | {"FP16": np.dtype("<f2")}
-_LENGTH = struct.Struct("<I")
 
 
 def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
@@ -72,7 +68,7 @@ def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
                     f"input '{name}' has contents while the request uses raw_input_contents; "
                     "use one or the other for all inputs"
                 )
-            data = _from_raw(name, datatype, shape, count, raw[index])
+            data = from_bytes(name, datatype, shape, count, raw[index])
         else:
             data = _from_contents(name, datatype, shape, count, item.contents)
         params = decode_parameters(item.parameters) if item.parameters else {}
@@ -89,45 +85,6 @@ def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
         id=request.id or None,
         parameters=decode_parameters(request.parameters) if request.parameters else {},
     )
-
-
-def _from_raw(
-    name: str, datatype: str, shape: list[int], count: int, chunk: bytes
-) -> np.ndarray[Any, Any]:
-    if datatype == "BYTES":
-        items = _split_bytes(name, chunk)
-        if len(items) != count:
-            raise invalid(f"input '{name}' has {len(items)} elements, shape {shape} needs {count}")
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
-    dtype = _LITTLE.get(datatype)
-    if dtype is None:
-        numpy_dtype(datatype)  # raises for unknown datatypes and BF16
-        raise invalid(f"datatype {datatype} cannot be sent raw")
-    expected = count * dtype.itemsize
-    if len(chunk) != expected:
-        raise invalid(
-            f"input '{name}' has {len(chunk)} raw bytes, shape {shape} of {datatype} needs "
-            f"{expected}"
-        )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
-
-
-def _split_bytes(name: str, chunk: bytes) -> list[bytes]:
-    items: list[bytes] = []
-    offset, end = 0, len(chunk)
-    view = memoryview(chunk)
-    while offset < end:
-        if offset + 4 > end:
-            raise invalid(f"input '{name}': truncated BYTES element length")
-        (length,) = _LENGTH.unpack_from(view, offset)
-        offset += 4
-        if offset + length > end:
-            raise invalid(f"input '{name}': a BYTES element runs past its raw data")
-        items.append(bytes(view[offset : offset + length]))
-        offset += length
-    return items
 
 
 def _from_contents(
@@ -175,7 +132,7 @@ def encode_infer_response(response: InferenceResponse) -> Any:
         outputs.append(
             _InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=data.shape)
         )
-        raw.append(_to_raw(tensor.datatype, data))
+        raw.append(to_bytes(tensor.datatype, data))
     message = service_pb2.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
@@ -186,19 +143,6 @@ def encode_infer_response(response: InferenceResponse) -> Any:
     for key, value in response.parameters.items():
         _set_parameter(message.parameters[key], value)
     return message
-
-
-def _to_raw(datatype: str, data: np.ndarray[Any, Any]) -> bytes:
-    if datatype == "BYTES":
-        parts: list[bytes] = []
-        for item in data.reshape(-1):
-            blob = item if isinstance(item, bytes) else str(item).encode()
-            parts.append(_LENGTH.pack(len(blob)))
-            parts.append(blob)
-        return b"".join(parts)
-    if data.dtype.byteorder == ">":
-        data = data.astype(data.dtype.newbyteorder("<"))
-    return data.tobytes()
 
 
 def _set_parameter(param: Any, value: Any) -> None:

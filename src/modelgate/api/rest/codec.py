@@ -8,12 +8,12 @@ BYTES elements are each prefixed by a 4-byte little-endian length.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 import orjson
 
+from modelgate.api.tensor_bytes import from_bytes, to_bytes
 from modelgate.core.inference import InferenceRequest, InferenceResponse, RequestedOutput
 from modelgate.core.tensors import Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
@@ -97,7 +97,7 @@ def _decode_input(
             raise invalid(f"input '{name}' announces {size} binary bytes past the body's end")
         if "data" in raw:
             raise invalid(f"input '{name}' has both 'data' and binary_data_size")
-        array = _from_binary(name, datatype, shape, count, binary[offset : offset + size])
+        array = from_bytes(name, datatype, shape, count, binary[offset : offset + size])
         return Tensor(name, datatype, array), size
     if "data" not in raw:
         raise invalid(f"input '{name}' has no 'data'")
@@ -158,41 +158,6 @@ def _flatten(name: str, data: list[Any]) -> list[Any]:
     return flat
 
 
-def _from_binary(
-    name: str, datatype: str, shape: list[int], count: int, chunk: memoryview
-) -> np.ndarray[Any, Any]:
-    dtype = numpy_dtype(datatype)
-    if datatype == "BYTES":
-        items = _split_bytes(name, chunk)
-        if len(items) != count:
-            raise invalid(f"input '{name}' has {len(items)} elements, shape {shape} needs {count}")
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
-    expected = count * dtype.itemsize
-    if len(chunk) != expected:
-        raise invalid(
-            f"input '{name}' has {len(chunk)} binary bytes, shape {shape} of {datatype} needs "
-            f"{expected}"
-        )
-    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).reshape(shape)
-
-
-def _split_bytes(name: str, chunk: memoryview) -> list[bytes]:
-    items: list[bytes] = []
-    offset, end = 0, len(chunk)
-    while offset < end:
-        if offset + 4 > end:
-            raise invalid(f"input '{name}': truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", chunk, offset)
-        offset += 4
-        if offset + length > end:
-            raise invalid(f"input '{name}': a BYTES element runs past its binary data")
-        items.append(bytes(chunk[offset : offset + length]))
-        offset += length
-    return items
-
-
 def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
     if raw is None:
         return None
@@ -245,7 +210,7 @@ def encode_infer_response(
             "shape": tensor.shape,
         }
         if wants.get(tensor.name, binary_default):
-            raw = _to_binary(tensor)
+            raw = to_bytes(tensor.datatype, tensor.data)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif tensor.datatype == "BYTES":
@@ -266,20 +231,6 @@ def encode_infer_response(
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _to_binary(tensor: Tensor) -> bytes:
-    if tensor.datatype == "BYTES":
-        parts = []
-        for item in tensor.data.reshape(-1):
-            raw = item if isinstance(item, bytes) else str(item).encode()
-            parts.append(struct.pack("<I", len(raw)))
-            parts.append(raw)
-        return b"".join(parts)
-    data = tensor.data
-    if data.dtype.byteorder == ">":
-        data = data.byteswap().view(data.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(data).tobytes()
 
 
 def _text(item: Any) -> str:

@@ -645,7 +645,9 @@ def _grpc_call(port: int, message: Any) -> Any:
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        return stub.ModelInfer(message, timeout=30)
+        return stub.ModelInfer(
+            message, timeout=30, metadata=(("authorization", workloads.AUTHORIZATION),)
+        )
 
 
 def _grpc_ready_in_source() -> bool:

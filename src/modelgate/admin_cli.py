@@ -21,11 +21,12 @@ from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Plan, Principal, Scope
 from modelgate.errors import ModelgateError
 
-__all__ = ["keys_app", "plans_app", "tenants_app"]
+__all__ = ["audit_app", "keys_app", "plans_app", "tenants_app"]
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
 plans_app = typer.Typer(no_args_is_help=True, help="Create and list plans (tiers).")
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list, rotate and revoke API keys.")
+audit_app = typer.Typer(no_args_is_help=True, help="Read and verify the audit trail.")
 console = Console()
 _T = TypeVar("_T")
 
@@ -189,3 +190,38 @@ def rotate_key(
     )
     console.print(f"[green]new key[/] {created.record.id}; {key_id} stops in {overlap_hours} h")
     print(created.secret)
+
+
+@audit_app.command("verify")
+def verify_audit(config: ConfigOption = None) -> None:
+    """Re-check the audit trail's hash chain; exit 1 if a record was edited or removed."""
+    result = _run(config, lambda s: s.audit.verify())
+    if result.ok:
+        console.print(f"[green]audit trail intact[/]: {result.checked} records")
+        return
+    console.print(
+        f"[red]audit trail broken at record {result.first_bad_seq}[/]: {result.reason} "
+        f"({result.checked} records read)"
+    )
+    raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def list_audit(
+    after: Annotated[int, typer.Option(help="Only records after this sequence number.")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """The audit trail, oldest first."""
+    records = _run(config, lambda s: s.audit.list(after, limit))
+    table = Table("seq", "at", "actor", "action", "target", "from")
+    for r in records:
+        table.add_row(
+            str(r.seq),
+            r.at.isoformat(timespec="seconds"),
+            r.actor,
+            r.action,
+            r.target,
+            r.source_ip or "",
+        )
+    console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,33 @@ def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path: Path) -> None:
             np.testing.assert_allclose(response.json()["outputs"][0]["data"], [3, 6, 9, 12])
     finally:
         assert stop_server(server) == 0
+
+
+def test_operator_cli_manages_tenants_and_verifies_the_audit_trail(tmp_path: Path) -> None:
+    import sqlite3
+
+    env = {**os.environ, "MODELGATE_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelgate", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+
+    assert cli("plans", "create", "basic", "--rps", "10").returncode == 0
+    created = cli("tenants", "create", "acme", "--plan", "basic")
+    assert created.returncode == 0, created.stdout
+    tenant = created.stdout.split()[-1]
+    key = cli("keys", "create", "--tenant", tenant, "--scope", "infer")
+    assert key.returncode == 0 and key.stdout.strip().splitlines()[-1].startswith("mg_live_")
+    intact = cli("audit", "verify")
+    assert intact.returncode == 0 and "3 records" in intact.stdout
+    # Edit history behind modelgate's back: verify must notice.
+    with sqlite3.connect(tmp_path / "data" / "modelgate.db") as db:
+        db.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2")
+    broken = cli("audit", "verify")
+    assert broken.returncode == 1 and "broken at record 2" in broken.stdout

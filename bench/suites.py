@@ -285,31 +285,21 @@ def start_modelgate(
     return server
 
 
+def _uvicorn_argv(app: str, port: int) -> list[str]:
+    """uvicorn as modelgate runs it: httptools, uvloop, one worker, no access log, no
+    server or date header."""
+    return [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--http", "httptools", "--loop", "uvloop", "--workers", "1", "--no-access-log",
+        "--no-server-header", "--no-date-header", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def start_fastapi(ctx: Ctx, files: workloads.ModelFiles, cpus: str | None) -> Server:
     http = free_port()
     argv = pinned(
         cpus,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.baseline_fastapi:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(http),
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--no-server-header",
-            "--no-date-header",
-            "--log-level",
-            "warning",
-        ],
+        _uvicorn_argv("bench.baseline_fastapi:app", http),
     )
     server = Server(
         "baseline-fastapi",
@@ -416,29 +406,7 @@ def start_uvicorn_floor(ctx: Ctx, cpus: str | None) -> Server:
     http = free_port()
     argv = pinned(
         cpus,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor_http:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(http),
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--no-server-header",
-            "--no-date-header",
-            "--log-level",
-            "warning",
-            "--lifespan",
-            "off",
-        ],
+        [*_uvicorn_argv("bench.floor_http:app", http), "--lifespan", "off"],
     )
     server = Server("floor-uvicorn", argv, ctx.work)
     server.http_port = http

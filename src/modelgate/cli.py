@@ -41,6 +41,8 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Folder of models.")] = None,
     workers: Annotated[int | None, typer.Option(help="Server processes.")] = None,
+    tls_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    tls_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ) -> None:
@@ -56,6 +58,8 @@ def serve(
         "model_repository": model_repository,
         "workers": workers,
         "log_level": log_level,
+        "tls_certfile": tls_certfile,
+        "tls_keyfile": tls_keyfile,
     }
     settings = load_settings(flags, str(config) if config else None)
     if not settings.model_repository.is_dir():

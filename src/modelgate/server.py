@@ -68,6 +68,8 @@ class Server:
         settings = self.settings
         self.components = components = build_components(settings)
         await components.open()
+        import grpc
+
         from modelgate.api.grpc.server import create_grpc_server  # grpc only when serving
 
         self._grpc = create_grpc_server(
@@ -77,7 +79,14 @@ class Server:
             authenticator=components.authenticator,
             reuse_port=self._reuse_port,
         )
-        self.grpc_port = self._grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address = f"{settings.host}:{settings.grpc_port}"
+        if settings.tls_certfile and settings.tls_keyfile:
+            credentials = grpc.ssl_server_credentials(
+                [(settings.tls_keyfile.read_bytes(), settings.tls_certfile.read_bytes())]
+            )
+            self.grpc_port = self._grpc.add_secure_port(address, credentials)
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
         config = uvicorn.Config(
             components.rest_app,
@@ -89,6 +98,8 @@ class Server:
             http="httptools",
             server_header=False,
             date_header=False,
+            ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
+            ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         )
         self._uvicorn = _UvicornServer(config)
         loop = asyncio.get_running_loop()
@@ -108,11 +119,13 @@ class Server:
         if settings.idle_unload_seconds or settings.memory_budget_mb:
             self._tasks.append(asyncio.create_task(self._evict_periodically()))
         log.info(
-            "modelgate ready: REST http://%s:%d  gRPC %s:%d",
+            "modelgate ready: REST %s://%s:%d  gRPC %s:%d%s",
+            "https" if settings.tls_certfile else "http",
             settings.host,
             self.http_port,
             settings.host,
             self.grpc_port,
+            " (TLS)" if settings.tls_certfile else "",
         )
         if settings.auth == "required":
             log.info(

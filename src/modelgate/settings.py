@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     #: folder of model folders (see docs/model-repository.md)
     model_repository: Path = Path("models")
     workers: int = Field(default=1, ge=1, le=64)
+    #: serve REST and gRPC over TLS with this certificate (PEM, chain first) and key
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     #: request limits: a bigger body answers 413, a bigger tensor too (checked before allocation)
@@ -82,6 +85,15 @@ class Settings(BaseSettings):
     limiter_failure_mode: Literal["open", "closed"] = "open"
     #: with "open", the share of a limit each replica may admit while Redis is down
     limiter_local_share: float = Field(default=1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("TLS needs both tls_certfile and tls_keyfile")
+        for path in (self.tls_certfile, self.tls_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        return self
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None) -> Settings:

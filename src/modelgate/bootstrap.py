@@ -155,6 +155,7 @@ def build_components(settings: Settings) -> Components:
         RestLimits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements),
         authenticator,
         admin_app=build_admin_app(state.tenancy, admin_authenticator),
+        metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
     )
     return Components(
         settings, registry, service, embeddings, metrics, rest_app, executor, state, authenticator

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
 
     #: access control: "required" (every route but health needs a credential) or "off"
     auth: Literal["required", "off"] = "required"
+    #: ``/metrics`` needs a credential with ``models:read`` (else it is open, like health)
+    metrics_auth: bool = False
     #: a key with every scope, for the first start (never logged; compare is constant-time)
     admin_key: SecretStr | None = None
     #: where tenants, keys and the audit trail live; unset: SQLite in ``data_dir``

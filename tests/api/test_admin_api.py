@@ -5,6 +5,7 @@ privileges."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -221,3 +222,21 @@ async def test_no_tenant_name_gets_a_server_error(client: httpx.AsyncClient, nam
         "/admin/tenants", json={"name": name, "plan": "std"}, headers=_as(ADMIN)
     )
     assert response.status_code in (201, 400, 409, 422), response.text
+
+
+async def test_metrics_are_open_by_default_and_protected_on_request(tmp_path: Path) -> None:
+    for protect, expected in ((False, 200), (True, 401)):
+        components = build_components(
+            Settings(
+                model_repository=FIXTURE_MODELS,
+                data_dir=tmp_path / str(protect),
+                admin_key=ADMIN,
+                metrics_auth=protect,
+            )
+        )
+        await components.open()
+        transport = httpx.ASGITransport(app=components.rest_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            assert (await c.get("/metrics")).status_code == expected
+            assert (await c.get("/metrics", headers=_as(ADMIN))).status_code == 200
+        await components.close()

@@ -35,7 +35,9 @@ from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.core.authentication import Authenticator
+from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal
+from modelgate.core.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.core.inference import InferenceService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics
@@ -82,6 +84,7 @@ class RestApp:
         limits: RestLimits = RestLimits(),
         authenticator: Authenticator | None = None,
         admin_app: ASGIApp | None = None,
+        metrics_authenticator: Authenticator | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -89,18 +92,13 @@ class RestApp:
         self.limits = limits
         self.authenticator = authenticator
         self.admin_app = admin_app
+        self.metrics_authenticator = metrics_authenticator
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
         if self.authenticator is None:
             return None
-        authorization = api_key = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key == b"x-api-key":
-                api_key = value.decode("latin-1")
-        return await self.authenticator.authenticate(credential_from(authorization, api_key))
+        return await self.authenticator.authenticate(credential_from(*_credential_headers(scope)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,6 +116,11 @@ class RestApp:
             elif api == "openai":
                 await self._openai(scope, receive, send, path.split("/")[2:])
             elif path == "/metrics" and scope["method"] == "GET":
+                if self.metrics_authenticator is not None:
+                    principal = await self.metrics_authenticator.authenticate(
+                        credential_from(*_credential_headers(scope))
+                    )
+                    require_scope(principal, Permission.MODELS_READ)
                 await _respond(
                     send,
                     200,
@@ -274,6 +277,16 @@ class RestApp:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
         await _respond(send, 200, body, _JSON)
         self.metrics.http_answer("openai", 200)
+
+
+def _credential_headers(scope: Scope) -> tuple[str | None, str | None]:
+    authorization = api_key = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"x-api-key":
+            api_key = value.decode("latin-1")
+    return authorization, api_key
 
 
 def _model_path(parts: list[str]) -> tuple[str, str | None, str]:

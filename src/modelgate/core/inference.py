@@ -224,12 +224,12 @@ class InferenceService:
             loaded = await self.registry.acquire(request.model, request.version)
         elif principal is not None:
             require_model(principal, loaded.manifest, request.version, Scope.INFER)
-        limit = None
-        if self.admission is not None:
-            limit = await self.admission.admit(principal, loaded.manifest)
         start = time.perf_counter_ns()
-        loaded.enter()
+        loaded.enter()  # before any await: a reload now waits for this request to finish
+        limit = None
         try:
+            if self.admission is not None:
+                limit = await self.admission.admit(principal, loaded.manifest)
             inputs, rows = _validate(loaded.manifest, request.inputs)
             requested = _select_outputs(loaded.manifest, request.outputs)
             timing = Timing()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,7 @@ from modelgate.core.authentication import Authenticator, TokenVerifier
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
 from modelgate.core.limits import RateLimiter
+from modelgate.core.oauth import TokenService
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.tenancy import TenancyService
 from modelgate.limits.memory import MemoryRateLimiter
@@ -30,6 +32,9 @@ from modelgate.settings import Settings
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.identity import SqlIdentityStore
+
+if TYPE_CHECKING:
+    from modelgate.identity.jwt import TokenIssuer
 
 __all__ = ["Components", "build_components"]
 
@@ -93,17 +98,37 @@ def build_limiter(settings: Settings) -> RateLimiter:
     )
 
 
-def build_token_verifier(settings: Settings) -> TokenVerifier | None:
-    """JWT bearer tokens, when an issuer is configured."""
+def build_token_issuer(settings: Settings) -> TokenIssuer | None:
+    """modelgate's own token issuer (client credentials), when it has a signing key."""
+    if settings.jwt_signing_key is None:
+        return None
+    if settings.jwt_issuer is None:
+        raise ValueError("MODELGATE_JWT_SIGNING_KEY needs MODELGATE_JWT_ISSUER")
+    from modelgate.identity.jwt import TokenIssuer
+
+    return TokenIssuer(
+        settings.jwt_signing_key.get_secret_value(),
+        kid=settings.jwt_signing_kid,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_s=settings.jwt_token_ttl_seconds,
+    )
+
+
+def build_token_verifier(settings: Settings, issuer: TokenIssuer | None) -> TokenVerifier | None:
+    """JWT bearer tokens, when an issuer is configured (its own tokens included)."""
     if settings.jwt_issuer is None:
         return None
     from modelgate.identity.jwt import JwtVerifier
     from modelgate.identity.tokens import JwtTokenVerifier
 
+    keys = dict(settings.jwt_public_keys)
+    if issuer is not None:
+        keys[issuer.kid] = issuer.public_key_pem
     verifier = JwtVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
-        public_keys=settings.jwt_public_keys or None,
+        public_keys=keys or None,
         jwks_url=settings.jwt_jwks_url,
     )
     return JwtTokenVerifier(verifier, tenant_claim=settings.jwt_tenant_claim)
@@ -141,10 +166,11 @@ def build_components(settings: Settings) -> Components:
     embeddings = EmbeddingService(service)
     state = build_state(settings)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
+    issuer = build_token_issuer(settings)
     admin_authenticator = Authenticator(
         state.identity,
         admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
-        tokens=build_token_verifier(settings),
+        tokens=build_token_verifier(settings, issuer),
         cache_ttl_s=settings.key_cache_seconds,
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
@@ -156,6 +182,8 @@ def build_components(settings: Settings) -> Components:
         authenticator,
         admin_app=build_admin_app(state.tenancy, admin_authenticator),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
+        tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
+        jwks=issuer.jwks() if issuer is not None else None,
     )
     return Components(
         settings, registry, service, embeddings, metrics, rest_app, executor, state, authenticator

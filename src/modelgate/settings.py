@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     jwt_public_keys: dict[str, str] = Field(default_factory=dict)
     #: the claim that names the tenant a token speaks for
     jwt_tenant_claim: str = "tenant"
+    #: with a signing key (PEM, RS256 or ES256) and ``jwt_issuer``, modelgate issues tokens
+    #: itself at ``POST /oauth/token`` (client credentials) and publishes the public key at
+    #: ``/.well-known/jwks.json``; share the key between replicas
+    jwt_signing_key: SecretStr | None = None
+    jwt_signing_kid: str = "modelgate"
+    jwt_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     #: rate limits shared by replicas; unset: each process limits on its own (in memory)
     redis_url: SecretStr | None = None
     #: every Redis key modelgate writes starts with this (several deployments, one Redis)

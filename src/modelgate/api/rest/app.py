@@ -23,10 +23,13 @@ Routes::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, unquote_plus
 
 import orjson
 
@@ -39,6 +42,7 @@ from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal
 from modelgate.core.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.core.inference import InferenceService
+from modelgate.core.oauth import OAuthError, TokenService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics
 
@@ -85,6 +89,8 @@ class RestApp:
         authenticator: Authenticator | None = None,
         admin_app: ASGIApp | None = None,
         metrics_authenticator: Authenticator | None = None,
+        tokens: TokenService | None = None,
+        jwks: dict[str, Any] | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -93,6 +99,8 @@ class RestApp:
         self.authenticator = authenticator
         self.admin_app = admin_app
         self.metrics_authenticator = metrics_authenticator
+        self.tokens = tokens
+        self.jwks = jwks
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -108,6 +116,12 @@ class RestApp:
         path: str = scope["path"]
         if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
             await self.admin_app(scope, receive, send)
+            return
+        if path == "/oauth/token" and self.tokens is not None:
+            await self._oauth_token(scope, receive, send)
+            return
+        if path == "/.well-known/jwks.json" and self.jwks is not None:
+            await _respond(send, 200, orjson.dumps(self.jwks), _JSON)
             return
         api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         try:
@@ -157,6 +171,42 @@ class RestApp:
     async def _ok(self, send: Send, api: str, payload: Any, status: int = 200) -> None:
         await _respond(send, status, encode_json(payload), _JSON)
         self.metrics.http_answer(api, status)
+
+    # -- OAuth2 client credentials (RFC 6749 4.4) -----------------------------------------
+    async def _oauth_token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.tokens is not None
+        headers = [*_JSON, (b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+        try:
+            if scope["method"] != "POST":
+                raise OAuthError("invalid_request", "use POST")
+            body = await _read_body(scope, receive, 16 * 1024)
+            form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+            if any(len(values) > 1 for values in form.values()):
+                raise OAuthError("invalid_request", "a parameter is given twice")
+            fields = {key: values[0] for key, values in form.items()}
+            if fields.get("grant_type") != "client_credentials":
+                raise OAuthError("unsupported_grant_type", "only client_credentials is offered")
+            client_id, secret = fields.get("client_id"), fields.get("client_secret")
+            basic = _basic_credentials(scope)
+            if basic is not None:
+                client_id, secret = basic
+            issued = await self.tokens.client_credentials(client_id, secret, fields.get("scope"))
+        except OAuthError as exc:
+            extra = [(b"www-authenticate", b'Basic realm="modelgate"')] if exc.status == 401 else []
+            body = orjson.dumps({"error": exc.error, "error_description": exc.description})
+            await _respond(send, exc.status, body, headers + extra)
+            return
+        except ModelgateError as exc:  # e.g. a body over the limit
+            body = orjson.dumps({"error": "invalid_request", "error_description": exc.message})
+            await _respond(send, http_status(exc), body, headers)
+            return
+        answer = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": issued.scope,
+        }
+        await _respond(send, 200, orjson.dumps(answer), headers)
 
     # -- OIP v2 --------------------------------------------------------------------------
     async def _oip(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
@@ -277,6 +327,21 @@ class RestApp:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
         await _respond(send, 200, body, _JSON)
         self.metrics.http_answer("openai", 200)
+
+
+def _basic_credentials(scope: Scope) -> tuple[str, str] | None:
+    """``Authorization: Basic`` client credentials, as RFC 6749 prefers them."""
+    for key, value in scope["headers"]:
+        if key == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+            client_id, sep, secret = decoded.partition(":")
+            if not sep:
+                raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+            return unquote_plus(client_id), unquote_plus(secret)
+    return None
 
 
 def _credential_headers(scope: Scope) -> tuple[str | None, str | None]:

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from bench import loadgen, procs
 from bench.report import print_result, print_summary, update_doc
-from bench.suites import SUITES, Ctx, Result, _grpc_ready_in_source, wait_for_grpc
+from bench.suites import SUITES, Ctx, Result
 from bench.sysinfo import environment
 
 
@@ -66,12 +66,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default=60.0,
         help="seconds in all to wait for other jobs to leave the CPUs before rounds (default 60)",
     )
-    parser.add_argument(
-        "--grpc-wait",
-        type=float,
-        default=600.0,
-        help="seconds to wait for the gRPC adapter's ModelInfer (default 600)",
-    )
     return parser.parse_args(argv)
 
 
@@ -94,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     loadgen.ensure_tools()
     names = args.only or list(SUITES)
     names = list(dict.fromkeys(names))
-    # The others first while the gRPC adapter is still being written.
-    if "grpc" in names and not _grpc_ready_in_source():
-        names = [n for n in names if n != "grpc"] + ["grpc"]
     env = environment()
     console.print(f"[bold]modelgate benchmarks[/] {env['date']} — {env['machine']}")
     console.print(f"[dim]{env['versions']}[/]")
@@ -119,15 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                 title, run = SUITES[name]
                 console.rule(f"[bold]{name}[/]: {title}")
                 start = time.monotonic()
-                if name == "grpc" and not wait_for_grpc(console, args.grpc_wait):
-                    result = Result(name, title, [], error="gRPC adapter has no ModelInfer yet")
-                else:
-                    try:
-                        result = run(ctx)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc:  # one broken benchmark must not stop the others
-                        result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
+                try:
+                    result = run(ctx)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # one broken benchmark must not stop the others
+                    result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
                 result.seconds = time.monotonic() - start
                 results.append(result)
                 print_result(console, result)

@@ -618,11 +618,6 @@ def _grpc_call(port: int, message: Any) -> Any:
         )
 
 
-def _grpc_ready_in_source() -> bool:
-    source = Path(__file__).resolve().parent.parent / "src/modelgate/api/grpc/server.py"
-    return source.is_file() and "ModelInfer" in source.read_text()
-
-
 def bench_grpc(ctx: Ctx) -> Result:
     import numpy as np
 
@@ -640,8 +635,6 @@ def bench_grpc(ctx: Ctx) -> Result:
             "rounds req/s",
         ],
     )
-    if not _grpc_ready_in_source():
-        raise RuntimeError("src/modelgate/api/grpc/server.py has no ModelInfer yet")
     message = workloads.grpc_request()
     body = ctx.work / "credit.grpc"
     body.write_bytes(workloads.grpc_frame(message))
@@ -1043,14 +1036,3 @@ SUITES: dict[str, tuple[str, Callable[[Ctx], Result]]] = {
     "minilm": ("MiniLM single sentences vs raw batch 32", bench_minilm),
     "workers": ("--workers 2 vs 1", bench_workers),
 }
-
-
-def wait_for_grpc(console: Console, timeout: float = 600.0) -> bool:
-    """The gRPC adapter is being written alongside; wait (bounded) until it has ModelInfer."""
-    deadline = time.monotonic() + timeout
-    while not _grpc_ready_in_source():
-        if time.monotonic() > deadline:
-            return False
-        console.print("  [dim]waiting for ModelInfer in src/modelgate/api/grpc/server.py ...[/]")
-        time.sleep(10)
-    return True

@@ -70,7 +70,3 @@ class ModelgateError(Exception):
 
 def invalid(message: str) -> ModelgateError:
     return ModelgateError(ErrorKind.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ModelgateError:
-    return ModelgateError(ErrorKind.NOT_FOUND, message)

@@ -374,3 +374,21 @@ async def test_last_used_only_moves_forward(store: IdentityStore) -> None:
     assert await store.touch_key("k1", T0 + timedelta(seconds=5)) is True  # a slower replica
     found = await store.find_key(key().prefix)
     assert found is not None and found.last_used_at == T0 + timedelta(seconds=10)
+
+
+async def test_get_key_by_id(store: IdentityStore) -> None:
+    await store.create_plan(Plan(name="p"))
+    await store.create_tenant(Tenant(id="t1", name="one", plan="p", created_at=T0))
+    record = ApiKeyRecord(
+        id="k1",
+        tenant_id="t1",
+        name="ci",
+        prefix="mg_live_dddddddddddd",
+        key_hash="ab" * 32,
+        scopes=("infer",),
+        created_at=T0,
+    )
+    await store.create_key(record)
+    assert await store.get_key("k1") == record
+    assert await store.get_key("nope") is None
+    assert await store.get_key("x" * 1000) is None

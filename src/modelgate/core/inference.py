@@ -21,7 +21,7 @@ from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
 from modelgate.core.ports import Timing
-from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.core.registry import ModelRegistry
 from modelgate.core.tensors import Parameters, Tensor
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -253,9 +253,6 @@ class InferenceService:
             id=request.id,
             rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
-
-    def resolve(self, name: str, version: str | None) -> LoadedVersion | None:
-        return self.registry.get(name, version)
 
 
 def _validate(

@@ -93,10 +93,15 @@ class TenancyService:
             )
         )
 
+    @staticmethod
+    def _may_act_for(principal: Principal, tenant_id: str) -> bool:
+        return (
+            principal.tenant_id in (tenant_id, ADMIN_TENANT)
+            or Scope.TENANTS_ADMIN.value in principal.scopes
+        )
+
     def _own_tenant(self, principal: Principal, tenant_id: str) -> None:
-        if principal.tenant_id not in (tenant_id, ADMIN_TENANT) and (
-            Scope.TENANTS_ADMIN.value not in principal.scopes
-        ):
+        if not self._may_act_for(principal, tenant_id):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown tenant '{tenant_id}'")
 
     # -- plans and tenants (operators) -------------------------------------------------
@@ -205,11 +210,11 @@ class TenancyService:
 
     async def _key(self, principal: Principal, key_id: str) -> ApiKeyRecord:
         require_scope(principal, Scope.KEYS_ADMIN)
-        for tenant in await self.list_tenants(principal):
-            for key in await self.store.list_keys(tenant.id):
-                if key.id == key_id:
-                    return key
-        raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown key '{key_id}'")
+        key = await self.store.get_key(key_id)
+        # Another tenant's key answers exactly like a missing one (and names no tenant).
+        if key is None or not self._may_act_for(principal, key.tenant_id):
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown key '{key_id}'")
+        return key
 
     async def revoke_key(
         self, principal: Principal, key_id: str, source_ip: str | None = None

@@ -52,6 +52,9 @@ class MemoryIdentityStore:
     async def find_key(self, prefix: str) -> ApiKeyRecord | None:
         return next((k for k in self._keys.values() if k.prefix == prefix), None)
 
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        return self._keys.get(key_id)
+
     async def list_keys(self, tenant_id: str) -> Sequence[ApiKeyRecord]:
         keys = [k for k in self._keys.values() if k.tenant_id == tenant_id]
         return sorted(keys, key=lambda k: k.created_at)

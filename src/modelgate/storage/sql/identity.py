@@ -130,6 +130,12 @@ class SqlIdentityStore:
         rows = await self._select(select(api_keys).where(api_keys.c.prefix == prefix))
         return _key(rows[0]) if rows else None
 
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        if not storable(key_id, ID_LENGTH):
+            return None
+        rows = await self._select(select(api_keys).where(api_keys.c.id == key_id))
+        return _key(rows[0]) if rows else None
+
     async def list_keys(self, tenant_id: str) -> Sequence[ApiKeyRecord]:
         if not storable(tenant_id, ID_LENGTH):
             return []

@@ -71,8 +71,18 @@ def create_plan(
     burst: Annotated[int | None, typer.Option(help="Requests allowed at once.")] = None,
     requests_per_day: Annotated[int | None, typer.Option()] = None,
     requests_per_month: Annotated[int | None, typer.Option()] = None,
-    max_concurrency: Annotated[int | None, typer.Option()] = None,
-    priority: Annotated[int, typer.Option(help="Higher is shed last.")] = 0,
+    rows_per_day: Annotated[int | None, typer.Option()] = None,
+    rows_per_month: Annotated[int | None, typer.Option()] = None,
+    tokens_per_day: Annotated[int | None, typer.Option()] = None,
+    tokens_per_month: Annotated[int | None, typer.Option()] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Rows per request.")] = None,
+    priority: Annotated[
+        int, typer.Option(min=0, max=9, help="0 (shed first) to 9 (shed last).")
+    ] = 0,
+    model: Annotated[
+        list[str] | None, typer.Option(help="A model the plan may use; repeat (default: all).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a plan."""
@@ -82,8 +92,14 @@ def create_plan(
         burst=burst,
         requests_per_day=requests_per_day,
         requests_per_month=requests_per_month,
+        rows_per_day=rows_per_day,
+        rows_per_month=rows_per_month,
+        tokens_per_day=tokens_per_day,
+        tokens_per_month=tokens_per_month,
         max_concurrency=max_concurrency,
+        max_batch_size=max_batch_size,
         priority=priority,
+        models=tuple(model) if model else None,
     )
     _run(config, lambda s: s.tenancy.create_plan(_operator(), plan))
     console.print(f"[green]created plan[/] {name}")
@@ -93,21 +109,19 @@ def create_plan(
 def list_plans(config: ConfigOption = None) -> None:
     """Every plan and its limits."""
     plans = _run(config, lambda s: s.identity.list_plans())
-    table = Table("plan", "rps", "burst", "per day", "per month", "concurrency", "priority")
+    table = Table(
+        "plan", "rps", "burst", "requests/day", "requests/month", "rows/day", "rows/month",
+        "tokens/day", "tokens/month", "concurrency", "batch", "priority", "models",
+    )  # fmt: skip
     for p in plans:
+        limits = (
+            p.requests_per_second, p.burst, p.requests_per_day, p.requests_per_month,
+            p.rows_per_day, p.rows_per_month, p.tokens_per_day, p.tokens_per_month,
+            p.max_concurrency, p.max_batch_size,
+        )  # fmt: skip
+        models = ", ".join(p.models) if p.models is not None else "all"
         table.add_row(
-            p.name,
-            *(
-                str(v) if v is not None else "-"
-                for v in (
-                    p.requests_per_second,
-                    p.burst,
-                    p.requests_per_day,
-                    p.requests_per_month,
-                    p.max_concurrency,
-                )
-            ),
-            str(p.priority),
+            p.name, *(f"{v:g}" if v is not None else "-" for v in limits), str(p.priority), models
         )
     console.print(table)
 
@@ -144,11 +158,23 @@ def create_key(
     scope: Annotated[
         list[str] | None, typer.Option(help="Repeat for several (default: infer).")
     ] = None,
+    rps: Annotated[
+        float | None, typer.Option("--rps", help="The key's own requests per second.")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(help="Burst for --rps.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key; the key itself is printed once, here, and never again."""
     created = _run(
-        config, lambda s: s.tenancy.create_key(_operator(), tenant, name, scope or ["infer"])
+        config,
+        lambda s: s.tenancy.create_key(
+            _operator(),
+            tenant,
+            name,
+            scope or ["infer"],
+            requests_per_second=rps,
+            burst=burst,
+        ),
     )
     console.print(f"[green]created key[/] {created.record.id} ({created.record.prefix}...)")
     console.print("The key (shown only now):")

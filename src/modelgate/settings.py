@@ -94,6 +94,31 @@ class Settings(BaseSettings):
     #: with "open", the share of a limit each replica may admit while Redis is down
     limiter_local_share: float = Field(default=1.0, gt=0, le=1)
 
+    #: overload: at most this many inference requests in flight per process; plans of lower
+    #: priority are shed first (see docs/access-control.md, "Priority and load shedding")
+    max_inflight: int = Field(default=512, ge=1)
+
+    #: usage metering: how often the recorder writes its aggregates and keys' last-used times
+    usage_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: the currency prices are in (a label on reports; modelgate converts nothing)
+    currency: str = Field(default="USD", min_length=1, max_length=8)
+    #: quota alerts: a JSON event is POSTed here when a tenant crosses 80% and 100% of a quota
+    quota_webhook_url: str | None = None
+    #: signs every webhook body (HMAC-SHA256, header ``X-Modelgate-Signature``)
+    webhook_secret: SecretStr | None = None
+    #: connect and read timeout of each webhook call
+    webhook_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    #: abuse: a key's failed requests (invalid input, denied, unknown model) counted per window
+    abuse_window_seconds: float = Field(default=60.0, gt=0)
+    #: ... after this many in a window its answers are slowed down
+    abuse_slow_after: int = Field(default=20, ge=1)
+    #: ... after this many it is blocked (429) for ``abuse_block_seconds``
+    abuse_block_after: int = Field(default=50, ge=1)
+    abuse_block_seconds: float = Field(default=300.0, gt=0)
+    #: failed authentications from one client address per window before it is blocked
+    abuse_auth_failures_per_ip: int = Field(default=30, ge=1)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):

@@ -107,7 +107,12 @@ class Authenticator:
             raise _unauthenticated("the API key's tenant no longer exists")
         if tenant.disabled:
             raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
-        return Principal(tenant.id, record.id, frozenset(record.scopes), plan, "key")
+        rate = (
+            (record.requests_per_second, record.burst)
+            if record.requests_per_second is not None
+            else None
+        )
+        return Principal(tenant.id, record.id, frozenset(record.scopes), plan, "key", key_rate=rate)
 
     async def _token_principal(self, token: str) -> Principal:
         assert self._tokens is not None

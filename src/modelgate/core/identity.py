@@ -90,6 +90,9 @@ class ApiKeyRecord:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    #: the key's own rate limit, on top of its tenant's plan; ``None``: only the plan's
+    requests_per_second: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class Principal:
     plan: Plan
     kind: str = "key"  # key | jwt | admin
     extra: dict[str, str] = field(default_factory=dict)
+    #: the key's own rate limit (API keys only), as (requests per second, burst)
+    key_rate: tuple[float, int | None] | None = None
 
 
 def has_scope(principal: Principal, scope: Scope) -> bool:

@@ -161,7 +161,10 @@ class TenancyService:
         *,
         expires_at: datetime | None = None,
         source_ip: str | None = None,
+        requests_per_second: float | None = None,
+        burst: int | None = None,
     ) -> CreatedKey:
+        """A new key; ``requests_per_second`` (and ``burst``) limit it below its tenant's plan."""
         require_scope(principal, Scope.KEYS_ADMIN)
         self._own_tenant(principal, tenant_id)
         if await self.store.get_tenant(tenant_id) is None:
@@ -181,6 +184,10 @@ class TenancyService:
                 )
         if expires_at is not None and expires_at <= self._now():
             raise invalid("'expires_at' must be in the future")
+        if requests_per_second is not None and not requests_per_second > 0:
+            raise invalid("'requests_per_second' must be positive")
+        if burst is not None and (requests_per_second is None or burst < 1):
+            raise invalid("'burst' needs 'requests_per_second' and must be at least 1")
         issued = issue_key()
         record = ApiKeyRecord(
             id="key_" + secrets.token_hex(8),
@@ -191,6 +198,8 @@ class TenancyService:
             scopes=wanted,
             created_at=self._now(),
             expires_at=expires_at,
+            requests_per_second=requests_per_second,
+            burst=burst,
         )
         await self.store.create_key(record)
         await self._record(
@@ -251,6 +260,8 @@ class TenancyService:
             old.scopes,
             expires_at=old.expires_at,
             source_ip=source_ip,
+            requests_per_second=old.requests_per_second,
+            burst=old.burst,
         )
         ends = self._now() + overlap
         await self.store.revoke_key(old.id, ends)

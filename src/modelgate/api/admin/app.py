@@ -106,6 +106,8 @@ def build_admin_app(tenancy: TenancyService, authenticator: Authenticator) -> Fa
             body.scopes,
             expires_at=body.expires_at,
             source_ip=ip(request),
+            requests_per_second=body.requests_per_second,
+            burst=body.burst,
         )
         return created(key)
 

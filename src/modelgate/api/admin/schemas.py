@@ -3,6 +3,7 @@ cannot smuggle in ``tenant_id``, ``scopes`` or other privileges it was not meant
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +28,8 @@ class PlanBody(_Request):
     tokens_per_month: int | None = Field(default=None, ge=1)
     max_concurrency: int | None = Field(default=None, ge=1)
     max_batch_size: int | None = Field(default=None, ge=1)
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    #: 0 (shed first under overload) to 9 (shed last)
+    priority: int = Field(default=0, ge=0, le=9)
     models: list[str] | None = None
 
     def to_plan(self) -> Plan:
@@ -45,6 +47,9 @@ class KeyBody(_Request):
     name: str = Field(default="default", min_length=1, max_length=63)
     scopes: list[str] = Field(default_factory=lambda: ["infer"], min_length=1, max_length=32)
     expires_at: datetime | None = None
+    #: the key's own rate limit, on top of its tenant's plan
+    requests_per_second: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
 
 
 class RotateBody(_Request):
@@ -57,22 +62,20 @@ class PlanOut(BaseModel):
     burst: int | None
     requests_per_day: int | None
     requests_per_month: int | None
+    rows_per_day: int | None
+    rows_per_month: int | None
+    tokens_per_day: int | None
+    tokens_per_month: int | None
     max_concurrency: int | None
+    max_batch_size: int | None
     priority: int
     models: list[str] | None
 
     @classmethod
     def of(cls, plan: Plan) -> PlanOut:
-        return cls(
-            name=plan.name,
-            requests_per_second=plan.requests_per_second,
-            burst=plan.burst,
-            requests_per_day=plan.requests_per_day,
-            requests_per_month=plan.requests_per_month,
-            max_concurrency=plan.max_concurrency,
-            priority=plan.priority,
-            models=list(plan.models) if plan.models is not None else None,
-        )
+        data = asdict(plan)
+        data["models"] = list(plan.models) if plan.models is not None else None
+        return cls(**data)
 
 
 class TenantOut(BaseModel):
@@ -105,6 +108,8 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    requests_per_second: float | None
+    burst: int | None
 
     @classmethod
     def of(cls, key: ApiKeyRecord) -> KeyOut:
@@ -118,6 +123,8 @@ class KeyOut(BaseModel):
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
             last_used_at=key.last_used_at,
+            requests_per_second=key.requests_per_second,
+            burst=key.burst,
         )
 
 

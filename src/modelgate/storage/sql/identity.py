@@ -113,6 +113,8 @@ class SqlIdentityStore:
             "expires_at": _optional_time(key.expires_at, "expires_at"),
             "revoked_at": _optional_time(key.revoked_at, "revoked_at"),
             "last_used_at": _optional_time(key.last_used_at, "last_used_at"),
+            "requests_per_second": key.requests_per_second,
+            "burst": key.burst,
         }
         async with write_transaction(self._engine) as connection:
             query = select(tenants.c.id).where(tenants.c.id == key.tenant_id)
@@ -222,4 +224,6 @@ def _key(row: RowMapping) -> ApiKeyRecord:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        requests_per_second=row["requests_per_second"],
+        burst=row["burst"],
     )

@@ -38,8 +38,9 @@ __all__ = [
     "audit_log",
     "metadata",
     "plans",
+    "prices",
     "tenants",
-    "usage_events",
+    "usage_records",
 ]
 
 #: longest id (tenant, key, plan name) the tables hold
@@ -129,6 +130,9 @@ api_keys = Table(
     Column("expires_at", UtcDateTime(), nullable=True),
     Column("revoked_at", UtcDateTime(), nullable=True),
     Column("last_used_at", UtcDateTime(), nullable=True),
+    # a key's own rate limit, on top of its tenant's plan (0002)
+    Column("requests_per_second", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
 )
 
 audit_log = Table(
@@ -148,21 +152,41 @@ audit_log = Table(
     Column("hash", String(64), nullable=False, unique=True),
 )
 
-usage_events = Table(
-    "usage_events",
+# One row per (flush, minute, tenant, key, model, version, hardware, status, cache hit):
+# the usage recorder aggregates in memory and writes these in batches (0002), so a busy
+# server writes a few rows a second, not one per request. Sums, not averages, so rows add up.
+usage_records = Table(
+    "usage_records",
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("at", UtcDateTime(), nullable=False),
+    # the start of the UTC minute the requests finished in
+    Column("period_start", UtcDateTime(), nullable=False),
     Column("tenant_id", String(ID_LENGTH), nullable=False),
     Column("key_id", String(ID_LENGTH), nullable=True),
     Column("model", String(NAME_LENGTH), nullable=False),
     Column("version", String(ID_LENGTH), nullable=True),
-    Column("units_kind", String(32), nullable=False),
-    Column("units", BigInteger, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    Column("compute_ms", Float, nullable=True),
-    Column("cache_hit", Boolean, nullable=False),
+    Column("hardware", String(32), nullable=False),
     Column("status", String(32), nullable=False),
-    # usage queries are "one tenant over a time range"
-    Index("ix_usage_events_tenant_id_at", "tenant_id", "at"),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("latency_ms_sum", Float, nullable=False),
+    Column("latency_ms_max", Float, nullable=False),
+    Column("compute_ms_sum", Float, nullable=False),
+    # priced when written, at the price table of that moment
+    Column("cost", Float, nullable=False),
+    # usage queries are "one tenant over a time range", or "everyone over a time range"
+    Index("ix_usage_records_tenant_id_period_start", "tenant_id", "period_start"),
+    Index("ix_usage_records_period_start", "period_start"),
+)
+
+# The price table: "model:<name>", "hardware:<class>" or "default" -> rates (0002).
+prices = Table(
+    "prices",
+    metadata,
+    Column("target", String(NAME_LENGTH), primary_key=True),
+    Column("per_1k_units", Float, nullable=False),
+    Column("per_compute_second", Float, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )

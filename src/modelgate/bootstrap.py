@@ -6,8 +6,11 @@ database migrations, then loading and warming the preload models.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,16 +18,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelgate.api.admin.app import build_admin_app
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
+from modelgate.core.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission import Admission
 from modelgate.core.authentication import Authenticator, TokenVerifier
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.inference import InferenceService
 from modelgate.core.limits import RateLimiter
+from modelgate.core.metering import UsageRecorder
 from modelgate.core.oauth import TokenService
+from modelgate.core.quotas import QuotaAlert, QuotaCounter, Quotas
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.tenancy import TenancyService
+from modelgate.core.usage import UsageService
 from modelgate.limits.memory import MemoryRateLimiter
+from modelgate.limits.quotas import MemoryQuotaCounter
 from modelgate.limits.resilient import FallbackRateLimiter
+from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
+from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
@@ -32,11 +42,14 @@ from modelgate.settings import Settings
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.identity import SqlIdentityStore
+from modelgate.storage.sql.usage import SqlUsageStore
 
 if TYPE_CHECKING:
     from modelgate.identity.jwt import TokenIssuer
 
 __all__ = ["Components", "build_components"]
+
+log = logging.getLogger("modelgate")
 
 
 @dataclass
@@ -50,6 +63,9 @@ class Components:
     executor: ThreadPoolExecutor
     state: State | None = None
     authenticator: Authenticator | None = None
+    abuse: AbuseGuard | None = None
+    usage: UsageRecorder | None = None
+    webhook: WebhookSender | None = None
 
     async def open(self) -> None:
         """Start-up I/O that must finish before any request is accepted: migrations."""
@@ -57,27 +73,43 @@ class Components:
             await migrate(self.state.url)
 
     async def start(self) -> None:
-        """Load and warm the preload models (the server is live, not yet ready)."""
+        """Start metering; load and warm the preload models (the server is live, not yet
+        ready)."""
+        if self.usage is not None:
+            await self.usage.start()
         await self.registry.start()
 
     async def close(self) -> None:
+        """After the requests in flight: close the models, write the last usage, send the
+        last alerts, then let go of Redis and the database."""
         await self.registry.close()
-        if self.service.admission is not None:
-            await self.service.admission.limiter.close()
+        if self.usage is not None:
+            await self.usage.close()
+        admission = self.service.admission
+        if admission is not None:
+            if admission.quotas is not None:
+                await admission.quotas.close()
+            await admission.limiter.close()
+        if self.webhook is not None:
+            await self.webhook.close()
         if self.state is not None:
             await self.state.engine.dispose()
+        if self.abuse is not None:
+            await self.abuse.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
 class State:
-    """The database behind tenants, keys and the audit trail."""
+    """The database behind tenants, keys, the audit trail, usage and prices."""
 
     url: str
     engine: AsyncEngine
     identity: SqlIdentityStore
     audit: SqlAuditLog
     tenancy: TenancyService
+    usage: SqlUsageStore
+    usage_service: UsageService
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -96,6 +128,84 @@ def build_limiter(settings: Settings) -> RateLimiter:
         settings.limiter_failure_mode,
         local_share=settings.limiter_local_share,
     )
+
+
+def build_abuse_guard(settings: Settings) -> AbuseGuard:
+    """Abuse throttling; its counts in memory for one process, in Redis (falling back to
+    memory while Redis is down) when shared."""
+    policy = AbusePolicy(
+        window_s=settings.abuse_window_seconds,
+        slow_after=settings.abuse_slow_after,
+        block_after=settings.abuse_block_after,
+        block_s=settings.abuse_block_seconds,
+        auth_failures_per_address=settings.abuse_auth_failures_per_ip,
+    )
+    if settings.redis_url is None:
+        return AbuseGuard(MemoryStrikeStore(), policy)
+    from modelgate.limits.redis import create_redis_client
+    from modelgate.limits.redis_strikes import RedisStrikeStore
+
+    timeout = settings.redis_timeout_seconds
+    client = create_redis_client(
+        settings.redis_url.get_secret_value(),
+        connect_timeout_s=timeout,
+        read_timeout_s=timeout,
+        max_connections=16,  # only failures and a once-a-second check per subject reach it
+    )
+    store = RedisStrikeStore(client, prefix=f"{settings.redis_key_prefix}abuse:")
+    return AbuseGuard(FallbackStrikeStore(store, MemoryStrikeStore()), policy)
+
+
+def build_quota_counter(settings: Settings) -> QuotaCounter:
+    """In memory for one process; Redis (with the limiter's failure mode) when shared."""
+    if settings.redis_url is None:
+        return MemoryQuotaCounter()
+    from modelgate.limits.quotas import FallbackQuotaCounter, RedisQuotaCounter
+    from modelgate.limits.redis import create_redis_client
+
+    timeout = settings.redis_timeout_seconds
+    client = create_redis_client(
+        settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
+    )
+    return FallbackQuotaCounter(
+        RedisQuotaCounter(client, prefix=settings.redis_key_prefix),
+        MemoryQuotaCounter(),
+        settings.limiter_failure_mode,
+    )
+
+
+def build_webhook(settings: Settings) -> WebhookSender | None:
+    if settings.quota_webhook_url is None:
+        return None
+    return WebhookSender(
+        settings.quota_webhook_url,
+        secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+        timeout_s=settings.webhook_timeout_seconds,
+    )
+
+
+def quota_alert_sink(webhook: WebhookSender | None) -> Callable[[QuotaAlert], None]:
+    """Log each quota alert, and POST it to the webhook when one is configured."""
+
+    def alert(event: QuotaAlert) -> None:
+        percent = round(event.threshold * 100)
+        log.warning(
+            "tenant %s has used %d%% of its %s per %s quota (%d of %d)",
+            event.tenant_id, percent, event.unit, event.period, event.used, event.limit,
+        )  # fmt: skip
+        if webhook is not None:
+            payload = {
+                "type": "quota.threshold",
+                "tenant_id": event.tenant_id,
+                "quota": f"{event.unit}_per_{event.period}",
+                "period_start": event.period_start.isoformat(),
+                "limit": event.limit,
+                "used": event.used,
+                "threshold_percent": percent,
+            }
+            webhook.send("quota.threshold", payload)
+
+    return alert
 
 
 def build_token_issuer(settings: Settings) -> TokenIssuer | None:
@@ -140,8 +250,9 @@ def build_state(settings: Settings) -> State:
         settings.database_url.get_secret_value() if settings.database_url else None,
     )
     engine = create_engine(url)
-    identity, audit = SqlIdentityStore(engine), SqlAuditLog(engine)
-    return State(url, engine, identity, audit, TenancyService(identity, audit))
+    identity, audit, usage = SqlIdentityStore(engine), SqlAuditLog(engine), SqlUsageStore(engine)
+    tenancy = TenancyService(identity, audit)
+    return State(url, engine, identity, audit, tenancy, usage, UsageService(usage, audit))
 
 
 def build_components(settings: Settings) -> Components:
@@ -161,10 +272,23 @@ def build_components(settings: Settings) -> Components:
             drain_timeout_s=settings.drain_timeout_seconds,
         ),
     )
-    limiter = build_limiter(settings)
-    service = InferenceService(registry, admission=Admission(limiter))
-    embeddings = EmbeddingService(service)
     state = build_state(settings)
+    usage = state.usage
+
+    async def totals(tenant_id: str, since: datetime) -> tuple[int, int, int]:
+        found = await usage.totals(tenant_id, since)
+        return found.requests, found.rows, found.tokens
+
+    webhook = build_webhook(settings)
+    quotas = Quotas(build_quota_counter(settings), totals=totals, alert=quota_alert_sink(webhook))
+    recorder = UsageRecorder(
+        usage, touch_key=state.identity.touch_key, flush_interval_s=settings.usage_flush_seconds
+    )
+    admission = Admission(
+        build_limiter(settings), quotas=quotas, max_inflight=settings.max_inflight
+    )
+    service = InferenceService(registry, admission=admission, usage=recorder)
+    embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
     issuer = build_token_issuer(settings)
     admin_authenticator = Authenticator(
@@ -174,17 +298,37 @@ def build_components(settings: Settings) -> Components:
         cache_ttl_s=settings.key_cache_seconds,
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
+    abuse = build_abuse_guard(settings)
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),
         metrics,
         RestLimits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements),
         authenticator,
-        admin_app=build_admin_app(state.tenancy, admin_authenticator),
+        admin_app=build_admin_app(
+            state.tenancy,
+            admin_authenticator,
+            usage=state.usage_service,
+            currency=settings.currency,
+            abuse=abuse,
+            quotas=quotas,
+        ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
         jwks=issuer.jwks() if issuer is not None else None,
+        abuse=abuse,
     )
     return Components(
-        settings, registry, service, embeddings, metrics, rest_app, executor, state, authenticator
+        settings,
+        registry,
+        service,
+        embeddings,
+        metrics,
+        rest_app,
+        executor,
+        state,
+        authenticator,
+        abuse=abuse,
+        usage=recorder,
+        webhook=webhook,
     )

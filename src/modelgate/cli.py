@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelgate import __version__
-from modelgate.admin_cli import audit_app, keys_app, plans_app, tenants_app
+from modelgate.admin_cli import audit_app, keys_app, plans_app, prices_app, tenants_app, usage_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
@@ -20,6 +20,8 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(plans_app, name="plans")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(usage_app, name="usage")
+app.add_typer(prices_app, name="prices")
 console = Console()
 
 _KEY = typer.Option(

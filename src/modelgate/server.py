@@ -77,6 +77,7 @@ class Server:
             max_message_bytes=settings.grpc_max_message_bytes,
             max_elements=settings.max_elements,
             authenticator=components.authenticator,
+            abuse=components.abuse,
             reuse_port=self._reuse_port,
         )
         address = f"{settings.host}:{settings.grpc_port}"
@@ -98,6 +99,8 @@ class Server:
             http="httptools",
             server_header=False,
             date_header=False,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
             ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         )

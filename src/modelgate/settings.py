@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: peers whose X-Forwarded-For / X-Forwarded-Proto are trusted (comma-separated addresses
+    #: or networks, "*" for any): put your load balancer here, so that per-address abuse
+    #: throttling sees clients, not the balancer
+    forwarded_allow_ips: str = "127.0.0.1"
 
     #: request limits: a bigger body answers 413, a bigger tensor too (checked before allocation)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -197,6 +197,10 @@ async def test_openapi_covers_every_route_and_docs_work_offline(
         "/admin/keys/{key_id}/rotate",
         "/admin/audit",
         "/admin/audit/verify",
+        "/admin/usage",
+        "/admin/prices",
+        "/admin/prices/{target}",
+        "/admin/tenants/{tenant_id}/quotas",
     }
     page = await client.get("/admin/docs")
     assert page.status_code == 200

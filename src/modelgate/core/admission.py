@@ -1,16 +1,22 @@
-"""Admission: the rate limits a request must fit, checked before any work is done.
+"""Admission: everything a request must fit before the model runs, cheapest check first.
 
-Two limits, each one atomic ``RateLimiter.hit`` (GCRA: a bucket of ``burst`` requests
-refilled at ``requests_per_second``):
+1. **Batch size**: at most ``plan.max_batch_size`` rows per request (413).
+2. **Load shedding**: at most ``max_inflight`` inference requests run in this process. A
+   plan of priority ``p`` (0-9) may take a slot while fewer than
+   ``max_inflight * (0.5 + 0.5 * p / 9)`` are in flight: under overload the lowest tier is
+   refused first (at half the capacity), the highest last (503 with ``Retry-After``).
+3. **Concurrency**: at most ``plan.max_concurrency`` requests of one tenant in flight in
+   this process (429).
+4. **Rate limits**, each one atomic ``RateLimiter.hit`` (GCRA: a bucket of ``burst``
+   requests refilled at ``requests_per_second``): per tenant from its plan, shared by all
+   its keys and, with Redis, by every replica; per API key, when the key has its own
+   limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
+5. **Quotas** per day and month (:mod:`modelgate.core.quotas`), one atomic call.
 
-- per tenant, from its plan (``requests_per_second``, ``burst``), shared by all its keys
-  and, with the Redis limiter, by every replica;
-- per model, from the manifest's ``rate_limit`` (protects a model whoever calls it).
-
-The tenant is checked first, so a request refused for its tenant does not spend the
-model's budget. A request refused by the model's limit has spent one tenant token: the two
-checks are separate atomic steps, and this small over-count is the price of not holding a
-lock across backends.
+A refusal at a later step has spent the tokens of the earlier rate limits: the checks are
+separate atomic steps, and this small over-count is the price of not holding a lock across
+backends. Slots taken in steps 2 and 3 are given back by :meth:`Admission.release`, which
+the caller runs once the request is over, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Principal
 from modelgate.core.limits import Decision, RateLimiter
 from modelgate.core.manifest import ModelManifest
+from modelgate.core.quotas import Quotas
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["Admission", "bucket", "rate_limit_details"]
+__all__ = ["Admission", "bucket", "rate_limit_details", "shed_share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +46,115 @@ def bucket(requests_per_second: float, burst: int | None) -> _Bucket:
     return _Bucket(size, size / requests_per_second)
 
 
-class Admission:
-    def __init__(self, limiter: RateLimiter):
-        self.limiter = limiter
+def shed_share(priority: int) -> float:
+    """The share of ``max_inflight`` a plan of ``priority`` (0-9) may fill."""
+    return 0.5 + 0.5 * min(max(priority, 0), 9) / 9
 
-    async def admit(self, principal: Principal | None, manifest: ModelManifest) -> Decision | None:
-        """The tightest decision that applied (for rate-limit headers), or None when no limit
-        applies; RATE_LIMITED with ``retry_after`` when one refuses."""
+
+class Admission:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        quotas: Quotas | None = None,
+        max_inflight: int | None = None,
+    ):
+        self.limiter = limiter
+        self.quotas = quotas
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self._tenant_inflight: dict[str, int] = {}
+
+    async def admit(
+        self, principal: Principal | None, manifest: ModelManifest, rows: int = 1
+    ) -> Decision | None:
+        """Take a slot for the request, or raise; the tightest rate-limit decision that
+        applied (for rate-limit headers), or None when no rate limit applies.
+
+        After a successful ``admit`` the caller must call :meth:`release` exactly once."""
+        plan = principal.plan if principal is not None else None
+        if plan is not None and plan.max_batch_size is not None and rows > plan.max_batch_size:
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the plan allows at most {plan.max_batch_size} rows per request, not {rows}",
+            )
+        if self.max_inflight is not None:
+            share = (
+                1.0
+                if plan is None or principal is None or principal.tenant_id == ADMIN_TENANT
+                else shed_share(plan.priority)
+            )
+            if self.inflight >= self.max_inflight * share:
+                raise ModelgateError(
+                    ErrorKind.OVERLOADED,
+                    "the server is overloaded; requests of lower-priority plans are refused first",
+                    retry_after=1.0,
+                )
+        tenant = None
+        if plan is not None and plan.max_concurrency is not None:
+            assert principal is not None
+            tenant = principal.tenant_id
+            running = self._tenant_inflight.get(tenant, 0)
+            if running >= plan.max_concurrency:
+                raise ModelgateError(
+                    ErrorKind.RATE_LIMITED,
+                    f"too many requests in flight: the plan allows {plan.max_concurrency} at once",
+                    retry_after=1.0,
+                )
+            self._tenant_inflight[tenant] = running + 1
+        self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
+        try:
+            return await self._limits(principal, manifest, rows)
+        except BaseException:
+            self._give_back(tenant)
+            raise
+
+    def release(self, principal: Principal | None) -> None:
+        """Give back the slots of a request that :meth:`admit` admitted."""
+        plan = principal.plan if principal is not None else None
+        tenant = None
+        if plan is not None and plan.max_concurrency is not None:
+            assert principal is not None
+            tenant = principal.tenant_id
+        self._give_back(tenant)
+
+    def _give_back(self, tenant: str | None) -> None:
+        self.inflight -= 1
+        if tenant is not None:
+            left = self._tenant_inflight[tenant] - 1
+            if left:
+                self._tenant_inflight[tenant] = left
+            else:
+                del self._tenant_inflight[tenant]
+
+    async def _limits(
+        self, principal: Principal | None, manifest: ModelManifest, rows: int
+    ) -> Decision | None:
         tightest: Decision | None = None
         plan = principal.plan if principal is not None else None
         if plan is not None and plan.requests_per_second:
             assert principal is not None
             b = bucket(plan.requests_per_second, plan.burst)
             tightest = await self._hit(f"tenant:{principal.tenant_id}", b, "tenant's plan")
+        if principal is not None and principal.key_rate is not None:
+            b = bucket(*principal.key_rate)
+            decision = await self._hit(f"key:{principal.subject}", b, "API key's")
+            if tightest is None or decision.remaining < tightest.remaining:
+                tightest = decision
         model_limit = manifest.rate_limit
         if model_limit is not None:
             b = bucket(model_limit.requests_per_second, model_limit.burst)
             decision = await self._hit(f"model:{manifest.name}", b, "model's")
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
+        if (
+            self.quotas is not None
+            and principal is not None
+            and plan is not None
+            and principal.tenant_id != ADMIN_TENANT
+            and Quotas.applies(plan)
+        ):
+            await self.quotas.admit(principal, rows)
         return tightest
 
     async def _hit(self, key: str, b: _Bucket, whose: str) -> Decision:

@@ -20,12 +20,13 @@ from modelgate.core.admission import Admission, rate_limit_details
 from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
-from modelgate.core.ports import Timing
+from modelgate.core.ports import Timing, UsageSink
 from modelgate.core.registry import ModelRegistry
 from modelgate.core.tensors import Parameters, Tensor
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
+    "ANONYMOUS",
     "EXTENSIONS",
     "InferenceRequest",
     "InferenceResponse",
@@ -40,6 +41,10 @@ EXTENSIONS = (
     "model_configuration",
     "statistics",
 )
+
+
+#: the tenant usage is recorded under when access control is off
+ANONYMOUS = "anonymous"
 
 
 @dataclass(slots=True)
@@ -79,10 +84,12 @@ class InferenceService:
         *,
         server_name: str = "modelgate",
         admission: Admission | None = None,
+        usage: UsageSink | None = None,
     ):
         self.registry = registry
         self.server_name = server_name
         self.admission = admission
+        self.usage = usage
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -226,19 +233,51 @@ class InferenceService:
             require_model(principal, loaded.manifest, request.version, Scope.INFER)
         start = time.perf_counter_ns()
         loaded.enter()  # before any await: a reload now waits for this request to finish
+        admission = self.admission
         limit = None
+        admitted = False
+        timing = Timing()
+        rows = tokens = 0
+        status = "internal"
         try:
-            if self.admission is not None:
-                limit = await self.admission.admit(principal, loaded.manifest)
             inputs, rows = _validate(loaded.manifest, request.inputs)
             requested = _select_outputs(loaded.manifest, request.outputs)
-            timing = Timing()
+            if admission is not None:
+                limit = await admission.admit(principal, loaded.manifest, rows)
+                admitted = True
             arrays = await loaded.runtime.infer(inputs, timing)
+            status = "ok"
         except ModelgateError as exc:
-            loaded.stats.failed(time.perf_counter_ns() - start, exc.kind.value)
+            status = exc.kind.value
+            loaded.stats.failed(time.perf_counter_ns() - start, status)
+            raise
+        except asyncio.CancelledError:
+            status = "cancelled"
             raise
         finally:
             loaded.leave()
+            if admitted:
+                assert admission is not None
+                admission.release(principal)
+            if self.usage is not None:
+                if status == "ok" and loaded.manifest.embedding is not None:
+                    tokens = _tokens(loaded.manifest, arrays)
+                self.usage.record(
+                    principal.tenant_id if principal is not None else ANONYMOUS,
+                    _key_id(principal),
+                    request.model,
+                    str(loaded.version),
+                    hardware=loaded.hardware,
+                    status=status,
+                    cache_hit=False,
+                    rows=rows if status == "ok" else 0,
+                    tokens=tokens,
+                    latency_ms=(time.perf_counter_ns() - start) / 1e6,
+                    compute_ms=timing.compute_ns / 1e6,
+                )
+        if tokens and admission is not None and admission.quotas is not None:
+            assert principal is not None
+            admission.quotas.add_tokens(principal, tokens)
         outputs = _outputs(loaded.manifest, arrays, requested)
         loaded.stats.succeeded(
             rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
@@ -253,6 +292,20 @@ class InferenceService:
             id=request.id,
             rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
+
+
+def _key_id(principal: Principal | None) -> str | None:
+    """What usage records as the key: the key id, or ``jwt:<subject>``, ``admin:...``."""
+    if principal is None:
+        return None
+    return principal.subject if principal.kind == "key" else f"{principal.kind}:{principal.subject}"
+
+
+def _tokens(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) -> int:
+    """Tokens an embedding model used: its second output counts them per row."""
+    if len(manifest.outputs) < 2:
+        return 0
+    return int(arrays[manifest.outputs[1].name].sum())
 
 
 def _validate(

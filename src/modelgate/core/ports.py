@@ -21,6 +21,7 @@ __all__ = [
     "Predictor",
     "PredictorLoader",
     "Timing",
+    "UsageSink",
     "VersionObserver",
     "VersionSource",
 ]
@@ -112,3 +113,25 @@ class InferenceObserver(Protocol):
     def version(self, model: str, version: str) -> VersionObserver: ...
 
     def loaded(self, model: str, version: str, loaded: bool) -> None: ...
+
+
+class UsageSink(Protocol):
+    """Where the inference service meters each request (the usage recorder).
+
+    ``record`` runs on the request path: it must not block or do I/O."""
+
+    def record(
+        self,
+        tenant_id: str,
+        key_id: str | None,
+        model: str,
+        version: str | None,
+        *,
+        hardware: str,
+        status: str,
+        cache_hit: bool,
+        rows: int,
+        tokens: int,
+        latency_ms: float,
+        compute_ms: float,
+    ) -> None: ...

@@ -67,6 +67,8 @@ class LoadedVersion:
     size_bytes: int
     batched: bool
     offload: bool
+    #: the hardware class it runs on ("cpu", "gpu"), for usage and prices
+    hardware: str = "cpu"
     state: VersionState = VersionState.READY
     inflight: int = 0
     _drained: asyncio.Event | None = None
@@ -403,7 +405,18 @@ class ModelRegistry:
             size_bytes=_folder_size(source.path),
             batched=manifest.batching is not None,
             offload=offload,
+            hardware=_hardware(predictor),
         )
+
+
+def _hardware(predictor: object) -> str:
+    """ "gpu" when the predictor says it runs on a GPU execution provider, else "cpu"."""
+    providers = getattr(predictor, "providers", None)
+    if isinstance(providers, list) and any(
+        p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers
+    ):
+        return "gpu"
+    return "cpu"
 
 
 def _folder_size(path: str) -> int:

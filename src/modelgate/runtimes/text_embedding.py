@@ -38,6 +38,10 @@ class TextEmbeddingPredictor:
         # outputs in manifest order: the embedding, then (optionally) the token count
         self._names = [s.name for s in manifest.outputs]
 
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
     def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
         texts = [
             t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t)

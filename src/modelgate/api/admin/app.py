@@ -1,16 +1,17 @@
-"""``/admin``: plans, tenants, keys and the audit trail over HTTP, for the principal that
-calls (``Authorization: Bearer`` / ``x-api-key``, always required here, whatever
+"""``/admin``: plans, tenants, keys, the audit trail, usage and prices over HTTP, for the
+principal that calls (``Authorization: Bearer`` / ``x-api-key``, always required here, whatever
 ``MODELGATE_AUTH`` says). The interactive docs at ``/admin/docs`` load their assets from
 modelgate itself, so they work with no internet."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run
 # time, and `Caller` is a local alias (it closes over this app's authenticator).
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from modelgate import __version__
@@ -21,23 +22,41 @@ from modelgate.api.admin.schemas import (
     KeyOut,
     PlanBody,
     PlanOut,
+    PriceBody,
+    PriceOut,
+    QuotaOut,
     RotateBody,
     TenantBody,
     TenantOut,
+    UsageOut,
+    UsageRowOut,
     VerifyOut,
 )
 from modelgate.api.credentials import credential_from
-from modelgate.api.rest.errors import http_status
+from modelgate.api.rest.errors import http_status, retry_after_header
+from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import ADMIN_TENANT, Authenticator
 from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal, Scope
+from modelgate.core.quotas import Quotas
 from modelgate.core.tenancy import CreatedKey, TenancyService
+from modelgate.core.usage import UsageQuery, UsageService, parse_group_by, parse_instant
 from modelgate.errors import ModelgateError
 
 __all__ = ["build_admin_app"]
 
 
-def build_admin_app(tenancy: TenancyService, authenticator: Authenticator) -> FastAPI:
+def build_admin_app(
+    tenancy: TenancyService,
+    authenticator: Authenticator,
+    *,
+    usage: UsageService | None = None,
+    currency: str = "USD",
+    abuse: AbuseGuard | None = None,
+    quotas: Quotas | None = None,
+) -> FastAPI:
+    """The admin app; the usage and price routes exist when ``usage`` is given. With
+    ``abuse``, blocked addresses and keys are refused and refused credentials counted."""
     app = FastAPIOffline(
         title="modelgate admin API",
         version=__version__,
@@ -49,16 +68,21 @@ def build_admin_app(tenancy: TenancyService, authenticator: Authenticator) -> Fa
 
     @app.exception_handler(ModelgateError)
     async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
-        headers = (
-            {"www-authenticate": 'Bearer realm="modelgate"'} if http_status(exc) == 401 else None
-        )
+        headers = {k.decode(): v.decode() for k, v in retry_after_header(exc)}
+        if http_status(exc) == 401:
+            headers["www-authenticate"] = 'Bearer realm="modelgate"'
         return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
 
     async def principal(
+        request: Request,
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> Principal:
-        return await authenticator.authenticate(credential_from(authorization, x_api_key))
+        credential = credential_from(authorization, x_api_key)
+        if abuse is None:
+            return await authenticator.authenticate(credential)
+        host = request.client.host if request.client else None
+        return await abuse.authenticate(authenticator, credential, host)
 
     Caller = Annotated[Principal, Depends(principal)]  # noqa: N806 - a type alias, not a value
 
@@ -167,4 +191,78 @@ def build_admin_app(tenancy: TenancyService, authenticator: Authenticator) -> Fa
             reason=result.reason,
         )
 
+    if usage is not None:
+        _add_usage_routes(app, usage, currency, Caller, ip)
+    if quotas is not None:
+
+        @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])
+        async def tenant_quotas(tenant_id: str, caller: Caller) -> list[QuotaOut]:
+            """Each quota of the tenant's plan: its limit, what is used, when it resets."""
+            found = await quotas.report(caller, tenant_id, tenancy.store)
+            return [
+                QuotaOut(
+                    quota=f"{q.unit}_per_{q.period}",
+                    limit=q.limit,
+                    used=q.used,
+                    remaining=max(q.limit - q.used, 0),
+                    resets_at=q.resets_at,
+                )
+                for q in found
+            ]
+
     return app
+
+
+def _add_usage_routes(
+    app: FastAPI,
+    usage: UsageService,
+    currency: str,
+    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
+    ip: Callable[[Request], str | None],
+) -> None:
+    @app.get("/admin/usage", response_model=UsageOut, tags=["usage"])
+    async def usage_report(
+        caller: Caller,
+        tenant: Annotated[
+            str | None, Query(description="A tenant id (a tenant's own credential: its own).")
+        ] = None,
+        key: Annotated[str | None, Query(description="A key id.")] = None,
+        model: Annotated[str | None, Query(description="A model name.")] = None,
+        since: Annotated[
+            str | None,
+            Query(description="ISO 8601 date or datetime, inclusive; no zone means UTC."),
+        ] = None,
+        until: Annotated[
+            str | None,
+            Query(description="ISO 8601 date or datetime, exclusive; no zone means UTC."),
+        ] = None,
+        group_by: Annotated[
+            str, Query(description="Comma-separated: day, tenant, key, model, version.")
+        ] = "day",
+    ) -> UsageOut:
+        query = UsageQuery(
+            tenant_id=tenant,
+            key_id=key,
+            model=model,
+            since=parse_instant(since, "since") if since else None,
+            until=parse_instant(until, "until") if until else None,
+            group_by=parse_group_by(group_by),
+        )
+        rows = await usage.report(caller, query)
+        return UsageOut(currency=currency, rows=[UsageRowOut.of(r) for r in rows])
+
+    @app.get("/admin/prices", response_model=list[PriceOut], tags=["usage"])
+    async def list_prices(caller: Caller) -> list[PriceOut]:
+        return [PriceOut.of(p) for p in await usage.list_prices(caller)]
+
+    @app.put("/admin/prices/{target}", response_model=PriceOut, tags=["usage"])
+    async def set_price(target: str, body: PriceBody, caller: Caller, request: Request) -> PriceOut:
+        price = await usage.set_price(
+            caller, target, body.per_1k_units, body.per_compute_second, ip(request)
+        )
+        return PriceOut.of(price)
+
+    @app.delete("/admin/prices/{target}", status_code=204, response_class=Response, tags=["usage"])
+    async def delete_price(target: str, caller: Caller, request: Request) -> Response:
+        await usage.delete_price(caller, target, ip(request))
+        return Response(status_code=204)

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.usage import Price, UsageRow
 
 
 class _Request(BaseModel):
@@ -151,3 +152,55 @@ class VerifyOut(BaseModel):
     checked: int
     first_bad_seq: int | None
     reason: str
+
+
+class PriceBody(_Request):
+    #: per 1,000 units (tokens for text models, rows otherwise)
+    per_1k_units: float = Field(ge=0, allow_inf_nan=False)
+    per_compute_second: float = Field(default=0, ge=0, allow_inf_nan=False)
+
+
+class PriceOut(BaseModel):
+    target: str
+    per_1k_units: float
+    per_compute_second: float
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, price: Price) -> PriceOut:
+        return cls(**asdict(price))
+
+
+class UsageRowOut(BaseModel):
+    """One line of a usage report; the columns not grouped by are null."""
+
+    day: str | None
+    tenant_id: str | None
+    key_id: str | None
+    model: str | None
+    version: str | None
+    requests: int
+    errors: int
+    rows: int
+    tokens: int
+    latency_ms_avg: float
+    latency_ms_max: float
+    compute_seconds: float
+    cost: float
+
+    @classmethod
+    def of(cls, row: UsageRow) -> UsageRowOut:
+        return cls(**asdict(row))
+
+
+class UsageOut(BaseModel):
+    currency: str
+    rows: list[UsageRowOut]
+
+
+class QuotaOut(BaseModel):
+    quota: str  # e.g. requests_per_day
+    limit: int
+    used: int
+    remaining: int
+    resets_at: datetime

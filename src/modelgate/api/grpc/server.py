@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf import json_format  # type: ignore[import-untyped]
@@ -27,6 +29,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from modelgate.api.credentials import credential_from
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
 from modelgate.api.grpc.errors import abort
+from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
@@ -39,9 +42,12 @@ log = logging.getLogger("modelgate.grpc")
 _SERVICE_NAME = "inference.GRPCInferenceService"
 _DEFAULT_MAX_ELEMENTS = 16 * 1024 * 1024
 
-_S = TypeVar("_S")
 _R = TypeVar("_R")
-_Handler = Callable[[_S, Any, Any], Awaitable[_R]]
+_Handler = Callable[["GrpcInferenceServicer", Any, Any], Awaitable[_R]]
+
+#: the principal of the call in progress, for the abuse guard's error path (grpc.aio runs
+#: each call in a task of its own, so this never leaks from one call to another)
+_CALLER: ContextVar[Principal | None] = ContextVar("modelgate_grpc_caller", default=None)
 
 
 def create_grpc_server(
@@ -51,6 +57,7 @@ def create_grpc_server(
     reuse_port: bool,
     max_elements: int = _DEFAULT_MAX_ELEMENTS,
     authenticator: Authenticator | None = None,
+    abuse: AbuseGuard | None = None,
 ) -> Any:
     """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
 
@@ -65,21 +72,25 @@ def create_grpc_server(
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GrpcInferenceServicer(service, max_elements=max_elements, authenticator=authenticator),
+        GrpcInferenceServicer(
+            service, max_elements=max_elements, authenticator=authenticator, abuse=abuse
+        ),
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(service), server)
     return server
 
 
-def _translated(handler: _Handler[_S, _R]) -> _Handler[_S, _R]:
+def _translated(handler: _Handler[_R]) -> _Handler[_R]:
     """Map a :class:`ModelgateError` to its status; log anything else and answer INTERNAL."""
 
     @wraps(handler)
-    async def call(self: _S, request: Any, context: Any) -> _R:
+    async def call(self: GrpcInferenceServicer, request: Any, context: Any) -> _R:
         try:
             return await handler(self, request, context)
         except ModelgateError as exc:
+            if self.abuse is not None:  # counts the failure, and slows the answer if due
+                await self.abuse.penalize(_CALLER.get(), exc)
             await abort(context, exc)
         except Exception:  # the outermost layer: the server must keep serving
             log.exception("unhandled error in %s", handler.__name__)
@@ -98,18 +109,27 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         *,
         max_elements: int = _DEFAULT_MAX_ELEMENTS,
         authenticator: Authenticator | None = None,
+        abuse: AbuseGuard | None = None,
     ):
         self.service = service
         self.max_elements = max_elements
         self.authenticator = authenticator
+        self.abuse = abuse
 
     async def _principal(self, context: Any) -> Principal | None:
-        """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
+        """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off.
+        With an abuse guard, blocked addresses and keys are refused first."""
         if self.authenticator is None:
             return None
         metadata = {key: value for key, value in context.invocation_metadata() or ()}
         credential = credential_from(metadata.get("authorization"), metadata.get("x-api-key"))
-        return await self.authenticator.authenticate(credential)
+        if self.abuse is None:
+            return await self.authenticator.authenticate(credential)
+        principal = await self.abuse.authenticate(
+            self.authenticator, credential, _peer_host(context.peer())
+        )
+        _CALLER.set(principal)
+        return principal
 
     # -- health and metadata -------------------------------------------------------------
     @_translated
@@ -180,6 +200,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
             decoded = decode_infer_request(request, self.max_elements)
             return encode_infer_response(await self.service.infer(decoded, principal))
         except ModelgateError as exc:
+            if self.abuse is not None:
+                await self.abuse.penalize(_CALLER.get(), exc)
             await abort(context, exc)
         except Exception:
             log.exception("unhandled error in ModelInfer for model '%s'", request.model_name)
@@ -190,15 +212,20 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     ) -> AsyncIterator[Any]:
         """Answer each request in order; a failed one answers ``error_message`` and the
         stream stays open (Triton's behaviour, which ``tritonclient`` expects)."""
+        abuse = self.abuse
         try:
             principal = await self._principal(context)
         except ModelgateError as exc:
             await abort(context, exc)
         async for request in request_iterator:
             try:
+                if abuse is not None and principal is not None:  # blocked mid-stream?
+                    await abuse.check_principal(principal)
                 decoded = decode_infer_request(request, self.max_elements)
                 response = encode_infer_response(await self.service.infer(decoded, principal))
             except ModelgateError as exc:
+                if abuse is not None:
+                    await abuse.penalize(principal, exc)
                 message = exc.message
             except Exception:
                 log.exception(
@@ -278,6 +305,16 @@ async def _unsupported(context: Any, feature: str) -> None:
     await abort(
         context, ModelgateError(ErrorKind.UNSUPPORTED, f"{feature} is not supported by modelgate")
     )
+
+
+def _peer_host(peer: str) -> str | None:
+    """The host of ``context.peer()``: "ipv4:10.0.0.1:5000" or "ipv6:%5B::1%5D:5000" (or
+    with plain brackets); None for other transports (a Unix socket has no client address)."""
+    transport, _, address = peer.partition(":")
+    if transport not in ("ipv4", "ipv6"):
+        return None
+    host = unquote(address).rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def _load_config(params: Any) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from modelgate.api.credentials import credential_from
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
+from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal
@@ -59,6 +60,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _JSON = [(b"content-type", b"application/json")]
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
 _ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
+#: the ASGI scope key of the authenticated principal, for the abuse guard's error path
+_CALLER = "modelgate.principal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class RestApp:
         metrics_authenticator: Authenticator | None = None,
         tokens: TokenService | None = None,
         jwks: dict[str, Any] | None = None,
+        abuse: AbuseGuard | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -101,12 +105,25 @@ class RestApp:
         self.metrics_authenticator = metrics_authenticator
         self.tokens = tokens
         self.jwks = jwks
+        self.abuse = abuse
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
         if self.authenticator is None:
             return None
-        return await self.authenticator.authenticate(credential_from(*_credential_headers(scope)))
+        credential = credential_from(*_credential_headers(scope))
+        return await self._authenticate(scope, self.authenticator, credential)
+
+    async def _authenticate(
+        self, scope: Scope, authenticator: Authenticator, credential: str | None
+    ) -> Principal:
+        """``authenticator.authenticate``, through the abuse guard when there is one (which
+        refuses blocked addresses and keys first, and counts refused credentials)."""
+        if self.abuse is None:
+            return await authenticator.authenticate(credential)
+        principal = await self.abuse.authenticate(authenticator, credential, _client_host(scope))
+        scope[_CALLER] = principal  # whom the error path counts a failure against
+        return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,8 +148,10 @@ class RestApp:
                 await self._openai(scope, receive, send, path.split("/")[2:])
             elif path == "/metrics" and scope["method"] == "GET":
                 if self.metrics_authenticator is not None:
-                    principal = await self.metrics_authenticator.authenticate(
-                        credential_from(*_credential_headers(scope))
+                    principal = await self._authenticate(
+                        scope,
+                        self.metrics_authenticator,
+                        credential_from(*_credential_headers(scope)),
                     )
                     require_scope(principal, Permission.MODELS_READ)
                 await _respond(
@@ -152,6 +171,8 @@ class RestApp:
             await _respond(send, 405, body, [*_JSON, (b"allow", exc.allowed.encode())])
             self.metrics.http_answer(api, 405)
         except ModelgateError as exc:
+            if self.abuse is not None:  # counts the failure, and slows the answer if due
+                await self.abuse.penalize(scope.get(_CALLER), exc)
             await self._fail(send, api, exc)
         except Exception:  # the outermost layer: log with the request, answer 500
             log.exception("unhandled error on %s %s", scope["method"], path)
@@ -177,6 +198,8 @@ class RestApp:
         assert self.tokens is not None
         headers = [*_JSON, (b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
         try:
+            if self.abuse is not None:  # a blocked address is refused before any look-up
+                await self.abuse.check_address(_client_host(scope))
             if scope["method"] != "POST":
                 raise OAuthError("invalid_request", "use POST")
             body = await _read_body(scope, receive, 16 * 1024)
@@ -192,13 +215,15 @@ class RestApp:
                 client_id, secret = basic
             issued = await self.tokens.client_credentials(client_id, secret, fields.get("scope"))
         except OAuthError as exc:
+            if exc.status == 401 and self.abuse is not None:  # a refused client: guessing?
+                await self.abuse.refused_credential(_client_host(scope))
             extra = [(b"www-authenticate", b'Basic realm="modelgate"')] if exc.status == 401 else []
             body = orjson.dumps({"error": exc.error, "error_description": exc.description})
             await _respond(send, exc.status, body, headers + extra)
             return
         except ModelgateError as exc:  # e.g. a body over the limit
             body = orjson.dumps({"error": "invalid_request", "error_description": exc.message})
-            await _respond(send, http_status(exc), body, headers)
+            await _respond(send, http_status(exc), body, headers + retry_after_header(exc))
             return
         answer = {
             "access_token": issued.access_token,
@@ -289,7 +314,7 @@ class RestApp:
         principal = None
         if self.authenticator is not None:
             credential = credential_from(authorization, api_key)
-            principal = await self.authenticator.authenticate(credential)
+            principal = await self._authenticate(scope, self.authenticator, credential)
         body = await _read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
         response = await self.service.infer(request, principal)
@@ -342,6 +367,11 @@ def _basic_credentials(scope: Scope) -> tuple[str, str] | None:
                 raise OAuthError("invalid_client", "malformed Basic credentials", 401)
             return unquote_plus(client_id), unquote_plus(secret)
     return None
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 def _credential_headers(scope: Scope) -> tuple[str | None, str | None]:

@@ -1,15 +1,20 @@
-"""Shared test configuration: paths to the fixture and demo model repositories."""
+"""Shared test configuration: paths to the fixture and demo model repositories, and the
+Redis server the tests use (``MODELGATE_TEST_REDIS_URL``)."""
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = ROOT / "tests" / "fixtures" / "models"
 DEMO_MODELS = ROOT / "build" / "models"
+REDIS_URL = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +33,15 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MODELGATE_") and not name.startswith("MODELGATE_TEST_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards. The tests
+    assume nothing else about the server, which others may share."""
+    prefix = f"mgtest:{secrets.token_hex(6)}:"
+    yield prefix
+    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)

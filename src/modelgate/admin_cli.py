@@ -22,7 +22,7 @@ from rich.table import Table
 
 from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Plan, Principal, Scope
-from modelgate.core.usage import GROUPS, UsageQuery, UsageRow, parse_group_by, parse_instant
+from modelgate.core.usage import GROUPS, UsageQuery, UsageRow, parse_group_by
 from modelgate.errors import ModelgateError
 
 __all__ = ["audit_app", "keys_app", "plans_app", "prices_app", "tenants_app", "usage_app"]
@@ -129,7 +129,7 @@ def list_plans(config: ConfigOption = None) -> None:
         table.add_row(
             p.name, *(f"{v:g}" if v is not None else "-" for v in limits), str(p.priority), models
         )
-    console.print(table)
+    _print_whole(table)
 
 
 @tenants_app.command("create")
@@ -154,7 +154,7 @@ def list_tenants(config: ConfigOption = None) -> None:
             t.created_at.isoformat(timespec="seconds"),
             "yes" if t.disabled else "",
         )
-    console.print(table)
+    _print_whole(table)
 
 
 @keys_app.command("create")
@@ -200,7 +200,7 @@ def list_keys(
             for v in (k.created_at, k.expires_at, k.revoked_at, k.last_used_at)
         ]
         table.add_row(k.id, k.name, k.prefix, " ".join(k.scopes), *when)
-    console.print(table)
+    _print_whole(table)
 
 
 @keys_app.command("revoke")
@@ -256,7 +256,7 @@ def list_audit(
             r.target,
             r.source_ip or "",
         )
-    console.print(table)
+    _print_whole(table)
 
 
 def _currency(config: str | None) -> str:
@@ -285,13 +285,8 @@ def usage_report(
     """Requests, rows, tokens, latency, compute time and cost, summed per group."""
 
     async def report(state: Any) -> list[UsageRow]:
-        query = UsageQuery(
-            tenant_id=tenant,
-            key_id=key,
-            model=model,
-            since=parse_instant(since, "since") if since else None,
-            until=parse_instant(until, "until") if until else None,
-            group_by=parse_group_by(by),
+        query = UsageQuery.parse(
+            tenant=tenant, key=key, model=model, since=since, until=until, group_by=by
         )
         rows: list[UsageRow] = await state.usage_service.report(_operator(), query)
         return rows

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,14 +36,13 @@ from modelgate.core.keys import issue_key
 from modelgate.identity.jwt import generate_signing_key
 from modelgate.server import Server
 from modelgate.settings import Settings
-from tests.conftest import FIXTURE_MODELS
+from tests.conftest import FIXTURE_MODELS, REDIS_URL
 
 ADMIN = "admin-" + secrets.token_hex(12)
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 #: the longest delay; failure 3 waits half of it, failure 4 (the blocking one) all of it
 DELAY_S = 0.2
 BLOCK_S = 120
-REDIS_URL = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SIGNING_KEY = generate_signing_key("ES256")
 
 
@@ -342,17 +340,6 @@ async def test_no_key_or_secret_reaches_the_logs(
 
 
 # -- replicas sharing Redis -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 async def _refused_within(world: World, key: str, address: str, seconds: float) -> Answer:

@@ -8,10 +8,9 @@ keys are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -22,8 +21,8 @@ from modelgate.core.quotas import QuotaCharge, QuotaCounter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.quotas import FallbackQuotaCounter, MemoryQuotaCounter, RedisQuotaCounter
 from modelgate.limits.redis import create_redis_client
+from tests.conftest import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DAY = 86400.0
 
 
@@ -31,16 +30,6 @@ def _redis_counter(prefix: str, url: str = REDIS_URL) -> RedisQuotaCounter:
     return RedisQuotaCounter(
         create_redis_client(url, connect_timeout_s=0.5, read_timeout_s=1.0), prefix
     )
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -10,13 +10,12 @@ listens on, and a server that accepts and never answers.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,8 +30,8 @@ from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.redis import RedisRateLimiter, create_redis_client
 from modelgate.limits.resilient import FallbackRateLimiter
+from tests.conftest import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[2]
 #: a window long enough that nothing refills while a burst runs
 LONG_WINDOW_S = 600.0
@@ -43,17 +42,6 @@ def redis_limiter(
 ) -> RedisRateLimiter:
     client = create_redis_client(url, connect_timeout_s=connect_s, read_timeout_s=read_s)
     return RedisRateLimiter(client, prefix)
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -26,8 +24,8 @@ from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.redis import create_redis_client
 from modelgate.limits.redis_strikes import RedisStrikeStore
 from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
+from tests.conftest import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LONG_WINDOW_S = 600.0
 _TIMEOUT_S = 0.2
 #: the longest a call may take against a dead Redis: connect + read timeouts and a margin
@@ -39,17 +37,6 @@ def redis_store(
 ) -> RedisStrikeStore:
     client = create_redis_client(url, connect_timeout_s=connect_s, read_timeout_s=read_s)
     return RedisStrikeStore(client, prefix)
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"mgtest:{secrets.token_hex(6)}:abuse:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 @pytest.fixture(params=["memory", "redis"])

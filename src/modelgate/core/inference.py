@@ -9,6 +9,7 @@ once, the same way for every protocol.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ EXTENSIONS = (
 
 #: the tenant usage is recorded under when access control is off
 ANONYMOUS = "anonymous"
+#: the longest key id usage records hold (the column is 128 characters)
+_KEY_ID_MAX = 120
 
 
 @dataclass(slots=True)
@@ -298,7 +301,12 @@ def _key_id(principal: Principal | None) -> str | None:
     """What usage records as the key: the key id, or ``jwt:<subject>``, ``admin:...``."""
     if principal is None:
         return None
-    return principal.subject if principal.kind == "key" else f"{principal.kind}:{principal.subject}"
+    if principal.kind == "key":
+        return principal.subject
+    who = f"{principal.kind}:{principal.subject}"
+    if len(who) > _KEY_ID_MAX:  # a long JWT subject: a stable digest fits the column
+        who = f"{principal.kind}:sha256:{hashlib.sha256(principal.subject.encode()).hexdigest()}"
+    return who
 
 
 def _tokens(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) -> int:

@@ -105,6 +105,27 @@ class UsageQuery:
     until: datetime | None = None
     group_by: tuple[str, ...] = ("day",)
 
+    @classmethod
+    def parse(
+        cls,
+        *,
+        tenant: str | None = None,
+        key: str | None = None,
+        model: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        group_by: str = "day",
+    ) -> UsageQuery:
+        """A query from text, as the API and the CLI take it (INVALID_ARGUMENT if bad)."""
+        return cls(
+            tenant_id=tenant,
+            key_id=key,
+            model=model,
+            since=parse_instant(since, "since") if since else None,
+            until=parse_instant(until, "until") if until else None,
+            group_by=parse_group_by(group_by),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:

@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from modelgate.core.quotas import QuotaCharge, QuotaCounter, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.limits.outage import Outage
 
 __all__ = ["FallbackQuotaCounter", "MemoryQuotaCounter", "RedisQuotaCounter"]
 
@@ -169,32 +170,23 @@ class FallbackQuotaCounter:
         self._primary = primary
         self._local = local
         self._mode = mode
-        self._cooldown_s = cooldown_s
-        self._clock = clock
-        self._retry_at = 0.0
-        self.degraded = False
+        self._outage = Outage(f"quota counter (fail {mode})", cooldown_s=cooldown_s, clock=clock)
+
+    @property
+    def degraded(self) -> bool:
+        return self._outage.degraded
 
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
-        if not self.degraded or self._clock() >= self._retry_at:
-            try:
-                result = await self._primary.charge(charges)
-            except ModelgateError as exc:
-                if exc.kind is not ErrorKind.UNAVAILABLE:
-                    raise
-                if not self.degraded:
-                    log.warning("quota counter degraded (fail %s): %s", self._mode, exc.message)
-                self.degraded = True
-                self._retry_at = self._clock() + self._cooldown_s
-            else:
-                if self.degraded:
-                    log.warning("quota counter recovered")
-                    self.degraded = False
-                return result
+        return await self._outage.call(
+            lambda: self._primary.charge(charges), lambda: self._fallback(charges)
+        )
+
+    async def _fallback(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
         if self._mode == "closed":
             raise ModelgateError(
                 ErrorKind.UNAVAILABLE,
                 "quotas cannot be checked right now (the quota store is unreachable)",
-                retry_after=self._cooldown_s,
+                retry_after=self._outage.cooldown_s,
             )
         return await self._local.charge(charges)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Literal
 
 from modelgate.core.limits import Decision, RateLimiter
-from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits import gcra
+from modelgate.limits.outage import Outage
 
 __all__ = ["FailureMode", "FallbackRateLimiter"]
 
@@ -54,41 +54,20 @@ class FallbackRateLimiter:
         self._primary = primary
         self._local = local
         self._mode = mode
-        self._cooldown_s = cooldown_s
         self._local_share = local_share
-        self._clock = clock
-        self._degraded = False
-        self._retry_at = 0.0
-        self._probing = False
+        self._outage = Outage(f"rate limiter (fail {mode})", cooldown_s=cooldown_s, clock=clock)
 
     @property
     def degraded(self) -> bool:
-        return self._degraded
+        return self._outage.degraded
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
         # checked here too, so that a bad call fails the same way in every state
         gcra.check_arguments(limit, window_s, cost)
-        probe = self._degraded
-        if probe and (self._probing or self._clock() < self._retry_at):
-            return await self._fallback(key, limit, window_s, cost)
-        self._probing = probe
-        try:
-            decision = await self._primary.hit(key, limit, window_s, cost)
-        except ModelgateError as exc:
-            if exc.kind is not ErrorKind.UNAVAILABLE:
-                raise
-            if not self._degraded:
-                log.warning("rate limiter degraded (fail %s): %s", self._mode, exc.message)
-            self._degraded = True
-            self._retry_at = self._clock() + self._cooldown_s
-            return await self._fallback(key, limit, window_s, cost)
-        finally:
-            if probe:
-                self._probing = False
-        if self._degraded:
-            log.warning("rate limiter recovered")
-            self._degraded = False
-        return decision
+        return await self._outage.call(
+            lambda: self._primary.hit(key, limit, window_s, cost),
+            lambda: self._fallback(key, limit, window_s, cost),
+        )
 
     async def close(self) -> None:
         try:
@@ -98,12 +77,13 @@ class FallbackRateLimiter:
 
     async def _fallback(self, key: str, limit: int, window_s: float, cost: int) -> Decision:
         if self._mode == "closed":
+            cooldown = self._outage.cooldown_s
             return Decision(
                 allowed=False,
                 limit=limit,
                 remaining=0,
-                reset_after_s=self._cooldown_s,
-                retry_after_s=self._cooldown_s,
+                reset_after_s=cooldown,
+                retry_after_s=cooldown,
             )
         local_limit = max(1, int(limit * self._local_share))
         return await self._local.hit(key, local_limit, window_s, min(cost, local_limit))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from modelgate.core.abuse import StrikeStore
-from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.limits.outage import Outage
 
 __all__ = ["FallbackStrikeStore", "MemoryStrikeStore", "check_seconds"]
 
@@ -124,16 +124,12 @@ class FallbackStrikeStore:
     ) -> None:
         self._primary = primary
         self._local = local
-        self._cooldown_s = cooldown_s
-        self._clock = clock
-        self._degraded = False
-        self._retry_at = 0.0
-        self._probing = False
+        self._outage = Outage("strike store (counting locally)", cooldown_s=cooldown_s, clock=clock)
 
     @property
     def degraded(self) -> bool:
         """True from a failure of the primary until its next success."""
-        return self._degraded
+        return self._outage.degraded
 
     async def strike(self, subject: str, window_s: float) -> int:
         return await self._call(lambda store: store.strike(subject, window_s))
@@ -151,24 +147,6 @@ class FallbackStrikeStore:
             await self._local.close()
 
     async def _call(self, operation: Callable[[StrikeStore], Awaitable[T]]) -> T:
-        probe = self._degraded
-        if probe and (self._probing or self._clock() < self._retry_at):
-            return await operation(self._local)
-        self._probing = probe
-        try:
-            result = await operation(self._primary)
-        except ModelgateError as exc:
-            if exc.kind is not ErrorKind.UNAVAILABLE:
-                raise
-            if not self._degraded:
-                log.warning("strike store degraded, counting locally: %s", exc.message)
-            self._degraded = True
-            self._retry_at = self._clock() + self._cooldown_s
-            return await operation(self._local)
-        finally:
-            if probe:
-                self._probing = False
-        if self._degraded:
-            log.warning("strike store recovered")
-            self._degraded = False
-        return result
+        return await self._outage.call(
+            lambda: operation(self._primary), lambda: operation(self._local)
+        )

@@ -40,7 +40,7 @@ from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.quotas import Quotas
 from modelgate.core.tenancy import CreatedKey, TenancyService
-from modelgate.core.usage import UsageQuery, UsageService, parse_group_by, parse_instant
+from modelgate.core.usage import UsageQuery, UsageService
 from modelgate.errors import ModelgateError
 
 __all__ = ["build_admin_app"]
@@ -240,13 +240,8 @@ def _add_usage_routes(
             str, Query(description="Comma-separated: day, tenant, key, model, version.")
         ] = "day",
     ) -> UsageOut:
-        query = UsageQuery(
-            tenant_id=tenant,
-            key_id=key,
-            model=model,
-            since=parse_instant(since, "since") if since else None,
-            until=parse_instant(until, "until") if until else None,
-            group_by=parse_group_by(group_by),
+        query = UsageQuery.parse(
+            tenant=tenant, key=key, model=model, since=since, until=until, group_by=group_by
         )
         rows = await usage.report(caller, query)
         return UsageOut(currency=currency, rows=[UsageRowOut.of(r) for r in rows])

@@ -40,13 +40,13 @@ def validate_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     if not scopes:
         raise invalid("a key needs at least one scope")
     for scope in scopes:
-        if scope not in _KNOWN and not _INFER_SCOPE.match(scope):
+        if scope not in _KNOWN and not _INFER_SCOPE.fullmatch(scope):
             raise invalid(f"unknown scope '{scope}'")
     return tuple(dict.fromkeys(scopes))
 
 
 def _name(value: str, what: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise invalid(f"{what} must be 1-63 letters, digits, spaces, '.', '_' or '-'")
     return value
 

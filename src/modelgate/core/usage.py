@@ -266,7 +266,7 @@ class UsageService:
         source_ip: str | None = None,
     ) -> Price:
         require_scope(principal, Scope.TENANTS_ADMIN)
-        if not _TARGET.match(price_target):
+        if not _TARGET.fullmatch(price_target):
             raise invalid("a price target is 'default', 'model:<name>' or 'hardware:<class>'")
         for name, rate in (
             ("per_1k_units", per_1k_units),

@@ -32,11 +32,11 @@ class FileModelRepository:
         return [
             e
             for e in entries
-            if _NAME.match(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
+            if _NAME.fullmatch(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
         ]
 
     def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]:
-        if not _NAME.match(name) or not os.path.isfile(os.path.join(self.root, name, MANIFEST)):
+        if not _NAME.fullmatch(name) or not os.path.isfile(os.path.join(self.root, name, MANIFEST)):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
         folder = os.path.join(self.root, name)
         base = _read_yaml(os.path.join(folder, MANIFEST))

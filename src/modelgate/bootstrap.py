@@ -281,8 +281,14 @@ def build_components(settings: Settings) -> Components:
 
     webhook = build_webhook(settings)
     quotas = Quotas(build_quota_counter(settings), totals=totals, alert=quota_alert_sink(webhook))
+    identity = state.identity
+
+    async def touch_key(key_id: str, at: datetime) -> None:
+        if ":" not in key_id:  # "jwt:<sub>" and "admin:..." are not stored keys
+            await identity.touch_key(key_id, at)
+
     recorder = UsageRecorder(
-        usage, touch_key=state.identity.touch_key, flush_interval_s=settings.usage_flush_seconds
+        usage, touch_key=touch_key, flush_interval_s=settings.usage_flush_seconds
     )
     admission = Admission(
         build_limiter(settings), quotas=quotas, max_inflight=settings.max_inflight

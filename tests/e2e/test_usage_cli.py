@@ -25,7 +25,7 @@ def _record_usage(data_dir: Path) -> None:
     async def main() -> None:
         engine = create_engine(database_url_for(data_dir))
         clock = iter([AT, AT, AT, LATER])
-        recorder = UsageRecorder(SqlUsageStore(engine), now=lambda: next(clock))
+        recorder = UsageRecorder(SqlUsageStore(engine), clock=lambda: next(clock).timestamp())
         for tenant, model, rows, tokens, status in [
             ("ten_a", "credit-risk", 1500, 0, "ok"),
             ("ten_a", "credit-risk", 500, 0, "ok"),

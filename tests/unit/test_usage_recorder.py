@@ -22,8 +22,8 @@ class Clock:
     def __init__(self, at: datetime = T0) -> None:
         self.at = at
 
-    def __call__(self) -> datetime:
-        return self.at
+    def __call__(self) -> float:
+        return self.at.timestamp()
 
 
 class FlakyStore(MemoryUsageStore):
@@ -83,7 +83,7 @@ async def requests(store: MemoryUsageStore, **filters: object) -> int:
 
 async def test_requests_are_summed_per_minute_and_group() -> None:
     clock, store = Clock(), MemoryUsageStore()
-    recorder = UsageRecorder(store, now=clock)
+    recorder = UsageRecorder(store, clock=clock)
     hit(recorder, rows=3, latency_ms=5.0, compute_ms=2.0)
     hit(recorder, rows=4, latency_ms=15.0, compute_ms=3.0)
     hit(recorder, status="error")
@@ -111,7 +111,7 @@ async def test_a_store_outage_loses_nothing_and_merges_with_new_requests(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlakyStore()
-    recorder = UsageRecorder(store, now=Clock())
+    recorder = UsageRecorder(store, clock=Clock())
     for _ in range(3):
         hit(recorder)
     store.down = True
@@ -131,7 +131,7 @@ async def test_a_store_outage_loses_nothing_and_merges_with_new_requests(
 
 async def test_close_writes_what_is_pending_and_retries_a_failed_write() -> None:
     store = FlakyStore()
-    recorder = UsageRecorder(store, flush_interval_s=3600, now=Clock())
+    recorder = UsageRecorder(store, flush_interval_s=3600, clock=Clock())
     await recorder.start()
     hit(recorder)
     hit(recorder, tenant="t2")
@@ -150,7 +150,7 @@ async def test_close_writes_what_is_pending_and_retries_a_failed_write() -> None
 
 async def test_the_background_task_flushes_on_its_interval() -> None:
     store = MemoryUsageStore()
-    recorder = UsageRecorder(store, flush_interval_s=0.02, now=Clock())
+    recorder = UsageRecorder(store, flush_interval_s=0.02, clock=Clock())
     await recorder.start()
     try:
         hit(recorder)
@@ -175,7 +175,7 @@ async def test_used_keys_are_touched_with_their_latest_time_and_touch_errors_are
         return True
 
     store = MemoryUsageStore()
-    recorder = UsageRecorder(store, touch_key=touch, now=clock)
+    recorder = UsageRecorder(store, touch_key=touch, clock=clock)
     hit(recorder, key="k1")
     clock.at = T0 + timedelta(seconds=30)
     hit(recorder, key="k1")
@@ -192,7 +192,7 @@ async def test_used_keys_are_touched_with_their_latest_time_and_touch_errors_are
 
 async def test_prices_apply_at_flush_time_and_never_rewrite_history() -> None:
     store = MemoryUsageStore()
-    recorder = UsageRecorder(store, now=Clock(), price_refresh_s=0)
+    recorder = UsageRecorder(store, clock=Clock(), price_refresh_s=0)
     await store.set_price(Price("default", per_1k_units=1.0, per_compute_second=0.0, updated_at=T0))
     await store.set_price(Price("model:embed", 2.0, 0.5, T0))
     await store.set_price(Price("hardware:gpu", 0.0, 10.0, T0))
@@ -212,7 +212,7 @@ async def test_prices_apply_at_flush_time_and_never_rewrite_history() -> None:
 
 async def test_prices_are_read_once_per_refresh_interval() -> None:
     store = MemoryUsageStore()
-    recorder = UsageRecorder(store, now=Clock(), price_refresh_s=3600)
+    recorder = UsageRecorder(store, clock=Clock(), price_refresh_s=3600)
     await store.set_price(Price("default", 1.0, 0.0, T0))
     hit(recorder, rows=1000)
     await recorder.flush()
@@ -227,7 +227,7 @@ async def test_groups_beyond_max_pending_are_dropped_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlakyStore()
-    recorder = UsageRecorder(store, max_pending=2, now=Clock())
+    recorder = UsageRecorder(store, max_pending=2, clock=Clock())
     hit(recorder, model="a")
     hit(recorder, model="b")
     hit(recorder, model="c")  # a third group: dropped at once
@@ -270,7 +270,7 @@ async def test_a_record_the_store_refuses_is_dropped_alone_never_retried_forever
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlakyStore()
-    recorder = UsageRecorder(store, now=Clock())
+    recorder = UsageRecorder(store, clock=Clock())
     hit(recorder, model="a")
     hit(recorder, model="x" * 300)
     hit(recorder, model="b")

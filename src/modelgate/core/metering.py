@@ -27,10 +27,6 @@ __all__ = ["UsageRecorder"]
 log = logging.getLogger("modelgate.usage")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 _GroupKey = tuple[datetime, str, str | None, str, str | None, str, str, bool]
 
 
@@ -44,17 +40,21 @@ class UsageRecorder:
         touch_key: Callable[[str, datetime], Awaitable[object]] | None = None,
         flush_interval_s: float = 1.0,
         max_pending: int = 100_000,
-        now: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], float] = time.time,
         price_refresh_s: float = 10.0,
     ) -> None:
+        """``clock`` is the wall clock in seconds since the epoch (``time.time``): cheaper
+        on the request path than building a datetime per request."""
         self._store = store
         self._touch_key = touch_key
         self._interval = flush_interval_s
         self._max_pending = max_pending
-        self._now = now
+        self._clock = clock
+        self._minute_number = -1
+        self._minute = datetime.fromtimestamp(0, UTC)
         self._price_refresh_s = price_refresh_s
         self._pending: dict[_GroupKey, UsageRecord] = {}
-        self._used: dict[str, datetime] = {}  # key id -> last use, for last_used_at
+        self._used: dict[str, float] = {}  # key id -> last use (epoch s), for last_used_at
         self._prices: dict[str, Price] | None = None
         self._prices_read = 0.0
         self._dropped = 0
@@ -88,9 +88,12 @@ class UsageRecorder:
         latency_ms: float,
         compute_ms: float,
     ) -> None:
-        at = self._now()
-        minute = at.replace(second=0, microsecond=0)
-        group = (minute, tenant_id, key_id, model, version, hardware, status, cache_hit)
+        at = self._clock()
+        number = int(at // 60)
+        if number != self._minute_number:  # once a minute: the datetime of the new minute
+            self._minute_number = number
+            self._minute = datetime.fromtimestamp(number * 60, UTC)
+        group = (self._minute, tenant_id, key_id, model, version, hardware, status, cache_hit)
         record = self._pending.get(group)
         if record is None:
             if len(self._pending) >= self._max_pending:
@@ -136,7 +139,7 @@ class UsageRecorder:
                     self._max_pending,
                 )
             for key_id, at in used.items():
-                await self._touch(key_id, at)
+                await self._touch(key_id, datetime.fromtimestamp(at, UTC))
             return written
 
     async def _write(self, batch: dict[_GroupKey, UsageRecord]) -> int:

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     #: failed authentications from one client address per window before it is blocked
     abuse_auth_failures_per_ip: int = Field(default=30, ge=1)
 
+    # -- operations: traces and logs --
+
+    # -- operations: alerts --
+
+    # -- data governance --
+
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from modelgate.errors import ErrorKind, ModelgateError, invalid
 __all__ = [
     "ANONYMOUS",
     "EXTENSIONS",
+    "CompletedInference",
+    "InferenceListener",
     "InferenceRequest",
     "InferenceResponse",
     "InferenceService",
@@ -78,6 +81,27 @@ class InferenceResponse:
     rate_limit: dict[str, float] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CompletedInference:
+    """A successful inference, as listeners see it: who asked, what, and the answer.
+
+    ``inputs`` are the validated input arrays by name (batch dimension first)."""
+
+    principal: Principal | None
+    request: InferenceRequest
+    response: InferenceResponse
+    manifest: ModelManifest
+    inputs: dict[str, np.ndarray[Any, Any]]
+
+
+class InferenceListener(Protocol):
+    """Told of each successful inference, on the request path, after the answer is built.
+
+    ``completed`` must not block or do I/O: hand the work to a background task."""
+
+    def completed(self, inference: CompletedInference) -> None: ...
+
+
 class InferenceService:
     """Inference, metadata, health, statistics and repository control for every adapter."""
 
@@ -88,11 +112,14 @@ class InferenceService:
         server_name: str = "modelgate",
         admission: Admission | None = None,
         usage: UsageSink | None = None,
+        listeners: Sequence[InferenceListener] = (),
     ):
         self.registry = registry
         self.server_name = server_name
         self.admission = admission
         self.usage = usage
+        #: told of every successful inference, in order (payload logging, monitoring)
+        self.listeners = tuple(listeners)
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -287,7 +314,7 @@ class InferenceService:
         )
         if not loaded.batched:
             loaded.stats.batch(rows, timing.compute_ns)
-        return InferenceResponse(
+        response = InferenceResponse(
             model_name=request.model,
             model_version=str(loaded.version),
             outputs=outputs,
@@ -295,6 +322,11 @@ class InferenceService:
             id=request.id,
             rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
+        for listener in self.listeners:
+            listener.completed(
+                CompletedInference(principal, request, response, loaded.manifest, inputs)
+            )
+        return response
 
 
 def _key_id(principal: Principal | None) -> str | None:

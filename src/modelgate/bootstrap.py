@@ -6,6 +6,8 @@ database migrations, then loading and warming the preload models.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +22,17 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission import Admission
+from modelgate.core.alerts import AlertEvaluator
 from modelgate.core.authentication import Authenticator, TokenVerifier
 from modelgate.core.embeddings import EmbeddingService
+from modelgate.core.governance import PayloadLogger
 from modelgate.core.inference import InferenceService
 from modelgate.core.limits import RateLimiter
 from modelgate.core.metering import UsageRecorder
 from modelgate.core.oauth import TokenService
+from modelgate.core.privacy import PrivacyService
 from modelgate.core.quotas import QuotaAlert, QuotaCounter, Quotas
+from modelgate.core.redaction import pseudonym
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.tenancy import TenancyService
 from modelgate.core.usage import UsageService
@@ -35,13 +41,18 @@ from modelgate.limits.quotas import MemoryQuotaCounter
 from modelgate.limits.resilient import FallbackRateLimiter
 from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
 from modelgate.notify.webhook import WebhookSender
+from modelgate.observability.alerting import MetricsAlertSource, alert_sink, read_alert_rules
+from modelgate.observability.logs import RequestLog
 from modelgate.observability.metrics import PrometheusMetrics
+from modelgate.observability.tracing import OtelTracer, build_tracer
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
 from modelgate.settings import Settings
+from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.identity import SqlIdentityStore
+from modelgate.storage.sql.payloads import SqlPayloadStore
 from modelgate.storage.sql.usage import SqlUsageStore
 
 if TYPE_CHECKING:
@@ -66,6 +77,11 @@ class Components:
     abuse: AbuseGuard | None = None
     usage: UsageRecorder | None = None
     webhook: WebhookSender | None = None
+    alerts: AlertEvaluator | None = None
+    alert_webhook: WebhookSender | None = None
+    payloads: PayloadLogger | None = None
+    tracer: OtelTracer | None = None
+    requests: RequestLog | None = None
 
     async def open(self) -> None:
         """Start-up I/O that must finish before any request is accepted: migrations."""
@@ -77,14 +93,22 @@ class Components:
         ready)."""
         if self.usage is not None:
             await self.usage.start()
+        if self.alerts is not None:
+            await self.alerts.start()
+        if self.payloads is not None:
+            await self.payloads.start()
         await self.registry.start()
 
     async def close(self) -> None:
         """After the requests in flight: close the models, write the last usage, send the
         last alerts, then let go of Redis and the database."""
         await self.registry.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.usage is not None:
             await self.usage.close()
+        if self.payloads is not None:
+            await self.payloads.close()
         admission = self.service.admission
         if admission is not None:
             if admission.quotas is not None:
@@ -92,10 +116,16 @@ class Components:
             await admission.limiter.close()
         if self.webhook is not None:
             await self.webhook.close()
+        if self.alert_webhook is not None:
+            await self.alert_webhook.close()
         if self.state is not None:
             await self.state.engine.dispose()
         if self.abuse is not None:
             await self.abuse.close()
+        if self.requests is not None:  # the last request lines
+            await asyncio.to_thread(self.requests.close)
+        if self.tracer is not None:  # the last spans (waits up to the exporter's timeout)
+            await asyncio.to_thread(self.tracer.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -110,6 +140,8 @@ class State:
     tenancy: TenancyService
     usage: SqlUsageStore
     usage_service: UsageService
+    payloads: SqlPayloadStore
+    payload_service: PrivacyService
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -130,7 +162,7 @@ def build_limiter(settings: Settings) -> RateLimiter:
     )
 
 
-def build_abuse_guard(settings: Settings) -> AbuseGuard:
+def build_abuse_guard(settings: Settings, metrics: PrometheusMetrics | None = None) -> AbuseGuard:
     """Abuse throttling; its counts in memory for one process, in Redis (falling back to
     memory while Redis is down) when shared."""
     policy = AbusePolicy(
@@ -141,7 +173,7 @@ def build_abuse_guard(settings: Settings) -> AbuseGuard:
         auth_failures_per_address=settings.abuse_auth_failures_per_ip,
     )
     if settings.redis_url is None:
-        return AbuseGuard(MemoryStrikeStore(), policy)
+        return AbuseGuard(MemoryStrikeStore(), policy, observer=metrics)
     from modelgate.limits.redis import create_redis_client
     from modelgate.limits.redis_strikes import RedisStrikeStore
 
@@ -153,7 +185,7 @@ def build_abuse_guard(settings: Settings) -> AbuseGuard:
         max_connections=16,  # only failures and a once-a-second check per subject reach it
     )
     store = RedisStrikeStore(client, prefix=f"{settings.redis_key_prefix}abuse:")
-    return AbuseGuard(FallbackStrikeStore(store, MemoryStrikeStore()), policy)
+    return AbuseGuard(FallbackStrikeStore(store, MemoryStrikeStore()), policy, observer=metrics)
 
 
 def build_quota_counter(settings: Settings) -> QuotaCounter:
@@ -208,6 +240,27 @@ def quota_alert_sink(webhook: WebhookSender | None) -> Callable[[QuotaAlert], No
     return alert
 
 
+def build_alerts(
+    settings: Settings, metrics: PrometheusMetrics
+) -> tuple[AlertEvaluator | None, WebhookSender | None]:
+    """The built-in alerts (None when there are no rules) and their webhook, if any."""
+    rules = read_alert_rules(settings.alert_rules)
+    if not rules:
+        return None, None
+    webhook = None
+    if settings.alert_webhook_url is not None:
+        webhook = WebhookSender(
+            settings.alert_webhook_url,
+            secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+            timeout_s=settings.webhook_timeout_seconds,
+        )
+    interval = settings.alert_interval_seconds
+    retention = max(rule.window_seconds for rule in rules) + 2 * interval
+    source = MetricsAlertSource(metrics, retention_s=retention)
+    evaluator = AlertEvaluator(rules, [source], alert_sink(webhook), interval_s=interval)
+    return evaluator, webhook
+
+
 def build_token_issuer(settings: Settings) -> TokenIssuer | None:
     """modelgate's own token issuer (client credentials), when it has a signing key."""
     if settings.jwt_signing_key is None:
@@ -252,7 +305,55 @@ def build_state(settings: Settings) -> State:
     engine = create_engine(url)
     identity, audit, usage = SqlIdentityStore(engine), SqlAuditLog(engine), SqlUsageStore(engine)
     tenancy = TenancyService(identity, audit)
-    return State(url, engine, identity, audit, tenancy, usage, UsageService(usage, audit))
+    payloads = SqlPayloadStore(engine)
+    cipher, pseudonymize = build_payload_crypto(settings)
+    payload_service = PrivacyService(
+        payloads, audit, identity, cipher=cipher, pseudonymize=pseudonymize
+    )
+    return State(
+        url, engine, identity, audit, tenancy, usage, UsageService(usage, audit),
+        payloads, payload_service,
+    )  # fmt: skip
+
+
+def build_payload_crypto(
+    settings: Settings,
+) -> tuple[AesGcmCipher | None, Callable[[str], str] | None]:
+    """The cipher that seals logged payloads and the subject pseudonymizer (None: not
+    configured, so nothing is logged)."""
+    key = settings.payload_pseudonym_key
+    if settings.payload_keys and key is None:
+        raise ValueError("MODELGATE_PAYLOAD_KEYS needs MODELGATE_PAYLOAD_PSEUDONYM_KEY")
+    pseudonymize = None
+    if key is not None:
+        secret = key.get_secret_value().encode()
+        if len(secret) < 16:
+            raise ValueError("MODELGATE_PAYLOAD_PSEUDONYM_KEY must be at least 16 bytes")
+        pseudonymize = functools.partial(pseudonym, secret)
+    if not settings.payload_keys:
+        return None, pseudonymize
+    encoded = {k: v.get_secret_value() for k, v in settings.payload_keys.items()}
+    return AesGcmCipher.from_settings(encoded, settings.payload_active_key), pseudonymize
+
+
+def build_payload_logger(settings: Settings, state: State) -> PayloadLogger | None:
+    """The listener that logs consented payloads, when encryption keys are configured."""
+    service = state.payload_service
+    cipher, pseudonymize = service.cipher, service.pseudonymize
+    if cipher is None or pseudonymize is None:
+        return None
+    logger = PayloadLogger(
+        state.payloads,
+        cipher,
+        pseudonymize,
+        flush_interval_s=settings.payload_flush_seconds,
+        max_pending=settings.payload_max_pending,
+        max_bytes=settings.payload_max_bytes,
+        consent_refresh_s=settings.payload_consent_refresh_seconds,
+        purge_interval_s=settings.payload_purge_seconds,
+    )
+    service.attach(logger.apply, logger.flush)
+    return logger
 
 
 def build_components(settings: Settings) -> Components:
@@ -291,9 +392,28 @@ def build_components(settings: Settings) -> Components:
         usage, touch_key=touch_key, flush_interval_s=settings.usage_flush_seconds
     )
     admission = Admission(
-        build_limiter(settings), quotas=quotas, max_inflight=settings.max_inflight
+        build_limiter(settings),
+        quotas=quotas,
+        max_inflight=settings.max_inflight,
+        observer=metrics,
     )
-    service = InferenceService(registry, admission=admission, usage=recorder)
+    payload_logger = build_payload_logger(settings, state)
+    tracer = build_tracer(
+        settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        service_name=settings.trace_service_name,
+    )
+    requests = RequestLog() if settings.access_log else None
+    service = InferenceService(
+        registry,
+        admission=admission,
+        usage=recorder,
+        observer=metrics,
+        listeners=[payload_logger] if payload_logger is not None else (),
+        tracer=tracer,
+    )
+    metrics.track(registry=registry, admission=admission, usage=recorder)
+    alerts, alert_webhook = build_alerts(settings, metrics)
     embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
     issuer = build_token_issuer(settings)
@@ -304,7 +424,7 @@ def build_components(settings: Settings) -> Components:
         cache_ttl_s=settings.key_cache_seconds,
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
-    abuse = build_abuse_guard(settings)
+    abuse = build_abuse_guard(settings, metrics)
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),
@@ -318,11 +438,14 @@ def build_components(settings: Settings) -> Components:
             currency=settings.currency,
             abuse=abuse,
             quotas=quotas,
+            payloads=state.payload_service,
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
         jwks=issuer.jwks() if issuer is not None else None,
         abuse=abuse,
+        tracer=tracer,
+        requests=requests,
     )
     return Components(
         settings,
@@ -337,4 +460,9 @@ def build_components(settings: Settings) -> Components:
         abuse=abuse,
         usage=recorder,
         webhook=webhook,
+        alerts=alerts,
+        alert_webhook=alert_webhook,
+        payloads=payload_logger,
+        tracer=tracer,
+        requests=requests,
     )

@@ -11,7 +11,16 @@ from rich.console import Console
 from rich.table import Table
 
 from modelgate import __version__
-from modelgate.admin_cli import audit_app, keys_app, plans_app, prices_app, tenants_app, usage_app
+from modelgate.admin_cli import (
+    audit_app,
+    keys_app,
+    payloads_app,
+    plans_app,
+    prices_app,
+    subjects_app,
+    tenants_app,
+    usage_app,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
@@ -22,6 +31,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(usage_app, name="usage")
 app.add_typer(prices_app, name="prices")
+app.add_typer(payloads_app, name="payloads")
+app.add_typer(subjects_app, name="subjects")
 console = Console()
 
 _KEY = typer.Option(

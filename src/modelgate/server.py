@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from modelgate.bootstrap import Components, build_components
+from modelgate.observability.logs import configure_logging
 from modelgate.settings import Settings
 
 __all__ = ["Server", "run"]
@@ -79,6 +80,8 @@ class Server:
             authenticator=components.authenticator,
             abuse=components.abuse,
             reuse_port=self._reuse_port,
+            tracer=components.tracer,
+            requests=components.requests,
         )
         address = f"{settings.host}:{settings.grpc_port}"
         if settings.tls_certfile and settings.tls_keyfile:
@@ -94,7 +97,8 @@ class Server:
             host=settings.host,
             port=settings.http_port,
             lifespan="off",
-            access_log=False,
+            access_log=False,  # modelgate's request log has the line (observability/logs.py)
+            log_config=None,  # uvicorn's records go to the root logger, in its format
             log_level=settings.log_level,
             http="httptools",
             server_header=False,
@@ -192,13 +196,13 @@ def _event_loop_run(coro: Any) -> None:
 
 def _serve_one(values: dict[str, Any], reuse_port: bool) -> None:
     settings = Settings(**values)  # a plain dict crosses the process boundary
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
-    sock = _bind(settings.host, settings.http_port, reuse_port=reuse_port)
-    with contextlib.suppress(KeyboardInterrupt):
-        _event_loop_run(Server(settings, sock, reuse_port=reuse_port).serve())
+    writer = configure_logging(settings.log_level, settings.log_format)
+    try:
+        sock = _bind(settings.host, settings.http_port, reuse_port=reuse_port)
+        with contextlib.suppress(KeyboardInterrupt):
+            _event_loop_run(Server(settings, sock, reuse_port=reuse_port).serve())
+    finally:
+        writer.stop()  # writes the records still queued
 
 
 def run(settings: Settings) -> None:

@@ -124,10 +124,52 @@ class Settings(BaseSettings):
     abuse_auth_failures_per_ip: int = Field(default=30, ge=1)
 
     # -- operations: traces and logs --
+    #: send traces to this OpenTelemetry collector (OTLP over gRPC), e.g.
+    #: ``http://otel-collector:4317`` (``http://``: plaintext; ``https://`` or none: TLS);
+    #: unset: no tracing, at no cost per request
+    otlp_endpoint: str | None = None
+    #: the share of new traces recorded; a client's ``traceparent`` decides for its own
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    #: the ``service.name`` of every span (``OTEL_SERVICE_NAME`` overrides it)
+    trace_service_name: str = Field(default="modelgate", min_length=1)
+    #: "json" (one object a line, for log pipelines) or "text" (for people)
+    log_format: Literal["json", "text"] = "json"
+    #: one log line per request (request id, trace id, tenant, model, version, status,
+    #: latency), written at any ``log_level``
+    access_log: bool = True
 
     # -- operations: alerts --
+    #: built-in alert rules (see docs/operations.md, "Built-in alerts"): a YAML file, or
+    #: the rules themselves (a list; JSON in the environment); unset: the default rules
+    #: (error rate and p99 latency per model); an empty list turns built-in alerts off
+    alert_rules: Path | list[dict[str, Any]] | None = None
+    #: how often the alert rules are evaluated
+    alert_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
+    #: firing and resolved alerts are POSTed here as JSON, signed with ``webhook_secret``
+    #: like quota alerts; unset: alerts are only logged
+    alert_webhook_url: str | None = None
 
     # -- data governance --
+    #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,
+    #: key id -> base64 key of 16, 24 or 32 bytes (JSON in the environment). Keep a rotated
+    #: key here as long as rows sealed with it exist; unset: payloads are never logged
+    payload_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    #: the key id new rows are sealed with; may be unset when there is one key
+    payload_active_key: str | None = None
+    #: the HMAC-SHA256 key that turns data-subject ids into pseudonyms (required with
+    #: ``payload_keys``); changing it leaves existing rows out of subject export and erasure
+    payload_pseudonym_key: SecretStr | None = None
+    #: how often kept payloads are sealed and written, in one batch
+    payload_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: at most this many payloads wait in memory to be written; more are dropped, counted
+    payload_max_pending: int = Field(default=10_000, ge=1)
+    #: a payload larger than this (inputs and outputs) is not kept
+    payload_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: how often a replica re-reads tenants' consent: a change made on another replica
+    #: takes this long to apply everywhere
+    payload_consent_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: how often rows past their retention are deleted
+    payload_purge_seconds: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

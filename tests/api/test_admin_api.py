@@ -201,6 +201,9 @@ async def test_openapi_covers_every_route_and_docs_work_offline(
         "/admin/prices",
         "/admin/prices/{target}",
         "/admin/tenants/{tenant_id}/quotas",
+        "/admin/tenants/{tenant_id}/payload-logging",
+        "/admin/subjects/{subject}",
+        "/admin/subjects/{subject}/export",
     }
     page = await client.get("/admin/docs")
     assert page.status_code == 200

@@ -407,7 +407,8 @@ async def test_metrics_endpoint_names_models_and_http_answers(client: httpx.Asyn
     )
     text = (await client.get("/metrics")).text
     assert (
-        'modelgate_inference_requests_total{model="doubler",status="success",version="2"}' in text
+        'modelgate_inference_requests_total{model="doubler",status="success",'
+        'tenant="anonymous",version="2"}' in text
     )
     assert "modelgate_inference_batch_size_bucket" in text
     assert 'modelgate_model_loaded{model="doubler",version="1"} 1.0' in text

@@ -20,7 +20,16 @@ from modelgate.storage.sql.schema import metadata, tenants
 from .conftest import drop_postgres_database, new_postgres_database, new_sqlite_database
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-TABLES = {"plans", "tenants", "api_keys", "audit_log", "usage_records", "prices"}
+TABLES = {
+    "plans",
+    "tenants",
+    "api_keys",
+    "audit_log",
+    "usage_records",
+    "prices",
+    "payload_logs",
+    "payload_consents",
+}
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ async def test_migrate_creates_every_table_and_twice_is_a_no_op(fresh_url: str) 
     await migrate(fresh_url)
     tables, versions = await _state(fresh_url)
     assert tables == TABLES | {"alembic_version"}
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
     await migrate(fresh_url)
     assert await _state(fresh_url) == (tables, versions)
@@ -61,7 +70,7 @@ async def test_processes_starting_together_migrate_once(fresh_url: str) -> None:
     await asyncio.gather(migrate(fresh_url), migrate(fresh_url), migrate(fresh_url))
     tables, versions = await _state(fresh_url)
     assert tables == TABLES | {"alembic_version"}
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
 
 async def test_migrations_build_exactly_the_tables_of_schema_py(migrated_url: str) -> None:

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
+from modelgate.core.ports import InferenceObserver
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -154,8 +155,11 @@ class AbuseGuard:
         max_cached: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observer: InferenceObserver | None = None,
     ) -> None:
         self.policy = policy
+        #: told of each block set here (metrics)
+        self.observer = observer
         self._store = store
         self._recheck_s = recheck_s
         self._max_cached = max_cached
@@ -207,6 +211,8 @@ class AbuseGuard:
         if strikes >= limit:
             self._block_locally(subject, self._clock() + policy.block_s)
             if strikes == limit:  # once per block, not per straggler
+                if self.observer is not None:
+                    self.observer.blocked("address" if subject.startswith(_ADDRESS) else "key")
                 log.warning(
                     "%s blocked for %g s after %d failed requests in %g s",
                     subject,

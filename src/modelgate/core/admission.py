@@ -28,6 +28,7 @@ from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Principal
 from modelgate.core.limits import Decision, RateLimiter
 from modelgate.core.manifest import ModelManifest
+from modelgate.core.ports import InferenceObserver
 from modelgate.core.quotas import Quotas
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -46,6 +47,11 @@ def bucket(requests_per_second: float, burst: int | None) -> _Bucket:
     return _Bucket(size, size / requests_per_second)
 
 
+#: the tenant a refusal counts under when access control is off (``inference.ANONYMOUS``,
+#: which cannot be imported here: that module imports this one)
+_ANONYMOUS = "anonymous"
+
+
 def shed_share(priority: int) -> float:
     """The share of ``max_inflight`` a plan of ``priority`` (0-9) may fill."""
     return 0.5 + 0.5 * min(max(priority, 0), 9) / 9
@@ -58,10 +64,13 @@ class Admission:
         *,
         quotas: Quotas | None = None,
         max_inflight: int | None = None,
+        observer: InferenceObserver | None = None,
     ):
         self.limiter = limiter
         self.quotas = quotas
         self.max_inflight = max_inflight
+        #: told of each refusal and each shed request (metrics); only refusals cost a call
+        self.observer = observer
         self.inflight = 0
         self._tenant_inflight: dict[str, int] = {}
 
@@ -74,6 +83,7 @@ class Admission:
         After a successful ``admit`` the caller must call :meth:`release` exactly once."""
         plan = principal.plan if principal is not None else None
         if plan is not None and plan.max_batch_size is not None and rows > plan.max_batch_size:
+            self._refused(principal, "batch_size")
             raise ModelgateError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"the plan allows at most {plan.max_batch_size} rows per request, not {rows}",
@@ -85,6 +95,8 @@ class Admission:
                 else shed_share(plan.priority)
             )
             if self.inflight >= self.max_inflight * share:
+                if self.observer is not None:
+                    self.observer.shed(plan.priority if plan is not None else None)
                 raise ModelgateError(
                     ErrorKind.OVERLOADED,
                     "the server is overloaded; requests of lower-priority plans are refused first",
@@ -96,6 +108,7 @@ class Admission:
             tenant = principal.tenant_id
             running = self._tenant_inflight.get(tenant, 0)
             if running >= plan.max_concurrency:
+                self._refused(principal, "concurrency")
                 raise ModelgateError(
                     ErrorKind.RATE_LIMITED,
                     f"too many requests in flight: the plan allows {plan.max_concurrency} at once",
@@ -135,16 +148,22 @@ class Admission:
         if plan is not None and plan.requests_per_second:
             assert principal is not None
             b = bucket(plan.requests_per_second, plan.burst)
-            tightest = await self._hit(f"tenant:{principal.tenant_id}", b, "tenant's plan")
+            tightest = await self._hit(
+                principal, f"tenant:{principal.tenant_id}", b, "tenant's plan", "tenant_rate_limit"
+            )
         if principal is not None and principal.key_rate is not None:
             b = bucket(*principal.key_rate)
-            decision = await self._hit(f"key:{principal.subject}", b, "API key's")
+            decision = await self._hit(
+                principal, f"key:{principal.subject}", b, "API key's", "key_rate_limit"
+            )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
         model_limit = manifest.rate_limit
         if model_limit is not None:
             b = bucket(model_limit.requests_per_second, model_limit.burst)
-            decision = await self._hit(f"model:{manifest.name}", b, "model's")
+            decision = await self._hit(
+                principal, f"model:{manifest.name}", b, "model's", "model_rate_limit"
+            )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
         if (
@@ -154,12 +173,25 @@ class Admission:
             and principal.tenant_id != ADMIN_TENANT
             and Quotas.applies(plan)
         ):
-            await self.quotas.admit(principal, rows)
+            try:
+                await self.quotas.admit(principal, rows)
+            except ModelgateError as exc:
+                if exc.kind is ErrorKind.RATE_LIMITED:
+                    self._refused(principal, f"quota_{exc.details.get('quota', 'unknown')}")
+                raise
         return tightest
 
-    async def _hit(self, key: str, b: _Bucket, whose: str) -> Decision:
+    def _refused(self, principal: Principal | None, reason: str) -> None:
+        if self.observer is not None:
+            tenant = principal.tenant_id if principal is not None else _ANONYMOUS
+            self.observer.refused(tenant, reason)
+
+    async def _hit(
+        self, principal: Principal | None, key: str, b: _Bucket, whose: str, reason: str
+    ) -> Decision:
         decision = await self.limiter.hit(key, b.limit, b.window_s)
         if not decision.allowed:
+            self._refused(principal, reason)
             raise ModelgateError(
                 ErrorKind.RATE_LIMITED,
                 f"rate limit exceeded: the {whose} limit is {b.limit} requests per "

@@ -15,7 +15,7 @@ import numpy as np
 
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import InferenceRequest, InferenceService
-from modelgate.core.tensors import Tensor
+from modelgate.core.tensors import Parameters, Tensor
 from modelgate.errors import invalid
 
 __all__ = ["EmbeddingResult", "EmbeddingService"]
@@ -40,7 +40,10 @@ class EmbeddingService:
         texts: list[str],
         dimensions: int | None = None,
         principal: Principal | None = None,
+        parameters: Parameters | None = None,
     ) -> EmbeddingResult:
+        """``parameters`` go to the inference request as they are (``subject``, ``consent``:
+        see :mod:`modelgate.core.governance`)."""
         if not texts:
             raise invalid("'input' must not be empty")
         if len(texts) > MAX_INPUTS:
@@ -63,6 +66,7 @@ class EmbeddingService:
                 model=model,
                 version=str(loaded.version),
                 inputs=[Tensor(manifest.inputs[0].name, "BYTES", text)],
+                parameters=parameters or {},
             ),
             principal,
         )

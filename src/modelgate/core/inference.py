@@ -22,9 +22,10 @@ from modelgate.core.admission import Admission, rate_limit_details
 from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
-from modelgate.core.ports import Timing, UsageSink
-from modelgate.core.registry import ModelRegistry
+from modelgate.core.ports import InferenceObserver, Timing, UsageSink
+from modelgate.core.registry import LoadedVersion, ModelRegistry
 from modelgate.core.tensors import Parameters, Tensor
+from modelgate.core.tracing import Tracer, traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
@@ -113,13 +114,19 @@ class InferenceService:
         admission: Admission | None = None,
         usage: UsageSink | None = None,
         listeners: Sequence[InferenceListener] = (),
+        tracer: Tracer | None = None,
+        observer: InferenceObserver | None = None,
     ):
         self.registry = registry
         self.server_name = server_name
         self.admission = admission
         self.usage = usage
+        #: told of every request's outcome, tenant and usage (metrics)
+        self.observer = observer
         #: told of every successful inference, in order (payload logging, monitoring)
         self.listeners = tuple(listeners)
+        #: spans of admission, queueing and the runtime call; None: tracing is off
+        self.tracer = tracer
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -273,9 +280,16 @@ class InferenceService:
             inputs, rows = _validate(loaded.manifest, request.inputs)
             requested = _select_outputs(loaded.manifest, request.outputs)
             if admission is not None:
-                limit = await admission.admit(principal, loaded.manifest, rows)
+                if self.tracer is None:
+                    limit = await admission.admit(principal, loaded.manifest, rows)
+                else:
+                    admit = admission.admit(principal, loaded.manifest, rows)
+                    limit = await traced(self.tracer, "admission", admit)
                 admitted = True
-            arrays = await loaded.runtime.infer(inputs, timing)
+            if self.tracer is None:
+                arrays = await loaded.runtime.infer(inputs, timing)
+            else:
+                arrays = await _traced_runtime(self.tracer, loaded, inputs, timing)
             status = "ok"
         except ModelgateError as exc:
             status = exc.kind.value
@@ -289,21 +303,29 @@ class InferenceService:
             if admitted:
                 assert admission is not None
                 admission.release(principal)
+            if status == "ok" and loaded.manifest.embedding is not None:
+                tokens = _tokens(loaded.manifest, arrays)
+            elapsed_ns = time.perf_counter_ns() - start
+            tenant = principal.tenant_id if principal is not None else ANONYMOUS
+            version = str(loaded.version)
+            used_rows = rows if status == "ok" else 0
             if self.usage is not None:
-                if status == "ok" and loaded.manifest.embedding is not None:
-                    tokens = _tokens(loaded.manifest, arrays)
                 self.usage.record(
-                    principal.tenant_id if principal is not None else ANONYMOUS,
+                    tenant,
                     _key_id(principal),
                     request.model,
-                    str(loaded.version),
+                    version,
                     hardware=loaded.hardware,
                     status=status,
                     cache_hit=False,
-                    rows=rows if status == "ok" else 0,
+                    rows=used_rows,
                     tokens=tokens,
-                    latency_ms=(time.perf_counter_ns() - start) / 1e6,
+                    latency_ms=elapsed_ns / 1e6,
                     compute_ms=timing.compute_ns / 1e6,
+                )
+            if self.observer is not None:
+                self.observer.served(
+                    request.model, version, tenant, status, elapsed_ns / 1e9, used_rows, tokens
                 )
         if tokens and admission is not None and admission.quotas is not None:
             assert principal is not None
@@ -327,6 +349,36 @@ class InferenceService:
                 CompletedInference(principal, request, response, loaded.manifest, inputs)
             )
         return response
+
+
+async def _traced_runtime(
+    tracer: Tracer, loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]], timing: Timing
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The runtime call, with its spans recorded afterwards from ``timing`` (so the batcher
+    needs no tracer): the wait in the batcher's queue, then the run of the batch."""
+    called = time.perf_counter_ns()
+    try:
+        arrays = await loaded.runtime.infer(inputs, timing)
+    except BaseException as exc:
+        kind = exc.kind if isinstance(exc, ModelgateError) else None
+        # a full queue refuses before anything runs
+        span = tracer.start("queue" if kind is ErrorKind.OVERLOADED else "runtime", called)
+        if kind is not None:
+            span.fail(kind.value)
+        else:
+            span.fail("cancelled" if isinstance(exc, asyncio.CancelledError) else "internal")
+        span.end()
+        raise
+    ran = called + timing.queue_ns
+    if loaded.batched:
+        tracer.start("queue", called).end(ran)
+    span = tracer.start("runtime", ran)
+    span.set("modelgate.model", loaded.name)
+    span.set("modelgate.model_version", loaded.version)
+    span.set("modelgate.batch_size", timing.batch_size)
+    span.set("modelgate.hardware", loaded.hardware)
+    span.end(ran + timing.compute_ns)
+    return arrays
 
 
 def _key_id(principal: Principal | None) -> str | None:

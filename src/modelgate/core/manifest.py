@@ -17,6 +17,7 @@ __all__ = [
     "BatchingPolicy",
     "EmbeddingSpec",
     "ModelManifest",
+    "PayloadLoggingSpec",
     "TensorSpec",
     "parse_manifest",
 ]
@@ -75,6 +76,17 @@ class RateLimitSpec(_Strict):
     burst: int | None = Field(default=None, ge=1)
 
 
+class PayloadLoggingSpec(_Strict):
+    """The model allows its inputs and outputs to be logged (docs/privacy.md): stored only
+    for tenants that opted in, for requests that did not withhold consent."""
+
+    enabled: bool = False
+    #: why the payloads are kept; recorded with each row
+    purpose: str = Field(min_length=1, max_length=256)
+    #: rows are deleted this many days after the inference
+    retention_days: int = Field(ge=1, le=3650)
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -103,6 +115,8 @@ class ModelManifest(_Strict):
     rate_limit: RateLimitSpec | None = None
     card: dict[str, Any] = Field(default_factory=dict)
     embedding: EmbeddingSpec | None = None
+    #: payload logging allowed by this model; unset: never logged
+    payload_logging: PayloadLoggingSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:

@@ -98,7 +98,11 @@ PredictorLoader = Callable[[VersionSource], Predictor]
 
 
 class VersionObserver(Protocol):
-    """Metrics for one model version; handed out once per loaded version, so it can cache."""
+    """Metrics for one model version; handed out once per loaded version, so it can cache.
+
+    ``request`` is told each request's outcome without its tenant (Triton's statistics);
+    a sink that counts requests per tenant counts them in :meth:`InferenceObserver.served`
+    instead and may ignore it."""
 
     def request(self, status: str, seconds: float) -> None: ...
 
@@ -108,11 +112,43 @@ class VersionObserver(Protocol):
 
 
 class InferenceObserver(Protocol):
-    """Metrics sink for the core (Prometheus in production, a recorder in tests)."""
+    """Metrics sink for the core (Prometheus in production, a recorder in tests).
+
+    Every method runs on the request path or the event loop: it must not block or do I/O.
+
+    - ``version``: a :class:`VersionObserver` for a version being loaded (the registry).
+    - ``loaded``: a version was loaded or unloaded (the registry).
+    - ``served``: one inference request ended (the inference service), with the tenant it
+      is metered under, its status (``"ok"``, an :class:`~modelgate.errors.ErrorKind`
+      value, or ``"cancelled"``), its latency, and the rows and tokens it used (0 unless
+      it succeeded).
+    - ``refused``: admission refused a request of ``tenant`` for ``reason`` (a short fixed
+      name: ``"concurrency"``, ``"tenant_rate_limit"``, ``"quota_rows_per_day"``, ...).
+    - ``shed``: admission shed a request of a plan of ``priority`` (None: no plan) because
+      too many were in flight.
+    - ``blocked``: abuse throttling blocked a subject (``kind``: ``"key"`` or ``"address"``).
+    """
 
     def version(self, model: str, version: str) -> VersionObserver: ...
 
     def loaded(self, model: str, version: str, loaded: bool) -> None: ...
+
+    def served(
+        self,
+        model: str,
+        version: str,
+        tenant: str,
+        status: str,
+        seconds: float,
+        rows: int,
+        tokens: int,
+    ) -> None: ...
+
+    def refused(self, tenant: str, reason: str) -> None: ...
+
+    def shed(self, priority: int | None) -> None: ...
+
+    def blocked(self, kind: str) -> None: ...
 
 
 class UsageSink(Protocol):

@@ -1,25 +1,64 @@
-"""Prometheus metrics. One registry per server process; label children are cached per model
-version so that recording on the request path is a dictionary lookup and an add.
+"""Prometheus metrics. One registry per server process.
 
-Metric names (all prefixed ``modelgate_``):
+Recording on the request path is a dictionary lookup and a few adds: label children are
+cached per model version (batches, queue) and per (model, version, tenant) (requests).
+What is state rather than events (models loaded, requests in flight, the usage backlog,
+degraded stores) is read when ``/metrics`` is scraped, at no cost per request.
 
-- ``inference_requests_total{model,version,status}``: requests by outcome
-- ``inference_request_duration_seconds{model,version}``: end-to-end latency in the core
+Metric names (all prefixed ``modelgate_``), with their labels:
+
+- ``inference_requests_total{model,version,tenant,status}``: requests by outcome; status
+  is ``success``, ``cancelled`` or an error kind (``invalid_argument``, ``rate_limited``,
+  ``overloaded``, ``unavailable``, ``internal``, ...)
+- ``inference_request_duration_seconds{model,version,tenant}``: end-to-end latency in
+  the core, every outcome
 - ``inference_queue_depth{model,version}``: requests waiting in the batcher
 - ``inference_batch_size{model,version}``: rows per runtime call
 - ``inference_batch_duration_seconds{model,version}``: time of one runtime call
-- ``model_loaded{model,version}``: 1 while a version is loaded
-- ``models_loaded``: number of loaded model versions
+- ``usage_rows_total{model,tenant}``, ``usage_tokens_total{model,tenant}``: what
+  successful requests used (the units usage is metered and priced in)
+- ``refused_requests_total{tenant,reason}``: admission refusals; reason is ``batch_size``,
+  ``concurrency``, ``tenant_rate_limit``, ``key_rate_limit``, ``model_rate_limit`` or
+  ``quota_<unit>_per_<period>``
+- ``shed_requests_total{priority}``: requests shed for overload, by plan priority
+  (``none``: no plan)
+- ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
+- ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
+- ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
+  is unreachable and its fallback answers
+- ``usage_pending_groups``: usage sums waiting to be written;
+  ``usage_dropped_requests_total``: requests whose usage was lost
+- ``model_loaded{model,version}``: 1 while a version is loaded; ``models_loaded``: how many
+- ``model_state{model,version,state}``: 1 for each model's current state (``READY``,
+  ``LOADING``, ``UNLOADING``, ``UNAVAILABLE``; version is empty for a model with none loaded)
+- ``model_artifact_bytes{model,version}``: size of a loaded version's files (the memory
+  estimate of the budget); ``models_loaded_bytes``: their sum;
+  ``models_memory_budget_bytes``: the budget, when one is set
 - ``http_requests_total{api,status}``: every HTTP answer, including those that never
   reached a model (bad JSON, unknown model)
+
+Cardinality: the tenant label takes at most ``max_tenants`` values per process; requests
+of further tenants are counted under ``tenant="_other"``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "PrometheusMetrics"]
+if TYPE_CHECKING:
+    from modelgate.core.admission import Admission
+    from modelgate.core.metering import UsageRecorder
+    from modelgate.core.registry import ModelRegistry
+
+__all__ = ["CONTENT_TYPE_LATEST", "OTHER_TENANT", "PrometheusMetrics"]
+
+#: the tenant label of requests from tenants beyond ``max_tenants``
+OTHER_TENANT = "_other"
 
 _LATENCY = (
     0.0001,
@@ -40,34 +79,23 @@ _LATENCY = (
     10.0,
 )
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_STATES = ("READY", "LOADING", "UNLOADING", "UNAVAILABLE")
+#: the core says "ok"; the metric keeps Triton's word, as the statistics do
+_STATUS_LABEL = {"ok": "success"}
 
 
 class _VersionMetrics:
-    __slots__ = (
-        "_batch_seconds",
-        "_batch_size",
-        "_counters",
-        "_labels",
-        "_latency",
-        "_queue",
-        "_requests",
-    )
+    """The :class:`~modelgate.core.ports.VersionObserver` of one loaded version."""
+
+    __slots__ = ("_batch_seconds", "_batch_size", "_queue")
 
     def __init__(self, owner: PrometheusMetrics, model: str, version: str):
-        self._requests = owner.requests
-        self._counters: dict[str, Counter] = {}
-        self._latency = owner.latency.labels(model, version)
         self._queue = owner.queue_depth.labels(model, version)
         self._batch_size = owner.batch_size.labels(model, version)
         self._batch_seconds = owner.batch_seconds.labels(model, version)
-        self._labels = (model, version)
 
     def request(self, status: str, seconds: float) -> None:
-        counter = self._counters.get(status)
-        if counter is None:
-            counter = self._counters[status] = self._requests.labels(*self._labels, status)
-        counter.inc()
-        self._latency.observe(seconds)
+        """Counted, with the tenant, by :meth:`PrometheusMetrics.served`."""
 
     def batch(self, size: int, compute_ns: int) -> None:
         self._batch_size.observe(size)
@@ -77,47 +105,97 @@ class _VersionMetrics:
         self._queue.set(depth)
 
 
+class _ServedMetrics:
+    """The children of one (model, version, tenant)."""
+
+    __slots__ = ("counters", "labels", "latency", "owner", "rows", "tokens")
+
+    def __init__(self, owner: PrometheusMetrics, model: str, version: str, tenant: str):
+        self.owner = owner
+        self.labels = (model, version, tenant)
+        self.counters: dict[str, Counter] = {}
+        self.latency = owner.latency.labels(model, version, tenant)
+        self.rows = owner.usage_rows.labels(model, tenant)
+        self.tokens = owner.usage_tokens.labels(model, tenant)
+
+    def counter(self, status: str) -> Counter:
+        child = self.owner.requests.labels(*self.labels, _STATUS_LABEL.get(status, status))
+        self.counters[status] = child
+        return child
+
+
 class PrometheusMetrics:
     """The :class:`~modelgate.core.ports.InferenceObserver` backed by prometheus-client."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_tenants: int = 500):
         self.registry = registry or CollectorRegistry()
-        labels = ("model", "version")
+        self.max_tenants = max_tenants
+        version = ("model", "version")
         self.requests = Counter(
             "modelgate_inference_requests",
             "Inference requests by outcome",
-            (*labels, "status"),
+            (*version, "tenant", "status"),
             registry=self.registry,
         )
         self.latency = Histogram(
             "modelgate_inference_request_duration_seconds",
-            "Inference latency in the core",
-            labels,
+            "Inference latency in the core, every outcome",
+            (*version, "tenant"),
             buckets=_LATENCY,
             registry=self.registry,
         )
         self.queue_depth = Gauge(
             "modelgate_inference_queue_depth",
             "Requests waiting in the batcher",
-            labels,
+            version,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "modelgate_inference_batch_size",
             "Rows per runtime call",
-            labels,
+            version,
             buckets=_BATCH,
             registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "modelgate_inference_batch_duration_seconds",
             "Time of one runtime call",
-            labels,
+            version,
             buckets=_LATENCY,
             registry=self.registry,
         )
+        self.usage_rows = Counter(
+            "modelgate_usage_rows",
+            "Rows of successful requests",
+            ("model", "tenant"),
+            registry=self.registry,
+        )
+        self.usage_tokens = Counter(
+            "modelgate_usage_tokens",
+            "Tokens of successful requests (embedding models)",
+            ("model", "tenant"),
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "modelgate_refused_requests",
+            "Requests refused by admission (rate limits, quotas, plan caps)",
+            ("tenant", "reason"),
+            registry=self.registry,
+        )
+        self.shed_requests = Counter(
+            "modelgate_shed_requests",
+            "Requests shed because too many were in flight, by plan priority",
+            ("priority",),
+            registry=self.registry,
+        )
+        self.abuse_blocks = Counter(
+            "modelgate_abuse_blocks",
+            "Keys and client addresses blocked by abuse throttling",
+            ("kind",),
+            registry=self.registry,
+        )
         self.loaded_versions = Gauge(
-            "modelgate_model_loaded", "1 while a version is loaded", labels, registry=self.registry
+            "modelgate_model_loaded", "1 while a version is loaded", version, registry=self.registry
         )
         self.models_loaded = Gauge(
             "modelgate_models_loaded", "Loaded model versions", registry=self.registry
@@ -129,7 +207,29 @@ class PrometheusMetrics:
             registry=self.registry,
         )
         self._http_children: dict[tuple[str, int], Counter] = {}
+        self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
+        self._refusal_children: dict[tuple[str, str], Counter] = {}
+        self._tenants: set[str] = set()
+        self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
+        for kind in ("key", "address"):  # known up front: their series exist from the start
+            self.abuse_blocks.labels(kind)
+        self._state = _StateCollector()
+        self.registry.register(self._state)
 
+    def track(
+        self,
+        *,
+        registry: ModelRegistry | None = None,
+        admission: Admission | None = None,
+        usage: UsageRecorder | None = None,
+    ) -> None:
+        """Export the state of these (read at each scrape): models, requests in flight,
+        degraded stores, the usage backlog."""
+        self._state.registry = registry
+        self._state.admission = admission
+        self._state.usage = usage
+
+    # -- InferenceObserver -------------------------------------------------------------
     def version(self, model: str, version: str) -> _VersionMetrics:
         return _VersionMetrics(self, model, version)
 
@@ -140,6 +240,68 @@ class PrometheusMetrics:
         else:
             self.models_loaded.dec()
 
+    def served(
+        self,
+        model: str,
+        version: str,
+        tenant: str,
+        status: str,
+        seconds: float,
+        rows: int,
+        tokens: int,
+    ) -> None:
+        children = self._served.get((model, version, tenant))
+        if children is None:
+            children = self._children(model, version, tenant)
+        counter = children.counters.get(status)
+        if counter is None:
+            counter = children.counter(status)
+        counter.inc()
+        children.latency.observe(seconds)
+        if rows:
+            children.rows.inc(rows)
+        if tokens:
+            children.tokens.inc(tokens)
+
+    def refused(self, tenant: str, reason: str) -> None:
+        # a refusal can be as frequent as a success (a client that does not back off)
+        child = self._refusal_children.get((tenant, reason))
+        if child is None:
+            label = self._tenant_label(tenant)
+            child = self.refusals.labels(label, reason)
+            if label == tenant:
+                self._refusal_children[(tenant, reason)] = child
+        child.inc()
+
+    def shed(self, priority: int | None) -> None:
+        label = "none" if priority is None else str(priority)
+        child = self._shed.get(label)
+        if child is None:
+            child = self._shed[label] = self.shed_requests.labels(label)
+        child.inc()
+
+    def blocked(self, kind: str) -> None:
+        self.abuse_blocks.labels(kind).inc()
+
+    def _children(self, model: str, version: str, tenant: str) -> _ServedMetrics:
+        """The first request of a (model, version, tenant): label children, cached. Past
+        ``max_tenants`` tenants, a new tenant shares the ``_other`` children (not cached
+        under its own name, so that memory stays bounded too)."""
+        key = (model, version, self._tenant_label(tenant))
+        children = self._served.get(key)
+        if children is None:
+            children = self._served[key] = _ServedMetrics(self, *key)
+        return children
+
+    def _tenant_label(self, tenant: str) -> str:
+        """``tenant``, or ``_other`` once ``max_tenants`` others have been seen."""
+        if tenant not in self._tenants:
+            if len(self._tenants) >= self.max_tenants:
+                return OTHER_TENANT
+            self._tenants.add(tenant)
+        return tenant
+
+    # -- HTTP --------------------------------------------------------------------------
     def http_answer(self, api: str, status: int) -> None:
         key = (api, status)
         child = self._http_children.get(key)
@@ -149,3 +311,87 @@ class PrometheusMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StateCollector:
+    """Reads what :meth:`PrometheusMetrics.track` was given, at each scrape."""
+
+    def __init__(self) -> None:
+        self.registry: ModelRegistry | None = None
+        self.admission: Admission | None = None
+        self.usage: UsageRecorder | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.registry is not None:
+            yield from self._models(self.registry)
+        admission = self.admission
+        if admission is not None:
+            yield GaugeMetricFamily(
+                "modelgate_inflight_requests", "Inference requests running", admission.inflight
+            )
+            if admission.max_inflight is not None:
+                yield GaugeMetricFamily(
+                    "modelgate_max_inflight_requests",
+                    "Inference requests that may run before the lowest priority is shed",
+                    admission.max_inflight,
+                )
+            degraded = GaugeMetricFamily(
+                "modelgate_store_degraded",
+                "1 while a shared store is unreachable and its fallback answers",
+                labels=("store",),
+            )
+            stores: list[tuple[str, object]] = [("rate_limiter", admission.limiter)]
+            if admission.quotas is not None:
+                stores.append(("quota_counter", admission.quotas.counter))
+            for name, store in stores:
+                # the Fallback* stores say so; a store in memory is never degraded
+                degraded.add_metric((name,), 1 if getattr(store, "degraded", False) else 0)
+            yield degraded
+        if self.usage is not None:
+            yield GaugeMetricFamily(
+                "modelgate_usage_pending_groups",
+                "Usage sums waiting to be written",
+                self.usage.pending,
+            )
+            yield CounterMetricFamily(
+                "modelgate_usage_dropped_requests",
+                "Requests whose usage was lost (backlog full, or refused by the store)",
+                self.usage.dropped,
+            )
+
+    @staticmethod
+    def _models(registry: ModelRegistry) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "modelgate_model_state",
+            "1 for the current state of each model version",
+            labels=("model", "version", "state"),
+        )
+        models: dict[str, None] = {}  # models with a version loaded, in order
+        for row in registry.index():
+            version = row.get("version", "")
+            if version:
+                models[row["name"]] = None
+            for name in _STATES:
+                state.add_metric((row["name"], version, name), 1 if row["state"] == name else 0)
+        yield state
+        artifacts = GaugeMetricFamily(
+            "modelgate_model_artifact_bytes",
+            "Bytes of a loaded version's files (the memory budget's estimate)",
+            labels=("model", "version"),
+        )
+        for model in models:
+            for each in registry.versions(model):
+                artifacts.add_metric((model, str(each.version)), each.size_bytes)
+        yield artifacts
+        yield GaugeMetricFamily(
+            "modelgate_models_loaded_bytes",
+            "Bytes of every loaded version's files",
+            registry.memory_bytes(),
+        )
+        budget = registry.policy.memory_budget_bytes
+        if budget is not None:
+            yield GaugeMetricFamily(
+                "modelgate_models_memory_budget_bytes",
+                "Loaded artifacts beyond this are unloaded, least recently used first",
+                budget,
+            )

@@ -20,12 +20,15 @@ from modelgate.api.admin.schemas import (
     CreatedKeyOut,
     KeyBody,
     KeyOut,
+    PayloadLoggingBody,
+    PayloadLoggingOut,
     PlanBody,
     PlanOut,
     PriceBody,
     PriceOut,
     QuotaOut,
     RotateBody,
+    SubjectErasureOut,
     TenantBody,
     TenantOut,
     UsageOut,
@@ -38,6 +41,7 @@ from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import ADMIN_TENANT, Authenticator
 from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal, Scope
+from modelgate.core.privacy import PrivacyService
 from modelgate.core.quotas import Quotas
 from modelgate.core.tenancy import CreatedKey, TenancyService
 from modelgate.core.usage import UsageQuery, UsageService
@@ -54,6 +58,7 @@ def build_admin_app(
     currency: str = "USD",
     abuse: AbuseGuard | None = None,
     quotas: Quotas | None = None,
+    payloads: PrivacyService | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted."""
@@ -193,6 +198,8 @@ def build_admin_app(
 
     if usage is not None:
         _add_usage_routes(app, usage, currency, Caller, ip)
+    if payloads is not None:
+        _add_payload_routes(app, payloads, Caller, ip)
     if quotas is not None:
 
         @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])
@@ -261,3 +268,64 @@ def _add_usage_routes(
     async def delete_price(target: str, caller: Caller, request: Request) -> Response:
         await usage.delete_price(caller, target, ip(request))
         return Response(status_code=204)
+
+
+def _add_payload_routes(
+    app: FastAPI,
+    payloads: PrivacyService,
+    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
+    ip: Callable[[Request], str | None],
+) -> None:
+    """Payload logging consent, and a data subject's export and erasure (docs/privacy.md)."""
+    tenant_filter = Query(
+        description="Only this tenant's data (operators; a tenant's own credential: its own)."
+    )
+
+    @app.get(
+        "/admin/tenants/{tenant_id}/payload-logging",
+        response_model=PayloadLoggingOut,
+        tags=["privacy"],
+    )
+    async def payload_logging(tenant_id: str, caller: Caller) -> PayloadLoggingOut:
+        """The tenant's consent to payload logging (off until set)."""
+        return PayloadLoggingOut.of(await payloads.consent(caller, tenant_id))
+
+    @app.put(
+        "/admin/tenants/{tenant_id}/payload-logging",
+        response_model=PayloadLoggingOut,
+        tags=["privacy"],
+    )
+    async def set_payload_logging(
+        tenant_id: str, body: PayloadLoggingBody, caller: Caller, request: Request
+    ) -> PayloadLoggingOut:
+        """Opt the tenant in or out; purpose and retention narrow what models allow."""
+        consent = await payloads.set_consent(
+            caller,
+            tenant_id,
+            enabled=body.enabled,
+            purpose=body.purpose,
+            retention_days=body.retention_days,
+            source_ip=ip(request),
+        )
+        return PayloadLoggingOut.of(consent)
+
+    @app.get("/admin/subjects/{subject}/export", tags=["privacy"])
+    async def export_subject(
+        subject: str,
+        caller: Caller,
+        request: Request,
+        tenant: Annotated[str | None, tenant_filter] = None,
+    ) -> dict[str, Any]:
+        """Everything kept about one data subject, decrypted (an access request)."""
+        return await payloads.export_subject(caller, subject, tenant, ip(request))
+
+    @app.delete("/admin/subjects/{subject}", response_model=SubjectErasureOut, tags=["privacy"])
+    async def erase_subject(
+        subject: str,
+        caller: Caller,
+        request: Request,
+        tenant: Annotated[str | None, tenant_filter] = None,
+    ) -> SubjectErasureOut:
+        """Erase everything tied to one data subject; answers how much, per kind of data."""
+        erased = await payloads.erase_subject(caller, subject, tenant, ip(request))
+        return SubjectErasureOut(erased=erased)

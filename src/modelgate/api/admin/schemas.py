@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.payloads import PayloadConsent
 from modelgate.core.usage import Price, UsageRow
 
 
@@ -204,3 +205,28 @@ class QuotaOut(BaseModel):
     used: int
     remaining: int
     resets_at: datetime
+
+
+class PayloadLoggingBody(_Request):
+    enabled: bool
+    #: the purpose the tenant consents to; unset: each model's own
+    purpose: str | None = Field(default=None, min_length=1, max_length=256)
+    #: keep rows at most this long (a model's shorter retention still applies)
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class PayloadLoggingOut(BaseModel):
+    tenant_id: str
+    enabled: bool
+    purpose: str | None
+    retention_days: int | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, consent: PayloadConsent) -> PayloadLoggingOut:
+        return cls(**asdict(consent))
+
+
+class SubjectErasureOut(BaseModel):
+    #: rows erased per kind of data (``payload_logs``, ...)
+    erased: dict[str, int]

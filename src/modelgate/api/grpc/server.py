@@ -12,8 +12,10 @@ Not served (UNIMPLEMENTED): shared memory (system and CUDA), trace and log setti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from functools import wraps
@@ -28,12 +30,15 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelgate.api.credentials import credential_from
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
-from modelgate.api.grpc.errors import abort
+from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
+from modelgate.core.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
+from modelgate.observability.logs import RequestLog, request_id_from
+from modelgate.observability.tracing import OtelTracer, RequestSpan, trace_id_of
 
 __all__ = ["GrpcInferenceServicer", "ReadinessHealthServicer", "create_grpc_server"]
 
@@ -49,6 +54,19 @@ _Handler = Callable[["GrpcInferenceServicer", Any, Any], Awaitable[_R]]
 #: each call in a task of its own, so this never leaks from one call to another)
 _CALLER: ContextVar[Principal | None] = ContextVar("modelgate_grpc_caller", default=None)
 
+#: the codes that are the server's fault: their spans are marked as errors (OpenTelemetry's
+#: semantic conventions for gRPC servers)
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
 
 def create_grpc_server(
     service: InferenceService,
@@ -58,6 +76,8 @@ def create_grpc_server(
     max_elements: int = _DEFAULT_MAX_ELEMENTS,
     authenticator: Authenticator | None = None,
     abuse: AbuseGuard | None = None,
+    tracer: OtelTracer | None = None,
+    requests: RequestLog | None = None,
 ) -> Any:
     """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
 
@@ -73,7 +93,12 @@ def create_grpc_server(
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         GrpcInferenceServicer(
-            service, max_elements=max_elements, authenticator=authenticator, abuse=abuse
+            service,
+            max_elements=max_elements,
+            authenticator=authenticator,
+            abuse=abuse,
+            tracer=tracer,
+            requests=requests,
         ),
         server,
     )
@@ -82,20 +107,39 @@ def create_grpc_server(
 
 
 def _translated(handler: _Handler[_R]) -> _Handler[_R]:
-    """Map a :class:`ModelgateError` to its status; log anything else and answer INTERNAL."""
+    """Map a :class:`ModelgateError` to its status; log anything else and answer INTERNAL.
+    The call gets a request id, a span when tracing, and a line in the request log."""
+    method = handler.__name__
 
     @wraps(handler)
     async def call(self: GrpcInferenceServicer, request: Any, context: Any) -> _R:
+        start = time.perf_counter_ns()
+        request_id, traceparent, span = self._begin(method, context)
+        if span is not None:
+            span.attach()
+        code = grpc.StatusCode.INTERNAL
         try:
-            return await handler(self, request, context)
+            result = await handler(self, request, context)
+            code = grpc.StatusCode.OK
+            return result
         except ModelgateError as exc:
+            code = grpc_status(exc)
             if self.abuse is not None:  # counts the failure, and slows the answer if due
                 await self.abuse.penalize(_CALLER.get(), exc)
             await abort(context, exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:  # the outermost layer: the server must keep serving
-            log.exception("unhandled error in %s", handler.__name__)
+            log.exception("unhandled error in %s", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             raise  # pragma: no cover - abort raises
+        finally:
+            model = getattr(request, "name", "") or getattr(request, "model_name", "") or None
+            version = getattr(request, "version", "") or None
+            self._finished(
+                method, start, request_id, traceparent, span, code, _CALLER.get(), model, version
+            )
 
     return call
 
@@ -110,26 +154,97 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         max_elements: int = _DEFAULT_MAX_ELEMENTS,
         authenticator: Authenticator | None = None,
         abuse: AbuseGuard | None = None,
+        tracer: OtelTracer | None = None,
+        requests: RequestLog | None = None,
     ):
         self.service = service
         self.max_elements = max_elements
         self.authenticator = authenticator
         self.abuse = abuse
+        #: a server span per call, None: tracing is off
+        self.tracer = tracer
+        #: a log line per call, None: the request log is off
+        self.requests = requests
 
     async def _principal(self, context: Any) -> Principal | None:
-        """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off.
-        With an abuse guard, blocked addresses and keys are refused first."""
+        """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
         if self.authenticator is None:
             return None
         metadata = {key: value for key, value in context.invocation_metadata() or ()}
         credential = credential_from(metadata.get("authorization"), metadata.get("x-api-key"))
+        return await self._authenticate(credential, context)
+
+    async def _authenticate(self, credential: str | None, context: Any) -> Principal:
+        """With an abuse guard, blocked addresses and keys are refused first."""
+        assert self.authenticator is not None
         if self.abuse is None:
-            return await self.authenticator.authenticate(credential)
-        principal = await self.abuse.authenticate(
-            self.authenticator, credential, _peer_host(context.peer())
-        )
-        _CALLER.set(principal)
+            check = self.authenticator.authenticate(credential)
+        else:
+            check = self.abuse.authenticate(
+                self.authenticator, credential, _peer_host(context.peer())
+            )
+        if self.tracer is None:
+            principal = await check
+        else:
+            principal = await traced(self.tracer, "authenticate", check)
+        _CALLER.set(principal)  # whom the error path counts a failure against; the log
         return principal
+
+    def _begin(self, method: str, context: Any) -> tuple[str, str | None, RequestSpan | None]:
+        """The call's request id, the client's ``traceparent`` and the call's span (not yet
+        attached), from the metadata."""
+        sent_id = traceparent = tracestate = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-request-id":
+                sent_id = value
+            elif key == "traceparent":
+                traceparent = value
+            elif key == "tracestate":
+                tracestate = value
+        request_id = request_id_from(sent_id)
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.rpc_request(
+                _SERVICE_NAME, method, request_id, traceparent, tracestate
+            )
+        return request_id, traceparent, span
+
+    def _finished(
+        self,
+        method: str,
+        start: int,
+        request_id: str,
+        traceparent: str | None,
+        span: RequestSpan | None,
+        code: Any,
+        principal: Principal | None,
+        model: str | None,
+        version: str | None,
+    ) -> None:
+        """The call's span ends and its log line is written."""
+        if span is None and self.requests is None:
+            return
+        tenant = principal.tenant_id if principal is not None else None
+        status: int = code.value[0]
+        if span is not None:
+            error = code.name.lower() if code in _SERVER_FAULTS else None
+            span.finish(status, error, tenant, model, version)
+            trace_id: str | None = span.trace_id
+        else:  # tracing is off: the client's trace id, when it sent one
+            trace_id = trace_id_of(traceparent)
+        if self.requests is not None:
+            self.requests.write(
+                "grpc",
+                method,
+                f"/{_SERVICE_NAME}/{method}",
+                request_id,
+                trace_id,
+                tenant,
+                model,
+                version,
+                status,
+                time.perf_counter_ns() - start,
+            )
 
     # -- health and metadata -------------------------------------------------------------
     @_translated
@@ -195,54 +310,139 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     # -- inference -----------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         # Inlined rather than @_translated: this is the hot path.
+        start = time.perf_counter_ns()
+        sent_id = traceparent = tracestate = authorization = api_key = None
+        for key, value in context.invocation_metadata() or ():  # one pass: the hot path
+            if key == "authorization":
+                authorization = value
+            elif key == "x-api-key":
+                api_key = value
+            elif key == "x-request-id":
+                sent_id = value
+            elif key == "traceparent":
+                traceparent = value
+            elif key == "tracestate":
+                tracestate = value
+        request_id = request_id_from(sent_id)
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.rpc_request(
+                _SERVICE_NAME, "ModelInfer", request_id, traceparent, tracestate
+            )
+            span.attach()
+        principal = None
+        version = request.model_version or None
+        code = grpc.StatusCode.INTERNAL
         try:
-            principal = await self._principal(context) if self.authenticator else None
+            if self.authenticator is not None:
+                credential = credential_from(authorization, api_key)
+                principal = await self._authenticate(credential, context)
             decoded = decode_infer_request(request, self.max_elements)
-            return encode_infer_response(await self.service.infer(decoded, principal))
+            response = await self.service.infer(decoded, principal)
+            version = response.model_version
+            answer = encode_infer_response(response)
+            code = grpc.StatusCode.OK
+            return answer
         except ModelgateError as exc:
+            code = grpc_status(exc)
             if self.abuse is not None:
                 await self.abuse.penalize(_CALLER.get(), exc)
             await abort(context, exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:
             log.exception("unhandled error in ModelInfer for model '%s'", request.model_name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            if span is not None or self.requests is not None:
+                self._finished(
+                    "ModelInfer",
+                    start,
+                    request_id,
+                    traceparent,
+                    span,
+                    code,
+                    principal,
+                    request.model_name,
+                    version,
+                )
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
         """Answer each request in order; a failed one answers ``error_message`` and the
-        stream stays open (Triton's behaviour, which ``tritonclient`` expects)."""
+        stream stays open (Triton's behaviour, which ``tritonclient`` expects).
+
+        The stream is one call: one span (each request's spans are its children) and one
+        line in the request log, naming the last model asked for."""
         abuse = self.abuse
+        start = time.perf_counter_ns()
+        request_id, traceparent, span = self._begin("ModelStreamInfer", context)
+        code = grpc.StatusCode.INTERNAL
+        principal = model = version = None
         try:
-            principal = await self._principal(context)
-        except ModelgateError as exc:
-            await abort(context, exc)
-        async for request in request_iterator:
+            # Attached only between yields: the span must not stay current in whatever
+            # runs while the generator is suspended.
+            if span is not None:
+                span.attach()
             try:
-                if abuse is not None and principal is not None:  # blocked mid-stream?
-                    await abuse.check_principal(principal)
-                decoded = decode_infer_request(request, self.max_elements)
-                response = encode_infer_response(await self.service.infer(decoded, principal))
+                principal = await self._principal(context)
             except ModelgateError as exc:
-                if abuse is not None:
-                    await abuse.penalize(principal, exc)
-                message = exc.message
-            except Exception:
-                log.exception(
-                    "unhandled error in ModelStreamInfer for model '%s'", request.model_name
+                code = grpc_status(exc)
+                await abort(context, exc)
+            finally:
+                if span is not None:
+                    span.detach()
+            async for request in request_iterator:
+                model, version = request.model_name, request.model_version or None
+                if span is not None:
+                    span.attach()
+                try:
+                    if abuse is not None and principal is not None:  # blocked mid-stream?
+                        await abuse.check_principal(principal)
+                    decoded = decode_infer_request(request, self.max_elements)
+                    response = encode_infer_response(await self.service.infer(decoded, principal))
+                except ModelgateError as exc:
+                    if abuse is not None:
+                        await abuse.penalize(principal, exc)
+                    message = exc.message
+                except Exception:
+                    log.exception(
+                        "unhandled error in ModelStreamInfer for model '%s'", request.model_name
+                    )
+                    message = "internal error"
+                else:
+                    if span is not None:
+                        span.detach()
+                    yield service_pb2.ModelStreamInferResponse(infer_response=response)
+                    continue
+                if span is not None:
+                    span.detach()
+                # The id lets a client match the error to its request.
+                yield service_pb2.ModelStreamInferResponse(
+                    error_message=message,
+                    infer_response=service_pb2.ModelInferResponse(
+                        model_name=request.model_name,
+                        model_version=request.model_version,
+                        id=request.id,
+                    ),
                 )
-                message = "internal error"
-            else:
-                yield service_pb2.ModelStreamInferResponse(infer_response=response)
-                continue
-            # The id lets a client match the error to its request.
-            yield service_pb2.ModelStreamInferResponse(
-                error_message=message,
-                infer_response=service_pb2.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
-                ),
+            code = grpc.StatusCode.OK
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._finished(
+                "ModelStreamInfer",
+                start,
+                request_id,
+                traceparent,
+                span,
+                code,
+                principal,
+                model,
+                version,
             )
 
     # -- repository control --------------------------------------------------------------

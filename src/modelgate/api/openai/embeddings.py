@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 
 from modelgate.core.embeddings import EmbeddingService
+from modelgate.core.governance import CONSENT_PARAMETERS, SUBJECT_PARAMETER
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
@@ -79,7 +80,9 @@ class OpenAIHandlers:
         user = doc.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("'user' must be a string")
-        result = await self._embeddings.embed(model, texts, dimensions, principal)
+        result = await self._embeddings.embed(
+            model, texts, dimensions, principal, _governance_parameters(doc, user)
+        )
         vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
         data: list[dict[str, Any]] = []
         for index, vector in enumerate(vectors):
@@ -101,6 +104,18 @@ class OpenAIHandlers:
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+
+def _governance_parameters(doc: dict[str, Any], user: str | None) -> dict[str, Any]:
+    """OpenAI's ``user`` names the data subject; ``consent`` / ``log_payload`` (extra body
+    fields) can withhold consent to payload logging (see core/governance.py)."""
+    parameters: dict[str, Any] = {}
+    if user:
+        parameters[SUBJECT_PARAMETER] = user
+    for name in CONSENT_PARAMETERS:
+        if name in doc:
+            parameters[name] = doc[name]
+    return parameters
 
 
 def _texts(value: Any) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,11 @@ from modelgate.core.identity import Principal
 from modelgate.core.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.core.inference import InferenceService
 from modelgate.core.oauth import OAuthError, TokenService
+from modelgate.core.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
+from modelgate.observability.logs import RequestLog, request_id_from
 from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics
+from modelgate.observability.tracing import OtelTracer, RequestSpan, trace_id_of
 
 __all__ = ["RestApp", "RestLimits"]
 
@@ -62,6 +66,29 @@ _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
 _ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
 #: the ASGI scope key of the authenticated principal, for the abuse guard's error path
 _CALLER = "modelgate.principal"
+#: the ASGI scope key of the (model, version) a request named, for its log line
+_MODEL = "modelgate.model"
+
+
+class _Sender:
+    """The request's ``send``: the answer goes out with the ``x-request-id`` header, and its
+    status is noted for the request's log line and span.
+
+    :func:`_respond` unwraps it and adds the header itself: a call through a wrapper per
+    message costs about 1 µs a request, a context variable as much."""
+
+    __slots__ = ("header", "send", "status")
+
+    def __init__(self, send: Send, request_id: str):
+        self.send = send
+        self.header = (b"x-request-id", request_id.encode())
+        self.status = 499  # nginx's "client closed request": no answer was sent
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), self.header]}
+        await self.send(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +122,8 @@ class RestApp:
         tokens: TokenService | None = None,
         jwks: dict[str, Any] | None = None,
         abuse: AbuseGuard | None = None,
+        tracer: OtelTracer | None = None,
+        requests: RequestLog | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -106,6 +135,10 @@ class RestApp:
         self.tokens = tokens
         self.jwks = jwks
         self.abuse = abuse
+        #: a server span per request, None: tracing is off
+        self.tracer = tracer
+        #: a log line per request, None: the request log is off
+        self.requests = requests
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -120,9 +153,14 @@ class RestApp:
         """``authenticator.authenticate``, through the abuse guard when there is one (which
         refuses blocked addresses and keys first, and counts refused credentials)."""
         if self.abuse is None:
-            return await authenticator.authenticate(credential)
-        principal = await self.abuse.authenticate(authenticator, credential, _client_host(scope))
-        scope[_CALLER] = principal  # whom the error path counts a failure against
+            check = authenticator.authenticate(credential)
+        else:
+            check = self.abuse.authenticate(authenticator, credential, _client_host(scope))
+        if self.tracer is None:
+            principal = await check
+        else:
+            principal = await traced(self.tracer, "authenticate", check)
+        scope[_CALLER] = principal  # whom the error path counts a failure against; the log
         return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +168,64 @@ class RestApp:
             if scope["type"] == "lifespan":  # the server runs start-up itself
                 await _lifespan(receive, send)
             return
+        start = time.perf_counter_ns()
+        sent_id = traceparent = tracestate = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                sent_id = value
+            elif key == b"traceparent":
+                traceparent = value
+            elif key == b"tracestate":
+                tracestate = value
+        request_id = request_id_from(sent_id)
+        span = None
+        if self.tracer is not None:
+            path: str = scope["path"]
+            span = self.tracer.http_request(
+                scope["method"], _route(path), path, request_id, traceparent, tracestate
+            )
+            span.attach()
+        sender = _Sender(send, request_id)
+        try:
+            await self._dispatch(scope, receive, sender)
+        finally:
+            if span is not None or self.requests is not None:
+                self._finished(scope, start, request_id, traceparent, span, sender.status)
+
+    def _finished(
+        self,
+        scope: Scope,
+        start: int,
+        request_id: str,
+        traceparent: bytes | None,
+        span: RequestSpan | None,
+        status: int,
+    ) -> None:
+        """The request's span ends and its log line is written."""
+        principal = scope.get(_CALLER)
+        tenant = principal.tenant_id if principal is not None else None
+        model, version = scope.get(_MODEL, (None, None))
+        if span is not None:
+            error = ErrorKind.INTERNAL.value if status >= 500 else None
+            span.finish(status, error, tenant, model, version)
+            trace_id: str | None = span.trace_id
+        else:  # tracing is off: the client's trace id, when it sent one
+            trace_id = trace_id_of(traceparent)
+        if self.requests is not None:
+            self.requests.write(
+                "rest",
+                scope["method"],
+                scope["path"],
+                request_id,
+                trace_id,
+                tenant,
+                model,
+                version,
+                status,
+                time.perf_counter_ns() - start,
+            )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
             await self.admin_app(scope, receive, send)
@@ -257,6 +353,7 @@ class RestApp:
                 await self._ok(send, "oip", await service.statistics(None, None, principal))
                 return
             name, version, action = _model_path(parts[1:])
+            scope[_MODEL] = (name, version)
             if action == "infer":
                 _method(method, "POST")
                 await self._infer(scope, receive, send, name, version)
@@ -318,6 +415,7 @@ class RestApp:
         body = await _read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
         response = await self.service.infer(request, principal)
+        scope[_MODEL] = (name, response.model_version)  # the version that answered
         payload, json_length = encode_infer_response(response, request.parameters)
         if json_length is None:
             headers = _JSON
@@ -352,6 +450,20 @@ class RestApp:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
         await _respond(send, 200, body, _JSON)
         self.metrics.http_answer("openai", 200)
+
+
+def _route(path: str) -> str | None:
+    """The route template of a path, for span names: ``/v2/models/{model}/infer``; None
+    outside the OIP and OpenAI routes."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[1] not in ("v1", "v2"):
+        return "/admin" if parts[1:2] == ["admin"] else None
+    for i in range(2, len(parts)):
+        if parts[i - 1] == "models" and parts[i] != "stats":
+            parts[i] = "{model}"
+        elif parts[i - 1] == "versions" and parts[i - 2] == "{model}":
+            parts[i] = "{version}"
+    return "/".join(parts)
 
 
 def _basic_credentials(scope: Scope) -> tuple[str, str] | None:
@@ -461,13 +573,12 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    if isinstance(send, _Sender):  # what its __call__ would do, without the calls through it
+        send.status = status
+        headers.append(send.header)
+        send = send.send
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -37,6 +38,8 @@ __all__ = [
     "api_keys",
     "audit_log",
     "metadata",
+    "payload_consents",
+    "payload_logs",
     "plans",
     "prices",
     "tenants",
@@ -188,5 +191,41 @@ prices = Table(
     Column("target", String(NAME_LENGTH), primary_key=True),
     Column("per_1k_units", Float, nullable=False),
     Column("per_compute_second", Float, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Logged inference payloads (0003): who and what in clear, inputs and outputs sealed with
+# AES-GCM (the key id and nonce beside them). ``subject`` is the data subject's keyed
+# pseudonym (HMAC-SHA256 hex), never the id itself.
+payload_logs = Table(
+    "payload_logs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(ID_LENGTH), nullable=False),
+    Column("key_id", String(ID_LENGTH), nullable=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", String(ID_LENGTH), nullable=False),
+    Column("subject", String(64), nullable=True, index=True),
+    Column("purpose", String(NAME_LENGTH), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    # retention: a purge deletes the rows whose time has come
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    # what redaction took out, kind -> count ({"email": 2})
+    Column("redactions", _json(), nullable=False),
+    Column("cipher_key", String(64), nullable=False),
+    Column("nonce", LargeBinary(), nullable=False),
+    Column("ciphertext", LargeBinary(), nullable=False),
+    Index("ix_payload_logs_tenant_id_created_at", "tenant_id", "created_at"),
+    Index("ix_payload_logs_created_at", "created_at"),
+)
+
+# A tenant's opt-in to payload logging (0003); no row: not opted in.
+payload_consents = Table(
+    "payload_consents",
+    metadata,
+    Column("tenant_id", String(ID_LENGTH), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("purpose", String(NAME_LENGTH), nullable=True),
+    Column("retention_days", Integer, nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
 )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelgate.core.draining import drain
 from modelgate.core.inference import CompletedInference
 from modelgate.core.manifest import PayloadLoggingSpec
 from modelgate.core.payloads import (
@@ -359,12 +360,8 @@ class PayloadLogger:
         if self._task is not None:
             await self._task
             self._task = None
-        for attempt in range(attempts):
-            await self.flush()
-            if not self.pending:
-                return
-            if attempt + 1 < attempts:
-                await asyncio.sleep(0.2 * (attempt + 1))
+        if not await drain(self.flush, lambda: self.pending, attempts=attempts):
+            return
         log.error("payloads: %d rows could not be written at shutdown and are lost", self.pending)
 
     # -- sealing, in a worker thread -----------------------------------------------------

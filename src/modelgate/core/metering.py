@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from modelgate.core.draining import drain
 from modelgate.core.usage import Price, UsageRecord, UsageStore, cost_of, price_for
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -196,12 +197,8 @@ class UsageRecorder:
         if self._task is not None:
             await self._task
             self._task = None
-        for attempt in range(attempts):
-            await self.flush()
-            if not self._pending:
-                return
-            if attempt + 1 < attempts:
-                await asyncio.sleep(0.2 * (attempt + 1))
+        if not await drain(self.flush, lambda: len(self._pending), attempts=attempts):
+            return
         requests = sum(r.requests for r in self._pending.values())
         log.error("usage: %d requests could not be written at shutdown and are lost", requests)
 

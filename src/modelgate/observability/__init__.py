@@ -1,1 +1,1 @@
-"""Metrics (and later traces and logs) of modelgate."""
+"""What modelgate shows of itself: metrics, traces, request logs and built-in alerts."""

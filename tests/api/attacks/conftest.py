@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -84,6 +85,9 @@ async def world(
             abuse_slow_after=10_000,
             abuse_block_after=10_000,
             abuse_auth_failures_per_ip=10_000,
+            # payload logging configured, so its consent and data-subject routes answer
+            payload_keys={"k1": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode())},
+            payload_pseudonym_key=SecretStr(secrets.token_urlsafe(32)),
             **backend,
         )
         server = Server(settings)

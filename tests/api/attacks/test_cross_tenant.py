@@ -1,6 +1,6 @@
 """Cross-tenant access to every route that carries an id (models, tenants, keys, usage,
-quotas; REST and gRPC) answers exactly like an id that does not exist, and no list shows
-another tenant's records."""
+quotas, payload-logging consent, data subjects; REST and gRPC) answers exactly like an id
+that does not exist, and no list shows another tenant's records."""
 
 from __future__ import annotations
 
@@ -46,6 +46,14 @@ CROSS_TENANT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("admin-usage-key", "key", ("GET", f"/admin/usage?key={V}", None)),
     ("admin-usage-model", "model", ("GET", f"/admin/usage?model={V}&group_by=model", None)),
     ("admin-quotas", "tenant", ("GET", f"/admin/tenants/{V}/quotas", None)),
+    ("admin-payload-consent", "tenant", ("GET", f"/admin/tenants/{V}/payload-logging", None)),
+    (
+        "admin-set-payload-consent",
+        "tenant",
+        ("PUT", f"/admin/tenants/{V}/payload-logging", {"enabled": False}),
+    ),
+    ("admin-subject-export", "tenant", ("GET", f"/admin/subjects/s-1/export?tenant={V}", None)),
+    ("admin-subject-erase", "tenant", ("DELETE", f"/admin/subjects/s-1?tenant={V}", None)),
     ("grpc-metadata", "model", ("grpc", "ModelMetadata", "")),
     ("grpc-version-metadata", "model", ("grpc", "ModelMetadata", "1")),
     ("grpc-infer", "model", ("grpc", "ModelInfer", "")),

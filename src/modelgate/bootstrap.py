@@ -22,13 +22,14 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission import Admission
-from modelgate.core.alerts import AlertEvaluator
+from modelgate.core.alerts import AlertEvaluator, AlertSource
 from modelgate.core.authentication import Authenticator, TokenVerifier
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.governance import PayloadLogger
-from modelgate.core.inference import InferenceService
+from modelgate.core.inference import InferenceListener, InferenceService
 from modelgate.core.limits import RateLimiter
 from modelgate.core.metering import UsageRecorder
+from modelgate.core.monitoring import DriftAlertSource, Monitor
 from modelgate.core.oauth import TokenService
 from modelgate.core.privacy import PrivacyService
 from modelgate.core.quotas import QuotaAlert, QuotaCounter, Quotas
@@ -80,6 +81,7 @@ class Components:
     alerts: AlertEvaluator | None = None
     alert_webhook: WebhookSender | None = None
     payloads: PayloadLogger | None = None
+    monitor: Monitor | None = None
     tracer: OtelTracer | None = None
     requests: RequestLog | None = None
 
@@ -241,9 +243,10 @@ def quota_alert_sink(webhook: WebhookSender | None) -> Callable[[QuotaAlert], No
 
 
 def build_alerts(
-    settings: Settings, metrics: PrometheusMetrics
+    settings: Settings, metrics: PrometheusMetrics, monitor: Monitor | None = None
 ) -> tuple[AlertEvaluator | None, WebhookSender | None]:
-    """The built-in alerts (None when there are no rules) and their webhook, if any."""
+    """The built-in alerts (None when there are no rules) and their webhook, if any; with
+    ``monitor``, rules may also use its drift metrics."""
     rules = read_alert_rules(settings.alert_rules)
     if not rules:
         return None, None
@@ -256,8 +259,10 @@ def build_alerts(
         )
     interval = settings.alert_interval_seconds
     retention = max(rule.window_seconds for rule in rules) + 2 * interval
-    source = MetricsAlertSource(metrics, retention_s=retention)
-    evaluator = AlertEvaluator(rules, [source], alert_sink(webhook), interval_s=interval)
+    sources: list[AlertSource] = [MetricsAlertSource(metrics, retention_s=retention)]
+    if monitor is not None:
+        sources.append(DriftAlertSource(monitor))
+    evaluator = AlertEvaluator(rules, sources, alert_sink(webhook), interval_s=interval)
     return evaluator, webhook
 
 
@@ -404,16 +409,26 @@ def build_components(settings: Settings) -> Components:
         service_name=settings.trace_service_name,
     )
     requests = RequestLog() if settings.access_log else None
+    monitor = Monitor(
+        registry,
+        window_rows=settings.monitoring_window_rows,
+        window_s=settings.monitoring_window_seconds,
+        min_rows=settings.monitoring_min_rows,
+    )
+    listeners: list[InferenceListener] = [monitor]
+    if payload_logger is not None:
+        listeners.append(payload_logger)
     service = InferenceService(
         registry,
         admission=admission,
         usage=recorder,
         observer=metrics,
-        listeners=[payload_logger] if payload_logger is not None else (),
+        listeners=listeners,
         tracer=tracer,
+        default_timeout_s=settings.request_timeout_seconds,
     )
     metrics.track(registry=registry, admission=admission, usage=recorder)
-    alerts, alert_webhook = build_alerts(settings, metrics)
+    alerts, alert_webhook = build_alerts(settings, metrics, monitor)
     embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
     issuer = build_token_issuer(settings)
@@ -439,6 +454,7 @@ def build_components(settings: Settings) -> Components:
             abuse=abuse,
             quotas=quotas,
             payloads=state.payload_service,
+            monitoring=(service, monitor),
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
@@ -463,6 +479,7 @@ def build_components(settings: Settings) -> Components:
         alerts=alerts,
         alert_webhook=alert_webhook,
         payloads=payload_logger,
+        monitor=monitor,
         tracer=tracer,
         requests=requests,
     )

@@ -136,5 +136,74 @@ def unload_model(name: str, url: str = _URL, api_key: str | None = _KEY) -> None
     console.print(f"[green]unloaded[/] {name}")
 
 
+@app.command()
+def monitor(
+    model: str,
+    version: Annotated[str | None, typer.Option(help="One version (default: all).")] = None,
+    url: str = _URL,
+    api_key: str | None = _KEY,
+) -> None:
+    """Drift and confidence of a model's recent traffic against its reference profile."""
+    path = f"/admin/models/{model}/monitoring"
+    if version is not None:
+        path += f"?version={version}"
+    report = _call("GET", url, path, key=api_key)
+    for item in report["versions"]:
+        _print_version_report(item)
+
+
+_STATUS_STYLE = {"ok": "green", "watch": "yellow", "drift": "bold red"}
+
+
+def _status(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "dim")
+    return f"[{style}]{status}[/]"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_version_report(item: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{item['model']}[/] v{item['version']}: {_status(item['status'])}, "
+        f"{item['rows']} rows in {item['requests']} requests "
+        f"(window: last {item['window_rows']} rows, {item['window_seconds']:g} s)"
+    )
+    if item["features"]:
+        table = Table("feature", "kind", "PSI", "KS", "KS limit", "chi-square", "p", "status")
+        for f in item["features"]:
+            table.add_row(
+                f["name"],
+                f["kind"],
+                _number(f["psi"]),
+                _number(f["ks"]),
+                _number(f["ks_threshold"]),
+                _number(f["chi_square"], 1),
+                _number(f["p_value"]),
+                _status(f["status"]),
+            )
+        console.print(table)
+    if item["predictions"]:
+        table = Table("output", "class", "live mean", "PSI", "KS", "KS limit", "status")
+        for p in item["predictions"]:
+            table.add_row(
+                p["output"],
+                p["class_name"] or "-",
+                _number(p["live_mean"]),
+                _number(p["psi"]),
+                _number(p["ks"]),
+                _number(p["ks_threshold"]),
+                _status(p["status"]),
+            )
+        console.print(table)
+    for output, c in item["confidence"].items():
+        console.print(
+            f"confidence of {output}: mean top probability {c['mean_top_probability']:.3f}, "
+            f"mean entropy {c['mean_entropy']:.3f}, "
+            f"low-confidence share {c['low_confidence_share']:.1%}"
+        )
+
+
 def main() -> None:
     app()

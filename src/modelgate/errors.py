@@ -13,6 +13,7 @@
         PAYLOAD_TOO_LARGE  the body or a tensor is over a configured limit
         UNAVAILABLE        the model exists but is not ready (loading, unloaded, failed)
         OVERLOADED         a bounded queue is full; retry after ``retry_after`` seconds
+        DEADLINE_EXCEEDED  the caller's deadline passed before the work could start
         UNSUPPORTED        a protocol feature or datatype modelgate does not implement
         FAILED_PRECONDITION an operation that conflicts with the current state
         INTERNAL           a bug or a runtime failure; the only kind that maps to a 5xx
@@ -28,7 +29,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ErrorKind", "ModelgateError"]
+__all__ = ["ErrorKind", "ModelgateError", "deadline_exceeded"]
 
 
 class ErrorKind(enum.Enum):
@@ -40,6 +41,7 @@ class ErrorKind(enum.Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     UNSUPPORTED = "unsupported"
     FAILED_PRECONDITION = "failed_precondition"
     INTERNAL = "internal"
@@ -70,3 +72,10 @@ class ModelgateError(Exception):
 
 def invalid(message: str) -> ModelgateError:
     return ModelgateError(ErrorKind.INVALID_ARGUMENT, message)
+
+
+def deadline_exceeded() -> ModelgateError:
+    """The error of a request whose caller's deadline passed before its work started."""
+    return ModelgateError(
+        ErrorKind.DEADLINE_EXCEEDED, "the request's deadline passed before it could run"
+    )

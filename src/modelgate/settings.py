@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     #: overload: at most this many inference requests in flight per process; plans of lower
     #: priority are shed first (see docs/access-control.md, "Priority and load shedding")
     max_inflight: int = Field(default=512, ge=1)
+    #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
+    #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
+    request_timeout_seconds: float | None = Field(default=None, gt=0)
 
     #: usage metering: how often the recorder writes its aggregates and keys' last-used times
     usage_flush_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -148,6 +151,14 @@ class Settings(BaseSettings):
     #: firing and resolved alerts are POSTed here as JSON, signed with ``webhook_secret``
     #: like quota alerts; unset: alerts are only logged
     alert_webhook_url: str | None = None
+
+    # -- model monitoring (docs/monitoring.md) --
+    #: each version's sliding window: its last this many input rows...
+    monitoring_window_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: ...no older than this
+    monitoring_window_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    #: a window with fewer rows reports "insufficient data" and never drift
+    monitoring_min_rows: int = Field(default=100, ge=1)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

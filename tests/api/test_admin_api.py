@@ -204,6 +204,7 @@ async def test_openapi_covers_every_route_and_docs_work_offline(
         "/admin/tenants/{tenant_id}/payload-logging",
         "/admin/subjects/{subject}",
         "/admin/subjects/{subject}/export",
+        "/admin/models/{model}/monitoring",
     }
     page = await client.get("/admin/docs")
     assert page.status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -142,3 +143,29 @@ async def test_solo_load_skips_the_queue_and_concurrency_brings_batching_back(
     xs = [np.full((1, 2), j, np.float32) for j in range(16)]
     await asyncio.gather(*(batcher.infer({"x": x}) for x in xs))
     assert len(predictor.calls) < 16, "batching did not stay on under concurrency"
+
+
+async def test_queued_requests_past_their_deadline_are_dropped_before_running() -> None:
+    predictor = RecordingPredictor(delay=0.05)
+    batcher = _batcher(predictor, offload=True, max_batch_size=2, max_queue_delay_us=0)
+    now = time.monotonic()
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((2, 2), np.float32)}))
+    await asyncio.sleep(0.01)  # the first batch runs; the next requests queue behind it
+    late = [
+        batcher.infer({"x": np.full((1, 2), 7, np.float32)}, Timing(deadline=now + 0.02))
+        for _ in range(3)
+    ]
+    patient = batcher.infer({"x": np.full((1, 2), 3, np.float32)}, Timing(deadline=now + 5))
+    results = await asyncio.gather(first, *late, patient, return_exceptions=True)
+    dropped = [r for r in results[1:4] if isinstance(r, ModelgateError)]
+    assert len(dropped) == 3 and {e.kind for e in dropped} == {ErrorKind.DEADLINE_EXCEEDED}
+    np.testing.assert_array_equal(results[4]["y"], np.full((1, 2), 6))  # type: ignore[index]
+    assert predictor.calls == [2, 1]  # the expired rows were never computed
+
+
+async def test_an_expired_request_does_not_enter_the_queue() -> None:
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=4)
+    with pytest.raises(ModelgateError) as info:
+        await batcher.infer({"x": np.ones((1, 2), np.float32)}, Timing(deadline=0.0))
+    assert info.value.kind is ErrorKind.DEADLINE_EXCEEDED and predictor.calls == []

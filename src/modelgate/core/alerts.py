@@ -15,9 +15,10 @@ per (rule, subject):
 Metrics come from sources: ``latency_p<NN>`` (e.g. ``latency_p99``, seconds),
 ``error_rate`` (the share of requests that ended in a server error, :data:`SERVER_ERRORS`)
 and ``requests_per_second`` from the metrics the core reports
-(:mod:`modelgate.observability.alerting`); a source of another metric (model drift, when
-monitoring comes) is one more :class:`AlertSource` that ``knows`` it. Quota use is alerted
-by :class:`~modelgate.core.quotas.Quotas` itself, at 80% and 100%, once per crossing.
+(:mod:`modelgate.observability.alerting`); ``feature_drift`` and ``prediction_drift`` come
+from :class:`~modelgate.core.monitoring.DriftAlertSource`, one more :class:`AlertSource`.
+Quota use is alerted by :class:`~modelgate.core.quotas.Quotas` itself, at 80% and 100%, once
+per crossing.
 
 Each process evaluates its own measurements: with ``--workers N`` every worker alerts on
 its own share of the traffic.

@@ -28,7 +28,7 @@ import numpy as np
 from modelgate.core.execution import PredictorRuntime
 from modelgate.core.manifest import BatchingPolicy
 from modelgate.core.ports import Arrays, ModelRuntime, Timing, VersionObserver
-from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
 
 __all__ = ["BatchingRuntime"]
 
@@ -83,6 +83,8 @@ class BatchingRuntime:
         return len(self._queue)
 
     async def infer(self, inputs: Arrays, timing: Timing | None = None) -> _Outputs:
+        if _expired(timing, time.monotonic()):
+            raise deadline_exceeded()
         rows = _rows(inputs)
         limit = self.policy.max_batch_size
         if rows > limit:
@@ -161,6 +163,8 @@ class BatchingRuntime:
         if self._running >= self._concurrency or not self._queue:
             return
         batch = self._take()
+        if not batch:  # every queued request had been given up on
+            return
         self._running += 1
         if self._inline:
             try:
@@ -173,11 +177,22 @@ class BatchingRuntime:
             task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[_Pending]:
-        """The oldest request and every queued one that fits beside it, in arrival order."""
-        first = self._queue.popleft()
+        """The oldest request and every queued one that fits beside it, in arrival order.
+
+        Requests whose caller is gone (cancelled) or whose deadline has passed are dropped
+        here, before any work is done for them: they fail with DEADLINE_EXCEEDED."""
+        now = time.monotonic()
+        while True:
+            if not self._queue:
+                return []
+            first = self._queue.popleft()
+            if not _given_up(first, now):
+                break
         batch, rows, skipped = [first], first.rows, []
         while self._queue and rows < self.policy.max_batch_size:
             item = self._queue.popleft()
+            if _given_up(item, now):
+                continue
             if item.key == first.key and rows + item.rows <= self.policy.max_batch_size:
                 batch.append(item)
                 rows += item.rows
@@ -277,6 +292,20 @@ def _deliver(batch: list[_Pending], outputs: _Outputs, start: int, end: int) -> 
             pending.timing.batch_size = total
         offset = stop
     return True
+
+
+def _expired(timing: Timing | None, now: float) -> bool:
+    return timing is not None and timing.deadline is not None and now >= timing.deadline
+
+
+def _given_up(pending: _Pending, now: float) -> bool:
+    """True (and the caller told) when no one waits for ``pending`` any more."""
+    if pending.future.done():
+        return True
+    if _expired(pending.timing, now):
+        pending.future.set_exception(deadline_exceeded())
+        return True
+    return False
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from modelgate.core.manifest import ModelManifest
 from modelgate.core.ports import Arrays, Predictor, Timing
 from modelgate.core.tensors import numpy_dtype
-from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
 
 __all__ = ["PredictorRuntime", "dummy_inputs", "measure", "run_predict"]
 
@@ -50,6 +50,9 @@ class PredictorRuntime:
     async def infer(
         self, inputs: Arrays, timing: Timing | None = None
     ) -> dict[str, np.ndarray[Any, Any]]:
+        deadline = timing.deadline if timing is not None else None
+        if deadline is not None and time.monotonic() >= deadline:
+            raise deadline_exceeded()
         start = time.perf_counter_ns()
         if self.offload:
             loop = asyncio.get_running_loop()

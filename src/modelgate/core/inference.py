@@ -26,7 +26,7 @@ from modelgate.core.ports import InferenceObserver, Timing, UsageSink
 from modelgate.core.registry import LoadedVersion, ModelRegistry
 from modelgate.core.tensors import Parameters, Tensor
 from modelgate.core.tracing import Tracer, traced
-from modelgate.errors import ErrorKind, ModelgateError, invalid
+from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded, invalid
 
 __all__ = [
     "ANONYMOUS",
@@ -68,6 +68,9 @@ class InferenceRequest:
     outputs: list[RequestedOutput] | None = None
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    #: ``time.monotonic()`` instant after which the caller no longer waits (its timeout or
+    #: gRPC deadline); work not started by then is refused with DEADLINE_EXCEEDED
+    deadline: float | None = None
 
 
 @dataclass(slots=True)
@@ -114,11 +117,14 @@ class InferenceService:
         admission: Admission | None = None,
         usage: UsageSink | None = None,
         listeners: Sequence[InferenceListener] = (),
+        default_timeout_s: float | None = None,
         tracer: Tracer | None = None,
         observer: InferenceObserver | None = None,
     ):
         self.registry = registry
         self.server_name = server_name
+        #: the deadline of a request that brings none (None: no deadline)
+        self.default_timeout_s = default_timeout_s
         self.admission = admission
         self.usage = usage
         #: told of every request's outcome, tenant and usage (metrics)
@@ -273,10 +279,15 @@ class InferenceService:
         admission = self.admission
         limit = None
         admitted = False
-        timing = Timing()
+        deadline = request.deadline
+        if deadline is None and self.default_timeout_s is not None:
+            deadline = time.monotonic() + self.default_timeout_s
+        timing = Timing(deadline=deadline)
         rows = tokens = 0
         status = "internal"
         try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise deadline_exceeded()
             inputs, rows = _validate(loaded.manifest, request.inputs)
             requested = _select_outputs(loaded.manifest, request.outputs)
             if admission is not None:

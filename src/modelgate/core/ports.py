@@ -31,11 +31,15 @@ Arrays = Mapping[str, np.ndarray[Any, Any]]
 
 @dataclass(slots=True)
 class Timing:
-    """Filled in by a runtime as it serves one request (nanoseconds)."""
+    """One request as a runtime serves it: its deadline in, its timings out (nanoseconds).
+
+    ``deadline`` is a ``time.monotonic()`` instant after which the caller no longer waits:
+    a runtime does not start the request's work past it (DEADLINE_EXCEEDED)."""
 
     queue_ns: int = 0
     compute_ns: int = 0
     batch_size: int = 1
+    deadline: float | None = None
 
 
 class Predictor(Protocol):

@@ -69,6 +69,8 @@ class LoadedVersion:
     offload: bool
     #: the hardware class it runs on ("cpu", "gpu"), for usage and prices
     hardware: str = "cpu"
+    #: the version's folder (its artifact, ``reference.json``); "" when it has none
+    path: str = ""
     state: VersionState = VersionState.READY
     inflight: int = 0
     _drained: asyncio.Event | None = None
@@ -406,6 +408,7 @@ class ModelRegistry:
             batched=manifest.batching is not None,
             offload=offload,
             hardware=_hardware(predictor),
+            path=source.path,
         )
 
 

@@ -7,6 +7,7 @@ modelgate itself, so they work with no internet."""
 # time, and `Caller` is a local alias (it closes over this app's authenticator).
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -41,6 +42,8 @@ from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import ADMIN_TENANT, Authenticator
 from modelgate.core.authorization import require_scope
 from modelgate.core.identity import Principal, Scope
+from modelgate.core.inference import InferenceService
+from modelgate.core.monitoring import Monitor
 from modelgate.core.privacy import PrivacyService
 from modelgate.core.quotas import Quotas
 from modelgate.core.tenancy import CreatedKey, TenancyService
@@ -59,9 +62,11 @@ def build_admin_app(
     abuse: AbuseGuard | None = None,
     quotas: Quotas | None = None,
     payloads: PrivacyService | None = None,
+    monitoring: tuple[InferenceService, Monitor] | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
-    ``abuse``, blocked addresses and keys are refused and refused credentials counted."""
+    ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
+    ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift."""
     app = FastAPIOffline(
         title="modelgate admin API",
         version=__version__,
@@ -200,6 +205,8 @@ def build_admin_app(
         _add_usage_routes(app, usage, currency, Caller, ip)
     if payloads is not None:
         _add_payload_routes(app, payloads, Caller, ip)
+    if monitoring is not None:
+        _add_monitoring_routes(app, *monitoring, Caller)
     if quotas is not None:
 
         @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])
@@ -268,6 +275,28 @@ def _add_usage_routes(
     async def delete_price(target: str, caller: Caller, request: Request) -> Response:
         await usage.delete_price(caller, target, ip(request))
         return Response(status_code=204)
+
+
+def _add_monitoring_routes(
+    app: FastAPI,
+    service: InferenceService,
+    monitor: Monitor,
+    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
+) -> None:
+    @app.get("/admin/models/{model}/monitoring", tags=["monitoring"])
+    async def model_monitoring(
+        model: str,
+        caller: Caller,
+        version: Annotated[
+            str | None, Query(description="One version (unset: every loaded version).")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Data drift, prediction drift and confidence of the model's recent traffic
+        against each version's reference profile (docs/monitoring.md)."""
+        # A model the caller may not see answers 404, like an unknown one.
+        await service.authorize(caller, model, version, Scope.MODELS_READ)
+        reports = await monitor.report(model, version)
+        return {"model": model, "versions": [asdict(report) for report in reports]}
 
 
 def _add_payload_routes(

@@ -338,6 +338,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 credential = credential_from(authorization, api_key)
                 principal = await self._authenticate(credential, context)
             decoded = decode_infer_request(request, self.max_elements)
+            decoded.deadline = _deadline(context)
             response = await self.service.infer(decoded, principal)
             version = response.model_version
             answer = encode_infer_response(response)
@@ -569,3 +570,11 @@ class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
             await self.set("", status)
             await self.set(_SERVICE_NAME, status)
         return health_pb2.HealthCheckResponse(status=status)
+
+
+def _deadline(context: Any) -> float | None:
+    """The call's gRPC deadline as a ``time.monotonic()`` instant (None: the client set
+    none). Test doubles without ``time_remaining`` have none."""
+    time_remaining = getattr(context, "time_remaining", None)
+    remaining = time_remaining() if time_remaining is not None else None
+    return None if remaining is None else time.monotonic() + remaining

@@ -26,6 +26,7 @@ _STATUS = {
     ErrorKind.PAYLOAD_TOO_LARGE: (413, "invalid_request_error", "payload_too_large"),
     ErrorKind.UNAVAILABLE: (503, "server_error", "model_unavailable"),
     ErrorKind.OVERLOADED: (503, "server_error", "overloaded"),
+    ErrorKind.DEADLINE_EXCEEDED: (504, "server_error", "timeout"),
     ErrorKind.UNSUPPORTED: (400, "invalid_request_error", "unsupported"),
     ErrorKind.FAILED_PRECONDITION: (409, "invalid_request_error", None),
     ErrorKind.INTERNAL: (500, "server_error", None),

@@ -394,7 +394,7 @@ class RestApp:
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
-        header_length = None
+        header_length = deadline = None
         authorization = api_key = None
         for key, value in scope["headers"]:  # one pass over the headers: the hot path
             if key == b"inference-header-content-length":
@@ -408,12 +408,15 @@ class RestApp:
                 authorization = value.decode("latin-1")
             elif key == b"x-api-key":
                 api_key = value.decode("latin-1")
+            elif key == b"x-request-timeout-ms":
+                deadline = time.monotonic() + _timeout_s(value)
         principal = None
         if self.authenticator is not None:
             credential = credential_from(authorization, api_key)
             principal = await self._authenticate(scope, self.authenticator, credential)
         body = await _read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
+        request.deadline = deadline
         response = await self.service.infer(request, principal)
         scope[_MODEL] = (name, response.model_version)  # the version that answered
         payload, json_length = encode_infer_response(response, request.parameters)
@@ -494,6 +497,13 @@ def _credential_headers(scope: Scope) -> tuple[str | None, str | None]:
         elif key == b"x-api-key":
             api_key = value.decode("latin-1")
     return authorization, api_key
+
+
+def _timeout_s(value: bytes) -> float:
+    """``X-Request-Timeout-Ms``: how long the caller waits, in whole milliseconds."""
+    if not value.isdigit() or len(value) > 9:
+        raise invalid("X-Request-Timeout-Ms must be a whole number of milliseconds")
+    return int(value) / 1000
 
 
 def _model_path(parts: list[str]) -> tuple[str, str | None, str]:

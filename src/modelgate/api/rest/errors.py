@@ -19,6 +19,7 @@ _STATUS = {
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.OVERLOADED: 503,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
     ErrorKind.UNSUPPORTED: 501,
     ErrorKind.FAILED_PRECONDITION: 409,
     ErrorKind.INTERNAL: 500,

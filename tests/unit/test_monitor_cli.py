@@ -1,0 +1,90 @@
+"""``modelgate monitor`` renders the server's monitoring report as tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from modelgate import cli
+
+REPORT: dict[str, Any] = {
+    "model": "credit-risk",
+    "versions": [
+        {
+            "model": "credit-risk",
+            "version": "2",
+            "status": "drift",
+            "drift": True,
+            "rows": 500,
+            "requests": 10,
+            "window_rows": 10000,
+            "window_seconds": 3600.0,
+            "features": [
+                {
+                    "name": "age_band",
+                    "kind": "categorical",
+                    "status": "ok",
+                    "psi": 0.009,
+                    "live_mean": 2.3,
+                    "ks": None,
+                    "ks_threshold": None,
+                    "chi_square": 4.7,
+                    "p_value": 0.59,
+                },
+                {
+                    "name": "annual_income",
+                    "kind": "numeric",
+                    "status": "drift",
+                    "psi": 5.15,
+                    "live_mean": 186683.9,
+                    "ks": 0.754,
+                    "ks_threshold": 0.1,
+                    "chi_square": None,
+                    "p_value": None,
+                },
+            ],
+            "predictions": [
+                {
+                    "output": "probabilities",
+                    "status": "drift",
+                    "psi": 0.38,
+                    "class_name": "default",
+                    "live_mean": 0.0995,
+                    "ks": 0.235,
+                    "ks_threshold": 0.1,
+                    "frequencies": None,
+                }
+            ],
+            "confidence": {
+                "probabilities": {
+                    "mean_top_probability": 0.903,
+                    "mean_entropy": 0.403,
+                    "low_confidence_share": 0.026,
+                }
+            },
+        }
+    ],
+}
+
+
+def test_monitor_prints_each_feature_and_the_confidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        asked.append(f"{method} {url} {kwargs['headers'].get('Authorization')}")
+        return httpx.Response(200, content=json.dumps(REPORT).encode())
+
+    monkeypatch.setattr(cli.httpx, "request", request)
+    monkeypatch.setattr(cli.console, "width", 200)
+    result = CliRunner().invoke(
+        cli.app, ["monitor", "credit-risk", "--version", "2", "--api-key", "k", "--url", "http://s"]
+    )
+    assert result.exit_code == 0, result.output
+    assert asked == ["GET http://s/admin/models/credit-risk/monitoring?version=2 Bearer k"]
+    assert "annual_income" in result.output and "5.150" in result.output
+    assert "drift" in result.output and "0.754" in result.output
+    assert "low-confidence share 2.6%" in result.output

@@ -27,7 +27,6 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
@@ -36,6 +35,19 @@ import orjson
 
 from modelgate.api.credentials import credential_from
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
+from modelgate.api.rest.asgi import (
+    ASGIApp,
+    ClientGoneError,
+    Receive,
+    RequestSender,
+    Scope,
+    Send,
+    client_host,
+    credential_headers,
+    lifespan,
+    read_body,
+    respond,
+)
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.core.abuse import AbuseGuard
@@ -55,11 +67,6 @@ __all__ = ["RestApp", "RestLimits"]
 
 log = logging.getLogger("modelgate.rest")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
@@ -70,35 +77,10 @@ _CALLER = "modelgate.principal"
 _MODEL = "modelgate.model"
 
 
-class _Sender:
-    """The request's ``send``: the answer goes out with the ``x-request-id`` header, and its
-    status is noted for the request's log line and span.
-
-    :func:`_respond` unwraps it and adds the header itself: a call through a wrapper per
-    message costs about 1 µs a request, a context variable as much."""
-
-    __slots__ = ("header", "send", "status")
-
-    def __init__(self, send: Send, request_id: str):
-        self.send = send
-        self.header = (b"x-request-id", request_id.encode())
-        self.status = 499  # nginx's "client closed request": no answer was sent
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            message = {**message, "headers": [*message.get("headers", ()), self.header]}
-        await self.send(message)
-
-
 @dataclass(frozen=True, slots=True)
 class RestLimits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_elements: int = 16 * 1024 * 1024
-
-
-class _ClientGoneError(Exception):
-    pass
 
 
 class _MethodNotAllowedError(Exception):
@@ -144,7 +126,7 @@ class RestApp:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
         if self.authenticator is None:
             return None
-        credential = credential_from(*_credential_headers(scope))
+        credential = credential_from(*credential_headers(scope))
         return await self._authenticate(scope, self.authenticator, credential)
 
     async def _authenticate(
@@ -155,7 +137,7 @@ class RestApp:
         if self.abuse is None:
             check = authenticator.authenticate(credential)
         else:
-            check = self.abuse.authenticate(authenticator, credential, _client_host(scope))
+            check = self.abuse.authenticate(authenticator, credential, client_host(scope))
         if self.tracer is None:
             principal = await check
         else:
@@ -166,7 +148,7 @@ class RestApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":  # the server runs start-up itself
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         start = time.perf_counter_ns()
         sent_id = traceparent = tracestate = None
@@ -185,7 +167,7 @@ class RestApp:
                 scope["method"], _route(path), path, request_id, traceparent, tracestate
             )
             span.attach()
-        sender = _Sender(send, request_id)
+        sender = RequestSender(send, request_id)
         try:
             await self._dispatch(scope, receive, sender)
         finally:
@@ -234,7 +216,7 @@ class RestApp:
             await self._oauth_token(scope, receive, send)
             return
         if path == "/.well-known/jwks.json" and self.jwks is not None:
-            await _respond(send, 200, orjson.dumps(self.jwks), _JSON)
+            await respond(send, 200, orjson.dumps(self.jwks), _JSON)
             return
         api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         try:
@@ -247,10 +229,10 @@ class RestApp:
                     principal = await self._authenticate(
                         scope,
                         self.metrics_authenticator,
-                        credential_from(*_credential_headers(scope)),
+                        credential_from(*credential_headers(scope)),
                     )
                     require_scope(principal, Permission.MODELS_READ)
-                await _respond(
+                await respond(
                     send,
                     200,
                     self.metrics.exposition(),
@@ -259,12 +241,12 @@ class RestApp:
                 self.metrics.http_answer(api, 200)
             else:
                 await self._fail(send, api, ModelgateError(ErrorKind.NOT_FOUND, f"no route {path}"))
-        except _ClientGoneError:
+        except ClientGoneError:
             return
         except _MethodNotAllowedError as exc:
             error = ModelgateError(ErrorKind.INVALID_ARGUMENT, str(exc))
             body = openai_error(error)[1] if api == "openai" else orjson.dumps({"error": str(exc)})
-            await _respond(send, 405, body, [*_JSON, (b"allow", exc.allowed.encode())])
+            await respond(send, 405, body, [*_JSON, (b"allow", exc.allowed.encode())])
             self.metrics.http_answer(api, 405)
         except ModelgateError as exc:
             if self.abuse is not None:  # counts the failure, and slows the answer if due
@@ -282,11 +264,11 @@ class RestApp:
         headers = _JSON + retry_after_header(exc) + rate_limit_headers(exc.details)
         if exc.kind is ErrorKind.UNAUTHENTICATED:
             headers.append((b"www-authenticate", b'Bearer realm="modelgate"'))
-        await _respond(send, status, body, headers)
+        await respond(send, status, body, headers)
         self.metrics.http_answer(api, status)
 
     async def _ok(self, send: Send, api: str, payload: Any, status: int = 200) -> None:
-        await _respond(send, status, encode_json(payload), _JSON)
+        await respond(send, status, encode_json(payload), _JSON)
         self.metrics.http_answer(api, status)
 
     # -- OAuth2 client credentials (RFC 6749 4.4) -----------------------------------------
@@ -295,10 +277,10 @@ class RestApp:
         headers = [*_JSON, (b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
         try:
             if self.abuse is not None:  # a blocked address is refused before any look-up
-                await self.abuse.check_address(_client_host(scope))
+                await self.abuse.check_address(client_host(scope))
             if scope["method"] != "POST":
                 raise OAuthError("invalid_request", "use POST")
-            body = await _read_body(scope, receive, 16 * 1024)
+            body = await read_body(scope, receive, 16 * 1024)
             form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
             if any(len(values) > 1 for values in form.values()):
                 raise OAuthError("invalid_request", "a parameter is given twice")
@@ -312,14 +294,14 @@ class RestApp:
             issued = await self.tokens.client_credentials(client_id, secret, fields.get("scope"))
         except OAuthError as exc:
             if exc.status == 401 and self.abuse is not None:  # a refused client: guessing?
-                await self.abuse.refused_credential(_client_host(scope))
+                await self.abuse.refused_credential(client_host(scope))
             extra = [(b"www-authenticate", b'Basic realm="modelgate"')] if exc.status == 401 else []
             body = orjson.dumps({"error": exc.error, "error_description": exc.description})
-            await _respond(send, exc.status, body, headers + extra)
+            await respond(send, exc.status, body, headers + extra)
             return
         except ModelgateError as exc:  # e.g. a body over the limit
             body = orjson.dumps({"error": "invalid_request", "error_description": exc.message})
-            await _respond(send, http_status(exc), body, headers + retry_after_header(exc))
+            await respond(send, http_status(exc), body, headers + retry_after_header(exc))
             return
         answer = {
             "access_token": issued.access_token,
@@ -327,7 +309,7 @@ class RestApp:
             "expires_in": issued.expires_in,
             "scope": issued.scope,
         }
-        await _respond(send, 200, orjson.dumps(answer), headers)
+        await respond(send, 200, orjson.dumps(answer), headers)
 
     # -- OIP v2 --------------------------------------------------------------------------
     async def _oip(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
@@ -376,7 +358,7 @@ class RestApp:
         if head == "repository":
             _method(method, "POST")
             principal = await self._principal(scope)
-            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            body = await read_body(scope, receive, self.limits.max_body_bytes)
             doc = _json_object(body) if body.strip() else {}
             if parts[1:] == ["index"]:
                 index = await service.repository_index(bool(doc.get("ready")), principal)
@@ -414,7 +396,7 @@ class RestApp:
         if self.authenticator is not None:
             credential = credential_from(authorization, api_key)
             principal = await self._authenticate(scope, self.authenticator, credential)
-        body = await _read_body(scope, receive, self.limits.max_body_bytes)
+        body = await read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
         request.deadline = deadline
         response = await self.service.infer(request, principal)
@@ -429,7 +411,7 @@ class RestApp:
             ]
         if response.rate_limit is not None:
             headers = headers + rate_limit_headers(response.rate_limit)
-        await _respond(send, 200, payload, headers)
+        await respond(send, 200, payload, headers)
         self.metrics.http_answer("oip", 200)
 
     # -- OpenAI --------------------------------------------------------------------------
@@ -447,11 +429,11 @@ class RestApp:
             for key, value in scope["headers"]:
                 if key == b"content-type":
                     _check_content_type(value)
-            data = await _read_body(scope, receive, self.limits.max_body_bytes)
+            data = await read_body(scope, receive, self.limits.max_body_bytes)
             body = await self.openai.embeddings(data, principal)
         else:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
-        await _respond(send, 200, body, _JSON)
+        await respond(send, 200, body, _JSON)
         self.metrics.http_answer("openai", 200)
 
 
@@ -482,21 +464,6 @@ def _basic_credentials(scope: Scope) -> tuple[str, str] | None:
                 raise OAuthError("invalid_client", "malformed Basic credentials", 401)
             return unquote_plus(client_id), unquote_plus(secret)
     return None
-
-
-def _client_host(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return client[0] if client else None
-
-
-def _credential_headers(scope: Scope) -> tuple[str | None, str | None]:
-    authorization = api_key = None
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            authorization = value.decode("latin-1")
-        elif key == b"x-api-key":
-            api_key = value.decode("latin-1")
-    return authorization, api_key
 
 
 def _timeout_s(value: bytes) -> float:
@@ -555,48 +522,3 @@ def _load_config(doc: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         raise invalid("'parameters.config' must be a JSON object")
     return config
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise ModelgateError(
-                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
-            )
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ModelgateError(
-                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    if isinstance(send, _Sender):  # what its __call__ would do, without the calls through it
-        send.status = status
-        headers.append(send.header)
-        send = send.send
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

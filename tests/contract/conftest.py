@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ ADMIN_URL = os.environ.get(
 )
 BACKENDS = ["sqlite", "postgres"]
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -118,6 +119,33 @@ async def engine(engine_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+#: the backends of a store that also has an in-memory implementation
+WITH_MEMORY = ["memory", *BACKENDS]
+
+
+def store_factory(
+    backend: str,
+    request: pytest.FixtureRequest,
+    memory: Callable[[], S],
+    sql: Callable[[AsyncEngine], S],
+) -> Callable[[], Awaitable[S]]:
+    """A factory of empty stores of ``backend`` (one per Hypothesis example): ``memory()``,
+    or ``sql(engine)`` on the run's database of that backend with its tables emptied."""
+    if backend == "memory":
+
+        async def fresh_memory() -> S:
+            return memory()
+
+        return fresh_memory
+    engine: AsyncEngine = request.getfixturevalue("engine")
+
+    async def fresh_sql() -> S:
+        await clear_tables(engine)
+        return sql(engine)
+
+    return fresh_sql
 
 
 async def clear_tables(engine: AsyncEngine) -> None:

@@ -10,20 +10,19 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.identity import ApiKeyRecord, IdentityStore, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.identity import MemoryIdentityStore
 from modelgate.storage.sql.identity import SqlIdentityStore
 
-from .conftest import clear_tables
+from .conftest import WITH_MEMORY, store_factory
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 SQL = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=WITH_MEMORY)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -33,19 +32,7 @@ def fresh_store(
     backend: str, request: pytest.FixtureRequest
 ) -> Callable[[], Awaitable[IdentityStore]]:
     """A factory of empty stores (one per Hypothesis example); SQL ones share one database."""
-    if backend == "memory":
-
-        async def memory() -> IdentityStore:
-            return MemoryIdentityStore()
-
-        return memory
-    engine: AsyncEngine = request.getfixturevalue("engine")
-
-    async def sql() -> IdentityStore:
-        await clear_tables(engine)
-        return SqlIdentityStore(engine)
-
-    return sql
+    return store_factory(backend, request, MemoryIdentityStore, SqlIdentityStore)
 
 
 @pytest.fixture

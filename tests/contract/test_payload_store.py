@@ -17,11 +17,13 @@ from modelgate.storage.memory.payloads import MemoryPayloadStore
 from modelgate.storage.sql.payloads import SqlPayloadStore
 from modelgate.storage.sql.schema import payload_logs
 
+from .conftest import WITH_MEMORY
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ALICE, BOB = "a" * 64, "b" * 64
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=WITH_MEMORY)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

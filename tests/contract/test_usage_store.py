@@ -10,20 +10,19 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.usage import GROUPS, Price, UsageQuery, UsageRecord, UsageStore, UsageTotals
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.usage import MemoryUsageStore
 from modelgate.storage.sql.usage import SqlUsageStore
 
-from .conftest import clear_tables
+from .conftest import WITH_MEMORY, store_factory
 
 DAY1 = datetime(2025, 3, 4, 23, 59, tzinfo=UTC)
 DAY2 = datetime(2025, 3, 5, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=WITH_MEMORY)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -33,19 +32,7 @@ def fresh_store(
     backend: str, request: pytest.FixtureRequest
 ) -> Callable[[], Awaitable[UsageStore]]:
     """A factory of empty stores (one per Hypothesis example); SQL ones share one database."""
-    if backend == "memory":
-
-        async def memory() -> UsageStore:
-            return MemoryUsageStore()
-
-        return memory
-    engine: AsyncEngine = request.getfixturevalue("engine")
-
-    async def sql() -> UsageStore:
-        await clear_tables(engine)
-        return SqlUsageStore(engine)
-
-    return sql
+    return store_factory(backend, request, MemoryUsageStore, SqlUsageStore)
 
 
 @pytest.fixture

@@ -20,9 +20,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelgate.errors import ModelgateError, invalid
+
+if TYPE_CHECKING:
+    from modelgate.core.identity import Principal
 
 __all__ = [
     "GENESIS",
@@ -31,6 +34,7 @@ __all__ = [
     "AuditRecord",
     "ChainCheck",
     "VerifyResult",
+    "actor_of",
     "canonical_entry",
     "chain_hash",
     "verify_chain",
@@ -38,6 +42,11 @@ __all__ = [
 
 #: the ``prev_hash`` of the first record
 GENESIS = "0" * 64
+
+
+def actor_of(principal: Principal) -> str:
+    """Who an entry says acted: ``key:<id>``, ``jwt:<subject>``, ``admin:...``."""
+    return f"{principal.kind}:{principal.subject}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,12 @@ from modelgate.core.identity import Principal, Scope, allows_model, has_scope
 from modelgate.core.manifest import ModelManifest
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["can_see", "require_model", "require_scope"]
+__all__ = ["can_see", "is_operator", "require_model", "require_scope"]
+
+
+def is_operator(principal: Principal) -> bool:
+    """An operator acts on every tenant: the bootstrap key, or ``tenants:admin``."""
+    return principal.tenant_id == ADMIN_TENANT or Scope.TENANTS_ADMIN.value in principal.scopes
 
 
 def require_scope(principal: Principal | None, scope: Scope) -> None:

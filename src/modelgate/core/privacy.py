@@ -9,9 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.audit import AuditEntry, AuditLog
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import require_scope
+from modelgate.core.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.identity import IdentityStore, Principal, Scope
 from modelgate.core.payloads import (
     MAX_PURPOSE_LENGTH,
@@ -294,7 +293,7 @@ class PrivacyService:
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> None:
         require_scope(principal, Scope.KEYS_ADMIN)
-        if (not _operator(principal) and principal.tenant_id != tenant_id) or (
+        if (not is_operator(principal) and principal.tenant_id != tenant_id) or (
             await self.identity.get_tenant(tenant_id) is None
         ):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown tenant '{tenant_id}'")
@@ -303,7 +302,7 @@ class PrivacyService:
     def _subject_tenant(principal: Principal, tenant_id: str | None) -> str | None:
         """The tenant a subject request acts in; None: every tenant (operators only)."""
         require_scope(principal, Scope.KEYS_ADMIN)
-        if _operator(principal):
+        if is_operator(principal):
             return tenant_id
         if tenant_id is not None and tenant_id != principal.tenant_id:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown tenant '{tenant_id}'")
@@ -321,7 +320,7 @@ class PrivacyService:
     ) -> None:
         await self.audit.append(
             AuditEntry(
-                actor=f"{principal.kind}:{principal.subject}",
+                actor=actor_of(principal),
                 action=action,
                 target=target,
                 at=self._now(),
@@ -331,10 +330,6 @@ class PrivacyService:
                 tenant_id=tenant_id,
             )
         )
-
-
-def _operator(principal: Principal) -> bool:
-    return principal.tenant_id == ADMIN_TENANT or Scope.TENANTS_ADMIN.value in principal.scopes
 
 
 def _plain(consent: PayloadConsent) -> dict[str, Any]:

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import require_scope
+from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.identity import IdentityStore, Plan, Principal, Scope
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -241,9 +240,7 @@ class Quotas:
         """The quotas of ``tenant_id`` for ``principal``: ``usage:read`` on its own tenant,
         or an operator; another tenant's id answers like a missing one."""
         require_scope(principal, Scope.USAGE_READ)
-        operator = (
-            principal.tenant_id == ADMIN_TENANT or Scope.TENANTS_ADMIN.value in principal.scopes
-        )
+        operator = is_operator(principal)
         tenant = (
             await store.get_tenant(tenant_id)
             if operator or (principal.tenant_id == tenant_id)

@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelgate.core.audit import AuditEntry, AuditLog
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import require_scope
+from modelgate.core.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.identity import ApiKeyRecord, IdentityStore, Plan, Principal, Scope, Tenant
 from modelgate.core.keys import issue_key
 from modelgate.errors import ErrorKind, ModelgateError, invalid
@@ -82,7 +81,7 @@ class TenancyService:
     ) -> None:
         await self.audit.append(
             AuditEntry(
-                actor=f"{principal.kind}:{principal.subject}",
+                actor=actor_of(principal),
                 action=action,
                 target=target,
                 at=self._now(),
@@ -95,10 +94,7 @@ class TenancyService:
 
     @staticmethod
     def _may_act_for(principal: Principal, tenant_id: str) -> bool:
-        return (
-            principal.tenant_id in (tenant_id, ADMIN_TENANT)
-            or Scope.TENANTS_ADMIN.value in principal.scopes
-        )
+        return principal.tenant_id == tenant_id or is_operator(principal)
 
     def _own_tenant(self, principal: Principal, tenant_id: str) -> None:
         if not self._may_act_for(principal, tenant_id):

@@ -17,9 +17,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from modelgate.core.audit import AuditEntry, AuditLog
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import require_scope
+from modelgate.core.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -239,7 +238,7 @@ class UsageService:
 
     async def report(self, principal: Principal, query: UsageQuery) -> list[UsageRow]:
         require_scope(principal, Scope.USAGE_READ)
-        if not _operator(principal):
+        if not is_operator(principal):
             if query.tenant_id is None:
                 query = replace(query, tenant_id=principal.tenant_id)
             elif query.tenant_id != principal.tenant_id:
@@ -304,7 +303,7 @@ class UsageService:
     ) -> None:
         await self.audit.append(
             AuditEntry(
-                actor=f"{principal.kind}:{principal.subject}",
+                actor=actor_of(principal),
                 action=action,
                 target=f"price:{target}",
                 at=self._now(),
@@ -313,10 +312,6 @@ class UsageService:
                 after=after,
             )
         )
-
-
-def _operator(principal: Principal) -> bool:
-    return principal.tenant_id == ADMIN_TENANT or Scope.TENANTS_ADMIN.value in principal.scopes
 
 
 def _plain(price: Price) -> dict[str, Any]:

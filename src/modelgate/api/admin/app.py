@@ -39,8 +39,8 @@ from modelgate.api.admin.schemas import (
 from modelgate.api.credentials import credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
 from modelgate.core.abuse import AbuseGuard
-from modelgate.core.authentication import ADMIN_TENANT, Authenticator
-from modelgate.core.authorization import require_scope
+from modelgate.core.authentication import Authenticator
+from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import InferenceService
 from modelgate.core.monitoring import Monitor
@@ -168,11 +168,7 @@ def build_admin_app(
     ) -> list[AuditOut]:
         require_scope(caller, Scope.AUDIT_READ)
         # Operators read the whole trail; a tenant reads only what concerns it.
-        tenant = (
-            None
-            if caller.tenant_id == ADMIN_TENANT or (Scope.TENANTS_ADMIN.value in caller.scopes)
-            else caller.tenant_id
-        )
+        tenant = None if is_operator(caller) else caller.tenant_id
         records = await tenancy.audit.list(after_seq, limit, tenant_id=tenant)
         return [
             AuditOut(

@@ -127,3 +127,13 @@ async def test_unknown_model_and_missing_credential(client: httpx.AsyncClient) -
     assert unknown.status_code == 404
     anonymous = await client.get("/admin/models/credit-risk/monitoring")
     assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize("version", ["99", "0", "x", "' OR 1=1 --"])
+async def test_a_version_that_is_not_loaded_is_a_404(
+    client: httpx.AsyncClient, version: str
+) -> None:
+    response = await client.get(
+        "/admin/models/credit-risk/monitoring", params={"version": version}, headers=AS_ADMIN
+    )
+    assert response.status_code == 404 and set(response.json()) == {"error"}

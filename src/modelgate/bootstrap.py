@@ -23,8 +23,11 @@ from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.core.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission import Admission
 from modelgate.core.alerts import AlertEvaluator, AlertSource
+from modelgate.core.anomaly import AnomalyDetector
 from modelgate.core.authentication import Authenticator, TokenVerifier
+from modelgate.core.concept import ConceptAlertSource, ConceptMonitor
 from modelgate.core.embeddings import EmbeddingService
+from modelgate.core.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
 from modelgate.core.governance import PayloadLogger
 from modelgate.core.inference import InferenceListener, InferenceService
 from modelgate.core.limits import RateLimiter
@@ -52,11 +55,14 @@ from modelgate.settings import Settings
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
+from modelgate.storage.sql.feedback import SqlFeedbackStore
 from modelgate.storage.sql.identity import SqlIdentityStore
 from modelgate.storage.sql.payloads import SqlPayloadStore
 from modelgate.storage.sql.usage import SqlUsageStore
 
 if TYPE_CHECKING:
+    from modelgate.cluster.node import NodeAnnouncer
+    from modelgate.core.cluster import Cluster
     from modelgate.identity.jwt import TokenIssuer
 
 __all__ = ["Components", "build_components"]
@@ -84,6 +90,11 @@ class Components:
     monitor: Monitor | None = None
     tracer: OtelTracer | None = None
     requests: RequestLog | None = None
+    feedback: FeedbackRecorder | None = None
+    #: a gateway's nodes; a node's announcements (see modelgate.cluster)
+    cluster: Cluster | None = None
+    announcer: NodeAnnouncer | None = None
+    _watch: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Start-up I/O that must finish before any request is accepted: migrations."""
@@ -99,18 +110,40 @@ class Components:
             await self.alerts.start()
         if self.payloads is not None:
             await self.payloads.start()
+        if self.feedback is not None:
+            await self.feedback.start()
+        watch = None
+        if self.cluster is not None:
+            from modelgate.cluster.setup import ClusterWatch
+
+            watch = ClusterWatch(self.cluster, self.registry, self.settings.cluster_refresh_seconds)
+            await watch.first_refresh()
         await self.registry.start()
+        if watch is not None:
+            self._watch = asyncio.get_running_loop().create_task(watch.run())
+        if self.announcer is not None:
+            await self.announcer.start()
 
     async def close(self) -> None:
         """After the requests in flight: close the models, write the last usage, send the
         last alerts, then let go of Redis and the database."""
+        if self.announcer is not None:  # gateways stop sending work here first
+            await self.announcer.leave()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.registry.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        if self.announcer is not None:
+            await self.announcer.directory.close()
         if self.alerts is not None:
             await self.alerts.close()
         if self.usage is not None:
             await self.usage.close()
         if self.payloads is not None:
             await self.payloads.close()
+        if self.feedback is not None:
+            await self.feedback.close()
         admission = self.service.admission
         if admission is not None:
             if admission.quotas is not None:
@@ -144,6 +177,9 @@ class State:
     usage_service: UsageService
     payloads: SqlPayloadStore
     payload_service: PrivacyService
+    feedback: SqlFeedbackStore
+    feedback_service: FeedbackService
+    feedback_subjects: FeedbackSubjects
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -243,7 +279,10 @@ def quota_alert_sink(webhook: WebhookSender | None) -> Callable[[QuotaAlert], No
 
 
 def build_alerts(
-    settings: Settings, metrics: PrometheusMetrics, monitor: Monitor | None = None
+    settings: Settings,
+    metrics: PrometheusMetrics,
+    monitor: Monitor | None = None,
+    concept: ConceptMonitor | None = None,
 ) -> tuple[AlertEvaluator | None, WebhookSender | None]:
     """The built-in alerts (None when there are no rules) and their webhook, if any; with
     ``monitor``, rules may also use its drift metrics."""
@@ -262,6 +301,8 @@ def build_alerts(
     sources: list[AlertSource] = [MetricsAlertSource(metrics, retention_s=retention)]
     if monitor is not None:
         sources.append(DriftAlertSource(monitor))
+    if concept is not None:
+        sources.append(ConceptAlertSource(concept))
     evaluator = AlertEvaluator(rules, sources, alert_sink(webhook), interval_s=interval)
     return evaluator, webhook
 
@@ -312,12 +353,14 @@ def build_state(settings: Settings) -> State:
     tenancy = TenancyService(identity, audit)
     payloads = SqlPayloadStore(engine)
     cipher, pseudonymize = build_payload_crypto(settings)
+    feedback = SqlFeedbackStore(engine)
+    subjects = FeedbackSubjects(feedback)  # erased and exported with the payload logs
     payload_service = PrivacyService(
-        payloads, audit, identity, cipher=cipher, pseudonymize=pseudonymize
+        payloads, audit, identity, cipher=cipher, pseudonymize=pseudonymize, holders=[subjects]
     )
     return State(
         url, engine, identity, audit, tenancy, usage, UsageService(usage, audit),
-        payloads, payload_service,
+        payloads, payload_service, feedback, FeedbackService(feedback), subjects,
     )  # fmt: skip
 
 
@@ -361,23 +404,79 @@ def build_payload_logger(settings: Settings, state: State) -> PayloadLogger | No
     return logger
 
 
+def build_feedback(
+    settings: Settings, state: State, registry: ModelRegistry
+) -> tuple[FeedbackRecorder, ConceptMonitor]:
+    """The listener that records predictions for feedback (subjects as pseudonyms when
+    the payload pseudonym key is set), wired to the feedback service and the subject
+    holder, and the concept-drift monitor reading the labelled ones."""
+    recorder = FeedbackRecorder(
+        state.feedback,
+        pseudonymize=state.payload_service.pseudonymize,
+        flush_interval_s=settings.feedback_flush_seconds,
+        max_pending=settings.feedback_max_pending,
+        purge_interval_s=settings.feedback_purge_seconds,
+    )
+    state.feedback_service.recorder = recorder
+    state.feedback_subjects.recorder = recorder
+    concept = ConceptMonitor(
+        state.feedback,
+        registry,
+        window_labels=settings.feedback_window_labels,
+        window_s=settings.feedback_window_seconds,
+        min_labels=settings.feedback_min_labels,
+        flush=recorder.flush,
+    )
+    return recorder, concept
+
+
+def build_announcer(settings: Settings, registry: ModelRegistry) -> NodeAnnouncer | None:
+    if settings.role != "node":
+        return None
+    from modelgate.cluster import setup
+
+    return setup.build_announcer(settings, registry)
+
+
 def build_components(settings: Settings) -> Components:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = PrometheusMetrics()
+    anomalies = AnomalyDetector(metrics)
     executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="modelgate-model")
     budget = settings.memory_budget_mb
-    registry = ModelRegistry(
-        FileModelRepository(str(settings.model_repository)),
-        loaders(),
-        observer=metrics,
-        executor=executor,
-        policy=RegistryPolicy(
-            inline_threshold_s=settings.inline_threshold_ms / 1000,
-            idle_unload_s=settings.idle_unload_seconds,
-            memory_budget_bytes=budget * 1024 * 1024 if budget is not None else None,
-            drain_timeout_s=settings.drain_timeout_seconds,
-        ),
+    policy = RegistryPolicy(
+        inline_threshold_s=settings.inline_threshold_ms / 1000,
+        idle_unload_s=settings.idle_unload_seconds,
+        memory_budget_bytes=budget * 1024 * 1024 if budget is not None else None,
+        drain_timeout_s=settings.drain_timeout_seconds,
     )
+    tracer = build_tracer(
+        settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        service_name=settings.trace_service_name,
+    )
+    cluster = None
+    if settings.role == "gateway":
+        from modelgate.cluster.setup import build_cluster
+        from modelgate.core.remote import ClusterRepository, remote_builder
+
+        cluster = build_cluster(settings, metrics, tracer)
+        registry = ModelRegistry(
+            ClusterRepository(cluster),
+            {},
+            observer=metrics,
+            policy=policy,
+            builder=remote_builder(cluster, metrics),
+        )
+    else:
+        registry = ModelRegistry(
+            FileModelRepository(str(settings.model_repository)),
+            loaders(),
+            observer=metrics,
+            executor=executor,
+            policy=policy,
+            load_hooks=[anomalies.prepare],
+        )
     state = build_state(settings)
     usage = state.usage
 
@@ -403,19 +502,16 @@ def build_components(settings: Settings) -> Components:
         observer=metrics,
     )
     payload_logger = build_payload_logger(settings, state)
-    tracer = build_tracer(
-        settings.otlp_endpoint,
-        sample_ratio=settings.trace_sample_ratio,
-        service_name=settings.trace_service_name,
-    )
     requests = RequestLog() if settings.access_log else None
     monitor = Monitor(
         registry,
         window_rows=settings.monitoring_window_rows,
         window_s=settings.monitoring_window_seconds,
         min_rows=settings.monitoring_min_rows,
+        anomalies=anomalies,
     )
-    listeners: list[InferenceListener] = [monitor]
+    feedback, concept = build_feedback(settings, state, registry)
+    listeners: list[InferenceListener] = [monitor, feedback]
     if payload_logger is not None:
         listeners.append(payload_logger)
     service = InferenceService(
@@ -426,9 +522,10 @@ def build_components(settings: Settings) -> Components:
         listeners=listeners,
         tracer=tracer,
         default_timeout_s=settings.request_timeout_seconds,
+        anomalies=anomalies,
     )
     metrics.track(registry=registry, admission=admission, usage=recorder)
-    alerts, alert_webhook = build_alerts(settings, metrics, monitor)
+    alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept)
     embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
     issuer = build_token_issuer(settings)
@@ -455,6 +552,7 @@ def build_components(settings: Settings) -> Components:
             quotas=quotas,
             payloads=state.payload_service,
             monitoring=(service, monitor),
+            concept=concept,
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
@@ -462,6 +560,7 @@ def build_components(settings: Settings) -> Components:
         abuse=abuse,
         tracer=tracer,
         requests=requests,
+        feedback=state.feedback_service,
     )
     return Components(
         settings,
@@ -482,4 +581,7 @@ def build_components(settings: Settings) -> Components:
         monitor=monitor,
         tracer=tracer,
         requests=requests,
+        feedback=feedback,
+        cluster=cluster,
+        announcer=build_announcer(settings, registry),
     )

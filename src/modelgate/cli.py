@@ -21,6 +21,7 @@ from modelgate.admin_cli import (
     tenants_app,
     usage_app,
 )
+from modelgate.feedback_cli import feedback_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
@@ -33,6 +34,7 @@ app.add_typer(usage_app, name="usage")
 app.add_typer(prices_app, name="prices")
 app.add_typer(payloads_app, name="payloads")
 app.add_typer(subjects_app, name="subjects")
+app.add_typer(feedback_app, name="feedback")
 console = Console()
 
 _KEY = typer.Option(
@@ -58,6 +60,17 @@ def serve(
     tls_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(help="all (default), gateway (routes to nodes) or node (hosts models)."),
+    ] = None,
+    nodes: Annotated[
+        str | None, typer.Option(help="A gateway's static node list: host:port,...")
+    ] = None,
+    node_id: Annotated[str | None, typer.Option(help="A node's id in the directory.")] = None,
+    node_address: Annotated[
+        str | None, typer.Option(help="The gRPC address gateways reach this node at.")
+    ] = None,
 ) -> None:
     """Run the model server (REST and gRPC) in the foreground."""
     from modelgate.server import run
@@ -73,9 +86,17 @@ def serve(
         "log_level": log_level,
         "tls_certfile": tls_certfile,
         "tls_keyfile": tls_keyfile,
+        "role": role,
+        "nodes": nodes,
+        "node_id": node_id,
+        "node_address": node_address,
     }
-    settings = load_settings(flags, str(config) if config else None)
-    if not settings.model_repository.is_dir():
+    try:
+        settings = load_settings(flags, str(config) if config else None)
+    except ValueError as exc:  # pydantic's ValidationError names each problem
+        console.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from None
+    if settings.role != "gateway" and not settings.model_repository.is_dir():
         console.print(f"[red]model repository not found:[/] {settings.model_repository}")
         raise typer.Exit(2)
     run(settings)
@@ -202,6 +223,64 @@ def _print_version_report(item: dict[str, Any]) -> None:
             f"confidence of {output}: mean top probability {c['mean_top_probability']:.3f}, "
             f"mean entropy {c['mean_entropy']:.3f}, "
             f"low-confidence share {c['low_confidence_share']:.1%}"
+        )
+    concept = item.get("concept")
+    if concept is not None:  # accuracy against the ground truth sent back
+        table = Table("labelled", "accuracy", "AUC", "Brier", "ECE", "accuracy drop", "status")
+        table.add_row(
+            str(concept["labelled"]),
+            _number(concept["accuracy"]),
+            _number(concept["auc"]),
+            _number(concept["brier"]),
+            _number(concept["ece"]),
+            _number(concept["accuracy_drop"]),
+            _status(concept["status"]),
+        )
+        console.print(table)
+    if item.get("text"):
+        _print_text_drift(item["text"])
+    anomalies = item.get("anomalies")
+    if anomalies:
+        share = "-" if anomalies["share"] is None else f"{anomalies['share']:.1%}"
+        console.print(
+            f"anomalous inputs ({anomalies['action']} above {anomalies['threshold']:g}): "
+            f"{share} of {anomalies['requests']} requests "
+            f"({anomalies['flagged']} flagged, {anomalies['rejected']} rejected)"
+        )
+
+
+def _print_text_drift(text: dict[str, Any]) -> None:
+    table = Table("text", "measure", "rows", "live", "reference", "PSI", "KS", "KS limit", "status")
+    length, embedding = text.get("length"), text.get("embedding")
+    if length:
+        table.add_row(
+            text["input"],
+            f"length ({length['unit']})",
+            str(length["rows"]),
+            _number(length["live_mean"], 1),
+            _number(length["reference_mean"], 1),
+            _number(length["psi"]),
+            _number(length["ks"]),
+            _number(length["ks_threshold"]),
+            _status(length["status"]),
+        )
+    if embedding:
+        table.add_row(
+            embedding["output"],
+            "cosine to centroid",
+            str(embedding["rows"]),
+            _number(embedding["live_mean_cosine"]),
+            _number(embedding["reference_mean_cosine"]),
+            _number(embedding["psi"]),
+            _number(embedding["ks"]),
+            _number(embedding["ks_threshold"]),
+            _status(embedding["status"]),
+        )
+    console.print(table)
+    if embedding:
+        console.print(
+            f"live mean embedding: cosine distance {embedding['centroid_distance']:.3f} "
+            "to the reference centroid"
         )
 
 

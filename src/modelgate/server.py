@@ -56,6 +56,7 @@ class Server:
         self._grpc: Any = None
         self._uvicorn: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
 
     async def serve(self) -> None:
@@ -92,6 +93,8 @@ class Server:
         else:
             self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
+        if components.announcer is not None and settings.node_address is None:
+            components.announcer.use_port(self.grpc_port)
         config = uvicorn.Config(
             components.rest_app,
             host=settings.host,
@@ -148,7 +151,29 @@ class Server:
         await self._tasks[0]  # uvicorn returns when SIGINT/SIGTERM asked it to stop
 
     def request_stop(self) -> None:
-        if self._uvicorn is not None:
+        """SIGTERM or SIGINT: turn not ready at once, leave the node directory, wait
+        ``shutdown_delay_seconds`` for balancers to notice, then stop accepting and let the
+        requests in flight finish. A second signal stops at once."""
+        if self._uvicorn is None:
+            return
+        if self._stopping is not None or self.components is None:
+            self._uvicorn.should_exit = True
+            return
+        self._stopping = asyncio.get_running_loop().create_task(self._drain_then_stop())
+
+    async def _drain_then_stop(self) -> None:
+        components = self.components
+        assert components is not None
+        assert self._uvicorn is not None
+        components.registry.drain()
+        log.info(
+            "shutting down: not ready; stopping in %.1f s", self.settings.shutdown_delay_seconds
+        )
+        try:
+            if components.announcer is not None:
+                await components.announcer.leave()
+            await asyncio.sleep(self.settings.shutdown_delay_seconds)
+        finally:
             self._uvicorn.should_exit = True
 
     async def shutdown(self) -> None:
@@ -158,6 +183,8 @@ class Server:
                 loop.remove_signal_handler(signum)
         for task in self._tasks[1:]:
             task.cancel()
+        if self._stopping is not None and not self._stopping.done():
+            self._stopping.cancel()
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self.components is not None:

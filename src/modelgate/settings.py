@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     memory_budget_mb: int | None = Field(default=None, gt=0)
     #: how long an unloaded or replaced version may finish its in-flight requests
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    #: on SIGTERM the server reports not ready at once, then keeps serving this long before
+    #: it stops accepting connections, so that a load balancer (or Kubernetes) stops
+    #: sending it work first; the requests in flight then finish
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
 
     #: access control: "required" (every route but health needs a credential) or "off"
     auth: Literal["required", "off"] = "required"
@@ -159,6 +163,19 @@ class Settings(BaseSettings):
     monitoring_window_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
     #: a window with fewer rows reports "insufficient data" and never drift
     monitoring_min_rows: int = Field(default=100, ge=1)
+    #: concept drift (docs/monitoring.md, "Feedback and concept drift"): a version's
+    #: window is its last this many labelled predictions...
+    feedback_window_labels: int = Field(default=1000, ge=1, le=1_000_000)
+    #: ...made no longer ago than this
+    feedback_window_seconds: float = Field(default=7 * 86400.0, gt=0)
+    #: fewer labelled predictions report "insufficient data" and never drift
+    feedback_min_labels: int = Field(default=100, ge=1)
+    #: how often recorded predictions are written, in one batch
+    feedback_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: at most this many inferences wait in memory to be written; more are dropped, counted
+    feedback_max_pending: int = Field(default=10_000, ge=1)
+    #: how often predictions past their retention are deleted
+    feedback_purge_seconds: float = Field(default=3600.0, gt=0)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,
@@ -181,6 +198,45 @@ class Settings(BaseSettings):
     payload_consent_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
     #: how often rows past their retention are deleted
     payload_purge_seconds: float = Field(default=3600.0, gt=0)
+
+    # -- scale-out: roles and nodes (docs/scale-out.md) --
+    #: "all": one process serves its own models; "gateway": no models, forwards inference
+    #: to nodes (found in Redis or in ``nodes``); "node": serves its models and announces
+    #: them in Redis for gateways
+    role: Literal["all", "gateway", "node"] = "all"
+    #: a gateway's static node list, ``host:port`` of OIP gRPC servers (modelgate nodes,
+    #: Triton, MLServer), comma-separated; unset: nodes are found in Redis
+    nodes: str | None = None
+    #: a node's id in the directory; unset: ``<hostname>-<grpc port>``
+    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    #: the gRPC address gateways reach this node at; unset: ``host:grpc_port``
+    node_address: str | None = None
+    #: a node's hardware class; unset: "gpu" when ONNX Runtime has a CUDA provider
+    node_hardware: Literal["cpu", "gpu"] | None = None
+    #: the credential a gateway sends to its nodes (a key the nodes accept, e.g. their
+    #: ``MODELGATE_ADMIN_KEY``)
+    node_key: SecretStr | None = None
+    #: a node re-announces itself this often; its entry lives ``node_ttl_seconds``
+    node_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    node_ttl_seconds: float = Field(default=6.0, gt=0, le=600)
+    #: a gateway re-reads the node directory this often
+    cluster_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: a gateway's call to a node, when the caller set no deadline
+    node_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: a node (or a model version on a node) is taken out of rotation after this many
+    #: failures in a row, for ``breaker_open_seconds``, then probed with one request
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_seconds: float = Field(default=5.0, gt=0)
+    #: retries of failed inference on another node: at most this share of requests
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    #: attempts per request, the first included
+    node_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _roles(self) -> Settings:
+        if self.role == "gateway" and self.nodes is None and self.redis_url is None:
+            raise ValueError("a gateway needs MODELGATE_REDIS_URL or MODELGATE_NODES")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

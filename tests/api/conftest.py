@@ -64,12 +64,11 @@ async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Serv
     # Protocol behaviour is tested without access control; it has suites of its own
     # (test_access_control.py, test_admin_api.py).
     settings = Settings(
-        model_repository=FIXTURE_MODELS,
         data_dir=data_dir,
         http_port=0,
         grpc_port=0,
         log_level="warning",
-        **{"auth": "off", **overrides},
+        **{"auth": "off", "model_repository": FIXTURE_MODELS, **overrides},
     )
     server = Server(settings)
     task = asyncio.create_task(server.serve())

@@ -226,3 +226,58 @@ async def test_without_a_client_context_a_new_trace_starts(
     assert await asyncio.to_thread(traced_server.components.tracer.flush)
     ready = [s for s in collector.spans[before:] if s.name == "GET /v2/health/ready"]
     assert len(ready) == 1 and ready[0].parent_span_id == b""
+
+
+async def test_a_gateways_trace_continues_on_the_node_it_forwards_to(
+    receiver: tuple[Receiver, int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """client -> gateway's request span -> node's gRPC span -> the node's runtime spans:
+    one trace across two servers, linked through the ``traceparent`` the gateway sends."""
+    collector, port = receiver
+    endpoint = f"http://127.0.0.1:{port}"
+    node_key = "trace-node-key-0123456789abcdef"
+    async with (
+        running_server(
+            Path(tmp_path_factory.mktemp("node")),
+            role="node",
+            auth="required",
+            admin_key=SecretStr(node_key),
+            otlp_endpoint=endpoint,
+            trace_service_name="node-under-test",
+        ) as node,
+        running_server(
+            Path(tmp_path_factory.mktemp("gateway")),
+            role="gateway",
+            nodes=f"127.0.0.1:{node.grpc_port}",
+            node_key=SecretStr(node_key),
+            auth="required",
+            admin_key=SecretStr(ADMIN),
+            otlp_endpoint=endpoint,
+            trace_service_name="gateway-under-test",
+        ) as gateway,
+    ):
+        traceparent, trace_id, span_id = _client_context()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as c:
+            answer = await c.post(
+                INFER,
+                json=ROW,
+                headers={"authorization": f"Bearer {ADMIN}", "traceparent": traceparent},
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+        await _spans_of(gateway, collector, trace_id)
+        spans = await _spans_of(node, collector, trace_id)
+    services = {
+        s.span_id: r.get("service.name")
+        for s, r in zip(collector.spans, collector.resources, strict=True)
+    }
+    gateway_request = next(s for s in spans if s.name == "POST /v2/models/{model}/infer")
+    assert services[gateway_request.span_id] == "gateway-under-test"
+    assert gateway_request.parent_span_id == span_id
+    node_request = next(s for s in spans if s.name.endswith("/ModelInfer"))
+    assert services[node_request.span_id] == "node-under-test"
+    assert node_request.parent_span_id == gateway_request.span_id
+    node_runtime = [
+        s for s in spans if s.name == "runtime" and services[s.span_id] == "node-under-test"
+    ]
+    assert node_runtime and node_runtime[0].parent_span_id == node_request.span_id

@@ -88,3 +88,64 @@ def test_monitor_prints_each_feature_and_the_confidence(monkeypatch: pytest.Monk
     assert "annual_income" in result.output and "5.150" in result.output
     assert "drift" in result.output and "0.754" in result.output
     assert "low-confidence share 2.6%" in result.output
+
+
+TEXT_REPORT: dict[str, Any] = {
+    "model": "all-MiniLM-L6-v2",
+    "versions": [
+        {
+            **REPORT["versions"][0],
+            "model": "all-MiniLM-L6-v2",
+            "features": [],
+            "predictions": [],
+            "confidence": {},
+            "text": {
+                "input": "text",
+                "status": "drift",
+                "length": {
+                    "unit": "tokens",
+                    "status": "drift",
+                    "rows": 120,
+                    "psi": 9.471,
+                    "ks": 0.699,
+                    "ks_threshold": 0.208,
+                    "live_mean": 141.1,
+                    "reference_mean": 14.2,
+                },
+                "embedding": {
+                    "output": "embedding",
+                    "status": "drift",
+                    "rows": 120,
+                    "psi": 10.094,
+                    "ks": 0.948,
+                    "ks_threshold": 0.208,
+                    "live_mean_cosine": 0.04,
+                    "reference_mean_cosine": 0.473,
+                    "centroid_distance": 0.914,
+                },
+            },
+            "anomalies": {
+                "action": "flag",
+                "threshold": 0.5,
+                "requests": 40,
+                "flagged": 3,
+                "rejected": 0,
+                "share": 0.075,
+            },
+        }
+    ],
+}
+
+
+def test_monitor_prints_text_drift_and_anomalies(monkeypatch: pytest.MonkeyPatch) -> None:
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.Response(200, content=json.dumps(TEXT_REPORT).encode())
+
+    monkeypatch.setattr(cli.httpx, "request", request)
+    monkeypatch.setattr(cli.console, "width", 200)
+    result = CliRunner().invoke(cli.app, ["monitor", "all-MiniLM-L6-v2", "--api-key", "k"])
+    assert result.exit_code == 0, result.output
+    assert "length (tokens)" in result.output and "9.471" in result.output
+    assert "cosine to centroid" in result.output and "10.094" in result.output
+    assert "cosine distance 0.914" in result.output
+    assert "7.5% of 40 requests (3 flagged, 0 rejected)" in result.output

@@ -19,6 +19,10 @@ of ``np.searchsorted`` over a window is all a comparison costs.
 - **Confidence** of a probability output: mean top probability, mean normalized entropy and
   the share of answers whose top probability is under :data:`LOW_CONFIDENCE`.
 
+A text model's profile has a ``text`` section instead of features (:class:`TextReference`:
+input lengths, the embedding centroid and each reference embedding's cosine to it); its
+statistics are in :mod:`modelgate.core.text_drift`.
+
 Pure numpy and the standard library; nothing here knows about requests or models.
 """
 
@@ -28,7 +32,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,13 +47,17 @@ __all__ = [
     "Confidence",
     "FeatureReference",
     "Histogram",
+    "Level",
     "ReferenceProfile",
+    "TextReference",
     "bin_counts",
     "chi_square",
+    "compare",
     "confidence",
     "ks_statistic",
     "ks_threshold",
     "psi",
+    "psi_level",
 ]
 
 PSI_WATCH = 0.1
@@ -64,6 +72,8 @@ KS_MIN_EFFECT = 0.1
 LOW_CONFIDENCE = 0.6
 
 FloatArray = NDArray[np.float64]
+#: how far a live distribution is from the reference's
+Level = Literal["ok", "watch", "drift"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,50 @@ class FeatureReference:
 
 
 @dataclass(frozen=True, slots=True)
+class TextReference:
+    """A text model's profile (``reference.json``'s ``text`` section): the lengths of its
+    input texts in tokens, counted by the output ``length_output`` (the model's own token
+    counts), and its embeddings: the centroid (the mean of the unit-length reference
+    embeddings) and the histogram of each reference embedding's cosine to it."""
+
+    input: str
+    length_output: str | None = None
+    length: Histogram | None = None
+    length_count: int = 0
+    length_mean: float = 0.0
+    embedding_output: str | None = None
+    centroid: FloatArray | None = None
+    cosine: Histogram | None = None
+    cosine_count: int = 0
+    cosine_mean: float = 0.0
+
+    @classmethod
+    def parse(cls, document: dict[str, Any]) -> TextReference:
+        length = document.get("length") or {}
+        embedding = document.get("embedding") or {}
+        if length and length.get("unit", "tokens") != "tokens":
+            raise ValueError(f"text length unit '{length['unit']}' is not supported (tokens)")
+        centroid = None
+        if embedding:
+            centroid = np.asarray(embedding["centroid"], dtype=np.float64)
+            if centroid.ndim != 1 or not np.linalg.norm(centroid) > 0:
+                raise ValueError("an embedding centroid must be a non-zero vector")
+        cosine = embedding.get("cosine_to_centroid") or {}
+        return cls(
+            input=str(document["input"]),
+            length_output=str(length["output"]) if length else None,
+            length=Histogram.of(length["histogram"]) if length else None,
+            length_count=int(length.get("count", 0)),
+            length_mean=float(length.get("mean", 0.0)),
+            embedding_output=str(embedding["output"]) if embedding else None,
+            centroid=centroid,
+            cosine=Histogram.of(cosine["histogram"]) if embedding else None,
+            cosine_count=int(cosine.get("count", 0)),
+            cosine_mean=float(cosine.get("mean", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ReferenceProfile:
     """What a version's training data looked like, read from its ``reference.json``."""
 
@@ -109,11 +163,13 @@ class ReferenceProfile:
     probabilities: dict[str, tuple[Histogram, str | None]]
     #: output name -> (class names, reference shares) of predicted labels
     labels: dict[str, tuple[tuple[str, ...], tuple[float, ...]]]
+    #: a text model's input lengths and embeddings
+    text: TextReference | None = None
 
     @property
     def empty(self) -> bool:
         """True when it describes no feature and no output that can be compared."""
-        return not (self.features or self.probabilities or self.labels)
+        return not (self.features or self.probabilities or self.labels or self.text)
 
     @classmethod
     def parse(cls, document: dict[str, Any]) -> ReferenceProfile:
@@ -137,7 +193,10 @@ class ReferenceProfile:
             elif "frequencies" in output and "values" in output:
                 values = tuple(str(v) for v in output["values"])
                 labels[name] = (values, tuple(float(f) for f in output["frequencies"]))
-        return cls(tuple(features), probabilities, labels)
+        text = document.get("text")
+        return cls(
+            tuple(features), probabilities, labels, TextReference.parse(text) if text else None
+        )
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile | None:
@@ -201,6 +260,26 @@ def chi_square(frequencies: NDArray[Any], observed: NDArray[Any]) -> tuple[float
     # (X / k) ** (1/3) is close to normal with mean 1 - 2 / (9k) and variance 2 / (9k).
     z = ((statistic / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / math.sqrt(2 / (9 * dof))
     return statistic, 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def psi_level(value: float) -> Level:
+    """The status a PSI value gives: above :data:`PSI_DRIFT` drift, :data:`PSI_WATCH` watch."""
+    return "drift" if value > PSI_DRIFT else "watch" if value > PSI_WATCH else "ok"
+
+
+def compare(
+    histogram: Histogram, data: NDArray[Any], n_reference: int
+) -> tuple[float, float, float, Level]:
+    """PSI, KS, the KS threshold and the status of live ``data`` against a reference
+    histogram of ``n_reference`` values: drift when KS is above its threshold, else as PSI
+    says."""
+    expected = histogram.extended()
+    observed = bin_counts(data, histogram.edges)
+    value = psi(expected, observed)
+    ks = ks_statistic(expected, observed)
+    threshold = ks_threshold(max(n_reference, 1), int(np.asarray(data).size))
+    level: Level = "drift" if ks > threshold else psi_level(value)
+    return value, ks, threshold, level
 
 
 @dataclass(frozen=True, slots=True)

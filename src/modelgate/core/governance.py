@@ -50,6 +50,7 @@ from modelgate.core.payloads import (
     payload_size,
     seal_document,
 )
+from modelgate.core.request_context import current_request_id
 from modelgate.core.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -220,7 +221,8 @@ class PayloadLogger:
                 principal.subject if principal.kind == "key" else principal.kind,
                 request.model,
                 response.model_version,
-                request.id,
+                # the OIP id, else the transport one: what feedback and datasets join on
+                request.id or current_request_id.get(),
                 subject_of(request.parameters),
                 terms,
                 request.inputs,

@@ -19,6 +19,7 @@ import numpy as np
 
 from modelgate import __version__
 from modelgate.core.admission import Admission, rate_limit_details
+from modelgate.core.anomaly import AnomalyDetector
 from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest, TensorSpec
@@ -120,6 +121,7 @@ class InferenceService:
         default_timeout_s: float | None = None,
         tracer: Tracer | None = None,
         observer: InferenceObserver | None = None,
+        anomalies: AnomalyDetector | None = None,
     ):
         self.registry = registry
         self.server_name = server_name
@@ -133,6 +135,8 @@ class InferenceService:
         self.listeners = tuple(listeners)
         #: spans of admission, queueing and the runtime call; None: tracing is off
         self.tracer = tracer
+        #: scores the inputs of models with an ``anomaly`` section; None: nothing is
+        self.anomalies = anomalies
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -285,11 +289,15 @@ class InferenceService:
         timing = Timing(deadline=deadline)
         rows = tokens = 0
         status = "internal"
+        anomaly = None
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise deadline_exceeded()
             inputs, rows = _validate(loaded.manifest, request.inputs)
             requested = _select_outputs(loaded.manifest, request.outputs)
+            if self.anomalies is not None and loaded.manifest.anomaly is not None:
+                # before admission and the runtime: a rejected request costs neither
+                anomaly = self.anomalies.screen(loaded, inputs)
             if admission is not None:
                 if self.tracer is None:
                     limit = await admission.admit(principal, loaded.manifest, rows)
@@ -355,6 +363,11 @@ class InferenceService:
             id=request.id,
             rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
+        if anomaly is not None:
+            response.parameters.update(anomaly)
+        if timing.hardware is not None and timing.hardware != loaded.manifest.hardware.prefer:
+            # a gateway found no node of the preferred hardware: the answer says where it ran
+            response.parameters["hardware_fallback"] = timing.hardware
         for listener in self.listeners:
             listener.completed(
                 CompletedInference(principal, request, response, loaded.manifest, inputs)

@@ -14,8 +14,10 @@ from modelgate.core.tensors import DATATYPES
 from modelgate.errors import invalid
 
 __all__ = [
+    "AnomalySpec",
     "BatchingPolicy",
     "EmbeddingSpec",
+    "FeedbackSpec",
     "ModelManifest",
     "PayloadLoggingSpec",
     "TensorSpec",
@@ -27,6 +29,8 @@ _PLATFORMS = {
     "text-embedding": "onnxruntime_onnx",
     "skops": "sklearn_skops",
     "python": "python",
+    # a model served by another OIP server, known to a gateway only by its signature
+    "remote": "remote",
 }
 
 
@@ -87,6 +91,30 @@ class PayloadLoggingSpec(_Strict):
     retention_days: int = Field(ge=1, le=3650)
 
 
+class FeedbackSpec(_Strict):
+    """The model records its predictions so that ground truth can be attached later
+    (``POST /v1/feedback``; docs/monitoring.md, "Feedback and concept drift")."""
+
+    enabled: bool = False
+    #: predictions and their feedback are deleted this many days after the inference
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    #: the output holding the predicted class index; unset: the first integer output
+    label_output: str | None = None
+    #: the output holding class probabilities ([N, K]) or one score per row ([N]); unset:
+    #: the first floating-point output
+    score_output: str | None = None
+
+
+class AnomalySpec(_Strict):
+    """Inputs are scored against the version's reference profile before they run
+    (docs/monitoring.md, "Anomalous inputs"): a request whose score is above ``threshold``
+    is answered and marked (``flag``) or refused with INVALID_ARGUMENT (``reject``)."""
+
+    action: Literal["flag", "reject"] = "flag"
+    #: scores are in [0, 1]; above 0.5 means outside the range seen in the reference
+    threshold: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -95,7 +123,7 @@ class ModelManifest(_Strict):
     """One version's effective manifest: ``model.yaml`` merged with its ``version.yaml``."""
 
     name: str
-    runtime: Literal["onnxruntime", "text-embedding", "skops", "python"]
+    runtime: Literal["onnxruntime", "text-embedding", "skops", "python", "remote"]
     platform: str = ""
     default_version: int | None = None
     version_policy: Any = "all"
@@ -117,6 +145,10 @@ class ModelManifest(_Strict):
     embedding: EmbeddingSpec | None = None
     #: payload logging allowed by this model; unset: never logged
     payload_logging: PayloadLoggingSpec | None = None
+    #: inputs scored against the reference profile; unset: not checked
+    anomaly: AnomalySpec | None = None
+    #: predictions recorded for feedback (ground truth); unset: not recorded
+    feedback: FeedbackSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:
@@ -133,6 +165,11 @@ class ModelManifest(_Strict):
                         f"batching needs a variable first dimension, '{spec.name}' has "
                         f"{list(spec.shape)}"
                     )
+        if self.feedback is not None:
+            outputs = {t.name for t in self.outputs}
+            for named in (self.feedback.label_output, self.feedback.score_output):
+                if named is not None and named not in outputs:
+                    raise ValueError(f"feedback names output '{named}', which the model lacks")
         if not self.platform:
             object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
         return self

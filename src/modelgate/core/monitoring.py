@@ -13,6 +13,12 @@ statistics are in :mod:`modelgate.core.drift`). A version without ``reference.js
 ``no reference``; a window of fewer than ``min_rows`` rows reports ``insufficient data``
 and never drift.
 
+A text-embedding model's embeddings (too wide for the main window) are kept in a smaller
+ring per version (:data:`EMBEDDING_ROWS` rows, at most :data:`MAX_EMBEDDING_VALUES` values)
+and compared at report time with the profile's ``text`` section
+(:mod:`modelgate.core.text_drift`), with its token counts. With an
+:class:`~modelgate.core.anomaly.AnomalyDetector`, a report also counts anomalous requests.
+
 :class:`DriftAlertSource` hands the same numbers to the built-in alert evaluator as the
 metrics ``feature_drift`` (the largest feature PSI) and ``prediction_drift`` (the largest
 output PSI), per model.
@@ -34,23 +40,22 @@ from typing import Any, Literal
 import numpy as np
 
 from modelgate.core.alerts import Reading
+from modelgate.core.anomaly import AnomalyCounts, AnomalyDetector
 from modelgate.core.drift import (
-    PSI_DRIFT,
-    PSI_WATCH,
     Confidence,
     FeatureReference,
     Histogram,
     ReferenceProfile,
-    bin_counts,
     chi_square,
+    compare,
     confidence,
-    ks_statistic,
-    ks_threshold,
     psi,
+    psi_level,
 )
 from modelgate.core.inference import CompletedInference
 from modelgate.core.manifest import ModelManifest
 from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.core.text_drift import TextDrift, text_drift
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -70,6 +75,10 @@ REFERENCE_FILE = "reference.json"
 
 #: wider arrays (embeddings) are not kept in the windows
 MAX_VALUES_PER_ROW = 256
+#: an embedding model's embeddings are kept in a ring of this many rows per version...
+EMBEDDING_ROWS = 1000
+#: ...holding at most this many values (8 MiB as float64): fewer rows for wider embeddings
+MAX_EMBEDDING_VALUES = 1 << 20
 
 Status = Literal["ok", "watch", "drift", "insufficient data", "no reference"]
 Array = np.ndarray[Any, Any]
@@ -118,6 +127,10 @@ class VersionReport:
     features: list[FeatureDrift] = field(default_factory=list)
     predictions: list[PredictionDrift] = field(default_factory=list)
     confidence: dict[str, Confidence] = field(default_factory=dict)
+    #: a text model: drift of its input lengths and embeddings
+    text: TextDrift | None = None
+    #: a model with an ``anomaly`` section: its anomalous requests since the version loaded
+    anomalies: AnomalyCounts | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +140,8 @@ class _Fold:
     parts: dict[str, list[Array]] = field(default_factory=dict)
     firsts: list[int] = field(default_factory=list)
     rows: int = 0
+    #: an embedding model's embeddings, kept apart (a smaller window)
+    wide: dict[str, list[Array]] = field(default_factory=dict)
 
 
 #: requests noted before they are copied into the windows in one step
@@ -215,6 +230,8 @@ class Monitor:
         window_s: float = 3600.0,
         min_rows: int = 100,
         clock: Any = time.monotonic,
+        anomalies: AnomalyDetector | None = None,
+        embedding_rows: int = EMBEDDING_ROWS,
     ):
         if window_rows < 1 or window_s <= 0 or min_rows < 1:
             raise ValueError("window_rows, window_s and min_rows must be positive")
@@ -222,8 +239,11 @@ class Monitor:
         self.window_rows = window_rows
         self.window_s = window_s
         self.min_rows = min_rows
+        self.embedding_rows = embedding_rows
+        self.anomalies = anomalies
         self._clock = clock
         self._windows: dict[tuple[str, str], _Window] = {}
+        self._embeddings: dict[tuple[str, str], _Window] = {}
         #: each loaded version's profile (None: it has none), read again after a reload and
         #: forgotten with the version
         self._profiles: weakref.WeakKeyDictionary[LoadedVersion, ReferenceProfile | None] = (
@@ -251,8 +271,11 @@ class Monitor:
             if _kept(array):
                 fold.parts.setdefault(name, []).append(array)
                 rows = len(array)
+        embedding = inference.manifest.embedding is not None
         for tensor in response.outputs:
-            if _kept(tensor.data):
+            if embedding and tensor.data.ndim == 2 and tensor.data.dtype.kind == "f":
+                fold.wide.setdefault(tensor.name, []).append(tensor.data)
+            elif _kept(tensor.data):
                 fold.parts.setdefault(tensor.name, []).append(tensor.data)
                 rows = len(tensor.data)
         if rows:
@@ -267,6 +290,13 @@ class Monitor:
         self._noted = 0
         at = self._clock()
         for key, fold in folds.items():
+            for name, chunks in fold.wide.items():
+                wide = np.concatenate(chunks)
+                ring = self._embeddings.get(key)
+                if ring is None:
+                    rows = min(self.embedding_rows, MAX_EMBEDDING_VALUES // wide.shape[1])
+                    ring = self._embeddings[key] = _Window(max(rows, 1))
+                ring.add(at, len(wide), {name: wide})
             if not fold.parts:
                 continue
             arrays = {name: np.concatenate(chunks) for name, chunks in fold.parts.items()}
@@ -312,6 +342,7 @@ class Monitor:
             requests=requests,
             window_rows=self.window_rows,
             window_seconds=seconds,
+            anomalies=self.anomalies.counts(loaded) if self.anomalies is not None else None,
         )
         profile = self._profiles.get(loaded)
         if profile is None or profile.empty:
@@ -320,7 +351,12 @@ class Monitor:
             return replace(empty, status="insufficient data")
         features = _feature_drift(profile, loaded.manifest, data)
         predictions, scores = _prediction_drift(profile, loaded.manifest, data)
-        statuses = [f.status for f in features] + [p.status for p in predictions]
+        statuses: list[str] = [f.status for f in features]
+        statuses += [p.status for p in predictions]
+        text = None
+        if profile.text is not None:
+            text = self._text_drift(loaded, profile, data, seconds)
+            statuses.append(text.status)
         status: Status = (
             "drift" if "drift" in statuses else "watch" if "watch" in statuses else "ok"
         )
@@ -331,7 +367,25 @@ class Monitor:
             features=features,
             predictions=predictions,
             confidence={name: confidence(values) for name, values in scores.items()},
+            text=text,
         )
+
+    def _text_drift(
+        self,
+        loaded: LoadedVersion,
+        profile: ReferenceProfile,
+        data: Mapping[str, Array],
+        seconds: float,
+    ) -> TextDrift:
+        reference = profile.text
+        assert reference is not None
+        embeddings = None
+        ring = self._embeddings.get((loaded.name, str(loaded.version)))
+        if ring is not None and reference.embedding_output is not None:
+            _rows, _requests, wide = ring.since(self._clock() - seconds)
+            embeddings = wide.get(reference.embedding_output)
+        lengths = data.get(reference.length_output) if reference.length_output else None
+        return text_drift(reference, lengths, embeddings, self.min_rows)
 
     # -- alerts --------------------------------------------------------------------------
     def prepare_profiles(self) -> None:
@@ -432,7 +486,7 @@ def _columns(manifest: ModelManifest, window: Mapping[str, Array]) -> dict[str, 
 
 
 def _psi_status(value: float) -> Status:
-    return "drift" if value > PSI_DRIFT else "watch" if value > PSI_WATCH else "ok"
+    return psi_level(value)
 
 
 def _feature_drift(
@@ -474,13 +528,7 @@ def _one_feature(reference: FeatureReference, values: Array) -> FeatureDrift:
 def _compare(
     histogram: Histogram, data: Array, n_reference: int
 ) -> tuple[float, float, float, Status]:
-    expected = histogram.extended()
-    observed = bin_counts(data, histogram.edges)
-    value = psi(expected, observed)
-    ks = ks_statistic(expected, observed)
-    threshold = ks_threshold(max(n_reference, 1), int(data.size))
-    status = "drift" if ks > threshold else _psi_status(value)
-    return value, ks, threshold, status
+    return compare(histogram, data, n_reference)
 
 
 def _prediction_drift(

@@ -19,7 +19,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,9 +122,17 @@ class ModelRegistry:
         executor: Executor | None = None,
         policy: RegistryPolicy = RegistryPolicy(),
         clock: Any = time.monotonic,
+        builder: Callable[[VersionSource], LoadedVersion] | None = None,
+        load_hooks: Sequence[Callable[[LoadedVersion], None]] = (),
     ):
         self.repository = repository
         self._loaders = loaders
+        #: how a version is made ready (in a worker thread); default: load its artifact with
+        #: its runtime's loader and warm it up. A gateway builds handles to its nodes instead.
+        self._builder = builder or self._build
+        #: called with each built version in the loading thread, before it serves (reading
+        #: its reference profile); an error fails the load like a build error
+        self._load_hooks = tuple(load_hooks)
         self._observer = observer
         self._executor = executor
         self.policy = policy
@@ -165,6 +173,11 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    def drain(self) -> None:
+        """Report not ready from now on (the server is shutting down), so that balancers
+        and gateways stop sending work while the requests in flight finish."""
+        self._ready = False
 
     # -- lookups on the request path ---------------------------------------------------
     def get(self, name: str, version: str | None) -> LoadedVersion | None:
@@ -268,7 +281,10 @@ class ModelRegistry:
             fresh: list[LoadedVersion] = []
             try:
                 for source in sources:
-                    fresh.append(await asyncio.to_thread(self._build, source))
+                    fresh.append(await asyncio.to_thread(self._builder, source))
+                for hook in self._load_hooks:
+                    for loaded in fresh:
+                        await asyncio.to_thread(hook, loaded)
             except BaseException:
                 for loaded in fresh:
                     await asyncio.to_thread(loaded.runtime.close)

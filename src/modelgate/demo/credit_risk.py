@@ -195,14 +195,20 @@ def train_boosting(train: Dataset, seed: int = SEED) -> GradientBoostingClassifi
 
 
 def evaluate(estimator: Any, validation: Dataset) -> dict[str, float]:
-    """Accuracy, ROC AUC and log loss of P(default) on the validation split."""
+    """Accuracy, ROC AUC, log loss, Brier score and calibration error of P(default) on
+    the validation split."""
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+    from modelgate.core.concept import brier_score, expected_calibration_error
 
     probabilities = estimator.predict_proba(validation.features)[:, 1]
     return {
         "accuracy": float(accuracy_score(validation.labels, probabilities >= 0.5)),
         "auc": float(roc_auc_score(validation.labels, probabilities)),
         "log_loss": float(log_loss(validation.labels, probabilities)),
+        # as modelgate's concept-drift report computes them on live feedback
+        "brier": brier_score(probabilities, validation.labels),
+        "ece": expected_calibration_error(probabilities, validation.labels),
     }
 
 
@@ -302,6 +308,10 @@ def manifest() -> dict[str, Any]:
         "execution": "auto",
         "hardware": {"prefer": "cpu"},
         "runtime_options": {"intra_op_threads": 1, "inter_op_threads": 1},
+        # inputs outside the training data's range are answered and marked
+        "anomaly": {"action": "flag", "threshold": 0.5},
+        # predictions are recorded so that ground truth can be sent back (POST /v1/feedback)
+        "feedback": {"enabled": True, "retention_days": 30},
         "labels": {"team": "risk", "domain": "lending", "data": "synthetic"},
         "card": {
             "description": (

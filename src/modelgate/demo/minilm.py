@@ -343,11 +343,14 @@ def version_manifest(
 def reference_statistics(
     version: int, session: Any, tokenizer: Any, check: VersionCheck
 ) -> dict[str, Any]:
-    """The per-version `reference.json`: input lengths and embedding norms on sample texts."""
+    """The per-version `reference.json`: input lengths and embedding norms on sample texts,
+    and the `text` section drift monitoring reads (token counts, centroid, cosines)."""
     texts = [*REFERENCE_SENTENCES, *generated_sentences()]
     pooled, token_counts = pooled_with_onnx(session, tokenizer, texts)
     normalized = l2_normalize(pooled)
     centroid = normalized.mean(axis=0)
+    cosines = normalized @ (centroid / np.linalg.norm(centroid))
+    rounded_centroid = [round(float(v), 6) for v in centroid]
     return {
         "model": MODEL_NAME,
         "version": version,
@@ -360,12 +363,25 @@ def reference_statistics(
                     np.linalg.norm(pooled, axis=1)
                 ),
                 "centroid_norm": float(np.linalg.norm(centroid)),
-                "cosine_to_centroid": reference.column_statistics(
-                    normalized @ (centroid / np.linalg.norm(centroid))
-                ),
-                "centroid": [round(float(v), 6) for v in centroid],
+                "cosine_to_centroid": reference.column_statistics(cosines),
+                "centroid": rounded_centroid,
             },
             "token_count": reference.column_statistics(token_counts),
+        },
+        # what drift monitoring compares (modelgate.core.drift.TextReference): lengths in
+        # tokens, as the served model counts them in its `token_count` output
+        "text": {
+            "input": "text",
+            "length": {
+                "unit": "tokens",
+                "output": "token_count",
+                **reference.column_statistics(token_counts),
+            },
+            "embedding": {
+                "output": "embedding",
+                "centroid": rounded_centroid,
+                "cosine_to_centroid": reference.column_statistics(cosines),
+            },
         },
         "cosine_to_sentence_transformers": {
             "min": check.min_cosine,

@@ -194,6 +194,12 @@ class PrometheusMetrics:
             ("kind",),
             registry=self.registry,
         )
+        self.anomalous_requests = Counter(
+            "modelgate_anomalous_requests",
+            "Requests whose inputs scored above the model's anomaly threshold, by action",
+            (*version, "action"),
+            registry=self.registry,
+        )
         self.loaded_versions = Gauge(
             "modelgate_model_loaded", "1 while a version is loaded", version, registry=self.registry
         )
@@ -282,6 +288,11 @@ class PrometheusMetrics:
 
     def blocked(self, kind: str) -> None:
         self.abuse_blocks.labels(kind).inc()
+
+    def anomalous(self, model: str, version: str, action: str) -> None:
+        """The :class:`~modelgate.core.ports.AnomalyObserver`: ``action`` is ``"flagged"``
+        or ``"rejected"``."""
+        self.anomalous_requests.labels(model, version, action).inc()
 
     def _children(self, model: str, version: str, tenant: str) -> _ServedMetrics:
         """The first request of a (model, version, tenant): label children, cached. Past

@@ -166,7 +166,9 @@ CHECK: dict[str, Callable[[Answer, str], bool]] = {
     "consent.purpose": lambda answer, value: answer.json()["purpose"] == value,
     # nobody's payloads: an injection string finds nothing and erases nothing
     "path.subject.export": lambda answer, value: answer.json()["payload_logs"] == [],
-    "path.subject.erase": lambda answer, value: answer.json()["erased"] == {"payload_logs": 0},
+    "path.subject.erase": lambda answer, value: (
+        answer.json()["erased"] == {"payload_logs": 0, "predictions": 0}
+    ),
 }
 
 

@@ -41,6 +41,7 @@ from modelgate.api.rest.errors import http_status, retry_after_header
 from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.authorization import is_operator, require_scope
+from modelgate.core.concept import ConceptMonitor
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import InferenceService
 from modelgate.core.monitoring import Monitor
@@ -63,6 +64,7 @@ def build_admin_app(
     quotas: Quotas | None = None,
     payloads: PrivacyService | None = None,
     monitoring: tuple[InferenceService, Monitor] | None = None,
+    concept: ConceptMonitor | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
@@ -202,7 +204,7 @@ def build_admin_app(
     if payloads is not None:
         _add_payload_routes(app, payloads, Caller, ip)
     if monitoring is not None:
-        _add_monitoring_routes(app, *monitoring, Caller)
+        _add_monitoring_routes(app, *monitoring, Caller, concept)
     if quotas is not None:
 
         @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])
@@ -278,6 +280,7 @@ def _add_monitoring_routes(
     service: InferenceService,
     monitor: Monitor,
     Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
+    concept: ConceptMonitor | None = None,
 ) -> None:
     @app.get("/admin/models/{model}/monitoring", tags=["monitoring"])
     async def model_monitoring(
@@ -292,7 +295,11 @@ def _add_monitoring_routes(
         # A model the caller may not see answers 404, like an unknown one.
         await service.authorize(caller, model, version, Scope.MODELS_READ)
         reports = await monitor.report(model, version)
-        return {"model": model, "versions": [asdict(report) for report in reports]}
+        versions = [asdict(report) for report in reports]
+        if concept is not None:  # accuracy and calibration against the ground truth sent back
+            for item in versions:
+                item["concept"] = asdict(await concept.report(model, item["version"]))
+        return {"model": model, "versions": versions}
 
 
 def _add_payload_routes(

@@ -21,7 +21,12 @@ from modelgate.core.inference import InferenceRequest, InferenceResponse, Reques
 from modelgate.core.tensors import Parameters, Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
 
-__all__ = ["decode_infer_request", "decode_parameters", "encode_infer_response"]
+__all__ = [
+    "contents_array",
+    "decode_infer_request",
+    "decode_parameters",
+    "encode_infer_response",
+]
 
 _InferOutputTensor = service_pb2.ModelInferResponse.InferOutputTensor
 
@@ -70,7 +75,7 @@ def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
                 )
             data = from_bytes(name, datatype, shape, count, raw[index])
         else:
-            data = _from_contents(name, datatype, shape, count, item.contents)
+            data = contents_array(name, datatype, shape, count, item.contents)
         params = decode_parameters(item.parameters) if item.parameters else {}
         inputs.append(Tensor(name, datatype, data, params))
     outputs = [
@@ -87,7 +92,7 @@ def decode_infer_request(request: Any, max_elements: int) -> InferenceRequest:
     )
 
 
-def _from_contents(
+def contents_array(
     name: str, datatype: str, shape: list[int], count: int, contents: Any
 ) -> np.ndarray[Any, Any]:
     field = _CONTENTS_FIELD.get(datatype)

@@ -35,6 +35,7 @@ from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
+from modelgate.core.request_context import current_request_id
 from modelgate.core.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.logs import RequestLog, request_id_from
@@ -339,10 +340,13 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 principal = await self._authenticate(credential, context)
             decoded = decode_infer_request(request, self.max_elements)
             decoded.deadline = _deadline(context)
+            current_request_id.set(request_id)  # for listeners (feedback); this call's task
             response = await self.service.infer(decoded, principal)
             version = response.model_version
             answer = encode_infer_response(response)
             code = grpc.StatusCode.OK
+            # the id feedback names the prediction by (REST sends it as X-Request-Id)
+            context.set_trailing_metadata((("x-request-id", request_id),))
             return answer
         except ModelgateError as exc:
             code = grpc_status(exc)
@@ -380,6 +384,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         abuse = self.abuse
         start = time.perf_counter_ns()
         request_id, traceparent, span = self._begin("ModelStreamInfer", context)
+        current_request_id.set(request_id)  # one for the stream: feedback names OIP ids
         code = grpc.StatusCode.INTERNAL
         principal = model = version = None
         try:

@@ -18,6 +18,7 @@ Routes::
     POST /v2/repository/models/{m}/load | /unload  load and unload
     GET  /v1/models[/{m}]                          OpenAI model list
     POST /v1/embeddings                            OpenAI embeddings
+    POST /v1/feedback                              ground truth for earlier predictions
     GET  /metrics                                  Prometheus text format
 """
 
@@ -50,13 +51,16 @@ from modelgate.api.rest.asgi import (
 )
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
+from modelgate.api.rest.feedback import submit_feedback
 from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.authorization import require_scope
+from modelgate.core.feedback import FeedbackService
 from modelgate.core.identity import Principal
 from modelgate.core.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.core.inference import InferenceService
 from modelgate.core.oauth import OAuthError, TokenService
+from modelgate.core.request_context import current_request_id
 from modelgate.core.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.logs import RequestLog, request_id_from
@@ -106,6 +110,7 @@ class RestApp:
         abuse: AbuseGuard | None = None,
         tracer: OtelTracer | None = None,
         requests: RequestLog | None = None,
+        feedback: FeedbackService | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -121,6 +126,8 @@ class RestApp:
         self.tracer = tracer
         #: a log line per request, None: the request log is off
         self.requests = requests
+        #: ``POST /v1/feedback``, None: not served
+        self.feedback = feedback
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -168,9 +175,11 @@ class RestApp:
             )
             span.attach()
         sender = RequestSender(send, request_id)
+        context = current_request_id.set(request_id)  # for listeners (feedback)
         try:
             await self._dispatch(scope, receive, sender)
         finally:
+            current_request_id.reset(context)
             if span is not None or self.requests is not None:
                 self._finished(scope, start, request_id, traceparent, span, sender.status)
 
@@ -411,6 +420,9 @@ class RestApp:
             ]
         if response.rate_limit is not None:
             headers = headers + rate_limit_headers(response.rate_limit)
+        if response.parameters.get("anomalous"):  # the anomaly check flagged the inputs
+            score = str(response.parameters["anomaly_score"]).encode()
+            headers = [*headers, (b"x-modelgate-anomaly", score)]
         await respond(send, 200, payload, headers)
         self.metrics.http_answer("oip", 200)
 
@@ -431,6 +443,14 @@ class RestApp:
                     _check_content_type(value)
             data = await read_body(scope, receive, self.limits.max_body_bytes)
             body = await self.openai.embeddings(data, principal)
+        elif parts == ["feedback"] and self.feedback is not None:
+            _method(method, "POST")
+            principal = await self._principal(scope)
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    _check_content_type(value)
+            data = await read_body(scope, receive, self.limits.max_body_bytes)
+            body = await submit_feedback(self.feedback, data, principal)
         else:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
         await respond(send, 200, body, _JSON)

@@ -41,6 +41,8 @@ __all__ = [
     "payload_consents",
     "payload_logs",
     "plans",
+    "prediction_feedback",
+    "predictions",
     "prices",
     "tenants",
     "usage_records",
@@ -228,4 +230,38 @@ payload_consents = Table(
     Column("purpose", String(NAME_LENGTH), nullable=True),
     Column("retention_days", Integer, nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+# Predictions recorded for feedback (0004): one row per request row of a model with
+# ``feedback`` enabled. ``request_id`` is the transport request id, ``inference_id`` the
+# request's OIP id; ``subject`` a keyed pseudonym, never the id itself.
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("tenant_id", String(ID_LENGTH), nullable=False),
+    Column("request_id", String(ID_LENGTH), nullable=False),
+    Column("inference_id", String(ID_LENGTH), nullable=True),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", String(ID_LENGTH), nullable=False),
+    Column("subject", String(64), nullable=True, index=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("predicted", BigInteger, nullable=True),
+    Column("score", Float, nullable=True),
+    Index("ix_predictions_tenant_id_request_id", "tenant_id", "request_id"),
+    Index("ix_predictions_tenant_id_inference_id", "tenant_id", "inference_id"),
+    Index("ix_predictions_model_version_created_at", "model", "version", "created_at"),
+)
+
+# Ground truth for one prediction row (0004); deleted with its prediction.
+prediction_feedback = Table(
+    "prediction_feedback",
+    metadata,
+    Column("prediction_id", String(64), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("label", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )

@@ -1,0 +1,480 @@
+"""Feedback: predictions recorded for the ground truth sent back later, and the use cases
+around them (attaching labels, a data subject's export and erasure, training datasets).
+
+:class:`FeedbackRecorder` is an :class:`~modelgate.core.inference.InferenceListener`. For a
+model whose manifest enables ``feedback``, ``completed`` (the request path) appends one
+tuple of references to a list: no copy, no I/O, no task. A background task turns what
+waits into :class:`~modelgate.core.predictions.PredictionRecord` rows (one per request
+row: the predicted class and the score, read from the outputs) in a worker thread and
+writes them every ``flush_interval_s``; a failed write keeps them for the next flush;
+:meth:`FeedbackRecorder.close` writes what is left. The same task deletes expired rows
+every ``purge_interval_s``.
+
+A prediction is found by the tenant that made it and its request id: the transport id
+(REST ``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane
+one) or the request's OIP ``id``. :class:`FeedbackService` attaches labels to it; when
+the id is not in the store yet, it writes what this replica still holds and looks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from modelgate.core.authorization import require_scope
+from modelgate.core.draining import drain
+from modelgate.core.governance import subject_of
+from modelgate.core.identity import Principal, Scope
+from modelgate.core.inference import ANONYMOUS, CompletedInference
+from modelgate.core.manifest import FeedbackSpec, ModelManifest
+from modelgate.core.ports import FeedbackStore
+from modelgate.core.predictions import (
+    FeedbackRecord,
+    LabelledPrediction,
+    LabelQuery,
+    PredictionRecord,
+)
+from modelgate.core.request_context import current_request_id
+from modelgate.core.tensors import Tensor
+from modelgate.errors import ErrorKind, ModelgateError, invalid
+
+__all__ = [
+    "MAX_LABEL",
+    "MAX_REQUEST_ID",
+    "FeedbackItem",
+    "FeedbackRecorder",
+    "FeedbackService",
+    "FeedbackSubjects",
+    "prediction_rows",
+]
+
+log = logging.getLogger("modelgate.feedback")
+
+#: the longest request id (transport or OIP) recorded and looked up
+MAX_REQUEST_ID = 128
+#: the largest class index a label may name
+MAX_LABEL = 2**31 - 1
+
+_INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
+_FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})
+
+# what the request path keeps: at, tenant, request id, OIP id, model, version, parameters,
+# manifest, outputs (references only)
+_Pending = tuple[
+    float, str, str | None, str | None, str, str, dict[str, Any], ModelManifest, list[Tensor]
+]
+
+
+def _new_id() -> str:
+    return "pr_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
+    """Ground truth for one earlier request: ``labels`` one per row of the request, or
+    ``label`` for row ``row``."""
+
+    request_id: str
+    label: int | None = None
+    labels: tuple[int, ...] | None = None
+    row: int = 0
+
+
+def prediction_rows(
+    manifest: ModelManifest, outputs: Sequence[Tensor]
+) -> tuple[list[int | None], list[float | None]] | None:
+    """The predicted class and score of each row, from the outputs the request received;
+    None when they hold neither (see :class:`~modelgate.core.manifest.FeedbackSpec`)."""
+    spec = manifest.feedback or FeedbackSpec()
+    by_name = {t.name: t for t in outputs}
+    label = _output(by_name, spec.label_output, _INTEGER, outputs, ndim=1)
+    score = _output(by_name, spec.score_output, _FLOAT, outputs, ndim=None)
+    predicted: list[Any] | None = None  # int or None per row
+    scores: list[Any] | None = None  # float or None per row
+    if score is not None:
+        values = np.asarray(score.data, dtype=np.float64)
+        if values.ndim == 2 and values.shape[1] >= 2:
+            classes = values.shape[1]
+            scores = (values[:, 1] if classes == 2 else values.max(axis=1)).tolist()
+            predicted = values.argmax(axis=1).tolist()
+        elif values.ndim in (1, 2):
+            flat = values.reshape(len(values))
+            scores = flat.tolist()
+            predicted = (flat >= 0.5).astype(np.int64).tolist()
+    if label is not None:
+        predicted = np.asarray(label.data).astype(np.int64).tolist()
+    if predicted is None:
+        return None
+    if scores is None or len(scores) != len(predicted):
+        scores = [None] * len(predicted)
+    return predicted, scores
+
+
+def _output(
+    by_name: dict[str, Tensor],
+    named: str | None,
+    datatypes: frozenset[str],
+    outputs: Sequence[Tensor],
+    ndim: int | None,
+) -> Tensor | None:
+    if named is not None:
+        found = by_name.get(named)
+        return found if found is not None and found.datatype in datatypes else None
+    for tensor in outputs:
+        if tensor.datatype in datatypes and (ndim is None or tensor.data.ndim == ndim):
+            return tensor
+    return None
+
+
+class FeedbackRecorder:
+    """The :class:`~modelgate.core.inference.InferenceListener` that records predictions of
+    models with ``feedback`` enabled (see the module docstring). Subjects are recorded,
+    as pseudonyms, only with ``pseudonymize`` (the payload pseudonym key)."""
+
+    def __init__(
+        self,
+        store: FeedbackStore,
+        *,
+        pseudonymize: Callable[[str], str] | None = None,
+        flush_interval_s: float = 1.0,
+        max_pending: int = 10_000,
+        purge_interval_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._store = store
+        self._pseudonymize = pseudonymize
+        self._interval = flush_interval_s
+        self._max_pending = max_pending
+        self._purge_s = purge_interval_s
+        self._clock = clock
+        self._new_id = new_id
+        self._pending: list[_Pending] = []
+        self._unwritten: list[PredictionRecord] = []  # built, not yet written
+        self._dropped = 0
+        self._dropped_logged = 0
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Inferences (and built rows) waiting to be written."""
+        return len(self._pending) + len(self._unwritten)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    # -- the request path --------------------------------------------------------------
+    def completed(self, inference: CompletedInference) -> None:
+        manifest = inference.manifest
+        spec = manifest.feedback
+        if spec is None or not spec.enabled:
+            return
+        if len(self._pending) >= self._max_pending:
+            self._dropped += 1
+            return
+        principal = inference.principal
+        request = inference.request
+        response = inference.response
+        self._pending.append(
+            (
+                self._clock(),
+                ANONYMOUS if principal is None else principal.tenant_id,
+                current_request_id.get(),
+                request.id,
+                request.model,
+                response.model_version,
+                request.parameters,
+                manifest,
+                response.outputs,
+            )
+        )
+
+    # -- the background task -----------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name="feedback-recorder")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            if self._stop.is_set():
+                return
+            # the outermost layer of this task: whatever fails, it must keep running
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("feedback: flush failed")
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + self._purge_s
+                try:
+                    await self.purge()
+                except Exception as exc:
+                    log.warning("feedback: expired predictions not purged: %r", exc)
+
+    async def purge(self) -> int:
+        """Delete the predictions (and their feedback) whose retention has passed."""
+        purged = await self._store.purge(datetime.fromtimestamp(self._clock(), UTC))
+        if purged:
+            log.info("feedback: %d expired predictions deleted", purged)
+        return purged
+
+    async def flush(self) -> int:
+        """Write everything pending now; answers how many rows were written."""
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self._unwritten.extend(await asyncio.to_thread(self._build_all, batch))
+                except asyncio.CancelledError:
+                    self._pending[:0] = batch
+                    raise
+            records, self._unwritten = self._unwritten, []
+            written = 0
+            if records:
+                try:
+                    await self._store.append(records)
+                    written = len(records)
+                except asyncio.CancelledError:
+                    self._unwritten[:0] = records
+                    raise
+                except ModelgateError as exc:
+                    if exc.kind is not ErrorKind.INVALID_ARGUMENT:
+                        self._keep(records, exc)
+                    else:  # a row the store refuses must not hold the others back
+                        written = await self._write_each(records)
+                except Exception as exc:  # the database is down: keep them, retry later
+                    self._keep(records, exc)
+            if self._dropped > self._dropped_logged:
+                lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
+                log.error("feedback: %d predictions dropped (not recorded)", lost)
+            return written
+
+    async def _write_each(self, records: list[PredictionRecord]) -> int:
+        written = 0
+        for record in records:
+            try:
+                await self._store.append([record])
+                written += 1
+            except ModelgateError as exc:
+                self._dropped += 1
+                log.error("feedback: prediction %s refused by the store: %s", record.id, exc)
+        return written
+
+    def _keep(self, records: list[PredictionRecord], exc: Exception) -> None:
+        room = max(self._max_pending - len(self._unwritten), 0)
+        if len(records) > room:
+            self._dropped += len(records) - room
+            records = records[:room]
+        self._unwritten[:0] = records
+        log.warning("feedback: %d predictions not written, kept for retry: %r", len(records), exc)
+
+    async def close(self, attempts: int = 3) -> None:
+        """Stop the task and write what is left (a few tries)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if await drain(self.flush, lambda: self.pending, attempts=attempts):
+            log.error("feedback: %d predictions could not be written at shutdown", self.pending)
+
+    # -- building rows, in a worker thread ---------------------------------------------
+    def _build_all(self, batch: Sequence[_Pending]) -> list[PredictionRecord]:
+        records: list[PredictionRecord] = []
+        for item in batch:
+            try:
+                records.extend(self._build(item))
+            except Exception:  # one odd answer must not lose the batch; it is counted
+                log.exception("feedback: a prediction of model %s could not be read", item[4])
+                self._dropped += 1
+        return records
+
+    def _build(self, item: _Pending) -> list[PredictionRecord]:
+        at, tenant, request_id, inference_id, model, version, parameters, manifest, out = item
+        found = prediction_rows(manifest, out)
+        if found is None or (request_id is None and inference_id is None):
+            return []
+        predicted, scores = found
+        if inference_id is not None and not 0 < len(inference_id) <= MAX_REQUEST_ID:
+            inference_id = None  # not an id one could look up
+        if request_id is None and inference_id is None:
+            return []
+        subject = subject_of(parameters) if parameters else None
+        if subject is not None:
+            subject = None if self._pseudonymize is None else self._pseudonymize(subject)
+        created = datetime.fromtimestamp(at, UTC)
+        assert manifest.feedback is not None
+        expires = created + timedelta(days=manifest.feedback.retention_days)
+        prediction_id = self._new_id()
+        return [
+            PredictionRecord(
+                id=prediction_id,
+                row=row,
+                tenant_id=tenant,
+                request_id=request_id or inference_id or "",
+                inference_id=inference_id,
+                model=model,
+                version=version,
+                subject=subject,
+                created_at=created,
+                expires_at=expires,
+                predicted=label,
+                score=score,
+            )
+            for row, (label, score) in enumerate(zip(predicted, scores, strict=True))
+        ]
+
+
+class FeedbackService:
+    """Ground truth for earlier predictions, and training datasets of labelled ones.
+
+    Who may do what: a caller with the ``infer`` scope labels its own tenant's predictions
+    (another tenant's request id answers NOT_FOUND, as an unknown one does); with access
+    control off, the anonymous tenant's. Datasets: operators (``tenants:admin``)."""
+
+    def __init__(
+        self,
+        store: FeedbackStore,
+        recorder: FeedbackRecorder | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now()
+
+    async def submit(self, principal: Principal | None, items: Sequence[FeedbackItem]) -> int:
+        """Label the predictions ``items`` name, all or none; answers how many rows were
+        labelled. NOT_FOUND names the first request id with no live prediction of the
+        caller's tenant; INVALID_ARGUMENT a label that does not fit its prediction."""
+        if principal is not None:
+            require_scope(principal, Scope.INFER)
+        tenant = ANONYMOUS if principal is None else principal.tenant_id
+        now = self._now()
+        feedback: list[FeedbackRecord] = []
+        flushed = False
+        for item in items:
+            rows = await self.store.find(tenant, item.request_id)
+            if not rows and not flushed and self.recorder is not None and self.recorder.pending:
+                await self.recorder.flush()  # recorded here, not yet written
+                flushed = True
+                rows = await self.store.find(tenant, item.request_id)
+            if not rows or rows[0].expires_at <= now:
+                raise ModelgateError(
+                    ErrorKind.NOT_FOUND, f"no prediction with request id '{item.request_id}'"
+                )
+            feedback.extend(_labels(item, rows, now))
+        await self.store.label(feedback)
+        return len(feedback)
+
+    def labelled(
+        self,
+        principal: Principal,
+        *,
+        model: str,
+        version: str | None = None,
+        tenant_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[list[LabelledPrediction]]:
+        """Every live labelled prediction of ``model``, oldest first, page by page."""
+        require_scope(principal, Scope.TENANTS_ADMIN)
+        query = LabelQuery(
+            model=model,
+            version=version,
+            tenant_id=tenant_id,
+            since=since,
+            until=until,
+            live_at=self._now(),
+        )
+        return self._pages(query)
+
+    async def _pages(self, query: LabelQuery) -> AsyncIterator[list[LabelledPrediction]]:
+        while True:
+            page = await self.store.labelled(query)
+            if page:
+                yield page
+            if len(page) < query.limit:
+                return
+            last = page[-1].prediction
+            query = replace(query, after=(last.created_at, last.id, last.row))
+
+
+def _labels(
+    item: FeedbackItem, rows: list[PredictionRecord], now: datetime
+) -> list[FeedbackRecord]:
+    if item.labels is not None:
+        if len(item.labels) != len(rows):
+            raise invalid(
+                f"request '{item.request_id}' had {len(rows)} rows; 'labels' has {len(item.labels)}"
+            )
+        return [
+            FeedbackRecord(r.id, r.row, label, now)
+            for r, label in zip(rows, item.labels, strict=True)
+        ]
+    if item.label is None:
+        raise invalid("each item needs 'label' or 'labels'")
+    if item.row >= len(rows):
+        raise invalid(f"request '{item.request_id}' had {len(rows)} rows; no row {item.row}")
+    row = rows[item.row]
+    return [FeedbackRecord(row.id, row.row, item.label, now)]
+
+
+class FeedbackSubjects:
+    """A data subject's predictions and their feedback, erased and exported with the
+    payload logs (a :class:`~modelgate.core.payloads.SubjectData`)."""
+
+    name = "predictions"
+
+    def __init__(self, store: FeedbackStore, recorder: FeedbackRecorder | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+
+    async def erase(self, subjects: Sequence[str], tenant_id: str | None) -> int:
+        if self.recorder is not None:
+            await self.recorder.flush()
+        return await self.store.delete_subject(subjects, tenant_id)
+
+    async def export(self, subjects: Sequence[str], tenant_id: str | None) -> list[Any]:
+        if self.recorder is not None:
+            await self.recorder.flush()
+        return [exported(found) for found in await self.store.subject_rows(subjects, tenant_id)]
+
+
+def exported(found: LabelledPrediction) -> dict[str, Any]:
+    """A prediction and its label as exports show them."""
+    p = found.prediction
+    return {
+        "prediction_id": p.id,
+        "row": p.row,
+        "tenant_id": p.tenant_id,
+        "request_id": p.request_id,
+        "inference_id": p.inference_id,
+        "model": p.model,
+        "version": p.version,
+        "subject": p.subject,
+        "created_at": p.created_at.isoformat(),
+        "expires_at": p.expires_at.isoformat(),
+        "predicted": p.predicted,
+        "score": p.score,
+        "label": found.label,
+        "labelled_at": None if found.labelled_at is None else found.labelled_at.isoformat(),
+    }

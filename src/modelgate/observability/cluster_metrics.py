@@ -1,0 +1,59 @@
+"""A gateway's metrics of its nodes: breaker states, forwarded calls, retries, node count.
+
+Registered on the same registry as :class:`~modelgate.observability.metrics.PrometheusMetrics`,
+so they appear on ``/metrics`` beside the rest. Label values are node ids and model names
+the operator chose (bounded by the deployment, not by callers).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from modelgate.core.breaker import STATE_VALUES
+
+__all__ = ["ClusterMetrics"]
+
+
+class ClusterMetrics:
+    """The :class:`~modelgate.core.cluster.ClusterObserver` in production."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.breakers = Gauge(
+            "modelgate_breaker_state",
+            "Circuit breaker of a node (model and version empty) or of a model version on a "
+            "node: 0 closed, 1 open, 2 half-open",
+            ("node", "model", "version"),
+            registry=registry,
+        )
+        self.calls = Counter(
+            "modelgate_node_requests",
+            "Inference calls a gateway sent to each node, by outcome (ok or an error kind)",
+            ("node", "outcome"),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "modelgate_node_retries",
+            "Retries on another node: retried, or not retried because the budget was spent "
+            "(budget_exhausted) or the deadline was near (deadline)",
+            ("outcome",),
+            registry=registry,
+        )
+        for outcome in ("retried", "budget_exhausted", "deadline"):
+            self.retries.labels(outcome)
+        self.node_count = Gauge(
+            "modelgate_nodes", "Nodes in the gateway's table", registry=registry
+        )
+
+    def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None:
+        self.breakers.labels(node, model or "", version or "").set(
+            STATE_VALUES[state]  # type: ignore[index]
+        )
+
+    def forwarded(self, node: str, outcome: str) -> None:
+        self.calls.labels(node, outcome).inc()
+
+    def retried(self, outcome: str) -> None:
+        self.retries.labels(outcome).inc()
+
+    def nodes(self, count: int) -> None:
+        self.node_count.set(count)

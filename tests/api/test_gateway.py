@@ -1,0 +1,63 @@
+"""A gateway and a node in one process (their own ports), the node announced in the
+machine's Redis under a key prefix of the test's own: what the gateway answers for a model
+that prefers a GPU when only CPU nodes are up, and how it reports its nodes' health."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from pydantic import SecretStr
+
+from tests.api.conftest import running_server
+from tests.conftest import FIXTURE_MODELS, REDIS_URL
+
+pytestmark = pytest.mark.asyncio
+
+NODE_KEY = "gateway-test-node-key-0123456789"
+ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+
+
+async def test_a_gpu_model_answered_by_a_cpu_node_says_so(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
+    manifest = repository / "doubler" / "model.yaml"
+    manifest.write_text(manifest.read_text() + "hardware: {prefer: gpu}\n")
+    prefix = f"mgtest:{secrets.token_hex(6)}:"
+    shared = {
+        "redis_url": SecretStr(REDIS_URL),
+        "redis_key_prefix": prefix,
+        "cluster_refresh_seconds": 0.2,
+    }
+    try:
+        async with (
+            running_server(
+                tmp_path / "node",
+                role="node",
+                node_id="cpu-1",
+                node_hardware="cpu",
+                model_repository=repository,
+                auth="required",
+                admin_key=SecretStr(NODE_KEY),
+                **shared,
+            ),
+            running_server(
+                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
+            ) as gateway,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
+        ):
+            answer = await client.post("/v2/models/doubler/infer", json=ROW)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["parameters"]["hardware_fallback"] == "cpu"
+            assert body["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+            metadata = (await client.get("/v2/models/doubler")).json()
+            assert metadata["versions"] == ["1", "2"]
+    finally:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)

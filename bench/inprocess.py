@@ -49,7 +49,7 @@ async def _per_call(
 async def measure(which: str, models: Path, seconds: float) -> dict[str, float]:
     from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
     from modelgate.bootstrap import build_components
-    from modelgate.core.inference import _validate
+    from modelgate.core.signature import validate_inputs as _validate
     from modelgate.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelgate.api.admin.app import build_admin_app
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
-from modelgate.core.abuse import AbuseGuard, AbusePolicy
+from modelgate.api.rest.jobs import JobRoutes
+from modelgate.core.abuse import AbuseGuard
 from modelgate.core.admission import Admission
 from modelgate.core.alerts import AlertEvaluator, AlertSource
 from modelgate.core.anomaly import AnomalyDetector
@@ -30,33 +31,41 @@ from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
 from modelgate.core.governance import PayloadLogger
 from modelgate.core.inference import InferenceListener, InferenceService
-from modelgate.core.limits import RateLimiter
 from modelgate.core.metering import UsageRecorder
 from modelgate.core.monitoring import DriftAlertSource, Monitor
 from modelgate.core.oauth import TokenService
 from modelgate.core.privacy import PrivacyService
-from modelgate.core.quotas import QuotaAlert, QuotaCounter, Quotas
+from modelgate.core.quotas import QuotaAlert, Quotas
 from modelgate.core.redaction import pseudonym
 from modelgate.core.registry import ModelRegistry, RegistryPolicy
+from modelgate.core.rollout import DeploymentService
+from modelgate.core.routing import DeploymentRouter
+from modelgate.core.shadow import ShadowRunner
 from modelgate.core.tenancy import TenancyService
 from modelgate.core.usage import UsageService
-from modelgate.limits.memory import MemoryRateLimiter
-from modelgate.limits.quotas import MemoryQuotaCounter
-from modelgate.limits.resilient import FallbackRateLimiter
-from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
+from modelgate.job_setup import Jobs, build_jobs
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.alerting import MetricsAlertSource, alert_sink, read_alert_rules
+from modelgate.observability.deployment_metrics import PrometheusDeploymentMetrics
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.observability.tracing import OtelTracer, build_tracer
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
 from modelgate.settings import Settings
+from modelgate.shared_stores import (
+    build_abuse_guard,
+    build_cache,
+    build_limiter,
+    build_quota_counter,
+)
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.sql.audit import SqlAuditLog
+from modelgate.storage.sql.deployments import SqlDeploymentStore
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.feedback import SqlFeedbackStore
 from modelgate.storage.sql.identity import SqlIdentityStore
+from modelgate.storage.sql.jobs import SqlJobQueue
 from modelgate.storage.sql.payloads import SqlPayloadStore
 from modelgate.storage.sql.usage import SqlUsageStore
 
@@ -94,7 +103,14 @@ class Components:
     #: a gateway's nodes; a node's announcements (see modelgate.cluster)
     cluster: Cluster | None = None
     announcer: NodeAnnouncer | None = None
+    #: asynchronous jobs: the use case behind /v1/jobs and a worker (started by the
+    #: server when ``jobs_worker`` is on, and by ``modelgate worker``)
+    jobs: Jobs | None = None
+    #: deployments (pinned versions, splits, canaries) and shadow copies
+    deployments: DeploymentService | None = None
+    shadows: ShadowRunner | None = None
     _watch: asyncio.Task[None] | None = None
+    _rollout: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Start-up I/O that must finish before any request is accepted: migrations."""
@@ -118,6 +134,9 @@ class Components:
 
             watch = ClusterWatch(self.cluster, self.registry, self.settings.cluster_refresh_seconds)
             await watch.first_refresh()
+        if self.deployments is not None:  # before the first request is routed
+            await self.deployments.refresh()
+            self._rollout = asyncio.get_running_loop().create_task(self.deployments.run())
         await self.registry.start()
         if watch is not None:
             self._watch = asyncio.get_running_loop().create_task(watch.run())
@@ -127,10 +146,16 @@ class Components:
     async def close(self) -> None:
         """After the requests in flight: close the models, write the last usage, send the
         last alerts, then let go of Redis and the database."""
+        if self.jobs is not None:  # running jobs go back to the queue at once
+            await self.jobs.close()
         if self.announcer is not None:  # gateways stop sending work here first
             await self.announcer.leave()
         if self._watch is not None:
             self._watch.cancel()
+        if self._rollout is not None:
+            self._rollout.cancel()
+        if self.shadows is not None:
+            await self.shadows.close()
         await self.registry.close()
         if self.cluster is not None:
             await self.cluster.close()
@@ -149,6 +174,8 @@ class Components:
             if admission.quotas is not None:
                 await admission.quotas.close()
             await admission.limiter.close()
+        if self.service.cache is not None:
+            await self.service.cache.close()
         if self.webhook is not None:
             await self.webhook.close()
         if self.alert_webhook is not None:
@@ -180,68 +207,6 @@ class State:
     feedback: SqlFeedbackStore
     feedback_service: FeedbackService
     feedback_subjects: FeedbackSubjects
-
-
-def build_limiter(settings: Settings) -> RateLimiter:
-    """In memory for one process; Redis (with a fallback for outages) when shared."""
-    if settings.redis_url is None:
-        return MemoryRateLimiter()
-    from modelgate.limits.redis import RedisRateLimiter, create_redis_client
-
-    timeout = settings.redis_timeout_seconds
-    client = create_redis_client(
-        settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
-    )
-    return FallbackRateLimiter(
-        RedisRateLimiter(client, prefix=f"{settings.redis_key_prefix}rl:"),
-        MemoryRateLimiter(),
-        settings.limiter_failure_mode,
-        local_share=settings.limiter_local_share,
-    )
-
-
-def build_abuse_guard(settings: Settings, metrics: PrometheusMetrics | None = None) -> AbuseGuard:
-    """Abuse throttling; its counts in memory for one process, in Redis (falling back to
-    memory while Redis is down) when shared."""
-    policy = AbusePolicy(
-        window_s=settings.abuse_window_seconds,
-        slow_after=settings.abuse_slow_after,
-        block_after=settings.abuse_block_after,
-        block_s=settings.abuse_block_seconds,
-        auth_failures_per_address=settings.abuse_auth_failures_per_ip,
-    )
-    if settings.redis_url is None:
-        return AbuseGuard(MemoryStrikeStore(), policy, observer=metrics)
-    from modelgate.limits.redis import create_redis_client
-    from modelgate.limits.redis_strikes import RedisStrikeStore
-
-    timeout = settings.redis_timeout_seconds
-    client = create_redis_client(
-        settings.redis_url.get_secret_value(),
-        connect_timeout_s=timeout,
-        read_timeout_s=timeout,
-        max_connections=16,  # only failures and a once-a-second check per subject reach it
-    )
-    store = RedisStrikeStore(client, prefix=f"{settings.redis_key_prefix}abuse:")
-    return AbuseGuard(FallbackStrikeStore(store, MemoryStrikeStore()), policy, observer=metrics)
-
-
-def build_quota_counter(settings: Settings) -> QuotaCounter:
-    """In memory for one process; Redis (with the limiter's failure mode) when shared."""
-    if settings.redis_url is None:
-        return MemoryQuotaCounter()
-    from modelgate.limits.quotas import FallbackQuotaCounter, RedisQuotaCounter
-    from modelgate.limits.redis import create_redis_client
-
-    timeout = settings.redis_timeout_seconds
-    client = create_redis_client(
-        settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
-    )
-    return FallbackQuotaCounter(
-        RedisQuotaCounter(client, prefix=settings.redis_key_prefix),
-        MemoryQuotaCounter(),
-        settings.limiter_failure_mode,
-    )
 
 
 def build_webhook(settings: Settings) -> WebhookSender | None:
@@ -430,6 +395,29 @@ def build_feedback(
     return recorder, concept
 
 
+def build_deployments(
+    settings: Settings, state: State, registry: ModelRegistry, metrics: PrometheusMetrics
+) -> tuple[DeploymentService, ShadowRunner]:
+    """Deployments read from the database (every replica follows them), and the runner of
+    their shadow copies."""
+
+    async def versions(model: str) -> set[int]:
+        sources = await asyncio.to_thread(registry.repository.versions, model)
+        return {source.version for source in sources}
+
+    observer = PrometheusDeploymentMetrics(metrics.registry)
+    service = DeploymentService(
+        SqlDeploymentStore(state.engine),
+        state.audit,
+        DeploymentRouter(),
+        versions,
+        observer=observer,
+        refresh_s=settings.deployment_refresh_seconds,
+    )
+    shadows = ShadowRunner(registry, observer, max_pending=settings.shadow_max_pending)
+    return service, shadows
+
+
 def build_announcer(settings: Settings, registry: ModelRegistry) -> NodeAnnouncer | None:
     if settings.role != "node":
         return None
@@ -442,6 +430,7 @@ def build_components(settings: Settings) -> Components:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = PrometheusMetrics()
     anomalies = AnomalyDetector(metrics)
+    cache = build_cache(settings, metrics)
     executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="modelgate-model")
     budget = settings.memory_budget_mb
     policy = RegistryPolicy(
@@ -475,7 +464,7 @@ def build_components(settings: Settings) -> Components:
             observer=metrics,
             executor=executor,
             policy=policy,
-            load_hooks=[anomalies.prepare],
+            load_hooks=[anomalies.prepare] + ([cache.prepare] if cache is not None else []),
         )
     state = build_state(settings)
     usage = state.usage
@@ -511,6 +500,7 @@ def build_components(settings: Settings) -> Components:
         anomalies=anomalies,
     )
     feedback, concept = build_feedback(settings, state, registry)
+    deployments, shadows = build_deployments(settings, state, registry, metrics)
     listeners: list[InferenceListener] = [monitor, feedback]
     if payload_logger is not None:
         listeners.append(payload_logger)
@@ -523,6 +513,9 @@ def build_components(settings: Settings) -> Components:
         tracer=tracer,
         default_timeout_s=settings.request_timeout_seconds,
         anomalies=anomalies,
+        cache=cache,
+        deployments=deployments.router,
+        shadows=shadows,
     )
     metrics.track(registry=registry, admission=admission, usage=recorder)
     alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept)
@@ -537,6 +530,7 @@ def build_components(settings: Settings) -> Components:
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
     abuse = build_abuse_guard(settings, metrics)
+    jobs = build_jobs(settings, SqlJobQueue(state.engine), service, state.identity)
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),
@@ -553,6 +547,7 @@ def build_components(settings: Settings) -> Components:
             payloads=state.payload_service,
             monitoring=(service, monitor),
             concept=concept,
+            deployments=(deployments, shadows),
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,
@@ -561,6 +556,9 @@ def build_components(settings: Settings) -> Components:
         tracer=tracer,
         requests=requests,
         feedback=state.feedback_service,
+        jobs=JobRoutes(
+            jobs.service, max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements
+        ),
     )
     return Components(
         settings,
@@ -584,4 +582,7 @@ def build_components(settings: Settings) -> Components:
         feedback=feedback,
         cluster=cluster,
         announcer=build_announcer(settings, registry),
+        jobs=jobs,
+        deployments=deployments,
+        shadows=shadows,
     )

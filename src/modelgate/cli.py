@@ -21,7 +21,9 @@ from modelgate.admin_cli import (
     tenants_app,
     usage_app,
 )
+from modelgate.deployments_cli import deployments_app
 from modelgate.feedback_cli import feedback_app
+from modelgate.jobs_cli import jobs_app, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
@@ -35,6 +37,9 @@ app.add_typer(prices_app, name="prices")
 app.add_typer(payloads_app, name="payloads")
 app.add_typer(subjects_app, name="subjects")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(jobs_app, name="jobs")
+app.command()(worker)
 console = Console()
 
 _KEY = typer.Option(

@@ -121,6 +121,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
         # Live at once, ready once the preload models are warm.
         await components.start()
+        if settings.jobs_worker and components.jobs is not None:  # `make run`: jobs just work
+            components.jobs.start_worker()
         # Everything allocated so far (modules, models, sessions) lives as long as the
         # process: keep it out of the collector's way, or each full collection walks it all
         # and stalls the loop for tens of milliseconds (measured: p99 44 ms -> 11 ms at c=64).

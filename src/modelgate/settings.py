@@ -109,6 +109,16 @@ class Settings(BaseSettings):
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)
 
+    #: the result cache (docs/caching.md): answers of models whose manifest has a ``cache``
+    #: section; off: none is cached and ``GET .../infer`` is not offered
+    cache_enabled: bool = True
+    #: the in-process cache's bounds (least recently used out first); with ``redis_url``
+    #: the cache is in Redis instead, under ``<redis_key_prefix>cache:``
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_max_mb: int = Field(default=256, ge=1)
+    #: a bigger answer is not cached
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1)
+
     #: usage metering: how often the recorder writes its aggregates and keys' last-used times
     usage_flush_seconds: float = Field(default=1.0, gt=0, le=60)
     #: the currency prices are in (a label on reports; modelgate converts nothing)
@@ -199,6 +209,13 @@ class Settings(BaseSettings):
     #: how often rows past their retention are deleted
     payload_purge_seconds: float = Field(default=3600.0, gt=0)
 
+    # -- deployments (docs/deployments.md) --
+    #: every replica re-reads the deployments (pinned versions, splits, canaries, shadows)
+    #: this often, and judges its canaries: a change reaches every replica within it
+    deployment_refresh_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: shadow copies running at once per process; more are dropped (and counted)
+    shadow_max_pending: int = Field(default=64, ge=1, le=10_000)
+
     # -- scale-out: roles and nodes (docs/scale-out.md) --
     #: "all": one process serves its own models; "gateway": no models, forwards inference
     #: to nodes (found in Redis or in ``nodes``); "node": serves its models and announces
@@ -216,6 +233,9 @@ class Settings(BaseSettings):
     #: the credential a gateway sends to its nodes (a key the nodes accept, e.g. their
     #: ``MODELGATE_ADMIN_KEY``)
     node_key: SecretStr | None = None
+    #: gateways call nodes over TLS, trusting the CA certificates (PEM) in this file; the
+    #: nodes serve with ``tls_certfile``/``tls_keyfile``. Unset: plaintext gRPC to nodes
+    node_tls_ca_file: Path | None = None
     #: a node re-announces itself this often; its entry lives ``node_ttl_seconds``
     node_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
     node_ttl_seconds: float = Field(default=6.0, gt=0, le=600)
@@ -231,6 +251,31 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     #: attempts per request, the first included
     node_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    # -- asynchronous jobs (docs/jobs.md) --
+    #: ``modelgate serve`` also runs a job worker in its process (set false when separate
+    #: ``modelgate worker`` processes run the jobs)
+    jobs_worker: bool = True
+    #: jobs one worker runs at once
+    jobs_worker_slots: int = Field(default=2, ge=1, le=64)
+    #: items of one job run at once (the batcher merges them)
+    jobs_item_concurrency: int = Field(default=8, ge=1, le=256)
+    #: a worker owns a job this long after its last heartbeat (every third of it); then
+    #: another worker takes the job: how long a killed worker's job waits
+    jobs_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    #: attempts before a job goes to the dead letter (state ``dead``)
+    jobs_max_attempts: int = Field(default=3, ge=1, le=100)
+    #: first wait before a failed attempt is retried; doubles per attempt, at most 300 s
+    jobs_retry_backoff_seconds: float = Field(default=2.0, ge=0, le=300)
+    #: queued and running jobs one tenant may have at once
+    jobs_max_active_per_tenant: int = Field(default=1000, ge=1)
+    #: inference requests one job may carry
+    jobs_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: how often an idle worker looks for work
+    jobs_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: job webhooks may call loopback, private and link-local addresses (tests, a private
+    #: network you trust); off by default: SSRF defence (docs/security.md)
+    jobs_webhook_allow_private: bool = False
 
     @model_validator(mode="after")
     def _roles(self) -> Settings:

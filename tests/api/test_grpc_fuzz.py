@@ -56,6 +56,7 @@ async def servicer(
             max_elements=100_000,
         )
     )
+    await components.open()  # migrations, as the server runs them first
     await components.start()
     yield GrpcInferenceServicer(components.service, max_elements=100_000)
     await components.close()

@@ -7,11 +7,8 @@ refusal) -- a renamed metric breaks the build, not a dashboard in production."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from modelgate.bootstrap import Components, build_components
 from modelgate.core.alerts import SERVER_ERRORS
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS, ROOT
+from tests.debian_tools import debian_binary
 
 #: the async tests share the module's server, so they share its event loop
 on_server_loop = pytest.mark.asyncio(loop_scope="module")
@@ -42,31 +40,8 @@ PROMETHEUS_OWN = {"up"}
 @pytest.fixture(scope="session")
 def promtool() -> Path:
     """``promtool`` from PATH, or taken from Debian's ``prometheus`` package into
-    ``build/promtool`` (downloaded and unpacked, not installed: no Prometheus server is
-    set up or started)."""
-    found = shutil.which("promtool")
-    if found:
-        return Path(found)
-    binary = ROOT / "build" / "promtool" / "promtool"
-    if binary.is_file():
-        return binary
-    with tempfile.TemporaryDirectory() as scratch:
-        download = ["apt-get", "download", "prometheus"]
-        fetched = subprocess.run(download, cwd=scratch, capture_output=True, text=True, check=False)
-        if fetched.returncode != 0 and os.geteuid() == 0:  # no package lists yet: read them
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-            fetched = subprocess.run(
-                download, cwd=scratch, capture_output=True, text=True, check=False
-            )
-        packages = sorted(Path(scratch).glob("prometheus_*.deb"))
-        if fetched.returncode != 0 or not packages:
-            pytest.fail(
-                f"promtool is needed: install Debian's prometheus package\n{fetched.stderr}"
-            )
-        subprocess.run(["dpkg-deb", "-x", str(packages[-1]), f"{scratch}/x"], check=True)
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f"{scratch}/x/usr/bin/promtool", binary)
-    return binary
+    ``build/prometheus`` (unpacked, not installed: no Prometheus server is set up)."""
+    return debian_binary("prometheus", "usr/bin/promtool")
 
 
 def run_promtool(promtool: Path, *args: str, stdin: str | None = None) -> str:
@@ -246,7 +221,7 @@ async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Compone
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def scraped(app: Components) -> tuple[str, str]:
     """/metrics after traffic, and the tenant that sent it: successes, invalid requests,
-    refusals (batch size and a daily quota), a key blocked for abuse."""
+    refusals (batch size and a daily quota), a key blocked for abuse, result-cache lookups."""
     transport = httpx.ASGITransport(app=app.rest_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
 
@@ -272,6 +247,11 @@ async def scraped(app: Components) -> tuple[str, str]:
         for _ in range(3):  # the third failure blocks the key
             answer = await client.post(infer, json=bad, headers=_as(keys["prober"]))
             assert answer.status_code == 400
+        for _ in range(2):  # a miss and a hit of the result cache
+            cached = await client.post(
+                "/v2/models/cached-doubler/infer", json=_rows(1), headers=_as(ADMIN)
+            )
+            assert cached.status_code == 200, cached.text
         metrics = await client.get("/metrics")
         assert metrics.status_code == 200
         return metrics.text, str(tenant["id"])

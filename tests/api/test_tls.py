@@ -118,3 +118,30 @@ async def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
         Settings(tls_certfile=certfile)
     with pytest.raises(ValidationError):
         Settings(tls_certfile=certfile, tls_keyfile=tmp_path / "missing.pem")
+
+
+async def test_a_gateway_calls_its_node_over_tls(tmp_path: Path) -> None:
+    """The node serves gRPC over TLS; a gateway trusting its CA reaches it, a gateway
+    without the CA cannot (no plaintext fallback)."""
+    from tests.api.conftest import running_server
+
+    certfile, keyfile = _self_signed(tmp_path)
+    row = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    async with running_server(
+        tmp_path / "node", role="node", tls_certfile=certfile, tls_keyfile=keyfile
+    ) as node:
+        nodes = f"127.0.0.1:{node.grpc_port}"
+        async with running_server(
+            tmp_path / "gateway", role="gateway", nodes=nodes, node_tls_ca_file=certfile
+        ) as gateway:
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    f"http://127.0.0.1:{gateway.http_port}/v2/models/doubler/infer", json=row
+                )
+            assert answer.status_code == 200, answer.text
+        async with running_server(tmp_path / "plain", role="gateway", nodes=nodes) as plain:
+            async with httpx.AsyncClient() as client:
+                refused = await client.post(
+                    f"http://127.0.0.1:{plain.http_port}/v2/models/doubler/infer", json=row
+                )
+            assert refused.status_code == 404  # the node never answered: no models known

@@ -31,7 +31,12 @@ TABLES = {
     "payload_consents",
     "predictions",
     "prediction_feedback",
+    "deployments",  # 0005
+    "jobs",  # 0006
+    "job_items",
 }
+#: the newest revision
+HEAD = "0006"
 
 
 @pytest.fixture
@@ -62,7 +67,7 @@ async def test_migrate_creates_every_table_and_twice_is_a_no_op(fresh_url: str) 
     await migrate(fresh_url)
     tables, versions = await _state(fresh_url)
     assert tables == TABLES | {"alembic_version"}
-    assert versions == ["0004"]
+    assert versions == [HEAD]
 
     await migrate(fresh_url)
     assert await _state(fresh_url) == (tables, versions)
@@ -72,7 +77,7 @@ async def test_processes_starting_together_migrate_once(fresh_url: str) -> None:
     await asyncio.gather(migrate(fresh_url), migrate(fresh_url), migrate(fresh_url))
     tables, versions = await _state(fresh_url)
     assert tables == TABLES | {"alembic_version"}
-    assert versions == ["0004"]
+    assert versions == [HEAD]
 
 
 async def test_migrations_build_exactly_the_tables_of_schema_py(migrated_url: str) -> None:

@@ -75,9 +75,17 @@ class RedisNodeDirectory:
 class StaticNodeDirectory:
     """A fixed list of OIP gRPC servers, asked what they serve."""
 
-    def __init__(self, addresses: list[str], *, timeout_s: float = 1.0, credential: str | None):
+    def __init__(
+        self,
+        addresses: list[str],
+        *,
+        timeout_s: float = 1.0,
+        credential: str | None,
+        root_certificates: bytes | None = None,
+    ):
         self.addresses = addresses
         self.timeout_s = timeout_s
+        self._roots = root_certificates
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._channels: dict[str, tuple[Any, Any]] = {}
         #: (address, model, version) -> the manifest built from its ModelMetadata
@@ -86,7 +94,11 @@ class StaticNodeDirectory:
     def _stub(self, address: str) -> Any:
         found = self._channels.get(address)
         if found is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = (
+                grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self._roots))
+                if self._roots is not None
+                else grpc.aio.insecure_channel(address)
+            )
             found = self._channels[address] = (
                 channel,
                 service_pb2_grpc.GRPCInferenceServiceStub(channel),

@@ -75,18 +75,21 @@ def build_cluster(
     from modelgate.observability.cluster_metrics import ClusterMetrics
 
     credential = settings.node_key.get_secret_value() if settings.node_key else None
+    ca = settings.node_tls_ca_file
+    roots = ca.read_bytes() if ca is not None else None
     directory: NodeDirectory
     if settings.nodes is not None:
         from modelgate.cluster.directory import StaticNodeDirectory
 
         addresses = [a.strip() for a in settings.nodes.split(",") if a.strip()]
-        directory = StaticNodeDirectory(addresses, credential=credential)
+        directory = StaticNodeDirectory(addresses, credential=credential, root_certificates=roots)
     else:
         directory = build_node_directory(settings)
     client = GrpcNodeClient(
         credential=credential,
         max_message_bytes=settings.grpc_max_message_bytes,
         max_elements=settings.max_elements,
+        root_certificates=roots,
     )
     headers = None
     if tracer is not None:

@@ -15,6 +15,7 @@ first start, before any tenant exists.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable
@@ -72,6 +73,7 @@ class Authenticator:
         admin_key: str | None = None,
         tokens: TokenVerifier | None = None,
         cache_ttl_s: float = 5.0,
+        lookup_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
@@ -79,6 +81,8 @@ class Authenticator:
         self._admin_key = admin_key
         self._tokens = tokens
         self._ttl = cache_ttl_s
+        #: a key not in the cache waits at most this long for the store (UNAVAILABLE after)
+        self._lookup_timeout_s = lookup_timeout_s
         self._clock = clock
         self._now = now
         self._cache: dict[str, _Entry] = {}
@@ -125,6 +129,13 @@ class Authenticator:
             raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
         return Principal(tenant.id, identity.subject, identity.scopes, plan, "jwt")
 
+    async def _fetch(self, prefix: str) -> tuple[ApiKeyRecord | None, Tenant | None, Plan | None]:
+        """The key, its tenant and plan from the store (UNAVAILABLE when it is down)."""
+        record = await self._store.find_key(prefix)
+        tenant = await self._store.get_tenant(record.tenant_id) if record else None
+        plan = await self._store.get_plan(tenant.plan) if tenant else None
+        return record, tenant, plan
+
     def forget(self, prefix: str) -> None:
         """Drop a cached key at once (this replica), e.g. right after revoking it here."""
         self._cache.pop(prefix, None)
@@ -134,9 +145,14 @@ class Authenticator:
         entry = self._cache.get(prefix)
         if entry is not None and entry.until > now:
             return entry
-        record = await self._store.find_key(prefix)
-        tenant = await self._store.get_tenant(record.tenant_id) if record else None
-        plan = await self._store.get_plan(tenant.plan) if tenant else None
+        try:
+            record, tenant, plan = await asyncio.wait_for(
+                self._fetch(prefix), self._lookup_timeout_s
+            )
+        except TimeoutError:
+            raise ModelgateError(
+                ErrorKind.UNAVAILABLE, "the key store did not answer in time", retry_after=1.0
+            ) from None
         ttl = self._ttl if record is not None else min(self._ttl, _MISS_TTL_S)
         entry = _Entry(record, tenant, plan, now + ttl)
         if len(self._cache) >= _CACHE_LIMIT:

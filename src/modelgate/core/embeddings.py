@@ -49,7 +49,9 @@ class EmbeddingService:
         if len(texts) > MAX_INPUTS:
             raise invalid(f"'input' may hold at most {MAX_INPUTS} texts")
         await self.inference.authorize(principal, model, None, Scope.INFER)
-        loaded = await self.inference.registry.acquire(model, None)
+        routing = self.inference.deployments
+        choice = routing.choose(model, principal, parameters or {}) if routing else None
+        loaded = await self.inference.registry.acquire(model, choice.version if choice else None)
         manifest = loaded.manifest
         spec = manifest.embedding
         if spec is None or len(manifest.inputs) != 1:
@@ -69,6 +71,7 @@ class EmbeddingService:
                 parameters=parameters or {},
             ),
             principal,
+            choice if choice is not None and choice.version == str(loaded.version) else None,
         )
         vectors = response.outputs[0].data
         tokens = int(response.outputs[1].data.sum()) if len(response.outputs) > 1 else 0

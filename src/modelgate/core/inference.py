@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,17 +21,30 @@ from modelgate import __version__
 from modelgate.core.admission import Admission, rate_limit_details
 from modelgate.core.anomaly import AnomalyDetector
 from modelgate.core.authorization import can_see, require_model, require_scope
+from modelgate.core.caching import CachedResult, CacheTicket, ResultCache
 from modelgate.core.identity import Principal, Scope
-from modelgate.core.manifest import ModelManifest, TensorSpec
+from modelgate.core.manifest import ModelManifest
 from modelgate.core.ports import InferenceObserver, Timing, UsageSink
 from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.core.routing import Choice, DeploymentRouter
+from modelgate.core.shadow import ShadowRunner
+from modelgate.core.signature import (
+    RequestedOutput,
+    card_parameters,
+    config_tensor,
+    output_tensors,
+    select_outputs,
+    tensor_metadata,
+    validate_inputs,
+)
 from modelgate.core.tensors import Parameters, Tensor
 from modelgate.core.tracing import Tracer, traced
-from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded, invalid
+from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
 
 __all__ = [
     "ANONYMOUS",
     "EXTENSIONS",
+    "FALLBACK_ON",
     "CompletedInference",
     "InferenceListener",
     "InferenceRequest",
@@ -49,16 +62,21 @@ EXTENSIONS = (
 )
 
 
+#: the failures a model's ``fallbacks`` answer for: it cannot answer now, which another
+#: model may (a caller's error, a refusal by limits or quotas, or a denial never falls back)
+FALLBACK_ON = frozenset(
+    {
+        ErrorKind.UNAVAILABLE,
+        ErrorKind.OVERLOADED,
+        ErrorKind.DEADLINE_EXCEEDED,
+        ErrorKind.INTERNAL,
+    }
+)
+
 #: the tenant usage is recorded under when access control is off
 ANONYMOUS = "anonymous"
 #: the longest key id usage records hold (the column is 128 characters)
 _KEY_ID_MAX = 120
-
-
-@dataclass(slots=True)
-class RequestedOutput:
-    name: str
-    parameters: Parameters = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -72,6 +90,9 @@ class InferenceRequest:
     #: ``time.monotonic()`` instant after which the caller no longer waits (its timeout or
     #: gRPC deadline); work not started by then is refused with DEADLINE_EXCEEDED
     deadline: float | None = None
+    #: the caller's ``Cache-Control`` (REST header, gRPC metadata); None: the request
+    #: parameter ``cache_control``, if any (core/caching.py)
+    cache_control: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +105,11 @@ class InferenceResponse:
     parameters: Parameters = field(default_factory=dict)
     #: the tightest rate limit that applied (limit, remaining, reset), for response headers
     rate_limit: dict[str, float] | None = None
+    #: for a model that caches: "hit", "miss" or "stale" (an expired entry answered for a
+    #: failing model); None: the model does not cache or the cache is off
+    cache: str | None = None
+    #: a cached answer: when it was computed (``time.time()``), for HTTP caches' ``Age``
+    cached_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +148,9 @@ class InferenceService:
         tracer: Tracer | None = None,
         observer: InferenceObserver | None = None,
         anomalies: AnomalyDetector | None = None,
+        cache: ResultCache | None = None,
+        deployments: DeploymentRouter | None = None,
+        shadows: ShadowRunner | None = None,
     ):
         self.registry = registry
         self.server_name = server_name
@@ -137,6 +166,13 @@ class InferenceService:
         self.tracer = tracer
         #: scores the inputs of models with an ``anomaly`` section; None: nothing is
         self.anomalies = anomalies
+        #: answers of models with a ``cache`` section; None: caching is off
+        self.cache = cache
+        #: picks the version of a request that names none (core/routing.py); None: the
+        #: registry's default answers
+        self.deployments = deployments
+        #: runs the shadow copies a deployment asks for (core/shadow.py)
+        self.shadows = shadows
 
     # -- health and metadata -------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -174,9 +210,9 @@ class InferenceService:
             "name": name,
             "versions": [str(v.version) for v in self.registry.versions(name)],
             "platform": manifest.platform,
-            "inputs": [_tensor_metadata(spec) for spec in manifest.inputs],
-            "outputs": [_tensor_metadata(spec) for spec in manifest.outputs],
-            "parameters": _card_parameters(manifest),
+            "inputs": [tensor_metadata(spec) for spec in manifest.inputs],
+            "outputs": [tensor_metadata(spec) for spec in manifest.outputs],
+            "parameters": card_parameters(manifest),
         }
 
     async def model_config(
@@ -192,8 +228,8 @@ class InferenceService:
             "platform": manifest.platform,
             "backend": manifest.runtime,
             "max_batch_size": batching.max_batch_size if batching else 0,
-            "input": [_config_tensor(s, batching is not None) for s in manifest.inputs],
-            "output": [_config_tensor(s, batching is not None) for s in manifest.outputs],
+            "input": [config_tensor(s, batching is not None) for s in manifest.inputs],
+            "output": [config_tensor(s, batching is not None) for s in manifest.outputs],
             "version_policy": {"all": {}}
             if manifest.version_policy == "all"
             else manifest.version_policy,
@@ -269,13 +305,57 @@ class InferenceService:
 
     # -- inference -----------------------------------------------------------------------
     async def infer(
-        self, request: InferenceRequest, principal: Principal | None = None
+        self,
+        request: InferenceRequest,
+        principal: Principal | None = None,
+        choice: Choice | None = None,
     ) -> InferenceResponse:
-        loaded = self.registry.get(request.model, request.version)
+        """Run one inference; when the model cannot answer (see :data:`FALLBACK_ON`) and its
+        manifest names ``fallbacks``, the first of them that answers does, and the response
+        says so (``parameters["fallback_from"]``). Each attempt is admitted and metered
+        under the model that ran it."""
+        try:
+            return await self._infer_once(request, principal, choice)
+        except ModelgateError as exc:
+            if exc.kind not in FALLBACK_ON:
+                raise
+            fallbacks = await self._fallbacks(request.model)
+            if not fallbacks:
+                raise
+            for name in fallbacks:
+                attempt = replace(request, model=name, version=None)
+                try:
+                    response = await self._infer_once(attempt, principal, None)
+                except ModelgateError:
+                    continue
+                response.parameters["fallback_from"] = request.model
+                return response
+            raise
+
+    async def _fallbacks(self, model: str) -> tuple[str, ...]:
+        try:
+            return (await self.registry.manifest(model)).fallbacks
+        except ModelgateError:
+            return ()
+
+    async def _infer_once(
+        self,
+        request: InferenceRequest,
+        principal: Principal | None = None,
+        choice: Choice | None = None,
+    ) -> InferenceResponse:
+        """``choice``: the deployment's pick, when the caller made it (embeddings);
+        otherwise a request that names no version is routed here."""
+        if choice is None and not request.version and self.deployments is not None:
+            choice = self.deployments.choose(request.model, principal, request.parameters)
+        loaded = self._serving(request, choice)
         if loaded is None:
             # Authorize before a first-use load, so nobody loads a model they may not see.
             await self.authorize(principal, request.model, request.version, Scope.INFER)
-            loaded = await self.registry.acquire(request.model, request.version)
+            version = choice.version if choice is not None else request.version
+            loaded = await self.registry.acquire(request.model, version)
+        if choice is not None and str(loaded.version) != choice.version:
+            choice = None  # the deployment's version is gone: the default answered
         elif principal is not None:
             require_model(principal, loaded.manifest, request.version, Scope.INFER)
         start = time.perf_counter_ns()
@@ -290,14 +370,21 @@ class InferenceService:
         rows = tokens = 0
         status = "internal"
         anomaly = None
+        ticket: CacheTicket | None = None
+        cached: CachedResult | None = None
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise deadline_exceeded()
-            inputs, rows = _validate(loaded.manifest, request.inputs)
-            requested = _select_outputs(loaded.manifest, request.outputs)
+            inputs, rows = validate_inputs(loaded.manifest, request.inputs)
+            requested = select_outputs(loaded.manifest, request.outputs)
             if self.anomalies is not None and loaded.manifest.anomaly is not None:
                 # before admission and the runtime: a rejected request costs neither
                 anomaly = self.anomalies.screen(loaded, inputs)
+            if self.cache is not None and loaded.manifest.cache is not None:
+                tenant_id = principal.tenant_id if principal is not None else ANONYMOUS
+                ticket = self.cache.ticket(
+                    loaded, tenant_id, request.parameters, request.cache_control, inputs, requested
+                )
             if admission is not None:
                 if self.tracer is None:
                     limit = await admission.admit(principal, loaded.manifest, rows)
@@ -305,15 +392,24 @@ class InferenceService:
                     admit = admission.admit(principal, loaded.manifest, rows)
                     limit = await traced(self.tracer, "admission", admit)
                 admitted = True
-            if self.tracer is None:
+            # after admission: a hit is limited, counted and metered like any request
+            if ticket is not None:
+                cached = await ticket.lookup(loaded.stats)
+            if cached is not None:
+                pass  # the runtime is skipped
+            elif self.tracer is None:
                 arrays = await loaded.runtime.infer(inputs, timing)
             else:
                 arrays = await _traced_runtime(self.tracer, loaded, inputs, timing)
             status = "ok"
         except ModelgateError as exc:
-            status = exc.kind.value
-            loaded.stats.failed(time.perf_counter_ns() - start, status)
-            raise
+            if ticket is not None:  # an expired entry may answer for a failing model
+                cached = ticket.stale_for(exc.kind)
+            if cached is None:
+                status = exc.kind.value
+                loaded.stats.failed(time.perf_counter_ns() - start, status)
+                raise
+            status = "ok"
         except asyncio.CancelledError:
             status = "cancelled"
             raise
@@ -323,8 +419,10 @@ class InferenceService:
                 assert admission is not None
                 admission.release(principal)
             if status == "ok" and loaded.manifest.embedding is not None:
-                tokens = _tokens(loaded.manifest, arrays)
+                tokens = cached.tokens if cached is not None else _tokens(loaded.manifest, arrays)
             elapsed_ns = time.perf_counter_ns() - start
+            if choice is not None and choice.window is not None:  # a canary step's outcome
+                choice.window.add(status, elapsed_ns / 1e9)
             tenant = principal.tenant_id if principal is not None else ANONYMOUS
             version = str(loaded.version)
             used_rows = rows if status == "ok" else 0
@@ -336,7 +434,7 @@ class InferenceService:
                     version,
                     hardware=loaded.hardware,
                     status=status,
-                    cache_hit=False,
+                    cache_hit=cached is not None,
                     rows=used_rows,
                     tokens=tokens,
                     latency_ms=elapsed_ns / 1e6,
@@ -349,12 +447,18 @@ class InferenceService:
         if tokens and admission is not None and admission.quotas is not None:
             assert principal is not None
             admission.quotas.add_tokens(principal, tokens)
-        outputs = _outputs(loaded.manifest, arrays, requested)
-        loaded.stats.succeeded(
-            rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
-        )
-        if not loaded.batched:
-            loaded.stats.batch(rows, timing.compute_ns)
+        if cached is not None:
+            outputs = list(cached.outputs)
+            loaded.stats.cached(time.perf_counter_ns() - start)
+        else:
+            outputs = output_tensors(loaded.manifest, arrays, requested)
+            loaded.stats.succeeded(
+                rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
+            )
+            if not loaded.batched:
+                loaded.stats.batch(rows, timing.compute_ns)
+            if ticket is not None:
+                ticket.keep(str(loaded.version), outputs, rows, tokens)
         response = InferenceResponse(
             model_name=request.model,
             model_version=str(loaded.version),
@@ -363,6 +467,16 @@ class InferenceService:
             id=request.id,
             rate_limit=rate_limit_details(limit) if limit is not None else None,
         )
+        if ticket is not None:
+            response.cache = ticket.outcome(cached)
+            response.cached_at = cached.stored_at if cached is not None else None
+        if choice is not None:
+            response.parameters["deployment_variant"] = choice.variant
+            response.parameters["deployment_stage"] = choice.stage
+            if choice.shadow is not None and self.shadows is not None and cached is None:
+                # after the answer is built; the copy runs in the background
+                took = (time.perf_counter_ns() - start) / 1e9
+                self.shadows.mirror(choice, inputs, arrays, took)
         if anomaly is not None:
             response.parameters.update(anomaly)
         if timing.hardware is not None and timing.hardware != loaded.manifest.hardware.prefer:
@@ -373,6 +487,16 @@ class InferenceService:
                 CompletedInference(principal, request, response, loaded.manifest, inputs)
             )
         return response
+
+    def _serving(self, request: InferenceRequest, choice: Choice | None) -> LoadedVersion | None:
+        """The loaded version that answers; a deployment naming a version the repository
+        no longer has falls back to the registry's default rather than failing."""
+        if choice is None:
+            return self.registry.get(request.model, request.version)
+        try:
+            return self.registry.get(request.model, choice.version)
+        except ModelgateError:
+            return self.registry.get(request.model, None)
 
 
 async def _traced_runtime(
@@ -422,140 +546,3 @@ def _tokens(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) ->
     if len(manifest.outputs) < 2:
         return 0
     return int(arrays[manifest.outputs[1].name].sum())
-
-
-def _validate(
-    manifest: ModelManifest, tensors: list[Tensor]
-) -> tuple[dict[str, np.ndarray[Any, Any]], int]:
-    """Check inputs against the signature; return them by name with the batch size."""
-    inputs: dict[str, np.ndarray[Any, Any]] = {}
-    rows = -1
-    for tensor in tensors:
-        spec = manifest.input(tensor.name)
-        if spec is None:
-            expected = ", ".join(s.name for s in manifest.inputs)
-            raise invalid(
-                f"unexpected input '{tensor.name}' for model '{manifest.name}' "
-                f"(it takes: {expected})"
-            )
-        if tensor.name in inputs:
-            raise invalid(f"input '{tensor.name}' is given twice")
-        if tensor.datatype != spec.datatype:
-            raise invalid(
-                f"input '{tensor.name}' has datatype {tensor.datatype}, "
-                f"model '{manifest.name}' expects {spec.datatype}"
-            )
-        shape = tensor.data.shape
-        if len(shape) != len(spec.shape) or any(
-            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
-        ):
-            raise invalid(
-                f"input '{tensor.name}' has shape {list(shape)}, model "
-                f"'{manifest.name}' expects {list(spec.shape)}"
-            )
-        if shape:
-            if rows not in (-1, shape[0]):
-                raise invalid("inputs disagree on the batch size (first dimension)")
-            rows = shape[0]
-        if (
-            not spec.allow_nonfinite
-            and tensor.data.dtype.kind == "f"
-            and not bool(np.isfinite(tensor.data).all())
-        ):
-            raise invalid(
-                f"input '{tensor.name}' holds NaN or Infinity, which model "
-                f"'{manifest.name}' does not accept"
-            )
-        inputs[tensor.name] = tensor.data
-    if len(inputs) != len(manifest.inputs):
-        missing = [s.name for s in manifest.inputs if s.name not in inputs]
-        raise invalid(f"missing input(s) {', '.join(missing)} for model '{manifest.name}'")
-    if rows == 0:
-        raise invalid("the batch is empty (first dimension is 0)")
-    return inputs, max(rows, 1)
-
-
-def _select_outputs(
-    manifest: ModelManifest, requested: list[RequestedOutput] | None
-) -> list[RequestedOutput] | None:
-    if not requested:
-        return None
-    seen: set[str] = set()
-    for output in requested:
-        spec = manifest.output(output.name)
-        if spec is None:
-            raise invalid(f"unexpected output '{output.name}' for model '{manifest.name}'")
-        if output.name in seen:
-            raise invalid(f"output '{output.name}' is requested twice")
-        seen.add(output.name)
-        k = output.parameters.get("classification")
-        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-            raise invalid(f"classification count for '{output.name}' must be a positive integer")
-    return requested
-
-
-def _outputs(
-    manifest: ModelManifest,
-    arrays: dict[str, np.ndarray[Any, Any]],
-    requested: list[RequestedOutput] | None,
-) -> list[Tensor]:
-    if requested is None:
-        return [Tensor(spec.name, spec.datatype, arrays[spec.name]) for spec in manifest.outputs]
-    out: list[Tensor] = []
-    for item in requested:
-        spec = manifest.output(item.name)
-        assert spec is not None
-        data = arrays[spec.name]
-        k = item.parameters.get("classification")
-        if k is not None:
-            out.append(Tensor(spec.name, "BYTES", _classify(data, int(k), spec.labels)))
-        else:
-            out.append(Tensor(spec.name, spec.datatype, data))
-    return out
-
-
-def _classify(
-    scores: np.ndarray[Any, Any], k: int, labels: tuple[str, ...] | None
-) -> np.ndarray[Any, Any]:
-    """Triton's classification extension: top-k "score:index[:label]" strings per row."""
-    batch = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
-    k = min(k, batch.shape[1])
-    top = np.argsort(-batch, axis=1, kind="stable")[:, :k]
-    out = np.empty(top.shape, dtype=object)
-    for r, row in enumerate(top):
-        for c, index in enumerate(row):
-            text = f"{float(batch[r, index]):f}:{int(index)}"
-            if labels and int(index) < len(labels):
-                text += f":{labels[int(index)]}"
-            out[r, c] = text.encode()
-    return out if scores.ndim > 1 else out.reshape(-1)
-
-
-def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
-    params: dict[str, Any] = {}
-    if spec.feature_names:
-        params["feature_names"] = ",".join(spec.feature_names)
-    if spec.labels:
-        params["labels"] = ",".join(spec.labels)
-    if params:
-        meta["parameters"] = params
-    return meta
-
-
-def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
-    dims = list(spec.shape[1:] if batched else spec.shape)
-    return {
-        "name": spec.name,
-        "data_type": f"TYPE_{spec.datatype.replace('BYTES', 'STRING')}",
-        "dims": dims,
-    }
-
-
-def _card_parameters(manifest: ModelManifest) -> dict[str, Any]:
-    """Card and labels as OIP parameters (values must be string, number or bool)."""
-    params: dict[str, Any] = {}
-    for key, value in {**manifest.card, **manifest.labels}.items():
-        params[key] = value if isinstance(value, str | int | float | bool) else str(value)
-    params["runtime"] = manifest.runtime
-    return params

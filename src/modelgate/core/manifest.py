@@ -16,6 +16,7 @@ from modelgate.errors import invalid
 __all__ = [
     "AnomalySpec",
     "BatchingPolicy",
+    "CacheSpec",
     "EmbeddingSpec",
     "FeedbackSpec",
     "ModelManifest",
@@ -115,6 +116,18 @@ class AnomalySpec(_Strict):
     threshold: float = Field(default=0.5, ge=0.0, lt=1.0)
 
 
+class CacheSpec(_Strict):
+    """The model's answers are deterministic and may be kept (docs/caching.md): the same
+    inputs to the same version give the same outputs, so they are served from the result
+    cache for ``ttl_seconds``."""
+
+    ttl_seconds: float = Field(default=300.0, gt=0, le=30 * 86400)
+    #: one entry for every tenant (the answer does not depend on who asks); else per tenant
+    shareable: bool = False
+    #: past its ttl, an entry may still answer this long while the model cannot
+    stale_seconds: float = Field(default=0.0, ge=0, le=30 * 86400)
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -149,6 +162,11 @@ class ModelManifest(_Strict):
     anomaly: AnomalySpec | None = None
     #: predictions recorded for feedback (ground truth); unset: not recorded
     feedback: FeedbackSpec | None = None
+    #: answers kept in the result cache; unset: never cached
+    cache: CacheSpec | None = None
+    #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
+    #: out, failed, or every node's breaker open); they must take the same inputs
+    fallbacks: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:
@@ -170,6 +188,8 @@ class ModelManifest(_Strict):
             for named in (self.feedback.label_output, self.feedback.score_output):
                 if named is not None and named not in outputs:
                     raise ValueError(f"feedback names output '{named}', which the model lacks")
+        if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
+            raise ValueError("fallbacks must be other models, each named once")
         if not self.platform:
             object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
         return self

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelgate.core.deployments import Deployment
+from modelgate.core.jobs import ClaimedJob, Job, JobQuery, JobResult, JobState, NewJob
 from modelgate.core.manifest import ModelManifest
 from modelgate.core.predictions import (
     FeedbackRecord,
@@ -23,8 +25,11 @@ from modelgate.core.predictions import (
 __all__ = [
     "AnomalyObserver",
     "Arrays",
+    "DeploymentObserver",
+    "DeploymentStore",
     "FeedbackStore",
     "InferenceObserver",
+    "JobQueue",
     "ModelRepository",
     "ModelRuntime",
     "Predictor",
@@ -232,3 +237,122 @@ class FeedbackStore(Protocol):
     async def delete_subject(self, subjects: Sequence[str], tenant_id: str | None) -> int: ...
 
     async def purge(self, now: datetime) -> int: ...
+
+
+class JobQueue(Protocol):
+    """The durable queue of asynchronous jobs (memory, SQLite, PostgreSQL).
+
+    Times are the caller's (``now``), so a test can drive leases with its own clock.
+    Contract:
+
+    - ``submit`` enqueues the job and its items in one transaction and answers
+      ``(job, True)``; with an ``idempotency_key`` already used by the same tenant it
+      enqueues nothing and answers ``(that job, False)``, whatever its state. When the
+      tenant already has ``max_active`` queued or running jobs it raises RATE_LIMITED
+      (the count and the insert are one atomic step, across processes).
+    - ``list_jobs`` answers a page of a tenant's jobs, newest first.
+    - ``get`` answers None for an unknown id, and for another tenant's job when
+      ``tenant_id`` is given (None: any tenant, for workers and operators).
+    - ``claim`` takes one job, highest ``priority`` first, then oldest: a queued job
+      whose retry time has come, or a running job whose lease expired (its worker died).
+      Each claim counts an attempt; a job whose lease expired after its last allowed
+      attempt turns DEAD instead of being claimed. Two workers never hold one lease:
+      PostgreSQL claims with ``SELECT ... FOR UPDATE SKIP LOCKED``, SQLite inside its
+      write lock. None: nothing to do.
+    - ``heartbeat`` moves the lease forward; False when the worker no longer holds it
+      (expired and taken, or the job was cancelled): the worker stops.
+    - ``complete_item`` writes one item's result once: True when written, False when the
+      item already had one (a re-run after a lost lease): the first result stays.
+    - ``finish`` ends a running job held by ``worker`` (SUCCEEDED or FAILED); ``retry``
+      ends its attempt with ``error``: back to QUEUED, claimable from ``available_at``, or
+      DEAD when no attempt is left; ``release`` gives it back at once without counting
+      the attempt (a worker shutting down). Each answers None (``release``: False) when
+      ``worker`` does not hold the job, and changes nothing.
+    - ``cancel`` turns a queued or running job CANCELLED (a running job's worker learns it
+      at its next heartbeat) and answers the job; a finished job is answered unchanged;
+      None when not found (another tenant's job included).
+    - ``requeue`` puts a finished job (DEAD, FAILED, CANCELLED) back in the queue with
+      its attempts reset; the items that have a result keep it.
+    - ``results`` answers item results with ``index > after``, in index order.
+    """
+
+    async def submit(self, job: NewJob, max_active: int | None) -> tuple[Job, bool]: ...
+
+    async def get(self, job_id: str, tenant_id: str | None = None) -> Job | None: ...
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]: ...
+
+    async def claim(self, worker: str, now: datetime, lease_s: float) -> ClaimedJob | None: ...
+
+    async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool: ...
+
+    async def complete_item(self, job_id: str, result: JobResult) -> bool: ...
+
+    async def finish(
+        self, job_id: str, worker: str, state: JobState, error: str | None, now: datetime
+    ) -> Job | None: ...
+
+    async def retry(
+        self, job_id: str, worker: str, error: str, now: datetime, available_at: datetime
+    ) -> Job | None: ...
+
+    async def release(self, job_id: str, worker: str, now: datetime) -> bool: ...
+
+    async def cancel(self, job_id: str, tenant_id: str | None, now: datetime) -> Job | None: ...
+
+    async def requeue(self, job_id: str, tenant_id: str | None, now: datetime) -> Job | None: ...
+
+    async def results(self, job_id: str, after: int = -1, limit: int = 1000) -> list[JobResult]: ...
+
+
+class DeploymentStore(Protocol):
+    """Where each model's deployment lives (memory, SQLite, PostgreSQL), shared by the
+    replicas that read it.
+
+    Contract:
+
+    - ``get`` answers the model's deployment, or None; ``list`` every deployment, by model;
+    - ``put`` writes ``deployment`` only over the revision it was read at: with
+      ``expected_revision`` 0 only when the model has none yet, otherwise only when the
+      stored revision is ``expected_revision``; ``deployment.revision`` must be
+      ``expected_revision + 1``. It answers False (and writes nothing) when another writer
+      got there first: compare and set, atomic across processes. The stored deployment
+      comes back equal (``updated_at`` to the microsecond);
+    - ``delete`` removes the model's deployment; False when there was none.
+
+    Text a column cannot hold (a model name over 256 characters, NUL) is INVALID_ARGUMENT.
+    """
+
+    async def get(self, model: str) -> Deployment | None: ...
+
+    async def list(self) -> list[Deployment]: ...
+
+    async def put(self, deployment: Deployment, expected_revision: int) -> bool: ...
+
+    async def delete(self, model: str) -> bool: ...
+
+
+class DeploymentObserver(Protocol):
+    """Metrics of deployments (Prometheus in production); must not block or do I/O.
+
+    - ``deployment``: the model's serving arms changed: (version, percent, role) each, and
+      its stage (``stable``, ``split``, ``canary-2of3``); ``arms`` empty: no deployment;
+    - ``shadowed``: one shadow copy ended (``outcome``: ``ok``, ``error``, ``dropped``) with
+      the rows compared on label outputs and how many agreed, and the sum of absolute
+      differences over ``elements`` score elements.
+    """
+
+    def deployment(self, model: str, arms: Sequence[tuple[int, int, str]], stage: str) -> None: ...
+
+    def shadowed(
+        self,
+        model: str,
+        version: str,
+        shadow_version: str,
+        outcome: str,
+        seconds: float,
+        rows: int,
+        agreed: int,
+        abs_diff: float,
+        elements: int,
+    ) -> None: ...

@@ -44,6 +44,8 @@ class VersionStats:
         self.fail = Duration()
         self.queue_time = Duration()
         self.compute_infer = Duration()
+        self.cache_hit = Duration()
+        self.cache_miss = Duration()
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
@@ -58,6 +60,17 @@ class VersionStats:
         self.last_inference_ms = int(time.time() * 1000)
         if self._sink is not None:
             self._sink.request("success", total_ns / 1e9)
+
+    def cached(self, total_ns: int) -> None:
+        """A request answered from the result cache: a success, but no inference (Triton
+        counts neither ``inference_count`` nor ``execution_count`` for cache hits)."""
+        self.success.add(total_ns)
+        self.last_inference_ms = int(time.time() * 1000)
+        if self._sink is not None:
+            self._sink.request("success", total_ns / 1e9)
+
+    def cache_lookup(self, hit: bool, ns: int) -> None:
+        (self.cache_hit if hit else self.cache_miss).add(ns)
 
     def failed(self, total_ns: int, status: str) -> None:
         self.fail.add(total_ns)
@@ -98,8 +111,8 @@ class VersionStats:
                 "compute_input": empty,
                 "compute_infer": self.compute_infer.as_dict(),
                 "compute_output": empty,
-                "cache_hit": empty,
-                "cache_miss": empty,
+                "cache_hit": self.cache_hit.as_dict(),
+                "cache_miss": self.cache_miss.as_dict(),
             },
             "batch_stats": [
                 {

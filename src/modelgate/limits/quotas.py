@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import redis.asyncio
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from modelgate.core.quotas import QuotaCharge, QuotaCounter, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.outage import Outage
+from modelgate.limits.redis import REDIS_FAILURES
 
 __all__ = ["FallbackQuotaCounter", "MemoryQuotaCounter", "RedisQuotaCounter"]
 
@@ -140,7 +141,7 @@ class RedisQuotaCounter:
                 reply: Any = await self._client.evalsha(_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 reply = await self._client.eval(QUOTA_SCRIPT, len(keys), *keys, *args)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise ModelgateError(
                 ErrorKind.UNAVAILABLE, f"quota store unavailable: {exc!r}"
             ) from exc

@@ -26,7 +26,13 @@ from modelgate.core.limits import Decision
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits import gcra
 
-__all__ = ["GCRA_SCRIPT", "RedisRateLimiter", "create_redis_client"]
+__all__ = ["GCRA_SCRIPT", "REDIS_FAILURES", "RedisRateLimiter", "create_redis_client"]
+
+#: what a Redis call raises when Redis is down, slow or cut off. RuntimeError included:
+#: under uvloop, a command sent on a connection the peer has just reset raises
+#: "unable to perform operation on <TCPTransport closed=True>" from redis-py's writer
+#: (found by tests/e2e/test_redis_faults.py), not a ConnectionError.
+REDIS_FAILURES = (RedisError, OSError, RuntimeError)
 
 #: KEYS[1]: the key. ARGV: window (µs), limit, cost. Returns {1 if admitted else 0, the
 #: backlog in µs after the hit (the one it found, if refused)} -- the backlog as a string,
@@ -118,7 +124,7 @@ class RedisRateLimiter:
                 reply: Any = await self._client.evalsha(self._sha, 1, *args)
             except NoScriptError:
                 reply = await self._client.eval(GCRA_SCRIPT, 1, *args)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise ModelgateError(
                 ErrorKind.UNAVAILABLE, f"rate-limit store unavailable: {exc!r}"
             ) from exc

@@ -15,9 +15,10 @@ import math
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.limits.redis import REDIS_FAILURES
 from modelgate.limits.strikes import check_seconds
 
 __all__ = ["STRIKE_SCRIPT", "RedisStrikeStore"]
@@ -59,7 +60,7 @@ class RedisStrikeStore:
                 count: Any = await self._client.evalsha(self._sha, 1, *args)
             except NoScriptError:  # first use, restart, SCRIPT FLUSH: send it whole once
                 count = await self._client.eval(STRIKE_SCRIPT, 1, *args)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise _unavailable(exc) from exc
         return int(count)
 
@@ -67,13 +68,13 @@ class RedisStrikeStore:
         check_seconds("a block", seconds)
         try:
             await self._client.set(self._blocks + subject, b"1", px=_ms(seconds))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise _unavailable(exc) from exc
 
     async def blocked_for(self, subject: str) -> float:
         try:
             left_ms: Any = await self._client.pttl(self._blocks + subject)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise _unavailable(exc) from exc
         # -2: no such key, -1: no expiry (never written so by this store)
         return int(left_ms) / 1000 if int(left_ms) > 0 else 0.0

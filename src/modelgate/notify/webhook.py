@@ -11,6 +11,11 @@ minutes. Failures (connection errors, timeouts, 429 and 5xx answers) are retried
 exponential backoff and full jitter, ``attempts`` times in all; other 4xx answers are final.
 Every call has connect and read timeouts. Deliveries run as background tasks (at most
 ``max_pending`` at once; more are dropped and logged), and ``close`` waits for them briefly.
+
+One sender may deliver to per-event URLs (``url=``, job webhooks). With ``pin``, each
+attempt first resolves and checks the URL's host (SSRF defence, ``core/ssrf.py``) and
+connects to the address it checked, sending the name as ``Host`` and TLS server name; a
+refused address is final.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 import orjson
+
+from modelgate.core.ssrf import PinnedUrl
+from modelgate.errors import ModelgateError
 
 __all__ = ["WebhookSender", "signature"]
 
@@ -50,8 +58,10 @@ class WebhookSender:
         max_backoff_s: float = 8.0,
         max_pending: int = 1000,
         transport: httpx.AsyncBaseTransport | None = None,
+        pin: Callable[[str], Awaitable[PinnedUrl]] | None = None,
     ) -> None:
         self.url = url
+        self._pin = pin
         self._secret = secret
         self._attempts = attempts
         self._backoff_s = backoff_s
@@ -62,17 +72,21 @@ class WebhookSender:
         )
         self._pending: set[asyncio.Task[bool]] = set()
 
-    def send(self, event: str, payload: Mapping[str, Any]) -> None:
+    def send(self, event: str, payload: Mapping[str, Any], *, url: str | None = None) -> None:
         """Deliver ``payload`` in the background (needs a running event loop)."""
         if len(self._pending) >= self._max_pending:
             log.warning("webhook backlog full: dropped a %s event", event)
             return
-        task = asyncio.get_running_loop().create_task(self.deliver(event, payload))
+        task = asyncio.get_running_loop().create_task(self.deliver(event, payload, url=url))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def deliver(self, event: str, payload: Mapping[str, Any]) -> bool:
-        """Deliver now, retrying; True once the receiver answered 2xx."""
+    async def deliver(
+        self, event: str, payload: Mapping[str, Any], *, url: str | None = None
+    ) -> bool:
+        """Deliver now (to ``url``, default the sender's), retrying; True once the receiver
+        answered 2xx."""
+        target = url or self.url
         body = orjson.dumps(payload)
         delivery = uuid.uuid4().hex
         for attempt in range(1, self._attempts + 1):
@@ -83,8 +97,20 @@ class WebhookSender:
             }
             if self._secret:
                 headers["x-modelgate-signature"] = signature(self._secret, int(time.time()), body)
+            request_url, extensions = target, {}
+            if self._pin is not None:
+                try:
+                    pinned = await self._pin(target)
+                except ModelgateError as exc:
+                    log.warning("webhook %s not sent: %s", event, exc.message)
+                    return False
+                request_url, headers["host"] = pinned.url, pinned.host
+                if target.startswith("https:"):
+                    extensions["sni_hostname"] = pinned.server_name
             try:
-                response = await self._client.post(self.url, content=body, headers=headers)
+                response = await self._client.post(
+                    request_url, content=body, headers=headers, extensions=extensions
+                )
             except httpx.HTTPError as exc:
                 outcome = f"{type(exc).__name__}"
             else:

@@ -34,8 +34,16 @@ Metric names (all prefixed ``modelgate_``), with their labels:
 - ``model_artifact_bytes{model,version}``: size of a loaded version's files (the memory
   estimate of the budget); ``models_loaded_bytes``: their sum;
   ``models_memory_budget_bytes``: the budget, when one is set
+- ``cache_hits_total{model}``, ``cache_misses_total{model}``: lookups of the result cache
+  (models with a ``cache`` section); the hit ratio is hits / (hits + misses);
+  ``cache_stale_total{model}``: expired entries served for a failing model;
+  ``cache_stores_total{model}``, ``cache_evictions_total{model}``: entries written, and
+  entries the in-process store dropped to stay within its bounds
 - ``http_requests_total{api,status}``: every HTTP answer, including those that never
   reached a model (bad JSON, unknown model)
+
+Deployments and shadow comparisons (``deployment_weight_percent``, ``shadow_*``) are
+registered on the same registry by :mod:`modelgate.observability.deployment_metrics`.
 
 Cardinality: the tenant label takes at most ``max_tenants`` values per process; requests
 of further tenants are counted under ``tenant="_other"``.
@@ -122,6 +130,16 @@ class _ServedMetrics:
         child = self.owner.requests.labels(*self.labels, _STATUS_LABEL.get(status, status))
         self.counters[status] = child
         return child
+
+
+#: result-cache events: (event, metric name after ``modelgate_cache_``, help)
+_CACHE_EVENTS = (
+    ("hit", "hits", "Result cache lookups that found a fresh answer"),
+    ("miss", "misses", "Result cache lookups that found none (or were told not to look)"),
+    ("stale", "stale", "Expired answers served because the model could not answer"),
+    ("store", "stores", "Answers written to the result cache"),
+    ("eviction", "evictions", "Entries the in-process result cache dropped to stay in bounds"),
+)
 
 
 class PrometheusMetrics:
@@ -212,6 +230,11 @@ class PrometheusMetrics:
             ("api", "status"),
             registry=self.registry,
         )
+        self.cache_events = {
+            event: Counter(f"modelgate_cache_{name}", text, ("model",), registry=self.registry)
+            for event, name, text in _CACHE_EVENTS
+        }
+        self._cache_children: dict[tuple[str, str], Counter] = {}
         self._http_children: dict[tuple[str, int], Counter] = {}
         self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
         self._refusal_children: dict[tuple[str, str], Counter] = {}
@@ -293,6 +316,16 @@ class PrometheusMetrics:
         """The :class:`~modelgate.core.ports.AnomalyObserver`: ``action`` is ``"flagged"``
         or ``"rejected"``."""
         self.anomalous_requests.labels(model, version, action).inc()
+
+    def cache_event(self, model: str, event: str) -> None:
+        """The :class:`~modelgate.core.caching.CacheObserver`. A model's first event makes
+        all of its cache series (at 0), so that a ratio has both terms from the start."""
+        child = self._cache_children.get((model, event))
+        if child is None:
+            for each, counter in self.cache_events.items():
+                self._cache_children[(model, each)] = counter.labels(model)
+            child = self._cache_children[(model, event)]
+        child.inc()
 
     def _children(self, model: str, version: str, tenant: str) -> _ServedMetrics:
         """The first request of a (model, version, tenant): label children, cached. Past

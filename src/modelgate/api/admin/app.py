@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from modelgate import __version__
+from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.schemas import (
     AuditOut,
     CreatedKeyOut,
@@ -47,6 +48,8 @@ from modelgate.core.inference import InferenceService
 from modelgate.core.monitoring import Monitor
 from modelgate.core.privacy import PrivacyService
 from modelgate.core.quotas import Quotas
+from modelgate.core.rollout import DeploymentService
+from modelgate.core.shadow import ShadowRunner
 from modelgate.core.tenancy import CreatedKey, TenancyService
 from modelgate.core.usage import UsageQuery, UsageService
 from modelgate.errors import ModelgateError
@@ -65,6 +68,7 @@ def build_admin_app(
     payloads: PrivacyService | None = None,
     monitoring: tuple[InferenceService, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
+    deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
@@ -205,6 +209,8 @@ def build_admin_app(
         _add_payload_routes(app, payloads, Caller, ip)
     if monitoring is not None:
         _add_monitoring_routes(app, *monitoring, Caller, concept)
+    if deployments is not None:
+        add_deployment_routes(app, *deployments, Caller, ip)
     if quotas is not None:
 
         @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])

@@ -147,6 +147,8 @@ def encode_infer_response(response: InferenceResponse) -> Any:
     )
     for key, value in response.parameters.items():
         _set_parameter(message.parameters[key], value)
+    if response.cache is not None:  # REST says it in the X-Modelgate-Cache header
+        message.parameters["cache"].string_param = response.cache
     return message
 
 

@@ -312,7 +312,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         # Inlined rather than @_translated: this is the hot path.
         start = time.perf_counter_ns()
-        sent_id = traceparent = tracestate = authorization = api_key = None
+        sent_id = traceparent = tracestate = authorization = api_key = cache_control = None
         for key, value in context.invocation_metadata() or ():  # one pass: the hot path
             if key == "authorization":
                 authorization = value
@@ -324,6 +324,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 traceparent = value
             elif key == "tracestate":
                 tracestate = value
+            elif key == "cache-control":
+                cache_control = value
         request_id = request_id_from(sent_id)
         span = None
         if self.tracer is not None:
@@ -340,6 +342,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 principal = await self._authenticate(credential, context)
             decoded = decode_infer_request(request, self.max_elements)
             decoded.deadline = _deadline(context)
+            decoded.cache_control = cache_control
             current_request_id.set(request_id)  # for listeners (feedback); this call's task
             response = await self.service.infer(decoded, principal)
             version = response.model_version

@@ -14,11 +14,13 @@ Routes::
     GET  /v2/models/{m}[/versions/{v}]/config      model configuration
     GET  /v2/models/{m}[/versions/{v}]/stats       statistics
     POST /v2/models/{m}[/versions/{v}]/infer       inference (JSON or binary tensor data)
+    GET  /v2/models/{m}[/versions/{v}]/infer       inference for HTTP caches (edge.py)
     POST /v2/repository/index                      repository index
     POST /v2/repository/models/{m}/load | /unload  load and unload
     GET  /v1/models[/{m}]                          OpenAI model list
     POST /v1/embeddings                            OpenAI embeddings
     POST /v1/feedback                              ground truth for earlier predictions
+    GET|POST /v1/jobs[/{id}[/results|/cancel]]     asynchronous jobs (api/rest/jobs.py)
     GET  /metrics                                  Prometheus text format
 """
 
@@ -50,8 +52,10 @@ from modelgate.api.rest.asgi import (
     respond,
 )
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
+from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.api.rest.feedback import submit_feedback
+from modelgate.api.rest.jobs import JobRoutes
 from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.authorization import require_scope
@@ -111,6 +115,7 @@ class RestApp:
         tracer: OtelTracer | None = None,
         requests: RequestLog | None = None,
         feedback: FeedbackService | None = None,
+        jobs: JobRoutes | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -128,6 +133,8 @@ class RestApp:
         self.requests = requests
         #: ``POST /v1/feedback``, None: not served
         self.feedback = feedback
+        #: ``/v1/jobs`` (api/rest/jobs.py), None: not served
+        self.jobs = jobs
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -346,7 +353,8 @@ class RestApp:
             name, version, action = _model_path(parts[1:])
             scope[_MODEL] = (name, version)
             if action == "infer":
-                _method(method, "POST")
+                if method != "GET" or self.service.cache is None:
+                    _method(method, "POST")
                 await self._infer(scope, receive, send, name, version)
                 return
             _method(method, "GET")
@@ -385,8 +393,8 @@ class RestApp:
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
-        header_length = deadline = None
-        authorization = api_key = None
+        header_length = deadline = if_none_match = None
+        authorization = api_key = cache_control = None
         for key, value in scope["headers"]:  # one pass over the headers: the hot path
             if key == b"inference-header-content-length":
                 try:
@@ -401,13 +409,28 @@ class RestApp:
                 api_key = value.decode("latin-1")
             elif key == b"x-request-timeout-ms":
                 deadline = time.monotonic() + _timeout_s(value)
+            elif key == b"cache-control":
+                cache_control = value.decode("latin-1")
+            elif key == b"if-none-match":
+                if_none_match = value
         principal = None
         if self.authenticator is not None:
             credential = credential_from(authorization, api_key)
             principal = await self._authenticate(scope, self.authenticator, credential)
-        body = await read_body(scope, receive, self.limits.max_body_bytes)
+        edge = scope["method"] == "GET"
+        spec = None
+        if edge:  # only models that cache answer GET (the newest version's manifest says)
+            await self.service.authorize(principal, name, version, Permission.INFER)
+            spec = (await self.service.registry.manifest(name)).cache
+            if spec is None:
+                raise _MethodNotAllowedError("GET", "POST")
+            body = decode_query_input(scope["query_string"])
+            header_length = None
+        else:
+            body = await read_body(scope, receive, self.limits.max_body_bytes)
         request = decode_infer_request(name, version, body, header_length, self.limits.max_elements)
         request.deadline = deadline
+        request.cache_control = cache_control
         response = await self.service.infer(request, principal)
         scope[_MODEL] = (name, response.model_version)  # the version that answered
         payload, json_length = encode_infer_response(response, request.parameters)
@@ -420,11 +443,24 @@ class RestApp:
             ]
         if response.rate_limit is not None:
             headers = headers + rate_limit_headers(response.rate_limit)
+        # which version answered, for clients and balancers that read no body (deployments)
+        headers = [*headers, (b"x-modelgate-model-version", response.model_version.encode())]
         if response.parameters.get("anomalous"):  # the anomaly check flagged the inputs
             score = str(response.parameters["anomaly_score"]).encode()
             headers = [*headers, (b"x-modelgate-anomaly", score)]
-        await respond(send, 200, payload, headers)
-        self.metrics.http_answer("oip", 200)
+        if response.cache is not None:
+            headers = [*headers, (b"x-modelgate-cache", response.cache.encode())]
+        if "fallback_from" in response.parameters:  # a fallback model answered
+            headers = [*headers, (b"x-modelgate-fallback", response.model_name.encode())]
+        status = 200
+        if edge:
+            etag = etag_of(payload)
+            headers = [*headers, *edge_headers(spec, request, response, etag)]
+            if not_modified(if_none_match, etag):
+                status, payload = 304, b""
+                headers = [h for h in headers if h[0] != b"content-type"]
+        await respond(send, status, payload, headers)
+        self.metrics.http_answer("oip", status)
 
     # -- OpenAI --------------------------------------------------------------------------
     async def _openai(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
@@ -443,6 +479,12 @@ class RestApp:
                     _check_content_type(value)
             data = await read_body(scope, receive, self.limits.max_body_bytes)
             body = await self.openai.embeddings(data, principal)
+        elif parts[:1] == ["jobs"] and self.jobs is not None:
+            handlers = self.jobs.route(parts[1:])
+            handler = handlers.get(method)
+            if handler is None:
+                raise _MethodNotAllowedError(method, ", ".join(handlers))
+            body = await handler(scope, receive, await self._principal(scope))
         elif parts == ["feedback"] and self.feedback is not None:
             _method(method, "POST")
             principal = await self._principal(scope)

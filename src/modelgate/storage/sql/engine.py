@@ -30,12 +30,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from modelgate.errors import invalid
 
 __all__ = [
+    "DATABASE_FAILURES",
     "MIGRATIONS_DIR",
     "advisory_xact_lock",
     "create_engine",
@@ -45,6 +47,11 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: what a query raises when the database is down, cut off or too slow (not a bad query):
+#: connection errors as SQLAlchemy wraps them, the pool's checkout timeout, and what
+#: asyncpg raises on connect (refused, reset) or on its command timeout
+DATABASE_FAILURES = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
 DATABASE_FILE = "modelgate.db"
 
 # The execution option that turns a SQLite BEGIN into BEGIN IMMEDIATE.

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.storage.sql.engine import write_transaction
+from modelgate.storage.sql.engine import DATABASE_FAILURES, write_transaction
 from modelgate.storage.sql.schema import (
     ID_LENGTH,
     NAME_LENGTH,
@@ -179,9 +179,16 @@ class SqlIdentityStore:
         return result.rowcount > 0
 
     async def _select(self, query: Any) -> list[RowMapping]:
-        async with self._engine.connect() as connection:
-            result = await connection.execute(query)
-            return [row._mapping for row in result]
+        """Rows of a read; UNAVAILABLE when the database cannot be reached (down, cut off,
+        timed out), so that callers answer 503 rather than fail."""
+        try:
+            async with self._engine.connect() as connection:
+                result = await connection.execute(query)
+                return [row._mapping for row in result]
+        except DATABASE_FAILURES as exc:
+            raise ModelgateError(
+                ErrorKind.UNAVAILABLE, "the database is unavailable", retry_after=1.0
+            ) from exc
 
 
 def _conflict(message: str) -> ModelgateError:

@@ -37,6 +37,9 @@ __all__ = [
     "UtcDateTime",
     "api_keys",
     "audit_log",
+    "deployments",
+    "job_items",
+    "jobs",
     "metadata",
     "payload_consents",
     "payload_logs",
@@ -264,4 +267,67 @@ prediction_feedback = Table(
     Column("row", Integer, primary_key=True),
     Column("label", BigInteger, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# Each model's deployment (0005): ``spec`` is the document of
+# ``core.deployments.deployment_to_document``; a write names the revision it replaces.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("model", String(NAME_LENGTH), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("spec", _json(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("updated_by", String(NAME_LENGTH), nullable=False),
+)
+
+
+# Asynchronous jobs (0006): one row per job; ``state`` and ``lease_expires_at`` are what
+# workers claim by (see storage/sql/jobs.py), ``worker`` holds the lease. The owner's
+# scopes are kept so that a worker runs the job with the rights it was submitted with.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(ID_LENGTH), nullable=False),
+    Column("owner_subject", String(NAME_LENGTH), nullable=False),
+    Column("owner_kind", String(16), nullable=False),
+    Column("owner_scopes", _json(), nullable=False),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("version", String(ID_LENGTH), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    # a queued job is not claimed before this (backoff after a failed attempt)
+    Column("available_at", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("worker", String(ID_LENGTH), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("error", String(2000), nullable=True),
+    Column("webhook_url", String(2048), nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_hash", String(64), nullable=False),
+    Index("ix_jobs_state_priority_id", "state", "priority", "id"),
+    Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
+    Index("ix_jobs_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
+)
+
+# One item of a job (0006): its OIP request, and its result once one was written
+# (``ok`` NULL: none yet). A result is written once: the update requires ``ok IS NULL``.
+job_items = Table(
+    "job_items",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("item", Integer, primary_key=True),
+    Column("request", _json(), nullable=False),
+    Column("ok", Boolean, nullable=True),
+    Column("response", _json(), nullable=True),
+    Column("error", _json(), nullable=True),
+    Column("completed_at", UtcDateTime(), nullable=True),
 )

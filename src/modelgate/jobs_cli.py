@@ -1,0 +1,159 @@
+"""``modelgate worker`` (run jobs) and ``modelgate jobs list|show|retry`` (operator commands
+on the database directly, like ``modelgate tenants``)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelgate.core.jobs import Job, JobQuery, JobState
+from modelgate.errors import ModelgateError
+
+__all__ = ["jobs_app", "worker"]
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Asynchronous jobs: list, show, retry.")
+console = Console()
+
+ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML settings file.")]
+
+
+def worker(
+    model_repository: Annotated[Path | None, typer.Option(help="Folder of models.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="This worker's name in leases (default: host-pid).")
+    ] = None,
+    slots: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run asynchronous jobs from the database (MODELGATE_DATABASE_URL) until stopped."""
+    from modelgate.settings import load_settings
+    from modelgate.worker import run_worker
+
+    flags: dict[str, Any] = {
+        "model_repository": model_repository,
+        "data_dir": data_dir,
+        "jobs_worker_slots": slots,
+        "log_level": log_level,
+    }
+    try:
+        settings = load_settings(flags, config)
+    except ValueError as exc:
+        console.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from None
+    if settings.role != "gateway" and not settings.model_repository.is_dir():
+        console.print(f"[red]model repository not found:[/] {settings.model_repository}")
+        raise typer.Exit(2)
+    run_worker(settings, worker_id)
+
+
+def _queue_run(config: str | None, work: Any) -> Any:
+    from modelgate.settings import load_settings
+    from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
+    from modelgate.storage.sql.jobs import SqlJobQueue
+
+    settings = load_settings(config_file=config)
+    url = database_url_for(
+        settings.data_dir,
+        settings.database_url.get_secret_value() if settings.database_url else None,
+    )
+
+    async def main() -> Any:
+        await migrate(url)
+        engine = create_engine(url)
+        try:
+            return await work(SqlJobQueue(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ModelgateError as exc:
+        console.print(f"[red]{exc.kind.value}:[/] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "bold red",
+    "cancelled": "dim",
+}
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row(job: Job) -> list[str]:
+    style = _STYLE.get(job.state.value, "")
+    return [
+        job.id,
+        job.model + (f"@{job.version}" if job.version else ""),
+        f"[{style}]{job.state.value}[/]",
+        str(job.priority),
+        f"{job.completed + job.failed}/{job.total}"
+        + (f" ({job.failed} err)" if job.failed else ""),
+        f"{job.attempts}/{job.max_attempts}",
+        _time(job.created_at),
+        (job.error or "")[:60],
+    ]
+
+
+@jobs_app.command("list")
+def list_jobs(
+    tenant: Annotated[str, typer.Option(help="The tenant id (ten_...; 'anonymous' without auth).")],
+    status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """A tenant's jobs, newest first."""
+    state = JobState(status) if status else None
+    jobs = _queue_run(config, lambda q: q.list_jobs(JobQuery(tenant, state, limit=limit)))
+    table = Table("id", "model", "status", "prio", "items", "attempts", "created", "error")
+    for job in jobs:
+        table.add_row(*_row(job))
+    console.print(table)
+
+
+@jobs_app.command("show")
+def show_job(job_id: str, config: ConfigOption = None) -> None:
+    """One job: state, progress, times, attempts, error."""
+    job = _queue_run(config, lambda q: q.get(job_id))
+    if job is None:
+        console.print(f"[red]no job {job_id}[/]")
+        raise typer.Exit(1)
+    table = Table("field", "value", show_header=False)
+    for name, value in zip(
+        ("id", "model", "status", "priority", "items", "attempts", "created", "error"),
+        _row(job),
+        strict=True,
+    ):
+        table.add_row(name, value)
+    table.add_row("tenant", job.tenant_id)
+    table.add_row("started", _time(job.started_at))
+    table.add_row("finished", _time(job.finished_at))
+    table.add_row("worker", job.worker or "-")
+    console.print(table)
+
+
+@jobs_app.command("retry")
+def retry_job(job_id: str, config: ConfigOption = None) -> None:
+    """Put a dead, failed or cancelled job back in the queue (its attempts start again)."""
+    job = _queue_run(config, lambda q: q.requeue(job_id, None, datetime.now(UTC)))
+    if job is None:
+        console.print(f"[red]no job {job_id}[/]")
+        raise typer.Exit(1)
+    if job.state is not JobState.QUEUED:
+        console.print(f"[red]not retried:[/] the job is {job.state.value}")
+        raise typer.Exit(1)
+    console.print(f"[green]queued again[/] {job.id}")

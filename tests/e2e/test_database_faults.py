@@ -1,0 +1,139 @@
+"""PostgreSQL going away under a running modelgate: the server reaches its own database on
+the machine's PostgreSQL through a TCP fault proxy (tests/faultproxy.py), so the database
+server itself stays up for everyone else. While the proxy refuses connections, and while
+it silently drops packets: a key the server has seen keeps working from its cache, a key
+it has not seen is never admitted (503, not 401 and never 200), and the usage of the
+requests served meanwhile is written once the database is back (none lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import FIXTURE_MODELS
+from tests.e2e.conftest import start_server, stop_server
+from tests.faultproxy import FaultProxy
+
+ADMIN_DSN = os.environ.get(
+    "MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+
+
+async def _sql(dsn: str, statement: str) -> object:
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, FaultProxy]]:
+    name = f"modelgate_faults_{secrets.token_hex(6)}"
+    asyncio.run(_sql(ADMIN_DSN, f'CREATE DATABASE "{name}"'))
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    host, port = base.rsplit("@", 1)[1].split(":")
+    proxy = FaultProxy(host, int(port))
+    try:
+        yield f"{base}/{name}", proxy
+    finally:
+        proxy.close()
+        asyncio.run(_sql(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _key(env: dict[str, str], tenant: str, name: str) -> str:
+    return _cli(env, "keys", "create", "--tenant", tenant, "--name", name).split()[-1]
+
+
+def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is_away(
+    database: tuple[str, FaultProxy], tmp_path: Path
+) -> None:
+    direct, proxy = database
+    host_port = direct.split("@", 1)[1].split("/", 1)[0]
+    through_proxy = direct.replace(host_port, f"127.0.0.1:{proxy.port}")
+    cli_env = {"MODELGATE_DATABASE_URL": direct}
+    server = start_server(
+        FIXTURE_MODELS,
+        tmp_path,
+        env={
+            "MODELGATE_DATABASE_URL": through_proxy,
+            "MODELGATE_KEY_CACHE_SECONDS": "60",
+            "MODELGATE_USAGE_FLUSH_SECONDS": "0.5",
+        },
+    )
+    try:
+        _cli(cli_env, "plans", "create", "basic", "--rps", "1000")
+        tenant = _cli(cli_env, "tenants", "create", "acme", "--plan", "basic").split()[-1]
+        known, unseen = _key(cli_env, tenant, "known"), _key(cli_env, tenant, "unseen")
+        infer = f"{server.url}/v2/models/doubler/infer"
+
+        def call(key: str) -> httpx.Response:
+            return httpx.post(
+                infer, json=ROW, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            )
+
+        assert call(known).status_code == 200  # seen once: cached
+        served = 1
+        for mode in ("refuse", "blackhole"):
+            proxy.set(mode)  # type: ignore[arg-type]
+            for _ in range(20):
+                assert call(known).status_code == 200
+                served += 1
+            started = time.monotonic()
+            refused = call(unseen)
+            waited = time.monotonic() - started
+            print(
+                f"\nPostgreSQL {mode}: known key 20/20 served; unseen key "
+                f"{refused.status_code} after {waited * 1000:.0f} ms"
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.headers.get("retry-after") == "1"
+            assert waited < 5.0  # the key lookup's own timeout (2 s), not the driver's
+        proxy.set("pass")
+        deadline = time.monotonic() + 30
+        while call(unseen).status_code != 200:  # the pool reconnects
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        served += 1
+        # every request served while the database was away is in the usage records
+        deadline = time.monotonic() + 30
+        while True:
+            total = asyncio.run(
+                _sql(
+                    direct,
+                    "SELECT coalesce(sum(requests), 0) FROM usage_records "
+                    f"WHERE tenant_id = '{tenant}' AND status = 'ok'",
+                )
+            )
+            if total == served or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f"usage recorded after the outage: {total} of {served} requests")
+        assert total == served
+    finally:
+        proxy.set("pass")
+        assert stop_server(server) == 0

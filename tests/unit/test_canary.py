@@ -1,0 +1,237 @@
+"""Canary gates and the decisions the deployment service takes on them, with an injected
+clock, in-memory stores and no server."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelgate.core.audit import verify_chain
+from modelgate.core.canary import StepWindow, VerdictKind, judge
+from modelgate.core.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
+from modelgate.core.identity import Plan, Principal, Scope
+from modelgate.core.rollout import AUTOMATIC_ACTOR, DeploymentService
+from modelgate.core.routing import DeploymentRouter
+from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.storage.memory.audit import MemoryAuditLog
+from modelgate.storage.memory.deployments import MemoryDeploymentStore
+
+GATE = CanaryGate(min_requests=10, max_error_rate_increase=0.05, max_p95_ratio=1.5, p95_slack_ms=2)
+OPERATOR = Principal("ten_ops", "key_ops", frozenset({Scope.TENANTS_ADMIN.value}), Plan("p"))
+READER = Principal("ten_1", "key_1", frozenset({"infer", "models:read"}), Plan("p"))
+
+
+def window(
+    base: tuple[int, int, float] = (0, 0, 0.01), cand: tuple[int, int, float] = (0, 0, 0.01)
+) -> StepWindow:
+    """(requests, errors, latency seconds) of the baseline and the candidate."""
+    found = StepWindow.empty()
+    for target, (requests, errors, seconds) in ((found.baseline, base), (found.candidate, cand)):
+        for i in range(requests):
+            target.add("internal" if i < errors else "ok", seconds)
+    return found
+
+
+def test_a_failing_candidate_is_rolled_back_before_the_step_ends() -> None:
+    verdict = judge(window((40, 0, 0.01), (10, 3, 0.01)), GATE, step_over=False)
+    assert verdict.kind is VerdictKind.ROLLBACK
+    assert "error rate 30.0%" in verdict.reason
+
+
+def test_a_slow_candidate_is_rolled_back_on_its_p95() -> None:
+    verdict = judge(window((40, 0, 0.010), (20, 0, 0.030)), GATE, step_over=True)
+    assert verdict.kind is VerdictKind.ROLLBACK
+    assert "p95 latency 30.0 ms exceeds 17.0 ms" in verdict.reason
+
+
+def test_a_candidate_within_the_margins_advances_once_the_step_is_over() -> None:
+    good = window((40, 1, 0.010), (20, 1, 0.014))
+    assert judge(good, GATE, step_over=False).kind is VerdictKind.HOLD
+    assert judge(good, GATE, step_over=True).kind is VerdictKind.ADVANCE
+
+
+def test_too_few_requests_hold_whatever_they_show() -> None:
+    assert judge(window((40, 0, 0.01), (9, 9, 1.0)), GATE, True).kind is VerdictKind.HOLD
+    verdict = judge(window((9, 0, 0.01), (40, 0, 0.01)), GATE, True)
+    assert verdict.kind is VerdictKind.HOLD
+    assert "waiting for 10 requests" in verdict.reason
+
+
+def test_client_errors_do_not_count_against_a_version() -> None:
+    found = window((20, 0, 0.01), (0, 0, 0.01))
+    for _ in range(20):
+        found.candidate.add("invalid_argument", 0.01)
+    assert found.candidate.error_rate == 0
+    assert judge(found, GATE, True).kind is VerdictKind.ADVANCE
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def versions(model: str) -> set[int]:
+    if model != "m":
+        raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{model}'")
+    return {1, 2, 3}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service(clock: Clock) -> DeploymentService:
+    return DeploymentService(
+        MemoryDeploymentStore(), MemoryAuditLog(), DeploymentRouter(), versions, now=clock
+    )
+
+
+def canary_spec(steps: tuple[int, ...] = (10, 50, 100)) -> Deployment:
+    return Deployment(
+        model="m",
+        default_version=1,
+        canary=Canary(version=2, steps=steps, step_seconds=60, gate=GATE),
+    )
+
+
+def feed(service: DeploymentService, base: int, cand: int, cand_status: str = "ok") -> None:
+    found = service.router.window("m")
+    assert found is not None
+    for _ in range(base):
+        found.baseline.add("ok", 0.01)
+    for _ in range(cand):
+        found.candidate.add(cand_status, 0.01)
+
+
+async def test_a_canary_steps_up_by_schedule_then_is_promoted(
+    service: DeploymentService, clock: Clock
+) -> None:
+    await service.put(OPERATOR, canary_spec())
+    assert service.router.deployment("m").canary.percent == 10  # type: ignore[union-attr]
+    feed(service, 30, 30)
+    await service.evaluate()
+    assert service.router.deployment("m").canary.step == 0  # type: ignore[union-attr]
+    clock.now += timedelta(seconds=61)
+    await service.evaluate()
+    stepped = service.router.deployment("m")
+    assert stepped is not None and stepped.canary is not None
+    assert (stepped.canary.step, stepped.canary.percent, stepped.revision) == (1, 50, 2)
+    assert stepped.canary.step_started_at == clock.now
+    clock.now += timedelta(seconds=61)
+    await service.evaluate()  # the new step's window is empty: it waits for requests
+    assert service.router.deployment("m").revision == 2  # type: ignore[union-attr]
+    feed(service, 20, 20)
+    await service.evaluate()
+    promoted = await service.store.get("m")
+    assert promoted is not None
+    assert (promoted.default_version, promoted.canary, promoted.revision) == (2, None, 3)
+    assert "promoted version 2" in promoted.note
+    records = await service.audit.list(0, 100)
+    assert [r.action for r in records] == [
+        "deployment.set",
+        "deployment.canary_step",
+        "deployment.promote",
+    ]
+    assert records[2].actor == AUTOMATIC_ACTOR
+    assert records[2].after["evidence"]["canary_window"]["canary"]["requests"] == 20  # type: ignore[index]
+    assert verify_chain(records).ok
+
+
+async def test_a_failing_canary_is_rolled_back_and_the_audit_trail_says_why(
+    service: DeploymentService,
+) -> None:
+    await service.put(OPERATOR, canary_spec())
+    feed(service, 30, 10, cand_status="internal")
+    await service.evaluate()
+    rolled = await service.store.get("m")
+    assert rolled is not None
+    assert (rolled.default_version, rolled.canary) == (1, None)
+    assert rolled.note.startswith("rolled back version 2 at step 1 (10%): error rate 100.0%")
+    last = (await service.audit.list(0, 100))[-1]
+    assert (last.action, last.actor, last.target) == (
+        "deployment.rollback",
+        AUTOMATIC_ACTOR,
+        "deployment:m",
+    )
+
+
+async def test_of_two_replicas_deciding_at_once_one_decision_is_taken(clock: Clock) -> None:
+    store, audit = MemoryDeploymentStore(), MemoryAuditLog()
+    a, b = (
+        DeploymentService(store, audit, DeploymentRouter(), versions, now=clock) for _ in range(2)
+    )
+    await a.put(OPERATOR, canary_spec())
+    await b.refresh()
+    feed(a, 30, 10, cand_status="internal")  # a sees failures: roll back
+    feed(b, 30, 30)  # b sees a healthy canary whose step is over: advance
+    clock.now += timedelta(seconds=61)
+    await a.evaluate()
+    await b.evaluate()  # lost the race: no write, no audit record
+    stored = await store.get("m")
+    assert stored is not None and stored.canary is None and stored.revision == 2
+    assert [r.action for r in await audit.list(0, 100)] == ["deployment.set", "deployment.rollback"]
+    await b.refresh()
+    assert b.router.deployment("m") == stored
+
+
+async def test_manual_promote_and_rollback(service: DeploymentService) -> None:
+    await service.put(OPERATOR, canary_spec())
+    promoted = await service.promote(OPERATOR, "m")
+    assert (promoted.default_version, promoted.canary) == (2, None)
+    with pytest.raises(ModelgateError) as nothing:
+        await service.rollback(OPERATOR, "m")
+    assert nothing.value.kind is ErrorKind.FAILED_PRECONDITION
+    split = Deployment(model="m", default_version=2, split=(Variant(2, 80), Variant(3, 20)))
+    await service.put(OPERATOR, split)
+    with pytest.raises(ModelgateError, match="name the version"):
+        await service.promote(OPERATOR, "m")
+    rolled = await service.rollback(OPERATOR, "m")
+    assert (rolled.default_version, rolled.split, rolled.note) == (
+        2,
+        (),
+        "rolled back the split (manual)",
+    )
+    pinned = await service.promote(OPERATOR, "m", 3)
+    assert pinned.weights() == ((3, 100, "default"),)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (Deployment(model="m", default_version=9), "default_version 9 is not a version"),
+        (
+            Deployment(model="m", default_version=1, split=(Variant(1, 50), Variant(2, 40))),
+            "sum to 100 (they sum to 90)",
+        ),
+        (canary_spec((50, 25)), "steps must increase"),
+        (canary_spec((100,)), "at least one step below 100"),
+        (canary_spec((0, 50)), "percentages from 1 to 100"),
+        (
+            Deployment(model="m", default_version=1, shadow=Shadow(1)),
+            "shadow version 1 already serves traffic",
+        ),
+    ],
+)
+async def test_bad_deployments_are_refused_with_a_reason(
+    service: DeploymentService, spec: Deployment, message: str
+) -> None:
+    with pytest.raises(ModelgateError, match=re.escape(message)) as refused:
+        await service.put(OPERATOR, spec)
+    assert refused.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert await service.store.get("m") is None
+
+
+async def test_only_operators_change_deployments(service: DeploymentService) -> None:
+    with pytest.raises(ModelgateError) as denied:
+        await service.put(READER, canary_spec())
+    assert denied.value.kind is ErrorKind.PERMISSION_DENIED
+    with pytest.raises(ModelgateError) as unknown:
+        await service.put(OPERATOR, Deployment(model="nope", default_version=1))
+    assert unknown.value.kind is ErrorKind.NOT_FOUND

@@ -30,6 +30,7 @@ from modelgate.core.concept import ConceptAlertSource, ConceptMonitor
 from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
 from modelgate.core.governance import PayloadLogger
+from modelgate.core.idempotency import IdempotencyService
 from modelgate.core.inference import InferenceListener, InferenceService
 from modelgate.core.metering import UsageRecorder
 from modelgate.core.monitoring import DriftAlertSource, Monitor
@@ -64,6 +65,7 @@ from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.deployments import SqlDeploymentStore
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.feedback import SqlFeedbackStore
+from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 from modelgate.storage.sql.identity import SqlIdentityStore
 from modelgate.storage.sql.jobs import SqlJobQueue
 from modelgate.storage.sql.payloads import SqlPayloadStore
@@ -548,6 +550,10 @@ def build_components(settings: Settings) -> Components:
             monitoring=(service, monitor),
             concept=concept,
             deployments=(deployments, shadows),
+            # answers holding a new key's secret are kept only sealed with the payload cipher
+            idempotency=IdempotencyService(
+                SqlIdempotencyStore(state.engine), state.payload_service.cipher
+            ),
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
         tokens=TokenService(admin_authenticator, issuer) if issuer is not None else None,

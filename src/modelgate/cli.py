@@ -24,6 +24,7 @@ from modelgate.admin_cli import (
 from modelgate.deployments_cli import deployments_app
 from modelgate.feedback_cli import feedback_app
 from modelgate.jobs_cli import jobs_app, worker
+from modelgate.profile_cli import profile
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
@@ -40,6 +41,7 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
+app.command()(profile)
 console = Console()
 
 _KEY = typer.Option(

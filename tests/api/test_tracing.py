@@ -281,3 +281,39 @@ async def test_a_gateways_trace_continues_on_the_node_it_forwards_to(
         s for s in spans if s.name == "runtime" and services[s.span_id] == "node-under-test"
     ]
     assert node_runtime and node_runtime[0].parent_span_id == node_request.span_id
+
+
+async def test_the_cache_lookup_and_the_deployments_pick_are_spans_of_the_request(
+    traced_server: Server, receiver: tuple[Receiver, int]
+) -> None:
+    collector, _ = receiver
+    base = f"http://127.0.0.1:{traced_server.http_port}"
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=base, headers=auth) as client:
+        split = {
+            "default_version": 2,
+            "split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
+        }
+        answer = await client.put("/admin/models/doubler/deployment", json=split)
+        assert answer.status_code == 200, answer.text
+        try:
+            traceparent, trace_id, _ = _client_context()
+            routed = await client.post(INFER, json=ROW, headers={"traceparent": traceparent})
+            assert routed.status_code == 200, routed.text
+            spans = await _spans_of(traced_server, collector, trace_id)
+            by_name = {s.name: s for s in spans}
+            route = by_name["route"]
+            assert route.parent_span_id == by_name["POST /v2/models/{model}/infer"].span_id
+            attributes = {a.key: a.value.string_value for a in route.attributes}
+            assert attributes["modelgate.model_version"] == routed.json()["model_version"]
+            assert attributes["modelgate.deployment_variant"] == "split"
+        finally:
+            await client.post("/admin/models/doubler/deployment/rollback")
+        traceparent, trace_id, _ = _client_context()
+        cached = await client.post(
+            "/v2/models/cached-doubler/infer", json=ROW, headers={"traceparent": traceparent}
+        )
+        assert cached.status_code == 200, cached.text
+        spans = await _spans_of(traced_server, collector, trace_id)
+        by_name = {s.name: s for s in spans}
+        assert by_name["cache"].parent_span_id == by_name["POST /v2/models/{model}/infer"].span_id

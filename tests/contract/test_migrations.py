@@ -34,9 +34,10 @@ TABLES = {
     "deployments",  # 0005
     "jobs",  # 0006
     "job_items",
+    "idempotency_keys",  # 0007
 }
 #: the newest revision
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelgate.core import profiles as reference
 from modelgate.core.anomaly import (
     RANGE_MARGIN,
     AnomalyDetector,
@@ -21,7 +22,6 @@ from modelgate.core.anomaly import (
     row_scores,
 )
 from modelgate.core.manifest import ModelManifest, parse_manifest
-from modelgate.demo import reference
 from modelgate.errors import ErrorKind, ModelgateError
 
 NAMES = ("income", "ratio", "band")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelgate.demo import credit_risk, reference
+from modelgate.core import profiles as reference
+from modelgate.demo import credit_risk
 
 N_ROWS = 2_000
 

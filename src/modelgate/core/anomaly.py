@@ -115,7 +115,7 @@ class FeatureBounds:
         nonfinite: bool,
     ) -> FeatureBounds:
         """Bounds from each feature's column statistics (``min``, ``max``, ``quantiles``,
-        ``categories``: see ``modelgate.demo.reference``)."""
+        ``categories``: see ``modelgate.core.profiles``)."""
         lows, highs, minima, maxima, categorical = [], [], [], [], []
         for index, (_name, column) in enumerate(statistics):
             low, high = float(column["min"]), float(column["max"])

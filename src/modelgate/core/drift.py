@@ -1,7 +1,7 @@
 """Drift statistics: live values compared with a version's reference profile.
 
 The reference profile is the ``reference.json`` written beside a version at build time (see
-``modelgate.demo.reference`` for its shape): per feature a histogram on fixed edges, quantiles
+``modelgate.core.profiles`` for its shape): per feature a histogram on fixed edges, quantiles
 and, for categorical features, category frequencies; per output a probability histogram over
 [0, 1] or label frequencies. Live values are binned on the reference's own edges, so one pass
 of ``np.searchsorted`` over a window is all a comparison costs.

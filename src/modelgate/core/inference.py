@@ -348,6 +348,8 @@ class InferenceService:
         otherwise a request that names no version is routed here."""
         if choice is None and not request.version and self.deployments is not None:
             choice = self.deployments.choose(request.model, principal, request.parameters)
+            if choice is not None and self.tracer is not None:
+                _route_span(self.tracer, choice)
         loaded = self._serving(request, choice)
         if loaded is None:
             # Authorize before a first-use load, so nobody loads a model they may not see.
@@ -394,7 +396,10 @@ class InferenceService:
                 admitted = True
             # after admission: a hit is limited, counted and metered like any request
             if ticket is not None:
-                cached = await ticket.lookup(loaded.stats)
+                lookup = ticket.lookup(loaded.stats)
+                cached = await (
+                    lookup if self.tracer is None else traced(self.tracer, "cache", lookup)
+                )
             if cached is not None:
                 pass  # the runtime is skipped
             elif self.tracer is None:
@@ -524,9 +529,21 @@ async def _traced_runtime(
     span.set("modelgate.model", loaded.name)
     span.set("modelgate.model_version", loaded.version)
     span.set("modelgate.batch_size", timing.batch_size)
-    span.set("modelgate.hardware", loaded.hardware)
+    span.set("modelgate.hardware", timing.hardware or loaded.hardware)
+    if timing.node is not None:  # a gateway's call: the node that answered
+        span.set("modelgate.node", timing.node)
     span.end(ran + timing.compute_ns)
     return arrays
+
+
+def _route_span(tracer: Tracer, choice: Choice) -> None:
+    """The deployment's pick, as an instant span (the choice is a hash and a lookup)."""
+    span = tracer.start("route")
+    span.set("modelgate.model", choice.model)
+    span.set("modelgate.model_version", choice.version)
+    span.set("modelgate.deployment_variant", choice.variant)
+    span.set("modelgate.deployment_stage", choice.stage)
+    span.end()
 
 
 def _key_id(principal: Principal | None) -> str | None:

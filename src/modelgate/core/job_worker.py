@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import IdentityStore, Plan, Principal
@@ -39,6 +40,7 @@ from modelgate.errors import ErrorKind, ModelgateError
 __all__ = ["JobPrincipals", "JobWorker", "default_worker_id"]
 
 log = logging.getLogger("modelgate.jobs")
+T = TypeVar("T")
 
 #: errors that are the request's own: retrying cannot help
 _FINAL = frozenset(
@@ -58,6 +60,13 @@ _WAIT_LIMIT_S = 30.0
 Decode = Callable[[str, str | None, dict[str, Any]], InferenceRequest]
 #: encodes a response (and its request's parameters) as an OIP response body
 Encode = Callable[[InferenceResponse, dict[str, Any]], dict[str, Any]]
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Is ``exc`` (or, for a task group's, every error in it) the database's outage?"""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_unavailable(e) for e in exc.exceptions)
+    return isinstance(exc, ModelgateError) and exc.kind is ErrorKind.UNAVAILABLE
 
 
 def default_worker_id() -> str:
@@ -155,16 +164,44 @@ class JobWorker:
         self._loops = []
 
     async def _claim_loop(self) -> None:
+        outage = 0  # claims in a row that found the database unavailable
         while not self._stopping:
             try:
                 worked = await self.run_once()
+                outage = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the outermost layer of a worker: log, back off, go on
-                log.exception("job worker %s: claiming failed", self.worker_id)
+            except Exception as exc:  # the outermost layer of a worker: log, back off, go on
                 worked = False
+                if _unavailable(exc):
+                    outage += 1
+                    if outage == 1:  # once per outage, without a traceback
+                        log.warning("job worker %s: the database is unavailable", self.worker_id)
+                    await asyncio.sleep(min(0.1 * 2**outage, 5.0))
+                    continue
+                log.exception("job worker %s: claiming failed", self.worker_id)
             if not worked:
                 await asyncio.sleep(self._poll_s)
+
+    async def _persist(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T:
+        """A queue write while the job is held, retried while the database is unavailable
+        (the writes are idempotent: an item's first result stays, an end applies once) for
+        up to a lease: an outage shorter than that costs no attempt. After that the error
+        goes up, and the lease's expiry hands the job to the next claim."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.lease_s
+        delay = 0.1
+        while True:
+            try:
+                return await write()
+            except ModelgateError as exc:
+                if exc.kind is not ErrorKind.UNAVAILABLE or loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "job %s: the database is unavailable; retrying in %.1f s", job_id, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     # -- one job ---------------------------------------------------------------------------
     async def run_once(self) -> bool:
@@ -227,7 +264,9 @@ class JobWorker:
         if error is not None:
             now = self._now()
             retry_at = now + timedelta(seconds=self.policy.retry_delay(job.attempts))
-            ended = await self.queue.retry(job.id, self.worker_id, error, now, retry_at)
+            ended = await self._persist(
+                job.id, lambda: self.queue.retry(job.id, self.worker_id, error, now, retry_at)
+            )
             if ended is not None:
                 log.warning(
                     "job %s attempt %d failed (%s): %s", job.id, job.attempts, error,
@@ -239,7 +278,10 @@ class JobWorker:
         await self._end(job, JobState.SUCCEEDED, None)
 
     async def _end(self, job: Job, state: JobState, error: str | None) -> None:
-        ended = await self.queue.finish(job.id, self.worker_id, state, error, self._now())
+        now = self._now()
+        ended = await self._persist(
+            job.id, lambda: self.queue.finish(job.id, self.worker_id, state, error, now)
+        )
         if ended is not None:
             log.info("job %s %s", job.id, state.value)
             self._tell(ended)
@@ -257,7 +299,7 @@ class JobWorker:
         while pending:
             index, body = pending.pop(0)
             result = await self._item(job, principal, index, body)
-            await self.queue.complete_item(job.id, result)
+            await self._persist(job.id, functools.partial(self.queue.complete_item, job.id, result))
 
     async def _item(
         self, job: Job, principal: Principal | None, index: int, body: dict[str, Any]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from modelgate.demo import reference
+from modelgate.core import profiles as reference
 from modelgate.demo.manifest import write_json, write_yaml
 
 if TYPE_CHECKING:

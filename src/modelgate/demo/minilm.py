@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from modelgate.demo import reference
+from modelgate.core import profiles as reference
 from modelgate.demo.manifest import write_json, write_yaml
 from modelgate.demo.sentences import REFERENCE_SENTENCES, generated_sentences
 

@@ -17,6 +17,7 @@ from fastapi_offline import FastAPIOffline
 
 from modelgate import __version__
 from modelgate.api.admin.deployments import add_deployment_routes
+from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
 from modelgate.api.admin.schemas import (
     AuditOut,
     CreatedKeyOut,
@@ -43,6 +44,7 @@ from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
 from modelgate.core.authorization import is_operator, require_scope
 from modelgate.core.concept import ConceptMonitor
+from modelgate.core.idempotency import IdempotencyService
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import InferenceService
 from modelgate.core.monitoring import Monitor
@@ -69,25 +71,12 @@ def build_admin_app(
     monitoring: tuple[InferenceService, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
+    idempotency: IdempotencyService | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
-    ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift."""
-    app = FastAPIOffline(
-        title="modelgate admin API",
-        version=__version__,
-        docs_url="/admin/docs",
-        redoc_url="/admin/redoc",
-        openapi_url="/admin/openapi.json",
-        static_url="/admin/static",
-    )
-
-    @app.exception_handler(ModelgateError)
-    async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
-        headers = {k.decode(): v.decode() for k, v in retry_after_header(exc)}
-        if http_status(exc) == 401:
-            headers["www-authenticate"] = 'Bearer realm="modelgate"'
-        return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
+    ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift. With ``idempotency``,
+    POST, PUT and DELETE take an ``Idempotency-Key`` (``api/admin/idempotency.py``)."""
 
     async def principal(
         request: Request,
@@ -99,6 +88,32 @@ def build_admin_app(
             return await authenticator.authenticate(credential)
         host = request.client.host if request.client else None
         return await abuse.authenticate(authenticator, credential, host)
+
+    async def caller_of(request: Request) -> Principal:
+        headers = request.headers
+        return await principal(request, headers.get("authorization"), headers.get("x-api-key"))
+
+    app = FastAPIOffline(
+        title="modelgate admin API",
+        version=__version__,
+        docs_url="/admin/docs",
+        redoc_url="/admin/redoc",
+        openapi_url="/admin/openapi.json",
+        static_url="/admin/static",
+        # before every route: Idempotency-Key on POST, PUT and DELETE (idempotency.py)
+        dependencies=[]
+        if idempotency is None
+        else [Depends(idempotency_dependency(idempotency, caller_of))],
+    )
+    if idempotency is not None:
+        add_idempotency(app, idempotency)
+
+    @app.exception_handler(ModelgateError)
+    async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
+        headers = {k.decode(): v.decode() for k, v in retry_after_header(exc)}
+        if http_status(exc) == 401:
+            headers["www-authenticate"] = 'Bearer realm="modelgate"'
+        return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
 
     Caller = Annotated[Principal, Depends(principal)]  # noqa: N806 - a type alias, not a value
 

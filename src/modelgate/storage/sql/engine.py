@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from modelgate.errors import invalid
+from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
     "DATABASE_FAILURES",
@@ -43,7 +43,10 @@ __all__ = [
     "create_engine",
     "database_url_for",
     "migrate",
+    "reading",
+    "unavailable",
     "write_transaction",
+    "writing",
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -153,6 +156,32 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         await connection.execution_options(**{_WRITE_LOCK: True})
         async with connection.begin():
             yield connection
+
+
+def unavailable(exc: BaseException) -> ModelgateError:
+    """What a store raises for one of :data:`DATABASE_FAILURES`: UNAVAILABLE, so that a
+    request answers 503 with ``Retry-After`` and a worker waits, instead of a 500."""
+    return ModelgateError(ErrorKind.UNAVAILABLE, "the database is unavailable", retry_after=1.0)
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """:func:`write_transaction`, with :data:`DATABASE_FAILURES` raised as UNAVAILABLE."""
+    try:
+        async with write_transaction(engine) as connection:
+            yield connection
+    except DATABASE_FAILURES as exc:
+        raise unavailable(exc) from exc
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads, with :data:`DATABASE_FAILURES` raised as UNAVAILABLE."""
+    try:
+        async with engine.connect() as connection:
+            yield connection
+    except DATABASE_FAILURES as exc:
+        raise unavailable(exc) from exc
 
 
 async def advisory_xact_lock(connection: AsyncConnection, key: int) -> None:

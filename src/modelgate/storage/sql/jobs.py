@@ -12,6 +12,9 @@ How a claim stays exclusive on each backend:
 Submission counts the tenant's active jobs and inserts in one transaction, serialized per
 tenant (a PostgreSQL advisory lock on the tenant; SQLite's write lock), so the limit holds
 across processes and an idempotency key is never used twice.
+
+A database that cannot be reached (down, restarting, cut off, too slow) is UNAVAILABLE
+from every method: submissions answer 503, and the worker waits and tries again.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from modelgate.core.jobs import (
     NewJob,
 )
 from modelgate.storage.memory.jobs import active_limit_error
-from modelgate.storage.sql.engine import advisory_xact_lock, write_transaction
+from modelgate.storage.sql.engine import advisory_xact_lock, reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, UtcDateTime, job_items, jobs
 from modelgate.storage.sql.values import checked_text, checked_time, storable
 
@@ -89,7 +92,7 @@ class SqlJobQueue:
             ),
             "request_hash": job.request_hash,
         }
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await advisory_xact_lock(connection, _tenant_lock_key(owner.tenant_id))
             if job.idempotency_key is not None:
                 found = await connection.execute(
@@ -117,7 +120,7 @@ class SqlJobQueue:
     async def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         if not storable(job_id, 64):
             return None
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             found = (await connection.execute(select(jobs).where(_J.id == job_id))).first()
         if found is None:
             return None
@@ -141,12 +144,12 @@ class SqlJobQueue:
                 return []
             statement = statement.where(_J.id < query.after)
         statement = statement.order_by(_J.id.desc()).limit(query.limit)
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             return [_job(dict(row._mapping)) for row in await connection.execute(statement)]
 
     async def claim(self, worker: str, now: datetime, lease_s: float) -> ClaimedJob | None:
         expired = and_(_J.state == JobState.RUNNING.value, _J.lease_expires_at <= now)
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             # dead letter: jobs whose worker died on their last allowed attempt
             await connection.execute(
                 update(jobs)
@@ -195,7 +198,7 @@ class SqlJobQueue:
             return ClaimedJob(job, tuple((row[0], row[1]) for row in pending))
 
     async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool:
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(jobs)
                 .where(*_held(job_id, worker))
@@ -210,7 +213,7 @@ class SqlJobQueue:
             "error": result.error,
             "completed_at": result.completed_at,
         }
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             written = await connection.execute(
                 update(job_items)
                 .where(_I.job_id == job_id, _I.item == result.index, _I.ok.is_(None))
@@ -227,7 +230,7 @@ class SqlJobQueue:
     async def finish(
         self, job_id: str, worker: str, state: JobState, error: str | None, now: datetime
     ) -> Job | None:
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(jobs)
                 .where(*_held(job_id, worker))
@@ -244,7 +247,7 @@ class SqlJobQueue:
     async def retry(
         self, job_id: str, worker: str, error: str, now: datetime, available_at: datetime
     ) -> Job | None:
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             found = await connection.execute(
                 select(_J.attempts, _J.max_attempts).where(*_held(job_id, worker))
             )
@@ -261,7 +264,7 @@ class SqlJobQueue:
             return await self._read(connection, job_id)
 
     async def release(self, job_id: str, worker: str, now: datetime) -> bool:
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(jobs)
                 .where(*_held(job_id, worker))
@@ -311,7 +314,7 @@ class SqlJobQueue:
             .order_by(_I.item)
             .limit(limit)
         )
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = await connection.execute(statement)
             return [
                 JobResult(row.item, bool(row.ok), row.response, row.error, row.completed_at)
@@ -323,7 +326,7 @@ class SqlJobQueue:
     ) -> Job | None:
         if not storable(job_id, 64):
             return None
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             where = [_J.id == job_id]
             if tenant_id is not None:
                 if not storable(tenant_id, ID_LENGTH):

@@ -38,6 +38,7 @@ __all__ = [
     "api_keys",
     "audit_log",
     "deployments",
+    "idempotency_keys",
     "job_items",
     "jobs",
     "metadata",
@@ -330,4 +331,26 @@ job_items = Table(
     Column("response", _json(), nullable=True),
     Column("error", _json(), nullable=True),
     Column("completed_at", UtcDateTime(), nullable=True),
+)
+
+# Idempotency keys of side-effecting admin requests (0007): one row per (caller, key);
+# ``status`` NULL while the first request runs. ``body`` is the answer, sealed with the
+# payload cipher (``body_key``, ``body_nonce``) when it held a secret; ``withheld``: the
+# answer less its secret (no cipher). Rows older than a day are purged (core/idempotency.py).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", String(512), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("method", String(16), nullable=False),
+    Column("path", String(2048), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("content_type", String(128), nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("body_key", String(64), nullable=True),
+    Column("body_nonce", LargeBinary, nullable=True),
+    Column("withheld", Boolean, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -1,9 +1,10 @@
-"""Reference statistics of the data a model was trained on.
+"""Reference profiles: what a version's training data looked like, as its ``reference.json``.
 
 A version's `reference.json` records what its inputs and outputs looked like at training time, so
-that drift and data-quality checks at serving time have something to compare live traffic with.
-The functions here are generic over a numpy array plus column names; they know nothing about any
-particular model.
+that drift, anomaly and data-quality checks at serving time have something to compare live
+traffic with. The demo models write theirs when they are built (``modelgate.demo``); any other
+model gets one from :func:`profile_of` (``modelgate profile``: the version is run over a sample
+of its training data). The column functions are generic over a numpy array plus column names.
 
 Shapes of the JSON produced (all numbers plain floats or ints):
 
@@ -15,11 +16,13 @@ Shapes of the JSON produced (all numbers plain floats or ints):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from modelgate.core.manifest import ModelManifest
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 HISTOGRAM_BINS = 20
@@ -117,3 +120,67 @@ def _plain(value: Any) -> int | float | str:
     if isinstance(value, np.floating):
         return float(value)
     return str(value)
+
+
+def profile_of(
+    manifest: ModelManifest,
+    inputs: Mapping[str, NDArray[Any]],
+    outputs: Mapping[str, NDArray[Any]],
+    *,
+    categorical: Collection[str] = (),
+    validation_metrics: Mapping[str, float] | None = None,
+    source: str = "",
+) -> JsonObject:
+    """The ``reference.json`` of a version from a sample of its training inputs and the
+    version's own outputs on them (batch dimension first, every array the same rows).
+
+    Features: each column of a 2-D input with ``feature_names``, else the input as one
+    feature (all its values). Outputs: a probability output (2-D, with ``labels``) gives the
+    histogram of its last class (binary: the positive one); an integer output gives label
+    frequencies named after those labels (or the class numbers). Inputs and outputs of
+    other kinds (text, wide embeddings) are left out. ValueError for an empty sample or
+    arrays that do not agree."""
+    rows = {len(a) for a in (*inputs.values(), *outputs.values())}
+    if len(rows) != 1 or 0 in rows:
+        raise ValueError(f"every array needs the same number of rows, and some: {sorted(rows)}")
+    features: dict[str, JsonObject] = {}
+    for spec in manifest.inputs:
+        data = inputs.get(spec.name)
+        if data is None or np.asarray(data).dtype.kind not in "biuf":
+            continue
+        values = np.asarray(data, dtype=np.float64)
+        names = spec.feature_names
+        if names and values.ndim == 2 and values.shape[1] == len(names):
+            features.update(feature_statistics(values, names, categorical=categorical))
+        else:
+            features[spec.name] = column_statistics(
+                values.reshape(-1), categorical=spec.name in categorical
+            )
+    class_names: Sequence[str] = ()
+    for spec in manifest.outputs:
+        if spec.labels:
+            class_names = spec.labels
+    profile_outputs: dict[str, JsonObject] = {}
+    for spec in manifest.outputs:
+        data = outputs.get(spec.name)
+        if data is None:
+            continue
+        values = np.asarray(data)
+        if values.dtype.kind == "f" and values.ndim == 2 and spec.labels and values.shape[1] >= 2:
+            profile_outputs[spec.name] = {
+                "class": spec.labels[-1],
+                **probability_statistics(values[:, -1]),
+            }
+        elif values.dtype.kind in "iu" and values.ndim == 1:
+            top = int(values.max()) + 1 if values.size else 0
+            classes = list(class_names) if len(class_names) >= top else [str(i) for i in range(top)]
+            if values.size and int(values.min()) >= 0:
+                profile_outputs[spec.name] = label_frequencies(values, classes)
+    return {
+        "model": manifest.name,
+        "source": source,
+        "n_rows": rows.pop(),
+        "features": features,
+        "outputs": profile_outputs,
+        **({"validation_metrics": dict(validation_metrics)} if validation_metrics else {}),
+    }

@@ -67,10 +67,19 @@ MAX_LABEL = 2**31 - 1
 _INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
 _FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
-# what the request path keeps: at, tenant, request id, OIP id, model, version, parameters,
-# manifest, outputs (references only)
+# what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
+# named (or None), and each output's (name, datatype, array): strings, numbers and arrays
+# only, so the collector stops tracking the tuple at its first pass (a tuple holding the
+# request's dicts and lists would be scanned on every collection until the flush)
 _Pending = tuple[
-    float, str, str | None, str | None, str, str, dict[str, Any], ModelManifest, list[Tensor]
+    float,
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    str | None,
+    tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
 ]
 
 
@@ -159,6 +168,8 @@ class FeedbackRecorder:
         self._clock = clock
         self._new_id = new_id
         self._pending: list[_Pending] = []
+        #: each (model, version)'s manifest, as the request path last saw it
+        self._manifests: dict[tuple[str, str], ModelManifest] = {}
         self._unwritten: list[PredictionRecord] = []  # built, not yet written
         self._dropped = 0
         self._dropped_logged = 0
@@ -187,6 +198,9 @@ class FeedbackRecorder:
         principal = inference.principal
         request = inference.request
         response = inference.response
+        version = response.model_version
+        self._manifests[(request.model, version)] = manifest  # the latest load's
+        parameters = request.parameters
         self._pending.append(
             (
                 self._clock(),
@@ -194,10 +208,9 @@ class FeedbackRecorder:
                 current_request_id.get(),
                 request.id,
                 request.model,
-                response.model_version,
-                request.parameters,
-                manifest,
-                response.outputs,
+                version,
+                subject_of(parameters) if parameters else None,
+                tuple([(t.name, t.datatype, t.data) for t in response.outputs]),
             )
         )
 
@@ -305,8 +318,10 @@ class FeedbackRecorder:
         return records
 
     def _build(self, item: _Pending) -> list[PredictionRecord]:
-        at, tenant, request_id, inference_id, model, version, parameters, manifest, out = item
-        found = prediction_rows(manifest, out)
+        at, tenant, request_id, inference_id, model, version, subject, out = item
+        manifest = self._manifests[(model, version)]
+        tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
+        found = prediction_rows(manifest, tensors)
         if found is None or (request_id is None and inference_id is None):
             return []
         predicted, scores = found
@@ -314,7 +329,6 @@ class FeedbackRecorder:
             inference_id = None  # not an id one could look up
         if request_id is None and inference_id is None:
             return []
-        subject = subject_of(parameters) if parameters else None
         if subject is not None:
             subject = None if self._pseudonymize is None else self._pseudonymize(subject)
         created = datetime.fromtimestamp(at, UTC)

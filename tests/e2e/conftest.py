@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.faultproxy import FaultProxy
+
 
 @dataclass
 class RunningServer:
@@ -113,3 +115,39 @@ def demo_server(
     yield server
     code = stop_server(server)
     assert code == 0, f"modelgate exited with {code} on SIGTERM:\n{server.log.read_text()}"
+
+
+ADMIN_DSN = os.environ.get(
+    "MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+async def admin_sql(dsn: str, statement: str) -> object:
+    """Run one statement on ``dsn`` and return its first value."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_behind_proxy() -> Iterator[tuple[str, FaultProxy]]:
+    """A database of this test's own on the machine's PostgreSQL, and a TCP fault proxy in
+    front of the server (the database's direct URL; point modelgate at the proxy's port).
+    The database is dropped afterwards; the server itself is never touched."""
+    import asyncio
+    import secrets
+
+    name = f"modelgate_faults_{secrets.token_hex(6)}"
+    asyncio.run(admin_sql(ADMIN_DSN, f'CREATE DATABASE "{name}"'))
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    host, port = base.rsplit("@", 1)[1].split(":")
+    proxy = FaultProxy(host, int(port))
+    try:
+        yield f"{base}/{name}", proxy
+    finally:
+        proxy.close()
+        asyncio.run(admin_sql(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -9,47 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
-import pytest
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import admin_sql, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
-ADMIN_DSN = os.environ.get(
-    "MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-
-
-async def _sql(dsn: str, statement: str) -> object:
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await connection.fetchval(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-def database() -> Iterator[tuple[str, FaultProxy]]:
-    name = f"modelgate_faults_{secrets.token_hex(6)}"
-    asyncio.run(_sql(ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    host, port = base.rsplit("@", 1)[1].split(":")
-    proxy = FaultProxy(host, int(port))
-    try:
-        yield f"{base}/{name}", proxy
-    finally:
-        proxy.close()
-        asyncio.run(_sql(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -70,9 +41,9 @@ def _key(env: dict[str, str], tenant: str, name: str) -> str:
 
 
 def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is_away(
-    database: tuple[str, FaultProxy], tmp_path: Path
+    postgres_behind_proxy: tuple[str, FaultProxy], tmp_path: Path
 ) -> None:
-    direct, proxy = database
+    direct, proxy = postgres_behind_proxy
     host_port = direct.split("@", 1)[1].split("/", 1)[0]
     through_proxy = direct.replace(host_port, f"127.0.0.1:{proxy.port}")
     cli_env = {"MODELGATE_DATABASE_URL": direct}
@@ -123,7 +94,7 @@ def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is
         deadline = time.monotonic() + 30
         while True:
             total = asyncio.run(
-                _sql(
+                admin_sql(
                     direct,
                     "SELECT coalesce(sum(requests), 0) FROM usage_records "
                     f"WHERE tenant_id = '{tenant}' AND status = 'ok'",

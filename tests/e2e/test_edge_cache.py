@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURE_MODELS
-from tests.debian_tools import debian_binary
 from tests.e2e.conftest import RunningServer, free_port, start_server, stop_server
+from tests.nginx import running_nginx, temp_paths
 
 KEY = "e2e-edge-cache-key-" + "e" * 16
 AS_ADMIN = {"Authorization": f"Bearer {KEY}"}
@@ -46,60 +42,19 @@ http {{
 """
 
 
-def nginx_binary() -> Path:
-    """Debian's nginx (unpacked, never installed as a service); skipped only where it
-    cannot be fetched at all."""
-    try:
-        return debian_binary("nginx", "usr/sbin/nginx")
-    except pytest.fail.Exception as exc:
-        pytest.skip(f"nginx cannot be installed here: {exc}")
-
-
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[tuple[str, RunningServer]]:
-    binary = nginx_binary()
     server = start_server(FIXTURE_MODELS, tmp_path / "modelgate", env={"MODELGATE_ADMIN_KEY": KEY})
-    process = None
     try:
         prefix = tmp_path / "nginx"
-        prefix.mkdir()
         port = free_port()
-        temp = "\n".join(
-            f"    {kind}_temp_path {prefix / kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        config = CONFIG.format(
+            temp=temp_paths(prefix), prefix=prefix, port=port, upstream=server.http_address
         )
-        conf = prefix / "nginx.conf"
-        conf.write_text(
-            CONFIG.format(temp=temp, prefix=prefix, port=port, upstream=server.http_address)
-        )
-        globals_ = f"pid {prefix / 'nginx.pid'}; error_log stderr;"
-        if os.geteuid() == 0:
-            globals_ += " user root;"
-        command = [str(binary), "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
-        with open(prefix / "error.log", "wb") as errors:
-            process = subprocess.Popen(
-                [*command, "-g", globals_ + " daemon off;"],
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            pytest.fail((prefix / "error.log").read_text())
-        yield url, server
+        with running_nginx(config, prefix, f"{url}/v2/health/live"):
+            yield url, server
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
         stop_server(server)
 
 

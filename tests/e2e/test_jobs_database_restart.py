@@ -8,57 +8,26 @@ per item: 0 lost, 0 duplicates, and no submission answered 500."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
-import pytest
 
 from tests.conftest import FIXTURE_MODELS
 from tests.e2e.conftest import AUTH, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
-ADMIN_DSN = os.environ.get(
-    "MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 ITEMS = 4
 CLIENTS = 3
 ROW = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}]}
 
 
-async def _sql(dsn: str, statement: str) -> object:
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await connection.fetchval(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-def database() -> Iterator[tuple[str, FaultProxy]]:
-    name = f"modelgate_jobs_restart_{secrets.token_hex(6)}"
-    asyncio.run(_sql(ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    host, port = base.rsplit("@", 1)[1].split(":")
-    proxy = FaultProxy(host, int(port))
-    try:
-        yield f"{base}/{name}", proxy
-    finally:
-        proxy.close()
-        asyncio.run(_sql(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def test_no_acknowledged_job_is_lost_or_doubled_when_postgres_restarts(
-    database: tuple[str, FaultProxy], tmp_path: Path
+    postgres_behind_proxy: tuple[str, FaultProxy], tmp_path: Path
 ) -> None:
-    direct, proxy = database
+    direct, proxy = postgres_behind_proxy
     host_port = direct.split("@", 1)[1].split("/", 1)[0]
     through_proxy = direct.replace(host_port, f"127.0.0.1:{proxy.port}")
     server = start_server(

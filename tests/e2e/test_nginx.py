@@ -6,11 +6,8 @@ gateway (kill -9) under load fails no request. The figure is printed."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
-import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +20,8 @@ import redis
 import tritonclient.grpc as grpcclient
 
 from tests.conftest import FIXTURE_MODELS, REDIS_URL, ROOT
-from tests.debian_tools import debian_binary
 from tests.e2e.conftest import RunningServer, free_port, start_server, stop_server
+from tests.nginx import running_nginx, temp_paths
 
 CONFIG = ROOT / "deploy" / "nginx" / "modelgate.conf"
 NODE_KEY = "e2e-nginx-node-key-" + "n" * 16
@@ -57,17 +54,12 @@ def render(gateways: list[RunningServer], http_port: int, grpc_port: int, prefix
     assert found == 1
     text = text.replace("listen 8080;", f"listen 127.0.0.1:{http_port};")
     text = text.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_port} http2;")
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {\n", f"http {{\n    access_log off;\n{temp}\n", 1)
+    text = text.replace("http {\n", f"http {{\n    access_log off;\n{temp_paths(prefix)}\n", 1)
     return text
 
 
 @pytest.fixture
 def nginx_front(tmp_path: Path) -> Iterator[tuple[str, str, list[RunningServer]]]:
-    binary = debian_binary("nginx", "usr/sbin/nginx")
     prefix = f"mgtest:{secrets.token_hex(6)}:"
     env = {
         "MODELGATE_REDIS_URL": REDIS_URL,
@@ -75,7 +67,6 @@ def nginx_front(tmp_path: Path) -> Iterator[tuple[str, str, list[RunningServer]]
         "MODELGATE_CLUSTER_REFRESH_SECONDS": "0.5",
     }
     servers: list[RunningServer] = []
-    process = None
     try:
         servers.append(
             start_server(
@@ -100,41 +91,13 @@ def nginx_front(tmp_path: Path) -> Iterator[tuple[str, str, list[RunningServer]]
         ]
         servers.extend(gateways)
         http_port, grpc_port = free_port(), free_port()
-        conf = tmp_path / "nginx" / "nginx.conf"
-        conf.parent.mkdir()
-        conf.write_text(render(gateways, http_port, grpc_port, conf.parent))
-        globals_ = f"pid {conf.parent / 'nginx.pid'}; error_log stderr;"
-        if os.geteuid() == 0:
-            globals_ += " user root;"
-        command = [str(binary), "-p", str(conf.parent), "-c", str(conf), "-e", "stderr"]
-        check = subprocess.run(
-            [*command, "-g", globals_, "-t"], capture_output=True, text=True, check=False
-        )
-        assert check.returncode == 0, check.stderr  # the shipped file parses
-        with open(conf.parent / "error.log", "wb") as errors:
-            process = subprocess.Popen(
-                [*command, "-g", globals_ + " daemon off;"],
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
+        nginx_dir = tmp_path / "nginx"
         url = f"http://127.0.0.1:{http_port}"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            pytest.fail((conf.parent / "error.log").read_text())
-        yield url, f"127.0.0.1:{grpc_port}", gateways
+        with running_nginx(
+            render(gateways, http_port, grpc_port, nginx_dir), nginx_dir, f"{url}/v2/health/ready"
+        ):
+            yield url, f"127.0.0.1:{grpc_port}", gateways
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
         for server in servers:
             stop_server(server)
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:

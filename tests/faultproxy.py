@@ -3,7 +3,10 @@ and switch what the network does, while the service itself stays up.
 
 Modes: ``pass`` forwards bytes both ways; ``refuse`` resets every open connection and
 refuses new ones (the service is down); ``blackhole`` keeps connections open and accepts
-new ones but forwards nothing either way (packets silently dropped: only timeouts notice).
+new ones but delivers nothing either way (a network partition: packets are silently
+dropped and only timeouts notice). As with TCP, whose retransmissions deliver what was
+sent once the path heals, bytes held in a blackhole arrive in order when the mode goes
+back to ``pass``; a stream never arrives with a hole in it.
 It runs its own event loop in a thread, so blocking test code can drive it.
 """
 
@@ -22,6 +25,7 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
         self.mode: Mode = "pass"
+        self._changed = asyncio.Event()  # set, and replaced, at every mode change
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -59,10 +63,12 @@ class FaultProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                if self.mode == "pass":
-                    writer.write(data)
-                    await writer.drain()
-                # blackhole: read and drop
+                while self.mode == "blackhole":  # hold the bytes (and stop reading)
+                    await self._changed.wait()
+                if self.mode != "pass":
+                    break
+                writer.write(data)
+                await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -75,6 +81,8 @@ class FaultProxy:
 
         def apply() -> None:
             self.mode = mode
+            self._changed.set()
+            self._changed = asyncio.Event()
             if mode == "refuse":
                 for writer in list(self._writers):
                     _reset(writer)

@@ -96,6 +96,13 @@ def start_server(
     pytest.fail(f"modelgate was not ready in {timeout}s:\n{log.read_text()}")
 
 
+def server_errors(server: RunningServer, limit: int = 8000) -> str:
+    """The first tracebacks in a server's log, for an assertion's message."""
+    text = server.log.read_text(errors="replace")
+    start = text.find("Traceback")
+    return text[start : start + limit] if start >= 0 else "(no traceback in the server's log)"
+
+
 def stop_server(server: RunningServer) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)

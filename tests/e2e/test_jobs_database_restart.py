@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import AUTH, start_server, stop_server
+from tests.e2e.conftest import AUTH, server_errors, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 ITEMS = 4
@@ -124,7 +124,7 @@ def test_no_acknowledged_job_is_lost_or_doubled_when_postgres_restarts(
         )
         assert len(unique) == len(acknowledged), "one key acknowledged two jobs"
         assert (lost, duplicates, missing, wrong) == (0, 0, 0, 0)
-        assert statuses[500] == 0, "a submission answered 500"
+        assert statuses[500] == 0, f"a submission answered 500:\n{server_errors(server)}"
         assert server.process.poll() is None
     finally:
         stop.set()

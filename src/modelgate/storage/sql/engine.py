@@ -30,7 +30,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -42,6 +42,7 @@ __all__ = [
     "advisory_xact_lock",
     "create_engine",
     "database_url_for",
+    "is_database_failure",
     "migrate",
     "reading",
     "unavailable",
@@ -55,6 +56,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: connection errors as SQLAlchemy wraps them, the pool's checkout timeout, and what
 #: asyncpg raises on connect (refused, reset) or on its command timeout
 DATABASE_FAILURES = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+#: SQLSTATE classes that say the server, not the query, failed: connection exception (08,
+#: including a protocol violation after a damaged stream), insufficient resources (53, too
+#: many connections), operator intervention (57: shutting down, starting up, statement
+#: timeout) and transaction rollback (40: serialization failure, deadlock)
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
 DATABASE_FILE = "modelgate.db"
 
 # The execution option that turns a SQLite BEGIN into BEGIN IMMEDIATE.
@@ -158,6 +164,23 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
             yield connection
 
 
+def is_database_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is down, restarting, cut off or too slow (retry
+    later), as opposed to a bad query. asyncpg's server errors reach SQLAlchemy as a plain
+    :class:`DBAPIError` whatever their SQLSTATE, and a damaged stream as asyncpg's own
+    ``InternalClientError``, so the type alone does not tell."""
+    if isinstance(exc, DATABASE_FAILURES):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return type(exc).__module__.startswith("asyncpg.") and any(
+        cls.__name__ == "InternalClientError" for cls in type(exc).__mro__
+    )
+
+
 def unavailable(exc: BaseException) -> ModelgateError:
     """What a store raises for one of :data:`DATABASE_FAILURES`: UNAVAILABLE, so that a
     request answers 503 with ``Retry-After`` and a worker waits, instead of a 500."""
@@ -170,8 +193,10 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         async with write_transaction(engine) as connection:
             yield connection
-    except DATABASE_FAILURES as exc:
-        raise unavailable(exc) from exc
+    except Exception as exc:
+        if is_database_failure(exc):
+            raise unavailable(exc) from exc
+        raise
 
 
 @asynccontextmanager
@@ -180,8 +205,10 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         async with engine.connect() as connection:
             yield connection
-    except DATABASE_FAILURES as exc:
-        raise unavailable(exc) from exc
+    except Exception as exc:
+        if is_database_failure(exc):
+            raise unavailable(exc) from exc
+        raise
 
 
 async def advisory_xact_lock(connection: AsyncConnection, key: int) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.storage.sql.engine import DATABASE_FAILURES, write_transaction
+from modelgate.storage.sql.engine import is_database_failure, unavailable, write_transaction
 from modelgate.storage.sql.schema import (
     ID_LENGTH,
     NAME_LENGTH,
@@ -185,10 +185,10 @@ class SqlIdentityStore:
             async with self._engine.connect() as connection:
                 result = await connection.execute(query)
                 return [row._mapping for row in result]
-        except DATABASE_FAILURES as exc:
-            raise ModelgateError(
-                ErrorKind.UNAVAILABLE, "the database is unavailable", retry_after=1.0
-            ) from exc
+        except Exception as exc:
+            if is_database_failure(exc):
+                raise unavailable(exc) from exc
+            raise
 
 
 def _conflict(message: str) -> ModelgateError:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import admin_sql, start_server, stop_server
+from tests.e2e.conftest import AUTH, admin_sql, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
@@ -84,6 +84,16 @@ def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is
             assert refused.status_code == 503, refused.text
             assert refused.headers.get("retry-after") == "1"
             assert waited < 5.0  # the key lookup's own timeout (2 s), not the driver's
+            if mode == "refuse":  # the admin API: 503, never 500, for a read and a write
+                for method, path, body in (
+                    ("GET", "/admin/tenants", None),
+                    ("POST", "/admin/tenants", {"name": "during-the-outage", "plan": "basic"}),
+                ):
+                    answer = httpx.request(
+                        method, f"{server.url}{path}", json=body, headers=AUTH, timeout=30
+                    )
+                    assert answer.status_code == 503, (method, path, answer.text)
+                    assert answer.headers.get("retry-after") == "1"
         proxy.set("pass")
         deadline = time.monotonic() + 30
         while call(unseen).status_code != 200:  # the pool reconnects

@@ -280,11 +280,14 @@ class FeedbackRecorder:
 
     async def _write_each(self, records: list[PredictionRecord]) -> int:
         written = 0
-        for record in records:
+        for i, record in enumerate(records):
             try:
                 await self._store.append([record])
                 written += 1
             except ModelgateError as exc:
+                if exc.kind is not ErrorKind.INVALID_ARGUMENT:  # the database went away
+                    self._keep(records[i:], exc)
+                    return written
                 self._dropped += 1
                 log.error("feedback: prediction %s refused by the store: %s", record.id, exc)
         return written

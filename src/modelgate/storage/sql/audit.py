@@ -20,7 +20,7 @@ from modelgate.core.audit import (
     chain_hash,
 )
 from modelgate.errors import invalid
-from modelgate.storage.sql.engine import advisory_xact_lock, write_transaction
+from modelgate.storage.sql.engine import advisory_xact_lock, reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, audit_log
 from modelgate.storage.sql.values import checked_text, storable
 
@@ -48,7 +48,7 @@ class SqlAuditLog:
     async def append(self, entry: AuditEntry) -> AuditRecord:
         canonical_entry(entry)  # refuses a naive time or non-JSON values before the lock
         row = _entry_row(entry)
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await advisory_xact_lock(connection, _APPEND_LOCK_KEY)
             newest = await connection.execute(
                 select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
@@ -80,7 +80,7 @@ class SqlAuditLog:
                 return []
             query = query.where(audit_log.c.target == target)
         query = query.order_by(audit_log.c.seq).limit(min(limit, MAX_PAGE))
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(query)
             return [_record(row._mapping) for row in result]
 

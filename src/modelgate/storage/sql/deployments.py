@@ -18,7 +18,7 @@ from modelgate.core.deployments import (
     deployment_from_document,
     deployment_to_document,
 )
-from modelgate.storage.sql.engine import write_transaction
+from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import NAME_LENGTH, deployments
 from modelgate.storage.sql.values import checked_text, checked_time, storable
 
@@ -37,14 +37,14 @@ class SqlDeploymentStore:
     async def get(self, model: str) -> Deployment | None:
         if not storable(model, NAME_LENGTH):
             return None
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(select(deployments).where(_D.model == model))
             row = result.first()
         return None if row is None else _deployment(row._mapping)
 
     async def list(self) -> list[Deployment]:
         ordered = _D.model.collate("C") if self._postgres else _D.model
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(select(deployments).order_by(ordered))
             return [_deployment(row._mapping) for row in result]
 
@@ -62,7 +62,7 @@ class SqlDeploymentStore:
         }
         if expected_revision == 0:
             try:
-                async with write_transaction(self._engine) as connection:
+                async with writing(self._engine) as connection:
                     await connection.execute(deployments.insert().values(row))
             except IntegrityError:
                 return False  # someone created it first
@@ -72,14 +72,14 @@ class SqlDeploymentStore:
             .where(_D.model == deployment.model, _D.revision == expected_revision)
             .values(row)
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(statement)
         return bool(result.rowcount == 1)
 
     async def delete(self, model: str) -> bool:
         if not storable(model, NAME_LENGTH):
             return False
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(deployments.delete().where(_D.model == model))
         return bool(result.rowcount)
 

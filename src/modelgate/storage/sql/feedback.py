@@ -16,7 +16,7 @@ from modelgate.core.predictions import (
     LabelQuery,
     PredictionRecord,
 )
-from modelgate.storage.sql.engine import write_transaction
+from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import (
     ID_LENGTH,
     NAME_LENGTH,
@@ -44,7 +44,7 @@ class SqlFeedbackStore:
         rows = [_row(r) for r in records]
         if not rows:
             return
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(predictions.insert(), rows)
 
     async def find(self, tenant_id: str, request_id: str) -> list[PredictionRecord]:
@@ -59,7 +59,7 @@ class SqlFeedbackStore:
             .order_by(_P.created_at.desc(), _P.id.desc())
             .limit(1)
         )
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             prediction_id = (await connection.execute(newest)).scalar()
             if prediction_id is None:
                 return []
@@ -73,7 +73,7 @@ class SqlFeedbackStore:
             return
         latest = {(f.prediction_id, f.row): f for f in feedback}  # the last label of a row wins
         wanted = [key for key in latest if storable(key[0], _SHORT)]
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             existing: set[tuple[str, int]] = set()
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
@@ -128,16 +128,16 @@ class SqlFeedbackStore:
         where = _subject_filter(subjects, tenant_id)
         if where is None:
             return 0
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             return await _delete(connection, where)
 
     async def purge(self, now: datetime) -> int:
         where = [_P.expires_at <= checked_time(now, "now")]
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             return await _delete(connection, where)
 
     async def _read(self, statement: Select[Any]) -> list[LabelledPrediction]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(statement)
             return [
                 LabelledPrediction(_prediction(m), m["label"], m["labelled_at"])

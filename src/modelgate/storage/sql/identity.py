@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.storage.sql.engine import is_database_failure, unavailable, write_transaction
+from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import (
     ID_LENGTH,
     NAME_LENGTH,
@@ -54,7 +54,7 @@ class SqlIdentityStore:
         row = {name: getattr(plan, name) for name in _PLAN_FIELDS}
         row["name"] = checked_text(plan.name, "plan name", ID_LENGTH)
         row["models"] = None if plan.models is None else _texts(plan.models, "plan models")
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             try:
                 await connection.execute(plans.insert().values(row))
             except IntegrityError as exc:
@@ -79,7 +79,7 @@ class SqlIdentityStore:
             "created_at": checked_time(tenant.created_at, "created_at"),
             "disabled": tenant.disabled,
         }
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             query = select(plans.c.name).where(plans.c.name == tenant.plan)
             if (await connection.execute(query)).first() is None:
                 raise _conflict(f"plan {tenant.plan!r} does not exist")
@@ -116,7 +116,7 @@ class SqlIdentityStore:
             "requests_per_second": key.requests_per_second,
             "burst": key.burst,
         }
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             query = select(tenants.c.id).where(tenants.c.id == key.tenant_id)
             if (await connection.execute(query)).first() is None:
                 raise _conflict(f"tenant {key.tenant_id!r} does not exist")
@@ -159,7 +159,7 @@ class SqlIdentityStore:
             .where(api_keys.c.id == key_id)
             .values(revoked_at=case((or_(revoked.is_(None), revoked > when), when), else_=revoked))
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(update)
         return result.rowcount > 0
 
@@ -174,21 +174,16 @@ class SqlIdentityStore:
             .where(api_keys.c.id == key_id)
             .values(last_used_at=case((or_(last.is_(None), last < when), when), else_=last))
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(update)
         return result.rowcount > 0
 
     async def _select(self, query: Any) -> list[RowMapping]:
         """Rows of a read; UNAVAILABLE when the database cannot be reached (down, cut off,
         timed out), so that callers answer 503 rather than fail."""
-        try:
-            async with self._engine.connect() as connection:
-                result = await connection.execute(query)
-                return [row._mapping for row in result]
-        except Exception as exc:
-            if is_database_failure(exc):
-                raise unavailable(exc) from exc
-            raise
+        async with reading(self._engine) as connection:
+            result = await connection.execute(query)
+            return [row._mapping for row in result]
 
 
 def _conflict(message: str) -> ModelgateError:

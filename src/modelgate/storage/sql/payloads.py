@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgate.core.payloads import PayloadConsent, PayloadQuery, PayloadRecord
-from modelgate.storage.sql.engine import write_transaction
+from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, payload_consents, payload_logs
 from modelgate.storage.sql.values import checked_text, checked_time, storable
 
@@ -34,7 +34,7 @@ class SqlPayloadStore:
         rows = [_row(r) for r in records]
         if not rows:
             return
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(payload_logs.insert(), rows)
 
     async def find(self, query: PayloadQuery) -> list[PayloadRecord]:
@@ -47,7 +47,7 @@ class SqlPayloadStore:
             .order_by(_P.created_at.asc(), _P.id.asc())
             .limit(query.limit)
         )
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(statement)
             return [_record(row._mapping) for row in result]
 
@@ -58,13 +58,13 @@ class SqlPayloadStore:
         statement = payload_logs.delete().where(_P.subject.in_(wanted))
         if tenant_id is not None:
             statement = statement.where(_P.tenant_id == tenant_id)
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(statement)
         return int(result.rowcount)
 
     async def purge(self, now: datetime) -> int:
         statement = payload_logs.delete().where(_P.expires_at <= checked_time(now, "now"))
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(statement)
         return int(result.rowcount)
 
@@ -80,7 +80,7 @@ class SqlPayloadStore:
                 ciphertext=sealed,
             )
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(statement)
         return bool(result.rowcount)
 
@@ -101,13 +101,13 @@ class SqlPayloadStore:
             index_elements=[_C.tenant_id],
             set_={name: insert.excluded[name] for name in row if name != "tenant_id"},
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(upsert)
 
     async def get_consent(self, tenant_id: str) -> PayloadConsent | None:
         if not storable(tenant_id, ID_LENGTH):
             return None
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(
                 select(payload_consents).where(_C.tenant_id == tenant_id)
             )
@@ -116,7 +116,7 @@ class SqlPayloadStore:
 
     async def list_consents(self) -> list[PayloadConsent]:
         ordered = _C.tenant_id.collate("C") if self._postgres else _C.tenant_id
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(select(payload_consents).order_by(ordered))
             return [_consent(row._mapping) for row in result]
 

@@ -19,7 +19,7 @@ from modelgate.core.usage import (
     UsageRow,
     UsageTotals,
 )
-from modelgate.storage.sql.engine import write_transaction
+from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, prices, usage_records
 from modelgate.storage.sql.values import checked_text, checked_time, storable
 
@@ -46,7 +46,7 @@ class SqlUsageStore:
         rows = [_record_row(r) for r in records]
         if not rows:
             return
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(usage_records.insert(), rows)
 
     async def report(self, query: UsageQuery) -> list[UsageRow]:
@@ -74,7 +74,7 @@ class SqlUsageStore:
             .group_by(*groups.values())
             .order_by(*(self._ordered(column) for column in groups.values()))
         )
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(statement)
             return [_row(row._mapping) for row in result if row.requests is not None]
 
@@ -91,7 +91,7 @@ class SqlUsageStore:
             _U.period_start >= since,
             _U.status.not_in(sorted(NOT_ADMITTED)),
         )
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             requests, rows, tokens = (await connection.execute(statement)).one()
         return UsageTotals(int(requests), int(rows), int(tokens))
 
@@ -107,11 +107,11 @@ class SqlUsageStore:
             index_elements=[prices.c.target],
             set_={name: insert.excluded[name] for name in row if name != "target"},
         )
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(upsert)
 
     async def list_prices(self) -> list[Price]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             result = await connection.execute(
                 select(prices).order_by(self._ordered(prices.c.target))
             )
@@ -122,7 +122,7 @@ class SqlUsageStore:
     async def delete_price(self, target: str) -> bool:
         if not storable(target, NAME_LENGTH):
             return False
-        async with write_transaction(self._engine) as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(prices.delete().where(prices.c.target == target))
         return result.rowcount > 0
 

@@ -5,10 +5,12 @@ around them (attaching labels, a data subject's export and erasure, training dat
 model whose manifest enables ``feedback``, ``completed`` (the request path) appends one
 tuple of references to a list: no copy, no I/O, no task. A background task turns what
 waits into :class:`~modelgate.core.predictions.PredictionRecord` rows (one per request
-row: the predicted class and the score, read from the outputs) in a worker thread and
-writes them every ``flush_interval_s``; a failed write keeps them for the next flush;
-:meth:`FeedbackRecorder.close` writes what is left. The same task deletes expired rows
-every ``purge_interval_s``.
+row: the predicted class and the score, read from the outputs) and writes them every
+``flush_interval_s``, a few hundred at a time with the event loop free in between: at
+thousands of predictions a second, one big batch (or a worker thread holding the GIL)
+would stall every request for tens of milliseconds. A failed write keeps what it held
+for the next flush; :meth:`FeedbackRecorder.close` writes what is left. The same task
+deletes expired rows every ``purge_interval_s``.
 
 A prediction is found by the tenant that made it and its request id: the transport id
 (REST ``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane
@@ -63,6 +65,10 @@ log = logging.getLogger("modelgate.feedback")
 MAX_REQUEST_ID = 128
 #: the largest class index a label may name
 MAX_LABEL = 2**31 - 1
+
+#: predictions turned into rows, and rows written, per step of a flush (each step holds
+#: the event loop for a few milliseconds at most)
+_CHUNK = 200
 
 _INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
 _FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})
@@ -251,28 +257,32 @@ class FeedbackRecorder:
         """Write everything pending now; answers how many rows were written."""
         async with self._lock:
             batch, self._pending = self._pending, []
-            if batch:
+            for start in range(0, len(batch), _CHUNK):
+                self._unwritten.extend(self._build_all(batch[start : start + _CHUNK]))
                 try:
-                    self._unwritten.extend(await asyncio.to_thread(self._build_all, batch))
+                    await asyncio.sleep(0)  # requests run between steps
                 except asyncio.CancelledError:
-                    self._pending[:0] = batch
+                    self._pending[:0] = batch[start + _CHUNK :]
                     raise
             records, self._unwritten = self._unwritten, []
             written = 0
-            if records:
+            for start in range(0, len(records), _CHUNK):
+                chunk = records[start : start + _CHUNK]
                 try:
-                    await self._store.append(records)
-                    written = len(records)
+                    await self._store.append(chunk)
+                    written += len(chunk)
                 except asyncio.CancelledError:
-                    self._unwritten[:0] = records
+                    self._unwritten[:0] = records[start:]
                     raise
                 except ModelgateError as exc:
                     if exc.kind is not ErrorKind.INVALID_ARGUMENT:
-                        self._keep(records, exc)
-                    else:  # a row the store refuses must not hold the others back
-                        written = await self._write_each(records)
+                        self._keep(records[start:], exc)
+                        break
+                    # a row the store refuses must not hold the others back
+                    written += await self._write_each(chunk)
                 except Exception as exc:  # the database is down: keep them, retry later
-                    self._keep(records, exc)
+                    self._keep(records[start:], exc)
+                    break
             if self._dropped > self._dropped_logged:
                 lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
                 log.error("feedback: %d predictions dropped (not recorded)", lost)
@@ -309,7 +319,7 @@ class FeedbackRecorder:
         if await drain(self.flush, lambda: self.pending, attempts=attempts):
             log.error("feedback: %d predictions could not be written at shutdown", self.pending)
 
-    # -- building rows, in a worker thread ---------------------------------------------
+    # -- building rows ------------------------------------------------------------------
     def _build_all(self, batch: Sequence[_Pending]) -> list[PredictionRecord]:
         records: list[PredictionRecord] = []
         for item in batch:

@@ -6,7 +6,7 @@ model whose manifest enables ``feedback``, ``completed`` (the request path) appe
 tuple of references to a list: no copy, no I/O, no task. A background task turns what
 waits into :class:`~modelgate.core.predictions.PredictionRecord` rows (one per request
 row: the predicted class and the score, read from the outputs) and writes them every
-``flush_interval_s``, a few hundred at a time with the event loop free in between: at
+``flush_interval_s``, a hundred at a time with the event loop free in between: at
 thousands of predictions a second, one big batch (or a worker thread holding the GIL)
 would stall every request for tens of milliseconds. A failed write keeps what it held
 for the next flush; :meth:`FeedbackRecorder.close` writes what is left. The same task
@@ -67,8 +67,8 @@ MAX_REQUEST_ID = 128
 MAX_LABEL = 2**31 - 1
 
 #: predictions turned into rows, and rows written, per step of a flush (each step holds
-#: the event loop for a few milliseconds at most)
-_CHUNK = 200
+#: the event loop for about 2 ms at most)
+_CHUNK = 100
 
 _INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
 _FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})

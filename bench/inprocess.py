@@ -138,9 +138,21 @@ async def _grpc(components: Any, models: Path, seconds: float) -> dict[str, floa
     files = model_files(models, CREDIT)
     ours = GrpcInferenceServicer(components.service, authenticator=components.authenticator)
 
-    class Context:  # what the servicer reads of a grpc.aio context: the caller's metadata
+    class Context:  # what the servicer uses of a grpc.aio context
         def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
             return (("authorization", AUTHORIZATION),)
+
+        def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+            return None
+
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:50000"
+
+        def time_remaining(self) -> float | None:
+            return None
+
+        async def abort(self, code: Any, details: str) -> None:
+            raise RuntimeError(f"aborted: {code} {details}")
 
     context = Context()
     theirs = Servicer(str(files.onnx), str(files.version))

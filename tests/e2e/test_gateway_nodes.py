@@ -275,3 +275,60 @@ def test_a_gateway_with_a_static_node_list_needs_no_redis(tmp_path: Path) -> Non
             assert stop_server(gateway) == 0
     finally:
         assert stop_server(node) == 0
+
+
+def test_a_nodes_anomaly_flag_reaches_the_client_through_the_gateway(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    """The anomaly check runs where the reference profile is, on the node; its verdict
+    (response parameters, and REST's ``X-Modelgate-Anomaly``) comes back through the
+    gateway over REST and gRPC."""
+    from tests.api.test_anomaly import GARBAGE, TYPICAL
+
+    node = start_server(
+        demo_models, tmp_path / "node", "--role", "node", env={"MODELGATE_ADMIN_KEY": NODE_KEY}
+    )
+    try:
+        gateway = start_server(
+            demo_models,
+            tmp_path / "gateway",
+            "--role",
+            "gateway",
+            "--nodes",
+            node.grpc_address,
+            env={"MODELGATE_ADMIN_KEY": GATEWAY_KEY, "MODELGATE_NODE_KEY": NODE_KEY},
+        )
+        try:
+            auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+            url = f"{gateway.url}/v2/models/credit-risk/infer"
+
+            def body(row: list[float]) -> dict[str, object]:
+                return {"inputs": [{"name": "features", "datatype": "FP32",
+                                    "shape": [1, 12], "data": row}]}  # fmt: skip
+
+            typical = httpx.post(url, json=body(TYPICAL), headers=auth, timeout=10)
+            assert typical.status_code == 200, typical.text
+            assert "x-modelgate-anomaly" not in typical.headers
+            assert typical.json()["parameters"] == {"anomaly_score": 0.0}
+            flagged = httpx.post(url, json=body(GARBAGE), headers=auth, timeout=10)
+            assert flagged.status_code == 200, flagged.text
+            assert flagged.headers["x-modelgate-anomaly"] == "1.0"
+            assert flagged.json()["parameters"] == {
+                "anomaly_score": 1.0,
+                "anomalous": True,
+                "anomalous_features": "annual_income,home_ownership",
+            }
+            client = grpcclient.InferenceServerClient(gateway.grpc_address)
+            tensor = grpcclient.InferInput("features", [1, 12], "FP32")
+            tensor.set_data_from_numpy(np.array([GARBAGE], dtype=np.float32))
+            result = client.infer(
+                "credit-risk", [tensor], headers={"authorization": f"Bearer {GATEWAY_KEY}"}
+            )
+            parameters = result.get_response().parameters
+            assert parameters["anomalous"].bool_param is True
+            assert parameters["anomaly_score"].double_param == 1.0
+            client.close()
+        finally:
+            assert stop_server(gateway) == 0
+    finally:
+        assert stop_server(node) == 0

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelgate.core.breaker import BreakerPolicy, CircuitBreaker
-from modelgate.core.cluster import Cluster, NodeInfo, parse_node
+from modelgate.core.cluster import Cluster, NodeAnswer, NodeInfo, parse_node
 from modelgate.core.manifest import parse_manifest
 from modelgate.core.ports import Timing
 from modelgate.core.retry import RetryBudget, backoff
@@ -116,13 +116,13 @@ class Client:
         *,
         timeout_s: float,
         headers: Mapping[str, str],
-    ) -> dict[str, Any]:
+    ) -> NodeAnswer:
         self.calls.append(node.id)
         script = self.scripts.get(node.id, [])
         kind = script.pop(0) if script else None
         if kind is not None:
             raise ModelgateError(kind, f"{node.id} failed")
-        return {"y": np.asarray(inputs["x"]) * 2}
+        return NodeAnswer({"y": np.asarray(inputs["x"]) * 2}, {"node": node.id})
 
     async def close(self) -> None:
         return None
@@ -147,6 +147,7 @@ async def test_a_node_fault_is_retried_on_another_node() -> None:
     out = await cluster.forward("m", 1, INPUTS, timing)
     assert out["y"].tolist() == [[2.0, 2.0]]
     assert client.calls[-1] == "c" and timing.node == "c"
+    assert timing.parameters == {"node": "c"}  # what the node sent, for the response
     assert len(set(client.calls)) == len(client.calls)  # never the same node twice
 
 

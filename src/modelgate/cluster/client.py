@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.api.grpc.codec import contents_array
+from modelgate.api.grpc.codec import contents_array, decode_parameters
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.cluster import NodeInfo
+from modelgate.core.cluster import NodeAnswer, NodeInfo
 from modelgate.core.tensors import datatype_of
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -89,7 +89,7 @@ class GrpcNodeClient:
         *,
         timeout_s: float,
         headers: Mapping[str, str],
-    ) -> dict[str, np.ndarray[Any, Any]]:
+    ) -> NodeAnswer:
         tensors = []
         raw = []
         for name, array in inputs.items():
@@ -110,7 +110,10 @@ class GrpcNodeClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise _error(node, exc, time.monotonic() - started >= timeout_s * 0.95) from None
-        return self._outputs(node, response)
+        parameters = decode_parameters(response.parameters) if response.parameters else {}
+        # the node's cache is not the gateway's: the gateway says its own
+        parameters.pop("cache", None)
+        return NodeAnswer(self._outputs(node, response), parameters)
 
     def _outputs(self, node: NodeInfo, response: Any) -> dict[str, np.ndarray[Any, Any]]:
         raw = response.raw_output_contents

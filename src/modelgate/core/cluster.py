@@ -44,6 +44,7 @@ from modelgate.errors import ErrorKind, ModelgateError
 __all__ = [
     "Cluster",
     "ClusterObserver",
+    "NodeAnswer",
     "NodeClient",
     "NodeDirectory",
     "NodeInfo",
@@ -69,6 +70,15 @@ _NODE_FAULTS = frozenset(
 _NOT_BROKEN = frozenset({ErrorKind.OVERLOADED, ErrorKind.NOT_FOUND})
 #: a retry needs at least this much of the caller's deadline left
 _MIN_ATTEMPT_S = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """What a node answered: its outputs, and the response parameters it sent (for
+    example the anomaly check's ``anomaly_score`` and ``anomalous`` flag)."""
+
+    outputs: dict[str, Array]
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +153,7 @@ class NodeClient(Protocol):
         *,
         timeout_s: float,
         headers: Mapping[str, str],
-    ) -> dict[str, Array]: ...
+    ) -> NodeAnswer: ...
 
     async def close(self) -> None: ...
 
@@ -343,7 +353,7 @@ class Cluster:
             state.outstanding += 1
             started = time.perf_counter_ns()
             try:
-                arrays = await self.client.infer(
+                answer = await self.client.infer(
                     state.info,
                     model,
                     version,
@@ -371,7 +381,8 @@ class Cluster:
                 timing.compute_ns = time.perf_counter_ns() - started
                 timing.hardware = state.info.hardware
                 timing.node = state.info.id
-            return arrays
+                timing.parameters = answer.parameters or None
+            return answer.outputs
         if error is not None:
             raise error
         raise ModelgateError(

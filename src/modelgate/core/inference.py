@@ -475,6 +475,8 @@ class InferenceService:
         if ticket is not None:
             response.cache = ticket.outcome(cached)
             response.cached_at = cached.stored_at if cached is not None else None
+        if timing.parameters and cached is None:  # what the node said (its anomaly check)
+            response.parameters.update(timing.parameters)
         if choice is not None:
             response.parameters["deployment_variant"] = choice.variant
             response.parameters["deployment_stage"] = choice.stage

@@ -54,9 +54,11 @@ class Timing:
     compute_ns: int = 0
     batch_size: int = 1
     deadline: float | None = None
-    #: a gateway's remote call: the hardware class and id of the node that answered
+    #: a gateway's remote call: the hardware class and id of the node that answered, and
+    #: the response parameters it sent (None: none)
     hardware: str | None = None
     node: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class Predictor(Protocol):

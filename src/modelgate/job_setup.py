@@ -48,6 +48,8 @@ def job_policy(settings: Settings) -> JobPolicy:
         retry_backoff_s=settings.jobs_retry_backoff_seconds,
         item_concurrency=settings.jobs_item_concurrency,
         webhook_allow_private=settings.jobs_webhook_allow_private,
+        retention_s=settings.jobs_retention_days * 86_400.0,
+        purge_interval_s=settings.jobs_purge_interval_seconds,
     )
 
 

@@ -273,6 +273,10 @@ class Settings(BaseSettings):
     jobs_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
     #: how often an idle worker looks for work
     jobs_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: finished jobs (their requests and results) are deleted this many days after they
+    #: ended; workers purge every ``jobs_purge_interval_seconds``
+    jobs_retention_days: float = Field(default=30.0, gt=0, le=3650)
+    jobs_purge_interval_seconds: float = Field(default=3600.0, ge=1, le=86_400)
     #: job webhooks may call loopback, private and link-local addresses (tests, a private
     #: network you trust); off by default: SSRF defence (docs/security.md)
     jobs_webhook_allow_private: bool = False

@@ -290,6 +290,35 @@ async def test_a_lost_lease_is_taken_over_by_another_worker(world: World) -> Non
     assert job["progress"]["completed"] == 2
 
 
+async def test_a_finished_job_is_deleted_when_its_retention_ends(world: World) -> None:
+    done = (await _submit(world, {"model": "doubler", "request": ROW})).json()["id"]
+    await world.drain()
+    waiting = (await _submit(world, {"model": "doubler", "request": ROW})).json()["id"]
+    jobs = world.components.jobs
+    assert jobs is not None
+    policy = jobs.service.policy
+    later = datetime.now(UTC) + timedelta(seconds=policy.retention_s + 1)
+    purger = JobWorker(
+        jobs.service.queue,
+        world.components.service,
+        jobs.worker.principals,
+        jobs.worker._decode,
+        jobs.worker._encode,
+        policy,
+        worker_id="purger",
+        now=lambda: later,  # the injected clock: past the finished job's retention
+    )
+    assert await purger.purge() >= 1
+    headers = world.keys["acme"]
+    assert (await world.client.get(f"/v1/jobs/{done}", headers=headers)).status_code == 404
+    results = await world.client.get(f"/v1/jobs/{done}/results", headers=headers)
+    assert results.status_code == 404
+    # a job that has not ended is kept, however old
+    kept = await world.client.get(f"/v1/jobs/{waiting}", headers=headers)
+    assert kept.status_code == 200 and kept.json()["status"] == "queued"
+    await world.drain()
+
+
 async def test_the_webhook_is_signed_and_received(world: World, receiver: Receiver) -> None:
     body = {"model": "doubler", "request": ROW, "webhook_url": receiver.url}
     job_id = (await _submit(world, body)).json()["id"]

@@ -223,3 +223,47 @@ async def test_list_filters_and_pages_newest_first(
     cancelled = await queue.list_jobs(JobQuery("ten_acme", state=JobState.CANCELLED))
     assert [j.id for j in cancelled] == [job(2).id]
     assert await queue.list_jobs(JobQuery("ten_acme", model="other")) == []
+
+
+async def test_purge_deletes_only_jobs_that_ended_before_the_cutoff(
+    queues: Callable[[], Awaitable[JobQueue]],
+) -> None:
+    queue = await queues()
+    await queue.submit(job(1, key="old-key"), None)  # succeeds at 104
+    await queue.submit(job(2), None)  # cancelled at 105
+    await queue.submit(job(3), None)  # still running
+    await queue.submit(job(4), None)  # still queued
+    claimed = await queue.claim("w", at(100), 1000)
+    assert claimed is not None and claimed.job.id == job(1).id
+    await queue.complete_item(job(1).id, JobResult(0, True, {"y": 1}, None, at(101)))
+    await queue.finish(job(1).id, "w", JobState.SUCCEEDED, None, at(104))
+    await queue.cancel(job(2).id, None, at(105))
+    running = await queue.claim("w", at(106), 1000)
+    assert running is not None and running.job.id == job(3).id
+
+    assert await queue.purge(at(104)) == 0  # ended at 104: not before it
+    assert await queue.purge(at(105)) == 1
+    assert await queue.get(job(1).id) is None
+    assert await queue.results(job(1).id) == []
+    # its idempotency key is free again: the same key makes a new job
+    again, created = await queue.submit(job(9, key="old-key"), None)
+    assert created and again.id == job(9).id
+    assert await queue.purge(at(10_000)) == 1  # the cancelled one; never an active job
+    left = {j.id: j.state for j in await queue.list_jobs(JobQuery("ten_acme"))}
+    assert left == {
+        job(3).id: JobState.RUNNING,
+        job(4).id: JobState.QUEUED,
+        job(9).id: JobState.QUEUED,
+    }
+
+
+async def test_purge_works_in_batches(queues: Callable[[], Awaitable[JobQueue]]) -> None:
+    queue = await queues()
+    for number in range(1, 6):
+        await queue.submit(job(number), None)
+        await queue.cancel(job(number).id, None, at(100 + number))
+    assert await queue.purge(at(1000), limit=2) == 2
+    assert await queue.get(job(1).id) is None and await queue.get(job(2).id) is None
+    assert await queue.purge(at(1000), limit=2) == 2
+    assert await queue.purge(at(1000), limit=2) == 1
+    assert await queue.purge(at(1000), limit=2) == 0

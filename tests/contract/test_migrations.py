@@ -37,7 +37,7 @@ TABLES = {
     "idempotency_keys",  # 0007
 }
 #: the newest revision
-HEAD = "0007"
+HEAD = "0008"
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ _FINAL = frozenset(
 )
 _WAIT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
 _WAIT_LIMIT_S = 30.0
+#: finished jobs deleted per purge statement
+_PURGE_BATCH = 500
 
 #: decodes an OIP request body into a request for (model, version)
 Decode = Callable[[str, str | None, dict[str, Any]], InferenceRequest]
@@ -151,6 +153,7 @@ class JobWorker:
         """Run ``slots`` claim loops in the background (needs a running event loop)."""
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._claim_loop()) for _ in range(self._slots)]
+        self._loops.append(loop.create_task(self._purge_loop()))
         log.info("job worker %s started (%d slots)", self.worker_id, self._slots)
 
     async def close(self) -> None:
@@ -182,6 +185,31 @@ class JobWorker:
                 log.exception("job worker %s: claiming failed", self.worker_id)
             if not worked:
                 await asyncio.sleep(self._poll_s)
+
+    async def purge(self) -> int:
+        """Delete the finished jobs whose retention has passed (in batches); answers how
+        many were deleted."""
+        before = self._now() - timedelta(seconds=self.policy.retention_s)
+        purged = 0
+        while True:
+            deleted = await self.queue.purge(before, _PURGE_BATCH)
+            purged += deleted
+            if deleted < _PURGE_BATCH:
+                break
+            await asyncio.sleep(0)  # a long backlog: let the claim loops in between
+        if purged:
+            log.info("jobs: %d finished jobs past their retention deleted", purged)
+        return purged
+
+    async def _purge_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the outermost layer of this task: try again later
+                log.warning("jobs: expired jobs not purged: %r", exc)
+            await asyncio.sleep(self.policy.purge_interval_s)
 
     async def _persist(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T:
         """A queue write while the job is held, retried while the database is unavailable

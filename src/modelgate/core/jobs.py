@@ -172,6 +172,10 @@ class JobPolicy:
     item_concurrency: int = 8
     #: deliveries to receivers on private addresses (tests, private networks)
     webhook_allow_private: bool = False
+    #: finished jobs are deleted this long after they ended (their requests and results)
+    retention_s: float = 30 * 86_400.0
+    #: how often a worker purges them
+    purge_interval_s: float = 3600.0
 
     def retry_delay(self, attempts: int) -> float:
         delay: float = self.retry_backoff_s * 2 ** max(0, attempts - 1)

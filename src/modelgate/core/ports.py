@@ -276,6 +276,10 @@ class JobQueue(Protocol):
     - ``requeue`` puts a finished job (DEAD, FAILED, CANCELLED) back in the queue with
       its attempts reset; the items that have a result keep it.
     - ``results`` answers item results with ``index > after``, in index order.
+    - ``purge`` deletes up to ``limit`` finished jobs (SUCCEEDED, FAILED, CANCELLED,
+      DEAD) that ended before ``before``, with their items and results, and answers how
+      many it deleted; queued and running jobs are never touched. A purged job's
+      idempotency key is free again.
     """
 
     async def submit(self, job: NewJob, max_active: int | None) -> tuple[Job, bool]: ...
@@ -305,6 +309,8 @@ class JobQueue(Protocol):
     async def requeue(self, job_id: str, tenant_id: str | None, now: datetime) -> Job | None: ...
 
     async def results(self, job_id: str, after: int = -1, limit: int = 1000) -> list[JobResult]: ...
+
+    async def purge(self, before: datetime, limit: int = 1000) -> int: ...
 
 
 class DeploymentStore(Protocol):

@@ -222,6 +222,20 @@ class MemoryJobQueue:
         indexes = sorted(i for i in entry.results if i > after)[:limit]
         return [entry.results[i] for i in indexes]
 
+    async def purge(self, before: datetime, limit: int = 1000) -> int:
+        ended = [
+            job_id
+            for job_id, e in self._jobs.items()
+            if e.job.state in TERMINAL_STATES
+            and e.job.finished_at is not None
+            and e.job.finished_at < before
+        ][:limit]
+        for job_id in ended:
+            job = self._jobs.pop(job_id).job
+            if job.idempotency_key is not None:
+                self._keys.pop((job.tenant_id, job.idempotency_key), None)
+        return len(ended)
+
     def _entry(self, job_id: str, tenant_id: str | None) -> _Entry | None:
         entry = self._jobs.get(job_id)
         if entry is None or (tenant_id is not None and entry.job.tenant_id != tenant_id):

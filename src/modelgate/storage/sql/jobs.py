@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelgate.core.jobs import (
@@ -47,6 +47,7 @@ _J = jobs.c
 _I = job_items.c
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 _REQUEUABLE = (JobState.DEAD.value, JobState.FAILED.value, JobState.CANCELLED.value)
+_ENDED = (JobState.SUCCEEDED.value, *_REQUEUABLE)
 _CHUNK = 500
 _ERROR_LENGTH = 2000
 
@@ -320,6 +321,25 @@ class SqlJobQueue:
                 JobResult(row.item, bool(row.ok), row.response, row.error, row.completed_at)
                 for row in rows
             ]
+
+    async def purge(self, before: datetime, limit: int = 1000) -> int:
+        cutoff = checked_time(before, "before")
+        async with writing(self._engine) as connection:
+            found = await connection.execute(
+                select(_J.id)
+                .where(_J.finished_at < cutoff, _J.state.in_(_ENDED))
+                .order_by(_J.finished_at)
+                .limit(limit)
+                # PostgreSQL: locked until commit, so a requeue waits and then finds none;
+                # a second purger skips them (SQLite: the write lock already excludes)
+                .with_for_update(skip_locked=True)
+            )
+            ids = [row[0] for row in found]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                await connection.execute(delete(job_items).where(_I.job_id.in_(chunk)))
+                await connection.execute(delete(jobs).where(_J.id.in_(chunk)))
+        return len(ids)
 
     async def _move(
         self, job_id: str, tenant_id: str | None, states: tuple[str, ...], values: dict[str, Any]

@@ -317,6 +317,7 @@ jobs = Table(
     Index("ix_jobs_state_priority_id", "state", "priority", "id"),
     Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
     Index("ix_jobs_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
+    Index("ix_jobs_finished_at", "finished_at"),  # 0008: the retention purge
 )
 
 # One item of a job (0006): its OIP request, and its result once one was written

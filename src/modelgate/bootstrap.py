@@ -532,7 +532,9 @@ def build_components(settings: Settings) -> Components:
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
     abuse = build_abuse_guard(settings, metrics)
-    jobs = build_jobs(settings, SqlJobQueue(state.engine), service, state.identity)
+    # job items are sealed with the payload keys when there are any (docs/privacy.md)
+    queue = SqlJobQueue(state.engine, state.payload_service.cipher)
+    jobs = build_jobs(settings, queue, service, state.identity)
     rest_app = RestApp(
         service,
         OpenAIHandlers(service, embeddings),

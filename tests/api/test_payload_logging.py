@@ -4,6 +4,7 @@ data subject with audit entries, and never across tenants."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -337,3 +338,38 @@ async def test_no_subject_id_gets_a_server_error(
         assert response.status_code == status, (path, response.text)
         if status == 400:
             assert response.json() == {"error": "a subject id is 1 to 256 characters"}
+
+
+async def test_a_jobs_requests_and_results_are_sealed_with_the_payload_keys(
+    client: httpx.AsyncClient, tenants: dict[str, Any], app: Components
+) -> None:
+    """Jobs are not payload logging (they are stored to be run), but they are inference
+    inputs and outputs all the same: with payload keys they are sealed at rest."""
+    from modelgate.storage.sql.schema import job_items
+
+    item = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                        "data": ["marker-JOBJOB"]}]}  # fmt: skip
+    key = _as(tenants["acme"]["runner"])
+    submitted = await client.post(
+        "/v1/jobs", json={"model": "echo-plain", "request": item}, headers=key
+    )
+    assert submitted.status_code == 200, submitted.text
+    job_id = submitted.json()["id"]
+    assert app.jobs is not None
+    while await app.jobs.worker.run_once():
+        pass
+    for _ in range(100):  # the in-process worker may hold it
+        job = (await client.get(f"/v1/jobs/{job_id}", headers=key)).json()
+        if job["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.05)
+    assert job["status"] == "succeeded", job
+    results = (await client.get(f"/v1/jobs/{job_id}/results", headers=key)).json()["data"]
+    assert results[0]["response"]["outputs"][0]["data"] == ["MARKER-JOBJOB"]  # echo-text
+    assert app.state is not None
+    async with app.state.engine.connect() as connection:
+        rows = await connection.execute(select(job_items).where(job_items.c.job_id == job_id))
+        stored = json.dumps([dict(r._mapping) for r in rows], default=str)
+    assert "$sealed" in stored
+    for plain in ("marker-JOBJOB", "MARKER-JOBJOB", "inputs", "outputs"):
+        assert plain not in stored, plain

@@ -15,15 +15,24 @@ across processes and an idempotency key is never used twice.
 
 A database that cannot be reached (down, restarting, cut off, too slow) is UNAVAILABLE
 from every method: submissions answer 503, and the worker waits and tries again.
+
+With a cipher (the payload keys, ``MODELGATE_PAYLOAD_KEYS``) each item's request, response
+and error are stored sealed with AES-GCM: the JSON column holds ``{"$sealed": {"key": id,
+"nonce": b64, "data": b64}}``, bound to the job id, the item and the field (associated
+data), so a sealed value moved to another row does not open. Items stored before keys were
+configured stay readable as they are; a sealed item needs the key it names.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,6 +45,8 @@ from modelgate.core.jobs import (
     JobState,
     NewJob,
 )
+from modelgate.core.payloads import PayloadCipher
+from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.jobs import active_limit_error
 from modelgate.storage.sql.engine import advisory_xact_lock, reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, UtcDateTime, job_items, jobs
@@ -49,6 +60,7 @@ _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 _REQUEUABLE = (JobState.DEAD.value, JobState.FAILED.value, JobState.CANCELLED.value)
 _ENDED = (JobState.SUCCEEDED.value, *_REQUEUABLE)
 _CHUNK = 500
+_SEALED = "$sealed"
 _ERROR_LENGTH = 2000
 
 
@@ -60,9 +72,36 @@ def _tenant_lock_key(tenant_id: str) -> int:
 class SqlJobQueue:
     """:class:`~modelgate.core.ports.JobQueue` on ``jobs`` and ``job_items``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: PayloadCipher | None = None) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._cipher = cipher
+
+    def _seal(self, value: Any, job_id: str, item: int, field: str) -> Any:
+        if self._cipher is None or value is None:
+            return value
+        key, nonce, data = self._cipher.encrypt(
+            orjson.dumps(value), _associated(job_id, item, field)
+        )
+        return {_SEALED: {"key": key, "nonce": _b64(nonce), "data": _b64(data)}}
+
+    def _open(self, value: Any, job_id: str, item: int, field: str) -> Any:
+        if not (isinstance(value, dict) and len(value) == 1 and _SEALED in value):
+            return value  # stored before keys were configured
+        if self._cipher is None:
+            raise ModelgateError(
+                ErrorKind.FAILED_PRECONDITION,
+                "this job's data is sealed: configure MODELGATE_PAYLOAD_KEYS to read it",
+            )
+        sealed = value[_SEALED]
+        try:
+            key, nonce, data = sealed["key"], _unb64(sealed["nonce"]), _unb64(sealed["data"])
+        except (KeyError, TypeError, binascii.Error) as exc:
+            raise ModelgateError(
+                ErrorKind.INTERNAL, f"job {job_id} item {item}: malformed sealed {field}"
+            ) from exc
+        plain = self._cipher.decrypt(key, nonce, data, _associated(job_id, item, field))
+        return orjson.loads(plain)
 
     async def submit(self, job: NewJob, max_active: int | None) -> tuple[Job, bool]:
         owner = job.owner
@@ -113,7 +152,10 @@ class SqlJobQueue:
                 if (active or 0) >= max_active:
                     raise active_limit_error(max_active)
             await connection.execute(jobs.insert(), row)
-            items = [{"job_id": job.id, "item": i, "request": r} for i, r in enumerate(job.items)]
+            items = [
+                {"job_id": job.id, "item": i, "request": self._seal(r, job.id, i, "request")}
+                for i, r in enumerate(job.items)
+            ]
             for start in range(0, len(items), _CHUNK):
                 await connection.execute(job_items.insert(), items[start : start + _CHUNK])
             return await self._read(connection, job.id), True
@@ -196,7 +238,9 @@ class SqlJobQueue:
                 .where(_I.job_id == job_id, _I.ok.is_(None))
                 .order_by(_I.item)
             )
-            return ClaimedJob(job, tuple((row[0], row[1]) for row in pending))
+            requests = [(row[0], row[1]) for row in pending]
+        opened = ((i, self._open(r, job_id, i, "request")) for i, r in requests)
+        return ClaimedJob(job, tuple(opened))
 
     async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool:
         async with writing(self._engine) as connection:
@@ -210,8 +254,8 @@ class SqlJobQueue:
     async def complete_item(self, job_id: str, result: JobResult) -> bool:
         values = {
             "ok": result.ok,
-            "response": result.response,
-            "error": result.error,
+            "response": self._seal(result.response, job_id, result.index, "response"),
+            "error": self._seal(result.error, job_id, result.index, "error"),
             "completed_at": result.completed_at,
         }
         async with writing(self._engine) as connection:
@@ -316,11 +360,17 @@ class SqlJobQueue:
             .limit(limit)
         )
         async with reading(self._engine) as connection:
-            rows = await connection.execute(statement)
-            return [
-                JobResult(row.item, bool(row.ok), row.response, row.error, row.completed_at)
-                for row in rows
-            ]
+            rows = list(await connection.execute(statement))
+        return [
+            JobResult(
+                row.item,
+                bool(row.ok),
+                self._open(row.response, job_id, row.item, "response"),
+                self._open(row.error, job_id, row.item, "error"),
+                row.completed_at,
+            )
+            for row in rows
+        ]
 
     async def purge(self, before: datetime, limit: int = 1000) -> int:
         cutoff = checked_time(before, "before")
@@ -362,6 +412,20 @@ class SqlJobQueue:
     async def _read(self, connection: AsyncConnection, job_id: str) -> Job:
         found = await connection.execute(select(jobs).where(_J.id == job_id))
         return _job(dict(found.one()._mapping))
+
+
+def _associated(job_id: str, item: int, field: str) -> bytes:
+    return f"modelgate-job:{job_id}:{item}:{field}".encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError("not base64 text")
+    return base64.b64decode(text, validate=True)
 
 
 def _held(job_id: str, worker: str) -> list[Any]:

@@ -46,6 +46,7 @@ from modelgate.core.predictions import (
     PredictionRecord,
 )
 from modelgate.core.request_context import current_request_id
+from modelgate.core.row_writer import RowWriter
 from modelgate.core.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -176,8 +177,16 @@ class FeedbackRecorder:
         self._pending: list[_Pending] = []
         #: each (model, version)'s manifest, as the request path last saw it
         self._manifests: dict[tuple[str, str], ModelManifest] = {}
-        self._unwritten: list[PredictionRecord] = []  # built, not yet written
-        self._dropped = 0
+        #: rows built, not written yet (a failed write keeps them here)
+        self._writer: RowWriter[PredictionRecord] = RowWriter(
+            store.append,
+            what="feedback",
+            max_waiting=max_pending,
+            name_of=lambda r: f"prediction {r.id}",
+            log=log,
+            step=_CHUNK,
+        )
+        self._dropped = 0  # beyond max_pending, or unreadable
         self._dropped_logged = 0
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -186,11 +195,11 @@ class FeedbackRecorder:
     @property
     def pending(self) -> int:
         """Inferences (and built rows) waiting to be written."""
-        return len(self._pending) + len(self._unwritten)
+        return len(self._pending) + len(self._writer)
 
     @property
     def dropped(self) -> int:
-        return self._dropped
+        return self._dropped + self._writer.dropped
 
     # -- the request path --------------------------------------------------------------
     def completed(self, inference: CompletedInference) -> None:
@@ -258,57 +267,17 @@ class FeedbackRecorder:
         async with self._lock:
             batch, self._pending = self._pending, []
             for start in range(0, len(batch), _CHUNK):
-                self._unwritten.extend(self._build_all(batch[start : start + _CHUNK]))
+                self._writer.add(self._build_all(batch[start : start + _CHUNK]))
                 try:
                     await asyncio.sleep(0)  # requests run between steps
                 except asyncio.CancelledError:
                     self._pending[:0] = batch[start + _CHUNK :]
                     raise
-            records, self._unwritten = self._unwritten, []
-            written = 0
-            for start in range(0, len(records), _CHUNK):
-                chunk = records[start : start + _CHUNK]
-                try:
-                    await self._store.append(chunk)
-                    written += len(chunk)
-                except asyncio.CancelledError:
-                    self._unwritten[:0] = records[start:]
-                    raise
-                except ModelgateError as exc:
-                    if exc.kind is not ErrorKind.INVALID_ARGUMENT:
-                        self._keep(records[start:], exc)
-                        break
-                    # a row the store refuses must not hold the others back
-                    written += await self._write_each(chunk)
-                except Exception as exc:  # the database is down: keep them, retry later
-                    self._keep(records[start:], exc)
-                    break
-            if self._dropped > self._dropped_logged:
-                lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
+            written = await self._writer.write()
+            if self.dropped > self._dropped_logged:
+                lost, self._dropped_logged = self.dropped - self._dropped_logged, self.dropped
                 log.error("feedback: %d predictions dropped (not recorded)", lost)
             return written
-
-    async def _write_each(self, records: list[PredictionRecord]) -> int:
-        written = 0
-        for i, record in enumerate(records):
-            try:
-                await self._store.append([record])
-                written += 1
-            except ModelgateError as exc:
-                if exc.kind is not ErrorKind.INVALID_ARGUMENT:  # the database went away
-                    self._keep(records[i:], exc)
-                    return written
-                self._dropped += 1
-                log.error("feedback: prediction %s refused by the store: %s", record.id, exc)
-        return written
-
-    def _keep(self, records: list[PredictionRecord], exc: Exception) -> None:
-        room = max(self._max_pending - len(self._unwritten), 0)
-        if len(records) > room:
-            self._dropped += len(records) - room
-            records = records[:room]
-        self._unwritten[:0] = records
-        log.warning("feedback: %d predictions not written, kept for retry: %r", len(records), exc)
 
     async def close(self, attempts: int = 3) -> None:
         """Stop the task and write what is left (a few tries)."""

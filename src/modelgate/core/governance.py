@@ -51,8 +51,8 @@ from modelgate.core.payloads import (
     seal_document,
 )
 from modelgate.core.request_context import current_request_id
+from modelgate.core.row_writer import RowWriter
 from modelgate.core.tensors import Tensor
-from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "CONSENT_PARAMETERS",
@@ -65,6 +65,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelgate.payloads")
+
+#: sealed rows written per statement (the event loop is free between statements)
+_WRITE_STEP = 100
 
 #: request parameters that withhold consent unless they are true
 CONSENT_PARAMETERS = ("consent", "log_payload")
@@ -171,8 +174,16 @@ class PayloadLogger:
         self._consents: dict[str, PayloadConsent] = {}
         self._changes = 0
         self._pending: list[_Pending] = []
-        self._sealed: list[PayloadRecord] = []  # sealed, not yet written (a failed write)
-        self._dropped = 0
+        #: sealed rows, not written yet (a failed write keeps them here)
+        self._writer: RowWriter[PayloadRecord] = RowWriter(
+            store.append,
+            what="payloads",
+            max_waiting=max_pending,
+            name_of=lambda r: f"row {r.id}",
+            log=log,
+            step=_WRITE_STEP,
+        )
+        self._dropped = 0  # beyond max_pending on the request path
         self._dropped_logged = 0
         self._skipped = 0
         self._lock = asyncio.Lock()
@@ -182,12 +193,12 @@ class PayloadLogger:
     @property
     def pending(self) -> int:
         """Payloads waiting to be written."""
-        return len(self._pending) + len(self._sealed)
+        return len(self._pending) + len(self._writer)
 
     @property
     def dropped(self) -> int:
         """Payloads lost because ``max_pending`` were waiting, or the store refused them."""
-        return self._dropped
+        return self._dropped + self._writer.dropped
 
     @property
     def skipped(self) -> int:
@@ -209,7 +220,7 @@ class PayloadLogger:
         terms = logging_terms(policy, consent, request.parameters)
         if terms is None:
             return
-        if len(self._pending) + len(self._sealed) >= self._max_pending:
+        if len(self._pending) + len(self._writer) >= self._max_pending:
             self._dropped += 1
             return
         response = inference.response
@@ -299,62 +310,19 @@ class PayloadLogger:
             batch, self._pending = self._pending, []
             if batch:
                 try:
-                    self._sealed.extend(await asyncio.to_thread(self._seal_all, batch))
+                    self._writer.add(await asyncio.to_thread(self._seal_all, batch))
                 except asyncio.CancelledError:
                     self._pending[:0] = batch
                     raise
-            records, self._sealed = self._sealed, []
-            written = await self._write(records) if records else 0
-            if self._dropped > self._dropped_logged:
-                lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
+            written = await self._writer.write()
+            if self.dropped > self._dropped_logged:
+                lost, self._dropped_logged = self.dropped - self._dropped_logged, self.dropped
                 log.error(
                     "payloads: %d payloads dropped (more than %d waiting, or refused)",
                     lost,
                     self._max_pending,
                 )
             return written
-
-    async def _write(self, records: list[PayloadRecord]) -> int:
-        try:
-            await self._store.append(records)
-            return len(records)
-        except ModelgateError as exc:
-            if exc.kind is not ErrorKind.INVALID_ARGUMENT:
-                return self._keep(records, exc)
-            return await self._write_each(records)
-        except asyncio.CancelledError:
-            self._sealed[:0] = records
-            raise
-        except Exception as exc:  # the database is down: keep the rows, retry later
-            return self._keep(records, exc)
-
-    async def _write_each(self, records: list[PayloadRecord]) -> int:
-        # A row the store refuses must not hold the others back forever.
-        written = 0
-        for i, record in enumerate(records):
-            try:
-                await self._store.append([record])
-                written += 1
-            except ModelgateError as exc:
-                if exc.kind is not ErrorKind.INVALID_ARGUMENT:
-                    return written + self._keep(records[i:], exc)
-                self._dropped += 1
-                log.error("payloads: row %s refused by the store, dropped: %s", record.id, exc)
-            except asyncio.CancelledError:
-                self._sealed[:0] = records[i:]
-                raise
-            except Exception as exc:
-                return written + self._keep(records[i:], exc)
-        return written
-
-    def _keep(self, records: list[PayloadRecord], exc: Exception) -> int:
-        room = max(self._max_pending - len(self._sealed), 0)
-        if len(records) > room:  # the newest that do not fit are lost, and counted
-            self._dropped += len(records) - room
-            records = records[:room]
-        self._sealed[:0] = records
-        log.warning("payloads: %d rows not written, kept for retry: %r", len(records), exc)
-        return 0
 
     async def close(self, attempts: int = 3) -> None:
         """Stop the task and write what is left (a few tries, a short wait between)."""

@@ -6,6 +6,7 @@ deadline. Each fault test prints its figure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -244,14 +245,17 @@ def test_a_node_shut_down_with_sigterm_leaves_without_failing_requests(cluster: 
     assert "modelgate_nodes 1.0" in cluster.metrics()
 
 
-def test_a_gateway_with_a_static_node_list_needs_no_redis(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def static_pair(repository: Path, workdir: Path) -> Iterator[RunningServer]:
+    """A node and a gateway that knows it from a static list (no Redis); yields the
+    gateway, and stops both (each must exit cleanly)."""
     node = start_server(
-        FIXTURE_MODELS, tmp_path / "node", "--role", "node", env={"MODELGATE_ADMIN_KEY": NODE_KEY}
+        repository, workdir / "node", "--role", "node", env={"MODELGATE_ADMIN_KEY": NODE_KEY}
     )
     try:
         gateway = start_server(
-            FIXTURE_MODELS,
-            tmp_path / "gateway",
+            repository,
+            workdir / "gateway",
             "--role",
             "gateway",
             "--nodes",
@@ -259,22 +263,25 @@ def test_a_gateway_with_a_static_node_list_needs_no_redis(tmp_path: Path) -> Non
             env={"MODELGATE_ADMIN_KEY": GATEWAY_KEY, "MODELGATE_NODE_KEY": NODE_KEY},
         )
         try:
-            auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-            answer = httpx.post(f"{gateway.url}{INFER}", json=ROW, headers=auth, timeout=10)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
-            # the signature came from the node's ModelMetadata: bad input is refused at
-            # the gateway, in OIP's shape
-            bad = {
-                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]
-            }
-            refused = httpx.post(f"{gateway.url}{INFER}", json=bad, headers=auth, timeout=10)
-            assert refused.status_code == 400
-            assert "error" in refused.json()
+            yield gateway
         finally:
             assert stop_server(gateway) == 0
     finally:
         assert stop_server(node) == 0
+
+
+def test_a_gateway_with_a_static_node_list_needs_no_redis(tmp_path: Path) -> None:
+    with static_pair(FIXTURE_MODELS, tmp_path) as gateway:
+        auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+        answer = httpx.post(f"{gateway.url}{INFER}", json=ROW, headers=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+        # the signature came from the node's ModelMetadata: bad input is refused at
+        # the gateway, in OIP's shape
+        bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+        refused = httpx.post(f"{gateway.url}{INFER}", json=bad, headers=auth, timeout=10)
+        assert refused.status_code == 400
+        assert "error" in refused.json()
 
 
 def test_a_nodes_anomaly_flag_reaches_the_client_through_the_gateway(
@@ -285,50 +292,33 @@ def test_a_nodes_anomaly_flag_reaches_the_client_through_the_gateway(
     gateway over REST and gRPC."""
     from tests.api.test_anomaly import GARBAGE, TYPICAL
 
-    node = start_server(
-        demo_models, tmp_path / "node", "--role", "node", env={"MODELGATE_ADMIN_KEY": NODE_KEY}
-    )
-    try:
-        gateway = start_server(
-            demo_models,
-            tmp_path / "gateway",
-            "--role",
-            "gateway",
-            "--nodes",
-            node.grpc_address,
-            env={"MODELGATE_ADMIN_KEY": GATEWAY_KEY, "MODELGATE_NODE_KEY": NODE_KEY},
+    with static_pair(demo_models, tmp_path) as gateway:
+        auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+        url = f"{gateway.url}/v2/models/credit-risk/infer"
+
+        def body(row: list[float]) -> dict[str, object]:
+            return {"inputs": [{"name": "features", "datatype": "FP32",
+                                "shape": [1, 12], "data": row}]}  # fmt: skip
+
+        typical = httpx.post(url, json=body(TYPICAL), headers=auth, timeout=10)
+        assert typical.status_code == 200, typical.text
+        assert "x-modelgate-anomaly" not in typical.headers
+        assert typical.json()["parameters"] == {"anomaly_score": 0.0}
+        flagged = httpx.post(url, json=body(GARBAGE), headers=auth, timeout=10)
+        assert flagged.status_code == 200, flagged.text
+        assert flagged.headers["x-modelgate-anomaly"] == "1.0"
+        assert flagged.json()["parameters"] == {
+            "anomaly_score": 1.0,
+            "anomalous": True,
+            "anomalous_features": "annual_income,home_ownership",
+        }
+        client = grpcclient.InferenceServerClient(gateway.grpc_address)
+        tensor = grpcclient.InferInput("features", [1, 12], "FP32")
+        tensor.set_data_from_numpy(np.array([GARBAGE], dtype=np.float32))
+        result = client.infer(
+            "credit-risk", [tensor], headers={"authorization": f"Bearer {GATEWAY_KEY}"}
         )
-        try:
-            auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-            url = f"{gateway.url}/v2/models/credit-risk/infer"
-
-            def body(row: list[float]) -> dict[str, object]:
-                return {"inputs": [{"name": "features", "datatype": "FP32",
-                                    "shape": [1, 12], "data": row}]}  # fmt: skip
-
-            typical = httpx.post(url, json=body(TYPICAL), headers=auth, timeout=10)
-            assert typical.status_code == 200, typical.text
-            assert "x-modelgate-anomaly" not in typical.headers
-            assert typical.json()["parameters"] == {"anomaly_score": 0.0}
-            flagged = httpx.post(url, json=body(GARBAGE), headers=auth, timeout=10)
-            assert flagged.status_code == 200, flagged.text
-            assert flagged.headers["x-modelgate-anomaly"] == "1.0"
-            assert flagged.json()["parameters"] == {
-                "anomaly_score": 1.0,
-                "anomalous": True,
-                "anomalous_features": "annual_income,home_ownership",
-            }
-            client = grpcclient.InferenceServerClient(gateway.grpc_address)
-            tensor = grpcclient.InferInput("features", [1, 12], "FP32")
-            tensor.set_data_from_numpy(np.array([GARBAGE], dtype=np.float32))
-            result = client.infer(
-                "credit-risk", [tensor], headers={"authorization": f"Bearer {GATEWAY_KEY}"}
-            )
-            parameters = result.get_response().parameters
-            assert parameters["anomalous"].bool_param is True
-            assert parameters["anomaly_score"].double_param == 1.0
-            client.close()
-        finally:
-            assert stop_server(gateway) == 0
-    finally:
-        assert stop_server(node) == 0
+        parameters = result.get_response().parameters
+        assert parameters["anomalous"].bool_param is True
+        assert parameters["anomaly_score"].double_param == 1.0
+        client.close()

@@ -213,6 +213,7 @@ async def test_another_tenants_request_id_is_not_found(
     )
     assert answer.status_code == 404
     assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert answer.json()["error"]["code"] is None  # a prediction, not a model, is missing
     unknown = await feedback(
         client, tenants["globex"]["runner"], {"request_id": "nope", "label": 1}
     )

@@ -237,8 +237,10 @@ async def test_another_tenants_job_is_not_found(world: World) -> None:
     ):
         response = await world.client.request(method, path, headers=theirs)
         assert response.status_code == 404
-        # exactly what a job that does not exist answers
-        assert response.json()["error"]["message"] == f"No job found with id '{job_id}'"
+        # exactly what a job that does not exist answers (no model_not_found code)
+        error = response.json()["error"]
+        assert error["message"] == f"No job found with id '{job_id}'"
+        assert error["type"] == "invalid_request_error" and error["code"] is None
     listed = (await world.client.get("/v1/jobs", headers=theirs)).json()["data"]
     assert job_id not in {j["id"] for j in listed}
     await world.drain()

@@ -396,6 +396,9 @@ async def test_openai_errors_use_openai_shape(client: httpx.AsyncClient) -> None
     assert error["type"] == "invalid_request_error" and "not an embedding model" in error["message"]
     response = await client.post("/v1/embeddings", json={"model": "nope", "input": "hi"})
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    # a path that names no route is not a missing model
+    response = await client.get("/v1/no-such-thing")
+    assert response.status_code == 404 and response.json()["error"]["code"] is None
     response = await client.post("/v1/embeddings", json={"model": "x", "input": [1, 2]})
     assert response.status_code == 400 and "token-id" in response.json()["error"]["message"]
 

@@ -375,7 +375,9 @@ class FeedbackService:
                 rows = await self.store.find(tenant, item.request_id)
             if not rows or rows[0].expires_at <= now:
                 raise ModelgateError(
-                    ErrorKind.NOT_FOUND, f"no prediction with request id '{item.request_id}'"
+                    ErrorKind.NOT_FOUND,
+                    f"no prediction with request id '{item.request_id}'",
+                    details={"resource": "prediction"},
                 )
             feedback.extend(_labels(item, rows, now))
         await self.store.label(feedback)

@@ -63,7 +63,9 @@ def owner_of(principal: Principal | None) -> JobOwner:
 
 
 def _not_found(job_id: str) -> ModelgateError:
-    return ModelgateError(ErrorKind.NOT_FOUND, f"No job found with id '{job_id}'")
+    return ModelgateError(
+        ErrorKind.NOT_FOUND, f"No job found with id '{job_id}'", details={"resource": "job"}
+    )
 
 
 class JobService:

@@ -35,6 +35,8 @@ _STATUS = {
 
 def openai_error(exc: ModelgateError, param: str | None = None) -> tuple[int, bytes]:
     status, kind, code = _STATUS[exc.kind]
+    if exc.kind is ErrorKind.NOT_FOUND and exc.details.get("resource", "model") != "model":
+        code = None  # a job, a prediction or a route: OpenAI's code names only models
     body = {"error": {"message": exc.message, "type": kind, "param": param, "code": code}}
     return status, orjson.dumps(body)
 

@@ -73,6 +73,7 @@ from modelgate.observability.tracing import OtelTracer, RequestSpan, trace_id_of
 
 __all__ = ["RestApp", "RestLimits"]
 
+
 log = logging.getLogger("modelgate.rest")
 
 
@@ -256,7 +257,11 @@ class RestApp:
                 )
                 self.metrics.http_answer(api, 200)
             else:
-                await self._fail(send, api, ModelgateError(ErrorKind.NOT_FOUND, f"no route {path}"))
+                await self._fail(
+                    send,
+                    api,
+                    _no_route(path),
+                )
         except ClientGoneError:
             return
         except _MethodNotAllowedError as exc:
@@ -370,7 +375,7 @@ class RestApp:
             elif action == "stats":
                 await self._ok(send, "oip", await service.statistics(name, version, principal))
             else:
-                raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+                raise _no_route(scope["path"])
             return
         if head == "repository":
             _method(method, "POST")
@@ -388,7 +393,7 @@ class RestApp:
                     await service.unload(parts[2], principal)
                 await self._ok(send, "oip", {})
                 return
-        raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+        raise _no_route(scope["path"])
 
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
@@ -494,7 +499,7 @@ class RestApp:
             data = await read_body(scope, receive, self.limits.max_body_bytes)
             body = await submit_feedback(self.feedback, data, principal)
         else:
-            raise ModelgateError(ErrorKind.NOT_FOUND, f"no route {scope['path']}")
+            raise _no_route(scope["path"])
         await respond(send, 200, body, _JSON)
         self.metrics.http_answer("openai", 200)
 
@@ -544,7 +549,7 @@ def _model_path(parts: list[str]) -> tuple[str, str | None, str]:
         version = rest[1]
         rest = rest[2:]
     if len(rest) > 1 or not name:
-        raise ModelgateError(ErrorKind.NOT_FOUND, "no such route")
+        raise _no_route()
     return name, version, rest[0] if rest else ""
 
 
@@ -584,3 +589,10 @@ def _load_config(doc: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         raise invalid("'parameters.config' must be a JSON object")
     return config
+
+
+def _no_route(path: str | None = None) -> ModelgateError:
+    """The 404 of a path that names no route (not a missing model: OpenAI's routes answer
+    it without ``model_not_found``)."""
+    message = "no such route" if path is None else f"no route {path}"
+    return ModelgateError(ErrorKind.NOT_FOUND, message, details={"resource": "route"})

@@ -38,6 +38,7 @@ from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["JobRoutes", "decode_job_item", "encode_job_response"]
 
+
 Handler = Callable[[Scope, Receive, Principal | None], Awaitable[bytes]]
 
 _JOB_KEYS = frozenset({"model", "version", "request", "requests", "priority", "webhook_url"})
@@ -83,7 +84,9 @@ class JobRoutes:
         if len(parts) == 2 and parts[0] and parts[1] == "cancel":
             job_id = parts[0]
             return {"POST": lambda s, r, p: self._cancel(p, job_id)}
-        raise ModelgateError(ErrorKind.NOT_FOUND, "no such route under /v1/jobs")
+        raise ModelgateError(
+            ErrorKind.NOT_FOUND, "no such route under /v1/jobs", details={"resource": "route"}
+        )
 
     async def _submit(self, scope: Scope, receive: Receive, principal: Principal | None) -> bytes:
         content_type, key = b"application/json", None

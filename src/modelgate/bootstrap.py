@@ -57,6 +57,7 @@ from modelgate.settings import Settings
 from modelgate.shared_stores import (
     build_abuse_guard,
     build_cache,
+    build_canary_windows,
     build_limiter,
     build_quota_counter,
 )
@@ -156,6 +157,8 @@ class Components:
             self._watch.cancel()
         if self._rollout is not None:
             self._rollout.cancel()
+        if self.deployments is not None:
+            await self.deployments.close()
         if self.shadows is not None:
             await self.shadows.close()
         await self.registry.close()
@@ -415,6 +418,7 @@ def build_deployments(
         versions,
         observer=observer,
         refresh_s=settings.deployment_refresh_seconds,
+        windows=build_canary_windows(settings),
     )
     shadows = ShadowRunner(registry, observer, max_pending=settings.shadow_max_pending)
     return service, shadows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from modelgate.core.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.caching import ResultCache, ResultStore
+from modelgate.core.canary import CanaryWindows
 from modelgate.core.limits import RateLimiter
 from modelgate.core.quotas import QuotaCounter
 from modelgate.limits.memory import MemoryRateLimiter
@@ -17,7 +18,13 @@ from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.settings import Settings
 
-__all__ = ["build_abuse_guard", "build_cache", "build_limiter", "build_quota_counter"]
+__all__ = [
+    "build_abuse_guard",
+    "build_cache",
+    "build_canary_windows",
+    "build_limiter",
+    "build_quota_counter",
+]
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -106,3 +113,21 @@ def build_cache(settings: Settings, metrics: PrometheusMetrics) -> ResultCache |
         )
         store = RedisResultStore(client, prefix=f"{settings.redis_key_prefix}cache:")
     return ResultCache(store, observer=metrics, max_entry_bytes=settings.cache_max_entry_bytes)
+
+
+def build_canary_windows(settings: Settings) -> CanaryWindows | None:
+    """Where replicas share their canary windows: Redis when shared; None (each replica
+    judges its own window) for one process."""
+    if settings.redis_url is None:
+        return None
+    from modelgate.cluster.canary_windows import RedisCanaryWindows
+    from modelgate.limits.redis import create_redis_client
+
+    timeout = settings.redis_timeout_seconds
+    client = create_redis_client(
+        settings.redis_url.get_secret_value(),
+        connect_timeout_s=timeout,
+        read_timeout_s=timeout,
+        max_connections=4,  # one exchange per canary every refresh
+    )
+    return RedisCanaryWindows(client, prefix=settings.redis_key_prefix)

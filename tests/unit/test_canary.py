@@ -7,9 +7,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelgate.core.audit import verify_chain
-from modelgate.core.canary import StepWindow, VerdictKind, judge
+from modelgate.core.canary import StepWindow, VerdictKind, judge, merge
 from modelgate.core.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
 from modelgate.core.identity import Plan, Principal, Scope
 from modelgate.core.rollout import AUTOMATIC_ACTOR, DeploymentService
@@ -235,3 +237,96 @@ async def test_only_operators_change_deployments(service: DeploymentService) -> 
     with pytest.raises(ModelgateError) as unknown:
         await service.put(OPERATOR, Deployment(model="nope", default_version=1))
     assert unknown.value.kind is ErrorKind.NOT_FOUND
+
+
+# -- windows shared between replicas ----------------------------------------------------------
+class SharedWindows:
+    """What Redis does for CanaryWindows (tests/contract/test_canary_windows.py runs the
+    real one), in a dictionary: the rollout logic under test is the replicas' judging."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, int], dict[str, dict[str, object]]] = {}
+        self.down = False
+
+    async def exchange(
+        self, model: str, revision: int, replica: str, snapshot: dict[str, object], ttl_s: float
+    ) -> list[dict[str, object]]:
+        if self.down:
+            raise ModelgateError(ErrorKind.UNAVAILABLE, "unreachable")
+        step = self.steps.setdefault((model, revision), {})
+        step[replica] = snapshot
+        return list(step.values())
+
+    async def close(self) -> None:
+        return None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(1e-4, 30.0), min_size=1, max_size=400))
+def test_a_merged_p95_is_at_most_5_percent_above_the_exact_one(latencies: list[float]) -> None:
+    found = StepWindow.empty()
+    for seconds in latencies:
+        found.candidate.add("ok", seconds)
+    exact = found.candidate.p95_ms
+    merged = merge([found.snapshot()]).candidate.p95_ms
+    assert exact <= merged <= exact * 1.05 + 1e-9
+
+
+def test_merging_sums_replicas_and_ignores_what_is_not_a_window() -> None:
+    a = window(base=(40, 0, 0.010), cand=(20, 2, 0.020))
+    b = window(base=(60, 3, 0.010), cand=(30, 1, 0.040))
+    junk: list[object] = [{"baseline": {"requests": "x"}}, {"candidate": {"requests": -1}}, 7]
+    merged = merge([a.snapshot(), b.snapshot(), *junk])  # type: ignore[list-item]
+    assert (merged.baseline.requests, merged.baseline.errors) == (100, 3)
+    assert (merged.candidate.requests, merged.candidate.errors) == (50, 3)
+    assert 40.0 <= merged.candidate.p95_ms <= 42.0  # the slower replica's latencies
+
+
+async def test_replicas_judge_the_cluster_window_no_one_of_them_has_enough_of(
+    clock: Clock,
+) -> None:
+    """min_requests 10: each of two replicas sees 6 failing candidate requests (holds on
+    its own); together they see 12, and the first to judge rolls back."""
+    store, audit, shared = MemoryDeploymentStore(), MemoryAuditLog(), SharedWindows()
+    a, b = (
+        DeploymentService(
+            store,
+            audit,
+            DeploymentRouter(),
+            versions,
+            now=clock,
+            windows=shared,
+            replica_id=name,
+        )
+        for name in ("a", "b")
+    )
+    await a.put(OPERATOR, canary_spec())
+    await b.refresh()
+    for replica in (a, b):
+        feed(replica, 12, 6, cand_status="internal")
+    alone = judge(a.router.window("m"), GATE, step_over=False)  # type: ignore[arg-type]
+    assert alone.kind is VerdictKind.HOLD
+    await a.evaluate()  # a publishes its window and sees only its own: holds
+    assert (await store.get("m")).canary is not None  # type: ignore[union-attr]
+    await b.evaluate()  # b sees both: 12 failing requests, rolls back
+    rolled = await store.get("m")
+    assert rolled is not None and rolled.canary is None
+    last = (await audit.list(0, 100))[-1]
+    assert last.action == "deployment.rollback"
+    assert last.after["evidence"]["cluster_window"]["canary"]["requests"] == 12  # type: ignore[index]
+    assert last.after["evidence"]["cluster_window"]["replicas"] == 2  # type: ignore[index]
+
+
+async def test_with_the_shared_store_down_a_replica_judges_its_own_window(clock: Clock) -> None:
+    shared = SharedWindows()
+    shared.down = True
+    service = DeploymentService(
+        MemoryDeploymentStore(), MemoryAuditLog(), DeploymentRouter(), versions, now=clock
+    )
+    service.windows = shared
+    await service.put(OPERATOR, canary_spec())
+    feed(service, 30, 10, cand_status="internal")
+    await service.evaluate()
+    rolled = await service.store.get("m")
+    assert rolled is not None and rolled.canary is None
+    assert service.status("m")["cluster_window"] is None

@@ -9,16 +9,21 @@ sees its decision at the next refresh), recorded in the audit trail, and applied
 replica's :class:`~modelgate.core.routing.DeploymentRouter` at once.
 
 Every replica runs :meth:`~DeploymentService.run`: every ``refresh_s`` it re-reads all
-deployments (one query) and applies the changed ones, then judges each canary on its own
-window of the current step (:func:`~modelgate.core.canary.judge`). A change made on one
-replica therefore reaches the others within ``refresh_s`` plus one query. While the store
-is unreachable a replica keeps serving the deployments it last read.
+deployments (one query) and applies the changed ones, then judges each canary on the
+current step's window (:func:`~modelgate.core.canary.judge`): with a shared
+:class:`~modelgate.core.canary.CanaryWindows` store (Redis), every replica's window of the
+step merged; without one, or while it is unreachable, this replica's own. A change made on
+one replica therefore reaches the others within ``refresh_s`` plus one query. While the
+store is unreachable a replica keeps serving the deployments it last read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,7 +31,15 @@ from typing import Any
 
 from modelgate.core.audit import AuditEntry, AuditLog, actor_of
 from modelgate.core.authorization import require_scope
-from modelgate.core.canary import Verdict, VerdictKind, judge
+from modelgate.core.canary import (
+    CanaryWindows,
+    ClusterWindow,
+    Verdict,
+    VerdictKind,
+    Windows,
+    judge,
+    merge,
+)
 from modelgate.core.deployments import Deployment, check_deployment, deployment_to_document
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.ports import DeploymentObserver, DeploymentStore
@@ -39,6 +52,8 @@ log = logging.getLogger("modelgate.deployments")
 
 #: the actor the audit trail names for the canary gates' own decisions
 AUTOMATIC_ACTOR = "system:canary-gate"
+#: how long a step's shared windows outlive the last replica's exchange
+_WINDOW_TTL_S = 3600.0
 
 
 def _utc_now() -> datetime:
@@ -56,6 +71,8 @@ class DeploymentService:
         now: Callable[[], datetime] = _utc_now,
         observer: DeploymentObserver | None = None,
         refresh_s: float = 2.0,
+        windows: CanaryWindows | None = None,
+        replica_id: str | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
@@ -65,6 +82,14 @@ class DeploymentService:
         self._now = now
         self.observer = observer
         self.refresh_s = refresh_s
+        #: where replicas share their canary windows (None: each judges its own)
+        self.windows = windows
+        self.replica_id = replica_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
+        #: each model's last merged window: (deployment revision, the window)
+        self._cluster: dict[str, tuple[int, ClusterWindow]] = {}
+        self._windows_down = False
 
     # -- operators -------------------------------------------------------------------------
     async def get(self, principal: Principal | None, model: str) -> Deployment | None:
@@ -139,15 +164,22 @@ class DeploymentService:
         return deployment
 
     def status(self, model: str) -> dict[str, Any]:
-        """What this replica serves for ``model`` and its current canary window."""
+        """What this replica serves for ``model``, its current canary window and, with
+        shared windows, the cluster's (as of this replica's last exchange)."""
         deployment = self.router.deployment(model)
         window = self.router.window(model)
-        return {
+        found: dict[str, Any] = {
             "revision": deployment.revision if deployment is not None else None,
             "canary_window": None
             if window is None
             else {"baseline": window.baseline.summary(), "canary": window.candidate.summary()},
         }
+        if self.windows is not None:
+            cluster = self._cluster.get(model)
+            found["cluster_window"] = None
+            if cluster is not None and deployment is not None and cluster[0] == deployment.revision:
+                found["cluster_window"] = cluster[1].summary()
+        return found
 
     # -- every replica -----------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -159,15 +191,19 @@ class DeploymentService:
             self._report(changed)
 
     async def evaluate(self) -> None:
-        """Judge each canary's current step on this replica's window, and act on it."""
+        """Judge each canary's current step (on the cluster's window when windows are
+        shared, else on this replica's), and act on it."""
         for deployment in self.router.deployments():
             canary = deployment.canary
             window = self.router.window(deployment.model)
             if canary is None or window is None:
                 continue
+            judged: Windows = window
+            if self.windows is not None:
+                judged = await self._shared(deployment, window.snapshot()) or window
             started = canary.step_started_at or deployment.updated_at or self._now()
             over = (self._now() - started).total_seconds() >= canary.step_seconds
-            verdict = judge(window, canary.gate, over)
+            verdict = judge(judged, canary.gate, over)
             if verdict.kind is not VerdictKind.HOLD:
                 evidence = self.status(deployment.model)
                 await self._decide(deployment, verdict, window_summary=evidence)
@@ -184,7 +220,32 @@ class DeploymentService:
             except Exception:  # the store is down: keep serving what was last read
                 log.warning("could not refresh deployments", exc_info=True)
 
+    async def close(self) -> None:
+        if self.windows is not None:
+            await self.windows.close()
+
     # -- internals ---------------------------------------------------------------------------
+    async def _shared(
+        self, deployment: Deployment, snapshot: dict[str, Any]
+    ) -> ClusterWindow | None:
+        """Every replica's window of the step, this one's included; None while the
+        shared store is unreachable (logged once per outage)."""
+        assert self.windows is not None
+        model, revision = deployment.model, deployment.revision
+        try:
+            found = await self.windows.exchange(
+                model, revision, self.replica_id, snapshot, _WINDOW_TTL_S
+            )
+        except ModelgateError as exc:
+            if not self._windows_down:
+                log.warning("canary windows not shared, judging this replica's: %s", exc)
+            self._windows_down = True
+            return None
+        self._windows_down = False
+        cluster = merge(found)
+        self._cluster[model] = (revision, cluster)
+        return cluster
+
     async def _decide(
         self, deployment: Deployment, verdict: Verdict, window_summary: dict[str, Any]
     ) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "Verdict",
     "VerdictKind",
     "VersionWindow",
+    "Windows",
     "judge",
     "merge",
 ]
@@ -89,6 +90,8 @@ class Outcomes(Protocol):
 
 
 class Windows(Protocol):
+    """The baseline's and the candidate's outcomes in a step: one replica's or merged."""
+
     @property
     def baseline(self) -> Outcomes: ...
 

@@ -207,7 +207,7 @@ class FeedbackRecorder:
         spec = manifest.feedback
         if spec is None or not spec.enabled:
             return
-        if len(self._pending) >= self._max_pending:
+        if len(self._pending) + len(self._writer) >= self._max_pending:
             self._dropped += 1
             return
         principal = inference.principal

@@ -1,10 +1,10 @@
-"""``modelgate worker`` (run jobs) and ``modelgate jobs list|show|retry`` (operator commands
-on the database directly, like ``modelgate tenants``)."""
+"""``modelgate worker`` (run jobs) and ``modelgate jobs list|show|retry|purge`` (operator
+commands on the database directly, like ``modelgate tenants``)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +17,11 @@ from modelgate.errors import ModelgateError
 
 __all__ = ["jobs_app", "worker"]
 
-jobs_app = typer.Typer(no_args_is_help=True, help="Asynchronous jobs: list, show, retry.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Asynchronous jobs: list, show, retry, purge.")
 console = Console()
+
+#: the states `jobs retry` puts back in the queue
+_RETRIABLE = frozenset({JobState.DEAD, JobState.FAILED, JobState.CANCELLED})
 
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML settings file.")]
 
@@ -119,7 +122,11 @@ def list_jobs(
     """A tenant's jobs, newest first."""
     state = JobState(status) if status else None
     jobs = _queue_run(config, lambda q: q.list_jobs(JobQuery(tenant, state, limit=limit)))
-    table = Table("id", "model", "status", "prio", "items", "attempts", "created", "error")
+    table = Table()
+    # the id whole, however narrow the terminal: it is what `jobs show` and `retry` take
+    table.add_column("id", no_wrap=True, min_width=28)
+    for name in ("model", "status", "prio", "items", "attempts", "created", "error"):
+        table.add_column(name)
     for job in jobs:
         table.add_row(*_row(job))
     console.print(table)
@@ -132,7 +139,9 @@ def show_job(job_id: str, config: ConfigOption = None) -> None:
     if job is None:
         console.print(f"[red]no job {job_id}[/]")
         raise typer.Exit(1)
-    table = Table("field", "value", show_header=False)
+    table = Table(show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
     for name, value in zip(
         ("id", "model", "status", "priority", "items", "attempts", "created", "error"),
         _row(job),
@@ -149,11 +158,32 @@ def show_job(job_id: str, config: ConfigOption = None) -> None:
 @jobs_app.command("retry")
 def retry_job(job_id: str, config: ConfigOption = None) -> None:
     """Put a dead, failed or cancelled job back in the queue (its attempts start again)."""
-    job = _queue_run(config, lambda q: q.requeue(job_id, None, datetime.now(UTC)))
-    if job is None:
+
+    async def work(queue: Any) -> tuple[Job | None, Job | None]:
+        before = await queue.get(job_id)
+        if before is None or before.state not in _RETRIABLE:
+            return before, None
+        return before, await queue.requeue(job_id, None, datetime.now(UTC))
+
+    before, job = _queue_run(config, work)
+    if before is None:
         console.print(f"[red]no job {job_id}[/]")
         raise typer.Exit(1)
-    if job.state is not JobState.QUEUED:
-        console.print(f"[red]not retried:[/] the job is {job.state.value}")
+    if job is None or job.state is not JobState.QUEUED:
+        state = (job or before).state.value
+        console.print(f"[red]not retried:[/] the job is {state}")
         raise typer.Exit(1)
     console.print(f"[green]queued again[/] {job.id}")
+
+
+@jobs_app.command("purge")
+def purge_jobs(config: ConfigOption = None) -> None:
+    """Delete the finished jobs past MODELGATE_JOBS_RETENTION_DAYS now, with their requests
+    and results (workers also do it every hour)."""
+    from modelgate.core.job_worker import purge_finished
+    from modelgate.settings import load_settings
+
+    days = load_settings(config_file=config).jobs_retention_days
+    before = datetime.now(UTC) - timedelta(days=days)
+    count = _queue_run(config, lambda q: purge_finished(q, before))
+    console.print(f"[green]{count} finished jobs deleted[/] (ended before {_time(before)})")

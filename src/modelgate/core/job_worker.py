@@ -37,7 +37,7 @@ from modelgate.core.jobs import ClaimedJob, Job, JobOwner, JobPolicy, JobResult,
 from modelgate.core.ports import JobQueue
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["JobPrincipals", "JobWorker", "default_worker_id"]
+__all__ = ["JobPrincipals", "JobWorker", "default_worker_id", "purge_finished"]
 
 log = logging.getLogger("modelgate.jobs")
 T = TypeVar("T")
@@ -118,6 +118,18 @@ class JobPrincipals:
         return Principal(tenant.id, owner.subject, scopes, plan, owner.kind, key_rate=rate)
 
 
+async def purge_finished(queue: JobQueue, before: datetime) -> int:
+    """Delete every finished job that ended before ``before``, ``_PURGE_BATCH`` per
+    statement with the event loop free in between; answers how many."""
+    purged = 0
+    while True:
+        deleted = await queue.purge(before, _PURGE_BATCH)
+        purged += deleted
+        if deleted < _PURGE_BATCH:
+            return purged
+        await asyncio.sleep(0)  # a long backlog: let the claim loops in between
+
+
 class JobWorker:
     def __init__(
         self,
@@ -190,13 +202,7 @@ class JobWorker:
         """Delete the finished jobs whose retention has passed (in batches); answers how
         many were deleted."""
         before = self._now() - timedelta(seconds=self.policy.retention_s)
-        purged = 0
-        while True:
-            deleted = await self.queue.purge(before, _PURGE_BATCH)
-            purged += deleted
-            if deleted < _PURGE_BATCH:
-                break
-            await asyncio.sleep(0)  # a long backlog: let the claim loops in between
+        purged = await purge_finished(self.queue, before)
         if purged:
             log.info("jobs: %d finished jobs past their retention deleted", purged)
         return purged

@@ -81,6 +81,19 @@ def test_operator_cli_manages_tenants_and_verifies_the_audit_trail(tmp_path: Pat
     assert key.returncode == 0 and key.stdout.strip().splitlines()[-1].startswith("mg_live_")
     intact = cli("audit", "verify")
     assert intact.returncode == 0 and "3 records" in intact.stdout
+    listed = cli("keys", "list", "--tenant", tenant)
+    assert listed.returncode == 0, listed.stdout
+    key_id = next(word for word in listed.stdout.split() if word.startswith("key_"))
+    rotated = cli("keys", "rotate", key_id, "--overlap-hours", "1")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert rotated.stdout.strip().splitlines()[-1].startswith("mg_live_")
+    assert f"{key_id} stops in 1.0 h" in rotated.stdout
+    assert cli("keys", "revoke", key_id).returncode == 0
+    listed = cli("keys", "list", "--tenant", tenant)
+    rows = [line for line in listed.stdout.splitlines() if "key_" in line]
+    assert len(rows) == 2  # the replacement, and the revoked original
+    assert cli("keys", "revoke", "key_nope").returncode != 0  # an unknown key: an error
+    assert cli("audit", "verify").returncode == 0
     # Edit history behind modelgate's back: verify must notice.
     with sqlite3.connect(tmp_path / "data" / "modelgate.db") as db:
         db.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2")

@@ -278,3 +278,27 @@ def test_an_announcement_round_trips() -> None:
     )
     assert node.serves("m", 1) and not node.serves("m", 2) and node.hardware == "gpu"
     assert node.models["m"][1] == MANIFEST
+
+
+async def test_a_node_that_leaves_takes_its_metric_series_with_it() -> None:
+    """Node ids come and go with pods: a gateway must not keep every departed node's
+    breaker and call series forever."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelgate.observability.cluster_metrics import ClusterMetrics
+
+    registry = CollectorRegistry()
+    client = Client({"a": [ErrorKind.UNAVAILABLE]})
+    directory = Directory([_node("a"), _node("b")])
+    cluster = Cluster(directory, client, rng=random.Random(7), observer=ClusterMetrics(registry))
+    await cluster.refresh()
+    for _ in range(4):
+        await cluster.forward("m", 1, INPUTS, Timing())
+    before = generate_latest(registry).decode()
+    assert 'node="a"' in before and 'node="b"' in before
+    directory.found = [_node("b")]
+    await cluster.refresh()
+    after = generate_latest(registry).decode()
+    assert 'node="a"' not in after
+    assert 'modelgate_breaker_state{model="",node="b",version=""} 0.0' in after
+    assert "modelgate_nodes 1.0" in after

@@ -169,6 +169,9 @@ class ClusterObserver(Protocol):
 
     def nodes(self, count: int) -> None: ...
 
+    def departed(self, node: str) -> None:
+        """``node`` left the table: forget its series (node ids come and go with pods)."""
+
 
 @dataclass(slots=True)
 class _NodeState:
@@ -225,7 +228,11 @@ class Cluster:
             else:
                 state.info = info
             fresh[info.id] = state
+        departed = set(self._nodes) - set(fresh)
         self._nodes = fresh
+        if self.observer is not None:
+            for node in sorted(departed):
+                self.observer.departed(node)
         catalog: dict[str, dict[int, ModelManifest]] = {}
         for state in sorted(fresh.values(), key=lambda s: s.info.id):
             for name, versions in state.info.models.items():

@@ -2,7 +2,9 @@
 
 Registered on the same registry as :class:`~modelgate.observability.metrics.PrometheusMetrics`,
 so they appear on ``/metrics`` beside the rest. Label values are node ids and model names
-the operator chose (bounded by the deployment, not by callers).
+the operator chose (bounded by the deployment, not by callers). A node that leaves the
+table takes its series with it: on Kubernetes node ids are pod names, and a gateway that
+kept every departed pod's series would grow without bound.
 """
 
 from __future__ import annotations
@@ -43,14 +45,24 @@ class ClusterMetrics:
         self.node_count = Gauge(
             "modelgate_nodes", "Nodes in the gateway's table", registry=registry
         )
+        #: each node's label values in use, so that its series can go when it does
+        self._breaker_labels: dict[str, set[tuple[str, str]]] = {}
+        self._call_labels: dict[str, set[str]] = {}
 
     def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None:
-        self.breakers.labels(node, model or "", version or "").set(
-            STATE_VALUES[state]  # type: ignore[index]
-        )
+        labels = (model or "", version or "")
+        self._breaker_labels.setdefault(node, set()).add(labels)
+        self.breakers.labels(node, *labels).set(STATE_VALUES[state])  # type: ignore[index]
 
     def forwarded(self, node: str, outcome: str) -> None:
+        self._call_labels.setdefault(node, set()).add(outcome)
         self.calls.labels(node, outcome).inc()
+
+    def departed(self, node: str) -> None:
+        for labels in self._breaker_labels.pop(node, ()):
+            self.breakers.remove(node, *labels)
+        for outcome in self._call_labels.pop(node, ()):
+            self.calls.remove(node, outcome)
 
     def retried(self, outcome: str) -> None:
         self.retries.labels(outcome).inc()

@@ -43,6 +43,9 @@ class RedisNodeDirectory:
         self.prefix = prefix
         self.ttl_ms = max(int(ttl_s * 1000), 1)
         self._broken: set[bytes] = set()  # keys already logged as unreadable
+        #: each key's last announcement and what it parsed to: a node re-announces the
+        #: same document every heartbeat, and a gateway reads them all every refresh
+        self._parsed: dict[bytes, tuple[bytes, NodeInfo]] = {}
 
     async def announce(self, document: dict[str, Any]) -> None:
         await self.client.set(
@@ -57,15 +60,24 @@ class RedisNodeDirectory:
         if not keys:
             return []
         found = []
+        parsed: dict[bytes, tuple[bytes, NodeInfo]] = {}
         for key, value in zip(keys, await self.client.mget(keys), strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
-            try:
-                found.append(parse_node(orjson.loads(value)))
-            except (ValueError, orjson.JSONDecodeError) as exc:
-                if key not in self._broken:
-                    self._broken.add(key)
-                    log.warning("ignoring the node announcement %r: %s", key, exc)
+            known = self._parsed.get(key)
+            if known is not None and known[0] == value:
+                info = known[1]
+            else:
+                try:
+                    info = parse_node(orjson.loads(value))
+                except (ValueError, orjson.JSONDecodeError) as exc:
+                    if key not in self._broken:
+                        self._broken.add(key)
+                        log.warning("ignoring the node announcement %r: %s", key, exc)
+                    continue
+            parsed[key] = (value, info)
+            found.append(info)
+        self._parsed = parsed
         return found
 
     async def close(self) -> None:

@@ -280,25 +280,37 @@ def test_an_announcement_round_trips() -> None:
     assert node.models["m"][1] == MANIFEST
 
 
-async def test_a_node_that_leaves_takes_its_metric_series_with_it() -> None:
+async def test_a_node_that_leaves_takes_its_metric_series_with_it_after_a_grace() -> None:
     """Node ids come and go with pods: a gateway must not keep every departed node's
-    breaker and call series forever."""
+    breaker and call series forever, but scrapes must still see a dead node's last counts
+    and open breaker for a while."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     from modelgate.observability.cluster_metrics import ClusterMetrics
 
+    now = [1000.0]
     registry = CollectorRegistry()
+    metrics = ClusterMetrics(registry, grace_s=300, clock=lambda: now[0])
     client = Client({"a": [ErrorKind.UNAVAILABLE]})
-    directory = Directory([_node("a"), _node("b")])
-    cluster = Cluster(directory, client, rng=random.Random(7), observer=ClusterMetrics(registry))
+    directory = Directory([_node("a"), _node("b"), _node("c")])
+    cluster = Cluster(directory, client, rng=random.Random(7), observer=metrics)
     await cluster.refresh()
-    for _ in range(4):
+    for _ in range(6):
         await cluster.forward("m", 1, INPUTS, Timing())
-    before = generate_latest(registry).decode()
-    assert 'node="a"' in before and 'node="b"' in before
-    directory.found = [_node("b")]
+
+    def exposed() -> str:
+        return generate_latest(registry).decode()
+
+    assert all(f'node="{n}"' in exposed() for n in "abc")
+    directory.found = [_node("b")]  # a and c leave
     await cluster.refresh()
-    after = generate_latest(registry).decode()
-    assert 'node="a"' not in after
+    assert 'node="a"' in exposed() and "modelgate_nodes 1.0" in exposed()  # within the grace
+    now[0] += 200
+    directory.found = [_node("b"), _node("c")]  # c comes back in time: it keeps its series
+    await cluster.refresh()
+    now[0] += 200
+    await cluster.refresh()
+    after = exposed()
+    assert 'node="a"' not in after  # gone for longer than the grace
+    assert 'node="c"' in after
     assert 'modelgate_breaker_state{model="",node="b",version=""} 0.0' in after
-    assert "modelgate_nodes 1.0" in after

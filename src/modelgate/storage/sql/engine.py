@@ -182,14 +182,15 @@ def is_database_failure(exc: BaseException) -> bool:
 
 
 def unavailable(exc: BaseException) -> ModelgateError:
-    """What a store raises for one of :data:`DATABASE_FAILURES`: UNAVAILABLE, so that a
-    request answers 503 with ``Retry-After`` and a worker waits, instead of a 500."""
+    """What a store raises for a database failure (:func:`is_database_failure`):
+    UNAVAILABLE, so that a request answers 503 with ``Retry-After`` and a worker waits,
+    instead of a 500."""
     return ModelgateError(ErrorKind.UNAVAILABLE, "the database is unavailable", retry_after=1.0)
 
 
 @asynccontextmanager
 async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """:func:`write_transaction`, with :data:`DATABASE_FAILURES` raised as UNAVAILABLE."""
+    """:func:`write_transaction`, with a database failure raised as UNAVAILABLE."""
     try:
         async with write_transaction(engine) as connection:
             yield connection
@@ -201,7 +202,7 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads, with :data:`DATABASE_FAILURES` raised as UNAVAILABLE."""
+    """A connection for reads, with a database failure raised as UNAVAILABLE."""
     try:
         async with engine.connect() as connection:
             yield connection

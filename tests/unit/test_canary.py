@@ -330,3 +330,43 @@ async def test_with_the_shared_store_down_a_replica_judges_its_own_window(clock:
     rolled = await service.store.get("m")
     assert rolled is not None and rolled.canary is None
     assert service.status("m")["cluster_window"] is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+#: shaped like a version's window, with any values: what the parser has to sort out
+_WINDOWISH = st.fixed_dictionaries(
+    {
+        "requests": st.integers(-3, 10**6) | _JSON,
+        "errors": st.integers(-3, 10**6) | _JSON,
+        "buckets": st.dictionaries(
+            st.text("0123456789", min_size=1, max_size=4) | st.text(max_size=3),
+            st.integers(-3, 10**6) | _JSON,
+            max_size=6,
+        )
+        | _JSON,
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        _JSON | st.fixed_dictionaries({"baseline": _WINDOWISH | _JSON, "candidate": _WINDOWISH}),
+        max_size=4,
+    )
+)
+def test_merging_whatever_redis_holds_never_raises(snapshots: list[object]) -> None:
+    """Another replica's field in Redis could hold anything (an older version's format, a
+    hand edit): merging skips what is not a window and never fails the gate loop."""
+    merged = merge(snapshots)  # type: ignore[arg-type]
+    for side in (merged.baseline, merged.candidate):
+        assert side.requests >= side.errors >= 0
+        assert 0.0 <= side.error_rate <= 1.0
+        assert side.p95_ms >= 0.0
+        side.summary()

@@ -57,12 +57,14 @@ def worker(
     run_worker(settings, worker_id)
 
 
-def _queue_run(config: str | None, work: Any) -> Any:
+def _queue_run(config: str | None, work: Any, settings: Any = None) -> Any:
+    """Run ``work(queue)`` on the database of ``settings`` (read from ``config`` when not
+    given)."""
     from modelgate.settings import load_settings
     from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
     from modelgate.storage.sql.jobs import SqlJobQueue
 
-    settings = load_settings(config_file=config)
+    settings = settings or load_settings(config_file=config)
     url = database_url_for(
         settings.data_dir,
         settings.database_url.get_secret_value() if settings.database_url else None,
@@ -183,7 +185,7 @@ def purge_jobs(config: ConfigOption = None) -> None:
     from modelgate.core.job_worker import purge_finished
     from modelgate.settings import load_settings
 
-    days = load_settings(config_file=config).jobs_retention_days
-    before = datetime.now(UTC) - timedelta(days=days)
-    count = _queue_run(config, lambda q: purge_finished(q, before))
+    settings = load_settings(config_file=config)
+    before = datetime.now(UTC) - timedelta(days=settings.jobs_retention_days)
+    count = _queue_run(config, lambda q: purge_finished(q, before), settings)
     console.print(f"[green]{count} finished jobs deleted[/] (ended before {_time(before)})")

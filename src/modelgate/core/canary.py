@@ -114,7 +114,32 @@ class CanaryWindows(Protocol):
     async def close(self) -> None: ...
 
 
-class VersionWindow:
+class _Counts:
+    """What a version's window and a merged one answer alike, from ``requests``,
+    ``errors`` and ``p95_ms``."""
+
+    __slots__ = ()
+    requests: int
+    errors: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 6),
+            "p95_ms": round(self.p95_ms, 3),
+        }
+
+
+class VersionWindow(_Counts):
     """One version's requests in one step: counts, and the newest latencies."""
 
     __slots__ = ("buckets", "errors", "latencies", "requests")
@@ -139,24 +164,12 @@ class VersionWindow:
         return {"requests": self.requests, "errors": self.errors, "buckets": buckets}
 
     @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
     def p95_ms(self) -> float:
         """The 95th percentile latency in milliseconds (nearest rank); 0 with no requests."""
         if not self.latencies:
             return 0.0
         ordered = sorted(self.latencies)
         return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)] * 1000
-
-    def summary(self) -> dict[str, float | int]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.error_rate, 6),
-            "p95_ms": round(self.p95_ms, 3),
-        }
 
 
 @dataclass(eq=False)
@@ -175,7 +188,7 @@ class StepWindow:
         return {"baseline": self.baseline.snapshot(), "candidate": self.candidate.snapshot()}
 
 
-class MergedWindow:
+class MergedWindow(_Counts):
     """One version's requests in a step on several replicas: summed counts, and a p95 read
     from the summed histogram."""
 
@@ -202,20 +215,8 @@ class MergedWindow:
                     self.buckets[index] = self.buckets.get(index, 0) + value
 
     @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
     def p95_ms(self) -> float:
         return _p95_ms(self.buckets)
-
-    def summary(self) -> dict[str, float | int]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.error_rate, 6),
-            "p95_ms": round(self.p95_ms, 3),
-        }
 
 
 @dataclass(frozen=True, eq=False)

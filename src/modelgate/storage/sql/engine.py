@@ -28,6 +28,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from asyncpg.exceptions import InternalClientError
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
@@ -53,9 +54,17 @@ __all__ = [
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: what a query raises when the database is down, cut off or too slow (not a bad query):
-#: connection errors as SQLAlchemy wraps them, the pool's checkout timeout, and what
-#: asyncpg raises on connect (refused, reset) or on its command timeout
-DATABASE_FAILURES = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+#: connection errors as SQLAlchemy wraps them, the pool's checkout timeout, what asyncpg
+#: raises on connect (refused, reset) or on its command timeout, and asyncpg's own error for
+#: a stream it cannot read (which SQLAlchemy passes on unwrapped)
+DATABASE_FAILURES = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    OSError,
+    TimeoutError,
+    InternalClientError,
+)
 #: SQLSTATE classes that say the server, not the query, failed: connection exception (08,
 #: including a protocol violation after a damaged stream), insufficient resources (53, too
 #: many connections), operator intervention (57: shutting down, starting up, statement
@@ -167,8 +176,7 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 def is_database_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is down, restarting, cut off or too slow (retry
     later), as opposed to a bad query. asyncpg's server errors reach SQLAlchemy as a plain
-    :class:`DBAPIError` whatever their SQLSTATE, and a damaged stream as asyncpg's own
-    ``InternalClientError``, so the type alone does not tell."""
+    :class:`DBAPIError` whatever their SQLSTATE, so the type alone does not tell."""
     if isinstance(exc, DATABASE_FAILURES):
         return True
     if isinstance(exc, DBAPIError):
@@ -176,9 +184,7 @@ def is_database_failure(exc: BaseException) -> bool:
             return True
         state = getattr(exc.orig, "sqlstate", None)
         return isinstance(state, str) and state[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return type(exc).__module__.startswith("asyncpg.") and any(
-        cls.__name__ == "InternalClientError" for cls in type(exc).__mro__
-    )
+    return False
 
 
 def unavailable(exc: BaseException) -> ModelgateError:

@@ -4,11 +4,15 @@
 A caller-chosen URL must not make modelgate reach what only modelgate can reach: its own
 loopback services, the private network, cloud metadata endpoints (169.254.169.254).
 :func:`resolve_public` resolves the host and refuses it when *any* of its addresses is
-loopback, private, link-local, multicast, reserved, unspecified or otherwise not global
-(IPv4-mapped IPv6 addresses are judged by their IPv4 address). It answers the address it
-checked, so the caller connects to exactly that address (``pinned``): a DNS name that
-resolves to a public address at the check and to 127.0.0.1 a moment later (DNS rebinding)
-is never connected to the second answer.
+loopback, private, link-local, multicast, reserved, unspecified or otherwise not global.
+An IPv6 address that carries an IPv4 address (IPv4-mapped, IPv4-compatible,
+IPv4-translated, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32``: its
+server and its de-obfuscated client) is judged by that IPv4 address, which is where its
+packets end up; Teredo, IPv4-compatible, IPv4-translated and the NAT64 local-use prefix
+``64:ff9b:1::/48`` are refused whatever they carry. :func:`resolve_public` answers the
+address it checked, so the caller connects to exactly that address (``pinned``): a DNS name
+that resolves to a public address at the check and to 127.0.0.1 a moment later (DNS
+rebinding) is never connected to the second answer.
 """
 
 from __future__ import annotations
@@ -44,11 +48,35 @@ def _system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def forbidden_address(address: str) -> str | None:
-    """Why ``address`` may not be called (a short reason), or None when it is public."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052, the well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: where the IPv4 sits varies
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291, deprecated; :: and ::1 excepted
+
+_REFUSED_FORMS = frozenset({"Teredo", "IPv4-compatible", "IPv4-translated"})
+
+_IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, tuple[ipaddress.IPv4Address, ...]]:
+    """The IPv4 addresses an IPv6 address carries, and the form that carries them."""
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped", (ip.ipv4_mapped,)
+    if ip in _TRANSLATED:
+        return "IPv4-translated", (low,)
+    if ip in _NAT64:
+        return "NAT64", (low,)
+    if ip in _COMPATIBLE and int(ip) > 1:
+        return "IPv4-compatible", (low,)
+    if ip.sixtofour is not None:
+        return "6to4", (ip.sixtofour,)
+    if ip.teredo is not None:  # (server, client); Python undoes the client's obfuscation
+        return "Teredo", ip.teredo
+    return "", ()
+
+
+def _judge(ip: _IpAddress) -> str | None:
     for reason, hit in (
         ("loopback", ip.is_loopback),
         ("private", ip.is_private),
@@ -60,6 +88,25 @@ def forbidden_address(address: str) -> str | None:
         if hit:
             return reason
     return None if ip.is_global else "not global"
+
+
+def forbidden_address(address: str) -> str | None:
+    """Why ``address`` may not be called (a short reason), or None when it is public."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _judge(ip)
+    if ip in _NAT64_LOCAL:
+        return "NAT64 local-use"
+    form, carried = _embedded_ipv4(ip)
+    if not carried:
+        return _judge(ip)
+    for ipv4 in carried:
+        reason = _judge(ipv4)
+        if reason is not None:
+            return f"{reason} ({form} form of {ipv4})"
+    # A public IPv4 behind a mapped, NAT64 or 6to4 address is as public as itself; Teredo
+    # tunnels through a relay nobody here chose, and the other two forms are obsolete.
+    return f"{form} address" if form in _REFUSED_FORMS else None
 
 
 def check_url_syntax(url: str, field: str = "webhook_url") -> tuple[str, str, int]:

@@ -12,10 +12,19 @@ would stall every request for tens of milliseconds. A failed write keeps what it
 for the next flush; :meth:`FeedbackRecorder.close` writes what is left. The same task
 deletes expired rows every ``purge_interval_s``.
 
+What is recorded is bounded in rows, not requests: a request of more than
+``max_request_rows`` rows records its first ``max_request_rows`` only (counted in
+``truncated_rows``), and past ``max_pending`` rows waiting a request is not recorded
+(counted in ``dropped``). A request that withholds consent (``consent``/``log_payload``
+not true, docs/privacy.md) is not recorded at all (counted in ``withheld``).
+
 A prediction is found by the tenant that made it and its request id: the transport id
 (REST ``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane
-one) or the request's OIP ``id``. :class:`FeedbackService` attaches labels to it; when
-the id is not in the store yet, it writes what this replica still holds and looks again.
+one) or the request's OIP ``id``. :class:`FeedbackService` attaches labels to it. Feedback
+may arrive before its prediction is written (the answer leaves before the background
+write): when the id is not in the store yet, the service writes what this replica holds,
+waiting for a write in flight, and looks again; then, for a row another replica has not
+written yet, it looks again for up to ``wait_s`` before answering NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +43,7 @@ import numpy as np
 
 from modelgate.core.authorization import require_scope
 from modelgate.core.draining import drain
-from modelgate.core.governance import subject_of
+from modelgate.core.governance import request_allows, subject_of
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import ANONYMOUS, CompletedInference
 from modelgate.core.manifest import FeedbackSpec, ModelManifest
@@ -75,9 +84,10 @@ _INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT1
 _FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 # what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
-# named (or None), and each output's (name, datatype, array): strings, numbers and arrays
-# only, so the collector stops tracking the tuple at its first pass (a tuple holding the
-# request's dicts and lists would be scanned on every collection until the flush)
+# named (or None), each output's (name, datatype, array), and the rows it will make:
+# strings, numbers and arrays only, so the collector stops tracking the tuple at its first
+# pass (a tuple holding the request's dicts and lists would be scanned on every collection
+# until the flush)
 _Pending = tuple[
     float,
     str,
@@ -87,6 +97,7 @@ _Pending = tuple[
     str,
     str | None,
     tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
+    int,
 ]
 
 
@@ -135,6 +146,18 @@ def prediction_rows(
     return predicted, scores
 
 
+def _rows_of(outputs: Sequence[Tensor]) -> int:
+    """How many rows an answer holds: its first output's first dimension (a scalar: 1)."""
+    if not outputs:
+        return 0
+    shape = outputs[0].data.shape
+    return shape[0] if shape else 1
+
+
+def _first(data: np.ndarray[Any, Any], rows: int) -> np.ndarray[Any, Any]:
+    return data[:rows] if data.ndim else data
+
+
 def _output(
     by_name: dict[str, Tensor],
     named: str | None,
@@ -154,7 +177,10 @@ def _output(
 class FeedbackRecorder:
     """The :class:`~modelgate.core.inference.InferenceListener` that records predictions of
     models with ``feedback`` enabled (see the module docstring). Subjects are recorded,
-    as pseudonyms, only with ``pseudonymize`` (the payload pseudonym key)."""
+    as pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).
+
+    ``max_pending`` bounds the rows waiting (built or not); ``max_request_rows`` the rows
+    one request records (its first ones)."""
 
     def __init__(
         self,
@@ -162,7 +188,8 @@ class FeedbackRecorder:
         *,
         pseudonymize: Callable[[str], str] | None = None,
         flush_interval_s: float = 1.0,
-        max_pending: int = 10_000,
+        max_pending: int = 50_000,
+        max_request_rows: int = 1000,
         purge_interval_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_id,
@@ -171,10 +198,12 @@ class FeedbackRecorder:
         self._pseudonymize = pseudonymize
         self._interval = flush_interval_s
         self._max_pending = max_pending
+        self._max_request_rows = min(max_request_rows, max_pending)
         self._purge_s = purge_interval_s
         self._clock = clock
         self._new_id = new_id
         self._pending: list[_Pending] = []
+        self._pending_rows = 0  # the rows what waits in _pending will make (at most)
         #: each (model, version)'s manifest, as the request path last saw it
         self._manifests: dict[tuple[str, str], ModelManifest] = {}
         #: rows built, not written yet (a failed write keeps them here)
@@ -186,19 +215,25 @@ class FeedbackRecorder:
             log=log,
             step=_CHUNK,
         )
-        self._dropped = 0  # beyond max_pending, or unreadable
+        self._dropped = 0  # requests beyond max_pending rows, or unreadable
         self._dropped_logged = 0
+        #: rows beyond max_request_rows, not recorded (their requests' first rows were)
+        self.truncated_rows = 0
+        #: requests not recorded because they withheld consent
+        self.withheld = 0
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
-        """Inferences (and built rows) waiting to be written."""
-        return len(self._pending) + len(self._writer)
+        """Rows waiting to be written (built or not)."""
+        return self._pending_rows + len(self._writer)
 
     @property
     def dropped(self) -> int:
+        """Requests not recorded (``max_pending`` rows were waiting, or their answer could
+        not be read) and rows the store refused."""
         return self._dropped + self._writer.dropped
 
     # -- the request path --------------------------------------------------------------
@@ -207,15 +242,28 @@ class FeedbackRecorder:
         spec = manifest.feedback
         if spec is None or not spec.enabled:
             return
-        if len(self._pending) + len(self._writer) >= self._max_pending:
+        request = inference.request
+        parameters = request.parameters
+        if parameters and not request_allows(parameters):
+            self.withheld += 1  # nothing of it is kept (docs/privacy.md)
+            return
+        response = inference.response
+        outputs = response.outputs
+        rows = _rows_of(outputs)
+        cap = self._max_request_rows
+        if rows > cap:  # its first rows only: slices are views, nothing is copied
+            self.truncated_rows += rows - cap
+            rows = cap
+            out = tuple([(t.name, t.datatype, _first(t.data, cap)) for t in outputs])
+        else:
+            out = tuple([(t.name, t.datatype, t.data) for t in outputs])
+        if self._pending_rows + len(self._writer) + rows > self._max_pending:
             self._dropped += 1
             return
         principal = inference.principal
-        request = inference.request
-        response = inference.response
         version = response.model_version
         self._manifests[(request.model, version)] = manifest  # the latest load's
-        parameters = request.parameters
+        self._pending_rows += rows
         self._pending.append(
             (
                 self._clock(),
@@ -225,7 +273,8 @@ class FeedbackRecorder:
                 request.model,
                 version,
                 subject_of(parameters) if parameters else None,
-                tuple([(t.name, t.datatype, t.data) for t in response.outputs]),
+                out,
+                rows,
             )
         )
 
@@ -266,12 +315,15 @@ class FeedbackRecorder:
         """Write everything pending now; answers how many rows were written."""
         async with self._lock:
             batch, self._pending = self._pending, []
+            self._pending_rows = 0
             for start in range(0, len(batch), _CHUNK):
                 self._writer.add(self._build_all(batch[start : start + _CHUNK]))
                 try:
                     await asyncio.sleep(0)  # requests run between steps
                 except asyncio.CancelledError:
-                    self._pending[:0] = batch[start + _CHUNK :]
+                    kept = batch[start + _CHUNK :]
+                    self._pending[:0] = kept
+                    self._pending_rows += sum(item[8] for item in kept)
                     raise
             written = await self._writer.write()
             if self.dropped > self._dropped_logged:
@@ -300,7 +352,7 @@ class FeedbackRecorder:
         return records
 
     def _build(self, item: _Pending) -> list[PredictionRecord]:
-        at, tenant, request_id, inference_id, model, version, subject, out = item
+        at, tenant, request_id, inference_id, model, version, subject, out, _ = item
         manifest = self._manifests[(model, version)]
         tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
         found = prediction_rows(manifest, tensors)
@@ -348,11 +400,19 @@ class FeedbackService:
         store: FeedbackStore,
         recorder: FeedbackRecorder | None = None,
         *,
+        wait_s: float = 2.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``wait_s``: how long a request id not found yet is looked for again (a
+        prediction another replica has not written yet) before NOT_FOUND."""
         self.store = store
         self.recorder = recorder
+        self.wait_s = wait_s
         self._now = now
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def now(self) -> datetime:
         return self._now()
@@ -360,19 +420,16 @@ class FeedbackService:
     async def submit(self, principal: Principal | None, items: Sequence[FeedbackItem]) -> int:
         """Label the predictions ``items`` name, all or none; answers how many rows were
         labelled. NOT_FOUND names the first request id with no live prediction of the
-        caller's tenant; INVALID_ARGUMENT a label that does not fit its prediction."""
+        caller's tenant (after looking for it for up to ``wait_s``); INVALID_ARGUMENT a
+        label that does not fit its prediction."""
         if principal is not None:
             require_scope(principal, Scope.INFER)
         tenant = ANONYMOUS if principal is None else principal.tenant_id
         now = self._now()
+        deadline = self._monotonic() + self.wait_s  # one wait for the whole batch
         feedback: list[FeedbackRecord] = []
-        flushed = False
         for item in items:
-            rows = await self.store.find(tenant, item.request_id)
-            if not rows and not flushed and self.recorder is not None and self.recorder.pending:
-                await self.recorder.flush()  # recorded here, not yet written
-                flushed = True
-                rows = await self.store.find(tenant, item.request_id)
+            rows = await self._find(tenant, item.request_id, deadline)
             if not rows or rows[0].expires_at <= now:
                 raise ModelgateError(
                     ErrorKind.NOT_FOUND,
@@ -382,6 +439,26 @@ class FeedbackService:
             feedback.extend(_labels(item, rows, now))
         await self.store.label(feedback)
         return len(feedback)
+
+    async def _find(self, tenant: str, request_id: str, deadline: float) -> list[PredictionRecord]:
+        """The prediction's rows; when it is not written yet, what this replica holds is
+        written (waiting for a write in flight: its lock), then the store is asked again
+        every so often until ``deadline`` (another replica writes within its interval)."""
+        rows = await self.store.find(tenant, request_id)
+        pause = 0.05
+        while not rows:
+            if self.recorder is not None:
+                await self.recorder.flush()
+                rows = await self.store.find(tenant, request_id)
+                if rows:
+                    break
+            left = deadline - self._monotonic()
+            if left <= 0:
+                break
+            await self._sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+            rows = await self.store.find(tenant, request_id)
+        return rows
 
     def labelled(
         self,

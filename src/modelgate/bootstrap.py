@@ -385,9 +385,11 @@ def build_feedback(
         pseudonymize=state.payload_service.pseudonymize,
         flush_interval_s=settings.feedback_flush_seconds,
         max_pending=settings.feedback_max_pending,
+        max_request_rows=settings.feedback_max_request_rows,
         purge_interval_s=settings.feedback_purge_seconds,
     )
     state.feedback_service.recorder = recorder
+    state.feedback_service.wait_s = settings.feedback_wait_seconds
     state.feedback_subjects.recorder = recorder
     concept = ConceptMonitor(
         state.feedback,

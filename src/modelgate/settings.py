@@ -182,8 +182,14 @@ class Settings(BaseSettings):
     feedback_min_labels: int = Field(default=100, ge=1)
     #: how often recorded predictions are written, in one batch
     feedback_flush_seconds: float = Field(default=1.0, gt=0, le=60)
-    #: at most this many inferences wait in memory to be written; more are dropped, counted
-    feedback_max_pending: int = Field(default=10_000, ge=1)
+    #: at most this many prediction rows wait in memory to be written; a request that
+    #: would go beyond is not recorded (counted)
+    feedback_max_pending: int = Field(default=50_000, ge=1)
+    #: one request records at most its first this many rows (the rest counted, not kept)
+    feedback_max_request_rows: int = Field(default=1000, ge=1)
+    #: feedback for a request id not found yet is looked for again this long (another
+    #: replica writes its predictions within its flush interval) before answering 404
+    feedback_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     #: how often predictions past their retention are deleted
     feedback_purge_seconds: float = Field(default=3600.0, gt=0)
 

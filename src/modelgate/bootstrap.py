@@ -299,18 +299,30 @@ def build_token_verifier(settings: Settings, issuer: TokenIssuer | None) -> Toke
     if settings.jwt_issuer is None:
         return None
     from modelgate.identity.jwt import JwtVerifier
-    from modelgate.identity.tokens import JwtTokenVerifier
+    from modelgate.identity.tokens import JwtTokenVerifier, parse_operator_claim
 
+    lifetime = settings.jwt_max_token_lifetime_seconds
     keys = dict(settings.jwt_public_keys)
     if issuer is not None:
+        if issuer.ttl_s > lifetime:
+            raise ValueError(
+                "MODELGATE_JWT_TOKEN_TTL_SECONDS exceeds MODELGATE_JWT_MAX_TOKEN_LIFETIME_SECONDS"
+            )
         keys[issuer.kid] = issuer.public_key_pem
     verifier = JwtVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         public_keys=keys or None,
         jwks_url=settings.jwt_jwks_url,
+        max_lifetime_s=lifetime,
     )
-    return JwtTokenVerifier(verifier, tenant_claim=settings.jwt_tenant_claim)
+    operator = settings.jwt_operator_claim
+    return JwtTokenVerifier(
+        verifier,
+        tenant_claim=settings.jwt_tenant_claim,
+        own_kid=issuer.kid if issuer is not None else None,
+        operator_claim=parse_operator_claim(operator) if operator else None,
+    )
 
 
 def build_state(settings: Settings) -> State:
@@ -524,6 +536,7 @@ def build_components(settings: Settings) -> Components:
         cache=cache,
         deployments=deployments.router,
         shadows=shadows,
+        audit=state.audit,
     )
     metrics.track(registry=registry, admission=admission, usage=recorder)
     alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept)
@@ -545,7 +558,11 @@ def build_components(settings: Settings) -> Components:
         service,
         OpenAIHandlers(service, embeddings),
         metrics,
-        RestLimits(max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements),
+        RestLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_elements=settings.max_elements,
+            admin_max_body_bytes=settings.admin_max_body_bytes,
+        ),
         authenticator,
         admin_app=build_admin_app(
             state.tenancy,
@@ -560,7 +577,9 @@ def build_components(settings: Settings) -> Components:
             deployments=(deployments, shadows),
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(
-                SqlIdempotencyStore(state.engine), state.payload_service.cipher
+                SqlIdempotencyStore(state.engine),
+                state.payload_service.cipher,
+                pseudonymize=state.payload_service.pseudonymize,  # subjects' ids in paths
             ),
         ),
         metrics_authenticator=admin_authenticator if settings.metrics_auth else None,
@@ -573,6 +592,7 @@ def build_components(settings: Settings) -> Components:
         jobs=JobRoutes(
             jobs.service, max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements
         ),
+        admin_authenticator=admin_authenticator,
     )
     return Components(
         settings,

@@ -19,6 +19,11 @@ What :meth:`IdempotencyService.begin` decides for a request that carries a key:
 The caller (owner) and key are the record's identity; the request is compared by one hash
 of its method, path and body. Records are purged ``ttl_s`` after they were made, at most
 every ``purge_every_s`` by a request that begins one.
+
+A record outlives its request by ``ttl_s``, so a path naming a data subject (its erasure)
+must not be kept as sent: the adapter passes such a path with the subject replaced by
+:meth:`IdempotencyService.concealed` (its pseudonym, as the audit trail has it), both in the
+record and in the hash.
 """
 
 from __future__ import annotations
@@ -152,9 +157,12 @@ class IdempotencyService:
         purge_every_s: float = 300.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pseudonymize: Callable[[str], str] | None = None,
     ) -> None:
+        """``pseudonymize``: the payload pseudonym key's HMAC, for :meth:`concealed`."""
         self.store = store
         self.cipher = cipher
+        self._pseudonymize = pseudonymize
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.stale_s = stale_s
@@ -162,6 +170,17 @@ class IdempotencyService:
         self._now = now
         self._sleep = sleep
         self._purged_at = float("-inf")
+
+    def concealed(self, subject: str) -> str:
+        """What a record keeps in place of a data subject's id: its pseudonym (the HMAC of
+        the payload pseudonym key, as in the audit trail); without that key, its SHA-256
+        (such a server keeps nothing of subjects, and their erasure fails: nothing kept)."""
+        if self._pseudonymize is not None:
+            return "subject:" + self._pseudonymize(subject)
+        return (
+            "subject-sha256:"
+            + hashlib.sha256(subject.encode("utf-8", "surrogateescape")).hexdigest()
+        )
 
     async def begin(self, owner: str, key: str, method: str, path: str, body: bytes) -> Decision:
         check_key(key)

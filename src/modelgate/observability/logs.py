@@ -36,6 +36,7 @@ __all__ = [
     "RequestLog",
     "TextFormatter",
     "configure_logging",
+    "logged_path",
     "request_id_from",
 ]
 
@@ -342,6 +343,20 @@ def _writer_of(logger: logging.Logger) -> _Writer | None:
     return writer
 
 
+#: paths whose next segment is a data subject's id: logged as ``{subject}`` (privacy.md)
+_SUBJECT_PATHS = ("/admin/subjects/",)
+
+
+def logged_path(path: str) -> str:
+    """The path as the request log writes it: a data subject's id replaced by
+    ``{subject}`` (a log line outlives the subject's erasure), at most 512 characters."""
+    for prefix in _SUBJECT_PATHS:
+        if path.startswith(prefix):
+            _, slash, rest = path[len(prefix) :].partition("/")
+            path = prefix + "{subject}" + slash + rest
+    return path[:512]
+
+
 def _line_fields(line: _Line) -> dict[str, Any]:
     _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns = line
     return {
@@ -349,7 +364,7 @@ def _line_fields(line: _Line) -> dict[str, Any]:
         "trace_id": trace_id,
         "protocol": protocol,
         "method": method,
-        "path": path[:512],
+        "path": logged_path(path),
         "status": status,
         "tenant": tenant,
         "model": model[:256] if model is not None else None,

@@ -11,6 +11,10 @@ after it:
   answer back until it is kept (2xx) or the key released (anything else), then sends it,
   so a client that saw the answer finds it kept when it retries.
 
+A path naming a data subject (``/admin/subjects/{id}``) is kept with the subject's pseudonym
+in place of the id (:meth:`~modelgate.core.idempotency.IdempotencyService.concealed`): the
+record outlives the erasure it guards by a day, and must not hold the id it erased.
+
 Status codes follow the IETF draft "The Idempotency-Key HTTP Header Field": a key reused
 for another request answers 422, a key whose first request still runs answers 409 (after
 waiting up to ``wait_s`` for it), a malformed key 400. A replay carries
@@ -81,7 +85,8 @@ def idempotency_dependency(
         if value is None or request.method not in _SIDE_EFFECTS or not isinstance(slot, _Slot):
             return
         caller = await principal(request)
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        path = _stored_path(request.scope["path"], service)
+        path += f"?{request.url.query}" if request.url.query else ""
         decision = await service.begin(
             owner_of(caller), value, request.method, path, _canonical(await request.body())
         )
@@ -91,6 +96,20 @@ def idempotency_dependency(
         raise IdempotentReplayError(_refusal(decision, service))
 
     return idempotency
+
+
+_SUBJECTS = "/admin/subjects/"
+
+
+def _stored_path(path: str, service: IdempotencyService) -> str:
+    """The path as the record keeps it: a subject's id (the segment after
+    ``/admin/subjects/``, as the route reads it) replaced by its pseudonym."""
+    if not path.startswith(_SUBJECTS):
+        return path
+    subject, slash, rest = path[len(_SUBJECTS) :].partition("/")
+    if not subject:
+        return path
+    return _SUBJECTS + service.concealed(subject) + slash + rest
 
 
 def _canonical(body: bytes) -> bytes:

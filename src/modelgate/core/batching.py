@@ -7,7 +7,8 @@ one batch runs, the next one fills, so no delay is added when the model is idle
 company, like Triton's ``max_queue_delay_microseconds``.
 
 Requests are only merged when every non-batch dimension agrees; a request with more rows
-than ``max_batch_size`` is cut into chunks. A full queue answers OVERLOADED at once.
+than ``max_batch_size`` is cut into chunks, which join the back of the queue one turn at a
+time, so other requests run between them. A full queue answers OVERLOADED at once.
 
 When requests come one at a time (the last ``SOLO_STREAK`` batches each held one request),
 queueing only costs: a future, an event-loop turn and, with a delay, the delay itself. The
@@ -129,10 +130,12 @@ class BatchingRuntime:
         return outputs
 
     async def _chunked(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
-        """Serve a request bigger than a batch in chunks, a window at a time, so that one
-        large request never needs more than half the queue (and never fails for its size)."""
+        """Serve a request bigger than a batch in chunks that take turns with other work:
+        ``concurrency`` chunks are queued at a time, and the next ones only once they are
+        done, at the back of the queue, behind whatever arrived meanwhile. A large request
+        thus holds the model for one batch at a time, never for all of its rows."""
         step = self.policy.max_batch_size
-        window = max(1, self.policy.max_queue_size // 2)
+        window = max(1, min(self._concurrency, self.policy.max_queue_size // 2))
         starts = list(range(0, rows, step))
         results: list[_Outputs] = []
         for first in range(0, len(starts), window):

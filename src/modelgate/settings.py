@@ -44,13 +44,38 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: peers whose X-Forwarded-For / X-Forwarded-Proto are trusted (comma-separated addresses
     #: or networks, "*" for any): put your load balancer here, so that per-address abuse
-    #: throttling sees clients, not the balancer
-    forwarded_allow_ips: str = "127.0.0.1"
+    #: throttling sees clients, not the balancer. Empty (the default): the headers are
+    #: ignored and the TCP peer is the client, so no local process can pick its own address
+    forwarded_allow_ips: str = ""
 
     #: request limits: a bigger body answers 413, a bigger tensor too (checked before allocation)
+    #: ``max_body_bytes``: inference, embeddings, jobs and feedback
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: the body of an ``/admin`` request and of ``/v2/repository`` (``/oauth/token``: 16 KiB)
+    admin_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # -- HTTP connections (REST) --
+    #: the request line and headers of one request, together; more answers 431 and closes
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: a client has this long, from its connection or its request's first byte, to send the
+    #: complete headers; then 408 and the connection is closed (slowloris)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: an idle kept-alive connection is closed after this long
+    http_keepalive_seconds: int = Field(default=15, ge=1, le=3600)
+    #: open connections per worker process; a connection over it is closed at once
+    http_max_connections: int = Field(default=4096, ge=1)
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: gRPC: the metadata (headers) of one call; more is refused (RESOURCE_EXHAUSTED)
+    grpc_max_metadata_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: gRPC: a connection with no call for this long is closed (GOAWAY; clients reconnect)
+    grpc_max_connection_idle_seconds: float = Field(default=300.0, gt=0)
+    #: gRPC: calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)
+    grpc_max_concurrent_streams: int = Field(default=100, ge=1)
+    #: gRPC: open connections per worker process; more are refused by gRPC core
+    grpc_max_connections: int = Field(default=4096, ge=1)
+    #: gRPC: a connection must finish its handshake (TCP, TLS, HTTP/2 preface) in this time
+    grpc_handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     #: models whose warm-up batch takes longer than this run in worker threads
     inline_threshold_ms: float = Field(default=1.0, ge=0)

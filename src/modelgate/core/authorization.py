@@ -10,12 +10,21 @@ allowed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Principal, Scope, allows_model, has_scope
 from modelgate.core.manifest import ModelManifest
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["can_see", "is_operator", "require_model", "require_scope"]
+__all__ = [
+    "can_see",
+    "is_operator",
+    "may_configure_models",
+    "require_model",
+    "require_model_configuration",
+    "require_scope",
+]
 
 
 def is_operator(principal: Principal) -> bool:
@@ -27,6 +36,28 @@ def require_scope(principal: Principal | None, scope: Scope) -> None:
     if principal is not None and not has_scope(principal, scope):
         raise ModelgateError(
             ErrorKind.PERMISSION_DENIED, f"this credential lacks the '{scope.value}' scope"
+        )
+
+
+def may_configure_models(principal: Principal | None) -> bool:
+    """May this principal override a manifest's run-time settings when it loads a model?
+    Operators holding ``models:configure`` (``tenants:admin`` implies it); never a tenant's
+    credential, whatever scopes it claims (a token's scopes come from its issuer)."""
+    if principal is None:
+        return True
+    return is_operator(principal) and has_scope(principal, Scope.MODELS_CONFIGURE)
+
+
+def require_model_configuration(principal: Principal | None, fields: Sequence[str] = ()) -> None:
+    """PERMISSION_DENIED unless :func:`may_configure_models`; the message names ``fields``,
+    the fields the refused override sets."""
+    if not may_configure_models(principal):
+        sets = f" (it sets {', '.join(repr(f) for f in fields)})" if fields else ""
+        raise ModelgateError(
+            ErrorKind.PERMISSION_DENIED,
+            f"a load with a configuration override ('parameters.config'){sets} needs the "
+            f"'{Scope.MODELS_CONFIGURE.value}' scope, which only operators hold; load "
+            "without one to serve the model as its manifest says",
         )
 
 

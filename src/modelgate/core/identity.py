@@ -9,7 +9,9 @@ Scopes::
     infer:<model>         ... on one model only
     infer:<model>@<v>     ... on one version of one model only
     models:read           metadata, readiness, statistics, repository index
-    models:write          load and unload
+    models:write          load and unload (a model as its manifest says; no overrides)
+    models:configure      load with a configuration override (operators only: a key
+                          holds it only together with tenants:admin; see core/overrides.py)
     keys:admin            create, list, rotate and revoke the tenant's keys
     usage:read            the tenant's usage and cost
     tenants:admin         every tenant (operators only)
@@ -40,6 +42,7 @@ class Scope(enum.StrEnum):
     INFER = "infer"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
+    MODELS_CONFIGURE = "models:configure"
     KEYS_ADMIN = "keys:admin"
     USAGE_READ = "usage:read"
     TENANTS_ADMIN = "tenants:admin"

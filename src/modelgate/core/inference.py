@@ -20,10 +20,12 @@ import numpy as np
 from modelgate import __version__
 from modelgate.core.admission import Admission, rate_limit_details
 from modelgate.core.anomaly import AnomalyDetector
+from modelgate.core.audit import AuditLog
 from modelgate.core.authorization import can_see, require_model, require_scope
 from modelgate.core.caching import CachedResult, CacheTicket, ResultCache
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.manifest import ModelManifest
+from modelgate.core.model_control import ModelControl
 from modelgate.core.ports import InferenceObserver, Timing, UsageSink
 from modelgate.core.registry import LoadedVersion, ModelRegistry
 from modelgate.core.routing import Choice, DeploymentRouter
@@ -151,8 +153,11 @@ class InferenceService:
         cache: ResultCache | None = None,
         deployments: DeploymentRouter | None = None,
         shadows: ShadowRunner | None = None,
+        audit: AuditLog | None = None,
     ):
         self.registry = registry
+        #: loads and unloads on request, with their audit trail
+        self.control = ModelControl(registry, audit)
         self.server_name = server_name
         #: the deadline of a request that brings none (None: no deadline)
         self.default_timeout_s = default_timeout_s
@@ -294,14 +299,19 @@ class InferenceService:
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
 
     async def load(
-        self, name: str, config: dict[str, Any] | None = None, principal: Principal | None = None
+        self,
+        name: str,
+        config: dict[str, Any] | None = None,
+        principal: Principal | None = None,
+        source_ip: str | None = None,
     ) -> None:
-        await self.authorize(principal, name, None, Scope.MODELS_WRITE)
-        await self.registry.load(name, config)
+        """Who may load, what an override may change, the audit: core/model_control.py."""
+        await self.control.load(name, config, principal, source_ip)
 
-    async def unload(self, name: str, principal: Principal | None = None) -> None:
-        await self.authorize(principal, name, None, Scope.MODELS_WRITE)
-        await self.registry.unload(name)
+    async def unload(
+        self, name: str, principal: Principal | None = None, source_ip: str | None = None
+    ) -> None:
+        await self.control.unload(name, principal, source_ip)
 
     # -- inference -----------------------------------------------------------------------
     async def infer(

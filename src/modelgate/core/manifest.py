@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelgate.core.artifacts import check_relative
 from modelgate.core.tensors import DATATYPES
-from modelgate.errors import invalid
+from modelgate.errors import ModelgateError, invalid
 
 __all__ = [
     "AnomalySpec",
@@ -167,6 +168,14 @@ class ModelManifest(_Strict):
     #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
     #: out, failed, or every node's breaker open); they must take the same inputs
     fallbacks: tuple[str, ...] = ()
+
+    @field_validator("artifact")
+    @classmethod
+    def _relative_artifact(cls, value: str) -> str:
+        try:
+            return check_relative(value)
+        except ModelgateError as exc:  # pydantic reports a ValueError with the field's name
+            raise ValueError(exc.message) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from modelgate.core.batching import BatchingRuntime
 from modelgate.core.execution import PredictorRuntime, dummy_inputs, measure
@@ -40,6 +40,7 @@ from modelgate.errors import ErrorKind, ModelgateError
 __all__ = ["LoadedVersion", "ModelRegistry", "RegistryPolicy", "VersionState"]
 
 log = logging.getLogger("modelgate.registry")
+_T = TypeVar("_T")
 
 
 class VersionState(enum.Enum):
@@ -281,10 +282,10 @@ class ModelRegistry:
             fresh: list[LoadedVersion] = []
             try:
                 for source in sources:
-                    fresh.append(await asyncio.to_thread(self._builder, source))
+                    fresh.append(await _named_failure(source, self._builder, source))
                 for hook in self._load_hooks:
-                    for loaded in fresh:
-                        await asyncio.to_thread(hook, loaded)
+                    for source, loaded in zip(sources, fresh, strict=True):
+                        await _named_failure(source, hook, loaded)
             except BaseException:
                 for loaded in fresh:
                     await asyncio.to_thread(loaded.runtime.close)
@@ -295,20 +296,28 @@ class ModelRegistry:
             model.unloaded = False
             model.reason = ""
             model.last_used = self._clock()
+            # The gauge follows what answers: a version served before and after the swap
+            # stays 1 (its old copy retires silently); only versions that come or go change.
             for loaded in fresh:
-                self._report(loaded, True)
+                if not any(v.version == loaded.version for v in old):
+                    self._report(loaded, True)
+            gone = [v for v in old if v.version not in model.versions]
+            for loaded in gone:
+                self._report(loaded, False)
             retiring = asyncio.get_running_loop().create_task(
-                self._retire(old, self.policy.drain_timeout_s)
+                self._retire(old, self.policy.drain_timeout_s, report=False)
             )
             self._background.add(retiring)  # keep a reference until it is done
             retiring.add_done_callback(self._background.discard)
             model.loading.set_result(None)
         except ModelgateError as exc:
+            log.warning("loading model %s failed: %s", name, exc.message)
             model.reason = exc.message
             model.loading.set_exception(exc)
             raise
         except Exception as exc:
             error = ModelgateError(ErrorKind.INVALID_ARGUMENT, f"failed to load '{name}': {exc}")
+            log.warning("loading model %s failed: %s", name, error.message)
             model.reason = error.message
             model.loading.set_exception(error)
             raise error from exc
@@ -364,9 +373,12 @@ class ModelRegistry:
     def memory_bytes(self) -> int:
         return sum(v.size_bytes for m in self._models.values() for v in m.versions.values())
 
-    async def _retire(self, versions: list[LoadedVersion], drain_s: float) -> None:
-        for loaded in versions:
-            self._report(loaded, False)
+    async def _retire(
+        self, versions: list[LoadedVersion], drain_s: float, *, report: bool = True
+    ) -> None:
+        if report:
+            for loaded in versions:
+                self._report(loaded, False)
         await asyncio.gather(*(v.drain_and_close(drain_s) for v in versions))
 
     def _report(self, loaded: LoadedVersion, is_loaded: bool) -> None:
@@ -426,6 +438,46 @@ class ModelRegistry:
             hardware=_hardware(predictor),
             path=source.path,
         )
+
+
+async def _named_failure(source: VersionSource, work: Callable[[Any], _T], arg: Any) -> _T:
+    """``work(arg)`` in a worker thread; a failure names the model and version and no path
+    on the host (runtimes' and libraries' messages may hold them)."""
+    where = f"model '{source.manifest.name}' version {source.version}"
+    try:
+        return await asyncio.to_thread(work, arg)
+    except ModelgateError as exc:
+        message = _without_paths(exc.message, source)
+        if f"version {source.version}" not in message:
+            message = f"{where}: {message}"
+        if message == exc.message:
+            raise
+        raise ModelgateError(
+            exc.kind, message, retry_after=exc.retry_after, details=exc.details
+        ) from exc
+    except Exception as exc:
+        reason = _without_paths(str(exc), source)
+        raise ModelgateError(
+            ErrorKind.INVALID_ARGUMENT, f"failed to load {where}: {type(exc).__name__}: {reason}"
+        ) from exc
+
+
+def _without_paths(text: str, source: VersionSource) -> str:
+    """``text`` with the version's and model's folders (as given and as resolved) replaced
+    by the model's name and version."""
+    if not source.path:
+        return text
+    version = os.path.normpath(source.path)
+    model = os.path.dirname(version)
+    name = source.manifest.name
+    for folder, shown in (
+        (os.path.realpath(version), f"{name}/{source.version}"),
+        (version, f"{name}/{source.version}"),
+        (os.path.realpath(model), name),
+        (model, name),
+    ):
+        text = text.replace(folder, shown)
+    return text
 
 
 def _hardware(predictor: object) -> str:

@@ -41,6 +41,12 @@ def validate_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     for scope in scopes:
         if scope not in _KNOWN and not _INFER_SCOPE.fullmatch(scope):
             raise invalid(f"unknown scope '{scope}'")
+    if Scope.MODELS_CONFIGURE.value in scopes and Scope.TENANTS_ADMIN.value not in scopes:
+        # what runs is the operators' decision: a tenant's key never overrides a manifest
+        raise invalid(
+            f"'{Scope.MODELS_CONFIGURE.value}' is an operator scope: a key holds it only "
+            f"with '{Scope.TENANTS_ADMIN.value}'"
+        )
     return tuple(dict.fromkeys(scopes))
 
 

@@ -39,7 +39,7 @@ class FileModelRepository:
         if not _NAME.fullmatch(name) or not os.path.isfile(os.path.join(self.root, name, MANIFEST)):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
         folder = os.path.join(self.root, name)
-        base = _read_yaml(os.path.join(folder, MANIFEST))
+        base = _read_yaml(folder, MANIFEST, name)
         if override:
             base = merge(base, dict(override))
         numbers = sorted(
@@ -52,23 +52,31 @@ class FileModelRepository:
         for number in numbers:
             path = os.path.join(folder, str(number))
             data = base
-            version_file = os.path.join(path, VERSION_MANIFEST)
-            if os.path.isfile(version_file):
-                data = merge(base, _read_yaml(version_file))
+            if os.path.isfile(os.path.join(path, VERSION_MANIFEST)):
+                data = merge(base, _read_yaml(path, VERSION_MANIFEST, f"{name}/{number}"))
             sources.append(VersionSource(number, path, parse_manifest(name, data)))
         return sources
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def _read_yaml(folder: str, file_name: str, shown: str) -> dict[str, Any]:
+    """The mapping in ``folder/file_name``; errors call the folder ``shown`` (the model's
+    name and version), never its path on the host."""
+    where = f"{shown}/{file_name}"
     try:
-        with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
-    except (OSError, yaml.YAMLError) as exc:
-        raise invalid(f"cannot read {path}: {exc}") from None
+        with open(os.path.join(folder, file_name), encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise invalid(f"cannot read {where}: {reason}") from None
+    try:
+        # from a string, so that YAML's error marks say "<unicode string>", not the path
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise invalid(f"cannot read {where}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise invalid(f"{path} must hold a mapping")
+        raise invalid(f"{where} must hold a mapping")
     return data
 
 

@@ -7,12 +7,12 @@ the manifest prefers a GPU, else CPU. ``runtime_options`` may set ``intra_op_thr
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from modelgate.core.artifacts import artifact_path
 from modelgate.core.manifest import ModelManifest
 from modelgate.core.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
@@ -38,17 +38,22 @@ def providers_for(manifest: ModelManifest) -> list[str]:
 
 
 def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:
+    """A session for the file at ``path`` (resolved and checked by
+    :func:`~modelgate.core.artifacts.artifact_path`); errors name ``manifest.artifact``."""
     options = ort.SessionOptions()
     opts = manifest.runtime_options
     options.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
     options.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
     options.graph_optimization_level = _OPTIMIZATION[str(opts.get("graph_optimization", "all"))]
-    if not os.path.isfile(path):
-        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"model file not found: {path}")
     try:
         return ort.InferenceSession(path, sess_options=options, providers=providers_for(manifest))
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"cannot load {path}: {exc}") from exc
+        # its messages repeat the file's host path: show the manifest's name for it
+        reason = str(exc).replace(path, manifest.artifact)
+        raise ModelgateError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"cannot load artifact {manifest.artifact!r} of model '{manifest.name}': {reason}",
+        ) from exc
 
 
 class OnnxPredictor:
@@ -80,5 +85,5 @@ class OnnxPredictor:
 
 
 def load(source: VersionSource) -> OnnxPredictor:
-    path = os.path.join(source.path, source.manifest.artifact)
+    path = artifact_path(source, source.manifest.artifact)
     return OnnxPredictor(create_session(path, source.manifest), source.manifest)

@@ -8,12 +8,12 @@ second ``predict_proba``). The model takes one 2-D input.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import skops.io as sio
 
+from modelgate.core.artifacts import artifact_path
 from modelgate.core.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -42,15 +42,13 @@ class SkopsPredictor:
 def load(source: VersionSource) -> SkopsPredictor:
     manifest = source.manifest
     artifact = manifest.artifact if manifest.artifact.endswith(".skops") else "model.skops"
-    path = os.path.join(source.path, artifact)
-    if not os.path.isfile(path):
-        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"model file not found: {path}")
+    path = artifact_path(source, artifact)
     trusted = [str(t) for t in manifest.runtime_options.get("trusted_types", [])]
     untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
     if untrusted:
         raise ModelgateError(
             ErrorKind.INVALID_ARGUMENT,
-            f"{path} holds types that are not trusted: {untrusted}; list them in "
+            f"{artifact!r} holds types that are not trusted: {untrusted}; list them in "
             "runtime_options.trusted_types only if you trust the file's author",
         )
     estimator = sio.load(path, trusted=trusted or None)

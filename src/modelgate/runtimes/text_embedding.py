@@ -7,12 +7,12 @@ A batch is padded to its longest text only, so short texts stay cheap.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from modelgate.core.artifacts import artifact_path
 from modelgate.core.manifest import EmbeddingSpec, ModelManifest
 from modelgate.core.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
@@ -72,12 +72,6 @@ def load(source: VersionSource) -> TextEmbeddingPredictor:
     manifest = source.manifest
     tokenizer_file = str(manifest.runtime_options.get("tokenizer", "tokenizer.json"))
     # The tokenizer may sit in the version folder or, shared by all versions, beside model.yaml.
-    candidates = [
-        os.path.join(source.path, tokenizer_file),
-        os.path.join(os.path.dirname(source.path), tokenizer_file),
-    ]
-    path = next((p for p in candidates if os.path.isfile(p)), None)
-    if path is None:
-        raise ModelgateError(ErrorKind.INVALID_ARGUMENT, f"tokenizer not found: {tokenizer_file}")
-    session = create_session(os.path.join(source.path, manifest.artifact), manifest)
+    path = artifact_path(source, tokenizer_file, "tokenizer", shared=True)
+    session = create_session(artifact_path(source, manifest.artifact), manifest)
     return TextEmbeddingPredictor(session, Tokenizer.from_file(path), manifest)

@@ -475,13 +475,15 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @_translated
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        await self.service.load(request.model_name, _load_config(request.parameters), principal)
+        config = _load_config(request.parameters)
+        peer = _peer_host(context.peer())
+        await self.service.load(request.model_name, config, principal, peer)
         return service_pb2.RepositoryModelLoadResponse()
 
     @_translated
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        await self.service.unload(request.model_name, principal)
+        await self.service.unload(request.model_name, principal, _peer_host(context.peer()))
         return service_pb2.RepositoryModelUnloadResponse()
 
     # -- not served ----------------------------------------------------------------------

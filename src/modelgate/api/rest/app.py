@@ -388,9 +388,10 @@ class RestApp:
                 return
             if len(parts) == 4 and parts[1] == "models" and parts[3] in ("load", "unload"):
                 if parts[3] == "load":
-                    await service.load(parts[2], _load_config(doc), principal)
+                    config = _load_config(doc)
+                    await service.load(parts[2], config, principal, client_host(scope))
                 else:
-                    await service.unload(parts[2], principal)
+                    await service.unload(parts[2], principal, client_host(scope))
                 await self._ok(send, "oip", {})
                 return
         raise _no_route(scope["path"])

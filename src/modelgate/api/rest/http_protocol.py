@@ -1,0 +1,159 @@
+"""uvicorn's httptools protocol with the limits it lacks: the size of a request's headers,
+the time a client may take to send them, and the number of open connections.
+
+uvicorn 0.5x enforces none of these with httptools (h11 bounds header size only, and is
+slower): a client could send 100 MiB of headers (httptools buffers a header value whole
+before calling back) or open a connection and trickle a byte every few seconds for ever.
+``limit_concurrency`` counts requests and answers 503 to new ones, so it bounds neither.
+
+- **Header size.** The bytes received since the current request began are counted per read
+  (one addition); past ``max_header_bytes`` with the headers still incomplete the client gets
+  431 and the connection is closed, so a flood costs at most one read (64-256 KiB) past the
+  limit. When the headers complete within a read that took the count past the limit, their
+  exact size (request line plus headers) decides. The bytes of a pipelined request that
+  arrived in the same read as the end of the previous one are not counted per read: its
+  headers may pass the limit by up to one read.
+- **Header time.** From a connection's start, or from the first byte of a request on a kept
+  connection, the complete headers must arrive within ``header_timeout_s``; else 408 and
+  close. One timer per connection, re-armed only when it fires: a request costs a clock read,
+  not a timer.
+- **Connections.** A connection over ``max_connections`` open in this process is closed at
+  once, before it is read. The kernel's accept queue (``listen(2048)``) and the process's
+  file-descriptor limit bound what waits outside.
+
+The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
+
+
+class HeaderLimitsExceededError(Exception):
+    """Raised inside a parser callback: httptools turns it into a parser error, which uvicorn
+    answers through ``send_400_response`` (here: 431)."""
+
+
+def _answer(status: bytes, message: bytes) -> bytes:
+    return b"".join(
+        [
+            b"HTTP/1.1 ",
+            status,
+            b"\r\ncontent-type: application/json\r\ncontent-length: ",
+            str(len(message)).encode(),
+            b"\r\nconnection: close\r\n\r\n",
+            message,
+        ]
+    )
+
+
+_TOO_LARGE = _answer(b"431 Request Header Fields Too Large", b'{"error":"headers too large"}')
+_TIMEOUT = _answer(b"408 Request Timeout", b'{"error":"headers not received in time"}')
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """Configured by :func:`limited_protocol` (class attributes, since uvicorn creates one
+    instance per connection with its own arguments)."""
+
+    max_header_bytes = 16 * 1024
+    header_timeout_s = 10.0
+    max_connections = 4096
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # bytes read since the current request began, while its headers are incomplete
+        self._header_bytes = 0
+        self._awaiting_headers = True
+        # loop time by which the current request's headers must be complete; None: no
+        # request under way (an idle kept-alive connection: uvicorn's keep-alive timer)
+        self._header_deadline: float | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_overflow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > self.max_connections:
+            self.logger.warning("connection refused: %d open", len(self.connections) - 1)
+            self.transport.abort()
+            return
+        self._header_deadline = self.loop.time() + self.header_timeout_s
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._check_headers)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+            if self._header_deadline is None:
+                self._header_deadline = self.loop.time() + self.header_timeout_s
+        super().data_received(data)
+        if (
+            self._awaiting_headers
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse(_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        if self._header_bytes > self.max_header_bytes:  # this read held more than headers
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self.max_header_bytes:
+                self._header_overflow = True
+                raise HeaderLimitsExceededError
+        self._awaiting_headers = False
+        self._header_deadline = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._header_overflow:
+            self._refuse(_TOO_LARGE)
+        else:
+            super().send_400_response(msg)
+
+    def _refuse(self, answer: bytes) -> None:
+        self._awaiting_headers = False
+        self.transport.write(answer)
+        self.transport.close()
+
+    def _check_headers(self) -> None:
+        """The connection's timer: close it if a request's headers are overdue, else look
+        again when they would be."""
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        deadline = self._header_deadline
+        now = self.loop.time()
+        if self._awaiting_headers and deadline is not None and now >= deadline:
+            self._refuse(_TIMEOUT)
+            return
+        wait = self.header_timeout_s if deadline is None else max(deadline - now, 0.05)
+        self._header_timer = self.loop.call_later(wait, self._check_headers)
+
+
+def limited_protocol(
+    *, max_header_bytes: int, header_timeout_s: float, max_connections: int
+) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class to hand uvicorn as ``Config(http=...)``."""
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {
+            "max_header_bytes": max_header_bytes,
+            "header_timeout_s": header_timeout_s,
+            "max_connections": max_connections,
+        },
+    )

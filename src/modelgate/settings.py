@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     jwt_public_keys: dict[str, str] = Field(default_factory=dict)
     #: the claim that names the tenant a token speaks for
     jwt_tenant_claim: str = "tenant"
+    #: ``claim=value`` (e.g. ``groups=modelgate-operators``): an identity provider's token is
+    #: an operator's (may carry ``tenants:admin``) only when this claim holds this value (a
+    #: string equal to it, or a list containing it); unset: never. Tokens modelgate issues
+    #: itself keep the scopes of the key they were traded for
+    jwt_operator_claim: str | None = Field(default=None, pattern=r"^[^=\s]+=\S+$")
+    #: a token whose ``exp`` is further than this from now (or from its ``iat``) is refused
+    jwt_max_token_lifetime_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     #: with a signing key (PEM, RS256 or ES256) and ``jwt_issuer``, modelgate issues tokens
     #: itself at ``POST /oauth/token`` (client credentials) and publishes the public key at
     #: ``/.well-known/jwks.json``; share the key between replicas

@@ -16,8 +16,10 @@ Verification contract (every failure is ``ModelgateError(UNAUTHENTICATED)``, nev
   last good key set (even past ``jwks_cache_s``); without one, tokens are refused with
   "cannot verify tokens right now".
 - ``exp``, ``iss``, ``aud`` and ``sub`` are required; ``iss`` and ``aud`` must match (``aud``
-  may be a list that contains ours); ``exp``, ``nbf`` and ``iat`` are checked against
-  ``clock`` with ``leeway_s`` (at most :data:`MAX_LEEWAY_S`) of clock skew.
+  may be a list that contains ours); ``exp``, ``nbf`` and ``iat`` are whole numbers of
+  seconds, checked against ``clock`` with ``leeway_s`` (at most :data:`MAX_LEEWAY_S`) of
+  clock skew. A token may live at most ``max_lifetime_s``: ``exp`` no further than that from
+  now, nor from ``iat`` (so ``exp: 1e308`` or a ten-year token is refused).
 
 Tokens are never logged, and error messages never echo them.
 """
@@ -28,7 +30,6 @@ import asyncio
 import base64
 import json
 import logging
-import math
 import re
 import secrets
 import time
@@ -47,6 +48,7 @@ from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
+    "DEFAULT_MAX_LIFETIME_S",
     "JWKS_MIN_REFRESH_S",
     "MAX_LEEWAY_S",
     "JwtVerifier",
@@ -55,6 +57,7 @@ __all__ = [
     "claims_to_identity",
     "generate_signing_key",
     "looks_like_jwt",
+    "signing_kid",
 ]
 
 log = logging.getLogger("modelgate.identity.jwt")
@@ -65,6 +68,8 @@ SigningAlgorithm: TypeAlias = Literal["RS256", "ES256"]
 MAX_LEEWAY_S = 60.0
 #: the least time between two fetches of the JWKS URL, in seconds
 JWKS_MIN_REFRESH_S = 30.0
+#: the longest a verified token may live by default (``exp`` from now, and from ``iat``)
+DEFAULT_MAX_LIFETIME_S = 86_400
 
 _MAX_TOKEN_CHARS = 8192  # more than any sane Authorization header carries
 _MAX_JWKS_BYTES = 512 * 1024
@@ -133,8 +138,9 @@ class JwtVerifier:
     """Verifies JWT bearer tokens; see the module docstring for the full contract.
 
     Construction checks the configuration and raises ``ValueError`` for a bad one (no key
-    source, a symmetric or unknown algorithm, a leeway over :data:`MAX_LEEWAY_S`, a static
-    key that is not an RSA (2048 bits or more) or EC public key in PEM).
+    source, a symmetric or unknown algorithm, a leeway over :data:`MAX_LEEWAY_S`, a maximum
+    lifetime that is not positive, a static key that is not an RSA (2048 bits or more) or EC
+    public key in PEM).
     """
 
     def __init__(
@@ -148,10 +154,13 @@ class JwtVerifier:
         algorithms: tuple[str, ...] = ("RS256", "ES256"),
         jwks_cache_s: float = 300.0,
         http_timeout_s: float = 3.0,
+        max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
         clock: Callable[[], float] = time.time,
     ):
         if not issuer or not audience:
             raise ValueError("a JWT verifier needs an issuer and an audience")
+        if max_lifetime_s <= 0:
+            raise ValueError(f"max_lifetime_s must be positive, not {max_lifetime_s}")
         if not public_keys and not jwks_url:
             raise ValueError("a JWT verifier needs public_keys, a jwks_url or both")
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
@@ -171,6 +180,7 @@ class JwtVerifier:
         }
         self._jwks_url = jwks_url
         self._leeway = leeway_s
+        self._max_lifetime_s = max_lifetime_s
         self._algorithms = frozenset(algorithms)
         self._jwks_cache_s = jwks_cache_s
         self._http_timeout_s = http_timeout_s
@@ -241,12 +251,22 @@ class JwtVerifier:
         exp = _numeric_date(claims, "exp")
         if exp is None or exp <= now - self._leeway:
             raise _unauthenticated("the token has expired")
+        longest = self._max_lifetime_s + self._leeway
+        if exp - now > longest:
+            raise _unauthenticated(
+                f"the token's 'exp' is more than {self._max_lifetime_s} s away (its lifetime is "
+                "too long)"
+            )
         nbf = _numeric_date(claims, "nbf")
         if nbf is not None and nbf > now + self._leeway:
             raise _unauthenticated("the token is not valid yet (nbf)")
         iat = _numeric_date(claims, "iat")
         if iat is not None and iat > now + self._leeway:
             raise _unauthenticated("the token was issued in the future (iat)")
+        if iat is not None and exp - iat > longest:
+            raise _unauthenticated(
+                f"the token lives more than {self._max_lifetime_s} s from 'iat' to 'exp'"
+            )
 
     async def _key(self, kid: str) -> _VerificationKey:
         key = self._static.get(kid)
@@ -321,15 +341,23 @@ def _decode_segment(segment: str) -> Any:
         raise _unauthenticated(_MALFORMED) from None
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
+    """A time claim: whole seconds only. RFC 7519 allows fractions, but no issuer we know of
+    sends them, and refusing floats keeps ``1e308`` and ``NaN`` out of every comparison."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _unauthenticated(f"the token's {name!r} claim is not a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _unauthenticated(f"the token's {name!r} claim is not a number")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _unauthenticated(f"the token's {name!r} claim is not a number of whole seconds")
     return value
+
+
+def signing_kid(token: str) -> str | None:
+    """The ``kid`` a token's header names (unverified: use it after :meth:`JwtVerifier.verify`
+    only, to tell which key checked the token)."""
+    header = _decode_segment(token.partition(".")[0])
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
 
 
 def _strong_enough(key: _PublicKey) -> bool:

@@ -299,8 +299,8 @@ class RestApp:
         try:
             if self.abuse is not None:  # a blocked address is refused before any look-up
                 await self.abuse.check_address(client_host(scope))
-            if scope["method"] != "POST":
-                raise OAuthError("invalid_request", "use POST")
+            if scope["method"] != "POST":  # 405 with Allow, as for any other route
+                raise OAuthError("invalid_request", "the token endpoint takes POST only", 405)
             body = await read_body(scope, receive, 16 * 1024)
             form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
             if any(len(values) > 1 for values in form.values()):
@@ -311,12 +311,19 @@ class RestApp:
             client_id, secret = fields.get("client_id"), fields.get("client_secret")
             basic = _basic_credentials(scope)
             if basic is not None:
+                # RFC 6749 2.3: a client must not use more than one authentication method
+                if secret is not None or client_id not in (None, basic[0]):
+                    raise OAuthError(
+                        "invalid_request", "send the client credentials once: Basic or the form"
+                    )
                 client_id, secret = basic
             issued = await self.tokens.client_credentials(client_id, secret, fields.get("scope"))
         except OAuthError as exc:
             if exc.status == 401 and self.abuse is not None:  # a refused client: guessing?
                 await self.abuse.refused_credential(client_host(scope))
             extra = [(b"www-authenticate", b'Basic realm="modelgate"')] if exc.status == 401 else []
+            if exc.status == 405:
+                extra.append((b"allow", b"POST"))
             body = orjson.dumps({"error": exc.error, "error_description": exc.description})
             await respond(send, exc.status, body, headers + extra)
             return

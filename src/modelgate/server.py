@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from modelgate.api.rest.http_protocol import limited_protocol
 from modelgate.bootstrap import Components, build_components
 from modelgate.observability.logs import configure_logging
 from modelgate.settings import Settings
@@ -72,7 +73,10 @@ class Server:
         await components.open()
         import grpc
 
-        from modelgate.api.grpc.server import create_grpc_server  # grpc only when serving
+        from modelgate.api.grpc.server import (  # grpc only when serving
+            GrpcConnectionLimits,
+            create_grpc_server,
+        )
 
         self._grpc = create_grpc_server(
             components.service,
@@ -81,6 +85,13 @@ class Server:
             authenticator=components.authenticator,
             abuse=components.abuse,
             reuse_port=self._reuse_port,
+            limits=GrpcConnectionLimits(
+                max_metadata_bytes=settings.grpc_max_metadata_bytes,
+                max_connection_idle_s=settings.grpc_max_connection_idle_seconds,
+                max_concurrent_streams=settings.grpc_max_concurrent_streams,
+                max_connections=settings.grpc_max_connections,
+                handshake_timeout_s=settings.grpc_handshake_timeout_seconds,
+            ),
             tracer=components.tracer,
             requests=components.requests,
         )
@@ -103,10 +114,18 @@ class Server:
             access_log=False,  # modelgate's request log has the line (observability/logs.py)
             log_config=None,  # uvicorn's records go to the root logger, in its format
             log_level=settings.log_level,
-            http="httptools",
+            # httptools, with the header size, header time and connection limits it lacks
+            http=limited_protocol(
+                max_header_bytes=settings.http_max_header_bytes,
+                header_timeout_s=settings.http_header_timeout_seconds,
+                max_connections=settings.http_max_connections,
+            ),
+            timeout_keep_alive=settings.http_keepalive_seconds,
             server_header=False,
             date_header=False,
-            proxy_headers=True,
+            # X-Forwarded-For only from the peers named; none by default (any local process
+            # could otherwise pick the address that abuse throttling counts)
+            proxy_headers=bool(settings.forwarded_allow_ips.strip()),
             forwarded_allow_ips=settings.forwarded_allow_ips,
             ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
             ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,

@@ -7,8 +7,8 @@ every replica.
 
 Thresholds are tiny (slowed after 2 failures, blocked at 4; an address blocked at 3
 refused credentials) and the longest delay is 0.2 s, so the suite stays fast. REST clients
-pick their address with ``X-Forwarded-For``, which the server trusts from 127.0.0.1 (its
-``forwarded_allow_ips`` default); gRPC clients are 127.0.0.1.
+pick their address with ``X-Forwarded-For``, which the server here trusts from 127.0.0.1
+(``forwarded_allow_ips``; by default it trusts no one); gRPC clients are 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ async def serving(data_dir: Path, **overrides: Any) -> AsyncIterator[World]:
             "abuse_block_after": 4,
             "abuse_block_seconds": BLOCK_S,
             "abuse_auth_failures_per_ip": 3,
+            "forwarded_allow_ips": "127.0.0.1",
             **overrides,
         }
     )
@@ -262,13 +263,17 @@ async def test_key_guessing_from_one_address_is_blocked_before_any_lookup(
     assert (await infer(world, "rest", world.keys["acme"], address="203.0.113.8")).outcome == "ok"
 
 
-async def test_a_missing_key_is_not_a_guess(world: World) -> None:
+async def test_requests_without_a_key_get_the_address_blocked(world: World) -> None:
+    # a flood without credentials is throttled too (issue 16, finding 2)
+    flooder = {"X-Forwarded-For": "203.0.113.20"}
     async with httpx.AsyncClient(base_url=world.url) as client:
-        for _ in range(10):
-            response = await client.post("/v2/models/doubler/infer", json=ROW)
-            assert response.status_code == 401
+        statuses = [
+            (await client.post("/v2/models/doubler/infer", json=ROW, headers=flooder)).status_code
+            for _ in range(4)
+        ]
 
-    assert (await infer(world, "rest", world.keys["acme"])).outcome == "ok"
+    assert statuses == [401, 401, 401, 429]
+    assert (await infer(world, "rest", world.keys["acme"])).outcome == "ok"  # another address
 
 
 async def test_guessing_client_secrets_at_oauth_token_is_throttled(world: World) -> None:

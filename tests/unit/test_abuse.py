@@ -216,12 +216,18 @@ async def test_an_address_is_blocked_after_its_refused_credentials(world: World)
     assert principal == PRINCIPAL
 
 
-async def test_a_missing_credential_guesses_nothing_and_is_not_counted(world: World) -> None:
-    for _ in range(20):
+async def test_missing_credentials_count_against_the_address_and_block_it(world: World) -> None:
+    # a flood without credentials is throttled like one with bad ones (issue 16, finding 2)
+    for _ in range(4):
         with pytest.raises(ModelgateError):
             await world.guard.authenticate(world.authenticator, None, ADDRESS)  # type: ignore[arg-type]
-
     assert await world.blocked(address_subject(ADDRESS)) is None
+
+    with pytest.raises(ModelgateError):
+        await world.guard.authenticate(world.authenticator, None, ADDRESS)  # type: ignore[arg-type]
+
+    refused = await world.blocked(address_subject(ADDRESS))
+    assert refused is not None and refused.kind is ErrorKind.RATE_LIMITED
 
 
 async def test_a_valid_credential_of_a_blocked_key_is_refused(world: World) -> None:

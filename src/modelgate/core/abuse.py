@@ -9,7 +9,7 @@ Two kinds of subject are counted, each in fixed windows of ``window_s`` seconds:
   ``slow_after`` of them in a window each further failure is answered after a delay that
   grows with the count; at ``block_after`` the key is blocked for ``block_s`` seconds.
 - a client **address** (``ip:<address>``; IPv6 counted per /64, the block a single client
-  usually holds): refused credentials (UNAUTHENTICATED when one was presented). Past
+  usually holds): refused and missing credentials (UNAUTHENTICATED) where one is needed. Past
   ``slow_after`` they are slowed alike; at ``auth_failures_per_address`` the address is
   blocked, and while blocked it is refused (RATE_LIMITED) before any credential it sends is
   looked up, a valid one included.
@@ -228,9 +228,9 @@ class AbuseGuard:
         """``authenticator.authenticate(credential)`` for a client at ``address`` (a host,
         None when unknown), refused while the address or the key is blocked.
 
-        A presented credential that is refused counts against the address, and the refusal
-        is delayed as the count says. A missing credential is not counted: it guesses
-        nothing and costs no look-up."""
+        A refused credential counts against the address, and the refusal is delayed as the
+        count says. A missing one counts too: it guesses nothing, but a flood of requests
+        without credentials would otherwise never be throttled."""
         # The hot path inlines check()'s first step: a subject known clear costs one lookup.
         now = self._clock()
         if address:
@@ -240,7 +240,7 @@ class AbuseGuard:
         try:
             principal = await authenticator.authenticate(credential)
         except ModelgateError as exc:
-            if credential and exc.kind is ErrorKind.UNAUTHENTICATED:
+            if exc.kind is ErrorKind.UNAUTHENTICATED:
                 await self.refused_credential(address)
             raise
         subject = key_subject(principal)

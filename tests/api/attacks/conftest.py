@@ -85,6 +85,8 @@ async def world(
             abuse_slow_after=10_000,
             abuse_block_after=10_000,
             abuse_auth_failures_per_ip=10_000,
+            # the log test picks its clients' addresses with X-Forwarded-For
+            forwarded_allow_ips="127.0.0.1",
             # payload logging configured, so its consent and data-subject routes answer
             payload_keys={"k1": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode())},
             payload_pseudonym_key=SecretStr(secrets.token_urlsafe(32)),

@@ -41,6 +41,7 @@ from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.asgi import (
     ASGIApp,
     ClientGoneError,
+    Message,
     Receive,
     RequestSender,
     Scope,
@@ -86,10 +87,22 @@ _CALLER = "modelgate.principal"
 _MODEL = "modelgate.model"
 
 
+#: the admin API's pages that need no credential (its interactive docs)
+_ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/static/")
+#: the largest ``/oauth/token`` body: a form of a few fields
+_OAUTH_MAX_BODY = 16 * 1024
+_CLOSE = ((b"connection", b"close"),)
+
+
 @dataclass(frozen=True, slots=True)
 class RestLimits:
+    """Body limits, checked from ``Content-Length`` and again while the body streams, before
+    anything is parsed: ``max_body_bytes`` for inference, embeddings, jobs and feedback,
+    ``admin_max_body_bytes`` for ``/admin`` and ``/v2/repository``."""
+
     max_body_bytes: int = 64 * 1024 * 1024
     max_elements: int = 16 * 1024 * 1024
+    admin_max_body_bytes: int = 1024 * 1024
 
 
 class _MethodNotAllowedError(Exception):
@@ -117,6 +130,7 @@ class RestApp:
         requests: RequestLog | None = None,
         feedback: FeedbackService | None = None,
         jobs: JobRoutes | None = None,
+        admin_authenticator: Authenticator | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -136,6 +150,8 @@ class RestApp:
         self.feedback = feedback
         #: ``/v1/jobs`` (api/rest/jobs.py), None: not served
         self.jobs = jobs
+        #: who may call ``/admin``, asked from the headers before its body is read
+        self.admin_authenticator = admin_authenticator or authenticator
 
     async def _principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -227,7 +243,7 @@ class RestApp:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
-            await self.admin_app(scope, receive, send)
+            await self._admin(scope, receive, send, self.admin_app)
             return
         if path == "/oauth/token" and self.tokens is not None:
             await self._oauth_token(scope, receive, send)
@@ -272,21 +288,42 @@ class RestApp:
         except ModelgateError as exc:
             if self.abuse is not None:  # counts the failure, and slows the answer if due
                 await self.abuse.penalize(scope.get(_CALLER), exc)
-            await self._fail(send, api, exc)
+            await self._fail(send, api, exc, _closing(scope, exc))
         except Exception:  # the outermost layer: log with the request, answer 500
             log.exception("unhandled error on %s %s", scope["method"], path)
             await self._fail(send, api, ModelgateError(ErrorKind.INTERNAL, "internal error"))
 
-    async def _fail(self, send: Send, api: str, exc: ModelgateError) -> None:
+    async def _fail(
+        self, send: Send, api: str, exc: ModelgateError, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         if api == "openai":
             status, body = openai_error(exc)
         else:
             status, body = http_status(exc), orjson.dumps({"error": exc.message})
-        headers = _JSON + retry_after_header(exc) + rate_limit_headers(exc.details)
+        headers = [*_JSON, *retry_after_header(exc), *rate_limit_headers(exc.details), *extra]
         if exc.kind is ErrorKind.UNAUTHENTICATED:
             headers.append((b"www-authenticate", b'Bearer realm="modelgate"'))
         await respond(send, status, body, headers)
         self.metrics.http_answer(api, status)
+
+    # -- /admin (a FastAPI app) -------------------------------------------------------------
+    async def _admin(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """The caller is authenticated from the headers and the body read within
+        ``admin_max_body_bytes`` before the admin app parses anything: a request without a
+        valid credential costs no body, and counts against its address."""
+        try:
+            if self.admin_authenticator is not None and not scope["path"].startswith(_ADMIN_OPEN):
+                credential = credential_from(*credential_headers(scope))
+                await self._authenticate(scope, self.admin_authenticator, credential)
+            body = await read_body(scope, receive, self.limits.admin_max_body_bytes)
+        except ClientGoneError:
+            return
+        except ModelgateError as exc:  # in the admin API's shape (api/admin/app.py)
+            if self.abuse is not None:
+                await self.abuse.penalize(scope.get(_CALLER), exc)
+            await self._fail(send, "admin", exc, _closing(scope, exc))
+            return
+        await app(scope, _replay(body, receive), send)
 
     async def _ok(self, send: Send, api: str, payload: Any, status: int = 200) -> None:
         await respond(send, status, encode_json(payload), _JSON)
@@ -301,7 +338,7 @@ class RestApp:
                 await self.abuse.check_address(client_host(scope))
             if scope["method"] != "POST":  # 405 with Allow, as for any other route
                 raise OAuthError("invalid_request", "the token endpoint takes POST only", 405)
-            body = await read_body(scope, receive, 16 * 1024)
+            body = await read_body(scope, receive, _OAUTH_MAX_BODY)
             form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
             if any(len(values) > 1 for values in form.values()):
                 raise OAuthError("invalid_request", "a parameter is given twice")
@@ -329,7 +366,8 @@ class RestApp:
             return
         except ModelgateError as exc:  # e.g. a body over the limit
             body = orjson.dumps({"error": "invalid_request", "error_description": exc.message})
-            await respond(send, http_status(exc), body, headers + retry_after_header(exc))
+            extra = [*retry_after_header(exc), *_closing(scope, exc)]
+            await respond(send, http_status(exc), body, headers + extra)
             return
         answer = {
             "access_token": issued.access_token,
@@ -387,7 +425,7 @@ class RestApp:
         if head == "repository":
             _method(method, "POST")
             principal = await self._principal(scope)
-            body = await read_body(scope, receive, self.limits.max_body_bytes)
+            body = await read_body(scope, receive, self.limits.admin_max_body_bytes)
             doc = _json_object(body) if body.strip() else {}
             if parts[1:] == ["index"]:
                 index = await service.repository_index(bool(doc.get("ready")), principal)
@@ -524,6 +562,29 @@ def _route(path: str) -> str | None:
         elif parts[i - 1] == "versions" and parts[i - 2] == "{model}":
             parts[i] = "{version}"
     return "/".join(parts)
+
+
+def _closing(scope: Scope, exc: ModelgateError) -> tuple[tuple[bytes, bytes], ...]:
+    """``Connection: close`` for a refusal that may leave a body unread (too large, or the
+    caller refused before it was read): the rest of it is not worth receiving. Only on the
+    error path, so the headers are looked at again here rather than on every request."""
+    if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and _CALLER in scope:
+        return ()  # an authenticated caller's body was read, or there is none
+    for key, value in scope["headers"]:
+        if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
+            return _CLOSE
+    return ()
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over the already read ``body``, then waits on ``receive``
+    (for the client's disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 def _basic_credentials(scope: Scope) -> tuple[str, str] | None:

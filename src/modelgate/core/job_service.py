@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelgate.core.authorization import require_scope
+from modelgate.core.governance import SUBJECT_PARAMETER
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.inference import ANONYMOUS, InferenceService
 from modelgate.core.jobs import (
@@ -91,6 +92,7 @@ class JobService:
             raise invalid(f"a job holds 1 to {self.policy.max_items} requests")
         if not 0 <= spec.priority <= MAX_PRIORITY:
             raise invalid(f"'priority' must be an integer from 0 to {MAX_PRIORITY}")
+        _refuse_subjects(spec.items)
         owner = owner_of(principal)
         await self.inference.authorize(principal, spec.model, spec.version, Scope.INFER)
         if principal is None:  # nothing authorized: the model must still exist
@@ -167,6 +169,20 @@ class JobService:
                 f"{job.state.value})",
             )
         return job
+
+
+def _refuse_subjects(items: Sequence[dict[str, Any]]) -> None:
+    """Job items are kept with their inputs until the job's retention ends, and a subject's
+    erasure does not reach them: an item naming a data subject is refused (privacy.md)."""
+    for index, item in enumerate(items):
+        parameters = item.get("parameters") if isinstance(item, dict) else None
+        if isinstance(parameters, dict) and SUBJECT_PARAMETER in parameters:
+            raise invalid(
+                f"items[{index}] names a data subject (parameters.{SUBJECT_PARAMETER}): job "
+                "items are stored until the job's retention ends and a subject's erasure "
+                "cannot reach them, so jobs take no subject; send that request to the "
+                "synchronous endpoint instead"
+            )
 
 
 def _tenant(principal: Principal | None) -> str:

@@ -132,7 +132,7 @@ async def test_max_pending_counts_rows_not_requests() -> None:
 async def test_feedback_during_a_slow_write_waits_for_it_instead_of_404() -> None:
     store = SlowStore()
     recorder = FeedbackRecorder(store)
-    service = FeedbackService(store, recorder, wait_s=0.0)  # no polling: the lock must do it
+    service = FeedbackService(store, recorder)
     recorder.completed(completed("r1"))
     background = asyncio.create_task(recorder.flush())  # the recorder's own flush, in flight
     await store.writing.wait()

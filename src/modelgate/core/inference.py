@@ -28,6 +28,7 @@ from modelgate.core.manifest import ModelManifest
 from modelgate.core.model_control import ModelControl
 from modelgate.core.ports import InferenceObserver, Timing, UsageSink
 from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.core.request_size import check_tokens
 from modelgate.core.routing import Choice, DeploymentRouter
 from modelgate.core.shadow import ShadowRunner
 from modelgate.core.signature import (
@@ -388,6 +389,8 @@ class InferenceService:
             if deadline is not None and time.monotonic() >= deadline:
                 raise deadline_exceeded()
             inputs, rows = validate_inputs(loaded.manifest, request.inputs)
+            if loaded.manifest.limits.max_total_tokens is not None:  # an embedding model
+                await check_tokens(loaded.manifest, loaded.runtime, inputs)
             requested = select_outputs(loaded.manifest, request.outputs)
             if self.anomalies is not None and loaded.manifest.anomaly is not None:
                 # before admission and the runtime: a rejected request costs neither

@@ -22,6 +22,7 @@ __all__ = [
     "FeedbackSpec",
     "ModelManifest",
     "PayloadLoggingSpec",
+    "RequestLimits",
     "TensorSpec",
     "parse_manifest",
 ]
@@ -133,6 +134,66 @@ class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
 
+#: what :class:`RequestLimits` holds when a manifest says nothing (docs/model-repository.md)
+DEFAULT_MAX_ROWS = 4096
+DEFAULT_MAX_TEXTS = 256
+DEFAULT_MAX_TEXT_BYTES = 8192
+DEFAULT_MAX_TOTAL_TOKENS = 32_768
+
+
+class RequestLimits(_Strict):
+    """The most work one request may ask of the model, refused (PAYLOAD_TOO_LARGE) before
+    anything runs. Unset fields take defaults when the manifest is built, so a loaded
+    manifest's ``limits`` always holds numbers (the token limits only for embedding models).
+    """
+
+    #: rows (the first dimension) per request; default 4096, or the batch size if larger
+    max_rows: int | None = Field(default=None, ge=1, le=1 << 24)
+    #: texts (BYTES elements, all inputs together) per request; default 256
+    max_texts: int | None = Field(default=None, ge=1, le=1 << 24)
+    #: UTF-8 bytes of any one text; default 8 KiB. Checked before tokenization
+    max_text_bytes: int | None = Field(default=None, ge=1, le=1 << 30)
+    #: tokens of any one text (embedding models); default the model's ``embedding.max_tokens``
+    max_tokens_per_text: int | None = Field(default=None, ge=1)
+    #: tokens of all the request's texts together (embedding models); default 32768
+    max_total_tokens: int | None = Field(default=None, ge=1)
+    #: texts over ``max_tokens_per_text`` are cut to it, as sentence-transformers does,
+    #: instead of refused (as OpenAI does)
+    truncate: bool = False
+
+    def resolved(self, manifest: ModelManifest) -> RequestLimits:
+        """These limits with every unset one at its default for ``manifest``."""
+        embedding = manifest.embedding
+        rows = self.max_rows
+        if rows is None:
+            batch = manifest.batching.max_batch_size if manifest.batching is not None else 0
+            rows = max(DEFAULT_MAX_ROWS, batch)
+        per_text = self.max_tokens_per_text
+        total = self.max_total_tokens
+        if embedding is None:
+            if per_text is not None or total is not None:
+                raise ValueError("token limits need an 'embedding' section (its tokenizer)")
+        else:
+            if per_text is None:
+                per_text = embedding.max_tokens
+            elif per_text > embedding.max_tokens:
+                raise ValueError(
+                    f"limits.max_tokens_per_text ({per_text}) is over the model's "
+                    f"embedding.max_tokens ({embedding.max_tokens})"
+                )
+            total = DEFAULT_MAX_TOTAL_TOKENS if total is None else total
+        return RequestLimits(
+            max_rows=rows,
+            max_texts=DEFAULT_MAX_TEXTS if self.max_texts is None else self.max_texts,
+            max_text_bytes=(
+                DEFAULT_MAX_TEXT_BYTES if self.max_text_bytes is None else self.max_text_bytes
+            ),
+            max_tokens_per_text=per_text,
+            max_total_tokens=total,
+            truncate=self.truncate,
+        )
+
+
 class ModelManifest(_Strict):
     """One version's effective manifest: ``model.yaml`` merged with its ``version.yaml``."""
 
@@ -155,6 +216,8 @@ class ModelManifest(_Strict):
     tenants: tuple[str, ...] | None = None
     #: a limit for the model whoever calls it (every tenant together)
     rate_limit: RateLimitSpec | None = None
+    #: the most work one request may ask (rows, texts, bytes, tokens); defaults when unset
+    limits: RequestLimits = RequestLimits()
     card: dict[str, Any] = Field(default_factory=dict)
     embedding: EmbeddingSpec | None = None
     #: payload logging allowed by this model; unset: never logged
@@ -199,6 +262,7 @@ class ModelManifest(_Strict):
                     raise ValueError(f"feedback names output '{named}', which the model lacks")
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
+        object.__setattr__(self, "limits", self.limits.resolved(self))
         if not self.platform:
             object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
         return self

@@ -1,7 +1,7 @@
 """A model's signature at work: requests checked against it, answers shaped by it.
 
-- :func:`validate_inputs`: names, datatypes, shapes, the batch size and NaN/Infinity of a
-  request's inputs against the manifest, before anything runs;
+- :func:`validate_inputs`: names, datatypes, shapes, the batch size, the size limits and
+  NaN/Infinity of a request's inputs against the manifest, before anything runs;
 - :func:`select_outputs`: the outputs a request asks for (all, when it names none);
 - :func:`output_tensors`: the runtime's arrays as the response's tensors, with Triton's
   classification extension;
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.manifest import ModelManifest, TensorSpec
+from modelgate.core.request_size import check_rows, check_texts
 from modelgate.core.tensors import Parameters, Tensor
 from modelgate.errors import invalid
 
@@ -39,9 +40,13 @@ class RequestedOutput:
 def validate_inputs(
     manifest: ModelManifest, tensors: list[Tensor]
 ) -> tuple[dict[str, np.ndarray[Any, Any]], int]:
-    """Check inputs against the signature; return them by name with the batch size."""
+    """Check inputs against the signature and the manifest's ``limits`` (rows, texts and
+    the bytes of each, see :mod:`modelgate.core.request_size`); return them by name with
+    the batch size."""
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     rows = -1
+    texts = 0
+    max_rows = manifest.limits.max_rows or 0
     for tensor in tensors:
         spec = manifest.input(tensor.name)
         if spec is None:
@@ -69,6 +74,10 @@ def validate_inputs(
             if rows not in (-1, shape[0]):
                 raise invalid("inputs disagree on the batch size (first dimension)")
             rows = shape[0]
+            if rows > max_rows:  # before any pass over the data
+                check_rows(manifest, rows)
+        if tensor.datatype == "BYTES":
+            texts = check_texts(manifest, tensor.name, tensor.data, texts)
         if (
             not spec.allow_nonfinite
             and tensor.data.dtype.kind == "f"

@@ -30,8 +30,17 @@ class TextEmbeddingPredictor:
         self._session = session
         self._spec: EmbeddingSpec = manifest.embedding
         self._tokenizer = tokenizer
+        # a counting copy, untruncated and unpadded: the request path counts with it
+        # (core/request_size.py) while batches run on the other, reconfigured one
+        self._counter = Tokenizer.from_str(tokenizer.to_str())
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        #: tokens added to every text ([CLS] and [SEP])
+        self.special_tokens = self._counter.num_special_tokens_to_add(False)
         tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length=self._spec.max_tokens)
+        # texts past the per-text limit were refused, unless the manifest truncates
+        cut = manifest.limits.max_tokens_per_text or self._spec.max_tokens
+        tokenizer.enable_truncation(max_length=min(cut, self._spec.max_tokens))
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in a batch
         self._feeds = {i.name for i in session.get_inputs()}
         self._text = manifest.inputs[0].name
@@ -63,6 +72,11 @@ class TextEmbeddingPredictor:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         values = [pooled.astype(np.float32, copy=False), mask.sum(axis=1).astype(np.int64)]
         return dict(zip(self._names, values, strict=False))
+
+    def count_tokens(self, texts: list[bytes]) -> list[int]:
+        """Each text's tokens, special ones included, untruncated (the size check)."""
+        decoded = [t.decode("utf-8", errors="replace") for t in texts]
+        return [len(e.ids) for e in self._counter.encode_batch(decoded)]
 
     def close(self) -> None:
         del self._session

@@ -13,6 +13,7 @@ from modelgate.core.embeddings import EmbeddingService
 from modelgate.core.governance import CONSENT_PARAMETERS, SUBJECT_PARAMETER
 from modelgate.core.identity import Principal
 from modelgate.core.inference import InferenceService
+from modelgate.core.request_size import REQUEST_LIMITS, TOKEN_LIMITS
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["OpenAIHandlers", "openai_error"]
@@ -37,6 +38,8 @@ def openai_error(exc: ModelgateError, param: str | None = None) -> tuple[int, by
     status, kind, code = _STATUS[exc.kind]
     if exc.kind is ErrorKind.NOT_FOUND and exc.details.get("resource", "model") != "model":
         code = None  # a job, a prediction or a route: OpenAI's code names only models
+    code = exc.details.get("openai_code", code)
+    param = param or exc.details.get("openai_param")
     body = {"error": {"message": exc.message, "type": kind, "param": param, "code": code}}
     return status, orjson.dumps(body)
 
@@ -83,9 +86,12 @@ class OpenAIHandlers:
         user = doc.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("'user' must be a string")
-        result = await self._embeddings.embed(
-            model, texts, dimensions, principal, _governance_parameters(doc, user)
-        )
+        try:
+            result = await self._embeddings.embed(
+                model, texts, dimensions, principal, _governance_parameters(doc, user)
+            )
+        except ModelgateError as exc:
+            raise _refusal(exc) from None
         vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
         data: list[dict[str, Any]] = []
         for index, vector in enumerate(vectors):
@@ -107,6 +113,17 @@ class OpenAIHandlers:
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+
+def _refusal(exc: ModelgateError) -> ModelgateError:
+    """A model's request limits refuse as OpenAI refuses input over its own: 400
+    ``invalid_request_error`` on ``input``, ``context_length_exceeded`` for tokens."""
+    limit = exc.details.get("limit")
+    if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE or limit not in REQUEST_LIMITS:
+        return exc
+    details = {**exc.details, "openai_param": "input"}
+    details["openai_code"] = "context_length_exceeded" if limit in TOKEN_LIMITS else None
+    return ModelgateError(ErrorKind.INVALID_ARGUMENT, exc.message, details=details)
 
 
 def _governance_parameters(doc: dict[str, Any], user: str | None) -> dict[str, Any]:

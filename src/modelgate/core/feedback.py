@@ -34,6 +34,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -221,6 +222,7 @@ class FeedbackRecorder:
         self.truncated_rows = 0
         #: requests not recorded because they withheld consent
         self.withheld = 0
+        self._not_kept: Counter[str] = Counter()  # rows, by reason
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -236,6 +238,13 @@ class FeedbackRecorder:
         not be read) and rows the store refused."""
         return self._dropped + self._writer.dropped
 
+    def not_kept(self) -> dict[str, int]:
+        """Prediction rows not recorded, by reason: ``withheld_consent``,
+        ``request_rows_cap`` (past ``max_request_rows``), ``backlog_full`` (``max_pending``
+        rows waiting), ``unreadable`` (an answer that could not be read), ``refused`` (by
+        the store)."""
+        return {**self._not_kept, "refused": self._writer.dropped}
+
     # -- the request path --------------------------------------------------------------
     def completed(self, inference: CompletedInference) -> None:
         manifest = inference.manifest
@@ -243,22 +252,25 @@ class FeedbackRecorder:
         if spec is None or not spec.enabled:
             return
         request = inference.request
-        parameters = request.parameters
-        if parameters and not request_allows(parameters):
-            self.withheld += 1  # nothing of it is kept (docs/privacy.md)
-            return
         response = inference.response
         outputs = response.outputs
         rows = _rows_of(outputs)
+        parameters = request.parameters
+        if parameters and not request_allows(parameters):
+            self.withheld += 1  # nothing of it is kept (docs/privacy.md)
+            self._not_kept["withheld_consent"] += rows
+            return
         cap = self._max_request_rows
         if rows > cap:  # its first rows only: slices are views, nothing is copied
             self.truncated_rows += rows - cap
+            self._not_kept["request_rows_cap"] += rows - cap
             rows = cap
             out = tuple([(t.name, t.datatype, _first(t.data, cap)) for t in outputs])
         else:
             out = tuple([(t.name, t.datatype, t.data) for t in outputs])
         if self._pending_rows + len(self._writer) + rows > self._max_pending:
             self._dropped += 1
+            self._not_kept["backlog_full"] += rows
             return
         principal = inference.principal
         version = response.model_version
@@ -349,6 +361,7 @@ class FeedbackRecorder:
             except Exception:  # one odd answer must not lose the batch; it is counted
                 log.exception("feedback: a prediction of model %s could not be read", item[4])
                 self._dropped += 1
+                self._not_kept["unreadable"] += item[8]
         return records
 
     def _build(self, item: _Pending) -> list[PredictionRecord]:

@@ -17,10 +17,13 @@ shorter of the two. The data subject is the request parameter ``subject`` (a str
 integer, at most 256 characters); it is stored only as its keyed pseudonym.
 
 :meth:`PayloadLogger.completed` (the request path) is a few attribute and dictionary
-lookups and, when the payload is kept, an append to a list: no I/O, no copy, no
-redaction. A background task redacts, pseudonymizes and seals in a worker thread and
-writes in batches every ``flush_interval_s``; a failed write keeps the sealed rows for the
-next flush; :meth:`PayloadLogger.close` writes what is left. The same task re-reads the
+lookups and, when the payload is kept, a size estimate (each tensor's ``nbytes``, or its
+element count for text) and an append to a list: no I/O, no copy, no redaction. What
+waits is bounded in rows (``max_pending``) and in bytes (``max_pending_bytes``); a payload
+over ``max_bytes`` is not kept; each reason is counted (:meth:`PayloadLogger.not_kept`).
+A background task redacts, pseudonymizes and seals in a worker thread and writes in
+batches every ``flush_interval_s``; a failed write keeps the sealed rows for the next
+flush; :meth:`PayloadLogger.close` writes what is left. The same task re-reads the
 tenants' settings every ``consent_refresh_s`` (a change made on another replica takes that
 long to apply here) and deletes expired rows every ``purge_interval_s``.
 """
@@ -32,6 +35,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -139,6 +143,16 @@ def _new_id() -> str:
     return "pl_" + secrets.token_hex(12)
 
 
+def _least_size(tensors: Sequence[Tensor]) -> int:
+    """At least the bytes these tensors hold, in constant time per tensor: numbers their
+    array's bytes, text one byte per element (its exact size is read in the background)."""
+    size = 0
+    for tensor in tensors:
+        data = tensor.data
+        size += data.size if tensor.datatype == "BYTES" else data.nbytes
+    return size
+
+
 class PayloadLogger:
     """The :class:`~modelgate.core.inference.InferenceListener` that logs consented
     payloads (see the module docstring)."""
@@ -152,6 +166,7 @@ class PayloadLogger:
         flush_interval_s: float = 1.0,
         max_pending: int = 10_000,
         max_bytes: int = 1024 * 1024,
+        max_pending_bytes: int = 64 * 1024 * 1024,
         consent_refresh_s: float = 5.0,
         purge_interval_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
@@ -166,6 +181,8 @@ class PayloadLogger:
         self._interval = flush_interval_s
         self._max_pending = max_pending
         self._max_bytes = max_bytes
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0  # the estimated size of what waits in _pending
         self._refresh_s = consent_refresh_s
         self._purge_s = purge_interval_s
         self._clock = clock
@@ -186,6 +203,7 @@ class PayloadLogger:
         self._dropped = 0  # beyond max_pending on the request path
         self._dropped_logged = 0
         self._skipped = 0
+        self._not_kept: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -205,6 +223,12 @@ class PayloadLogger:
         """Payloads not kept because they were larger than ``max_bytes`` or unreadable."""
         return self._skipped
 
+    def not_kept(self) -> dict[str, int]:
+        """Consented payloads not kept, by reason: ``too_large`` (over ``max_bytes``),
+        ``backlog_full`` (``max_pending`` rows or ``max_pending_bytes`` waiting),
+        ``unreadable`` (could not be sealed), ``refused`` (by the store)."""
+        return {**self._not_kept, "refused": self._writer.dropped}
+
     # -- the request path --------------------------------------------------------------
     def completed(self, inference: CompletedInference) -> None:
         policy = inference.manifest.payload_logging
@@ -220,10 +244,20 @@ class PayloadLogger:
         terms = logging_terms(policy, consent, request.parameters)
         if terms is None:
             return
-        if len(self._pending) + len(self._writer) >= self._max_pending:
-            self._dropped += 1
-            return
         response = inference.response
+        size = _least_size(request.inputs) + _least_size(response.outputs)
+        if size > self._max_bytes:  # not held until the flush only to be skipped there
+            self._skipped += 1
+            self._not_kept["too_large"] += 1
+            return
+        if (
+            len(self._pending) + len(self._writer) >= self._max_pending
+            or self._pending_bytes + size > self._max_pending_bytes
+        ):
+            self._dropped += 1
+            self._not_kept["backlog_full"] += 1
+            return
+        self._pending_bytes += size
         self._pending.append(
             _Pending(
                 self._clock(),
@@ -308,11 +342,15 @@ class PayloadLogger:
         """Seal and write everything pending now; answers how many rows were written."""
         async with self._lock:
             batch, self._pending = self._pending, []
+            self._pending_bytes = 0
             if batch:
                 try:
                     self._writer.add(await asyncio.to_thread(self._seal_all, batch))
                 except asyncio.CancelledError:
                     self._pending[:0] = batch
+                    self._pending_bytes += sum(
+                        _least_size(p.inputs) + _least_size(p.outputs) for p in batch
+                    )
                     raise
             written = await self._writer.write()
             if self.dropped > self._dropped_logged:
@@ -342,7 +380,11 @@ class PayloadLogger:
                 record = self._seal(item)
             except Exception:  # one bad payload must not lose the batch; it is counted
                 log.exception("payloads: a payload of model %s could not be sealed", item.model)
+                self._not_kept["unreadable"] += 1
                 record = None
+            else:
+                if record is None:
+                    self._not_kept["too_large"] += 1
             if record is None:
                 self._skipped += 1
             else:

@@ -28,6 +28,11 @@ Metric names (all prefixed ``modelgate_``), with their labels:
   is unreachable and its fallback answers
 - ``usage_pending_groups``: usage sums waiting to be written;
   ``usage_dropped_requests_total``: requests whose usage was lost
+- ``records_pending_rows{recorder}``: rows the feedback recorder (``feedback``) and the
+  payload logger (``payloads``) hold, not written yet;
+  ``records_not_kept_rows_total{recorder,reason}``: rows they did not keep, by reason
+  (``withheld_consent``, ``request_rows_cap``, ``too_large``, ``backlog_full``,
+  ``unreadable``, ``refused``)
 - ``model_loaded{model,version}``: 1 while a version is loaded; ``models_loaded``: how many
 - ``model_state{model,version,state}``: 1 for each model's current state (``READY``,
   ``LOADING``, ``UNLOADING``, ``UNAVAILABLE``; version is empty for a model with none loaded)
@@ -51,8 +56,8 @@ of further tenants are counted under ``tenant="_other"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -251,12 +256,14 @@ class PrometheusMetrics:
         registry: ModelRegistry | None = None,
         admission: Admission | None = None,
         usage: UsageRecorder | None = None,
+        records: Sequence[tuple[str, RecordKeeper]] = (),
     ) -> None:
         """Export the state of these (read at each scrape): models, requests in flight,
-        degraded stores, the usage backlog."""
+        degraded stores, the usage backlog, what the recorders hold and did not keep."""
         self._state.registry = registry
         self._state.admission = admission
         self._state.usage = usage
+        self._state.records = tuple(records)
 
     # -- InferenceObserver -------------------------------------------------------------
     def version(self, model: str, version: str) -> _VersionMetrics:
@@ -357,6 +364,15 @@ class PrometheusMetrics:
         return generate_latest(self.registry)
 
 
+class RecordKeeper(Protocol):
+    """A background recorder of rows (the feedback recorder, the payload logger)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def not_kept(self) -> dict[str, int]: ...
+
+
 class _StateCollector:
     """Reads what :meth:`PrometheusMetrics.track` was given, at each scrape."""
 
@@ -364,6 +380,7 @@ class _StateCollector:
         self.registry: ModelRegistry | None = None
         self.admission: Admission | None = None
         self.usage: UsageRecorder | None = None
+        self.records: tuple[tuple[str, RecordKeeper], ...] = ()
 
     def collect(self) -> Iterator[Metric]:
         if self.registry is not None:
@@ -402,6 +419,23 @@ class _StateCollector:
                 "Requests whose usage was lost (backlog full, or refused by the store)",
                 self.usage.dropped,
             )
+        if self.records:
+            pending = GaugeMetricFamily(
+                "modelgate_records_pending_rows",
+                "Rows a recorder holds, not written yet",
+                labels=("recorder",),
+            )
+            not_kept = CounterMetricFamily(
+                "modelgate_records_not_kept_rows",
+                "Rows a recorder did not keep, by reason",
+                labels=("recorder", "reason"),
+            )
+            for name, keeper in self.records:
+                pending.add_metric((name,), keeper.pending)
+                for reason, rows in sorted(keeper.not_kept().items()):
+                    not_kept.add_metric((name, reason), rows)
+            yield pending
+            yield not_kept
 
     @staticmethod
     def _models(registry: ModelRegistry) -> Iterator[Metric]:

@@ -49,7 +49,7 @@ from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.alerting import MetricsAlertSource, alert_sink, read_alert_rules
 from modelgate.observability.deployment_metrics import PrometheusDeploymentMetrics
 from modelgate.observability.logs import RequestLog
-from modelgate.observability.metrics import PrometheusMetrics
+from modelgate.observability.metrics import PrometheusMetrics, RecordKeeper
 from modelgate.observability.tracing import OtelTracer, build_tracer
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
@@ -379,6 +379,7 @@ def build_payload_logger(settings: Settings, state: State) -> PayloadLogger | No
         flush_interval_s=settings.payload_flush_seconds,
         max_pending=settings.payload_max_pending,
         max_bytes=settings.payload_max_bytes,
+        max_pending_bytes=settings.payload_max_pending_bytes,
         consent_refresh_s=settings.payload_consent_refresh_seconds,
         purge_interval_s=settings.payload_purge_seconds,
     )
@@ -538,7 +539,10 @@ def build_components(settings: Settings) -> Components:
         shadows=shadows,
         audit=state.audit,
     )
-    metrics.track(registry=registry, admission=admission, usage=recorder)
+    records: list[tuple[str, RecordKeeper]] = [("feedback", feedback)]  # rows, by reason
+    if payload_logger is not None:
+        records.append(("payloads", payload_logger))
+    metrics.track(registry=registry, admission=admission, usage=recorder, records=records)
     alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept)
     embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.

@@ -241,6 +241,8 @@ class Settings(BaseSettings):
     payload_max_pending: int = Field(default=10_000, ge=1)
     #: a payload larger than this (inputs and outputs) is not kept
     payload_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: at most this many bytes of payloads (estimated on the request path) wait in memory
+    payload_max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     #: how often a replica re-reads tenants' consent: a change made on another replica
     #: takes this long to apply everywhere
     payload_consent_refresh_seconds: float = Field(default=5.0, gt=0, le=300)

@@ -594,7 +594,9 @@ def build_components(settings: Settings) -> Components:
         requests=requests,
         feedback=state.feedback_service,
         jobs=JobRoutes(
-            jobs.service, max_body_bytes=settings.max_body_bytes, max_elements=settings.max_elements
+            jobs.service,
+            max_body_bytes=min(settings.max_body_bytes, settings.jobs_max_bytes),
+            max_elements=settings.max_elements,
         ),
         admin_authenticator=admin_authenticator,
     )

@@ -309,8 +309,11 @@ class Settings(BaseSettings):
     jobs_retry_backoff_seconds: float = Field(default=2.0, ge=0, le=300)
     #: queued and running jobs one tenant may have at once
     jobs_max_active_per_tenant: int = Field(default=1000, ge=1)
-    #: inference requests one job may carry
-    jobs_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: inference requests one job may carry; more answers 413 at submission
+    jobs_max_items: int = Field(default=1000, ge=1, le=1_000_000)
+    #: the body of one job submission (all its requests together); more answers 413
+    #: before it is parsed. Each request is also held to its model's ``limits``
+    jobs_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: how often an idle worker looks for work
     jobs_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     #: finished jobs (their requests and results) are deleted this many days after they

@@ -62,7 +62,7 @@ def _texts(*texts: bytes | str) -> list[Tensor]:
 
 def _refused(exc: pytest.ExceptionInfo[ModelgateError], limit: str, value: int) -> None:
     assert exc.value.kind is ErrorKind.PAYLOAD_TOO_LARGE
-    assert exc.value.details == {"limit": limit, "value": value}
+    assert exc.value.details == {"size_limit": limit, "allowed": value}
     assert f"limits.{limit}" in exc.value.message and str(value) in exc.value.message
 
 

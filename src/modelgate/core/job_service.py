@@ -2,7 +2,8 @@
 the caller's tenant (another tenant's job answers NOT_FOUND, like a missing one).
 
 Submission checks what can be checked at once, so a job that cannot run is refused rather
-than queued: the model exists and the caller may use it (INFER), the item count, the
+than queued: the model exists and the caller may use it (INFER), the item count (413 over
+``max_items``), each item's rows and texts against the model's ``limits`` (413), the
 priority, the webhook URL (syntax, and that it resolves to a public address: SSRF), and
 the tenant's limit of active jobs (RATE_LIMITED). Inputs are checked against the model's
 signature when each item runs; an item that fails that check gets an error result.
@@ -18,7 +19,7 @@ from typing import Any
 from modelgate.core.authorization import require_scope
 from modelgate.core.governance import SUBJECT_PARAMETER
 from modelgate.core.identity import Principal, Scope
-from modelgate.core.inference import ANONYMOUS, InferenceService
+from modelgate.core.inference import ANONYMOUS, InferenceRequest, InferenceService
 from modelgate.core.jobs import (
     Job,
     JobOwner,
@@ -30,6 +31,7 @@ from modelgate.core.jobs import (
     new_job_id,
 )
 from modelgate.core.ports import JobQueue
+from modelgate.core.request_size import check_size
 from modelgate.core.ssrf import PinnedUrl, resolve_public
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -53,6 +55,9 @@ class JobSpec:
     idempotency_key: str | None = None
     #: a digest of the request, to tell a reused idempotency key with another body
     request_hash: str = ""
+    #: ``items`` decoded, when the adapter decoded them: their rows and texts are held to
+    #: the model's ``limits`` at submission (the rest of the signature when they run)
+    requests: Sequence[InferenceRequest] = ()
 
 
 def owner_of(principal: Principal | None) -> JobOwner:
@@ -88,15 +93,21 @@ class JobService:
     async def submit(self, principal: Principal | None, spec: JobSpec) -> tuple[Job, bool]:
         """The job, and whether it is new (False: the idempotency key's earlier job)."""
         require_scope(principal, Scope.INFER)
-        if not 1 <= len(spec.items) <= self.policy.max_items:
-            raise invalid(f"a job holds 1 to {self.policy.max_items} requests")
+        _check_items(len(spec.items), self.policy.max_items)
         if not 0 <= spec.priority <= MAX_PRIORITY:
             raise invalid(f"'priority' must be an integer from 0 to {MAX_PRIORITY}")
         _refuse_subjects(spec.items)
         owner = owner_of(principal)
         await self.inference.authorize(principal, spec.model, spec.version, Scope.INFER)
-        if principal is None:  # nothing authorized: the model must still exist
-            await self.inference.registry.manifest(spec.model)
+        if principal is None or spec.requests:  # the model must exist; its limits
+            manifest = await self.inference.registry.manifest(spec.model)
+            for i, request in enumerate(spec.requests):
+                try:
+                    check_size(manifest, request.inputs)
+                except ModelgateError as exc:
+                    raise ModelgateError(
+                        exc.kind, f"requests[{i}]: {exc.message}", details=exc.details
+                    ) from None
         if spec.webhook_url is not None:
             await self._resolve(spec.webhook_url, allow_private=self.policy.webhook_allow_private)
         job = NewJob(
@@ -183,6 +194,18 @@ def _refuse_subjects(items: Sequence[dict[str, Any]]) -> None:
                 "cannot reach them, so jobs take no subject; send that request to the "
                 "synchronous endpoint instead"
             )
+
+
+def _check_items(count: int, limit: int) -> None:
+    """A job holds 1 to ``limit`` requests; more is PAYLOAD_TOO_LARGE (413)."""
+    if count < 1:
+        raise invalid("a job holds at least one request")
+    if count > limit:
+        raise ModelgateError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"a job holds at most {limit} requests, not {count} (jobs_max_items)",
+            details={"size_limit": "jobs_max_items", "allowed": limit},
+        )
 
 
 def _tenant(principal: Principal | None) -> str:

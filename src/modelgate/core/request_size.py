@@ -8,8 +8,8 @@ text of ``b`` bytes has at most ``b`` tokens plus the tokenizer's special ones, 
 texts (nearly all) are never tokenized twice.
 
 A request over a limit is refused with PAYLOAD_TOO_LARGE, whose ``details`` name the limit
-(``limit``: e.g. ``"max_text_bytes"``) and its value (``value``), so that every adapter can
-say which limit refused (REST 413, gRPC RESOURCE_EXHAUSTED, OpenAI 400).
+(``size_limit``: e.g. ``"max_text_bytes"``) and its value (``allowed``), so that every
+adapter can say which limit refused (REST 413, gRPC RESOURCE_EXHAUSTED, OpenAI 400).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = [
     "token_counter",
 ]
 
-#: the names of the per-request limits, as errors' ``details["limit"]`` gives them
+#: the names of the per-request limits, as errors' ``details["size_limit"]`` gives them
 REQUEST_LIMITS = frozenset(
     {"max_rows", "max_texts", "max_text_bytes", "max_tokens_per_text", "max_total_tokens"}
 )
@@ -64,7 +64,7 @@ def over_limit(model: str, limit: str, value: int, what: str) -> ModelgateError:
     return ModelgateError(
         ErrorKind.PAYLOAD_TOO_LARGE,
         f"{what}; model '{model}' allows at most {value} (limits.{limit})",
-        details={"limit": limit, "value": value},
+        details={"size_limit": limit, "allowed": value},
     )
 
 

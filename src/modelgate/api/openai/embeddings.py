@@ -118,7 +118,7 @@ class OpenAIHandlers:
 def _refusal(exc: ModelgateError) -> ModelgateError:
     """A model's request limits refuse as OpenAI refuses input over its own: 400
     ``invalid_request_error`` on ``input``, ``context_length_exceeded`` for tokens."""
-    limit = exc.details.get("limit")
+    limit = exc.details.get("size_limit")
     if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE or limit not in REQUEST_LIMITS:
         return exc
     details = {**exc.details, "openai_param": "input"}

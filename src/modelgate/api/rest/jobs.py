@@ -95,7 +95,16 @@ class JobRoutes:
                 content_type = value.split(b";")[0].strip().lower()
             elif name == b"idempotency-key":
                 key = _idempotency_key(value)
-        body = await read_body(scope, receive, self._max_body)
+        try:
+            body = await read_body(scope, receive, self._max_body)
+        except ModelgateError as exc:
+            if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE:
+                raise
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"a job's body may be at most {self._max_body} bytes (jobs_max_bytes)",
+                details={"size_limit": "jobs_max_bytes", "allowed": self._max_body},
+            ) from None
         query = _query(scope, _LINE_QUERY if content_type in _LINES_TYPES else frozenset())
         if content_type in _LINES_TYPES:
             doc: dict[str, Any] = dict(query)
@@ -132,13 +141,18 @@ class JobRoutes:
             raise invalid("'requests' must be a non-empty list of OIP inference requests")
         limit = self.service.policy.max_items
         if len(items) > limit:
-            raise invalid(f"a job holds at most {limit} requests")
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"a job holds at most {limit} requests, not {len(items)} (jobs_max_items)",
+                details={"size_limit": "jobs_max_items", "allowed": limit},
+            )
+        requests = []
         for i, item in enumerate(items):
             where = "request" if "request" in doc else f"requests[{i}]"
             if not isinstance(item, dict):
                 raise invalid(f"{where} must be an OIP inference request object")
             try:
-                decode_job_item(model, version, item, self._max_elements)
+                requests.append(decode_job_item(model, version, item, self._max_elements))
             except ModelgateError as exc:
                 raise ModelgateError(exc.kind, f"{where}: {exc.message}") from None
         priority = doc.get("priority", 0)
@@ -150,7 +164,7 @@ class JobRoutes:
         canonical: dict[str, Any] = {"model": model, "version": version, "items": items}
         canonical.update(priority=priority, webhook_url=webhook)
         digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return JobSpec(model, version, items, priority, webhook, key, digest)
+        return JobSpec(model, version, items, priority, webhook, key, digest, requests)
 
     async def _get(self, principal: Principal | None, job_id: str) -> bytes:
         return orjson.dumps(job_document(await self.service.get(principal, job_id)))

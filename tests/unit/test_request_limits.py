@@ -78,7 +78,7 @@ def test_a_manifest_without_limits_gets_the_defaults() -> None:
     embedding = _manifest(EMBEDDING).limits
     assert embedding.max_tokens_per_text == 16  # the model's sequence length
     assert embedding.max_total_tokens == DEFAULT_MAX_TOTAL_TOKENS
-    assert not embedding.truncate
+    assert embedding.truncate  # as sentence-transformers does
 
 
 def test_a_batch_size_over_the_default_rows_raises_it() -> None:
@@ -224,10 +224,12 @@ def test_the_counter_is_found_under_the_runtimes_wrappers() -> None:
     assert token_counter(object()) is None  # a remote model: its node counts
 
 
-async def test_short_texts_are_never_tokenized_on_the_request_path() -> None:
+@pytest.mark.parametrize("truncate", [False, True])
+async def test_short_texts_are_never_tokenized_on_the_request_path(truncate: bool) -> None:
     counter = WordCounter()
+    manifest = _manifest(EMBEDDING, truncate=truncate)
     # 16 tokens per text: a text of 14 bytes has at most 14 + 2 tokens
-    await check_tokens(_manifest(EMBEDDING), Wrapper(counter), _inputs("a" * 14, "b c d"))
+    await check_tokens(manifest, Wrapper(counter), _inputs("a" * 14, "b c d"))
     assert counter.counted == []
 
 
@@ -236,7 +238,7 @@ async def test_short_texts_are_never_tokenized_on_the_request_path() -> None:
 async def test_the_tokens_per_text_cap_is_exact(words: int) -> None:
     counter = WordCounter()
     text = " ".join(["w"] * words)  # words + 2 tokens
-    manifest = _manifest(EMBEDDING)
+    manifest = _manifest(EMBEDDING, truncate=False)
     if words + 2 <= 16:
         await check_tokens(manifest, Wrapper(counter), _inputs(text))
     else:
@@ -277,7 +279,7 @@ async def test_truncation_lets_long_texts_through_at_the_cap() -> None:
 async def test_many_long_texts_are_counted_off_the_event_loop() -> None:
     counter = WordCounter()
     texts = [" ".join(["w"] * 10) + " " + "x" * 4000 for _ in range(8)]  # 12 tokens each
-    await check_tokens(_manifest(EMBEDDING), Wrapper(counter), _inputs(*texts))
+    await check_tokens(_manifest(EMBEDDING, truncate=False), Wrapper(counter), _inputs(*texts))
     assert len(counter.counted) == 8
     assert threading.get_ident() not in counter.threads
 

@@ -157,9 +157,9 @@ class RequestLimits(_Strict):
     max_tokens_per_text: int | None = Field(default=None, ge=1)
     #: tokens of all the request's texts together (embedding models); default 32768
     max_total_tokens: int | None = Field(default=None, ge=1)
-    #: texts over ``max_tokens_per_text`` are cut to it, as sentence-transformers does,
-    #: instead of refused (as OpenAI does)
-    truncate: bool = False
+    #: texts over ``max_tokens_per_text`` are cut to it, as sentence-transformers does (and
+    #: they still count at it against ``max_total_tokens``); false: refused, as OpenAI does
+    truncate: bool = True
 
     def resolved(self, manifest: ModelManifest) -> RequestLimits:
         """These limits with every unset one at its default for ``manifest``."""

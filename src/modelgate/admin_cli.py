@@ -25,6 +25,7 @@ from rich.table import Table
 
 from modelgate.core.authentication import ADMIN_TENANT
 from modelgate.core.identity import Plan, Principal, Scope
+from modelgate.core.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
 from modelgate.core.usage import GROUPS, UsageQuery, UsageRow, parse_group_by, parse_instant
 from modelgate.errors import ModelgateError
 
@@ -95,9 +96,9 @@ def create_plan(
     burst: Annotated[int | None, typer.Option(help="Requests allowed at once.")] = None,
     requests_per_day: Annotated[int | None, typer.Option()] = None,
     requests_per_month: Annotated[int | None, typer.Option()] = None,
-    rows_per_day: Annotated[int | None, typer.Option()] = None,
+    rows_per_day: Annotated[int | None, typer.Option(min=0, help="0: no quota.")] = None,
     rows_per_month: Annotated[int | None, typer.Option()] = None,
-    tokens_per_day: Annotated[int | None, typer.Option()] = None,
+    tokens_per_day: Annotated[int | None, typer.Option(min=0, help="0: no quota.")] = None,
     tokens_per_month: Annotated[int | None, typer.Option()] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Rows per request.")] = None,
@@ -109,16 +110,23 @@ def create_plan(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a plan."""
+    """Create a plan. A plan given no quota at all gets the default rows and tokens per
+    day (1,000,000 and 10,000,000), so a tenant's work is bounded; 0 sets none."""
+    quotas = (
+        requests_per_day, requests_per_month, rows_per_day, rows_per_month, tokens_per_day,
+        tokens_per_month,
+    )  # fmt: skip
+    if all(q is None for q in quotas):
+        rows_per_day, tokens_per_day = DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
     plan = Plan(
         name=name,
         requests_per_second=rps,
         burst=burst,
         requests_per_day=requests_per_day,
         requests_per_month=requests_per_month,
-        rows_per_day=rows_per_day,
+        rows_per_day=rows_per_day or None,
         rows_per_month=rows_per_month,
-        tokens_per_day=tokens_per_day,
+        tokens_per_day=tokens_per_day or None,
         tokens_per_month=tokens_per_month,
         max_concurrency=max_concurrency,
         max_batch_size=max_batch_size,

@@ -20,7 +20,18 @@ from modelgate.core.identity import ApiKeyRecord, IdentityStore, Plan, Principal
 from modelgate.core.keys import issue_key
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = ["CreatedKey", "TenancyService", "validate_scopes"]
+__all__ = [
+    "DEFAULT_ROWS_PER_DAY",
+    "DEFAULT_TOKENS_PER_DAY",
+    "CreatedKey",
+    "TenancyService",
+    "validate_scopes",
+]
+
+#: the rows and tokens quotas of a plan that ``modelgate plans create`` is given no quota
+#: for, so that the work a tenant causes is bounded from its first plan (0 there: none)
+DEFAULT_ROWS_PER_DAY = 1_000_000
+DEFAULT_TOKENS_PER_DAY = 10_000_000
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$")
 _INFER_SCOPE = re.compile(r"^infer:[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[1-9][0-9]{0,8})?$")

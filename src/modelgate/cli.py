@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,11 +150,34 @@ def list_models(url: str = _URL, api_key: str | None = _KEY) -> None:
 
 
 @models_app.command("load")
-def load_model(name: str, url: str = _URL, api_key: str | None = _KEY) -> None:
+def load_model(
+    name: str,
+    url: str = _URL,
+    api_key: str | None = _KEY,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="A JSON override of run-time settings for this load (batching, instances, "
+            "execution, hardware, version_policy); needs an operator's models:configure.",
+        ),
+    ] = None,
+) -> None:
     """Load (or reload) every version of a model without a restart."""
+    body: dict[str, Any] = {}
+    if config is not None:
+        try:
+            override = json.loads(config)
+        except ValueError as exc:
+            console.print(f"[red]--config is not JSON:[/] {exc}")
+            raise typer.Exit(2) from None
+        if not isinstance(override, dict):
+            console.print("[red]--config must be a JSON object[/]")
+            raise typer.Exit(2)
+        body = {"parameters": {"config": override}}
     with console.status(f"loading {name}..."):
-        _call("POST", url, f"/v2/repository/models/{name}/load", {}, api_key)
-    console.print(f"[green]loaded[/] {name}")
+        _call("POST", url, f"/v2/repository/models/{name}/load", body, api_key)
+    console.print(f"[green]loaded[/] {name}" + (" with its override" if config else ""))
 
 
 @models_app.command("unload")

@@ -10,6 +10,7 @@ folder; errors name no host path. ``modelgate_model_loaded`` follows what answer
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,7 +27,9 @@ import pytest
 import pytest_asyncio
 import yaml
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from typer.testing import CliRunner
 
+from modelgate.cli import app
 from modelgate.core.audit import AuditRecord
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.keys import issue_key
@@ -353,3 +356,18 @@ async def test_model_loaded_follows_what_answers(
     assert await gauges(world) == await serving(world) == {"1": 0.0, "2": 0.0}
     assert await load(world, "rest", "admin", MODEL) == (200, "")
     assert await gauges(world) == await serving(world) == {"1": 1.0, "2": 1.0}
+
+
+async def test_the_cli_loads_with_an_override_and_shows_a_refusal(world: World) -> None:
+    def run(*args: str) -> Any:
+        common = ["--url", world.url, "--api-key", ADMIN]
+        return CliRunner().invoke(app, ["models", "load", MODEL, *common, *args])
+
+    refused = await asyncio.to_thread(run, "--config", '{"tenants": ["ten_acme"]}')
+    assert refused.exit_code == 1 and "'tenants'" in refused.output
+    loaded = await asyncio.to_thread(run, "--config", '{"batching": {"max_batch_size": 8}}')
+    assert loaded.exit_code == 0, loaded.output
+    config = (await call(world, "admin", "GET", f"/v2/models/{MODEL}/config")).json()
+    assert config["max_batch_size"] == 8
+    assert (await asyncio.to_thread(run)).exit_code == 0
+    assert (await asyncio.to_thread(run, "--config", "[1]")).exit_code == 2

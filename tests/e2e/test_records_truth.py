@@ -21,7 +21,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from sqlalchemy.engine import make_url
 
 from modelgate.core.redaction import pseudonym
@@ -198,6 +200,20 @@ def test_withheld_consent_and_erasure_leave_no_raw_subject_id(
             for n in range(5):
                 _infer(client, keys["runner"], f"withheld-{n}", subject=withheld, consent=False)
             _infer(client, keys["runner"], "withheld-bare", consent=False)
+            grpc = grpcclient.InferenceServerClient(server.grpc_address)
+            try:  # gRPC: the same parameters, as a bool_param and a string_param
+                tensor = grpcclient.InferInput("features", [1, 12], "FP32")
+                tensor.set_data_from_numpy(np.array([APPLICANT], dtype=np.float32))
+                for n in range(2):
+                    grpc.infer(
+                        "credit-risk",
+                        [tensor],
+                        request_id=f"withheld-grpc-{n}",
+                        parameters={"subject": withheld, "consent": False},
+                        headers={"authorization": f"Bearer {keys['runner']}"},
+                    )
+            finally:
+                grpc.close()
             for n in range(3):
                 _infer(client, keys["runner"], f"consented-{n}", subject=erased)
             # feedback for a consented request is joined; for a withheld one nothing is there

@@ -162,6 +162,23 @@ def test_a_gpu_pool_and_keda_render_valid_manifests(helm: Path) -> None:
         assert f"\n{base}" in exported or f"# TYPE {base} " in exported, metric
 
 
+def _forwarded_allow_ips(documents: list[dict[str, Any]]) -> set[str]:
+    return {
+        env.get("value")
+        for deployment in by_kind(documents, "Deployment")
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+        for env in container["env"]
+        if env["name"] == "MODELGATE_FORWARDED_ALLOW_IPS"
+    }
+
+
+def test_forwarded_addresses_are_trusted_only_from_the_peers_named(helm: Path) -> None:
+    # by default from no one ("*" would let any pod pick the address the throttle counts)
+    assert _forwarded_allow_ips(render(helm)) == {""}
+    named = render(helm, "--set", "forwardedAllowIps=10.244.0.0/16")
+    assert _forwarded_allow_ips(named) == {"10.244.0.0/16"}
+
+
 def test_missing_required_values_fail_with_a_message(helm: Path) -> None:
     done = subprocess.run(
         [str(helm), "template", "mg", str(CHART), "--set", "node.models.existingClaim=m"],

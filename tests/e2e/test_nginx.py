@@ -87,7 +87,13 @@ def nginx_front(tmp_path: Path) -> Iterator[tuple[str, str, list[RunningServer]]
                 tmp_path / f"gateway-{i}",
                 "--role",
                 "gateway",
-                env={**env, "MODELGATE_ADMIN_KEY": KEY, "MODELGATE_NODE_KEY": NODE_KEY},
+                env={
+                    **env,
+                    "MODELGATE_ADMIN_KEY": KEY,
+                    "MODELGATE_NODE_KEY": NODE_KEY,
+                    # behind nginx, as deployed: its X-Forwarded-For names the client
+                    "MODELGATE_FORWARDED_ALLOW_IPS": "127.0.0.1",
+                },
             )
             for i in (1, 2)
         ]

@@ -43,7 +43,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - name: MODELGATE_SHUTDOWN_DELAY_SECONDS
   value: {{ .Values.shutdownDelaySeconds | quote }}
 - name: MODELGATE_FORWARDED_ALLOW_IPS
-  value: "*"
+  value: {{ .Values.forwardedAllowIps | quote }}
 - name: MODELGATE_LOG_FORMAT
   value: json
 {{- range $name, $value := .Values.env }}

@@ -288,12 +288,18 @@ async def test_an_operator_overrides_run_time_settings_and_is_audited(
 
 @pytest.mark.parametrize("model", ["escape", "dotdot"])
 async def test_files_outside_the_model_folder_are_refused_without_host_paths(
-    world: World, model: str
+    world: World, model: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    status, message = await load(world, "rest", "admin", model)
+    with caplog.at_level(logging.WARNING, logger="modelgate.registry"):
+        status, message = await load(world, "rest", "admin", model)
     assert status == 400, message
     assert "outside the model's folder" in message or "relative path" in message
     assert str(world.root) not in message and "/tmp" not in message
+    warnings = [r.getMessage() for r in caplog.records if r.name == "modelgate.registry"]
+    assert any(model in w for w in warnings) and not any(str(world.root) in w for w in warnings)
+    failed = (await world.audit(model))[-1]
+    assert failed.action == "model.load.failed" and failed.after is not None
+    assert failed.after["reason"] == message
     index = await call(world, "admin", "POST", "/v2/repository/index")
     # (a manifest that does not validate is listed to nobody)
     assert all(r["state"] == "UNAVAILABLE" for r in index.json() if r["name"] == model)

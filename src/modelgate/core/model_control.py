@@ -22,7 +22,7 @@ from modelgate.core.authorization import require_model, require_model_configurat
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.overrides import check_override, override_fields
 from modelgate.core.registry import ModelRegistry
-from modelgate.errors import ModelgateError
+from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["ModelControl"]
 
@@ -53,8 +53,16 @@ class ModelControl:
         source_ip: str | None = None,
     ) -> None:
         """(Re)load every version of ``name``; ``config`` overrides run-time settings."""
-        require_model(principal, await self.registry.manifest(name), None, Scope.MODELS_WRITE)
         fields = override_fields(config) if config else []
+        try:
+            manifest = await self.registry.manifest(name)
+        except ModelgateError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:  # a manifest on disk that does not read
+                log.warning("loading model %s failed: %s", name, exc.message)
+                unread = {"fields": fields, "reason": exc.message}
+                await self._record(principal, "model.load.failed", name, source_ip, unread)
+            raise
+        require_model(principal, manifest, None, Scope.MODELS_WRITE)
         override: dict[str, Any] | None = None
         if config:
             try:

@@ -512,7 +512,8 @@ def _labels(
     if item.labels is not None:
         if len(item.labels) != len(rows):
             raise invalid(
-                f"request '{item.request_id}' had {len(rows)} rows; 'labels' has {len(item.labels)}"
+                f"request '{item.request_id}' had {len(rows)} rows recorded; 'labels' has "
+                f"{len(item.labels)}"
             )
         return [
             FeedbackRecord(r.id, r.row, label, now)
@@ -521,7 +522,9 @@ def _labels(
     if item.label is None:
         raise invalid("each item needs 'label' or 'labels'")
     if item.row >= len(rows):
-        raise invalid(f"request '{item.request_id}' had {len(rows)} rows; no row {item.row}")
+        raise invalid(
+            f"request '{item.request_id}' had {len(rows)} rows recorded; no row {item.row}"
+        )
     row = rows[item.row]
     return [FeedbackRecord(row.id, row.row, item.label, now)]
 

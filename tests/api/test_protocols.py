@@ -178,14 +178,18 @@ async def test_unload_and_load_round_trip(client: Client) -> None:
 
 
 async def test_load_with_config_override(client: Client) -> None:
+    """An operator's override changes what its allow-list permits (here, which versions
+    serve) and nothing that decides what code runs."""
     x = rows(1)
-    await client.load("doubler", config={"runtime_options": {"factor": 5}})
+    await client.load("doubler", config={"version_policy": {"specific": [2]}})
     try:
-        # Version 1 takes the override; version 2's own version.yaml still says 3.
-        np.testing.assert_array_equal(
-            (await client.infer("doubler", {"x": x}, version="1"))["y"], x * 5
-        )
         np.testing.assert_array_equal((await client.infer("doubler", {"x": x}))["y"], x * 3)
+        with pytest.raises(ProtocolError) as info:
+            await client.infer("doubler", {"x": x}, version="1")
+        assert info.value.code == "not_found"
+        with pytest.raises(ProtocolError) as info:
+            await client.load("doubler", config={"runtime_options": {"factor": 5}})
+        assert info.value.code == "invalid" and "'runtime_options'" in info.value.message
     finally:
         await client.load("doubler")
     np.testing.assert_array_equal(

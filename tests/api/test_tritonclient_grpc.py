@@ -109,12 +109,12 @@ async def test_load_unload_and_repository_index(triton_client: Any) -> None:
     finally:
         await triton_client.load_model("echo-text")
     assert await triton_client.is_model_ready("echo-text")
-    await triton_client.load_model("doubler", config=json.dumps({"runtime_options": {"factor": 7}}))
+    await triton_client.load_model(
+        "doubler", config=json.dumps({"version_policy": {"specific": [1]}})
+    )
     try:
-        result = await triton_client.infer(
-            "doubler", [doubler_input(np.ones((1, 4), np.float32))], model_version="1"
-        )
-        assert result.as_numpy("y").tolist() == [[7.0] * 4]
+        result = await triton_client.infer("doubler", [doubler_input(np.ones((1, 4), np.float32))])
+        assert result.as_numpy("y").tolist() == [[2.0] * 4]
     finally:
         await triton_client.load_model("doubler")
 

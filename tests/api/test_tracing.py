@@ -317,3 +317,23 @@ async def test_the_cache_lookup_and_the_deployments_pick_are_spans_of_the_reques
         spans = await _spans_of(traced_server, collector, trace_id)
         by_name = {s.name: s for s in spans}
         assert by_name["cache"].parent_span_id == by_name["POST /v2/models/{model}/infer"].span_id
+
+
+async def test_a_data_subjects_id_is_not_in_the_span_of_a_subject_route(
+    traced_server: Server, receiver: tuple[Receiver, int]
+) -> None:
+    """A trace store outlives an erasure, so the subject routes' spans carry the path with
+    the id replaced, as the request log writes it (privacy.md)."""
+    collector, _ = receiver
+    traceparent, trace_id, _ = _client_context()
+    subject = "subject-in-trace@example.com"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{traced_server.http_port}") as http:
+        response = await http.get(
+            f"/admin/subjects/{subject}/export",
+            headers={"Authorization": f"Bearer {ADMIN}", "traceparent": traceparent},
+        )
+    assert response.status_code < 500, response.text
+    spans = await _spans_of(traced_server, collector, trace_id)
+    paths = [a.value.string_value for s in spans for a in s.attributes if a.key == "url.path"]
+    assert paths == ["/admin/subjects/{subject}/export"]
+    assert all(subject not in str(s) for s in spans)

@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from modelgate import __version__
 from modelgate.core.tracing import AttributeValue
+from modelgate.observability.logs import logged_path
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -226,7 +227,7 @@ class OtelTracer:
         e.g. ``/v2/models/{model}/infer``; just the method when the route is unknown)."""
         attributes: dict[str, AttributeValue] = {
             "http.request.method": method,
-            "url.path": path[:1024],
+            "url.path": logged_path(path),  # a subject id outlives its erasure in a trace store
             "modelgate.request_id": request_id,
         }
         if route is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,7 +46,6 @@ TOKEN_LIMITS = frozenset({"max_tokens_per_text", "max_total_tokens"})
 _INLINE_COUNT_BYTES = 16 * 1024
 
 
-@runtime_checkable
 class TokenCounter(Protocol):
     """A predictor that tokenizes its text input (the ``text-embedding`` runtime).
 
@@ -86,7 +85,9 @@ def check_texts(manifest: ModelManifest, name: str, data: np.ndarray[Any, Any], 
             manifest.name, "max_texts", limits.max_texts, f"the request has {texts} texts"
         )
     if data.size:
-        longest = max(map(_size, data.flat))
+        # the codecs decode BYTES as bytes (len is the size, and map(len) runs in C); a
+        # caller's str elements are measured in UTF-8
+        longest = max(map(len if type(data.item(0)) is bytes else _size, data.flat))
         if longest > limits.max_text_bytes:
             index = next(i for i, t in enumerate(data.flat) if _size(t) == longest)
             raise over_limit(
@@ -121,7 +122,8 @@ def token_counter(runtime: object) -> TokenCounter | None:
     ``predictor``) when it counts tokens; None for others and for remote models (their node
     counts)."""
     for _ in range(4):  # a batcher over an adapter over a predictor, at most
-        if isinstance(runtime, TokenCounter):
+        # duck-typed: isinstance against a runtime-checkable Protocol costs tens of µs
+        if hasattr(runtime, "count_tokens") and hasattr(runtime, "special_tokens"):
             return runtime
         runtime = getattr(runtime, "inner", None) or getattr(runtime, "predictor", None)
         if runtime is None:
@@ -135,20 +137,24 @@ async def check_tokens(
     """Refuse a request of an embedding model over ``max_tokens_per_text`` or
     ``max_total_tokens``, counting only the texts whose bytes could be over."""
     limits = manifest.limits
-    if limits.max_tokens_per_text is None or limits.max_total_tokens is None:
+    per_text, most = limits.max_tokens_per_text, limits.max_total_tokens
+    if per_text is None or most is None:
         return
-    texts = [t for array in inputs.values() if array.dtype == object for t in array.flat]
-    counter = token_counter(runtime)
-    if counter is None or not texts:
+    arrays = [a for a in inputs.values() if a.dtype.kind == "O" and a.size]
+    counter = token_counter(runtime) if arrays else None
+    if counter is None:
         return
     special = counter.special_tokens
-    sizes = [_size(t) for t in texts]
-    per_text = limits.max_tokens_per_text
+    # the fast path, in C: bytes bound tokens (see the module docstring)
+    sizes = [n for a in arrays for n in map(len if type(a.item(0)) is bytes else _size, a.flat)]
+    if max(sizes) + special <= per_text and sum(sizes) + special * len(sizes) <= most:
+        return  # the common case: nothing to count
+    texts = [t for a in arrays for t in a.flat]
     # an upper bound of each text's tokens, from its bytes
     bounds = [min(b + special, per_text) if limits.truncate else b + special for b in sizes]
-    if sum(bounds) <= limits.max_total_tokens and max(bounds) <= per_text:
-        return  # the common case: nothing to count
-    if sum(bounds) > limits.max_total_tokens:
+    if sum(bounds) <= most and max(bounds) <= per_text:
+        return  # long texts, cut to the limit, within the total
+    if sum(bounds) > most:
         long = list(range(len(texts)))  # the total needs every count
     else:
         long = [i for i, b in enumerate(bounds) if b > per_text]
@@ -169,12 +175,9 @@ async def check_tokens(
             )
         bounds[i] = min(count, per_text)
     total = sum(bounds)
-    if total > limits.max_total_tokens:
+    if total > most:
         raise over_limit(
-            manifest.name,
-            "max_total_tokens",
-            limits.max_total_tokens,
-            f"the request's texts have {total} tokens",
+            manifest.name, "max_total_tokens", most, f"the request's texts have {total} tokens"
         )
 
 

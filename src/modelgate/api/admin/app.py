@@ -9,16 +9,22 @@ modelgate itself, so they work with no internet."""
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
+from math import isfinite
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from modelgate import __version__
 from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
+from modelgate.api.admin.openapi import install_openapi
 from modelgate.api.admin.schemas import (
+    INT64_MAX,
     AuditOut,
     CreatedKeyOut,
     KeyBody,
@@ -78,10 +84,11 @@ def build_admin_app(
     ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift. With ``idempotency``,
     POST, PUT and DELETE take an ``Idempotency-Key`` (``api/admin/idempotency.py``)."""
 
+    # The credential headers are the document's security schemes (openapi.py), not parameters.
     async def principal(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Principal:
         credential = credential_from(authorization, x_api_key)
         if abuse is None:
@@ -107,6 +114,7 @@ def build_admin_app(
     )
     if idempotency is not None:
         add_idempotency(app, idempotency)
+    install_openapi(app, idempotency=idempotency is not None)
 
     @app.exception_handler(ModelgateError)
     async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
@@ -114,6 +122,27 @@ def build_admin_app(
         if http_status(exc) == 401:
             headers["www-authenticate"] = 'Bearer realm="modelgate"'
         return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, less the input it echoes: an input JSON cannot carry back (``1e999``
+        parses to inf) made the answer itself fail (a 500), and a huge one doubled it."""
+        return JSONResponse({"detail": [_validation_error(e) for e in exc.errors()]}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """No route, or not this method: the admin API's error shape. A 405 lists every
+        method of the path in ``Allow`` (Starlette names those of the first route only)."""
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] is not Match.NONE
+                for method in getattr(route, "methods", None) or ()
+            }
+            headers["allow"] = ", ".join(sorted(allowed))
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
     Caller = Annotated[Principal, Depends(principal)]  # noqa: N806 - a type alias, not a value
 
@@ -184,7 +213,7 @@ def build_admin_app(
     @app.get("/admin/audit", response_model=list[AuditOut], tags=["audit"])
     async def list_audit(
         caller: Caller,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AuditOut]:
         require_scope(caller, Scope.AUDIT_READ)
@@ -244,6 +273,18 @@ def build_admin_app(
             ]
 
     return app
+
+
+def _validation_error(error: Any) -> dict[str, Any]:
+    found = {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
+    context = error.get("ctx")
+    if isinstance(context, dict):  # the bound that was broken, where it is a plain value
+        found["ctx"] = {
+            key: value
+            for key, value in context.items()
+            if isinstance(value, str | bool | int) or (isinstance(value, float) and isfinite(value))
+        }
+    return found
 
 
 def _add_usage_routes(

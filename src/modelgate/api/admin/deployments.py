@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modelgate.api.admin.schemas import INT32_MAX
 from modelgate.core.authorization import require_scope
 from modelgate.core.deployments import (
     Canary,
@@ -31,33 +32,38 @@ __all__ = ["DeploymentBody", "add_deployment_routes", "deployment_view"]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # floats are finite everywhere: inf would pass ``ge`` and then fail as JSON (a 500);
+    # strict: false is not 0 and "1" is not 1 (JSON's own types only; ints do for floats)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+Version = Annotated[int, Field(ge=1, le=INT32_MAX)]
 
 
 class VariantBody(_Request):
-    version: int = Field(ge=1)
+    version: Version
     weight: int = Field(ge=0, le=100, description="Percent of the traffic.")
 
 
 class CanaryBody(_Request):
-    version: int = Field(ge=1, description="The candidate version.")
-    steps: list[int] = Field(
+    version: Version = Field(description="The candidate version.")
+    steps: list[Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]] = Field(
         min_length=1, max_length=20, description="Percent per step, e.g. [5, 25, 50, 100]."
     )
     step_seconds: float = Field(ge=1, le=86_400, description="How long each step lasts.")
-    min_requests: int = Field(default=50, ge=1, description="Per version and step.")
+    min_requests: int = Field(default=50, ge=1, le=INT32_MAX, description="Per version and step.")
     max_error_rate_increase: float = Field(default=0.02, ge=0, le=1)
-    max_p95_ratio: float = Field(default=1.5, ge=0)
-    p95_slack_ms: float = Field(default=5.0, ge=0)
+    max_p95_ratio: float = Field(default=1.5, ge=0, le=1e6)
+    p95_slack_ms: float = Field(default=5.0, ge=0, le=1e9)
 
 
 class ShadowBody(_Request):
-    version: int = Field(ge=1)
+    version: Version
     percent: int = Field(default=100, ge=1, le=100, description="Share of requests copied.")
 
 
 class DeploymentBody(_Request):
-    default_version: int = Field(ge=1, description="The pinned version (the baseline).")
+    default_version: Version = Field(description="The pinned version (the baseline).")
     split: list[VariantBody] = Field(default_factory=list, max_length=16)
     canary: CanaryBody | None = None
     shadow: ShadowBody | None = None
@@ -97,8 +103,8 @@ class DeploymentBody(_Request):
 
 
 class PromoteBody(_Request):
-    version: int | None = Field(
-        default=None, ge=1, description="The version to make the default (unset: the canary)."
+    version: Version | None = Field(
+        default=None, description="The version to make the default (unset: the canary)."
     )
 
 

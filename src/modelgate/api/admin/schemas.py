@@ -1,35 +1,53 @@
 """Request and response bodies of the admin API. Requests forbid unknown fields, so a body
-cannot smuggle in ``tenant_id``, ``scopes`` or other privileges it was not meant to set."""
+cannot smuggle in ``tenant_id``, ``scopes`` or other privileges it was not meant to set.
+
+Every number a request carries is bounded by what stores it (:data:`INT32_MAX` for
+``Integer`` columns, :data:`INT64_MAX` for ``BigInteger`` ones; floats finite), so an
+out-of-range value is a 422 here rather than a database error (a 500) later."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.payloads import PayloadConsent
 from modelgate.core.usage import Price, UsageRow
 
+#: the largest value of an ``Integer`` column (PostgreSQL ``integer``)
+INT32_MAX = 2**31 - 1
+#: the largest value a ``BigInteger`` column (PostgreSQL ``bigint``, SQLite ``INTEGER``, both
+#: up to 2**63 - 1) takes from the API: the largest below that a JSON number parsed as a
+#: double still holds exactly, so that every client reads the bound as it is written
+INT64_MAX = 2**63 - 1024
+#: the most requests per second a plan or key may name (more is no limit at all)
+MAX_RATE = 1e9
+
+Int32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE, allow_inf_nan=False)]
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: false is not 0 and "1" is not 1 (JSON's own types only; ints do for floats)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PlanBody(_Request):
     name: str = Field(min_length=1, max_length=63)
-    requests_per_second: float | None = Field(default=None, gt=0)
-    burst: int | None = Field(default=None, ge=1)
-    requests_per_day: int | None = Field(default=None, ge=1)
-    requests_per_month: int | None = Field(default=None, ge=1)
-    rows_per_day: int | None = Field(default=None, ge=1)
-    rows_per_month: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-    tokens_per_month: int | None = Field(default=None, ge=1)
-    max_concurrency: int | None = Field(default=None, ge=1)
-    max_batch_size: int | None = Field(default=None, ge=1)
+    requests_per_second: Rate | None = None
+    burst: Int32 | None = None
+    requests_per_day: Int64 | None = None
+    requests_per_month: Int64 | None = None
+    rows_per_day: Int64 | None = None
+    rows_per_month: Int64 | None = None
+    tokens_per_day: Int64 | None = None
+    tokens_per_month: Int64 | None = None
+    max_concurrency: Int32 | None = None
+    max_batch_size: Int32 | None = None
     #: 0 (shed first under overload) to 9 (shed last)
     priority: int = Field(default=0, ge=0, le=9)
     models: list[str] | None = None
@@ -48,14 +66,15 @@ class TenantBody(_Request):
 class KeyBody(_Request):
     name: str = Field(default="default", min_length=1, max_length=63)
     scopes: list[str] = Field(default_factory=lambda: ["infer"], min_length=1, max_length=32)
-    expires_at: datetime | None = None
+    #: with a time zone (``Z`` or an offset)
+    expires_at: AwareDatetime | None = None
     #: the key's own rate limit, on top of its tenant's plan
-    requests_per_second: float | None = Field(default=None, gt=0)
-    burst: int | None = Field(default=None, ge=1)
+    requests_per_second: Rate | None = None
+    burst: Int32 | None = None
 
 
 class RotateBody(_Request):
-    overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
+    overlap_hours: float = Field(default=24, ge=0, le=24 * 30, allow_inf_nan=False)
 
 
 class PlanOut(BaseModel):
@@ -157,8 +176,8 @@ class VerifyOut(BaseModel):
 
 class PriceBody(_Request):
     #: per 1,000 units (tokens for text models, rows otherwise)
-    per_1k_units: float = Field(ge=0, allow_inf_nan=False)
-    per_compute_second: float = Field(default=0, ge=0, allow_inf_nan=False)
+    per_1k_units: float = Field(ge=0, le=1e12, allow_inf_nan=False)
+    per_compute_second: float = Field(default=0, ge=0, le=1e12, allow_inf_nan=False)
 
 
 class PriceOut(BaseModel):

@@ -30,6 +30,7 @@ __all__ = ["SqlAuditLog"]
 _APPEND_LOCK_KEY = 0x6D67_6175_6469_7400
 #: the most records one ``list`` call returns, whatever ``limit`` asks for
 MAX_PAGE = 1000
+_MAX_SEQ = 2**63 - 1  # a BigInteger column
 
 
 class SqlAuditLog:
@@ -70,7 +71,9 @@ class SqlAuditLog:
     ) -> Sequence[AuditRecord]:
         if limit < 1:
             raise invalid("limit must be at least 1")
-        query = select(audit_log).where(audit_log.c.seq > after_seq)
+        if after_seq >= _MAX_SEQ:  # nothing comes after; the driver could not bind it (int64)
+            return []
+        query = select(audit_log).where(audit_log.c.seq > max(after_seq, -1))
         if tenant_id is not None:
             if not storable(tenant_id, ID_LENGTH):
                 return []

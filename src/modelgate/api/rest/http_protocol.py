@@ -90,12 +90,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer = None
         super().connection_lost(exc)
 
+    # The overrides call HttpToolsProtocol's methods by name: super() costs a little more, on
+    # every request.
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
             self._header_bytes += len(data)
             if self._header_deadline is None:
                 self._header_deadline = self.loop.time() + self.header_timeout_s
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if (
             self._awaiting_headers
             and self._header_bytes > self.max_header_bytes
@@ -111,12 +113,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise HeaderLimitsExceededError
         self._awaiting_headers = False
         self._header_deadline = None
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._header_bytes = 0
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:
         if self._header_overflow:

@@ -29,23 +29,22 @@ of individually typical values that never occur together (each feature is scored
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from modelgate.core.manifest import ModelManifest
-from modelgate.core.ports import AnomalyObserver
+from modelgate.core.ports import AnomalyObserver, VersionSource
+from modelgate.core.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.registry import LoadedVersion
 from modelgate.core.tensors import Parameters
-from modelgate.errors import invalid
+from modelgate.errors import ModelgateError, invalid
 
 __all__ = [
     "RANGE_MARGIN",
@@ -318,15 +317,25 @@ class AnomalyDetector:
         does not parse (logged) leaves the version unchecked."""
         if loaded.manifest.anomaly is None or not loaded.path:
             return
-        path = Path(loaded.path) / "reference.json"
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = read_reference(VersionSource(loaded.version, loaded.path, loaded.manifest))
+            if document is None:
+                log.info(
+                    "%s v%d has no reference profile: not checked", loaded.name, loaded.version
+                )
+                return
             bounds = profile_bounds(document, loaded.manifest)
-        except FileNotFoundError:
-            log.info("%s v%d has no reference profile: not checked", loaded.name, loaded.version)
+        except ModelgateError as exc:  # refused or unreadable: names no host path
+            log.warning("ignoring the reference profile: %s: not checked", exc.message)
             return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring the reference profile %s: %s", path, exc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning(
+                "ignoring the reference profile %r of model '%s' version %d: %s: not checked",
+                REFERENCE_FILE,
+                loaded.name,
+                loaded.version,
+                exc,
+            )
             return
         if bounds:
             with self._lock:

@@ -54,9 +54,12 @@ def artifact_path(
         folders.append(Path(source.path).parent)
     for folder in folders:
         candidate = folder / name
-        if not candidate.exists() and not candidate.is_symlink():
-            continue
-        resolved = candidate.resolve()
+        try:
+            if not candidate.exists() and not candidate.is_symlink():
+                continue
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError):  # a symlink loop; their messages name host paths
+            raise invalid(f"{what} {name!r} of {where} cannot be resolved") from None
         if not (resolved.is_relative_to(version) or resolved.is_relative_to(model)):
             raise invalid(f"{what} {name!r} of {where} points outside the model's folder")
         if resolved.is_file():

@@ -38,22 +38,22 @@ small windows).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from modelgate.core.alerts import Reading
-from modelgate.core.ports import FeedbackStore
+from modelgate.core.ports import FeedbackStore, VersionSource
 from modelgate.core.predictions import LabelQuery
+from modelgate.core.profiles import read_reference
 from modelgate.core.registry import LoadedVersion, ModelRegistry
+from modelgate.errors import ModelgateError
 
 __all__ = [
     "DRIFT_DROP",
@@ -325,7 +325,7 @@ class ConceptMonitor:
         if loaded not in self._validation:
             found = _numbers(loaded.manifest.card.get("validation_metrics"))
             if found is None and loaded.path:
-                found = await asyncio.to_thread(_reference_metrics, loaded.path)
+                found = await asyncio.to_thread(_reference_metrics, loaded)
             self._validation[loaded] = found
         return self._validation[loaded]
 
@@ -398,13 +398,13 @@ def _numbers(value: object) -> dict[str, float] | None:
     return found or None
 
 
-def _reference_metrics(folder: str) -> dict[str, float] | None:
-    path = Path(folder) / "reference.json"
+def _reference_metrics(loaded: LoadedVersion) -> dict[str, float] | None:
+    """The validation figures of the version's reference profile; None without one, or
+    (logged, naming no host path) when it is refused (see
+    :func:`~modelgate.core.profiles.read_reference`)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        document = read_reference(VersionSource(loaded.version, loaded.path, loaded.manifest))
+    except ModelgateError as exc:
+        log.warning("concept: validation figures not read: %s", exc.message)
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("concept: %s not read: %r", path, exc)
-        return None
-    return _numbers(document.get("validation_metrics")) if isinstance(document, dict) else None
+    return None if document is None else _numbers(document.get("validation_metrics"))

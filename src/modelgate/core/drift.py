@@ -28,10 +28,8 @@ Pure numpy and the standard library; nothing here knows about requests or models
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -173,6 +171,9 @@ class ReferenceProfile:
 
     @classmethod
     def parse(cls, document: dict[str, Any]) -> ReferenceProfile:
+        """The profile in a ``reference.json`` document, read by
+        :func:`modelgate.core.profiles.read_reference` (which keeps it in the model's
+        folder); ValueError, KeyError, TypeError or AttributeError when it is malformed."""
         features = []
         for name, column in (document.get("features") or {}).items():
             categories = column.get("categories") or {}
@@ -197,15 +198,6 @@ class ReferenceProfile:
         return cls(
             tuple(features), probabilities, labels, TextReference.parse(text) if text else None
         )
-
-    @classmethod
-    def load(cls, path: Path) -> ReferenceProfile | None:
-        """The profile in ``path``; None when there is no such file (blocking I/O)."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        return cls.parse(json.loads(text))
 
 
 def bin_counts(values: NDArray[Any], edges: FloatArray) -> FloatArray:

@@ -34,7 +34,6 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -54,6 +53,8 @@ from modelgate.core.drift import (
 )
 from modelgate.core.inference import CompletedInference
 from modelgate.core.manifest import ModelManifest
+from modelgate.core.ports import VersionSource
+from modelgate.core.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.registry import LoadedVersion, ModelRegistry
 from modelgate.core.text_drift import TextDrift, text_drift
 from modelgate.errors import ErrorKind, ModelgateError
@@ -69,9 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelgate.monitoring")
-
-#: the reference profile's file name in a version folder
-REFERENCE_FILE = "reference.json"
 
 #: wider arrays (embeddings) are not kept in the windows
 MAX_VALUES_PER_ROW = 256
@@ -321,7 +319,7 @@ class Monitor:
             raise ModelgateError(ErrorKind.UNAVAILABLE, f"model '{model}' is not loaded")
         for item in loaded:
             if item not in self._profiles:
-                self._profiles[item] = await asyncio.to_thread(_read_profile, item.path)
+                self._profiles[item] = await asyncio.to_thread(_read_profile, item)
         self._fold()
         return [self.version_report(item) for item in loaded]
 
@@ -402,7 +400,7 @@ class Monitor:
 
     async def _load_profile(self, loaded: LoadedVersion) -> None:
         try:
-            self._profiles[loaded] = await asyncio.to_thread(_read_profile, loaded.path)
+            self._profiles[loaded] = await asyncio.to_thread(_read_profile, loaded)
         finally:
             self._loading.discard(loaded)
 
@@ -456,16 +454,24 @@ def _kept(array: Array) -> bool:
     return bool(array.size <= MAX_VALUES_PER_ROW * max(int(array.shape[0]), 1))
 
 
-def _read_profile(folder: str) -> ReferenceProfile | None:
-    """The version's profile; None without one, or (logged) with one that does not parse."""
-    if not folder:
-        return None
-    path = Path(folder) / REFERENCE_FILE
+def _read_profile(loaded: LoadedVersion) -> ReferenceProfile | None:
+    """The version's profile; None without one, or (logged, naming no host path) with one
+    that is refused (see :func:`~modelgate.core.profiles.read_reference`) or does not
+    parse."""
     try:
-        return ReferenceProfile.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring the reference profile %s: %s", path, exc)
-        return None
+        document = read_reference(VersionSource(loaded.version, loaded.path, loaded.manifest))
+        return None if document is None else ReferenceProfile.parse(document)
+    except ModelgateError as exc:
+        log.warning("ignoring the reference profile: %s", exc.message)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning(
+            "ignoring the reference profile %r of model '%s' version %d: %s",
+            REFERENCE_FILE,
+            loaded.name,
+            loaded.version,
+            exc,
+        )
+    return None
 
 
 def _columns(manifest: ModelManifest, window: Mapping[str, Array]) -> dict[str, Array]:

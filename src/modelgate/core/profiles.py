@@ -16,18 +16,60 @@ Shapes of the JSON produced (all numbers plain floats or ints):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from modelgate.core.artifacts import artifact_path
 from modelgate.core.manifest import ModelManifest
+from modelgate.errors import invalid
+
+if TYPE_CHECKING:
+    from modelgate.core.ports import VersionSource
+
+#: the version's profile, in its version folder
+REFERENCE_FILE = "reference.json"
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 HISTOGRAM_BINS = 20
 
 JsonObject = dict[str, Any]
+
+
+def read_reference(source: VersionSource) -> JsonObject | None:
+    """The version's ``reference.json``; None when its version folder has none (blocking
+    I/O). It is found as the version's artifact is
+    (:func:`~modelgate.core.artifacts.artifact_path`): in the version folder, resolving,
+    symlinks followed, inside it or its model's folder. INVALID_ARGUMENT, naming the file,
+    the model and the version and never a path on the host, when it resolves elsewhere, is
+    not a file, cannot be read or is not a JSON object; its readers log that and go on
+    without a profile (the profile is optional, unlike the artifact)."""
+    if not source.path:
+        return None
+    candidate = Path(source.path) / REFERENCE_FILE
+    where = (
+        f"reference profile {REFERENCE_FILE!r} of model '{source.manifest.name}' "
+        f"version {source.version}"
+    )
+    try:
+        if not candidate.exists() and not candidate.is_symlink():
+            return None
+    except OSError:  # its message names the host path
+        raise invalid(f"{where} cannot be read") from None
+    path = artifact_path(source, REFERENCE_FILE, "reference profile")
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise invalid(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except ValueError as exc:  # JSON's and UTF-8's messages name a position, not the file
+        raise invalid(f"{where} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise invalid(f"{where} is not a JSON object")
+    return document
 
 
 def histogram(

@@ -92,6 +92,7 @@ class Server:
                 max_connections=settings.grpc_max_connections,
                 handshake_timeout_s=settings.grpc_handshake_timeout_seconds,
             ),
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             tracer=components.tracer,
             requests=components.requests,
         )

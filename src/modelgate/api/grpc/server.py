@@ -30,6 +30,7 @@ from grpc_health.v1.health import aio as health_aio
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelgate.api.credentials import credential_from
+from modelgate.api.forwarded import TrustedProxies
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
 from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.abuse import AbuseGuard
@@ -122,12 +123,14 @@ def create_grpc_server(
     tracer: OtelTracer | None = None,
     requests: RequestLog | None = None,
     limits: GrpcConnectionLimits = GrpcConnectionLimits(),
+    forwarded_allow_ips: str = "",
 ) -> Any:
     """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
 
     A message over ``max_message_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED), as
     is metadata over ``limits.max_metadata_bytes``; ``max_elements`` bounds a tensor's
-    element count before anything is allocated.
+    element count before anything is allocated. ``forwarded_allow_ips``: the peers whose
+    ``x-forwarded-for`` metadata names the client (api/forwarded.py); none by default.
     """
     server = grpc.aio.server(
         options=[
@@ -145,6 +148,7 @@ def create_grpc_server(
             abuse=abuse,
             tracer=tracer,
             requests=requests,
+            proxies=TrustedProxies(forwarded_allow_ips) or None,
         ),
         server,
     )
@@ -202,6 +206,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         abuse: AbuseGuard | None = None,
         tracer: OtelTracer | None = None,
         requests: RequestLog | None = None,
+        proxies: TrustedProxies | None = None,
     ):
         self.service = service
         self.max_elements = max_elements
@@ -211,6 +216,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         self.tracer = tracer
         #: a log line per call, None: the request log is off
         self.requests = requests
+        #: peers whose ``x-forwarded-for`` is believed, None: the peer is the client
+        self.proxies = proxies
 
     async def _principal(self, context: Any) -> Principal | None:
         """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
@@ -226,15 +233,24 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         if self.abuse is None:
             check = self.authenticator.authenticate(credential)
         else:
-            check = self.abuse.authenticate(
-                self.authenticator, credential, _peer_host(context.peer())
-            )
+            check = self.abuse.authenticate(self.authenticator, credential, self._client(context))
         if self.tracer is None:
             principal = await check
         else:
             principal = await traced(self.tracer, "authenticate", check)
         _CALLER.set(principal)  # whom the error path counts a failure against; the log
         return principal
+
+    def _client(self, context: Any) -> str | None:
+        """The client's address: the peer, or whom a trusted proxy's ``x-forwarded-for``
+        names (the same client REST's abuse throttle counts)."""
+        peer = _peer_host(context.peer())
+        if self.proxies is None:
+            return peer
+        forwarded = ", ".join(
+            value for key, value in context.invocation_metadata() or () if key == "x-forwarded-for"
+        )
+        return self.proxies.client(peer, forwarded)
 
     def _begin(self, method: str, context: Any) -> tuple[str, str | None, RequestSpan | None]:
         """The call's request id, the client's ``traceparent`` and the call's span (not yet

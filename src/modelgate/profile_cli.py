@@ -49,7 +49,8 @@ def profile(
     force: Annotated[bool, typer.Option(help="Replace an existing reference.json.")] = False,
 ) -> None:
     """Write MODEL_DIR/VERSION/reference.json from a sample of the training data."""
-    from modelgate.core.profiles import profile_of
+    from modelgate.core.artifacts import artifact_path
+    from modelgate.core.profiles import REFERENCE_FILE, profile_of
     from modelgate.repository.filesystem import FileModelRepository
     from modelgate.runtimes.catalog import loaders
 
@@ -60,9 +61,15 @@ def profile(
     source = next((s for s in sources if s.version == version), None)
     if source is None:
         _fail(f"model '{model_dir.name}' has no version {version}")
-    target = Path(source.path) / "reference.json"
-    if target.exists() and not force:
-        _fail(f"{target} exists; pass --force to replace it")
+    target = Path(source.path) / REFERENCE_FILE
+    shown = f"{REFERENCE_FILE} of model '{model_dir.name}' version {version}"
+    if target.exists() or target.is_symlink():
+        try:  # a link out of the model's folder is never written through (nor read back)
+            artifact_path(source, REFERENCE_FILE, "reference profile")
+        except ModelgateError as exc:
+            _fail(exc.message)
+        if not force:
+            _fail(f"{shown} exists; pass --force to replace it")
     manifest = source.manifest
     validation = _read_metrics(metrics) if metrics is not None else None
     inputs = _read_sample(manifest, data)
@@ -88,7 +95,7 @@ def profile(
     except ValueError as exc:
         _fail(str(exc))
     target.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    table = Table(title=f"{target}")
+    table = Table(title=shown)
     table.add_column("part")
     table.add_column("profiled")
     table.add_row("rows", str(document["n_rows"]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from modelgate.core.anomaly import AnomalyDetector
@@ -201,6 +201,8 @@ async def test_a_malformed_profile_is_ignored_and_its_warning_names_no_host_path
     assert_no_host_path(caplog, tmp_path)
 
 
+@example(content=b"null")  # a monitor report used to raise AttributeError
+@example(content=b"[1]")
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

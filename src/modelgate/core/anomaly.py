@@ -326,7 +326,7 @@ class AnomalyDetector:
                 return
             bounds = profile_bounds(document, loaded.manifest)
         except ModelgateError as exc:  # refused or unreadable: names no host path
-            log.warning("ignoring the reference profile: %s: not checked", exc.message)
+            log.warning("%s: requests are not checked", exc.message)
             return
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(

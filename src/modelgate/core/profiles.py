@@ -5,6 +5,8 @@ that drift, anomaly and data-quality checks at serving time have something to co
 traffic with. The demo models write theirs when they are built (``modelgate.demo``); any other
 model gets one from :func:`profile_of` (``modelgate profile``: the version is run over a sample
 of its training data). The column functions are generic over a numpy array plus column names.
+At serving time a version's profile is read by :func:`read_reference`, found as its artifact
+is (:mod:`modelgate.core.artifacts`).
 
 Shapes of the JSON produced (all numbers plain floats or ints):
 

@@ -4,6 +4,7 @@ bounds and the shared store's wire format."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,28 @@ def test_version_identity_follows_the_files_and_the_manifest(tmp_path: Path) -> 
     assert version_identity(manifest, str(tmp_path)) != first
     other = parse_manifest("m", {**MANIFEST, "cache": {"ttl_seconds": 61}})
     assert version_identity(other, str(tmp_path)) != version_identity(manifest, str(tmp_path))
+
+
+@pytest.mark.timeout(30)
+def test_version_identity_reads_only_regular_files_inside_the_model(tmp_path: Path) -> None:
+    """A link to /dev/zero or a FIFO would be read forever, a link out of the model's
+    folder would be read at all: the identity skips them (the artifact rule, artifacts.py)."""
+    manifest = parse_manifest("m", {**MANIFEST, "cache": {"ttl_seconds": 60}})
+    version = tmp_path / "models" / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "model.bin").write_bytes(b"weights")
+    (tmp_path / "models" / "m" / "shared.bin").write_bytes(b"shared v1")
+    (version / "shared.bin").symlink_to(tmp_path / "models" / "m" / "shared.bin")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"elsewhere v1")
+    (version / "out.txt").symlink_to(outside)
+    (version / "zero").symlink_to("/dev/zero")
+    os.mkfifo(version / "pipe")
+    first = version_identity(manifest, str(version))
+    outside.write_bytes(b"elsewhere v2")
+    assert version_identity(manifest, str(version)) == first
+    (tmp_path / "models" / "m" / "shared.bin").write_bytes(b"shared v2")
+    assert version_identity(manifest, str(version)) != first
 
 
 # -- the service ---------------------------------------------------------------------------

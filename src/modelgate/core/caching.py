@@ -29,6 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -206,13 +207,22 @@ def version_identity(manifest: ModelManifest, path: str) -> str:
     content): equal on every replica serving the same files, different after any change."""
     digest = hashlib.sha256(manifest.model_dump_json().encode())
     if path:
+        # Only regular files that resolve inside the version's or the model's folder are
+        # read: a link to /dev/zero, a FIFO or a file elsewhere would hang or leak.
+        roots = (Path(path).resolve(), Path(path).parent.resolve())
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):
                 full = os.path.join(root, name)
+                try:
+                    real = Path(full).resolve(strict=True)
+                except (OSError, RuntimeError):
+                    continue  # vanished, dangling or a loop
+                if not real.is_file() or not any(real.is_relative_to(r) for r in roots):
+                    continue
                 digest.update(os.path.relpath(full, path).encode() + b"\0")
                 try:
-                    with open(full, "rb") as handle:
+                    with open(real, "rb") as handle:
                         while chunk := handle.read(1 << 20):
                             digest.update(chunk)
                 except OSError:

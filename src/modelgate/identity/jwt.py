@@ -57,7 +57,6 @@ __all__ = [
     "claims_to_identity",
     "generate_signing_key",
     "looks_like_jwt",
-    "signing_kid",
 ]
 
 log = logging.getLogger("modelgate.identity.jwt")
@@ -192,6 +191,10 @@ class JwtVerifier:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The claims of ``token`` once every check passes; UNAUTHENTICATED otherwise."""
+        return (await self.verify_with_kid(token))[0]
+
+    async def verify_with_kid(self, token: str) -> tuple[dict[str, Any], str]:
+        """:meth:`verify`, and the ``kid`` of the key that checked the token."""
         if not isinstance(token, str) or not looks_like_jwt(token):
             raise _unauthenticated(_MALFORMED)
         header = _decode_segment(token.partition(".")[0])
@@ -214,7 +217,7 @@ class JwtVerifier:
         # the configured asymmetric list and to fit the key the token names.
         claims = self._decode(token, key, algorithm)
         self._check_times(claims)
-        return claims
+        return claims, kid
 
     def _decode(self, token: str, key: _VerificationKey, algorithm: str) -> dict[str, Any]:
         try:
@@ -350,14 +353,6 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _unauthenticated(f"the token's {name!r} claim is not a number of whole seconds")
     return value
-
-
-def signing_kid(token: str) -> str | None:
-    """The ``kid`` a token's header names (unverified: use it after :meth:`JwtVerifier.verify`
-    only, to tell which key checked the token)."""
-    header = _decode_segment(token.partition(".")[0])
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return kid if isinstance(kid, str) else None
 
 
 def _strong_enough(key: _PublicKey) -> bool:

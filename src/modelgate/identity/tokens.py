@@ -16,7 +16,7 @@ from typing import Any
 
 from modelgate.core.authentication import TokenIdentity
 from modelgate.core.identity import Scope
-from modelgate.identity.jwt import JwtVerifier, claims_to_identity, looks_like_jwt, signing_kid
+from modelgate.identity.jwt import JwtVerifier, claims_to_identity, looks_like_jwt
 
 __all__ = ["TENANT_SCOPES", "JwtTokenVerifier", "parse_operator_claim"]
 
@@ -66,15 +66,15 @@ class JwtTokenVerifier:
         return looks_like_jwt(credential)
 
     async def verify(self, token: str) -> TokenIdentity:
-        claims = await self._verifier.verify(token)
+        claims, kid = await self._verifier.verify_with_kid(token)
         tenant, scopes, subject = claims_to_identity(claims, tenant_claim=self._tenant_claim)
-        if not self._trusted(token, claims):
+        if not self._trusted(kid, claims):
             scopes = frozenset(s for s in scopes if s in TENANT_SCOPES or s.startswith("infer:"))
         return TokenIdentity(tenant_id=tenant, subject=subject, scopes=scopes)
 
-    def _trusted(self, token: str, claims: Mapping[str, Any]) -> bool:
-        """May this (verified) token carry operator scopes?"""
-        if self._own_kid is not None and signing_kid(token) == self._own_kid:
+    def _trusted(self, kid: str, claims: Mapping[str, Any]) -> bool:
+        """May this token, checked by the key ``kid``, carry operator scopes?"""
+        if self._own_kid is not None and kid == self._own_kid:
             return True
         if self._operator_claim is None:
             return False

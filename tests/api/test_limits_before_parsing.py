@@ -72,12 +72,12 @@ ROUTES = [
 def _assert_shape(shape: str, body: dict[str, Any]) -> None:
     if shape == "openai":
         assert set(body["error"]) >= {"message", "type", "code"}, body
-        assert "limit" in body["error"]["message"]
+        assert "bytes" in body["error"]["message"]
     elif shape == "oauth":
         assert body["error"] == "invalid_request", body
-        assert "limit" in body["error_description"]
+        assert "bytes" in body["error_description"]
     else:  # OIP and the admin API: {"error": "<message>"}
-        assert isinstance(body["error"], str) and "limit" in body["error"], body
+        assert isinstance(body["error"], str) and "bytes" in body["error"], body
 
 
 @pytest.mark.parametrize(("path", "content_type", "limit", "shape"), ROUTES)

@@ -92,6 +92,8 @@ _ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/sta
 #: the largest ``/oauth/token`` body: a form of a few fields
 _OAUTH_MAX_BODY = 16 * 1024
 _CLOSE = ((b"connection", b"close"),)
+#: what uvicorn reads of a body before the app asks for it (its flow control's high water)
+_READ_AHEAD = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,13 +567,18 @@ def _route(path: str) -> str | None:
 
 
 def _closing(scope: Scope, exc: ModelgateError) -> tuple[tuple[bytes, bytes], ...]:
-    """``Connection: close`` for a refusal that may leave a body unread (too large, or the
-    caller refused before it was read): the rest of it is not worth receiving. Only on the
-    error path, so the headers are looked at again here rather than on every request."""
+    """``Connection: close`` for a refusal that may leave a big body unread (too large, or
+    the caller refused before it was read): the rest of it is not worth receiving. A body
+    of up to 64 KiB (uvicorn's read-ahead) is mostly in already, and discarding the rest
+    keeps the connection (closing with unread data resets it, and a client may then miss
+    the answer). Only on the error path, so the headers are looked at again here rather
+    than on every request."""
     if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and _CALLER in scope:
         return ()  # an authenticated caller's body was read, or there is none
     for key, value in scope["headers"]:
-        if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
+        if key == b"transfer-encoding" or (
+            key == b"content-length" and (not value.isdigit() or int(value) > _READ_AHEAD)
+        ):
             return _CLOSE
     return ()
 

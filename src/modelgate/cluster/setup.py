@@ -90,6 +90,9 @@ def build_cluster(
         max_message_bytes=settings.grpc_max_message_bytes,
         max_elements=settings.max_elements,
         root_certificates=roots,
+        # a node refuses the calls over its limit per connection, and counts a call a while
+        # after its answer left: half of it leaves room (gateways and nodes share settings)
+        max_streams_per_connection=max(1, settings.grpc_max_concurrent_streams // 2),
     )
     headers = None
     if tracer is not None:

@@ -18,7 +18,12 @@ inference at a time through a :class:`NodeClient` (OIP gRPC):
   5xx, timed out, overloaded, or the model missing after all) is retried on another node,
   after capped exponential backoff with full jitter, while the caller's deadline allows and
   within the retry budget (retries at most 20% of requests, :mod:`modelgate.core.retry`).
-  A caller's error (bad input, unknown output) is answered at once.
+  A caller's error (bad input, unknown output) is answered at once. A call that died with
+  its node (the connection reset, the stream removed) is such a failure too: the node may
+  have run it, and running it again elsewhere is harmless. The caller's own cancellation
+  is never retried, nor is anything once the caller's deadline has passed.
+- **What the caller sees** when no node answered: the last failure's kind, in words that
+  name no node; node ids and addresses go to the gateway's log.
 
 Nothing here knows gRPC or Redis: they are behind the two ports.
 """
@@ -139,7 +144,9 @@ class NodeDirectory(Protocol):
 
 class NodeClient(Protocol):
     """Sends one inference to a node (OIP gRPC). Raises :class:`ModelgateError`: the node's
-    own answer mapped back to a kind, UNAVAILABLE when it cannot be reached,
+    own answer mapped back to a kind, UNAVAILABLE when it cannot be reached or the call
+    died with its connection (``details={"refused": True}`` when the node refused the
+    call unread, at its limit of calls per connection),
     DEADLINE_EXCEEDED with ``details={"timed_out": True}`` when ``timeout_s`` passed (the
     node's own DEADLINE_EXCEEDED has no such detail). ``headers`` travel as call metadata
     (credentials, ``traceparent``, the request id)."""
@@ -213,6 +220,8 @@ class Cluster:
         #: models and their manifests as of the last refresh: what the gateway may load
         self.catalog: dict[str, dict[int, ModelManifest]] = {}
         self.refreshed = False
+        self._logged_at = -1e9  # when a failed request was last logged
+        self._failed_answers = 0  # failed requests not logged yet
 
     # -- the node table ------------------------------------------------------------------
     async def refresh(self) -> set[str]:
@@ -391,12 +400,48 @@ class Cluster:
                 timing.parameters = answer.parameters or None
             return answer.outputs
         if error is not None:
-            raise error
+            raise self._for_caller(model, version, error)
         raise ModelgateError(
             ErrorKind.UNAVAILABLE,
             f"no node can serve model '{model}' version {version} now",
             retry_after=1.0,
         )
+
+    def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
+        """The error the caller sees when no node answered: its kind, in words that name no
+        node (node ids and addresses are the operator's, in this log, at most once a
+        second)."""
+        if error.kind not in _NODE_FAULTS:
+            return error
+        now = self._clock()
+        self._failed_answers += 1
+        if now - self._logged_at >= 1.0:
+            log.warning(
+                "model %s v%d: %d requests failed on every node tried since the last such "
+                "line; the last: %s",
+                model, version, self._failed_answers, error.message,
+            )  # fmt: skip
+            self._logged_at = now
+            self._failed_answers = 0
+        what = f"model '{model}' version {version}"
+        if error.kind is ErrorKind.DEADLINE_EXCEEDED:
+            if error.details.get("timed_out") is True:
+                message = f"no node answered {what} in time"
+            else:
+                message = f"the request's deadline passed before a node could run {what}"
+            return ModelgateError(error.kind, message, details=error.details)
+        if error.kind is ErrorKind.OVERLOADED:
+            message = f"every node that serves {what} is busy; retry later"
+        elif error.kind is ErrorKind.NOT_FOUND:
+            message = f"no node serves {what} now"
+        elif error.kind is ErrorKind.INTERNAL:
+            message = f"{what} failed on the node that ran it"
+        else:
+            message = f"no node could serve {what} now"
+        retry_after = error.retry_after
+        if retry_after is None and error.kind is ErrorKind.UNAVAILABLE:
+            retry_after = 1.0
+        return ModelgateError(error.kind, message, retry_after=retry_after)
 
     def _has_other(self, model: str, version: int, tried: set[str]) -> bool:
         """True when a node other than ``tried`` ones could take a retry."""
@@ -412,6 +457,10 @@ class Cluster:
         if exc.kind not in _NODE_FAULTS:
             state.breaker.success()  # it answered: reachable and working
             breaker.success()
+            return
+        if exc.details.get("refused") is True:  # refused unread: says nothing of its health
+            state.breaker.release()
+            breaker.release()
             return
         breaker.failure()
         timed_out = exc.details.get("timed_out") is True

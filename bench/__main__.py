@@ -3,6 +3,8 @@
 .venv/bin/python -m bench --models build/models                 # all (make bench)
 .venv/bin/python -m bench --only rest --only grpc --duration 5
 .venv/bin/python -m bench --write-doc                           # also docs/benchmarks.md
+.venv/bin/python -m bench --only rest --auth tenant             # with a tenant's key
+.venv/bin/python -m bench --only rest --auth tenant --redis redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from bench import loadgen, procs
+from bench import loadgen, procs, redis_scratch, tenant
 from bench.report import print_result, print_summary, update_doc
 from bench.suites import SUITES, Ctx, Result
 from bench.sysinfo import environment
@@ -61,12 +63,40 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="update the generated sections of docs/benchmarks.md (or PATH)",
     )
     parser.add_argument(
+        "--auth",
+        choices=tenant.AUTH_MODES,
+        default="admin",
+        help="the key modelgate's requests carry: the bootstrap admin key (default, no plan) "
+        "or a tenant's key on a plan with rate limits and quotas that never refuse",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="modelgate keeps rate limits, quotas and abuse strikes in this Redis, under a "
+        "key prefix of its own that the run removes at the end",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=60.0,
         help="seconds in all to wait for other jobs to leave the CPUs before rounds (default 60)",
     )
     return parser.parse_args(argv)
+
+
+_AUTH = {
+    "admin": "bootstrap admin key (MODELGATE_ADMIN_KEY: no plan, no rate limit, no quota)",
+    "tenant": "key of a tenant on a plan with rate limits and quotas that never refuse "
+    "(bench/tenant.py)",
+}
+
+
+def _auth_note(auth: str, redis: str | None, source: str) -> str:
+    where = f"in Redis ({redis}, a key prefix of the run's own)" if redis else "in memory"
+    return (
+        f"modelgate {source}. Every modelgate request carries the {_AUTH[auth]}; "
+        f"rate limits and quotas {where}."
+    )
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -91,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     console.print(f"[bold]modelgate benchmarks[/] {env['date']} — {env['machine']}")
     console.print(f"[dim]{env['versions']}[/]")
+    console.print(f"[dim]modelgate {env['modelgate']}; requests carry the {_AUTH[args.auth]}[/]")
     console.print(
         f"[dim]load average {env['load average at start']}; {args.rounds} rounds x "
         f"{args.duration:g} s[/]"
     )
     results: list[Result] = []
+    prefix = redis_scratch.unique_prefix() if args.redis else None
     with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as tmp:
         ctx = Ctx(
             models=args.models.resolve(),
@@ -104,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             work=Path(tmp),
             console=console,
             quiet_budget=[args.quiet_wait],
+            auth=args.auth,
+            redis_url=args.redis,
+            redis_prefix=prefix,
         )
         try:
             for name in names:
@@ -117,12 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # one broken benchmark must not stop the others
                     result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
                 result.seconds = time.monotonic() - start
+                if name != "raw":
+                    result.notes.append(_auth_note(args.auth, args.redis, env["modelgate"]))
                 results.append(result)
                 print_result(console, result)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
         finally:
             procs.stop_all()
+            if args.redis and prefix:
+                removed = redis_scratch.remove_prefix(args.redis, prefix)
+                console.print(f"[dim]removed {removed} Redis keys under {prefix}[/]")
     print_summary(console, results)
     if args.write_doc and results:
         command = ".venv/bin/python -m bench" + (
@@ -132,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             command += f" --duration {args.duration:g}"
         if args.rounds != 3:
             command += f" --rounds {args.rounds}"
+        if args.auth != "admin":
+            command += f" --auth {args.auth}"
+        if args.redis:
+            command += f" --redis {args.redis}"
         update_doc(args.write_doc, results, env, command)
         console.print(f"wrote {args.write_doc}")
     with contextlib.suppress(Exception):

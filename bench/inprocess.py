@@ -4,17 +4,26 @@
 at a time. ``grpc``: modelgate's ``ModelInfer`` servicer method against the baseline's
 (``bench.baseline_grpc``), called directly without grpc, and the gRPC codec.
 
-Run in a fresh process pinned to one CPU (``python -m bench.inprocess rest|grpc MODELS``);
+``--auth tenant`` also measures every request with a tenant's key (``bench.tenant``: a plan
+with rate limits and quotas that never refuse), each such figure measured in alternation
+with its bootstrap-key twin (A B B A, the mean of each) and named with ", tenant key";
+``--redis URL`` puts the rate limiter, quota counters and abuse strikes in Redis under a
+unique key prefix, removed at the end.
+
+Run in a fresh process pinned to one CPU::
+
+    python -m bench.inprocess rest|grpc MODELS [SECONDS] [--auth admin|tenant] [--redis URL]
+
 prints JSON (µs per call).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +33,13 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
+from bench import redis_scratch, tenant
 from bench.workloads import AUTHORIZATION, BENCH_KEY, CREDIT, credit_json
 
+Call = Callable[[], Awaitable[Any]] | Callable[[], Any]
 
-async def _per_call(
-    call: Callable[[], Awaitable[Any]] | Callable[[], Any], seconds: float
-) -> float:
+
+async def _per_call(call: Call, seconds: float) -> float:
     """µs per call, over ``seconds`` after a warm-up (awaits the call if it is a coroutine)."""
 
     async def once() -> None:
@@ -47,7 +57,84 @@ async def _per_call(
     return (time.perf_counter() - start) / count * 1e6
 
 
-async def measure(which: str, models: Path, seconds: float) -> dict[str, float]:
+async def _pair(admin: Call, tenant_call: Call, seconds: float) -> tuple[float, float]:
+    """The bootstrap-key and tenant-key figures of one layer, A B B A: the mean of each, so a
+    drift of the machine's speed during the four runs weighs on both alike."""
+    a1 = await _per_call(admin, seconds)
+    t1 = await _per_call(tenant_call, seconds)
+    t2 = await _per_call(tenant_call, seconds)
+    a2 = await _per_call(admin, seconds)
+    return (a1 + a2) / 2, (t1 + t2) / 2
+
+
+class _Figures:
+    """Figures in the order measured; with a tenant key, each ``both`` adds two."""
+
+    def __init__(self, seconds: float, tenant_key: bool):
+        self.seconds = seconds
+        self.tenant_key = tenant_key
+        self.out: dict[str, float] = {}
+
+    async def one(self, name: str, call: Call, share: float = 1.0, per: int = 1) -> None:
+        self.out[name] = await _per_call(call, self.seconds * share) / per
+
+    async def both(
+        self, name: str, admin: Call, tenant_call: Call | None, share: float = 1.0, per: int = 1
+    ) -> None:
+        if not self.tenant_key or tenant_call is None:
+            await self.one(name, admin, share, per)
+            return
+        a, t = await _pair(admin, tenant_call, self.seconds * share)
+        self.out[name] = a / per
+        self.out[f"{name}, tenant key"] = t / per
+
+
+async def _asgi_post(app: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to ``app`` in-process with the bootstrap key; the JSON answer."""
+    data = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"authorization", AUTHORIZATION.encode()),
+        ],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if status >= 300:
+        raise RuntimeError(f"POST {path}: {status} {answer[:500]!r}")
+    result: dict[str, Any] = json.loads(answer)
+    return result
+
+
+async def measure(
+    which: str,
+    models: Path,
+    seconds: float,
+    auth: str = "admin",
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+) -> dict[str, float]:
     from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
     from modelgate.bootstrap import build_components
     from modelgate.core.signature import validate_inputs as _validate
@@ -57,79 +144,161 @@ async def measure(which: str, models: Path, seconds: float) -> dict[str, float]:
         repo = Path(tmp) / "models"
         repo.mkdir()
         (repo / CREDIT).symlink_to((models / CREDIT).resolve())
+        shared: dict[str, Any] = {}
+        if redis_url is not None:
+            shared = {"redis_url": SecretStr(redis_url), "redis_key_prefix": redis_prefix}
         components = build_components(
             Settings(
                 model_repository=repo,
                 data_dir=Path(tmp) / "d",
                 log_level="warning",
                 admin_key=SecretStr(BENCH_KEY),
+                **shared,
             )
         )
+        await components.open()  # migrations: the tenant, its plan and key live in SQLite
         await components.registry.start()
+        secret = None
+        if auth == "tenant":
+            secret = await tenant.create_key(
+                lambda path, body: _asgi_post(components.rest_app, path, body)
+            )
         # as the server does after start-up: the long-lived objects leave the collector's
         # generations, so full collections do not walk them (docs/benchmarks.md)
         gc.collect()
         gc.freeze()
+        figures = _Figures(seconds, secret is not None)
         try:
             if which == "grpc":
-                return await _grpc(components, models, seconds)
-            app, service = components.rest_app, components.service
-            body = credit_json()
-            scope = {
-                "type": "http",
-                "method": "POST",
-                "path": f"/v2/models/{CREDIT}/infer",
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"authorization", AUTHORIZATION.encode()),
-                ],
-            }
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            async def send(_message: Any) -> None:
-                return None
-
-            async def sixty_four() -> None:
-                await asyncio.gather(*(app(scope, receive, send) for _ in range(64)))
-
-            request = decode_infer_request(CREDIT, None, body, None, 1 << 24)
-            response = await service.infer(request)
+                await _grpc(components, models, figures, secret)
+                return figures.out
+            await _rest(components, figures, secret, decode_infer_request, encode_infer_response)
             loaded = components.registry.get(CREDIT, None)
             assert loaded is not None
+            request = decode_infer_request(CREDIT, None, credit_json(), None, 1 << 24)
+            response = await components.service.infer(request)
             inputs = {"features": np.asarray(request.inputs[0].data)}
             runtime: Any = loaded.runtime
             predictor = getattr(getattr(runtime, "inner", runtime), "predictor", None)
-            out = {
-                "RestApp, sequential": await _per_call(lambda: app(scope, receive, send), seconds),
-                "RestApp, 64 at a time": await _per_call(sixty_four, seconds) / 64,
-                "decode_infer_request": await _per_call(
-                    lambda: decode_infer_request(CREDIT, None, body, None, 1 << 24), seconds / 2
-                ),
-                "InferenceService.infer": await _per_call(lambda: service.infer(request), seconds),
-                "_validate": await _per_call(
-                    lambda: _validate(loaded.manifest, request.inputs), seconds / 2
-                ),
-                f"{type(runtime).__name__}.infer": await _per_call(
-                    lambda: runtime.infer(inputs, None), seconds
-                ),
-                "encode_infer_response": await _per_call(
-                    lambda: encode_infer_response(response, {}), seconds / 2
-                ),
-            }
+            await figures.one("_validate", lambda: _validate(loaded.manifest, request.inputs), 0.5)
+            await figures.one(
+                f"{type(runtime).__name__}.infer", lambda: runtime.infer(inputs, None)
+            )
+            await figures.one(
+                "encode_infer_response", lambda: encode_infer_response(response, {}), 0.5
+            )
             if predictor is not None:
-                out["predictor.predict (ONNX Runtime)"] = await _per_call(
-                    lambda: predictor.predict(inputs), seconds / 2
+                await figures.one(
+                    "predictor.predict (ONNX Runtime)", lambda: predictor.predict(inputs), 0.5
                 )
-            return out
+            return figures.out
         finally:
             await components.registry.close()
             components.executor.shutdown(wait=False)
+            if redis_url is not None and redis_prefix is not None:
+                redis_scratch.remove_prefix(redis_url, redis_prefix)
 
 
-async def _grpc(components: Any, models: Path, seconds: float) -> dict[str, float]:
+def _scope(path: str, body: bytes, authorization: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", authorization.encode()),
+        ],
+    }
+
+
+async def _rest(
+    components: Any,
+    figures: _Figures,
+    secret: str | None,
+    decode_infer_request: Callable[..., Any],
+    encode_infer_response: Callable[..., Any],
+) -> None:
+    app, service = components.rest_app, components.service
+    body = credit_json()
+    path = f"/v2/models/{CREDIT}/infer"
+    admin_scope = _scope(path, body, AUTHORIZATION)
+    tenant_scope = _scope(path, body, f"Bearer {secret}") if secret else None
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(_message: Any) -> None:
+        return None
+
+    def sequential(scope: dict[str, Any]) -> Call:
+        return lambda: app(scope, receive, send)
+
+    def sixty_four(scope: dict[str, Any]) -> Call:
+        async def run() -> None:
+            await asyncio.gather(*(app(scope, receive, send) for _ in range(64)))
+
+        return run
+
+    request = decode_infer_request(CREDIT, None, body, None, 1 << 24)
+    await figures.both(
+        "RestApp, sequential",
+        sequential(admin_scope),
+        sequential(tenant_scope) if tenant_scope else None,
+    )
+    await figures.both(
+        "RestApp, 64 at a time",
+        sixty_four(admin_scope),
+        sixty_four(tenant_scope) if tenant_scope else None,
+        per=64,
+    )
+    await figures.one(
+        "decode_infer_request",
+        lambda: decode_infer_request(CREDIT, None, body, None, 1 << 24),
+        0.5,
+    )
+    await figures.one("InferenceService.infer", lambda: service.infer(request))
+    authenticator = components.authenticator
+    if secret is not None and authenticator is not None:
+        admin = await authenticator.authenticate(BENCH_KEY)
+        principal = await authenticator.authenticate(secret)
+        await figures.both(
+            "InferenceService.infer with its principal",
+            lambda: service.infer(request, admin),
+            lambda: service.infer(request, principal),
+        )
+        await figures.both(
+            "Authenticator.authenticate",
+            lambda: authenticator.authenticate(BENCH_KEY),
+            lambda: authenticator.authenticate(secret),
+            0.5,
+        )
+        admission = service.admission
+        manifest = components.registry.get(CREDIT, None).manifest
+
+        async def admit(who: Any) -> None:
+            await admission.admit(who, manifest, 1)
+            admission.release(who)
+
+        if admission is not None:
+            await figures.both(
+                "Admission.admit + release",
+                lambda: admit(admin),
+                lambda: admit(principal),
+                0.5,
+            )
+            # its parts for the tenant: one GCRA step (of two) and the quota call
+            await figures.one(
+                "RateLimiter.hit (one of the tenant key's two)",
+                lambda: admission.limiter.hit("bench:gcra", 1_000_000, 1.0),
+                0.5,
+            )
+            if admission.quotas is not None:
+                quotas = admission.quotas
+                await figures.one("Quotas.admit", lambda: quotas.admit(principal, 1), 0.5)
+
+
+async def _grpc(components: Any, models: Path, figures: _Figures, secret: str | None) -> None:
     from bench.baseline_grpc import Servicer
     from bench.workloads import grpc_request, model_files
     from modelgate.api.grpc.codec import decode_infer_request, encode_infer_response
@@ -139,8 +308,11 @@ async def _grpc(components: Any, models: Path, seconds: float) -> dict[str, floa
     ours = GrpcInferenceServicer(components.service, authenticator=components.authenticator)
 
     class Context:  # what the servicer uses of a grpc.aio context
+        def __init__(self, authorization: str):
+            self.metadata = (("authorization", authorization),)
+
         def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-            return (("authorization", AUTHORIZATION),)
+            return self.metadata
 
         def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
             return None
@@ -154,40 +326,62 @@ async def _grpc(components: Any, models: Path, seconds: float) -> dict[str, floa
         async def abort(self, code: Any, details: str) -> None:
             raise RuntimeError(f"aborted: {code} {details}")
 
-    context = Context()
+    context = Context(AUTHORIZATION)
+    tenant_context = Context(f"Bearer {secret}") if secret else None
     theirs = Servicer(str(files.onnx), str(files.version))
     message = grpc_request()
     decoded = decode_infer_request(message, 1 << 24)
     response = await components.service.infer(decoded)
 
-    async def gather(servicer: Any) -> None:
-        await asyncio.gather(*(servicer.ModelInfer(message, context) for _ in range(64)))
+    def ours_with(ctx: Context) -> Call:
+        return lambda: ours.ModelInfer(message, ctx)
 
-    return {
-        "modelgate ModelInfer, sequential": await _per_call(
-            lambda: ours.ModelInfer(message, context), seconds
-        ),
-        "baseline ModelInfer, sequential": await _per_call(
-            lambda: theirs.ModelInfer(message, context), seconds
-        ),
-        "modelgate ModelInfer, 64 at a time": await _per_call(lambda: gather(ours), seconds) / 64,
-        "baseline ModelInfer, 64 at a time": await _per_call(lambda: gather(theirs), seconds) / 64,
-        "grpc decode_infer_request": await _per_call(
-            lambda: decode_infer_request(message, 1 << 24), seconds / 2
-        ),
-        "grpc encode_infer_response": await _per_call(
-            lambda: encode_infer_response(response), seconds / 2
-        ),
-    }
+    def gather(servicer: Any, ctx: Context) -> Call:
+        async def run() -> None:
+            await asyncio.gather(*(servicer.ModelInfer(message, ctx) for _ in range(64)))
+
+        return run
+
+    await figures.both(
+        "modelgate ModelInfer, sequential",
+        ours_with(context),
+        ours_with(tenant_context) if tenant_context else None,
+    )
+    await figures.one(
+        "baseline ModelInfer, sequential", lambda: theirs.ModelInfer(message, context)
+    )
+    await figures.both(
+        "modelgate ModelInfer, 64 at a time",
+        gather(ours, context),
+        gather(ours, tenant_context) if tenant_context else None,
+        per=64,
+    )
+    await figures.one("baseline ModelInfer, 64 at a time", gather(theirs, context), per=64)
+    await figures.one(
+        "grpc decode_infer_request", lambda: decode_infer_request(message, 1 << 24), 0.5
+    )
+    await figures.one("grpc encode_infer_response", lambda: encode_infer_response(response), 0.5)
 
 
 def main() -> None:
     import uvloop
 
-    which, models = sys.argv[1], Path(sys.argv[2])
-    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
+    parser.add_argument("which", choices=["rest", "grpc"])
+    parser.add_argument("models", type=Path)
+    parser.add_argument("seconds", type=float, nargs="?", default=2.0)
+    parser.add_argument("--auth", choices=tenant.AUTH_MODES, default="admin")
+    parser.add_argument("--redis", metavar="URL", help="limits, quotas and strikes in Redis")
+    args = parser.parse_args()
     os.environ.setdefault("MODELGATE_LOG_LEVEL", "warning")
-    print(json.dumps(uvloop.run(measure(which, models, seconds))))
+    prefix = redis_scratch.unique_prefix() if args.redis else None
+    print(
+        json.dumps(
+            uvloop.run(
+                measure(args.which, args.models, args.seconds, args.auth, args.redis, prefix)
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

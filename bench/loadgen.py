@@ -59,8 +59,14 @@ def tool_version(name: str) -> str:
         return "?"
 
 
-def lua_script(path: Path, bodies: list[bytes], content_type: str = "application/json") -> Path:
-    """A wrk script that POSTs ``bodies`` (one static body, or round-robin over several)."""
+def lua_script(
+    path: Path,
+    bodies: list[bytes],
+    content_type: str = "application/json",
+    authorization: str = workloads.AUTHORIZATION,
+) -> Path:
+    """A wrk script that POSTs ``bodies`` (one static body, or round-robin over several)
+    with ``authorization`` (the bootstrap key's by default)."""
 
     def quote(body: bytes) -> str:
         text = body.decode()
@@ -70,7 +76,7 @@ def lua_script(path: Path, bodies: list[bytes], content_type: str = "application
     lines = [
         'wrk.method = "POST"',
         f'wrk.headers["Content-Type"] = "{content_type}"',
-        f'wrk.headers["Authorization"] = "{workloads.AUTHORIZATION}"',
+        f'wrk.headers["Authorization"] = "{authorization}"',
     ]
     if len(bodies) == 1:
         lines.append(f"wrk.body = {quote(bodies[0])}")

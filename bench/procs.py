@@ -59,6 +59,8 @@ class Server:
         self.http_port = 0
         self.grpc_port = 0
         self.gc_file: Path | None = None
+        #: the Authorization header requests to this server carry (None: the bootstrap key)
+        self.authorization: str | None = None
 
     def start(self, ready: Callable[[], bool], timeout: float = 90.0) -> Server:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process

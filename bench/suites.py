@@ -3,6 +3,7 @@ alternating rounds (A B, B A, A B, ...), and is reported as the median of its ro
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import statistics
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from bench import loadgen, procs, raw, workloads
+from bench import loadgen, procs, raw, tenant, workloads
 from bench.loadgen import Load
 from bench.procs import Server, free_port, http_ready, pinned, run_bounded
 from bench.sysinfo import (
@@ -46,6 +47,12 @@ class Ctx:
     console: Console
     #: seconds this invocation may still spend waiting for a quiet machine (shared, mutable)
     quiet_budget: list[float] = field(default_factory=lambda: [60.0])
+    #: the key modelgate's requests carry: "admin" (bootstrap) or "tenant" (bench.tenant)
+    auth: str = "admin"
+    #: with a URL, every modelgate server keeps its limits, quotas and strikes in this Redis
+    #: under ``redis_prefix`` (removed by ``python -m bench`` at the end)
+    redis_url: str | None = None
+    redis_prefix: str | None = None
 
     @property
     def short(self) -> float:
@@ -54,7 +61,7 @@ class Ctx:
 
     def once(self) -> Ctx:
         """The same context with a single round."""
-        return Ctx(self.models, self.duration, 1, self.work, self.console, self.quiet_budget)
+        return dataclasses.replace(self, rounds=1)
 
     def log(self, text: str) -> None:
         self.console.print(f"  [dim]{text}[/]")
@@ -196,12 +203,17 @@ def _gc_pauses(server: Server) -> list[tuple[int, float]]:
     return [tuple(json.loads(line)) for line in server.gc_file.read_text().splitlines() if line]
 
 
-def _post(url: str, body: bytes) -> Any:
+def authorization(server: Server) -> str:
+    """The Authorization header of requests to ``server`` (bootstrap or tenant key)."""
+    return server.authorization or workloads.AUTHORIZATION
+
+
+def _post(url: str, body: bytes, auth: str = workloads.AUTHORIZATION) -> Any:
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
-        headers={"content-type": "application/json", "authorization": workloads.AUTHORIZATION},
+        headers={"content-type": "application/json", "authorization": auth},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
@@ -241,7 +253,9 @@ def start_modelgate(
     freeze: bool = False,
 ) -> Server:
     """modelgate on free ports; ``probe`` runs it under :mod:`bench.gc_probe` (GC pauses
-    recorded), ``freeze`` also calls ``gc.freeze()`` once it is ready."""
+    recorded), ``freeze`` also calls ``gc.freeze()`` once it is ready. With ``ctx.auth``
+    "tenant", a tenant key is created through its admin API (``server.authorization``);
+    with ``ctx.redis_url``, it keeps limits, quotas and strikes in Redis."""
     http, grpc = free_port(), free_port()
     entry = (
         ["-m", "bench.gc_probe", *(["--freeze"] if freeze else [])]
@@ -267,6 +281,11 @@ def start_modelgate(
         ],
     )
     env = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY}
+    if ctx.redis_url is not None and ctx.redis_prefix is not None:
+        env |= {
+            "MODELGATE_REDIS_URL": ctx.redis_url,
+            "MODELGATE_REDIS_KEY_PREFIX": ctx.redis_prefix,
+        }
     if probe or freeze:
         gc_file = ctx.work / f"{tag}.gc"
         env["BENCH_GC_FILE"] = str(gc_file)
@@ -282,6 +301,9 @@ def start_modelgate(
         deadline = time.monotonic() + 30
         while "gc_probe: froze" not in server.log_text() and time.monotonic() < deadline:
             time.sleep(0.2)
+    if ctx.auth == "tenant":
+        secret = tenant.create_key_over_http(f"http://127.0.0.1:{http}")
+        server.authorization = f"Bearer {secret}"
     return server
 
 
@@ -467,8 +489,14 @@ def bench_rest(ctx: Ctx) -> Result:
             name: f"http://127.0.0.1:{s.http_port}/v2/models/{workloads.CREDIT}/infer"
             for name, s in servers.items()
         }
+        scripts = dict.fromkeys(servers, script)
+        scripts["modelgate"] = loadgen.lua_script(
+            ctx.work / "credit-modelgate.lua",
+            [workloads.credit_json()],
+            authorization=authorization(servers["modelgate"]),
+        )
         _same_credit_answer(
-            _post(urls["modelgate"], workloads.credit_json()),
+            _post(urls["modelgate"], workloads.credit_json(), authorization(servers["modelgate"])),
             _post(urls["fastapi"], workloads.credit_json()),
         )
 
@@ -476,7 +504,7 @@ def bench_rest(ctx: Ctx) -> Result:
             return lambda: _checked(
                 _with_server_cpu(
                     servers[name],
-                    lambda: loadgen.wrk(urls[name], script, connections, seconds, cpus=cpus),
+                    lambda: loadgen.wrk(urls[name], scripts[name], connections, seconds, cpus=cpus),
                 ),
                 name,
             )
@@ -591,12 +619,11 @@ def _inprocess(ctx: Ctx, which: str) -> dict[str, float]:
     """µs per call of each layer, from ``bench.inprocess`` in a fresh process on CPU 0."""
     wait_quiet(ctx)
     try:
-        out = run_bounded(
-            pinned(
-                SERVER_CPU, [sys.executable, "-m", "bench.inprocess", which, str(ctx.models), "1.5"]
-            ),
-            timeout=180,
-        ).stdout
+        argv = [sys.executable, "-m", "bench.inprocess", which, str(ctx.models), "1.5"]
+        argv += ["--auth", ctx.auth]
+        if ctx.redis_url is not None:
+            argv += ["--redis", ctx.redis_url]
+        out = run_bounded(pinned(SERVER_CPU, argv), timeout=300).stdout
         layers: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     except (RuntimeError, ValueError, IndexError) as exc:
         ctx.log(f"in-process breakdown failed: {exc}")
@@ -607,15 +634,13 @@ def _inprocess(ctx: Ctx, which: str) -> dict[str, float]:
 
 
 # -- 3. gRPC vs a minimal grpc.aio server ------------------------------------------------
-def _grpc_call(port: int, message: Any) -> Any:
+def _grpc_call(port: int, message: Any, auth: str) -> Any:
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        return stub.ModelInfer(
-            message, timeout=30, metadata=(("authorization", workloads.AUTHORIZATION),)
-        )
+        return stub.ModelInfer(message, timeout=30, metadata=(("authorization", auth),))
 
 
 def bench_grpc(ctx: Ctx) -> Result:
@@ -639,18 +664,16 @@ def bench_grpc(ctx: Ctx) -> Result:
     body = ctx.work / "credit.grpc"
     body.write_bytes(workloads.grpc_frame(message))
     layers = _inprocess(ctx, "grpc")
-    headers = [
-        "content-type: application/grpc",
-        "te: trailers",
-        f"authorization: {workloads.AUTHORIZATION}",
-    ]
+    headers = ["content-type: application/grpc", "te: trailers"]
     connections, streams = 4, 16
     servers: dict[str, Server] = {}
     try:
         servers["modelgate"] = start_modelgate(ctx, "modelgate-grpc", SERVER_CPU)
         servers["grpc.aio"] = start_grpc_baseline(ctx, credit, SERVER_CPU)
         servers["grpc.aio on uvloop"] = start_grpc_baseline(ctx, credit, SERVER_CPU, True)
-        answers = {n: _grpc_call(s.grpc_port, message) for n, s in servers.items()}
+        answers = {
+            n: _grpc_call(s.grpc_port, message, authorization(s)) for n, s in servers.items()
+        }
         probs = [np.frombuffer(a.raw_output_contents[1], "<f4") for a in answers.values()]
         if not all(np.allclose(probs[0], p, atol=1e-5) for p in probs):
             raise RuntimeError(f"the servers disagree: {probs}")
@@ -670,7 +693,7 @@ def bench_grpc(ctx: Ctx) -> Result:
                         connections=connections,
                         streams=streams,
                         seconds=seconds,
-                        headers=headers,
+                        headers=[*headers, f"authorization: {authorization(servers[name])}"],
                         cpus=LOAD_CPU,
                         response_bytes=sizes[name],
                     ),
@@ -752,20 +775,26 @@ def bench_minilm(ctx: Ctx) -> Result:
     )
     predictor = raw.minilm_predictor(minilm)
     raw32, raw1 = raw.minilm_call(predictor, 32), raw.minilm_call(predictor, 1)
-    oip = loadgen.lua_script(
-        ctx.work / "minilm-oip.lua", [workloads.sentence_json(s) for s in workloads.SENTENCES]
-    )
-    openai = loadgen.lua_script(
-        ctx.work / "minilm-openai.lua", [workloads.embeddings_json(s) for s in workloads.SENTENCES]
-    )
     mg = start_modelgate(ctx, "modelgate-minilm", None)
     try:
+        auth = authorization(mg)
+        oip = loadgen.lua_script(
+            ctx.work / "minilm-oip.lua",
+            [workloads.sentence_json(s) for s in workloads.SENTENCES],
+            authorization=auth,
+        )
+        openai = loadgen.lua_script(
+            ctx.work / "minilm-openai.lua",
+            [workloads.embeddings_json(s) for s in workloads.SENTENCES],
+            authorization=auth,
+        )
         base = f"http://127.0.0.1:{mg.http_port}"
         oip_url = f"{base}/v2/models/{workloads.MINILM}/infer"
         emb_url = f"{base}/v1/embeddings"
-        answer = _post(oip_url, workloads.sentence_json(workloads.SENTENCES[0]))
+        answer = _post(oip_url, workloads.sentence_json(workloads.SENTENCES[0]), auth)
         assert answer["outputs"][0]["shape"] == [1, 384], answer
-        assert len(_post(emb_url, workloads.embeddings_json("hi"))["data"][0]["embedding"]) == 384
+        embedded = _post(emb_url, workloads.embeddings_json("hi"), auth)
+        assert len(embedded["data"][0]["embedding"]) == 384
 
         def over_http(
             url: str, script: Path, connections: int, seconds: float
@@ -920,12 +949,16 @@ def bench_workers(ctx: Ctx) -> Result:
             "rounds req/s",
         ],
     )
-    script = loadgen.lua_script(ctx.work / "credit.lua", [workloads.credit_json()])
     servers: dict[str, Server] = {}
+    scripts: dict[str, Path] = {}
     try:
         for workers in (1, 2):
-            servers[f"--workers {workers}"] = start_modelgate(
-                ctx, f"modelgate-w{workers}", None, workers
+            name = f"--workers {workers}"
+            servers[name] = start_modelgate(ctx, f"modelgate-w{workers}", None, workers)
+            scripts[name] = loadgen.lua_script(
+                ctx.work / f"credit-w{workers}.lua",
+                [workloads.credit_json()],
+                authorization=authorization(servers[name]),
             )
 
         def target(name: str, seconds: float) -> Callable[[], Load]:
@@ -945,7 +978,8 @@ def bench_workers(ctx: Ctx) -> Result:
                 try:
                     load = _checked(
                         _with_server_cpu(
-                            server, lambda: loadgen.wrk(url, script, 64, seconds, cpus=None)
+                            server,
+                            lambda: loadgen.wrk(url, scripts[name], 64, seconds, cpus=None),
                         ),
                         name,
                     )

@@ -4,8 +4,10 @@ and the machine and versions a run happened on."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -117,8 +119,30 @@ def _version(dist: str) -> str:
         return "-"
 
 
+def modelgate_source() -> str:
+    """Which modelgate the servers run: its folder, and the commit of that folder's work tree
+    (with PYTHONPATH=<worktree>/src, an older commit than the benchmark's own)."""
+    spec = importlib.util.find_spec("modelgate")
+    if spec is None or spec.origin is None:
+        return "not found"
+    folder = Path(spec.origin).parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        changed = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return str(folder)
+    return f"{commit}{' + uncommitted changes' if changed else ''} ({folder})"
+
+
 def environment() -> dict[str, str]:
     return {
+        "modelgate": modelgate_source(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} CPUs ({_cpu_model()}), {platform.machine()}, "
         f"Linux {platform.release()}",

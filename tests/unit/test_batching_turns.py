@@ -14,6 +14,7 @@ from modelgate.core.batching import BatchingRuntime
 from modelgate.core.execution import PredictorRuntime
 from modelgate.core.manifest import BatchingPolicy
 from modelgate.core.ports import Arrays
+from modelgate.errors import ErrorKind, ModelgateError
 
 
 class _OwnerPredictor:
@@ -98,3 +99,34 @@ async def test_a_small_request_arriving_mid_way_runs_before_the_rest() -> None:
     await small[0]
     owners = [o[0] for o in predictor.calls]
     assert owners.index(2.0) <= 4, owners  # it waited for one chunk at most, not seven
+
+
+async def test_a_request_under_way_is_not_refused_when_the_queue_fills() -> None:
+    predictor = _OwnerPredictor()
+    batcher = BatchingRuntime(
+        PredictorRuntime(predictor, offload=False),
+        BatchingPolicy(max_batch_size=2, max_queue_delay_us=0, max_queue_size=2),
+    )
+    others: list[asyncio.Future[Any]] = []
+    original = predictor.predict
+
+    async def small() -> Any:
+        for _ in range(3):  # a few loop turns: they queue just as the next chunk does
+            await asyncio.sleep(0)
+        return await batcher.infer(_rows(2.0, 1))
+
+    def predict(inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        out = original(inputs)
+        if len(predictor.calls) == 1:  # the big request's first chunk: the queue fills
+            others.extend(asyncio.ensure_future(small()) for _ in range(2))
+        return out
+
+    predictor.predict = predict  # type: ignore[method-assign]
+    result = await batcher.infer(_rows(1.0, 6))  # three chunks of two
+    np.testing.assert_array_equal(result["y"], _rows(1.0, 6)["x"])
+    # newcomers may be refused while the queue is full; the request under way was not
+    answers = await asyncio.gather(*others, return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, ModelgateError)]
+    assert all(a.kind is ErrorKind.OVERLOADED for a in refused)
+    assert len(refused) < len(answers)
+    assert [o[0] for o in predictor.calls].count(1.0) == 3

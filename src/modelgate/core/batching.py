@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,12 +140,27 @@ class BatchingRuntime:
         starts = list(range(0, rows, step))
         results: list[_Outputs] = []
         for first in range(0, len(starts), window):
-            parts = [
-                self.infer({k: v[i : i + step] for k, v in inputs.items()}, timing)
-                for i in starts[first : first + window]
+            chunks = [
+                {k: v[i : i + step] for k, v in inputs.items()} for i in starts[first:][:window]
             ]
+            parts: list[Awaitable[_Outputs]]
+            if first == 0:  # a full queue refuses the request before any of it ran
+                parts = [self.infer(chunk, timing) for chunk in chunks]
+            else:  # a request under way is not refused half done: its chunks always queue
+                loop = asyncio.get_running_loop()
+                parts = [self._enqueue(loop, chunk, _rows(chunk), timing) for chunk in chunks]
             results.extend(await asyncio.gather(*parts))
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _enqueue(
+        self, loop: asyncio.AbstractEventLoop, inputs: Arrays, rows: int, timing: Timing | None
+    ) -> asyncio.Future[_Outputs]:
+        pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
+        self._queue.append(pending)
+        if self._observer is not None:
+            self._observer.queue(len(self._queue))
+        self._schedule(loop)
+        return pending.future
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._running >= self._concurrency or not self._queue:

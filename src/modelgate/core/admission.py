@@ -1,5 +1,8 @@
 """Admission: everything a request must fit before the model runs, cheapest check first.
 
+0. **Size**, before admission: the model's ``limits`` (rows, texts, bytes per text,
+   tokens; :mod:`modelgate.core.request_size`) are checked as the inputs are validated, so
+   a request over them (413) spends no rate limit, slot or quota.
 1. **Batch size**: at most ``plan.max_batch_size`` rows per request (413).
 2. **Load shedding**: at most ``max_inflight`` inference requests run in this process. A
    plan of priority ``p`` (0-9) may take a slot while fewer than

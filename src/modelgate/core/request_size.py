@@ -5,7 +5,10 @@ more than a typical one: rows (one comparison per input), then texts and the UTF
 each (a ``len`` per text), then, for embedding models, tokens. Tokens are counted only for
 the texts that could be over a token limit: a token covers at least one byte of text, so a
 text of ``b`` bytes has at most ``b`` tokens plus the tokenizer's special ones, and short
-texts (nearly all) are never tokenized twice.
+texts (nearly all) are never tokenized twice. (A normalizer that expands text, such as
+NFKC's ligatures, could break that bound: a text a little over the per-text limit would then
+be cut by the runtime's tokenizer rather than refused, so the work stays bounded either way.
+The MiniLM tokenizer's bound is checked by a property test.)
 
 A request over a limit is refused with PAYLOAD_TOO_LARGE, whose ``details`` name the limit
 (``size_limit``: e.g. ``"max_text_bytes"``) and its value (``allowed``), so that every

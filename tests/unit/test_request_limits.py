@@ -12,6 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelgate.core.admission import Admission
+from modelgate.core.identity import Plan, Principal
+from modelgate.core.inference import InferenceRequest, InferenceService
 from modelgate.core.manifest import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MAX_TEXT_BYTES,
@@ -20,10 +23,15 @@ from modelgate.core.manifest import (
     ModelManifest,
     parse_manifest,
 )
+from modelgate.core.quotas import Quotas
+from modelgate.core.registry import ModelRegistry
 from modelgate.core.request_size import check_size, check_tokens, token_counter
 from modelgate.core.signature import validate_inputs
 from modelgate.core.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.limits.memory import MemoryRateLimiter
+from modelgate.limits.quotas import MemoryQuotaCounter
+from tests.unit.fakes import MemoryRepository, RecordingPredictor
 
 TABULAR: dict[str, Any] = {
     "runtime": "python",
@@ -286,3 +294,29 @@ async def test_many_long_texts_are_counted_off_the_event_loop() -> None:
 
 def test_tabular_models_have_no_token_check() -> None:
     assert _manifest(TABULAR).limits.max_total_tokens is None
+
+
+# -- the order: size, then rows charged to quotas, then the model --------------------------
+async def test_an_oversized_request_spends_no_quota_and_rows_are_charged_first() -> None:
+    predictor = RecordingPredictor()
+    repository = MemoryRepository({"m": {1: {"limits": {"max_rows": 4}}}})
+    registry = ModelRegistry(repository, {"python": lambda source: predictor})
+    quotas = Quotas(MemoryQuotaCounter())
+    service = InferenceService(registry, admission=Admission(MemoryRateLimiter(), quotas=quotas))
+    who = Principal("t1", "key_1", frozenset({"infer"}), Plan("p", rows_per_day=6))
+
+    def request(rows: int) -> InferenceRequest:
+        return InferenceRequest("m", None, [Tensor("x", "FP32", np.ones((rows, 2), np.float32))])
+
+    await registry.acquire("m", None)  # loaded (its warm-up calls are not the requests')
+    warm = len(predictor.calls)
+    with pytest.raises(ModelgateError) as exc:
+        await service.infer(request(5), who)  # over max_rows
+    _refused(exc, "max_rows", 4)
+    assert [(u.unit, u.used) for u in await quotas.usage(who)] == [("rows", 0)]
+    await service.infer(request(4), who)
+    with pytest.raises(ModelgateError) as exc:
+        await service.infer(request(3), who)  # 4 + 3 rows would pass 6 a day
+    assert exc.value.kind is ErrorKind.RATE_LIMITED
+    assert predictor.calls[warm:] == [4]  # only the request that fit ran
+    assert [(u.unit, u.used) for u in await quotas.usage(who)] == [("rows", 4)]

@@ -2,10 +2,19 @@
 :class:`~modelgate.core.inference.InferenceService`, as the tenant that submitted them, so
 jobs are authorized, admitted, limited, metered and monitored like synchronous requests.
 
-While it runs a job, the worker renews its lease every third of ``lease_s``; a renewal
-refused (the job was cancelled, or the lease expired and another worker took the job)
-stops the run at once. Each item's result is written when it is known, once; a run of a
-job claimed again after a lost lease only runs the items without a result.
+While it runs a job, the worker renews its lease every third of ``lease_s`` (a renewal
+that failed is tried again within a second or two); a renewal refused (the job was
+cancelled, or the lease expired and another worker took the job) stops the run at once.
+Each item's result is written when it is known, once; a run of a job claimed again after
+a lost lease only runs the items without a result.
+
+Each claim loop ("slot") claims under an id of its own, ``<worker id>/<slot>``, and a
+claim takes back first the job its id still holds: a claim whose answer was lost when the
+database went down (the job was leased, the worker never knew), or a run given up when a
+write failed for good. So a database restart never leaves a job waiting out its lease
+while its worker is alive: the slot's next claim, once the database answers, resumes it
+(the same attempt, only the items without a result). A lease's expiry is for workers
+that died.
 
 How an item's error is handled:
 
@@ -55,6 +64,13 @@ _FINAL = frozenset(
 )
 _WAIT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
 _WAIT_LIMIT_S = 30.0
+#: longest pause between claims while the database is unavailable: a slot notices it is
+#: back (and takes back the job it holds) within this
+_OUTAGE_POLL_S = 1.0
+#: a failed lease renewal is tried again after this (not a third of the lease later)
+_RENEW_RETRY_S = 1.0
+#: a slot's holder id is the worker id (cut to this), "/" and the slot (128 in all at most)
+_HOLDER_LENGTH = 120
 #: finished jobs deleted per purge statement
 _PURGE_BATCH = 500
 
@@ -164,7 +180,7 @@ class JobWorker:
     def start(self) -> None:
         """Run ``slots`` claim loops in the background (needs a running event loop)."""
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._claim_loop()) for _ in range(self._slots)]
+        self._loops = [loop.create_task(self._claim_loop(n)) for n in range(self._slots)]
         self._loops.append(loop.create_task(self._purge_loop()))
         log.info("job worker %s started (%d slots)", self.worker_id, self._slots)
 
@@ -178,11 +194,16 @@ class JobWorker:
                 await task
         self._loops = []
 
-    async def _claim_loop(self) -> None:
+    def holder(self, slot: int) -> str:
+        """The id slot ``slot`` claims under (one job at a time per id)."""
+        return f"{self.worker_id[:_HOLDER_LENGTH]}/{slot}"
+
+    async def _claim_loop(self, slot: int) -> None:
+        holder = self.holder(slot)
         outage = 0  # claims in a row that found the database unavailable
         while not self._stopping:
             try:
-                worked = await self.run_once()
+                worked = await self.run_once(holder)
                 outage = 0
             except asyncio.CancelledError:
                 raise
@@ -192,9 +213,11 @@ class JobWorker:
                     outage += 1
                     if outage == 1:  # once per outage, without a traceback
                         log.warning("job worker %s: the database is unavailable", self.worker_id)
-                    await asyncio.sleep(min(0.1 * 2**outage, 5.0))
+                    await asyncio.sleep(min(0.1 * 2**outage, _OUTAGE_POLL_S))
                     continue
-                log.exception("job worker %s: claiming failed", self.worker_id)
+                # a write that failed otherwise: the job stays held by this slot, whose
+                # next claim takes it back (after a pause: the failure may repeat)
+                log.exception("job worker %s: claiming or running failed", holder)
             if not worked:
                 await asyncio.sleep(self._poll_s)
 
@@ -221,7 +244,8 @@ class JobWorker:
         """A queue write while the job is held, retried while the database is unavailable
         (the writes are idempotent: an item's first result stays, an end applies once) for
         up to a lease: an outage shorter than that costs no attempt. After that the error
-        goes up, and the lease's expiry hands the job to the next claim."""
+        goes up, and the slot's next claim takes the job back (see the module docstring);
+        the results not written are computed again then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.lease_s
         delay = 0.1
@@ -238,19 +262,21 @@ class JobWorker:
             delay = min(delay * 2, 2.0)
 
     # -- one job ---------------------------------------------------------------------------
-    async def run_once(self) -> bool:
-        """Claim one job and run it to its end (or to the loss of its lease); False when
-        there was nothing to claim."""
-        claimed = await self.queue.claim(self.worker_id, self._now(), self.policy.lease_s)
+    async def run_once(self, holder: str | None = None) -> bool:
+        """Claim one job as ``holder`` (the worker id by default) and run it to its end (or
+        to the loss of its lease); False when there was nothing to claim. One holder runs
+        one job at a time."""
+        holder = holder or self.worker_id
+        claimed = await self.queue.claim(holder, self._now(), self.policy.lease_s, resume=True)
         if claimed is None:
             return False
         job = claimed.job
         log.info(
             "job %s claimed by %s (attempt %d of %d, %d items left)",
-            job.id, self.worker_id, job.attempts, job.max_attempts, len(claimed.pending),
+            job.id, holder, job.attempts, job.max_attempts, len(claimed.pending),
         )  # fmt: skip
-        run = asyncio.get_running_loop().create_task(self._run(claimed))
-        beat = asyncio.get_running_loop().create_task(self._heartbeat(job.id, run))
+        run = asyncio.get_running_loop().create_task(self._run(claimed, holder))
+        beat = asyncio.get_running_loop().create_task(self._heartbeat(job.id, holder, run))
         try:
             await run
         except asyncio.CancelledError:
@@ -258,34 +284,40 @@ class JobWorker:
                 # this worker is shutting down: give the job back without spending an attempt
                 run.cancel()
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.queue.release(job.id, self.worker_id, self._now()))
+                    await asyncio.shield(self.queue.release(job.id, holder, self._now()))
                 raise
-            log.info("job %s: lease lost or job cancelled; %s stops", job.id, self.worker_id)
+            log.info("job %s: lease lost or job cancelled; %s stops", job.id, holder)
         finally:
             beat.cancel()
         return True
 
-    async def _heartbeat(self, job_id: str, run: asyncio.Task[None]) -> None:
+    async def _heartbeat(self, job_id: str, holder: str, run: asyncio.Task[None]) -> None:
         interval = self.policy.lease_s / 3
+        delay = interval
         while not run.done():
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
             try:
-                held = await self.queue.heartbeat(
-                    job_id, self.worker_id, self._now(), self.policy.lease_s
-                )
-            except Exception:  # a database hiccup: the lease has two more chances
-                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+                held = await self.queue.heartbeat(job_id, holder, self._now(), self.policy.lease_s)
+            except Exception as exc:  # a database hiccup: renew as soon as it answers again
+                delay = min(_RENEW_RETRY_S, interval)
+                log.warning("job %s: heartbeat failed (%r); again in %.1f s", job_id, exc, delay)
                 continue
+            delay = interval
             if not held:
                 run.cancel()
                 return
 
-    async def _run(self, claimed: ClaimedJob) -> None:
+    async def _run(self, claimed: ClaimedJob, holder: str) -> None:
         job = claimed.job
         try:
             principal = await self.principals.principal(job.owner)
         except ModelgateError as exc:
-            await self._end(job, JobState.FAILED, exc.message)
+            if exc.kind is ErrorKind.UNAVAILABLE:
+                # the identity store is down: not the job's fault; it goes back as it was
+                # and this slot waits for the database (the claim loop's outage pause)
+                await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
+                raise
+            await self._end(job, holder, JobState.FAILED, exc.message)
             return
         pending = list(claimed.pending)
         error = None
@@ -299,7 +331,7 @@ class JobWorker:
             now = self._now()
             retry_at = now + timedelta(seconds=self.policy.retry_delay(job.attempts))
             ended = await self._persist(
-                job.id, lambda: self.queue.retry(job.id, self.worker_id, error, now, retry_at)
+                job.id, lambda: self.queue.retry(job.id, holder, error, now, retry_at)
             )
             if ended is not None:
                 log.warning(
@@ -309,12 +341,12 @@ class JobWorker:
                 if ended.state is JobState.DEAD:
                     self._tell(ended)
             return
-        await self._end(job, JobState.SUCCEEDED, None)
+        await self._end(job, holder, JobState.SUCCEEDED, None)
 
-    async def _end(self, job: Job, state: JobState, error: str | None) -> None:
+    async def _end(self, job: Job, holder: str, state: JobState, error: str | None) -> None:
         now = self._now()
         ended = await self._persist(
-            job.id, lambda: self.queue.finish(job.id, self.worker_id, state, error, now)
+            job.id, lambda: self.queue.finish(job.id, holder, state, error, now)
         )
         if ended is not None:
             log.info("job %s %s", job.id, state.value)

@@ -260,7 +260,10 @@ class JobQueue(Protocol):
       Each claim counts an attempt; a job whose lease expired after its last allowed
       attempt turns DEAD instead of being claimed. Two workers never hold one lease:
       PostgreSQL claims with ``SELECT ... FOR UPDATE SKIP LOCKED``, SQLite inside its
-      write lock. None: nothing to do.
+      write lock. None: nothing to do. With ``resume``, a running job that ``worker``
+      itself holds comes first, and its attempt goes on uncounted: a claim whose answer
+      was lost, or a run given up when a write failed (a job worker's slot claims under
+      an id of its own and runs one job at a time).
     - ``heartbeat`` moves the lease forward; False when the worker no longer holds it
       (expired and taken, or the job was cancelled): the worker stops.
     - ``complete_item`` writes one item's result once: True when written, False when the
@@ -288,7 +291,9 @@ class JobQueue(Protocol):
 
     async def list_jobs(self, query: JobQuery) -> list[Job]: ...
 
-    async def claim(self, worker: str, now: datetime, lease_s: float) -> ClaimedJob | None: ...
+    async def claim(
+        self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
+    ) -> ClaimedJob | None: ...
 
     async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool: ...
 

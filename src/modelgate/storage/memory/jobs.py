@@ -99,10 +99,17 @@ class MemoryJobQueue:
         jobs.sort(key=lambda j: j.id, reverse=True)
         return jobs[: query.limit]
 
-    async def claim(self, worker: str, now: datetime, lease_s: float) -> ClaimedJob | None:
+    async def claim(
+        self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
+    ) -> ClaimedJob | None:
         candidates: list[_Entry] = []
         for entry in self._jobs.values():
             job = entry.job
+            if resume and job.state is JobState.RUNNING and job.worker == worker:
+                # held by this worker, which does not run it: it gave the run up when a
+                # write failed; the same attempt goes on
+                candidates = [entry]
+                break
             if job.state is JobState.QUEUED and entry.available_at <= now:
                 candidates.append(entry)
             elif job.state is JobState.RUNNING and _expired(job, now):
@@ -113,10 +120,11 @@ class MemoryJobQueue:
         if not candidates:
             return None
         entry = min(candidates, key=lambda e: (-e.job.priority, e.job.id))
+        mine = resume and entry.job.state is JobState.RUNNING and entry.job.worker == worker
         entry.job = dataclasses.replace(
             entry.job,
             state=JobState.RUNNING,
-            attempts=entry.job.attempts + 1,
+            attempts=entry.job.attempts + (0 if mine else 1),
             worker=worker,
             lease_expires_at=now + timedelta(seconds=lease_s),
             started_at=entry.job.started_at or now,

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import and_, case, delete, false, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelgate.core.jobs import (
@@ -190,13 +190,19 @@ class SqlJobQueue:
         async with reading(self._engine) as connection:
             return [_job(dict(row._mapping)) for row in await connection.execute(statement)]
 
-    async def claim(self, worker: str, now: datetime, lease_s: float) -> ClaimedJob | None:
+    async def claim(
+        self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
+    ) -> ClaimedJob | None:
+        worker = checked_text(worker, "worker id", ID_LENGTH)
         expired = and_(_J.state == JobState.RUNNING.value, _J.lease_expires_at <= now)
+        # resume: a job this worker holds and does not run (its claim's answer was lost, or
+        # it gave the run up when a write failed): first, and the same attempt
+        mine = and_(_J.state == JobState.RUNNING.value, _J.worker == worker) if resume else false()
         async with writing(self._engine) as connection:
             # dead letter: jobs whose worker died on their last allowed attempt
             await connection.execute(
                 update(jobs)
-                .where(expired, _J.attempts >= _J.max_attempts)
+                .where(expired, _J.attempts >= _J.max_attempts, ~mine)
                 .values(
                     state=JobState.DEAD.value,
                     finished_at=now,
@@ -211,9 +217,10 @@ class SqlJobQueue:
                     or_(
                         and_(_J.state == JobState.QUEUED.value, _J.available_at <= now),
                         expired,
+                        mine,
                     )
                 )
-                .order_by(_J.priority.desc(), _J.id.asc())
+                .order_by(case((mine, 0), else_=1), _J.priority.desc(), _J.id.asc())
                 .limit(1)
             )
             if self._postgres:
@@ -226,8 +233,9 @@ class SqlJobQueue:
                 .where(_J.id == job_id)
                 .values(
                     state=JobState.RUNNING.value,
-                    attempts=_J.attempts + 1,
-                    worker=checked_text(worker, "worker id", ID_LENGTH),
+                    # taken back by its own worker: the same attempt goes on
+                    attempts=case((mine, _J.attempts), else_=_J.attempts + 1),
+                    worker=worker,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                     started_at=func.coalesce(_J.started_at, literal(now, UtcDateTime())),
                 )

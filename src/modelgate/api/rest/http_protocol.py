@@ -27,6 +27,7 @@ The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -63,6 +64,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 16 * 1024
     header_timeout_s = 10.0
     max_connections = 4096
+    # connections refused since the last warning, and when that was (all instances)
+    _refused = 0
+    _refusals_logged_at = -math.inf
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,11 +82,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
-            self.logger.warning("connection refused: %d open", len(self.connections) - 1)
-            self.transport.abort()
+            self._refuse_connection()
             return
         self._header_deadline = self.loop.time() + self.header_timeout_s
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._check_headers)
+
+    def _refuse_connection(self) -> None:
+        # logged at most once a minute per process: a flood of connections is no flood of logs
+        cls = LimitedHttpToolsProtocol
+        cls._refused += 1
+        now = self.loop.time()
+        if now - cls._refusals_logged_at >= 60:
+            self.logger.warning(
+                "connections refused, %d open (the most): %d since the last warning",
+                self.max_connections,
+                cls._refused,
+            )
+            cls._refusals_logged_at, cls._refused = now, 0
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:

@@ -251,3 +251,28 @@ async def test_metrics_are_open_by_default_and_protected_on_request(tmp_path: Pa
             assert (await c.get("/metrics")).status_code == expected
             assert (await c.get("/metrics", headers=_as(ADMIN))).status_code == 200
         await components.close()
+
+
+async def test_a_plan_that_names_no_quota_gets_the_default_rows_and_tokens_per_day(
+    client: httpx.AsyncClient,
+) -> None:
+    """As `modelgate plans create`: a tenant's work is bounded from its first plan; a quota
+    named null is none."""
+    bounded = await client.post(
+        "/admin/plans", json={"name": "bounded", "max_concurrency": 4}, headers=_as(ADMIN)
+    )
+    assert bounded.status_code == 201, bounded.text
+    assert (bounded.json()["rows_per_day"], bounded.json()["tokens_per_day"]) == (
+        1_000_000,
+        10_000_000,
+    )
+    own = await client.post(
+        "/admin/plans", json={"name": "own-quota", "requests_per_day": 9}, headers=_as(ADMIN)
+    )
+    assert own.status_code == 201, own.text
+    assert (own.json()["requests_per_day"], own.json()["rows_per_day"]) == (9, None)
+    unmetered = await client.post(
+        "/admin/plans", json={"name": "unmetered", "rows_per_day": None}, headers=_as(ADMIN)
+    )
+    assert unmetered.status_code == 201, unmetered.text
+    assert (unmetered.json()["rows_per_day"], unmetered.json()["tokens_per_day"]) == (None, None)

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.payloads import PayloadConsent
+from modelgate.core.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
 from modelgate.core.usage import Price, UsageRow
 
 #: the largest value of an ``Integer`` column (PostgreSQL ``integer``)
@@ -36,6 +37,11 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_QUOTAS = frozenset(
+    f"{unit}_per_{period}" for unit in ("requests", "rows", "tokens") for period in ("day", "month")
+)
+
+
 class PlanBody(_Request):
     name: str = Field(min_length=1, max_length=63)
     requests_per_second: Rate | None = None
@@ -53,7 +59,14 @@ class PlanBody(_Request):
     models: list[str] | None = None
 
     def to_plan(self) -> Plan:
+        """The plan; one whose body names no quota at all gets the default rows and tokens
+        per day, so a tenant's work is bounded from its first plan (null names one: none)."""
         data = self.model_dump()
+        if not self.model_fields_set & _QUOTAS:
+            data["rows_per_day"], data["tokens_per_day"] = (
+                DEFAULT_ROWS_PER_DAY,
+                DEFAULT_TOKENS_PER_DAY,
+            )
         models = data.pop("models")
         return Plan(**data, models=tuple(models) if models is not None else None)
 

@@ -31,9 +31,11 @@ from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["MAX_QUERY_INPUT", "decode_query_input", "edge_headers", "etag_of", "not_modified"]
 
-#: the longest ``input`` accepted, in characters (about 12 KiB of JSON); a longer one
-#: answers 413. Proxies commonly refuse request lines over 8 to 16 KiB anyway.
-MAX_QUERY_INPUT = 16 * 1024
+#: the longest ``input`` accepted, in characters (about 6 KiB of JSON); a longer one
+#: answers 413. It stays well inside the request-line-and-headers limit
+#: (``http_max_header_bytes``, 16 KiB: past it the answer is 431) and nginx's default
+#: 8 KiB request line.
+MAX_QUERY_INPUT = 8 * 1024
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 

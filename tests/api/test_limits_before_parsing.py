@@ -245,3 +245,30 @@ async def test_grpc_refuses_metadata_over_the_limit(server: Server) -> None:
 
     assert ok.status == health_pb2.HealthCheckResponse.SERVING
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+
+
+async def test_an_admin_request_looks_its_key_up_once(tmp_path: Path) -> None:
+    """RestApp authenticates /admin before the body; the admin app takes that principal
+    rather than looking the same key up again (two queries per call without a key cache)."""
+    async with (
+        _throttled(tmp_path) as (server, lookups),
+        httpx.AsyncClient(base_url=_url(server), timeout=30) as client,
+    ):
+        plan = await client.post("/admin/plans", headers=AUTH, json={"name": "once"})
+        assert plan.status_code == 201, plan.text
+        tenant = await client.post(
+            "/admin/tenants", headers=AUTH, json={"name": "once", "plan": "once"}
+        )
+        assert tenant.status_code == 201, tenant.text
+        tid = tenant.json()["id"]
+        key = await client.post(
+            f"/admin/tenants/{tid}/keys", headers=AUTH, json={"name": "k", "scopes": ["keys:admin"]}
+        )
+        assert key.status_code == 201, key.text
+        secret = key.json()["secret"]
+        before = len(lookups)
+        listed = await client.get(
+            f"/admin/tenants/{tid}/keys", headers={"Authorization": f"Bearer {secret}"}
+        )
+    assert listed.status_code == 200, listed.text
+    assert len(lookups) - before == 1

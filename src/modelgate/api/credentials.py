@@ -3,7 +3,11 @@ or ``x-api-key: <key>``, as an HTTP header or gRPC metadata alike."""
 
 from __future__ import annotations
 
-__all__ = ["credential_from"]
+__all__ = ["PRINCIPAL", "credential_from"]
+
+#: the ASGI scope key of the principal a request was authenticated as, set by ``RestApp``
+#: (the mounted admin app reads it instead of authenticating the same headers again)
+PRINCIPAL = "modelgate.principal"
 
 
 def credential_from(authorization: str | None, api_key: str | None) -> str | None:

@@ -44,7 +44,7 @@ from modelgate.api.admin.schemas import (
     UsageRowOut,
     VerifyOut,
 )
-from modelgate.api.credentials import credential_from
+from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
 from modelgate.core.abuse import AbuseGuard
 from modelgate.core.authentication import Authenticator
@@ -90,6 +90,9 @@ def build_admin_app(
         authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
         x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Principal:
+        known = request.scope.get(PRINCIPAL)  # RestApp authenticated it before the body
+        if isinstance(known, Principal):
+            return known
         credential = credential_from(authorization, x_api_key)
         if abuse is None:
             return await authenticator.authenticate(credential)

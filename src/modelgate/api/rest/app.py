@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import orjson
 
-from modelgate.api.credentials import credential_from
+from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.asgi import (
     ASGIApp,
@@ -82,7 +82,7 @@ _JSON = [(b"content-type", b"application/json")]
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
 _ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
 #: the ASGI scope key of the authenticated principal, for the abuse guard's error path
-_CALLER = "modelgate.principal"
+_CALLER = PRINCIPAL
 #: the ASGI scope key of the (model, version) a request named, for its log line
 _MODEL = "modelgate.model"
 

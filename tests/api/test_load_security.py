@@ -40,6 +40,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ADMIN = "admin-" + "L" * 24
 MODEL = "credit-risk"
+OWN = "acme-credit-risk"
 ROW = [2, 52000, 0.31, 0.42, 36, 5, 0, 12000, 36, 9, 1, 1]
 
 
@@ -68,6 +69,10 @@ def _layout(demo: Path, root: Path) -> tuple[Path, Path]:
     repository = root / "models"
     repository.mkdir()
     shutil.copytree(demo / MODEL, repository / MODEL)
+    # a copy private to acme: the one model acme's key may load and unload
+    shutil.copytree(demo / MODEL, repository / OWN)
+    own = yaml.safe_load((repository / OWN / "model.yaml").read_text())
+    (repository / OWN / "model.yaml").write_text(yaml.safe_dump({**own, "tenants": ["ten_acme"]}))
     marker = root / "imported.txt"
     evil = root / "evil.py"
     evil.write_text(
@@ -242,22 +247,43 @@ async def test_no_load_changes_what_runs_or_who_sees_it(
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-async def test_a_tenant_loads_and_unloads_as_the_manifest_says_and_is_audited(
+async def test_a_tenant_loads_and_unloads_its_own_model_as_the_manifest_says_and_is_audited(
     world: World, protocol: str
 ) -> None:
-    audited = len(await world.audit())
-    response = await call(world, "acme", "POST", f"/v2/repository/models/{MODEL}/unload")
+    audited = len(await world.audit(OWN))
+    response = await call(world, "acme", "POST", f"/v2/repository/models/{OWN}/unload")
     assert response.status_code == 200, response.text
-    assert (await call(world, "globex", "GET", f"/v2/models/{MODEL}/ready")).status_code == 503
+    assert (await call(world, "acme", "GET", f"/v2/models/{OWN}/ready")).status_code == 503
 
-    assert await load(world, protocol, "acme", MODEL) == (200, "")
-    answer(await infer(world, "globex"))
+    assert await load(world, protocol, "acme", OWN) == (200, "")
+    assert (await call(world, "acme", "GET", f"/v2/models/{OWN}/ready")).status_code == 200
 
-    records = (await world.audit())[audited:]
+    records = (await world.audit(OWN))[audited:]
     assert [r.action for r in records] == ["model.unload", "model.load"]
     assert all(r.actor == "key:key_acme" and r.tenant_id == "ten_acme" for r in records)
     assert records[0].before == {"versions": [1, 2]}
     assert records[1].after == {"fields": [], "override": None, "versions": [1, 2]}
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_a_tenant_neither_loads_nor_unloads_a_shared_model(
+    world: World, protocol: str
+) -> None:
+    """Each would make every other tenant wait for the model's load and warm-up, as often
+    as the tenant liked: loading and unloading a shared model is the operator's."""
+    audited = len(await world.audit())
+    unloaded = await call(world, "acme", "POST", f"/v2/repository/models/{MODEL}/unload")
+    status, message = await load(world, protocol, "acme", MODEL)
+
+    assert unloaded.status_code == 403 and "shared" in unloaded.json()["error"]
+    assert status == 403 and "shared" in message
+    assert (await call(world, "globex", "GET", f"/v2/models/{MODEL}/ready")).status_code == 200
+    answer(await infer(world, "globex"))
+    records = (await world.audit())[audited:]
+    assert [r.action for r in records] == ["model.unload.refused", "model.load.refused"]
+    assert all(r.actor == "key:key_acme" for r in records)
+    # an operator still may
+    assert await load(world, protocol, "admin", MODEL) == (200, "")
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

@@ -23,6 +23,7 @@ __all__ = [
     "may_configure_models",
     "require_model",
     "require_model_configuration",
+    "require_model_control",
     "require_scope",
 ]
 
@@ -59,6 +60,21 @@ def require_model_configuration(principal: Principal | None, fields: Sequence[st
             f"'{Scope.MODELS_CONFIGURE.value}' scope, which only operators hold; load "
             "without one to serve the model as its manifest says",
         )
+
+
+def require_model_control(principal: Principal | None, manifest: ModelManifest) -> None:
+    """PERMISSION_DENIED unless the principal may load or unload this model: an operator,
+    or the one tenant a model is private to. Loading or unloading a model other tenants
+    use would make them wait for its load and warm-up, as often as a tenant liked."""
+    if principal is None or is_operator(principal):
+        return
+    if manifest.tenants is not None and set(manifest.tenants) == {principal.tenant_id}:
+        return
+    raise ModelgateError(
+        ErrorKind.PERMISSION_DENIED,
+        f"model '{manifest.name}' is shared with other tenants: only an operator loads or "
+        "unloads it (a tenant loads and unloads the models private to it)",
+    )
 
 
 def can_see(principal: Principal | None, manifest: ModelManifest) -> bool:

@@ -1,7 +1,9 @@
 """Loading and unloading models on request (the repository API): who may, what a load may
 change, and the audit trail of each.
 
-- ``models:write`` loads and unloads the versions in the repository, as their manifests say.
+- ``models:write`` loads and unloads the versions in the repository, as their manifests say:
+  an operator any model, a tenant only the models private to it (``tenants: [its id]``;
+  PERMISSION_DENIED for a shared one, whose reloads would make every tenant wait).
 - A configuration override (Triton's ``parameters.config``) also needs an operator holding
   ``models:configure`` (PERMISSION_DENIED otherwise) and may set only the fields of
   :data:`modelgate.core.overrides.OVERRIDABLE` (INVALID_ARGUMENT naming the field otherwise).
@@ -18,7 +20,11 @@ from typing import Any
 
 from modelgate.core.audit import AuditEntry, AuditLog, actor_of
 from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import require_model, require_model_configuration
+from modelgate.core.authorization import (
+    require_model,
+    require_model_configuration,
+    require_model_control,
+)
 from modelgate.core.identity import Principal, Scope
 from modelgate.core.overrides import check_override, override_fields
 from modelgate.core.registry import ModelRegistry
@@ -64,20 +70,16 @@ class ModelControl:
             raise
         require_model(principal, manifest, None, Scope.MODELS_WRITE)
         override: dict[str, Any] | None = None
-        if config:
-            try:
+        try:
+            if config:  # an override is refused as such, whichever model it names
                 require_model_configuration(principal, fields)
                 override = check_override(config)
-            except ModelgateError as exc:
-                log.warning("load of model %s refused: %s", name, exc.message)
-                await self._record(
-                    principal,
-                    "model.load.refused",
-                    name,
-                    source_ip,
-                    {"fields": fields, "reason": exc.message},
-                )
-                raise
+            require_model_control(principal, manifest)
+        except ModelgateError as exc:
+            log.warning("load of model %s refused: %s", name, exc.message)
+            refused = {"fields": fields, "reason": exc.message}
+            await self._record(principal, "model.load.refused", name, source_ip, refused)
+            raise
         try:
             await self.registry.load(name, override)
         except ModelgateError as exc:  # the registry logged it
@@ -91,8 +93,16 @@ class ModelControl:
     async def unload(
         self, name: str, principal: Principal | None = None, source_ip: str | None = None
     ) -> None:
-        require_model(principal, await self.registry.manifest(name), None, Scope.MODELS_WRITE)
+        manifest = await self.registry.manifest(name)
+        require_model(principal, manifest, None, Scope.MODELS_WRITE)
         before = {"versions": [loaded.version for loaded in self.registry.versions(name)]}
+        try:
+            require_model_control(principal, manifest)
+        except ModelgateError as exc:
+            log.warning("unload of model %s refused: %s", name, exc.message)
+            refused = {"reason": exc.message}
+            await self._record(principal, "model.unload.refused", name, source_ip, refused, before)
+            raise
         await self.registry.unload(name)
         await self._record(principal, "model.unload", name, source_ip, None, before)
 

@@ -89,6 +89,8 @@ MATRIX: dict[tuple[str, str], list[tuple[str, str, Any, set[int]]]] = {
     # -- OIP -------------------------------------------------------------------------------
     ("POST", "/v2/repository/models/{model}/load"): [
         ("load-foreign", "/v2/repository/models/globex-only/load", None, {404}),
+        # a shared model's (re)load makes every tenant wait: the operator's (model_control.py)
+        ("load-shared", "/v2/repository/models/doubler/load", None, {403}),
         (
             "override-shared",  # what runs is the operator's decision (models:configure)
             "/v2/repository/models/doubler/load",
@@ -103,7 +105,8 @@ MATRIX: dict[tuple[str, str], list[tuple[str, str, Any, set[int]]]] = {
         ),
     ],
     ("POST", "/v2/repository/models/{model}/unload"): [
-        ("unload-foreign", "/v2/repository/models/globex-only/unload", None, {404})
+        ("unload-foreign", "/v2/repository/models/globex-only/unload", None, {404}),
+        ("unload-shared", "/v2/repository/models/doubler/unload", None, {403}),
     ],
     ("POST", "/v2/repository/index"): [],  # reads only (test_cross_tenant: no foreign names)
     ("POST", "/v2/models/{model}/infer"): [

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
     grpc_max_metadata_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     #: gRPC: a connection with no call for this long is closed (GOAWAY; clients reconnect)
     grpc_max_connection_idle_seconds: float = Field(default=300.0, gt=0)
-    #: gRPC: calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)
-    grpc_max_concurrent_streams: int = Field(default=100, ge=1)
+    #: gRPC: calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). grpc
+    #: clients do not queue calls past it: the server refuses them, so it is set well above
+    #: what one client channel runs at once (work in flight is bounded by max_inflight)
+    grpc_max_concurrent_streams: int = Field(default=1024, ge=1)
     #: gRPC: open connections per worker process; more are refused by gRPC core
     grpc_max_connections: int = Field(default=4096, ge=1)
     #: gRPC: a connection must finish its handshake (TCP, TLS, HTTP/2 preface) in this time

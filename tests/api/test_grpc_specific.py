@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,17 @@ async def test_model_statistics_parse(grpc_stub: Stub) -> None:
         service_pb2.ModelStatisticsRequest(name="doubler", version="1")
     )
     assert [(s.name, s.version) for s in one.model_stats] == [("doubler", "1")]
+
+
+async def test_many_calls_at_once_on_one_channel_are_all_served(grpc_stub: Stub) -> None:
+    """grpc clients do not queue calls past a server's SETTINGS_MAX_CONCURRENT_STREAMS (the
+    server refuses them), so one channel running a few hundred calls at once, as a
+    tritonclient or perf_analyzer user does, must stay under the default limit."""
+    x = np.ones((1, 4), dtype="<f4").tobytes()
+    calls = [
+        grpc_stub.ModelInfer(raw_request("doubler", [("x", "FP32", [1, 4], x)]), timeout=60)
+        for _ in range(400)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert not failed, failed[:3]

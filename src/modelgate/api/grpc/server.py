@@ -85,7 +85,7 @@ class GrpcConnectionLimits:
     #: a connection with no call for this long gets GOAWAY
     max_connection_idle_s: float = 300.0
     #: calls at once on one connection
-    max_concurrent_streams: int = 100
+    max_concurrent_streams: int = 1024
     #: open connections of this server; gRPC core refuses more
     max_connections: int = 4096
     #: TCP, TLS and the HTTP/2 preface must be done within this time

@@ -201,3 +201,30 @@ async def test_feedback_for_an_unknown_id_is_404_after_a_bounded_wait() -> None:
         await service.submit(None, [FeedbackItem("never-was", label=1)])
     assert caught.value.kind is ErrorKind.NOT_FOUND
     assert clock.t == pytest.approx(2.0)  # waited, and no longer
+
+
+class CountingStore(MemoryFeedbackStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    async def find(self, tenant_id: str, request_id: str) -> list[PredictionRecord]:
+        self.lookups += 1
+        return await super().find(tenant_id, request_id)
+
+
+@pytest.mark.asyncio
+async def test_unknown_ids_sent_at_once_cost_a_bounded_number_of_lookups() -> None:
+    """Only ``max_waiting`` submissions look again at once; the others are 404 as soon as
+    what this replica holds is written, so a flood of unknown ids is not multiplied into
+    store queries."""
+    store = CountingStore()
+    service = FeedbackService(store, FeedbackRecorder(store), wait_s=0.3, max_waiting=2)
+    results = await asyncio.gather(
+        *(service.submit(None, [FeedbackItem(f"unknown-{n}", label=1)]) for n in range(20)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ModelgateError) and r.kind is ErrorKind.NOT_FOUND for r in results)
+    # two looks each (before and after writing what is held), plus a few for the 2 waiters
+    assert store.lookups <= 20 * 2 + 2 * 6
+    assert service._waiting == 0

@@ -414,15 +414,21 @@ class FeedbackService:
         recorder: FeedbackRecorder | None = None,
         *,
         wait_s: float = 2.0,
+        max_waiting: int = 64,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``wait_s``: how long a request id not found yet is looked for again (a
-        prediction another replica has not written yet) before NOT_FOUND."""
+        prediction another replica has not written yet) before NOT_FOUND; ``max_waiting``:
+        how many submissions of this process may be looking again at once (past it, a
+        missing id is NOT_FOUND once what this replica holds is written), so that unknown
+        ids cannot turn into an unbounded number of store queries."""
         self.store = store
         self.recorder = recorder
         self.wait_s = wait_s
+        self.max_waiting = max_waiting
+        self._waiting = 0
         self._now = now
         self._monotonic = monotonic
         self._sleep = sleep
@@ -458,19 +464,27 @@ class FeedbackService:
         written (waiting for a write in flight: its lock), then the store is asked again
         every so often until ``deadline`` (another replica writes within its interval)."""
         rows = await self.store.find(tenant, request_id)
-        pause = 0.05
-        while not rows:
-            if self.recorder is not None:
-                await self.recorder.flush()
-                rows = await self.store.find(tenant, request_id)
-                if rows:
-                    break
-            left = deadline - self._monotonic()
-            if left <= 0:
-                break
-            await self._sleep(min(pause, left))
-            pause = min(pause * 2, 0.5)
+        if rows:
+            return rows
+        if self.recorder is not None:
+            await self.recorder.flush()
             rows = await self.store.find(tenant, request_id)
+        if rows or self._waiting >= self.max_waiting:
+            return rows
+        self._waiting += 1
+        try:
+            pause = 0.05
+            while not rows:
+                left = deadline - self._monotonic()
+                if left <= 0:
+                    break
+                await self._sleep(min(pause, left))
+                pause = min(pause * 2, 0.5)
+                if self.recorder is not None:
+                    await self.recorder.flush()
+                rows = await self.store.find(tenant, request_id)
+        finally:
+            self._waiting -= 1
         return rows
 
     def labelled(

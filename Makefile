@@ -16,6 +16,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/python -m bench --models $(MODELS)

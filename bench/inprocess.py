@@ -137,7 +137,7 @@ async def measure(
 ) -> dict[str, float]:
     from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
     from modelgate.bootstrap import build_components
-    from modelgate.core.signature import validate_inputs as _validate
+    from modelgate.core.serving.signature import validate_inputs as _validate
     from modelgate.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,10 +23,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.identity import Plan, Principal, Scope
-from modelgate.core.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
-from modelgate.core.usage import GROUPS, UsageQuery, UsageRow, parse_group_by, parse_instant
+from modelgate.core.access.authentication import ADMIN_TENANT
+from modelgate.core.access.identity import Plan, Principal, Scope
+from modelgate.core.access.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
+from modelgate.core.admission.usage import (
+    GROUPS,
+    UsageQuery,
+    UsageRow,
+    parse_group_by,
+    parse_instant,
+)
 from modelgate.errors import ModelgateError
 
 __all__ = [

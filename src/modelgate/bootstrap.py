@@ -21,29 +21,29 @@ from modelgate.api.admin.app import build_admin_app
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
-from modelgate.core.abuse import AbuseGuard
-from modelgate.core.admission import Admission
-from modelgate.core.alerts import AlertEvaluator, AlertSource
-from modelgate.core.anomaly import AnomalyDetector
-from modelgate.core.authentication import Authenticator, TokenVerifier
-from modelgate.core.concept import ConceptAlertSource, ConceptMonitor
-from modelgate.core.embeddings import EmbeddingService
-from modelgate.core.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
-from modelgate.core.governance import PayloadLogger
-from modelgate.core.idempotency import IdempotencyService
-from modelgate.core.inference import InferenceListener, InferenceService
-from modelgate.core.metering import UsageRecorder
-from modelgate.core.monitoring import DriftAlertSource, Monitor
-from modelgate.core.oauth import TokenService
-from modelgate.core.privacy import PrivacyService
-from modelgate.core.quotas import QuotaAlert, Quotas
-from modelgate.core.redaction import pseudonym
-from modelgate.core.registry import ModelRegistry, RegistryPolicy
-from modelgate.core.rollout import DeploymentService
-from modelgate.core.routing import DeploymentRouter
-from modelgate.core.shadow import ShadowRunner
-from modelgate.core.tenancy import TenancyService
-from modelgate.core.usage import UsageService
+from modelgate.core.access.authentication import Authenticator, TokenVerifier
+from modelgate.core.access.idempotency import IdempotencyService
+from modelgate.core.access.oauth import TokenService
+from modelgate.core.access.tenancy import TenancyService
+from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.admission import Admission
+from modelgate.core.admission.metering import UsageRecorder
+from modelgate.core.admission.quotas import QuotaAlert, Quotas
+from modelgate.core.admission.usage import UsageService
+from modelgate.core.governance.payload_logger import PayloadLogger
+from modelgate.core.governance.privacy import PrivacyService
+from modelgate.core.governance.redaction import pseudonym
+from modelgate.core.monitoring.alerts import AlertEvaluator, AlertSource
+from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.monitoring.concept import ConceptAlertSource, ConceptMonitor
+from modelgate.core.monitoring.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
+from modelgate.core.monitoring.monitor import DriftAlertSource, Monitor
+from modelgate.core.serving.embeddings import EmbeddingService
+from modelgate.core.serving.inference import InferenceListener, InferenceService
+from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
+from modelgate.core.traffic.rollout import DeploymentService
+from modelgate.core.traffic.routing import DeploymentRouter
+from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.job_setup import Jobs, build_jobs
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.alerting import MetricsAlertSource, alert_sink, read_alert_rules
@@ -74,7 +74,7 @@ from modelgate.storage.sql.usage import SqlUsageStore
 
 if TYPE_CHECKING:
     from modelgate.cluster.node import NodeAnnouncer
-    from modelgate.core.cluster import Cluster
+    from modelgate.core.gateway.cluster import Cluster
     from modelgate.identity.jwt import TokenIssuer
 
 __all__ = ["Components", "build_components"]
@@ -468,7 +468,7 @@ def build_components(settings: Settings) -> Components:
     cluster = None
     if settings.role == "gateway":
         from modelgate.cluster.setup import build_cluster
-        from modelgate.core.remote import ClusterRepository, remote_builder
+        from modelgate.core.gateway.remote import ClusterRepository, remote_builder
 
         cluster = build_cluster(settings, metrics, tracer)
         registry = ModelRegistry(

@@ -14,9 +14,9 @@ import typer
 from rich.table import Table
 
 from modelgate.admin_cli import ConfigOption, _operator, _run, console
-from modelgate.core.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
-from modelgate.core.rollout import DeploymentService
-from modelgate.core.routing import DeploymentRouter
+from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
+from modelgate.core.traffic.rollout import DeploymentService
+from modelgate.core.traffic.routing import DeploymentRouter
 from modelgate.errors import ModelgateError, invalid
 
 __all__ = ["deployments_app"]

@@ -16,8 +16,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from modelgate.admin_cli import ConfigOption, _operator, _run, console
-from modelgate.core.datasets import export_training_rows
-from modelgate.core.usage import parse_instant
+from modelgate.core.admission.usage import parse_instant
+from modelgate.core.governance.datasets import export_training_rows
 
 __all__ = ["feedback_app"]
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelgate.api.rest.jobs import decode_job_item, encode_job_response
-from modelgate.core.identity import IdentityStore
-from modelgate.core.inference import InferenceService
-from modelgate.core.job_service import JobService
-from modelgate.core.job_worker import JobPrincipals, JobWorker
-from modelgate.core.jobs import JobPolicy
-from modelgate.core.ports import JobQueue
+from modelgate.core.access.identity import IdentityStore
+from modelgate.core.jobs.jobs import JobPolicy
+from modelgate.core.jobs.ports import JobQueue
+from modelgate.core.jobs.service import JobService
+from modelgate.core.jobs.worker import JobPrincipals, JobWorker
+from modelgate.core.serving.inference import InferenceService
 from modelgate.notify.jobs import JobNotifier
 from modelgate.settings import Settings
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelgate.core.jobs import Job, JobQuery, JobState
+from modelgate.core.jobs.jobs import Job, JobQuery, JobState
 from modelgate.errors import ModelgateError
 
 __all__ = ["jobs_app", "worker"]
@@ -182,7 +182,7 @@ def retry_job(job_id: str, config: ConfigOption = None) -> None:
 def purge_jobs(config: ConfigOption = None) -> None:
     """Delete the finished jobs past MODELGATE_JOBS_RETENTION_DAYS now, with their requests
     and results (workers also do it every hour)."""
-    from modelgate.core.job_worker import purge_finished
+    from modelgate.core.jobs.worker import purge_finished
     from modelgate.settings import load_settings
 
     settings = load_settings(config_file=config)

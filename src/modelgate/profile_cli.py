@@ -1,7 +1,7 @@
 """``modelgate profile``: write a version's reference profile (``reference.json``) from a
 sample of its training data, so that drift monitoring and anomaly checks work for models
 the project did not build. The version is loaded with its own runtime and run over the
-sample in batches (with progress), and :func:`modelgate.core.profiles.profile_of` turns
+sample in batches (with progress), and :func:`modelgate.core.serving.profiles.profile_of` turns
 inputs and outputs into the profile. Runs on the model repository's files: no server."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.table import Table
 from modelgate.errors import ModelgateError
 
 if TYPE_CHECKING:  # numpy and the core load when the command runs, not with every command
-    from modelgate.core.manifest import ModelManifest
+    from modelgate.core.serving.manifest import ModelManifest
 
 __all__ = ["profile"]
 
@@ -49,8 +49,8 @@ def profile(
     force: Annotated[bool, typer.Option(help="Replace an existing reference.json.")] = False,
 ) -> None:
     """Write MODEL_DIR/VERSION/reference.json from a sample of the training data."""
-    from modelgate.core.artifacts import artifact_path
-    from modelgate.core.profiles import REFERENCE_FILE, profile_of
+    from modelgate.core.serving.artifacts import artifact_path
+    from modelgate.core.serving.profiles import REFERENCE_FILE, profile_of
     from modelgate.repository.filesystem import FileModelRepository
     from modelgate.runtimes.catalog import loaders
 
@@ -122,7 +122,7 @@ def _read_sample(manifest: ModelManifest, path: Path) -> Arrays:
     """The sample as the model's inputs, checked against its signature."""
     import numpy as np
 
-    from modelgate.core.tensors import numpy_dtype
+    from modelgate.core.serving.tensors import numpy_dtype
 
     try:
         if path.suffix == ".npz":

@@ -6,11 +6,11 @@ quota counter, the abuse strike store and the result cache. Picked from settings
 
 from __future__ import annotations
 
-from modelgate.core.abuse import AbuseGuard, AbusePolicy
-from modelgate.core.caching import ResultCache, ResultStore
-from modelgate.core.canary import CanaryWindows
-from modelgate.core.limits import RateLimiter
-from modelgate.core.quotas import QuotaCounter
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
+from modelgate.core.admission.limits import RateLimiter
+from modelgate.core.admission.quotas import QuotaCounter
+from modelgate.core.serving.caching import ResultCache, ResultStore
+from modelgate.core.traffic.canary import CanaryWindows
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.quotas import MemoryQuotaCounter
 from modelgate.limits.resilient import FallbackRateLimiter

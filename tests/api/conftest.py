@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.tensors import datatype_of, numpy_dtype
+from modelgate.core.serving.tensors import datatype_of, numpy_dtype
 from modelgate.server import Server
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS

@@ -31,8 +31,8 @@ import redis
 from pydantic import SecretStr
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.keys import issue_key
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
 from modelgate.identity.jwt import generate_signing_key
 from modelgate.server import Server
 from modelgate.settings import Settings

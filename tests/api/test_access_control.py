@@ -19,8 +19,8 @@ import yaml
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.api.openai.embeddings import openai_error
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.keys import issue_key
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.server import Server
 from modelgate.settings import Settings

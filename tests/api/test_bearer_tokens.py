@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.identity import Plan, Tenant
+from modelgate.core.access.identity import Plan, Tenant
 from modelgate.identity.jwt import TokenIssuer, generate_signing_key
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS

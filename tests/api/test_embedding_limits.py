@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.request_size import token_counter
+from modelgate.core.serving.request_size import token_counter
 from modelgate.settings import Settings
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.minilm]

@@ -87,7 +87,7 @@ async def test_a_failing_or_unloaded_model_is_answered_by_its_fallback(tmp_path:
 
 
 def test_a_model_cannot_fall_back_to_itself() -> None:
-    from modelgate.core.manifest import parse_manifest
+    from modelgate.core.serving.manifest import parse_manifest
     from modelgate.errors import ModelgateError
 
     spec = {

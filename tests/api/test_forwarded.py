@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from tests.api.conftest import running_server
 
 ADMIN = "admin-" + secrets.token_hex(12)

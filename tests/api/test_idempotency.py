@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.idempotency import IdempotencyRecord, request_hash
+from modelgate.core.access.idempotency import IdempotencyRecord, request_hash
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 from modelgate.storage.sql.schema import idempotency_keys

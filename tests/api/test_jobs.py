@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.job_worker import JobWorker
-from modelgate.core.keys import issue_key
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
+from modelgate.core.jobs.worker import JobWorker
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS
 

@@ -22,7 +22,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from modelgate.identity.jwt import generate_signing_key
 from modelgate.server import Server
 from tests.api.conftest import running_server

@@ -30,9 +30,9 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from typer.testing import CliRunner
 
 from modelgate.cli import app
-from modelgate.core.audit import AuditRecord
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.keys import issue_key
+from modelgate.core.access.audit import AuditRecord
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
 from modelgate.server import Server
 from tests.api.conftest import running_server
 

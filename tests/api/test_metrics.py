@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.alerts import SERVER_ERRORS
+from modelgate.core.monitoring.alerts import SERVER_ERRORS
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS, ROOT
 from tests.debian_tools import debian_binary

@@ -14,8 +14,8 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.keys import issue_key
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
 from modelgate.identity.jwt import generate_signing_key
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS

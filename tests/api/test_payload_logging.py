@@ -20,8 +20,8 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.payloads import PayloadQuery, PayloadRecord
-from modelgate.core.redaction import pseudonym
+from modelgate.core.governance.payloads import PayloadQuery, PayloadRecord
+from modelgate.core.governance.redaction import pseudonym
 from modelgate.settings import Settings
 from modelgate.storage.sql.schema import payload_consents, payload_logs
 from tests.conftest import FIXTURE_MODELS

@@ -17,7 +17,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from modelgate.observability.logs import ACCESS_LOGGER, JsonFormatter, TextFormatter
 from modelgate.server import Server
 from tests.api.conftest import running_server

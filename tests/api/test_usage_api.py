@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelgate.bootstrap import Components, build_components
-from modelgate.core.usage import UsageRecord
+from modelgate.core.admission.usage import UsageRecord
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.audit import GENESIS, AuditEntry, AuditRecord, chain_hash
+from modelgate.core.access.audit import GENESIS, AuditEntry, AuditRecord, chain_hash
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine
@@ -210,7 +210,7 @@ async def test_concurrent_appends_from_two_engines_never_fork_the_chain(
 APPENDER = """
 import asyncio, sys
 from datetime import UTC, datetime
-from modelgate.core.audit import AuditEntry
+from modelgate.core.access.audit import AuditEntry
 from modelgate.storage.sql.audit import SqlAuditLog
 from modelgate.storage.sql.engine import create_engine
 

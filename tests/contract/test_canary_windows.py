@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from modelgate.cluster.canary_windows import RedisCanaryWindows
-from modelgate.core.canary import StepWindow, merge
+from modelgate.core.traffic.canary import StepWindow, merge
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.redis import create_redis_client
 from tests.conftest import REDIS_URL

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
-from modelgate.core.ports import DeploymentStore
+from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
+from modelgate.core.traffic.ports import DeploymentStore
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.deployments import MemoryDeploymentStore
 from modelgate.storage.sql.deployments import SqlDeploymentStore

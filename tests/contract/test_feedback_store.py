@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.ports import FeedbackStore
-from modelgate.core.predictions import FeedbackRecord, LabelQuery, PredictionRecord
+from modelgate.core.monitoring.ports import FeedbackStore
+from modelgate.core.monitoring.predictions import FeedbackRecord, LabelQuery, PredictionRecord
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.feedback import MemoryFeedbackStore
 from modelgate.storage.sql.feedback import SqlFeedbackStore

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.jobs import JobOwner, JobQuery, JobResult, JobState, NewJob
-from modelgate.core.ports import JobQueue
+from modelgate.core.jobs.jobs import JobOwner, JobQuery, JobResult, JobState, NewJob
+from modelgate.core.jobs.ports import JobQueue
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.jobs import MemoryJobQueue
 from modelgate.storage.sql.jobs import SqlJobQueue

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from modelgate.core.job_worker import JobWorker
-from modelgate.core.jobs import JobOwner, JobPolicy, JobResult, JobState, NewJob
-from modelgate.core.ports import JobQueue
+from modelgate.core.jobs.jobs import JobOwner, JobPolicy, JobResult, JobState, NewJob
+from modelgate.core.jobs.ports import JobQueue
+from modelgate.core.jobs.worker import JobWorker
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.jobs import MemoryJobQueue
 from modelgate.storage.sql.jobs import SqlJobQueue

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.jobs import JobResult, JobState
+from modelgate.core.jobs.jobs import JobResult, JobState
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.sql.jobs import SqlJobQueue

@@ -11,7 +11,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.payloads import PayloadConsent, PayloadQuery, PayloadRecord, PayloadStore
+from modelgate.core.governance.payloads import (
+    PayloadConsent,
+    PayloadQuery,
+    PayloadRecord,
+    PayloadStore,
+)
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.payloads import MemoryPayloadStore
 from modelgate.storage.sql.payloads import SqlPayloadStore

@@ -17,7 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.quotas import QuotaCharge, QuotaCounter
+from modelgate.core.admission.quotas import QuotaCharge, QuotaCounter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.quotas import FallbackQuotaCounter, MemoryQuotaCounter, RedisQuotaCounter
 from modelgate.limits.redis import create_redis_client

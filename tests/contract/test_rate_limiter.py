@@ -25,7 +25,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.limits import RateLimiter
+from modelgate.core.admission.limits import RateLimiter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.redis import RedisRateLimiter, create_redis_client

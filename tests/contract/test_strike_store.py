@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from modelgate.core.abuse import AbuseGuard, AbusePolicy, StrikeStore
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy, StrikeStore
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.redis import create_redis_client
 from modelgate.limits.redis_strikes import RedisStrikeStore

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.usage import GROUPS, Price, UsageQuery, UsageRecord, UsageStore, UsageTotals
+from modelgate.core.admission.usage import (
+    GROUPS,
+    Price,
+    UsageQuery,
+    UsageRecord,
+    UsageStore,
+    UsageTotals,
+)
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.usage import MemoryUsageStore
 from modelgate.storage.sql.usage import SqlUsageStore

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from tests.conftest import FIXTURE_MODELS
 from tests.e2e.conftest import AUTH, RunningServer, start_server, stop_server
 

@@ -26,7 +26,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from sqlalchemy.engine import make_url
 
-from modelgate.core.redaction import pseudonym
+from modelgate.core.governance.redaction import pseudonym
 from tests.contract.conftest import drop_postgres_database, new_postgres_database
 from tests.e2e.conftest import (
     AUTH,

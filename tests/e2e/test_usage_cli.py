@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modelgate.core.metering import UsageRecorder
+from modelgate.core.admission.metering import UsageRecorder
 from modelgate.storage.sql.engine import create_engine, database_url_for
 from modelgate.storage.sql.usage import SqlUsageStore
 

@@ -12,7 +12,7 @@ import yaml
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from modelgate.core.registry import ModelRegistry
+from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.repository.filesystem import FileModelRepository
 from modelgate.runtimes.catalog import loaders
@@ -95,7 +95,7 @@ async def test_onnx_credit_risk_runs_inline_and_batches(demo_models: Path) -> No
 def test_providers_follow_the_manifest_and_the_machine(demo_models: Path) -> None:
     import onnxruntime as ort
 
-    from modelgate.core.manifest import parse_manifest
+    from modelgate.core.serving.manifest import parse_manifest
 
     base = yaml.safe_load((demo_models / "credit-risk" / "model.yaml").read_text())
     cpu = parse_manifest("m", base)

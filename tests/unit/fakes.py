@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.ports import Arrays, VersionSource
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
 

@@ -11,14 +11,14 @@ from dataclasses import replace
 import pytest
 
 from modelgate.bootstrap import build_abuse_guard
-from modelgate.core.abuse import (
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.abuse import (
     COUNTED,
     AbuseGuard,
     AbusePolicy,
     address_subject,
     key_subject,
 )
-from modelgate.core.identity import Plan, Principal
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.strikes import MemoryStrikeStore
 from modelgate.settings import Settings

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelgate.core.admission import Admission, bucket, shed_share
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.manifest import parse_manifest
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.admission import Admission, bucket, shed_share
+from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from modelgate.bootstrap import build_alerts
-from modelgate.core.alerts import (
+from modelgate.core.monitoring.alerts import (
     DEFAULT_RULES,
     AlertEvaluator,
     AlertEvent,

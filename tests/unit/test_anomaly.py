@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core import profiles as reference
-from modelgate.core.anomaly import (
+from modelgate.core.monitoring.anomaly import (
     RANGE_MARGIN,
     AnomalyDetector,
     profile_bounds,
     row_scores,
 )
-from modelgate.core.manifest import ModelManifest, parse_manifest
+from modelgate.core.serving import profiles as reference
+from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError
 
 NAMES = ("income", "ratio", "band")

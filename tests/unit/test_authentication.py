@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.authentication import Authenticator
-from modelgate.core.authorization import can_see, require_model, require_scope
-from modelgate.core.identity import ApiKeyRecord, Plan, Principal, Scope, Tenant
-from modelgate.core.keys import IssuedKey, issue_key
-from modelgate.core.manifest import parse_manifest
+from modelgate.core.access.authentication import Authenticator
+from modelgate.core.access.authorization import can_see, require_model, require_scope
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Principal, Scope, Tenant
+from modelgate.core.access.keys import IssuedKey, issue_key
+from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.identity import MemoryIdentityStore
 
@@ -200,7 +200,7 @@ def test_missing_scope_is_permission_denied() -> None:
 
 
 async def test_revoking_a_rotated_key_at_once_is_not_undone_by_the_overlap() -> None:
-    from modelgate.core.tenancy import TenancyService
+    from modelgate.core.access.tenancy import TenancyService
     from modelgate.storage.memory.audit import MemoryAuditLog
 
     store, issued = await _store_with_key(("infer", "keys:admin"))

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from modelgate.core.batching import PROBE_EVERY, SOLO_STREAK, BatchingRuntime
-from modelgate.core.execution import PredictorRuntime
-from modelgate.core.manifest import BatchingPolicy
-from modelgate.core.ports import Timing
+from modelgate.core.serving.batching import PROBE_EVERY, SOLO_STREAK, BatchingRuntime
+from modelgate.core.serving.execution import PredictorRuntime
+from modelgate.core.serving.manifest import BatchingPolicy
+from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
 from tests.unit.fakes import RecordingPredictor
 

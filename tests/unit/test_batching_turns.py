@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelgate.core.batching import BatchingRuntime
-from modelgate.core.execution import PredictorRuntime
-from modelgate.core.manifest import BatchingPolicy
-from modelgate.core.ports import Arrays
+from modelgate.core.serving.batching import BatchingRuntime
+from modelgate.core.serving.execution import PredictorRuntime
+from modelgate.core.serving.manifest import BatchingPolicy
+from modelgate.core.serving.ports import Arrays
 from modelgate.errors import ErrorKind, ModelgateError
 
 

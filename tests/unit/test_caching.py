@@ -16,19 +16,19 @@ from hypothesis.extra import numpy as hnp
 
 from modelgate.cache.codec import decode_result, encode_result
 from modelgate.cache.memory import MemoryResultStore
-from modelgate.core.caching import (
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.serving.caching import (
     CachedResult,
     ResultCache,
     cache_directives,
     result_key,
     version_identity,
 )
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.inference import InferenceRequest, InferenceService, RequestedOutput
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.ports import Arrays, VersionSource
-from modelgate.core.registry import ModelRegistry
-from modelgate.core.tensors import Tensor
+from modelgate.core.serving.inference import InferenceRequest, InferenceService, RequestedOutput
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.ports import Arrays, VersionSource
+from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from tests.unit.fakes import MANIFEST, MemoryRepository
 

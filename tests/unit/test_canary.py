@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.audit import verify_chain
-from modelgate.core.canary import StepWindow, VerdictKind, judge, merge
-from modelgate.core.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
-from modelgate.core.identity import Plan, Principal, Scope
-from modelgate.core.rollout import AUTOMATIC_ACTOR, DeploymentService
-from modelgate.core.routing import DeploymentRouter
+from modelgate.core.access.audit import verify_chain
+from modelgate.core.access.identity import Plan, Principal, Scope
+from modelgate.core.traffic.canary import StepWindow, VerdictKind, judge, merge
+from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
+from modelgate.core.traffic.rollout import AUTOMATIC_ACTOR, DeploymentService
+from modelgate.core.traffic.routing import DeploymentRouter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.audit import MemoryAuditLog
 from modelgate.storage.memory.deployments import MemoryDeploymentStore

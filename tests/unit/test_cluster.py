@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.breaker import BreakerPolicy, CircuitBreaker
-from modelgate.core.cluster import Cluster, NodeAnswer, NodeInfo, parse_node
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.ports import Timing
-from modelgate.core.retry import RetryBudget, backoff
+from modelgate.core.gateway.breaker import BreakerPolicy, CircuitBreaker
+from modelgate.core.gateway.cluster import Cluster, NodeAnswer, NodeInfo, parse_node
+from modelgate.core.gateway.retry import RetryBudget, backoff
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
 
 MANIFEST = parse_manifest(

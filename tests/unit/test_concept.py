@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelgate.core.concept import (
+from modelgate.core.monitoring.concept import (
     concept_report,
     expected_calibration_error,
     roc_auc,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelgate.core import profiles as reference
+from modelgate.core.serving import profiles as reference
 from modelgate.demo import credit_risk
 
 N_ROWS = 2_000

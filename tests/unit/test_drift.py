@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core import profiles as reference
-from modelgate.core.drift import (
+from modelgate.core.monitoring.drift import (
     KS_MIN_EFFECT,
     Histogram,
     ReferenceProfile,
@@ -21,6 +20,7 @@ from modelgate.core.drift import (
     ks_threshold,
     psi,
 )
+from modelgate.core.serving import profiles as reference
 
 counts = st.lists(st.integers(min_value=1, max_value=10_000), min_size=2, max_size=30)
 

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from modelgate.core.feedback import FeedbackRecorder
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import ModelManifest, parse_manifest
-from modelgate.core.predictions import PredictionRecord
-from modelgate.core.tensors import Tensor
+from modelgate.core.monitoring.feedback import FeedbackRecorder
+from modelgate.core.monitoring.predictions import PredictionRecord
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import ModelManifest, parse_manifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.feedback import MemoryFeedbackStore
 

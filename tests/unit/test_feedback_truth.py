@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.feedback import FeedbackItem, FeedbackRecorder, FeedbackService
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.predictions import LabelQuery, PredictionRecord
-from modelgate.core.tensors import Tensor
+from modelgate.core.monitoring.feedback import FeedbackItem, FeedbackRecorder, FeedbackService
+from modelgate.core.monitoring.predictions import LabelQuery, PredictionRecord
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.feedback import MemoryFeedbackStore
 

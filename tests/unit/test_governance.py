@@ -15,21 +15,26 @@ import numpy as np
 import pytest
 
 from modelgate.api.openai.embeddings import OpenAIHandlers
-from modelgate.core.audit import AuditRecord
-from modelgate.core.governance import (
+from modelgate.core.access.audit import AuditRecord
+from modelgate.core.access.identity import Plan, Principal, Tenant
+from modelgate.core.governance.payload_logger import (
     LoggingTerms,
     PayloadLogger,
     logging_terms,
     request_allows,
     subject_of,
 )
-from modelgate.core.identity import Plan, Principal, Tenant
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import ModelManifest, PayloadLoggingSpec, parse_manifest
-from modelgate.core.payloads import PayloadConsent, PayloadQuery, PayloadRecord, open_payload
-from modelgate.core.privacy import PrivacyService
-from modelgate.core.redaction import pseudonym
-from modelgate.core.tensors import Tensor
+from modelgate.core.governance.payloads import (
+    PayloadConsent,
+    PayloadQuery,
+    PayloadRecord,
+    open_payload,
+)
+from modelgate.core.governance.privacy import PrivacyService
+from modelgate.core.governance.redaction import pseudonym
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import ModelManifest, PayloadLoggingSpec, parse_manifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.memory.audit import MemoryAuditLog

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelgate.cli import app
-from modelgate.core.jobs import JobOwner, JobState, NewJob
+from modelgate.core.jobs.jobs import JobOwner, JobState, NewJob
 from modelgate.storage.sql.engine import create_engine, database_url_for, migrate
 from modelgate.storage.sql.jobs import SqlJobQueue
 

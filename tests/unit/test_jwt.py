@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.identity.jwt import (
     JwtVerifier,

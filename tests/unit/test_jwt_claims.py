@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.identity import Scope
+from modelgate.core.access.identity import Scope
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.identity.jwt import JwtVerifier, TokenIssuer, generate_signing_key
 from modelgate.identity.tokens import JwtTokenVerifier, parse_operator_claim

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelgate.core.abuse import AbuseGuard, AbusePolicy
-from modelgate.core.admission import Admission
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.manifest import parse_manifest
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
+from modelgate.core.admission.admission import Admission
+from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.strikes import MemoryStrikeStore

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelgate.core.alerts import AlertEvaluator, AlertEvent, AlertRule
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import ModelManifest
-from modelgate.core.monitoring import DriftAlertSource, Monitor
-from modelgate.core.tensors import Tensor
+from modelgate.core.monitoring.alerts import AlertEvaluator, AlertEvent, AlertRule
+from modelgate.core.monitoring.monitor import DriftAlertSource, Monitor
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.demo import credit_risk
 from modelgate.errors import ModelgateError
 from modelgate.repository.filesystem import FileModelRepository

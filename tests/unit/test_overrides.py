@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelgate.core.artifacts import artifact_path, check_relative
-from modelgate.core.authentication import ADMIN_TENANT
-from modelgate.core.authorization import may_configure_models, require_model_configuration
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.overrides import OVERRIDABLE, check_override, override_fields
-from modelgate.core.ports import VersionSource
-from modelgate.core.tenancy import validate_scopes
+from modelgate.core.access.authentication import ADMIN_TENANT
+from modelgate.core.access.authorization import may_configure_models, require_model_configuration
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.access.tenancy import validate_scopes
+from modelgate.core.serving.artifacts import artifact_path, check_relative
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.overrides import OVERRIDABLE, check_override, override_fields
+from modelgate.core.serving.ports import VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
 MANIFEST: dict[str, Any] = {

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from modelgate.core.payloads import associated_data
+from modelgate.core.governance.payloads import associated_data
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.crypto import AesGcmCipher, decode_key
 

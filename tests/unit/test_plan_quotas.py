@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelgate.cli import app
-from modelgate.core.identity import Plan
-from modelgate.core.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
+from modelgate.core.access.identity import Plan
+from modelgate.core.access.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
 from modelgate.storage.sql.engine import create_engine, database_url_for
 from modelgate.storage.sql.identity import SqlIdentityStore
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.quotas import QuotaAlert, Quotas, period_bounds
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.quotas import QuotaAlert, Quotas, period_bounds
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.quotas import MemoryQuotaCounter
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelgate.core.feedback import FeedbackRecorder
-from modelgate.core.governance import PayloadLogger
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.payloads import PayloadConsent
-from modelgate.core.redaction import pseudonym
-from modelgate.core.tensors import Tensor
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.governance.payload_logger import PayloadLogger
+from modelgate.core.governance.payloads import PayloadConsent
+from modelgate.core.governance.redaction import pseudonym
+from modelgate.core.monitoring.feedback import FeedbackRecorder
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.memory.feedback import MemoryFeedbackStore

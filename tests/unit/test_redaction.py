@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelgate.core.redaction import iban_valid, luhn_valid, pseudonym, redact_text
+from modelgate.core.governance.redaction import iban_valid, luhn_valid, pseudonym, redact_text
 
 # Text with no PII in it: words and short numbers (no leading zero), never two numbers in a
 # row, so no run of digits can form a card, a phone number or an address.

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelgate.core.ports import VersionSource
-from modelgate.core.registry import ModelRegistry, RegistryPolicy
+from modelgate.core.serving.ports import VersionSource
+from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.errors import ErrorKind, ModelgateError
 from tests.unit.fakes import MemoryRepository, RecordingPredictor
 

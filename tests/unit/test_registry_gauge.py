@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelgate.core.ports import VersionSource
-from modelgate.core.registry import ModelRegistry
+from modelgate.core.serving.ports import VersionSource
+from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.metrics import PrometheusMetrics
 from tests.unit.fakes import MemoryRepository, RecordingPredictor

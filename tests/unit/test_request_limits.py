@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission import Admission
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.inference import InferenceRequest, InferenceService
-from modelgate.core.manifest import (
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.admission import Admission
+from modelgate.core.admission.quotas import Quotas
+from modelgate.core.serving.inference import InferenceRequest, InferenceService
+from modelgate.core.serving.manifest import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_MAX_TEXTS,
@@ -23,11 +24,10 @@ from modelgate.core.manifest import (
     ModelManifest,
     parse_manifest,
 )
-from modelgate.core.quotas import Quotas
-from modelgate.core.registry import ModelRegistry
-from modelgate.core.request_size import check_size, check_tokens, token_counter
-from modelgate.core.signature import validate_inputs
-from modelgate.core.tensors import Tensor
+from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.request_size import check_size, check_tokens, token_counter
+from modelgate.core.serving.signature import validate_inputs
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.quotas import MemoryQuotaCounter

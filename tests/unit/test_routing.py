@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.deployments import Canary, Deployment, Shadow, Variant
-from modelgate.core.identity import Plan, Principal
-from modelgate.core.routing import DeploymentRouter, assign, sticky_hash
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.traffic.deployments import Canary, Deployment, Shadow, Variant
+from modelgate.core.traffic.routing import DeploymentRouter, assign, sticky_hash
 
 USERS = [f"user-{i}" for i in range(2000)]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.row_writer import RowWriter
+from modelgate.core.serving.row_writer import RowWriter
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 log = logging.getLogger("test.row_writer")

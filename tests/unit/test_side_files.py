@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.anomaly import AnomalyDetector
-from modelgate.core.concept import ConceptMonitor
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import ModelManifest
-from modelgate.core.monitoring import Monitor
-from modelgate.core.tensors import Tensor
+from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.monitoring.concept import ConceptMonitor
+from modelgate.core.monitoring.monitor import Monitor
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.tensors import Tensor
 from modelgate.demo import credit_risk
 from modelgate.repository.filesystem import FileModelRepository
 

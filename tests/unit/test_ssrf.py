@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelgate.core.ssrf import forbidden_address, resolve_public
+from modelgate.core.jobs.ssrf import forbidden_address, resolve_public
 from modelgate.errors import ErrorKind, ModelgateError
 
 FORBIDDEN_V4 = [

@@ -14,13 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from modelgate.core import profiles as reference
-from modelgate.core.drift import ReferenceProfile
-from modelgate.core.inference import CompletedInference, InferenceRequest, InferenceResponse
-from modelgate.core.manifest import ModelManifest, parse_manifest
-from modelgate.core.monitoring import MAX_EMBEDDING_VALUES, Monitor
-from modelgate.core.tensors import Tensor
-from modelgate.core.text_drift import cosine_to, text_drift
+from modelgate.core.monitoring.drift import ReferenceProfile
+from modelgate.core.monitoring.monitor import MAX_EMBEDDING_VALUES, Monitor
+from modelgate.core.monitoring.text_drift import cosine_to, text_drift
+from modelgate.core.serving import profiles as reference
+from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
+from modelgate.core.serving.manifest import ModelManifest, parse_manifest
+from modelgate.core.serving.tensors import Tensor
 
 DIMENSIONS = 16
 RNG = np.random.default_rng(3)

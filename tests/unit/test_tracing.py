@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelgate.core.admission import Admission
-from modelgate.core.inference import InferenceRequest, InferenceService
-from modelgate.core.ports import VersionSource
-from modelgate.core.registry import ModelRegistry
-from modelgate.core.tensors import Tensor
+from modelgate.core.admission.admission import Admission
+from modelgate.core.serving.inference import InferenceRequest, InferenceService
+from modelgate.core.serving.ports import VersionSource
+from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.observability.tracing import trace_id_of

@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelgate.cluster.client import GrpcNodeClient, _error, classify_status, refused_stream
-from modelgate.core.breaker import BreakerPolicy
-from modelgate.core.cluster import Cluster, NodeAnswer, NodeInfo
-from modelgate.core.manifest import parse_manifest
-from modelgate.core.ports import Timing
-from modelgate.core.retry import RetryBudget
+from modelgate.core.gateway.breaker import BreakerPolicy
+from modelgate.core.gateway.cluster import Cluster, NodeAnswer, NodeInfo
+from modelgate.core.gateway.retry import RetryBudget
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
 
 MANIFEST = parse_manifest(

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.metering import UsageRecorder
-from modelgate.core.usage import Price, UsageQuery, UsageRecord, cost_of, price_for
+from modelgate.core.admission.metering import UsageRecorder
+from modelgate.core.admission.usage import Price, UsageQuery, UsageRecord, cost_of, price_for
 from modelgate.errors import invalid
 from modelgate.storage.memory.usage import MemoryUsageStore
 

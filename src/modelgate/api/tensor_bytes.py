@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.tensors import numpy_dtype
+from modelgate.core.serving.tensors import numpy_dtype
 from modelgate.errors import invalid
 
 __all__ = ["from_bytes", "to_bytes"]

@@ -1,4 +1,4 @@
-"""Result-store backends behind the :class:`~modelgate.core.caching.ResultStore` port.
+"""Result-store backends behind the :class:`~modelgate.core.serving.caching.ResultStore` port.
 
 - :mod:`.memory`: ``MemoryResultStore``, in-process, a least-recently-used bound on entries
   and bytes;

@@ -3,7 +3,7 @@ that a gate judges the whole cluster's traffic rather than one replica's share o
 
 One hash per model and deployment revision (a canary step is one revision),
 ``{prefix}canary:{model}:{revision}``, with one field per replica holding its window's
-snapshot (:meth:`~modelgate.core.canary.StepWindow.snapshot`: counts and a latency
+snapshot (:meth:`~modelgate.core.traffic.canary.StepWindow.snapshot`: counts and a latency
 histogram). :meth:`exchange` writes this replica's field and reads every field in one
 pipelined round trip; the hash expires ``ttl_s`` after its last write, so a finished step
 leaves nothing behind. A replica that stopped keeps its last snapshot in the hash until
@@ -27,7 +27,7 @@ log = logging.getLogger("modelgate.deployments")
 
 
 class RedisCanaryWindows:
-    """The :class:`~modelgate.core.canary.CanaryWindows` port on Redis. ``close`` closes
+    """The :class:`~modelgate.core.traffic.canary.CanaryWindows` port on Redis. ``close`` closes
     the client, which this store owns."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = "modelgate:") -> None:

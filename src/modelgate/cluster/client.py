@@ -23,8 +23,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.api.grpc.codec import contents_array, decode_parameters
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.cluster import NodeAnswer, NodeInfo
-from modelgate.core.tensors import datatype_of
+from modelgate.core.gateway.cluster import NodeAnswer, NodeInfo
+from modelgate.core.serving.tensors import datatype_of
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["GrpcNodeClient"]

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from modelgate.cluster.directory import RedisNodeDirectory
-from modelgate.core.registry import ModelRegistry
+from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ModelgateError
 
 __all__ = ["NodeAnnouncer", "detect_hardware", "total_memory_bytes"]

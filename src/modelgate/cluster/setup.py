@@ -12,8 +12,8 @@ import socket
 
 from modelgate.cluster.directory import RedisNodeDirectory
 from modelgate.cluster.node import NodeAnnouncer
-from modelgate.core.cluster import Cluster
-from modelgate.core.registry import ModelRegistry
+from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ModelgateError
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.observability.tracing import OtelTracer
@@ -69,9 +69,9 @@ def build_cluster(
 ) -> Cluster:
     """A gateway's nodes: found in Redis, or the static ``MODELGATE_NODES`` list."""
     from modelgate.cluster.client import GrpcNodeClient
-    from modelgate.core.breaker import BreakerPolicy
-    from modelgate.core.cluster import Cluster, NodeDirectory
-    from modelgate.core.retry import RetryBudget
+    from modelgate.core.gateway.breaker import BreakerPolicy
+    from modelgate.core.gateway.cluster import Cluster, NodeDirectory
+    from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics
 
     credential = settings.node_key.get_secret_value() if settings.node_key else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from modelgate.core import profiles as reference
+from modelgate.core.serving import profiles as reference
 from modelgate.demo.manifest import write_json, write_yaml
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def evaluate(estimator: Any, validation: Dataset) -> dict[str, float]:
     the validation split."""
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-    from modelgate.core.concept import brier_score, expected_calibration_error
+    from modelgate.core.monitoring.concept import brier_score, expected_calibration_error
 
     probabilities = estimator.predict_proba(validation.features)[:, 1]
     return {

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from modelgate.core import profiles as reference
+from modelgate.core.serving import profiles as reference
 from modelgate.demo.manifest import write_json, write_yaml
 from modelgate.demo.sentences import REFERENCE_SENTENCES, generated_sentences
 
@@ -368,7 +368,7 @@ def reference_statistics(
             },
             "token_count": reference.column_statistics(token_counts),
         },
-        # what drift monitoring compares (modelgate.core.drift.TextReference): lengths in
+        # what drift monitoring compares (modelgate.core.monitoring.drift.TextReference): lengths in
         # tokens, as the served model counts them in its `token_count` output
         "text": {
             "input": "text",

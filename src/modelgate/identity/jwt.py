@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from modelgate.core.authentication import ADMIN_TENANT
+from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -85,7 +85,7 @@ _B64URL = "[A-Za-z0-9_-]"
 # The signature may be empty, so that an unsigned token reaches the verifier and is refused
 # for its algorithm rather than mistaken for a malformed API key.
 _JWT_SHAPE = re.compile(rf"{_B64URL}+\.{_B64URL}+\.{_B64URL}*")
-_API_KEY_START = "mg_"  # see modelgate.core.keys
+_API_KEY_START = "mg_"  # see modelgate.core.access.keys
 
 _PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 

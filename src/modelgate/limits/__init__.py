@@ -1,4 +1,4 @@
-"""Rate-limiter backends behind the :class:`~modelgate.core.limits.RateLimiter` port.
+"""Rate-limiter backends behind the :class:`~modelgate.core.admission.limits.RateLimiter` port.
 
 One module per backend, all sharing the GCRA arithmetic of :mod:`.gcra`:
 

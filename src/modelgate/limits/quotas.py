@@ -1,4 +1,4 @@
-"""Quota counters: :class:`~modelgate.core.quotas.QuotaCounter` in memory, in Redis, and a
+"""Quota counters: :class:`~modelgate.core.admission.quotas.QuotaCounter` in memory, in Redis, and a
 fallback for when Redis is down.
 
 - ``MemoryQuotaCounter``: a dictionary; atomic within one event loop (no ``await`` between
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from modelgate.core.quotas import QuotaCharge, QuotaCounter, QuotaResult
+from modelgate.core.admission.quotas import QuotaCharge, QuotaCounter, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.outage import Outage
 from modelgate.limits.redis import REDIS_FAILURES

@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from modelgate.core.limits import Decision
+from modelgate.core.admission.limits import Decision
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits import gcra
 
@@ -103,7 +103,8 @@ def create_redis_client(
 
 
 class RedisRateLimiter:
-    """A :class:`~modelgate.core.limits.RateLimiter` on Redis; the keys are ``prefix + key``.
+    """A :class:`~modelgate.core.admission.limits.RateLimiter` on Redis; the keys are
+    ``prefix + key``.
 
     Each ``hit`` is one ``EVALSHA`` round trip. The script's SHA1 is computed here, as
     ``SCRIPT LOAD`` would answer it; when the server does not know it (first use, restart,

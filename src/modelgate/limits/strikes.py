@@ -1,4 +1,4 @@
-"""Strike stores behind :class:`~modelgate.core.abuse.StrikeStore` that need no server:
+"""Strike stores behind :class:`~modelgate.core.admission.abuse.StrikeStore` that need no server:
 ``MemoryStrikeStore`` (one process, and the fallback while Redis is down) and
 ``FallbackStrikeStore`` (a shared store with a local one behind it). The Redis backend is
 :mod:`.redis_strikes`, imported only when chosen."""
@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from modelgate.core.abuse import StrikeStore
+from modelgate.core.admission.abuse import StrikeStore
 from modelgate.limits.outage import Outage
 
 __all__ = ["FallbackStrikeStore", "MemoryStrikeStore", "check_seconds"]
@@ -28,7 +28,7 @@ def check_seconds(what: str, seconds: float) -> None:
 
 
 class MemoryStrikeStore:
-    """A :class:`~modelgate.core.abuse.StrikeStore` in two dictionaries, for one process.
+    """A :class:`~modelgate.core.admission.abuse.StrikeStore` in two dictionaries, for one process.
 
     Atomic within one event loop (no ``await`` between a read and its write); each process
     of ``--workers`` keeps its own counts. Each table holds at most ``max_subjects``: when a
@@ -104,7 +104,7 @@ class MemoryStrikeStore:
 
 
 class FallbackStrikeStore:
-    """A :class:`~modelgate.core.abuse.StrikeStore` that asks ``primary`` (shared by the
+    """A :class:`~modelgate.core.admission.abuse.StrikeStore` that asks ``primary`` (shared by the
     replicas) and, while it is unavailable, ``local``: throttling goes on per replica,
     with the counts and blocks made meanwhile kept locally only.
 

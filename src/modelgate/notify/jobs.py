@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 
-from modelgate.core.jobs import Job, job_document
-from modelgate.core.ssrf import resolve_public
+from modelgate.core.jobs.jobs import Job, job_document
+from modelgate.core.jobs.ssrf import resolve_public
 from modelgate.notify.webhook import WebhookSender
 
 __all__ = ["JobNotifier"]

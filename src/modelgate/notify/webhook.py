@@ -13,7 +13,7 @@ Every call has connect and read timeouts. Deliveries run as background tasks (at
 ``max_pending`` at once; more are dropped and logged), and ``close`` waits for them briefly.
 
 One sender may deliver to per-event URLs (``url=``, job webhooks). With ``pin``, each
-attempt first resolves and checks the URL's host (SSRF defence, ``core/ssrf.py``) and
+attempt first resolves and checks the URL's host (SSRF defence, ``core/jobs/ssrf.py``) and
 connects to the address it checked, sending the name as ``Host`` and TLS server name; a
 refused address is final.
 """
@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import orjson
 
-from modelgate.core.ssrf import PinnedUrl
+from modelgate.core.jobs.ssrf import PinnedUrl
 from modelgate.errors import ModelgateError
 
 __all__ = ["WebhookSender", "signature"]

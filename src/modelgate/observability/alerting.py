@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from modelgate.core.alerts import (
+from modelgate.core.monitoring.alerts import (
     DEFAULT_RULES,
     SERVER_ERRORS,
     AlertEvent,
@@ -50,10 +50,10 @@ class _Totals:
 
 
 class MetricsAlertSource:
-    """An :class:`~modelgate.core.alerts.AlertSource` over the core's request metrics, per
-    model (every version and tenant together): ``latency_p<NN>`` (seconds, interpolated in
-    the latency histogram's buckets like PromQL's ``histogram_quantile``), ``error_rate``
-    (the share of requests that ended in a :data:`~modelgate.core.alerts.SERVER_ERRORS`
+    """An :class:`~modelgate.core.monitoring.alerts.AlertSource` over the core's request
+    metrics, per model (every version and tenant together): ``latency_p<NN>`` (seconds, interpolated
+    in the latency histogram's buckets like PromQL's ``histogram_quantile``), ``error_rate`` (the
+    share of requests that ended in a :data:`~modelgate.core.monitoring.alerts.SERVER_ERRORS`
     status) and ``requests_per_second``.
 
     Records older than ``retention_s`` are dropped: make it the longest rule window plus an

@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from modelgate.core.breaker import STATE_VALUES
+from modelgate.core.gateway.breaker import STATE_VALUES
 
 __all__ = ["ClusterMetrics"]
 
 
 class ClusterMetrics:
-    """The :class:`~modelgate.core.cluster.ClusterObserver` in production."""
+    """The :class:`~modelgate.core.gateway.cluster.ClusterObserver` in production."""
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class PrometheusDeploymentMetrics:
-    """The :class:`~modelgate.core.ports.DeploymentObserver` backed by prometheus-client."""
+    """The :class:`~modelgate.core.traffic.ports.DeploymentObserver` backed by prometheus-client."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         pair = ("model", "version", "shadow_version")

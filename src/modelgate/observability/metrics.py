@@ -64,9 +64,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from modelgate.core.admission import Admission
-    from modelgate.core.metering import UsageRecorder
-    from modelgate.core.registry import ModelRegistry
+    from modelgate.core.admission.admission import Admission
+    from modelgate.core.admission.metering import UsageRecorder
+    from modelgate.core.serving.registry import ModelRegistry
 
 __all__ = ["CONTENT_TYPE_LATEST", "OTHER_TENANT", "PrometheusMetrics"]
 
@@ -98,7 +98,7 @@ _STATUS_LABEL = {"ok": "success"}
 
 
 class _VersionMetrics:
-    """The :class:`~modelgate.core.ports.VersionObserver` of one loaded version."""
+    """The :class:`~modelgate.core.serving.ports.VersionObserver` of one loaded version."""
 
     __slots__ = ("_batch_seconds", "_batch_size", "_queue")
 
@@ -148,7 +148,7 @@ _CACHE_EVENTS = (
 
 
 class PrometheusMetrics:
-    """The :class:`~modelgate.core.ports.InferenceObserver` backed by prometheus-client."""
+    """The :class:`~modelgate.core.serving.ports.InferenceObserver` backed by prometheus-client."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, max_tenants: int = 500):
         self.registry = registry or CollectorRegistry()
@@ -320,12 +320,12 @@ class PrometheusMetrics:
         self.abuse_blocks.labels(kind).inc()
 
     def anomalous(self, model: str, version: str, action: str) -> None:
-        """The :class:`~modelgate.core.ports.AnomalyObserver`: ``action`` is ``"flagged"``
-        or ``"rejected"``."""
+        """The :class:`~modelgate.core.monitoring.ports.AnomalyObserver`: ``action`` is
+        ``"flagged"`` or ``"rejected"``."""
         self.anomalous_requests.labels(model, version, action).inc()
 
     def cache_event(self, model: str, event: str) -> None:
-        """The :class:`~modelgate.core.caching.CacheObserver`. A model's first event makes
+        """The :class:`~modelgate.core.serving.caching.CacheObserver`. A model's first event makes
         all of its cache series (at 0), so that a ratio has both terms from the start."""
         child = self._cache_children.get((model, event))
         if child is None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from modelgate.core.manifest import merge, parse_manifest
-from modelgate.core.ports import VersionSource
+from modelgate.core.serving.manifest import merge, parse_manifest
+from modelgate.core.serving.ports import VersionSource
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["FileModelRepository"]

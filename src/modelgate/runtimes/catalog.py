@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-from modelgate.core.ports import Predictor, PredictorLoader, VersionSource
+from modelgate.core.serving.ports import Predictor, PredictorLoader, VersionSource
 
 __all__ = ["loaders"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelgate.core.artifacts import artifact_path
-from modelgate.core.manifest import ModelManifest
-from modelgate.core.ports import Arrays, VersionSource
+from modelgate.core.serving.artifacts import artifact_path
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["OnnxPredictor", "create_session", "load", "providers_for"]
@@ -39,7 +39,7 @@ def providers_for(manifest: ModelManifest) -> list[str]:
 
 def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:
     """A session for the file at ``path`` (resolved and checked by
-    :func:`~modelgate.core.artifacts.artifact_path`); errors name ``manifest.artifact``."""
+    :func:`~modelgate.core.serving.artifacts.artifact_path`); errors name ``manifest.artifact``."""
     options = ort.SessionOptions()
     opts = manifest.runtime_options
     options.intra_op_num_threads = int(opts.get("intra_op_threads", 1))

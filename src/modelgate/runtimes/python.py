@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.artifacts import artifact_path
-from modelgate.core.ports import Arrays, VersionSource
+from modelgate.core.serving.artifacts import artifact_path
+from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.model import PythonModel
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import skops.io as sio
 
-from modelgate.core.artifacts import artifact_path
-from modelgate.core.ports import Arrays, VersionSource
+from modelgate.core.serving.artifacts import artifact_path
+from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["SkopsPredictor", "load"]

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from modelgate.core.artifacts import artifact_path
-from modelgate.core.manifest import EmbeddingSpec, ModelManifest
-from modelgate.core.ports import Arrays, VersionSource
+from modelgate.core.serving.artifacts import artifact_path
+from modelgate.core.serving.manifest import EmbeddingSpec, ModelManifest
+from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.runtimes.onnx import create_session
 
@@ -31,7 +31,7 @@ class TextEmbeddingPredictor:
         self._spec: EmbeddingSpec = manifest.embedding
         self._tokenizer = tokenizer
         # a counting copy, untruncated and unpadded: the request path counts with it
-        # (core/request_size.py) while batches run on the other, reconfigured one
+        # (core/serving/request_size.py) while batches run on the other, reconfigured one
         self._counter = Tokenizer.from_str(tokenizer.to_str())
         self._counter.no_truncation()
         self._counter.no_padding()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelgate.core.keys import issue_key
+from modelgate.core.access.keys import issue_key
 from tests.api.attacks.world import (
     ADMIN,
     INFER,

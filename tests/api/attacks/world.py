@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tritonclient.grpc import service_pb2
 
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
-from modelgate.core.keys import issue_key
-from modelgate.core.usage import UsageRecord
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.keys import issue_key
+from modelgate.core.admission.usage import UsageRecord
 from modelgate.identity.jwt import TokenIssuer, generate_signing_key
 from modelgate.server import Server
 

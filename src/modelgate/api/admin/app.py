@@ -46,20 +46,20 @@ from modelgate.api.admin.schemas import (
 )
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
-from modelgate.core.abuse import AbuseGuard
-from modelgate.core.authentication import Authenticator
-from modelgate.core.authorization import is_operator, require_scope
-from modelgate.core.concept import ConceptMonitor
-from modelgate.core.idempotency import IdempotencyService
-from modelgate.core.identity import Principal, Scope
-from modelgate.core.inference import InferenceService
-from modelgate.core.monitoring import Monitor
-from modelgate.core.privacy import PrivacyService
-from modelgate.core.quotas import Quotas
-from modelgate.core.rollout import DeploymentService
-from modelgate.core.shadow import ShadowRunner
-from modelgate.core.tenancy import CreatedKey, TenancyService
-from modelgate.core.usage import UsageQuery, UsageService
+from modelgate.core.access.authentication import Authenticator
+from modelgate.core.access.authorization import is_operator, require_scope
+from modelgate.core.access.idempotency import IdempotencyService
+from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.tenancy import CreatedKey, TenancyService
+from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.quotas import Quotas
+from modelgate.core.admission.usage import UsageQuery, UsageService
+from modelgate.core.governance.privacy import PrivacyService
+from modelgate.core.monitoring.concept import ConceptMonitor
+from modelgate.core.monitoring.monitor import Monitor
+from modelgate.core.serving.inference import InferenceService
+from modelgate.core.traffic.rollout import DeploymentService
+from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ModelgateError
 
 __all__ = ["build_admin_app"]

@@ -14,8 +14,9 @@ from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.api.admin.schemas import INT32_MAX
-from modelgate.core.authorization import require_scope
-from modelgate.core.deployments import (
+from modelgate.core.access.authorization import require_scope
+from modelgate.core.access.identity import Scope
+from modelgate.core.traffic.deployments import (
     Canary,
     CanaryGate,
     Deployment,
@@ -23,9 +24,8 @@ from modelgate.core.deployments import (
     Variant,
     deployment_to_document,
 )
-from modelgate.core.identity import Scope
-from modelgate.core.rollout import DeploymentService
-from modelgate.core.shadow import ShadowRunner
+from modelgate.core.traffic.rollout import DeploymentService
+from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["DeploymentBody", "add_deployment_routes", "deployment_view"]

@@ -17,8 +17,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.inference import InferenceRequest, InferenceResponse, RequestedOutput
-from modelgate.core.tensors import Parameters, Tensor, element_count, numpy_dtype
+from modelgate.core.serving.inference import InferenceRequest, InferenceResponse, RequestedOutput
+from modelgate.core.serving.tensors import Parameters, Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
 
 __all__ = [

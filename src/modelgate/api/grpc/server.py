@@ -2,7 +2,7 @@
 
 The service is Triton's ``grpc_service.proto`` with the stubs that ``tritonclient`` ships, so
 ``tritonclient.grpc`` and KServe's OIP clients work unchanged. Like the REST adapter, it only
-translates: every decision is :class:`~modelgate.core.inference.InferenceService`'s.
+translates: every decision is :class:`~modelgate.core.serving.inference.InferenceService`'s.
 
 Not served (UNIMPLEMENTED): shared memory (system and CUDA), trace and log settings.
 """
@@ -33,12 +33,12 @@ from modelgate.api.credentials import credential_from
 from modelgate.api.forwarded import TrustedProxies
 from modelgate.api.grpc.codec import decode_infer_request, decode_parameters, encode_infer_response
 from modelgate.api.grpc.errors import abort, grpc_status
-from modelgate.core.abuse import AbuseGuard
-from modelgate.core.authentication import Authenticator
-from modelgate.core.identity import Principal
-from modelgate.core.inference import InferenceService
-from modelgate.core.request_context import current_request_id
-from modelgate.core.tracing import traced
+from modelgate.core.access.authentication import Authenticator
+from modelgate.core.access.identity import Principal
+from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.logs import RequestLog, request_id_from
 from modelgate.observability.tracing import OtelTracer, RequestSpan, trace_id_of

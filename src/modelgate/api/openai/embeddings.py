@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelgate.core.embeddings import EmbeddingService
-from modelgate.core.governance import CONSENT_PARAMETERS, SUBJECT_PARAMETER
-from modelgate.core.identity import Principal
-from modelgate.core.inference import InferenceService
-from modelgate.core.request_size import REQUEST_LIMITS, TOKEN_LIMITS
+from modelgate.core.access.identity import Principal
+from modelgate.core.governance.payload_logger import CONSENT_PARAMETERS, SUBJECT_PARAMETER
+from modelgate.core.serving.embeddings import EmbeddingService
+from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["OpenAIHandlers", "openai_error"]
@@ -128,7 +128,7 @@ def _refusal(exc: ModelgateError) -> ModelgateError:
 
 def _governance_parameters(doc: dict[str, Any], user: str | None) -> dict[str, Any]:
     """OpenAI's ``user`` names the data subject; ``consent`` / ``log_payload`` (extra body
-    fields) can withhold consent to payload logging (see core/governance.py)."""
+    fields) can withhold consent to payload logging (see core/governance/payload_logger.py)."""
     parameters: dict[str, Any] = {}
     if user:
         parameters[SUBJECT_PARAMETER] = user

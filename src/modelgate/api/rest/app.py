@@ -57,16 +57,16 @@ from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, n
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.api.rest.feedback import submit_feedback
 from modelgate.api.rest.jobs import JobRoutes
-from modelgate.core.abuse import AbuseGuard
-from modelgate.core.authentication import Authenticator
-from modelgate.core.authorization import require_scope
-from modelgate.core.feedback import FeedbackService
-from modelgate.core.identity import Principal
-from modelgate.core.identity import Scope as Permission  # "Scope" here is the ASGI scope
-from modelgate.core.inference import InferenceService
-from modelgate.core.oauth import OAuthError, TokenService
-from modelgate.core.request_context import current_request_id
-from modelgate.core.tracing import traced
+from modelgate.core.access.authentication import Authenticator
+from modelgate.core.access.authorization import require_scope
+from modelgate.core.access.identity import Principal
+from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
+from modelgate.core.access.oauth import OAuthError, TokenService
+from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.monitoring.feedback import FeedbackService
+from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.observability.logs import RequestLog, request_id_from
 from modelgate.observability.metrics import CONTENT_TYPE_LATEST, PrometheusMetrics

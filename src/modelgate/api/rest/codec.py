@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.inference import InferenceRequest, InferenceResponse, RequestedOutput
-from modelgate.core.tensors import Tensor, element_count, numpy_dtype
+from modelgate.core.serving.inference import InferenceRequest, InferenceResponse, RequestedOutput
+from modelgate.core.serving.tensors import Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
 
 __all__ = ["decode_infer_request", "encode_infer_response", "encode_json"]

@@ -14,8 +14,13 @@ from typing import Any
 
 import orjson
 
-from modelgate.core.feedback import MAX_LABEL, MAX_REQUEST_ID, FeedbackItem, FeedbackService
-from modelgate.core.identity import Principal
+from modelgate.core.access.identity import Principal
+from modelgate.core.monitoring.feedback import (
+    MAX_LABEL,
+    MAX_REQUEST_ID,
+    FeedbackItem,
+    FeedbackService,
+)
 from modelgate.errors import invalid
 
 __all__ = ["MAX_ITEMS", "decode_feedback", "submit_feedback"]

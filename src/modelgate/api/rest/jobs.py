@@ -30,10 +30,10 @@ import orjson
 
 from modelgate.api.rest.asgi import Receive, Scope, read_body
 from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
-from modelgate.core.identity import Principal
-from modelgate.core.inference import InferenceRequest, InferenceResponse
-from modelgate.core.job_service import JobService, JobSpec
-from modelgate.core.jobs import Job, JobResult, JobState, job_document
+from modelgate.core.access.identity import Principal
+from modelgate.core.jobs.jobs import Job, JobResult, JobState, job_document
+from modelgate.core.jobs.service import JobService, JobSpec
+from modelgate.core.serving.inference import InferenceRequest, InferenceResponse
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["JobRoutes", "decode_job_item", "encode_job_response"]

@@ -1,10 +1,10 @@
-"""An :class:`~modelgate.core.audit.AuditLog` in a list (tests; nothing persists)."""
+"""An :class:`~modelgate.core.access.audit.AuditLog` in a list (tests; nothing persists)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modelgate.core.audit import (
+from modelgate.core.access.audit import (
     GENESIS,
     AuditEntry,
     AuditRecord,

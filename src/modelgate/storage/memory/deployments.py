@@ -1,8 +1,8 @@
-"""A :class:`~modelgate.core.ports.DeploymentStore` in a dictionary (one process, tests)."""
+"""A :class:`~modelgate.core.traffic.ports.DeploymentStore` in a dictionary (one process, tests)."""
 
 from __future__ import annotations
 
-from modelgate.core.deployments import Deployment
+from modelgate.core.traffic.deployments import Deployment
 from modelgate.errors import invalid
 
 __all__ = ["MemoryDeploymentStore"]

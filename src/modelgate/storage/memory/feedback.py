@@ -1,11 +1,12 @@
-"""A :class:`~modelgate.core.ports.FeedbackStore` in dictionaries (tests; nothing persists)."""
+"""A :class:`~modelgate.core.monitoring.ports.FeedbackStore` in dictionaries (tests; nothing
+persists)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from modelgate.core.predictions import (
+from modelgate.core.monitoring.predictions import (
     FeedbackRecord,
     LabelledPrediction,
     LabelQuery,

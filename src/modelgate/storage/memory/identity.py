@@ -1,4 +1,4 @@
-"""An :class:`~modelgate.core.identity.IdentityStore` in a few dictionaries."""
+"""An :class:`~modelgate.core.access.identity.IdentityStore` in a few dictionaries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["MemoryIdentityStore"]

@@ -8,7 +8,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from modelgate.core.jobs import (
+from modelgate.core.jobs.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     ClaimedJob,
@@ -41,7 +41,7 @@ class _Entry:
 
 
 class MemoryJobQueue:
-    """:class:`~modelgate.core.ports.JobQueue` in memory."""
+    """:class:`~modelgate.core.jobs.ports.JobQueue` in memory."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, _Entry] = {}

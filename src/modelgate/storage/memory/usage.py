@@ -1,4 +1,4 @@
-"""A :class:`~modelgate.core.usage.UsageStore` in a list and a dictionary (tests)."""
+"""A :class:`~modelgate.core.admission.usage.UsageStore` in a list and a dictionary (tests)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from modelgate.core.usage import (
+from modelgate.core.admission.usage import (
     GROUPS,
     NOT_ADMITTED,
     Price,

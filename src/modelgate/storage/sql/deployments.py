@@ -13,7 +13,7 @@ from sqlalchemy import RowMapping, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.deployments import (
+from modelgate.core.traffic.deployments import (
     Deployment,
     deployment_from_document,
     deployment_to_document,
@@ -28,7 +28,7 @@ _D = deployments.c
 
 
 class SqlDeploymentStore:
-    """:class:`~modelgate.core.ports.DeploymentStore` on ``deployments``."""
+    """:class:`~modelgate.core.traffic.ports.DeploymentStore` on ``deployments``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgate.core.predictions import (
+from modelgate.core.monitoring.predictions import (
     FeedbackRecord,
     LabelledPrediction,
     LabelQuery,
@@ -33,7 +33,7 @@ _SHORT = 64  # prediction id and subject pseudonym columns
 
 
 class SqlFeedbackStore:
-    """:class:`~modelgate.core.ports.FeedbackStore` on ``predictions`` and
+    """:class:`~modelgate.core.monitoring.ports.FeedbackStore` on ``predictions`` and
     ``prediction_feedback``."""
 
     def __init__(self, engine: AsyncEngine) -> None:

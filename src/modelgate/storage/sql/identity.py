@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping, case, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import (
@@ -30,7 +30,7 @@ _PLAN_FIELDS = tuple(f.name for f in fields(Plan))
 
 
 class SqlIdentityStore:
-    """:class:`~modelgate.core.identity.IdentityStore` on the SQL tables.
+    """:class:`~modelgate.core.access.identity.IdentityStore` on the SQL tables.
 
     Beyond the port's contract, every SQL backend also:
 

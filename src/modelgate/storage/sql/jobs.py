@@ -36,7 +36,8 @@ import orjson
 from sqlalchemy import and_, case, delete, false, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgate.core.jobs import (
+from modelgate.core.governance.payloads import PayloadCipher
+from modelgate.core.jobs.jobs import (
     ClaimedJob,
     Job,
     JobOwner,
@@ -45,7 +46,6 @@ from modelgate.core.jobs import (
     JobState,
     NewJob,
 )
-from modelgate.core.payloads import PayloadCipher
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.jobs import active_limit_error
 from modelgate.storage.sql.engine import advisory_xact_lock, reading, writing
@@ -70,7 +70,7 @@ def _tenant_lock_key(tenant_id: str) -> int:
 
 
 class SqlJobQueue:
-    """:class:`~modelgate.core.ports.JobQueue` on ``jobs`` and ``job_items``."""
+    """:class:`~modelgate.core.jobs.ports.JobQueue` on ``jobs`` and ``job_items``."""
 
     def __init__(self, engine: AsyncEngine, cipher: PayloadCipher | None = None) -> None:
         self._engine = engine

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, case, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.usage import (
+from modelgate.core.admission.usage import (
     GROUPS,
     NOT_ADMITTED,
     Price,
@@ -31,7 +31,7 @@ _TEXT_GROUPS = {"tenant": _U.tenant_id, "key": _U.key_id, "model": _U.model, "ve
 
 
 class SqlUsageStore:
-    """:class:`~modelgate.core.usage.UsageStore` on ``usage_records`` and ``prices``.
+    """:class:`~modelgate.core.admission.usage.UsageStore` on ``usage_records`` and ``prices``.
 
     Text the columns cannot hold on every backend (NUL, over-long) is INVALID_ARGUMENT on
     write and matches nothing in a filter, as in the identity store. Reports order text by

@@ -1,0 +1,7 @@
+"""Access: who is calling and what they may do.
+
+Tenants, plans, keys and principals (``identity``, ``keys``), authentication and the OAuth2
+client-credentials grant (``authentication``, ``oauth``), authorization policy
+(``authorization``), tenant and key management (``tenancy``), the audit trail (``audit``) and
+idempotency keys of the admin API (``idempotency``).
+"""

@@ -1,0 +1,214 @@
+"""Admission: everything a request must fit before the model runs, cheapest check first.
+
+0. **Size**, before admission: the model's ``limits`` (rows, texts, bytes per text,
+   tokens; :mod:`modelgate.core.serving.request_size`) are checked as the inputs are validated, so
+   a request over them (413) spends no rate limit, slot or quota.
+1. **Batch size**: at most ``plan.max_batch_size`` rows per request (413).
+2. **Load shedding**: at most ``max_inflight`` inference requests run in this process. A
+   plan of priority ``p`` (0-9) may take a slot while fewer than
+   ``max_inflight * (0.5 + 0.5 * p / 9)`` are in flight: under overload the lowest tier is
+   refused first (at half the capacity), the highest last (503 with ``Retry-After``).
+3. **Concurrency**: at most ``plan.max_concurrency`` requests of one tenant in flight in
+   this process (429).
+4. **Rate limits**, each one atomic ``RateLimiter.hit`` (GCRA: a bucket of ``burst``
+   requests refilled at ``requests_per_second``): per tenant from its plan, shared by all
+   its keys and, with Redis, by every replica; per API key, when the key has its own
+   limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
+5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
+
+A refusal at a later step has spent the tokens of the earlier rate limits: the checks are
+separate atomic steps, and this small over-count is the price of not holding a lock across
+backends. Slots taken in steps 2 and 3 are given back by :meth:`Admission.release`, which
+the caller runs once the request is over, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from modelgate.core.access.authentication import ADMIN_TENANT
+from modelgate.core.access.identity import Principal
+from modelgate.core.admission.limits import Decision, RateLimiter
+from modelgate.core.admission.quotas import Quotas
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.ports import InferenceObserver
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["Admission", "bucket", "rate_limit_details", "shed_share"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    limit: int
+    window_s: float
+
+
+def bucket(requests_per_second: float, burst: int | None) -> _Bucket:
+    """GCRA parameters for a rate and a burst (default: one second's worth)."""
+    size = burst if burst is not None else max(1, math.ceil(requests_per_second))
+    return _Bucket(size, size / requests_per_second)
+
+
+#: the tenant a refusal counts under when access control is off (``inference.ANONYMOUS``,
+#: which cannot be imported here: that module imports this one)
+_ANONYMOUS = "anonymous"
+
+
+def shed_share(priority: int) -> float:
+    """The share of ``max_inflight`` a plan of ``priority`` (0-9) may fill."""
+    return 0.5 + 0.5 * min(max(priority, 0), 9) / 9
+
+
+class Admission:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        quotas: Quotas | None = None,
+        max_inflight: int | None = None,
+        observer: InferenceObserver | None = None,
+    ):
+        self.limiter = limiter
+        self.quotas = quotas
+        self.max_inflight = max_inflight
+        #: told of each refusal and each shed request (metrics); only refusals cost a call
+        self.observer = observer
+        self.inflight = 0
+        self._tenant_inflight: dict[str, int] = {}
+
+    async def admit(
+        self, principal: Principal | None, manifest: ModelManifest, rows: int = 1
+    ) -> Decision | None:
+        """Take a slot for the request, or raise; the tightest rate-limit decision that
+        applied (for rate-limit headers), or None when no rate limit applies.
+
+        After a successful ``admit`` the caller must call :meth:`release` exactly once."""
+        plan = principal.plan if principal is not None else None
+        if plan is not None and plan.max_batch_size is not None and rows > plan.max_batch_size:
+            self._refused(principal, "batch_size")
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the plan allows at most {plan.max_batch_size} rows per request, not {rows}",
+            )
+        if self.max_inflight is not None:
+            share = (
+                1.0
+                if plan is None or principal is None or principal.tenant_id == ADMIN_TENANT
+                else shed_share(plan.priority)
+            )
+            if self.inflight >= self.max_inflight * share:
+                if self.observer is not None:
+                    self.observer.shed(plan.priority if plan is not None else None)
+                raise ModelgateError(
+                    ErrorKind.OVERLOADED,
+                    "the server is overloaded; requests of lower-priority plans are refused first",
+                    retry_after=1.0,
+                )
+        tenant = None
+        if plan is not None and plan.max_concurrency is not None:
+            assert principal is not None
+            tenant = principal.tenant_id
+            running = self._tenant_inflight.get(tenant, 0)
+            if running >= plan.max_concurrency:
+                self._refused(principal, "concurrency")
+                raise ModelgateError(
+                    ErrorKind.RATE_LIMITED,
+                    f"too many requests in flight: the plan allows {plan.max_concurrency} at once",
+                    retry_after=1.0,
+                )
+            self._tenant_inflight[tenant] = running + 1
+        self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
+        try:
+            return await self._limits(principal, manifest, rows)
+        except BaseException:
+            self._give_back(tenant)
+            raise
+
+    def release(self, principal: Principal | None) -> None:
+        """Give back the slots of a request that :meth:`admit` admitted."""
+        plan = principal.plan if principal is not None else None
+        tenant = None
+        if plan is not None and plan.max_concurrency is not None:
+            assert principal is not None
+            tenant = principal.tenant_id
+        self._give_back(tenant)
+
+    def _give_back(self, tenant: str | None) -> None:
+        self.inflight -= 1
+        if tenant is not None:
+            left = self._tenant_inflight[tenant] - 1
+            if left:
+                self._tenant_inflight[tenant] = left
+            else:
+                del self._tenant_inflight[tenant]
+
+    async def _limits(
+        self, principal: Principal | None, manifest: ModelManifest, rows: int
+    ) -> Decision | None:
+        tightest: Decision | None = None
+        plan = principal.plan if principal is not None else None
+        if plan is not None and plan.requests_per_second:
+            assert principal is not None
+            b = bucket(plan.requests_per_second, plan.burst)
+            tightest = await self._hit(
+                principal, f"tenant:{principal.tenant_id}", b, "tenant's plan", "tenant_rate_limit"
+            )
+        if principal is not None and principal.key_rate is not None:
+            b = bucket(*principal.key_rate)
+            decision = await self._hit(
+                principal, f"key:{principal.subject}", b, "API key's", "key_rate_limit"
+            )
+            if tightest is None or decision.remaining < tightest.remaining:
+                tightest = decision
+        model_limit = manifest.rate_limit
+        if model_limit is not None:
+            b = bucket(model_limit.requests_per_second, model_limit.burst)
+            decision = await self._hit(
+                principal, f"model:{manifest.name}", b, "model's", "model_rate_limit"
+            )
+            if tightest is None or decision.remaining < tightest.remaining:
+                tightest = decision
+        if (
+            self.quotas is not None
+            and principal is not None
+            and plan is not None
+            and principal.tenant_id != ADMIN_TENANT
+            and Quotas.applies(plan)
+        ):
+            try:
+                await self.quotas.admit(principal, rows)
+            except ModelgateError as exc:
+                if exc.kind is ErrorKind.RATE_LIMITED:
+                    self._refused(principal, f"quota_{exc.details.get('quota', 'unknown')}")
+                raise
+        return tightest
+
+    def _refused(self, principal: Principal | None, reason: str) -> None:
+        if self.observer is not None:
+            tenant = principal.tenant_id if principal is not None else _ANONYMOUS
+            self.observer.refused(tenant, reason)
+
+    async def _hit(
+        self, principal: Principal | None, key: str, b: _Bucket, whose: str, reason: str
+    ) -> Decision:
+        decision = await self.limiter.hit(key, b.limit, b.window_s)
+        if not decision.allowed:
+            self._refused(principal, reason)
+            raise ModelgateError(
+                ErrorKind.RATE_LIMITED,
+                f"rate limit exceeded: the {whose} limit is {b.limit} requests per "
+                f"{b.window_s:g} s",
+                retry_after=decision.retry_after_s,
+                details=rate_limit_details(decision),
+            )
+        return decision
+
+
+def rate_limit_details(decision: Decision) -> dict[str, float]:
+    """What the X-RateLimit-Limit / -Remaining / -Reset headers say."""
+    return {
+        "limit": decision.limit,
+        "remaining": decision.remaining,
+        "reset": decision.reset_after_s,
+    }

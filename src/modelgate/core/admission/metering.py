@@ -1,0 +1,233 @@
+"""``UsageRecorder``: meters every inference on the request path and writes the sums in
+the background.
+
+The request path only calls :meth:`UsageRecorder.record`: a dictionary update, no I/O.
+Requests are summed per UTC minute and per (tenant, key, model, version, hardware, status,
+cache hit); a background task writes those sums every ``flush_interval_s`` in one
+transaction, pricing each row with the price table of that moment, so a later price change
+never rewrites history. A failed write puts the sums back to be written with the next
+flush (at most ``max_pending`` groups are held; any beyond are counted and logged), and
+:meth:`UsageRecorder.close` writes what is left before the process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from modelgate.core.admission.usage import Price, UsageRecord, UsageStore, cost_of, price_for
+from modelgate.core.serving.draining import drain
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["UsageRecorder"]
+
+log = logging.getLogger("modelgate.usage")
+
+
+_GroupKey = tuple[datetime, str, str | None, str, str | None, str, str, bool]
+
+
+class UsageRecorder:
+    """Sums usage in memory on the request path and writes it in the background."""
+
+    def __init__(
+        self,
+        store: UsageStore,
+        *,
+        touch_key: Callable[[str, datetime], Awaitable[object]] | None = None,
+        flush_interval_s: float = 1.0,
+        max_pending: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        price_refresh_s: float = 10.0,
+    ) -> None:
+        """``clock`` is the wall clock in seconds since the epoch (``time.time``): cheaper
+        on the request path than building a datetime per request."""
+        self._store = store
+        self._touch_key = touch_key
+        self._interval = flush_interval_s
+        self._max_pending = max_pending
+        self._clock = clock
+        self._minute_number = -1
+        self._minute = datetime.fromtimestamp(0, UTC)
+        self._price_refresh_s = price_refresh_s
+        self._pending: dict[_GroupKey, UsageRecord] = {}
+        self._used: dict[str, float] = {}  # key id -> last use (epoch s), for last_used_at
+        self._prices: dict[str, Price] | None = None
+        self._prices_read = 0.0
+        self._dropped = 0
+        self._dropped_logged = 0
+        self._lock = asyncio.Lock()  # one flush at a time: a put-back never races a swap
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Groups waiting to be written."""
+        return len(self._pending)
+
+    @property
+    def dropped(self) -> int:
+        """Requests lost because more than ``max_pending`` groups were waiting."""
+        return self._dropped
+
+    def record(
+        self,
+        tenant_id: str,
+        key_id: str | None,
+        model: str,
+        version: str | None,
+        *,
+        hardware: str,
+        status: str,
+        cache_hit: bool,
+        rows: int,
+        tokens: int,
+        latency_ms: float,
+        compute_ms: float,
+    ) -> None:
+        at = self._clock()
+        number = int(at // 60)
+        if number != self._minute_number:  # once a minute: the datetime of the new minute
+            self._minute_number = number
+            self._minute = datetime.fromtimestamp(number * 60, UTC)
+        group = (self._minute, tenant_id, key_id, model, version, hardware, status, cache_hit)
+        record = self._pending.get(group)
+        if record is None:
+            if len(self._pending) >= self._max_pending:
+                self._dropped += 1
+                return
+            record = self._pending[group] = UsageRecord(*group)
+        record.requests += 1
+        record.rows += rows
+        record.tokens += tokens
+        record.latency_ms_sum += latency_ms
+        if latency_ms > record.latency_ms_max:
+            record.latency_ms_max = latency_ms
+        record.compute_ms_sum += compute_ms
+        if key_id is not None:
+            self._used[key_id] = at
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name="usage-flush")
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            if not self._stop.is_set():
+                try:
+                    await self.flush()
+                except Exception:  # the outermost layer of this task: it must keep running
+                    log.exception("usage: flush failed")
+
+    async def flush(self) -> int:
+        """Write everything pending now; returns the number of records written."""
+        async with self._lock:
+            batch, self._pending = self._pending, {}
+            used, self._used = self._used, {}
+            written = await self._write(batch) if batch else 0
+            if self._dropped > self._dropped_logged:
+                lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
+                log.error(
+                    "usage: %d requests dropped (more than %d groups pending, or refused)",
+                    lost,
+                    self._max_pending,
+                )
+            for key_id, at in used.items():
+                await self._touch(key_id, datetime.fromtimestamp(at, UTC))
+            return written
+
+    async def _write(self, batch: dict[_GroupKey, UsageRecord]) -> int:
+        """Write ``batch`` at today's prices; what cannot be written now goes back."""
+        records = list(batch.values())
+        try:
+            prices = await self._current_prices()
+            for r in records:
+                price = price_for(prices, r.model, r.hardware)
+                r.cost = cost_of(price, r.tokens or r.rows, r.compute_ms_sum)
+            await self._store.append(records)
+            return len(records)
+        except ModelgateError as exc:
+            if exc.kind is not ErrorKind.INVALID_ARGUMENT:
+                return self._keep(batch, exc)
+            # A record the store refuses (an over-long id) must not hold the others back
+            # forever: write them one at a time and drop only what is refused.
+            return await self._write_each(batch)
+        except asyncio.CancelledError:
+            self._put_back(batch)
+            raise
+        except Exception as exc:  # the database is down: keep the sums, retry later
+            return self._keep(batch, exc)
+
+    async def _write_each(self, batch: dict[_GroupKey, UsageRecord]) -> int:
+        written = 0
+        items = list(batch.items())
+        for i, (_, record) in enumerate(items):
+            try:
+                await self._store.append([record])
+                written += 1
+            except ModelgateError as exc:
+                if exc.kind is not ErrorKind.INVALID_ARGUMENT:
+                    return written + self._keep(dict(items[i:]), exc)
+                self._dropped += record.requests
+                log.error(
+                    "usage: record refused by the store, dropped (%s): %r", exc.message, record
+                )
+            except asyncio.CancelledError:
+                self._put_back(dict(items[i:]))
+                raise
+            except Exception as exc:
+                return written + self._keep(dict(items[i:]), exc)
+        return written
+
+    def _keep(self, batch: dict[_GroupKey, UsageRecord], exc: Exception) -> int:
+        self._put_back(batch)
+        log.warning("usage: %d records not written, kept for retry: %r", len(batch), exc)
+        return 0
+
+    async def close(self, attempts: int = 3) -> None:
+        """Stop the flush task and write what is left (a few tries, a short wait between)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if not await drain(self.flush, lambda: len(self._pending), attempts=attempts):
+            return
+        requests = sum(r.requests for r in self._pending.values())
+        log.error("usage: %d requests could not be written at shutdown and are lost", requests)
+
+    async def _current_prices(self) -> dict[str, Price]:
+        clock = time.monotonic()
+        if self._prices is None or clock - self._prices_read >= self._price_refresh_s:
+            self._prices = {p.target: p for p in await self._store.list_prices()}
+            self._prices_read = clock
+        return self._prices
+
+    def _put_back(self, batch: dict[_GroupKey, UsageRecord]) -> None:
+        # The failed batch is older than what arrived meanwhile: it goes first, and newer
+        # groups that no longer fit are the ones dropped.
+        newer, self._pending = self._pending, batch
+        lost = 0
+        for group, record in newer.items():
+            held = self._pending.get(group)
+            if held is not None:
+                held.merge(record)
+            elif len(self._pending) < self._max_pending:
+                self._pending[group] = record
+            else:
+                lost += record.requests
+        self._dropped += lost
+
+    async def _touch(self, key_id: str, at: datetime) -> None:
+        if self._touch_key is None:
+            return
+        try:
+            await self._touch_key(key_id, at)
+        except Exception as exc:  # last_used_at is advisory; the usage itself is written
+            log.warning("usage: last_used_at of key %s not updated: %r", key_id, exc)

@@ -1,0 +1,319 @@
+"""Quotas: how many requests, rows or tokens a tenant may use per UTC day and month.
+
+A plan may set any of ``requests_per_day``, ``requests_per_month``, ``rows_per_day``, ...,
+``tokens_per_month``. Every request is charged against all that apply in **one** atomic call
+of a :class:`QuotaCounter` (in memory for one process, one Lua script in Redis for many
+replicas): when any counter would pass its limit, nothing is charged and the request is
+refused (429, ``Retry-After`` = the time until the period ends).
+
+- requests and rows are known before the model runs, so they are charged up front;
+- tokens are only known after (the tokenizer counts them), so a request is admitted while
+  the tenant's token counters are below their limits and its tokens are added afterwards.
+  One request may thus pass a token quota by its own size; the next is refused.
+
+Counters live in the counter's store. When one is missing (a first request, a restart of an
+in-memory counter, an emptied Redis) it is seeded from the usage records (``UsageTotals``),
+so restarting a process does not hand every tenant a fresh month. Usage records are written
+every ``usage_flush_seconds``, so a seed can miss the last second or so of use.
+
+Crossing 80% and 100% of a limit raises a :class:`QuotaAlert`. Counters are atomic, so
+exactly one request sees each crossing, on whichever replica it ran: each alert is sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from modelgate.core.access.authorization import is_operator, require_scope
+from modelgate.core.access.identity import IdentityStore, Plan, Principal, Scope
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = [
+    "ALERT_THRESHOLDS",
+    "QuotaAlert",
+    "QuotaCharge",
+    "QuotaCounter",
+    "QuotaResult",
+    "QuotaUsage",
+    "Quotas",
+    "period_bounds",
+]
+
+log = logging.getLogger("modelgate.quotas")
+
+UNITS = ("requests", "rows", "tokens")
+PERIODS = ("day", "month")
+#: shares of a limit whose crossing raises an alert
+ALERT_THRESHOLDS = (0.8, 1.0)
+#: counters outlive their period by this much, so a late charge still finds its counter
+_GRACE = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCharge:
+    """Add ``amount`` to counter ``key``. With a ``limit``, refuse when the counter would
+    pass it: ``used + max(amount, 1) > limit`` (an amount of 0 asks "is any left?").
+    ``seed`` is the counter's value when it does not exist yet (see :class:`QuotaCounter`).
+    """
+
+    key: str
+    amount: int
+    limit: int | None
+    ttl_s: float
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaResult:
+    allowed: bool
+    #: each counter after the call (unchanged when refused)
+    used: tuple[int, ...]
+    #: the index of the first charge that refused
+    refused: int | None = None
+
+
+class QuotaCounter(Protocol):
+    """``charge(charges)``: all or nothing, atomically, in one round trip.
+
+    If any counter does not exist and its charge has no ``seed``, nothing changes and the
+    answer is None: the caller finds the seeds and calls again. A counter is created with
+    its seed (only if it still does not exist) and expires ``ttl_s`` seconds after.
+    """
+
+    async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAlert:
+    tenant_id: str
+    unit: str  # requests | rows | tokens
+    period: str  # day | month
+    period_start: datetime
+    limit: int
+    used: int
+    threshold: float  # 0.8 or 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """One quota of a tenant and how much of it is used, for reports."""
+
+    unit: str
+    period: str
+    limit: int
+    used: int
+    resets_at: datetime
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """The UTC day or calendar month holding ``now``: (start, end)."""
+    now = now.astimezone(UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else (start.replace(month=start.month + 1))
+    )
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class _Quota:
+    unit: str
+    period: str
+    limit: int
+    start: datetime
+    end: datetime
+    key: str
+
+
+Totals = Callable[[str, datetime], Awaitable[tuple[int, int, int]]]
+AlertSink = Callable[[QuotaAlert], None]
+
+
+class Quotas:
+    """Charges requests against their tenant's quotas.
+
+    ``totals(tenant_id, since)`` answers (requests, rows, tokens) recorded since a time, to
+    seed missing counters; ``alert`` receives each threshold crossing (it must not block).
+    """
+
+    def __init__(
+        self,
+        counter: QuotaCounter,
+        *,
+        totals: Totals | None = None,
+        alert: AlertSink | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.counter = counter
+        self._totals = totals
+        self._alert = alert
+        self._now = now
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def applies(plan: Plan) -> bool:
+        return any(getattr(plan, f"{u}_per_{p}") is not None for u in UNITS for p in PERIODS)
+
+    def _quotas(self, principal: Principal, units: Sequence[str]) -> list[_Quota]:
+        return self._plan_quotas(principal.tenant_id, principal.plan, units)
+
+    def _plan_quotas(self, tenant_id: str, plan: Plan, units: Sequence[str]) -> list[_Quota]:
+        now = self._now()
+        quotas = []
+        for period in PERIODS:
+            start, end = period_bounds(period, now)
+            stamp = start.strftime("%Y%m%d" if period == "day" else "%Y%m")
+            for unit in units:
+                limit = getattr(plan, f"{unit}_per_{period}")
+                if limit is not None:
+                    key = f"quota:{tenant_id}:{unit}:{period[0]}{stamp}"
+                    quotas.append(_Quota(unit, period, int(limit), start, end, key))
+        return quotas
+
+    async def admit(self, principal: Principal, rows: int) -> None:
+        """Charge one request and its rows; check the tokens left. RATE_LIMITED if over."""
+        quotas = self._quotas(principal, UNITS)
+        if not quotas:
+            return
+        amounts = {"requests": 1, "rows": rows, "tokens": 0}
+        result = await self._charge(principal.tenant_id, quotas, amounts, enforce=True)
+        if not result.allowed:
+            assert result.refused is not None
+            quota = quotas[result.refused]
+            retry = max((quota.end - self._now()).total_seconds(), 1.0)
+            raise ModelgateError(
+                ErrorKind.RATE_LIMITED,
+                f"quota exceeded: the plan allows {quota.limit} {quota.unit} per "
+                f"{quota.period} (UTC); it resets at {quota.end.isoformat()}",
+                retry_after=retry,
+                details={
+                    "limit": quota.limit,
+                    "remaining": max(quota.limit - result.used[result.refused], 0),
+                    "reset": retry,
+                    "quota": f"{quota.unit}_per_{quota.period}",
+                },
+            )
+        self._alerts(principal.tenant_id, quotas, amounts, result.used)
+
+    def add_tokens(self, principal: Principal, tokens: int) -> None:
+        """Add the tokens a request used, after the fact, off the request's path."""
+        if tokens <= 0:
+            return
+        quotas = self._quotas(principal, ("tokens",))
+        if not quotas:
+            return
+        task = asyncio.get_running_loop().create_task(self._add_tokens(principal, quotas, tokens))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _add_tokens(self, principal: Principal, quotas: list[_Quota], tokens: int) -> None:
+        amounts = {"tokens": tokens}
+        try:
+            result = await self._charge(principal.tenant_id, quotas, amounts, enforce=False)
+        except ModelgateError as exc:
+            log.warning(
+                "could not add %d tokens of tenant %s: %s", tokens, principal.tenant_id, exc
+            )
+            return
+        self._alerts(principal.tenant_id, quotas, amounts, result.used)
+
+    async def usage(self, principal: Principal) -> list[QuotaUsage]:
+        """Every quota of the principal's plan with what is used of it now."""
+        return await self.usage_of(principal.tenant_id, principal.plan)
+
+    async def report(
+        self, principal: Principal, tenant_id: str, store: IdentityStore
+    ) -> list[QuotaUsage]:
+        """The quotas of ``tenant_id`` for ``principal``: ``usage:read`` on its own tenant,
+        or an operator; another tenant's id answers like a missing one."""
+        require_scope(principal, Scope.USAGE_READ)
+        operator = is_operator(principal)
+        tenant = (
+            await store.get_tenant(tenant_id)
+            if operator or (principal.tenant_id == tenant_id)
+            else None
+        )
+        plan = await store.get_plan(tenant.plan) if tenant is not None else None
+        if tenant is None or plan is None:
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown tenant '{tenant_id}'")
+        return await self.usage_of(tenant.id, plan)
+
+    async def usage_of(self, tenant_id: str, plan: Plan) -> list[QuotaUsage]:
+        """Every quota of ``plan`` with what ``tenant_id`` has used of it now."""
+        quotas = self._plan_quotas(tenant_id, plan, UNITS)
+        if not quotas:
+            return []
+        result = await self._charge(tenant_id, quotas, dict.fromkeys(UNITS, 0), enforce=False)
+        return [
+            QuotaUsage(q.unit, q.period, q.limit, used, q.end)
+            for q, used in zip(quotas, result.used, strict=True)
+        ]
+
+    async def _charge(
+        self, tenant_id: str, quotas: list[_Quota], amounts: dict[str, int], *, enforce: bool
+    ) -> QuotaResult:
+        now = self._now()
+
+        def charges(seeds: list[int] | None) -> list[QuotaCharge]:
+            return [
+                QuotaCharge(
+                    q.key,
+                    amounts[q.unit],
+                    q.limit if enforce else None,
+                    (q.end - now + _GRACE).total_seconds(),
+                    seeds[i] if seeds is not None else None,
+                )
+                for i, q in enumerate(quotas)
+            ]
+
+        result = await self.counter.charge(charges(None))
+        if result is None:
+            result = await self.counter.charge(charges(await self._seeds(tenant_id, quotas)))
+            assert result is not None, "a counter with seeds always answers"
+        return result
+
+    async def _seeds(self, tenant_id: str, quotas: list[_Quota]) -> list[int]:
+        if self._totals is None:
+            return [0] * len(quotas)
+        found: dict[datetime, tuple[int, int, int]] = {}
+        for q in quotas:
+            if q.start not in found:
+                found[q.start] = await self._totals(tenant_id, q.start)
+        return [found[q.start][UNITS.index(q.unit)] for q in quotas]
+
+    def _alerts(
+        self, tenant_id: str, quotas: list[_Quota], amounts: dict[str, int], used: Sequence[int]
+    ) -> None:
+        if self._alert is None:
+            return
+        for quota, after in zip(quotas, used, strict=True):
+            before = after - amounts[quota.unit]
+            for threshold in ALERT_THRESHOLDS:
+                mark = math.ceil(quota.limit * threshold)
+                if before < mark <= after:
+                    alert = QuotaAlert(
+                        tenant_id, quota.unit, quota.period, quota.start, quota.limit, after,
+                        threshold,
+                    )  # fmt: skip
+                    try:
+                        self._alert(alert)
+                    except Exception:  # an alert must never fail a request
+                        log.exception("quota alert failed")
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        await self.counter.close()

@@ -1,0 +1,484 @@
+"""The gateway's view of the nodes, and how it sends them work.
+
+A node announces itself (see ``modelgate.cluster``) with a document: its id, the address of
+its OIP gRPC endpoint, its hardware class and memory, and the models and versions it serves
+with their manifests. :class:`Cluster` keeps the latest table of those documents (refreshed
+from a :class:`NodeDirectory`: Redis, or a static list of addresses) and forwards one
+inference at a time through a :class:`NodeClient` (OIP gRPC):
+
+- **Placement**: only nodes that announce the model and version, and are not draining.
+- **Hardware**: a model whose manifest prefers ``gpu`` goes to a GPU node when one is up,
+  else to a CPU node (the answer says so: :attr:`Timing.hardware`).
+- **Health**: a breaker per node and one per (node, model, version)
+  (:mod:`modelgate.core.gateway.breaker`); an open breaker takes the target out of the choice.
+- **Load**: the fewest outstanding requests from this gateway, ties broken at random.
+- **Per-try timeout**: while another node could take a retry, an attempt gets half the
+  time left, so a stalled node (not dead, not answering) leaves time to try another one.
+- **Retries**: inference is idempotent, so a failure the node is to blame for (unreachable,
+  5xx, timed out, overloaded, or the model missing after all) is retried on another node,
+  after capped exponential backoff with full jitter, while the caller's deadline allows and
+  within the retry budget (retries at most 20% of requests, :mod:`modelgate.core.gateway.retry`).
+  A caller's error (bad input, unknown output) is answered at once. A call that died with
+  its node (the connection reset, the stream removed) is such a failure too: the node may
+  have run it, and running it again elsewhere is harmless. The caller's own cancellation
+  is never retried, nor is anything once the caller's deadline has passed.
+- **What the caller sees** when no node answered: the last failure's kind, in words that
+  name no node; node ids and addresses go to the gateway's log.
+
+Nothing here knows gRPC or Redis: they are behind the two ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from modelgate.core.gateway.retry import RetryBudget, backoff
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.ports import Arrays, Timing
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = [
+    "Cluster",
+    "ClusterObserver",
+    "NodeAnswer",
+    "NodeClient",
+    "NodeDirectory",
+    "NodeInfo",
+    "parse_node",
+]
+
+log = logging.getLogger("modelgate.cluster")
+
+Array = np.ndarray[Any, Any]
+
+#: failures a node is to blame for: retried elsewhere, counted by its breakers
+_NODE_FAULTS = frozenset(
+    {
+        ErrorKind.UNAVAILABLE,
+        ErrorKind.INTERNAL,
+        ErrorKind.DEADLINE_EXCEEDED,
+        ErrorKind.OVERLOADED,
+        ErrorKind.NOT_FOUND,
+    }
+)
+#: of those, the ones that do not mean the node is broken (it is busy, or its
+#: announcement is stale): retried elsewhere without counting against its node breaker
+_NOT_BROKEN = frozenset({ErrorKind.OVERLOADED, ErrorKind.NOT_FOUND})
+#: a retry needs at least this much of the caller's deadline left
+_MIN_ATTEMPT_S = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """What a node answered: its outputs, and the response parameters it sent (for
+    example the anomaly check's ``anomaly_score`` and ``anomalous`` flag)."""
+
+    outputs: dict[str, Array]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node as it announced itself."""
+
+    id: str
+    #: ``host:port`` of its OIP gRPC endpoint
+    address: str
+    hardware: str = "cpu"
+    memory_bytes: int = 0
+    #: model -> version -> manifest, of what it serves
+    models: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
+    draining: bool = False
+
+    def serves(self, model: str, version: int) -> bool:
+        versions = self.models.get(model)
+        return versions is not None and version in versions
+
+
+def parse_node(document: Mapping[str, Any]) -> NodeInfo:
+    """A node's announcement (JSON-shaped) as a :class:`NodeInfo`; ValueError naming the
+    problem when it does not parse (a foreign or corrupt entry)."""
+    from modelgate.core.serving.manifest import parse_manifest
+
+    try:
+        node_id = str(document["id"])
+        address = str(document["address"])
+        models: dict[str, dict[int, ModelManifest]] = {}
+        for name, entry in (document.get("models") or {}).items():
+            versions = {}
+            for number, manifest in (entry.get("versions") or {}).items():
+                data = {k: v for k, v in manifest.items() if k != "name"}
+                versions[int(number)] = parse_manifest(str(name), data)
+            models[str(name)] = versions
+        return NodeInfo(
+            id=node_id,
+            address=address,
+            hardware=str(document.get("hardware", "cpu")),
+            memory_bytes=int(document.get("memory_bytes", 0)),
+            models=models,
+            draining=bool(document.get("draining", False)),
+        )
+    except ModelgateError as exc:
+        raise ValueError(exc.message) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"malformed node announcement: {exc!r}") from None
+
+
+class NodeDirectory(Protocol):
+    """Where nodes are found. ``nodes`` returns every live node (a network call: it has a
+    timeout and raises on failure; the cluster keeps its last table then)."""
+
+    async def nodes(self) -> list[NodeInfo]: ...
+
+    async def close(self) -> None: ...
+
+
+class NodeClient(Protocol):
+    """Sends one inference to a node (OIP gRPC). Raises :class:`ModelgateError`: the node's
+    own answer mapped back to a kind, UNAVAILABLE when it cannot be reached or the call
+    died with its connection (``details={"refused": True}`` when the node refused the
+    call unread, at its limit of calls per connection),
+    DEADLINE_EXCEEDED with ``details={"timed_out": True}`` when ``timeout_s`` passed (the
+    node's own DEADLINE_EXCEEDED has no such detail). ``headers`` travel as call metadata
+    (credentials, ``traceparent``, the request id)."""
+
+    async def infer(
+        self,
+        node: NodeInfo,
+        model: str,
+        version: int,
+        inputs: Arrays,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str],
+    ) -> NodeAnswer: ...
+
+    async def close(self) -> None: ...
+
+
+class ClusterObserver(Protocol):
+    """Metrics of the cluster (Prometheus in production). Never blocks."""
+
+    def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None: ...
+
+    def forwarded(self, node: str, outcome: str) -> None: ...
+
+    def retried(self, outcome: str) -> None: ...
+
+    def nodes(self, count: int) -> None: ...
+
+    def departed(self, node: str) -> None:
+        """``node`` left the table: forget its series (node ids come and go with pods)."""
+
+
+@dataclass(slots=True)
+class _NodeState:
+    info: NodeInfo
+    breaker: CircuitBreaker
+    outstanding: int = 0
+    versions: dict[tuple[str, int], CircuitBreaker] = field(default_factory=dict)
+
+
+class Cluster:
+    """The node table of one gateway, with its breakers, load counts and retry budget."""
+
+    def __init__(
+        self,
+        directory: NodeDirectory,
+        client: NodeClient,
+        *,
+        breaker: BreakerPolicy | None = None,
+        budget: RetryBudget | None = None,
+        default_timeout_s: float = 30.0,
+        max_attempts: int = 3,
+        headers: Callable[[], Mapping[str, str]] | None = None,
+        observer: ClusterObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ):
+        self.directory = directory
+        self.client = client
+        self.policy = breaker or BreakerPolicy()
+        self.budget = budget or RetryBudget()
+        self.default_timeout_s = default_timeout_s
+        self.max_attempts = max_attempts
+        #: extra call metadata per attempt (the trace context of the request in progress)
+        self._headers = headers
+        self.observer = observer
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._nodes: dict[str, _NodeState] = {}
+        #: models and their manifests as of the last refresh: what the gateway may load
+        self.catalog: dict[str, dict[int, ModelManifest]] = {}
+        self.refreshed = False
+        self._logged_at = -1e9  # when a failed request was last logged
+        self._failed_answers = 0  # failed requests not logged yet
+
+    # -- the node table ------------------------------------------------------------------
+    async def refresh(self) -> set[str]:
+        """Read the directory and replace the table; returns the models whose versions or
+        manifests changed (their routing handles must be rebuilt). Raises what the
+        directory raised (the previous table stays)."""
+        found = await self.directory.nodes()
+        fresh: dict[str, _NodeState] = {}
+        for info in found:
+            state = self._nodes.get(info.id)
+            if state is None:
+                state = _NodeState(info, self._breaker(info.id, None, None))
+            else:
+                state.info = info
+            fresh[info.id] = state
+        departed = set(self._nodes) - set(fresh)
+        self._nodes = fresh
+        if self.observer is not None:
+            for node in sorted(departed):
+                self.observer.departed(node)
+        catalog: dict[str, dict[int, ModelManifest]] = {}
+        for state in sorted(fresh.values(), key=lambda s: s.info.id):
+            for name, versions in state.info.models.items():
+                known = catalog.setdefault(name, {})
+                for number, manifest in versions.items():
+                    known.setdefault(number, manifest)
+        changed = {
+            name
+            for name in set(catalog) | set(self.catalog)
+            if catalog.get(name) != self.catalog.get(name)
+        }
+        self.catalog = catalog
+        self.refreshed = True
+        if self.observer is not None:
+            self.observer.nodes(len(fresh))
+        return changed
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The table as plain data (the admin API's view)."""
+        return [
+            {
+                "id": s.info.id,
+                "address": s.info.address,
+                "hardware": s.info.hardware,
+                "memory_bytes": s.info.memory_bytes,
+                "draining": s.info.draining,
+                "breaker": s.breaker.state,
+                "outstanding": s.outstanding,
+                "models": {
+                    name: sorted(versions) for name, versions in sorted(s.info.models.items())
+                },
+            }
+            for s in sorted(self._nodes.values(), key=lambda s: s.info.id)
+        ]
+
+    def _breaker(self, node: str, model: str | None, version: int | None) -> CircuitBreaker:
+        observer = self.observer
+        if observer is None:
+            return CircuitBreaker(self.policy, clock=self._clock)
+        label = None if version is None else str(version)
+
+        def changed(state: BreakerState) -> None:
+            observer.breaker(node, model, label, state)
+            log.warning(
+                "breaker of node %s%s is %s",
+                node,
+                f" ({model} v{version})" if model is not None else "",
+                state,
+            )
+
+        observer.breaker(node, model, label, "closed")
+        return CircuitBreaker(self.policy, clock=self._clock, on_change=changed)
+
+    # -- forwarding ----------------------------------------------------------------------
+    def _choose(
+        self, model: str, version: int, prefer: str, tried: set[str]
+    ) -> tuple[_NodeState, CircuitBreaker] | None:
+        candidates: list[tuple[_NodeState, CircuitBreaker]] = []
+        for state in self._nodes.values():
+            info = state.info
+            if info.draining or not info.serves(model, version):
+                continue
+            key = (model, version)
+            breaker = state.versions.get(key)
+            if breaker is None:
+                breaker = state.versions[key] = self._breaker(info.id, model, version)
+            if state.breaker.available() and breaker.available():
+                candidates.append((state, breaker))
+        if not candidates:
+            return None
+        fresh = [c for c in candidates if c[0].info.id not in tried]
+        pool = fresh or candidates
+        preferred = [c for c in pool if c[0].info.hardware == prefer]
+        pool = preferred or pool
+        least = min(c[0].outstanding for c in pool)
+        return self._rng.choice([c for c in pool if c[0].outstanding == least])
+
+    async def forward(
+        self,
+        model: str,
+        version: int,
+        inputs: Arrays,
+        timing: Timing | None,
+        *,
+        prefer: str = "cpu",
+    ) -> dict[str, Array]:
+        """Run one inference on a node; see the module docstring for how it is chosen and
+        when it is retried."""
+        deadline = timing.deadline if timing is not None else None
+        if deadline is None:
+            deadline = self._clock() + self.default_timeout_s
+        self.budget.request()
+        tried: set[str] = set()
+        error: ModelgateError | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                if not self.budget.try_retry():
+                    self._retried("budget_exhausted")
+                    break
+                pause = backoff(attempt - 1, rng=self._rng)
+                if self._clock() + pause + _MIN_ATTEMPT_S >= deadline:
+                    self._retried("deadline")
+                    break
+                await asyncio.sleep(pause)
+                self._retried("retried")
+            chosen = self._choose(model, version, prefer, tried)
+            if chosen is None:
+                break
+            state, breaker = chosen
+            if not state.breaker.allow():
+                continue
+            if not breaker.allow():
+                state.breaker.release()
+                continue
+            remaining = deadline - self._clock()
+            if remaining > _MIN_ATTEMPT_S * 4 and self._has_other(
+                model, version, tried | {state.info.id}
+            ):
+                remaining /= 2  # a per-try timeout: a stalled node leaves time for another
+            if remaining <= 0:
+                state.breaker.release()
+                breaker.release()
+                raise ModelgateError(ErrorKind.DEADLINE_EXCEEDED, "the request's deadline passed")
+            tried.add(state.info.id)
+            state.outstanding += 1
+            started = time.perf_counter_ns()
+            try:
+                answer = await self.client.infer(
+                    state.info,
+                    model,
+                    version,
+                    inputs,
+                    timeout_s=remaining,
+                    headers=self._headers() if self._headers is not None else {},
+                )
+            except ModelgateError as exc:
+                self._failed(state, breaker, exc)
+                self._count(state, exc.kind.value)
+                if exc.kind not in _NODE_FAULTS:
+                    raise  # the caller's error: the node answered it
+                error = exc
+                continue
+            except asyncio.CancelledError:
+                state.breaker.release()
+                breaker.release()
+                raise
+            finally:
+                state.outstanding -= 1
+            state.breaker.success()
+            breaker.success()
+            self._count(state, "ok")
+            if timing is not None:
+                timing.compute_ns = time.perf_counter_ns() - started
+                timing.hardware = state.info.hardware
+                timing.node = state.info.id
+                timing.parameters = answer.parameters or None
+            return answer.outputs
+        if error is not None:
+            raise self._for_caller(model, version, error)
+        raise ModelgateError(
+            ErrorKind.UNAVAILABLE,
+            f"no node can serve model '{model}' version {version} now",
+            retry_after=1.0,
+        )
+
+    def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
+        """The error the caller sees when no node answered: its kind, in words that name no
+        node (node ids and addresses are the operator's, in this log, at most once a
+        second)."""
+        if error.kind not in _NODE_FAULTS:
+            return error
+        now = self._clock()
+        self._failed_answers += 1
+        if now - self._logged_at >= 1.0:
+            log.warning(
+                "model %s v%d: %d requests failed on every node tried since the last such "
+                "line; the last: %s",
+                model, version, self._failed_answers, error.message,
+            )  # fmt: skip
+            self._logged_at = now
+            self._failed_answers = 0
+        what = f"model '{model}' version {version}"
+        if error.kind is ErrorKind.DEADLINE_EXCEEDED:
+            if error.details.get("timed_out") is True:
+                message = f"no node answered {what} in time"
+            else:
+                message = f"the request's deadline passed before a node could run {what}"
+            return ModelgateError(error.kind, message, details=error.details)
+        if error.kind is ErrorKind.OVERLOADED:
+            message = f"every node that serves {what} is busy; retry later"
+        elif error.kind is ErrorKind.NOT_FOUND:
+            message = f"no node serves {what} now"
+        elif error.kind is ErrorKind.INTERNAL:
+            message = f"{what} failed on the node that ran it"
+        else:
+            message = f"no node could serve {what} now"
+        retry_after = error.retry_after
+        if retry_after is None and error.kind is ErrorKind.UNAVAILABLE:
+            retry_after = 1.0
+        return ModelgateError(error.kind, message, retry_after=retry_after)
+
+    def _has_other(self, model: str, version: int, tried: set[str]) -> bool:
+        """True when a node other than ``tried`` ones could take a retry."""
+        return any(
+            s.info.id not in tried
+            and not s.info.draining
+            and s.info.serves(model, version)
+            and s.breaker.available()
+            for s in self._nodes.values()
+        )
+
+    def _failed(self, state: _NodeState, breaker: CircuitBreaker, exc: ModelgateError) -> None:
+        if exc.kind not in _NODE_FAULTS:
+            state.breaker.success()  # it answered: reachable and working
+            breaker.success()
+            return
+        if exc.details.get("refused") is True:  # refused unread: says nothing of its health
+            state.breaker.release()
+            breaker.release()
+            return
+        breaker.failure()
+        timed_out = exc.details.get("timed_out") is True
+        if exc.kind in _NOT_BROKEN or (
+            exc.kind is ErrorKind.DEADLINE_EXCEEDED and not timed_out
+        ):  # busy, stale, or it refused work whose deadline passed while queued
+            state.breaker.release()
+        else:
+            state.breaker.failure()
+
+    def _count(self, state: _NodeState, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer.forwarded(state.info.id, outcome)
+
+    def _retried(self, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer.retried(outcome)
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.directory.close()

@@ -1,0 +1,6 @@
+"""Monitoring: how a version behaves live against its reference.
+
+The monitor listener (``monitor``), data drift (``drift``, ``text_drift``), anomaly scores
+(``anomaly``), concept drift against ground truth (``concept``), built-in alerts (``alerts``),
+and recorded predictions with their feedback (``feedback``, ``predictions``, ``ports``).
+"""

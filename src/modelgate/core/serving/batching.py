@@ -1,0 +1,335 @@
+"""Adaptive micro-batching: a :class:`ModelRuntime` that wraps another one.
+
+Concurrent requests are queued and merged into one call of the inner runtime, then split
+back so each caller gets exactly its own rows. The batch grows with load by itself: while
+one batch runs, the next one fills, so no delay is added when the model is idle
+(``max_queue_delay_us: 0``). A positive delay lets the first request of a batch wait for
+company, like Triton's ``max_queue_delay_microseconds``.
+
+Requests are only merged when every non-batch dimension agrees; a request with more rows
+than ``max_batch_size`` is cut into chunks, which join the back of the queue one turn at a
+time, so other requests run between them. A full queue answers OVERLOADED at once.
+
+When requests come one at a time (the last ``SOLO_STREAK`` batches each held one request),
+queueing only costs: a future, an event-loop turn and, with a delay, the delay itself. The
+batcher then runs requests directly, and every ``PROBE_EVERY``-th request goes through the
+queue again as a probe: if others arrive beside it, batching resumes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelgate.core.serving.execution import PredictorRuntime
+from modelgate.core.serving.manifest import BatchingPolicy
+from modelgate.core.serving.ports import Arrays, ModelRuntime, Timing, VersionObserver
+from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
+
+__all__ = ["BatchingRuntime"]
+
+_Outputs = dict[str, np.ndarray[Any, Any]]
+
+SOLO_STREAK = 8
+PROBE_EVERY = 32
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    key: tuple[tuple[int, ...], ...]
+    future: asyncio.Future[_Outputs]
+    timing: Timing | None
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+class BatchingRuntime:
+    """Queues requests and runs them in merged batches on ``inner``.
+
+    ``concurrency`` batches may run at once (more than one only helps runtimes that work in
+    threads). When ``inner`` is a predictor that runs inline, the batch runs straight from
+    the loop callback, with no task per batch.
+    """
+
+    def __init__(
+        self,
+        inner: ModelRuntime,
+        policy: BatchingPolicy,
+        *,
+        observer: VersionObserver | None = None,
+        concurrency: int = 1,
+    ):
+        self.inner = inner
+        self.policy = policy
+        self._observer = observer
+        self._concurrency = concurrency
+        self._queue: deque[_Pending] = deque()
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # running batches, referenced until done
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._inline = isinstance(inner, PredictorRuntime) and not inner.offload
+        self._delay = policy.max_queue_delay_us / 1e6
+        self._solo = 0  # consecutive batches of one request
+        self._direct = False  # load is solo: skip the queue (see the module docstring)
+        self._since_probe = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    async def infer(self, inputs: Arrays, timing: Timing | None = None) -> _Outputs:
+        if _expired(timing, time.monotonic()):
+            raise deadline_exceeded()
+        rows = _rows(inputs)
+        limit = self.policy.max_batch_size
+        if rows > limit:
+            return await self._chunked(inputs, rows, timing)
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise ModelgateError(
+                ErrorKind.OVERLOADED,
+                f"the model's queue is full ({self.policy.max_queue_size} requests)",
+                retry_after=1.0,
+            )
+        if self._direct and not self._queue and not self._running:
+            self._since_probe += 1
+            if self._since_probe < PROBE_EVERY:
+                return await self._run_direct(inputs, rows, timing)
+            self._since_probe = 0  # this one is a probe: queue it
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
+        self._queue.append(pending)
+        if self._observer is not None:
+            self._observer.queue(len(self._queue))
+        self._schedule(loop)
+        return await pending.future
+
+    async def _run_direct(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
+        start = time.perf_counter_ns()
+        if self._inline:
+            assert isinstance(self.inner, PredictorRuntime)
+            outputs = self.inner.predict(inputs)
+        else:
+            self._running += 1  # requests arriving meanwhile queue, and form the next batch
+            try:
+                outputs = await self.inner.infer(inputs)
+            finally:
+                self._running -= 1
+                self._schedule(asyncio.get_running_loop())
+        elapsed = time.perf_counter_ns() - start
+        if timing is not None:
+            timing.compute_ns = elapsed
+            timing.batch_size = rows
+        if self._observer is not None:
+            self._observer.batch(rows, elapsed)
+        return outputs
+
+    async def _chunked(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
+        """Serve a request bigger than a batch in chunks that take turns with other work:
+        ``concurrency`` chunks are queued at a time, and the next ones only once they are
+        done, at the back of the queue, behind whatever arrived meanwhile. A large request
+        thus holds the model for one batch at a time, never for all of its rows."""
+        step = self.policy.max_batch_size
+        window = max(1, min(self._concurrency, self.policy.max_queue_size // 2))
+        starts = list(range(0, rows, step))
+        results: list[_Outputs] = []
+        for first in range(0, len(starts), window):
+            chunks = [
+                {k: v[i : i + step] for k, v in inputs.items()} for i in starts[first:][:window]
+            ]
+            parts: list[Awaitable[_Outputs]]
+            if first == 0:  # a full queue refuses the request before any of it ran
+                parts = [self.infer(chunk, timing) for chunk in chunks]
+            else:  # a request under way is not refused half done: its chunks always queue
+                loop = asyncio.get_running_loop()
+                parts = [self._enqueue(loop, chunk, _rows(chunk), timing) for chunk in chunks]
+            results.extend(await asyncio.gather(*parts))
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _enqueue(
+        self, loop: asyncio.AbstractEventLoop, inputs: Arrays, rows: int, timing: Timing | None
+    ) -> asyncio.Future[_Outputs]:
+        pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
+        self._queue.append(pending)
+        if self._observer is not None:
+            self._observer.queue(len(self._queue))
+        self._schedule(loop)
+        return pending.future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._running >= self._concurrency or not self._queue:
+            return
+        queued = sum(p.rows for p in self._queue) if self._delay else 0
+        if self._delay and queued < self.policy.max_batch_size:
+            if self._timer is None:
+                waited = (time.perf_counter_ns() - self._queue[0].enqueued_ns) / 1e9
+                self._timer = loop.call_later(max(0.0, self._delay - waited), self._flush)
+            return
+        if isinstance(self._timer, asyncio.TimerHandle):  # a full batch need not wait
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._running >= self._concurrency or not self._queue:
+            return
+        batch = self._take()
+        if not batch:  # every queued request had been given up on
+            return
+        self._running += 1
+        if self._inline:
+            try:
+                self._run_inline(batch)
+            finally:
+                self._running -= 1
+                self._schedule(asyncio.get_running_loop())
+        else:
+            self._tasks.add(task := asyncio.get_running_loop().create_task(self._run(batch)))
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[_Pending]:
+        """The oldest request and every queued one that fits beside it, in arrival order.
+
+        Requests whose caller is gone (cancelled) or whose deadline has passed are dropped
+        here, before any work is done for them: they fail with DEADLINE_EXCEEDED."""
+        now = time.monotonic()
+        while True:
+            if not self._queue:
+                return []
+            first = self._queue.popleft()
+            if not _given_up(first, now):
+                break
+        batch, rows, skipped = [first], first.rows, []
+        while self._queue and rows < self.policy.max_batch_size:
+            item = self._queue.popleft()
+            if _given_up(item, now):
+                continue
+            if item.key == first.key and rows + item.rows <= self.policy.max_batch_size:
+                batch.append(item)
+                rows += item.rows
+            else:
+                skipped.append(item)
+        self._queue.extendleft(reversed(skipped))
+        if self._observer is not None:
+            self._observer.queue(len(self._queue))
+        return batch
+
+    def _run_inline(self, batch: list[_Pending]) -> None:
+        assert isinstance(self.inner, PredictorRuntime)
+        start = time.perf_counter_ns()
+        try:
+            outputs = self.inner.predict(_merge(batch))
+        except BaseException as exc:
+            _fail(batch, exc)
+            return
+        self._delivered(batch, outputs, start)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter_ns()
+        try:
+            outputs = await self.inner.infer(_merge(batch))
+        except BaseException as exc:
+            self._finished()
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._finished()  # before the callers wake, so they see an idle batcher
+        self._delivered(batch, outputs, start)
+
+    def _finished(self) -> None:
+        self._running -= 1
+        self._schedule(asyncio.get_running_loop())
+
+    def _delivered(self, batch: list[_Pending], outputs: _Outputs, start: int) -> None:
+        end = time.perf_counter_ns()
+        if len(batch) == 1:
+            self._solo += 1
+            self._direct = self._solo >= SOLO_STREAK
+        else:
+            self._solo = 0
+            self._direct = False
+        if _deliver(batch, outputs, start, end) and self._observer is not None:
+            self._observer.batch(sum(p.rows for p in batch), end - start)
+
+    def close(self) -> None:
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ModelgateError(ErrorKind.UNAVAILABLE, "the model was unloaded")
+                )
+        self._queue.clear()
+        self.inner.close()
+
+
+def _rows(inputs: Arrays) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
+
+
+def _key(inputs: Arrays) -> tuple[tuple[int, ...], ...]:
+    return tuple(array.shape[1:] for array in inputs.values())
+
+
+def _merge(batch: list[_Pending]) -> dict[str, np.ndarray[Any, Any]]:
+    if len(batch) == 1:
+        return dict(batch[0].inputs)
+    return {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+
+
+def _deliver(batch: list[_Pending], outputs: _Outputs, start: int, end: int) -> bool:
+    total = sum(p.rows for p in batch)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            _fail(
+                batch,
+                ModelgateError(
+                    ErrorKind.INTERNAL,
+                    f"output '{name}' has shape {list(array.shape)}, not {total} rows",
+                ),
+            )
+            return False
+    offset = 0
+    for pending in batch:
+        if pending.future.done():  # the caller went away; its rows are dropped
+            offset += pending.rows
+            continue
+        stop = offset + pending.rows
+        pending.future.set_result({name: array[offset:stop] for name, array in outputs.items()})
+        if pending.timing is not None:
+            pending.timing.queue_ns = start - pending.enqueued_ns
+            pending.timing.compute_ns = end - start
+            pending.timing.batch_size = total
+        offset = stop
+    return True
+
+
+def _expired(timing: Timing | None, now: float) -> bool:
+    return timing is not None and timing.deadline is not None and now >= timing.deadline
+
+
+def _given_up(pending: _Pending, now: float) -> bool:
+    """True (and the caller told) when no one waits for ``pending`` any more."""
+    if pending.future.done():
+        return True
+    if _expired(pending.timing, now):
+        pending.future.set_exception(deadline_exceeded())
+        return True
+    return False
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    if not isinstance(exc, ModelgateError):
+        exc = ModelgateError(ErrorKind.INTERNAL, f"model execution failed: {exc}")
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)

@@ -1,0 +1,302 @@
+"""The model manifest (``model.yaml``): runtime, signature, batching and card of a model.
+
+Parsed and validated here, away from the file format, so that a repository on disk, a load
+request carrying ``parameters.config`` and a test all build the same object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelgate.core.serving.artifacts import check_relative
+from modelgate.core.serving.tensors import DATATYPES
+from modelgate.errors import ModelgateError, invalid
+
+__all__ = [
+    "AnomalySpec",
+    "BatchingPolicy",
+    "CacheSpec",
+    "EmbeddingSpec",
+    "FeedbackSpec",
+    "ModelManifest",
+    "PayloadLoggingSpec",
+    "RequestLimits",
+    "TensorSpec",
+    "parse_manifest",
+]
+
+_PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "text-embedding": "onnxruntime_onnx",
+    "skops": "sklearn_skops",
+    "python": "python",
+    # a model served by another OIP server, known to a gateway only by its signature
+    "remote": "remote",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1)
+    datatype: str
+    shape: tuple[int, ...]
+    allow_nonfinite: bool = False
+    feature_names: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype '{value}'")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < -1 or d == 0 for d in value):
+            raise ValueError("dimensions must be positive or -1 (variable)")
+        return value
+
+
+class BatchingPolicy(_Strict):
+    max_batch_size: int = Field(default=32, ge=1, le=65536)
+    max_queue_delay_us: int = Field(default=0, ge=0, le=10_000_000)
+    max_queue_size: int = Field(default=1024, ge=1)
+
+
+class EmbeddingSpec(_Strict):
+    dimensions: int = Field(ge=1)
+    allow_truncation: bool = False
+    max_tokens: int = Field(default=512, ge=1)
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+
+
+class RateLimitSpec(_Strict):
+    requests_per_second: float = Field(gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
+class PayloadLoggingSpec(_Strict):
+    """The model allows its inputs and outputs to be logged (docs/privacy.md): stored only
+    for tenants that opted in, for requests that did not withhold consent."""
+
+    enabled: bool = False
+    #: why the payloads are kept; recorded with each row
+    purpose: str = Field(min_length=1, max_length=256)
+    #: rows are deleted this many days after the inference
+    retention_days: int = Field(ge=1, le=3650)
+
+
+class FeedbackSpec(_Strict):
+    """The model records its predictions so that ground truth can be attached later
+    (``POST /v1/feedback``; docs/monitoring.md, "Feedback and concept drift")."""
+
+    enabled: bool = False
+    #: predictions and their feedback are deleted this many days after the inference
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    #: the output holding the predicted class index; unset: the first integer output
+    label_output: str | None = None
+    #: the output holding class probabilities ([N, K]) or one score per row ([N]); unset:
+    #: the first floating-point output
+    score_output: str | None = None
+
+
+class AnomalySpec(_Strict):
+    """Inputs are scored against the version's reference profile before they run
+    (docs/monitoring.md, "Anomalous inputs"): a request whose score is above ``threshold``
+    is answered and marked (``flag``) or refused with INVALID_ARGUMENT (``reject``)."""
+
+    action: Literal["flag", "reject"] = "flag"
+    #: scores are in [0, 1]; above 0.5 means outside the range seen in the reference
+    threshold: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+
+class CacheSpec(_Strict):
+    """The model's answers are deterministic and may be kept (docs/caching.md): the same
+    inputs to the same version give the same outputs, so they are served from the result
+    cache for ``ttl_seconds``."""
+
+    ttl_seconds: float = Field(default=300.0, gt=0, le=30 * 86400)
+    #: one entry for every tenant (the answer does not depend on who asks); else per tenant
+    shareable: bool = False
+    #: past its ttl, an entry may still answer this long while the model cannot
+    stale_seconds: float = Field(default=0.0, ge=0, le=30 * 86400)
+
+
+class HardwareSpec(_Strict):
+    prefer: Literal["cpu", "gpu"] = "cpu"
+
+
+#: what :class:`RequestLimits` holds when a manifest says nothing (docs/model-repository.md)
+DEFAULT_MAX_ROWS = 4096
+DEFAULT_MAX_TEXTS = 256
+DEFAULT_MAX_TEXT_BYTES = 8192
+DEFAULT_MAX_TOTAL_TOKENS = 32_768
+
+
+class RequestLimits(_Strict):
+    """The most work one request may ask of the model, refused (PAYLOAD_TOO_LARGE) before
+    anything runs. Unset fields take defaults when the manifest is built, so a loaded
+    manifest's ``limits`` always holds numbers (the token limits only for embedding models).
+    """
+
+    #: rows (the first dimension) per request; default 4096, or the batch size if larger
+    max_rows: int | None = Field(default=None, ge=1, le=1 << 24)
+    #: texts (BYTES elements, all inputs together) per request; default 256
+    max_texts: int | None = Field(default=None, ge=1, le=1 << 24)
+    #: UTF-8 bytes of any one text; default 8 KiB. Checked before tokenization
+    max_text_bytes: int | None = Field(default=None, ge=1, le=1 << 30)
+    #: tokens of any one text (embedding models); default the model's ``embedding.max_tokens``
+    max_tokens_per_text: int | None = Field(default=None, ge=1)
+    #: tokens of all the request's texts together (embedding models); default 32768
+    max_total_tokens: int | None = Field(default=None, ge=1)
+    #: texts over ``max_tokens_per_text`` are cut to it, as sentence-transformers does (and
+    #: they still count at it against ``max_total_tokens``); false: refused, as OpenAI does
+    truncate: bool = True
+
+    def resolved(self, manifest: ModelManifest) -> RequestLimits:
+        """These limits with every unset one at its default for ``manifest``."""
+        embedding = manifest.embedding
+        rows = self.max_rows
+        if rows is None:
+            batch = manifest.batching.max_batch_size if manifest.batching is not None else 0
+            rows = max(DEFAULT_MAX_ROWS, batch)
+        per_text = self.max_tokens_per_text
+        total = self.max_total_tokens
+        if embedding is None:
+            if per_text is not None or total is not None:
+                raise ValueError("token limits need an 'embedding' section (its tokenizer)")
+        else:
+            if per_text is None:
+                per_text = embedding.max_tokens
+            elif per_text > embedding.max_tokens:
+                raise ValueError(
+                    f"limits.max_tokens_per_text ({per_text}) is over the model's "
+                    f"embedding.max_tokens ({embedding.max_tokens})"
+                )
+            total = DEFAULT_MAX_TOTAL_TOKENS if total is None else total
+        return RequestLimits(
+            max_rows=rows,
+            max_texts=DEFAULT_MAX_TEXTS if self.max_texts is None else self.max_texts,
+            max_text_bytes=(
+                DEFAULT_MAX_TEXT_BYTES if self.max_text_bytes is None else self.max_text_bytes
+            ),
+            max_tokens_per_text=per_text,
+            max_total_tokens=total,
+            truncate=self.truncate,
+        )
+
+
+class ModelManifest(_Strict):
+    """One version's effective manifest: ``model.yaml`` merged with its ``version.yaml``."""
+
+    name: str
+    runtime: Literal["onnxruntime", "text-embedding", "skops", "python", "remote"]
+    platform: str = ""
+    default_version: int | None = None
+    version_policy: Any = "all"
+    preload: bool = False
+    artifact: str = "model.onnx"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batching: BatchingPolicy | None = None
+    execution: Literal["auto", "inline", "thread"] = "auto"
+    instances: int = Field(default=1, ge=1, le=64)
+    hardware: HardwareSpec = HardwareSpec()
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: tenant ids that may see this model; unset: every tenant
+    tenants: tuple[str, ...] | None = None
+    #: a limit for the model whoever calls it (every tenant together)
+    rate_limit: RateLimitSpec | None = None
+    #: the most work one request may ask (rows, texts, bytes, tokens); defaults when unset
+    limits: RequestLimits = RequestLimits()
+    card: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingSpec | None = None
+    #: payload logging allowed by this model; unset: never logged
+    payload_logging: PayloadLoggingSpec | None = None
+    #: inputs scored against the reference profile; unset: not checked
+    anomaly: AnomalySpec | None = None
+    #: predictions recorded for feedback (ground truth); unset: not recorded
+    feedback: FeedbackSpec | None = None
+    #: answers kept in the result cache; unset: never cached
+    cache: CacheSpec | None = None
+    #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
+    #: out, failed, or every node's breaker open); they must take the same inputs
+    fallbacks: tuple[str, ...] = ()
+
+    @field_validator("artifact")
+    @classmethod
+    def _relative_artifact(cls, value: str) -> str:
+        try:
+            return check_relative(value)
+        except ModelgateError as exc:  # pydantic reports a ValueError with the field's name
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelManifest:
+        if not self.inputs or not self.outputs:
+            raise ValueError("a model needs at least one input and one output")
+        for group in (self.inputs, self.outputs):
+            names = [t.name for t in group]
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate tensor names in {names}")
+        if self.batching is not None:
+            for spec in (*self.inputs, *self.outputs):
+                if not spec.shape or spec.shape[0] != -1:
+                    raise ValueError(
+                        f"batching needs a variable first dimension, '{spec.name}' has "
+                        f"{list(spec.shape)}"
+                    )
+        if self.feedback is not None:
+            outputs = {t.name for t in self.outputs}
+            for named in (self.feedback.label_output, self.feedback.score_output):
+                if named is not None and named not in outputs:
+                    raise ValueError(f"feedback names output '{named}', which the model lacks")
+        if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
+            raise ValueError("fallbacks must be other models, each named once")
+        object.__setattr__(self, "limits", self.limits.resolved(self))
+        if not self.platform:
+            object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
+        return self
+
+    def input(self, name: str) -> TensorSpec | None:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        return None
+
+    def output(self, name: str) -> TensorSpec | None:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        return None
+
+
+def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:
+    """Build a manifest from plain data; INVALID_ARGUMENT naming each problem otherwise."""
+    try:
+        return ModelManifest.model_validate({"name": name, **data})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors()
+        )
+        raise invalid(f"invalid manifest for model '{name}': {problems}") from None
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge a version's overrides onto the model's manifest: mappings merge, rest replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

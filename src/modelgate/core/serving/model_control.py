@@ -1,0 +1,134 @@
+"""Loading and unloading models on request (the repository API): who may, what a load may
+change, and the audit trail of each.
+
+- ``models:write`` loads and unloads the versions in the repository, as their manifests say:
+  an operator any model, a tenant only the models private to it (``tenants: [its id]``;
+  PERMISSION_DENIED for a shared one, whose reloads would make every tenant wait).
+- A configuration override (Triton's ``parameters.config``) also needs an operator holding
+  ``models:configure`` (PERMISSION_DENIED otherwise) and may set only the fields of
+  :data:`modelgate.core.serving.overrides.OVERRIDABLE` (INVALID_ARGUMENT naming the field
+  otherwise).
+- Every load and unload is appended to the audit trail (actor, model, override fields,
+  outcome), refused and failed ones included, before the caller gets its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.authentication import ADMIN_TENANT
+from modelgate.core.access.authorization import (
+    require_model,
+    require_model_configuration,
+    require_model_control,
+)
+from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.serving.overrides import check_override, override_fields
+from modelgate.core.serving.registry import ModelRegistry
+from modelgate.errors import ErrorKind, ModelgateError
+
+__all__ = ["ModelControl"]
+
+log = logging.getLogger("modelgate.registry")
+
+#: the actor of a change made with access control off
+ANONYMOUS_ACTOR = "anonymous"
+
+
+class ModelControl:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        audit: AuditLog | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.registry = registry
+        #: None: nothing is recorded (tests and tools without a database)
+        self.audit = audit
+        self._now = now
+
+    async def load(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        principal: Principal | None = None,
+        source_ip: str | None = None,
+    ) -> None:
+        """(Re)load every version of ``name``; ``config`` overrides run-time settings."""
+        fields = override_fields(config) if config else []
+        try:
+            manifest = await self.registry.manifest(name)
+        except ModelgateError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:  # a manifest on disk that does not read
+                log.warning("loading model %s failed: %s", name, exc.message)
+                unread = {"fields": fields, "reason": exc.message}
+                await self._record(principal, "model.load.failed", name, source_ip, unread)
+            raise
+        require_model(principal, manifest, None, Scope.MODELS_WRITE)
+        override: dict[str, Any] | None = None
+        try:
+            if config:  # an override is refused as such, whichever model it names
+                require_model_configuration(principal, fields)
+                override = check_override(config)
+            require_model_control(principal, manifest)
+        except ModelgateError as exc:
+            log.warning("load of model %s refused: %s", name, exc.message)
+            refused = {"fields": fields, "reason": exc.message}
+            await self._record(principal, "model.load.refused", name, source_ip, refused)
+            raise
+        try:
+            await self.registry.load(name, override)
+        except ModelgateError as exc:  # the registry logged it
+            failed: dict[str, Any] = {"fields": fields, "reason": exc.message}
+            await self._record(principal, "model.load.failed", name, source_ip, failed)
+            raise
+        versions = [loaded.version for loaded in self.registry.versions(name)]
+        after: dict[str, Any] = {"fields": fields, "override": override, "versions": versions}
+        await self._record(principal, "model.load", name, source_ip, after)
+
+    async def unload(
+        self, name: str, principal: Principal | None = None, source_ip: str | None = None
+    ) -> None:
+        manifest = await self.registry.manifest(name)
+        require_model(principal, manifest, None, Scope.MODELS_WRITE)
+        before = {"versions": [loaded.version for loaded in self.registry.versions(name)]}
+        try:
+            require_model_control(principal, manifest)
+        except ModelgateError as exc:
+            log.warning("unload of model %s refused: %s", name, exc.message)
+            refused = {"reason": exc.message}
+            await self._record(principal, "model.unload.refused", name, source_ip, refused, before)
+            raise
+        await self.registry.unload(name)
+        await self._record(principal, "model.unload", name, source_ip, None, before)
+
+    async def _record(
+        self,
+        principal: Principal | None,
+        action: str,
+        model: str,
+        source_ip: str | None,
+        after: Mapping[str, Any] | None,
+        before: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        tenant = None if principal is None else principal.tenant_id
+        await self.audit.append(
+            AuditEntry(
+                actor=ANONYMOUS_ACTOR if principal is None else actor_of(principal),
+                action=action,
+                target=f"model:{model}",
+                at=self._now(),
+                source_ip=source_ip,
+                before=before,
+                after=after,
+                # a tenant reads its own changes in its trail; an operator's are platform-wide
+                tenant_id=None if tenant == ADMIN_TENANT else tenant,
+            )
+        )

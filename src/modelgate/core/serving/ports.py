@@ -1,0 +1,160 @@
+"""The ports of serving, as Protocols: runtimes, the model repository and the metrics sinks of
+the request path. Adapters and runtimes implement them.
+
+Contracts are stated on each port; the implementations live outside ``core/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelgate.core.serving.manifest import ModelManifest
+
+__all__ = [
+    "Arrays",
+    "InferenceObserver",
+    "ModelRepository",
+    "ModelRuntime",
+    "Predictor",
+    "PredictorLoader",
+    "Timing",
+    "VersionObserver",
+    "VersionSource",
+]
+
+Arrays = Mapping[str, np.ndarray[Any, Any]]
+
+
+@dataclass(slots=True)
+class Timing:
+    """One request as a runtime serves it: its deadline in, its timings out (nanoseconds).
+
+    ``deadline`` is a ``time.monotonic()`` instant after which the caller no longer waits:
+    a runtime does not start the request's work past it (DEADLINE_EXCEEDED)."""
+
+    queue_ns: int = 0
+    compute_ns: int = 0
+    batch_size: int = 1
+    deadline: float | None = None
+    #: a gateway's remote call: the hardware class and id of the node that answered, and
+    #: the response parameters it sent (None: none)
+    hardware: str | None = None
+    node: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Predictor(Protocol):
+    """A loaded model, synchronous. What a runtime backend (ONNX Runtime, skops, Python) is.
+
+    ``predict`` receives every input named in the signature with the batch dimension first
+    and returns every output, batch dimension first, as numpy arrays. It must be safe to call
+    from several threads at once. ``close`` releases the model; it is called once, after the
+    last ``predict`` has returned.
+    """
+
+    def predict(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ModelRuntime(Protocol):
+    """A loaded model as the event loop sees it: ``infer`` never blocks the loop for long.
+
+    Wrappers (the batcher) satisfy this same Protocol. ``timing`` is filled in when given.
+    ``queue_depth`` is the number of requests waiting, for metrics and load shedding.
+    """
+
+    async def infer(
+        self, inputs: Arrays, timing: Timing | None = None
+    ) -> dict[str, np.ndarray[Any, Any]]: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSource:
+    """One version of a model as stored: its number, its folder and its effective manifest."""
+
+    version: int
+    path: str
+    manifest: ModelManifest
+
+
+class ModelRepository(Protocol):
+    """Where models are stored.
+
+    ``names`` lists every model. ``versions`` reads a model's manifest afresh (so a load after
+    an edit sees the edit) and returns its versions, lowest first, after the manifest's
+    version policy; it raises NOT_FOUND for an unknown model and INVALID_ARGUMENT for a
+    manifest that does not validate.
+    """
+
+    def names(self) -> list[str]: ...
+
+    def versions(
+        self, name: str, override: Mapping[str, Any] | None = None
+    ) -> list[VersionSource]: ...
+
+
+PredictorLoader = Callable[[VersionSource], Predictor]
+
+
+class VersionObserver(Protocol):
+    """Metrics for one model version; handed out once per loaded version, so it can cache.
+
+    ``request`` is told each request's outcome without its tenant (Triton's statistics);
+    a sink that counts requests per tenant counts them in :meth:`InferenceObserver.served`
+    instead and may ignore it."""
+
+    def request(self, status: str, seconds: float) -> None: ...
+
+    def batch(self, size: int, compute_ns: int) -> None: ...
+
+    def queue(self, depth: int) -> None: ...
+
+
+class InferenceObserver(Protocol):
+    """Metrics sink for the core (Prometheus in production, a recorder in tests).
+
+    Every method runs on the request path or the event loop: it must not block or do I/O.
+
+    - ``version``: a :class:`VersionObserver` for a version being loaded (the registry).
+    - ``loaded``: a version was loaded or unloaded (the registry).
+    - ``served``: one inference request ended (the inference service), with the tenant it
+      is metered under, its status (``"ok"``, an :class:`~modelgate.errors.ErrorKind`
+      value, or ``"cancelled"``), its latency, and the rows and tokens it used (0 unless
+      it succeeded).
+    - ``refused``: admission refused a request of ``tenant`` for ``reason`` (a short fixed
+      name: ``"concurrency"``, ``"tenant_rate_limit"``, ``"quota_rows_per_day"``, ...).
+    - ``shed``: admission shed a request of a plan of ``priority`` (None: no plan) because
+      too many were in flight.
+    - ``blocked``: abuse throttling blocked a subject (``kind``: ``"key"`` or ``"address"``).
+    """
+
+    def version(self, model: str, version: str) -> VersionObserver: ...
+
+    def loaded(self, model: str, version: str, loaded: bool) -> None: ...
+
+    def served(
+        self,
+        model: str,
+        version: str,
+        tenant: str,
+        status: str,
+        seconds: float,
+        rows: int,
+        tokens: int,
+    ) -> None: ...
+
+    def refused(self, tenant: str, reason: str) -> None: ...
+
+    def shed(self, priority: int | None) -> None: ...
+
+    def blocked(self, kind: str) -> None: ...

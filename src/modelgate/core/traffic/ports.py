@@ -1,0 +1,70 @@
+"""The ports of traffic, as Protocols: where deployments live, and their metrics sink.
+Adapters implement them.
+
+Contracts are stated on each port; the implementations live outside ``core/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from modelgate.core.traffic.deployments import Deployment
+
+__all__ = [
+    "DeploymentObserver",
+    "DeploymentStore",
+]
+
+
+class DeploymentStore(Protocol):
+    """Where each model's deployment lives (memory, SQLite, PostgreSQL), shared by the
+    replicas that read it.
+
+    Contract:
+
+    - ``get`` answers the model's deployment, or None; ``list`` every deployment, by model;
+    - ``put`` writes ``deployment`` only over the revision it was read at: with
+      ``expected_revision`` 0 only when the model has none yet, otherwise only when the
+      stored revision is ``expected_revision``; ``deployment.revision`` must be
+      ``expected_revision + 1``. It answers False (and writes nothing) when another writer
+      got there first: compare and set, atomic across processes. The stored deployment
+      comes back equal (``updated_at`` to the microsecond);
+    - ``delete`` removes the model's deployment; False when there was none.
+
+    Text a column cannot hold (a model name over 256 characters, NUL) is INVALID_ARGUMENT.
+    """
+
+    async def get(self, model: str) -> Deployment | None: ...
+
+    async def list(self) -> list[Deployment]: ...
+
+    async def put(self, deployment: Deployment, expected_revision: int) -> bool: ...
+
+    async def delete(self, model: str) -> bool: ...
+
+
+class DeploymentObserver(Protocol):
+    """Metrics of deployments (Prometheus in production); must not block or do I/O.
+
+    - ``deployment``: the model's serving arms changed: (version, percent, role) each, and
+      its stage (``stable``, ``split``, ``canary-2of3``); ``arms`` empty: no deployment;
+    - ``shadowed``: one shadow copy ended (``outcome``: ``ok``, ``error``, ``dropped``) with
+      the rows compared on label outputs and how many agreed, and the sum of absolute
+      differences over ``elements`` score elements.
+    """
+
+    def deployment(self, model: str, arms: Sequence[tuple[int, int, str]], stage: str) -> None: ...
+
+    def shadowed(
+        self,
+        model: str,
+        version: str,
+        shadow_version: str,
+        outcome: str,
+        seconds: float,
+        rows: int,
+        agreed: int,
+        abs_diff: float,
+        elements: int,
+    ) -> None: ...

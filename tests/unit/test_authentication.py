@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -213,3 +214,68 @@ async def test_revoking_a_rotated_key_at_once_is_not_undone_by_the_overlap() -> 
     assert "revoked" in info.value.message
     trail = [r.action for r in await tenancy.audit.list()]
     assert trail == ["key.create", "key.rotate", "key.revoke"]
+
+
+class _SlowStore(MemoryIdentityStore):
+    """Counts key look-ups; each takes a few loop turns, as a database's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    async def find_key(self, prefix: str) -> ApiKeyRecord | None:
+        self.lookups += 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return await super().find_key(prefix)
+
+
+async def test_an_expired_key_is_looked_up_once_however_many_requests_wait_for_it() -> None:
+    """When a busy key's cache entry expires, the requests in flight wait for one look-up
+    instead of each querying the store (a 100 ms stall of a busy replica, every TTL)."""
+    store = _SlowStore()
+    await store.create_plan(Plan(name="free"))
+    await store.create_tenant(Tenant(id="t1", name="acme", plan="free", created_at=NOW))
+    issued = issue_key()
+    record = ApiKeyRecord(
+        id="k1", tenant_id="t1", name="ci", prefix=issued.prefix,
+        key_hash=issued.key_hash, scopes=("infer",), created_at=NOW,
+    )  # fmt: skip
+    await store.create_key(record)
+    clock = Clock()
+    auth = _auth(store, clock, cache_ttl_s=5.0)
+    first = await asyncio.gather(*(auth.authenticate(issued.secret) for _ in range(64)))
+    assert store.lookups == 1 and {p.subject for p in first} == {"k1"}
+    clock.t = 6.0  # the entry expired
+    # one waiter goes away: the look-up the others wait for goes on
+    gone = asyncio.ensure_future(auth.authenticate(issued.secret))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(auth.authenticate(issued.secret)) for _ in range(63)]
+    gone.cancel()
+    again = await asyncio.gather(*waiting)
+    assert store.lookups == 2 and {p.subject for p in again} == {"k1"}
+    assert gone.cancelled()
+
+
+async def test_a_failed_look_up_fails_every_waiter_and_the_next_request_tries_again() -> None:
+    store, issued = await _store_with_key()
+    calls = 0
+    find_key = store.find_key
+
+    async def failing(prefix: str) -> ApiKeyRecord | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        if calls == 1:
+            raise ModelgateError(ErrorKind.UNAVAILABLE, "the database is away")
+        return await find_key(prefix)
+
+    store.find_key = failing  # type: ignore[method-assign]
+    auth = _auth(store)
+    results = await asyncio.gather(
+        *(auth.authenticate(issued.secret) for _ in range(8)), return_exceptions=True
+    )
+    assert all(isinstance(r, ModelgateError) and r.kind is ErrorKind.UNAVAILABLE for r in results)
+    assert calls == 1
+    assert (await auth.authenticate(issued.secret)).subject == "k1"
+    assert calls == 2

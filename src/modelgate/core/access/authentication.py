@@ -93,6 +93,9 @@ class Authenticator:
         self._clock = clock
         self._now = now
         self._cache: dict[str, _Entry] = {}
+        #: one store look-up per key at a time: when a busy key's entry expires, every
+        #: request in flight with it waits for that one instead of querying the store too
+        self._fetching: dict[str, asyncio.Task[_Entry]] = {}
 
     async def authenticate(self, credential: str | None) -> Principal:
         """The principal for ``credential`` (an API key); UNAUTHENTICATED otherwise."""
@@ -148,10 +151,26 @@ class Authenticator:
         self._cache.pop(prefix, None)
 
     async def _lookup(self, prefix: str) -> _Entry:
-        now = self._clock()
         entry = self._cache.get(prefix)
-        if entry is not None and entry.until > now:
+        if entry is not None and entry.until > self._clock():
             return entry
+        fetching = self._fetching.get(prefix)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._refresh(prefix))
+            self._fetching[prefix] = fetching
+            fetching.add_done_callback(lambda done: self._settled(prefix, done))
+        # shielded: a caller that goes away does not cancel the look-up the others wait for
+        return await asyncio.shield(fetching)
+
+    def _settled(self, prefix: str, done: asyncio.Task[_Entry]) -> None:
+        if self._fetching.get(prefix) is done:
+            del self._fetching[prefix]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter got it, or none was left to
+
+    async def _refresh(self, prefix: str) -> _Entry:
+        """The key's entry from the store, cached for the TTL (a miss for less)."""
+        now = self._clock()
         try:
             record, tenant, plan = await asyncio.wait_for(
                 self._fetch(prefix), self._lookup_timeout_s

@@ -141,6 +141,8 @@ async def world(
         # a tenant's key that somehow holds the operator scope still may not override
         await _key(keys, store, "sneaky", "ten_acme", "infer", "models:write", "models:configure")
         await _key(keys, store, "globex", "ten_globex", "infer", "models:read")
+        # the tests below load and unload acme's model back to back (paced: test_pacing)
+        server.components.service.control.tenant_change_interval_s = 0
         yield World(server, keys, root, marker, root / "evil.py")
 
 
@@ -164,6 +166,7 @@ async def load(
         grpc.StatusCode.INVALID_ARGUMENT: 400,
         grpc.StatusCode.PERMISSION_DENIED: 403,
         grpc.StatusCode.NOT_FOUND: 404,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     }
     address = f"127.0.0.1:{world.server.grpc_port}"
     async with grpc.aio.insecure_channel(address) as channel:
@@ -403,3 +406,25 @@ async def test_the_cli_loads_with_an_override_and_shows_a_refusal(world: World) 
     assert config["max_batch_size"] == 8
     assert (await asyncio.to_thread(run)).exit_code == 0
     assert (await asyncio.to_thread(run, "--config", "[1]")).exit_code == 2
+
+
+async def test_a_tenant_loads_or_unloads_a_model_at_most_once_every_interval(
+    world: World,
+) -> None:
+    """Each load builds and warms sessions on the CPU every tenant shares: a tenant's own
+    model is paced (429 / RESOURCE_EXHAUSTED with Retry-After); operators are not."""
+    assert world.server.components is not None
+    control = world.server.components.service.control
+    control.tenant_change_interval_s = 30.0
+    try:
+        assert await load(world, "rest", "acme", OWN) == (200, "")
+        status, message = await load(world, "rest", "acme", OWN)
+        grpc_status, _ = await load(world, "grpc", "acme", OWN)
+        unloaded = await call(world, "acme", "POST", f"/v2/repository/models/{OWN}/unload")
+        assert await load(world, "rest", "admin", OWN) == (200, "")
+    finally:
+        control.tenant_change_interval_s = 0
+    assert status == 429 and "once every 30 s" in message
+    assert grpc_status == 429
+    assert unloaded.status_code == 429 and 0 < int(unloaded.headers["retry-after"]) <= 30
+    assert (await call(world, "acme", "GET", f"/v2/models/{OWN}/ready")).status_code == 200

@@ -3,7 +3,8 @@ change, and the audit trail of each.
 
 - ``models:write`` loads and unloads the versions in the repository, as their manifests say:
   an operator any model, a tenant only the models private to it (``tenants: [its id]``;
-  PERMISSION_DENIED for a shared one, whose reloads would make every tenant wait).
+  PERMISSION_DENIED for a shared one, whose reloads would make every tenant wait), and
+  one model at most once every ``tenant_change_interval_s`` (RATE_LIMITED).
 - A configuration override (Triton's ``parameters.config``) also needs an operator holding
   ``models:configure`` (PERMISSION_DENIED otherwise) and may set only the fields of
   :data:`modelgate.core.serving.overrides.OVERRIDABLE` (INVALID_ARGUMENT naming the field
@@ -15,6 +16,7 @@ change, and the audit trail of each.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.authorization import (
+    is_operator,
     require_model,
     require_model_configuration,
     require_model_control,
@@ -37,6 +40,9 @@ log = logging.getLogger("modelgate.registry")
 
 #: the actor of a change made with access control off
 ANONYMOUS_ACTOR = "anonymous"
+#: a tenant loads or unloads one model at most this often (per process): each load builds
+#: and warms the model's sessions on the CPU every tenant shares
+TENANT_CHANGE_INTERVAL_S = 10.0
 
 
 class ModelControl:
@@ -46,11 +52,17 @@ class ModelControl:
         audit: AuditLog | None = None,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        tenant_change_interval_s: float = TENANT_CHANGE_INTERVAL_S,
     ):
         self.registry = registry
         #: None: nothing is recorded (tests and tools without a database)
         self.audit = audit
         self._now = now
+        self._monotonic = monotonic
+        self.tenant_change_interval_s = tenant_change_interval_s
+        #: (tenant, model) -> when that tenant last loaded or unloaded it
+        self._changed: dict[tuple[str, str], float] = {}
 
     async def load(
         self,
@@ -81,6 +93,7 @@ class ModelControl:
             refused = {"fields": fields, "reason": exc.message}
             await self._record(principal, "model.load.refused", name, source_ip, refused)
             raise
+        self._pace(principal, name)
         try:
             await self.registry.load(name, override)
         except ModelgateError as exc:  # the registry logged it
@@ -104,8 +117,28 @@ class ModelControl:
             refused = {"reason": exc.message}
             await self._record(principal, "model.unload.refused", name, source_ip, refused, before)
             raise
+        self._pace(principal, name)
         await self.registry.unload(name)
         await self._record(principal, "model.unload", name, source_ip, None, before)
+
+    def _pace(self, principal: Principal | None, name: str) -> None:
+        """RATE_LIMITED when this tenant loaded or unloaded ``name`` less than
+        ``tenant_change_interval_s`` ago (operators are not paced)."""
+        interval = self.tenant_change_interval_s
+        if principal is None or interval <= 0 or is_operator(principal):
+            return
+        now = self._monotonic()
+        last = self._changed.get((principal.tenant_id, name))
+        if last is not None and now - last < interval:
+            raise ModelgateError(
+                ErrorKind.RATE_LIMITED,
+                f"model '{name}' was loaded or unloaded {now - last:.1f} s ago; a tenant may "
+                f"load or unload a model once every {interval:g} s",
+                retry_after=interval - (now - last),
+            )
+        if len(self._changed) >= 10_000:  # bounded: forget the changes that no longer pace
+            self._changed = {k: t for k, t in self._changed.items() if now - t < interval}
+        self._changed[(principal.tenant_id, name)] = now
 
     async def _record(
         self,

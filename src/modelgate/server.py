@@ -119,6 +119,7 @@ class Server:
             http=limited_protocol(
                 max_header_bytes=settings.http_max_header_bytes,
                 header_timeout_s=settings.http_header_timeout_seconds,
+                body_timeout_s=settings.http_body_timeout_seconds,
                 max_connections=settings.http_max_connections,
             ),
             timeout_keep_alive=settings.http_keepalive_seconds,

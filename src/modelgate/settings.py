@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: a client has this long, from its connection or its request's first byte, to send the
     #: complete headers; then 408 and the connection is closed (slowloris)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: a request's whole body must arrive within this long of its headers (a trickled body
+    #: would hold its request for ever); later: 408 and the connection closed
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: an idle kept-alive connection is closed after this long
     http_keepalive_seconds: int = Field(default=15, ge=1, le=3600)
     #: open connections per worker process; a connection over it is closed at once

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 HEADER_LIMIT = 16 * 1024
 HEADER_TIMEOUT_S = 2
+BODY_TIMEOUT_S = 3
 KEEPALIVE_S = 1
 MAX_CONNECTIONS = 12
 
@@ -44,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         env={
             "MODELGATE_HTTP_MAX_HEADER_BYTES": str(HEADER_LIMIT),
             "MODELGATE_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
+            "MODELGATE_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
             "MODELGATE_HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE_S),
             "MODELGATE_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
             # this module's clients fail on purpose; none of them is to be blocked
@@ -177,6 +179,30 @@ def test_headers_that_arrive_too_slowly_are_cut_off(server: RunningServer) -> No
                     break
 
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+
+
+def test_a_body_that_arrives_too_slowly_is_cut_off(server: RunningServer) -> None:
+    """Headers in time, then a body trickled a byte at a time: it would hold its request
+    (and the batcher slot behind it) for ever."""
+    head = (
+        "POST /v2/models/doubler/infer HTTP/1.1\r\nhost: x\r\n"
+        f"authorization: {AUTH['Authorization']}\r\n"
+        "content-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+    )
+    answer = b""
+    with _connect(server) as sock:
+        sock.sendall(head.encode() + b'{"inputs": ')
+        deadline = time.monotonic() + BODY_TIMEOUT_S + HEADER_TIMEOUT_S + 10
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while time.monotonic() < deadline:  # a body byte each 0.25 s, never the end
+                sock.sendall(b" ")
+                readable, _, _ = select.select([sock], [], [], 0.25)
+                if readable:
+                    answer = sock.recv(4096)
+                    break
+
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"body not received in time" in answer
 
 
 def test_a_connection_that_sends_nothing_is_closed(server: RunningServer) -> None:

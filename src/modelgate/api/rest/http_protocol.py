@@ -17,6 +17,10 @@ before calling back) or open a connection and trickle a byte every few seconds f
   connection, the complete headers must arrive within ``header_timeout_s``; else 408 and
   close. One timer per connection, re-armed only when it fires: a request costs a clock read,
   not a timer.
+- **Body time.** Once a request's headers are in, its whole body must arrive within
+  ``body_timeout_s`` (a body trickled a byte at a time would hold its request for ever);
+  else 408 and close (or just close, when the answer has started). Checked by the same
+  timer, so it may fire up to ``header_timeout_s`` late.
 - **Connections.** A connection over ``max_connections`` open in this process is closed at
   once, before it is read. The kernel's accept queue (``listen(2048)``) and the process's
   file-descriptor limit bound what waits outside.
@@ -55,6 +59,7 @@ def _answer(status: bytes, message: bytes) -> bytes:
 
 _TOO_LARGE = _answer(b"431 Request Header Fields Too Large", b'{"error":"headers too large"}')
 _TIMEOUT = _answer(b"408 Request Timeout", b'{"error":"headers not received in time"}')
+_BODY_TIMEOUT = _answer(b"408 Request Timeout", b'{"error":"body not received in time"}')
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -63,6 +68,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes = 16 * 1024
     header_timeout_s = 10.0
+    body_timeout_s = 60.0
     max_connections = 4096
     # connections refused since the last warning, and when that was (all instances)
     _refused = 0
@@ -78,6 +84,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_overflow = False
+        # loop time by which the current request's body must be complete; None: no body due
+        self._body_deadline: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -130,11 +138,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise HeaderLimitsExceededError
         self._awaiting_headers = False
         self._header_deadline = None
+        self._body_deadline = self.loop.time() + self.body_timeout_s
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._header_bytes = 0
+        self._body_deadline = None
         HttpToolsProtocol.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:
@@ -159,12 +169,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._awaiting_headers and deadline is not None and now >= deadline:
             self._refuse(_TIMEOUT)
             return
-        wait = self.header_timeout_s if deadline is None else max(deadline - now, 0.05)
+        body = self._body_deadline
+        if body is not None and now >= body:
+            cycle = getattr(self, "cycle", None)
+            if cycle is not None and cycle.response_started:
+                self.transport.close()  # the answer is under way: only the connection goes
+            else:
+                self._refuse(_BODY_TIMEOUT)
+            return
+        due = [d for d in (deadline, body) if d is not None]
+        wait = self.header_timeout_s if not due else max(min(due) - now, 0.05)
         self._header_timer = self.loop.call_later(wait, self._check_headers)
 
 
 def limited_protocol(
-    *, max_header_bytes: int, header_timeout_s: float, max_connections: int
+    *,
+    max_header_bytes: int,
+    header_timeout_s: float,
+    max_connections: int,
+    body_timeout_s: float = LimitedHttpToolsProtocol.body_timeout_s,
 ) -> type[LimitedHttpToolsProtocol]:
     """The protocol class to hand uvicorn as ``Config(http=...)``."""
     return type(
@@ -173,6 +196,7 @@ def limited_protocol(
         {
             "max_header_bytes": max_header_bytes,
             "header_timeout_s": header_timeout_s,
+            "body_timeout_s": body_timeout_s,
             "max_connections": max_connections,
         },
     )

@@ -139,6 +139,8 @@ class _Quota:
 
 
 Totals = Callable[[str, datetime], Awaitable[tuple[int, int, int]]]
+#: a tenant's quotas are built once per (tenant, plan, units) and UTC period
+_QuotaKey = tuple[str, Plan, tuple[str, ...]]
 AlertSink = Callable[[QuotaAlert], None]
 
 
@@ -162,16 +164,38 @@ class Quotas:
         self._alert = alert
         self._now = now
         self._pending: set[asyncio.Task[None]] = set()
+        #: (tenant, plan, units) -> its quotas and when their periods next roll over: the
+        #: bounds and counter keys change once a UTC day, not per request (half the call)
+        self._built: dict[
+            tuple[str, Plan, tuple[str, ...]], tuple[datetime, tuple[_Quota, ...]]
+        ] = {}
 
     @staticmethod
     def applies(plan: Plan) -> bool:
         return any(getattr(plan, f"{u}_per_{p}") is not None for u in UNITS for p in PERIODS)
 
-    def _quotas(self, principal: Principal, units: Sequence[str]) -> list[_Quota]:
+    def _quotas(self, principal: Principal, units: tuple[str, ...]) -> tuple[_Quota, ...]:
         return self._plan_quotas(principal.tenant_id, principal.plan, units)
 
-    def _plan_quotas(self, tenant_id: str, plan: Plan, units: Sequence[str]) -> list[_Quota]:
+    def _plan_quotas(
+        self, tenant_id: str, plan: Plan, units: tuple[str, ...]
+    ) -> tuple[_Quota, ...]:
         now = self._now()
+        key = (tenant_id, plan, units)
+        built = self._built.get(key)
+        if built is not None and now < built[0]:
+            return built[1]
+        quotas = self._build_quotas(tenant_id, plan, units, now)
+        if len(self._built) >= 10_000:  # bounded: tenants and plans come and go
+            self._built.clear()
+        rollover = min(period_bounds(period, now)[1] for period in PERIODS)
+        self._built[key] = (rollover, quotas)
+        return quotas
+
+    @staticmethod
+    def _build_quotas(
+        tenant_id: str, plan: Plan, units: tuple[str, ...], now: datetime
+    ) -> tuple[_Quota, ...]:
         quotas = []
         for period in PERIODS:
             start, end = period_bounds(period, now)
@@ -181,7 +205,7 @@ class Quotas:
                 if limit is not None:
                     key = f"quota:{tenant_id}:{unit}:{period[0]}{stamp}"
                     quotas.append(_Quota(unit, period, int(limit), start, end, key))
-        return quotas
+        return tuple(quotas)
 
     async def admit(self, principal: Principal, rows: int) -> None:
         """Charge one request and its rows; check the tokens left. RATE_LIMITED if over."""
@@ -219,7 +243,9 @@ class Quotas:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _add_tokens(self, principal: Principal, quotas: list[_Quota], tokens: int) -> None:
+    async def _add_tokens(
+        self, principal: Principal, quotas: Sequence[_Quota], tokens: int
+    ) -> None:
         amounts = {"tokens": tokens}
         try:
             result = await self._charge(principal.tenant_id, quotas, amounts, enforce=False)
@@ -263,7 +289,7 @@ class Quotas:
         ]
 
     async def _charge(
-        self, tenant_id: str, quotas: list[_Quota], amounts: dict[str, int], *, enforce: bool
+        self, tenant_id: str, quotas: Sequence[_Quota], amounts: dict[str, int], *, enforce: bool
     ) -> QuotaResult:
         now = self._now()
 
@@ -285,7 +311,7 @@ class Quotas:
             assert result is not None, "a counter with seeds always answers"
         return result
 
-    async def _seeds(self, tenant_id: str, quotas: list[_Quota]) -> list[int]:
+    async def _seeds(self, tenant_id: str, quotas: Sequence[_Quota]) -> list[int]:
         if self._totals is None:
             return [0] * len(quotas)
         found: dict[datetime, tuple[int, int, int]] = {}
@@ -295,7 +321,7 @@ class Quotas:
         return [found[q.start][UNITS.index(q.unit)] for q in quotas]
 
     def _alerts(
-        self, tenant_id: str, quotas: list[_Quota], amounts: dict[str, int], used: Sequence[int]
+        self, tenant_id: str, quotas: Sequence[_Quota], amounts: dict[str, int], used: Sequence[int]
     ) -> None:
         if self._alert is None:
             return

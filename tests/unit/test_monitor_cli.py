@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from modelgate import cli
+from modelgate.cli import root as cli
 
 REPORT: dict[str, Any] = {
     "model": "credit-risk",

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from modelgate.admin_cli import ConfigOption, _operator, _run, console
+from modelgate.cli.admin import ConfigOption, _operator, _run, console
 from modelgate.core.admission.usage import parse_instant
 from modelgate.core.governance.datasets import export_training_rows
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from modelgate.admin_cli import ConfigOption, _operator, _run, console
+from modelgate.cli.admin import ConfigOption, _operator, _run, console
 from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.routing import DeploymentRouter

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelgate import __version__
-from modelgate.admin_cli import (
+from modelgate.cli.admin import (
     audit_app,
     keys_app,
     payloads_app,
@@ -22,10 +22,10 @@ from modelgate.admin_cli import (
     tenants_app,
     usage_app,
 )
-from modelgate.deployments_cli import deployments_app
-from modelgate.feedback_cli import feedback_app
-from modelgate.jobs_cli import jobs_app, worker
-from modelgate.profile_cli import profile
+from modelgate.cli.deployments import deployments_app
+from modelgate.cli.feedback import feedback_app
+from modelgate.cli.jobs import jobs_app, worker
+from modelgate.cli.profile import profile
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")

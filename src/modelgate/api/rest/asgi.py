@@ -1,14 +1,17 @@
 """ASGI plumbing of the REST app: the types, reading a bounded body, sending an answer with
-the request's id, the lifespan protocol, and what the transport says about the caller."""
+the request's id, closing a connection whose body was refused unread, the lifespan protocol,
+and what the transport says about the caller."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from modelgate.api.credentials import PRINCIPAL
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
+    "MODEL",
     "ASGIApp",
     "ClientGoneError",
     "Message",
@@ -17,6 +20,7 @@ __all__ = [
     "Scope",
     "Send",
     "client_host",
+    "closing_headers",
     "credential_headers",
     "lifespan",
     "read_body",
@@ -28,6 +32,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: the ASGI scope key of the (model, version) a request named, for its log line and span
+MODEL = "modelgate.model"
+
+_CLOSE = ((b"connection", b"close"),)
+#: what uvicorn reads of a body before the app asks for it (its flow control's high water)
+_READ_AHEAD = 64 * 1024
 
 
 class ClientGoneError(Exception):
@@ -58,6 +69,23 @@ class RequestSender:
 def client_host(scope: Scope) -> str | None:
     client = scope.get("client")
     return client[0] if client else None
+
+
+def closing_headers(scope: Scope, exc: ModelgateError) -> tuple[tuple[bytes, bytes], ...]:
+    """``Connection: close`` for a refusal that may leave a big body unread (too large, or
+    the caller refused before it was read): the rest of it is not worth receiving. A body
+    of up to 64 KiB (uvicorn's read-ahead) is mostly in already, and discarding the rest
+    keeps the connection (closing with unread data resets it, and a client may then miss
+    the answer). Only on the error path, so the headers are looked at again here rather
+    than on every request."""
+    if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and PRINCIPAL in scope:
+        return ()  # an authenticated caller's body was read, or there is none
+    for key, value in scope["headers"]:
+        if key == b"transfer-encoding" or (
+            key == b"content-length" and (not value.isdigit() or int(value) > _READ_AHEAD)
+        ):
+            return _CLOSE
+    return ()
 
 
 def credential_headers(scope: Scope) -> tuple[str | None, str | None]:

@@ -1,4 +1,5 @@
-"""Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After)."""
+"""Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After),
+and the two errors of the REST transport itself: no route (404) and no such method (405)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any
 
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["http_status", "rate_limit_headers", "retry_after_header"]
+__all__ = [
+    "MethodNotAllowedError",
+    "http_status",
+    "no_route",
+    "rate_limit_headers",
+    "retry_after_header",
+]
 
 _STATUS = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -45,3 +52,18 @@ def rate_limit_headers(details: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
         (b"x-ratelimit-remaining", str(int(details["remaining"])).encode()),
         (b"x-ratelimit-reset", str(math.ceil(details["reset"])).encode()),
     ]
+
+
+class MethodNotAllowedError(Exception):
+    """A transport concern, so it never reaches the core's error kinds: answered 405."""
+
+    def __init__(self, method: str, allowed: str):
+        super().__init__(f"method {method} is not allowed here; use {allowed}")
+        self.allowed = allowed
+
+
+def no_route(path: str | None = None) -> ModelgateError:
+    """The 404 of a path that names no route (not a missing model: OpenAI's routes answer
+    it without ``model_not_found``)."""
+    message = "no such route" if path is None else f"no route {path}"
+    return ModelgateError(ErrorKind.NOT_FOUND, message, details={"resource": "route"})

@@ -1,0 +1,115 @@
+"""``POST /v2/models/{m}[/versions/{v}]/infer``: the hot path, JSON or binary tensor data in
+and out; and ``GET`` of the same path for models that cache (api/rest/edge.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modelgate.api.call import deadline_after
+from modelgate.api.credentials import PRINCIPAL, credential_from
+from modelgate.api.rest.asgi import MODEL, Receive, Scope, Send, read_body, respond
+from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
+from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
+from modelgate.api.rest.errors import MethodNotAllowedError, rate_limit_headers
+from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
+from modelgate.errors import invalid
+
+if TYPE_CHECKING:
+    from modelgate.api.rest.app import RestApp
+
+__all__ = ["check_content_type", "infer"]
+
+_JSON = [(b"content-type", b"application/json")]
+_ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
+
+
+async def infer(
+    app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+) -> None:
+    service = app.service
+    edge = scope["method"] == "GET"
+    if edge and service.cache is None:  # GET answers only where a cache can
+        raise MethodNotAllowedError("GET", "POST")
+    header_length = deadline = if_none_match = None
+    authorization = api_key = cache_control = None
+    for key, value in scope["headers"]:  # one pass over the headers: the hot path
+        if key == b"inference-header-content-length":
+            try:
+                header_length = int(value)
+            except ValueError:
+                raise invalid("Inference-Header-Content-Length must be an integer") from None
+        elif key == b"content-type":
+            check_content_type(value)
+        elif key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"x-api-key":
+            api_key = value.decode("latin-1")
+        elif key == b"x-request-timeout-ms":
+            deadline = deadline_after(_timeout_s(value))
+        elif key == b"cache-control":
+            cache_control = value.decode("latin-1")
+        elif key == b"if-none-match":
+            if_none_match = value
+    principal = None
+    if app.authenticator is not None:
+        credential = credential_from(authorization, api_key)
+        principal = await app.pipeline.authentication(app.authenticator, credential, scope)
+        scope[PRINCIPAL] = principal  # whom the error path counts a failure against; the log
+    spec = None
+    if edge:  # only models that cache answer GET (the newest version's manifest says)
+        await service.authorize(principal, name, version, Permission.INFER)
+        spec = (await service.registry.manifest(name)).cache
+        if spec is None:
+            raise MethodNotAllowedError("GET", "POST")
+        body = decode_query_input(scope["query_string"])
+        header_length = None
+    else:
+        body = await read_body(scope, receive, app.limits.max_body_bytes)
+    request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
+    request.deadline = deadline
+    request.cache_control = cache_control
+    response = await service.infer(request, principal)
+    scope[MODEL] = (name, response.model_version)  # the version that answered
+    payload, json_length = encode_infer_response(response, request.parameters)
+    if json_length is None:
+        headers = _JSON
+    else:
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", str(json_length).encode()),
+        ]
+    if response.rate_limit is not None:
+        headers = headers + rate_limit_headers(response.rate_limit)
+    # which version answered, for clients and balancers that read no body (deployments)
+    headers = [*headers, (b"x-modelgate-model-version", response.model_version.encode())]
+    if response.parameters.get("anomalous"):  # the anomaly check flagged the inputs
+        score = str(response.parameters["anomaly_score"]).encode()
+        headers = [*headers, (b"x-modelgate-anomaly", score)]
+    if response.cache is not None:
+        headers = [*headers, (b"x-modelgate-cache", response.cache.encode())]
+    if "fallback_from" in response.parameters:  # a fallback model answered
+        headers = [*headers, (b"x-modelgate-fallback", response.model_name.encode())]
+    status = 200
+    if edge:
+        etag = etag_of(payload)
+        headers = [*headers, *edge_headers(spec, request, response, etag)]
+        if not_modified(if_none_match, etag):
+            status, payload = 304, b""
+            headers = [h for h in headers if h[0] != b"content-type"]
+    await respond(send, status, payload, headers)
+    app.metrics.http_answer("oip", status)
+
+
+def check_content_type(value: bytes) -> None:
+    if not value.split(b";")[0].strip().lower().startswith(_ACCEPTED_TYPES):
+        raise invalid(
+            f"unsupported content type '{value.decode('latin-1')}'; send application/json, or "
+            "application/octet-stream with Inference-Header-Content-Length"
+        )
+
+
+def _timeout_s(value: bytes) -> float:
+    """``X-Request-Timeout-Ms``: how long the caller waits, in whole milliseconds."""
+    if not value.isdigit() or len(value) > 9:
+        raise invalid("X-Request-Timeout-Ms must be a whole number of milliseconds")
+    return int(value) / 1000

@@ -302,7 +302,7 @@ async def _grpc(components: Any, models: Path, figures: _Figures, secret: str | 
     from bench.baseline_grpc import Servicer
     from bench.workloads import grpc_request, model_files
     from modelgate.api.grpc.codec import decode_infer_request, encode_infer_response
-    from modelgate.api.grpc.server import GrpcInferenceServicer
+    from modelgate.api.grpc.servicer import GrpcInferenceServicer
 
     files = model_files(models, CREDIT)
     ours = GrpcInferenceServicer(components.service, authenticator=components.authenticator)

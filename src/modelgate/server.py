@@ -73,7 +73,7 @@ class Server:
         await components.open()
         import grpc
 
-        from modelgate.api.grpc.server import (  # grpc only when serving
+        from modelgate.api.grpc.build import (  # grpc only when serving
             GrpcConnectionLimits,
             create_grpc_server,
         )

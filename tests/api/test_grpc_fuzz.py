@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
-from modelgate.api.grpc.server import GrpcInferenceServicer
+from modelgate.api.grpc.servicer import GrpcInferenceServicer
 from modelgate.bootstrap import Components, build_components
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS

@@ -1,0 +1,102 @@
+"""Building the gRPC server: its connection limits and both services on one ``grpc.aio``
+server (the caller adds ports and starts it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from modelgate.api.forwarded import TrustedProxies
+from modelgate.api.grpc.health import ReadinessHealthServicer
+from modelgate.api.grpc.servicer import DEFAULT_MAX_ELEMENTS, GrpcInferenceServicer
+from modelgate.core.access.authentication import Authenticator
+from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.serving.inference import InferenceService
+from modelgate.observability.logs import RequestLog
+from modelgate.observability.tracing import OtelTracer
+
+__all__ = ["GrpcConnectionLimits", "create_grpc_server"]
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcConnectionLimits:
+    """What one connection may hold and how long it may stay; ``settings.grpc_*``."""
+
+    #: a call's metadata, in bytes (gRPC core's soft and hard limit alike)
+    max_metadata_bytes: int = 16 * 1024
+    #: a connection with no call for this long gets GOAWAY
+    max_connection_idle_s: float = 300.0
+    #: calls at once on one connection
+    max_concurrent_streams: int = 1024
+    #: open connections of this server; gRPC core refuses more
+    max_connections: int = 4096
+    #: TCP, TLS and the HTTP/2 preface must be done within this time
+    handshake_timeout_s: float = 10.0
+
+    def options(self) -> list[tuple[str, int]]:
+        ms = 1000
+        return [
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * ms)),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.server_handshake_timeout_ms", int(self.handshake_timeout_s * ms)),
+            # keepalive: the server pings an idle peer each minute and drops it when no
+            # answer comes in 20 s (a vanished client's connection does not linger); clients
+            # may ping every 5 s at most, with or without calls (modelgate's gateways ping
+            # nodes every 10 s, cluster/client.py), twice too often and they get GOAWAY
+            ("grpc.keepalive_time_ms", 60 * ms),
+            ("grpc.keepalive_timeout_ms", 20 * ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5 * ms),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
+
+
+def create_grpc_server(
+    service: InferenceService,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    authenticator: Authenticator | None = None,
+    abuse: AbuseGuard | None = None,
+    tracer: OtelTracer | None = None,
+    requests: RequestLog | None = None,
+    limits: GrpcConnectionLimits = GrpcConnectionLimits(),
+    forwarded_allow_ips: str = "",
+) -> Any:
+    """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
+
+    A message over ``max_message_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED), as
+    is metadata over ``limits.max_metadata_bytes``; ``max_elements`` bounds a tensor's
+    element count before anything is allocated. ``forwarded_allow_ips``: the peers whose
+    ``x-forwarded-for`` metadata names the client (api/forwarded.py); none by default.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", int(reuse_port)),
+            *limits.options(),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        GrpcInferenceServicer(
+            service,
+            max_elements=max_elements,
+            authenticator=authenticator,
+            abuse=abuse,
+            tracer=tracer,
+            requests=requests,
+            proxies=TrustedProxies(forwarded_allow_ips) or None,
+        ),
+        server,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(service), server)
+    return server

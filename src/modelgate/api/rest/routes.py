@@ -117,8 +117,7 @@ def match(api: str, path: str) -> tuple[str, str, str | None]:
         if head == "models" and len(parts) >= 2:
             if parts[1:] == ["stats"]:
                 return "/v2/models/stats", "", None
-            name, version, action = _model_path(parts[1:])
-            return _MODEL_ACTIONS.get(action, "/v2/models/{model}/{action}"), name, version
+            return _model_route(parts[1:])
         if head == "health" and len(parts) == 2 and parts[1] in _HEALTH:
             return _HEALTH[parts[1]], "", None
         if head == "repository":  # POST only, whatever follows (a 405 before a 404)
@@ -140,8 +139,8 @@ def match(api: str, path: str) -> tuple[str, str, str | None]:
     raise no_route(path)
 
 
-def _model_path(parts: list[str]) -> tuple[str, str | None, str]:
-    """[m] [versions v] [action] -> (model, version, action)."""
+def _model_route(parts: list[str]) -> tuple[str, str, str | None]:
+    """[m] [versions v] [action] -> (template, model, version)."""
     name = parts[0]
     rest = parts[1:]
     version = None
@@ -150,7 +149,8 @@ def _model_path(parts: list[str]) -> tuple[str, str | None, str]:
         rest = rest[2:]
     if len(rest) > 1 or not name:
         raise no_route()
-    return name, version, rest[0] if rest else ""
+    action = rest[0] if rest else ""
+    return _MODEL_ACTIONS.get(action, "/v2/models/{model}/{action}"), name, version
 
 
 def route_template(path: str) -> str | None:

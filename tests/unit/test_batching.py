@@ -13,7 +13,7 @@ from modelgate.core.serving.execution import PredictorRuntime
 from modelgate.core.serving.manifest import BatchingPolicy
 from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
-from tests.unit.fakes import RecordingPredictor
+from modelgate.testing import RecordingPredictor
 
 
 def _batcher(

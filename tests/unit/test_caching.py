@@ -30,7 +30,7 @@ from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
-from tests.unit.fakes import MANIFEST, MemoryRepository
+from modelgate.testing import MANIFEST, MemoryRepository
 
 DATATYPES = {"x": "FP32", "t": "BYTES"}
 

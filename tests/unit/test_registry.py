@@ -11,7 +11,7 @@ import pytest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.errors import ErrorKind, ModelgateError
-from tests.unit.fakes import MemoryRepository, RecordingPredictor
+from modelgate.testing import MemoryRepository, RecordingPredictor
 
 
 class Loader:

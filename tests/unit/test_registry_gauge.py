@@ -14,7 +14,7 @@ from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.metrics import PrometheusMetrics
-from tests.unit.fakes import MemoryRepository, RecordingPredictor
+from modelgate.testing import MemoryRepository, RecordingPredictor
 
 
 class Loader:

@@ -31,7 +31,7 @@ from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.limits.quotas import MemoryQuotaCounter
-from tests.unit.fakes import MemoryRepository, RecordingPredictor
+from modelgate.testing import MemoryRepository, RecordingPredictor
 
 TABULAR: dict[str, Any] = {
     "runtime": "python",

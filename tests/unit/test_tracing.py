@@ -19,8 +19,8 @@ from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.observability.tracing import trace_id_of
+from modelgate.testing import MemoryRepository, RecordingPredictor
 from tests.conftest import FIXTURE_MODELS
-from tests.unit.fakes import MemoryRepository, RecordingPredictor
 
 
 class FakeSpan:

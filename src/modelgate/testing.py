@@ -1,4 +1,5 @@
-"""Fakes for core tests: an in-memory repository and predictors that record their calls."""
+"""Fakes for testing code that uses the core: an in-memory repository and predictors that record
+their calls. Shipped in the package so that users' tests can use them too; imports no pytest."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from modelgate.errors import ErrorKind, ModelgateError
 class RecordingPredictor:
     """y = x * factor; records the batch sizes it was called with."""
 
-    def __init__(self, factor: float = 2.0, delay: float = 0.0, fail_on: float | None = None):
+    def __init__(
+        self, factor: float = 2.0, delay: float = 0.0, fail_on: float | None = None
+    ) -> None:
         self.factor = factor
         self.delay = delay
         self.fail_on = fail_on
@@ -49,7 +52,7 @@ MANIFEST: dict[str, Any] = {
 class MemoryRepository:
     """Models defined in memory: name -> {version: manifest dict}."""
 
-    def __init__(self, models: dict[str, dict[int, dict[str, Any]]]):
+    def __init__(self, models: dict[str, dict[int, dict[str, Any]]]) -> None:
         self.models = models
 
     def names(self) -> list[str]:
@@ -58,7 +61,7 @@ class MemoryRepository:
     def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]:
         if name not in self.models:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
-        out = []
+        out: list[VersionSource] = []
         for version, data in sorted(self.models[name].items()):
             merged = {**MANIFEST, **data, **(override or {})}
             out.append(

@@ -30,7 +30,8 @@ from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.testing import MANIFEST, MemoryRepository
+from modelgate.testing import DEFAULT_MANIFEST as MANIFEST
+from modelgate.testing import MemoryRepository
 
 DATATYPES = {"x": "FP32", "t": "BYTES"}
 

@@ -16,7 +16,7 @@ from modelgate.cluster import directory as directory_module
 from modelgate.cluster.directory import RedisNodeDirectory
 from modelgate.limits.redis import create_redis_client
 from tests.conftest import REDIS_URL
-from tests.unit.test_cluster import MANIFEST
+from tests.unit.gateway.test_cluster import MANIFEST
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,7 +17,7 @@ from modelgate.core.access.identity import Scope
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.identity.jwt import JwtVerifier, TokenIssuer, generate_signing_key
 from modelgate.identity.tokens import JwtTokenVerifier, parse_operator_claim
-from tests.unit.test_jwt import AUD, ISS, NOW, STATIC_KEYS, signed, static_verifier
+from tests.unit.adapters.test_jwt import AUD, ISS, NOW, STATIC_KEYS, signed, static_verifier
 
 DAY = 86_400
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from modelgate.core.access.authentication import TokenIdentity
 from modelgate.core.access.identity import Scope
-from modelgate.identity.jwt import JwtVerifier, claims_to_identity, looks_like_jwt
+from modelgate.identity.jwt import JwtVerifier, looks_like_jwt
+from modelgate.identity.jwt_claims import claims_to_identity
 
 __all__ = ["TENANT_SCOPES", "JwtTokenVerifier", "parse_operator_claim"]
 

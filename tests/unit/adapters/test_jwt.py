@@ -25,10 +25,10 @@ from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.identity.jwt import (
     JwtVerifier,
     TokenIssuer,
-    claims_to_identity,
     generate_signing_key,
     looks_like_jwt,
 )
+from modelgate.identity.jwt_claims import claims_to_identity
 
 NOW = 1_800_000_000.0
 ISS = "https://idp.example"

@@ -23,7 +23,7 @@ import grpc
 import orjson
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.gateway.cluster import NodeInfo, parse_node
+from modelgate.core.gateway.nodes import NodeInfo, parse_node
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 
 __all__ = ["RedisNodeDirectory", "StaticNodeDirectory", "node_key"]

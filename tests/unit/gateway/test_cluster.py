@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelgate.core.gateway.breaker import BreakerPolicy, CircuitBreaker
-from modelgate.core.gateway.cluster import Cluster, NodeAnswer, NodeInfo, parse_node
+from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo, parse_node
 from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Timing

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from modelgate.cluster.client import GrpcNodeClient, _error, classify_status, refused_stream
 from modelgate.core.gateway.breaker import BreakerPolicy
-from modelgate.core.gateway.cluster import Cluster, NodeAnswer, NodeInfo
+from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo
 from modelgate.core.gateway.retry import RetryBudget
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Timing

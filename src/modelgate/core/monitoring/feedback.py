@@ -30,7 +30,6 @@ written yet, it looks again for up to ``wait_s`` before answering NOT_FOUND.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -52,9 +51,9 @@ from modelgate.core.monitoring.predictions import (
     LabelQuery,
     PredictionRecord,
 )
-from modelgate.core.serving.draining import drain
 from modelgate.core.serving.inference import ANONYMOUS, CompletedInference
 from modelgate.core.serving.manifest import FeedbackSpec, ModelManifest
+from modelgate.core.serving.recording import BackgroundRecorder, Chore
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.core.serving.row_writer import RowWriter
 from modelgate.core.serving.tensors import Tensor
@@ -175,10 +174,11 @@ def _output(
     return None
 
 
-class FeedbackRecorder:
+class FeedbackRecorder(BackgroundRecorder):
     """The :class:`~modelgate.core.serving.inference.InferenceListener` that records predictions of
-    models with ``feedback`` enabled (see the module docstring). Subjects are recorded,
-    as pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).
+    models with ``feedback`` enabled (see the module docstring; the task, flush lock, drop
+    log, purge and drain: :class:`BackgroundRecorder`). Subjects are recorded, as
+    pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).
 
     ``max_pending`` bounds the rows waiting (built or not); ``max_request_rows`` the rows
     one request records (its first ones)."""
@@ -195,13 +195,20 @@ class FeedbackRecorder:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_id,
     ) -> None:
+        super().__init__(
+            what="feedback",
+            log=log,
+            task_name="feedback-recorder",
+            flush_interval_s=flush_interval_s,
+            dropped_text="predictions dropped (not recorded)",
+            lost_text="predictions could not be written at shutdown",
+            clock=clock,
+        )
         self._store = store
         self._pseudonymize = pseudonymize
-        self._interval = flush_interval_s
         self._max_pending = max_pending
         self._max_request_rows = min(max_request_rows, max_pending)
         self._purge_s = purge_interval_s
-        self._clock = clock
         self._new_id = new_id
         self._pending: list[_Pending] = []
         self._pending_rows = 0  # the rows what waits in _pending will make (at most)
@@ -216,16 +223,11 @@ class FeedbackRecorder:
             log=log,
             step=_CHUNK,
         )
-        self._dropped = 0  # requests beyond max_pending rows, or unreadable
-        self._dropped_logged = 0
         #: rows beyond max_request_rows, not recorded (their requests' first rows were)
         self.truncated_rows = 0
         #: requests not recorded because they withheld consent
         self.withheld = 0
         self._not_kept: Counter[str] = Counter()  # rows, by reason
-        self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -291,66 +293,26 @@ class FeedbackRecorder:
         )
 
     # -- the background task -----------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is None:
-            self._stop.clear()
-            self._task = asyncio.create_task(self._run(), name="feedback-recorder")
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time()
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            if self._stop.is_set():
-                return
-            # the outermost layer of this task: whatever fails, it must keep running
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("feedback: flush failed")
-            if loop.time() >= next_purge:
-                next_purge = loop.time() + self._purge_s
-                try:
-                    await self.purge()
-                except Exception as exc:
-                    log.warning("feedback: expired predictions not purged: %r", exc)
+    def _chores(self) -> Sequence[Chore]:
+        return [Chore(self._purge_s, self.purge, "expired predictions not purged")]
 
     async def purge(self) -> int:
         """Delete the predictions (and their feedback) whose retention has passed."""
-        purged = await self._store.purge(datetime.fromtimestamp(self._clock(), UTC))
-        if purged:
-            log.info("feedback: %d expired predictions deleted", purged)
-        return purged
+        return await self._purge_expired(self._store.purge, "expired predictions")
 
-    async def flush(self) -> int:
-        """Write everything pending now; answers how many rows were written."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            self._pending_rows = 0
-            for start in range(0, len(batch), _CHUNK):
-                self._writer.add(self._build_all(batch[start : start + _CHUNK]))
-                try:
-                    await asyncio.sleep(0)  # requests run between steps
-                except asyncio.CancelledError:
-                    kept = batch[start + _CHUNK :]
-                    self._pending[:0] = kept
-                    self._pending_rows += sum(item[8] for item in kept)
-                    raise
-            written = await self._writer.write()
-            if self.dropped > self._dropped_logged:
-                lost, self._dropped_logged = self.dropped - self._dropped_logged, self.dropped
-                log.error("feedback: %d predictions dropped (not recorded)", lost)
-            return written
-
-    async def close(self, attempts: int = 3) -> None:
-        """Stop the task and write what is left (a few tries)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if await drain(self.flush, lambda: self.pending, attempts=attempts):
-            log.error("feedback: %d predictions could not be written at shutdown", self.pending)
+    async def _write(self) -> int:
+        batch, self._pending = self._pending, []
+        self._pending_rows = 0
+        for start in range(0, len(batch), _CHUNK):
+            self._writer.add(self._build_all(batch[start : start + _CHUNK]))
+            try:
+                await asyncio.sleep(0)  # requests run between steps
+            except asyncio.CancelledError:
+                kept = batch[start + _CHUNK :]
+                self._pending[:0] = kept
+                self._pending_rows += sum(item[8] for item in kept)
+                raise
+        return await self._writer.write()
 
     # -- building rows ------------------------------------------------------------------
     def _build_all(self, batch: Sequence[_Pending]) -> list[PredictionRecord]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.governance.payload_logger import request_allows, subject_of
+from modelgate.core.governance.consent import request_allows, subject_of
 from modelgate.core.monitoring.ports import FeedbackStore
 from modelgate.core.monitoring.prediction_rows import prediction_rows
 from modelgate.core.monitoring.predictions import PredictionRecord

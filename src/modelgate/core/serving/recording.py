@@ -16,8 +16,12 @@ append to a list), holds it in a bounded backlog, and writes it from one backgro
 
 A subclass says only what differs: what waits and how it is written (``pending`` and
 ``_write``), what is purged (``purge``, through :meth:`BackgroundRecorder._purge_expired`)
-and what else runs on the task (``_chores``). Rows built from the backlog are written
-through :class:`~modelgate.core.serving.row_writer.RowWriter`.
+and what else runs on the task (``_chores``). The backlog stays the subclass's, because
+its bound differs: the feedback recorder and the payload logger hold a list of requests
+(bounded in rows, and in bytes) and write the rows they build through
+:class:`~modelgate.core.serving.row_writer.RowWriter`; the usage recorder holds sums per
+group (bounded in groups) and merges a failed write back into the newer sums, so it writes
+them itself.
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ from modelgate.core.governance.redaction import pseudonym
 from modelgate.core.monitoring.alerts import AlertEvaluator, AlertSource
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.monitoring.concept import ConceptAlertSource, ConceptMonitor
-from modelgate.core.monitoring.feedback import FeedbackRecorder, FeedbackService, FeedbackSubjects
+from modelgate.core.monitoring.feedback import FeedbackService
+from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
+from modelgate.core.monitoring.feedback_subjects import FeedbackSubjects
 from modelgate.core.monitoring.monitor import DriftAlertSource, Monitor
 from modelgate.core.serving.embeddings import EmbeddingService
 from modelgate.core.serving.inference import InferenceListener, InferenceService

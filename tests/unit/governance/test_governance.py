@@ -17,13 +17,13 @@ import pytest
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.core.access.audit import AuditRecord
 from modelgate.core.access.identity import Plan, Principal, Tenant
-from modelgate.core.governance.payload_logger import (
+from modelgate.core.governance.consent import (
     LoggingTerms,
-    PayloadLogger,
     logging_terms,
     request_allows,
     subject_of,
 )
+from modelgate.core.governance.payload_logger import PayloadLogger
 from modelgate.core.governance.payloads import (
     PayloadConsent,
     PayloadQuery,

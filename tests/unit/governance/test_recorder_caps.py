@@ -15,7 +15,7 @@ from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.governance.payload_logger import PayloadLogger
 from modelgate.core.governance.payloads import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
-from modelgate.core.monitoring.feedback import FeedbackRecorder
+from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.tensors import Tensor

@@ -14,12 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.monitoring.anomaly import (
-    RANGE_MARGIN,
-    AnomalyDetector,
-    profile_bounds,
-    row_scores,
-)
+from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.monitoring.anomaly_scores import RANGE_MARGIN, profile_bounds, row_scores
 from modelgate.core.serving import profiles as reference
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError

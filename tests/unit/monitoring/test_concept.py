@@ -6,11 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelgate.core.monitoring.concept import (
-    concept_report,
-    expected_calibration_error,
-    roc_auc,
-)
+from modelgate.core.monitoring.classification_metrics import expected_calibration_error, roc_auc
+from modelgate.core.monitoring.concept import concept_report
 
 
 def test_auc_by_ranks_is_the_share_of_ordered_pairs_ties_counting_half() -> None:

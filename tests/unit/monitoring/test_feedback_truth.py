@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.monitoring.feedback import FeedbackItem, FeedbackRecorder, FeedbackService
+from modelgate.core.monitoring.feedback import FeedbackItem, FeedbackService
+from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.predictions import LabelQuery, PredictionRecord
 from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest

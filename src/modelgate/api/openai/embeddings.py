@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from modelgate.core.access.identity import Principal
-from modelgate.core.governance.payload_logger import CONSENT_PARAMETERS, SUBJECT_PARAMETER
+from modelgate.core.governance.consent import CONSENT_PARAMETERS, SUBJECT_PARAMETER
 from modelgate.core.serving.embeddings import EmbeddingService
 from modelgate.core.serving.inference import InferenceService
 from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS

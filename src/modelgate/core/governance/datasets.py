@@ -21,7 +21,8 @@ from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.governance.payloads import PayloadQuery, PayloadRecord, open_payload
 from modelgate.core.governance.privacy import PrivacyService
-from modelgate.core.monitoring.feedback import FeedbackService, exported
+from modelgate.core.monitoring.feedback import FeedbackService
+from modelgate.core.monitoring.feedback_subjects import exported
 from modelgate.core.monitoring.predictions import LabelledPrediction
 
 __all__ = ["export_training_rows", "row_inputs"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.governance.payload_logger import SUBJECT_PARAMETER
+from modelgate.core.governance.consent import SUBJECT_PARAMETER
 from modelgate.core.jobs.jobs import (
     Job,
     JobOwner,

@@ -43,7 +43,7 @@ class EmbeddingService:
         parameters: Parameters | None = None,
     ) -> EmbeddingResult:
         """``parameters`` go to the inference request as they are (``subject``, ``consent``:
-        see :mod:`modelgate.core.governance.payload_logger`)."""
+        see :mod:`modelgate.core.governance.consent`)."""
         if not texts:
             raise invalid("'input' must not be empty")
         if len(texts) > MAX_INPUTS:

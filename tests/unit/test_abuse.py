@@ -20,8 +20,8 @@ from modelgate.core.admission.abuse import (
     key_subject,
 )
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.strikes import MemoryStrikeStore
 from modelgate.settings import Settings
+from modelgate.storage.memory.strikes import MemoryStrikeStore
 
 POLICY = AbusePolicy(
     window_s=60.0,

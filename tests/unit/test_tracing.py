@@ -17,8 +17,8 @@ from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.observability.tracing import trace_id_of
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
 from tests.conftest import FIXTURE_MODELS
 from tests.unit.fakes import MemoryRepository, RecordingPredictor
 

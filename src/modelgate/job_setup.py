@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from modelgate.api.rest.jobs import decode_job_item, encode_job_response
+from modelgate.api.job_codec import decode_job_item, encode_job_response
 from modelgate.core.access.identity import IdentityStore
 from modelgate.core.jobs.jobs import JobPolicy
 from modelgate.core.jobs.ports import JobQueue

@@ -136,7 +136,7 @@ async def measure(
     redis_prefix: str | None = None,
 ) -> dict[str, float]:
     from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
-    from modelgate.bootstrap import build_components
+    from modelgate.boot.serving import build_components
     from modelgate.core.serving.signature import validate_inputs as _validate
     from modelgate.settings import Settings
 

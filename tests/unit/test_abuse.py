@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from modelgate.bootstrap import build_abuse_guard
+from modelgate.boot.stores import build_abuse_guard
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.abuse import (
     COUNTED,

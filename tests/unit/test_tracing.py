@@ -156,7 +156,7 @@ def test_without_an_endpoint_the_sdk_is_never_imported(tmp_path: Path) -> None:
     script = f"""
 import sys
 from pathlib import Path
-from modelgate.bootstrap import build_components
+from modelgate.boot.serving import build_components
 from modelgate.settings import Settings
 
 components = build_components(

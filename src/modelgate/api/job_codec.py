@@ -1,7 +1,7 @@
 """A job item's wire format: each item of a job is stored as its OIP request body (JSON)
 and its result as its OIP response body, always with JSON ``data``. Shared by the
 ``/v1/jobs`` routes (:mod:`modelgate.api.rest.jobs`, which check items at submission) and
-the job worker (:mod:`modelgate.job_setup`), which must not depend on the REST adapter.
+the job worker (:mod:`modelgate.boot.jobs`), which must not depend on the REST adapter.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The stores replicas share, each in memory for one process or in Redis when
 ``MODELGATE_REDIS_URL`` is set (with a fallback for Redis outages): the rate limiter, the
-quota counter, the abuse strike store and the result cache. Picked from settings for
-:mod:`modelgate.bootstrap`.
+quota counter, the abuse strike store and the result cache; and where replicas share
+their canary windows. Picked from settings for :mod:`modelgate.boot.components`; the
+backends are in :mod:`modelgate.storage.memory` and :mod:`modelgate.storage.redis`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The scale-out pieces built from settings: a gateway's cluster (directory, node client,
 breakers, retry budget), a node's announcer, and the watch that keeps a gateway's models
-in step with its nodes. Called by :mod:`modelgate.bootstrap` for ``--role gateway`` and
+in step with its nodes. Called by :mod:`modelgate.boot.components` for ``--role gateway`` and
 ``--role node``; imported only then.
 """
 

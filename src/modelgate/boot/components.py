@@ -5,19 +5,24 @@ wired to the backends the settings pick (no I/O: ``open`` and ``start`` do that)
 job worker runs (:mod:`modelgate.worker`), so it never imports ``modelgate.api.rest``. A
 server's components, with the REST app, come from
 :func:`modelgate.boot.serving.build_components`.
+
+The process's start and close are one ordered list (:meth:`Components.lifecycle`): started
+in order, closed in reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from modelgate.boot.alerts import build_alerts, build_webhook, quota_alert_sink
 from modelgate.boot.deployments import build_deployments
 from modelgate.boot.jobs import Jobs, build_jobs
+from modelgate.boot.lifecycle import Lifecycle, Loop, Service, Step
 from modelgate.boot.listeners import build_feedback, build_payload_logger
 from modelgate.boot.security import build_token_issuer, build_token_verifier
 from modelgate.boot.state import State, build_state
@@ -96,8 +101,7 @@ class Components:
     shadows: ShadowRunner | None = None
     #: the REST app (:func:`modelgate.boot.serving.build_components`); None in a worker
     rest_app: ASGIApp | None = None
-    _watch: asyncio.Task[None] | None = None
-    _rollout: asyncio.Task[None] | None = None
+    _lifecycle: Lifecycle | None = field(default=None, repr=False)
 
     async def open(self) -> None:
         """Start-up I/O that must finish before any request is accepted: migrations."""
@@ -106,76 +110,98 @@ class Components:
     async def start(self) -> None:
         """Start metering; load and warm the preload models (the server is live, not yet
         ready)."""
-        if self.usage is not None:
-            await self.usage.start()
-        if self.alerts is not None:
-            await self.alerts.start()
-        if self.payloads is not None:
-            await self.payloads.start()
-        if self.feedback is not None:
-            await self.feedback.start()
-        watch = None
-        if self.cluster is not None:
-            from modelgate.boot.cluster import ClusterWatch
-
-            watch = ClusterWatch(self.cluster, self.registry, self.settings.cluster_refresh_seconds)
-            await watch.first_refresh()
-        if self.deployments is not None:  # before the first request is routed
-            await self.deployments.refresh()
-            self._rollout = asyncio.get_running_loop().create_task(self.deployments.run())
-        await self.registry.start()
-        if watch is not None:
-            self._watch = asyncio.get_running_loop().create_task(watch.run())
-        if self.announcer is not None:
-            await self.announcer.start()
+        await self.lifecycle().start()
 
     async def close(self) -> None:
         """After the requests in flight: close the models, write the last usage, send the
         last alerts, then let go of Redis and the database."""
-        if self.jobs is not None:  # running jobs go back to the queue at once
-            await self.jobs.close()
-        if self.announcer is not None:  # gateways stop sending work here first
-            await self.announcer.leave()
-        if self._watch is not None:
-            self._watch.cancel()
-        if self._rollout is not None:
-            self._rollout.cancel()
-        if self.deployments is not None:
-            await self.deployments.close()
-        if self.shadows is not None:
-            await self.shadows.close()
-        await self.registry.close()
-        if self.cluster is not None:
-            await self.cluster.close()
-        if self.announcer is not None:
-            await self.announcer.directory.close()
-        if self.alerts is not None:
-            await self.alerts.close()
-        if self.usage is not None:
-            await self.usage.close()
-        if self.payloads is not None:
-            await self.payloads.close()
-        if self.feedback is not None:
-            await self.feedback.close()
+        await self.lifecycle().close()
+
+    def lifecycle(self) -> Lifecycle:
+        """Every service of the process, in start order; :meth:`close` runs it backwards.
+        Built once, on first use, from the components there are."""
+        if self._lifecycle is None:
+            self._lifecycle = Lifecycle(self._services())
+        return self._lifecycle
+
+    def _services(self) -> list[Service]:
+        # Read bottom-up, this is the close order: jobs (running jobs go back to the queue
+        # at once), the node's announcement (gateways stop sending work here first), the
+        # loops, the models, the recorders' last writes and alerts, then Redis, the
+        # database, the last request lines and spans, and the model threads.
+        services: list[Service] = [Step("model threads", close=self._shut_executor)]
+        if self.tracer is not None:  # the last spans (waits up to the exporter's timeout)
+            services.append(Step("tracer", close=_in_thread(self.tracer.close)))
+        if self.requests is not None:  # the last request lines
+            services.append(Step("request log", close=_in_thread(self.requests.close)))
+        if self.abuse is not None:
+            services.append(Step("abuse guard", close=self.abuse.close))
+        services.append(Step("database", close=self.state.engine.dispose))
+        if self.alert_webhook is not None:
+            services.append(Step("alert webhook", close=self.alert_webhook.close))
+        if self.webhook is not None:
+            services.append(Step("quota webhook", close=self.webhook.close))
+        if self.service.cache is not None:
+            services.append(Step("result cache", close=self.service.cache.close))
         admission = self.service.admission
         if admission is not None:
+            services.append(Step("rate limiter", close=admission.limiter.close))
             if admission.quotas is not None:
-                await admission.quotas.close()
-            await admission.limiter.close()
-        if self.service.cache is not None:
-            await self.service.cache.close()
-        if self.webhook is not None:
-            await self.webhook.close()
-        if self.alert_webhook is not None:
-            await self.alert_webhook.close()
-        await self.state.engine.dispose()
-        if self.abuse is not None:
-            await self.abuse.close()
-        if self.requests is not None:  # the last request lines
-            await asyncio.to_thread(self.requests.close)
-        if self.tracer is not None:  # the last spans (waits up to the exporter's timeout)
-            await asyncio.to_thread(self.tracer.close)
+                services.append(Step("quota counter", close=admission.quotas.close))
+        # the recorders: started before the models load, closed after they are
+        for recorder in (self.feedback, self.payloads, self.usage, self.alerts):
+            if recorder is not None:
+                services.append(recorder)
+        if self.announcer is not None:
+            services.append(Step("node directory", close=self.announcer.directory.close))
+        watch = None
+        if self.cluster is not None:
+            from modelgate.boot.cluster import ClusterWatch
+
+            interval = self.settings.cluster_refresh_seconds
+            watch = ClusterWatch(self.cluster, self.registry, interval)
+            # the node table is read before the registry starts: the gateway's preload
+            # models are the nodes'
+            services.append(Step("cluster", start=watch.first_refresh, close=self.cluster.close))
+        rollout_stop = None
+        if self.deployments is not None:
+            deployments, rollout = self.deployments, Loop("rollout", self.deployments.run)
+
+            async def route() -> None:  # before the first request is routed
+                await deployments.refresh()
+                await rollout.start()
+
+            async def stop() -> None:
+                await rollout.close()
+                await deployments.close()
+
+            # read before the models load, let go of before they close: two steps
+            services.append(Step("deployments", start=route))
+            rollout_stop = Step("rollout", close=stop)
+        services.append(self.registry)
+        if self.shadows is not None:
+            services.append(Step("shadows", close=self.shadows.close))
+        if rollout_stop is not None:
+            services.append(rollout_stop)
+        if watch is not None:
+            services.append(Loop("cluster watch", watch.run))
+        if self.announcer is not None:
+            services.append(
+                Step("announcer", start=self.announcer.start, close=self.announcer.leave)
+            )
+        if self.jobs is not None:  # started by the server or the worker, not here
+            services.append(Step("jobs", close=self.jobs.close))
+        return services
+
+    async def _shut_executor(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _in_thread(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await asyncio.to_thread(close)
+
+    return call
 
 
 def build_core_components(settings: Settings) -> Components:

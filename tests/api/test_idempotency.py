@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.access.idempotency import IdempotencyRecord, request_hash
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore

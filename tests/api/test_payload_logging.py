@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.governance.payloads import PayloadQuery, PayloadRecord
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.settings import Settings

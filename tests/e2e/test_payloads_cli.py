@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.bootstrap import build_payload_logger, build_state
+from modelgate.boot.listeners import build_payload_logger
+from modelgate.boot.state import build_state
 from modelgate.core.access.identity import Plan, Principal, Tenant
 from modelgate.core.governance.payloads import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym

@@ -42,7 +42,7 @@ def operator_principal() -> Principal:
 
 def run_on_database(config: str | None, work: Callable[[Any], Awaitable[_T]]) -> _T:
     """Open the database named by the settings, migrate it, run ``work(state)``."""
-    from modelgate.bootstrap import build_state
+    from modelgate.boot.state import build_state
     from modelgate.settings import load_settings
     from modelgate.storage.sql.engine import migrate
 

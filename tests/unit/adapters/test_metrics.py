@@ -10,9 +10,9 @@ from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission.admission import Admission
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
-from modelgate.limits.strikes import MemoryStrikeStore
 from modelgate.observability.metrics import OTHER_TENANT, PrometheusMetrics
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
+from modelgate.storage.memory.strikes import MemoryStrikeStore
 
 MANIFEST = {
     "runtime": "python",

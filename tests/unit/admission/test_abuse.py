@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from modelgate.bootstrap import build_abuse_guard
+from modelgate.boot.stores import build_abuse_guard
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.abuse import (
     COUNTED,
@@ -20,8 +20,8 @@ from modelgate.core.admission.abuse import (
     key_subject,
 )
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.strikes import MemoryStrikeStore
 from modelgate.settings import Settings
+from modelgate.storage.memory.strikes import MemoryStrikeStore
 
 POLICY = AbusePolicy(
     window_s=60.0,

@@ -8,7 +8,7 @@ from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.admission import Admission, bucket, shed_share
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
 
 MANIFEST = {
     "runtime": "python",

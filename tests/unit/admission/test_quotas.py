@@ -11,7 +11,7 @@ import pytest
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.quotas import QuotaAlert, Quotas, period_bounds
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.quotas import MemoryQuotaCounter
+from modelgate.storage.memory.quotas import MemoryQuotaCounter
 
 NOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
 

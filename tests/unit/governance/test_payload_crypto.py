@@ -77,7 +77,7 @@ def test_keys_from_settings_are_checked() -> None:
 
 
 def test_settings_configure_payload_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelgate.bootstrap import build_payload_crypto
+    from modelgate.boot.state import build_payload_crypto
     from modelgate.settings import Settings, load_settings
 
     encoded = base64.b64encode(K1).decode()

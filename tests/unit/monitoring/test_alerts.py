@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from modelgate.bootstrap import build_alerts
+from modelgate.boot.alerts import build_alerts
 from modelgate.core.monitoring.alerts import (
     DEFAULT_RULES,
     AlertEvaluator,

@@ -14,8 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from modelgate.cache.codec import decode_result, encode_result
-from modelgate.cache.memory import MemoryResultStore
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.serving.caching import (
     CachedResult,
@@ -30,6 +28,8 @@ from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.storage.memory.cache import MemoryResultStore
+from modelgate.storage.redis.cache_codec import decode_result, encode_result
 from modelgate.testing import DEFAULT_MANIFEST as MANIFEST
 from modelgate.testing import MemoryRepository
 

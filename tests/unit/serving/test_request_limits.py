@@ -29,8 +29,8 @@ from modelgate.core.serving.request_size import check_size, check_tokens, token_
 from modelgate.core.serving.signature import validate_inputs
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
-from modelgate.limits.quotas import MemoryQuotaCounter
+from modelgate.storage.memory.quotas import MemoryQuotaCounter
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
 from modelgate.testing import MemoryRepository, RecordingPredictor
 
 TABULAR: dict[str, Any] = {

@@ -17,8 +17,8 @@ from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
 from modelgate.observability.tracing import trace_id_of
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
 from modelgate.testing import MemoryRepository, RecordingPredictor
 from tests.conftest import FIXTURE_MODELS
 
@@ -156,7 +156,7 @@ def test_without_an_endpoint_the_sdk_is_never_imported(tmp_path: Path) -> None:
     script = f"""
 import sys
 from pathlib import Path
-from modelgate.bootstrap import build_components
+from modelgate.boot.serving import build_components
 from modelgate.settings import Settings
 
 components = build_components(

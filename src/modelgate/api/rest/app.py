@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote_plus
 import orjson
 
 from modelgate.api.credentials import PRINCIPAL, credential_from
+from modelgate.api.oip_codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.asgi import (
     ASGIApp,
@@ -52,7 +53,6 @@ from modelgate.api.rest.asgi import (
     read_body,
     respond,
 )
-from modelgate.api.rest.codec import decode_infer_request, encode_infer_response, encode_json
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
 from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.api.rest.feedback import submit_feedback

@@ -7,8 +7,8 @@
   the requested outputs with their parameters, and the validated input arrays (name,
   datatype, shape, bytes; BYTES element by element). Two requests share an entry only when
   all of these are equal.
-- :class:`ResultStore` is the port (in memory: ``modelgate.cache.memory``; Redis:
-  ``modelgate.cache.redis``). A store never fails a request: an unreachable store is a miss,
+- :class:`ResultStore` is the port (in memory: ``modelgate.storage.memory.cache``; Redis:
+  ``modelgate.storage.redis.cache``). A store never fails a request: an unreachable store is a miss,
   and a write that cannot be made is dropped.
 - ``Cache-Control`` directives of the request (the REST header, the gRPC metadata, or the
   request parameter ``cache_control``): ``no-cache`` skips the lookup, ``no-store`` the

@@ -100,7 +100,7 @@ class Windows(Protocol):
 
 
 class CanaryWindows(Protocol):
-    """Where replicas share their windows (Redis in ``cluster/canary_windows.py``).
+    """Where replicas share their windows (Redis in ``storage/redis/canary_windows.py``).
 
     ``exchange`` stores ``snapshot`` as ``replica``'s window of the model's step
     (``revision``), keeps the step's windows ``ttl_s`` after the last exchange, and

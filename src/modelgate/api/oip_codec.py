@@ -1,4 +1,6 @@
-"""OIP v2 REST bodies <-> core requests and responses, JSON and binary tensor data.
+"""OIP v2 REST bodies <-> core requests and responses, JSON and binary tensor data. Outside
+``api/rest`` because job items are stored in the same JSON (:mod:`modelgate.api.job_codec`),
+and the job worker must not import the REST adapter.
 
 Binary tensor data (Triton's extension, used by ``tritonclient.http`` by default): the body
 is a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw little-endian

@@ -1,7 +1,8 @@
 """The stores replicas share, each in memory for one process or in Redis when
 ``MODELGATE_REDIS_URL`` is set (with a fallback for Redis outages): the rate limiter, the
-quota counter, the abuse strike store and the result cache. Picked from settings for
-:mod:`modelgate.bootstrap`.
+quota counter, the abuse strike store and the result cache; and where replicas share
+their canary windows. Picked from settings for :mod:`modelgate.boot.components`; the
+backends are in :mod:`modelgate.storage.memory` and :mod:`modelgate.storage.redis`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from modelgate.core.admission.limits import RateLimiter
 from modelgate.core.admission.quotas import QuotaCounter
 from modelgate.core.serving.caching import ResultCache, ResultStore
 from modelgate.core.traffic.canary import CanaryWindows
-from modelgate.limits.memory import MemoryRateLimiter
-from modelgate.limits.quotas import MemoryQuotaCounter
+from modelgate.limits.quotas import FallbackQuotaCounter
 from modelgate.limits.resilient import FallbackRateLimiter
-from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
+from modelgate.limits.strikes import FallbackStrikeStore
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.settings import Settings
+from modelgate.storage.memory.quotas import MemoryQuotaCounter
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
+from modelgate.storage.memory.strikes import MemoryStrikeStore
 
 __all__ = [
     "build_abuse_guard",
@@ -31,7 +34,8 @@ def build_limiter(settings: Settings) -> RateLimiter:
     """In memory for one process; Redis (with a fallback for outages) when shared."""
     if settings.redis_url is None:
         return MemoryRateLimiter()
-    from modelgate.limits.redis import RedisRateLimiter, create_redis_client
+    from modelgate.storage.redis.client import create_redis_client
+    from modelgate.storage.redis.rate_limits import RedisRateLimiter
 
     timeout = settings.redis_timeout_seconds
     client = create_redis_client(
@@ -57,8 +61,8 @@ def build_abuse_guard(settings: Settings, metrics: PrometheusMetrics | None = No
     )
     if settings.redis_url is None:
         return AbuseGuard(MemoryStrikeStore(), policy, observer=metrics)
-    from modelgate.limits.redis import create_redis_client
-    from modelgate.limits.redis_strikes import RedisStrikeStore
+    from modelgate.storage.redis.client import create_redis_client
+    from modelgate.storage.redis.strikes import RedisStrikeStore
 
     timeout = settings.redis_timeout_seconds
     client = create_redis_client(
@@ -75,8 +79,8 @@ def build_quota_counter(settings: Settings) -> QuotaCounter:
     """In memory for one process; Redis (with the limiter's failure mode) when shared."""
     if settings.redis_url is None:
         return MemoryQuotaCounter()
-    from modelgate.limits.quotas import FallbackQuotaCounter, RedisQuotaCounter
-    from modelgate.limits.redis import create_redis_client
+    from modelgate.storage.redis.client import create_redis_client
+    from modelgate.storage.redis.quotas import RedisQuotaCounter
 
     timeout = settings.redis_timeout_seconds
     client = create_redis_client(
@@ -96,7 +100,7 @@ def build_cache(settings: Settings, metrics: PrometheusMetrics) -> ResultCache |
         return None
     store: ResultStore
     if settings.redis_url is None:
-        from modelgate.cache.memory import MemoryResultStore
+        from modelgate.storage.memory.cache import MemoryResultStore
 
         store = MemoryResultStore(
             max_entries=settings.cache_max_entries,
@@ -104,8 +108,8 @@ def build_cache(settings: Settings, metrics: PrometheusMetrics) -> ResultCache |
             observer=metrics,
         )
     else:
-        from modelgate.cache.redis import RedisResultStore
-        from modelgate.limits.redis import create_redis_client
+        from modelgate.storage.redis.cache import RedisResultStore
+        from modelgate.storage.redis.client import create_redis_client
 
         timeout = settings.redis_timeout_seconds
         client = create_redis_client(
@@ -120,8 +124,8 @@ def build_canary_windows(settings: Settings) -> CanaryWindows | None:
     judges its own window) for one process."""
     if settings.redis_url is None:
         return None
-    from modelgate.cluster.canary_windows import RedisCanaryWindows
-    from modelgate.limits.redis import create_redis_client
+    from modelgate.storage.redis.canary_windows import RedisCanaryWindows
+    from modelgate.storage.redis.client import create_redis_client
 
     timeout = settings.redis_timeout_seconds
     client = create_redis_client(

@@ -1,12 +1,14 @@
-"""Wiring of asynchronous jobs: the queue, the use case, the worker and its webhooks, from
-settings (called by bootstrap; ``modelgate serve`` and ``modelgate worker`` both use it)."""
+"""Wiring of asynchronous jobs: the use case, the worker and its webhooks, from settings
+(called by :mod:`modelgate.boot.components`; ``modelgate serve`` and ``modelgate worker``
+both use it). The worker reads and writes job items in :mod:`modelgate.api.job_codec`'s
+format, never through the REST adapter (an import-linter contract holds this)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from modelgate.api.rest.jobs import decode_job_item, encode_job_response
+from modelgate.api.job_codec import decode_job_item, encode_job_response
 from modelgate.core.access.identity import IdentityStore
 from modelgate.core.jobs.jobs import JobPolicy
 from modelgate.core.jobs.ports import JobQueue

@@ -18,21 +18,14 @@ import hashlib
 from typing import Any
 
 import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from modelgate.core.admission.limits import Decision
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits import gcra
+from modelgate.storage.redis.client import REDIS_FAILURES
 
-__all__ = ["GCRA_SCRIPT", "REDIS_FAILURES", "RedisRateLimiter", "create_redis_client"]
-
-#: what a Redis call raises when Redis is down, slow or cut off. RuntimeError included:
-#: under uvloop, a command sent on a connection the peer has just reset raises
-#: "unable to perform operation on <TCPTransport closed=True>" from redis-py's writer
-#: (found by tests/e2e/test_redis_faults.py), not a ConnectionError.
-REDIS_FAILURES = (RedisError, OSError, RuntimeError)
+__all__ = ["GCRA_SCRIPT", "RedisRateLimiter"]
 
 #: KEYS[1]: the key. ARGV: window (µs), limit, cost. Returns {1 if admitted else 0, the
 #: backlog in µs after the hit (the one it found, if refused)} -- the backlog as a string,
@@ -67,39 +60,6 @@ return {1, string.format('%.17g', after)}
 
 _SHA = hashlib.sha1(GCRA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _US = 1_000_000
-
-
-def create_redis_client(
-    url: str,
-    *,
-    connect_timeout_s: float,
-    read_timeout_s: float,
-    max_connections: int = 64,
-    pool_timeout_s: float | None = None,
-    health_check_interval_s: int = 30,
-) -> redis.asyncio.Redis:
-    """A client on which no call hangs: every connect and every read has a deadline, and a
-    failed command is not retried (the limiter's caller decides what a failure means, and a
-    retry would double the worst-case latency of a request).
-
-    At most ``max_connections`` are open; a call that finds them all busy waits up to
-    ``pool_timeout_s`` (default: ``read_timeout_s``) for one. (redis-py's default pool
-    instead fails at once when full, which under a burst would look like an outage.) The
-    worst case of one call is thus pool wait + connect + read.
-
-    A connection idle for ``health_check_interval_s`` is pinged before reuse, so one that a
-    firewall dropped silently fails fast instead of on the request.
-    """
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=read_timeout_s if pool_timeout_s is None else pool_timeout_s,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=read_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=health_check_interval_s,
-    )
-    return redis.asyncio.Redis.from_pool(pool)
 
 
 class RedisRateLimiter:

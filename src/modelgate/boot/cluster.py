@@ -1,6 +1,6 @@
 """The scale-out pieces built from settings: a gateway's cluster (directory, node client,
 breakers, retry budget), a node's announcer, and the watch that keeps a gateway's models
-in step with its nodes. Called by :mod:`modelgate.bootstrap` for ``--role gateway`` and
+in step with its nodes. Called by :mod:`modelgate.boot.components` for ``--role gateway`` and
 ``--role node``; imported only then.
 """
 
@@ -10,7 +10,6 @@ import asyncio
 import logging
 import socket
 
-from modelgate.cluster.directory import RedisNodeDirectory
 from modelgate.cluster.node import NodeAnnouncer
 from modelgate.core.gateway.cluster import Cluster
 from modelgate.core.serving.registry import ModelRegistry
@@ -18,6 +17,7 @@ from modelgate.errors import ModelgateError
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.observability.tracing import OtelTracer
 from modelgate.settings import Settings
+from modelgate.storage.redis.node_directory import RedisNodeDirectory
 
 __all__ = ["ClusterWatch", "build_announcer", "build_cluster", "build_node_directory"]
 
@@ -116,7 +116,7 @@ def build_cluster(
 
 def build_node_directory(settings: Settings) -> RedisNodeDirectory:
 
-    from modelgate.limits.redis import create_redis_client
+    from modelgate.storage.redis.client import create_redis_client
 
     assert settings.redis_url is not None
     timeout = settings.redis_timeout_seconds

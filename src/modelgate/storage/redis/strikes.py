@@ -18,8 +18,8 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.redis import REDIS_FAILURES
 from modelgate.limits.strikes import check_seconds
+from modelgate.storage.redis.client import REDIS_FAILURES
 
 __all__ = ["STRIKE_SCRIPT", "RedisStrikeStore"]
 
@@ -44,7 +44,7 @@ class RedisStrikeStore:
     """A :class:`~modelgate.core.admission.abuse.StrikeStore` on Redis; keys are
     ``prefix + "strikes:" + subject`` and ``prefix + "block:" + subject``. ``close`` closes
     the client, which this store owns. Use a client from
-    :func:`~modelgate.limits.redis.create_redis_client`, so that no call hangs."""
+    :func:`~modelgate.storage.redis.client.create_redis_client`, so that no call hangs."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = "modelgate:abuse:") -> None:
         self._client = client

@@ -1,6 +1,6 @@
 """``RedisResultStore``: cached results shared by every replica on one Redis server.
 
-An entry is one string key (``prefix + key``) holding :mod:`.codec`'s bytes, with a Redis
+An entry is one string key (``prefix + key``) holding :mod:`.cache_codec`'s bytes, with a Redis
 expiry at its ``stale_until``, so nothing needs sweeping. A lookup is one ``GET``; a write
 is one ``SET ... PX`` made in the background, so a miss never waits for it. The store
 never fails a request: a refused connection, a timeout or a reply that does not decode is
@@ -19,10 +19,10 @@ from collections.abc import Callable
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from modelgate.cache.codec import decode_result, encode_result
 from modelgate.core.serving.caching import CachedResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.outage import Outage
+from modelgate.storage.redis.cache_codec import decode_result, encode_result
 
 __all__ = ["RedisResultStore"]
 

@@ -311,6 +311,7 @@ def build_core_components(settings: Settings) -> Components:
         admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
         tokens=build_token_verifier(settings, issuer),
         cache_ttl_s=settings.key_cache_seconds,
+        stale_if_error_s=settings.key_stale_if_error_seconds,
     )
     authenticator = admin_authenticator if settings.auth == "required" else None
     abuse = build_abuse_guard(settings, metrics)

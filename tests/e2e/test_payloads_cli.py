@@ -21,8 +21,8 @@ from modelgate.boot.state import build_state
 from modelgate.core.access.identity import Plan, Principal, Tenant
 from modelgate.core.governance.payloads import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.settings import Settings
 from modelgate.storage.sql.engine import migrate

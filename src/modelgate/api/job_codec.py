@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse
+from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
 
 __all__ = ["decode_job_item", "encode_job_response"]
 

@@ -16,7 +16,8 @@ import numpy as np
 import orjson
 
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse, RequestedOutput
+from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
+from modelgate.core.serving.signature import RequestedOutput
 from modelgate.core.serving.tensors import Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
 

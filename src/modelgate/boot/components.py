@@ -38,9 +38,11 @@ from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.monitor import Monitor
-from modelgate.core.serving.embeddings import EmbeddingService
-from modelgate.core.serving.inference import InferenceListener, InferenceService
+from modelgate.core.pipeline.embeddings import EmbeddingService
+from modelgate.core.pipeline.inference import InferenceService
+from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
+from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.notify.webhook import WebhookSender
@@ -286,6 +288,7 @@ def build_core_components(settings: Settings) -> Components:
         listeners.append(payload_logger)
     service = InferenceService(
         registry,
+        catalog=ModelCatalog(registry, audit=state.audit),
         admission=admission,
         usage=recorder,
         observer=metrics,
@@ -296,7 +299,6 @@ def build_core_components(settings: Settings) -> Components:
         cache=cache,
         deployments=deployments.router,
         shadows=shadows,
-        audit=state.audit,
     )
     records: list[tuple[str, RecordKeeper]] = [("feedback", feedback)]  # rows, by reason
     if payload_logger is not None:

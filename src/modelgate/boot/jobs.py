@@ -14,7 +14,7 @@ from modelgate.core.jobs.jobs import JobPolicy
 from modelgate.core.jobs.ports import JobQueue
 from modelgate.core.jobs.service import JobService
 from modelgate.core.jobs.worker import JobPrincipals, JobWorker
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.notify.jobs import JobNotifier
 from modelgate.settings import Settings
 

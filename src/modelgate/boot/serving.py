@@ -56,7 +56,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             abuse=components.abuse,
             quotas=components.quotas,
             payloads=state.payload_service,
-            monitoring=(service, monitor),
+            monitoring=(service.catalog, monitor),
             concept=components.concept,
             deployments=(deployments, components.shadows),
             # answers holding a new key's secret are kept only sealed with the payload cipher

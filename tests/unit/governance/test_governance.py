@@ -32,8 +32,8 @@ from modelgate.core.governance.payloads import (
 )
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.governance.redaction import pseudonym
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import ModelManifest, PayloadLoggingSpec, parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 from modelgate.storage.crypto import AesGcmCipher

@@ -16,8 +16,8 @@ from modelgate.core.governance.payload_logger import PayloadLogger
 from modelgate.core.governance.payloads import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.observability.metrics import PrometheusMetrics
 from modelgate.storage.crypto import AesGcmCipher

@@ -12,8 +12,8 @@ import pytest
 
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.predictions import PredictionRecord
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.feedback import MemoryFeedbackStore

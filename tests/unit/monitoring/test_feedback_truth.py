@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from modelgate.core.monitoring.feedback import FeedbackItem, FeedbackService
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.predictions import LabelQuery, PredictionRecord
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.feedback import MemoryFeedbackStore

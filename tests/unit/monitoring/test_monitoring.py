@@ -12,8 +12,8 @@ import pytest
 
 from modelgate.core.monitoring.alerts import AlertEvaluator, AlertEvent, AlertRule
 from modelgate.core.monitoring.monitor import DriftAlertSource, Monitor
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.demo import credit_risk
 from modelgate.errors import ModelgateError

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.monitor import Monitor
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.demo import credit_risk
 from modelgate.repository.filesystem import FileModelRepository

@@ -18,8 +18,8 @@ from modelgate.core.monitoring.drift import ReferenceProfile
 from modelgate.core.monitoring.monitor import MAX_EMBEDDING_VALUES, Monitor
 from modelgate.core.monitoring.text_drift import cosine_to, text_drift
 from modelgate.core.serving import profiles as reference
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 
 DIMENSIONS = 16

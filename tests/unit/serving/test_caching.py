@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.caching import (
     CachedResult,
     ResultCache,
@@ -22,10 +23,11 @@ from modelgate.core.serving.caching import (
     result_key,
     version_identity,
 )
-from modelgate.core.serving.inference import InferenceRequest, InferenceService, RequestedOutput
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.requests import InferenceRequest
+from modelgate.core.serving.signature import RequestedOutput
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.cache import MemoryResultStore

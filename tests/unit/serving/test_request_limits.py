@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.admission import Admission
 from modelgate.core.admission.quotas import Quotas
-from modelgate.core.serving.inference import InferenceRequest, InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.manifest import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MAX_TEXT_BYTES,
@@ -26,6 +26,7 @@ from modelgate.core.serving.manifest import (
 )
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.request_size import check_size, check_tokens, token_counter
+from modelgate.core.serving.requests import InferenceRequest
 from modelgate.core.serving.signature import validate_inputs
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError

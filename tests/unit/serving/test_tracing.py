@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from modelgate.core.admission.admission import Admission
-from modelgate.core.serving.inference import InferenceRequest, InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.requests import InferenceRequest
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.tracing import trace_id_of

@@ -55,7 +55,7 @@ from modelgate.core.admission.usage import UsageService
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.monitor import Monitor
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ModelgateError
@@ -72,7 +72,7 @@ def build_admin_app(
     abuse: AbuseGuard | None = None,
     quotas: Quotas | None = None,
     payloads: PrivacyService | None = None,
-    monitoring: tuple[InferenceService, Monitor] | None = None,
+    monitoring: tuple[ModelCatalog, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
     idempotency: IdempotencyService | None = None,

@@ -11,14 +11,14 @@ from fastapi import FastAPI, Query
 from modelgate.core.access.identity import Scope
 from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.monitor import Monitor
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.catalog import ModelCatalog
 
 __all__ = ["add_monitoring_routes"]
 
 
 def add_monitoring_routes(
     app: FastAPI,
-    service: InferenceService,
+    catalog: ModelCatalog,
     monitor: Monitor,
     Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
     concept: ConceptMonitor | None = None,
@@ -34,7 +34,7 @@ def add_monitoring_routes(
         """Data drift, prediction drift and confidence of the model's recent traffic
         against each version's reference profile (docs/monitoring.md)."""
         # A model the caller may not see answers 404, like an unknown one.
-        await service.authorize(caller, model, version, Scope.MODELS_READ)
+        await catalog.authorize(caller, model, version, Scope.MODELS_READ)
         reports = await monitor.report(model, version)
         versions = [asdict(report) for report in reports]
         if concept is not None:  # accuracy and calibration against the ground truth sent back

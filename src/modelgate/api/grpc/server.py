@@ -2,7 +2,7 @@
 
 The service is Triton's ``grpc_service.proto`` with the stubs that ``tritonclient`` ships, so
 ``tritonclient.grpc`` and KServe's OIP clients work unchanged. Like the REST adapter, it only
-translates: every decision is :class:`~modelgate.core.serving.inference.InferenceService`'s.
+translates: every decision is :class:`~modelgate.core.pipeline.inference.InferenceService`'s.
 
 Not served (UNIMPLEMENTED): shared memory (system and CUDA), trace and log settings.
 """
@@ -36,7 +36,7 @@ from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.core.serving.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
@@ -315,17 +315,19 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @_translated
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.service.server_ready())
+        return service_pb2.ServerReadyResponse(ready=self.service.catalog.server_ready())
 
     @_translated
     async def ModelReady(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        ready = await self.service.model_ready(request.name, request.version or None, principal)
+        ready = await self.service.catalog.model_ready(
+            request.name, request.version or None, principal
+        )
         return service_pb2.ModelReadyResponse(ready=ready)
 
     @_translated
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        meta = self.service.server_metadata()
+        meta = self.service.catalog.server_metadata()
         return service_pb2.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
@@ -333,7 +335,9 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @_translated
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        meta = await self.service.model_metadata(request.name, request.version or None, principal)
+        meta = await self.service.catalog.model_metadata(
+            request.name, request.version or None, principal
+        )
         tensor = service_pb2.ModelMetadataResponse.TensorMetadata
         # The proto has no parameters field, so the model card is REST-only.
         return service_pb2.ModelMetadataResponse(
@@ -353,7 +357,9 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @_translated
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        config = await self.service.model_config(request.name, request.version or None, principal)
+        config = await self.service.catalog.model_config(
+            request.name, request.version or None, principal
+        )
         message = json_format.ParseDict(
             config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
         )
@@ -362,7 +368,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @_translated
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        stats = await self.service.statistics(
+        stats = await self.service.catalog.statistics(
             request.name or None, request.version or None, principal
         )
         return json_format.ParseDict(
@@ -520,7 +526,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         index = service_pb2.RepositoryIndexResponse.ModelIndex
         principal = await self._principal(context)
-        rows = await self.service.repository_index(request.ready, principal)
+        rows = await self.service.catalog.repository_index(request.ready, principal)
         return service_pb2.RepositoryIndexResponse(
             models=[
                 index(
@@ -538,13 +544,13 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         principal = await self._principal(context)
         config = _load_config(request.parameters)
         peer = _peer_host(context.peer())
-        await self.service.load(request.model_name, config, principal, peer)
+        await self.service.catalog.load(request.model_name, config, principal, peer)
         return service_pb2.RepositoryModelLoadResponse()
 
     @_translated
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        await self.service.unload(request.model_name, principal, _peer_host(context.peer()))
+        await self.service.catalog.unload(request.model_name, principal, _peer_host(context.peer()))
         return service_pb2.RepositoryModelUnloadResponse()
 
     # -- not served ----------------------------------------------------------------------
@@ -618,7 +624,8 @@ class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
     """grpc.health.v1 whose status is the server's readiness at the time of each Check.
 
     The server starts gRPC before the preload models are warm, so a status set once at start
-    would be wrong; Check asks :meth:`InferenceService.server_ready` and stores the answer,
+    would be wrong; Check asks
+    :meth:`~modelgate.core.serving.catalog.ModelCatalog.server_ready` and stores the answer,
     so Watch streams see it change once a Check has observed it. The overall service ("")
     and ``inference.GRPCInferenceService`` are known; any other name is NOT_FOUND.
     """
@@ -634,7 +641,7 @@ class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self.service.server_ready()
+            if self.service.catalog.server_ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         if self._server_status.get(request.service) != status:

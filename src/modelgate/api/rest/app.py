@@ -64,7 +64,7 @@ from modelgate.core.access.identity import Scope as Permission  # "Scope" here i
 from modelgate.core.access.oauth import OAuthError, TokenService
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.monitoring.feedback import FeedbackService
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.core.serving.tracing import traced
 from modelgate.errors import ErrorKind, ModelgateError, invalid
@@ -382,10 +382,10 @@ class RestApp:
     # -- OIP v2 --------------------------------------------------------------------------
     async def _oip(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
         method = scope["method"]
-        service = self.service
+        catalog = self.service.catalog
         if not parts or parts == [""]:
             _method(method, "GET")
-            await self._ok(send, "oip", service.server_metadata())
+            await self._ok(send, "oip", catalog.server_metadata())
             return
         head = parts[0]
         if head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
@@ -393,14 +393,14 @@ class RestApp:
             if parts[1] == "live":
                 await self._ok(send, "oip", {"live": True})
             else:
-                ready = service.server_ready()
+                ready = catalog.server_ready()
                 await self._ok(send, "oip", {"ready": ready}, 200 if ready else 503)
             return
         if head == "models" and len(parts) >= 2:
             if parts[1:] == ["stats"]:
                 _method(method, "GET")
                 principal = await self._principal(scope)
-                await self._ok(send, "oip", await service.statistics(None, None, principal))
+                await self._ok(send, "oip", await catalog.statistics(None, None, principal))
                 return
             name, version, action = _model_path(parts[1:])
             scope[_MODEL] = (name, version)
@@ -412,15 +412,15 @@ class RestApp:
             _method(method, "GET")
             principal = await self._principal(scope)
             if action == "":
-                meta = await service.model_metadata(name, version, principal)
+                meta = await catalog.model_metadata(name, version, principal)
                 await self._ok(send, "oip", meta)
             elif action == "ready":
-                ready = await service.model_ready(name, version, principal)
+                ready = await catalog.model_ready(name, version, principal)
                 await self._ok(send, "oip", {"name": name, "ready": ready}, 200 if ready else 503)
             elif action == "config":
-                await self._ok(send, "oip", await service.model_config(name, version, principal))
+                await self._ok(send, "oip", await catalog.model_config(name, version, principal))
             elif action == "stats":
-                await self._ok(send, "oip", await service.statistics(name, version, principal))
+                await self._ok(send, "oip", await catalog.statistics(name, version, principal))
             else:
                 raise _no_route(scope["path"])
             return
@@ -430,15 +430,15 @@ class RestApp:
             body = await read_body(scope, receive, self.limits.admin_max_body_bytes)
             doc = _json_object(body) if body.strip() else {}
             if parts[1:] == ["index"]:
-                index = await service.repository_index(bool(doc.get("ready")), principal)
+                index = await catalog.repository_index(bool(doc.get("ready")), principal)
                 await self._ok(send, "oip", index)
                 return
             if len(parts) == 4 and parts[1] == "models" and parts[3] in ("load", "unload"):
                 if parts[3] == "load":
                     config = _load_config(doc)
-                    await service.load(parts[2], config, principal, client_host(scope))
+                    await catalog.load(parts[2], config, principal, client_host(scope))
                 else:
-                    await service.unload(parts[2], principal, client_host(scope))
+                    await catalog.unload(parts[2], principal, client_host(scope))
                 await self._ok(send, "oip", {})
                 return
         raise _no_route(scope["path"])
@@ -473,7 +473,7 @@ class RestApp:
         edge = scope["method"] == "GET"
         spec = None
         if edge:  # only models that cache answer GET (the newest version's manifest says)
-            await self.service.authorize(principal, name, version, Permission.INFER)
+            await self.service.catalog.authorize(principal, name, version, Permission.INFER)
             spec = (await self.service.registry.manifest(name)).cache
             if spec is None:
                 raise _MethodNotAllowedError("GET", "POST")

@@ -35,9 +35,9 @@ from modelgate.core.governance.payloads import (
     payload_size,
     seal_document,
 )
-from modelgate.core.serving.inference import CompletedInference
 from modelgate.core.serving.recording import BackgroundRecorder, Chore
 from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.requests import CompletedInference
 from modelgate.core.serving.row_writer import RowWriter
 from modelgate.core.serving.tensors import Tensor
 
@@ -80,7 +80,7 @@ def _least_size(tensors: Sequence[Tensor]) -> int:
 
 
 class PayloadLogger(BackgroundRecorder):
-    """The :class:`~modelgate.core.serving.inference.InferenceListener` that logs consented
+    """The :class:`~modelgate.core.serving.requests.InferenceListener` that logs consented
     payloads (see the module docstring; the task, flush lock, drop log, purge and drain:
     :class:`BackgroundRecorder`)."""
 

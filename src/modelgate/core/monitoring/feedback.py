@@ -29,7 +29,7 @@ from modelgate.core.monitoring.predictions import (
     LabelQuery,
     PredictionRecord,
 )
-from modelgate.core.serving.inference import ANONYMOUS
+from modelgate.core.serving.requests import ANONYMOUS
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["MAX_LABEL", "FeedbackItem", "FeedbackService"]

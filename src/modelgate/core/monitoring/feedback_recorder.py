@@ -1,6 +1,6 @@
 """The feedback recorder: predictions recorded for the ground truth sent back later.
 
-:class:`FeedbackRecorder` is an :class:`~modelgate.core.serving.inference.InferenceListener`. For a
+:class:`FeedbackRecorder` is an :class:`~modelgate.core.serving.requests.InferenceListener`. For a
 model whose manifest enables ``feedback``, ``completed`` (the request path) appends one
 tuple of references to a list: no copy, no I/O, no task. A background task turns what
 waits into :class:`~modelgate.core.monitoring.predictions.PredictionRecord` rows (one per request
@@ -40,10 +40,10 @@ from modelgate.core.governance.consent import request_allows, subject_of
 from modelgate.core.monitoring.ports import FeedbackStore
 from modelgate.core.monitoring.prediction_rows import prediction_rows
 from modelgate.core.monitoring.predictions import PredictionRecord
-from modelgate.core.serving.inference import ANONYMOUS, CompletedInference
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.recording import BackgroundRecorder, Chore
 from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.requests import ANONYMOUS, CompletedInference
 from modelgate.core.serving.row_writer import RowWriter
 from modelgate.core.serving.tensors import Tensor
 
@@ -93,7 +93,7 @@ def _first(data: np.ndarray[Any, Any], rows: int) -> np.ndarray[Any, Any]:
 
 
 class FeedbackRecorder(BackgroundRecorder):
-    """The :class:`~modelgate.core.serving.inference.InferenceListener` that records predictions of
+    """The :class:`~modelgate.core.serving.requests.InferenceListener` that records predictions of
     models with ``feedback`` enabled (see the module docstring; the task, flush lock, drop
     log, purge and drain: :class:`BackgroundRecorder`). Subjects are recorded, as
     pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).

@@ -1,6 +1,6 @@
 """Model monitoring: live inputs and outputs per version compared with its reference profile.
 
-:class:`Monitor` is an :class:`~modelgate.core.serving.inference.InferenceListener`. ``completed``
+:class:`Monitor` is an :class:`~modelgate.core.serving.requests.InferenceListener`. ``completed``
 adds the request's numeric arrays (at most :data:`MAX_VALUES_PER_ROW` values per row; no copy) to
 its version's pending lists. Every :data:`FOLD_EVERY` requests, and before a report, they are folded
 into each version's sliding window in one vectorized step: copied into ring buffers of the last
@@ -50,10 +50,10 @@ from modelgate.core.monitoring.reports import (
 )
 from modelgate.core.monitoring.text_drift import TextDrift, text_drift
 from modelgate.core.monitoring.windows import FOLD_EVERY, Array, Fold, Window
-from modelgate.core.serving.inference import CompletedInference
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.serving.registry import LoadedVersion, ModelRegistry
+from modelgate.core.serving.requests import CompletedInference
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.serving.inference import InferenceRequest, InferenceService
+from modelgate.core.pipeline.inference import InferenceService
+from modelgate.core.serving.requests import InferenceRequest
 from modelgate.core.serving.tensors import Parameters, Tensor
 from modelgate.errors import invalid
 
@@ -48,7 +49,7 @@ class EmbeddingService:
             raise invalid("'input' must not be empty")
         if len(texts) > MAX_INPUTS:
             raise invalid(f"'input' may hold at most {MAX_INPUTS} texts")
-        await self.inference.authorize(principal, model, None, Scope.INFER)
+        await self.inference.catalog.authorize(principal, model, None, Scope.INFER)
         routing = self.inference.deployments
         choice = routing.choose(model, principal, parameters or {}) if routing else None
         loaded = await self.inference.registry.acquire(model, choice.version if choice else None)

@@ -1,9 +1,20 @@
-"""The inference use case: the one service every protocol adapter calls.
+"""The inference use case: the request path every protocol adapter calls, as named steps.
 
-REST (OIP JSON and binary), gRPC and the OpenAI adapter all decode into
-:class:`InferenceRequest`, call :meth:`InferenceService.infer` and encode the
-:class:`InferenceResponse`, so validation, version choice, batching and statistics happen
-once, the same way for every protocol.
+REST (OIP JSON and binary), gRPC, the OpenAI adapter and the job worker all decode into
+:class:`~modelgate.core.serving.requests.InferenceRequest`, call
+:meth:`InferenceService.infer` and encode the answer, so routing, authorization, validation,
+admission, caching, batching, metering and the listeners happen once, the same way for
+every protocol.
+
+This is the module that composes the contexts (traffic, access, monitoring, admission,
+serving). :meth:`InferenceService._infer_once` lists the steps in the order of the request
+path in docs/architecture.md, each a method called with what it needs; a step that is one
+awaited call answers that call's awaitable, so the steps cost a method call each and no
+coroutine, await or object per request that the path did not have before.
+
+One concept over 400 lines: the steps are read together, top to bottom, and a step moved
+to another module would hide the order (and the state each one is handed) that this file
+exists to show.
 """
 
 from __future__ import annotations
@@ -11,32 +22,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from modelgate import __version__
-from modelgate.core.access.audit import AuditLog
-from modelgate.core.access.authorization import can_see, require_model, require_scope
+from modelgate.core.access.authorization import require_model
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.admission.admission import Admission, rate_limit_details
+from modelgate.core.admission.limits import Decision
 from modelgate.core.admission.ports import UsageSink
 from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.pipeline.spans import route_span, traced_runtime
 from modelgate.core.serving.caching import CachedResult, CacheTicket, ResultCache
+from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.manifest import ModelManifest
-from modelgate.core.serving.model_control import ModelControl
 from modelgate.core.serving.ports import InferenceObserver, Timing
 from modelgate.core.serving.registry import LoadedVersion, ModelRegistry
 from modelgate.core.serving.request_size import check_tokens
+from modelgate.core.serving.requests import (
+    ANONYMOUS,
+    CompletedInference,
+    InferenceListener,
+    InferenceRequest,
+    InferenceResponse,
+)
 from modelgate.core.serving.signature import (
     RequestedOutput,
-    card_parameters,
-    config_tensor,
     output_tensors,
     select_outputs,
-    tensor_metadata,
     validate_inputs,
 )
 from modelgate.core.serving.tensors import Parameters, Tensor
@@ -45,26 +60,7 @@ from modelgate.core.traffic.routing import Choice, DeploymentRouter
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
 
-__all__ = [
-    "ANONYMOUS",
-    "EXTENSIONS",
-    "FALLBACK_ON",
-    "CompletedInference",
-    "InferenceListener",
-    "InferenceRequest",
-    "InferenceResponse",
-    "InferenceService",
-    "RequestedOutput",
-]
-
-EXTENSIONS = (
-    "binary_tensor_data",
-    "classification",
-    "model_repository",
-    "model_configuration",
-    "statistics",
-)
-
+__all__ = ["FALLBACK_ON", "InferenceService"]
 
 #: the failures a model's ``fallbacks`` answer for: it cannot answer now, which another
 #: model may (a caller's error, a refusal by limits or quotas, or a denial never falls back)
@@ -77,74 +73,24 @@ FALLBACK_ON = frozenset(
     }
 )
 
-#: the tenant usage is recorded under when access control is off
-ANONYMOUS = "anonymous"
 #: the longest key id usage records hold (the column is 128 characters)
 _KEY_ID_MAX = 120
+#: the runtime's arrays of a request the cache answered: the runtime did not run (never written)
+_NOT_RUN: dict[str, np.ndarray[Any, Any]] = {}
 
-
-@dataclass(slots=True)
-class InferenceRequest:
-    model: str
-    version: str | None
-    inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None = None
-    id: str | None = None
-    parameters: Parameters = field(default_factory=dict)
-    #: ``time.monotonic()`` instant after which the caller no longer waits (its timeout or
-    #: gRPC deadline); work not started by then is refused with DEADLINE_EXCEEDED
-    deadline: float | None = None
-    #: the caller's ``Cache-Control`` (REST header, gRPC metadata); None: the request
-    #: parameter ``cache_control``, if any (core/serving/caching.py)
-    cache_control: str | None = None
-
-
-@dataclass(slots=True)
-class InferenceResponse:
-    model_name: str
-    model_version: str
-    outputs: list[Tensor]
-    requested: list[RequestedOutput] | None = None
-    id: str | None = None
-    parameters: Parameters = field(default_factory=dict)
-    #: the tightest rate limit that applied (limit, remaining, reset), for response headers
-    rate_limit: dict[str, float] | None = None
-    #: for a model that caches: "hit", "miss" or "stale" (an expired entry answered for a
-    #: failing model); None: the model does not cache or the cache is off
-    cache: str | None = None
-    #: a cached answer: when it was computed (``time.time()``), for HTTP caches' ``Age``
-    cached_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CompletedInference:
-    """A successful inference, as listeners see it: who asked, what, and the answer.
-
-    ``inputs`` are the validated input arrays by name (batch dimension first)."""
-
-    principal: Principal | None
-    request: InferenceRequest
-    response: InferenceResponse
-    manifest: ModelManifest
-    inputs: dict[str, np.ndarray[Any, Any]]
-
-
-class InferenceListener(Protocol):
-    """Told of each successful inference, on the request path, after the answer is built.
-
-    ``completed`` must not block or do I/O: hand the work to a background task."""
-
-    def completed(self, inference: CompletedInference) -> None: ...
+#: the input or output arrays of one request, by name
+_Arrays = dict[str, np.ndarray[Any, Any]]
 
 
 class InferenceService:
-    """Inference, metadata, health, statistics and repository control for every adapter."""
+    """One inference through every context, for every adapter. What else an adapter asks
+    of the models (metadata, health, statistics, load and unload) is :attr:`catalog`'s."""
 
     def __init__(
         self,
         registry: ModelRegistry,
         *,
-        server_name: str = "modelgate",
+        catalog: ModelCatalog | None = None,
         admission: Admission | None = None,
         usage: UsageSink | None = None,
         listeners: Sequence[InferenceListener] = (),
@@ -155,12 +101,11 @@ class InferenceService:
         cache: ResultCache | None = None,
         deployments: DeploymentRouter | None = None,
         shadows: ShadowRunner | None = None,
-        audit: AuditLog | None = None,
     ):
         self.registry = registry
-        #: loads and unloads on request, with their audit trail
-        self.control = ModelControl(registry, audit)
-        self.server_name = server_name
+        #: the models' metadata and control, and who may see them (None: a catalog of
+        #: ``registry`` with no audit trail)
+        self.catalog = catalog if catalog is not None else ModelCatalog(registry)
         #: the deadline of a request that brings none (None: no deadline)
         self.default_timeout_s = default_timeout_s
         self.admission = admission
@@ -181,141 +126,6 @@ class InferenceService:
         #: runs the shadow copies a deployment asks for (core/traffic/shadow.py)
         self.shadows = shadows
 
-    # -- health and metadata -------------------------------------------------------------
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
-
-    def server_ready(self) -> bool:
-        return self.registry.ready
-
-    async def authorize(
-        self, principal: Principal | None, name: str, version: str | None, scope: Scope
-    ) -> None:
-        """NOT_FOUND unless ``principal`` may use ``scope`` on the model (None: auth is off)."""
-        if principal is not None:
-            require_model(principal, await self.registry.manifest(name), version, scope)
-
-    async def model_ready(
-        self, name: str, version: str | None, principal: Principal | None = None
-    ) -> bool:
-        """Ready means loaded and serving; an unknown model or version is NOT_FOUND."""
-        await self.authorize(principal, name, version, Scope.MODELS_READ)
-        loaded = self.registry.get(name, version)
-        if loaded is None:
-            if name not in self.registry.repository.names():
-                raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
-            return False
-        return True
-
-    async def model_metadata(
-        self, name: str, version: str | None, principal: Principal | None = None
-    ) -> dict[str, Any]:
-        await self.authorize(principal, name, version, Scope.MODELS_READ)
-        loaded = await self.registry.acquire(name, version)
-        manifest = loaded.manifest
-        return {
-            "name": name,
-            "versions": [str(v.version) for v in self.registry.versions(name)],
-            "platform": manifest.platform,
-            "inputs": [tensor_metadata(spec) for spec in manifest.inputs],
-            "outputs": [tensor_metadata(spec) for spec in manifest.outputs],
-            "parameters": card_parameters(manifest),
-        }
-
-    async def model_config(
-        self, name: str, version: str | None, principal: Principal | None = None
-    ) -> dict[str, Any]:
-        """The model's configuration (Triton's model_configuration extension, JSON form)."""
-        await self.authorize(principal, name, version, Scope.MODELS_READ)
-        loaded = await self.registry.acquire(name, version)
-        manifest = loaded.manifest
-        batching = manifest.batching
-        config: dict[str, Any] = {
-            "name": name,
-            "platform": manifest.platform,
-            "backend": manifest.runtime,
-            "max_batch_size": batching.max_batch_size if batching else 0,
-            "input": [config_tensor(s, batching is not None) for s in manifest.inputs],
-            "output": [config_tensor(s, batching is not None) for s in manifest.outputs],
-            "version_policy": {"all": {}}
-            if manifest.version_policy == "all"
-            else manifest.version_policy,
-            "instance_group": [
-                {
-                    "count": manifest.instances,
-                    "kind": "KIND_GPU" if manifest.hardware.prefer == "gpu" else "KIND_CPU",
-                }
-            ],
-            "parameters": {k: {"string_value": str(v)} for k, v in manifest.labels.items()},
-        }
-        if batching is not None:
-            config["dynamic_batching"] = {
-                "max_queue_delay_microseconds": batching.max_queue_delay_us,
-                "default_queue_policy": {"max_queue_size": batching.max_queue_size},
-            }
-        return config
-
-    async def statistics(
-        self, name: str | None, version: str | None, principal: Principal | None = None
-    ) -> dict[str, Any]:
-        require_scope(principal, Scope.MODELS_READ)
-        if name:
-            await self.authorize(principal, name, version, Scope.MODELS_READ)
-            loaded = self.registry.versions(name)
-            if not loaded and name not in self.registry.repository.names():
-                raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
-            if version:
-                loaded = [v for v in loaded if str(v.version) == version]
-                if not loaded:
-                    raise ModelgateError(
-                        ErrorKind.NOT_FOUND, f"version '{version}' of model '{name}' is not loaded"
-                    )
-        else:
-            loaded = [
-                v for n in await self.visible_models(principal) for v in self.registry.versions(n)
-            ]
-        return {"model_stats": [v.stats.as_dict() for v in loaded]}
-
-    async def visible_models(self, principal: Principal | None) -> list[str]:
-        """Names of the models this principal may see (every model when auth is off)."""
-        names = await asyncio.to_thread(self.registry.repository.names)
-        if principal is None:
-            return names
-        visible = []
-        for name in names:
-            try:
-                manifest = await self.registry.manifest(name)
-            except ModelgateError:
-                continue  # a model whose manifest does not load is shown to no tenant
-            if can_see(principal, manifest):
-                visible.append(name)
-        return visible
-
-    # -- repository control --------------------------------------------------------------
-    async def repository_index(
-        self, ready_only: bool = False, principal: Principal | None = None
-    ) -> list[dict[str, str]]:
-        require_scope(principal, Scope.MODELS_READ)
-        visible = set(await self.visible_models(principal))
-        rows = [r for r in self.registry.index() if r["name"] in visible]
-        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
-
-    async def load(
-        self,
-        name: str,
-        config: dict[str, Any] | None = None,
-        principal: Principal | None = None,
-        source_ip: str | None = None,
-    ) -> None:
-        """Who may load, what an override may change, the audit: core/serving/model_control.py."""
-        await self.control.load(name, config, principal, source_ip)
-
-    async def unload(
-        self, name: str, principal: Principal | None = None, source_ip: str | None = None
-    ) -> None:
-        await self.control.unload(name, principal, source_ip)
-
-    # -- inference -----------------------------------------------------------------------
     async def infer(
         self,
         request: InferenceRequest,
@@ -356,74 +166,42 @@ class InferenceService:
         principal: Principal | None = None,
         choice: Choice | None = None,
     ) -> InferenceResponse:
-        """``choice``: the deployment's pick, when the caller made it (embeddings);
-        otherwise a request that names no version is routed here."""
-        if choice is None and not request.version and self.deployments is not None:
-            choice = self.deployments.choose(request.model, principal, request.parameters)
-            if choice is not None and self.tracer is not None:
-                _route_span(self.tracer, choice)
+        """One attempt, the request path's steps in order. ``choice``: the deployment's
+        pick, when the caller made it (embeddings); otherwise it is made here."""
+        choice = self._route(request, principal, choice)
         loaded = self._serving(request, choice)
-        if loaded is None:
-            # Authorize before a first-use load, so nobody loads a model they may not see.
-            await self.authorize(principal, request.model, request.version, Scope.INFER)
-            version = choice.version if choice is not None else request.version
-            loaded = await self.registry.acquire(request.model, version)
-        if choice is not None and str(loaded.version) != choice.version:
-            choice = None  # the deployment's version is gone: the default answered
-        elif principal is not None:
-            require_model(principal, loaded.manifest, request.version, Scope.INFER)
+        if loaded is None:  # a first use: authorized before it loads
+            loaded = await self._load(request, principal, choice)
+        choice = self._authorize(request, principal, loaded, choice)
         start = time.perf_counter_ns()
         loaded.enter()  # before any await: a reload now waits for this request to finish
+        timing = Timing(deadline=self._deadline(request))
         admission = self.admission
-        limit = None
         admitted = False
-        deadline = request.deadline
-        if deadline is None and self.default_timeout_s is not None:
-            deadline = time.monotonic() + self.default_timeout_s
-        timing = Timing(deadline=deadline)
-        rows = tokens = 0
-        status = "internal"
-        anomaly = None
+        limit: Decision | None = None
         ticket: CacheTicket | None = None
         cached: CachedResult | None = None
+        arrays = _NOT_RUN
+        rows = 0
+        status = "internal"
         try:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise deadline_exceeded()
-            inputs, rows = validate_inputs(loaded.manifest, request.inputs)
+            inputs, rows = self._validate(request, loaded, timing)
             if loaded.manifest.limits.max_total_tokens is not None:  # an embedding model
                 await check_tokens(loaded.manifest, loaded.runtime, inputs)
             requested = select_outputs(loaded.manifest, request.outputs)
-            if self.anomalies is not None and loaded.manifest.anomaly is not None:
-                # before admission and the runtime: a rejected request costs neither
-                anomaly = self.anomalies.screen(loaded, inputs)
-            if self.cache is not None and loaded.manifest.cache is not None:
-                tenant_id = principal.tenant_id if principal is not None else ANONYMOUS
-                ticket = self.cache.ticket(
-                    loaded, tenant_id, request.parameters, request.cache_control, inputs, requested
-                )
+            anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
+            ticket = self._ticket(request, principal, loaded, inputs, requested)
             if admission is not None:
-                if self.tracer is None:
-                    limit = await admission.admit(principal, loaded.manifest, rows)
-                else:
-                    admit = admission.admit(principal, loaded.manifest, rows)
-                    limit = await traced(self.tracer, "admission", admit)
+                limit = await self._admit(admission, principal, loaded, rows)
                 admitted = True
-            # after admission: a hit is limited, counted and metered like any request
-            if ticket is not None:
-                lookup = ticket.lookup(loaded.stats)
-                cached = await (
-                    lookup if self.tracer is None else traced(self.tracer, "cache", lookup)
-                )
-            if cached is not None:
-                pass  # the runtime is skipped
-            elif self.tracer is None:
-                arrays = await loaded.runtime.infer(inputs, timing)
-            else:
-                arrays = await _traced_runtime(self.tracer, loaded, inputs, timing)
+            if ticket is not None:  # after admission: a hit is limited and metered like any
+                cached = await self._lookup(ticket, loaded)
+            if cached is None:
+                arrays = await self._run(loaded, inputs, timing)
             status = "ok"
         except ModelgateError as exc:
-            if ticket is not None:  # an expired entry may answer for a failing model
-                cached = ticket.stale_for(exc.kind)
+            # an expired entry may answer for a failing model
+            cached = ticket.stale_for(exc.kind) if ticket is not None else None
             if cached is None:
                 status = exc.kind.value
                 loaded.stats.failed(time.perf_counter_ns() - start, status)
@@ -437,76 +215,32 @@ class InferenceService:
             if admitted:
                 assert admission is not None
                 admission.release(principal)
-            if status == "ok" and loaded.manifest.embedding is not None:
-                tokens = cached.tokens if cached is not None else _tokens(loaded.manifest, arrays)
-            elapsed_ns = time.perf_counter_ns() - start
-            if choice is not None and choice.window is not None:  # a canary step's outcome
-                choice.window.add(status, elapsed_ns / 1e9)
-            tenant = principal.tenant_id if principal is not None else ANONYMOUS
-            version = str(loaded.version)
-            used_rows = rows if status == "ok" else 0
-            if self.usage is not None:
-                self.usage.record(
-                    tenant,
-                    _key_id(principal),
-                    request.model,
-                    version,
-                    hardware=loaded.hardware,
-                    status=status,
-                    cache_hit=cached is not None,
-                    rows=used_rows,
-                    tokens=tokens,
-                    latency_ms=elapsed_ns / 1e6,
-                    compute_ms=timing.compute_ns / 1e6,
-                )
-            if self.observer is not None:
-                self.observer.served(
-                    request.model, version, tenant, status, elapsed_ns / 1e9, used_rows, tokens
-                )
-        if tokens and principal is not None and admission is not None and admission.quotas:
-            admission.quotas.add_tokens(principal, tokens)  # no principal: access control off
-        if cached is not None:
-            outputs = list(cached.outputs)
-            loaded.stats.cached(time.perf_counter_ns() - start)
-        else:
-            outputs = output_tensors(loaded.manifest, arrays, requested)
-            loaded.stats.succeeded(
-                rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
+            tokens = self._meter(
+                request, principal, loaded, choice, status, rows, cached, arrays, start, timing
             )
-            if not loaded.batched:
-                loaded.stats.batch(rows, timing.compute_ns)
-            if ticket is not None:
-                ticket.keep(str(loaded.version), outputs, rows, tokens)
-        response = InferenceResponse(
-            model_name=request.model,
-            model_version=str(loaded.version),
-            outputs=outputs,
-            requested=requested,
-            id=request.id,
-            rate_limit=rate_limit_details(limit) if limit is not None else None,
+        if tokens:
+            self._charge_tokens(principal, tokens)
+        outputs = self._collect_outputs(
+            loaded, requested, cached, arrays, rows, tokens, start, timing, ticket
         )
-        if ticket is not None:
-            response.cache = ticket.outcome(cached)
-            response.cached_at = cached.stored_at if cached is not None else None
-        if timing.parameters and cached is None:  # what the node said (its anomaly check)
-            response.parameters.update(timing.parameters)
-        if choice is not None:
-            response.parameters["deployment_variant"] = choice.variant
-            response.parameters["deployment_stage"] = choice.stage
-            if choice.shadow is not None and self.shadows is not None and cached is None:
-                # after the answer is built; the copy runs in the background
-                took = (time.perf_counter_ns() - start) / 1e9
-                self.shadows.mirror(choice, inputs, arrays, took)
-        if anomaly is not None:
-            response.parameters.update(anomaly)
-        if timing.hardware is not None and timing.hardware != loaded.manifest.hardware.prefer:
-            # a gateway found no node of the preferred hardware: the answer says where it ran
-            response.parameters["hardware_fallback"] = timing.hardware
-        for listener in self.listeners:
-            listener.completed(
-                CompletedInference(principal, request, response, loaded.manifest, inputs)
-            )
+        response = self._respond(
+            request, loaded, choice, outputs, requested, limit, ticket, cached, anomaly, timing
+        )
+        self._mirror(choice, inputs, arrays, cached, start)
+        self._notify(principal, request, response, loaded, inputs)
         return response
+
+    # -- the steps, in order -------------------------------------------------------------
+    def _route(
+        self, request: InferenceRequest, principal: Principal | None, choice: Choice | None
+    ) -> Choice | None:
+        """The deployment's pick for a request that names no version (None: the model has
+        no deployment, or the request names its version)."""
+        if choice is None and not request.version and self.deployments is not None:
+            choice = self.deployments.choose(request.model, principal, request.parameters)
+            if choice is not None and self.tracer is not None:
+                route_span(self.tracer, choice)
+        return choice
 
     def _serving(self, request: InferenceRequest, choice: Choice | None) -> LoadedVersion | None:
         """The loaded version that answers; a deployment naming a version the repository
@@ -518,47 +252,233 @@ class InferenceService:
         except ModelgateError:
             return self.registry.get(request.model, None)
 
+    async def _load(
+        self, request: InferenceRequest, principal: Principal | None, choice: Choice | None
+    ) -> LoadedVersion:
+        """A version not loaded yet, loaded once whoever asks, after authorization, so
+        nobody loads a model they may not see."""
+        await self.catalog.authorize(principal, request.model, request.version, Scope.INFER)
+        version = choice.version if choice is not None else request.version
+        return await self.registry.acquire(request.model, version)
 
-async def _traced_runtime(
-    tracer: Tracer, loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]], timing: Timing
-) -> dict[str, np.ndarray[Any, Any]]:
-    """The runtime call, with its spans recorded afterwards from ``timing`` (so the batcher
-    needs no tracer): the wait in the batcher's queue, then the run of the batch."""
-    called = time.perf_counter_ns()
-    try:
-        arrays = await loaded.runtime.infer(inputs, timing)
-    except BaseException as exc:
-        kind = exc.kind if isinstance(exc, ModelgateError) else None
-        # a full queue refuses before anything runs
-        span = tracer.start("queue" if kind is ErrorKind.OVERLOADED else "runtime", called)
-        if kind is not None:
-            span.fail(kind.value)
-        else:
-            span.fail("cancelled" if isinstance(exc, asyncio.CancelledError) else "internal")
-        span.end()
-        raise
-    ran = called + timing.queue_ns
-    if loaded.batched:
-        tracer.start("queue", called).end(ran)
-    span = tracer.start("runtime", ran)
-    span.set("modelgate.model", loaded.name)
-    span.set("modelgate.model_version", loaded.version)
-    span.set("modelgate.batch_size", timing.batch_size)
-    span.set("modelgate.hardware", timing.hardware or loaded.hardware)
-    if timing.node is not None:  # a gateway's call: the node that answered
-        span.set("modelgate.node", timing.node)
-    span.end(ran + timing.compute_ns)
-    return arrays
+    @staticmethod
+    def _authorize(
+        request: InferenceRequest,
+        principal: Principal | None,
+        loaded: LoadedVersion,
+        choice: Choice | None,
+    ) -> Choice | None:
+        """NOT_FOUND unless the principal may infer with the version that answers; the
+        route, dropped when its version is gone and the default answered."""
+        if choice is not None and str(loaded.version) != choice.version:
+            return None  # the deployment's version is gone: the default answered
+        if principal is not None:
+            require_model(principal, loaded.manifest, request.version, Scope.INFER)
+        return choice
 
+    def _deadline(self, request: InferenceRequest) -> float | None:
+        """The caller's deadline, or the default timeout's from now (None: no deadline)."""
+        if request.deadline is None and self.default_timeout_s is not None:
+            return time.monotonic() + self.default_timeout_s
+        return request.deadline
 
-def _route_span(tracer: Tracer, choice: Choice) -> None:
-    """The deployment's pick, as an instant span (the choice is a hash and a lookup)."""
-    span = tracer.start("route")
-    span.set("modelgate.model", choice.model)
-    span.set("modelgate.model_version", choice.version)
-    span.set("modelgate.deployment_variant", choice.variant)
-    span.set("modelgate.deployment_stage", choice.stage)
-    span.end()
+    @staticmethod
+    def _validate(
+        request: InferenceRequest, loaded: LoadedVersion, timing: Timing
+    ) -> tuple[_Arrays, int]:
+        """The input arrays by name and their rows, checked against the manifest's
+        signature and limits; DEADLINE_EXCEEDED when the caller no longer waits."""
+        if timing.deadline is not None and time.monotonic() >= timing.deadline:
+            raise deadline_exceeded()
+        return validate_inputs(loaded.manifest, request.inputs)
+
+    def _screen(self, loaded: LoadedVersion, inputs: _Arrays) -> Parameters | None:
+        """The anomaly check of a model with an ``anomaly`` section: the response's
+        parameters, or INVALID_ARGUMENT when it rejects."""
+        if self.anomalies is None or loaded.manifest.anomaly is None:
+            return None
+        return self.anomalies.screen(loaded, inputs)
+
+    def _ticket(
+        self,
+        request: InferenceRequest,
+        principal: Principal | None,
+        loaded: LoadedVersion,
+        inputs: _Arrays,
+        requested: list[RequestedOutput] | None,
+    ) -> CacheTicket | None:
+        """The result-cache key and directives of a model with a ``cache`` section."""
+        if self.cache is None or loaded.manifest.cache is None:
+            return None
+        tenant_id = principal.tenant_id if principal is not None else ANONYMOUS
+        return self.cache.ticket(
+            loaded, tenant_id, request.parameters, request.cache_control, inputs, requested
+        )
+
+    def _admit(
+        self, admission: Admission, principal: Principal | None, loaded: LoadedVersion, rows: int
+    ) -> Awaitable[Decision | None]:
+        """Batch size, shedding, concurrency, rate limits and quotas (core/admission)."""
+        admit = admission.admit(principal, loaded.manifest, rows)
+        return admit if self.tracer is None else traced(self.tracer, "admission", admit)
+
+    def _lookup(self, ticket: CacheTicket, loaded: LoadedVersion) -> Awaitable[CachedResult | None]:
+        """A fresh cached answer, or None (the model runs)."""
+        lookup = ticket.lookup(loaded.stats)
+        return lookup if self.tracer is None else traced(self.tracer, "cache", lookup)
+
+    def _run(self, loaded: LoadedVersion, inputs: _Arrays, timing: Timing) -> Awaitable[_Arrays]:
+        """The version's runtime: the batcher's queue, then the model."""
+        if self.tracer is None:
+            return loaded.runtime.infer(inputs, timing)
+        return traced_runtime(self.tracer, loaded, inputs, timing)
+
+    def _meter(
+        self,
+        request: InferenceRequest,
+        principal: Principal | None,
+        loaded: LoadedVersion,
+        choice: Choice | None,
+        status: str,
+        rows: int,
+        cached: CachedResult | None,
+        arrays: _Arrays,
+        start: int,
+        timing: Timing,
+    ) -> int:
+        """Every outcome, failures included, to the canary window, usage and metrics;
+        answers the tokens an embedding model used."""
+        tokens = 0
+        if status == "ok" and loaded.manifest.embedding is not None:
+            tokens = cached.tokens if cached is not None else _tokens(loaded.manifest, arrays)
+        elapsed_ns = time.perf_counter_ns() - start
+        if choice is not None and choice.window is not None:  # a canary step's outcome
+            choice.window.add(status, elapsed_ns / 1e9)
+        tenant = principal.tenant_id if principal is not None else ANONYMOUS
+        version = str(loaded.version)
+        used_rows = rows if status == "ok" else 0
+        if self.usage is not None:
+            self.usage.record(
+                tenant,
+                _key_id(principal),
+                request.model,
+                version,
+                hardware=loaded.hardware,
+                status=status,
+                cache_hit=cached is not None,
+                rows=used_rows,
+                tokens=tokens,
+                latency_ms=elapsed_ns / 1e6,
+                compute_ms=timing.compute_ns / 1e6,
+            )
+        if self.observer is not None:
+            self.observer.served(
+                request.model, version, tenant, status, elapsed_ns / 1e9, used_rows, tokens
+            )
+        return tokens
+
+    def _charge_tokens(self, principal: Principal | None, tokens: int) -> None:
+        """An embedding model's tokens, added to the tenant's token quotas in the
+        background (no principal: access control is off)."""
+        admission = self.admission
+        if principal is not None and admission is not None and admission.quotas:
+            admission.quotas.add_tokens(principal, tokens)
+
+    @staticmethod
+    def _collect_outputs(
+        loaded: LoadedVersion,
+        requested: list[RequestedOutput] | None,
+        cached: CachedResult | None,
+        arrays: _Arrays,
+        rows: int,
+        tokens: int,
+        start: int,
+        timing: Timing,
+        ticket: CacheTicket | None,
+    ) -> list[Tensor]:
+        """The requested outputs, from the cache or the runtime's arrays, counted in the
+        version's statistics; a fresh answer is kept for the cache."""
+        if cached is not None:
+            outputs = list(cached.outputs)
+            loaded.stats.cached(time.perf_counter_ns() - start)
+            return outputs
+        outputs = output_tensors(loaded.manifest, arrays, requested)
+        loaded.stats.succeeded(
+            rows, time.perf_counter_ns() - start, timing.queue_ns, timing.compute_ns
+        )
+        if not loaded.batched:
+            loaded.stats.batch(rows, timing.compute_ns)
+        if ticket is not None:
+            ticket.keep(str(loaded.version), outputs, rows, tokens)
+        return outputs
+
+    @staticmethod
+    def _respond(
+        request: InferenceRequest,
+        loaded: LoadedVersion,
+        choice: Choice | None,
+        outputs: list[Tensor],
+        requested: list[RequestedOutput] | None,
+        limit: Decision | None,
+        ticket: CacheTicket | None,
+        cached: CachedResult | None,
+        anomaly: Parameters | None,
+        timing: Timing,
+    ) -> InferenceResponse:
+        """The answer, with what the steps found: the rate limit, the cache's outcome,
+        the node's and the deployment's parameters, the anomaly score, where it ran."""
+        response = InferenceResponse(
+            model_name=request.model,
+            model_version=str(loaded.version),
+            outputs=outputs,
+            requested=requested,
+            id=request.id,
+            rate_limit=rate_limit_details(limit) if limit is not None else None,
+        )
+        if ticket is not None:
+            response.cache = ticket.outcome(cached)
+            response.cached_at = cached.stored_at if cached is not None else None
+        parameters = response.parameters
+        if timing.parameters and cached is None:  # what the node said (its anomaly check)
+            parameters.update(timing.parameters)
+        if choice is not None:
+            parameters["deployment_variant"] = choice.variant
+            parameters["deployment_stage"] = choice.stage
+        if anomaly is not None:
+            parameters.update(anomaly)
+        if timing.hardware is not None and timing.hardware != loaded.manifest.hardware.prefer:
+            # a gateway found no node of the preferred hardware: the answer says where it ran
+            parameters["hardware_fallback"] = timing.hardware
+        return response
+
+    def _mirror(
+        self,
+        choice: Choice | None,
+        inputs: _Arrays,
+        arrays: _Arrays,
+        cached: CachedResult | None,
+        start: int,
+    ) -> None:
+        """The deployment's shadow copy, started in the background after the answer is
+        built (a cached answer is not copied: the model did not run)."""
+        if choice is None or choice.shadow is None or self.shadows is None or cached is not None:
+            return
+        self.shadows.mirror(choice, inputs, arrays, (time.perf_counter_ns() - start) / 1e9)
+
+    def _notify(
+        self,
+        principal: Principal | None,
+        request: InferenceRequest,
+        response: InferenceResponse,
+        loaded: LoadedVersion,
+        inputs: _Arrays,
+    ) -> None:
+        """The listeners, in order, each handed the one (frozen) record of the inference."""
+        if not self.listeners:
+            return
+        completed = CompletedInference(principal, request, response, loaded.manifest, inputs)
+        for listener in self.listeners:
+            listener.completed(completed)
 
 
 def _key_id(principal: Principal | None) -> str | None:
@@ -573,7 +493,7 @@ def _key_id(principal: Principal | None) -> str | None:
     return who
 
 
-def _tokens(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) -> int:
+def _tokens(manifest: ModelManifest, arrays: _Arrays) -> int:
     """Tokens an embedding model used: its second output counts them per row."""
     if len(manifest.outputs) < 2:
         return 0

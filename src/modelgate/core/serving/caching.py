@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from modelgate.core.serving.manifest import CacheSpec, ModelManifest
+from modelgate.core.serving.signature import RequestedOutput
 from modelgate.core.serving.tensors import Parameters, Tensor
 from modelgate.errors import ErrorKind
 
 if TYPE_CHECKING:
-    from modelgate.core.serving.inference import RequestedOutput
     from modelgate.core.serving.registry import LoadedVersion
     from modelgate.core.serving.statistics import VersionStats
 

@@ -17,7 +17,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from modelgate.cli.operator import ConfigOption, console, operator_principal, run_on_database
 from modelgate.core.admission.usage import parse_instant
-from modelgate.core.governance.datasets import export_training_rows
+from modelgate.core.monitoring.datasets import export_training_rows
 
 __all__ = ["feedback_app"]
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.access.idempotency import (
+from modelgate.core.admission.idempotency import (
     IdempotencyRecord,
     IdempotencyService,
     IdempotencyStore,

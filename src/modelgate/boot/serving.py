@@ -15,8 +15,8 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
 from modelgate.boot.components import Components, build_core_components
-from modelgate.core.access.idempotency import IdempotencyService
 from modelgate.core.access.oauth import TokenService
+from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 

@@ -46,10 +46,10 @@ from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.idempotency import IdempotencyService
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.access.tenancy import CreatedKey, TenancyService
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.usage import UsageService
 from modelgate.core.governance.privacy import PrivacyService

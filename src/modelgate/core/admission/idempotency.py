@@ -39,7 +39,7 @@ from typing import Literal, Protocol
 
 from modelgate.core.access.audit import actor_of
 from modelgate.core.access.identity import Principal
-from modelgate.core.governance.payloads import PayloadCipher
+from modelgate.core.admission.ports import Cipher
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
@@ -149,7 +149,7 @@ class IdempotencyService:
     def __init__(
         self,
         store: IdempotencyStore,
-        cipher: PayloadCipher | None = None,
+        cipher: Cipher | None = None,
         *,
         ttl_s: float = 24 * 3600,
         wait_s: float = 5.0,

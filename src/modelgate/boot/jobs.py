@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelgate.api.job_codec import decode_job_item, encode_job_response
-from modelgate.core.access.identity import IdentityStore
+from modelgate.core.access.ports import IdentityStore
 from modelgate.core.jobs.jobs import JobPolicy
 from modelgate.core.jobs.ports import JobQueue
 from modelgate.core.jobs.service import JobService

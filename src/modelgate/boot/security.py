@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelgate.core.access.authentication import TokenVerifier
+from modelgate.core.access.ports import TokenVerifier
 from modelgate.settings import Settings
 
 if TYPE_CHECKING:

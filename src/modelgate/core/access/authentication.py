@@ -29,8 +29,9 @@ background refreshes try again once a second. One warning is logged per outage (
 material). When the store answers, its answer wins: a revocation reaches every replica
 within the TTL, and within about 3 s of the store answering again after an outage.
 
-Bearer tokens (JWTs) are checked by a :class:`TokenVerifier` (signature, issuer, audience,
-expiry) and run as the tenant their claims name, with their scopes and that tenant's plan.
+Bearer tokens (JWTs) are checked by a :class:`~modelgate.core.access.ports.TokenVerifier`
+(signature, issuer, audience, expiry) and run as the tenant their claims name, with their
+scopes and that tenant's plan.
 
 The bootstrap admin key (``MODELGATE_ADMIN_KEY``) is a principal with every scope, for the
 first start, before any tenant exists.
@@ -45,20 +46,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
-from modelgate.core.access.identity import (
-    ApiKeyRecord,
-    IdentityStore,
-    Plan,
-    Principal,
-    Scope,
-    Tenant,
-)
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Principal, Scope, Tenant
 from modelgate.core.access.keys import key_prefix, matches
+from modelgate.core.access.ports import IdentityStore, TokenVerifier
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["ADMIN_TENANT", "Authenticator", "TokenIdentity", "TokenVerifier"]
+__all__ = [
+    "ADMIN_TENANT",
+    "Authenticator",
+]
 
 ADMIN_TENANT = "*"
 _ALL_SCOPES = frozenset(scope.value for scope in Scope)
@@ -73,23 +70,6 @@ _REFRESH_LIMIT = 16
 _RETRY_S = 1.0
 
 log = logging.getLogger("modelgate.access")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenIdentity:
-    tenant_id: str
-    subject: str
-    scopes: frozenset[str]
-
-
-class TokenVerifier(Protocol):
-    """Bearer tokens: ``claims(credential)`` says whether a credential is a token at all (an
-    API key never is); ``verify`` checks it and returns who it speaks for, or raises
-    UNAUTHENTICATED (never anything else)."""
-
-    def claims(self, credential: str) -> bool: ...
-
-    async def verify(self, token: str) -> TokenIdentity: ...
 
 
 def _unauthenticated(message: str) -> ModelgateError:

@@ -31,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.identity import IdentityStore, Plan, Principal, Scope
+from modelgate.core.access.identity import Plan, Principal, Scope
+from modelgate.core.access.ports import IdentityStore
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [

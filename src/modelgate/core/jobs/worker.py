@@ -40,7 +40,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from modelgate.core.access.authentication import ADMIN_TENANT
-from modelgate.core.access.identity import IdentityStore, Plan, Principal
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.access.ports import IdentityStore
 from modelgate.core.jobs.jobs import ClaimedJob, Job, JobOwner, JobPolicy, JobResult, JobState
 from modelgate.core.jobs.ports import JobQueue
 from modelgate.core.pipeline.inference import InferenceService

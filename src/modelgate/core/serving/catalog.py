@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 from modelgate import __version__
-from modelgate.core.access.audit import AuditLog
 from modelgate.core.access.authorization import can_see, require_model, require_scope
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog
 from modelgate.core.serving.model_control import ModelControl
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.signature import card_parameters, config_tensor, tensor_metadata

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.authorization import (
     is_operator,
@@ -29,6 +29,7 @@ from modelgate.core.access.authorization import (
     require_model_configuration,
 )
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.overrides import check_override, override_fields
 from modelgate.core.serving.registry import ModelRegistry

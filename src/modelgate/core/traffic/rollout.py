@@ -29,9 +29,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog
 from modelgate.core.traffic.canary import (
     CanaryWindows,
     ClusterWindow,

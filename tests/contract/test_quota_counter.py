@@ -17,7 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission.quotas import QuotaCharge, QuotaCounter
+from modelgate.core.admission.ports import QuotaCharge, QuotaCounter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.quotas import FallbackQuotaCounter
 from modelgate.storage.memory.quotas import MemoryQuotaCounter

@@ -25,7 +25,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission.limits import RateLimiter
+from modelgate.core.admission.ports import RateLimiter
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.resilient import FallbackRateLimiter
 from modelgate.storage.memory.rate_limits import MemoryRateLimiter

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy, StrikeStore
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
+from modelgate.core.admission.ports import StrikeStore
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.strikes import FallbackStrikeStore
 from modelgate.storage.memory.strikes import MemoryStrikeStore

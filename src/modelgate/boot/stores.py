@@ -8,8 +8,7 @@ backends are in :mod:`modelgate.storage.memory` and :mod:`modelgate.storage.redi
 from __future__ import annotations
 
 from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
-from modelgate.core.admission.limits import RateLimiter
-from modelgate.core.admission.quotas import QuotaCounter
+from modelgate.core.admission.ports import QuotaCounter, RateLimiter
 from modelgate.core.serving.caching import ResultCache, ResultStore
 from modelgate.core.traffic.canary import CanaryWindows
 from modelgate.limits.quotas import FallbackQuotaCounter

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from modelgate.core.admission.limits import Decision
+from modelgate.core.admission.ports import Decision
 from modelgate.errors import invalid
 
 __all__ = ["TOLERANCE", "admit", "backlog_of", "check_arguments", "decide", "split_tat"]

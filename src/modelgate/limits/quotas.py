@@ -1,7 +1,7 @@
 """``FallbackQuotaCounter``: the shared quota counter (Redis), and while Redis fails, the
 setting ``limiter_failure_mode`` decides: ``open`` counts in memory (seeded from the usage
 records, so a replica keeps roughly the right count), ``closed`` refuses. Also the argument
-check every :class:`~modelgate.core.admission.quotas.QuotaCounter` backend shares.
+check every :class:`~modelgate.core.admission.ports.QuotaCounter` backend shares.
 
 The backends: ``MemoryQuotaCounter`` (:mod:`modelgate.storage.memory.quotas`) and
 ``RedisQuotaCounter`` (:mod:`modelgate.storage.redis.quotas`).
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from modelgate.core.admission.quotas import QuotaCharge, QuotaCounter, QuotaResult
+from modelgate.core.admission.ports import QuotaCharge, QuotaCounter, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.outage import Outage
 

@@ -1,4 +1,4 @@
-"""``FallbackStrikeStore``: a shared :class:`~modelgate.core.admission.abuse.StrikeStore`
+"""``FallbackStrikeStore``: a shared :class:`~modelgate.core.admission.ports.StrikeStore`
 (Redis) with a local one behind it, and the argument check every strike store shares. The
 backends: ``MemoryStrikeStore`` (:mod:`modelgate.storage.memory.strikes`: one process, and
 the fallback while Redis is down) and ``RedisStrikeStore``
@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from modelgate.core.admission.abuse import StrikeStore
+from modelgate.core.admission.ports import StrikeStore
 from modelgate.limits.outage import Outage
 
 __all__ = ["FallbackStrikeStore", "check_seconds"]
@@ -29,7 +29,7 @@ def check_seconds(what: str, seconds: float) -> None:
 
 
 class FallbackStrikeStore:
-    """A :class:`~modelgate.core.admission.abuse.StrikeStore` that asks ``primary`` (shared by the
+    """A :class:`~modelgate.core.admission.ports.StrikeStore` that asks ``primary`` (shared by the
     replicas) and, while it is unavailable, ``local``: throttling goes on per replica,
     with the counts and blocks made meanwhile kept locally only.
 

@@ -9,7 +9,8 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission.idempotency import IdempotencyService, StoredAnswer
+from modelgate.core.admission.idempotency import IdempotencyService
+from modelgate.core.admission.ports import StoredAnswer
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.observability.logs import logged_path
 from modelgate.storage.memory.idempotency import MemoryIdempotencyStore

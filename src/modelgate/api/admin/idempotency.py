@@ -34,12 +34,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelgate.core.access.identity import Principal
-from modelgate.core.admission.idempotency import (
-    Decision,
-    IdempotencyService,
-    StoredAnswer,
-    owner_of,
-)
+from modelgate.core.admission.idempotency import Decision, IdempotencyService, owner_of
+from modelgate.core.admission.ports import StoredAnswer
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["IdempotencyMiddleware", "add_idempotency", "idempotency_dependency"]

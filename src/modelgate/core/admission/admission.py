@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
-from modelgate.core.admission.limits import Decision, RateLimiter
+from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import InferenceObserver

@@ -1,8 +1,9 @@
 """Idempotency keys for side-effecting requests (the admin API's POST, PUT and DELETE).
 
-A client that retries a request with the same ``Idempotency-Key`` gets the first answer
-again, and the side effect happens once, on every replica: the keys live in the
-:class:`IdempotencyStore` (the shared database), per caller (tenant and credential) and key.
+A client that retries a request with the same ``Idempotency-Key`` gets the first answer again,
+and the side effect happens once, on every replica: the keys live in the
+:class:`~modelgate.core.admission.ports.IdempotencyStore` (the shared database), per caller
+(tenant and credential) and key.
 
 What :meth:`IdempotencyService.begin` decides for a request that carries a key:
 
@@ -35,20 +36,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from modelgate.core.access.audit import actor_of
 from modelgate.core.access.identity import Principal
-from modelgate.core.admission.ports import Cipher
+from modelgate.core.admission.ports import Cipher, IdempotencyRecord, IdempotencyStore, StoredAnswer
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
     "MAX_KEY_LENGTH",
     "Decision",
-    "IdempotencyRecord",
     "IdempotencyService",
-    "IdempotencyStore",
-    "StoredAnswer",
     "check_key",
     "owner_of",
     "request_hash",
@@ -79,62 +77,6 @@ def request_hash(method: str, path: str, body: bytes) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
-    """A finished request's answer. ``sealed_with`` names the cipher key when ``body`` is
-    sealed (``nonce`` beside it); ``withheld``: ``body`` is the answer less its secret."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    sealed_with: str | None = None
-    nonce: bytes | None = None
-    withheld: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    owner: str
-    key: str
-    method: str
-    path: str
-    request_hash: str
-    created_at: datetime
-    #: None while the first request runs
-    answer: StoredAnswer | None = None
-
-
-class IdempotencyStore(Protocol):
-    """Where idempotency records live (``storage/sql/idempotency.py``, ``memory/``).
-
-    Every method is atomic across the processes sharing the store. A database that cannot
-    be reached is UNAVAILABLE; text a backend cannot hold is INVALID_ARGUMENT."""
-
-    async def begin(
-        self, record: IdempotencyRecord, *, expired_before: datetime, stale_before: datetime
-    ) -> IdempotencyRecord | None:
-        """Store ``record`` (unfinished) and answer None when ``(owner, key)`` has no
-        record, or one made before ``expired_before``, or an unfinished one made before
-        ``stale_before`` (its request never ended: the process stopped); otherwise change
-        nothing and answer the record found."""
-        ...
-
-    async def complete(
-        self, owner: str, key: str, created_at: datetime, answer: StoredAnswer
-    ) -> bool:
-        """Keep ``answer`` in the unfinished record made at ``created_at``; False when there
-        is none (it went stale and another request took it over)."""
-        ...
-
-    async def release(self, owner: str, key: str, created_at: datetime) -> bool:
-        """Delete the unfinished record made at ``created_at``; False when there is none."""
-        ...
-
-    async def purge(self, before: datetime) -> int:
-        """Delete every record made before ``before``; answers how many."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,7 @@ import numpy as np
 from modelgate.core.access.authorization import require_model
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.admission.admission import Admission, rate_limit_details
-from modelgate.core.admission.limits import Decision
-from modelgate.core.admission.ports import UsageSink
+from modelgate.core.admission.ports import Decision, UsageSink
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.pipeline.spans import route_span, traced_runtime
 from modelgate.core.serving.caching import CachedResult, CacheTicket, ResultCache

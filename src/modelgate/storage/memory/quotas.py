@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from modelgate.core.admission.quotas import QuotaCharge, QuotaResult
+from modelgate.core.admission.ports import QuotaCharge, QuotaResult
 from modelgate.limits.quotas import check_charges
 
 __all__ = ["MemoryQuotaCounter"]

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from modelgate.core.admission.limits import Decision
+from modelgate.core.admission.ports import Decision
 from modelgate.limits import gcra
 
 __all__ = ["MemoryRateLimiter"]
@@ -18,7 +18,7 @@ _TRIM_PER_HIT = 2
 
 
 class MemoryRateLimiter:
-    """An in-process :class:`~modelgate.core.admission.limits.RateLimiter`.
+    """An in-process :class:`~modelgate.core.admission.ports.RateLimiter`.
 
     Atomic within one event loop: ``hit`` reads and writes a key with no ``await`` between
     them. It is not shared across threads or processes, so with several workers each one

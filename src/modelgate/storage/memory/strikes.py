@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class MemoryStrikeStore:
-    """A :class:`~modelgate.core.admission.abuse.StrikeStore` in two dictionaries, for one process.
+    """A :class:`~modelgate.core.admission.ports.StrikeStore` in two dictionaries, for one process.
 
     Atomic within one event loop (no ``await`` between a read and its write); each process
     of ``--workers`` keeps its own counts. Each table holds at most ``max_subjects``: when a

@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from modelgate.core.admission.quotas import QuotaCharge, QuotaResult
+from modelgate.core.admission.ports import QuotaCharge, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.quotas import check_charges
 from modelgate.storage.redis.client import REDIS_FAILURES

@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from modelgate.core.admission.limits import Decision
+from modelgate.core.admission.ports import Decision
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits import gcra
 from modelgate.storage.redis.client import REDIS_FAILURES
@@ -63,7 +63,7 @@ _US = 1_000_000
 
 
 class RedisRateLimiter:
-    """A :class:`~modelgate.core.admission.limits.RateLimiter` on Redis; the keys are
+    """A :class:`~modelgate.core.admission.ports.RateLimiter` on Redis; the keys are
     ``prefix + key``.
 
     Each ``hit`` is one ``EVALSHA`` round trip. The script's SHA1 is computed here, as

@@ -41,7 +41,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisStrikeStore:
-    """A :class:`~modelgate.core.admission.abuse.StrikeStore` on Redis; keys are
+    """A :class:`~modelgate.core.admission.ports.StrikeStore` on Redis; keys are
     ``prefix + "strikes:" + subject`` and ``prefix + "block:" + subject``. ``close`` closes
     the client, which this store owns. Use a client from
     :func:`~modelgate.storage.redis.client.create_redis_client`, so that no call hangs."""

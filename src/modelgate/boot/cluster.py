@@ -70,7 +70,8 @@ def build_cluster(
     """A gateway's nodes: found in Redis, or the static ``MODELGATE_NODES`` list."""
     from modelgate.cluster.client import GrpcNodeClient
     from modelgate.core.gateway.breaker import BreakerPolicy
-    from modelgate.core.gateway.cluster import Cluster, NodeDirectory
+    from modelgate.core.gateway.cluster import Cluster
+    from modelgate.core.gateway.ports import NodeDirectory
     from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics
 

@@ -3,8 +3,10 @@
 A node announces itself (see ``modelgate.cluster``) with a document: its id, the address of
 its OIP gRPC endpoint, its hardware class and memory, and the models and versions it serves
 with their manifests (:mod:`modelgate.core.gateway.nodes`). :class:`Cluster` keeps the latest
-table of those documents (refreshed from a :class:`NodeDirectory`: Redis, or a static list of
-addresses) and forwards one inference at a time through a :class:`NodeClient` (OIP gRPC):
+table of those documents (refreshed from a
+:class:`~modelgate.core.gateway.ports.NodeDirectory`: Redis, or a static list of addresses)
+and forwards one inference at a time through a
+:class:`~modelgate.core.gateway.ports.NodeClient` (OIP gRPC):
 
 - **Placement**: only nodes that announce the model and version, and are not draining.
 - **Hardware**: a model whose manifest prefers ``gpu`` goes to a GPU node when one is up,
@@ -37,19 +39,22 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
-from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo
+from modelgate.core.gateway.nodes import NodeInfo
+from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
 from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays, Timing
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["Cluster", "ClusterObserver", "NodeClient", "NodeDirectory"]
+__all__ = [
+    "Cluster",
+]
 
 log = logging.getLogger("modelgate.cluster")
 
@@ -57,53 +62,6 @@ Array = np.ndarray[Any, Any]
 
 #: a retry needs at least this much of the caller's deadline left
 _MIN_ATTEMPT_S = 0.002
-
-
-class NodeDirectory(Protocol):
-    """Where nodes are found. ``nodes`` returns every live node (a network call: it has a
-    timeout and raises on failure; the cluster keeps its last table then)."""
-
-    async def nodes(self) -> list[NodeInfo]: ...
-
-    async def close(self) -> None: ...
-
-
-class NodeClient(Protocol):
-    """Sends one inference to a node (OIP gRPC). Raises :class:`ModelgateError`: the node's
-    own answer mapped back to a kind, UNAVAILABLE when it cannot be reached or the call
-    died with its connection (``details={"refused": True}`` when the node refused the
-    call unread, at its limit of calls per connection),
-    DEADLINE_EXCEEDED with ``details={"timed_out": True}`` when ``timeout_s`` passed (the
-    node's own DEADLINE_EXCEEDED has no such detail). ``headers`` travel as call metadata
-    (credentials, ``traceparent``, the request id)."""
-
-    async def infer(
-        self,
-        node: NodeInfo,
-        model: str,
-        version: int,
-        inputs: Arrays,
-        *,
-        timeout_s: float,
-        headers: Mapping[str, str],
-    ) -> NodeAnswer: ...
-
-    async def close(self) -> None: ...
-
-
-class ClusterObserver(Protocol):
-    """Metrics of the cluster (Prometheus in production). Never blocks."""
-
-    def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None: ...
-
-    def forwarded(self, node: str, outcome: str) -> None: ...
-
-    def retried(self, outcome: str) -> None: ...
-
-    def nodes(self, count: int) -> None: ...
-
-    def departed(self, node: str) -> None:
-        """``node`` left the table: forget its series (node ids come and go with pods)."""
 
 
 @dataclass(slots=True)

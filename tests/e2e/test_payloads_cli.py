@@ -19,7 +19,7 @@ import numpy as np
 from modelgate.boot.listeners import build_payload_logger
 from modelgate.boot.state import build_state
 from modelgate.core.access.identity import Plan, Principal, Tenant
-from modelgate.core.governance.payloads import PayloadConsent
+from modelgate.core.governance.ports import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse

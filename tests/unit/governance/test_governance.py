@@ -24,12 +24,8 @@ from modelgate.core.governance.consent import (
     subject_of,
 )
 from modelgate.core.governance.payload_logger import PayloadLogger
-from modelgate.core.governance.payloads import (
-    PayloadConsent,
-    PayloadQuery,
-    PayloadRecord,
-    open_payload,
-)
+from modelgate.core.governance.payloads import open_payload
+from modelgate.core.governance.ports import PayloadConsent, PayloadQuery, PayloadRecord
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.core.serving.manifest import ModelManifest, PayloadLoggingSpec, parse_manifest

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.governance.payload_logger import PayloadLogger
-from modelgate.core.governance.payloads import PayloadConsent
+from modelgate.core.governance.ports import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.serving.manifest import parse_manifest

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelgate.core.governance.payloads import MAX_SUBJECT_LENGTH, PayloadConsent
+from modelgate.core.governance.payloads import MAX_SUBJECT_LENGTH
+from modelgate.core.governance.ports import PayloadConsent
 from modelgate.core.serving.manifest import PayloadLoggingSpec
 
 __all__ = [

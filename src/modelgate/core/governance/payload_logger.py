@@ -26,14 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from modelgate.core.governance.consent import LoggingTerms, logging_terms, subject_of
-from modelgate.core.governance.payloads import (
+from modelgate.core.governance.payloads import payload_document, payload_size, seal_document
+from modelgate.core.governance.ports import (
     PayloadCipher,
     PayloadConsent,
     PayloadRecord,
     PayloadStore,
-    payload_document,
-    payload_size,
-    seal_document,
 )
 from modelgate.core.serving.recording import BackgroundRecorder, Chore
 from modelgate.core.serving.request_context import current_request_id

@@ -16,15 +16,17 @@ from modelgate.core.access.ports import AuditLog, IdentityStore
 from modelgate.core.governance.payloads import (
     MAX_PURPOSE_LENGTH,
     MAX_SUBJECT_LENGTH,
+    associated_data,
+    exported,
+    open_payload,
+)
+from modelgate.core.governance.ports import (
     PayloadCipher,
     PayloadConsent,
     PayloadQuery,
     PayloadRecord,
     PayloadStore,
     SubjectData,
-    associated_data,
-    exported,
-    open_payload,
 )
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 

@@ -19,7 +19,8 @@ from typing import Any
 from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.governance.payloads import PayloadQuery, PayloadRecord, open_payload
+from modelgate.core.governance.payloads import open_payload
+from modelgate.core.governance.ports import PayloadQuery, PayloadRecord
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.feedback import FeedbackService
 from modelgate.core.monitoring.feedback_subjects import exported

@@ -15,7 +15,7 @@ __all__ = ["FeedbackSubjects", "exported"]
 
 class FeedbackSubjects:
     """A data subject's predictions and their feedback, erased and exported with the
-    payload logs (a :class:`~modelgate.core.governance.payloads.SubjectData`)."""
+    payload logs (a :class:`~modelgate.core.governance.ports.SubjectData`)."""
 
     name = "predictions"
 

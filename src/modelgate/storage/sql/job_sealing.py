@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from modelgate.core.governance.payloads import PayloadCipher
+from modelgate.core.governance.ports import PayloadCipher
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["JobItemSealer"]

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, false, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgate.core.governance.payloads import PayloadCipher
+from modelgate.core.governance.ports import PayloadCipher
 from modelgate.core.jobs.jobs import (
     ClaimedJob,
     Job,

@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable
 
 from modelgate.core.admission.quotas import QuotaAlert
-from modelgate.core.monitoring.alerts import AlertEvaluator, AlertSource
+from modelgate.core.monitoring.alerts import AlertEvaluator
 from modelgate.core.monitoring.concept import ConceptAlertSource, ConceptMonitor
 from modelgate.core.monitoring.monitor import DriftAlertSource, Monitor
+from modelgate.core.monitoring.ports import AlertSource
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.alerting import MetricsAlertSource, alert_sink, read_alert_rules
 from modelgate.observability.metrics import PrometheusMetrics

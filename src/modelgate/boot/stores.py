@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission.ports import QuotaCounter, RateLimiter
-from modelgate.core.serving.caching import ResultCache, ResultStore
-from modelgate.core.traffic.canary import CanaryWindows
+from modelgate.core.serving.caching import ResultCache
+from modelgate.core.serving.ports import ResultStore
+from modelgate.core.traffic.ports import CanaryWindows
 from modelgate.limits.quotas import FallbackQuotaCounter
 from modelgate.limits.resilient import FallbackRateLimiter
 from modelgate.limits.strikes import FallbackStrikeStore

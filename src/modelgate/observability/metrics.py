@@ -326,7 +326,7 @@ class PrometheusMetrics:
         self.anomalous_requests.labels(model, version, action).inc()
 
     def cache_event(self, model: str, event: str) -> None:
-        """The :class:`~modelgate.core.serving.caching.CacheObserver`. A model's first event makes
+        """The :class:`~modelgate.core.serving.ports.CacheObserver`. A model's first event makes
         all of its cache series (at 0), so that a ratio has both terms from the start."""
         child = self._cache_children.get((model, event))
         if child is None:

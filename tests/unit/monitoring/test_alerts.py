@@ -16,13 +16,8 @@ import orjson
 import pytest
 
 from modelgate.boot.alerts import build_alerts
-from modelgate.core.monitoring.alerts import (
-    DEFAULT_RULES,
-    AlertEvaluator,
-    AlertEvent,
-    AlertRule,
-    Reading,
-)
+from modelgate.core.monitoring.alerts import DEFAULT_RULES, AlertEvaluator, AlertEvent, AlertRule
+from modelgate.core.monitoring.ports import Reading
 from modelgate.notify.webhook import WebhookSender, signature
 from modelgate.observability.alerting import (
     MetricsAlertSource,

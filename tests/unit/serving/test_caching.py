@@ -17,14 +17,13 @@ from hypothesis.extra import numpy as hnp
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.caching import (
-    CachedResult,
     ResultCache,
     cache_directives,
     result_key,
     version_identity,
 )
 from modelgate.core.serving.manifest import parse_manifest
-from modelgate.core.serving.ports import Arrays, VersionSource
+from modelgate.core.serving.ports import Arrays, CachedResult, VersionSource
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.serving.requests import InferenceRequest
 from modelgate.core.serving.signature import RequestedOutput

@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelgate.core.monitoring.alerts import Reading
 from modelgate.core.monitoring.classification_metrics import (
     accuracy,
     auc_standard_error,
@@ -50,7 +49,7 @@ from modelgate.core.monitoring.classification_metrics import (
     expected_calibration_error,
     roc_auc,
 )
-from modelgate.core.monitoring.ports import FeedbackStore
+from modelgate.core.monitoring.ports import FeedbackStore, Reading
 from modelgate.core.monitoring.predictions import LabelQuery
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import read_reference

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.monitoring.alerts import Reading
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.monitoring.drift import ReferenceProfile, confidence
+from modelgate.core.monitoring.ports import Reading
 from modelgate.core.monitoring.reports import (
     Status,
     VersionReport,

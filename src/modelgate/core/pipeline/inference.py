@@ -34,10 +34,10 @@ from modelgate.core.admission.admission import Admission, rate_limit_details
 from modelgate.core.admission.ports import Decision, UsageSink
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.pipeline.spans import route_span, traced_runtime
-from modelgate.core.serving.caching import CachedResult, CacheTicket, ResultCache
+from modelgate.core.serving.caching import CacheTicket, ResultCache
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.manifest import ModelManifest
-from modelgate.core.serving.ports import InferenceObserver, Timing
+from modelgate.core.serving.ports import CachedResult, InferenceObserver, Timing, Tracer
 from modelgate.core.serving.registry import LoadedVersion, ModelRegistry
 from modelgate.core.serving.request_size import check_tokens
 from modelgate.core.serving.requests import (
@@ -54,7 +54,7 @@ from modelgate.core.serving.signature import (
     validate_inputs,
 )
 from modelgate.core.serving.tensors import Parameters, Tensor
-from modelgate.core.serving.tracing import Tracer, traced
+from modelgate.core.serving.tracing import traced
 from modelgate.core.traffic.routing import Choice, DeploymentRouter
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.core.serving.ports import Timing
+from modelgate.core.serving.ports import Timing, Tracer
 from modelgate.core.serving.registry import LoadedVersion
-from modelgate.core.serving.tracing import Tracer
 from modelgate.core.traffic.routing import Choice
 from modelgate.errors import ErrorKind, ModelgateError
 

@@ -8,13 +8,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from modelgate.core.serving.caching import CachedResult, CacheObserver
+from modelgate.core.serving.ports import CachedResult, CacheObserver
 
 __all__ = ["MemoryResultStore"]
 
 
 class MemoryResultStore:
-    """A :class:`~modelgate.core.serving.caching.ResultStore`; touched only on the event loop."""
+    """A :class:`~modelgate.core.serving.ports.ResultStore`; touched only on the event loop."""
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from modelgate.core.serving.caching import CachedResult
+from modelgate.core.serving.ports import CachedResult
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.limits.outage import Outage
 from modelgate.storage.redis.cache_codec import decode_result, encode_result
@@ -30,7 +30,7 @@ log = logging.getLogger("modelgate.cache")
 
 
 class RedisResultStore:
-    """A :class:`~modelgate.core.serving.caching.ResultStore` on Redis. ``close`` closes the
+    """A :class:`~modelgate.core.serving.ports.ResultStore` on Redis. ``close`` closes the
     client, which this store owns. At most ``max_pending`` writes wait; more are dropped."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The bytes a shared store keeps for one :class:`~modelgate.core.serving.caching.CachedResult`:
+"""The bytes a shared store keeps for one :class:`~modelgate.core.serving.ports.CachedResult`:
 ``MGR1``, a 4-byte little-endian length, a JSON header (times, rows, tokens, and per
 output its name, datatype, shape and byte length), then each output in Triton's raw
 layout (numbers little-endian and packed; BYTES as length-prefixed elements)."""
@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.serving.caching import CachedResult
+from modelgate.core.serving.ports import CachedResult
 from modelgate.core.serving.tensors import Tensor
 
 __all__ = ["decode_result", "encode_result"]

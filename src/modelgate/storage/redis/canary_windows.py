@@ -27,7 +27,7 @@ log = logging.getLogger("modelgate.deployments")
 
 
 class RedisCanaryWindows:
-    """The :class:`~modelgate.core.traffic.canary.CanaryWindows` port on Redis. ``close`` closes
+    """The :class:`~modelgate.core.traffic.ports.CanaryWindows` port on Redis. ``close`` closes
     the client, which this store owns."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = "modelgate:") -> None:

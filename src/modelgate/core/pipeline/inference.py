@@ -269,10 +269,10 @@ class InferenceService:
     ) -> Choice | None:
         """NOT_FOUND unless the principal may infer with the version that answers; the
         route, dropped when its version is gone and the default answered."""
-        if choice is not None and str(loaded.version) != choice.version:
-            return None  # the deployment's version is gone: the default answered
         if principal is not None:
             require_model(principal, loaded.manifest, request.version, Scope.INFER)
+        if choice is not None and str(loaded.version) != choice.version:
+            return None  # the deployment's version is gone: the default answered
         return choice
 
     def _deadline(self, request: InferenceRequest) -> float | None:

@@ -135,8 +135,8 @@ async def measure(
     redis_url: str | None = None,
     redis_prefix: str | None = None,
 ) -> dict[str, float]:
-    from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
-    from modelgate.bootstrap import build_components
+    from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
+    from modelgate.boot.serving import build_components
     from modelgate.core.serving.signature import validate_inputs as _validate
     from modelgate.settings import Settings
 

@@ -1,7 +1,7 @@
 """modelgate: serve AI models as a production API.
 
 The package keeps its import light: importing ``modelgate`` pulls in no web, gRPC or runtime
-library. The server is built by :mod:`modelgate.bootstrap` and run by :mod:`modelgate.server`.
+library. The server is built by :mod:`modelgate.boot` and run by :mod:`modelgate.server`.
 """
 
 __version__ = "0.1.0"

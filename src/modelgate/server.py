@@ -24,7 +24,8 @@ from typing import Any
 import uvicorn
 
 from modelgate.api.rest.http_protocol import limited_protocol
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components, build_grpc_server
 from modelgate.observability.logs import configure_logging
 from modelgate.settings import Settings
 
@@ -71,33 +72,11 @@ class Server:
         settings = self.settings
         self.components = components = build_components(settings)
         await components.open()
-        import grpc
-
-        from modelgate.api.grpc.build import (  # grpc only when serving
-            GrpcConnectionLimits,
-            create_grpc_server,
-        )
-
-        self._grpc = create_grpc_server(
-            components.service,
-            max_message_bytes=settings.grpc_max_message_bytes,
-            max_elements=settings.max_elements,
-            authenticator=components.authenticator,
-            abuse=components.abuse,
-            reuse_port=self._reuse_port,
-            limits=GrpcConnectionLimits(
-                max_metadata_bytes=settings.grpc_max_metadata_bytes,
-                max_connection_idle_s=settings.grpc_max_connection_idle_seconds,
-                max_concurrent_streams=settings.grpc_max_concurrent_streams,
-                max_connections=settings.grpc_max_connections,
-                handshake_timeout_s=settings.grpc_handshake_timeout_seconds,
-            ),
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-            tracer=components.tracer,
-            requests=components.requests,
-        )
+        self._grpc = build_grpc_server(settings, components, reuse_port=self._reuse_port)
         address = f"{settings.host}:{settings.grpc_port}"
         if settings.tls_certfile and settings.tls_keyfile:
+            import grpc  # grpc only when serving
+
             credentials = grpc.ssl_server_credentials(
                 [(settings.tls_keyfile.read_bytes(), settings.tls_certfile.read_bytes())]
             )
@@ -107,6 +86,7 @@ class Server:
         await self._grpc.start()
         if components.announcer is not None and settings.node_address is None:
             components.announcer.use_port(self.grpc_port)
+        assert components.rest_app is not None
         config = uvicorn.Config(
             components.rest_app,
             host=settings.host,

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     #: how long a replica trusts a looked-up key: revocation takes effect within this time
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: while the database fails, a key that was valid when last looked up keeps working this
+    #: long after its cache entry expired (never an unknown, revoked or expired key); 0: never
+    key_stale_if_error_seconds: float = Field(default=300.0, ge=0, le=86_400)
     #: JWT bearer tokens are accepted when an issuer is set: their ``iss`` and ``aud`` must
     #: match, signed (RS256/ES256) by a key from ``jwt_jwks_url`` or ``jwt_public_keys``
     jwt_issuer: str | None = None

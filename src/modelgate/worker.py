@@ -1,7 +1,8 @@
 """The job worker process: ``run_worker()`` -> :class:`WorkerProcess` with ``startup`` /
 ``main_loop`` / ``shutdown``, like the server, without ports.
 
-It builds the same components as a server (bootstrap), so it loads models like a node and
+It builds the same core components as a server, without the protocol adapters
+(:func:`~modelgate.boot.components.build_core_components`), so it loads models like a node and
 runs each job's inferences through the same :class:`InferenceService` (authorization,
 admission, limits, quotas, metering), then claims jobs from the database until SIGTERM or
 SIGINT. On a clean stop the jobs it runs go back to the queue at once; a killed worker's
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import signal
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components, build_core_components
 from modelgate.observability.logs import configure_logging
 from modelgate.settings import Settings
 
@@ -39,7 +40,7 @@ class WorkerProcess:
             await self.shutdown()
 
     async def startup(self) -> None:
-        self.components = components = build_components(self.settings)
+        self.components = components = build_core_components(self.settings)
         assert components.jobs is not None
         if self.worker_id:
             components.jobs.worker.worker_id = self.worker_id

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.access.identity import Plan, Tenant
 from modelgate.identity.jwt import TokenIssuer, generate_signing_key
 from modelgate.settings import Settings

@@ -18,7 +18,8 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.serving.request_size import token_counter
 from modelgate.settings import Settings
 

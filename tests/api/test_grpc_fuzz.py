@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
 from modelgate.api.grpc.servicer import GrpcInferenceServicer
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS
 

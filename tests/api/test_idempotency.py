@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from modelgate.bootstrap import Components, build_components
-from modelgate.core.access.idempotency import IdempotencyRecord, request_hash
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
+from modelgate.core.admission.idempotency import request_hash
+from modelgate.core.admission.ports import IdempotencyRecord
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 from modelgate.storage.sql.schema import idempotency_keys

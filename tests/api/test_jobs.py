@@ -27,7 +27,8 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.access.keys import issue_key
 from modelgate.core.jobs.worker import JobWorker

@@ -142,7 +142,7 @@ async def world(
         await _key(keys, store, "sneaky", "ten_acme", "infer", "models:write", "models:configure")
         await _key(keys, store, "globex", "ten_globex", "infer", "models:read")
         # the tests below load and unload acme's model back to back (paced: test_pacing)
-        server.components.service.control.tenant_change_interval_s = 0
+        server.components.service.catalog.control.tenant_change_interval_s = 0
         yield World(server, keys, root, marker, root / "evil.py")
 
 
@@ -414,7 +414,7 @@ async def test_a_tenant_loads_or_unloads_a_model_at_most_once_every_interval(
     """Each load builds and warms sessions on the CPU every tenant shares: a tenant's own
     model is paced (429 / RESOURCE_EXHAUSTED with Retry-After); operators are not."""
     assert world.server.components is not None
-    control = world.server.components.service.control
+    control = world.server.components.service.catalog.control
     control.tenant_change_interval_s = 30.0
     try:
         assert await load(world, "rest", "acme", OWN) == (200, "")

@@ -19,7 +19,8 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.monitoring.alerts import SERVER_ERRORS
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS, ROOT

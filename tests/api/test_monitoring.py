@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.demo import credit_risk
 from modelgate.settings import Settings
 

@@ -19,8 +19,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from modelgate.bootstrap import Components, build_components
-from modelgate.core.governance.payloads import PayloadQuery, PayloadRecord
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
+from modelgate.core.governance.ports import PayloadQuery, PayloadRecord
 from modelgate.core.governance.redaction import pseudonym
 from modelgate.settings import Settings
 from modelgate.storage.sql.schema import payload_consents, payload_logs

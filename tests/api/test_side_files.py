@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelgate import cli
-from modelgate.bootstrap import build_components
+from modelgate.boot.serving import build_components
 from modelgate.demo import credit_risk
 from modelgate.settings import Settings
 

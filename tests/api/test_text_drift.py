@@ -13,7 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.demo.sentences import REFERENCE_SENTENCES, generated_sentences
 from modelgate.settings import Settings
 

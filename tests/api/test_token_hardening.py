@@ -18,7 +18,8 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
-from modelgate.bootstrap import Components, build_components
+from modelgate.boot.components import Components
+from modelgate.boot.serving import build_components
 from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.access.keys import issue_key
 from modelgate.identity.jwt import generate_signing_key

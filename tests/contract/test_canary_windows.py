@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from modelgate.cluster.canary_windows import RedisCanaryWindows
 from modelgate.core.traffic.canary import StepWindow, merge
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.redis import create_redis_client
+from modelgate.storage.redis.canary_windows import RedisCanaryWindows
+from modelgate.storage.redis.client import create_redis_client
 from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.asyncio

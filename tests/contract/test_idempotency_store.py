@@ -12,12 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelgate.core.access.idempotency import (
-    IdempotencyRecord,
-    IdempotencyService,
-    IdempotencyStore,
-    StoredAnswer,
-)
+from modelgate.core.admission.idempotency import IdempotencyService
+from modelgate.core.admission.ports import IdempotencyRecord, IdempotencyStore, StoredAnswer
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.crypto import AesGcmCipher
 from modelgate.storage.memory.idempotency import MemoryIdempotencyStore

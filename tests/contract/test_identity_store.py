@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.access.identity import ApiKeyRecord, IdentityStore, Plan, Tenant
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
+from modelgate.core.access.ports import IdentityStore
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.identity import MemoryIdentityStore
 from modelgate.storage.sql.identity import SqlIdentityStore

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import redis
 
-from modelgate.cluster import directory as directory_module
-from modelgate.cluster.directory import RedisNodeDirectory
-from modelgate.limits.redis import create_redis_client
+from modelgate.storage.redis import node_directory as directory_module
+from modelgate.storage.redis.client import create_redis_client
+from modelgate.storage.redis.node_directory import RedisNodeDirectory
 from tests.conftest import REDIS_URL
-from tests.unit.test_cluster import MANIFEST
+from tests.unit.gateway.test_cluster import MANIFEST
 
 pytestmark = pytest.mark.asyncio
 

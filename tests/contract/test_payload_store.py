@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.governance.payloads import (
+from modelgate.core.governance.ports import (
     PayloadConsent,
     PayloadQuery,
     PayloadRecord,

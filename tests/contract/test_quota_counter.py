@@ -17,10 +17,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission.quotas import QuotaCharge, QuotaCounter
+from modelgate.core.admission.ports import QuotaCharge, QuotaCounter
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.quotas import FallbackQuotaCounter, MemoryQuotaCounter, RedisQuotaCounter
-from modelgate.limits.redis import create_redis_client
+from modelgate.limits.quotas import FallbackQuotaCounter
+from modelgate.storage.memory.quotas import MemoryQuotaCounter
+from modelgate.storage.redis.client import create_redis_client
+from modelgate.storage.redis.quotas import RedisQuotaCounter
 from tests.conftest import REDIS_URL
 
 DAY = 86400.0

@@ -25,11 +25,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelgate.core.admission.limits import RateLimiter
+from modelgate.core.admission.ports import RateLimiter
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.memory import MemoryRateLimiter
-from modelgate.limits.redis import RedisRateLimiter, create_redis_client
 from modelgate.limits.resilient import FallbackRateLimiter
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
+from modelgate.storage.redis.client import create_redis_client
+from modelgate.storage.redis.rate_limits import RedisRateLimiter
 from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +200,8 @@ async def test_two_redis_clients_share_one_limit(redis_prefix: str) -> None:
 
 _HAMMER = """
 import asyncio, sys
-from modelgate.limits.redis import RedisRateLimiter, create_redis_client
+from modelgate.storage.redis.client import create_redis_client
+from modelgate.storage.redis.rate_limits import RedisRateLimiter
 
 async def main(url, prefix, hits, limit, window):
     client = create_redis_client(url, connect_timeout_s=1, read_timeout_s=2)

@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy, StrikeStore
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
+from modelgate.core.admission.ports import StrikeStore
 from modelgate.errors import ErrorKind, ModelgateError
-from modelgate.limits.redis import create_redis_client
-from modelgate.limits.redis_strikes import RedisStrikeStore
-from modelgate.limits.strikes import FallbackStrikeStore, MemoryStrikeStore
+from modelgate.limits.strikes import FallbackStrikeStore
+from modelgate.storage.memory.strikes import MemoryStrikeStore
+from modelgate.storage.redis.client import create_redis_client
+from modelgate.storage.redis.strikes import RedisStrikeStore
 from tests.conftest import REDIS_URL
 
 LONG_WINDOW_S = 600.0

@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelgate.bootstrap import build_components
+from modelgate.boot.serving import build_components
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS, ROOT
 

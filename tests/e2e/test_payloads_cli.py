@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.bootstrap import build_payload_logger, build_state
+from modelgate.boot.listeners import build_payload_logger
+from modelgate.boot.state import build_state
 from modelgate.core.access.identity import Plan, Principal, Tenant
-from modelgate.core.governance.payloads import PayloadConsent
+from modelgate.core.governance.ports import PayloadConsent
 from modelgate.core.governance.redaction import pseudonym
-from modelgate.core.serving.inference import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import parse_manifest
+from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
 from modelgate.settings import Settings
 from modelgate.storage.sql.engine import migrate

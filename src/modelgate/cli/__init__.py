@@ -1,7 +1,8 @@
 """The ``modelgate`` command, one module per command group: ``root`` (``serve``,
-``models``, ``monitor`` and the app that gathers the groups), ``admin`` (plans, tenants,
-keys, usage, prices, audit, payloads), ``deployments``, ``feedback``, ``jobs`` (and
-``worker``), ``profile``.
+``models``, ``monitor`` and the app that gathers the groups), ``access`` (plans, tenants,
+keys), ``audit``, ``usage`` (and prices), ``privacy`` (payloads, subjects), ``deployments``,
+``feedback``, ``jobs`` (and ``worker``), ``profile``; ``operator`` is what the commands that
+act on the database share.
 
 ``app`` and ``main`` are the entry points (``modelgate = "modelgate.cli:main"``)."""
 

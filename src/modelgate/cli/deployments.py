@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from modelgate.cli.admin import ConfigOption, _operator, _run, console
+from modelgate.cli.operator import ConfigOption, console, operator_principal, run_on_database
 from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment, Shadow, Variant
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.routing import DeploymentRouter
@@ -46,7 +46,7 @@ def _with_service(config: str | None, work: Callable[[DeploymentService], Awaita
         )
         return await work(service)
 
-    return _run(config, run)
+    return run_on_database(config, run)
 
 
 def _show(deployment: Deployment, as_json: bool) -> None:
@@ -81,7 +81,7 @@ def _show(deployment: Deployment, as_json: bool) -> None:
 @deployments_app.command("show")
 def show(model: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """The model's deployment."""
-    found = _with_service(config, lambda s: s.get(_operator(), model))
+    found = _with_service(config, lambda s: s.get(operator_principal(), model))
     if found is None:
         console.print(f"model '{model}' has no deployment: its manifest's default version serves")
         raise typer.Exit(1)
@@ -141,7 +141,7 @@ def set_deployment(
     except ModelgateError as exc:
         console.print(f"[red]{exc.kind.value}:[/] {exc.message}")
         raise typer.Exit(1) from None
-    _show(_with_service(config, lambda s: s.put(_operator(), spec)), as_json)
+    _show(_with_service(config, lambda s: s.put(operator_principal(), spec)), as_json)
 
 
 @deployments_app.command("promote")
@@ -154,10 +154,10 @@ def promote(
     config: ConfigOption = None,
 ) -> None:
     """Make the canary (or --version) the default; ends any split or canary."""
-    _show(_with_service(config, lambda s: s.promote(_operator(), model, version)), as_json)
+    _show(_with_service(config, lambda s: s.promote(operator_principal(), model, version)), as_json)
 
 
 @deployments_app.command("rollback")
 def rollback(model: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """End the split or canary: the default version takes all traffic again."""
-    _show(_with_service(config, lambda s: s.rollback(_operator(), model)), as_json)
+    _show(_with_service(config, lambda s: s.rollback(operator_principal(), model)), as_json)

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from modelgate.cli.admin import ConfigOption, _operator, _run, console
+from modelgate.cli.operator import ConfigOption, console, operator_principal, run_on_database
 from modelgate.core.admission.usage import parse_instant
-from modelgate.core.governance.datasets import export_training_rows
+from modelgate.core.monitoring.datasets import export_training_rows
 
 __all__ = ["feedback_app"]
 
@@ -85,7 +85,7 @@ def feedback_export(
             return export_training_rows(
                 state.feedback_service,
                 state.payload_service,
-                _operator(),
+                operator_principal(),
                 write,
                 model=model,
                 version=version,
@@ -95,7 +95,7 @@ def feedback_export(
             )
 
         try:
-            count = _run(config, export)
+            count = run_on_database(config, export)
             if format is Format.parquet:
                 progress.update(task, description=f"{count} rows: writing Parquet")
                 _write_parquet(rows, out)

@@ -12,20 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from modelgate import __version__
-from modelgate.cli.admin import (
-    audit_app,
-    keys_app,
-    payloads_app,
-    plans_app,
-    prices_app,
-    subjects_app,
-    tenants_app,
-    usage_app,
-)
+from modelgate.cli.access import keys_app, plans_app, tenants_app
+from modelgate.cli.audit import audit_app
 from modelgate.cli.deployments import deployments_app
 from modelgate.cli.feedback import feedback_app
 from modelgate.cli.jobs import jobs_app, worker
+from modelgate.cli.privacy import payloads_app, subjects_app
 from modelgate.cli.profile import profile
+from modelgate.cli.usage import prices_app, usage_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
 models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")

@@ -23,7 +23,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.api.grpc.codec import contents_array, decode_parameters
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.gateway.cluster import NodeAnswer, NodeInfo
+from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo
 from modelgate.core.serving.tensors import datatype_of
 from modelgate.errors import ErrorKind, ModelgateError
 

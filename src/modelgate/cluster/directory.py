@@ -1,16 +1,11 @@
-"""Where a gateway finds its nodes: Redis (nodes announce themselves) or a static list.
+"""``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
+(``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
+Each refresh asks every address ``ServerReady`` and ``RepositoryIndex``; a model version's
+signature comes from ``ModelMetadata`` (asked once per version). An address that does not
+answer is left out until it does.
 
-**Redis**: each node writes its announcement (JSON: id, address, hardware, memory, models
-with their manifests, draining) to ``{prefix}node:{id}`` with a time to live, and writes it
-again every heartbeat; on a clean shutdown it first marks itself draining, then deletes the
-key. A node that dies stops renewing the key and drops out within the TTL (its breaker has
-usually opened long before). Gateways read every announcement each refresh (one ``SCAN``
-and one ``MGET``).
-
-**Static** (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer
-included. Each refresh asks every address ``ServerReady`` and ``RepositoryIndex``; a model
-version's signature comes from ``ModelMetadata`` (asked once per version). An address that
-does not answer is left out until it does.
+Nodes that announce themselves do so in Redis:
+:class:`~modelgate.storage.redis.node_directory.RedisNodeDirectory`.
 """
 
 from __future__ import annotations
@@ -20,68 +15,14 @@ import logging
 from typing import Any
 
 import grpc
-import orjson
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.gateway.cluster import NodeInfo, parse_node
+from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 
-__all__ = ["RedisNodeDirectory", "StaticNodeDirectory", "node_key"]
+__all__ = ["StaticNodeDirectory"]
 
 log = logging.getLogger("modelgate.cluster")
-
-
-def node_key(prefix: str, node_id: str) -> str:
-    return f"{prefix}node:{node_id}"
-
-
-class RedisNodeDirectory:
-    """Announcements in Redis: written by nodes (:meth:`announce`), read by gateways."""
-
-    def __init__(self, client: Any, *, prefix: str, ttl_s: float = 6.0):
-        self.client = client
-        self.prefix = prefix
-        self.ttl_ms = max(int(ttl_s * 1000), 1)
-        self._broken: set[bytes] = set()  # keys already logged as unreadable
-        #: each key's last announcement and what it parsed to: a node re-announces the
-        #: same document every heartbeat, and a gateway reads them all every refresh
-        self._parsed: dict[bytes, tuple[bytes, NodeInfo]] = {}
-
-    async def announce(self, document: dict[str, Any]) -> None:
-        await self.client.set(
-            node_key(self.prefix, str(document["id"])), orjson.dumps(document), px=self.ttl_ms
-        )
-
-    async def leave(self, node_id: str) -> None:
-        await self.client.delete(node_key(self.prefix, node_id))
-
-    async def nodes(self) -> list[NodeInfo]:
-        keys = [key async for key in self.client.scan_iter(match=f"{self.prefix}node:*", count=200)]
-        if not keys:
-            return []
-        found = []
-        parsed: dict[bytes, tuple[bytes, NodeInfo]] = {}
-        for key, value in zip(keys, await self.client.mget(keys), strict=True):
-            if value is None:  # expired between SCAN and MGET
-                continue
-            known = self._parsed.get(key)
-            if known is not None and known[0] == value:
-                info = known[1]
-            else:
-                try:
-                    info = parse_node(orjson.loads(value))
-                except (ValueError, orjson.JSONDecodeError) as exc:
-                    if key not in self._broken:
-                        self._broken.add(key)
-                        log.warning("ignoring the node announcement %r: %s", key, exc)
-                    continue
-            parsed[key] = (value, info)
-            found.append(info)
-        self._parsed = parsed
-        return found
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 class StaticNodeDirectory:

@@ -16,9 +16,9 @@ import logging
 import os
 from typing import Any
 
-from modelgate.cluster.directory import RedisNodeDirectory
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ModelgateError
+from modelgate.storage.redis.node_directory import RedisNodeDirectory
 
 __all__ = ["NodeAnnouncer", "detect_hardware", "total_memory_bytes"]
 

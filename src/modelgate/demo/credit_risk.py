@@ -199,7 +199,10 @@ def evaluate(estimator: Any, validation: Dataset) -> dict[str, float]:
     the validation split."""
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-    from modelgate.core.monitoring.concept import brier_score, expected_calibration_error
+    from modelgate.core.monitoring.classification_metrics import (
+        brier_score,
+        expected_calibration_error,
+    )
 
     probabilities = estimator.predict_proba(validation.features)[:, 1]
     return {

@@ -1,4 +1,4 @@
-"""The :class:`~modelgate.core.access.authentication.TokenVerifier` for JWT bearer tokens.
+"""The :class:`~modelgate.core.access.ports.TokenVerifier` for JWT bearer tokens.
 
 Who may be an operator: a token signed by modelgate's own issuer (``POST /oauth/token``)
 carries the scopes of the API key it was traded for, a subset checked at issue, so it keeps
@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate.core.access.authentication import TokenIdentity
 from modelgate.core.access.identity import Scope
-from modelgate.identity.jwt import JwtVerifier, claims_to_identity, looks_like_jwt
+from modelgate.core.access.ports import TokenIdentity
+from modelgate.identity.jwt import JwtVerifier, looks_like_jwt
+from modelgate.identity.jwt_claims import claims_to_identity
 
 __all__ = ["TENANT_SCOPES", "JwtTokenVerifier", "parse_operator_claim"]
 

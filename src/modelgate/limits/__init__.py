@@ -1,13 +1,13 @@
-"""Rate-limiter backends behind the :class:`~modelgate.core.admission.limits.RateLimiter` port.
+"""The admission logic the limit stores share, whatever holds the counts.
 
-One module per backend, all sharing the GCRA arithmetic of :mod:`.gcra`:
-
-- :mod:`.memory`: ``MemoryRateLimiter``, in-process (embedded mode, and the per-replica cap
-  while Redis is down);
-- :mod:`.redis`: ``RedisRateLimiter``, one Lua script per check, so the limit holds across
-  replicas; imports ``redis`` only when chosen;
+- :mod:`.gcra`: the GCRA arithmetic every rate limiter uses (in memory and in Redis's Lua);
 - :mod:`.resilient`: ``FallbackRateLimiter``, the policy for an unreachable store (fail
-  open to a local limiter, or fail closed).
+  open to a local limiter, or fail closed);
+- :mod:`.quotas`: ``FallbackQuotaCounter``, the same policy for quota counters;
+- :mod:`.strikes`: ``FallbackStrikeStore``, counting abuse strikes locally while the shared
+  store is down;
+- :mod:`.outage`: when a failed shared store is asked again.
 
-This package imports nothing on its own: pick the module of the backend you use.
+The backends themselves are in :mod:`modelgate.storage.memory` and
+:mod:`modelgate.storage.redis`. This package imports nothing on its own.
 """

@@ -9,7 +9,7 @@ a hit of ``cost`` units is admitted iff::
 
 so ``limit`` units pass at once from an empty (or absent) key, then ``limit / window`` per
 second. A refused hit leaves the TAT unchanged. The Redis backend runs the same formula in
-Lua (:mod:`.redis`); both build their :class:`Decision` here.
+Lua (:mod:`modelgate.storage.redis.rate_limits`); both build their :class:`Decision` here.
 
 The TAT is kept in two parts, a whole number of clock ticks and a fraction of a tick
 (:func:`split_tat`, :func:`backlog_of`), so its precision does not depend on the magnitude
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from modelgate.core.admission.limits import Decision
+from modelgate.core.admission.ports import Decision
 from modelgate.errors import invalid
 
 __all__ = ["TOLERANCE", "admit", "backlog_of", "check_arguments", "decide", "split_tat"]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from modelgate.core.admission.limits import Decision, RateLimiter
+from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.limits import gcra
 from modelgate.limits.outage import Outage
 
@@ -33,7 +33,7 @@ FailureMode = Literal["open", "closed"]
 
 
 class FallbackRateLimiter:
-    """A :class:`~modelgate.core.admission.limits.RateLimiter` that asks ``primary`` and,
+    """A :class:`~modelgate.core.admission.ports.RateLimiter` that asks ``primary`` and,
     while it is unavailable, applies ``mode``. ``degraded`` is true from a failure until the next
     success of the primary (for metrics and health). ``close`` closes both limiters."""
 

@@ -25,9 +25,9 @@ from modelgate.core.monitoring.alerts import (
     SERVER_ERRORS,
     AlertEvent,
     AlertRule,
-    Reading,
     parse_rules,
 )
+from modelgate.core.monitoring.ports import Reading
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.metrics import PrometheusMetrics
 
@@ -50,7 +50,7 @@ class _Totals:
 
 
 class MetricsAlertSource:
-    """An :class:`~modelgate.core.monitoring.alerts.AlertSource` over the core's request
+    """An :class:`~modelgate.core.monitoring.ports.AlertSource` over the core's request
     metrics, per model (every version and tenant together): ``latency_p<NN>`` (seconds, interpolated
     in the latency histogram's buckets like PromQL's ``histogram_quantile``), ``error_rate`` (the
     share of requests that ended in a :data:`~modelgate.core.monitoring.alerts.SERVER_ERRORS`

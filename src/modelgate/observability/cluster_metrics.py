@@ -22,7 +22,7 @@ __all__ = ["ClusterMetrics"]
 
 
 class ClusterMetrics:
-    """The :class:`~modelgate.core.gateway.cluster.ClusterObserver` in production."""
+    """The :class:`~modelgate.core.gateway.ports.ClusterObserver` in production."""
 
     def __init__(
         self,

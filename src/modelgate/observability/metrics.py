@@ -3,7 +3,8 @@
 Recording on the request path is a dictionary lookup and a few adds: label children are
 cached per model version (batches, queue) and per (model, version, tenant) (requests).
 What is state rather than events (models loaded, requests in flight, the usage backlog,
-degraded stores) is read when ``/metrics`` is scraped, at no cost per request.
+degraded stores) is read when ``/metrics`` is scraped, at no cost per request
+(:mod:`modelgate.observability.state_metrics`).
 
 Metric names (all prefixed ``modelgate_``), with their labels:
 
@@ -56,12 +57,13 @@ of further tenants are counted under ``tenant="_other"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelgate.observability.state_metrics import StateCollector
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
@@ -92,7 +94,6 @@ _LATENCY = (
     10.0,
 )
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-_STATES = ("READY", "LOADING", "UNLOADING", "UNAVAILABLE")
 #: the core says "ok"; the metric keeps Triton's word, as the statistics do
 _STATUS_LABEL = {"ok": "success"}
 
@@ -247,7 +248,7 @@ class PrometheusMetrics:
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
         for kind in ("key", "address"):  # known up front: their series exist from the start
             self.abuse_blocks.labels(kind)
-        self._state = _StateCollector()
+        self._state = StateCollector()
         self.registry.register(self._state)
 
     def track(
@@ -325,7 +326,7 @@ class PrometheusMetrics:
         self.anomalous_requests.labels(model, version, action).inc()
 
     def cache_event(self, model: str, event: str) -> None:
-        """The :class:`~modelgate.core.serving.caching.CacheObserver`. A model's first event makes
+        """The :class:`~modelgate.core.serving.ports.CacheObserver`. A model's first event makes
         all of its cache series (at 0), so that a ratio has both terms from the start."""
         child = self._cache_children.get((model, event))
         if child is None:
@@ -371,105 +372,3 @@ class RecordKeeper(Protocol):
     def pending(self) -> int: ...
 
     def not_kept(self) -> dict[str, int]: ...
-
-
-class _StateCollector:
-    """Reads what :meth:`PrometheusMetrics.track` was given, at each scrape."""
-
-    def __init__(self) -> None:
-        self.registry: ModelRegistry | None = None
-        self.admission: Admission | None = None
-        self.usage: UsageRecorder | None = None
-        self.records: tuple[tuple[str, RecordKeeper], ...] = ()
-
-    def collect(self) -> Iterator[Metric]:
-        if self.registry is not None:
-            yield from self._models(self.registry)
-        admission = self.admission
-        if admission is not None:
-            yield GaugeMetricFamily(
-                "modelgate_inflight_requests", "Inference requests running", admission.inflight
-            )
-            if admission.max_inflight is not None:
-                yield GaugeMetricFamily(
-                    "modelgate_max_inflight_requests",
-                    "Inference requests that may run before the lowest priority is shed",
-                    admission.max_inflight,
-                )
-            degraded = GaugeMetricFamily(
-                "modelgate_store_degraded",
-                "1 while a shared store is unreachable and its fallback answers",
-                labels=("store",),
-            )
-            stores: list[tuple[str, object]] = [("rate_limiter", admission.limiter)]
-            if admission.quotas is not None:
-                stores.append(("quota_counter", admission.quotas.counter))
-            for name, store in stores:
-                # the Fallback* stores say so; a store in memory is never degraded
-                degraded.add_metric((name,), 1 if getattr(store, "degraded", False) else 0)
-            yield degraded
-        if self.usage is not None:
-            yield GaugeMetricFamily(
-                "modelgate_usage_pending_groups",
-                "Usage sums waiting to be written",
-                self.usage.pending,
-            )
-            yield CounterMetricFamily(
-                "modelgate_usage_dropped_requests",
-                "Requests whose usage was lost (backlog full, or refused by the store)",
-                self.usage.dropped,
-            )
-        if self.records:
-            pending = GaugeMetricFamily(
-                "modelgate_records_pending_rows",
-                "Rows a recorder holds, not written yet",
-                labels=("recorder",),
-            )
-            not_kept = CounterMetricFamily(
-                "modelgate_records_not_kept_rows",
-                "Rows a recorder did not keep, by reason",
-                labels=("recorder", "reason"),
-            )
-            for name, keeper in self.records:
-                pending.add_metric((name,), keeper.pending)
-                for reason, rows in sorted(keeper.not_kept().items()):
-                    not_kept.add_metric((name, reason), rows)
-            yield pending
-            yield not_kept
-
-    @staticmethod
-    def _models(registry: ModelRegistry) -> Iterator[Metric]:
-        state = GaugeMetricFamily(
-            "modelgate_model_state",
-            "1 for the current state of each model version",
-            labels=("model", "version", "state"),
-        )
-        models: dict[str, None] = {}  # models with a version loaded, in order
-        for row in registry.index():
-            version = row.get("version", "")
-            if version:
-                models[row["name"]] = None
-            for name in _STATES:
-                state.add_metric((row["name"], version, name), 1 if row["state"] == name else 0)
-        yield state
-        artifacts = GaugeMetricFamily(
-            "modelgate_model_artifact_bytes",
-            "Bytes of a loaded version's files (the memory budget's estimate)",
-            labels=("model", "version"),
-        )
-        for model in models:
-            for each in registry.versions(model):
-                artifacts.add_metric((model, str(each.version)), each.size_bytes)
-        yield artifacts
-        yield GaugeMetricFamily(
-            "modelgate_models_loaded_bytes",
-            "Bytes of every loaded version's files",
-            registry.memory_bytes(),
-        )
-        budget = registry.policy.memory_budget_bytes
-        if budget is not None:
-            yield GaugeMetricFamily(
-                "modelgate_models_memory_budget_bytes",
-                "Loaded artifacts beyond this are unloaded, least recently used first",
-                budget,
-            )

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from modelgate import __version__
-from modelgate.core.serving.tracing import AttributeValue
+from modelgate.core.serving.ports import AttributeValue
 from modelgate.observability.logs import logged_path
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ _epoch_ns = _Clock().epoch_ns
 
 
 class OtelSpan:
-    """The core's :class:`~modelgate.core.serving.tracing.Span` over an SDK span."""
+    """The core's :class:`~modelgate.core.serving.ports.Span` over an SDK span."""
 
     __slots__ = ("_span",)
 
@@ -196,7 +196,7 @@ class RequestSpan:
 
 class OtelTracer:
     """Spans on an OpenTelemetry SDK tracer provider: the core's
-    :class:`~modelgate.core.serving.tracing.Tracer`, the adapters' request spans, and the trace
+    :class:`~modelgate.core.serving.ports.Tracer`, the adapters' request spans, and the trace
     context of outbound calls."""
 
     def __init__(self, provider: TracerProvider):

@@ -1,4 +1,4 @@
-"""``AesGcmCipher``: the :class:`~modelgate.core.governance.payloads.PayloadCipher` behind logged
+"""``AesGcmCipher``: the :class:`~modelgate.core.governance.ports.PayloadCipher` behind logged
 payloads, AES-GCM (``cryptography``) with named keys.
 
 Each row stores the id of the key that sealed it and a random 96-bit nonce. Rotation: add

@@ -1,20 +1,22 @@
 """``/admin``: plans, tenants, keys, the audit trail, usage and prices over HTTP, for the
 principal that calls (``Authorization: Bearer`` / ``x-api-key``, always required here, whatever
 ``MODELGATE_AUTH`` says). The interactive docs at ``/admin/docs`` load their assets from
-modelgate itself, so they work with no internet."""
+modelgate itself, so they work with no internet.
+
+This module builds the app (who calls, the error shape) and holds the plan, tenant, key,
+audit and quota routes; each optional group adds its own: ``usage.py`` (usage, prices),
+``privacy.py`` (payload logging, data subjects), ``monitoring.py``, ``deployments.py``."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run
 # time, and `Caller` is a local alias (it closes over this app's authenticator).
 
-from collections.abc import Callable
-from dataclasses import asdict
 from datetime import timedelta
 from math import isfinite
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -22,42 +24,38 @@ from starlette.routing import Match
 from modelgate import __version__
 from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
+from modelgate.api.admin.monitoring import add_monitoring_routes
 from modelgate.api.admin.openapi import install_openapi
+from modelgate.api.admin.privacy import add_privacy_routes
 from modelgate.api.admin.schemas import (
     INT64_MAX,
     AuditOut,
     CreatedKeyOut,
     KeyBody,
     KeyOut,
-    PayloadLoggingBody,
-    PayloadLoggingOut,
     PlanBody,
     PlanOut,
-    PriceBody,
-    PriceOut,
     QuotaOut,
     RotateBody,
-    SubjectErasureOut,
     TenantBody,
     TenantOut,
-    UsageOut,
-    UsageRowOut,
     VerifyOut,
 )
+from modelgate.api.admin.usage import add_usage_routes
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.idempotency import IdempotencyService
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.access.tenancy import CreatedKey, TenancyService
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.core.admission.quotas import Quotas
-from modelgate.core.admission.usage import UsageQuery, UsageService
+from modelgate.core.admission.usage import UsageService
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.monitor import Monitor
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ModelgateError
@@ -74,7 +72,7 @@ def build_admin_app(
     abuse: AbuseGuard | None = None,
     quotas: Quotas | None = None,
     payloads: PrivacyService | None = None,
-    monitoring: tuple[InferenceService, Monitor] | None = None,
+    monitoring: tuple[ModelCatalog, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
     idempotency: IdempotencyService | None = None,
@@ -251,11 +249,11 @@ def build_admin_app(
         )
 
     if usage is not None:
-        _add_usage_routes(app, usage, currency, Caller, ip)
+        add_usage_routes(app, usage, currency, Caller, ip)
     if payloads is not None:
-        _add_payload_routes(app, payloads, Caller, ip)
+        add_privacy_routes(app, payloads, Caller, ip)
     if monitoring is not None:
-        _add_monitoring_routes(app, *monitoring, Caller, concept)
+        add_monitoring_routes(app, *monitoring, Caller, concept)
     if deployments is not None:
         add_deployment_routes(app, *deployments, Caller, ip)
     if quotas is not None:
@@ -288,141 +286,3 @@ def _validation_error(error: Any) -> dict[str, Any]:
             if isinstance(value, str | bool | int) or (isinstance(value, float) and isfinite(value))
         }
     return found
-
-
-def _add_usage_routes(
-    app: FastAPI,
-    usage: UsageService,
-    currency: str,
-    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
-    ip: Callable[[Request], str | None],
-) -> None:
-    @app.get("/admin/usage", response_model=UsageOut, tags=["usage"])
-    async def usage_report(
-        caller: Caller,
-        tenant: Annotated[
-            str | None, Query(description="A tenant id (a tenant's own credential: its own).")
-        ] = None,
-        key: Annotated[str | None, Query(description="A key id.")] = None,
-        model: Annotated[str | None, Query(description="A model name.")] = None,
-        since: Annotated[
-            str | None,
-            Query(description="ISO 8601 date or datetime, inclusive; no zone means UTC."),
-        ] = None,
-        until: Annotated[
-            str | None,
-            Query(description="ISO 8601 date or datetime, exclusive; no zone means UTC."),
-        ] = None,
-        group_by: Annotated[
-            str, Query(description="Comma-separated: day, tenant, key, model, version.")
-        ] = "day",
-    ) -> UsageOut:
-        query = UsageQuery.parse(
-            tenant=tenant, key=key, model=model, since=since, until=until, group_by=group_by
-        )
-        rows = await usage.report(caller, query)
-        return UsageOut(currency=currency, rows=[UsageRowOut.of(r) for r in rows])
-
-    @app.get("/admin/prices", response_model=list[PriceOut], tags=["usage"])
-    async def list_prices(caller: Caller) -> list[PriceOut]:
-        return [PriceOut.of(p) for p in await usage.list_prices(caller)]
-
-    @app.put("/admin/prices/{target}", response_model=PriceOut, tags=["usage"])
-    async def set_price(target: str, body: PriceBody, caller: Caller, request: Request) -> PriceOut:
-        price = await usage.set_price(
-            caller, target, body.per_1k_units, body.per_compute_second, ip(request)
-        )
-        return PriceOut.of(price)
-
-    @app.delete("/admin/prices/{target}", status_code=204, response_class=Response, tags=["usage"])
-    async def delete_price(target: str, caller: Caller, request: Request) -> Response:
-        await usage.delete_price(caller, target, ip(request))
-        return Response(status_code=204)
-
-
-def _add_monitoring_routes(
-    app: FastAPI,
-    service: InferenceService,
-    monitor: Monitor,
-    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
-    concept: ConceptMonitor | None = None,
-) -> None:
-    @app.get("/admin/models/{model}/monitoring", tags=["monitoring"])
-    async def model_monitoring(
-        model: str,
-        caller: Caller,
-        version: Annotated[
-            str | None, Query(description="One version (unset: every loaded version).")
-        ] = None,
-    ) -> dict[str, Any]:
-        """Data drift, prediction drift and confidence of the model's recent traffic
-        against each version's reference profile (docs/monitoring.md)."""
-        # A model the caller may not see answers 404, like an unknown one.
-        await service.authorize(caller, model, version, Scope.MODELS_READ)
-        reports = await monitor.report(model, version)
-        versions = [asdict(report) for report in reports]
-        if concept is not None:  # accuracy and calibration against the ground truth sent back
-            for item in versions:
-                item["concept"] = asdict(await concept.report(model, item["version"]))
-        return {"model": model, "versions": versions}
-
-
-def _add_payload_routes(
-    app: FastAPI,
-    payloads: PrivacyService,
-    Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
-    ip: Callable[[Request], str | None],
-) -> None:
-    """Payload logging consent, and a data subject's export and erasure (docs/privacy.md)."""
-    tenant_filter = Query(
-        description="Only this tenant's data (operators; a tenant's own credential: its own)."
-    )
-
-    @app.get(
-        "/admin/tenants/{tenant_id}/payload-logging",
-        response_model=PayloadLoggingOut,
-        tags=["privacy"],
-    )
-    async def payload_logging(tenant_id: str, caller: Caller) -> PayloadLoggingOut:
-        """The tenant's consent to payload logging (off until set)."""
-        return PayloadLoggingOut.of(await payloads.consent(caller, tenant_id))
-
-    @app.put(
-        "/admin/tenants/{tenant_id}/payload-logging",
-        response_model=PayloadLoggingOut,
-        tags=["privacy"],
-    )
-    async def set_payload_logging(
-        tenant_id: str, body: PayloadLoggingBody, caller: Caller, request: Request
-    ) -> PayloadLoggingOut:
-        """Opt the tenant in or out; purpose and retention narrow what models allow."""
-        consent = await payloads.set_consent(
-            caller,
-            tenant_id,
-            enabled=body.enabled,
-            purpose=body.purpose,
-            retention_days=body.retention_days,
-            source_ip=ip(request),
-        )
-        return PayloadLoggingOut.of(consent)
-
-    @app.get("/admin/subjects/{subject}/export", tags=["privacy"])
-    async def export_subject(
-        subject: str,
-        caller: Caller,
-        request: Request,
-        tenant: Annotated[str | None, tenant_filter] = None,
-    ) -> dict[str, Any]:
-        """Everything kept about one data subject, decrypted (an access request)."""
-        return await payloads.export_subject(caller, subject, tenant, ip(request))
-
-    @app.delete("/admin/subjects/{subject}", response_model=SubjectErasureOut, tags=["privacy"])
-    async def erase_subject(
-        subject: str,
-        caller: Caller,
-        request: Request,
-        tenant: Annotated[str | None, tenant_filter] = None,
-    ) -> SubjectErasureOut:
-        """Erase everything tied to one data subject; answers how much, per kind of data."""
-        erased = await payloads.erase_subject(caller, subject, tenant, ip(request))
-        return SubjectErasureOut(erased=erased)

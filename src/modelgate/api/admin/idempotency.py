@@ -6,13 +6,14 @@ after it:
 - :func:`idempotency_dependency`, an app-wide FastAPI dependency that runs before the
   route: for a side-effecting request with a key, it authenticates the caller (a cached
   look-up; the route's own authentication then finds it cached), validates the key and asks
-  :class:`~modelgate.core.access.idempotency.IdempotencyService` what to do (run, replay, refuse);
+  :class:`~modelgate.core.admission.idempotency.IdempotencyService` what to do (run, replay,
+  refuse);
 - :class:`IdempotencyMiddleware`, around the app: for a request that runs, it holds the
   answer back until it is kept (2xx) or the key released (anything else), then sends it,
   so a client that saw the answer finds it kept when it retries.
 
 A path naming a data subject (``/admin/subjects/{id}``) is kept with the subject's pseudonym
-in place of the id (:meth:`~modelgate.core.access.idempotency.IdempotencyService.concealed`): the
+in place of the id (:meth:`~modelgate.core.admission.idempotency.IdempotencyService.concealed`): the
 record outlives the erasure it guards by a day, and must not hold the id it erased.
 
 Status codes follow the IETF draft "The Idempotency-Key HTTP Header Field": a key reused
@@ -32,8 +33,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelgate.core.access.idempotency import Decision, IdempotencyService, StoredAnswer, owner_of
 from modelgate.core.access.identity import Principal
+from modelgate.core.admission.idempotency import Decision, IdempotencyService, owner_of
+from modelgate.core.admission.ports import StoredAnswer
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["IdempotencyMiddleware", "add_idempotency", "idempotency_dependency"]

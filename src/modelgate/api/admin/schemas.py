@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.access.tenancy import DEFAULT_ROWS_PER_DAY, DEFAULT_TOKENS_PER_DAY
 from modelgate.core.admission.usage import Price, UsageRow
-from modelgate.core.governance.payloads import PayloadConsent
+from modelgate.core.governance.ports import PayloadConsent
 
 #: the largest value of an ``Integer`` column (PostgreSQL ``integer``)
 INT32_MAX = 2**31 - 1

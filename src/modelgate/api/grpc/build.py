@@ -15,7 +15,7 @@ from modelgate.api.grpc.health import ReadinessHealthServicer
 from modelgate.api.grpc.servicer import DEFAULT_MAX_ELEMENTS, GrpcInferenceServicer
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.tracing import OtelTracer
 

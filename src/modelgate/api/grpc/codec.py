@@ -17,7 +17,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from modelgate.api.tensor_bytes import from_bytes, to_bytes
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse, RequestedOutput
+from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
+from modelgate.core.serving.signature import RequestedOutput
 from modelgate.core.serving.tensors import Parameters, Tensor, element_count, numpy_dtype
 from modelgate.errors import invalid
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from modelgate.api.grpc.calls import SERVICE_NAME
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 
 __all__ = ["ReadinessHealthServicer"]
 
@@ -21,7 +21,8 @@ class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
     """grpc.health.v1 whose status is the server's readiness at the time of each Check.
 
     The server starts gRPC before the preload models are warm, so a status set once at start
-    would be wrong; Check asks :meth:`InferenceService.server_ready` and stores the answer,
+    would be wrong; Check asks
+    :meth:`~modelgate.core.serving.catalog.ModelCatalog.server_ready` and stores the answer,
     so Watch streams see it change once a Check has observed it. The overall service ("")
     and ``inference.GRPCInferenceService`` are known; any other name is NOT_FOUND.
     """
@@ -37,7 +38,7 @@ class ReadinessHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self.service.server_ready()
+            if self.service.catalog.server_ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         if self._server_status.get(request.service) != status:

@@ -2,7 +2,7 @@
 
 The service is Triton's ``grpc_service.proto`` with the stubs that ``tritonclient`` ships, so
 ``tritonclient.grpc`` and KServe's OIP clients work unchanged. Like the REST adapter, it only
-translates: every decision is :class:`~modelgate.core.serving.inference.InferenceService`'s,
+translates: every decision is :class:`~modelgate.core.pipeline.inference.InferenceService`'s,
 and the per-call steps (request id, span, authentication through the abuse guard, penalty,
 access log line) are api/call.py's. The server is built in api/grpc/build.py.
 
@@ -41,7 +41,7 @@ from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.logs import RequestLog, request_id_from
@@ -110,34 +110,40 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     @translated
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.service.server_ready())
+        return service_pb2.ServerReadyResponse(ready=self.service.catalog.server_ready())
 
     @translated
     async def ModelReady(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        ready = await self.service.model_ready(request.name, request.version or None, principal)
+        ready = await self.service.catalog.model_ready(
+            request.name, request.version or None, principal
+        )
         return service_pb2.ModelReadyResponse(ready=ready)
 
     @translated
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return metadata.server_metadata_response(self.service.server_metadata())
+        return metadata.server_metadata_response(self.service.catalog.server_metadata())
 
     @translated
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        meta = await self.service.model_metadata(request.name, request.version or None, principal)
+        meta = await self.service.catalog.model_metadata(
+            request.name, request.version or None, principal
+        )
         return metadata.model_metadata_response(meta)
 
     @translated
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        config = await self.service.model_config(request.name, request.version or None, principal)
+        config = await self.service.catalog.model_config(
+            request.name, request.version or None, principal
+        )
         return metadata.model_config_response(config)
 
     @translated
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        stats = await self.service.statistics(
+        stats = await self.service.catalog.statistics(
             request.name or None, request.version or None, principal
         )
         return metadata.model_statistics_response(stats)
@@ -293,7 +299,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
     @translated
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        rows = await self.service.repository_index(request.ready, principal)
+        rows = await self.service.catalog.repository_index(request.ready, principal)
         return metadata.repository_index_response(rows)
 
     @translated
@@ -301,13 +307,13 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         principal = await self._principal(context)
         config = metadata.load_config(request.parameters)
         peer = peer_host(context.peer())
-        await self.service.load(request.model_name, config, principal, peer)
+        await self.service.catalog.load(request.model_name, config, principal, peer)
         return service_pb2.RepositoryModelLoadResponse()
 
     @translated
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         principal = await self._principal(context)
-        await self.service.unload(request.model_name, principal, peer_host(context.peer()))
+        await self.service.catalog.unload(request.model_name, principal, peer_host(context.peer()))
         return service_pb2.RepositoryModelUnloadResponse()
 
     # -- not served ----------------------------------------------------------------------

@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 
 from modelgate.core.access.identity import Principal
-from modelgate.core.governance.payload_logger import CONSENT_PARAMETERS, SUBJECT_PARAMETER
-from modelgate.core.serving.embeddings import EmbeddingService
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.governance.consent import CONSENT_PARAMETERS, SUBJECT_PARAMETER
+from modelgate.core.pipeline.embeddings import EmbeddingService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -53,12 +53,12 @@ class OpenAIHandlers:
     async def models(self, principal: Principal | None = None) -> bytes:
         data = [
             {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
-            for name in await self._inference.visible_models(principal)
+            for name in await self._inference.catalog.visible_models(principal)
         ]
         return orjson.dumps({"object": "list", "data": data})
 
     async def model(self, name: str, principal: Principal | None = None) -> bytes:
-        if name not in await self._inference.visible_models(principal):
+        if name not in await self._inference.catalog.visible_models(principal):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"The model '{name}' does not exist")
         return orjson.dumps(
             {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}

@@ -28,6 +28,7 @@ import orjson
 
 from modelgate.api.call import CallPipeline
 from modelgate.api.credentials import PRINCIPAL, credential_from
+from modelgate.api.oip_codec import encode_json
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.asgi import (
     MODEL,
@@ -45,7 +46,6 @@ from modelgate.api.rest.asgi import (
     read_body,
     respond,
 )
-from modelgate.api.rest.codec import encode_json
 from modelgate.api.rest.errors import (
     MethodNotAllowedError,
     http_status,
@@ -61,7 +61,7 @@ from modelgate.core.access.identity import Principal
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.monitoring.feedback import FeedbackService
-from modelgate.core.serving.inference import InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.logs import RequestLog, request_id_from

@@ -25,8 +25,8 @@ import re
 import time
 from urllib.parse import parse_qs
 
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse
 from modelgate.core.serving.manifest import CacheSpec
+from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["MAX_QUERY_INPUT", "decode_query_input", "edge_headers", "etag_of", "not_modified"]

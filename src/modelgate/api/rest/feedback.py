@@ -15,12 +15,8 @@ from typing import Any
 import orjson
 
 from modelgate.core.access.identity import Principal
-from modelgate.core.monitoring.feedback import (
-    MAX_LABEL,
-    MAX_REQUEST_ID,
-    FeedbackItem,
-    FeedbackService,
-)
+from modelgate.core.monitoring.feedback import MAX_LABEL, FeedbackItem, FeedbackService
+from modelgate.core.monitoring.feedback_recorder import MAX_REQUEST_ID
 from modelgate.errors import invalid
 
 __all__ = ["MAX_ITEMS", "decode_feedback", "submit_feedback"]

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from modelgate.api.call import deadline_after
 from modelgate.api.credentials import PRINCIPAL, credential_from
+from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
 from modelgate.api.rest.asgi import MODEL, Receive, Scope, Send, read_body, respond
-from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
 from modelgate.api.rest.errors import MethodNotAllowedError, rate_limit_headers
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
@@ -57,7 +57,7 @@ async def infer(
         scope[PRINCIPAL] = principal  # whom the error path counts a failure against; the log
     spec = None
     if edge:  # only models that cache answer GET (the newest version's manifest says)
-        await service.authorize(principal, name, version, Permission.INFER)
+        await service.catalog.authorize(principal, name, version, Permission.INFER)
         spec = (await service.registry.manifest(name)).cache
         if spec is None:
             raise MethodNotAllowedError("GET", "POST")

@@ -28,15 +28,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from modelgate.api.job_codec import decode_job_item
 from modelgate.api.rest.asgi import Receive, Scope, read_body
-from modelgate.api.rest.codec import decode_infer_request, encode_infer_response
 from modelgate.core.access.identity import Principal
 from modelgate.core.jobs.jobs import Job, JobResult, JobState, job_document
 from modelgate.core.jobs.service import JobService, JobSpec
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = ["JobRoutes", "decode_job_item", "encode_job_response"]
+__all__ = ["JobRoutes"]
 
 
 Handler = Callable[[Scope, Receive, Principal | None], Awaitable[bytes]]
@@ -46,23 +45,6 @@ _LINE_QUERY = frozenset({"model", "version", "priority", "webhook_url"})
 _LIST_QUERY = frozenset({"status", "model", "after", "limit"})
 _RESULTS_QUERY = frozenset({"after", "limit"})
 _LINES_TYPES = (b"application/jsonl", b"application/x-ndjson", b"application/json-lines")
-
-
-def decode_job_item(
-    model: str, version: str | None, body: dict[str, Any], max_elements: int
-) -> InferenceRequest:
-    """An item's OIP request body as a request (what submission checks, and workers run)."""
-    return decode_infer_request(model, version, orjson.dumps(body), None, max_elements)
-
-
-def encode_job_response(response: InferenceResponse, parameters: dict[str, Any]) -> dict[str, Any]:
-    """An item's OIP response body, always with JSON ``data`` (results are stored as JSON)."""
-    for output in response.requested or ():
-        output.parameters.pop("binary_data", None)
-    params = {k: v for k, v in parameters.items() if k != "binary_data_output"}
-    body, _ = encode_infer_response(response, params)
-    document: dict[str, Any] = orjson.loads(body)
-    return document
 
 
 class JobRoutes:

@@ -32,7 +32,7 @@ __all__ = [
 async def server_metadata(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
-    await app.ok(send, "oip", app.service.server_metadata())
+    await app.ok(send, "oip", app.service.catalog.server_metadata())
 
 
 async def server_live(
@@ -44,7 +44,7 @@ async def server_live(
 async def server_ready(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
-    ready = app.service.server_ready()
+    ready = app.service.catalog.server_ready()
     await app.ok(send, "oip", {"ready": ready}, 200 if ready else 503)
 
 
@@ -52,21 +52,21 @@ async def all_statistics(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
-    await app.ok(send, "oip", await app.service.statistics(None, None, principal))
+    await app.ok(send, "oip", await app.service.catalog.statistics(None, None, principal))
 
 
 async def model_metadata(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
-    await app.ok(send, "oip", await app.service.model_metadata(name, version, principal))
+    await app.ok(send, "oip", await app.service.catalog.model_metadata(name, version, principal))
 
 
 async def model_ready(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
-    ready = await app.service.model_ready(name, version, principal)
+    ready = await app.service.catalog.model_ready(name, version, principal)
     await app.ok(send, "oip", {"name": name, "ready": ready}, 200 if ready else 503)
 
 
@@ -74,14 +74,14 @@ async def model_config(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
-    await app.ok(send, "oip", await app.service.model_config(name, version, principal))
+    await app.ok(send, "oip", await app.service.catalog.model_config(name, version, principal))
 
 
 async def model_statistics(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
-    await app.ok(send, "oip", await app.service.statistics(name, version, principal))
+    await app.ok(send, "oip", await app.service.catalog.statistics(name, version, principal))
 
 
 async def no_model_action(

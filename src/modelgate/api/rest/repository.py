@@ -23,14 +23,16 @@ async def repository_index(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal, doc = await _request(app, scope, receive)
-    await app.ok(send, "oip", await app.service.repository_index(bool(doc.get("ready")), principal))
+    await app.ok(
+        send, "oip", await app.service.catalog.repository_index(bool(doc.get("ready")), principal)
+    )
 
 
 async def load_model(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal, doc = await _request(app, scope, receive)
-    await app.service.load(name, _load_config(doc), principal, client_host(scope))
+    await app.service.catalog.load(name, _load_config(doc), principal, client_host(scope))
     await app.ok(send, "oip", {})
 
 
@@ -38,7 +40,7 @@ async def unload_model(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal, _ = await _request(app, scope, receive)
-    await app.service.unload(name, principal, client_host(scope))
+    await app.service.catalog.unload(name, principal, client_host(scope))
     await app.ok(send, "oip", {})
 
 

@@ -3,5 +3,5 @@
 Tenants, plans, keys and principals (``identity``, ``keys``), authentication and the OAuth2
 client-credentials grant (``authentication``, ``oauth``), authorization policy
 (``authorization``), tenant and key management (``tenancy``), the audit trail (``audit``) and
-idempotency keys of the admin API (``idempotency``).
+the ports (``ports``). The bottom of the core's layers: it imports no other context.
 """

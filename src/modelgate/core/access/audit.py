@@ -10,17 +10,17 @@ records were cut off from a shorter one: keep an external copy of the latest has
 admin API shows it) to notice truncation.
 
 :func:`chain_hash` and :class:`ChainCheck` live here so that every backend of
-:class:`AuditLog` hashes and verifies the same way.
+:class:`~modelgate.core.access.ports.AuditLog` hashes and verifies the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from modelgate.errors import ModelgateError, invalid
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GENESIS",
     "AuditEntry",
-    "AuditLog",
     "AuditRecord",
     "ChainCheck",
     "VerifyResult",
@@ -192,33 +191,3 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
         if not check.feed(record):
             break
     return check.result()
-
-
-class AuditLog(Protocol):
-    """An append-only, hash-chained audit trail.
-
-    Contract:
-
-    - ``append`` is atomic: it assigns the next ``seq`` and links to the newest record in
-      one step, so concurrent appends, from any number of processes sharing the backend,
-      never fork the chain or reuse a ``seq``. It raises INVALID_ARGUMENT for an entry
-      :func:`canonical_entry` refuses, and stores nothing then.
-    - ``list`` returns records with ``seq > after_seq`` in ascending order, at most
-      ``limit`` of them, optionally only those of one tenant and/or one target; page with
-      the last ``seq`` returned. Timestamps come back timezone-aware in UTC.
-    - ``verify`` re-reads the whole trail and reports the first record that breaks the
-      chain (see :class:`ChainCheck`); it does not modify anything.
-    """
-
-    async def append(self, entry: AuditEntry) -> AuditRecord: ...
-
-    async def list(
-        self,
-        after_seq: int = 0,
-        limit: int = 100,
-        *,
-        tenant_id: str | None = None,
-        target: str | None = None,
-    ) -> Sequence[AuditRecord]: ...
-
-    async def verify(self) -> VerifyResult: ...

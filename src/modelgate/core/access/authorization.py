@@ -5,7 +5,8 @@ may not use answers NOT_FOUND, exactly like a model that does not exist, so a te
 learn the names of another tenant's models by probing.
 
 ``principal is None`` means access control is off (``MODELGATE_AUTH=off``): everything is
-allowed.
+allowed. A model is seen through :class:`~modelgate.core.access.ports.ModelAudience` (its name
+and the tenants it is private to), which a manifest is, so access imports nothing of serving.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal, Scope, allows_model, has_scope
-from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.access.ports import ModelAudience
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "may_configure_models",
     "require_model",
     "require_model_configuration",
-    "require_model_control",
     "require_scope",
 ]
 
@@ -62,22 +62,7 @@ def require_model_configuration(principal: Principal | None, fields: Sequence[st
         )
 
 
-def require_model_control(principal: Principal | None, manifest: ModelManifest) -> None:
-    """PERMISSION_DENIED unless the principal may load or unload this model: an operator,
-    or the one tenant a model is private to. Loading or unloading a model other tenants
-    use would make them wait for its load and warm-up, as often as a tenant liked."""
-    if principal is None or is_operator(principal):
-        return
-    if manifest.tenants is not None and set(manifest.tenants) == {principal.tenant_id}:
-        return
-    raise ModelgateError(
-        ErrorKind.PERMISSION_DENIED,
-        f"model '{manifest.name}' is shared with other tenants: only an operator loads or "
-        "unloads it (a tenant loads and unloads the models private to it)",
-    )
-
-
-def can_see(principal: Principal | None, manifest: ModelManifest) -> bool:
+def can_see(principal: Principal | None, manifest: ModelAudience) -> bool:
     """Tenant-specific models are visible to their tenants (and operators) only."""
     if principal is None or manifest.tenants is None:
         return True
@@ -86,7 +71,7 @@ def can_see(principal: Principal | None, manifest: ModelManifest) -> bool:
 
 def require_model(
     principal: Principal | None,
-    manifest: ModelManifest,
+    manifest: ModelAudience,
     version: str | None,
     scope: Scope,
 ) -> None:

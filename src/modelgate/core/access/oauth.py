@@ -3,26 +3,24 @@ its API key for a short-lived bearer token.
 
 The client is an API key: ``client_id`` is the key's id (``key_...``), ``client_secret``
 the key itself. The token carries the key's tenant and the scopes asked for, which must be
-a subset of the key's own; it is signed by the :class:`TokenSigner` and accepted by every
-replica that trusts the signer's public key.
+a subset of the key's own; it is signed by the
+:class:`~modelgate.core.access.ports.TokenSigner` and accepted by every replica that trusts
+the signer's public key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from modelgate.core.access.authentication import Authenticator
+from modelgate.core.access.ports import TokenSigner
 from modelgate.errors import ModelgateError
 
-__all__ = ["IssuedToken", "OAuthError", "TokenService", "TokenSigner"]
-
-
-class TokenSigner(Protocol):
-    ttl_s: int
-
-    def issue(self, subject: str, tenant_id: str, scopes: Iterable[str]) -> str: ...
+__all__ = [
+    "IssuedToken",
+    "OAuthError",
+    "TokenService",
+]
 
 
 class OAuthError(Exception):

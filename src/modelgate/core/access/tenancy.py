@@ -14,17 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.identity import (
-    ApiKeyRecord,
-    IdentityStore,
-    Plan,
-    Principal,
-    Scope,
-    Tenant,
-)
+from modelgate.core.access.identity import ApiKeyRecord, Plan, Principal, Scope, Tenant
 from modelgate.core.access.keys import issue_key
+from modelgate.core.access.ports import AuditLog, IdentityStore
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [

@@ -14,12 +14,12 @@ Two kinds of subject are counted, each in fixed windows of ``window_s`` seconds:
   blocked, and while blocked it is refused (RATE_LIMITED) before any credential it sends is
   looked up, a valid one included.
 
-The counts live in a :class:`StrikeStore` (in memory, or in Redis so every replica shares
-them). The hot path of valid traffic never waits on the store: a subject found not blocked
-is trusted for ``recheck_s`` seconds (a dictionary lookup per request), so a block set by
-another replica takes effect here within about that time; a block set here takes effect at
-once. The guard never fails a request because of its store: a store error is logged and the
-request goes on as if the subject were not blocked.
+The counts live in a :class:`~modelgate.core.admission.ports.StrikeStore` (in memory, or in
+Redis so every replica shares them). The hot path of valid traffic never waits on the store: a
+subject found not blocked is trusted for ``recheck_s`` seconds (a dictionary lookup per
+request), so a block set by another replica takes effect here within about that time; a block
+set here takes effect at once. The guard never fails a request because of its store: a store
+error is logged and the request goes on as if the subject were not blocked.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
+from modelgate.core.admission.ports import StrikeStore
 from modelgate.core.serving.ports import InferenceObserver
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -43,7 +43,6 @@ __all__ = [
     "COUNTED",
     "AbuseGuard",
     "AbusePolicy",
-    "StrikeStore",
     "address_subject",
     "key_subject",
 ]
@@ -63,27 +62,6 @@ COUNTED = frozenset(
 
 _ADDRESS = "ip:"
 _KEY = "key:"
-
-
-class StrikeStore(Protocol):
-    """Where failures are counted and blocks kept, per subject.
-
-    Contract: ``strike`` adds one failure and returns the count in the subject's current
-    window, this one included, atomically (concurrent strikes of one subject return distinct
-    counts); a window starts with the first strike after the previous one ended (fixed
-    windows). ``block`` blocks a subject for ``seconds`` from now, replacing any block it
-    had. ``blocked_for`` is the seconds left of a subject's block, 0.0 when it has none.
-    Unknown subjects are not an error. A backend whose storage fails raises
-    ``ModelgateError(UNAVAILABLE)``.
-    """
-
-    async def strike(self, subject: str, window_s: float) -> int: ...
-
-    async def block(self, subject: str, seconds: float) -> None: ...
-
-    async def blocked_for(self, subject: str) -> float: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
-from modelgate.core.admission.limits import Decision, RateLimiter
+from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import InferenceObserver
+from modelgate.core.serving.requests import ANONYMOUS
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["Admission", "bucket", "rate_limit_details", "shed_share"]
@@ -48,11 +49,6 @@ def bucket(requests_per_second: float, burst: int | None) -> _Bucket:
     """GCRA parameters for a rate and a burst (default: one second's worth)."""
     size = burst if burst is not None else max(1, math.ceil(requests_per_second))
     return _Bucket(size, size / requests_per_second)
-
-
-#: the tenant a refusal counts under when access control is off (``inference.ANONYMOUS``,
-#: which cannot be imported here: that module imports this one)
-_ANONYMOUS = "anonymous"
 
 
 def shed_share(priority: int) -> float:
@@ -186,7 +182,7 @@ class Admission:
 
     def _refused(self, principal: Principal | None, reason: str) -> None:
         if self.observer is not None:
-            tenant = principal.tenant_id if principal is not None else _ANONYMOUS
+            tenant = principal.tenant_id if principal is not None else ANONYMOUS
             self.observer.refused(tenant, reason)
 
     async def _hit(

@@ -13,14 +13,13 @@ flush (at most ``max_pending`` groups are held; any beyond are counted and logge
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from modelgate.core.admission.usage import Price, UsageRecord, UsageStore, cost_of, price_for
-from modelgate.core.serving.draining import drain
+from modelgate.core.serving.recording import BackgroundRecorder
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["UsageRecorder"]
@@ -31,8 +30,10 @@ log = logging.getLogger("modelgate.usage")
 _GroupKey = tuple[datetime, str, str | None, str, str | None, str, str, bool]
 
 
-class UsageRecorder:
-    """Sums usage in memory on the request path and writes it in the background."""
+class UsageRecorder(BackgroundRecorder):
+    """Sums usage in memory on the request path and writes it in the background (the
+    task, flush lock, drop log and drain: :class:`BackgroundRecorder`). ``dropped`` and
+    what is lost at shutdown count requests; ``pending`` counts groups."""
 
     def __init__(
         self,
@@ -46,11 +47,18 @@ class UsageRecorder:
     ) -> None:
         """``clock`` is the wall clock in seconds since the epoch (``time.time``): cheaper
         on the request path than building a datetime per request."""
+        super().__init__(
+            what="usage",
+            log=log,
+            task_name="usage-flush",
+            flush_interval_s=flush_interval_s,
+            dropped_text=f"requests dropped (more than {max_pending} groups pending, or refused)",
+            lost_text="requests could not be written at shutdown and are lost",
+            clock=clock,
+        )
         self._store = store
         self._touch_key = touch_key
-        self._interval = flush_interval_s
         self._max_pending = max_pending
-        self._clock = clock
         self._minute_number = -1
         self._minute = datetime.fromtimestamp(0, UTC)
         self._price_refresh_s = price_refresh_s
@@ -58,21 +66,11 @@ class UsageRecorder:
         self._used: dict[str, float] = {}  # key id -> last use (epoch s), for last_used_at
         self._prices: dict[str, Price] | None = None
         self._prices_read = 0.0
-        self._dropped = 0
-        self._dropped_logged = 0
-        self._lock = asyncio.Lock()  # one flush at a time: a put-back never races a swap
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         """Groups waiting to be written."""
         return len(self._pending)
-
-    @property
-    def dropped(self) -> int:
-        """Requests lost because more than ``max_pending`` groups were waiting."""
-        return self._dropped
 
     def record(
         self,
@@ -111,39 +109,16 @@ class UsageRecorder:
         if key_id is not None:
             self._used[key_id] = at
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._stop.clear()
-            self._task = asyncio.create_task(self._run(), name="usage-flush")
+    async def _write(self) -> int:
+        """Write every group pending now, then touch the keys used since the last flush."""
+        batch, self._pending = self._pending, {}
+        used, self._used = self._used, {}
+        written = await self._write_batch(batch) if batch else 0
+        for key_id, at in used.items():
+            await self._touch(key_id, datetime.fromtimestamp(at, UTC))
+        return written
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            if not self._stop.is_set():
-                try:
-                    await self.flush()
-                except Exception:  # the outermost layer of this task: it must keep running
-                    log.exception("usage: flush failed")
-
-    async def flush(self) -> int:
-        """Write everything pending now; returns the number of records written."""
-        async with self._lock:
-            batch, self._pending = self._pending, {}
-            used, self._used = self._used, {}
-            written = await self._write(batch) if batch else 0
-            if self._dropped > self._dropped_logged:
-                lost, self._dropped_logged = self._dropped - self._dropped_logged, self._dropped
-                log.error(
-                    "usage: %d requests dropped (more than %d groups pending, or refused)",
-                    lost,
-                    self._max_pending,
-                )
-            for key_id, at in used.items():
-                await self._touch(key_id, datetime.fromtimestamp(at, UTC))
-            return written
-
-    async def _write(self, batch: dict[_GroupKey, UsageRecord]) -> int:
+    async def _write_batch(self, batch: dict[_GroupKey, UsageRecord]) -> int:
         """Write ``batch`` at today's prices; what cannot be written now goes back."""
         records = list(batch.values())
         try:
@@ -191,16 +166,8 @@ class UsageRecorder:
         log.warning("usage: %d records not written, kept for retry: %r", len(batch), exc)
         return 0
 
-    async def close(self, attempts: int = 3) -> None:
-        """Stop the flush task and write what is left (a few tries, a short wait between)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if not await drain(self.flush, lambda: len(self._pending), attempts=attempts):
-            return
-        requests = sum(r.requests for r in self._pending.values())
-        log.error("usage: %d requests could not be written at shutdown and are lost", requests)
+    def _lost(self) -> int:
+        return sum(r.requests for r in self._pending.values())
 
     async def _current_prices(self) -> dict[str, Price]:
         clock = time.monotonic()

@@ -1,10 +1,10 @@
 """Quotas: how many requests, rows or tokens a tenant may use per UTC day and month.
 
 A plan may set any of ``requests_per_day``, ``requests_per_month``, ``rows_per_day``, ...,
-``tokens_per_month``. Every request is charged against all that apply in **one** atomic call
-of a :class:`QuotaCounter` (in memory for one process, one Lua script in Redis for many
-replicas): when any counter would pass its limit, nothing is charged and the request is
-refused (429, ``Retry-After`` = the time until the period ends).
+``tokens_per_month``. Every request is charged against all that apply in **one** atomic call of
+a :class:`~modelgate.core.admission.ports.QuotaCounter` (in memory for one process, one Lua
+script in Redis for many replicas): when any counter would pass its limit, nothing is charged
+and the request is refused (429, ``Retry-After`` = the time until the period ends).
 
 - requests and rows are known before the model runs, so they are charged up front;
 - tokens are only known after (the tokenizer counts them), so a request is admitted while
@@ -28,18 +28,16 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.identity import IdentityStore, Plan, Principal, Scope
+from modelgate.core.access.identity import Plan, Principal, Scope
+from modelgate.core.access.ports import IdentityStore
+from modelgate.core.admission.ports import QuotaCharge, QuotaCounter, QuotaResult
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "ALERT_THRESHOLDS",
     "QuotaAlert",
-    "QuotaCharge",
-    "QuotaCounter",
-    "QuotaResult",
     "QuotaUsage",
     "Quotas",
     "period_bounds",
@@ -53,42 +51,6 @@ PERIODS = ("day", "month")
 ALERT_THRESHOLDS = (0.8, 1.0)
 #: counters outlive their period by this much, so a late charge still finds its counter
 _GRACE = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaCharge:
-    """Add ``amount`` to counter ``key``. With a ``limit``, refuse when the counter would
-    pass it: ``used + max(amount, 1) > limit`` (an amount of 0 asks "is any left?").
-    ``seed`` is the counter's value when it does not exist yet (see :class:`QuotaCounter`).
-    """
-
-    key: str
-    amount: int
-    limit: int | None
-    ttl_s: float
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaResult:
-    allowed: bool
-    #: each counter after the call (unchanged when refused)
-    used: tuple[int, ...]
-    #: the index of the first charge that refused
-    refused: int | None = None
-
-
-class QuotaCounter(Protocol):
-    """``charge(charges)``: all or nothing, atomically, in one round trip.
-
-    If any counter does not exist and its charge has no ``seed``, nothing changes and the
-    answer is None: the caller finds the seeds and calls again. A counter is created with
-    its seed (only if it still does not exist) and expires ``ttl_s`` seconds after.
-    """
-
-    async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

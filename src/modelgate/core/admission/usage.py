@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import is_operator, require_scope
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [

@@ -1,6 +1,8 @@
 """Gateway: the gateway's view of its nodes and how it sends them work.
 
-The node directory and remote calls (``cluster``), a gateway's models served through the
-nodes (``remote``), and the circuit breakers and retry budget that keep an outage from
-growing (``breaker``, ``retry``).
+The node table and remote calls (``cluster``), a node's announcement and answer
+(``nodes``), which failures are a node's (``faults``), a gateway's models served through
+the nodes (``remote``), the circuit breakers and retry budget that keep an outage from
+growing (``breaker``, ``retry``), and the ports of the node directory, the node client and
+the cluster's metrics (``ports``).
 """

@@ -2,9 +2,11 @@
 
 A node announces itself (see ``modelgate.cluster``) with a document: its id, the address of
 its OIP gRPC endpoint, its hardware class and memory, and the models and versions it serves
-with their manifests. :class:`Cluster` keeps the latest table of those documents (refreshed
-from a :class:`NodeDirectory`: Redis, or a static list of addresses) and forwards one
-inference at a time through a :class:`NodeClient` (OIP gRPC):
+with their manifests (:mod:`modelgate.core.gateway.nodes`). :class:`Cluster` keeps the latest
+table of those documents (refreshed from a
+:class:`~modelgate.core.gateway.ports.NodeDirectory`: Redis, or a static list of addresses)
+and forwards one inference at a time through a
+:class:`~modelgate.core.gateway.ports.NodeClient` (OIP gRPC):
 
 - **Placement**: only nodes that announce the model and version, and are not draining.
 - **Hardware**: a model whose manifest prefers ``gpu`` goes to a GPU node when one is up,
@@ -23,7 +25,8 @@ inference at a time through a :class:`NodeClient` (OIP gRPC):
   have run it, and running it again elsewhere is harmless. The caller's own cancellation
   is never retried, nor is anything once the caller's deadline has passed.
 - **What the caller sees** when no node answered: the last failure's kind, in words that
-  name no node; node ids and addresses go to the gateway's log.
+  name no node; node ids and addresses go to the gateway's log. Which failures are the
+  node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
 
 Nothing here knows gRPC or Redis: they are behind the two ports.
 """
@@ -36,11 +39,14 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
+from modelgate.core.gateway.nodes import NodeInfo
+from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
 from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays, Timing
@@ -48,136 +54,14 @@ from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "Cluster",
-    "ClusterObserver",
-    "NodeAnswer",
-    "NodeClient",
-    "NodeDirectory",
-    "NodeInfo",
-    "parse_node",
 ]
 
 log = logging.getLogger("modelgate.cluster")
 
 Array = np.ndarray[Any, Any]
 
-#: failures a node is to blame for: retried elsewhere, counted by its breakers
-_NODE_FAULTS = frozenset(
-    {
-        ErrorKind.UNAVAILABLE,
-        ErrorKind.INTERNAL,
-        ErrorKind.DEADLINE_EXCEEDED,
-        ErrorKind.OVERLOADED,
-        ErrorKind.NOT_FOUND,
-    }
-)
-#: of those, the ones that do not mean the node is broken (it is busy, or its
-#: announcement is stale): retried elsewhere without counting against its node breaker
-_NOT_BROKEN = frozenset({ErrorKind.OVERLOADED, ErrorKind.NOT_FOUND})
 #: a retry needs at least this much of the caller's deadline left
 _MIN_ATTEMPT_S = 0.002
-
-
-@dataclass(frozen=True, slots=True)
-class NodeAnswer:
-    """What a node answered: its outputs, and the response parameters it sent (for
-    example the anomaly check's ``anomaly_score`` and ``anomalous`` flag)."""
-
-    outputs: dict[str, Array]
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One node as it announced itself."""
-
-    id: str
-    #: ``host:port`` of its OIP gRPC endpoint
-    address: str
-    hardware: str = "cpu"
-    memory_bytes: int = 0
-    #: model -> version -> manifest, of what it serves
-    models: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
-    draining: bool = False
-
-    def serves(self, model: str, version: int) -> bool:
-        versions = self.models.get(model)
-        return versions is not None and version in versions
-
-
-def parse_node(document: Mapping[str, Any]) -> NodeInfo:
-    """A node's announcement (JSON-shaped) as a :class:`NodeInfo`; ValueError naming the
-    problem when it does not parse (a foreign or corrupt entry)."""
-    from modelgate.core.serving.manifest import parse_manifest
-
-    try:
-        node_id = str(document["id"])
-        address = str(document["address"])
-        models: dict[str, dict[int, ModelManifest]] = {}
-        for name, entry in (document.get("models") or {}).items():
-            versions = {}
-            for number, manifest in (entry.get("versions") or {}).items():
-                data = {k: v for k, v in manifest.items() if k != "name"}
-                versions[int(number)] = parse_manifest(str(name), data)
-            models[str(name)] = versions
-        return NodeInfo(
-            id=node_id,
-            address=address,
-            hardware=str(document.get("hardware", "cpu")),
-            memory_bytes=int(document.get("memory_bytes", 0)),
-            models=models,
-            draining=bool(document.get("draining", False)),
-        )
-    except ModelgateError as exc:
-        raise ValueError(exc.message) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"malformed node announcement: {exc!r}") from None
-
-
-class NodeDirectory(Protocol):
-    """Where nodes are found. ``nodes`` returns every live node (a network call: it has a
-    timeout and raises on failure; the cluster keeps its last table then)."""
-
-    async def nodes(self) -> list[NodeInfo]: ...
-
-    async def close(self) -> None: ...
-
-
-class NodeClient(Protocol):
-    """Sends one inference to a node (OIP gRPC). Raises :class:`ModelgateError`: the node's
-    own answer mapped back to a kind, UNAVAILABLE when it cannot be reached or the call
-    died with its connection (``details={"refused": True}`` when the node refused the
-    call unread, at its limit of calls per connection),
-    DEADLINE_EXCEEDED with ``details={"timed_out": True}`` when ``timeout_s`` passed (the
-    node's own DEADLINE_EXCEEDED has no such detail). ``headers`` travel as call metadata
-    (credentials, ``traceparent``, the request id)."""
-
-    async def infer(
-        self,
-        node: NodeInfo,
-        model: str,
-        version: int,
-        inputs: Arrays,
-        *,
-        timeout_s: float,
-        headers: Mapping[str, str],
-    ) -> NodeAnswer: ...
-
-    async def close(self) -> None: ...
-
-
-class ClusterObserver(Protocol):
-    """Metrics of the cluster (Prometheus in production). Never blocks."""
-
-    def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None: ...
-
-    def forwarded(self, node: str, outcome: str) -> None: ...
-
-    def retried(self, outcome: str) -> None: ...
-
-    def nodes(self, count: int) -> None: ...
-
-    def departed(self, node: str) -> None:
-        """``node`` left the table: forget its series (node ids come and go with pods)."""
 
 
 @dataclass(slots=True)
@@ -380,7 +264,7 @@ class Cluster:
             except ModelgateError as exc:
                 self._failed(state, breaker, exc)
                 self._count(state, exc.kind.value)
-                if exc.kind not in _NODE_FAULTS:
+                if not is_node_fault(exc.kind):
                     raise  # the caller's error: the node answered it
                 error = exc
                 continue
@@ -408,10 +292,9 @@ class Cluster:
         )
 
     def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
-        """The error the caller sees when no node answered: its kind, in words that name no
-        node (node ids and addresses are the operator's, in this log, at most once a
-        second)."""
-        if error.kind not in _NODE_FAULTS:
+        """The error the caller sees when no node answered (:func:`caller_error`); node ids
+        and addresses are the operator's, in this log, at most once a second."""
+        if not is_node_fault(error.kind):
             return error
         now = self._clock()
         self._failed_answers += 1
@@ -423,25 +306,7 @@ class Cluster:
             )  # fmt: skip
             self._logged_at = now
             self._failed_answers = 0
-        what = f"model '{model}' version {version}"
-        if error.kind is ErrorKind.DEADLINE_EXCEEDED:
-            if error.details.get("timed_out") is True:
-                message = f"no node answered {what} in time"
-            else:
-                message = f"the request's deadline passed before a node could run {what}"
-            return ModelgateError(error.kind, message, details=error.details)
-        if error.kind is ErrorKind.OVERLOADED:
-            message = f"every node that serves {what} is busy; retry later"
-        elif error.kind is ErrorKind.NOT_FOUND:
-            message = f"no node serves {what} now"
-        elif error.kind is ErrorKind.INTERNAL:
-            message = f"{what} failed on the node that ran it"
-        else:
-            message = f"no node could serve {what} now"
-        retry_after = error.retry_after
-        if retry_after is None and error.kind is ErrorKind.UNAVAILABLE:
-            retry_after = 1.0
-        return ModelgateError(error.kind, message, retry_after=retry_after)
+        return caller_error(model, version, error)
 
     def _has_other(self, model: str, version: int, tried: set[str]) -> bool:
         """True when a node other than ``tried`` ones could take a retry."""
@@ -454,22 +319,7 @@ class Cluster:
         )
 
     def _failed(self, state: _NodeState, breaker: CircuitBreaker, exc: ModelgateError) -> None:
-        if exc.kind not in _NODE_FAULTS:
-            state.breaker.success()  # it answered: reachable and working
-            breaker.success()
-            return
-        if exc.details.get("refused") is True:  # refused unread: says nothing of its health
-            state.breaker.release()
-            breaker.release()
-            return
-        breaker.failure()
-        timed_out = exc.details.get("timed_out") is True
-        if exc.kind in _NOT_BROKEN or (
-            exc.kind is ErrorKind.DEADLINE_EXCEEDED and not timed_out
-        ):  # busy, stale, or it refused work whose deadline passed while queued
-            state.breaker.release()
-        else:
-            state.breaker.failure()
+        record_failure(state.breaker, breaker, exc)
 
     def _count(self, state: _NodeState, outcome: str) -> None:
         if self.observer is not None:

@@ -2,7 +2,7 @@
 :class:`~modelgate.core.gateway.cluster.Cluster`.
 
 The gateway runs the same :class:`~modelgate.core.serving.registry.ModelRegistry` and
-:class:`~modelgate.core.serving.inference.InferenceService` as a node: authentication, admission,
+:class:`~modelgate.core.pipeline.inference.InferenceService` as a node: authentication, admission,
 validation against the manifest, metering, monitoring and payload logging all happen on the
 gateway. Only the runtime differs: :class:`RemoteRuntime` forwards the validated inputs to a
 node. :class:`ClusterRepository` is the registry's repository: the models the nodes

@@ -1,20 +1,6 @@
-"""Payload logging: whether an inference may be kept, and :class:`PayloadLogger`, the
-listener that keeps it, off the request path.
-
-An inference's inputs and outputs are stored only when all three agree:
-
-1. **the model** allows it: ``payload_logging.enabled`` in its manifest, which names the
-   purpose and the retention;
-2. **the tenant** opted in (``PUT /admin/tenants/{t}/payload-logging``); with access
-   control off there is no tenant to consent, so nothing is stored;
-3. **the request** does not withhold it: its parameters ``consent`` and ``log_payload``,
-   when present, must be ``true`` (the boolean, or the string "true"); any other value
-   (``false``, ``"no"``, ``0``, ...) withholds consent. A request can narrow, never widen:
-   without 1 and 2 a ``consent: true`` changes nothing.
-
-The row's purpose is the tenant's when it named one, else the model's; its retention the
-shorter of the two. The data subject is the request parameter ``subject`` (a string or an
-integer, at most 256 characters); it is stored only as its keyed pseudonym.
+"""Payload logging: :class:`PayloadLogger`, the listener that keeps an inference's inputs
+and outputs off the request path, when the model, the tenant and the request agree
+(:mod:`~modelgate.core.governance.consent`).
 
 :meth:`PayloadLogger.completed` (the request path) is a few attribute and dictionary
 lookups and, when the payload is kept, a size estimate (each tensor's ``nbytes``, or its
@@ -31,96 +17,34 @@ long to apply here) and deletes expired rows every ``purge_interval_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from modelgate.core.governance.payloads import (
-    MAX_SUBJECT_LENGTH,
+from modelgate.core.governance.consent import LoggingTerms, logging_terms, subject_of
+from modelgate.core.governance.payloads import payload_document, payload_size, seal_document
+from modelgate.core.governance.ports import (
     PayloadCipher,
     PayloadConsent,
     PayloadRecord,
     PayloadStore,
-    payload_document,
-    payload_size,
-    seal_document,
 )
-from modelgate.core.serving.draining import drain
-from modelgate.core.serving.inference import CompletedInference
-from modelgate.core.serving.manifest import PayloadLoggingSpec
+from modelgate.core.serving.recording import BackgroundRecorder, Chore
 from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.requests import CompletedInference
 from modelgate.core.serving.row_writer import RowWriter
 from modelgate.core.serving.tensors import Tensor
 
-__all__ = [
-    "CONSENT_PARAMETERS",
-    "SUBJECT_PARAMETER",
-    "LoggingTerms",
-    "PayloadLogger",
-    "logging_terms",
-    "request_allows",
-    "subject_of",
-]
+__all__ = ["PayloadLogger"]
 
 log = logging.getLogger("modelgate.payloads")
 
 #: sealed rows written per statement (the event loop is free between statements)
 _WRITE_STEP = 100
-
-#: request parameters that withhold consent unless they are true
-CONSENT_PARAMETERS = ("consent", "log_payload")
-#: the request parameter naming the data subject (OpenAI's ``user``)
-SUBJECT_PARAMETER = "subject"
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingTerms:
-    """Why and how long one inference is kept."""
-
-    purpose: str
-    retention_days: int
-
-
-def request_allows(parameters: Mapping[str, Any]) -> bool:
-    """Does the request leave consent as it is (no parameter, or ``true``)?"""
-    for name in CONSENT_PARAMETERS:
-        if name in parameters:
-            value = parameters[name]
-            if value is not True and not (isinstance(value, str) and value.lower() == "true"):
-                return False
-    return True
-
-
-def logging_terms(
-    policy: PayloadLoggingSpec | None,
-    consent: PayloadConsent | None,
-    parameters: Mapping[str, Any],
-) -> LoggingTerms | None:
-    """The terms an inference is kept under, or None when it must not be kept."""
-    if policy is None or not policy.enabled or consent is None or not consent.enabled:
-        return None
-    if parameters and not request_allows(parameters):
-        return None
-    retention = policy.retention_days
-    if consent.retention_days is not None:
-        retention = min(retention, consent.retention_days)
-    return LoggingTerms(consent.purpose or policy.purpose, retention)
-
-
-def subject_of(parameters: Mapping[str, Any]) -> str | None:
-    """The data subject a request names, or None (not given, or not an id)."""
-    value = parameters.get(SUBJECT_PARAMETER)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str) and 0 < len(value) <= MAX_SUBJECT_LENGTH:
-        return value
-    return None
 
 
 @dataclass(slots=True)
@@ -153,9 +77,10 @@ def _least_size(tensors: Sequence[Tensor]) -> int:
     return size
 
 
-class PayloadLogger:
-    """The :class:`~modelgate.core.serving.inference.InferenceListener` that logs consented
-    payloads (see the module docstring)."""
+class PayloadLogger(BackgroundRecorder):
+    """The :class:`~modelgate.core.serving.requests.InferenceListener` that logs consented
+    payloads (see the module docstring; the task, flush lock, drop log, purge and drain:
+    :class:`BackgroundRecorder`)."""
 
     def __init__(
         self,
@@ -175,17 +100,24 @@ class PayloadLogger:
         """``clock`` is the wall clock in seconds since the epoch: rows are dated by it and
         the purge deletes what expired by it. ``max_bytes`` bounds one payload (inputs and
         outputs, before redaction); a larger one is not kept."""
+        super().__init__(
+            what="payloads",
+            log=log,
+            task_name="payload-log",
+            flush_interval_s=flush_interval_s,
+            dropped_text=f"payloads dropped (more than {max_pending} waiting, or refused)",
+            lost_text="rows could not be written at shutdown and are lost",
+            clock=clock,
+        )
         self._store = store
         self._cipher = cipher
         self._pseudonymize = pseudonymize
-        self._interval = flush_interval_s
         self._max_pending = max_pending
         self._max_bytes = max_bytes
         self._max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0  # the estimated size of what waits in _pending
         self._refresh_s = consent_refresh_s
         self._purge_s = purge_interval_s
-        self._clock = clock
         self._new_id = new_id
         #: tenants that opted in (enabled settings only): the request path's one lookup
         self._consents: dict[str, PayloadConsent] = {}
@@ -200,13 +132,8 @@ class PayloadLogger:
             log=log,
             step=_WRITE_STEP,
         )
-        self._dropped = 0  # beyond max_pending on the request path
-        self._dropped_logged = 0
         self._skipped = 0
         self._not_kept: Counter[str] = Counter()
-        self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -300,77 +227,37 @@ class PayloadLogger:
                 await self.refresh_consents()
             except Exception as exc:  # nothing is logged until the settings are read
                 log.warning("payloads: consent settings not read yet: %r", exc)
-            self._stop.clear()
-            self._task = asyncio.create_task(self._run(), name="payload-log")
+        await super().start()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_refresh = loop.time() + self._refresh_s
-        next_purge = loop.time()
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            if self._stop.is_set():
-                return
-            # the outermost layer of this task: whatever fails, it must keep running
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("payloads: flush failed")
-            now = loop.time()
-            if now >= next_refresh:
-                next_refresh = now + self._refresh_s
-                try:
-                    await self.refresh_consents()
-                except Exception as exc:
-                    log.warning("payloads: consent settings not re-read: %r", exc)
-            if now >= next_purge:
-                next_purge = now + self._purge_s
-                try:
-                    await self.purge()
-                except Exception as exc:
-                    log.warning("payloads: expired rows not purged: %r", exc)
+    def _chores(self) -> Sequence[Chore]:
+        return [
+            Chore(
+                self._refresh_s,
+                self.refresh_consents,
+                "consent settings not re-read",
+                first_s=self._refresh_s,
+            ),
+            Chore(self._purge_s, self.purge, "expired rows not purged"),
+        ]
 
     async def purge(self) -> int:
         """Delete the rows whose retention has passed; answers how many."""
-        purged = await self._store.purge(datetime.fromtimestamp(self._clock(), UTC))
-        if purged:
-            log.info("payloads: %d expired rows deleted", purged)
-        return purged
+        return await self._purge_expired(self._store.purge, "expired rows")
 
-    async def flush(self) -> int:
-        """Seal and write everything pending now; answers how many rows were written."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            self._pending_bytes = 0
-            if batch:
-                try:
-                    self._writer.add(await asyncio.to_thread(self._seal_all, batch))
-                except asyncio.CancelledError:
-                    self._pending[:0] = batch
-                    self._pending_bytes += sum(
-                        _least_size(p.inputs) + _least_size(p.outputs) for p in batch
-                    )
-                    raise
-            written = await self._writer.write()
-            if self.dropped > self._dropped_logged:
-                lost, self._dropped_logged = self.dropped - self._dropped_logged, self.dropped
-                log.error(
-                    "payloads: %d payloads dropped (more than %d waiting, or refused)",
-                    lost,
-                    self._max_pending,
+    async def _write(self) -> int:
+        """Seal and write everything pending now."""
+        batch, self._pending = self._pending, []
+        self._pending_bytes = 0
+        if batch:
+            try:
+                self._writer.add(await asyncio.to_thread(self._seal_all, batch))
+            except asyncio.CancelledError:
+                self._pending[:0] = batch
+                self._pending_bytes += sum(
+                    _least_size(p.inputs) + _least_size(p.outputs) for p in batch
                 )
-            return written
-
-    async def close(self, attempts: int = 3) -> None:
-        """Stop the task and write what is left (a few tries, a short wait between)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if not await drain(self.flush, lambda: self.pending, attempts=attempts):
-            return
-        log.error("payloads: %d rows could not be written at shutdown and are lost", self.pending)
+                raise
+        return await self._writer.write()
 
     # -- sealing, in a worker thread -----------------------------------------------------
     def _seal_all(self, batch: Sequence[_Pending]) -> list[PayloadRecord]:

@@ -9,21 +9,24 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import is_operator, require_scope
-from modelgate.core.access.identity import IdentityStore, Principal, Scope
+from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog, IdentityStore
 from modelgate.core.governance.payloads import (
     MAX_PURPOSE_LENGTH,
     MAX_SUBJECT_LENGTH,
+    associated_data,
+    exported,
+    open_payload,
+)
+from modelgate.core.governance.ports import (
     PayloadCipher,
     PayloadConsent,
     PayloadQuery,
     PayloadRecord,
     PayloadStore,
     SubjectData,
-    associated_data,
-    exported,
-    open_payload,
 )
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 

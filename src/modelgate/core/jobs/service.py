@@ -18,7 +18,7 @@ from typing import Any
 
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.governance.payload_logger import SUBJECT_PARAMETER
+from modelgate.core.governance.consent import SUBJECT_PARAMETER
 from modelgate.core.jobs.jobs import (
     Job,
     JobOwner,
@@ -31,8 +31,9 @@ from modelgate.core.jobs.jobs import (
 )
 from modelgate.core.jobs.ports import JobQueue
 from modelgate.core.jobs.ssrf import PinnedUrl, resolve_public
-from modelgate.core.serving.inference import ANONYMOUS, InferenceRequest, InferenceService
+from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_size import check_size
+from modelgate.core.serving.requests import ANONYMOUS, InferenceRequest
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["MAX_PRIORITY", "JobService", "JobSpec", "owner_of"]
@@ -98,7 +99,7 @@ class JobService:
             raise invalid(f"'priority' must be an integer from 0 to {MAX_PRIORITY}")
         _refuse_subjects(spec.items)
         owner = owner_of(principal)
-        await self.inference.authorize(principal, spec.model, spec.version, Scope.INFER)
+        await self.inference.catalog.authorize(principal, spec.model, spec.version, Scope.INFER)
         if principal is None or spec.requests:  # the model must exist; its limits
             manifest = await self.inference.registry.manifest(spec.model)
             for i, request in enumerate(spec.requests):

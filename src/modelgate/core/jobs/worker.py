@@ -1,5 +1,5 @@
 """``JobWorker``: claims jobs from the queue and runs their items through the
-:class:`~modelgate.core.serving.inference.InferenceService`, as the tenant that submitted them, so
+:class:`~modelgate.core.pipeline.inference.InferenceService`, as the tenant that submitted them, so
 jobs are authorized, admitted, limited, metered and monitored like synchronous requests.
 
 While it runs a job, the worker renews its lease every third of ``lease_s`` (a renewal
@@ -40,10 +40,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from modelgate.core.access.authentication import ADMIN_TENANT
-from modelgate.core.access.identity import IdentityStore, Plan, Principal
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.access.ports import IdentityStore
 from modelgate.core.jobs.jobs import ClaimedJob, Job, JobOwner, JobPolicy, JobResult, JobState
 from modelgate.core.jobs.ports import JobQueue
-from modelgate.core.serving.inference import InferenceRequest, InferenceResponse, InferenceService
+from modelgate.core.pipeline.inference import InferenceService
+from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["JobPrincipals", "JobWorker", "default_worker_id", "purge_finished"]

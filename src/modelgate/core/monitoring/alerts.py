@@ -3,7 +3,8 @@ Prometheus (those with it use ``deploy/prometheus/modelgate-rules.yml``).
 
 A rule names a metric, a threshold and a window: "``error_rate`` over the last 300 s is
 above 0.05". Every ``interval_s`` the :class:`AlertEvaluator` reads each rule's metric from
-an :class:`AlertSource`, one :class:`Reading` per subject (a model), and keeps one alert
+an :class:`~modelgate.core.monitoring.ports.AlertSource`, one
+:class:`~modelgate.core.monitoring.ports.Reading` per subject (a model), and keeps one alert
 per (rule, subject):
 
 - the condition holds (and at least ``min_requests`` stand behind the reading): the alert
@@ -16,7 +17,8 @@ Metrics come from sources: ``latency_p<NN>`` (e.g. ``latency_p99``, seconds),
 ``error_rate`` (the share of requests that ended in a server error, :data:`SERVER_ERRORS`)
 and ``requests_per_second`` from the metrics the core reports
 (:mod:`modelgate.observability.alerting`); ``feature_drift`` and ``prediction_drift`` come
-from :class:`~modelgate.core.monitoring.monitor.DriftAlertSource`, one more :class:`AlertSource`.
+from :class:`~modelgate.core.monitoring.monitor.DriftAlertSource`, one more
+:class:`~modelgate.core.monitoring.ports.AlertSource`.
 Quota use is alerted by :class:`~modelgate.core.admission.quotas.Quotas` itself, at 80% and
 100%, once per crossing.
 
@@ -33,9 +35,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelgate.core.monitoring.ports import AlertSource
 
 __all__ = [
     "DEFAULT_RULES",
@@ -43,8 +47,6 @@ __all__ = [
     "AlertEvaluator",
     "AlertEvent",
     "AlertRule",
-    "AlertSource",
-    "Reading",
     "parse_rules",
 ]
 
@@ -53,33 +55,6 @@ log = logging.getLogger("modelgate.alerts")
 #: request statuses that count as errors in ``error_rate``: the server's failures (a 5xx),
 #: not the client's (invalid input, unknown model, rate limits)
 SERVER_ERRORS = frozenset({"internal", "unavailable", "overloaded"})
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A metric's value for one subject over a window, and how many samples (requests)
-    stand behind it."""
-
-    value: float
-    count: int
-
-
-class AlertSource(Protocol):
-    """Where rules read their metrics.
-
-    ``knows(metric)`` says whether this source computes ``metric``. ``advance(now)`` is
-    called once per evaluation, before any ``read``, with the monotonic time: a source that
-    computes windows from cumulative counters records them then. ``read(metric, window_s)``
-    answers one :class:`Reading` per subject over the last ``window_s`` seconds (a subject
-    without samples in the window is left out). Both run on the event loop: in-memory
-    work only, no I/O.
-    """
-
-    def knows(self, metric: str) -> bool: ...
-
-    def advance(self, now: float) -> None: ...
-
-    def read(self, metric: str, window_s: float) -> Mapping[str, Reading]: ...
 
 
 class AlertRule(BaseModel):

@@ -1,21 +1,10 @@
-"""Anomaly scores of a request's inputs against its version's reference profile.
+"""The anomaly detector: which versions have their requests scored, and what a score above
+the threshold does (flag the answer or reject the request), with counts per version.
 
 A model whose manifest has an ``anomaly`` section
 (:class:`~modelgate.core.serving.manifest.AnomalySpec`) has every request's inputs scored before
-admission and before the runtime runs. The score of one value of a numeric feature comes from the
-reference's quantiles ``q01`` and ``q99``, its range ``[min, max]`` and a margin
-``m = RANGE_MARGIN * (max - min)``:
-
-- 0 inside ``[q01, q99]``: a typical value;
-- rising linearly to 0.5 at ``min`` (``max``): rare, but the reference has values as far out;
-- rising linearly from 0.5 to 1 between ``max`` and ``max + m`` (``min - m`` and ``min``):
-  beyond the reference's range, within the margin;
-- 1 beyond ``max + m`` (below ``min - m``), and NaN: out of range.
-
-A categorical feature scores 0 for a category the reference has and 1 for any other value
-(unseen category). A row scores its worst feature, a request its worst row, so the score is
-always in [0, 1] and a threshold of 0.5 (the default) marks exactly the requests with a value
-outside the reference's range or an unseen category.
+admission and before the runtime runs (how a value scores:
+:mod:`~modelgate.core.monitoring.anomaly_scores`).
 
 The profile is read when a version loads (:meth:`AnomalyDetector.prepare`, a registry load
 hook running in the loading thread), turned into per-feature bound arrays once, and kept
@@ -33,253 +22,30 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
+from modelgate.core.monitoring.anomaly_scores import (
+    Array,
+    FeatureBounds,
+    FloatArray,
+    anomaly_reasons,
+    over_threshold,
+    profile_bounds,
+)
 from modelgate.core.monitoring.ports import AnomalyObserver
-from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.serving.registry import LoadedVersion
 from modelgate.core.serving.tensors import Parameters
 from modelgate.errors import ModelgateError, invalid
 
-__all__ = [
-    "RANGE_MARGIN",
-    "TAIL_LEVELS",
-    "AnomalyCounts",
-    "AnomalyDetector",
-    "FeatureBounds",
-    "profile_bounds",
-    "row_scores",
-]
+__all__ = ["AnomalyCounts", "AnomalyDetector"]
 
 log = logging.getLogger("modelgate.anomaly")
 
-#: the margin beyond the reference's range, as a share of the range, before a value scores 1
-RANGE_MARGIN = 0.1
-#: the quantiles inside which a value scores 0
-TAIL_LEVELS = (0.01, 0.99)
-#: features named in a refusal, at most
-_NAMED = 10
 #: inputs of at most this many values are first checked by a plain loop
 _LOOP_MAX = 256
-
-FloatArray = NDArray[np.float64]
-Array = np.ndarray[Any, Any]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class FeatureBounds:
-    """Precomputed bounds of the features of one input, as arrays over its features.
-
-    ``edges``, ``sign``, ``tail``, ``tail_rate`` and ``margin_rate`` have the shape
-    ``[2, 1, F]``: the low side first (distances below ``q01``), then the high side."""
-
-    input: str
-    features: tuple[str, ...]
-    #: the columns of a 2-D input holding the features (its width is ``width``); None: the
-    #: input is one feature, and every value of a row is scored against it
-    columns: NDArray[np.intp] | None
-    width: int
-    edges: FloatArray
-    sign: FloatArray
-    tail: FloatArray
-    tail_rate: FloatArray
-    margin_rate: FloatArray
-    minimum: FloatArray
-    maximum: FloatArray
-    #: (feature index, the reference's category values) of categorical features
-    categorical: tuple[tuple[int, FloatArray], ...]
-    #: the same as arrays: the categorical features' indexes [C], their values [C, K]
-    #: padded with NaN; None without categorical features
-    category_columns: NDArray[np.intp]
-    categories: FloatArray | None
-    #: the input may hold NaN (the manifest allows non-finite values)
-    nonfinite: bool
-    #: the 1% and 99% quantiles and the known categories as Python values, for
-    #: :meth:`typical` (small requests: a loop beats a dozen numpy calls)
-    quantile_pairs: tuple[tuple[float, float], ...] = ()
-    category_sets: tuple[tuple[int, frozenset[float]], ...] = ()
-
-    @classmethod
-    def of(
-        cls,
-        input_name: str,
-        statistics: Sequence[tuple[str, Mapping[str, Any]]],
-        columns: Sequence[int] | None,
-        width: int,
-        nonfinite: bool,
-    ) -> FeatureBounds:
-        """Bounds from each feature's column statistics (``min``, ``max``, ``quantiles``,
-        ``categories``: see ``modelgate.core.serving.profiles``)."""
-        lows, highs, minima, maxima, categorical = [], [], [], [], []
-        for index, (_name, column) in enumerate(statistics):
-            low, high = float(column["min"]), float(column["max"])
-            if not low <= high:
-                raise ValueError(f"min {low} above max {high}")
-            quantiles = column.get("quantiles") or {}
-            levels = [float(v) for v in quantiles.get("levels", ())]
-            values = [float(v) for v in quantiles.get("values", ())]
-            if levels and len(levels) == len(values):
-                q_low = float(np.interp(TAIL_LEVELS[0], levels, values))
-                q_high = float(np.interp(TAIL_LEVELS[1], levels, values))
-            else:
-                q_low, q_high = low, high
-            lows.append(min(max(q_low, low), high))
-            highs.append(max(min(q_high, high), lows[-1]))
-            minima.append(low)
-            maxima.append(high)
-            seen = (column.get("categories") or {}).get("values")
-            if seen:
-                categorical.append((index, np.asarray(seen, dtype=np.float64)))
-        minimum = np.asarray(minima)
-        maximum = np.asarray(maxima)
-        q_lo, q_hi = np.asarray(lows), np.asarray(highs)
-        # a width that is never zero: a constant feature's other values are out of range
-        tiny = 1e-9 * np.maximum(1.0, np.maximum(np.abs(minimum), np.abs(maximum)))
-        margin = np.maximum(RANGE_MARGIN * (maximum - minimum), tiny)
-        tail = np.stack([q_lo - minimum, maximum - q_hi])
-        shape = (2, 1, len(statistics))
-        return cls(
-            input=input_name,
-            features=tuple(name for name, _ in statistics),
-            columns=None if columns is None else np.asarray(columns, dtype=np.intp),
-            width=width,
-            edges=np.stack([q_lo, q_hi]).reshape(shape),
-            sign=np.array([-1.0, 1.0]).reshape(2, 1, 1),
-            tail=tail.reshape(shape),
-            tail_rate=(0.5 / np.maximum(tail, tiny)).reshape(shape),
-            margin_rate=np.broadcast_to(0.5 / margin, (2, len(statistics))).reshape(shape),
-            minimum=minimum,
-            maximum=maximum,
-            categorical=tuple(categorical),
-            category_columns=np.asarray([i for i, _ in categorical], dtype=np.intp),
-            categories=_padded([seen for _, seen in categorical]),
-            nonfinite=nonfinite,
-            quantile_pairs=tuple(zip(q_lo.tolist(), q_hi.tolist(), strict=True)),
-            category_sets=tuple((i, frozenset(seen.tolist())) for i, seen in categorical),
-        )
-
-    def typical(self, x: FloatArray) -> bool:
-        """True when every value of ``x`` ([N, F] from :meth:`values`) is inside its
-        feature's 1-99% quantiles and every categorical value is a known category: the
-        score is 0 without computing it. For small requests (about 2 µs for a row of 12
-        features, against about 15 µs for :meth:`scores`); NaN is never typical."""
-        pairs, categories = self.quantile_pairs, self.category_sets
-        single = self.columns is None
-        for row in x.tolist():
-            if single:
-                low, high = pairs[0]
-                if not all(low <= v <= high for v in row):
-                    return False
-                if categories and not categories[0][1].issuperset(row):
-                    return False
-                continue
-            for (low, high), v in zip(pairs, row, strict=True):
-                if not low <= v <= high:
-                    return False
-            for index, known in categories:
-                if row[index] not in known:
-                    return False
-        return True
-
-    def values(self, array: Array) -> FloatArray | None:
-        """The input's feature values as [N, F] (or [N, k] for a one-feature input of k
-        values a row); None when its shape does not fit the profile."""
-        x = np.asarray(array, dtype=np.float64)
-        if self.columns is None:
-            return x.reshape(x.shape[0], -1) if x.ndim else None
-        if x.ndim != 2 or x.shape[1] != self.width:
-            return None
-        return x if self.columns.size == self.width else x[:, self.columns]
-
-    def scores(self, array: Array) -> FloatArray | None:
-        """Each row's score per feature, [N, F], in [0, 1] (see the module docstring)."""
-        x = self.values(array)
-        if x is None:
-            return None
-        d = (x - self.edges) * self.sign  # [2, N, F]: how far below q01, above q99
-        # garbage near the float limit must not overflow below (a negative distance is
-        # inside the quantiles on that side, however large)
-        np.minimum(d, 1e200, out=d)
-        np.maximum(d, -1.0, out=d)
-        tail_part = d * self.tail_rate
-        np.maximum(tail_part, 0.0, out=tail_part)
-        np.minimum(tail_part, 0.5, out=tail_part)
-        d -= self.tail
-        d *= self.margin_rate
-        np.maximum(d, 0.0, out=d)
-        np.minimum(d, 0.5, out=d)
-        d += tail_part
-        scores: FloatArray = np.maximum(d[0], d[1])
-        if self.columns is None and scores.shape[1] != 1:
-            scores = scores.max(axis=1, keepdims=True)
-        if self.categories is not None:
-            if self.columns is None:  # every value of the row is this one feature
-                found = (x[:, :, None] == self.categories[0]).any(axis=2)
-                scores[:, 0] = ~found.all(axis=1)
-            else:  # every categorical column in one comparison (NaN pads never match)
-                found = (x[:, self.category_columns, None] == self.categories).any(axis=2)
-                scores[:, self.category_columns] = ~found
-        if self.nonfinite:
-            scores[np.isnan(scores)] = 1.0
-        return scores
-
-    def describe(self, index: int, value: float, score: float) -> str:
-        """Why feature ``index`` scored ``score`` for ``value``."""
-        name = self.features[index]
-        if any(i == index for i, _ in self.categorical):
-            return f"{name} {value:g} is a category the reference does not have"
-        low, high = self.minimum[index], self.maximum[index]
-        if score >= 1.0:
-            return f"{name} {value:g} is out of the reference range [{low:g}, {high:g}]"
-        if score > 0.5:
-            return f"{name} {value:g} is beyond the reference range [{low:g}, {high:g}]"
-        return f"{name} {value:g} is in the reference's 1% tails"
-
-
-def _padded(rows: list[FloatArray]) -> FloatArray | None:
-    if not rows:
-        return None
-    table = np.full((len(rows), max(r.size for r in rows)), np.nan)
-    for index, row in enumerate(rows):
-        table[index, : row.size] = row
-    return table
-
-
-def profile_bounds(document: Mapping[str, Any], manifest: ModelManifest) -> list[FeatureBounds]:
-    """The bounds of every input the profile describes: the named columns of a 2-D input
-    with ``feature_names``, or a numeric input of a feature's name. BYTES inputs are not
-    scored."""
-    features = document.get("features") or {}
-    found: list[FeatureBounds] = []
-    for spec in manifest.inputs:
-        if spec.datatype == "BYTES":
-            continue
-        if spec.feature_names:
-            picked = [(i, n) for i, n in enumerate(spec.feature_names) if n in features]
-            if picked:
-                found.append(
-                    FeatureBounds.of(
-                        spec.name,
-                        [(n, features[n]) for _, n in picked],
-                        [i for i, _ in picked],
-                        len(spec.feature_names),
-                        spec.allow_nonfinite,
-                    )
-                )
-        elif spec.name in features:
-            found.append(
-                FeatureBounds.of(
-                    spec.name, [(spec.name, features[spec.name])], None, 1, spec.allow_nonfinite
-                )
-            )
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +137,7 @@ class AnomalyDetector:
         screen.requests += 1
         if score <= spec.threshold:
             return {"anomaly_score": round(score, 4)}
-        reasons = _reasons(scored, inputs, spec.threshold)
+        reasons = anomaly_reasons(scored, inputs, spec.threshold)
         if spec.action == "reject":
             screen.rejected += 1
             if self.observer is not None:
@@ -383,7 +149,9 @@ class AnomalyDetector:
         screen.flagged += 1
         if self.observer is not None:
             self.observer.anomalous(loaded.name, str(loaded.version), "flagged")
-        names = [bounds.features[i] for bounds, s in scored for i in _over(s, spec.threshold)]
+        names = [
+            bounds.features[i] for bounds, s in scored for i in over_threshold(s, spec.threshold)
+        ]
         return {
             "anomaly_score": round(score, 4),
             "anomalous": True,
@@ -405,38 +173,3 @@ class AnomalyDetector:
             rejected=screen.rejected,
             share=anomalous / screen.requests if screen.requests else None,
         )
-
-
-def row_scores(bounds: Sequence[FeatureBounds], inputs: Mapping[str, Array]) -> FloatArray:
-    """Each row's score (its worst feature over every scored input), [N]."""
-    rows: FloatArray | None = None
-    for item in bounds:
-        array = inputs.get(item.input)
-        scores = item.scores(array) if array is not None else None
-        if scores is None:
-            continue
-        worst = scores.max(axis=1)
-        rows = worst if rows is None else np.maximum(rows, worst)
-    return rows if rows is not None else np.zeros(0)
-
-
-def _over(scores: FloatArray, threshold: float) -> list[int]:
-    return [int(i) for i in np.flatnonzero((scores > threshold).any(axis=0))]
-
-
-def _reasons(
-    scored: list[tuple[FeatureBounds, FloatArray]], inputs: Mapping[str, Array], threshold: float
-) -> list[str]:
-    """One phrase per feature above the threshold (its worst row), at most :data:`_NAMED`."""
-    reasons: list[str] = []
-    for bounds, scores in scored:
-        values = bounds.values(inputs[bounds.input])
-        assert values is not None
-        for index in _over(scores, threshold):
-            row = int(np.argmax(scores[:, index]))
-            column = values[row] if bounds.columns is None else values[row, index : index + 1]
-            worst = float(column[np.argmax(np.abs(column - bounds.edges[1, 0, index]))])
-            reasons.append(bounds.describe(index, worst, float(scores[row, index])))
-    if len(reasons) > _NAMED:
-        reasons = [*reasons[:_NAMED], f"and {len(reasons) - _NAMED} more"]
-    return reasons

@@ -1,50 +1,27 @@
-"""Feedback: predictions recorded for the ground truth sent back later, and the use cases
-around them (attaching labels, a data subject's export and erasure, training datasets).
+"""Feedback: ground truth sent back for recorded predictions, and training datasets of
+labelled ones.
 
-:class:`FeedbackRecorder` is an :class:`~modelgate.core.serving.inference.InferenceListener`. For a
-model whose manifest enables ``feedback``, ``completed`` (the request path) appends one
-tuple of references to a list: no copy, no I/O, no task. A background task turns what
-waits into :class:`~modelgate.core.monitoring.predictions.PredictionRecord` rows (one per request
-row: the predicted class and the score, read from the outputs) and writes them every
-``flush_interval_s``, a hundred at a time with the event loop free in between: at
-thousands of predictions a second, one big batch (or a worker thread holding the GIL)
-would stall every request for tens of milliseconds. A failed write keeps what it held
-for the next flush; :meth:`FeedbackRecorder.close` writes what is left. The same task
-deletes expired rows every ``purge_interval_s``.
-
-What is recorded is bounded in rows, not requests: a request of more than
-``max_request_rows`` rows records its first ``max_request_rows`` only (counted in
-``truncated_rows``), and past ``max_pending`` rows waiting a request is not recorded
-(counted in ``dropped``). A request that withholds consent (``consent``/``log_payload``
-not true, docs/privacy.md) is not recorded at all (counted in ``withheld``).
-
-A prediction is found by the tenant that made it and its request id: the transport id
-(REST ``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane
-one) or the request's OIP ``id``. :class:`FeedbackService` attaches labels to it. Feedback
-may arrive before its prediction is written (the answer leaves before the background
-write): when the id is not in the store yet, the service writes what this replica holds,
-waiting for a write in flight, and looks again; then, for a row another replica has not
-written yet, it looks again for up to ``wait_s`` before answering NOT_FOUND.
+A prediction (recorded by :class:`~modelgate.core.monitoring.feedback_recorder.FeedbackRecorder`)
+is found by the tenant that made it and its request id: the transport id (REST
+``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane one) or
+the request's OIP ``id``. :class:`FeedbackService` attaches labels to it. Feedback may
+arrive before its prediction is written (the answer leaves before the background write):
+when the id is not in the store yet, the service writes what this replica holds, waiting
+for a write in flight, and looks again; then, for a row another replica has not written
+yet, it looks again for up to ``wait_s`` before answering NOT_FOUND.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import secrets
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import numpy as np
+from datetime import UTC, datetime
 
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.governance.payload_logger import request_allows, subject_of
+from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.ports import FeedbackStore
 from modelgate.core.monitoring.predictions import (
     FeedbackRecord,
@@ -52,58 +29,13 @@ from modelgate.core.monitoring.predictions import (
     LabelQuery,
     PredictionRecord,
 )
-from modelgate.core.serving.draining import drain
-from modelgate.core.serving.inference import ANONYMOUS, CompletedInference
-from modelgate.core.serving.manifest import FeedbackSpec, ModelManifest
-from modelgate.core.serving.request_context import current_request_id
-from modelgate.core.serving.row_writer import RowWriter
-from modelgate.core.serving.tensors import Tensor
+from modelgate.core.serving.requests import ANONYMOUS
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = [
-    "MAX_LABEL",
-    "MAX_REQUEST_ID",
-    "FeedbackItem",
-    "FeedbackRecorder",
-    "FeedbackService",
-    "FeedbackSubjects",
-    "prediction_rows",
-]
+__all__ = ["MAX_LABEL", "FeedbackItem", "FeedbackService"]
 
-log = logging.getLogger("modelgate.feedback")
-
-#: the longest request id (transport or OIP) recorded and looked up
-MAX_REQUEST_ID = 128
 #: the largest class index a label may name
 MAX_LABEL = 2**31 - 1
-
-#: predictions turned into rows, and rows written, per step of a flush (each step holds
-#: the event loop for about 2 ms at most)
-_CHUNK = 100
-
-_INTEGER = frozenset({"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
-_FLOAT = frozenset({"FP16", "FP32", "FP64", "BF16"})
-
-# what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
-# named (or None), each output's (name, datatype, array), and the rows it will make:
-# strings, numbers and arrays only, so the collector stops tracking the tuple at its first
-# pass (a tuple holding the request's dicts and lists would be scanned on every collection
-# until the flush)
-_Pending = tuple[
-    float,
-    str,
-    str | None,
-    str | None,
-    str,
-    str,
-    str | None,
-    tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
-    int,
-]
-
-
-def _new_id() -> str:
-    return "pr_" + secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,290 +47,6 @@ class FeedbackItem:
     label: int | None = None
     labels: tuple[int, ...] | None = None
     row: int = 0
-
-
-def prediction_rows(
-    manifest: ModelManifest, outputs: Sequence[Tensor]
-) -> tuple[list[int | None], list[float | None]] | None:
-    """The predicted class and score of each row, from the outputs the request received;
-    None when they hold neither (see :class:`~modelgate.core.serving.manifest.FeedbackSpec`)."""
-    spec = manifest.feedback or FeedbackSpec()
-    by_name = {t.name: t for t in outputs}
-    label = _output(by_name, spec.label_output, _INTEGER, outputs, ndim=1)
-    score = _output(by_name, spec.score_output, _FLOAT, outputs, ndim=None)
-    predicted: list[Any] | None = None  # int or None per row
-    scores: list[Any] | None = None  # float or None per row
-    if score is not None:
-        values = np.asarray(score.data, dtype=np.float64)
-        if values.ndim == 2 and values.shape[1] >= 2:
-            classes = values.shape[1]
-            scores = (values[:, 1] if classes == 2 else values.max(axis=1)).tolist()
-            predicted = values.argmax(axis=1).tolist()
-        elif values.ndim in (1, 2):
-            flat = values.reshape(len(values))
-            scores = flat.tolist()
-            predicted = (flat >= 0.5).astype(np.int64).tolist()
-    if label is not None:
-        predicted = np.asarray(label.data).astype(np.int64).tolist()
-    if predicted is None:
-        return None
-    if scores is None or len(scores) != len(predicted):
-        scores = [None] * len(predicted)
-    return predicted, scores
-
-
-def _rows_of(outputs: Sequence[Tensor]) -> int:
-    """How many rows an answer holds: its first output's first dimension (a scalar: 1)."""
-    if not outputs:
-        return 0
-    shape = outputs[0].data.shape
-    return shape[0] if shape else 1
-
-
-def _first(data: np.ndarray[Any, Any], rows: int) -> np.ndarray[Any, Any]:
-    return data[:rows] if data.ndim else data
-
-
-def _output(
-    by_name: dict[str, Tensor],
-    named: str | None,
-    datatypes: frozenset[str],
-    outputs: Sequence[Tensor],
-    ndim: int | None,
-) -> Tensor | None:
-    if named is not None:
-        found = by_name.get(named)
-        return found if found is not None and found.datatype in datatypes else None
-    for tensor in outputs:
-        if tensor.datatype in datatypes and (ndim is None or tensor.data.ndim == ndim):
-            return tensor
-    return None
-
-
-class FeedbackRecorder:
-    """The :class:`~modelgate.core.serving.inference.InferenceListener` that records predictions of
-    models with ``feedback`` enabled (see the module docstring). Subjects are recorded,
-    as pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).
-
-    ``max_pending`` bounds the rows waiting (built or not); ``max_request_rows`` the rows
-    one request records (its first ones)."""
-
-    def __init__(
-        self,
-        store: FeedbackStore,
-        *,
-        pseudonymize: Callable[[str], str] | None = None,
-        flush_interval_s: float = 1.0,
-        max_pending: int = 50_000,
-        max_request_rows: int = 1000,
-        purge_interval_s: float = 3600.0,
-        clock: Callable[[], float] = time.time,
-        new_id: Callable[[], str] = _new_id,
-    ) -> None:
-        self._store = store
-        self._pseudonymize = pseudonymize
-        self._interval = flush_interval_s
-        self._max_pending = max_pending
-        self._max_request_rows = min(max_request_rows, max_pending)
-        self._purge_s = purge_interval_s
-        self._clock = clock
-        self._new_id = new_id
-        self._pending: list[_Pending] = []
-        self._pending_rows = 0  # the rows what waits in _pending will make (at most)
-        #: each (model, version)'s manifest, as the request path last saw it
-        self._manifests: dict[tuple[str, str], ModelManifest] = {}
-        #: rows built, not written yet (a failed write keeps them here)
-        self._writer: RowWriter[PredictionRecord] = RowWriter(
-            store.append,
-            what="feedback",
-            max_waiting=max_pending,
-            name_of=lambda r: f"prediction {r.id}",
-            log=log,
-            step=_CHUNK,
-        )
-        self._dropped = 0  # requests beyond max_pending rows, or unreadable
-        self._dropped_logged = 0
-        #: rows beyond max_request_rows, not recorded (their requests' first rows were)
-        self.truncated_rows = 0
-        #: requests not recorded because they withheld consent
-        self.withheld = 0
-        self._not_kept: Counter[str] = Counter()  # rows, by reason
-        self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def pending(self) -> int:
-        """Rows waiting to be written (built or not)."""
-        return self._pending_rows + len(self._writer)
-
-    @property
-    def dropped(self) -> int:
-        """Requests not recorded (``max_pending`` rows were waiting, or their answer could
-        not be read) and rows the store refused."""
-        return self._dropped + self._writer.dropped
-
-    def not_kept(self) -> dict[str, int]:
-        """Prediction rows not recorded, by reason: ``withheld_consent``,
-        ``request_rows_cap`` (past ``max_request_rows``), ``backlog_full`` (``max_pending``
-        rows waiting), ``unreadable`` (an answer that could not be read), ``refused`` (by
-        the store)."""
-        return {**self._not_kept, "refused": self._writer.dropped}
-
-    # -- the request path --------------------------------------------------------------
-    def completed(self, inference: CompletedInference) -> None:
-        manifest = inference.manifest
-        spec = manifest.feedback
-        if spec is None or not spec.enabled:
-            return
-        request = inference.request
-        response = inference.response
-        outputs = response.outputs
-        rows = _rows_of(outputs)
-        parameters = request.parameters
-        if parameters and not request_allows(parameters):
-            self.withheld += 1  # nothing of it is kept (docs/privacy.md)
-            self._not_kept["withheld_consent"] += rows
-            return
-        cap = self._max_request_rows
-        if rows > cap:  # its first rows only: slices are views, nothing is copied
-            self.truncated_rows += rows - cap
-            self._not_kept["request_rows_cap"] += rows - cap
-            rows = cap
-            out = tuple([(t.name, t.datatype, _first(t.data, cap)) for t in outputs])
-        else:
-            out = tuple([(t.name, t.datatype, t.data) for t in outputs])
-        if self._pending_rows + len(self._writer) + rows > self._max_pending:
-            self._dropped += 1
-            self._not_kept["backlog_full"] += rows
-            return
-        principal = inference.principal
-        version = response.model_version
-        self._manifests[(request.model, version)] = manifest  # the latest load's
-        self._pending_rows += rows
-        self._pending.append(
-            (
-                self._clock(),
-                ANONYMOUS if principal is None else principal.tenant_id,
-                current_request_id.get(),
-                request.id,
-                request.model,
-                version,
-                subject_of(parameters) if parameters else None,
-                out,
-                rows,
-            )
-        )
-
-    # -- the background task -----------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is None:
-            self._stop.clear()
-            self._task = asyncio.create_task(self._run(), name="feedback-recorder")
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time()
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            if self._stop.is_set():
-                return
-            # the outermost layer of this task: whatever fails, it must keep running
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("feedback: flush failed")
-            if loop.time() >= next_purge:
-                next_purge = loop.time() + self._purge_s
-                try:
-                    await self.purge()
-                except Exception as exc:
-                    log.warning("feedback: expired predictions not purged: %r", exc)
-
-    async def purge(self) -> int:
-        """Delete the predictions (and their feedback) whose retention has passed."""
-        purged = await self._store.purge(datetime.fromtimestamp(self._clock(), UTC))
-        if purged:
-            log.info("feedback: %d expired predictions deleted", purged)
-        return purged
-
-    async def flush(self) -> int:
-        """Write everything pending now; answers how many rows were written."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            self._pending_rows = 0
-            for start in range(0, len(batch), _CHUNK):
-                self._writer.add(self._build_all(batch[start : start + _CHUNK]))
-                try:
-                    await asyncio.sleep(0)  # requests run between steps
-                except asyncio.CancelledError:
-                    kept = batch[start + _CHUNK :]
-                    self._pending[:0] = kept
-                    self._pending_rows += sum(item[8] for item in kept)
-                    raise
-            written = await self._writer.write()
-            if self.dropped > self._dropped_logged:
-                lost, self._dropped_logged = self.dropped - self._dropped_logged, self.dropped
-                log.error("feedback: %d predictions dropped (not recorded)", lost)
-            return written
-
-    async def close(self, attempts: int = 3) -> None:
-        """Stop the task and write what is left (a few tries)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if await drain(self.flush, lambda: self.pending, attempts=attempts):
-            log.error("feedback: %d predictions could not be written at shutdown", self.pending)
-
-    # -- building rows ------------------------------------------------------------------
-    def _build_all(self, batch: Sequence[_Pending]) -> list[PredictionRecord]:
-        records: list[PredictionRecord] = []
-        for item in batch:
-            try:
-                records.extend(self._build(item))
-            except Exception:  # one odd answer must not lose the batch; it is counted
-                log.exception("feedback: a prediction of model %s could not be read", item[4])
-                self._dropped += 1
-                self._not_kept["unreadable"] += item[8]
-        return records
-
-    def _build(self, item: _Pending) -> list[PredictionRecord]:
-        at, tenant, request_id, inference_id, model, version, subject, out, _ = item
-        manifest = self._manifests[(model, version)]
-        tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
-        found = prediction_rows(manifest, tensors)
-        if found is None or (request_id is None and inference_id is None):
-            return []
-        predicted, scores = found
-        if inference_id is not None and not 0 < len(inference_id) <= MAX_REQUEST_ID:
-            inference_id = None  # not an id one could look up
-        if request_id is None and inference_id is None:
-            return []
-        if subject is not None:
-            subject = None if self._pseudonymize is None else self._pseudonymize(subject)
-        created = datetime.fromtimestamp(at, UTC)
-        assert manifest.feedback is not None
-        expires = created + timedelta(days=manifest.feedback.retention_days)
-        prediction_id = self._new_id()
-        return [
-            PredictionRecord(
-                id=prediction_id,
-                row=row,
-                tenant_id=tenant,
-                request_id=request_id or inference_id or "",
-                inference_id=inference_id,
-                model=model,
-                version=version,
-                subject=subject,
-                created_at=created,
-                expires_at=expires,
-                predicted=label,
-                score=score,
-            )
-            for row, (label, score) in enumerate(zip(predicted, scores, strict=True))
-        ]
 
 
 class FeedbackService:
@@ -541,45 +189,3 @@ def _labels(
         )
     row = rows[item.row]
     return [FeedbackRecord(row.id, row.row, item.label, now)]
-
-
-class FeedbackSubjects:
-    """A data subject's predictions and their feedback, erased and exported with the
-    payload logs (a :class:`~modelgate.core.governance.payloads.SubjectData`)."""
-
-    name = "predictions"
-
-    def __init__(self, store: FeedbackStore, recorder: FeedbackRecorder | None = None) -> None:
-        self.store = store
-        self.recorder = recorder
-
-    async def erase(self, subjects: Sequence[str], tenant_id: str | None) -> int:
-        if self.recorder is not None:
-            await self.recorder.flush()
-        return await self.store.delete_subject(subjects, tenant_id)
-
-    async def export(self, subjects: Sequence[str], tenant_id: str | None) -> list[Any]:
-        if self.recorder is not None:
-            await self.recorder.flush()
-        return [exported(found) for found in await self.store.subject_rows(subjects, tenant_id)]
-
-
-def exported(found: LabelledPrediction) -> dict[str, Any]:
-    """A prediction and its label as exports show them."""
-    p = found.prediction
-    return {
-        "prediction_id": p.id,
-        "row": p.row,
-        "tenant_id": p.tenant_id,
-        "request_id": p.request_id,
-        "inference_id": p.inference_id,
-        "model": p.model,
-        "version": p.version,
-        "subject": p.subject,
-        "created_at": p.created_at.isoformat(),
-        "expires_at": p.expires_at.isoformat(),
-        "predicted": p.predicted,
-        "score": p.score,
-        "label": found.label,
-        "labelled_at": None if found.labelled_at is None else found.labelled_at.isoformat(),
-    }

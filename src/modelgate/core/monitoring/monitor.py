@@ -1,14 +1,15 @@
 """Model monitoring: live inputs and outputs per version compared with its reference profile.
 
-:class:`Monitor` is an :class:`~modelgate.core.serving.inference.InferenceListener`. ``completed``
+:class:`Monitor` is an :class:`~modelgate.core.serving.requests.InferenceListener`. ``completed``
 adds the request's numeric arrays (at most :data:`MAX_VALUES_PER_ROW` values per row; no copy) to
 its version's pending lists. Every :data:`FOLD_EVERY` requests, and before a report, they are folded
 into each version's sliding window in one vectorized step: copied into ring buffers of the last
 ``window_rows`` rows. Nothing is binned or read from disk on the request path (about 5 µs a request
 in all, measured in-process). :meth:`Monitor.report` bins the window (rows younger than
 ``window_s``) on the reference's own edges when asked, and compares: data drift per feature,
-prediction drift per output and prediction confidence (the statistics are in
-:mod:`modelgate.core.monitoring.drift`). A version without ``reference.json`` reports
+prediction drift per output and prediction confidence (:mod:`~modelgate.core.monitoring.reports`;
+the windows are in :mod:`~modelgate.core.monitoring.windows`, the statistics in
+:mod:`~modelgate.core.monitoring.drift`). A version without ``reference.json`` reports
 ``no reference``; a window of fewer than ``min_rows`` rows reports ``insufficient data`` and never
 drift.
 
@@ -32,41 +33,34 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from modelgate.core.monitoring.alerts import Reading
-from modelgate.core.monitoring.anomaly import AnomalyCounts, AnomalyDetector
-from modelgate.core.monitoring.drift import (
-    Confidence,
-    FeatureReference,
-    Histogram,
-    ReferenceProfile,
-    chi_square,
-    compare,
-    confidence,
-    psi,
-    psi_level,
+from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.monitoring.drift import ReferenceProfile, confidence
+from modelgate.core.monitoring.ports import Reading
+from modelgate.core.monitoring.reports import (
+    Status,
+    VersionReport,
+    feature_drift,
+    prediction_drift,
 )
 from modelgate.core.monitoring.text_drift import TextDrift, text_drift
-from modelgate.core.serving.inference import CompletedInference
-from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.monitoring.windows import FOLD_EVERY, Array, Fold, Window
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.serving.registry import LoadedVersion, ModelRegistry
+from modelgate.core.serving.requests import CompletedInference
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "MAX_VALUES_PER_ROW",
     "REFERENCE_FILE",
     "DriftAlertSource",
-    "FeatureDrift",
     "Monitor",
-    "PredictionDrift",
-    "VersionReport",
 ]
 
 log = logging.getLogger("modelgate.monitoring")
@@ -77,144 +71,6 @@ MAX_VALUES_PER_ROW = 256
 EMBEDDING_ROWS = 1000
 #: ...holding at most this many values (8 MiB as float64): fewer rows for wider embeddings
 MAX_EMBEDDING_VALUES = 1 << 20
-
-Status = Literal["ok", "watch", "drift", "insufficient data", "no reference"]
-Array = np.ndarray[Any, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureDrift:
-    name: str
-    kind: Literal["numeric", "categorical"]
-    status: Status
-    psi: float
-    live_mean: float
-    #: numeric features: the binned KS statistic and the threshold it is held to
-    ks: float | None = None
-    ks_threshold: float | None = None
-    #: categorical features: Pearson's statistic against the reference shares, its p-value
-    chi_square: float | None = None
-    p_value: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionDrift:
-    output: str
-    status: Status
-    psi: float
-    #: a probability output: the class whose probability is compared, and its live mean
-    class_name: str | None = None
-    live_mean: float | None = None
-    ks: float | None = None
-    ks_threshold: float | None = None
-    #: a label output: the share of each class in the window
-    frequencies: dict[str, float] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class VersionReport:
-    model: str
-    version: str
-    status: Status
-    #: true when any feature or prediction drifted
-    drift: bool
-    rows: int
-    requests: int
-    window_rows: int
-    window_seconds: float
-    features: list[FeatureDrift] = field(default_factory=list)
-    predictions: list[PredictionDrift] = field(default_factory=list)
-    confidence: dict[str, Confidence] = field(default_factory=dict)
-    #: a text model: drift of its input lengths and embeddings
-    text: TextDrift | None = None
-    #: a model with an ``anomaly`` section: its anomalous requests since the version loaded
-    anomalies: AnomalyCounts | None = None
-
-
-@dataclass(slots=True)
-class _Fold:
-    """One version's requests noted since the last fold."""
-
-    parts: dict[str, list[Array]] = field(default_factory=dict)
-    firsts: list[int] = field(default_factory=list)
-    rows: int = 0
-    #: an embedding model's embeddings, kept apart (a smaller window)
-    wide: dict[str, list[Array]] = field(default_factory=dict)
-
-
-#: requests noted before they are copied into the windows in one step
-FOLD_EVERY = 256
-
-
-class _Window:
-    """The last ``capacity`` rows of one version's monitored tensors, in ring buffers.
-
-    Each tensor's rows are copied (as float64, flattened after the batch dimension) into a
-    preallocated array: adding a request is a slice assignment per tensor, with no Python
-    object kept per request, so a full window costs the garbage collector nothing."""
-
-    __slots__ = ("capacity", "count", "position", "requests", "rings", "shapes", "times")
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.position = 0  # where the next row goes
-        self.count = 0  # rows held, up to capacity
-        self.times = np.zeros(capacity, dtype=np.float64)
-        #: 1 on the first row of each request
-        self.requests = np.zeros(capacity, dtype=np.int64)
-        self.rings: dict[str, Array] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}  # each tensor's shape after its rows
-
-    def add(
-        self, at: float, rows: int, arrays: dict[str, Array], firsts: Sequence[int] = (0,)
-    ) -> None:
-        """Add ``rows`` rows (``arrays``, batch dimension first) from requests whose first
-        rows are at the offsets ``firsts``."""
-        capacity = self.capacity
-        skip = max(rows - capacity, 0)  # a request bigger than the window: its last rows
-        rows -= skip
-        start = self.position
-        end = start + rows
-        # one or two contiguous slices of the ring (plain slices: no index arrays to build)
-        parts = (
-            ((start, end, 0),)
-            if end <= capacity
-            else (
-                (start, capacity, 0),
-                (0, end - capacity, capacity - start),
-            )
-        )
-        for name, array in arrays.items():
-            flat = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
-            ring = self.rings.get(name)
-            if ring is None:
-                ring = self.rings[name] = np.full((capacity, flat.shape[1]), np.nan)
-                self.shapes[name] = tuple(array.shape[1:])
-            fits = flat.shape[0] == rows + skip and ring.shape[1] == flat.shape[1]
-            for lo, hi, offset in parts:
-                if fits:
-                    ring[lo:hi] = flat[skip + offset : skip + offset + hi - lo]
-                else:  # rows or width that do not match: not monitored here
-                    ring[lo:hi] = np.nan
-        for lo, hi, _ in parts:
-            self.times[lo:hi] = at
-            self.requests[lo:hi] = 0
-        kept = np.asarray(firsts, dtype=np.int64)
-        kept = kept[kept >= skip] - skip  # requests whose first row is still in the window
-        self.requests[(start + kept) % capacity] = 1
-        self.position = end % capacity
-        self.count = min(self.count + rows, capacity)
-
-    def since(self, start: float) -> tuple[int, int, dict[str, Array]]:
-        """(rows, requests, each tensor's rows) of the rows added at or after ``start``."""
-        held = np.arange(self.count) if self.count < self.capacity else np.arange(self.capacity)
-        recent = held[self.times[held] >= start]
-        data = {}
-        for name, ring in self.rings.items():
-            rows = ring[recent]
-            rows = rows[~np.isnan(rows).any(axis=1)]  # NaN marks rows not monitored
-            data[name] = rows.reshape((len(rows), *self.shapes[name]))
-        return len(recent), int(self.requests[recent].sum()), data
 
 
 class Monitor:
@@ -240,8 +96,8 @@ class Monitor:
         self.embedding_rows = embedding_rows
         self.anomalies = anomalies
         self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}
-        self._embeddings: dict[tuple[str, str], _Window] = {}
+        self._windows: dict[tuple[str, str], Window] = {}
+        self._embeddings: dict[tuple[str, str], Window] = {}
         #: each loaded version's profile (None: it has none), read again after a reload and
         #: forgotten with the version
         self._profiles: weakref.WeakKeyDictionary[LoadedVersion, ReferenceProfile | None] = (
@@ -250,7 +106,7 @@ class Monitor:
         self._loading: weakref.WeakSet[LoadedVersion] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[None]] = set()
         #: per version, the requests noted since the last fold
-        self._folds: dict[tuple[str, str], _Fold] = {}
+        self._folds: dict[tuple[str, str], Fold] = {}
         self._noted = 0
 
     # -- the request path ----------------------------------------------------------------
@@ -263,7 +119,7 @@ class Monitor:
         key = (response.model_name, response.model_version)
         fold = self._folds.get(key)
         if fold is None:
-            fold = self._folds[key] = _Fold()
+            fold = self._folds[key] = Fold()
         rows = 0
         for name, array in inference.inputs.items():
             if _kept(array):
@@ -293,7 +149,7 @@ class Monitor:
                 ring = self._embeddings.get(key)
                 if ring is None:
                     rows = min(self.embedding_rows, MAX_EMBEDDING_VALUES // wide.shape[1])
-                    ring = self._embeddings[key] = _Window(max(rows, 1))
+                    ring = self._embeddings[key] = Window(max(rows, 1))
                 ring.add(at, len(wide), {name: wide})
             if not fold.parts:
                 continue
@@ -301,7 +157,7 @@ class Monitor:
             rows = next(iter(arrays.values())).shape[0]
             window = self._windows.get(key)
             if window is None:
-                window = self._windows[key] = _Window(self.window_rows)
+                window = self._windows[key] = Window(self.window_rows)
             window.add(at, rows, arrays, fold.firsts)
 
     # -- reports -------------------------------------------------------------------------
@@ -347,8 +203,8 @@ class Monitor:
             return replace(empty, status="no reference")
         if rows < self.min_rows:
             return replace(empty, status="insufficient data")
-        features = _feature_drift(profile, loaded.manifest, data)
-        predictions, scores = _prediction_drift(profile, loaded.manifest, data)
+        features = feature_drift(profile, loaded.manifest, data)
+        predictions, scores = prediction_drift(profile, loaded.manifest, data)
         statuses: list[str] = [f.status for f in features]
         statuses += [p.status for p in predictions]
         text = None
@@ -472,116 +328,3 @@ def _read_profile(loaded: LoadedVersion) -> ReferenceProfile | None:
             exc,
         )
     return None
-
-
-def _columns(manifest: ModelManifest, window: Mapping[str, Array]) -> dict[str, Array]:
-    """Each named feature's live values: a column of a 2-D input with ``feature_names``, or a
-    whole input of that name."""
-    columns: dict[str, Array] = {}
-    for spec in manifest.inputs:
-        data = window.get(spec.name)
-        if data is None:
-            continue
-        names = spec.feature_names
-        if names and data.ndim == 2 and data.shape[1] == len(names):
-            for index, name in enumerate(names):
-                columns[name] = data[:, index]
-        else:
-            columns[spec.name] = data.reshape(data.shape[0], -1)[:, 0]
-    return columns
-
-
-def _psi_status(value: float) -> Status:
-    return psi_level(value)
-
-
-def _feature_drift(
-    profile: ReferenceProfile, manifest: ModelManifest, window: Mapping[str, Array]
-) -> list[FeatureDrift]:
-    columns = _columns(manifest, window)
-    return [
-        _one_feature(reference, columns[reference.name])
-        for reference in profile.features
-        if reference.name in columns
-    ]
-
-
-def _one_feature(reference: FeatureReference, values: Array) -> FeatureDrift:
-    data = values.astype(np.float64)
-    mean = float(data.mean())
-    if reference.categorical:
-        categories = np.asarray(reference.categories)
-        known = np.array([np.sum(data == c) for c in categories], dtype=np.float64)
-        observed = np.append(known, data.size - known.sum())  # the last: unseen categories
-        expected = np.append(np.asarray(reference.frequencies), 0.0)
-        value = psi(expected, observed)
-        statistic, p_value = chi_square(expected, observed)
-        return FeatureDrift(
-            reference.name,
-            "categorical",
-            _psi_status(value),
-            value,
-            mean,
-            chi_square=statistic,
-            p_value=p_value,
-        )
-    value, ks, threshold, status = _compare(reference.histogram, data, reference.count)
-    return FeatureDrift(
-        reference.name, "numeric", status, value, mean, ks=ks, ks_threshold=threshold
-    )
-
-
-def _compare(
-    histogram: Histogram, data: Array, n_reference: int
-) -> tuple[float, float, float, Status]:
-    return compare(histogram, data, n_reference)
-
-
-def _prediction_drift(
-    profile: ReferenceProfile, manifest: ModelManifest, window: Mapping[str, Array]
-) -> tuple[list[PredictionDrift], dict[str, Array]]:
-    """Drift of each output the profile describes, and the probability rows (for
-    confidence) of each output that has them."""
-    drifts: list[PredictionDrift] = []
-    scores: dict[str, Array] = {}
-    for spec in manifest.outputs:
-        data = window.get(spec.name)
-        if data is None:
-            continue
-        if spec.labels and data.ndim == 2 and data.shape[1] >= 2:
-            scores[spec.name] = data
-        if spec.name in profile.probabilities and data.ndim == 2:
-            histogram, class_name = profile.probabilities[spec.name]
-            labels = spec.labels or ()
-            column = labels.index(class_name) if class_name in labels else data.shape[1] - 1
-            values = data[:, column].astype(np.float64)
-            value, ks, threshold, status = _compare(histogram, values, int(histogram.counts.sum()))
-            drifts.append(
-                PredictionDrift(
-                    spec.name,
-                    status,
-                    value,
-                    class_name=class_name,
-                    live_mean=float(values.mean()),
-                    ks=ks,
-                    ks_threshold=threshold,
-                )
-            )
-        elif spec.name in profile.labels:
-            names, shares = profile.labels[spec.name]
-            found = data.astype(np.int64).ravel()
-            outside = (found < 0) | (found >= len(names))
-            counts = np.bincount(
-                np.where(outside, len(names), found), minlength=len(names) + 1
-            ).astype(np.float64)  # the last: labels outside the reference's classes
-            value = psi(np.append(shares, 0.0), counts)
-            live = counts[: len(names)] / counts.sum()
-            drifts.append(
-                PredictionDrift(
-                    spec.name,
-                    _psi_status(value),
-                    value,
-                    frequencies={n: float(s) for n, s in zip(names, live, strict=True)},
-                )
-            )
-    return drifts, scores

@@ -1,12 +1,14 @@
-"""The ports of monitoring, as Protocols: where predictions and their feedback live, and the
-anomaly metrics sink. Adapters implement them.
+"""The ports of monitoring, as Protocols: where predictions and their feedback live, the
+anomaly metrics sink, and the metric sources of the built-in alerts (:class:`AlertSource`,
+answering :class:`Reading`). Adapters implement them.
 
 Contracts are stated on each port; the implementations live outside ``core/``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -18,8 +20,10 @@ from modelgate.core.monitoring.predictions import (
 )
 
 __all__ = [
+    "AlertSource",
     "AnomalyObserver",
     "FeedbackStore",
+    "Reading",
 ]
 
 
@@ -66,3 +70,30 @@ class FeedbackStore(Protocol):
     async def delete_subject(self, subjects: Sequence[str], tenant_id: str | None) -> int: ...
 
     async def purge(self, now: datetime) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A metric's value for one subject over a window, and how many samples (requests)
+    stand behind it."""
+
+    value: float
+    count: int
+
+
+class AlertSource(Protocol):
+    """Where rules read their metrics.
+
+    ``knows(metric)`` says whether this source computes ``metric``. ``advance(now)`` is
+    called once per evaluation, before any ``read``, with the monotonic time: a source that
+    computes windows from cumulative counters records them then. ``read(metric, window_s)``
+    answers one :class:`Reading` per subject over the last ``window_s`` seconds (a subject
+    without samples in the window is left out). Both run on the event loop: in-memory
+    work only, no I/O.
+    """
+
+    def knows(self, metric: str) -> bool: ...
+
+    def advance(self, now: float) -> None: ...
+
+    def read(self, metric: str, window_s: float) -> Mapping[str, Reading]: ...

@@ -1,9 +1,13 @@
-"""Serving: the request path and the models it runs.
+"""Serving: the models and how one of them runs a request.
 
-The inference use case (``inference``, ``embeddings``, ``caching``), the model registry and
-its life cycle (``registry``, ``model_control``, ``overrides``), manifests and their files
-(``manifest``, ``artifacts``, ``profiles``), running a model (``batching``, ``execution``,
-``signature``, ``tensors``, ``request_size``, ``statistics``), the request path's context and
-tracing port (``request_context``, ``tracing``), the background row writers (``row_writer``,
-``draining``), and the ports of runtimes, repositories and metrics (``ports``).
+What an inference is asked and answers (``requests``), the models' metadata, health and
+repository control (``catalog``), the result cache (``caching``), the model registry and
+its life cycle (``registry``, ``version_loading``, ``model_control``, ``overrides``),
+manifests and their files (``manifest``, ``artifacts``, ``profiles``), running a model
+(``batching``, ``execution``, ``signature``, ``tensors``, ``request_size``,
+``statistics``), the request path's context and spans (``request_context``, ``tracing``),
+the background recorders' base and row writer (``recording``, ``row_writer``), and the
+ports of runtimes, repositories, the result store, the tracer and metrics (``ports``). The
+request path that composes the contexts is :mod:`modelgate.core.pipeline`; serving imports
+only access.
 """

@@ -7,9 +7,10 @@
   the requested outputs with their parameters, and the validated input arrays (name,
   datatype, shape, bytes; BYTES element by element). Two requests share an entry only when
   all of these are equal.
-- :class:`ResultStore` is the port (in memory: ``modelgate.cache.memory``; Redis:
-  ``modelgate.cache.redis``). A store never fails a request: an unreachable store is a miss,
-  and a write that cannot be made is dropped.
+- :class:`~modelgate.core.serving.ports.ResultStore` is the port (in memory:
+  ``modelgate.storage.memory.cache``; Redis: ``modelgate.storage.redis.cache``). A store
+  never fails a request: an unreachable store is a miss, and a write that cannot be made is
+  dropped.
 - ``Cache-Control`` directives of the request (the REST header, the gRPC metadata, or the
   request parameter ``cache_control``): ``no-cache`` skips the lookup, ``no-store`` the
   write. A request naming a data subject (parameter ``subject``) is never written, so there
@@ -30,26 +31,24 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelgate.core.serving.manifest import CacheSpec, ModelManifest
+from modelgate.core.serving.ports import CachedResult, CacheObserver, ResultStore
+from modelgate.core.serving.signature import RequestedOutput
 from modelgate.core.serving.tensors import Parameters, Tensor
 from modelgate.errors import ErrorKind
 
 if TYPE_CHECKING:
-    from modelgate.core.serving.inference import RequestedOutput
     from modelgate.core.serving.registry import LoadedVersion
     from modelgate.core.serving.statistics import VersionStats
 
 __all__ = [
     "STALE_KINDS",
-    "CacheObserver",
     "CacheTicket",
-    "CachedResult",
     "ResultCache",
-    "ResultStore",
     "cache_directives",
     "result_key",
     "version_identity",
@@ -66,61 +65,6 @@ STALE_KINDS = frozenset({ErrorKind.UNAVAILABLE, ErrorKind.OVERLOADED, ErrorKind.
 #: output parameters that change only how an answer is encoded, not what it holds
 _ENCODING_PARAMETERS = frozenset({"binary_data"})
 _LENGTH = struct.Struct("<Q")
-
-
-@dataclass(frozen=True, slots=True)
-class CachedResult:
-    """One kept answer: the outputs as the caller got them (arrays read-only), with what
-    metering needs again (rows, tokens). Times are wall-clock seconds (``time.time()``),
-    so that replicas sharing a store agree."""
-
-    model: str
-    model_version: str
-    outputs: tuple[Tensor, ...]
-    rows: int
-    tokens: int
-    stored_at: float
-    #: the entry answers as a hit until then
-    fresh_until: float
-    #: and as a stale answer (the model failing) until then; the store drops it after
-    stale_until: float
-
-    def size_bytes(self) -> int:
-        """An estimate of the memory it holds, for the in-process store's bound."""
-        total = 256
-        for tensor in self.outputs:
-            data = tensor.data
-            if data.dtype == object:
-                total += sum(len(v) + 40 for v in data.reshape(-1))
-            else:
-                total += data.nbytes
-        return total
-
-
-class ResultStore(Protocol):
-    """Where cached results live, keyed by :func:`result_key`.
-
-    - ``get``: the entry, or None when there is none, it is past its ``stale_until``, or the
-      store cannot be reached (never raises for the store's failures).
-    - ``put``: keep ``result`` until its ``stale_until``, replacing any entry under the key;
-      must not block the event loop or raise for the store's failures (a shared store
-      writes in the background and drops what it cannot write).
-    - ``close``: let go of connections; pending writes are finished or dropped.
-    """
-
-    async def get(self, key: str) -> CachedResult | None: ...
-
-    def put(self, key: str, result: CachedResult) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class CacheObserver(Protocol):
-    """Metrics of the cache: ``event`` is ``hit``, ``miss``, ``stale`` (an expired entry
-    answered for a failing model), ``store`` or ``eviction`` (the in-process store made
-    room). Must not block."""
-
-    def cache_event(self, model: str, event: str) -> None: ...
 
 
 @dataclass(slots=True)

@@ -21,15 +21,16 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.authorization import (
     is_operator,
     require_model,
     require_model_configuration,
-    require_model_control,
 )
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.access.ports import AuditLog
+from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.overrides import check_override, override_fields
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ErrorKind, ModelgateError
@@ -165,3 +166,18 @@ class ModelControl:
                 tenant_id=None if tenant == ADMIN_TENANT else tenant,
             )
         )
+
+
+def require_model_control(principal: Principal | None, manifest: ModelManifest) -> None:
+    """PERMISSION_DENIED unless the principal may load or unload this model: an operator,
+    or the one tenant a model is private to. Loading or unloading a model other tenants
+    use would make them wait for its load and warm-up, as often as a tenant liked."""
+    if principal is None or is_operator(principal):
+        return
+    if manifest.tenants is not None and set(manifest.tenants) == {principal.tenant_id}:
+        return
+    raise ModelgateError(
+        ErrorKind.PERMISSION_DENIED,
+        f"model '{manifest.name}' is shared with other tenants: only an operator loads or "
+        "unloads it (a tenant loads and unloads the models private to it)",
+    )

@@ -1,5 +1,7 @@
-"""The ports of serving, as Protocols: runtimes, the model repository and the metrics sinks of
-the request path. Adapters and runtimes implement them.
+"""The ports of serving, as Protocols: runtimes (with a text model's token counter), the
+model repository, the metrics sinks of the request path, the result cache's store and
+metrics (with the :class:`CachedResult` it keeps) and the tracer. Adapters and runtimes
+implement them.
 
 Contracts are stated on each port; the implementations live outside ``core/``.
 """
@@ -13,15 +15,23 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.tensors import Tensor
 
 __all__ = [
     "Arrays",
+    "AttributeValue",
+    "CacheObserver",
+    "CachedResult",
     "InferenceObserver",
     "ModelRepository",
     "ModelRuntime",
     "Predictor",
     "PredictorLoader",
+    "ResultStore",
+    "Span",
     "Timing",
+    "TokenCounter",
+    "Tracer",
     "VersionObserver",
     "VersionSource",
 ]
@@ -158,3 +168,97 @@ class InferenceObserver(Protocol):
     def shed(self, priority: int | None) -> None: ...
 
     def blocked(self, kind: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    """One kept answer: the outputs as the caller got them (arrays read-only), with what
+    metering needs again (rows, tokens). Times are wall-clock seconds (``time.time()``),
+    so that replicas sharing a store agree."""
+
+    model: str
+    model_version: str
+    outputs: tuple[Tensor, ...]
+    rows: int
+    tokens: int
+    stored_at: float
+    #: the entry answers as a hit until then
+    fresh_until: float
+    #: and as a stale answer (the model failing) until then; the store drops it after
+    stale_until: float
+
+    def size_bytes(self) -> int:
+        """An estimate of the memory it holds, for the in-process store's bound."""
+        total = 256
+        for tensor in self.outputs:
+            data = tensor.data
+            if data.dtype == object:
+                total += sum(len(v) + 40 for v in data.reshape(-1))
+            else:
+                total += data.nbytes
+        return total
+
+
+class ResultStore(Protocol):
+    """Where cached results live, keyed by :func:`result_key`.
+
+    - ``get``: the entry, or None when there is none, it is past its ``stale_until``, or the
+      store cannot be reached (never raises for the store's failures).
+    - ``put``: keep ``result`` until its ``stale_until``, replacing any entry under the key;
+      must not block the event loop or raise for the store's failures (a shared store
+      writes in the background and drops what it cannot write).
+    - ``close``: let go of connections; pending writes are finished or dropped.
+    """
+
+    async def get(self, key: str) -> CachedResult | None: ...
+
+    def put(self, key: str, result: CachedResult) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class CacheObserver(Protocol):
+    """Metrics of the cache: ``event`` is ``hit``, ``miss``, ``stale`` (an expired entry
+    answered for a failing model), ``store`` or ``eviction`` (the in-process store made
+    room). Must not block."""
+
+    def cache_event(self, model: str, event: str) -> None: ...
+
+
+class TokenCounter(Protocol):
+    """A predictor that tokenizes its text input (the ``text-embedding`` runtime).
+
+    ``count_tokens`` answers each text's token count with the special tokens, untruncated;
+    it must be safe to call from any thread, beside ``predict``. ``special_tokens`` is how
+    many tokens the tokenizer adds to every text ([CLS] and [SEP]: 2)."""
+
+    special_tokens: int
+
+    def count_tokens(self, texts: list[bytes]) -> list[int]: ...
+
+
+AttributeValue = str | int | float | bool
+
+
+class Span(Protocol):
+    """One timed operation of a request. Every method is cheap and never raises."""
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        """Attach an attribute (an identifier or a count: never a credential or payload)."""
+
+    def fail(self, kind: str) -> None:
+        """Mark the operation as failed with an error kind (``ErrorKind`` values)."""
+
+    def end(self, at_ns: int | None = None) -> None:
+        """End now, or at ``at_ns`` on the ``time.perf_counter_ns()`` clock."""
+
+
+class Tracer(Protocol):
+    """Starts spans of the request in progress.
+
+    ``start`` returns a child of the current span (the adapter's request span), started now
+    or at ``at_ns`` (``time.perf_counter_ns()`` clock, so a span can be recorded after the
+    fact from :class:`~modelgate.core.serving.ports.Timing`). The span is not made current: the
+    core's spans have no children. Without a current span, the span starts a trace."""
+
+    def start(self, name: str, at_ns: int | None = None) -> Span: ...

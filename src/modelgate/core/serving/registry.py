@@ -1,5 +1,8 @@
 """The model registry: which versions are loaded, their state, and their life cycle.
 
+Over 400 lines but one concept: loading, swapping, draining and evicting share one table of
+models and one load in flight per model, and their orderings are checked best side by side.
+
 - ``start`` loads and warms every ``preload`` model; the server is ready only after.
 - A request for a model that is in the repository but not loaded loads it (single flight).
 - ``load`` (re)loads all of a model's versions side by side with the serving ones and swaps
@@ -9,6 +12,8 @@
 - ``evict`` unloads models idle for longer than ``idle_unload_s`` and, while the estimated
   memory of loaded models is over ``memory_budget_bytes``, the least recently used ones.
   ``preload`` models are pinned.
+
+How one version is loaded and warmed up is :mod:`modelgate.core.serving.version_loading`.
 """
 
 from __future__ import annotations
@@ -17,15 +22,12 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from modelgate.core.serving.batching import BatchingRuntime
-from modelgate.core.serving.execution import PredictorRuntime, dummy_inputs, measure
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import (
     InferenceObserver,
@@ -35,12 +37,12 @@ from modelgate.core.serving.ports import (
     VersionSource,
 )
 from modelgate.core.serving.statistics import VersionStats
+from modelgate.core.serving.version_loading import run_load_step, warm_runtime
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["LoadedVersion", "ModelRegistry", "RegistryPolicy", "VersionState"]
 
 log = logging.getLogger("modelgate.registry")
-_T = TypeVar("_T")
 
 
 class VersionState(enum.Enum):
@@ -282,10 +284,10 @@ class ModelRegistry:
             fresh: list[LoadedVersion] = []
             try:
                 for source in sources:
-                    fresh.append(await _named_failure(source, self._builder, source))
+                    fresh.append(await run_load_step(source, self._builder, source))
                 for hook in self._load_hooks:
                     for source, loaded in zip(sources, fresh, strict=True):
-                        await _named_failure(source, hook, loaded)
+                        await run_load_step(source, hook, loaded)
             except BaseException:
                 for loaded in fresh:
                     await asyncio.to_thread(loaded.runtime.close)
@@ -394,109 +396,22 @@ class ModelRegistry:
     def _build(self, source: VersionSource) -> LoadedVersion:
         """Load one version in a worker thread: create, warm up, choose inline or thread."""
         manifest = source.manifest
-        loader = self._loaders.get(manifest.runtime)
-        if loader is None:
-            raise ModelgateError(ErrorKind.UNSUPPORTED, f"no runtime '{manifest.runtime}'")
-        predictor = loader(source)
-        try:
-            rows = manifest.batching.max_batch_size if manifest.batching else 1
-            took = measure(predictor, dummy_inputs(manifest, rows))
-        except BaseException:
-            predictor.close()
-            raise
-        offload = {"inline": False, "thread": True}.get(
-            manifest.execution, took > self.policy.inline_threshold_s
+        warm = warm_runtime(
+            source,
+            self._loaders,
+            observer=self._observer,
+            executor=self._executor,
+            inline_threshold_s=self.policy.inline_threshold_s,
         )
-        log.info(
-            "loaded %s v%d (%s, warm-up %.3f ms at %d rows)",
-            manifest.name,
-            source.version,
-            "thread" if offload else "inline",
-            took * 1e3,
-            rows,
-        )
-        sink = (
-            self._observer.version(manifest.name, str(source.version)) if self._observer else None
-        )
-        stats = VersionStats(manifest.name, str(source.version), sink)
-        runtime: ModelRuntime = PredictorRuntime(
-            predictor, offload=offload, executor=self._executor
-        )
-        if manifest.batching is not None:
-            runtime = BatchingRuntime(
-                runtime, manifest.batching, observer=stats, concurrency=manifest.instances
-            )
         return LoadedVersion(
             name=manifest.name,
             version=source.version,
             manifest=manifest,
-            runtime=runtime,
-            stats=stats,
-            size_bytes=_folder_size(source.path),
+            runtime=warm.runtime,
+            stats=warm.stats,
+            size_bytes=warm.size_bytes,
             batched=manifest.batching is not None,
-            offload=offload,
-            hardware=_hardware(predictor),
+            offload=warm.offload,
+            hardware=warm.hardware,
             path=source.path,
         )
-
-
-async def _named_failure(source: VersionSource, work: Callable[[Any], _T], arg: Any) -> _T:
-    """``work(arg)`` in a worker thread; a failure names the model and version and no path
-    on the host (runtimes' and libraries' messages may hold them)."""
-    where = f"model '{source.manifest.name}' version {source.version}"
-    try:
-        return await asyncio.to_thread(work, arg)
-    except ModelgateError as exc:
-        message = _without_paths(exc.message, source)
-        if f"version {source.version}" not in message:
-            message = f"{where}: {message}"
-        if message == exc.message:
-            raise
-        raise ModelgateError(
-            exc.kind, message, retry_after=exc.retry_after, details=exc.details
-        ) from exc
-    except Exception as exc:
-        reason = _without_paths(str(exc), source)
-        raise ModelgateError(
-            ErrorKind.INVALID_ARGUMENT, f"failed to load {where}: {type(exc).__name__}: {reason}"
-        ) from exc
-
-
-def _without_paths(text: str, source: VersionSource) -> str:
-    """``text`` with the version's and model's folders (as given and as resolved) replaced
-    by the model's name and version."""
-    if not source.path:
-        return text
-    version = os.path.normpath(source.path)
-    model = os.path.dirname(version)
-    name = source.manifest.name
-    for folder, shown in (
-        (os.path.realpath(version), f"{name}/{source.version}"),
-        (version, f"{name}/{source.version}"),
-        (os.path.realpath(model), name),
-        (model, name),
-    ):
-        text = text.replace(folder, shown)
-    return text
-
-
-def _hardware(predictor: object) -> str:
-    """ "gpu" when the predictor says it runs on a GPU execution provider, else "cpu"."""
-    providers = getattr(predictor, "providers", None)
-    if isinstance(providers, list) and any(
-        p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers
-    ):
-        return "gpu"
-    return "cpu"
-
-
-def _folder_size(path: str) -> int:
-    """Bytes on disk of a version folder: the memory estimate used by the budget."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for file in files:
-            try:
-                total += os.path.getsize(os.path.join(root, file))
-            except OSError:
-                continue
-    return total

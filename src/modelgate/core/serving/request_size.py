@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.ports import TokenCounter
 from modelgate.core.serving.tensors import Tensor
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "REQUEST_LIMITS",
     "TOKEN_LIMITS",
-    "TokenCounter",
     "check_rows",
     "check_size",
     "check_texts",
@@ -47,18 +47,6 @@ TOKEN_LIMITS = frozenset({"max_tokens_per_text", "max_total_tokens"})
 
 #: texts counted on the event loop at most; more are counted in a worker thread
 _INLINE_COUNT_BYTES = 16 * 1024
-
-
-class TokenCounter(Protocol):
-    """A predictor that tokenizes its text input (the ``text-embedding`` runtime).
-
-    ``count_tokens`` answers each text's token count with the special tokens, untruncated;
-    it must be safe to call from any thread, beside ``predict``. ``special_tokens`` is how
-    many tokens the tokenizer adds to every text ([CLS] and [SEP]: 2)."""
-
-    special_tokens: int
-
-    def count_tokens(self, texts: list[bytes]) -> list[int]: ...
 
 
 def over_limit(model: str, limit: str, value: int, what: str) -> ModelgateError:

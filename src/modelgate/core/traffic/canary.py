@@ -11,9 +11,10 @@ Only failures the server is responsible for count as errors (``internal``,
 ``unavailable``, ``overloaded``, ``deadline_exceeded``): a client's bad input or spent quota
 says nothing about a version.
 
-Scaled out, replicas share their windows through a :class:`CanaryWindows` store (Redis):
-each publishes :meth:`StepWindow.snapshot` (counts, and latencies as a histogram of 5%-wide
-buckets) and judges the sum of every replica's (:func:`merge`), so a gate sees the whole
+Scaled out, replicas share their windows through a
+:class:`~modelgate.core.traffic.ports.CanaryWindows` store (Redis): each publishes
+:meth:`StepWindow.snapshot` (counts, and latencies as a histogram of 5%-wide buckets) and
+judges the sum of every replica's (:func:`merge`), so a gate sees the whole
 cluster's traffic. A merged p95 is the upper edge of its bucket: at most 5% above the
 exact one, for both versions alike.
 """
@@ -31,7 +32,6 @@ from modelgate.core.traffic.deployments import CanaryGate
 
 __all__ = [
     "SERVER_ERRORS",
-    "CanaryWindows",
     "ClusterWindow",
     "MergedWindow",
     "Outcomes",
@@ -97,21 +97,6 @@ class Windows(Protocol):
 
     @property
     def candidate(self) -> Outcomes: ...
-
-
-class CanaryWindows(Protocol):
-    """Where replicas share their windows (Redis in ``cluster/canary_windows.py``).
-
-    ``exchange`` stores ``snapshot`` as ``replica``'s window of the model's step
-    (``revision``), keeps the step's windows ``ttl_s`` after the last exchange, and
-    answers every replica's snapshot (this one's included); UNAVAILABLE when the store
-    cannot be reached."""
-
-    async def exchange(
-        self, model: str, revision: int, replica: str, snapshot: dict[str, Any], ttl_s: float
-    ) -> list[dict[str, Any]]: ...
-
-    async def close(self) -> None: ...
 
 
 class _Counts:
@@ -184,7 +169,8 @@ class StepWindow:
         return cls(VersionWindow(), VersionWindow())
 
     def snapshot(self) -> dict[str, Any]:
-        """This replica's window as plain data, for :class:`CanaryWindows`."""
+        """This replica's window as plain data, for the shared
+        :class:`~modelgate.core.traffic.ports.CanaryWindows`."""
         return {"baseline": self.baseline.snapshot(), "candidate": self.candidate.snapshot()}
 
 

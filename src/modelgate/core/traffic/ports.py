@@ -1,5 +1,5 @@
-"""The ports of traffic, as Protocols: where deployments live, and their metrics sink.
-Adapters implement them.
+"""The ports of traffic, as Protocols: where deployments live, their metrics sink, and
+where replicas share their canary windows. Adapters implement them.
 
 Contracts are stated on each port; the implementations live outside ``core/``.
 """
@@ -7,11 +7,12 @@ Contracts are stated on each port; the implementations live outside ``core/``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelgate.core.traffic.deployments import Deployment
 
 __all__ = [
+    "CanaryWindows",
     "DeploymentObserver",
     "DeploymentStore",
 ]
@@ -68,3 +69,18 @@ class DeploymentObserver(Protocol):
         abs_diff: float,
         elements: int,
     ) -> None: ...
+
+
+class CanaryWindows(Protocol):
+    """Where replicas share their windows (Redis in ``storage/redis/canary_windows.py``).
+
+    ``exchange`` stores ``snapshot`` as ``replica``'s window of the model's step
+    (``revision``), keeps the step's windows ``ttl_s`` after the last exchange, and
+    answers every replica's snapshot (this one's included); UNAVAILABLE when the store
+    cannot be reached."""
+
+    async def exchange(
+        self, model: str, revision: int, replica: str, snapshot: dict[str, Any], ttl_s: float
+    ) -> list[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...

@@ -11,7 +11,7 @@ replica's :class:`~modelgate.core.traffic.routing.DeploymentRouter` at once.
 Every replica runs :meth:`~DeploymentService.run`: every ``refresh_s`` it re-reads all
 deployments (one query) and applies the changed ones, then judges each canary on the
 current step's window (:func:`~modelgate.core.traffic.canary.judge`): with a shared
-:class:`~modelgate.core.traffic.canary.CanaryWindows` store (Redis), every replica's window of the
+:class:`~modelgate.core.traffic.ports.CanaryWindows` store (Redis), every replica's window of the
 step merged; without one, or while it is unreachable, this replica's own. A change made on
 one replica therefore reaches the others within ``refresh_s`` plus one query. While the
 store is unreachable a replica keeps serving the deployments it last read.
@@ -29,20 +29,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from modelgate.core.access.audit import AuditEntry, AuditLog, actor_of
+from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import require_scope
 from modelgate.core.access.identity import Principal, Scope
-from modelgate.core.traffic.canary import (
-    CanaryWindows,
-    ClusterWindow,
-    Verdict,
-    VerdictKind,
-    Windows,
-    judge,
-    merge,
-)
+from modelgate.core.access.ports import AuditLog
+from modelgate.core.traffic.canary import ClusterWindow, Verdict, VerdictKind, Windows, judge, merge
 from modelgate.core.traffic.deployments import Deployment, check_deployment, deployment_to_document
-from modelgate.core.traffic.ports import DeploymentObserver, DeploymentStore
+from modelgate.core.traffic.ports import CanaryWindows, DeploymentObserver, DeploymentStore
 from modelgate.core.traffic.routing import DeploymentRouter
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 

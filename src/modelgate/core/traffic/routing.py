@@ -37,9 +37,7 @@ __all__ = ["Choice", "DeploymentRouter", "assign", "sticky_hash"]
 
 _MASK = (1 << 64) - 1
 _UNIT = 2.0**-53
-_SUBJECT = (
-    "subject"  # the request parameter (modelgate.core.governance.payload_logger.SUBJECT_PARAMETER)
-)
+_SUBJECT = "subject"  # the request parameter (modelgate.core.governance.consent.SUBJECT_PARAMETER)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,4 +1,4 @@
-"""An :class:`~modelgate.core.access.audit.AuditLog` in a list (tests; nothing persists)."""
+"""An :class:`~modelgate.core.access.ports.AuditLog` in a list (tests; nothing persists)."""
 
 from __future__ import annotations
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from modelgate.core.access.idempotency import IdempotencyRecord, StoredAnswer
+from modelgate.core.admission.ports import IdempotencyRecord, StoredAnswer
 
 __all__ = ["MemoryIdempotencyStore"]
 
 
 class MemoryIdempotencyStore:
-    """:class:`~modelgate.core.access.idempotency.IdempotencyStore` in a dictionary."""
+    """:class:`~modelgate.core.admission.ports.IdempotencyStore` in a dictionary."""
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], IdempotencyRecord] = {}

@@ -1,4 +1,4 @@
-"""An :class:`~modelgate.core.access.identity.IdentityStore` in a few dictionaries."""
+"""An :class:`~modelgate.core.access.ports.IdentityStore` in a few dictionaries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A :class:`~modelgate.core.governance.payloads.PayloadStore` in a dictionary (tests; nothing
+"""A :class:`~modelgate.core.governance.ports.PayloadStore` in a dictionary (tests; nothing
 persists)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
-from modelgate.core.governance.payloads import PayloadConsent, PayloadQuery, PayloadRecord
+from modelgate.core.governance.ports import PayloadConsent, PayloadQuery, PayloadRecord
 
 __all__ = ["MemoryPayloadStore"]
 

@@ -5,8 +5,8 @@
     schema.py       the tables, as SQLAlchemy ``MetaData``
     engine.py       URL defaults, engine creation (timeouts, SQLite pragmas), migrations
     migrations/     Alembic scripts, run by :func:`migrate`, with no ``alembic.ini``
-    identity.py     ``SqlIdentityStore``  (core.identity.IdentityStore)
-    audit.py        ``SqlAuditLog``       (core.audit.AuditLog)
+    identity.py     ``SqlIdentityStore``  (core.access.ports.IdentityStore)
+    audit.py        ``SqlAuditLog``       (core.access.ports.AuditLog)
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ _MAX_SEQ = 2**63 - 1  # a BigInteger column
 
 
 class SqlAuditLog:
-    """:class:`~modelgate.core.access.audit.AuditLog` on the ``audit_log`` table.
+    """:class:`~modelgate.core.access.ports.AuditLog` on the ``audit_log`` table.
 
     ``append`` reads the newest record and inserts the next one in one write transaction
     that excludes every other appender: on PostgreSQL it holds a transaction-level advisory

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import RowMapping, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.access.idempotency import MAX_KEY_LENGTH, IdempotencyRecord, StoredAnswer
+from modelgate.core.admission.idempotency import MAX_KEY_LENGTH
+from modelgate.core.admission.ports import IdempotencyRecord, StoredAnswer
 from modelgate.storage.sql.engine import advisory_xact_lock, writing
 from modelgate.storage.sql.schema import idempotency_keys
 from modelgate.storage.sql.values import checked_text, checked_time
@@ -34,7 +35,7 @@ def _lock_key(owner: str, key: str) -> int:
 
 
 class SqlIdempotencyStore:
-    """:class:`~modelgate.core.access.idempotency.IdempotencyStore` on ``idempotency_keys``."""
+    """:class:`~modelgate.core.admission.ports.IdempotencyStore` on ``idempotency_keys``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -30,7 +30,7 @@ _PLAN_FIELDS = tuple(f.name for f in fields(Plan))
 
 
 class SqlIdentityStore:
-    """:class:`~modelgate.core.access.identity.IdentityStore` on the SQL tables.
+    """:class:`~modelgate.core.access.ports.IdentityStore` on the SQL tables.
 
     Beyond the port's contract, every SQL backend also:
 

@@ -1,5 +1,8 @@
 """``SqlJobQueue``: the job queue in SQLite (embedded) or PostgreSQL (shared by workers).
 
+Over 400 lines but one concept: each method is one transaction on ``jobs`` and ``job_items``
+under the claim and lease rules below, and they are checked best side by side.
+
 How a claim stays exclusive on each backend:
 
 - PostgreSQL: the candidate is read with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two
@@ -17,26 +20,20 @@ A database that cannot be reached (down, restarting, cut off, too slow) is UNAVA
 from every method: submissions answer 503, and the worker waits and tries again.
 
 With a cipher (the payload keys, ``MODELGATE_PAYLOAD_KEYS``) each item's request, response
-and error are stored sealed with AES-GCM: the JSON column holds ``{"$sealed": {"key": id,
-"nonce": b64, "data": b64}}``, bound to the job id, the item and the field (associated
-data), so a sealed value moved to another row does not open. Items stored before keys were
-configured stay readable as they are; a sealed item needs the key it names.
+and error are stored sealed (:mod:`modelgate.storage.sql.job_sealing`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import and_, case, delete, false, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgate.core.governance.payloads import PayloadCipher
+from modelgate.core.governance.ports import PayloadCipher
 from modelgate.core.jobs.jobs import (
     ClaimedJob,
     Job,
@@ -46,9 +43,9 @@ from modelgate.core.jobs.jobs import (
     JobState,
     NewJob,
 )
-from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.jobs import active_limit_error
 from modelgate.storage.sql.engine import advisory_xact_lock, reading, writing
+from modelgate.storage.sql.job_sealing import JobItemSealer
 from modelgate.storage.sql.schema import ID_LENGTH, UtcDateTime, job_items, jobs
 from modelgate.storage.sql.values import checked_text, checked_time, storable
 
@@ -60,7 +57,6 @@ _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 _REQUEUABLE = (JobState.DEAD.value, JobState.FAILED.value, JobState.CANCELLED.value)
 _ENDED = (JobState.SUCCEEDED.value, *_REQUEUABLE)
 _CHUNK = 500
-_SEALED = "$sealed"
 _ERROR_LENGTH = 2000
 
 
@@ -75,33 +71,7 @@ class SqlJobQueue:
     def __init__(self, engine: AsyncEngine, cipher: PayloadCipher | None = None) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        self._cipher = cipher
-
-    def _seal(self, value: Any, job_id: str, item: int, field: str) -> Any:
-        if self._cipher is None or value is None:
-            return value
-        key, nonce, data = self._cipher.encrypt(
-            orjson.dumps(value), _associated(job_id, item, field)
-        )
-        return {_SEALED: {"key": key, "nonce": _b64(nonce), "data": _b64(data)}}
-
-    def _open(self, value: Any, job_id: str, item: int, field: str) -> Any:
-        if not (isinstance(value, dict) and len(value) == 1 and _SEALED in value):
-            return value  # stored before keys were configured
-        if self._cipher is None:
-            raise ModelgateError(
-                ErrorKind.FAILED_PRECONDITION,
-                "this job's data is sealed: configure MODELGATE_PAYLOAD_KEYS to read it",
-            )
-        sealed = value[_SEALED]
-        try:
-            key, nonce, data = sealed["key"], _unb64(sealed["nonce"]), _unb64(sealed["data"])
-        except (KeyError, TypeError, binascii.Error) as exc:
-            raise ModelgateError(
-                ErrorKind.INTERNAL, f"job {job_id} item {item}: malformed sealed {field}"
-            ) from exc
-        plain = self._cipher.decrypt(key, nonce, data, _associated(job_id, item, field))
-        return orjson.loads(plain)
+        self._sealer = JobItemSealer(cipher)
 
     async def submit(self, job: NewJob, max_active: int | None) -> tuple[Job, bool]:
         owner = job.owner
@@ -153,7 +123,7 @@ class SqlJobQueue:
                     raise active_limit_error(max_active)
             await connection.execute(jobs.insert(), row)
             items = [
-                {"job_id": job.id, "item": i, "request": self._seal(r, job.id, i, "request")}
+                {"job_id": job.id, "item": i, "request": self._sealer.seal(r, job.id, i, "request")}
                 for i, r in enumerate(job.items)
             ]
             for start in range(0, len(items), _CHUNK):
@@ -247,7 +217,7 @@ class SqlJobQueue:
                 .order_by(_I.item)
             )
             requests = [(row[0], row[1]) for row in pending]
-        opened = ((i, self._open(r, job_id, i, "request")) for i, r in requests)
+        opened = ((i, self._sealer.open(r, job_id, i, "request")) for i, r in requests)
         return ClaimedJob(job, tuple(opened))
 
     async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool:
@@ -262,8 +232,8 @@ class SqlJobQueue:
     async def complete_item(self, job_id: str, result: JobResult) -> bool:
         values = {
             "ok": result.ok,
-            "response": self._seal(result.response, job_id, result.index, "response"),
-            "error": self._seal(result.error, job_id, result.index, "error"),
+            "response": self._sealer.seal(result.response, job_id, result.index, "response"),
+            "error": self._sealer.seal(result.error, job_id, result.index, "error"),
             "completed_at": result.completed_at,
         }
         async with writing(self._engine) as connection:
@@ -373,8 +343,8 @@ class SqlJobQueue:
             JobResult(
                 row.item,
                 bool(row.ok),
-                self._open(row.response, job_id, row.item, "response"),
-                self._open(row.error, job_id, row.item, "error"),
+                self._sealer.open(row.response, job_id, row.item, "response"),
+                self._sealer.open(row.error, job_id, row.item, "error"),
                 row.completed_at,
             )
             for row in rows
@@ -420,20 +390,6 @@ class SqlJobQueue:
     async def _read(self, connection: AsyncConnection, job_id: str) -> Job:
         found = await connection.execute(select(jobs).where(_J.id == job_id))
         return _job(dict(found.one()._mapping))
-
-
-def _associated(job_id: str, item: int, field: str) -> bytes:
-    return f"modelgate-job:{job_id}:{item}:{field}".encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError("not base64 text")
-    return base64.b64decode(text, validate=True)
 
 
 def _held(job_id: str, worker: str) -> list[Any]:

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelgate.core.governance.payloads import PayloadConsent, PayloadQuery, PayloadRecord
+from modelgate.core.governance.ports import PayloadConsent, PayloadQuery, PayloadRecord
 from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, payload_consents, payload_logs
 from modelgate.storage.sql.values import checked_text, checked_time, storable
@@ -23,7 +23,7 @@ _SHORT = 64  # id, subject pseudonym and cipher key id columns
 
 
 class SqlPayloadStore:
-    """:class:`~modelgate.core.governance.payloads.PayloadStore` on ``payload_logs`` and
+    """:class:`~modelgate.core.governance.ports.PayloadStore` on ``payload_logs`` and
     ``payload_consents``."""
 
     def __init__(self, engine: AsyncEngine) -> None:

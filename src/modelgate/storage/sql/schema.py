@@ -337,7 +337,8 @@ job_items = Table(
 # Idempotency keys of side-effecting admin requests (0007): one row per (caller, key);
 # ``status`` NULL while the first request runs. ``body`` is the answer, sealed with the
 # payload cipher (``body_key``, ``body_nonce``) when it held a secret; ``withheld``: the
-# answer less its secret (no cipher). Rows older than a day are purged (core/access/idempotency.py).
+# answer less its secret (no cipher). Rows older than a day are purged
+# (core/admission/idempotency.py).
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,

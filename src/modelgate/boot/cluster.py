@@ -1,0 +1,155 @@
+"""The scale-out pieces built from settings: a gateway's cluster (directory, node client,
+breakers, retry budget), a node's announcer, and the watch that keeps a gateway's models
+in step with its nodes. Called by :mod:`modelgate.boot.components` for ``--role gateway`` and
+``--role node``; imported only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from modelgate.cluster.node import NodeAnnouncer
+from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.serving.registry import ModelRegistry
+from modelgate.errors import ModelgateError
+from modelgate.observability.metrics import PrometheusMetrics
+from modelgate.observability.tracing import OtelTracer
+from modelgate.settings import Settings
+from modelgate.storage.redis.node_directory import RedisNodeDirectory
+
+__all__ = ["ClusterWatch", "build_announcer", "build_cluster", "build_node_directory"]
+
+log = logging.getLogger("modelgate.cluster")
+
+
+class ClusterWatch:
+    """Keeps a gateway's node table fresh, and its models in step with it."""
+
+    def __init__(self, cluster: Cluster, registry: ModelRegistry, interval_s: float):
+        self.cluster = cluster
+        self.registry = registry
+        self.interval_s = interval_s
+
+    async def first_refresh(self) -> None:
+        """Read the node directory before the registry starts, so that the gateway's
+        preload models exist (a directory that does not answer is logged; :meth:`run`
+        keeps trying)."""
+        try:
+            await self.cluster.refresh()
+        except Exception as exc:
+            log.warning("the node directory did not answer: %r", exc)
+
+    async def run(self) -> None:
+        """Re-read the node directory every ``interval_s``; a loaded model whose versions
+        or manifests changed is loaded again (a handle swap: nothing to load)."""
+        cluster = self.cluster
+        failing = False
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                changed = await cluster.refresh()
+            except Exception as exc:  # keep routing on the last table
+                if not failing:
+                    log.warning("the node directory did not answer: %r", exc)
+                failing = True
+                continue
+            failing = False
+            for name in sorted(changed):
+                if name in cluster.catalog and self.registry.versions(name):
+                    try:
+                        await self.registry.load(name)
+                    except ModelgateError as exc:
+                        log.warning("model %s from the nodes: %s", name, exc.message)
+
+
+def build_cluster(
+    settings: Settings, metrics: PrometheusMetrics, tracer: OtelTracer | None
+) -> Cluster:
+    """A gateway's nodes: found in Redis, or the static ``MODELGATE_NODES`` list."""
+    from modelgate.cluster.client import GrpcNodeClient
+    from modelgate.core.gateway.breaker import BreakerPolicy
+    from modelgate.core.gateway.cluster import Cluster
+    from modelgate.core.gateway.ports import NodeDirectory
+    from modelgate.core.gateway.retry import RetryBudget
+    from modelgate.observability.cluster_metrics import ClusterMetrics
+
+    credential = settings.node_key.get_secret_value() if settings.node_key else None
+    ca = settings.node_tls_ca_file
+    roots = ca.read_bytes() if ca is not None else None
+    directory: NodeDirectory
+    if settings.nodes is not None:
+        from modelgate.cluster.directory import StaticNodeDirectory
+
+        addresses = [a.strip() for a in settings.nodes.split(",") if a.strip()]
+        directory = StaticNodeDirectory(addresses, credential=credential, root_certificates=roots)
+    else:
+        directory = build_node_directory(settings)
+    client = GrpcNodeClient(
+        credential=credential,
+        max_message_bytes=settings.grpc_max_message_bytes,
+        max_elements=settings.max_elements,
+        root_certificates=roots,
+        # a node refuses the calls over its limit per connection, and counts a call a while
+        # after its answer left: half of it leaves room (gateways and nodes share settings)
+        max_streams_per_connection=max(1, settings.grpc_max_concurrent_streams // 2),
+    )
+    headers = None
+    if tracer is not None:
+
+        def headers() -> dict[str, str]:
+            carrier: dict[str, str] = {}
+            tracer.inject(carrier)  # the request's span: the node's span is its child
+            return carrier
+
+    return Cluster(
+        directory,
+        client,
+        breaker=BreakerPolicy(settings.breaker_failures, settings.breaker_open_seconds),
+        budget=RetryBudget(settings.retry_budget_ratio),
+        default_timeout_s=settings.node_timeout_seconds,
+        max_attempts=settings.node_max_attempts,
+        headers=headers,
+        observer=ClusterMetrics(metrics.registry),
+    )
+
+
+def build_node_directory(settings: Settings) -> RedisNodeDirectory:
+
+    from modelgate.storage.redis.client import create_redis_client
+
+    assert settings.redis_url is not None
+    timeout = settings.redis_timeout_seconds
+    client = create_redis_client(
+        settings.redis_url.get_secret_value(),
+        connect_timeout_s=timeout,
+        read_timeout_s=max(timeout, 1.0),  # a SCAN of every announcement
+        max_connections=4,
+    )
+    return RedisNodeDirectory(
+        client, prefix=settings.redis_key_prefix, ttl_s=settings.node_ttl_seconds
+    )
+
+
+def build_announcer(settings: Settings, registry: ModelRegistry) -> NodeAnnouncer | None:
+    """A node's announcements in Redis (None without Redis: list it in the gateway's
+    ``MODELGATE_NODES`` instead)."""
+    if settings.role != "node" or settings.redis_url is None:
+        return None
+
+    from modelgate.cluster.node import detect_hardware, total_memory_bytes
+
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    return NodeAnnouncer(
+        build_node_directory(settings),
+        registry,
+        node_id=settings.node_id or f"{socket.gethostname()}-{settings.grpc_port}",
+        address=settings.node_address or f"{host}:{settings.grpc_port}",
+        hardware=settings.node_hardware or detect_hardware(),
+        memory_bytes=total_memory_bytes(),
+        interval_s=settings.node_heartbeat_seconds,
+        # gateways re-read the directory every cluster_refresh_seconds: give them that,
+        # and a half, to see the node draining before it stops accepting calls
+        drain_s=settings.cluster_refresh_seconds * 1.5,
+    )

@@ -1,0 +1,74 @@
+"""What a node announces of itself (see ``modelgate.cluster``), as the gateway reads it: its
+id, the address of its OIP gRPC endpoint, its hardware class and memory, whether it is
+draining, and the models and versions it serves with their manifests; and what it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.errors import ModelgateError
+
+__all__ = ["NodeAnswer", "NodeInfo", "parse_node"]
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """What a node answered: its outputs, and the response parameters it sent (for
+    example the anomaly check's ``anomaly_score`` and ``anomalous`` flag)."""
+
+    outputs: dict[str, Array]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node as it announced itself."""
+
+    id: str
+    #: ``host:port`` of its OIP gRPC endpoint
+    address: str
+    hardware: str = "cpu"
+    memory_bytes: int = 0
+    #: model -> version -> manifest, of what it serves
+    models: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
+    draining: bool = False
+
+    def serves(self, model: str, version: int) -> bool:
+        versions = self.models.get(model)
+        return versions is not None and version in versions
+
+
+def parse_node(document: Mapping[str, Any]) -> NodeInfo:
+    """A node's announcement (JSON-shaped) as a :class:`NodeInfo`; ValueError naming the
+    problem when it does not parse (a foreign or corrupt entry)."""
+    from modelgate.core.serving.manifest import parse_manifest
+
+    try:
+        node_id = str(document["id"])
+        address = str(document["address"])
+        models: dict[str, dict[int, ModelManifest]] = {}
+        for name, entry in (document.get("models") or {}).items():
+            versions = {}
+            for number, manifest in (entry.get("versions") or {}).items():
+                data = {k: v for k, v in manifest.items() if k != "name"}
+                versions[int(number)] = parse_manifest(str(name), data)
+            models[str(name)] = versions
+        return NodeInfo(
+            id=node_id,
+            address=address,
+            hardware=str(document.get("hardware", "cpu")),
+            memory_bytes=int(document.get("memory_bytes", 0)),
+            models=models,
+            draining=bool(document.get("draining", False)),
+        )
+    except ModelgateError as exc:
+        raise ValueError(exc.message) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"malformed node announcement: {exc!r}") from None

@@ -1,0 +1,69 @@
+"""The ports of the gateway, as Protocols: where nodes are found (:class:`NodeDirectory`),
+how one inference is sent to a node (:class:`NodeClient`) and the cluster's metrics
+(:class:`ClusterObserver`). What they answer (a node's announcement, a node's answer) is
+:mod:`modelgate.core.gateway.nodes`.
+
+Contracts are stated on each port; the implementations live outside ``core/``
+(``modelgate.cluster``: Redis or a static list, OIP gRPC; ``modelgate.observability``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo
+from modelgate.core.serving.ports import Arrays
+
+__all__ = [
+    "ClusterObserver",
+    "NodeClient",
+    "NodeDirectory",
+]
+
+
+class NodeDirectory(Protocol):
+    """Where nodes are found. ``nodes`` returns every live node (a network call: it has a
+    timeout and raises on failure; the cluster keeps its last table then)."""
+
+    async def nodes(self) -> list[NodeInfo]: ...
+
+    async def close(self) -> None: ...
+
+
+class NodeClient(Protocol):
+    """Sends one inference to a node (OIP gRPC). Raises
+    :class:`~modelgate.errors.ModelgateError`: the node's own answer mapped back to a kind,
+    UNAVAILABLE when it cannot be reached or the call died with its connection
+    (``details={"refused": True}`` when the node refused the call unread, at its limit of
+    calls per connection), DEADLINE_EXCEEDED with ``details={"timed_out": True}`` when
+    ``timeout_s`` passed (the node's own DEADLINE_EXCEEDED has no such detail). ``headers``
+    travel as call metadata (credentials, ``traceparent``, the request id)."""
+
+    async def infer(
+        self,
+        node: NodeInfo,
+        model: str,
+        version: int,
+        inputs: Arrays,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str],
+    ) -> NodeAnswer: ...
+
+    async def close(self) -> None: ...
+
+
+class ClusterObserver(Protocol):
+    """Metrics of the cluster (Prometheus in production). Never blocks."""
+
+    def breaker(self, node: str, model: str | None, version: str | None, state: str) -> None: ...
+
+    def forwarded(self, node: str, outcome: str) -> None: ...
+
+    def retried(self, outcome: str) -> None: ...
+
+    def nodes(self, count: int) -> None: ...
+
+    def departed(self, node: str) -> None:
+        """``node`` left the table: forget its series (node ids come and go with pods)."""

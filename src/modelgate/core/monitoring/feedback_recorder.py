@@ -1,0 +1,281 @@
+"""The feedback recorder: predictions recorded for the ground truth sent back later.
+
+:class:`FeedbackRecorder` is an :class:`~modelgate.core.serving.requests.InferenceListener`. For a
+model whose manifest enables ``feedback``, ``completed`` (the request path) appends one
+tuple of references to a list: no copy, no I/O, no task. A background task turns what
+waits into :class:`~modelgate.core.monitoring.predictions.PredictionRecord` rows (one per request
+row: the predicted class and the score, read from the outputs) and writes them every
+``flush_interval_s``, a hundred at a time with the event loop free in between: at
+thousands of predictions a second, one big batch (or a worker thread holding the GIL)
+would stall every request for tens of milliseconds. A failed write keeps what it held
+for the next flush; :meth:`FeedbackRecorder.close` writes what is left. The same task
+deletes expired rows every ``purge_interval_s``.
+
+What is recorded is bounded in rows, not requests: a request of more than
+``max_request_rows`` rows records its first ``max_request_rows`` only (counted in
+``truncated_rows``), and past ``max_pending`` rows waiting a request is not recorded
+(counted in ``dropped``). A request that withholds consent (``consent``/``log_payload``
+not true, docs/privacy.md) is not recorded at all (counted in ``withheld``).
+
+A prediction is found later by the tenant that made it and its request id: the transport
+id (REST ``X-Request-Id``, gRPC ``x-request-id`` metadata, the client's when it sent a sane
+one) or the request's OIP ``id`` (:class:`~modelgate.core.monitoring.feedback.FeedbackService`
+attaches labels to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from modelgate.core.governance.consent import request_allows, subject_of
+from modelgate.core.monitoring.ports import FeedbackStore
+from modelgate.core.monitoring.prediction_rows import prediction_rows
+from modelgate.core.monitoring.predictions import PredictionRecord
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.core.serving.recording import BackgroundRecorder, Chore
+from modelgate.core.serving.request_context import current_request_id
+from modelgate.core.serving.requests import ANONYMOUS, CompletedInference
+from modelgate.core.serving.row_writer import RowWriter
+from modelgate.core.serving.tensors import Tensor
+
+__all__ = ["MAX_REQUEST_ID", "FeedbackRecorder"]
+
+log = logging.getLogger("modelgate.feedback")
+
+#: the longest request id (transport or OIP) recorded and looked up
+MAX_REQUEST_ID = 128
+
+#: predictions turned into rows, and rows written, per step of a flush (each step holds
+#: the event loop for about 2 ms at most)
+_CHUNK = 100
+
+# what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
+# named (or None), each output's (name, datatype, array), and the rows it will make:
+# strings, numbers and arrays only, so the collector stops tracking the tuple at its first
+# pass (a tuple holding the request's dicts and lists would be scanned on every collection
+# until the flush)
+_Pending = tuple[
+    float,
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    str | None,
+    tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
+    int,
+]
+
+
+def _new_id() -> str:
+    return "pr_" + secrets.token_hex(12)
+
+
+def _rows_of(outputs: Sequence[Tensor]) -> int:
+    """How many rows an answer holds: its first output's first dimension (a scalar: 1)."""
+    if not outputs:
+        return 0
+    shape = outputs[0].data.shape
+    return shape[0] if shape else 1
+
+
+def _first(data: np.ndarray[Any, Any], rows: int) -> np.ndarray[Any, Any]:
+    return data[:rows] if data.ndim else data
+
+
+class FeedbackRecorder(BackgroundRecorder):
+    """The :class:`~modelgate.core.serving.requests.InferenceListener` that records predictions of
+    models with ``feedback`` enabled (see the module docstring; the task, flush lock, drop
+    log, purge and drain: :class:`BackgroundRecorder`). Subjects are recorded, as
+    pseudonyms, only with ``pseudonymize`` (the payload pseudonym key).
+
+    ``max_pending`` bounds the rows waiting (built or not); ``max_request_rows`` the rows
+    one request records (its first ones)."""
+
+    def __init__(
+        self,
+        store: FeedbackStore,
+        *,
+        pseudonymize: Callable[[str], str] | None = None,
+        flush_interval_s: float = 1.0,
+        max_pending: int = 50_000,
+        max_request_rows: int = 1000,
+        purge_interval_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        super().__init__(
+            what="feedback",
+            log=log,
+            task_name="feedback-recorder",
+            flush_interval_s=flush_interval_s,
+            dropped_text="predictions dropped (not recorded)",
+            lost_text="predictions could not be written at shutdown",
+            clock=clock,
+        )
+        self._store = store
+        self._pseudonymize = pseudonymize
+        self._max_pending = max_pending
+        self._max_request_rows = min(max_request_rows, max_pending)
+        self._purge_s = purge_interval_s
+        self._new_id = new_id
+        self._pending: list[_Pending] = []
+        self._pending_rows = 0  # the rows what waits in _pending will make (at most)
+        #: each (model, version)'s manifest, as the request path last saw it
+        self._manifests: dict[tuple[str, str], ModelManifest] = {}
+        #: rows built, not written yet (a failed write keeps them here)
+        self._writer: RowWriter[PredictionRecord] = RowWriter(
+            store.append,
+            what="feedback",
+            max_waiting=max_pending,
+            name_of=lambda r: f"prediction {r.id}",
+            log=log,
+            step=_CHUNK,
+        )
+        #: rows beyond max_request_rows, not recorded (their requests' first rows were)
+        self.truncated_rows = 0
+        #: requests not recorded because they withheld consent
+        self.withheld = 0
+        self._not_kept: Counter[str] = Counter()  # rows, by reason
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written (built or not)."""
+        return self._pending_rows + len(self._writer)
+
+    @property
+    def dropped(self) -> int:
+        """Requests not recorded (``max_pending`` rows were waiting, or their answer could
+        not be read) and rows the store refused."""
+        return self._dropped + self._writer.dropped
+
+    def not_kept(self) -> dict[str, int]:
+        """Prediction rows not recorded, by reason: ``withheld_consent``,
+        ``request_rows_cap`` (past ``max_request_rows``), ``backlog_full`` (``max_pending``
+        rows waiting), ``unreadable`` (an answer that could not be read), ``refused`` (by
+        the store)."""
+        return {**self._not_kept, "refused": self._writer.dropped}
+
+    # -- the request path --------------------------------------------------------------
+    def completed(self, inference: CompletedInference) -> None:
+        manifest = inference.manifest
+        spec = manifest.feedback
+        if spec is None or not spec.enabled:
+            return
+        request = inference.request
+        response = inference.response
+        outputs = response.outputs
+        rows = _rows_of(outputs)
+        parameters = request.parameters
+        if parameters and not request_allows(parameters):
+            self.withheld += 1  # nothing of it is kept (docs/privacy.md)
+            self._not_kept["withheld_consent"] += rows
+            return
+        cap = self._max_request_rows
+        if rows > cap:  # its first rows only: slices are views, nothing is copied
+            self.truncated_rows += rows - cap
+            self._not_kept["request_rows_cap"] += rows - cap
+            rows = cap
+            out = tuple([(t.name, t.datatype, _first(t.data, cap)) for t in outputs])
+        else:
+            out = tuple([(t.name, t.datatype, t.data) for t in outputs])
+        if self._pending_rows + len(self._writer) + rows > self._max_pending:
+            self._dropped += 1
+            self._not_kept["backlog_full"] += rows
+            return
+        principal = inference.principal
+        version = response.model_version
+        self._manifests[(request.model, version)] = manifest  # the latest load's
+        self._pending_rows += rows
+        self._pending.append(
+            (
+                self._clock(),
+                ANONYMOUS if principal is None else principal.tenant_id,
+                current_request_id.get(),
+                request.id,
+                request.model,
+                version,
+                subject_of(parameters) if parameters else None,
+                out,
+                rows,
+            )
+        )
+
+    # -- the background task -----------------------------------------------------------
+    def _chores(self) -> Sequence[Chore]:
+        return [Chore(self._purge_s, self.purge, "expired predictions not purged")]
+
+    async def purge(self) -> int:
+        """Delete the predictions (and their feedback) whose retention has passed."""
+        return await self._purge_expired(self._store.purge, "expired predictions")
+
+    async def _write(self) -> int:
+        batch, self._pending = self._pending, []
+        self._pending_rows = 0
+        for start in range(0, len(batch), _CHUNK):
+            self._writer.add(self._build_all(batch[start : start + _CHUNK]))
+            try:
+                await asyncio.sleep(0)  # requests run between steps
+            except asyncio.CancelledError:
+                kept = batch[start + _CHUNK :]
+                self._pending[:0] = kept
+                self._pending_rows += sum(item[8] for item in kept)
+                raise
+        return await self._writer.write()
+
+    # -- building rows ------------------------------------------------------------------
+    def _build_all(self, batch: Sequence[_Pending]) -> list[PredictionRecord]:
+        records: list[PredictionRecord] = []
+        for item in batch:
+            try:
+                records.extend(self._build(item))
+            except Exception:  # one odd answer must not lose the batch; it is counted
+                log.exception("feedback: a prediction of model %s could not be read", item[4])
+                self._dropped += 1
+                self._not_kept["unreadable"] += item[8]
+        return records
+
+    def _build(self, item: _Pending) -> list[PredictionRecord]:
+        at, tenant, request_id, inference_id, model, version, subject, out, _ = item
+        manifest = self._manifests[(model, version)]
+        tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
+        found = prediction_rows(manifest, tensors)
+        if found is None or (request_id is None and inference_id is None):
+            return []
+        predicted, scores = found
+        if inference_id is not None and not 0 < len(inference_id) <= MAX_REQUEST_ID:
+            inference_id = None  # not an id one could look up
+        if request_id is None and inference_id is None:
+            return []
+        if subject is not None:
+            subject = None if self._pseudonymize is None else self._pseudonymize(subject)
+        created = datetime.fromtimestamp(at, UTC)
+        assert manifest.feedback is not None
+        expires = created + timedelta(days=manifest.feedback.retention_days)
+        prediction_id = self._new_id()
+        return [
+            PredictionRecord(
+                id=prediction_id,
+                row=row,
+                tenant_id=tenant,
+                request_id=request_id or inference_id or "",
+                inference_id=inference_id,
+                model=model,
+                version=version,
+                subject=subject,
+                created_at=created,
+                expires_at=expires,
+                predicted=label,
+                score=score,
+            )
+            for row, (label, score) in enumerate(zip(predicted, scores, strict=True))
+        ]

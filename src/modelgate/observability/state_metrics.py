@@ -1,0 +1,124 @@
+"""The metrics that are state rather than events, read when ``/metrics`` is scraped: models
+loaded and their states and sizes, requests in flight, degraded shared stores, the usage
+backlog, and what the background recorders hold and did not keep. Their names are listed
+with the others in :mod:`modelgate.observability.metrics`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from modelgate.core.admission.admission import Admission
+    from modelgate.core.admission.metering import UsageRecorder
+    from modelgate.core.serving.registry import ModelRegistry
+    from modelgate.observability.metrics import RecordKeeper
+
+__all__ = ["StateCollector"]
+
+_STATES = ("READY", "LOADING", "UNLOADING", "UNAVAILABLE")
+
+
+class StateCollector:
+    """Reads what :meth:`~modelgate.observability.metrics.PrometheusMetrics.track` was given,
+    at each scrape."""
+
+    def __init__(self) -> None:
+        self.registry: ModelRegistry | None = None
+        self.admission: Admission | None = None
+        self.usage: UsageRecorder | None = None
+        self.records: tuple[tuple[str, RecordKeeper], ...] = ()
+
+    def collect(self) -> Iterator[Metric]:
+        if self.registry is not None:
+            yield from self._models(self.registry)
+        admission = self.admission
+        if admission is not None:
+            yield GaugeMetricFamily(
+                "modelgate_inflight_requests", "Inference requests running", admission.inflight
+            )
+            if admission.max_inflight is not None:
+                yield GaugeMetricFamily(
+                    "modelgate_max_inflight_requests",
+                    "Inference requests that may run before the lowest priority is shed",
+                    admission.max_inflight,
+                )
+            degraded = GaugeMetricFamily(
+                "modelgate_store_degraded",
+                "1 while a shared store is unreachable and its fallback answers",
+                labels=("store",),
+            )
+            stores: list[tuple[str, object]] = [("rate_limiter", admission.limiter)]
+            if admission.quotas is not None:
+                stores.append(("quota_counter", admission.quotas.counter))
+            for name, store in stores:
+                # the Fallback* stores say so; a store in memory is never degraded
+                degraded.add_metric((name,), 1 if getattr(store, "degraded", False) else 0)
+            yield degraded
+        if self.usage is not None:
+            yield GaugeMetricFamily(
+                "modelgate_usage_pending_groups",
+                "Usage sums waiting to be written",
+                self.usage.pending,
+            )
+            yield CounterMetricFamily(
+                "modelgate_usage_dropped_requests",
+                "Requests whose usage was lost (backlog full, or refused by the store)",
+                self.usage.dropped,
+            )
+        if self.records:
+            pending = GaugeMetricFamily(
+                "modelgate_records_pending_rows",
+                "Rows a recorder holds, not written yet",
+                labels=("recorder",),
+            )
+            not_kept = CounterMetricFamily(
+                "modelgate_records_not_kept_rows",
+                "Rows a recorder did not keep, by reason",
+                labels=("recorder", "reason"),
+            )
+            for name, keeper in self.records:
+                pending.add_metric((name,), keeper.pending)
+                for reason, rows in sorted(keeper.not_kept().items()):
+                    not_kept.add_metric((name, reason), rows)
+            yield pending
+            yield not_kept
+
+    @staticmethod
+    def _models(registry: ModelRegistry) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "modelgate_model_state",
+            "1 for the current state of each model version",
+            labels=("model", "version", "state"),
+        )
+        models: dict[str, None] = {}  # models with a version loaded, in order
+        for row in registry.index():
+            version = row.get("version", "")
+            if version:
+                models[row["name"]] = None
+            for name in _STATES:
+                state.add_metric((row["name"], version, name), 1 if row["state"] == name else 0)
+        yield state
+        artifacts = GaugeMetricFamily(
+            "modelgate_model_artifact_bytes",
+            "Bytes of a loaded version's files (the memory budget's estimate)",
+            labels=("model", "version"),
+        )
+        for model in models:
+            for each in registry.versions(model):
+                artifacts.add_metric((model, str(each.version)), each.size_bytes)
+        yield artifacts
+        yield GaugeMetricFamily(
+            "modelgate_models_loaded_bytes",
+            "Bytes of every loaded version's files",
+            registry.memory_bytes(),
+        )
+        budget = registry.policy.memory_budget_bytes
+        if budget is not None:
+            yield GaugeMetricFamily(
+                "modelgate_models_memory_budget_bytes",
+                "Loaded artifacts beyond this are unloaded, least recently used first",
+                budget,
+            )

@@ -1,0 +1,95 @@
+"""``MemoryRateLimiter``: GCRA in a dictionary, for one process (embedded mode) and as the
+per-replica cap of :class:`~modelgate.limits.resilient.FallbackRateLimiter`."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from modelgate.core.admission.ports import Decision
+from modelgate.limits import gcra
+
+__all__ = ["MemoryRateLimiter"]
+
+_NS = 1_000_000_000
+#: expired keys dropped from the cold end on every hit: amortised cleanup, O(1) per hit
+_TRIM_PER_HIT = 2
+
+
+class MemoryRateLimiter:
+    """An in-process :class:`~modelgate.core.admission.ports.RateLimiter`.
+
+    Atomic within one event loop: ``hit`` reads and writes a key with no ``await`` between
+    them. It is not shared across threads or processes, so with several workers each one
+    holds its own buckets.
+
+    Memory is bounded by ``max_keys``. A key whose bucket is full again (TAT in the past)
+    holds no information and is dropped: a few on every hit from the least recently admitted
+    end, and all of them in a sweep (at most once per ``sweep_interval_s``) when a new key
+    finds the table full. If it is still full, the least recently admitted key is forgotten
+    and starts again with a full bucket: a flood of distinct keys can loosen the limit of
+    quiet keys but never grow the table.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = 100_000,
+        sweep_interval_s: float = 1.0,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, not {max_keys}")
+        self._max_keys = max_keys
+        self._sweep_interval_ns = int(sweep_interval_s * _NS)
+        self._clock_ns = clock_ns
+        # key -> TAT as (whole ns, fraction of a ns); ordered from least to most recently admitted
+        self._tats: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._last_sweep_ns: int | None = None
+
+    def __len__(self) -> int:
+        """The number of keys held (expired ones included until they are dropped)."""
+        return len(self._tats)
+
+    async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
+        gcra.check_arguments(limit, window_s, cost)
+        now = self._clock_ns()
+        self._trim(now)
+        window_ns = window_s * _NS
+        stored = self._tats.get(key)
+        backlog = 0.0 if stored is None else gcra.backlog_of(*stored, now)
+        after = gcra.admit(backlog, limit, window_ns, cost)
+        if after is None:
+            return gcra.decide(
+                allowed=False, backlog_s=backlog / _NS, limit=limit, window_s=window_s, cost=cost
+            )
+        if after > 0:
+            if stored is None:
+                self._make_room(now)
+            self._tats[key] = gcra.split_tat(now, after)
+            self._tats.move_to_end(key)
+        return gcra.decide(
+            allowed=True, backlog_s=after / _NS, limit=limit, window_s=window_s, cost=cost
+        )
+
+    async def close(self) -> None:
+        self._tats.clear()
+
+    def _trim(self, now: int) -> None:
+        for _ in range(_TRIM_PER_HIT):
+            oldest = next(iter(self._tats.items()), None)
+            if oldest is None or gcra.backlog_of(*oldest[1], now) > 0:
+                return
+            del self._tats[oldest[0]]
+
+    def _make_room(self, now: int) -> None:
+        if len(self._tats) < self._max_keys:
+            return
+        if self._last_sweep_ns is None or now - self._last_sweep_ns >= self._sweep_interval_ns:
+            self._last_sweep_ns = now
+            expired = [k for k, tat in self._tats.items() if gcra.backlog_of(*tat, now) == 0]
+            for k in expired:
+                del self._tats[k]
+        while len(self._tats) >= self._max_keys:
+            self._tats.popitem(last=False)

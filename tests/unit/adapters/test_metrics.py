@@ -1,0 +1,96 @@
+"""PrometheusMetrics as the core's observer: requests per tenant with a bounded tenant label,
+refusals and shed requests reported by admission, blocks by abuse throttling."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
+from modelgate.core.admission.admission import Admission
+from modelgate.core.serving.manifest import parse_manifest
+from modelgate.errors import ModelgateError
+from modelgate.observability.metrics import OTHER_TENANT, PrometheusMetrics
+from modelgate.storage.memory.rate_limits import MemoryRateLimiter
+from modelgate.storage.memory.strikes import MemoryStrikeStore
+
+MANIFEST = {
+    "runtime": "python",
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+}
+
+
+def sample(metrics: PrometheusMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_requests_are_counted_per_tenant_and_ok_reads_success() -> None:
+    metrics = PrometheusMetrics()
+    metrics.served("m", "1", "acme", "ok", 0.002, 3, 0)
+    metrics.served("m", "1", "acme", "ok", 0.004, 2, 17)
+    metrics.served("m", "1", "acme", "internal", 0.5, 0, 0)
+    labels = {"model": "m", "version": "1", "tenant": "acme"}
+    total = "modelgate_inference_requests_total"
+    assert sample(metrics, total, **labels, status="success") == 2
+    assert sample(metrics, total, **labels, status="internal") == 1
+    assert sample(metrics, "modelgate_inference_request_duration_seconds_count", **labels) == 3
+    assert sample(metrics, "modelgate_usage_rows_total", model="m", tenant="acme") == 5
+    assert sample(metrics, "modelgate_usage_tokens_total", model="m", tenant="acme") == 17
+
+
+def test_the_tenant_label_is_bounded() -> None:
+    metrics = PrometheusMetrics(max_tenants=2)
+    for tenant in ("t1", "t2", "t3", "t4", "t1"):
+        metrics.served("m", "1", tenant, "ok", 0.001, 1, 0)
+    metrics.refused("t5", "quota_requests_per_day")
+    total = "modelgate_inference_requests_total"
+    counted = {"model": "m", "version": "1", "status": "success"}
+    assert sample(metrics, total, **counted, tenant="t1") == 2
+    assert sample(metrics, total, **counted, tenant=OTHER_TENANT) == 2
+    assert sample(metrics, total, **counted, tenant="t3") is None
+    refused = "modelgate_refused_requests_total"
+    assert sample(metrics, refused, tenant=OTHER_TENANT, reason="quota_requests_per_day") == 1
+
+
+def test_the_per_version_request_report_is_not_counted_twice() -> None:
+    metrics = PrometheusMetrics()
+    metrics.version("m", "1").request("success", 0.1)  # VersionStats' view: no tenant
+    text = metrics.exposition().decode()
+    assert "modelgate_inference_requests_total{" not in text
+
+
+async def test_admission_reports_refusals_by_tenant_and_reason_and_shedding() -> None:
+    metrics = PrometheusMetrics()
+    admission = Admission(MemoryRateLimiter(), max_inflight=2, observer=metrics)
+    manifest = parse_manifest("m", MANIFEST)
+    plan = Plan("p", requests_per_second=0.01, burst=1, max_batch_size=4, priority=3)
+    principal = Principal("acme", "k", frozenset({"infer"}), plan)
+    await admission.admit(principal, manifest)
+    for rows in (1, 9):  # the rate limit, then the batch size
+        with pytest.raises(ModelgateError):
+            await admission.admit(principal, manifest, rows)
+    refused = "modelgate_refused_requests_total"
+    assert sample(metrics, refused, tenant="acme", reason="tenant_rate_limit") == 1
+    assert sample(metrics, refused, tenant="acme", reason="batch_size") == 1
+    # one slot of two is taken; priority 0 may fill half of them
+    lowest = Principal("acme", "k", frozenset({"infer"}), Plan("q", priority=0))
+    with pytest.raises(ModelgateError):
+        await admission.admit(lowest, manifest)
+    assert sample(metrics, "modelgate_shed_requests_total", priority="0") == 1
+    assert sample(metrics, "modelgate_shed_requests_total", priority="3") == 0
+    assert sample(metrics, "modelgate_shed_requests_total", priority="none") == 0
+
+
+async def test_abuse_blocks_are_counted_once_per_block() -> None:
+    metrics = PrometheusMetrics()
+
+    async def no_wait(_: float) -> None:
+        pass
+
+    policy = AbusePolicy(slow_after=1, block_after=2, auth_failures_per_address=2)
+    guard = AbuseGuard(MemoryStrikeStore(), policy, sleep=no_wait, observer=metrics)
+    for _ in range(3):
+        await guard.refused_credential("192.0.2.7")
+    assert sample(metrics, "modelgate_abuse_blocks_total", kind="address") == 1
+    assert sample(metrics, "modelgate_abuse_blocks_total", kind="key") == 0

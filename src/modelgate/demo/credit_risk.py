@@ -11,6 +11,10 @@ the default rate, so fairness checks built later have a real disparity to find.
 
 Only numpy is imported at module level: the data generator is also used by the serving
 environment's fast unit tests, which have no skl2onnx or onnx and need not pay for scikit-learn.
+
+One build recipe over 400 lines: the data, the two models, their export and the checks
+against scikit-learn are one sequence read top to bottom, and split they would only pass
+arrays to each other.
 """
 
 from __future__ import annotations

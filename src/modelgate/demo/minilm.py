@@ -9,6 +9,10 @@ sentence-transformers on `REFERENCE_SENTENCES`: cosine >= 0.999 for the FP32 ver
 
 torch, onnx and sentence-transformers are imported inside functions: they exist only in the
 build environment, while `embed_with_onnx` is also useful where only onnxruntime is installed.
+
+One build recipe over 400 lines: the export, the quantization and the checks against
+sentence-transformers are one sequence read top to bottom, and `embed_with_onnx` is the
+pipeline they all check.
 """
 
 from __future__ import annotations

@@ -43,6 +43,20 @@ ADMIN_KEY = "e2e-admin-" + "k" * 24
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
+def run_cli(env: dict[str, str], *args: str) -> str:
+    """``modelgate ARGS`` in a subprocess with ``env`` added; its stdout (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "modelgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

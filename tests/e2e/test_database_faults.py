@@ -8,36 +8,20 @@ requests served meanwhile is written once the database is back (none lost)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import AUTH, admin_sql, start_server, stop_server
+from tests.e2e.conftest import AUTH, admin_sql, run_cli, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelgate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def _key(env: dict[str, str], tenant: str, name: str) -> str:
-    return _cli(env, "keys", "create", "--tenant", tenant, "--name", name).split()[-1]
+    return run_cli(env, "keys", "create", "--tenant", tenant, "--name", name).split()[-1]
 
 
 def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is_away(
@@ -57,8 +41,8 @@ def test_known_keys_keep_working_and_unknown_ones_never_get_in_while_postgres_is
         },
     )
     try:
-        _cli(cli_env, "plans", "create", "basic", "--rps", "1000")
-        tenant = _cli(cli_env, "tenants", "create", "acme", "--plan", "basic").split()[-1]
+        run_cli(cli_env, "plans", "create", "basic", "--rps", "1000")
+        tenant = run_cli(cli_env, "tenants", "create", "acme", "--plan", "basic").split()[-1]
         known, unseen = _key(cli_env, tenant, "known"), _key(cli_env, tenant, "unseen")
         infer = f"{server.url}/v2/models/doubler/infer"
 

@@ -7,33 +7,17 @@ back."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import run_cli, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 TTL = 1.0
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelgate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_a_key_in_use_outlives_the_cache_through_an_outage_and_revocation_follows_it(
@@ -53,10 +37,10 @@ def test_a_key_in_use_outlives_the_cache_through_an_outage_and_revocation_follow
         },
     )
     try:
-        _cli(cli_env, "plans", "create", "basic", "--rps", "1000")
-        tenant = _cli(cli_env, "tenants", "create", "acme", "--plan", "basic").split()[-1]
-        hot = _cli(cli_env, "keys", "create", "--tenant", tenant, "--name", "hot").split()[-1]
-        created = _cli(cli_env, "keys", "create", "--tenant", tenant, "--name", "revoked")
+        run_cli(cli_env, "plans", "create", "basic", "--rps", "1000")
+        tenant = run_cli(cli_env, "tenants", "create", "acme", "--plan", "basic").split()[-1]
+        hot = run_cli(cli_env, "keys", "create", "--tenant", tenant, "--name", "hot").split()[-1]
+        created = run_cli(cli_env, "keys", "create", "--tenant", tenant, "--name", "revoked")
         revoked_id, revoked = created.split()[2], created.split()[-1]
         infer = f"{server.url}/v2/models/doubler/infer"
 
@@ -84,7 +68,7 @@ def test_a_key_in_use_outlives_the_cache_through_an_outage_and_revocation_follow
             assert codes == {200}
             assert slowest < 1.0  # never the look-up timeout (2 s): no request waited for it
         # revoked on another replica, straight in the database, while this one is cut off
-        _cli(cli_env, "keys", "revoke", revoked_id)
+        run_cli(cli_env, "keys", "revoke", revoked_id)
         assert call(revoked)[0] == 200  # last seen valid: served from the cache
         proxy.set("pass")
         back = time.monotonic()

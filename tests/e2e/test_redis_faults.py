@@ -8,9 +8,7 @@ after. The machine's shared Redis is not touched. The figures are printed."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import FIXTURE_MODELS
-from tests.e2e.conftest import free_port, start_server, stop_server
+from tests.e2e.conftest import free_port, run_cli, start_server, stop_server
 from tests.faultproxy import FaultProxy, Mode
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
@@ -58,19 +56,6 @@ def redis_behind_proxy(tmp_path: Path) -> Iterator[tuple[FaultProxy, int]]:
         server.wait(10)
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelgate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def test_serving_continues_while_redis_refuses_and_while_it_drops_packets(
     redis_behind_proxy: tuple[FaultProxy, int], tmp_path: Path
 ) -> None:
@@ -83,10 +68,10 @@ def test_serving_continues_while_redis_refuses_and_while_it_drops_packets(
     }
     server = start_server(FIXTURE_MODELS, tmp_path / "server", env=env)
     try:
-        _cli(env, "plans", "create", "metered", "--rps", "5000", "--burst", "5000",
+        run_cli(env, "plans", "create", "metered", "--rps", "5000", "--burst", "5000",
              "--requests-per-day", "1000000")  # fmt: skip
-        tenant = _cli(env, "tenants", "create", "acme", "--plan", "metered").split()[-1]
-        key = _cli(env, "keys", "create", "--tenant", tenant, "--name", "load").split()[-1]
+        tenant = run_cli(env, "tenants", "create", "acme", "--plan", "metered").split()[-1]
+        key = run_cli(env, "keys", "create", "--tenant", tenant, "--name", "load").split()[-1]
         headers = {"Authorization": f"Bearer {key}", "X-Request-Timeout-Ms": str(DEADLINE_MS)}
 
         async def phase(mode: Mode, seconds: float) -> tuple[Counter[int], float]:

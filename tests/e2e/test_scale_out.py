@@ -10,8 +10,6 @@ import hmac
 import json
 import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ import pytest
 import redis
 
 from tests.conftest import FIXTURE_MODELS, REDIS_URL
-from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.e2e.conftest import RunningServer, run_cli, start_server, stop_server
 
 ADMIN_DSN = os.environ.get(
     "MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -69,19 +67,6 @@ def shared_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelgate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 async def _fire(servers: list[RunningServer], key: str, total: int) -> list[int]:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=16)
@@ -102,17 +87,17 @@ def test_limits_and_revocation_hold_across_two_replicas(
     try:
         second = start_server(FIXTURE_MODELS, tmp_path / "b", env=shared_env)
         # A plan whose bucket refills one request per 100 s: the test sees the burst only.
-        _cli(shared_env, "plans", "create", "shared", "--rps", "0.01", "--burst", str(BURST))
-        created = _cli(shared_env, "tenants", "create", "acme", "--plan", "shared")
+        run_cli(shared_env, "plans", "create", "shared", "--rps", "0.01", "--burst", str(BURST))
+        created = run_cli(shared_env, "tenants", "create", "acme", "--plan", "shared")
         tenant = created.split()[-1]
-        output = _cli(shared_env, "keys", "create", "--tenant", tenant, "--name", "load")
+        output = run_cli(shared_env, "keys", "create", "--tenant", tenant, "--name", "load")
         key_id = next(w for w in output.split() if w.startswith("key_"))
         key = output.split()[-1]  # the key itself is printed last, alone on its line
         statuses = asyncio.run(_fire([first, second], key, 3 * BURST))
         admitted = statuses.count(200)
         assert set(statuses) <= {200, 429}
         assert abs(admitted - BURST) <= BURST * 0.05, f"admitted {admitted} of a limit {BURST}"
-        _cli(shared_env, "keys", "revoke", key_id)
+        run_cli(shared_env, "keys", "revoke", key_id)
         time.sleep(1.5)  # MODELGATE_KEY_CACHE_SECONDS=1 on both replicas
         for server in (first, second):
             response = httpx.post(
@@ -164,9 +149,9 @@ def test_a_daily_quota_usage_and_alerts_across_two_replicas(
         "MODELGATE_WEBHOOK_SECRET": "hook-secret",
         "MODELGATE_USAGE_FLUSH_SECONDS": "0.2",
     }
-    _cli(env, "plans", "create", "daily", "--requests-per-day", str(QUOTA))
-    tenant = _cli(env, "tenants", "create", "initech", "--plan", "daily").split()[-1]
-    output = _cli(
+    run_cli(env, "plans", "create", "daily", "--requests-per-day", str(QUOTA))
+    tenant = run_cli(env, "tenants", "create", "initech", "--plan", "daily").split()[-1]
+    output = run_cli(
         env, "keys", "create", "--tenant", tenant, "--scope", "infer", "--scope", "usage:read"
     )
     key_id = next(w for w in output.split() if w.startswith("key_"))
@@ -199,12 +184,14 @@ def test_a_daily_quota_usage_and_alerts_across_two_replicas(
             assert stop_server(second) == 0
 
     # Both replicas wrote their usage on the way out: every request is accounted for.
-    report = json.loads(_cli(env, "usage", "report", "--tenant", tenant, "--by", "key", "--json"))
+    report = json.loads(
+        run_cli(env, "usage", "report", "--tenant", tenant, "--by", "key", "--json")
+    )
     (row,) = report["rows"]
     assert row["key_id"] == key_id
     assert row["requests"] == 2 * QUOTA + 30 + 1
     assert row["errors"] == QUOTA + 30 + 1 and row["rows"] == QUOTA
-    listed = _cli(env, "keys", "list", "--tenant", tenant)
+    listed = run_cli(env, "keys", "list", "--tenant", tenant)
     assert key_id in listed and time.strftime("%Y-%m-%d", time.gmtime()) in listed
 
     # One alert per crossing (80% and 100%), whichever replica saw it, signed.

@@ -354,10 +354,11 @@ def _weights(batch: list[_Pending], outputs: _Outputs, units_output: str | None)
     units = outputs.get(units_output) if units_output is not None else None
     if units is None or units.dtype.kind not in "iu" or units.ndim != 1:
         return rows
+    per_row: list[int] = units.tolist()  # Python ints: summed cheaper than numpy slices
     counts: list[int] = []
     offset = 0
     for n in rows:
-        counts.append(int(units[offset : offset + n].sum()))
+        counts.append(sum(per_row[offset : offset + n]))
         offset += n
     return rows if min(counts) < 0 else counts
 

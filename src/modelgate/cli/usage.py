@@ -48,7 +48,8 @@ def usage_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Requests, rows, tokens, latency, compute time and cost, summed per group."""
+    """Requests, rows, tokens, latency, compute time and cost, summed per group (compute:
+    each request's share of the batches it ran in; --by tenant,key shows each caller's)."""
 
     async def report(state: Any) -> list[UsageRow]:
         query = UsageQuery.parse(

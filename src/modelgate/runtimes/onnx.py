@@ -2,7 +2,11 @@
 
 Execution providers come from what the machine has: CUDA when ONNX Runtime reports it and
 the manifest prefers a GPU, else CPU. ``runtime_options`` may set ``intra_op_threads``,
-``inter_op_threads``, ``graph_optimization`` (disable|basic|extended|all) and ``providers``.
+``inter_op_threads``, ``graph_optimization`` (disable|basic|extended|all), ``providers``
+and ``allow_spinning`` (true|false: whether the thread pools' idle threads spin-wait for
+work, ONNX Runtime's ``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``;
+unset: ONNX Runtime's default, which spins). The text-embedding runtime builds its
+session here too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["OnnxPredictor", "create_session", "load", "providers_for"]
+__all__ = ["OnnxPredictor", "create_session", "load", "providers_for", "session_options"]
 
 _OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -25,6 +29,8 @@ _OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+#: the session config entries ``runtime_options.allow_spinning`` sets, both to one value
+SPINNING_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
 def providers_for(manifest: ModelManifest) -> list[str]:
@@ -37,14 +43,31 @@ def providers_for(manifest: ModelManifest) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:
-    """A session for the file at ``path`` (resolved and checked by
-    :func:`~modelgate.core.serving.artifacts.artifact_path`); errors name ``manifest.artifact``."""
+def session_options(manifest: ModelManifest) -> ort.SessionOptions:
+    """The session options ``manifest.runtime_options`` ask for; a bad ``allow_spinning`` is
+    INVALID_ARGUMENT naming the field, before anything is loaded."""
     options = ort.SessionOptions()
     opts = manifest.runtime_options
     options.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
     options.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
     options.graph_optimization_level = _OPTIMIZATION[str(opts.get("graph_optimization", "all"))]
+    spinning = opts.get("allow_spinning")
+    if spinning is not None:
+        if not isinstance(spinning, bool):  # "false" or 0 would read as a choice it is not
+            raise ModelgateError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"invalid manifest for model '{manifest.name}': runtime_options.allow_spinning "
+                f"must be true or false, not {spinning!r}",
+            )
+        for entry in SPINNING_ENTRIES:
+            options.add_session_config_entry(entry, "1" if spinning else "0")
+    return options
+
+
+def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:
+    """A session for the file at ``path`` (resolved and checked by
+    :func:`~modelgate.core.serving.artifacts.artifact_path`); errors name ``manifest.artifact``."""
+    options = session_options(manifest)
     try:
         return ort.InferenceSession(path, sess_options=options, providers=providers_for(manifest))
     except Exception as exc:  # onnxruntime raises its own exception types

@@ -368,7 +368,7 @@ class InferenceService:
                 rows=used_rows,
                 tokens=tokens,
                 latency_ms=elapsed_ns / 1e6,
-                compute_ms=timing.compute_ns / 1e6,
+                compute_ms=timing.charged_ns / 1e6,  # its share of a merged batch
             )
         if self.observer is not None:
             self.observer.served(
@@ -494,6 +494,5 @@ def _key_id(principal: Principal | None) -> str | None:
 
 def _tokens(manifest: ModelManifest, arrays: _Arrays) -> int:
     """Tokens an embedding model used: its second output counts them per row."""
-    if len(manifest.outputs) < 2:
-        return 0
-    return int(arrays[manifest.outputs[1].name].sum())
+    name = manifest.token_output
+    return 0 if name is None else int(arrays[name].sum())

@@ -14,6 +14,13 @@ When requests come one at a time (the last ``SOLO_STREAK`` batches each held one
 queueing only costs: a future, an event-loop turn and, with a delay, the delay itself. The
 batcher then runs requests directly, and every ``PROBE_EVERY``-th request goes through the
 queue again as a probe: if others arrive beside it, batching resumes at once.
+
+Each caller is charged its share of a merged batch's compute time (``Timing.compute_share_ns``,
+what usage meters), never the whole of it: in proportion to its tokens when the runtime
+counts them per row (``units_output``, an embedding model's token count), else to its rows.
+The shares are whole nanoseconds and add up to the batch's time exactly: what the integer
+division leaves goes to the batch's first (oldest) caller. A caller that went away before
+the batch ended is charged nothing, and its share is not passed on to the others.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ class BatchingRuntime:
 
     ``concurrency`` batches may run at once (more than one only helps runtimes that work in
     threads). When ``inner`` is a predictor that runs inline, the batch runs straight from
-    the loop callback, with no task per batch.
+    the loop callback, with no task per batch. ``units_output`` names the output that
+    counts each row's tokens, by which a batch's compute is shared (None: by rows).
     """
 
     def __init__(
@@ -65,11 +73,13 @@ class BatchingRuntime:
         *,
         observer: VersionObserver | None = None,
         concurrency: int = 1,
+        units_output: str | None = None,
     ):
         self.inner = inner
         self.policy = policy
         self._observer = observer
         self._concurrency = concurrency
+        self._units_output = units_output
         self._queue: deque[_Pending] = deque()
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()  # running batches, referenced until done
@@ -126,6 +136,7 @@ class BatchingRuntime:
         if timing is not None:
             timing.compute_ns = elapsed
             timing.batch_size = rows
+            timing.compute_share_ns = (timing.compute_share_ns or 0) + elapsed  # all its own
         if self._observer is not None:
             self._observer.batch(rows, elapsed)
         return outputs
@@ -257,7 +268,8 @@ class BatchingRuntime:
         else:
             self._solo = 0
             self._direct = False
-        if _deliver(batch, outputs, start, end) and self._observer is not None:
+        delivered = _deliver(batch, outputs, start, end, self._units_output)
+        if delivered and self._observer is not None:
             self._observer.batch(sum(p.rows for p in batch), end - start)
 
     def close(self) -> None:
@@ -286,7 +298,9 @@ def _merge(batch: list[_Pending]) -> dict[str, np.ndarray[Any, Any]]:
     return {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
 
 
-def _deliver(batch: list[_Pending], outputs: _Outputs, start: int, end: int) -> bool:
+def _deliver(
+    batch: list[_Pending], outputs: _Outputs, start: int, end: int, units_output: str | None
+) -> bool:
     total = sum(p.rows for p in batch)
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
@@ -298,19 +312,55 @@ def _deliver(batch: list[_Pending], outputs: _Outputs, start: int, end: int) -> 
                 ),
             )
             return False
+    shares = _shares(batch, outputs, end - start, units_output)
     offset = 0
-    for pending in batch:
+    for pending, share in zip(batch, shares, strict=True):
         if pending.future.done():  # the caller went away; its rows are dropped
             offset += pending.rows
             continue
         stop = offset + pending.rows
         pending.future.set_result({name: array[offset:stop] for name, array in outputs.items()})
-        if pending.timing is not None:
-            pending.timing.queue_ns = start - pending.enqueued_ns
-            pending.timing.compute_ns = end - start
-            pending.timing.batch_size = total
+        timing = pending.timing
+        if timing is not None:
+            timing.queue_ns = start - pending.enqueued_ns
+            timing.compute_ns = end - start
+            timing.batch_size = total
+            # summed: the chunks of a request bigger than a batch each add theirs
+            timing.compute_share_ns = (timing.compute_share_ns or 0) + share
         offset = stop
     return True
+
+
+def _shares(
+    batch: list[_Pending], outputs: _Outputs, compute_ns: int, units_output: str | None
+) -> list[int]:
+    """Each caller's whole nanoseconds of the batch's ``compute_ns``, by its tokens (the
+    ``units_output`` the runtime answered) or its rows; the remainder of the division goes
+    to the first caller, so the shares add up to ``compute_ns`` exactly."""
+    if len(batch) == 1:
+        return [compute_ns]
+    weights = _weights(batch, outputs, units_output)
+    total = sum(weights)
+    if total <= 0:  # no rows, no tokens: an equal share each
+        weights, total = [1] * len(batch), len(batch)
+    shares = [compute_ns * weight // total for weight in weights]
+    shares[0] += compute_ns - sum(shares)
+    return shares
+
+
+def _weights(batch: list[_Pending], outputs: _Outputs, units_output: str | None) -> list[int]:
+    """Each caller's tokens when the runtime counted them per row, else its rows."""
+    rows = [p.rows for p in batch]
+    units = outputs.get(units_output) if units_output is not None else None
+    if units is None or units.dtype.kind not in "iu" or units.ndim != 1:
+        return rows
+    per_row: list[int] = units.tolist()  # Python ints: summed cheaper than numpy slices
+    counts: list[int] = []
+    offset = 0
+    for n in rows:
+        counts.append(sum(per_row[offset : offset + n]))
+        offset += n
+    return rows if min(counts) < 0 else counts
 
 
 def _expired(timing: Timing | None, now: float) -> bool:

@@ -279,6 +279,14 @@ class ModelManifest(_Strict):
                 return spec
         return None
 
+    @property
+    def token_output(self) -> str | None:
+        """The output counting each row's tokens (an embedding model's second output, as
+        the ``text-embedding`` runtime answers it), or None: the model counts no tokens."""
+        if self.embedding is None or len(self.outputs) < 2:
+            return None
+        return self.outputs[1].name
+
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:
     """Build a manifest from plain data; INVALID_ARGUMENT naming each problem otherwise."""

@@ -47,14 +47,26 @@ class Timing:
     a runtime does not start the request's work past it (DEADLINE_EXCEEDED)."""
 
     queue_ns: int = 0
+    #: how long the model ran the batch that held this request (a merged batch's whole time)
     compute_ns: int = 0
     batch_size: int = 1
+    #: this request's own share of the compute, what usage charges it: a merged batch's
+    #: compute split among its callers by rows, or by tokens where the runtime counts them,
+    #: the shares of one batch adding up to its ``compute_ns`` exactly (the batcher sets it,
+    #: summed over the chunks of a request bigger than a batch). None: the request ran
+    #: alone, and all of ``compute_ns`` is its own
+    compute_share_ns: int | None = None
     deadline: float | None = None
     #: a gateway's remote call: the hardware class and id of the node that answered, and
     #: the response parameters it sent (None: none)
     hardware: str | None = None
     node: str | None = None
     parameters: dict[str, Any] | None = None
+
+    @property
+    def charged_ns(self) -> int:
+        """The compute time usage charges this request: its share, else all of it."""
+        return self.compute_ns if self.compute_share_ns is None else self.compute_share_ns
 
 
 class Predictor(Protocol):

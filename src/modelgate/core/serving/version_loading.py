@@ -84,7 +84,11 @@ def warm_runtime(
     runtime: ModelRuntime = PredictorRuntime(predictor, offload=offload, executor=executor)
     if manifest.batching is not None:
         runtime = BatchingRuntime(
-            runtime, manifest.batching, observer=stats, concurrency=manifest.instances
+            runtime,
+            manifest.batching,
+            observer=stats,
+            concurrency=manifest.instances,
+            units_output=manifest.token_output,
         )
     return WarmRuntime(
         runtime=runtime,

@@ -88,3 +88,32 @@ async def test_loading_a_model_with_a_bad_value_is_a_manifest_error(
     assert "invalid manifest for model 'credit-risk'" in message
     assert "runtime_options.allow_spinning must be true or false, not 'off'" in message
     assert str(tmp_path) not in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("intra_op_threads", "x"),
+        ("intra_op_threads", -1),
+        ("intra_op_threads", 10_000),
+        ("intra_op_threads", True),
+        ("inter_op_threads", 1.5),
+        ("graph_optimization", "x"),
+        ("graph_optimization", 3),
+    ],
+)
+def test_bad_thread_counts_and_optimization_levels_are_refused_naming_the_field(
+    demo_models: Path, field: str, value: Any
+) -> None:
+    with pytest.raises(ModelgateError) as info:
+        session_options(_manifest(demo_models, **{field: value}))
+    assert info.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert f"runtime_options.{field} must be" in info.value.message
+    assert repr(value) in info.value.message
+
+
+def test_zero_threads_leaves_the_pool_size_to_onnx_runtime(demo_models: Path) -> None:
+    options = session_options(
+        _manifest(demo_models, intra_op_threads=0, graph_optimization="basic")
+    )
+    assert options.intra_op_num_threads == 0

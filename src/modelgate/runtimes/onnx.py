@@ -29,6 +29,8 @@ _OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+#: the most threads a session's pool may be given (a manifest asking for more is refused)
+MAX_THREADS = 256
 #: the session config entries ``runtime_options.allow_spinning`` sets, both to one value
 SPINNING_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
@@ -44,24 +46,40 @@ def providers_for(manifest: ModelManifest) -> list[str]:
 
 
 def session_options(manifest: ModelManifest) -> ort.SessionOptions:
-    """The session options ``manifest.runtime_options`` ask for; a bad ``allow_spinning`` is
+    """The session options ``manifest.runtime_options`` ask for; a bad value is
     INVALID_ARGUMENT naming the field, before anything is loaded."""
     options = ort.SessionOptions()
     opts = manifest.runtime_options
-    options.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
-    options.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
-    options.graph_optimization_level = _OPTIMIZATION[str(opts.get("graph_optimization", "all"))]
+    options.intra_op_num_threads = _threads(manifest, "intra_op_threads")
+    options.inter_op_num_threads = _threads(manifest, "inter_op_threads")
+    level = opts.get("graph_optimization", "all")
+    if not isinstance(level, str) or level not in _OPTIMIZATION:
+        raise _bad_option(manifest, "graph_optimization", f"one of {', '.join(_OPTIMIZATION)}")
+    options.graph_optimization_level = _OPTIMIZATION[level]
     spinning = opts.get("allow_spinning")
     if spinning is not None:
         if not isinstance(spinning, bool):  # "false" or 0 would read as a choice it is not
-            raise ModelgateError(
-                ErrorKind.INVALID_ARGUMENT,
-                f"invalid manifest for model '{manifest.name}': runtime_options.allow_spinning "
-                f"must be true or false, not {spinning!r}",
-            )
+            raise _bad_option(manifest, "allow_spinning", "true or false")
         for entry in SPINNING_ENTRIES:
             options.add_session_config_entry(entry, "1" if spinning else "0")
     return options
+
+
+def _threads(manifest: ModelManifest, field: str) -> int:
+    """A thread count from 0 (ONNX Runtime's choice) to ``MAX_THREADS``; 1 when unset."""
+    value = manifest.runtime_options.get(field, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THREADS:
+        raise _bad_option(manifest, field, f"a whole number from 0 to {MAX_THREADS}")
+    return value
+
+
+def _bad_option(manifest: ModelManifest, field: str, expected: str) -> ModelgateError:
+    value = manifest.runtime_options.get(field)
+    return ModelgateError(
+        ErrorKind.INVALID_ARGUMENT,
+        f"invalid manifest for model '{manifest.name}': runtime_options.{field} must be "
+        f"{expected}, not {value!r}",
+    )
 
 
 def create_session(path: str, manifest: ModelManifest) -> ort.InferenceSession:

@@ -228,8 +228,11 @@ def configure_logging(
 
 # -- the request log ---------------------------------------------------------------------------
 
-# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns)
-_Line = tuple[float, str, str, str, str, str | None, str | None, str | None, str | None, int, int]
+# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns,
+#  refusals suppressed or None)
+_Line = tuple[
+    float, str, str, str, str, str | None, str | None, str | None, str | None, int, int, int | None
+]
 
 
 class RequestLog:
@@ -271,8 +274,11 @@ class RequestLog:
         version: str | None,
         status: int,
         latency_ns: int,
+        suppressed: int | None = None,
     ) -> None:
-        """Log one request: ``status`` is the HTTP status or the gRPC code's number."""
+        """Log one request: ``status`` is the HTTP status or the gRPC code's number.
+        ``suppressed``: for a refusal answered from the refusal memo, how many refusals
+        of its caller were not logged since its previous line (at most one a second)."""
         lines = self._lines
         if len(lines) >= self.max_pending:
             self.dropped += 1
@@ -290,6 +296,7 @@ class RequestLog:
                 version,
                 status,
                 latency_ns,
+                suppressed,
             )
         )
         if self._thread is None:
@@ -358,8 +365,8 @@ def logged_path(path: str) -> str:
 
 
 def _line_fields(line: _Line) -> dict[str, Any]:
-    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns = line
-    return {
+    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns, more = line
+    fields = {
         "request_id": request_id,
         "trace_id": trace_id,
         "protocol": protocol,
@@ -371,6 +378,9 @@ def _line_fields(line: _Line) -> dict[str, Any]:
         "version": version[:64] if version is not None else None,
         "latency_ms": round(ns / 1e6, 3),
     }
+    if more is not None:  # a memo refusal's line
+        fields["suppressed"] = more
+    return fields
 
 
 def _record(logger: logging.Logger, line: _Line) -> logging.LogRecord:

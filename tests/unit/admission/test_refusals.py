@@ -234,21 +234,23 @@ async def test_the_memo_is_bounded_and_forgets_the_oldest() -> None:
     assert all(memo.refused(who, "m", None) is not None for who in callers[1:])
 
 
-async def test_a_log_line_at_most_once_a_second_with_the_count_suppressed() -> None:
+async def test_a_keys_429_lines_at_most_once_a_second_with_the_count_suppressed() -> None:
     clock = Clock()
-    admission, memo, recorder = world(clock, max_ttl_s=60.0)
+    admission, memo, recorder = world(clock)
     who, model = principal(requests_per_second=0.01, burst=1), manifest()
+    assert memo.line(who) is None  # a key never noted: its lines are written as any
     await admission.admit(who, model)
-    await refused_by_admission(admission, who, model)  # the full path writes its own line
-    lines = []
+    await refused_by_admission(admission, who, model)
+    lines = [memo.line(who)]  # the full path's refusal: written
     for _ in range(5):
         clock.now += 0.3
-        found = memo.refused(who, "m", None)
-        assert found is not None
-        lines.append(found.line)
-    # -1: no line; 3: the line 1.2 s after the full path's says 3 were not written
-    assert lines == [-1, -1, -1, 3, -1]
-    assert len(recorder.refusals) == 1 + 5  # every refusal is counted
+        if memo.refused(who, "m", None) is None:  # past 1 s: the full path notes it again
+            await refused_by_admission(admission, who, model)
+        lines.append(memo.line(who))
+    # -1: not written; 3: the line 1.2 s after the first says 3 were not written
+    assert lines == [0, -1, -1, -1, 3, -1]
+    assert len(recorder.refusals) == 6  # every refusal is counted, the memo's too
+    assert memo.line(principal("t", "other")) is None
 
 
 def test_max_entries_must_be_positive() -> None:

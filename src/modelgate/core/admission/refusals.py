@@ -35,15 +35,16 @@ learns its callers' refusals itself. It holds at most ``max_entries`` callers (t
 oldest noted goes first), and an entry past its time is dropped when next looked at.
 
 What a memo refusal costs besides the answer: one increment of
-``modelgate_refused_requests_total`` (its reason, as the full path counted it), and at
-most one request-log line a second per entry, which says how many refusals of that caller
-were not logged since the previous line (``suppressed``). It reaches no model, so it is
-not counted in the inference metrics or the usage records, and does not count as an
-abuse strike (no 429 does).
+``modelgate_refused_requests_total`` (its reason, as the full path counted it). It reaches
+no model, so it is not counted in the inference metrics or the usage records, and it does
+not count as an abuse strike (no 429 does). The request log writes the 429s of a key that
+was ever noted here, from the memo or the full path, at most once per ``log_interval_s``;
+the line written says how many were not since the previous one (:meth:`RefusalMemo.line`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -64,14 +65,11 @@ class Refusal:
     __slots__ = (
         "error",
         "key_rate",
-        "line",
-        "logged_at",
         "plan",
         "reason",
         "reset_at",
         "retry_at",
         "seen_at",
-        "suppressed",
         "tenant",
         "until",
     )
@@ -97,14 +95,8 @@ class Refusal:
         #: the clock times the error's ``retry_after`` and ``details["reset"]`` count down to
         self.retry_at = retry_at
         self.reset_at = reset_at
-        #: when the last request-log line of this caller was written, and how many refusals
-        #: were not logged since
-        self.logged_at = now
-        self.suppressed = 0
-        #: for the refusal being answered: when it was looked up, and the ``suppressed``
-        #: count of its log line (-1: it writes none)
+        #: when the refusal being answered was looked up
         self.seen_at = now
-        self.line = -1
 
     def answers(self, principal: Principal) -> bool:
         """Whether this note still speaks for ``principal`` (same plan, same key limit)."""
@@ -147,6 +139,9 @@ class RefusalMemo:
         self.observer = observer
         # insertion order is age: the first entry is the oldest noted
         self._entries: dict[_Key, Refusal] = {}
+        # (tenant, subject) of a key ever noted -> [when its last 429 line was written,
+        # how many of its 429s were not written since]
+        self._lines: dict[tuple[str, str], list[float]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,6 +169,12 @@ class RefusalMemo:
         entries = self._entries
         if entries.pop(key, None) is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]
+        lines = self._lines
+        who = (principal.tenant_id, principal.subject)
+        if who not in lines:
+            if len(lines) >= self.max_entries:
+                del lines[next(iter(lines))]
+            lines[who] = [-math.inf, 0]
         entries[key] = Refusal(
             principal,
             error,
@@ -186,7 +187,7 @@ class RefusalMemo:
 
     def refused(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
         """The noted refusal that answers this request now, or None (the full path runs).
-        A refusal found is counted, and says whether its log line is due (``line``)."""
+        A refusal found is counted (``observer.refused``)."""
         entries = self._entries
         if not entries:  # nobody refused: the common case costs one test
             return None
@@ -200,12 +201,23 @@ class RefusalMemo:
                 del entries[key]
                 continue
             found.seen_at = now
-            if now - found.logged_at >= self.log_interval_s:
-                found.line, found.suppressed, found.logged_at = found.suppressed, 0, now
-            else:
-                found.line = -1
-                found.suppressed += 1
             if self.observer is not None:
                 self.observer.refused(found.tenant, found.reason)
             return found
         return None
+
+    def line(self, principal: Principal) -> int | None:
+        """Whether the request log writes this 429 of ``principal``: None, a key never
+        noted here (written as any line); -1, a line of the key was written less than
+        ``log_interval_s`` ago (not written, counted); otherwise written, with the number
+        not written since the previous one."""
+        found = self._lines.get((principal.tenant_id, principal.subject))
+        if found is None:
+            return None
+        now = self.clock()
+        if now - found[0] < self.log_interval_s:
+            found[1] += 1
+            return -1
+        suppressed = int(found[1])
+        found[0], found[1] = now, 0
+        return suppressed

@@ -228,11 +228,13 @@ def configure_logging(
 
 # -- the request log ---------------------------------------------------------------------------
 
-# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns,
-#  refusals suppressed or None)
-_Line = tuple[
-    float, str, str, str, str, str | None, str | None, str | None, str | None, int, int, int | None
-]
+# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns),
+# and for a 429 of a key the refusal memo throttles, the refusals not logged since its last
+_Text = str | None
+_Line = (
+    tuple[float, str, str, str, str, _Text, _Text, _Text, _Text, int, int]
+    | tuple[float, str, str, str, str, _Text, _Text, _Text, _Text, int, int, int]
+)
 
 
 class RequestLog:
@@ -283,22 +285,22 @@ class RequestLog:
         if len(lines) >= self.max_pending:
             self.dropped += 1
             return
-        lines.append(
-            (
-                time.time(),
-                protocol,
-                method,
-                path,
-                request_id,
-                trace_id,
-                tenant,
-                model,
-                version,
-                status,
-                latency_ns,
-                suppressed,
-            )
+        line: _Line = (
+            time.time(),
+            protocol,
+            method,
+            path,
+            request_id,
+            trace_id,
+            tenant,
+            model,
+            version,
+            status,
+            latency_ns,
         )
+        if suppressed is not None:
+            line = (*line, suppressed)
+        lines.append(line)
         if self._thread is None:
             self._start()
 
@@ -365,7 +367,7 @@ def logged_path(path: str) -> str:
 
 
 def _line_fields(line: _Line) -> dict[str, Any]:
-    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns, more = line
+    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns = line[:11]
     fields = {
         "request_id": request_id,
         "trace_id": trace_id,
@@ -378,8 +380,8 @@ def _line_fields(line: _Line) -> dict[str, Any]:
         "version": version[:64] if version is not None else None,
         "latency_ms": round(ns / 1e6, 3),
     }
-    if more is not None:  # a memo refusal's line
-        fields["suppressed"] = more
+    if len(line) > 11:  # a throttled 429's line
+        fields["suppressed"] = line[-1]
     return fields
 
 

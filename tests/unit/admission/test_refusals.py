@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.abuse import COUNTED
 from modelgate.core.admission.admission import Admission
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.refusals import RefusalMemo
@@ -251,6 +252,12 @@ async def test_a_keys_429_lines_at_most_once_a_second_with_the_count_suppressed(
     assert lines == [0, -1, -1, -1, 3, -1]
     assert len(recorder.refusals) == 6  # every refusal is counted, the memo's too
     assert memo.line(principal("t", "other")) is None
+
+
+def test_a_429_is_no_abuse_strike_so_a_memo_refusal_need_not_count_one() -> None:
+    """REST answers a memo refusal without the error path's ``penalize``: as today, where
+    a rate-limited request counts no strike against its key."""
+    assert ErrorKind.RATE_LIMITED not in COUNTED
 
 
 def test_max_entries_must_be_positive() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "lifespan",
     "read_body",
     "respond",
+    "unread_body_headers",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -86,6 +87,11 @@ def closing_headers(scope: Scope, exc: ModelgateError) -> tuple[tuple[bytes, byt
     than on every request."""
     if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and PRINCIPAL in scope and REFUSED not in scope:
         return ()  # an authenticated caller's body was read, or there is none
+    return unread_body_headers(scope)
+
+
+def unread_body_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+    """``Connection: close`` when the request's body, left unread, may be over 64 KiB."""
     for key, value in scope["headers"]:
         if key == b"transfer-encoding" or (
             key == b"content-length" and (not value.isdigit() or int(value) > _READ_AHEAD)

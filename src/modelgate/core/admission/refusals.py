@@ -63,6 +63,7 @@ class Refusal:
     """One noted refusal: the full path's error, and until when it holds."""
 
     __slots__ = (
+        "answer",
         "error",
         "key_rate",
         "plan",
@@ -97,21 +98,34 @@ class Refusal:
         self.reset_at = reset_at
         #: when the refusal being answered was looked up
         self.seen_at = now
+        #: what an adapter precomputed of its answer (its body, the headers that do not
+        #: count down), kept here for the next refusal of this caller; None: nothing yet
+        self.answer: object = None
 
     def answers(self, principal: Principal) -> bool:
         """Whether this note still speaks for ``principal`` (same plan, same key limit)."""
         plan: Plan = principal.plan
         return (plan is self.plan or plan == self.plan) and principal.key_rate == self.key_rate
 
+    def retry_after_s(self) -> float:
+        """The error's ``retry_after`` as the full path would give it at the lookup."""
+        return self.retry_at - self.seen_at
+
+    def reset_s(self) -> float:
+        """The error's ``details["reset"]`` at the lookup: what is left of it, never under
+        1 s (the full path's quotas floor it there; a bucket still refusing has more than
+        0 left, which ``X-RateLimit-Reset`` rounds up to 1 alike)."""
+        return max(self.reset_at - self.seen_at, 1.0)
+
     def error_now(self) -> ModelgateError:
-        """The full path's error as it would read at the lookup: ``retry_after`` and the
-        reset counted down (never under 1 s, as the full path's quotas answer)."""
+        """The full path's error as it would read at the lookup."""
         error = self.error
-        retry = self.retry_at - self.seen_at
         details = error.details
         if "reset" in details:
-            details = {**details, "reset": max(self.reset_at - self.seen_at, 1.0)}
-        return ModelgateError(error.kind, error.message, retry_after=retry, details=details)
+            details = {**details, "reset": self.reset_s()}
+        return ModelgateError(
+            error.kind, error.message, retry_after=self.retry_after_s(), details=details
+        )
 
 
 class RefusalMemo:

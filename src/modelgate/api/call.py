@@ -13,6 +13,11 @@ A call, in order::
     on a ModelgateError: await pipeline.penalize(principal, error), then the protocol's answer
     if pipeline.observed: pipeline.finish(...)    the span ends, the access log line is written
 
+A caller the refusal memo answers (core/admission/refusals.py) is refused right after
+authentication, before the adapter reads its request, with the error the full path gave;
+its log line is written at most once a second with the count of those not written
+(``line`` of :meth:`CallPipeline.finish`).
+
 The adapters (api/rest/app.py, api/grpc/servicer.py) keep the per-call state in locals (or
 the ASGI scope) and call these steps inline rather than through a per-call object or a
 context manager: each step is one plain function call, so the pipeline costs the hot path
@@ -136,17 +141,20 @@ class CallPipeline(Generic[_Transport]):
         principal: Principal | None,
         model: str | None,
         version: str | None,
+        line: int | None = None,
     ) -> None:
         """The call's span ends and its log line is written. ``status``: the HTTP status or
         the gRPC code's number; ``error``: the error type when it is the server's fault;
-        ``start``: ``time.perf_counter_ns()`` when the call came in."""
+        ``start``: ``time.perf_counter_ns()`` when the call came in; ``line``: for a
+        refusal from the refusal memo, the refusals its line says were not logged (-1:
+        no line now), None for any other call."""
         tenant = principal.tenant_id if principal is not None else None
         if span is not None:
             span.finish(status, error, tenant, model, version)
             trace_id: str | None = span.trace_id
         else:  # tracing is off: the client's trace id, when it sent one
             trace_id = trace_id_of(traceparent)
-        if self.requests is not None:
+        if self.requests is not None and (line is None or line >= 0):
             self.requests.write(
                 self.protocol,
                 method,
@@ -158,6 +166,7 @@ class CallPipeline(Generic[_Transport]):
                 version,
                 status,
                 time.perf_counter_ns() - start,
+                line,
             )
 
 

@@ -32,6 +32,7 @@ from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.admission import Admission
 from modelgate.core.admission.metering import UsageRecorder
 from modelgate.core.admission.quotas import Quotas
+from modelgate.core.admission.refusals import RefusalMemo
 from modelgate.core.governance.payload_logger import PayloadLogger
 from modelgate.core.monitoring.alerts import AlertEvaluator
 from modelgate.core.monitoring.anomaly import AnomalyDetector
@@ -271,6 +272,7 @@ def build_core_components(settings: Settings) -> Components:
         quotas=quotas,
         max_inflight=settings.max_inflight,
         observer=metrics,
+        memo=RefusalMemo(observer=metrics),
     )
     payload_logger = build_payload_logger(settings, state)
     requests = RequestLog() if settings.access_log else None

@@ -228,8 +228,13 @@ def configure_logging(
 
 # -- the request log ---------------------------------------------------------------------------
 
-# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns)
-_Line = tuple[float, str, str, str, str, str | None, str | None, str | None, str | None, int, int]
+# (time, protocol, method, path, request id, trace id, tenant, model, version, status, ns),
+# and for a 429 of a key the refusal memo throttles, the refusals not logged since its last
+_Text = str | None
+_Line = (
+    tuple[float, str, str, str, str, _Text, _Text, _Text, _Text, int, int]
+    | tuple[float, str, str, str, str, _Text, _Text, _Text, _Text, int, int, int]
+)
 
 
 class RequestLog:
@@ -271,27 +276,31 @@ class RequestLog:
         version: str | None,
         status: int,
         latency_ns: int,
+        suppressed: int | None = None,
     ) -> None:
-        """Log one request: ``status`` is the HTTP status or the gRPC code's number."""
+        """Log one request: ``status`` is the HTTP status or the gRPC code's number.
+        ``suppressed``: for a refusal answered from the refusal memo, how many refusals
+        of its caller were not logged since its previous line (at most one a second)."""
         lines = self._lines
         if len(lines) >= self.max_pending:
             self.dropped += 1
             return
-        lines.append(
-            (
-                time.time(),
-                protocol,
-                method,
-                path,
-                request_id,
-                trace_id,
-                tenant,
-                model,
-                version,
-                status,
-                latency_ns,
-            )
+        line: _Line = (
+            time.time(),
+            protocol,
+            method,
+            path,
+            request_id,
+            trace_id,
+            tenant,
+            model,
+            version,
+            status,
+            latency_ns,
         )
+        if suppressed is not None:
+            line = (*line, suppressed)
+        lines.append(line)
         if self._thread is None:
             self._start()
 
@@ -358,8 +367,8 @@ def logged_path(path: str) -> str:
 
 
 def _line_fields(line: _Line) -> dict[str, Any]:
-    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns = line
-    return {
+    _, protocol, method, path, request_id, trace_id, tenant, model, version, status, ns = line[:11]
+    fields = {
         "request_id": request_id,
         "trace_id": trace_id,
         "protocol": protocol,
@@ -371,6 +380,9 @@ def _line_fields(line: _Line) -> dict[str, Any]:
         "version": version[:64] if version is not None else None,
         "latency_ms": round(ns / 1e6, 3),
     }
+    if len(line) > 11:  # a throttled 429's line
+        fields["suppressed"] = line[-1]
+    return fields
 
 
 def _record(logger: logging.Logger, line: _Line) -> logging.LogRecord:

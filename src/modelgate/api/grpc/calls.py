@@ -140,9 +140,10 @@ def finish_call(
     principal: Principal | None,
     model: str | None,
     version: str | None,
+    line: int | None = None,
 ) -> None:
     """The call's span ends and its log line is written (the caller checks
-    ``pipeline.observed`` first)."""
+    ``pipeline.observed`` first); ``line``: a memo refusal's (api/call.py)."""
     pipeline.finish(
         method,
         f"/{SERVICE_NAME}/{method}",
@@ -155,6 +156,7 @@ def finish_call(
         principal,
         model,
         version,
+        line,
     )
 
 

@@ -81,6 +81,9 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         self.pipeline: CallPipeline[Any] = CallPipeline(
             "grpc", self._client, abuse=abuse, tracer=tracer, requests=requests
         )
+        #: callers refused for a rate limit or quota, answered before their tensors are read
+        admission = service.admission
+        self.refusals = admission.memo if admission is not None else None
 
     async def _principal(self, context: Any) -> Principal | None:
         """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
@@ -176,11 +179,16 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         principal = None
         version = request.model_version or None
         code = grpc.StatusCode.INTERNAL
+        line = None  # a 429's log line, at most one a second (api/call.py)
         try:
             if self.authenticator is not None:
                 credential = credential_from(authorization, api_key)
                 principal = await pipeline.authentication(self.authenticator, credential, context)
                 CALLER.set(principal)  # whom the error path counts a failure against
+                if self.refusals is not None:  # refused again while certain, before decoding
+                    refusal = self.refusals.refused(principal, request.model_name, version)
+                    if refusal is not None:
+                        raise refusal.error_now()
             decoded = decode_infer_request(request, self.max_elements)
             decoded.deadline = call_deadline(context)
             decoded.cache_control = cache_control
@@ -195,6 +203,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         except ModelgateError as exc:
             code = grpc_status(exc)
             await pipeline.penalize(CALLER.get(), exc)
+            if exc.kind is ErrorKind.RATE_LIMITED and self.refusals is not None and principal:
+                line = self.refusals.line(principal)  # at most one a second
             await abort(context, exc)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -215,6 +225,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                     principal,
                     request.model_name,
                     version,
+                    line,
                 )
 
     async def ModelStreamInfer(

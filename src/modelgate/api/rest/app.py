@@ -31,6 +31,7 @@ from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.oip_codec import encode_json
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.rest.asgi import (
+    LOG_LINE,
     MODEL,
     ASGIApp,
     ClientGoneError,
@@ -134,6 +135,9 @@ class RestApp:
             "rest", client_host, abuse=abuse, tracer=tracer, requests=requests
         )
         self.routes = route_table(feedback=feedback is not None, jobs=jobs is not None)
+        #: callers refused for a rate limit or quota, answered before their body is read
+        admission = service.admission
+        self.refusals = admission.memo if admission is not None else None
 
     async def principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -206,6 +210,7 @@ class RestApp:
             scope.get(PRINCIPAL),
             model,
             version,
+            scope.get(LOG_LINE),
         )
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -246,9 +251,12 @@ class RestApp:
             await respond(send, 405, body, [*_JSON, (b"allow", exc.allowed.encode())])
             self.metrics.http_answer(api, 405)
         except ModelgateError as exc:
+            principal = scope.get(PRINCIPAL)
             # counts the failure, and slows the answer if due
-            await self.pipeline.penalize(scope.get(PRINCIPAL), exc)
+            await self.pipeline.penalize(principal, exc)
             await self._fail(send, api, exc, closing_headers(scope, exc))
+            if exc.kind is ErrorKind.RATE_LIMITED and self.refusals is not None and principal:
+                scope[LOG_LINE] = self.refusals.line(principal)  # at most one a second
         except Exception:  # the outermost layer: log with the request, answer 500
             log.exception("unhandled error on %s %s", scope["method"], path)
             await self._fail(send, api, ModelgateError(ErrorKind.INTERNAL, "internal error"))

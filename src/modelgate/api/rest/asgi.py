@@ -11,7 +11,9 @@ from modelgate.api.credentials import PRINCIPAL
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
+    "LOG_LINE",
     "MODEL",
+    "REFUSED",
     "ASGIApp",
     "ClientGoneError",
     "Message",
@@ -25,6 +27,7 @@ __all__ = [
     "lifespan",
     "read_body",
     "respond",
+    "unread_body_headers",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -35,6 +38,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: the ASGI scope key of the (model, version) a request named, for its log line and span
 MODEL = "modelgate.model"
+#: the ASGI scope key set on a request answered from the refusal memo, before its body was read
+REFUSED = "modelgate.refused"
+#: the ASGI scope key of a 429's log line (core/admission/refusals.py ``line``)
+LOG_LINE = "modelgate.log_line"
 
 _CLOSE = ((b"connection", b"close"),)
 #: what uvicorn reads of a body before the app asks for it (its flow control's high water)
@@ -78,8 +85,13 @@ def closing_headers(scope: Scope, exc: ModelgateError) -> tuple[tuple[bytes, byt
     keeps the connection (closing with unread data resets it, and a client may then miss
     the answer). Only on the error path, so the headers are looked at again here rather
     than on every request."""
-    if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and PRINCIPAL in scope:
+    if exc.kind is not ErrorKind.PAYLOAD_TOO_LARGE and PRINCIPAL in scope and REFUSED not in scope:
         return ()  # an authenticated caller's body was read, or there is none
+    return unread_body_headers(scope)
+
+
+def unread_body_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+    """``Connection: close`` when the request's body, left unread, may be over 64 KiB."""
     for key, value in scope["headers"]:
         if key == b"transfer-encoding" or (
             key == b"content-length" and (not value.isdigit() or int(value) > _READ_AHEAD)

@@ -1,12 +1,17 @@
 """Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After),
-and the two errors of the REST transport itself: no route (404) and no such method (405)."""
+the two errors of the REST transport itself: no route (404) and no such method (405), and
+the 429 of a caller found in the refusal memo."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
+
+from modelgate.api.rest.asgi import Send, respond, unread_body_headers
+from modelgate.core.admission.refusals import Refusal
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -15,6 +20,7 @@ __all__ = [
     "no_route",
     "rate_limit_headers",
     "retry_after_header",
+    "send_refusal",
 ]
 
 _STATUS = {
@@ -67,3 +73,34 @@ def no_route(path: str | None = None) -> ModelgateError:
     it without ``model_not_found``)."""
     message = "no such route" if path is None else f"no route {path}"
     return ModelgateError(ErrorKind.NOT_FOUND, message, details={"resource": "route"})
+
+
+async def send_refusal(send: Send, scope: MutableMapping[str, Any], refusal: Refusal) -> None:
+    """The OIP 429 of a caller found in the refusal memo: what the full path's error path
+    sends for the same error, header for header (``tests/api/test_refusal_memo.py``), from
+    the body and headers precomputed at its first refusal, with ``Retry-After`` and
+    ``X-RateLimit-Reset`` counted down; ``Connection: close`` when a large body is left
+    unread."""
+    answer = refusal.answer
+    if not isinstance(answer, _RefusalAnswer):
+        answer = refusal.answer = _RefusalAnswer(refusal.error)
+    retry = max(1, math.ceil(refusal.retry_after_s()))
+    headers = [_JSON_TYPE, (b"retry-after", b"%d" % retry), *answer.limits]
+    if answer.limits:
+        headers.append((b"x-ratelimit-reset", b"%d" % math.ceil(refusal.reset_s())))
+    headers.extend(unread_body_headers(scope))
+    await respond(send, 429, answer.body, headers)
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class _RefusalAnswer:
+    """The parts of a refusal's answer that do not change while it is noted."""
+
+    __slots__ = ("body", "limits")
+
+    def __init__(self, error: ModelgateError):
+        self.body = orjson.dumps({"error": error.message})
+        #: X-RateLimit-Limit and -Remaining (a refused bucket has none left until it admits)
+        self.limits = rate_limit_headers(error.details)[:2]

@@ -8,9 +8,18 @@ from typing import TYPE_CHECKING
 from modelgate.api.call import deadline_after
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
-from modelgate.api.rest.asgi import MODEL, Receive, Scope, Send, read_body, respond
+from modelgate.api.rest.asgi import (
+    LOG_LINE,
+    MODEL,
+    REFUSED,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+)
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
-from modelgate.api.rest.errors import MethodNotAllowedError, rate_limit_headers
+from modelgate.api.rest.errors import MethodNotAllowedError, rate_limit_headers, send_refusal
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.errors import invalid
 
@@ -55,6 +64,14 @@ async def infer(
         credential = credential_from(authorization, api_key)
         principal = await app.pipeline.authentication(app.authenticator, credential, scope)
         scope[PRINCIPAL] = principal  # whom the error path counts a failure against; the log
+        if app.refusals is not None:  # refused again while certain, before the body is read
+            refusal = app.refusals.refused(principal, name, version)
+            if refusal is not None:
+                scope[REFUSED] = True
+                await send_refusal(send, scope, refusal)
+                app.metrics.http_answer("oip", 429)
+                scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
+                return
     spec = None
     if edge:  # only models that cache answer GET (the newest version's manifest says)
         await service.catalog.authorize(principal, name, version, Permission.INFER)

@@ -16,6 +16,10 @@
    limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
 5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
 
+A refusal at step 4 or 5 is noted in the refusal memo, when there is one, for as long as it
+is certain to hold (:mod:`modelgate.core.admission.refusals`): the adapters then answer the
+caller's next requests from it, before reading them.
+
 A refusal at a later step has spent the tokens of the earlier rate limits: the checks are
 separate atomic steps, and this small over-count is the price of not holding a lock across
 backends. Slots taken in steps 2 and 3 are given back by :meth:`Admission.release`, which
@@ -31,12 +35,20 @@ from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.core.admission.quotas import Quotas
+from modelgate.core.admission.refusals import RefusalMemo
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import InferenceObserver
 from modelgate.core.serving.requests import ANONYMOUS
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["Admission", "bucket", "rate_limit_details", "shed_share"]
+
+
+#: what a noted rate-limit refusal is shortened by, relative to the bucket's window and
+#: absolute (seconds): the limiter's own rounding slack (1e-9 of the window) with room to
+#: spare, so that the memo never outlasts the limiter's refusal by a rounding
+_WINDOW_SLACK = 1e-6
+_SLACK_S = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +76,31 @@ class Admission:
         quotas: Quotas | None = None,
         max_inflight: int | None = None,
         observer: InferenceObserver | None = None,
+        memo: RefusalMemo | None = None,
     ):
         self.limiter = limiter
         self.quotas = quotas
         self.max_inflight = max_inflight
+        #: rate-limit and quota refusals, noted while certain (None: none are)
+        self.memo = memo
         #: told of each refusal and each shed request (metrics); only refusals cost a call
         self.observer = observer
         self.inflight = 0
         self._tenant_inflight: dict[str, int] = {}
 
     async def admit(
-        self, principal: Principal | None, manifest: ModelManifest, rows: int = 1
+        self,
+        principal: Principal | None,
+        manifest: ModelManifest,
+        rows: int = 1,
+        named: tuple[str, str | None] | None = None,
     ) -> Decision | None:
         """Take a slot for the request, or raise; the tightest rate-limit decision that
         applied (for rate-limit headers), or None when no rate limit applies.
+
+        ``named``: the (model, version) the request named, when that alone decides which
+        version answers (no deployment routed it): a refusal by the model's own limit is
+        noted under it in the memo; None: it is not noted.
 
         After a successful ``admit`` the caller must call :meth:`release` exactly once."""
         plan = principal.plan if principal is not None else None
@@ -116,7 +139,7 @@ class Admission:
             self._tenant_inflight[tenant] = running + 1
         self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
         try:
-            return await self._limits(principal, manifest, rows)
+            return await self._limits(principal, manifest, rows, named)
         except BaseException:
             self._give_back(tenant)
             raise
@@ -140,7 +163,11 @@ class Admission:
                 del self._tenant_inflight[tenant]
 
     async def _limits(
-        self, principal: Principal | None, manifest: ModelManifest, rows: int
+        self,
+        principal: Principal | None,
+        manifest: ModelManifest,
+        rows: int,
+        named: tuple[str, str | None] | None,
     ) -> Decision | None:
         tightest: Decision | None = None
         plan = principal.plan if principal is not None else None
@@ -161,7 +188,13 @@ class Admission:
         if model_limit is not None:
             b = bucket(model_limit.requests_per_second, model_limit.burst)
             decision = await self._hit(
-                principal, f"model:{manifest.name}", b, "model's", "model_rate_limit"
+                principal,
+                f"model:{manifest.name}",
+                b,
+                "model's",
+                "model_rate_limit",
+                model=named,
+                note=named is not None,
             )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
@@ -172,11 +205,16 @@ class Admission:
             and principal.tenant_id != ADMIN_TENANT
             and Quotas.applies(plan)
         ):
+            memo = self.memo
+            asked_at = memo.clock() if memo is not None else 0.0
             try:
                 await self.quotas.admit(principal, rows)
             except ModelgateError as exc:
                 if exc.kind is ErrorKind.RATE_LIMITED:
-                    self._refused(principal, f"quota_{exc.details.get('quota', 'unknown')}")
+                    reason = f"quota_{exc.details.get('quota', 'unknown')}"
+                    self._refused(principal, reason)
+                    if memo is not None:
+                        self._note_quota(memo, principal, exc, reason, asked_at)
                 raise
         return tightest
 
@@ -186,19 +224,78 @@ class Admission:
             self.observer.refused(tenant, reason)
 
     async def _hit(
-        self, principal: Principal | None, key: str, b: _Bucket, whose: str, reason: str
+        self,
+        principal: Principal | None,
+        key: str,
+        b: _Bucket,
+        whose: str,
+        reason: str,
+        *,
+        model: tuple[str, str | None] | None = None,
+        note: bool = True,
     ) -> Decision:
+        """One rate limit. A refusal is noted in the memo when ``note``, under ``model``
+        (a (model, version); None: every model)."""
+        memo = self.memo
+        asked_at = memo.clock() if memo is not None else 0.0  # before the limiter's now
         decision = await self.limiter.hit(key, b.limit, b.window_s)
         if not decision.allowed:
             self._refused(principal, reason)
-            raise ModelgateError(
+            error = ModelgateError(
                 ErrorKind.RATE_LIMITED,
                 f"rate limit exceeded: the {whose} limit is {b.limit} requests per "
                 f"{b.window_s:g} s",
                 retry_after=decision.retry_after_s,
                 details=rate_limit_details(decision),
             )
+            if (
+                memo is not None
+                and principal is not None
+                and note
+                and not getattr(self.limiter, "degraded", False)  # an outage's fallback
+            ):
+                memo.remember(
+                    principal,
+                    error,
+                    reason,
+                    asked_at=asked_at,
+                    certain_s=decision.retry_after_s - b.window_s * _WINDOW_SLACK - _SLACK_S,
+                    reset_s=decision.reset_after_s,
+                    model=model,
+                )
+            raise error
         return decision
+
+    def _note_quota(
+        self,
+        memo: RefusalMemo,
+        principal: Principal,
+        error: ModelgateError,
+        reason: str,
+        asked_at: float,
+    ) -> None:
+        """Note a quota refusal when even one more unit would be refused: a rows quota
+        with rows left admits a smaller request. The error's ``retry_after`` is the time
+        until the period ends, raised to 1 s when less is left: then it is not the end,
+        and nothing is noted."""
+        quotas = self.quotas
+        assert quotas is not None
+        retry = error.retry_after
+        if (
+            error.details.get("remaining", 1) > 0
+            or retry is None
+            or retry <= 1.0
+            or getattr(quotas.counter, "degraded", False)
+        ):
+            return
+        memo.remember(
+            principal,
+            error,
+            reason,
+            asked_at=asked_at,
+            certain_s=retry - _SLACK_S,
+            reset_s=float(error.details.get("reset", retry)),
+        )
 
 
 def rate_limit_details(decision: Decision) -> dict[str, float]:

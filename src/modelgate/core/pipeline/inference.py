@@ -191,7 +191,7 @@ class InferenceService:
             anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
             ticket = self._ticket(request, principal, loaded, inputs, requested)
             if admission is not None:
-                limit = await self._admit(admission, principal, loaded, rows)
+                limit = await self._admit(admission, principal, request, loaded, rows, choice)
                 admitted = True
             if ticket is not None:  # after admission: a hit is limited and metered like any
                 cached = await self._lookup(ticket, loaded)
@@ -315,10 +315,20 @@ class InferenceService:
         )
 
     def _admit(
-        self, admission: Admission, principal: Principal | None, loaded: LoadedVersion, rows: int
+        self,
+        admission: Admission,
+        principal: Principal | None,
+        request: InferenceRequest,
+        loaded: LoadedVersion,
+        rows: int,
+        choice: Choice | None,
     ) -> Awaitable[Decision | None]:
-        """Batch size, shedding, concurrency, rate limits and quotas (core/admission)."""
-        admit = admission.admit(principal, loaded.manifest, rows)
+        """Batch size, shedding, concurrency, rate limits and quotas (core/admission). A
+        request no deployment routed is answered by the version its path names, so a
+        refusal by that model's own limit may be noted under the path's model and version
+        (core/admission/refusals.py)."""
+        named = (request.model, request.version) if choice is None else None
+        admit = admission.admit(principal, loaded.manifest, rows, named)
         return admit if self.tracer is None else traced(self.tracer, "admission", admit)
 
     def _lookup(self, ticket: CacheTicket, loaded: LoadedVersion) -> Awaitable[CachedResult | None]:

@@ -18,7 +18,7 @@ __all__ = ["LoopLag"]
 class LoopLag:
     """A lifecycle service: ``start`` sets the first timer, ``close`` cancels the next."""
 
-    def __init__(self, controller: QueueDelay, *, period_s: float = 0.01) -> None:
+    def __init__(self, controller: QueueDelay, *, period_s: float = 0.02) -> None:
         self.name = "loop lag"
         self.controller = controller
         self.period_s = period_s

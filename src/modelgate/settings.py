@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     #: overload: at most this many inference requests in flight per process; plans of lower
     #: priority are shed first (see docs/access-control.md, "Priority and load shedding")
     max_inflight: int = Field(default=512, ge=1)
+    #: overload: shed new inference requests (503, before they are read) once the event
+    #: loop's lag has stayed at or above this for a whole interval (CoDel's rule; see
+    #: docs/operations.md, "A saturated server"); 0: off (no timer, nothing asked)
+    shed_queue_target_ms: float = Field(default=0, ge=0, le=10_000)
+    #: the interval the lag must stay above the target before shedding starts
+    shed_queue_interval_ms: float = Field(default=500, ge=10, le=60_000)
+    #: readiness reports not ready once shedding has lasted this long
+    shed_queue_unready_seconds: float = Field(default=2.0, ge=0, le=600)
     #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)

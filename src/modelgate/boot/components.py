@@ -24,6 +24,7 @@ from modelgate.boot.deployments import build_deployments
 from modelgate.boot.jobs import Jobs, build_jobs
 from modelgate.boot.lifecycle import Lifecycle, Loop, Service, Step
 from modelgate.boot.listeners import build_feedback, build_payload_logger
+from modelgate.boot.loop_lag import LoopLag
 from modelgate.boot.security import build_token_issuer, build_token_verifier
 from modelgate.boot.state import State, build_state
 from modelgate.boot.stores import build_abuse_guard, build_cache, build_limiter, build_quota_counter
@@ -31,6 +32,7 @@ from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.admission import Admission
 from modelgate.core.admission.metering import UsageRecorder
+from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.refusals import RefusalMemo
 from modelgate.core.governance.payload_logger import PayloadLogger
@@ -104,6 +106,8 @@ class Components:
     shadows: ShadowRunner | None = None
     #: the REST app (:func:`modelgate.boot.serving.build_components`); None in a worker
     rest_app: ASGIApp | None = None
+    #: the event loop's lag, sampled for shedding on queueing delay (a server's, when on)
+    loop_lag: LoopLag | None = None
     _lifecycle: Lifecycle | None = field(default=None, repr=False)
 
     async def open(self) -> None:
@@ -194,6 +198,8 @@ class Components:
             )
         if self.jobs is not None:  # started by the server or the worker, not here
             services.append(Step("jobs", close=self.jobs.close))
+        if self.loop_lag is not None:  # a server's queueing-delay samples
+            services.append(self.loop_lag)
         return services
 
     async def _shut_executor(self) -> None:
@@ -273,6 +279,7 @@ def build_core_components(settings: Settings) -> Components:
         max_inflight=settings.max_inflight,
         observer=metrics,
         memo=RefusalMemo(observer=metrics),
+        overload=build_overload(settings, metrics),
     )
     payload_logger = build_payload_logger(settings, state)
     requests = RequestLog() if settings.access_log else None
@@ -288,9 +295,12 @@ def build_core_components(settings: Settings) -> Components:
     listeners: list[InferenceListener] = [monitor, feedback]
     if payload_logger is not None:
         listeners.append(payload_logger)
+    catalog = ModelCatalog(registry, audit=state.audit)
+    if admission.overload is not None:  # not ready while shedding lasts
+        catalog.ready_checks.append(admission.overload.ready)
     service = InferenceService(
         registry,
-        catalog=ModelCatalog(registry, audit=state.audit),
+        catalog=catalog,
         admission=admission,
         usage=recorder,
         observer=metrics,
@@ -350,6 +360,19 @@ def build_core_components(settings: Settings) -> Components:
         jobs=jobs,
         deployments=deployments,
         shadows=shadows,
+    )
+
+
+def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay | None:
+    """The queueing-delay controller, None when ``shed_queue_target_ms`` is 0 (off: the
+    adapters then test one attribute for None, and no timer runs)."""
+    if settings.shed_queue_target_ms <= 0:
+        return None
+    return QueueDelay(
+        target_s=settings.shed_queue_target_ms / 1000,
+        interval_s=settings.shed_queue_interval_ms / 1000,
+        ready_after_s=settings.shed_queue_unready_seconds,
+        count=metrics.shed_for_delay,
     )
 
 

@@ -15,6 +15,7 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
 from modelgate.boot.components import Components, build_core_components
+from modelgate.boot.loop_lag import LoopLag
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.settings import Settings
@@ -27,6 +28,9 @@ def build_components(settings: Settings) -> Components:
     """A server's components: the core's, and the REST app over them."""
     components = build_core_components(settings)
     components.rest_app = build_rest_app(settings, components)
+    overload = components.service.admission.overload if components.service.admission else None
+    if overload is not None:  # sampled in the serving process only, not in a job worker
+        components.loop_lag = LoopLag(overload)
     return components
 
 

@@ -23,6 +23,8 @@ Metric names (all prefixed ``modelgate_``), with their labels:
   ``quota_<unit>_per_<period>``
 - ``shed_requests_total{priority}``: requests shed for overload, by plan priority
   (``none``: no plan)
+- ``queue_shed_requests_total{priority}``: requests shed before they were read because
+  the queueing delay (the event loop's lag) stayed over ``MODELGATE_SHED_QUEUE_TARGET_MS``
 - ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
 - ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
 - ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
@@ -212,6 +214,13 @@ class PrometheusMetrics:
             ("priority",),
             registry=self.registry,
         )
+        self.queue_shed_requests = Counter(
+            "modelgate_queue_shed_requests",
+            "Requests shed before they were read because the queueing delay stayed over its "
+            "target, by plan priority",
+            ("priority",),
+            registry=self.registry,
+        )
         self.abuse_blocks = Counter(
             "modelgate_abuse_blocks",
             "Keys and client addresses blocked by abuse throttling",
@@ -316,6 +325,9 @@ class PrometheusMetrics:
         if child is None:
             child = self._shed[label] = self.shed_requests.labels(label)
         child.inc()
+
+    def shed_for_delay(self, priority: int | None) -> None:
+        self.queue_shed_requests.labels("none" if priority is None else str(priority)).inc()
 
     def blocked(self, kind: str) -> None:
         self.abuse_blocks.labels(kind).inc()

@@ -84,6 +84,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         #: callers refused for a rate limit or quota, answered before their tensors are read
         admission = service.admission
         self.refusals = admission.memo if admission is not None else None
+        #: shedding on queueing delay, before the tensors are decoded (None: off)
+        self.overload = admission.overload if admission is not None else None
 
     async def _principal(self, context: Any) -> Principal | None:
         """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
@@ -189,6 +191,9 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                     refusal = self.refusals.refused(principal, request.model_name, version)
                     if refusal is not None:
                         raise refusal.error_now()
+            overload = self.overload
+            if overload is not None and overload.shedding and overload.refuses(principal):
+                raise overload.error()
             decoded = decode_infer_request(request, self.max_elements)
             decoded.deadline = call_deadline(context)
             decoded.cache_control = cache_control

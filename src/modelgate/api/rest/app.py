@@ -138,6 +138,8 @@ class RestApp:
         #: callers refused for a rate limit or quota, answered before their body is read
         admission = service.admission
         self.refusals = admission.memo if admission is not None else None
+        #: shedding on queueing delay, before the body is read (None: off)
+        self.overload = admission.overload if admission is not None else None
 
     async def principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""

@@ -72,6 +72,9 @@ async def infer(
                 app.metrics.http_answer("oip", 429)
                 scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
                 return
+    overload = app.overload
+    if overload is not None and overload.shedding and overload.refuses(principal):
+        raise overload.error()  # the queue is too long: at once, before the body is read
     spec = None
     if edge:  # only models that cache answer GET (the newest version's manifest says)
         await service.catalog.authorize(principal, name, version, Permission.INFER)

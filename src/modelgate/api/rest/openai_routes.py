@@ -36,6 +36,9 @@ async def embeddings(
     app: RestApp, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
     principal = await app.principal(scope)
+    overload = app.overload
+    if overload is not None and overload.shedding and overload.refuses(principal):
+        raise overload.error()  # the queue is too long: at once, before the body is read
     _check_content_type(scope)
     data = await read_body(scope, receive, app.limits.max_body_bytes)
     await _ok(app, send, await app.openai.embeddings(data, principal))

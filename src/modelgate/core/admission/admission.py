@@ -16,6 +16,9 @@
    limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
 5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
 
+Before all of these, while the process's queueing delay is over its bound, the adapters
+shed new inference requests before reading them (:mod:`modelgate.core.admission.overload`).
+
 A refusal at step 4 or 5 is noted in the refusal memo, when there is one, for as long as it
 is certain to hold (:mod:`modelgate.core.admission.refusals`): the adapters then answer the
 caller's next requests from it, before reading them.
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
+from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.refusals import RefusalMemo
@@ -77,12 +81,16 @@ class Admission:
         max_inflight: int | None = None,
         observer: InferenceObserver | None = None,
         memo: RefusalMemo | None = None,
+        overload: QueueDelay | None = None,
     ):
         self.limiter = limiter
         self.quotas = quotas
         self.max_inflight = max_inflight
         #: rate-limit and quota refusals, noted while certain (None: none are)
         self.memo = memo
+        #: shedding on queueing delay, asked by the adapters before a request is read
+        #: (None: off)
+        self.overload = overload
         #: told of each refusal and each shed request (metrics); only refusals cost a call
         self.observer = observer
         self.inflight = 0

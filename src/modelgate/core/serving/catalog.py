@@ -9,6 +9,7 @@ answers go out over REST and gRPC, so both ask here.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from modelgate import __version__
@@ -42,6 +43,9 @@ class ModelCatalog:
         audit: AuditLog | None = None,
     ):
         self.registry = registry
+        #: what else must hold for the server to be ready (the queueing delay's readiness,
+        #: :meth:`~modelgate.core.admission.overload.QueueDelay.ready`)
+        self.ready_checks: list[Callable[[], bool]] = []
         #: loads and unloads on request, with their audit trail
         self.control = ModelControl(registry, audit)
         self.server_name = server_name
@@ -51,7 +55,7 @@ class ModelCatalog:
         return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def server_ready(self) -> bool:
-        return self.registry.ready
+        return self.registry.ready and all(check() for check in self.ready_checks)
 
     async def authorize(
         self, principal: Principal | None, name: str, version: str | None, scope: Scope

@@ -278,7 +278,7 @@ def build_core_components(settings: Settings) -> Components:
         quotas=quotas,
         max_inflight=settings.max_inflight,
         observer=metrics,
-        memo=RefusalMemo(observer=metrics),
+        memo=RefusalMemo(observer=metrics, usage=recorder),
         overload=build_overload(settings, metrics),
     )
     payload_logger = build_payload_logger(settings, state)

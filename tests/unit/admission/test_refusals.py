@@ -319,3 +319,45 @@ def test_the_memo_never_refuses_a_request_the_full_path_would_admit(
             assert kind in (None, ErrorKind.RATE_LIMITED)
 
     asyncio.run(run())
+
+
+@dataclass
+class UsageRows:
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def record(
+        self, tenant_id: str, key_id: str | None, model: str, version: str | None, **kw: object
+    ) -> None:
+        self.rows.append(
+            {"tenant": tenant_id, "key": key_id, "model": model, "version": version, **kw}
+        )
+
+
+async def test_a_memo_refusal_is_metered_as_the_full_path_meters_a_refusal() -> None:
+    """Usage reports count every request: a refusal answered from the memo is one usage
+    record, like the full path's, under the version and hardware that would have answered."""
+    clock = Clock()
+    usage = UsageRows()
+    admission, memo, _ = world(clock, max_ttl_s=60.0, usage=usage)
+    who, model = principal(requests_per_second=1.0, burst=1), manifest()
+    await admission.admit(who, model, 1, ("m", None), served=("2", "cpu"))
+    admission.release(who)
+    with pytest.raises(ModelgateError):
+        await admission.admit(who, model, 1, ("m", None), served=("2", "cpu"))
+    for _ in range(3):
+        assert memo.refused(who, "m", None) is not None
+    assert usage.rows == 3 * [
+        {
+            "tenant": "t",
+            "key": "k",
+            "model": "m",
+            "version": "2",
+            "hardware": "cpu",
+            "status": "rate_limited",
+            "cache_hit": False,
+            "rows": 0,
+            "tokens": 0,
+            "latency_ms": 0.0,
+            "compute_ms": 0.0,
+        }
+    ]

@@ -102,13 +102,16 @@ class Admission:
         manifest: ModelManifest,
         rows: int = 1,
         named: tuple[str, str | None] | None = None,
+        *,
+        served: tuple[str, str] | None = None,
     ) -> Decision | None:
         """Take a slot for the request, or raise; the tightest rate-limit decision that
         applied (for rate-limit headers), or None when no rate limit applies.
 
         ``named``: the (model, version) the request named, when that alone decides which
         version answers (no deployment routed it): a refusal by the model's own limit is
-        noted under it in the memo; None: it is not noted.
+        noted under it in the memo; None: it is not noted. ``served``: the (version,
+        hardware) that would answer, which the memo's refusals are metered under.
 
         After a successful ``admit`` the caller must call :meth:`release` exactly once."""
         plan = principal.plan if principal is not None else None
@@ -147,7 +150,7 @@ class Admission:
             self._tenant_inflight[tenant] = running + 1
         self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
         try:
-            return await self._limits(principal, manifest, rows, named)
+            return await self._limits(principal, manifest, rows, named, served)
         except BaseException:
             self._give_back(tenant)
             raise
@@ -176,6 +179,7 @@ class Admission:
         manifest: ModelManifest,
         rows: int,
         named: tuple[str, str | None] | None,
+        served: tuple[str, str] | None,
     ) -> Decision | None:
         tightest: Decision | None = None
         plan = principal.plan if principal is not None else None
@@ -183,12 +187,22 @@ class Admission:
             assert principal is not None
             b = bucket(plan.requests_per_second, plan.burst)
             tightest = await self._hit(
-                principal, f"tenant:{principal.tenant_id}", b, "tenant's plan", "tenant_rate_limit"
+                principal,
+                f"tenant:{principal.tenant_id}",
+                b,
+                "tenant's plan",
+                "tenant_rate_limit",
+                served=served,
             )
         if principal is not None and principal.key_rate is not None:
             b = bucket(*principal.key_rate)
             decision = await self._hit(
-                principal, f"key:{principal.subject}", b, "API key's", "key_rate_limit"
+                principal,
+                f"key:{principal.subject}",
+                b,
+                "API key's",
+                "key_rate_limit",
+                served=served,
             )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
@@ -203,6 +217,7 @@ class Admission:
                 "model_rate_limit",
                 model=named,
                 note=named is not None,
+                served=served,
             )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
@@ -222,7 +237,7 @@ class Admission:
                     reason = f"quota_{exc.details.get('quota', 'unknown')}"
                     self._refused(principal, reason)
                     if memo is not None:
-                        self._note_quota(memo, principal, exc, reason, asked_at)
+                        self._note_quota(memo, principal, exc, reason, asked_at, served)
                 raise
         return tightest
 
@@ -241,6 +256,7 @@ class Admission:
         *,
         model: tuple[str, str | None] | None = None,
         note: bool = True,
+        served: tuple[str, str] | None = None,
     ) -> Decision:
         """One rate limit. A refusal is noted in the memo when ``note``, under ``model``
         (a (model, version); None: every model)."""
@@ -270,6 +286,7 @@ class Admission:
                     certain_s=decision.retry_after_s - b.window_s * _WINDOW_SLACK - _SLACK_S,
                     reset_s=decision.reset_after_s,
                     model=model,
+                    served=served,
                 )
             raise error
         return decision
@@ -281,6 +298,7 @@ class Admission:
         error: ModelgateError,
         reason: str,
         asked_at: float,
+        served: tuple[str, str] | None,
     ) -> None:
         """Note a quota refusal when even one more unit would be refused: a rows quota
         with rows left admits a smaller request. The error's ``retry_after`` is the time
@@ -303,6 +321,7 @@ class Admission:
             asked_at=asked_at,
             certain_s=retry - _SLACK_S,
             reset_s=float(error.details.get("reset", retry)),
+            served=served,
         )
 
 

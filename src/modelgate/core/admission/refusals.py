@@ -35,11 +35,14 @@ learns its callers' refusals itself. It holds at most ``max_entries`` callers (t
 oldest noted goes first), and an entry past its time is dropped when next looked at.
 
 What a memo refusal costs besides the answer: one increment of
-``modelgate_refused_requests_total`` (its reason, as the full path counted it). It reaches
-no model, so it is not counted in the inference metrics or the usage records, and it does
-not count as an abuse strike (no 429 does). The request log writes the 429s of a key that
-was ever noted here, from the memo or the full path, at most once per ``log_interval_s``;
-the line written says how many were not since the previous one (:meth:`RefusalMemo.line`).
+``modelgate_refused_requests_total`` (its reason, as the full path counted it) and one
+usage record, as the full path meters a refused request (status ``rate_limited``, no rows,
+no compute, under the version and hardware that would have answered), so usage reports
+count every request. It reaches no model, so it is not counted in the inference metrics,
+and it does not count as an abuse strike (no 429 does). The request log writes the 429s of
+a key that was ever noted here, from the memo or the full path, at most once per
+``log_interval_s``; the line written says how many were not since the previous one
+(:meth:`RefusalMemo.line`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ import time
 from collections.abc import Callable
 
 from modelgate.core.access.identity import Plan, Principal
+from modelgate.core.admission.ports import UsageSink
+from modelgate.core.admission.usage import usage_key_id
 from modelgate.core.serving.ports import InferenceObserver
 from modelgate.errors import ModelgateError
 
@@ -71,6 +76,7 @@ class Refusal:
         "reset_at",
         "retry_at",
         "seen_at",
+        "served",
         "tenant",
         "until",
     )
@@ -85,8 +91,11 @@ class Refusal:
         retry_at: float,
         reset_at: float,
         now: float,
+        served: tuple[str, str] | None = None,
     ) -> None:
         self.error = error
+        #: the (version, hardware) that would have answered: what a refusal is metered under
+        self.served = served
         self.reason = reason
         self.tenant = principal.tenant_id
         self.plan = principal.plan
@@ -143,6 +152,7 @@ class RefusalMemo:
         log_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         observer: InferenceObserver | None = None,
+        usage: UsageSink | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, not {max_entries}")
@@ -151,6 +161,8 @@ class RefusalMemo:
         self.log_interval_s = log_interval_s
         self.clock = clock
         self.observer = observer
+        #: where each memo refusal is metered, as the full path meters a refusal
+        self.usage = usage
         # insertion order is age: the first entry is the oldest noted
         self._entries: dict[_Key, Refusal] = {}
         # (tenant, subject) of a key ever noted -> [when its last 429 line was written,
@@ -170,11 +182,13 @@ class RefusalMemo:
         certain_s: float,
         reset_s: float,
         model: tuple[str, str | None] | None = None,
+        served: tuple[str, str] | None = None,
     ) -> None:
         """Note a refusal of ``principal``: certain for ``certain_s`` seconds from
         ``asked_at`` (a :attr:`clock` reading taken before the limiter or counter was
         asked); ``error.retry_after`` and ``reset_s`` count from ``asked_at`` too.
-        ``model``: the (model, version) the request named, for a model's own limit."""
+        ``model``: the (model, version) the request named, for a model's own limit;
+        ``served``: the (version, hardware) that would have answered."""
         certain_s = min(certain_s, self.max_ttl_s)
         if certain_s <= 0:
             return
@@ -197,6 +211,7 @@ class RefusalMemo:
             retry_at=asked_at + (error.retry_after or 0.0),
             reset_at=asked_at + reset_s,
             now=self.clock(),
+            served=served,
         )
 
     def refused(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
@@ -217,8 +232,29 @@ class RefusalMemo:
             found.seen_at = now
             if self.observer is not None:
                 self.observer.refused(found.tenant, found.reason)
+            if self.usage is not None:
+                self._meter(principal, model, version, found)
             return found
         return None
+
+    def _meter(self, principal: Principal, model: str, version: str | None, found: Refusal) -> None:
+        """The usage record of a memo refusal: what the full path records for a refused
+        request (no rows, no tokens, no compute)."""
+        assert self.usage is not None
+        served_version, hardware = found.served if found.served is not None else (version, "")
+        self.usage.record(
+            found.tenant,
+            usage_key_id(principal),
+            model,
+            served_version,
+            hardware=hardware,
+            status=found.error.kind.value,
+            cache_hit=False,
+            rows=0,
+            tokens=0,
+            latency_ms=0.0,
+            compute_ms=0.0,
+        )
 
     def line(self, principal: Principal) -> int | None:
         """Whether the request log writes this 429 of ``principal``: None, a key never

@@ -9,6 +9,7 @@ A record's *units* are its tokens when it has any (text models), its rows otherw
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -173,6 +174,22 @@ class UsageStore(Protocol):
     async def list_prices(self) -> list[Price]: ...
 
     async def delete_price(self, target: str) -> bool: ...
+
+
+#: the longest key id usage records hold (the column is 128 characters)
+_KEY_ID_MAX = 120
+
+
+def usage_key_id(principal: Principal | None) -> str | None:
+    """What usage records as the key: the key id, or ``jwt:<subject>``, ``admin:...``."""
+    if principal is None:
+        return None
+    if principal.kind == "key":
+        return principal.subject
+    who = f"{principal.kind}:{principal.subject}"
+    if len(who) > _KEY_ID_MAX:  # a long JWT subject: a stable digest fits the column
+        who = f"{principal.kind}:sha256:{hashlib.sha256(principal.subject.encode()).hexdigest()}"
+    return who
 
 
 def price_for(prices: Mapping[str, Price], model: str, hardware: str) -> Price | None:

@@ -20,7 +20,6 @@ exists to show.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
@@ -32,6 +31,7 @@ from modelgate.core.access.authorization import require_model
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.admission.admission import Admission, rate_limit_details
 from modelgate.core.admission.ports import Decision, UsageSink
+from modelgate.core.admission.usage import usage_key_id
 from modelgate.core.monitoring.anomaly import AnomalyDetector
 from modelgate.core.pipeline.spans import route_span, traced_runtime
 from modelgate.core.serving.caching import CacheTicket, ResultCache
@@ -72,8 +72,6 @@ FALLBACK_ON = frozenset(
     }
 )
 
-#: the longest key id usage records hold (the column is 128 characters)
-_KEY_ID_MAX = 120
 #: the runtime's arrays of a request the cache answered: the runtime did not run (never written)
 _NOT_RUN: dict[str, np.ndarray[Any, Any]] = {}
 
@@ -328,7 +326,9 @@ class InferenceService:
         refusal by that model's own limit may be noted under the path's model and version
         (core/admission/refusals.py)."""
         named = (request.model, request.version) if choice is None else None
-        admit = admission.admit(principal, loaded.manifest, rows, named)
+        admit = admission.admit(
+            principal, loaded.manifest, rows, named, served=(str(loaded.version), loaded.hardware)
+        )
         return admit if self.tracer is None else traced(self.tracer, "admission", admit)
 
     def _lookup(self, ticket: CacheTicket, loaded: LoadedVersion) -> Awaitable[CachedResult | None]:
@@ -369,7 +369,7 @@ class InferenceService:
         if self.usage is not None:
             self.usage.record(
                 tenant,
-                _key_id(principal),
+                usage_key_id(principal),
                 request.model,
                 version,
                 hardware=loaded.hardware,
@@ -488,18 +488,6 @@ class InferenceService:
         completed = CompletedInference(principal, request, response, loaded.manifest, inputs)
         for listener in self.listeners:
             listener.completed(completed)
-
-
-def _key_id(principal: Principal | None) -> str | None:
-    """What usage records as the key: the key id, or ``jwt:<subject>``, ``admin:...``."""
-    if principal is None:
-        return None
-    if principal.kind == "key":
-        return principal.subject
-    who = f"{principal.kind}:{principal.subject}"
-    if len(who) > _KEY_ID_MAX:  # a long JWT subject: a stable digest fits the column
-        who = f"{principal.kind}:sha256:{hashlib.sha256(principal.subject.encode()).hexdigest()}"
-    return who
 
 
 def _tokens(manifest: ModelManifest, arrays: _Arrays) -> int:

@@ -83,6 +83,10 @@ class FeatureBounds:
     #: however far inside)
     clamp_low: FloatArray
     clamp_high: FloatArray
+    #: the input types none of whose values can overflow the scores' arithmetic (FP32,
+    #: integers, against a profile of ordinary magnitudes): their distances are never
+    #: clamped, since the clamps could change no score
+    unclamped: frozenset[np.dtype[Any]]
     #: what a distance past the quantile loses before each part counts: 0 for the tail part,
     #: the tail's width (quantile to min or max) for the margin part
     offsets: FloatArray
@@ -141,14 +145,16 @@ class FeatureBounds:
         offsets = np.stack([np.zeros_like(tail), tail]) * sign
         rates = np.stack([0.5 / np.maximum(tail, tiny), np.stack([0.5 / margin] * 2)]) * sign
         shape = (2, 1, len(statistics))
+        edges = np.stack([q_lo, q_hi]).reshape(shape)
         return cls(
             input=input_name,
             features=tuple(name for name, _ in statistics),
             columns=None if columns is None else np.asarray(columns, dtype=np.intp),
             width=width,
-            edges=np.stack([q_lo, q_hi]).reshape(shape),
+            edges=edges,
             clamp_low=np.array([-1e200, -1.0]).reshape(2, 1, 1),
             clamp_high=np.array([1.0, 1e200]).reshape(2, 1, 1),
+            unclamped=_unclamped(edges, offsets, rates),
             offsets=offsets.reshape(2, *shape),
             rates=rates.reshape(2, *shape),
             minimum=minimum,
@@ -179,14 +185,16 @@ class FeatureBounds:
         """Each row's score per feature, [N, F], in [0, 1] (see the module docstring); None
         when the input's shape does not fit the profile."""
         x = self.values(array)
-        return None if x is None else self.value_scores(x)
+        return None if x is None else self.value_scores(x, array.dtype not in self.unclamped)
 
-    def value_scores(self, x: FloatArray) -> FloatArray:
+    def value_scores(self, x: FloatArray, clamp: bool = True) -> FloatArray:
         """The scores of ``x`` ([N, F] from :meth:`values`): the same operations for every
-        row, typical or not (the module docstring says why)."""
+        row, typical or not (the module docstring says why). ``clamp=False`` is for values
+        of a type in :attr:`unclamped` only."""
         d = x - self.edges  # [2, N, F]: how far past q01 (downwards), past q99
-        np.minimum(d, self.clamp_high, out=d)
-        np.maximum(d, self.clamp_low, out=d)
+        if clamp:
+            np.minimum(d, self.clamp_high, out=d)
+            np.maximum(d, self.clamp_low, out=d)
         parts = d - self.offsets  # [2, 2, N, F]: the tail part, the margin part
         parts *= self.rates
         np.maximum(parts, 0.0, out=parts)
@@ -218,6 +226,40 @@ class FeatureBounds:
         if score > 0.5:
             return f"{name} {value:g} is beyond the reference range [{low:g}, {high:g}]"
         return f"{name} {value:g} is in the reference's 1% tails"
+
+
+#: the input types that may skip the clamps, with their largest magnitude
+_NARROW: dict[np.dtype[Any], float] = {
+    np.dtype(np.bool_): 1.0,
+    np.dtype(np.float16): float(np.finfo(np.float16).max),
+    np.dtype(np.float32): float(np.finfo(np.float32).max),
+    **{
+        np.dtype(name): float(-int(np.iinfo(name).min))
+        for name in ("int8", "int16", "int32", "int64")
+    },
+    **{
+        np.dtype(name): float(np.iinfo(name).max)
+        for name in ("uint8", "uint16", "uint32", "uint64")
+    },
+}
+
+
+def _unclamped(
+    edges: FloatArray, offsets: FloatArray, rates: FloatArray
+) -> frozenset[np.dtype[Any]]:
+    """The types whose values keep every distance within the clamps and every product far
+    from overflow. Unclamped, a distance below the low clamp (a value inside the quantiles on
+    that side) gives negative parts where the clamped one gives negative parts too, both
+    clipped to 0; infinities give infinite parts, clipped like the clamp's; so no score
+    changes, to the last bit."""
+    reach = float(np.max(np.abs(edges)))
+    offset = float(np.max(np.abs(offsets)))
+    rate = float(np.max(np.abs(rates)))
+    return frozenset(
+        dtype
+        for dtype, largest in _NARROW.items()
+        if largest + reach <= 1e200 and (largest + reach + offset) * rate <= 1e300
+    )
 
 
 def _padded(rows: list[FloatArray]) -> FloatArray | None:

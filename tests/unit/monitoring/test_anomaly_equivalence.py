@@ -202,16 +202,38 @@ def column(bounds: FeatureBounds, index: int, nonfinite: bool) -> st.SearchStrat
     return st.one_of(*choices)
 
 
+def scaled(column: dict[str, Any], factor: float) -> dict[str, Any]:
+    quantiles = column["quantiles"]
+    return column | {
+        "min": column["min"] * factor,
+        "max": column["max"] * factor,
+        "quantiles": quantiles | {"values": [v * factor for v in quantiles["values"]]},
+    }
+
+
+#: two features scaled near the float limit: there FP32 values are clamped like FP64 ones
+HUGE = {
+    "features": PROFILE["features"]
+    | {
+        "income": scaled(PROFILE["features"]["income"], 1e280),
+        "constant": scaled(PROFILE["features"]["constant"], 1e290),
+    }
+}
 BASE = profile_bounds(PROFILE, manifest())
-TABLE, FLAG = BASE
+DTYPES = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "UINT8": np.uint8}
 
 
 @st.composite
-def requests(draw: st.DrawFn, nonfinite: bool = False, datatype: str = "FP64") -> dict[str, Any]:
+def requests(
+    draw: st.DrawFn,
+    profile: dict[str, Any] = PROFILE,
+    datatype: str = "FP64",
+    nonfinite: bool = False,
+) -> dict[str, Any]:
     """A request of 1 to 6 rows for both inputs; the unprofiled column takes any value."""
+    table, flag_bounds = profile_bounds(profile, manifest())
     rows = draw(st.integers(1, 6))
-    dtype = np.float32 if datatype == "FP32" else np.float64
-    table_columns = [column(TABLE, i, nonfinite) for i in range(len(TABLE.features))]
+    table_columns = [column(table, i, nonfinite) for i in range(len(table.features))]
     wide = st.tuples(
         table_columns[0],
         table_columns[1],
@@ -219,13 +241,20 @@ def requests(draw: st.DrawFn, nonfinite: bool = False, datatype: str = "FP64") -
         table_columns[2],
         table_columns[3],
     )
-    flag = st.tuples(*[column(FLAG, 0, nonfinite)] * 3)
-    with np.errstate(over="ignore"):  # FP32 rows: what a client's float32 would hold
-        x = np.array(draw(st.lists(wide, min_size=rows, max_size=rows)), dtype=dtype)
-        f = np.array(draw(st.lists(flag, min_size=rows, max_size=rows)), dtype=dtype)
-    if not nonfinite:  # the signature refuses them before the check
-        x[~np.isfinite(x)] = 0.0
-        f[~np.isfinite(f)] = 0.0
+    flag = st.tuples(*[column(flag_bounds, 0, nonfinite)] * 3)
+    x = np.array(draw(st.lists(wide, min_size=rows, max_size=rows)))
+    f = np.array(draw(st.lists(flag, min_size=rows, max_size=rows)))
+    dtype = DTYPES[datatype]
+    if np.issubdtype(dtype, np.integer):  # what a client's integers would hold
+        info = np.iinfo(dtype)  # within 2**62: the largest int64 rounds up as a float
+        low, high = max(int(info.min), -(2**62)), min(int(info.max), 2**62)
+        x, f = (np.clip(np.nan_to_num(a), low, high).astype(dtype) for a in (x, f))
+    else:
+        with np.errstate(over="ignore"):  # FP32: what a client's float32 would hold
+            x, f = x.astype(dtype), f.astype(dtype)
+        if not nonfinite:  # the signature refuses them before the check
+            x[~np.isfinite(x)] = 0.0
+            f[~np.isfinite(f)] = 0.0
     return {"x": x, "flag": f}
 
 
@@ -243,16 +272,33 @@ def test_scores_equal_the_previous_implementation(inputs: dict[str, Any]) -> Non
     scores_agree(BASE, inputs)
 
 
-@settings(max_examples=150)
-@given(requests(datatype="FP32"))
-def test_float32_scores_equal_the_previous_implementation(inputs: dict[str, Any]) -> None:
-    scores_agree(profile_bounds(PROFILE, manifest("FP32")), inputs)
+@pytest.mark.parametrize("datatype", ["FP32", "INT64", "UINT8"])
+@settings(max_examples=100)
+@given(data=st.data())
+def test_narrow_types_skip_the_clamps_and_score_alike(datatype: str, data: st.DataObject) -> None:
+    """FP32 and integers cannot overflow against this profile: scored without the clamps."""
+    bounds = profile_bounds(PROFILE, manifest(datatype))
+    assert all(np.dtype(DTYPES[datatype]) in b.unclamped for b in bounds)
+    scores_agree(bounds, data.draw(requests(datatype=datatype)))
 
 
-@settings(max_examples=150)
-@given(requests(nonfinite=True))
-def test_nonfinite_scores_equal_the_previous_implementation(inputs: dict[str, Any]) -> None:
-    scores_agree(profile_bounds(PROFILE, manifest(nonfinite=True)), inputs)
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+@settings(max_examples=100)
+@given(data=st.data())
+def test_nonfinite_scores_equal_the_previous_implementation(
+    datatype: str, data: st.DataObject
+) -> None:
+    bounds = profile_bounds(PROFILE, manifest(datatype, nonfinite=True))
+    scores_agree(bounds, data.draw(requests(datatype=datatype, nonfinite=True)))
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+@settings(max_examples=100)
+@given(data=st.data())
+def test_a_profile_near_the_float_limit_scores_alike(datatype: str, data: st.DataObject) -> None:
+    bounds = profile_bounds(HUGE, manifest(datatype, nonfinite=True))
+    assert not any(np.dtype(np.float32) in b.unclamped for b in bounds[:1])
+    scores_agree(bounds, data.draw(requests(HUGE, datatype, nonfinite=True)))
 
 
 @dataclass(eq=False)  # hashed by identity, like LoadedVersion

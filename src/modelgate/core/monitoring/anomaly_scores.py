@@ -327,7 +327,7 @@ def anomalous_features(
     names: list[str] = []
     for bounds, scores in scored:
         worst = np.fmax.reduce(scores, axis=0).tolist()  # a NaN row hides no other row
-        names.extend(name for name, s in zip(bounds.features, worst, strict=True) if s > threshold)
+        names += [name for name, s in zip(bounds.features, worst, strict=True) if s > threshold]
     return names
 
 

@@ -411,6 +411,7 @@ async def _anomaly(components: Any, figures: _Figures) -> None:
             runs[name].append(await _per_call(calls[name], figures.seconds * share))
         for name, values in runs.items():
             figures.out[f"{label}, {name}"] = sum(values) / len(values)
+            print(label, name, [round(v, 1) for v in values], file=sys.stderr)
 
 
 def _rest_call(app: Any, scope: dict[str, Any], body: bytes) -> Call:

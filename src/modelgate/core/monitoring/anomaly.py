@@ -8,10 +8,13 @@ admission and before the runtime runs (how a value scores:
 
 The profile is read when a version loads (:meth:`AnomalyDetector.prepare`, a registry load
 hook running in the loading thread), turned into per-feature bound arrays once, and kept
-with the loaded version with its threshold and action; scoring a request is a dozen numpy
-operations over its input arrays, with no Python loop per row, and the same ones for
-every request, typical or not. An anomalous request costs only what its answer carries: the
-features' names for a flag, the reasons (values and ranges in words) for a refusal.
+with the loaded version with its threshold and action. A small request (at most
+:data:`_LOOP_MAX` values an input) is first checked by a plain loop that clears it when every
+value is typical (a score of 0, about 2 µs for a row of 12 features); any other request is
+scored by a dozen numpy operations over its input arrays, with no Python loop per row, the
+same ones for every request the loop does not clear. An anomalous request costs only what
+its answer carries: the features' names for a flag, the reasons (values and ranges in words)
+for a refusal.
 Versions without a ``reference.json``, or whose profile describes none of their inputs
 (texts), are not checked.
 
@@ -48,6 +51,10 @@ from modelgate.errors import ModelgateError, invalid
 __all__ = ["AnomalyCounts", "AnomalyDetector"]
 
 log = logging.getLogger("modelgate.anomaly")
+
+#: inputs of at most this many values are first checked by a plain loop (above it, the numpy
+#: plan costs less than the loop would)
+_LOOP_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +144,13 @@ class AnomalyDetector:
         score = 0.0
         for bounds in screen.bounds:
             array = inputs.get(bounds.input)
-            scores = bounds.scores(array) if array is not None else None
-            if scores is not None and scores.size:
+            if array is None:
+                continue
+            values = bounds.values(array)
+            if values is None or (array.size <= _LOOP_MAX and bounds.typical(values)):
+                continue  # not scored, or scores 0
+            scores = bounds.value_scores(values, array.dtype not in bounds.unclamped)
+            if scores.size:
                 scored.append((bounds, scores))
                 score = max(score, float(np.maximum.reduce(scores, axis=None)))
         screen.requests += 1

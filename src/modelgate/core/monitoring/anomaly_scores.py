@@ -19,10 +19,14 @@ A categorical feature scores 0 for a category the reference has and 1 for any ot
 always in [0, 1] and a threshold of 0.5 (the default) marks exactly the requests with a value
 outside the reference's range or an unseen category.
 
-Every request is scored by the same vectorized plan, whatever its values: a typical row and
-an out-of-range one cost the same numpy operations, so odd traffic (drift, or an attacker
-sending garbage) cannot slow the server down more than typical traffic does. The words that
-explain a score (:func:`anomaly_reasons`) are built only for a refusal, which returns them.
+A small request whose every value is inside its quantiles (with known categories) is cleared
+by a plain loop (:meth:`FeatureBounds.typical`, about 2 µs a row), since a dozen numpy calls
+cost more than that for a row or two; every other request, typical or not, is scored by the
+same vectorized plan (:meth:`FeatureBounds.value_scores`), whatever its values: a row in the
+tails and an out-of-range one cost the same numpy operations, so odd traffic (drift, or an
+attacker sending garbage) costs only the loop's early exit more than a large typical request.
+The words that explain a score (:func:`anomaly_reasons`) are built only for a refusal, which
+returns them.
 """
 
 from __future__ import annotations
@@ -102,6 +106,10 @@ class FeatureBounds:
     categories: FloatArray | None
     #: the input may hold NaN (the manifest allows non-finite values)
     nonfinite: bool
+    #: the 1% and 99% quantiles and the known categories as Python values, for
+    #: :meth:`typical` (small requests: a loop beats a dozen numpy calls)
+    quantile_pairs: tuple[tuple[float, float], ...] = ()
+    category_sets: tuple[tuple[int, frozenset[float]], ...] = ()
 
     @classmethod
     def of(
@@ -163,13 +171,34 @@ class FeatureBounds:
             category_columns=np.asarray([i for i, _ in categorical], dtype=np.intp),
             categories=_padded([seen for _, seen in categorical]),
             nonfinite=nonfinite,
+            quantile_pairs=tuple(zip(q_lo.tolist(), q_hi.tolist(), strict=True)),
+            category_sets=tuple((i, frozenset(seen.tolist())) for i, seen in categorical),
         )
 
     def typical(self, x: FloatArray) -> bool:
-        """True when every value of ``x`` ([N, F] from :meth:`values`) scores 0: inside its
-        feature's 1-99% quantiles, and a known category where the feature is categorical.
-        NaN is never typical."""
-        return not x.size or float(np.maximum.reduce(self.value_scores(x), axis=None)) == 0.0
+        """True when every value of ``x`` ([N, F] from :meth:`values`) is inside its
+        feature's 1-99% quantiles and every categorical value is a known category: the
+        score is 0 without computing it. For small requests (about 2 µs for a row of 12
+        features, against about 15 µs for :meth:`value_scores`); NaN is never typical. A
+        False is no verdict (a known category outside its quantiles still scores 0): the
+        request is then scored by :meth:`value_scores`."""
+        pairs, categories = self.quantile_pairs, self.category_sets
+        single = self.columns is None
+        for row in x.tolist():
+            if single:
+                low, high = pairs[0]
+                if not all(low <= v <= high for v in row):
+                    return False
+                if categories and not categories[0][1].issuperset(row):
+                    return False
+                continue
+            for (low, high), v in zip(pairs, row, strict=True):
+                if not low <= v <= high:
+                    return False
+            for index, known in categories:
+                if row[index] not in known:
+                    return False
+        return True
 
     def values(self, array: Array) -> FloatArray | None:
         """The input's feature values as [N, F] (or [N, k] for a one-feature input of k
@@ -189,8 +218,8 @@ class FeatureBounds:
 
     def value_scores(self, x: FloatArray, clamp: bool = True) -> FloatArray:
         """The scores of ``x`` ([N, F] from :meth:`values`): the same operations for every
-        row, typical or not (the module docstring says why). ``clamp=False`` is for values
-        of a type in :attr:`unclamped` only."""
+        row, whatever its values (the module docstring says why). ``clamp=False`` is for
+        values of a type in :attr:`unclamped` only."""
         d = x - self.edges  # [2, N, F]: how far past q01 (downwards), past q99
         if clamp:
             np.minimum(d, self.clamp_high, out=d)

@@ -7,6 +7,11 @@ at a time. ``grpc``: modelgate's ``ModelInfer`` servicer method against the base
 ``refusals``: the CPU of one refused request (a tenant flooding past its plan's rate limit,
 429 / RESOURCE_EXHAUSTED) against one served inference of a tenant key, REST and gRPC,
 with the refusal memo (core/admission/refusals.py) and without it (the full path).
+``anomaly``: the credit-risk REST request with a typical applicant, one in the reference's 1%
+tails (scored, not flagged) and one out of distribution (flagged: an income out of range and an
+unseen category), alternating (A B C C B A, the mean of each), and the anomaly check alone for
+each: a typical row is cleared by the small-request loop and must cost what it did before
+issue 11; an odd row takes the vectorized plan and must cost as little as it can (issue 11).
 
 ``--auth tenant`` also measures every request with a tenant's key (``bench.tenant``: a plan
 with rate limits and quotas that never refuse), each such figure measured in alternation
@@ -18,6 +23,7 @@ Run in a fresh process pinned to one CPU::
 
     python -m bench.inprocess rest|grpc|refusals MODELS [SECONDS] [--auth admin|tenant]
         [--redis URL]
+    python -m bench.inprocess rest|grpc|anomaly MODELS [SECONDS] [--auth admin|tenant] [--redis URL]
 
 prints JSON (µs per call).
 """
@@ -27,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import SecretStr
 
 from bench import redis_scratch, tenant
-from bench.workloads import AUTHORIZATION, BENCH_KEY, CREDIT, credit_json
+from bench.workloads import AUTHORIZATION, BENCH_KEY, CREDIT, CREDIT_ROW, credit_json
 
 Call = Callable[[], Awaitable[Any]] | Callable[[], Any]
 
@@ -181,6 +190,9 @@ async def measure(
                 return figures.out
             if which == "grpc":
                 await _grpc(components, models, figures, secret)
+                return figures.out
+            if which == "anomaly":
+                await _anomaly(components, figures)
                 return figures.out
             await _rest(components, figures, secret, decode_infer_request, encode_infer_response)
             loaded = components.registry.get(CREDIT, None)
@@ -490,11 +502,61 @@ async def _refusals(components: Any, figures: _Figures, served_secret: str) -> N
     assert not served_context.codes, served_context.codes
 
 
+#: credit-risk applicants the anomaly check scores 0 (``CREDIT_ROW``), about 0.29 (an income in
+#: the reference's top 1%, below its maximum) and 1 (an income out of range, an unseen
+#: home_ownership): what drifting traffic and garbage look like
+ANOMALY_ROWS = {
+    "typical row": CREDIT_ROW,
+    "row in the 1% tails": [*CREDIT_ROW[:1], 300000.0, *CREDIT_ROW[2:]],
+    "out-of-distribution row": [*CREDIT_ROW[:1], 9e9, *CREDIT_ROW[2:11], 7.0],
+}
+
+
+async def _anomaly(components: Any, figures: _Figures) -> None:
+    """The REST request and the anomaly check alone, for each of :data:`ANOMALY_ROWS`,
+    measured in alternation so that a drift of the machine weighs on every row alike."""
+    app, detector = components.rest_app, components.service.anomalies
+    loaded = components.registry.get(CREDIT, None)
+    path = f"/v2/models/{CREDIT}/infer"
+    requests: dict[str, Call] = {}
+    screens: dict[str, Call] = {}
+    for name, row in ANOMALY_ROWS.items():
+        body = orjson.dumps(
+            {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 12], "data": row}]}
+        )
+        answer = await _asgi_post(app, path, orjson.loads(body))  # a flag answers 200
+        requests[name] = _rest_call(app, _scope(path, body, AUTHORIZATION), body)
+        inputs = {"features": np.asarray([row], dtype=np.float32)}
+        screens[name] = functools.partial(detector.screen, loaded, inputs)
+        print(f"{name}: {answer.get('parameters')}", file=sys.stderr)
+    for label, calls, share in (
+        ("RestApp", requests, 1.0),
+        ("AnomalyDetector.screen", screens, 0.5),
+    ):
+        order = [*calls, *reversed(calls)]
+        runs: dict[str, list[float]] = {name: [] for name in calls}
+        for name in order:
+            runs[name].append(await _per_call(calls[name], figures.seconds * share))
+        for name, values in runs.items():
+            figures.out[f"{label}, {name}"] = sum(values) / len(values)
+            print(label, name, [round(v, 1) for v in values], file=sys.stderr)
+
+
+def _rest_call(app: Any, scope: dict[str, Any], body: bytes) -> Call:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(_message: Any) -> None:
+        return None
+
+    return lambda: app(scope, receive, send)
+
+
 def main() -> None:
     import uvloop
 
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
-    parser.add_argument("which", choices=["rest", "grpc", "refusals"])
+    parser.add_argument("which", choices=["rest", "grpc", "refusals", "anomaly"])
     parser.add_argument("models", type=Path)
     parser.add_argument("seconds", type=float, nargs="?", default=2.0)
     parser.add_argument("--auth", choices=tenant.AUTH_MODES, default="admin")

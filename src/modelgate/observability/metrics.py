@@ -253,6 +253,7 @@ class PrometheusMetrics:
         self._http_children: dict[tuple[str, int], Counter] = {}
         self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
         self._refusal_children: dict[tuple[str, str], Counter] = {}
+        self._anomaly_children: dict[tuple[str, str, str], Counter] = {}
         self._tenants: set[str] = set()
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
         for kind in ("key", "address"):  # known up front: their series exist from the start
@@ -334,8 +335,13 @@ class PrometheusMetrics:
 
     def anomalous(self, model: str, version: str, action: str) -> None:
         """The :class:`~modelgate.core.monitoring.ports.AnomalyObserver`: ``action`` is
-        ``"flagged"`` or ``"rejected"``."""
-        self.anomalous_requests.labels(model, version, action).inc()
+        ``"flagged"`` or ``"rejected"``. Its series are kept: garbage traffic pays one
+        dictionary lookup here, not ``labels``."""
+        key = (model, version, action)
+        child = self._anomaly_children.get(key)
+        if child is None:
+            child = self._anomaly_children[key] = self.anomalous_requests.labels(*key)
+        child.inc()
 
     def cache_event(self, model: str, event: str) -> None:
         """The :class:`~modelgate.core.serving.ports.CacheObserver`. A model's first event makes

@@ -18,6 +18,15 @@ A categorical feature scores 0 for a category the reference has and 1 for any ot
 (unseen category). A row scores its worst feature, a request its worst row, so the score is
 always in [0, 1] and a threshold of 0.5 (the default) marks exactly the requests with a value
 outside the reference's range or an unseen category.
+
+A small request whose every value is inside its quantiles (with known categories) is cleared
+by a plain loop (:meth:`FeatureBounds.typical`, about 2 µs a row), since a dozen numpy calls
+cost more than that for a row or two; every other request, typical or not, is scored by the
+same vectorized plan (:meth:`FeatureBounds.value_scores`), whatever its values: a row in the
+tails and an out-of-range one cost the same numpy operations, so odd traffic (drift, or an
+attacker sending garbage) costs only the loop's early exit more than a large typical request.
+The words that explain a score (:func:`anomaly_reasons`) are built only for a refusal, which
+returns them.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ __all__ = [
     "Array",
     "FeatureBounds",
     "FloatArray",
+    "anomalous_features",
     "anomaly_reasons",
     "over_threshold",
     "profile_bounds",
@@ -58,8 +68,12 @@ Array = np.ndarray[Any, Any]
 class FeatureBounds:
     """Precomputed bounds of the features of one input, as arrays over its features.
 
-    ``edges``, ``sign``, ``tail``, ``tail_rate`` and ``margin_rate`` have the shape
-    ``[2, 1, F]``: the low side first (distances below ``q01``), then the high side."""
+    ``edges`` (the 1% and 99% quantiles, ``[2, 1, F]``) and the clamps (``[2, 1, 1]``) hold
+    the low side first, then the high side. ``offsets`` and ``rates`` have the shape
+    ``[2, 2, 1, F]``: the tail part, then the margin part of the score, each for both sides,
+    so that one subtraction, one multiplication and one clip score both parts of both sides.
+    The low side's offsets and rates carry its sign: ``(x - q01 + tail) * -rate`` is
+    ``(q01 - x - tail) * rate`` to the last bit (negation is exact)."""
 
     input: str
     features: tuple[str, ...]
@@ -68,10 +82,20 @@ class FeatureBounds:
     columns: NDArray[np.intp] | None
     width: int
     edges: FloatArray
-    sign: FloatArray
-    tail: FloatArray
-    tail_rate: FloatArray
-    margin_rate: FloatArray
+    #: the distances past each side's quantile are kept within these (garbage near the float
+    #: limit must not overflow, and a value inside the quantiles on that side counts 0,
+    #: however far inside)
+    clamp_low: FloatArray
+    clamp_high: FloatArray
+    #: the input types none of whose values can overflow the scores' arithmetic (FP32,
+    #: integers, against a profile of ordinary magnitudes): their distances are never
+    #: clamped, since the clamps could change no score
+    unclamped: frozenset[np.dtype[Any]]
+    #: what a distance past the quantile loses before each part counts: 0 for the tail part,
+    #: the tail's width (quantile to min or max) for the margin part
+    offsets: FloatArray
+    #: each part's score per unit of distance: 0.5 over the tail's width, 0.5 over the margin
+    rates: FloatArray
     minimum: FloatArray
     maximum: FloatArray
     #: (feature index, the reference's category values) of categorical features
@@ -124,18 +148,23 @@ class FeatureBounds:
         # a width that is never zero: a constant feature's other values are out of range
         tiny = 1e-9 * np.maximum(1.0, np.maximum(np.abs(minimum), np.abs(maximum)))
         margin = np.maximum(RANGE_MARGIN * (maximum - minimum), tiny)
-        tail = np.stack([q_lo - minimum, maximum - q_hi])
+        tail = np.stack([q_lo - minimum, maximum - q_hi])  # [2 sides, F]
+        sign = np.array([[-1.0], [1.0]])  # the low side counts distances downwards
+        offsets = np.stack([np.zeros_like(tail), tail]) * sign
+        rates = np.stack([0.5 / np.maximum(tail, tiny), np.stack([0.5 / margin] * 2)]) * sign
         shape = (2, 1, len(statistics))
+        edges = np.stack([q_lo, q_hi]).reshape(shape)
         return cls(
             input=input_name,
             features=tuple(name for name, _ in statistics),
             columns=None if columns is None else np.asarray(columns, dtype=np.intp),
             width=width,
-            edges=np.stack([q_lo, q_hi]).reshape(shape),
-            sign=np.array([-1.0, 1.0]).reshape(2, 1, 1),
-            tail=tail.reshape(shape),
-            tail_rate=(0.5 / np.maximum(tail, tiny)).reshape(shape),
-            margin_rate=np.broadcast_to(0.5 / margin, (2, len(statistics))).reshape(shape),
+            edges=edges,
+            clamp_low=np.array([-1e200, -1.0]).reshape(2, 1, 1),
+            clamp_high=np.array([1.0, 1e200]).reshape(2, 1, 1),
+            unclamped=_unclamped(edges, offsets, rates),
+            offsets=offsets.reshape(2, *shape),
+            rates=rates.reshape(2, *shape),
             minimum=minimum,
             maximum=maximum,
             categorical=tuple(categorical),
@@ -150,7 +179,9 @@ class FeatureBounds:
         """True when every value of ``x`` ([N, F] from :meth:`values`) is inside its
         feature's 1-99% quantiles and every categorical value is a known category: the
         score is 0 without computing it. For small requests (about 2 µs for a row of 12
-        features, against about 15 µs for :meth:`scores`); NaN is never typical."""
+        features, against about 15 µs for :meth:`value_scores`); NaN is never typical. A
+        False is no verdict (a known category outside its quantiles still scores 0): the
+        request is then scored by :meth:`value_scores`."""
         pairs, categories = self.quantile_pairs, self.category_sets
         single = self.columns is None
         for row in x.tolist():
@@ -180,33 +211,35 @@ class FeatureBounds:
         return x if self.columns.size == self.width else x[:, self.columns]
 
     def scores(self, array: Array) -> FloatArray | None:
-        """Each row's score per feature, [N, F], in [0, 1] (see the module docstring)."""
+        """Each row's score per feature, [N, F], in [0, 1] (see the module docstring); None
+        when the input's shape does not fit the profile."""
         x = self.values(array)
-        if x is None:
-            return None
-        d = (x - self.edges) * self.sign  # [2, N, F]: how far below q01, above q99
-        # garbage near the float limit must not overflow below (a negative distance is
-        # inside the quantiles on that side, however large)
-        np.minimum(d, 1e200, out=d)
-        np.maximum(d, -1.0, out=d)
-        tail_part = d * self.tail_rate
-        np.maximum(tail_part, 0.0, out=tail_part)
-        np.minimum(tail_part, 0.5, out=tail_part)
-        d -= self.tail
-        d *= self.margin_rate
-        np.maximum(d, 0.0, out=d)
-        np.minimum(d, 0.5, out=d)
-        d += tail_part
-        scores: FloatArray = np.maximum(d[0], d[1])
+        return None if x is None else self.value_scores(x, array.dtype not in self.unclamped)
+
+    def value_scores(self, x: FloatArray, clamp: bool = True) -> FloatArray:
+        """The scores of ``x`` ([N, F] from :meth:`values`): the same operations for every
+        row, whatever its values (the module docstring says why). ``clamp=False`` is for
+        values of a type in :attr:`unclamped` only."""
+        d = x - self.edges  # [2, N, F]: how far past q01 (downwards), past q99
+        if clamp:
+            np.minimum(d, self.clamp_high, out=d)
+            np.maximum(d, self.clamp_low, out=d)
+        parts = d - self.offsets  # [2, 2, N, F]: the tail part, the margin part
+        parts *= self.rates
+        np.maximum(parts, 0.0, out=parts)
+        np.minimum(parts, 0.5, out=parts)
+        # a value is past at most one side's quantile, so the other side's parts are 0 and
+        # the sum of the four is the one side's tail part plus its margin part
+        scores: FloatArray = np.add.reduce(parts.reshape(4, *x.shape), axis=0)
         if self.columns is None and scores.shape[1] != 1:
-            scores = scores.max(axis=1, keepdims=True)
+            scores = np.maximum.reduce(scores, axis=1, keepdims=True)
         if self.categories is not None:
             if self.columns is None:  # every value of the row is this one feature
-                found = (x[:, :, None] == self.categories[0]).any(axis=2)
-                scores[:, 0] = ~found.all(axis=1)
+                unseen = np.logical_and.reduce(x[:, :, None] != self.categories[0], axis=2)
+                scores[:, 0] = np.logical_or.reduce(unseen, axis=1)
             else:  # every categorical column in one comparison (NaN pads never match)
-                found = (x[:, self.category_columns, None] == self.categories).any(axis=2)
-                scores[:, self.category_columns] = ~found
+                unseen = x.take(self.category_columns, axis=1)[:, :, None] != self.categories
+                scores[:, self.category_columns] = np.logical_and.reduce(unseen, axis=2)
         if self.nonfinite:
             scores[np.isnan(scores)] = 1.0
         return scores
@@ -222,6 +255,40 @@ class FeatureBounds:
         if score > 0.5:
             return f"{name} {value:g} is beyond the reference range [{low:g}, {high:g}]"
         return f"{name} {value:g} is in the reference's 1% tails"
+
+
+#: the input types that may skip the clamps, with their largest magnitude
+_NARROW: dict[np.dtype[Any], float] = {
+    np.dtype(np.bool_): 1.0,
+    np.dtype(np.float16): float(np.finfo(np.float16).max),
+    np.dtype(np.float32): float(np.finfo(np.float32).max),
+    **{
+        np.dtype(name): float(-int(np.iinfo(name).min))
+        for name in ("int8", "int16", "int32", "int64")
+    },
+    **{
+        np.dtype(name): float(np.iinfo(name).max)
+        for name in ("uint8", "uint16", "uint32", "uint64")
+    },
+}
+
+
+def _unclamped(
+    edges: FloatArray, offsets: FloatArray, rates: FloatArray
+) -> frozenset[np.dtype[Any]]:
+    """The types whose values keep every distance within the clamps and every product far
+    from overflow. Unclamped, a distance below the low clamp (a value inside the quantiles on
+    that side) gives negative parts where the clamped one gives negative parts too, both
+    clipped to 0; infinities give infinite parts, clipped like the clamp's; so no score
+    changes, to the last bit."""
+    reach = float(np.max(np.abs(edges)))
+    offset = float(np.max(np.abs(offsets)))
+    rate = float(np.max(np.abs(rates)))
+    return frozenset(
+        dtype
+        for dtype, largest in _NARROW.items()
+        if largest + reach <= 1e200 and (largest + reach + offset) * rate <= 1e300
+    )
 
 
 def _padded(rows: list[FloatArray]) -> FloatArray | None:
@@ -277,7 +344,20 @@ def row_scores(bounds: Sequence[FeatureBounds], inputs: Mapping[str, Array]) -> 
 
 
 def over_threshold(scores: FloatArray, threshold: float) -> list[int]:
+    """The indexes of the features ([N, F] ``scores``) above ``threshold`` in some row."""
     return [int(i) for i in np.flatnonzero((scores > threshold).any(axis=0))]
+
+
+def anomalous_features(
+    scored: list[tuple[FeatureBounds, FloatArray]], threshold: float
+) -> list[str]:
+    """The names of the features above ``threshold`` in some row, in the profile's order:
+    what a flag returns (no value, no reason)."""
+    names: list[str] = []
+    for bounds, scores in scored:
+        worst = np.fmax.reduce(scores, axis=0).tolist()  # a NaN row hides no other row
+        names += [name for name, s in zip(bounds.features, worst, strict=True) if s > threshold]
+    return names
 
 
 def anomaly_reasons(

@@ -604,7 +604,7 @@ def bench_rest(ctx: Ctx) -> Result:
         "Server CPU/req: user+system CPU time of the server process over the run divided by "
         "the requests wrk completed. Others' cores: CPU used during the run by processes that "
         "are not part of the benchmark (other jobs on the machine).",
-        "Inside modelgate, no socket (`bench/inprocess.py rest`, pinned to CPU "
+        "Inside modelgate, no socket (`python -m bench.inprocess rest`, pinned to CPU "
         f"{SERVER_CPU}, µs per request): "
         + (", ".join(f"{name} {micros:.1f}" for name, micros in layers.items()) or "n/a")
         + ".",
@@ -746,7 +746,7 @@ def bench_grpc(ctx: Ctx) -> Result:
         f"{ctx.duration:g} s after 2 s warm-up each. Baseline: `bench/baseline_grpc.py` "
         "(grpc.aio, the same stubs and ONNX file, inline), on asyncio's default loop as a "
         "minimal server would run, and on uvloop (`--uvloop`), the loop modelgate runs gRPC on.",
-        "The servicer methods called directly, no grpc (`bench/inprocess.py grpc`, CPU "
+        "The servicer methods called directly, no grpc (`python -m bench.inprocess grpc`, CPU "
         f"{SERVER_CPU}, µs per call): "
         + (", ".join(f"{name} {micros:.1f}" for name, micros in layers.items()) or "n/a")
         + ".",

@@ -1,0 +1,29 @@
+"""Where a credit-risk request's time goes inside modelgate, with no server or socket.
+
+``rest``: the ASGI app called in-process, and each layer below it, sequentially (c=1) and 64
+at a time. ``grpc``: modelgate's ``ModelInfer`` servicer method against the baseline's
+(``bench.baseline_grpc``), called directly without grpc, and the gRPC codec.
+
+``refusals``: the CPU of one refused request (a tenant flooding past its plan's rate limit,
+429 / RESOURCE_EXHAUSTED) against one served inference of a tenant key, REST and gRPC,
+with the refusal memo (core/admission/refusals.py) and without it (the full path).
+``anomaly``: the credit-risk REST request with a typical applicant, one in the reference's 1%
+tails (scored, not flagged) and one out of distribution (flagged: an income out of range and an
+unseen category), alternating (A B C C B A, the mean of each), and the anomaly check alone for
+each: a typical row is cleared by the small-request loop and must cost what it did before
+issue 11; an odd row takes the vectorized plan and must cost as little as it can (issue 11).
+
+``--auth tenant`` also measures every request with a tenant's key (``bench.tenant``: a plan
+with rate limits and quotas that never refuse), each such figure measured in alternation
+with its bootstrap-key twin (A B B A, the mean of each) and named with ", tenant key";
+``--redis URL`` puts the rate limiter, quota counters and abuse strikes in Redis under a
+unique key prefix, removed at the end.
+
+Run in a fresh process pinned to one CPU::
+
+    python -m bench.inprocess rest|grpc|refusals MODELS [SECONDS] [--auth admin|tenant]
+        [--redis URL]
+    python -m bench.inprocess rest|grpc|anomaly MODELS [SECONDS] [--auth admin|tenant] [--redis URL]
+
+prints JSON (µs per call).
+"""

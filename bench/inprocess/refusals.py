@@ -1,0 +1,106 @@
+"""``refusals``: the CPU of one refused request (a tenant flooding past its plan's rate limit, 429
+/ RESOURCE_EXHAUSTED) against one served inference of a tenant key, REST and gRPC, with the
+refusal memo (core/admission/refusals.py) and without it (the full path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable
+from typing import Any
+
+from bench.inprocess.asgi import asgi_post, post_scope
+from bench.inprocess.timing import Call, Figures, cpu_per_call
+from bench.workloads import CREDIT, credit_json
+
+#: a plan that admits one request in 1000 s: every request of a run after the first is refused
+REFUSING_PLAN: dict[str, Any] = {"name": "bench-refused", "requests_per_second": 0.001, "burst": 1}
+
+
+class _Aborted(Exception):  # noqa: N818 (grpc.aio's context.abort raises; this stands for it)
+    pass
+
+
+class _RefusalContext:
+    """What ``ModelInfer`` uses of a grpc.aio context, with an ``abort`` that raises."""
+
+    def __init__(self, authorization: str):
+        self.metadata = (("authorization", authorization),)
+        self.codes: dict[str, int] = {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        return None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def abort(self, code: Any, details: str, metadata: Any = ()) -> None:
+        self.codes[code.name] = self.codes.get(code.name, 0) + 1
+        raise _Aborted
+
+
+async def measure_refusals(components: Any, figures: Figures, served_secret: str) -> None:
+    """Served (a tenant key within its plan) and refused (a tenant past its rate limit),
+    CPU and wall µs per request, REST (the ASGI app) and gRPC (``ModelInfer``), the refusal
+    memo on, then off; and the ratios refused / served."""
+    from bench.workloads import grpc_request
+    from modelgate.api.grpc.servicer import GrpcInferenceServicer
+
+    def post(path: str, body: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        return asgi_post(components.rest_app, path, body)
+
+    await post("/admin/plans", REFUSING_PLAN)
+    flooder = await post("/admin/tenants", {"name": "flooder", "plan": REFUSING_PLAN["name"]})
+    created = await post(f"/admin/tenants/{flooder['id']}/keys", {"name": "flood"})
+    flood_secret = str(created["secret"])
+    app, service = components.rest_app, components.service
+    body = credit_json()
+    path = f"/v2/models/{CREDIT}/infer"
+    statuses: dict[int, int] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    def rest(secret: str) -> Call:
+        scope = post_scope(path, body, f"Bearer {secret}")
+        return lambda: app(scope, receive, send)
+
+    servicer = GrpcInferenceServicer(service, authenticator=components.authenticator)
+    message = grpc_request()
+    served_context = _RefusalContext(f"Bearer {served_secret}")
+    flood_context = _RefusalContext(f"Bearer {flood_secret}")
+
+    async def grpc_call(context: _RefusalContext) -> None:
+        with contextlib.suppress(_Aborted):
+            await servicer.ModelInfer(message, context)
+
+    admission = service.admission
+    memo = admission.memo
+    out = figures.out
+    for protocol, served, refused in (
+        ("REST", rest(served_secret), rest(flood_secret)),
+        ("gRPC", lambda: grpc_call(served_context), lambda: grpc_call(flood_context)),
+    ):
+        cpu, wall = await cpu_per_call(served, figures.seconds)
+        out[f"{protocol} served, tenant key: CPU µs"] = cpu
+        out[f"{protocol} served, tenant key: wall µs"] = wall
+        for label, with_memo in (("memo", memo), ("full path", None)):
+            admission.memo = app.refusals = servicer.refusals = with_memo
+            cpu_r, wall_r = await cpu_per_call(refused, figures.seconds)
+            out[f"{protocol} refused, {label}: CPU µs"] = cpu_r
+            out[f"{protocol} refused, {label}: wall µs"] = wall_r
+            out[f"{protocol} refused / served CPU, {label}"] = cpu_r / cpu
+        admission.memo = app.refusals = servicer.refusals = memo
+    assert set(statuses) == {200, 429}, statuses  # the flooder was refused, the other served
+    assert set(flood_context.codes) == {"RESOURCE_EXHAUSTED"}, flood_context.codes
+    assert not served_context.codes, served_context.codes

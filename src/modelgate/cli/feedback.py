@@ -15,7 +15,14 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from modelgate.cli.operator import ConfigOption, console, operator_principal, run_on_database
+from modelgate.cli.operator import (
+    ConfigOption,
+    SinceOption,
+    UntilOption,
+    console,
+    operator_principal,
+    run_on_database,
+)
 from modelgate.core.admission.usage import parse_instant
 from modelgate.core.monitoring.datasets import export_training_rows
 
@@ -40,12 +47,8 @@ def feedback_export(
     version: Annotated[str | None, typer.Option(help="Only this version.")] = None,
     format: Annotated[Format, typer.Option(help="jsonl or parquet.")] = Format.jsonl,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (id).")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, inclusive (no zone: UTC).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, exclusive (no zone: UTC).")
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Write every live labelled prediction of a model, one row per labelled prediction

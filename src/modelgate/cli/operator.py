@@ -28,6 +28,14 @@ console = Console()
 _T = TypeVar("_T")
 
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML settings file.")]
+#: the start of a report's or an export's period (``--since``)
+SinceOption = Annotated[
+    str | None, typer.Option(help="ISO 8601 date or datetime, inclusive (no zone: UTC).")
+]
+#: its end (``--until``)
+UntilOption = Annotated[
+    str | None, typer.Option(help="ISO 8601 date or datetime, exclusive (no zone: UTC).")
+]
 
 
 def operator_principal() -> Principal:

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from modelgate.cli.operator import ConfigOption, console, operator_principal, run_on_database
+from modelgate.cli.operator import (
+    ConfigOption,
+    SinceOption,
+    UntilOption,
+    console,
+    operator_principal,
+    run_on_database,
+)
 from modelgate.core.admission.usage import parse_instant
 
 __all__ = ["payloads_app", "subjects_app"]
@@ -57,12 +64,8 @@ def payloads_export(
     out: Annotated[str, typer.Option("--out", help="JSONL file to write ('-': stdout).")],
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (id).")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, inclusive (no zone: UTC).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, exclusive (no zone: UTC).")
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Write consented, unexpired payload logs as a training dataset, one JSON per line

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from modelgate.cli.operator import (
     ConfigOption,
+    SinceOption,
+    UntilOption,
     console,
     operator_principal,
     print_whole,
@@ -36,12 +38,8 @@ def usage_report(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (id).")] = None,
     key: Annotated[str | None, typer.Option(help="Only this key (id).")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, inclusive (no zone: UTC).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="ISO 8601 date or datetime, exclusive (no zone: UTC).")
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     by: Annotated[
         str, typer.Option("--by", help="Group by, comma-separated: " + ", ".join(GROUPS) + ".")
     ] = "day",

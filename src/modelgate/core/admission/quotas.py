@@ -51,6 +51,8 @@ PERIODS = ("day", "month")
 ALERT_THRESHOLDS = (0.8, 1.0)
 #: counters outlive their period by this much, so a late charge still finds its counter
 _GRACE = timedelta(days=1)
+#: the plan's quota fields
+_LIMITS = tuple(f"{unit}_per_{period}" for unit in UNITS for period in PERIODS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +100,13 @@ class _Quota:
     start: datetime
     end: datetime
     key: str
+    #: when its counter may expire (the end and a grace), as a POSIX timestamp
+    expires_ts: float
+    #: (threshold, the count whose reaching raises its alert), per alert threshold
+    marks: tuple[tuple[float, int], ...]
 
 
 Totals = Callable[[str, datetime], Awaitable[tuple[int, int, int]]]
-#: a tenant's quotas are built once per (tenant, plan, units) and UTC period
-_QuotaKey = tuple[str, Plan, tuple[str, ...]]
 AlertSink = Callable[[QuotaAlert], None]
 
 
@@ -126,32 +130,29 @@ class Quotas:
         self._alert = alert
         self._now = now
         self._pending: set[asyncio.Task[None]] = set()
-        #: (tenant, plan, units) -> its quotas and when their periods next roll over: the
-        #: bounds and counter keys change once a UTC day, not per request (half the call)
-        self._built: dict[
-            tuple[str, Plan, tuple[str, ...]], tuple[datetime, tuple[_Quota, ...]]
-        ] = {}
+        #: (tenant, units) -> the plan they were built for, when their periods next roll
+        #: over, and the quotas: the bounds and counter keys change once a UTC day, not per
+        #: request; the plan is compared by identity first (a principal's plan is one
+        #: object while its key is cached), never hashed per request
+        self._built: dict[tuple[str, tuple[str, ...]], tuple[Plan, datetime, tuple[_Quota, ...]]]
+        self._built = {}
 
     @staticmethod
     def applies(plan: Plan) -> bool:
-        return any(getattr(plan, f"{u}_per_{p}") is not None for u in UNITS for p in PERIODS)
-
-    def _quotas(self, principal: Principal, units: tuple[str, ...]) -> tuple[_Quota, ...]:
-        return self._plan_quotas(principal.tenant_id, principal.plan, units)
+        return any(getattr(plan, limit) is not None for limit in _LIMITS)
 
     def _plan_quotas(
-        self, tenant_id: str, plan: Plan, units: tuple[str, ...]
+        self, tenant_id: str, plan: Plan, units: tuple[str, ...], now: datetime
     ) -> tuple[_Quota, ...]:
-        now = self._now()
-        key = (tenant_id, plan, units)
+        key = (tenant_id, units)
         built = self._built.get(key)
-        if built is not None and now < built[0]:
-            return built[1]
+        if built is not None and (built[0] is plan or built[0] == plan) and now < built[1]:
+            return built[2]
         quotas = self._build_quotas(tenant_id, plan, units, now)
         if len(self._built) >= 10_000:  # bounded: tenants and plans come and go
             self._built.clear()
         rollover = min(period_bounds(period, now)[1] for period in PERIODS)
-        self._built[key] = (rollover, quotas)
+        self._built[key] = (plan, rollover, quotas)
         return quotas
 
     @staticmethod
@@ -166,16 +167,21 @@ class Quotas:
                 limit = getattr(plan, f"{unit}_per_{period}")
                 if limit is not None:
                     key = f"quota:{tenant_id}:{unit}:{period[0]}{stamp}"
-                    quotas.append(_Quota(unit, period, int(limit), start, end, key))
+                    expires = (end + _GRACE).timestamp()
+                    marks = tuple((t, math.ceil(int(limit) * t)) for t in ALERT_THRESHOLDS)
+                    quotas.append(
+                        _Quota(unit, period, int(limit), start, end, key, expires, marks)
+                    )
         return tuple(quotas)
 
     async def admit(self, principal: Principal, rows: int) -> None:
         """Charge one request and its rows; check the tokens left. RATE_LIMITED if over."""
-        quotas = self._quotas(principal, UNITS)
+        now = self._now()
+        quotas = self._plan_quotas(principal.tenant_id, principal.plan, UNITS, now)
         if not quotas:
             return
         amounts = {"requests": 1, "rows": rows, "tokens": 0}
-        result = await self._charge(principal.tenant_id, quotas, amounts, enforce=True)
+        result = await self._charge(principal.tenant_id, quotas, amounts, now, enforce=True)
         if not result.allowed:
             assert result.refused is not None
             quota = quotas[result.refused]
@@ -198,19 +204,22 @@ class Quotas:
         """Add the tokens a request used, after the fact, off the request's path."""
         if tokens <= 0:
             return
-        quotas = self._quotas(principal, ("tokens",))
+        now = self._now()
+        quotas = self._plan_quotas(principal.tenant_id, principal.plan, ("tokens",), now)
         if not quotas:
             return
-        task = asyncio.get_running_loop().create_task(self._add_tokens(principal, quotas, tokens))
+        task = asyncio.get_running_loop().create_task(
+            self._add_tokens(principal, quotas, tokens, now)
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _add_tokens(
-        self, principal: Principal, quotas: Sequence[_Quota], tokens: int
+        self, principal: Principal, quotas: Sequence[_Quota], tokens: int, now: datetime
     ) -> None:
         amounts = {"tokens": tokens}
         try:
-            result = await self._charge(principal.tenant_id, quotas, amounts, enforce=False)
+            result = await self._charge(principal.tenant_id, quotas, amounts, now, enforce=False)
         except ModelgateError as exc:
             log.warning(
                 "could not add %d tokens of tenant %s: %s", tokens, principal.tenant_id, exc
@@ -241,19 +250,27 @@ class Quotas:
 
     async def usage_of(self, tenant_id: str, plan: Plan) -> list[QuotaUsage]:
         """Every quota of ``plan`` with what ``tenant_id`` has used of it now."""
-        quotas = self._plan_quotas(tenant_id, plan, UNITS)
+        now = self._now()
+        quotas = self._plan_quotas(tenant_id, plan, UNITS, now)
         if not quotas:
             return []
-        result = await self._charge(tenant_id, quotas, dict.fromkeys(UNITS, 0), enforce=False)
+        zero = dict.fromkeys(UNITS, 0)
+        result = await self._charge(tenant_id, quotas, zero, now, enforce=False)
         return [
             QuotaUsage(q.unit, q.period, q.limit, used, q.end)
             for q, used in zip(quotas, result.used, strict=True)
         ]
 
     async def _charge(
-        self, tenant_id: str, quotas: Sequence[_Quota], amounts: dict[str, int], *, enforce: bool
+        self,
+        tenant_id: str,
+        quotas: Sequence[_Quota],
+        amounts: dict[str, int],
+        now: datetime,
+        *,
+        enforce: bool,
     ) -> QuotaResult:
-        now = self._now()
+        now_ts = now.timestamp()
 
         def charges(seeds: list[int] | None) -> list[QuotaCharge]:
             return [
@@ -261,7 +278,7 @@ class Quotas:
                     q.key,
                     amounts[q.unit],
                     q.limit if enforce else None,
-                    (q.end - now + _GRACE).total_seconds(),
+                    q.expires_ts - now_ts,
                     seeds[i] if seeds is not None else None,
                 )
                 for i, q in enumerate(quotas)
@@ -288,9 +305,11 @@ class Quotas:
         if self._alert is None:
             return
         for quota, after in zip(quotas, used, strict=True):
-            before = after - amounts[quota.unit]
-            for threshold in ALERT_THRESHOLDS:
-                mark = math.ceil(quota.limit * threshold)
+            amount = amounts[quota.unit]
+            if not amount:  # nothing added, nothing crossed
+                continue
+            before = after - amount
+            for threshold, mark in quota.marks:
                 if before < mark <= after:
                     alert = QuotaAlert(
                         tenant_id, quota.unit, quota.period, quota.start, quota.limit, after,

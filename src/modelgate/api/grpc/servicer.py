@@ -41,6 +41,8 @@ from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.backpressure import RefusalBackpressure
+from modelgate.core.admission.refusals import Refusal
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
@@ -67,6 +69,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         tracer: OtelTracer | None = None,
         requests: RequestLog | None = None,
         proxies: TrustedProxies | None = None,
+        backpressure: RefusalBackpressure | None = None,
     ):
         self.service = service
         self.max_elements = max_elements
@@ -86,6 +89,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         self.refusals = admission.memo if admission is not None else None
         #: shedding on queueing delay, before the tensors are decoded (None: off)
         self.overload = admission.overload if admission is not None else None
+        #: a peer whose calls keep being refused has each further refusal held (None: off)
+        self.backpressure = backpressure
 
     async def _principal(self, context: Any) -> Principal | None:
         """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
@@ -190,6 +195,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 if self.refusals is not None:  # refused again while certain, before decoding
                     refusal = self.refusals.refused(principal, request.model_name, version)
                     if refusal is not None:
+                        if self.backpressure is not None:
+                            await self._hold(self.backpressure, refusal, context)
                         raise refusal.error_now()
             overload = self.overload
             if overload is not None and overload.shedding and overload.refuses(principal):
@@ -232,6 +239,20 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                     version,
                     line,
                 )
+
+    async def _hold(
+        self, backpressure: RefusalBackpressure, refusal: Refusal, context: Any
+    ) -> None:
+        """Hold a memo refusal when its peer keeps being refused (core/admission/
+        backpressure.py). An HTTP/2 connection carries many calls at once and one call's
+        stream cannot close it, so only this call waits: a client that waits for its
+        answers (a loop of calls, a bounded pool) is slowed; holds past ``max_held`` are
+        answered at once."""
+        hold = backpressure.refused(context.peer(), refusal.retry_after_s())
+        if hold:
+            await backpressure.hold(hold)
+            assert self.refusals is not None
+            refusal.seen_at = self.refusals.clock()  # Retry-After counted down to now
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any

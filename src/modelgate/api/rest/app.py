@@ -61,6 +61,7 @@ from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.monitoring.feedback import FeedbackService
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
@@ -110,6 +111,7 @@ class RestApp:
         feedback: FeedbackService | None = None,
         jobs: JobRoutes | None = None,
         admin_authenticator: Authenticator | None = None,
+        backpressure: RefusalBackpressure | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -140,6 +142,9 @@ class RestApp:
         self.refusals = admission.memo if admission is not None else None
         #: shedding on queueing delay, before the body is read (None: off)
         self.overload = admission.overload if admission is not None else None
+        #: a connection whose requests keep being refused has each further refusal held
+        #: (None: off)
+        self.backpressure = backpressure
 
     async def principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""

@@ -41,8 +41,7 @@ from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
-from modelgate.core.admission.backpressure import RefusalBackpressure
-from modelgate.core.admission.refusals import Refusal
+from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
@@ -195,8 +194,6 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 if self.refusals is not None:  # refused again while certain, before decoding
                     refusal = self.refusals.refused(principal, request.model_name, version)
                     if refusal is not None:
-                        if self.backpressure is not None:
-                            await self._hold(self.backpressure, refusal, context)
                         raise refusal.error_now()
             overload = self.overload
             if overload is not None and overload.shedding and overload.refuses(principal):
@@ -215,8 +212,11 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         except ModelgateError as exc:
             code = grpc_status(exc)
             await pipeline.penalize(CALLER.get(), exc)
-            if exc.kind is ErrorKind.RATE_LIMITED and self.refusals is not None and principal:
-                line = self.refusals.line(principal)  # at most one a second
+            if exc.kind is ErrorKind.RATE_LIMITED:
+                if self.refusals is not None and principal:
+                    line = self.refusals.line(principal)  # at most one a second
+                if self.backpressure is not None:  # held when the peer keeps at it
+                    exc = await self._hold(self.backpressure, exc, context)
             await abort(context, exc)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -241,18 +241,18 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 )
 
     async def _hold(
-        self, backpressure: RefusalBackpressure, refusal: Refusal, context: Any
-    ) -> None:
-        """Hold a memo refusal when its peer keeps being refused (core/admission/
-        backpressure.py). An HTTP/2 connection carries many calls at once and one call's
-        stream cannot close it, so only this call waits: a client that waits for its
-        answers (a loop of calls, a bounded pool) is slowed; holds past ``max_held`` are
-        answered at once."""
-        hold = backpressure.refused(context.peer(), refusal.retry_after_s())
-        if hold:
-            await backpressure.hold(hold)
-            assert self.refusals is not None
-            refusal.seen_at = self.refusals.clock()  # Retry-After counted down to now
+        self, backpressure: RefusalBackpressure, error: ModelgateError, context: Any
+    ) -> ModelgateError:
+        """Hold a refusal while its peer keeps being refused (core/admission/
+        backpressure.py); the error as it reads when answered. An HTTP/2 connection carries
+        many calls at once and one call's stream cannot close it, so only this call waits:
+        a client that waits for its answers (a loop of calls, a bounded pool) is slowed;
+        past ``max_held`` refusals are answered at once."""
+        hold = backpressure.refused(context.peer(), error.retry_after or 0.0)
+        if not hold:
+            return error
+        await backpressure.hold(hold)
+        return counted_down(error, hold)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any

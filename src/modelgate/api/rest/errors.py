@@ -1,7 +1,7 @@
 """Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After),
 the two errors of the REST transport itself: no route (404) and no such method (405), and
-the 429 of a caller found in the refusal memo, held first when its connection keeps being
-refused."""
+the 429 of a caller found in the refusal memo, and holding a 429 while its connection keeps
+being refused."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 
 from modelgate.api.rest.asgi import Send, respond, unread_body_headers
 from modelgate.core.admission.backpressure import RefusalBackpressure
-from modelgate.core.admission.refusals import Refusal, RefusalMemo
+from modelgate.core.admission.refusals import Refusal
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -101,28 +101,23 @@ async def send_refusal(
 
 
 async def hold_refusal(
-    backpressure: RefusalBackpressure,
-    memo: RefusalMemo,
-    scope: MutableMapping[str, Any],
-    refusal: Refusal,
-) -> bool:
-    """Hold a memo refusal while its connection keeps being refused (core/admission/
-    backpressure.py); whether to close the connection (no hold was free, or the server is
-    shutting down). HTTP/1.1
-    answers a connection's requests in order, so while this waits the connection's next
-    request waits too (uvicorn stops reading a pipelined one). A connection is the client's
-    address and port (behind a trusted proxy: the address it names, port 0)."""
+    backpressure: RefusalBackpressure, scope: MutableMapping[str, Any], retry_after_s: float
+) -> float | None:
+    """Hold a refusal (429) while its connection keeps being refused (core/admission/
+    backpressure.py): the seconds held (0.0: not held), or None: answer with ``Connection:
+    close`` (no hold was free, or a shutdown released it). HTTP/1.1 answers a connection's
+    requests in order, so while this waits the connection's next request waits too (uvicorn
+    stops reading a pipelined one). A connection is the client's address and port (behind
+    a trusted proxy: the address it names, port 0)."""
     connection = scope.get("client")
     if connection is None:  # a Unix socket: connections cannot be told apart
-        return False
-    hold = backpressure.refused(connection, refusal.retry_after_s())
-    if hold is None:
-        return True
+        return 0.0
+    hold = backpressure.refused(connection, retry_after_s)
     if hold:
         await backpressure.hold(hold)
-        refusal.seen_at = memo.clock()  # Retry-After and X-RateLimit-Reset counted to now
-        return backpressure.released  # released by a shutdown: the server is going away
-    return False
+        if backpressure.released:  # a shutdown: the server is going away
+            return None
+    return hold
 
 
 _JSON_TYPE = (b"content-type", b"application/json")

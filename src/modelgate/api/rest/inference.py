@@ -73,10 +73,12 @@ async def infer(
             refusal = app.refusals.refused(principal, name, version)
             if refusal is not None:
                 scope[REFUSED] = True
-                close = False
+                held: float | None = 0.0
                 if app.backpressure is not None:  # held when the connection keeps at it
-                    close = await hold_refusal(app.backpressure, app.refusals, scope, refusal)
-                await send_refusal(send, scope, refusal, close=close)
+                    held = await hold_refusal(app.backpressure, scope, refusal.retry_after_s())
+                    if held:
+                        refusal.seen_at = app.refusals.clock()  # its headers counted to now
+                await send_refusal(send, scope, refusal, close=held is None)
                 app.metrics.http_answer("oip", 429)
                 scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
                 return

@@ -1,11 +1,12 @@
-"""Back-pressure on a flooding connection: a connection whose requests keep being refused from
-the refusal memo, without waiting as it was told, has each further refusal held before it is
-answered (issue 15).
+"""Back-pressure on a flooding connection: a connection whose requests keep being refused (429,
+``RESOURCE_EXHAUSTED``) without waiting as it was told has each further refusal held before
+it is answered (issue 15).
 
 The refusal memo (:mod:`.refusals`) makes a refusal cheap, but a client that ignores
 ``Retry-After`` still sends one request per round trip on each of its connections: thousands
-a second, each parsed, authenticated and answered. This counts, per connection, the memo
-refusals that came before the ``Retry-After`` of the connection's previous refusal ran out
+a second, each parsed, authenticated and answered. This counts, per connection, the
+refusals (rate limit, quota, concurrency cap, abuse block; from the memo or the full path)
+that came before the ``Retry-After`` of the connection's previous refusal ran out
 (the client did not wait as told); past ``burst`` of them in a row, each further one is
 answered only after a hold of ``min(max_hold_s, Retry-After)`` (the ``Retry-After`` the
 client is told: whole seconds, at least 1). HTTP/1.1 answers a connection's requests in
@@ -19,7 +20,7 @@ between its refusals would otherwise get a new burst of unheld refusals after ea
 
 What it never does:
 
-- delay a request that will be served: only a memo refusal, already decided, is held;
+- delay a request that will be served: only a refusal, already decided, is held;
 - delay another caller: the count is per connection (a connection a proxy shares between
   callers is counted as one: only its refusals are held, never what it carries for others);
 - grow without bound: at most ``max_held`` refusals are held at once in the process (past
@@ -30,8 +31,8 @@ What it never does:
 - hold up a shutdown: :meth:`release` answers every held refusal at once and holds no more.
 
 A connection is whatever the adapter names it by, hashable (REST: the client's address and
-port; gRPC: the peer). The cost: nothing on a request that is not a memo refusal; a
-dictionary update per memo refusal; one timer per held refusal.
+port; gRPC: the peer). The cost: nothing on a request that is not refused; a dictionary
+update per refusal; one timer per held refusal.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ import math
 import time
 from collections.abc import Callable, Hashable
 
-__all__ = ["RefusalBackpressure"]
+from modelgate.errors import ModelgateError
+
+__all__ = ["RefusalBackpressure", "counted_down"]
 
 
 class RefusalBackpressure:
-    """Per-connection counts of memo refusals in a row, and the holds past ``burst``.
+    """Per-connection counts of refusals in a row, and the holds past ``burst``.
 
     ``clock`` (monotonic seconds) times only the idle forgetting; holds are the event loop's
     timers."""
@@ -70,7 +73,7 @@ class RefusalBackpressure:
         self.max_connections = max_connections
         self.idle_s = idle_s
         self.clock = clock
-        #: connection -> [memo refusals in a row, clock time until which a refusal still
+        #: connection -> [refusals in a row, clock time until which a refusal still
         #: counts as the next in the row (its Retry-After, from when it was answered)];
         #: insertion order is recency (an entry moves to the end at each refusal)
         self.connections: dict[Hashable, list[float]] = {}
@@ -88,10 +91,10 @@ class RefusalBackpressure:
         return len(self._held)
 
     def refused(self, connection: Hashable, retry_after_s: float) -> float | None:
-        """Count one memo refusal on ``connection`` and say how long to hold its answer:
+        """Count one refusal on ``connection`` and say how long to hold its answer:
         0.0, not at all (within the burst); a number of seconds (:meth:`hold` it); None,
         answer at once and close the connection (as many refusals are held as may be, or
-        the server is shutting down). ``retry_after_s``: the refusal's ``retry_after``."""
+        the server is shutting down). ``retry_after_s``: the refusal's ``retry_after`` (0: none)."""
         now = self.clock()
         told = max(1.0, float(math.ceil(retry_after_s)))  # the Retry-After the client reads
         connections = self.connections
@@ -136,6 +139,19 @@ class RefusalBackpressure:
             if now < connections[oldest][1] and len(connections) < self.max_connections:
                 return
             del connections[oldest]
+
+
+def counted_down(error: ModelgateError, seconds: float) -> ModelgateError:
+    """``error`` as it reads ``seconds`` after it was raised (held that long): its
+    ``retry_after`` and ``details["reset"]`` less the time held (the reset never under 1 s,
+    as the refusal memo gives it)."""
+    retry_after = error.retry_after
+    if retry_after is not None:
+        retry_after = max(retry_after - seconds, 0.0)
+    details = error.details
+    if "reset" in details:
+        details = {**details, "reset": max(details["reset"] - seconds, 1.0)}
+    return ModelgateError(error.kind, error.message, retry_after=retry_after, details=details)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

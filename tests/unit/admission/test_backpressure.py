@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelgate.core.admission.backpressure import RefusalBackpressure
+from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
+from modelgate.errors import ErrorKind, ModelgateError
 
 
 class Clock:
@@ -123,3 +124,16 @@ async def test_a_hold_waits_its_time() -> None:
 def test_a_burst_of_zero_is_no_back_pressure_at_all() -> None:
     with pytest.raises(ValueError, match="burst"):
         RefusalBackpressure(burst=0)
+
+
+def test_a_held_error_reads_as_it_would_when_answered() -> None:
+    error = ModelgateError(
+        ErrorKind.RATE_LIMITED,
+        "rate limit",
+        retry_after=30.0,
+        details={"limit": 5, "remaining": 0, "reset": 1.5},
+    )
+    later = counted_down(error, 1.0)
+    assert (later.kind, later.message, later.retry_after) == (error.kind, error.message, 29.0)
+    assert later.details == {"limit": 5, "remaining": 0, "reset": 1.0}  # never under 1 s
+    assert counted_down(error, 60.0).retry_after == 0.0

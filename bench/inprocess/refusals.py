@@ -1,6 +1,7 @@
 """``refusals``: the CPU of one refused request (a tenant flooding past its plan's rate limit, 429
 / RESOURCE_EXHAUSTED) against one served inference of a tenant key, REST and gRPC, with the
-refusal memo (core/admission/refusals.py) and without it (the full path).
+refusal memo (core/admission/refusals.py) and without it (the full path), and what holding a
+memo refusal adds (core/admission/backpressure.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
     memo on, then off; and the ratios refused / served."""
     from bench.workloads import grpc_request
     from modelgate.api.grpc.servicer import GrpcInferenceServicer
+    from modelgate.core.admission.backpressure import RefusalBackpressure
 
     def post(path: str, body: dict[str, Any]) -> Awaitable[dict[str, Any]]:
         return asgi_post(components.rest_app, path, body)
@@ -87,6 +89,10 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
     admission = service.admission
     memo = admission.memo
     out = figures.out
+    # The flood comes on one connection: back-pressure would hold its refusals past the
+    # burst for a second each. Off for the refusal's own cost; a hold's is measured apart,
+    # with a timer of ~0 s (what a hold adds: one timer, one wake-up of the loop).
+    backpressure, app.backpressure = app.backpressure, None
     for protocol, served, refused in (
         ("REST", rest(served_secret), rest(flood_secret)),
         ("gRPC", lambda: grpc_call(served_context), lambda: grpc_call(flood_context)),
@@ -101,6 +107,12 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
             out[f"{protocol} refused, {label}: wall µs"] = wall_r
             out[f"{protocol} refused / served CPU, {label}"] = cpu_r / cpu
         admission.memo = app.refusals = servicer.refusals = memo
+        app.backpressure = servicer.backpressure = RefusalBackpressure(burst=1, max_hold_s=1e-6)
+        cpu_h, wall_h = await cpu_per_call(refused, figures.seconds)
+        out[f"{protocol} refused, memo, held (~0 s): CPU µs"] = cpu_h
+        out[f"{protocol} refused, memo, held (~0 s): wall µs"] = wall_h
+        app.backpressure = servicer.backpressure = None
+    app.backpressure = backpressure
     assert set(statuses) == {200, 429}, statuses  # the flooder was refused, the other served
     assert set(flood_context.codes) == {"RESOURCE_EXHAUSTED"}, flood_context.codes
     assert not served_context.codes, served_context.codes

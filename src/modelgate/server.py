@@ -177,6 +177,8 @@ class Server:
                 await components.announcer.leave()
             await asyncio.sleep(self.settings.shutdown_delay_seconds)
         finally:
+            if components.backpressure is not None:  # held refusals answer now, not later
+                components.backpressure.release()
             self._uvicorn.should_exit = True
 
     async def shutdown(self) -> None:

@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     shed_queue_interval_ms: float = Field(default=500, ge=10, le=60_000)
     #: readiness reports not ready once shedding has lasted this long
     shed_queue_unready_seconds: float = Field(default=2.0, ge=0, le=600)
+    #: back-pressure on a flooding connection: after this many refusals in a row from the
+    #: refusal memo on one connection, each further one is held before it is answered
+    #: (docs/access-control.md, "What a flooding client sees"); 0: off
+    refusal_burst: int = Field(default=10, ge=0, le=1_000_000)
+    #: ... for the Retry-After it carries, at most this long
+    refusal_hold_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: ... and at most this many at once per process; past it a refusal is answered at once
+    #: and its connection closed (REST)
+    refusal_max_held: int = Field(default=1024, ge=1, le=1_000_000)
     #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)

@@ -31,6 +31,7 @@ from modelgate.boot.stores import build_abuse_guard, build_cache, build_limiter,
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.admission import Admission
+from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.admission.metering import UsageRecorder
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.quotas import Quotas
@@ -108,6 +109,8 @@ class Components:
     rest_app: ASGIApp | None = None
     #: the event loop's lag, sampled for shedding on queueing delay (a server's, when on)
     loop_lag: LoopLag | None = None
+    #: back-pressure on connections whose requests keep being refused (a server's, when on)
+    backpressure: RefusalBackpressure | None = None
     _lifecycle: Lifecycle | None = field(default=None, repr=False)
 
     async def open(self) -> None:

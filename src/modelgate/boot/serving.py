@@ -17,21 +17,34 @@ from modelgate.api.rest.jobs import JobRoutes
 from modelgate.boot.components import Components, build_core_components
 from modelgate.boot.loop_lag import LoopLag
 from modelgate.core.access.oauth import TokenService
+from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 
-__all__ = ["build_components", "build_grpc_server", "build_rest_app"]
+__all__ = ["build_backpressure", "build_components", "build_grpc_server", "build_rest_app"]
 
 
 def build_components(settings: Settings) -> Components:
     """A server's components: the core's, and the REST app over them."""
     components = build_core_components(settings)
+    components.backpressure = build_backpressure(settings)
     components.rest_app = build_rest_app(settings, components)
     overload = components.service.admission.overload if components.service.admission else None
     if overload is not None:  # sampled in the serving process only, not in a job worker
         components.loop_lag = LoopLag(overload)
     return components
+
+
+def build_backpressure(settings: Settings) -> RefusalBackpressure | None:
+    """What REST and gRPC hold a flooding connection's refusals with (None: off)."""
+    if settings.refusal_burst == 0:
+        return None
+    return RefusalBackpressure(
+        burst=settings.refusal_burst,
+        max_hold_s=settings.refusal_hold_seconds,
+        max_held=settings.refusal_max_held,
+    )
 
 
 def build_rest_app(settings: Settings, components: Components) -> RestApp:
@@ -83,6 +96,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             max_elements=settings.max_elements,
         ),
         admin_authenticator=admin_authenticator,
+        backpressure=components.backpressure,
     )
 
 
@@ -108,4 +122,5 @@ def build_grpc_server(settings: Settings, components: Components, *, reuse_port:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         tracer=components.tracer,
         requests=components.requests,
+        backpressure=components.backpressure,
     )

@@ -15,6 +15,7 @@ from modelgate.api.grpc.health import ReadinessHealthServicer
 from modelgate.api.grpc.servicer import DEFAULT_MAX_ELEMENTS, GrpcInferenceServicer
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.tracing import OtelTracer
@@ -70,6 +71,7 @@ def create_grpc_server(
     requests: RequestLog | None = None,
     limits: GrpcConnectionLimits = GrpcConnectionLimits(),
     forwarded_allow_ips: str = "",
+    backpressure: RefusalBackpressure | None = None,
 ) -> Any:
     """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
 
@@ -77,6 +79,7 @@ def create_grpc_server(
     is metadata over ``limits.max_metadata_bytes``; ``max_elements`` bounds a tensor's
     element count before anything is allocated. ``forwarded_allow_ips``: the peers whose
     ``x-forwarded-for`` metadata names the client (api/forwarded.py); none by default.
+    ``backpressure``: holds a flooding peer's memo refusals (None: off).
     """
     server = grpc.aio.server(
         options=[
@@ -95,6 +98,7 @@ def create_grpc_server(
             tracer=tracer,
             requests=requests,
             proxies=TrustedProxies(forwarded_allow_ips) or None,
+            backpressure=backpressure,
         ),
         server,
     )

@@ -41,6 +41,7 @@ from modelgate.api.grpc.errors import abort, grpc_status
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
@@ -67,6 +68,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         tracer: OtelTracer | None = None,
         requests: RequestLog | None = None,
         proxies: TrustedProxies | None = None,
+        backpressure: RefusalBackpressure | None = None,
     ):
         self.service = service
         self.max_elements = max_elements
@@ -86,6 +88,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         self.refusals = admission.memo if admission is not None else None
         #: shedding on queueing delay, before the tensors are decoded (None: off)
         self.overload = admission.overload if admission is not None else None
+        #: a peer whose calls keep being refused has each further refusal held (None: off)
+        self.backpressure = backpressure
 
     async def _principal(self, context: Any) -> Principal | None:
         """The caller, from ``authorization`` or ``x-api-key`` metadata; None when auth is off."""
@@ -208,8 +212,11 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         except ModelgateError as exc:
             code = grpc_status(exc)
             await pipeline.penalize(CALLER.get(), exc)
-            if exc.kind is ErrorKind.RATE_LIMITED and self.refusals is not None and principal:
-                line = self.refusals.line(principal)  # at most one a second
+            if exc.kind is ErrorKind.RATE_LIMITED:
+                if self.refusals is not None and principal:
+                    line = self.refusals.line(principal)  # at most one a second
+                if self.backpressure is not None:  # held when the peer keeps at it
+                    exc = await self._hold(self.backpressure, exc, context)
             await abort(context, exc)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -232,6 +239,20 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                     version,
                     line,
                 )
+
+    async def _hold(
+        self, backpressure: RefusalBackpressure, error: ModelgateError, context: Any
+    ) -> ModelgateError:
+        """Hold a refusal while its peer keeps being refused (core/admission/
+        backpressure.py); the error as it reads when answered. An HTTP/2 connection carries
+        many calls at once and one call's stream cannot close it, so only this call waits:
+        a client that waits for its answers (a loop of calls, a bounded pool) is slowed;
+        past ``max_held`` refusals are answered at once."""
+        hold = backpressure.refused(context.peer(), error.retry_after or 0.0)
+        if not hold:
+            return error
+        await backpressure.hold(hold)
+        return counted_down(error, hold)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any

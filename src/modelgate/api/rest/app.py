@@ -49,6 +49,7 @@ from modelgate.api.rest.asgi import (
 )
 from modelgate.api.rest.errors import (
     MethodNotAllowedError,
+    hold_refusal,
     http_status,
     no_route,
     rate_limit_headers,
@@ -61,6 +62,7 @@ from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.abuse import AbuseGuard
+from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
 from modelgate.core.monitoring.feedback import FeedbackService
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
@@ -76,6 +78,7 @@ log = logging.getLogger("modelgate.rest")
 
 
 _JSON = [(b"content-type", b"application/json")]
+_CLOSE = ((b"connection", b"close"),)
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
 #: the admin API's pages that need no credential (its interactive docs)
 _ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/static/")
@@ -110,6 +113,7 @@ class RestApp:
         feedback: FeedbackService | None = None,
         jobs: JobRoutes | None = None,
         admin_authenticator: Authenticator | None = None,
+        backpressure: RefusalBackpressure | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -140,6 +144,9 @@ class RestApp:
         self.refusals = admission.memo if admission is not None else None
         #: shedding on queueing delay, before the body is read (None: off)
         self.overload = admission.overload if admission is not None else None
+        #: a connection whose requests keep being refused has each further refusal held
+        #: (None: off)
+        self.backpressure = backpressure
 
     async def principal(self, scope: Scope) -> Principal | None:
         """The caller (None when access control is off); UNAUTHENTICATED without a credential."""
@@ -256,7 +263,14 @@ class RestApp:
             principal = scope.get(PRINCIPAL)
             # counts the failure, and slows the answer if due
             await self.pipeline.penalize(principal, exc)
-            await self._fail(send, api, exc, closing_headers(scope, exc))
+            closing = closing_headers(scope, exc)
+            if exc.kind is ErrorKind.RATE_LIMITED and self.backpressure is not None:
+                held = await hold_refusal(self.backpressure, scope, exc.retry_after or 0.0)
+                if held is None:
+                    closing = _CLOSE
+                elif held:
+                    exc = counted_down(exc, held)
+            await self._fail(send, api, exc, closing)
             if exc.kind is ErrorKind.RATE_LIMITED and self.refusals is not None and principal:
                 scope[LOG_LINE] = self.refusals.line(principal)  # at most one a second
         except Exception:  # the outermost layer: log with the request, answer 500

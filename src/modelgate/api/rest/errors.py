@@ -1,6 +1,7 @@
 """Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After),
 the two errors of the REST transport itself: no route (404) and no such method (405), and
-the 429 of a caller found in the refusal memo."""
+the 429 of a caller found in the refusal memo, and holding a 429 while its connection keeps
+being refused."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from typing import Any
 import orjson
 
 from modelgate.api.rest.asgi import Send, respond, unread_body_headers
+from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.admission.refusals import Refusal
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "MethodNotAllowedError",
+    "hold_refusal",
     "http_status",
     "no_route",
     "rate_limit_headers",
@@ -75,12 +78,14 @@ def no_route(path: str | None = None) -> ModelgateError:
     return ModelgateError(ErrorKind.NOT_FOUND, message, details={"resource": "route"})
 
 
-async def send_refusal(send: Send, scope: MutableMapping[str, Any], refusal: Refusal) -> None:
+async def send_refusal(
+    send: Send, scope: MutableMapping[str, Any], refusal: Refusal, *, close: bool = False
+) -> None:
     """The OIP 429 of a caller found in the refusal memo: what the full path's error path
     sends for the same error, header for header (``tests/api/test_refusal_memo.py``), from
     the body and headers precomputed at its first refusal, with ``Retry-After`` and
     ``X-RateLimit-Reset`` counted down; ``Connection: close`` when a large body is left
-    unread."""
+    unread, or when ``close`` (back-pressure could hold no more)."""
     answer = refusal.answer
     if not isinstance(answer, _RefusalAnswer):
         answer = refusal.answer = _RefusalAnswer(refusal.error)
@@ -88,11 +93,35 @@ async def send_refusal(send: Send, scope: MutableMapping[str, Any], refusal: Ref
     headers = [_JSON_TYPE, (b"retry-after", b"%d" % retry), *answer.limits]
     if answer.limits:
         headers.append((b"x-ratelimit-reset", b"%d" % math.ceil(refusal.reset_s())))
-    headers.extend(unread_body_headers(scope))
+    closing = unread_body_headers(scope)
+    headers.extend(closing)
+    if close and not closing:
+        headers.append(_CLOSE)
     await respond(send, 429, answer.body, headers)
 
 
+async def hold_refusal(
+    backpressure: RefusalBackpressure, scope: MutableMapping[str, Any], retry_after_s: float
+) -> float | None:
+    """Hold a refusal (429) while its connection keeps being refused (core/admission/
+    backpressure.py): the seconds held (0.0: not held), or None: answer with ``Connection:
+    close`` (no hold was free, or a shutdown released it). HTTP/1.1 answers a connection's
+    requests in order, so while this waits the connection's next request waits too (uvicorn
+    stops reading a pipelined one). A connection is the client's address and port (behind
+    a trusted proxy: the address it names, port 0)."""
+    connection = scope.get("client")
+    if connection is None:  # a Unix socket: connections cannot be told apart
+        return 0.0
+    hold = backpressure.refused(connection, retry_after_s)
+    if hold:
+        await backpressure.hold(hold)
+        if backpressure.released:  # a shutdown: the server is going away
+            return None
+    return hold
+
+
 _JSON_TYPE = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 
 
 class _RefusalAnswer:

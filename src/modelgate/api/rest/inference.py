@@ -19,7 +19,12 @@ from modelgate.api.rest.asgi import (
     respond,
 )
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
-from modelgate.api.rest.errors import MethodNotAllowedError, rate_limit_headers, send_refusal
+from modelgate.api.rest.errors import (
+    MethodNotAllowedError,
+    hold_refusal,
+    rate_limit_headers,
+    send_refusal,
+)
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.errors import invalid
 
@@ -68,7 +73,12 @@ async def infer(
             refusal = app.refusals.refused(principal, name, version)
             if refusal is not None:
                 scope[REFUSED] = True
-                await send_refusal(send, scope, refusal)
+                held: float | None = 0.0
+                if app.backpressure is not None:  # held when the connection keeps at it
+                    held = await hold_refusal(app.backpressure, scope, refusal.retry_after_s())
+                    if held:
+                        refusal.seen_at = app.refusals.clock()  # its headers counted to now
+                await send_refusal(send, scope, refusal, close=held is None)
                 app.metrics.http_answer("oip", 429)
                 scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
                 return

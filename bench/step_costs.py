@@ -35,6 +35,7 @@ __all__ = [
     "costliest_off",
     "costs_from",
     "table_rows",
+    "text_table",
     "unattributed",
 ]
 
@@ -240,3 +241,18 @@ def table_rows(
             ]
         )
     return rows
+
+
+def text_table(figures: dict[str, float]) -> str:
+    """The table as aligned plain text, from ``bench.inprocess steps``'s figures (its
+    command line prints it to stderr; ``python -m bench`` renders :func:`table_rows`)."""
+    costs, control = costs_from(figures)
+    rows = [COLUMNS, *table_rows(costs, figures["total"], figures["timed total"], control)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i in (0, 1, len(COLUMNS) - 1) else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )

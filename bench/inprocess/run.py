@@ -8,6 +8,7 @@ import argparse
 import gc
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from bench.inprocess.refusals import measure_refusals
 from bench.inprocess.rest import measure_rest
 from bench.inprocess.steps import measure_steps
 from bench.inprocess.timing import Figures
+from bench.step_costs import text_table
 from bench.workloads import BENCH_KEY, CREDIT, credit_json
 
 
@@ -132,10 +134,9 @@ def main() -> None:
     if args.which == "steps":  # request lines written as a server writes them, to /dev/null
         configure_logging("warning", stream=open(os.devnull, "w"))  # noqa: SIM115 (till exit)
     prefix = redis_scratch.unique_prefix() if args.redis else None
-    print(
-        json.dumps(
-            uvloop.run(
-                measure(args.which, args.models, args.seconds, args.auth, args.redis, prefix)
-            )
-        )
+    figures = uvloop.run(
+        measure(args.which, args.models, args.seconds, args.auth, args.redis, prefix)
     )
+    if args.which == "steps":
+        print(text_table(figures), file=sys.stderr)
+    print(json.dumps(figures))

@@ -19,6 +19,7 @@ from bench.step_costs import (
     costliest_off,
     costs_from,
     table_rows,
+    text_table,
     unattributed,
 )
 
@@ -167,3 +168,27 @@ def test_switches_compose_and_are_undone() -> None:
 def test_every_switchable_step_has_a_switch_and_the_control_switches_nothing() -> None:
     assert {s.name for s in STEPS if s.switch is not None} | {CONTROL} == set(SWITCHES)
     assert SWITCHES[CONTROL](SimpleNamespace()) == []
+
+
+def test_the_text_table_lines_up_a_header_and_every_row() -> None:
+    figures = {
+        "on: decode": 4.0,
+        "on: anomaly": 5.0,
+        "off: anomaly": 0.1,
+        "on - off #1: anomaly": 4.5,
+        "on - off #1: control": 0.2,
+        "total": 60.0,
+        "timed total": 66.0,
+    }
+    lines = text_table(figures).splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "step",
+        "decode",
+        "anomaly",
+        "unattributed",
+        "total",
+        CONTROL,
+    ]
+    share = lines[0].index("share") + len("share")  # right-aligned under its header
+    assert lines[1][share - 2 : share] == "7%"
+    assert lines[2][share - 2 : share] == "8%"

@@ -5,6 +5,7 @@
 .venv/bin/python -m bench --write-doc                           # also docs/benchmarks.md
 .venv/bin/python -m bench --only rest --auth tenant             # with a tenant's key
 .venv/bin/python -m bench --only rest --auth tenant --redis redis://127.0.0.1:6379/0
+.venv/bin/python -m bench --only steps --write-doc              # the per-step cost table
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # one broken benchmark must not stop the others
                     result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
                 result.seconds = time.monotonic() - start
-                if name != "raw":
+                if name not in ("raw", "steps"):  # steps always carries a tenant key
                     result.notes.append(_auth_note(args.auth, args.redis, env["modelgate"]))
                 results.append(result)
                 print_result(console, result)

@@ -13,6 +13,12 @@ unseen category), alternating (A B C C B A, the mean of each), and the anomaly c
 each: a typical row is cleared by the small-request loop and must cost what it did before
 issue 11; an odd row takes the vectorized plan and must cost as little as it can (issue 11).
 
+``steps``: the CPU µs per request of each step of the credit-risk REST request (auth,
+admission, decode, validation, anomaly, cache, run, metering, metrics, response, monitoring,
+feedback, encode, log) with a tenant key, every feature on as ``make run`` builds it: a timer
+around each step's call, and each feature switched off in turn against all on (ablation),
+with a control pair; ``bench.step_costs`` makes the table (issue 11).
+
 ``--auth tenant`` also measures every request with a tenant's key (``bench.tenant``: a plan
 with rate limits and quotas that never refuse), each such figure measured in alternation
 with its bootstrap-key twin (A B B A, the mean of each) and named with ", tenant key";
@@ -24,6 +30,7 @@ Run in a fresh process pinned to one CPU::
     python -m bench.inprocess rest|grpc|refusals MODELS [SECONDS] [--auth admin|tenant]
         [--redis URL]
     python -m bench.inprocess rest|grpc|anomaly MODELS [SECONDS] [--auth admin|tenant] [--redis URL]
+    python -m bench.inprocess steps MODELS [SECONDS] [--redis URL]     (always a tenant key)
 
 prints JSON (µs per call).
 """

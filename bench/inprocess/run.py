@@ -8,6 +8,7 @@ import argparse
 import gc
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from bench.inprocess.asgi import asgi_post
 from bench.inprocess.grpc_servicer import measure_grpc
 from bench.inprocess.refusals import measure_refusals
 from bench.inprocess.rest import measure_rest
+from bench.inprocess.steps import measure_steps
 from bench.inprocess.timing import Figures
+from bench.step_costs import text_table
 from bench.workloads import BENCH_KEY, CREDIT, credit_json
 
 
@@ -55,9 +58,12 @@ async def measure(
             )
         )
         await components.open()  # migrations: the tenant, its plan and key live in SQLite
-        await components.registry.start()
+        if which == "steps":  # as a server: the recorders' flush loops run too
+            await components.start()
+        else:
+            await components.registry.start()
         secret = None
-        if auth == "tenant" or which == "refusals":
+        if auth == "tenant" or which in ("refusals", "steps"):
             secret = await tenant.create_key(
                 lambda path, body: asgi_post(components.rest_app, path, body)
             )
@@ -74,6 +80,9 @@ async def measure(
             if which == "grpc":
                 await measure_grpc(components, models, figures, secret)
                 return figures.out
+            if which == "steps":
+                assert secret is not None
+                return await measure_steps(components, secret, seconds)
             if which == "anomaly":
                 await measure_anomaly(components, figures)
                 return figures.out
@@ -100,8 +109,11 @@ async def measure(
                 )
             return figures.out
         finally:
-            await components.registry.close()
-            components.executor.shutdown(wait=False)
+            if which == "steps":
+                await components.close()
+            else:
+                await components.registry.close()
+                components.executor.shutdown(wait=False)
             if redis_url is not None and redis_prefix is not None:
                 redis_scratch.remove_prefix(redis_url, redis_prefix)
 
@@ -109,19 +121,22 @@ async def measure(
 def main() -> None:
     import uvloop
 
+    from modelgate.observability.logs import configure_logging
+
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
-    parser.add_argument("which", choices=["rest", "grpc", "refusals", "anomaly"])
+    parser.add_argument("which", choices=["rest", "grpc", "refusals", "anomaly", "steps"])
     parser.add_argument("models", type=Path)
     parser.add_argument("seconds", type=float, nargs="?", default=2.0)
     parser.add_argument("--auth", choices=tenant.AUTH_MODES, default="admin")
     parser.add_argument("--redis", metavar="URL", help="limits, quotas and strikes in Redis")
     args = parser.parse_args()
     os.environ.setdefault("MODELGATE_LOG_LEVEL", "warning")
+    if args.which == "steps":  # request lines written as a server writes them, to /dev/null
+        configure_logging("warning", stream=open(os.devnull, "w"))  # noqa: SIM115 (till exit)
     prefix = redis_scratch.unique_prefix() if args.redis else None
-    print(
-        json.dumps(
-            uvloop.run(
-                measure(args.which, args.models, args.seconds, args.auth, args.redis, prefix)
-            )
-        )
+    figures = uvloop.run(
+        measure(args.which, args.models, args.seconds, args.auth, args.redis, prefix)
     )
+    if args.which == "steps":
+        print(text_table(figures), file=sys.stderr)
+    print(json.dumps(figures))

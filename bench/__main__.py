@@ -79,7 +79,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--redis",
         metavar="URL",
         help="modelgate keeps rate limits, quotas and abuse strikes in this Redis, under a "
-        "key prefix of its own that the run removes at the end",
+        "key prefix of its own that the run removes at the end; without it, only the redis "
+        "and gateway rows use one, the local Redis",
     )
     parser.add_argument(
         "--quiet-wait",

@@ -6,6 +6,12 @@
 .venv/bin/python -m bench --only rest --auth tenant             # with a tenant's key
 .venv/bin/python -m bench --only rest --auth tenant --redis redis://127.0.0.1:6379/0
 .venv/bin/python -m bench --only steps --write-doc              # the per-step cost table
+.venv/bin/python -m bench --only ood --only redis --only gateway --only rss --duration 2
+
+Issue 11's added rows (ood, redis, gateway, rss) carry a tenant's key unless --auth says
+otherwise; redis and gateway need a Redis: --redis URL, else the local one
+(redis://127.0.0.1:6379/0). rss loads each server for 6 x --duration seconds per run.
+`python -m bench.gpu` (CUDA vs CPU, in-process) runs apart, on a machine with a GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from rich.console import Console
 
 from bench import loadgen, procs, redis_scratch, tenant
 from bench.report import print_result, print_summary, update_doc
-from bench.suites import SUITES, Ctx, Result
+from bench.suites import SUITES, TENANT_BY_DEFAULT, Ctx, Result, suite_context
 from bench.sysinfo import environment
 
 
@@ -66,15 +72,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--auth",
         choices=tenant.AUTH_MODES,
-        default="admin",
-        help="the key modelgate's requests carry: the bootstrap admin key (default, no plan) "
-        "or a tenant's key on a plan with rate limits and quotas that never refuse",
+        help="the key modelgate's requests carry: the bootstrap admin key (no plan) or a "
+        "tenant's key on a plan with rate limits and quotas that never refuse; default: admin, "
+        f"tenant for {', '.join(sorted(TENANT_BY_DEFAULT))}",
     )
     parser.add_argument(
         "--redis",
         metavar="URL",
         help="modelgate keeps rate limits, quotas and abuse strikes in this Redis, under a "
-        "key prefix of its own that the run removes at the end",
+        "key prefix of its own that the run removes at the end; without it, only the redis "
+        "and gateway rows use one, the local Redis",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -122,13 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     console.print(f"[bold]modelgate benchmarks[/] {env['date']} — {env['machine']}")
     console.print(f"[dim]{env['versions']}[/]")
-    console.print(f"[dim]modelgate {env['modelgate']}; requests carry the {_AUTH[args.auth]}[/]")
+    carried = (
+        _AUTH[args.auth]
+        if args.auth
+        else _AUTH["admin"] + " or, in " + ", ".join(sorted(TENANT_BY_DEFAULT)) + ", a tenant's"
+    )
+    console.print(f"[dim]modelgate {env['modelgate']}; requests carry the {carried}[/]")
     console.print(
         f"[dim]load average {env['load average at start']}; {args.rounds} rounds x "
         f"{args.duration:g} s[/]"
     )
     results: list[Result] = []
-    prefix = redis_scratch.unique_prefix() if args.redis else None
+    prefix = redis_scratch.unique_prefix()
+    redis_used = {args.redis} if args.redis else set()
     with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as tmp:
         ctx = Ctx(
             models=args.models.resolve(),
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             work=Path(tmp),
             console=console,
             quiet_budget=[args.quiet_wait],
-            auth=args.auth,
+            auth=args.auth or "admin",
             redis_url=args.redis,
             redis_prefix=prefix,
         )
@@ -146,24 +159,30 @@ def main(argv: list[str] | None = None) -> int:
                 title, run = SUITES[name]
                 console.rule(f"[bold]{name}[/]: {title}")
                 start = time.monotonic()
+                own = suite_context(ctx, name, args.auth)
+                redis_used |= {own.redis_url} if own.redis_url else set()
                 try:
-                    result = run(ctx)
+                    result = run(own)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # one broken benchmark must not stop the others
                     result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
                 result.seconds = time.monotonic() - start
                 if name not in ("raw", "steps"):  # steps always carries a tenant key
-                    result.notes.append(_auth_note(args.auth, args.redis, env["modelgate"]))
+                    result.notes.append(_auth_note(own.auth, own.redis_url, env["modelgate"]))
                 results.append(result)
                 print_result(console, result)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
         finally:
             procs.stop_all()
-            if args.redis and prefix:
-                removed = redis_scratch.remove_prefix(args.redis, prefix)
-                console.print(f"[dim]removed {removed} Redis keys under {prefix}[/]")
+            for url in sorted(redis_used):
+                try:
+                    removed = redis_scratch.remove_prefix(url, prefix)
+                except Exception as exc:  # an unreachable Redis already failed its suites
+                    console.print(f"[yellow]could not clean {prefix} in {url}: {exc}[/]")
+                else:
+                    console.print(f"[dim]removed {removed} Redis keys under {prefix} in {url}[/]")
     print_summary(console, results)
     if args.write_doc and results:
         command = ".venv/bin/python -m bench" + (
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             command += f" --duration {args.duration:g}"
         if args.rounds != 3:
             command += f" --rounds {args.rounds}"
-        if args.auth != "admin":
+        if args.auth:
             command += f" --auth {args.auth}"
         if args.redis:
             command += f" --redis {args.redis}"

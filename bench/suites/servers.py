@@ -21,11 +21,14 @@ def start_modelgate(
     *,
     probe: bool = False,
     freeze: bool = False,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Server:
     """modelgate on free ports; ``probe`` runs it under :mod:`bench.gc_probe` (GC pauses
     recorded), ``freeze`` also calls ``gc.freeze()`` once it is ready. With ``ctx.auth``
     "tenant", a tenant key is created through its admin API (``server.authorization``);
-    with ``ctx.redis_url``, it keeps limits, quotas and strikes in Redis."""
+    with ``ctx.redis_url``, it keeps limits, quotas and strikes in Redis. ``args`` go after
+    ``serve``'s own (``--role gateway``), ``env`` over the bench's (a node's admin key)."""
     http, grpc = free_port(), free_port()
     entry = (
         ["-m", "bench.gc_probe", *(["--freeze"] if freeze else [])]
@@ -48,18 +51,20 @@ def start_modelgate(
             str(workers),
             "--data-dir",
             str(ctx.work / f"{tag}-data"),
+            *args,
         ],
     )
-    env = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY}
+    environ = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY}
     if ctx.redis_url is not None and ctx.redis_prefix is not None:
-        env |= {
+        environ |= {
             "MODELGATE_REDIS_URL": ctx.redis_url,
             "MODELGATE_REDIS_KEY_PREFIX": ctx.redis_prefix,
         }
+    environ |= env or {}
     if probe or freeze:
         gc_file = ctx.work / f"{tag}.gc"
-        env["BENCH_GC_FILE"] = str(gc_file)
-    server = Server(tag, argv, ctx.work, env=env)
+        environ["BENCH_GC_FILE"] = str(gc_file)
+    server = Server(tag, argv, ctx.work, env=environ)
     if probe or freeze:
         server.gc_file = gc_file
     server.http_port, server.grpc_port = http, grpc

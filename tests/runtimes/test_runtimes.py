@@ -109,6 +109,45 @@ def test_providers_follow_the_manifest_and_the_machine(demo_models: Path) -> Non
     assert providers_for(gpu) == expected
 
 
+@pytest.mark.parametrize(
+    ("available", "chosen"),
+    [
+        (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        (["AzureExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ],
+)
+def test_a_gpu_preference_takes_cuda_when_onnx_runtime_offers_it_and_says_when_not(
+    demo_models: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    available: list[str],
+    chosen: list[str],
+) -> None:
+    """The GPU build's providers, or the CPU build's (installed beside the GPU build, it hides
+    CUDA): a model that prefers a GPU gets CUDA first, or the CPU and a warning naming it."""
+    import onnxruntime as ort
+
+    from modelgate.core.serving.manifest import parse_manifest
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    base = yaml.safe_load((demo_models / "credit-risk" / "model.yaml").read_text())
+    gpu = parse_manifest("m", {**base, "hardware": {"prefer": "gpu"}})
+    with caplog.at_level("WARNING", logger="modelgate.runtimes"):
+        assert providers_for(gpu) == chosen
+    warned = [r.getMessage() for r in caplog.records if r.name == "modelgate.runtimes"]
+    if chosen[0] == "CUDAExecutionProvider":
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "'m' prefers a GPU" in warned[0]
+        assert "AzureExecutionProvider, CPUExecutionProvider" in warned[0]
+    caplog.clear()
+    assert providers_for(parse_manifest("m", base)) == ["CPUExecutionProvider"]
+    assert caplog.records == []  # a CPU model never asks
+
+
 def test_manifest_errors_name_the_field(tmp_path: Path) -> None:
     _write_model(
         tmp_path,

@@ -1,16 +1,17 @@
 """ONNX Runtime: one InferenceSession per model version.
 
 Execution providers come from what the machine has: CUDA when ONNX Runtime reports it and
-the manifest prefers a GPU, else CPU. ``runtime_options`` may set ``intra_op_threads``,
-``inter_op_threads``, ``graph_optimization`` (disable|basic|extended|all), ``providers``
-and ``allow_spinning`` (true|false: whether the thread pools' idle threads spin-wait for
-work, ONNX Runtime's ``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``;
-unset: ONNX Runtime's default, which spins). The text-embedding runtime builds its
-session here too.
+the manifest prefers a GPU, else CPU (logged when a GPU was preferred). ``runtime_options``
+may set ``intra_op_threads``, ``inter_op_threads``, ``graph_optimization``
+(disable|basic|extended|all), ``providers`` and ``allow_spinning`` (true|false: whether the
+thread pools' idle threads spin-wait for work, ONNX Runtime's
+``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``; unset: ONNX
+Runtime's default, which spins). The text-embedding runtime builds its session here too.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,17 +32,32 @@ _OPTIMIZATION = {
 }
 #: the most threads a session's pool may be given (a manifest asking for more is refused)
 MAX_THREADS = 256
+log = logging.getLogger("modelgate.runtimes")
+
 #: the session config entries ``runtime_options.allow_spinning`` sets, both to one value
 SPINNING_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
 def providers_for(manifest: ModelManifest) -> list[str]:
+    """``runtime_options.providers`` as given; else CUDA (then CPU) when the manifest prefers
+    a GPU and ONNX Runtime offers CUDA; else the CPU, with a warning if a GPU was preferred."""
     wanted = manifest.runtime_options.get("providers")
     if wanted:
         return [str(p) for p in wanted]
+    if manifest.hardware.prefer != "gpu":
+        return ["CPUExecutionProvider"]
     available = ort.get_available_providers()
-    if manifest.hardware.prefer == "gpu" and "CUDAExecutionProvider" in available:
+    if "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # Said once per load: the CPU build of ONNX Runtime installed beside the GPU build hides
+    # CUDA (docs/model-repository.md, "Running on a GPU"), which looks like a slow GPU.
+    log.warning(
+        "model '%s' prefers a GPU, but ONNX Runtime %s offers no CUDA execution provider "
+        "(%s): it runs on the CPU",
+        manifest.name,
+        ort.__version__,
+        ", ".join(available),
+    )
     return ["CPUExecutionProvider"]
 
 

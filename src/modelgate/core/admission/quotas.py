@@ -169,9 +169,7 @@ class Quotas:
                     key = f"quota:{tenant_id}:{unit}:{period[0]}{stamp}"
                     expires = (end + _GRACE).timestamp()
                     marks = tuple((t, math.ceil(int(limit) * t)) for t in ALERT_THRESHOLDS)
-                    quotas.append(
-                        _Quota(unit, period, int(limit), start, end, key, expires, marks)
-                    )
+                    quotas.append(_Quota(unit, period, int(limit), start, end, key, expires, marks))
         return tuple(quotas)
 
     async def admit(self, principal: Principal, rows: int) -> None:

@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     shed_queue_interval_ms: float = Field(default=500, ge=10, le=60_000)
     #: readiness reports not ready once shedding has lasted this long
     shed_queue_unready_seconds: float = Field(default=2.0, ge=0, le=600)
+    #: while shedding, tenants over their fair share of recent admissions are shed first;
+    #: "recent" decays with this half-life (see docs/access-control.md, "How tenants share
+    #: a saturated server")
+    shed_queue_share_half_life_seconds: float = Field(default=1.0, gt=0, le=600)
     #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)

@@ -138,6 +138,16 @@ def test_the_unit_is_rebased_without_changing_the_shares() -> None:
         assert math.isclose(seen["a"], 0.25) and math.isclose(seen["b"], 0.75)
 
 
+def test_a_long_stall_forgets_the_past_without_overflowing() -> None:
+    shares = TenantShares(half_life_s=0.01)
+    shares.tick(0.0)
+    shares.add("a", 1.0)
+    shares.tick(30.0)  # 3,000 half-lives in one step: 2 ** 3000 is no float
+    shares.add("b", 1.0)
+    assert shares.unit == 1.0
+    assert shares.under("a", 1.0) and not shares.under("b", 1.0)
+
+
 @given(
     st.lists(
         st.tuples(st.integers(0, 5), st.sampled_from([1.0, 2.0, 50.0, 500.0])),

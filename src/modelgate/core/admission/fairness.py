@@ -100,7 +100,7 @@ class TenantShares:
             self._epoch = now
         exponent = (now - self._epoch) / self.half_life_s
         if exponent > _REBASE_EXPONENT:
-            self._rebase(now, 2.0**exponent)
+            self._rebase(now, exponent)
             exponent = 0.0
         self.unit = 2.0**exponent
         if now - self._swept >= self.half_life_s:
@@ -119,10 +119,13 @@ class TenantShares:
             return {}
         return {tenant: w / self._weight_sum for tenant, w in self._weights.items()}
 
-    def _rebase(self, now: float, unit: float) -> None:
-        """Divide every count by ``unit`` and restart the epoch at ``now``."""
+    def _rebase(self, now: float, exponent: float) -> None:
+        """Divide every count by the unit ``2 ** exponent`` and restart the epoch at
+        ``now``. Multiplying by ``2 ** -exponent`` cannot overflow: after a long stall
+        (a stopped process, a tiny half-life) old counts underflow to 0, forgotten."""
         self._epoch = now
-        self._counts = {tenant: count / unit for tenant, count in self._counts.items()}
+        scale = 2.0**-exponent
+        self._counts = {tenant: count * scale for tenant, count in self._counts.items()}
         self._total = sum(self._counts.values())
 
     def _sweep(self, now: float) -> None:

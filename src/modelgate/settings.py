@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     #: ... and at most this many at once per process; past it a refusal is answered at once
     #: and its connection closed (REST)
     refusal_max_held: int = Field(default=1024, ge=1, le=1_000_000)
+    #: while shedding, tenants over their fair share of recent admissions are shed first;
+    #: "recent" decays with this half-life (see docs/access-control.md, "How tenants share
+    #: a saturated server")
+    shed_queue_share_half_life_seconds: float = Field(default=1.0, gt=0, le=600)
     #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)

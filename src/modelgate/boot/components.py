@@ -32,6 +32,7 @@ from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.admission import Admission
 from modelgate.core.admission.backpressure import RefusalBackpressure
+from modelgate.core.admission.fairness import TenantShares
 from modelgate.core.admission.metering import UsageRecorder
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.quotas import Quotas
@@ -376,6 +377,8 @@ def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay
         interval_s=settings.shed_queue_interval_ms / 1000,
         ready_after_s=settings.shed_queue_unready_seconds,
         count=metrics.shed_for_delay,
+        count_tenant=metrics.shed_tenant_for_delay,
+        shares=TenantShares(half_life_s=settings.shed_queue_share_half_life_seconds),
     )
 
 

@@ -19,12 +19,16 @@ Metric names (all prefixed ``modelgate_``), with their labels:
 - ``usage_rows_total{model,tenant}``, ``usage_tokens_total{model,tenant}``: what
   successful requests used (the units usage is metered and priced in)
 - ``refused_requests_total{tenant,reason}``: admission refusals; reason is ``batch_size``,
-  ``concurrency``, ``tenant_rate_limit``, ``key_rate_limit``, ``model_rate_limit`` or
-  ``quota_<unit>_per_<period>``
+  ``concurrency``, ``tenant_rate_limit``, ``key_rate_limit``, ``model_rate_limit``,
+  ``quota_<unit>_per_<period>`` or ``queue_delay`` (shed on queueing delay)
 - ``shed_requests_total{priority}``: requests shed for overload, by plan priority
   (``none``: no plan)
 - ``queue_shed_requests_total{priority}``: requests shed before they were read because
   the queueing delay (the event loop's lag) stayed over ``MODELGATE_SHED_QUEUE_TARGET_MS``
+  (and, by tenant, ``refused_requests_total{tenant,reason="queue_delay"}``)
+- ``tenant_admission_share{tenant}``, ``tenant_fair_share{tenant}``: with queue-delay
+  shedding on, each tenant's share of recent admissions and its weighted fair share (the
+  100 largest shares), read at scrape time
 - ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
 - ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
 - ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
@@ -329,6 +333,11 @@ class PrometheusMetrics:
 
     def shed_for_delay(self, priority: int | None) -> None:
         self.queue_shed_requests.labels("none" if priority is None else str(priority)).inc()
+
+    def shed_tenant_for_delay(self, tenant: str) -> None:
+        """A request of ``tenant`` shed on queueing delay: counted with the admission
+        refusals, reason ``queue_delay``, so an operator sees who fair shedding hit."""
+        self.refused(tenant, "queue_delay")
 
     def blocked(self, kind: str) -> None:
         self.abuse_blocks.labels(kind).inc()

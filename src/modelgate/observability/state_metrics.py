@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
+    from modelgate.core.admission.fairness import TenantShares
     from modelgate.core.admission.metering import UsageRecorder
     from modelgate.core.serving.registry import ModelRegistry
     from modelgate.observability.metrics import RecordKeeper
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["StateCollector"]
 
 _STATES = ("READY", "LOADING", "UNLOADING", "UNAVAILABLE")
+#: the tenants whose shares are exported: the largest, so the label stays bounded
+_SHARE_TENANTS = 100
 
 
 class StateCollector:
@@ -57,6 +60,8 @@ class StateCollector:
                 # the Fallback* stores say so; a store in memory is never degraded
                 degraded.add_metric((name,), 1 if getattr(store, "degraded", False) else 0)
             yield degraded
+            if admission.overload is not None:
+                yield from _shares(admission.overload.shares)
         if self.usage is not None:
             yield GaugeMetricFamily(
                 "modelgate_usage_pending_groups",
@@ -122,3 +127,25 @@ class StateCollector:
                 "Loaded artifacts beyond this are unloaded, least recently used first",
                 budget,
             )
+
+
+def _shares(shares: TenantShares) -> Iterator[Metric]:
+    """Each tenant's share of recent admissions beside its weighted fair share: a tenant
+    far over its fair share is the one shed first when the queueing delay passes its
+    target."""
+    current, fair = shares.shares(), shares.fair_shares()
+    admitted = GaugeMetricFamily(
+        "modelgate_tenant_admission_share",
+        "A tenant's share of recent admissions (queue-delay shedding on)",
+        labels=("tenant",),
+    )
+    fair_share = GaugeMetricFamily(
+        "modelgate_tenant_fair_share",
+        "A tenant's weighted fair share of admissions under saturation",
+        labels=("tenant",),
+    )
+    for tenant in sorted(current, key=current.__getitem__, reverse=True)[:_SHARE_TENANTS]:
+        admitted.add_metric((tenant,), current[tenant])
+        fair_share.add_metric((tenant,), fair[tenant])
+    yield admitted
+    yield fair_share

@@ -8,6 +8,7 @@ import pytest
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.abuse import AbuseGuard, AbusePolicy
 from modelgate.core.admission.admission import Admission
+from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ModelgateError
 from modelgate.observability.metrics import OTHER_TENANT, PrometheusMetrics
@@ -94,3 +95,39 @@ async def test_abuse_blocks_are_counted_once_per_block() -> None:
         await guard.refused_credential("192.0.2.7")
     assert sample(metrics, "modelgate_abuse_blocks_total", kind="address") == 1
     assert sample(metrics, "modelgate_abuse_blocks_total", kind="key") == 0
+
+
+async def test_fair_shedding_is_visible_per_tenant() -> None:
+    """With queue-delay shedding on: who is shed (by tenant), and each tenant's share of
+    recent admissions beside its fair share."""
+    metrics = PrometheusMetrics()
+    clock = [0.0]
+    overload = QueueDelay(
+        target_s=0.05,
+        interval_s=0.1,
+        clock=lambda: clock[0],
+        count=metrics.shed_for_delay,
+        count_tenant=metrics.shed_tenant_for_delay,
+    )
+    admission = Admission(MemoryRateLimiter(), overload=overload)
+    metrics.track(admission=admission)
+    manifest = parse_manifest("m", MANIFEST)
+    plan = Plan(name="basic", requests_per_second=1000.0)
+    heavy = Principal("heavy", "key_h", frozenset({"infer"}), plan)
+    light = Principal("light", "key_l", frozenset({"infer"}), plan)
+    for _ in range(3):
+        await admission.admit(heavy, manifest)
+        admission.release(heavy)
+    await admission.admit(light, manifest)
+    admission.release(light)
+    for _ in range(10):
+        clock[0] += 0.02
+        overload.observe(0.08)
+    assert overload.shedding
+    assert overload.refuses(heavy) and not overload.refuses(light)
+    refused = "modelgate_refused_requests_total"
+    assert sample(metrics, refused, tenant="heavy", reason="queue_delay") == 1
+    assert sample(metrics, refused, tenant="light", reason="queue_delay") is None
+    assert sample(metrics, "modelgate_queue_shed_requests_total", priority="0") == 1
+    assert sample(metrics, "modelgate_tenant_admission_share", tenant="heavy") == 0.75
+    assert sample(metrics, "modelgate_tenant_fair_share", tenant="light") == 0.5

@@ -78,6 +78,7 @@ def test_it_stops_as_soon_as_a_sample_drops_under_target() -> None:
 def test_lower_tiers_are_shed_first_and_everyone_above_twice_the_target() -> None:
     clock, counted = Clock(), list[int | None]()
     delays = controller(clock, counted)
+    delays.admitted(principal(0))  # the only tenant admitted: it holds its whole share
     feed(delays, clock, 1.5 * TARGET, 2 * INTERVAL)
     assert delays.shedding and not delays.severe
     assert delays.refuses(principal(0)) and delays.refuses(principal(8))

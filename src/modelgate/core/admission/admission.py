@@ -17,7 +17,9 @@
 5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
 
 Before all of these, while the process's queueing delay is over its bound, the adapters
-shed new inference requests before reading them (:mod:`modelgate.core.admission.overload`).
+shed new inference requests before reading them (:mod:`modelgate.core.admission.overload`),
+tenants over their fair share of recent admissions first: every request admitted here is
+counted towards its tenant's share (:mod:`modelgate.core.admission.fairness`).
 
 A refusal at step 4 or 5 is noted in the refusal memo, when there is one, for as long as it
 is certain to hold (:mod:`modelgate.core.admission.refusals`): the adapters then answer the
@@ -150,10 +152,13 @@ class Admission:
             self._tenant_inflight[tenant] = running + 1
         self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
         try:
-            return await self._limits(principal, manifest, rows, named, served)
+            decision = await self._limits(principal, manifest, rows, named, served)
         except BaseException:
             self._give_back(tenant)
             raise
+        if self.overload is not None and principal is not None:  # the tenants' fair shares
+            self.overload.admitted(principal)
+        return decision
 
     def release(self, principal: Principal | None) -> None:
         """Give back the slots of a request that :meth:`admit` admitted."""

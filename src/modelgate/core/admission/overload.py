@@ -10,10 +10,14 @@ delay has stayed at or above ``target`` for a whole ``interval`` (the minimum ov
 interval is above target: a short burst is absorbed, a standing queue is not), and stops
 as soon as one sample falls under ``target`` (that interval's minimum is under it).
 
-Priority tiers, kept simple: while the delay has stayed above ``target`` only, requests of
-plans below the highest priority (9) are shed (and every request when authentication is
-off: there are no tiers to protect); once it has also stayed above twice ``target`` for an
-interval, every request is shed. The admin tenant counts as the highest tier.
+Priority tiers and fair share: while the delay has stayed above ``target`` only, a request
+of a plan below the highest priority (9) is shed when its tenant's share of recent
+admissions is at or over its weighted fair share (:mod:`modelgate.core.admission.fairness`:
+weights from the plans' rates), and admitted while under it, so the tenant that sends most
+is shed first and a tenant within its share is still served; the highest tier (and the
+admin tenant) is not shed, and every request is shed when authentication is off (there
+are no tenants to tell apart). Once the delay has also stayed above twice ``target`` for an
+interval, every request is shed.
 
 Readiness follows the same signal: not ready once shedding has lasted ``ready_after_s``,
 ready again as soon as it stops. Readiness only moves a load balancer's traffic away;
@@ -31,6 +35,7 @@ from collections.abc import Callable
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
+from modelgate.core.admission.fairness import DEFAULT_WEIGHT, TenantShares, fair_weight
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["HIGHEST_PRIORITY", "QueueDelay"]
@@ -64,7 +69,9 @@ class QueueDelay:
     """Whether to shed, from queueing-delay samples (seconds).
 
     ``count``: told of each request shed, with the caller's plan priority (None: no plan);
-    the metrics' counter."""
+    the metrics' counter. ``count_tenant``: told of the tenant of each request shed (None:
+    authentication is off), the per-tenant counter. ``shares``: the tenants' recent
+    admissions while shedding (default: 1 s half-life, 1,024 tenants)."""
 
     def __init__(
         self,
@@ -75,6 +82,8 @@ class QueueDelay:
         retry_after_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         count: Callable[[int | None], None] | None = None,
+        count_tenant: Callable[[str], None] | None = None,
+        shares: TenantShares | None = None,
     ) -> None:
         if target_s <= 0 or interval_s <= 0:
             raise ValueError("target_s and interval_s must be positive")
@@ -84,6 +93,9 @@ class QueueDelay:
         self.retry_after_s = retry_after_s
         self.clock = clock
         self.count = count
+        self.count_tenant = count_tenant
+        #: recent admissions per tenant (:meth:`admitted`), moved on by :meth:`observe`
+        self.shares = shares if shares is not None else TenantShares()
         #: shed requests of plans below the highest priority (the adapters read only this
         #: while not shedding)
         self.shedding = False
@@ -100,6 +112,7 @@ class QueueDelay:
         """One delay sample, taken now."""
         now = self.clock()
         self.last_s = delay_s
+        self.shares.tick(now)
         shedding = self._above.observe(delay_s, now)
         self.severe = self._above_twice.observe(delay_s, now)
         if shedding and not self.shedding:
@@ -108,17 +121,29 @@ class QueueDelay:
 
     def refuses(self, principal: Principal | None) -> bool:
         """Whether a new request of ``principal`` (None: authentication is off) is shed
-        now; a shed request is counted. Call only while :attr:`shedding`."""
+        now; a shed request is counted. Call only while :attr:`shedding` (O(1))."""
         if not self.shedding:
             return False
-        priority = None
-        if principal is not None:
-            priority = principal.plan.priority
-            top = principal.tenant_id == ADMIN_TENANT or priority >= HIGHEST_PRIORITY
-            if top and not self.severe:
-                return False
+        if principal is None:
+            return self._shed(None, None)
+        plan = principal.plan
+        if self.severe:
+            return self._shed(plan.priority, principal.tenant_id)
+        top = principal.tenant_id == ADMIN_TENANT or plan.priority >= HIGHEST_PRIORITY
+        if top or self.shares.under(principal.tenant_id, fair_weight(plan)):
+            return False
+        return self._shed(plan.priority, principal.tenant_id)
+
+    def admitted(self, principal: Principal) -> None:
+        """Count an admitted request towards its tenant's share (O(1), no clock read)."""
+        rate = principal.plan.requests_per_second  # fair_weight, inline: once per request
+        self.shares.add(principal.tenant_id, rate if rate else DEFAULT_WEIGHT)
+
+    def _shed(self, priority: int | None, tenant: str | None) -> bool:
         if self.count is not None:
             self.count(priority)
+        if self.count_tenant is not None and tenant is not None:
+            self.count_tenant(tenant)
         return True
 
     def error(self) -> ModelgateError:
@@ -126,7 +151,7 @@ class QueueDelay:
         return ModelgateError(
             ErrorKind.OVERLOADED,
             "the server is overloaded: requests wait too long to be served; "
-            "requests of lower-priority plans are refused first",
+            "tenants over their fair share and lower-priority plans are refused first",
             retry_after=self.retry_after_s,
         )
 

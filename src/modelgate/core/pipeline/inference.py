@@ -30,6 +30,7 @@ import numpy as np
 from modelgate.core.access.authorization import require_model
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.admission.admission import Admission, rate_limit_details
+from modelgate.core.admission.fairness import fair_weight
 from modelgate.core.admission.ports import Decision, UsageSink
 from modelgate.core.admission.usage import usage_key_id
 from modelgate.core.monitoring.anomaly import AnomalyDetector
@@ -189,7 +190,9 @@ class InferenceService:
             anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
             ticket = self._ticket(request, principal, loaded, inputs, requested)
             if admission is not None:
-                limit = await self._admit(admission, principal, request, loaded, rows, choice)
+                limit = await self._admit(
+                    admission, principal, request, loaded, rows, choice, timing
+                )
                 admitted = True
             if ticket is not None:  # after admission: a hit is limited and metered like any
                 cached = await self._lookup(ticket, loaded)
@@ -320,11 +323,16 @@ class InferenceService:
         loaded: LoadedVersion,
         rows: int,
         choice: Choice | None,
+        timing: Timing,
     ) -> Awaitable[Decision | None]:
         """Batch size, shedding, concurrency, rate limits and quotas (core/admission). A
         request no deployment routed is answered by the version its path names, so a
         refusal by that model's own limit may be noted under the path's model and version
-        (core/admission/refusals.py)."""
+        (core/admission/refusals.py). The tenant and its weight go on ``timing``, where the
+        batcher takes waiting requests per tenant in turn (core/serving/fair_queue.py)."""
+        if principal is not None:
+            timing.tenant = principal.tenant_id
+            timing.weight = fair_weight(principal.plan)
         named = (request.model, request.version) if choice is None else None
         admit = admission.admit(
             principal, loaded.manifest, rows, named, served=(str(loaded.version), loaded.hardware)

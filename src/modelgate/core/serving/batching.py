@@ -8,7 +8,11 @@ company, like Triton's ``max_queue_delay_microseconds``.
 
 Requests are only merged when every non-batch dimension agrees; a request with more rows
 than ``max_batch_size`` is cut into chunks, which join the back of the queue one turn at a
-time, so other requests run between them. A full queue answers OVERLOADED at once.
+time, so other requests run between them. Waiting requests are taken per tenant in turn,
+by deficit round robin weighted by ``Timing.weight`` (:mod:`modelgate.core.serving.fair_queue`):
+one tenant's queued rows delay another tenant's request by at most one batch. A full queue
+answers OVERLOADED at once, to the newcomer or, when another tenant holds more of the queue
+for its weight, to that tenant's newest request.
 
 When requests come one at a time (the last ``SOLO_STREAK`` batches each held one request),
 queueing only costs: a future, an event-loop turn and, with a delay, the delay itself. The
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.serving.execution import PredictorRuntime
+from modelgate.core.serving.fair_queue import FairQueue
 from modelgate.core.serving.manifest import BatchingPolicy
 from modelgate.core.serving.ports import Arrays, ModelRuntime, Timing, VersionObserver
 from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
@@ -55,6 +59,9 @@ class _Pending:
     future: asyncio.Future[_Outputs]
     timing: Timing | None
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    #: the fair queue's lane (None: no tenant) and weight, from the request's Timing
+    tenant: str | None = None
+    weight: float = 1.0
 
 
 class BatchingRuntime:
@@ -80,7 +87,7 @@ class BatchingRuntime:
         self._observer = observer
         self._concurrency = concurrency
         self._units_output = units_output
-        self._queue: deque[_Pending] = deque()
+        self._queue: FairQueue[_Pending] = FairQueue()
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()  # running batches, referenced until done
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -102,23 +109,28 @@ class BatchingRuntime:
         if rows > limit:
             return await self._chunked(inputs, rows, timing)
         if len(self._queue) >= self.policy.max_queue_size:
-            raise ModelgateError(
-                ErrorKind.OVERLOADED,
-                f"the model's queue is full ({self.policy.max_queue_size} requests)",
-                retry_after=1.0,
-            )
+            self._make_room(timing)
         if self._direct and not self._queue and not self._running:
             self._since_probe += 1
             if self._since_probe < PROBE_EVERY:
                 return await self._run_direct(inputs, rows, timing)
             self._since_probe = 0  # this one is a probe: queue it
-        loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
-        self._queue.append(pending)
-        if self._observer is not None:
-            self._observer.queue(len(self._queue))
-        self._schedule(loop)
-        return await pending.future
+        return await self._enqueue(asyncio.get_running_loop(), inputs, rows, timing)
+
+    def _make_room(self, timing: Timing | None) -> None:
+        """The queue is full: push out the newest request of the tenant holding most of it
+        for its weight, or refuse this one when that is its own tenant."""
+        tenant, weight = _lane(timing)
+        pushed = self._queue.push_out(tenant, weight)
+        error = ModelgateError(
+            ErrorKind.OVERLOADED,
+            f"the model's queue is full ({self.policy.max_queue_size} requests)",
+            retry_after=1.0,
+        )
+        if pushed is None:
+            raise error
+        if not pushed.future.done():
+            pushed.future.set_exception(error)
 
     async def _run_direct(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
         start = time.perf_counter_ns()
@@ -166,8 +178,11 @@ class BatchingRuntime:
     def _enqueue(
         self, loop: asyncio.AbstractEventLoop, inputs: Arrays, rows: int, timing: Timing | None
     ) -> asyncio.Future[_Outputs]:
-        pending = _Pending(inputs, rows, _key(inputs), loop.create_future(), timing)
-        self._queue.append(pending)
+        tenant, weight = _lane(timing)
+        pending = _Pending(
+            inputs, rows, _key(inputs), loop.create_future(), timing, tenant=tenant, weight=weight
+        )
+        self._queue.push(pending)
         if self._observer is not None:
             self._observer.queue(len(self._queue))
         self._schedule(loop)
@@ -176,10 +191,9 @@ class BatchingRuntime:
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._running >= self._concurrency or not self._queue:
             return
-        queued = sum(p.rows for p in self._queue) if self._delay else 0
-        if self._delay and queued < self.policy.max_batch_size:
+        if self._delay and self._queue.rows < self.policy.max_batch_size:
             if self._timer is None:
-                waited = (time.perf_counter_ns() - self._queue[0].enqueued_ns) / 1e9
+                waited = (time.perf_counter_ns() - self._queue.oldest_ns()) / 1e9
                 self._timer = loop.call_later(max(0.0, self._delay - waited), self._flush)
             return
         if isinstance(self._timer, asyncio.TimerHandle):  # a full batch need not wait
@@ -207,28 +221,13 @@ class BatchingRuntime:
             task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[_Pending]:
-        """The oldest request and every queued one that fits beside it, in arrival order.
+        """The next batch, tenants in turn (:class:`FairQueue`); within a tenant, its oldest
+        request and the queued ones that fit beside it, in arrival order.
 
         Requests whose caller is gone (cancelled) or whose deadline has passed are dropped
         here, before any work is done for them: they fail with DEADLINE_EXCEEDED."""
         now = time.monotonic()
-        while True:
-            if not self._queue:
-                return []
-            first = self._queue.popleft()
-            if not _given_up(first, now):
-                break
-        batch, rows, skipped = [first], first.rows, []
-        while self._queue and rows < self.policy.max_batch_size:
-            item = self._queue.popleft()
-            if _given_up(item, now):
-                continue
-            if item.key == first.key and rows + item.rows <= self.policy.max_batch_size:
-                batch.append(item)
-                rows += item.rows
-            else:
-                skipped.append(item)
-        self._queue.extendleft(reversed(skipped))
+        batch = self._queue.take(self.policy.max_batch_size, lambda p: _given_up(p, now))
         if self._observer is not None:
             self._observer.queue(len(self._queue))
         return batch
@@ -273,12 +272,11 @@ class BatchingRuntime:
             self._observer.batch(sum(p.rows for p in batch), end - start)
 
     def close(self) -> None:
-        for pending in self._queue:
+        for pending in self._queue.drain():
             if not pending.future.done():
                 pending.future.set_exception(
                     ModelgateError(ErrorKind.UNAVAILABLE, "the model was unloaded")
                 )
-        self._queue.clear()
         self.inner.close()
 
 
@@ -361,6 +359,13 @@ def _weights(batch: list[_Pending], outputs: _Outputs, units_output: str | None)
         counts.append(sum(per_row[offset : offset + n]))
         offset += n
     return rows if min(counts) < 0 else counts
+
+
+def _lane(timing: Timing | None) -> tuple[str | None, float]:
+    """The fair queue's lane and weight of a request (no timing: the shared lane)."""
+    if timing is None:
+        return None, 1.0
+    return timing.tenant, timing.weight if timing.weight > 0 else 1.0
 
 
 def _expired(timing: Timing | None, now: float) -> bool:

@@ -62,6 +62,10 @@ class Timing:
     hardware: str | None = None
     node: str | None = None
     parameters: dict[str, Any] | None = None
+    #: whose request it is, for the batcher's turns (None: no tenant: one shared lane),
+    #: and the tenant's weight there (its plan's rate; set by admission's step)
+    tenant: str | None = None
+    weight: float = 1.0
 
     @property
     def charged_ns(self) -> int:

@@ -137,6 +137,19 @@ async def test_with_no_hold_free_a_refusal_is_answered_at_once_with_connection_c
         assert (await held).status_code == 429
     assert closed.status_code == 429
     assert closed.headers["connection"] == "close"
+    async with httpx.AsyncClient(base_url=world.url, timeout=30) as client:
+        scraped = (await client.get("/metrics", headers=_as(ADMIN))).text
+    assert _sample(scraped, "modelgate_refusals_held_total") >= 1
+    assert _sample(scraped, "modelgate_refusals_closed_total") >= 1
+    assert _sample(scraped, "modelgate_refusals_holding") == 0  # all answered by now
+
+
+def _sample(scraped: str, name: str) -> float:
+    """The value of an unlabelled series in a Prometheus scrape."""
+    for line in scraped.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in the scrape")
 
 
 async def test_a_grpc_peer_past_the_burst_is_held_while_others_are_answered_at_once(

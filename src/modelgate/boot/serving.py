@@ -29,6 +29,8 @@ def build_components(settings: Settings) -> Components:
     """A server's components: the core's, and the REST app over them."""
     components = build_core_components(settings)
     components.backpressure = build_backpressure(settings)
+    if components.backpressure is not None:
+        components.metrics.track_backpressure(components.backpressure)
     components.rest_app = build_rest_app(settings, components)
     overload = components.service.admission.overload if components.service.admission else None
     if overload is not None:  # sampled in the serving process only, not in a job worker

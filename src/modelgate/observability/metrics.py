@@ -29,6 +29,9 @@ Metric names (all prefixed ``modelgate_``), with their labels:
 - ``tenant_admission_share{tenant}``, ``tenant_fair_share{tenant}``: with queue-delay
   shedding on, each tenant's share of recent admissions and its weighted fair share (the
   100 largest shares), read at scrape time
+- ``refusals_holding``, ``refusals_held_total``, ``refusals_closed_total``: refusals held
+  on flooding connections now and since start, and those answered at once with the
+  connection closed because ``MODELGATE_REFUSAL_MAX_HELD`` were held
 - ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
 - ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
 - ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
@@ -73,6 +76,7 @@ from modelgate.observability.state_metrics import StateCollector
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
+    from modelgate.core.admission.backpressure import RefusalBackpressure
     from modelgate.core.admission.metering import UsageRecorder
     from modelgate.core.serving.registry import ModelRegistry
 
@@ -279,6 +283,10 @@ class PrometheusMetrics:
         self._state.admission = admission
         self._state.usage = usage
         self._state.records = tuple(records)
+
+    def track_backpressure(self, backpressure: RefusalBackpressure) -> None:
+        """Export the refusals held on flooding connections (read at each scrape)."""
+        self._state.backpressure = backpressure
 
     # -- InferenceObserver -------------------------------------------------------------
     def version(self, model: str, version: str) -> _VersionMetrics:

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
+    from modelgate.core.admission.backpressure import RefusalBackpressure
     from modelgate.core.admission.fairness import TenantShares
     from modelgate.core.admission.metering import UsageRecorder
     from modelgate.core.serving.registry import ModelRegistry
@@ -33,6 +34,7 @@ class StateCollector:
         self.admission: Admission | None = None
         self.usage: UsageRecorder | None = None
         self.records: tuple[tuple[str, RecordKeeper], ...] = ()
+        self.backpressure: RefusalBackpressure | None = None
 
     def collect(self) -> Iterator[Metric]:
         if self.registry is not None:
@@ -62,6 +64,8 @@ class StateCollector:
             yield degraded
             if admission.overload is not None:
                 yield from _shares(admission.overload.shares)
+        if self.backpressure is not None:
+            yield from _holds(self.backpressure)
         if self.usage is not None:
             yield GaugeMetricFamily(
                 "modelgate_usage_pending_groups",
@@ -149,3 +153,23 @@ def _shares(shares: TenantShares) -> Iterator[Metric]:
         fair_share.add_metric((tenant,), fair[tenant])
     yield admitted
     yield fair_share
+
+
+def _holds(backpressure: RefusalBackpressure) -> Iterator[Metric]:
+    """Back-pressure on flooding connections (docs/access-control.md, "What a flooding
+    client sees")."""
+    yield GaugeMetricFamily(
+        "modelgate_refusals_holding",
+        "Refusals held now before they are answered",
+        backpressure.held,
+    )
+    yield CounterMetricFamily(
+        "modelgate_refusals_held",
+        "Refusals held before they were answered (a connection past its burst of refusals)",
+        backpressure.holds_total,
+    )
+    yield CounterMetricFamily(
+        "modelgate_refusals_closed",
+        "Refusals answered at once with the connection closed: as many as allowed were held",
+        backpressure.closes_total,
+    )

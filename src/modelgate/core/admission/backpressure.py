@@ -79,6 +79,10 @@ class RefusalBackpressure:
         self.connections: dict[Hashable, list[float]] = {}
         self._held: set[asyncio.Future[None]] = set()
         self._released = False
+        #: refusals held, and refusals answered at once with the connection closed because
+        #: ``max_held`` were held (or the server was shutting down), since start (metrics)
+        self.holds_total = 0
+        self.closes_total = 0
 
     @property
     def released(self) -> bool:
@@ -104,6 +108,10 @@ class RefusalBackpressure:
         if count > self.burst:
             full = self._released or len(self._held) >= self.max_held
             hold = None if full else min(self.max_hold_s, told)
+            if hold is None:
+                self.closes_total += 1
+            else:
+                self.holds_total += 1
         self._forget(now)
         # the next refusal counts if it comes before this one's Retry-After, from its answer
         connections[connection] = [count, now + (hold or 0.0) + min(told, self.idle_s)]

@@ -5,6 +5,7 @@ tests/api/test_gateway_tenant.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelgate.api.grpc.on_behalf import gateway_principal
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import OnBehalf, Plan, Principal
 from modelgate.core.admission.admission import Admission
@@ -154,3 +156,31 @@ async def test_the_node_charges_no_rate_limit_for_a_gateways_call_and_sheds_by_i
     await admission.admit(_for("top", priority=9), MANIFEST)  # the top tier: all of it
     await admission.admit(ADMIN, MANIFEST)  # the admin key's own calls too
     assert admission.inflight == 4
+
+
+class Context:
+    def __init__(self, metadata: tuple[tuple[str, str], ...]):
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+def test_the_gateways_principal_keeps_every_field_but_the_tenant_it_is_for() -> None:
+    """gateway_principal builds the principal field by field (for speed): a field added to
+    Principal and not copied there fails here."""
+    admin = Principal(
+        ADMIN_TENANT, "bootstrap-admin", frozenset({"infer", "x"}), Plan("unlimited", priority=3),
+        "admin", {"k": "v"}, (5.0, 2),
+    )  # fmt: skip
+    for each in dataclasses.fields(Principal):
+        if each.name == "on_behalf":
+            continue
+        assert getattr(admin, each.name) != each.default, f"give {each.name} a value here"
+    metadata = ((TENANT_KEY, "acme"), (WEIGHT_KEY, "2"), ("x-request-id", "r"))
+    made = gateway_principal(admin, Context(metadata))
+    assert made == dataclasses.replace(admin, on_behalf=OnBehalf("acme", 2.0, 0))
+    assert gateway_principal(admin, Context(metadata)) == made  # checked once, then kept
+    assert gateway_principal(admin, Context((("x-request-id", "r"),))) is admin
+    tenant_key = dataclasses.replace(admin, tenant_id="t1", kind="key", on_behalf=None)
+    assert gateway_principal(tenant_key, Context(metadata)) is tenant_key

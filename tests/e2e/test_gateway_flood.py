@@ -1,10 +1,11 @@
 """The flood scenario of issue 15 through a gateway, with real processes: a gateway and one
 node (found through the machine's Redis, its own key prefix), tenants A, B and C on a plan
-of 50 requests a second. A floods the gateway flat out on 8 connections while B and C send
-30 requests a second each: B and C are all answered 200; A gets 429 with Retry-After from
-the gateway (its rate limit, then the refusal memo) and is held there by back-pressure, so
-its flood never reaches the node. The node tells the three tenants apart (the gateway names
-each call's tenant; the node's fair-share table counts them, not one gateway tenant)."""
+of 50 requests a second. A floods the gateway flat out on 8 connections while B (REST) and
+C (gRPC) send 30 requests a second each: B and C are all answered 200; A gets 429 with
+Retry-After from the gateway (its rate limit, then the refusal memo) and is held there by
+back-pressure, so only what its plan admits reaches the node. The node tells the three
+tenants apart (the gateway names each call's tenant; the node's fair-share table counts
+them, not one gateway tenant)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import redis
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.conftest import REDIS_URL
 from tests.e2e.test_flood import (
@@ -62,6 +65,31 @@ def _tenant(admin: httpx.Client, name: str) -> tuple[str, str]:
     key = admin.post(f"/admin/tenants/{created.json()['id']}/keys", json={"name": name})
     assert key.status_code == 201, key.text
     return str(created.json()["id"]), str(key.json()["secret"])
+
+
+def _calm_grpc(address: str, key: str, answers: Answers, start: float) -> None:
+    """``_calm`` over the gateway's gRPC endpoint: the status as HTTP's (200, 429, ...)."""
+    request = service_pb2.ModelInferRequest(model_name="doubler")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend([1, 2, 3, 4])
+    metadata = (("authorization", f"Bearer {key}"),)
+    with grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for i in range(int(SECONDS * CALM_RPS)):
+            time.sleep(max(0.0, start + i / CALM_RPS - time.monotonic()))
+            sent = time.monotonic()
+            try:
+                stub.ModelInfer(request, timeout=10, metadata=metadata)
+                status = 200
+            except grpc.RpcError as exc:
+                status = _HTTP.get(exc.code(), 500)
+                if status == 500:
+                    answers.errors.append(f"{exc.code()}: {exc.details()}")
+                    continue
+            answers.got.append((status, time.monotonic() - sent, None))
+
+
+_HTTP = {grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503}
 
 
 def test_a_tenant_flooding_a_gateway_is_refused_there_and_the_others_are_all_served(

@@ -38,6 +38,7 @@ from modelgate.api.grpc.calls import (
 )
 from modelgate.api.grpc.codec import decode_infer_request, encode_infer_response
 from modelgate.api.grpc.errors import abort, grpc_status
+from modelgate.api.grpc.on_behalf import gateway_principal
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
@@ -191,6 +192,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 credential = credential_from(authorization, api_key)
                 principal = await pipeline.authentication(self.authenticator, credential, context)
                 CALLER.set(principal)  # whom the error path counts a failure against
+                principal = gateway_principal(principal, context)  # a gateway's: for a tenant
                 if self.refusals is not None:  # refused again while certain, before decoding
                     refusal = self.refusals.refused(principal, request.model_name, version)
                     if refusal is not None:

@@ -27,6 +27,7 @@ from datetime import datetime
 
 __all__ = [
     "ApiKeyRecord",
+    "OnBehalf",
     "Plan",
     "Principal",
     "Scope",
@@ -97,6 +98,19 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """The tenant a cluster's gateway sends a call for: on a node, whose turn the call
+    takes in the batcher and whose share it counts towards in fair shedding. Nothing else:
+    the gateway has charged the tenant's rate limits and quotas already."""
+
+    tenant: str
+    #: the tenant's fair-share weight (its plan's rate)
+    weight: float = 1.0
+    #: its plan's priority (0-9): the shedding tier
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """The identity a request runs as, after authentication."""
 
@@ -108,6 +122,8 @@ class Principal:
     extra: dict[str, str] = field(default_factory=dict)
     #: the key's own rate limit (API keys only), as (requests per second, burst)
     key_rate: tuple[float, int | None] | None = None
+    #: a cluster's gateway calling a node for a tenant (None: the principal's own call)
+    on_behalf: OnBehalf | None = None
 
 
 def has_scope(principal: Principal, scope: Scope) -> bool:

@@ -74,6 +74,19 @@ def shed_share(priority: int) -> float:
     return 0.5 + 0.5 * min(max(priority, 0), 9) / 9
 
 
+def _shed_share(principal: Principal | None) -> float:
+    """The share of ``max_inflight`` the principal's requests may fill: all for the admin
+    key's own calls, by plan priority for a tenant's, and by the tenant's for a gateway's
+    call made for a tenant."""
+    if principal is None:
+        return 1.0
+    if principal.on_behalf is not None:
+        return shed_share(principal.on_behalf.priority)
+    if principal.tenant_id == ADMIN_TENANT:
+        return 1.0
+    return shed_share(principal.plan.priority)
+
+
 class Admission:
     def __init__(
         self,
@@ -124,11 +137,7 @@ class Admission:
                 f"the plan allows at most {plan.max_batch_size} rows per request, not {rows}",
             )
         if self.max_inflight is not None:
-            share = (
-                1.0
-                if plan is None or principal is None or principal.tenant_id == ADMIN_TENANT
-                else shed_share(plan.priority)
-            )
+            share = _shed_share(principal)
             if self.inflight >= self.max_inflight * share:
                 if self.observer is not None:
                     self.observer.shed(plan.priority if plan is not None else None)

@@ -126,6 +126,9 @@ class QueueDelay:
             return False
         if principal is None:
             return self._shed(None, None)
+        behalf = principal.on_behalf
+        if behalf is not None:  # a gateway's call for a tenant: judged as that tenant's
+            return self._refuses(behalf.tenant, behalf.priority, behalf.weight)
         plan = principal.plan
         if self.severe:
             return self._shed(plan.priority, principal.tenant_id)
@@ -134,8 +137,20 @@ class QueueDelay:
             return False
         return self._shed(plan.priority, principal.tenant_id)
 
+    def _refuses(self, tenant: str, priority: int, weight: float) -> bool:
+        if self.severe:
+            return self._shed(priority, tenant)
+        if priority >= HIGHEST_PRIORITY or self.shares.under(tenant, weight):
+            return False
+        return self._shed(priority, tenant)
+
     def admitted(self, principal: Principal) -> None:
-        """Count an admitted request towards its tenant's share (O(1), no clock read)."""
+        """Count an admitted request towards its tenant's share (O(1), no clock read); a
+        gateway's call counts towards the tenant it is for."""
+        behalf = principal.on_behalf
+        if behalf is not None:
+            self.shares.add(behalf.tenant, behalf.weight)
+            return
         rate = principal.plan.requests_per_second  # fair_weight, inline: once per request
         self.shares.add(principal.tenant_id, rate if rate else DEFAULT_WEIGHT)
 

@@ -24,6 +24,9 @@ and forwards one inference at a time through a
   its node (the connection reset, the stream removed) is such a failure too: the node may
   have run it, and running it again elsewhere is harmless. The caller's own cancellation
   is never retried, nor is anything once the caller's deadline has passed.
+- **Whose call it is**: each attempt names the caller's tenant, fair-share weight and
+  priority in its metadata, so that the node's batcher and fair shedding tell the tenants
+  apart (:mod:`modelgate.core.gateway.tenant_metadata`).
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
@@ -48,6 +51,7 @@ from modelgate.core.gateway.faults import caller_error, is_node_fault, record_fa
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
 from modelgate.core.gateway.retry import RetryBudget, backoff
+from modelgate.core.gateway.tenant_metadata import tenant_metadata
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays, Timing
 from modelgate.errors import ErrorKind, ModelgateError
@@ -259,7 +263,7 @@ class Cluster:
                     version,
                     inputs,
                     timeout_s=remaining,
-                    headers=self._headers() if self._headers is not None else {},
+                    headers=self._call_headers(timing),
                 )
             except ModelgateError as exc:
                 self._failed(state, breaker, exc)
@@ -290,6 +294,15 @@ class Cluster:
             f"no node can serve model '{model}' version {version} now",
             retry_after=1.0,
         )
+
+    def _call_headers(self, timing: Timing | None) -> Mapping[str, str]:
+        """One attempt's metadata: the trace context, and the tenant the call is for (the
+        node's batcher turns and fair shedding; :mod:`modelgate.core.gateway.tenant_metadata`)."""
+        headers = self._headers() if self._headers is not None else {}
+        tenant = tenant_metadata(timing)
+        if not tenant:
+            return headers
+        return {**headers, **tenant}
 
     def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
         """The error the caller sees when no node answered (:func:`caller_error`); node ids

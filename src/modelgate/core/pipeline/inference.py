@@ -329,10 +329,19 @@ class InferenceService:
         request no deployment routed is answered by the version its path names, so a
         refusal by that model's own limit may be noted under the path's model and version
         (core/admission/refusals.py). The tenant and its weight go on ``timing``, where the
-        batcher takes waiting requests per tenant in turn (core/serving/fair_queue.py)."""
+        batcher takes waiting requests per tenant in turn (core/serving/fair_queue.py); on a
+        node, a gateway's call takes the turn of the tenant it is for
+        (core/gateway/tenant_metadata.py), and a gateway forwards them with the priority."""
         if principal is not None:
-            timing.tenant = principal.tenant_id
-            timing.weight = fair_weight(principal.plan)
+            behalf = principal.on_behalf
+            if behalf is None:
+                timing.tenant = principal.tenant_id
+                timing.weight = fair_weight(principal.plan)
+                timing.priority = principal.plan.priority
+            else:
+                timing.tenant = behalf.tenant
+                timing.weight = behalf.weight
+                timing.priority = behalf.priority
         named = (request.model, request.version) if choice is None else None
         admit = admission.admit(
             principal, loaded.manifest, rows, named, served=(str(loaded.version), loaded.hardware)

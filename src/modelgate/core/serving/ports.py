@@ -66,6 +66,8 @@ class Timing:
     #: and the tenant's weight there (its plan's rate; set by admission's step)
     tenant: str | None = None
     weight: float = 1.0
+    #: the tenant's plan priority (0-9), which a gateway forwards to its node
+    priority: int = 0
 
     @property
     def charged_ns(self) -> int:

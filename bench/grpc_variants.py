@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from bench import loadgen, workloads
@@ -77,7 +78,9 @@ class _SyncContext:
         remaining: float | None = self._context.time_remaining()
         return remaining
 
-    async def abort(self, code: Any, details: str) -> None:
+    async def abort(self, code: Any, details: str, trailing_metadata: Any = ()) -> None:
+        if trailing_metadata:
+            self._context.set_trailing_metadata(trailing_metadata)
         self._context.abort(code, details)  # raises, as grpc.aio's does
 
 
@@ -260,7 +263,11 @@ def compare(ctx: Ctx, today: Path | None, threads: int) -> dict[str, list[Load]]
         servers["modelgate"] = start_modelgate(ctx, "modelgate-grpc", SERVER_CPU)
         servers["sync"] = _start_sync(ctx, threads)
         servers["baseline-sync"] = _start_baseline_sync(ctx, threads)
-        sizes = {name: _answer_size(s.grpc_port, message) for name, s in servers.items()}
+        answers = {name: _answer(s.grpc_port, message) for name, s in servers.items()}
+        probabilities = [np.frombuffer(a.raw_output_contents[1], "<f4") for a in answers.values()]
+        if not all(np.allclose(probabilities[0], p, atol=1e-5) for p in probabilities):
+            raise RuntimeError(f"the servers disagree: {probabilities}")
+        sizes = {name: 5 + int(a.ByteSize()) for name, a in answers.items()}
 
         def target(name: str, seconds: float) -> Callable[[], Load]:
             url = (
@@ -297,17 +304,16 @@ def compare(ctx: Ctx, today: Path | None, threads: int) -> dict[str, list[Load]]
             server.stop()
 
 
-def _answer_size(port: int, message: Any) -> int:
-    """The framed size of the server's answer (h2load checks every answer carries it)."""
+def _answer(port: int, message: Any) -> Any:
+    """The server's answer (h2load checks every answer carries as many bytes)."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        answer = stub.ModelInfer(
+        return stub.ModelInfer(
             message, timeout=30, metadata=(("authorization", workloads.AUTHORIZATION),)
         )
-    return 5 + int(answer.ByteSize())
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
@@ -160,6 +160,7 @@ def finish_call(
     )
 
 
+@lru_cache(maxsize=4096)  # asked on every call, with a handful of peers per connection
 def peer_host(peer: str) -> str | None:
     """The host of ``context.peer()``: "ipv4:10.0.0.1:5000" or "ipv6:%5B::1%5D:5000" (or
     with plain brackets); None for other transports (a Unix socket has no client address)."""

@@ -21,11 +21,13 @@ def start_modelgate(
     *,
     probe: bool = False,
     freeze: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """modelgate on free ports; ``probe`` runs it under :mod:`bench.gc_probe` (GC pauses
     recorded), ``freeze`` also calls ``gc.freeze()`` once it is ready. With ``ctx.auth``
     "tenant", a tenant key is created through its admin API (``server.authorization``);
-    with ``ctx.redis_url``, it keeps limits, quotas and strikes in Redis."""
+    with ``ctx.redis_url``, it keeps limits, quotas and strikes in Redis; ``env`` adds to
+    (or overrides) its environment (settings a benchmark varies)."""
     http, grpc = free_port(), free_port()
     entry = (
         ["-m", "bench.gc_probe", *(["--freeze"] if freeze else [])]
@@ -50,7 +52,7 @@ def start_modelgate(
             str(ctx.work / f"{tag}-data"),
         ],
     )
-    env = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY}
+    env = {"MODELGATE_ADMIN_KEY": workloads.BENCH_KEY, **(env or {})}
     if ctx.redis_url is not None and ctx.redis_prefix is not None:
         env |= {
             "MODELGATE_REDIS_URL": ctx.redis_url,

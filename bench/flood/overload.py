@@ -1,0 +1,216 @@
+"""Row 3: offered four times its capacity for 20 s, with the server held to a fraction of a
+core (bench/flood/hold.py), shedding on queueing delay off (the default) and on.
+
+Capacity is measured once, closed loop (wrk, 32 connections) on the held server with
+shedding off; every variant is then offered the same 4x open loop (bench/openloop.py, 512
+connections, 3 s client timeout). Beside it, a probe stream of 20 requests/s runs from 3 s
+before the overload to 10 s after it (the normal p99, and when it is normal again), and
+readiness is polled 4 times a second. Each variant runs on a fresh server, so none inherits
+another's backlog; the same tenant key (a plan no run reaches) carries every request, so
+every refusal is the overload's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench import loadgen, openloop
+from bench.flood.hold import hold
+from bench.flood.keys import ROOMY, key_for
+from bench.flood.measure import (
+    HOST,
+    Row,
+    infer_request,
+    lag_note,
+    latency_ms,
+    p99,
+    ready_request,
+    rss_mib,
+    statuses,
+)
+from bench.openloop import Outcome
+from bench.suites.context import LOAD_CPU, SERVER_CPU, Ctx
+from bench.suites.servers import start_modelgate
+from bench.workloads import credit_json
+
+BEFORE_S = 3.0
+OVERLOAD_S = 20.0
+AFTER_S = 10.0
+FACTOR = 4.0
+#: a flood of real clients brings its own connections: enough that requests wait at the
+#: client only when the server holds thousands unanswered (rate x timeout > 4,000), under
+#: the server's cap of 4,096 (MODELGATE_HTTP_MAX_CONNECTIONS) with the probes'
+CONNECTIONS = 4000
+TIMEOUT_S = 3.0
+PROBE_RATE = 20.0
+READY_RATE = 4.0
+CAPACITY_S = 5.0
+#: MODELGATE_SHED_QUEUE_TARGET_MS of each variant: 0 is off, the default
+TARGETS_MS = (0, 20, 50)
+TARGET = (
+    "goodput >= 80% of capacity; refusals 429/503 with Retry-After, p99 < 50 ms; "
+    "0 unanswered in 3 s; p99 normal <= 10 s after"
+)
+
+
+@dataclass
+class Variant:
+    target_ms: int
+    goodput: float  # share of capacity
+    refused: int
+    refused_without_retry_after: int
+    refusal_p99: float | None
+    unanswered: int
+    recovered_after: float | None  # s after the load dropped; None: not within AFTER_S
+    passed: bool
+
+
+def overload(ctx: Ctx, share: float) -> list[Row]:
+    capacity = 0.0
+    rows: list[Row] = []
+    variants: list[Variant] = []
+    for target_ms in TARGETS_MS:
+        tag = f"shed-{target_ms}"
+        env = {"MODELGATE_SHED_QUEUE_TARGET_MS": str(target_ms)}
+        server = start_modelgate(ctx, f"overload-{tag}", SERVER_CPU, env=env)
+        try:
+            base = f"http://{HOST}:{server.http_port}"
+            key = key_for(base, ROOMY, "flood-overload")
+            request = infer_request(server, key)
+            with hold(server.pid, share, tag) as how:
+                if not capacity:
+                    script = loadgen.lua_script(
+                        ctx.work / "capacity.lua", [credit_json()], authorization=key
+                    )
+                    url = f"{base}/v2/models/credit-risk/infer"
+                    loadgen.wrk(url, script, 32, 1.0, cpus=LOAD_CPU)  # warm
+                    capacity = loadgen.wrk(url, script, 32, CAPACITY_S, cpus=LOAD_CPU).rps
+                rss_before = rss_mib(server.pid)
+                end = BEFORE_S + OVERLOAD_S + AFTER_S
+                streams = [
+                    openloop.Stream(
+                        "overload",
+                        request,
+                        FACTOR * capacity,
+                        OVERLOAD_S,
+                        start=BEFORE_S,
+                        connections=CONNECTIONS,
+                        timeout=TIMEOUT_S,
+                    ),
+                    openloop.Stream("probe", request, PROBE_RATE, end, connections=8),
+                    openloop.Stream(
+                        "ready", ready_request(server), READY_RATE, end, connections=2, timeout=1
+                    ),
+                ]
+                run = openloop.run(HOST, server.http_port, streams)
+                rss_after = rss_mib(server.pid)
+        finally:
+            server.stop()
+        label = "shedding off (default)" if target_ms == 0 else f"shed at {target_ms} ms"
+        row = Row(
+            f"overload-{tag}", f"offered {FACTOR:g}x capacity for {OVERLOAD_S:g} s, {label}", TARGET
+        )
+        variant = _analyse(row, target_ms, run, capacity)
+        row.note("server held", how or "not held (no writable CPU cgroup): its whole core")
+        row.note("capacity (closed loop, wrk -c32)", f"{capacity:,.0f} answers/s")
+        row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+        lag_note(row, run)
+        rows.append(row)
+        variants.append(variant)
+    best = max(variants, key=lambda v: (v.passed, v.goodput, -v.unanswered))
+    rows[-1].note(
+        "default the numbers support",
+        "MODELGATE_SHED_QUEUE_TARGET_MS="
+        f"{best.target_ms}{' (off)' if best.target_ms == 0 else ''}"
+        f"{'' if best.passed else ' (best of those run; none meets every target)'}",
+    )
+    return rows
+
+
+def _analyse(row: Row, target_ms: int, run: openloop.Run, capacity: float) -> Variant:
+    over, probe, ready = (run.outcomes[n] for n in ("overload", "probe", "ready"))
+    served = sum(o.status == 200 for o in over)
+    goodput = served / OVERLOAD_S / capacity if capacity else 0.0
+    refusals = [o for o in over if o.status in (429, 503)]
+    without = sum(not o.retry_after for o in refusals)
+    unanswered = sum(o.status == 0 for o in over)
+    refusal_p99 = p99(refusals)
+    normal = p99([o for o in probe if o.due < BEFORE_S])
+    drop = BEFORE_S + OVERLOAD_S
+    after = [o for o in probe if o.due >= drop]
+    recovered = recovery(probe, drop, AFTER_S, normal)
+    back = ready_again(ready, drop)
+    passed = (
+        goodput >= 0.8
+        and without == 0
+        and (refusal_p99 is None or refusal_p99 < 0.05)
+        and unanswered == 0
+        and recovered is not None
+    )
+    row.measured = (
+        f"goodput {goodput:.0%} of capacity; {len(refusals):,} refused (p99 "
+        f"{latency_ms(refusal_p99)}, {without:,} without Retry-After); {unanswered:,} of "
+        f"{len(over):,} unanswered in 3 s; p99 normal "
+        + ("not within 10 s" if recovered is None else f"{recovered:g} s after")
+    )
+    row.passed = passed
+    row.note(
+        "offered", f"{len(over) / OVERLOAD_S:,.0f} requests/s ({len(over):,}); {statuses(over)}"
+    )
+    row.note(
+        "probe p99",
+        f"{latency_ms(normal)} before; {latency_ms(p99(after))} in the {AFTER_S:g} s after "
+        f"({statuses(after)})",
+    )
+    not_ready = sum(o.status != 200 for o in ready if BEFORE_S <= o.due < drop)
+    row.note(
+        "readiness",
+        f"{not_ready} of {sum(BEFORE_S <= o.due < drop for o in ready)} polls not ready during "
+        "the overload; "
+        + (
+            "ready throughout after it"
+            if back == 0
+            else "not ready again within 10 s"
+            if back is None
+            else f"ready again {back:g} s after"
+        ),
+    )
+    return Variant(
+        target_ms, goodput, len(refusals), without, refusal_p99, unanswered, recovered, passed
+    )
+
+
+def normal_bound(normal: float | None) -> float:
+    """A window's p99 is normal at or under twice the p99 before the overload (and always
+    under 5 ms more, so that a sub-millisecond baseline does not make noise a failure)."""
+    return max(2 * (normal or 0.0), (normal or 0.0) + 0.005)
+
+
+def recovery(
+    probe: list[Outcome], drop: float, seconds: float, normal: float | None, width: float = 1.0
+) -> float | None:
+    """Seconds after ``drop`` from which every ``width`` window of the probe is normal (all
+    answered 200, p99 within :func:`normal_bound`) to the end; None if the last one is not."""
+    bound = normal_bound(normal)
+    since: float | None = None
+    for start, outcomes in openloop.windows(probe, drop, drop + seconds, width):
+        fine = all(o.status == 200 for o in outcomes) and (p99(outcomes) or 0.0) <= bound
+        if not fine:
+            since = None
+        elif since is None:
+            since = start - drop
+    return since
+
+
+def ready_again(ready: list[Outcome], drop: float) -> float | None:
+    """Seconds after ``drop`` from which every readiness poll answered 200 (0: it never
+    stopped; None: it was not ready at the end)."""
+    since: float | None = None
+    for outcome in ready:
+        if outcome.due < drop:
+            continue
+        if outcome.status != 200:
+            since = None
+        elif since is None:
+            since = max(0.0, outcome.due - drop)
+    return since

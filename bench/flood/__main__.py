@@ -13,7 +13,7 @@ from types import FrameType
 from rich.console import Console
 
 from bench import flood, loadgen, procs
-from bench.flood import ROWS, run_flood
+from bench.flood import ROWS, Row, run_flood
 from bench.flood.run import as_result
 from bench.report import print_result, print_summary
 from bench.suites.context import Ctx
@@ -54,12 +54,17 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def markdown(rows: list[tuple[str, str, str, bool | None]]) -> str:
-    """The table as Markdown: row, measured, target, PASS/MISS."""
-    lines = ["| row | measured | target | result |", "| --- | --- | --- | --- |"]
-    for title, measured, target, passed in rows:
-        cells = [c.replace("|", "\\|") for c in (title, measured, target, _MD_STATUS[passed])]
-        lines.append("| " + " | ".join(cells) + " |")
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def markdown(rows: list[Row]) -> str:
+    """The table as Markdown (row, measured, target, PASS/MISS), then the figures behind
+    each row (row, what, value)."""
+    lines = [_md_row(["row", "measured", "target", "result"]), _md_row(["---"] * 4)]
+    lines += [_md_row([r.title, r.measured, r.target, _MD_STATUS[r.passed]]) for r in rows]
+    lines += ["", _md_row(["row", "what", "value"]), _md_row(["---"] * 3)]
+    lines += [_md_row([r.key, what, value]) for r in rows for what, value in r.details]
     return "\n".join(lines)
 
 
@@ -92,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     result.seconds = time.monotonic() - start
     print_result(console, result)
     print_summary(console, [result])
+    command = ".venv/bin/python -m bench.flood" + "".join(f" --only {r}" for r in args.only or [])
+    if args.server_share != 0.1:
+        command += f" --server-share {args.server_share:g}"
     console.print(
-        markdown([(r.title, r.measured, r.target, r.passed) for r in rows]), soft_wrap=True
+        f"`{command}` — {env['date']}, {result.seconds:.0f} s, load average at start "
+        f"{env['load average at start']}.\n",
+        soft_wrap=True,
+        markup=False,
     )
+    console.print(markdown(rows), soft_wrap=True, markup=False)
     return 0 if all(r.passed for r in rows) else 1
 
 

@@ -111,3 +111,15 @@ def test_every_stream_gets_its_own_requests_at_its_own_rate() -> None:
     assert [o.status for o in outcomes["b"]] == [200] * 10
     assert [(o.status, o.retry_after) for o in outcomes["c"]] == [(429, True)] * 20
     assert all(o.latency is not None and o.latency < 3 for o in outcomes["c"])
+
+
+def test_the_markdown_table_escapes_pipes_and_says_pass_or_miss() -> None:
+    from bench.flood.__main__ import markdown
+    from bench.flood.measure import Row
+
+    row = Row("x", "a | b", "<= 1x", measured="2x", passed=False)
+    row.note("figure", "1 | 2")
+    lines = markdown([row, Row("y", "c", "t", measured="m", passed=True)]).splitlines()
+    assert lines[2] == "| a \\| b | 2x | <= 1x | MISS |"
+    assert lines[3] == "| c | m | t | PASS |"
+    assert lines[-1] == "| x | figure | 1 \\| 2 |"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.flood.overload import ready_again, recovery
+from bench.flood.overload import Variant, ready_again, recovery, supported
 from bench.openloop import Outcome, http_request, percentile, schedule, windows
 
 
@@ -123,3 +123,12 @@ def test_the_markdown_table_escapes_pipes_and_says_pass_or_miss() -> None:
     assert lines[2] == "| a \\| b | 2x | <= 1x | MISS |"
     assert lines[3] == "| c | m | t | PASS |"
     assert lines[-1] == "| x | figure | 1 \\| 2 |"
+
+
+def test_the_supported_default_misses_fewest_targets_then_leaves_fewest_unanswered() -> None:
+    off = Variant(0, goodput=1.1, unanswered=8000, met=1)
+    at_20 = Variant(20, goodput=0.5, unanswered=50, met=2)
+    at_50 = Variant(50, goodput=0.9, unanswered=3000, met=2)
+    assert supported([off, at_20, at_50]) is at_20
+    assert supported([off, Variant(50, goodput=0.85, unanswered=0, met=4)]).target_ms == 50
+    assert supported([off]) is off

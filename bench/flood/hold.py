@@ -13,26 +13,35 @@ Where neither is writable, ``hold`` yields None and the server keeps its whole c
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.sysinfo import descendants
 
-__all__ = ["PERIOD_US", "hold"]
+__all__ = ["PERIOD_US", "hold", "quota_us"]
 
 PERIOD_US = 10_000
+_MIN_QUOTA_US = 1000
 _V1 = Path("/sys/fs/cgroup/cpu")
 _V2 = Path("/sys/fs/cgroup")
 
 
+def quota_us(share: float) -> tuple[int, int]:
+    """(quota, period) in µs for ``share`` of a core: a 10 ms period, longer where the quota
+    would fall under the kernel's minimum of 1 ms (a share under 0.1)."""
+    period = max(PERIOD_US, math.ceil(_MIN_QUOTA_US / share))
+    return max(_MIN_QUOTA_US, round(share * period)), period
+
+
 def _group(name: str, share: float) -> tuple[Path, Path] | None:
     """Create the group; returns (group, its parent) or None where that is not allowed."""
-    quota = max(1000, round(share * PERIOD_US))
+    quota, period = quota_us(share)
     if (_V1 / "cpu.cfs_quota_us").exists():
-        parent, limits = _V1, {"cpu.cfs_period_us": str(PERIOD_US), "cpu.cfs_quota_us": str(quota)}
+        parent, limits = _V1, {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota)}
     elif (_V2 / "cgroup.controllers").exists():
-        parent, limits = _V2, {"cpu.max": f"{quota} {PERIOD_US}"}
+        parent, limits = _V2, {"cpu.max": f"{quota} {period}"}
     else:
         return None
     group = parent / name
@@ -62,7 +71,8 @@ def hold(pid: int, share: float, tag: str) -> Iterator[str | None]:
             with contextlib.suppress(ProcessLookupError):  # a child that has just exited
                 (group / "cgroup.procs").write_text(str(each))
         version = "v1 cpu.cfs_quota_us" if parent == _V1 else "v2 cpu.max"
-        yield f"cgroup {version}: {share:g} of a core ({PERIOD_US // 1000} ms period)"
+        quota, period = quota_us(share)
+        yield f"cgroup {version}: {quota} µs every {period} µs ({share:g} of a core)"
     finally:
         for each in pids:
             with contextlib.suppress(OSError):

@@ -132,3 +132,12 @@ def test_the_supported_default_misses_fewest_targets_then_leaves_fewest_unanswer
     assert supported([off, at_20, at_50]) is at_20
     assert supported([off, Variant(50, goodput=0.85, unanswered=0, met=4)]).target_ms == 50
     assert supported([off]) is off
+
+
+def test_a_share_of_a_core_keeps_its_ratio_above_the_kernels_minimum_quota() -> None:
+    from bench.flood.hold import quota_us
+
+    assert quota_us(0.1) == (1000, 10_000)
+    assert quota_us(0.25) == (2500, 10_000)
+    assert quota_us(0.05) == (1000, 20_000)  # not 1 ms of 10 ms: that would be 0.1
+    assert quota_us(1.0) == (10_000, 10_000)

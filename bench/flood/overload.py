@@ -1,13 +1,13 @@
 """Row 3: offered four times its capacity for 20 s, with the server held to a fraction of a
 core (bench/flood/hold.py), shedding on queueing delay off (the default) and on.
 
-Capacity is measured once, closed loop (wrk, 32 connections) on the held server with
-shedding off; every variant is then offered the same 4x open loop (bench/openloop.py, 512
-connections, 3 s client timeout). Beside it, a probe stream of 20 requests/s runs from 3 s
-before the overload to 10 s after it (the normal p99, and when it is normal again), and
-readiness is polled 4 times a second. Each variant runs on a fresh server, so none inherits
-another's backlog; the same tenant key (a plan no run reaches) carries every request, so
-every refusal is the overload's.
+Capacity is measured once, closed loop (wrk, 32 connections, the best of two 3 s rounds)
+on the held server with shedding off; every variant is then offered the same 4x open loop
+(bench/openloop.py, up to 4,000 connections, 3 s client timeout). Beside it, a probe stream
+of 20 requests/s runs from 3 s before the overload to 10 s after it (the normal p99, and
+when it is normal again), and readiness is polled 4 times a second. Each variant runs on a
+fresh server, so none inherits another's backlog; the same tenant key (a plan no run
+reaches) carries every request, so every refusal is the overload's.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ CONNECTIONS = 4000
 TIMEOUT_S = 3.0
 PROBE_RATE = 20.0
 READY_RATE = 4.0
-CAPACITY_S = 5.0
+CAPACITY_S = 3.0
+CAPACITY_ROUNDS = 2
 #: MODELGATE_SHED_QUEUE_TARGET_MS of each variant: 0 is off, the default
 TARGETS_MS = (0, 20, 50)
 TARGET = (
@@ -69,6 +70,7 @@ class Variant:
 
 def overload(ctx: Ctx, share: float) -> list[Row]:
     capacity = 0.0
+    rounds: list[float] = []
     rows: list[Row] = []
     variants: list[Variant] = []
     for target_ms in TARGETS_MS:
@@ -86,7 +88,11 @@ def overload(ctx: Ctx, share: float) -> list[Row]:
                     )
                     url = f"{base}/v2/models/credit-risk/infer"
                     loadgen.wrk(url, script, 32, 1.0, cpus=LOAD_CPU)  # warm
-                    capacity = loadgen.wrk(url, script, 32, CAPACITY_S, cpus=LOAD_CPU).rps
+                    rounds = [
+                        loadgen.wrk(url, script, 32, CAPACITY_S, cpus=LOAD_CPU).rps
+                        for _ in range(CAPACITY_ROUNDS)
+                    ]
+                    capacity = max(rounds)  # a round others' work slowed is not the capacity
                 rss_before = rss_mib(server.pid)
                 end = BEFORE_S + OVERLOAD_S + AFTER_S
                 streams = [
@@ -114,7 +120,10 @@ def overload(ctx: Ctx, share: float) -> list[Row]:
         )
         variant = _analyse(row, target_ms, run, capacity)
         row.note("server held", how or "not held (no writable CPU cgroup): its whole core")
-        row.note("capacity (closed loop, wrk -c32)", f"{capacity:,.0f} answers/s")
+        row.note(
+            "capacity (closed loop, wrk -c32, best round)",
+            " / ".join(f"{r:,.0f}" for r in rounds) + " answers/s",
+        )
         row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
         lag_note(row, run)
         rows.append(row)

@@ -1,8 +1,9 @@
 """Row 3: offered four times its capacity for 20 s, with the server held to a fraction of a
 core (bench/flood/hold.py), shedding on queueing delay off (the default) and on.
 
-Capacity is measured once, closed loop (wrk, 32 connections, the best of two 3 s rounds)
-on the held server with shedding off; every variant is then offered the same 4x open loop
+Each server first warms up closed loop (wrk, 32 connections, 2 s rounds until the rate
+stops rising: a held server warms up for seconds); the best round of the first (shedding
+off) is the capacity, and every variant is then offered the same 4x open loop
 (bench/openloop.py, up to 4,000 connections, 3 s client timeout). Beside it, a probe stream
 of 20 requests/s runs from 3 s before the overload to 10 s after it (the normal p99, and
 when it is normal again), and readiness is polled 4 times a second. Each variant runs on a
@@ -27,6 +28,7 @@ from bench.flood.measure import (
     ready_request,
     rss_mib,
     statuses,
+    wait_idle,
 )
 from bench.openloop import Outcome
 from bench.suites.context import LOAD_CPU, SERVER_CPU, Ctx
@@ -44,8 +46,15 @@ CONNECTIONS = 4000
 TIMEOUT_S = 3.0
 PROBE_RATE = 20.0
 READY_RATE = 4.0
-CAPACITY_S = 3.0
-CAPACITY_ROUNDS = 2
+#: closed-loop rounds of this long until the rate stops rising (at most CAPACITY_ROUNDS)
+CAPACITY_S = 2.0
+CAPACITY_ROUNDS = 6
+#: closed loop at 32 connections, as the flood row's tenant A. The open-loop flood, with
+#: hundreds of requests waiting, forms bigger batches (credit-risk's max_batch_size is 64),
+#: so it may serve more than this "capacity" (goodput over 100%: 117 answers/s here and 158
+#: served in the flood in one run). 128 connections would fill the batches, but a server
+#: held to a tenth of a core then falls seconds behind and each round leaves it a backlog
+CAPACITY_CONNECTIONS = 32
 #: MODELGATE_SHED_QUEUE_TARGET_MS of each variant: 0 is off, the default
 TARGETS_MS = (0, 20, 50)
 TARGET = (
@@ -70,7 +79,6 @@ class Variant:
 
 def overload(ctx: Ctx, share: float) -> list[Row]:
     capacity = 0.0
-    rounds: list[float] = []
     rows: list[Row] = []
     variants: list[Variant] = []
     for target_ms in TARGETS_MS:
@@ -81,18 +89,16 @@ def overload(ctx: Ctx, share: float) -> list[Row]:
             base = f"http://{HOST}:{server.http_port}"
             key = key_for(base, ROOMY, "flood-overload")
             request = infer_request(server, key)
+            script = loadgen.lua_script(ctx.work / f"{tag}.lua", [credit_json()], authorization=key)
+            url = f"{base}/v2/models/credit-risk/infer"
             with hold(server.pid, share, tag) as how:
-                if not capacity:
-                    script = loadgen.lua_script(
-                        ctx.work / "capacity.lua", [credit_json()], authorization=key
-                    )
-                    url = f"{base}/v2/models/credit-risk/infer"
-                    loadgen.wrk(url, script, 32, 1.0, cpus=LOAD_CPU)  # warm
-                    rounds = [
-                        loadgen.wrk(url, script, 32, CAPACITY_S, cpus=LOAD_CPU).rps
-                        for _ in range(CAPACITY_ROUNDS)
-                    ]
-                    capacity = max(rounds)  # a round others' work slowed is not the capacity
+                # every variant warms up the same way; the first one's rounds are the capacity
+                rounds: list[float] = []
+                while not settled(rounds):
+                    load = loadgen.wrk(url, script, CAPACITY_CONNECTIONS, CAPACITY_S, cpus=LOAD_CPU)
+                    rounds.append(load.rps)
+                capacity = capacity or max(rounds)
+                wait_idle(server)  # what the last round left queued is served before the flood
                 rss_before = rss_mib(server.pid)
                 end = BEFORE_S + OVERLOAD_S + AFTER_S
                 streams = [
@@ -121,8 +127,9 @@ def overload(ctx: Ctx, share: float) -> list[Row]:
         variant = _analyse(row, target_ms, run, capacity)
         row.note("server held", how or "not held (no writable CPU cgroup): its whole core")
         row.note(
-            "capacity (closed loop, wrk -c32, best round)",
-            " / ".join(f"{r:,.0f}" for r in rounds) + " answers/s",
+            f"warm-up (closed loop, wrk -c{CAPACITY_CONNECTIONS}, 2 s rounds)",
+            " / ".join(f"{r:,.0f}" for r in rounds)
+            + f" answers/s; capacity {capacity:,.0f} (the best round of the first variant)",
         )
         row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
         lag_note(row, run)
@@ -136,6 +143,15 @@ def overload(ctx: Ctx, share: float) -> list[Row]:
         f"{'' if best.passed else ' (best of those run; none meets every target)'}",
     )
     return rows
+
+
+def settled(rounds: list[float]) -> bool:
+    """Whether the capacity rounds are done: the last rose less than 10% over the best before
+    it (a server held to a tenth of a core warms up for several seconds: its first requests
+    cost more), or ``CAPACITY_ROUNDS`` were run."""
+    if len(rounds) >= CAPACITY_ROUNDS:
+        return True
+    return len(rounds) >= 2 and rounds[-1] < 1.1 * max(rounds[:-1])
 
 
 def supported(variants: list[Variant]) -> Variant:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from bench.flood.__main__ import markdown
 from bench.flood.hold import quota_us
 from bench.flood.measure import Row
-from bench.flood.overload import Variant, ready_again, recovery, supported
+from bench.flood.overload import Variant, ready_again, recovery, settled, supported
 from bench.openloop import Outcome
 
 
@@ -59,3 +59,12 @@ def test_a_share_of_a_core_keeps_its_ratio_above_the_kernels_minimum_quota() -> 
     assert quota_us(0.25) == (2500, 10_000)
     assert quota_us(0.05) == (1000, 20_000)  # not 1 ms of 10 ms: that would be 0.1
     assert quota_us(1.0) == (10_000, 10_000)
+
+
+def test_capacity_rounds_go_on_while_the_rate_still_rises() -> None:
+    assert not settled([])
+    assert not settled([27.0])
+    assert not settled([27.0, 120.0])  # still warming up
+    assert settled([27.0, 120.0, 115.0])
+    assert settled([100.0, 105.0])  # under 10% more: warm
+    assert settled([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])  # at most six rounds

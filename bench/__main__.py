@@ -12,6 +12,7 @@ Issue 11's added rows (ood, redis, gateway, rss) carry a tenant's key unless --a
 otherwise; redis and gateway need a Redis: --redis URL, else the local one
 (redis://127.0.0.1:6379/0). rss loads each server for 6 x --duration seconds per run.
 `python -m bench.gpu` (CUDA vs CPU, in-process) runs apart, on a machine with a GPU.
+.venv/bin/python -m bench --only flood                          # issue 15's table (opt-in)
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 
 from bench import loadgen, procs, redis_scratch, tenant
+from bench.flood.run import TITLE as FLOOD_TITLE
+from bench.flood.run import bench_flood
 from bench.report import print_result, print_summary, update_doc
 from bench.suites import SUITES, TENANT_BY_DEFAULT, Ctx, Result, suite_context
 from bench.sysinfo import environment
+
+#: suites run only when named with --only: the flood needs root (a CPU cgroup), the
+#: machine's PostgreSQL and about 4 minutes, and brings its own keys (bench/flood/)
+OPT_IN: dict[str, tuple[str, Callable[[Ctx], Result]]] = {"flood": (FLOOD_TITLE, bench_flood)}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -48,9 +56,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=list(SUITES),
+        choices=[*SUITES, *OPT_IN],
         metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(SUITES)}",
+        help=f"run only this benchmark (repeatable): {', '.join(SUITES)}; "
+        f"only when named: {', '.join(OPT_IN)}",
     )
     parser.add_argument(
         "--duration",
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             for name in names:
-                title, run = SUITES[name]
+                title, run = {**SUITES, **OPT_IN}[name]
                 console.rule(f"[bold]{name}[/]: {title}")
                 start = time.monotonic()
                 own = suite_context(ctx, name, args.auth)
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # one broken benchmark must not stop the others
                     result = Result(name, title, [], error=f"{type(exc).__name__}: {exc}")
                 result.seconds = time.monotonic() - start
-                if name not in ("raw", "steps"):  # steps always carries a tenant key
+                if name not in ("raw", "steps", *OPT_IN):  # these say which keys they use
                     result.notes.append(_auth_note(own.auth, own.redis_url, env["modelgate"]))
                 results.append(result)
                 print_result(console, result)

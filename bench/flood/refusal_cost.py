@@ -1,0 +1,64 @@
+"""Row 2: the server's CPU per refused request against per served inference, end to end:
+the CPU time of the server's process tree (``/proc``) over a wrk run (32 connections) divided
+by the answers it gave. Refused: a tenant on a plan that admits one request in 1000 s (429
+from the second on); served: a tenant on a plan no run reaches. Alternating rounds (served,
+refused, refused, served), figures summed per kind."""
+
+from __future__ import annotations
+
+from bench import loadgen
+from bench.flood.keys import REFUSING, ROOMY, key_for
+from bench.flood.measure import HOST, Row, ratio_text, wait_idle
+from bench.procs import Server
+from bench.suites.context import LOAD_CPU, Ctx
+from bench.suites.measuring import post
+from bench.sysinfo import tree_cpu
+from bench.workloads import credit_json
+
+SECONDS = 3.0
+CONNECTIONS = 32
+
+
+def refusal_cost(ctx: Ctx, server: Server, served_key: str) -> Row:
+    row = Row(
+        "refusal-cost",
+        "server CPU per refused request / per served inference (end to end, /proc)",
+        "<= 0.1x",
+    )
+    base = f"http://{HOST}:{server.http_port}"
+    url = f"{base}/v2/models/credit-risk/infer"
+    refused_key = key_for(base, REFUSING, "flood-refused")
+    post(url, credit_json(), refused_key)  # the plan's one request: the rest are refused
+    scripts = {
+        kind: loadgen.lua_script(ctx.work / f"cost-{kind}.lua", [credit_json()], authorization=key)
+        for kind, key in (("served", served_key), ("refused", refused_key))
+    }
+    totals = {kind: [0.0, 0, 0] for kind in scripts}  # CPU s, answers, non-2xx
+    wait_idle(server)
+    for kind in ("served", "refused", "refused", "served"):
+        before = tree_cpu(server.pid)
+        load = loadgen.wrk(url, scripts[kind], CONNECTIONS, SECONDS, cpus=LOAD_CPU)
+        totals[kind][0] += tree_cpu(server.pid) - before
+        totals[kind][1] += load.requests
+        totals[kind][2] += load.errors
+    per = {kind: cpu / answers if answers else None for kind, (cpu, answers, _) in totals.items()}
+    served, refused = per["served"], per["refused"]
+    ratio = refused / served if served and refused else None
+    row.measured = (
+        f"refused {_us(refused)}, served {_us(served)} of CPU per answer: {ratio_text(ratio)}"
+    )
+    row.passed = ratio is not None and ratio <= 0.1
+    for kind, (cpu, answers, errors) in totals.items():
+        row.note(
+            f"{kind} ({ROOMY['name'] if kind == 'served' else REFUSING['name']} plan)",
+            f"{answers:,} answers ({errors:,} non-2xx) in {2 * SECONDS:g} s, "
+            f"{cpu:.2f} s server CPU",
+        )
+    if totals["refused"][2] < totals["refused"][1] or totals["served"][2]:
+        row.passed = False
+        row.note("warning", "the refused load was not all refused, or the served not all served")
+    return row
+
+
+def _us(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:.0f} µs"

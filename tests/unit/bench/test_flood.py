@@ -1,0 +1,70 @@
+"""The flood run's pure helpers (bench/flood/): when latency and readiness are normal again
+after an overload, which shedding setting the numbers support, the CPU cgroup's quota, and
+the Markdown table."""
+
+from __future__ import annotations
+
+from bench.flood.__main__ import markdown
+from bench.flood.hold import quota_us
+from bench.flood.measure import Row
+from bench.flood.overload import Variant, ready_again, recovery, settled, supported
+from bench.openloop import Outcome
+
+
+def _probe(due: float, latency: float, status: int = 200) -> Outcome:
+    return Outcome(due, status=status, latency=latency, error="")
+
+
+def test_latency_is_normal_again_from_the_window_after_the_last_slow_one() -> None:
+    # load dropped at 10 s; normal p99 10 ms (bound 20 ms); slow until 12 s, a 503 at 12.5
+    probe = [_probe(10 + i / 10, 0.5 if i < 20 else 0.01) for i in range(50)]
+    probe[25] = _probe(12.5, 0.001, status=503)
+    assert recovery(probe, drop=10, seconds=5, normal=0.010) == 3.0
+    assert recovery(probe[:20], drop=10, seconds=2, normal=0.010) is None  # slow to the end
+
+
+def test_readiness_is_back_from_the_first_of_the_last_run_of_200s() -> None:
+    polls = [
+        Outcome(d, status=s, error="")
+        for d, s in ((9, 503), (10, 503), (11, 200), (12, 503), (13, 200), (14, 200))
+    ]
+    assert ready_again(polls, drop=10) == 3.0
+    assert ready_again([Outcome(11, status=200, error="")], drop=10) == 1.0
+    assert ready_again([Outcome(10, status=200, error="")], drop=10) == 0.0
+    assert ready_again([Outcome(11, status=503, error="")], drop=10) is None
+
+
+def test_the_markdown_table_escapes_pipes_and_says_pass_or_miss() -> None:
+
+    row = Row("x", "a | b", "<= 1x", measured="2x", passed=False)
+    row.note("figure", "1 | 2")
+    lines = markdown([row, Row("y", "c", "t", measured="m", passed=True)]).splitlines()
+    assert lines[2] == "| a \\| b | 2x | <= 1x | MISS |"
+    assert lines[3] == "| c | m | t | PASS |"
+    assert lines[-1] == "| x | figure | 1 \\| 2 |"
+
+
+def test_the_supported_default_misses_fewest_targets_then_leaves_fewest_unanswered() -> None:
+    off = Variant(0, goodput=1.1, unanswered=8000, met=1)
+    at_20 = Variant(20, goodput=0.5, unanswered=50, met=2)
+    at_50 = Variant(50, goodput=0.9, unanswered=3000, met=2)
+    assert supported([off, at_20, at_50]) is at_20
+    assert supported([off, Variant(50, goodput=0.85, unanswered=0, met=4)]).target_ms == 50
+    assert supported([off]) is off
+
+
+def test_a_share_of_a_core_keeps_its_ratio_above_the_kernels_minimum_quota() -> None:
+
+    assert quota_us(0.1) == (1000, 10_000)
+    assert quota_us(0.25) == (2500, 10_000)
+    assert quota_us(0.05) == (1000, 20_000)  # not 1 ms of 10 ms: that would be 0.1
+    assert quota_us(1.0) == (10_000, 10_000)
+
+
+def test_capacity_rounds_go_on_while_the_rate_still_rises() -> None:
+    assert not settled([])
+    assert not settled([27.0])
+    assert not settled([27.0, 120.0])  # still warming up
+    assert settled([27.0, 120.0, 115.0])
+    assert settled([100.0, 105.0])  # under 10% more: warm
+    assert settled([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])  # at most six rounds

@@ -301,3 +301,20 @@ async def test_the_settings_choose_leases_or_a_round_trip_per_hit(
     finally:
         await limiter.close()
         await bucket.close()
+
+
+async def test_leases_held_are_bounded_and_close_stops_those_in_flight(
+    redis_prefix: str, clock: ManualClock
+) -> None:
+    source = leases(redis_prefix, clock)
+    limiter = LeasingRateLimiter(source, share=0.1, lease_s=10.0, max_keys=3, clock=clock)
+    try:
+        for name in ("a", "b", "c", "d"):
+            await limiter.hit(name, 1000, 100.0)
+        # the oldest lease was forgotten with its tokens; the others are held
+        assert [limiter.held(n, 1000, 100.0) for n in ("a", "b", "c", "d")] == [0, 99, 99, 99]
+        for _ in range(60):  # down to 39: a lease is asked in the background
+            await limiter.hit("d", 1000, 100.0)
+    finally:
+        await limiter.close()
+    assert not limiter._tasks

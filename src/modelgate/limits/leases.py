@@ -176,11 +176,13 @@ class LeasingRateLimiter:
         task = asyncio.get_running_loop().create_task(self._lease(k, lease, want, need))
         lease.pending = task
         self._tasks.add(task)
-        task.add_done_callback(self._settled)
+        task.add_done_callback(lambda done: self._settled(done, lease))
         return task
 
-    def _settled(self, task: asyncio.Task[tuple[Grant, float]]) -> None:
+    def _settled(self, task: asyncio.Task[tuple[Grant, float]], lease: _Lease) -> None:
         self._tasks.discard(task)
+        if lease.pending is task:  # cancelled before it ran
+            lease.pending = None
         if not task.cancelled():
             task.exception()  # a background lease's failure: seen by the next hit instead
 

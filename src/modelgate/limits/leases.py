@@ -160,9 +160,10 @@ class LeasingRateLimiter:
             if grant.tokens or lease.tokens >= cost:
                 continue  # spend from it (or, if others did first, ask again)
             # refused: the bucket held fewer than ``need`` tokens when Redis ran the take,
-            # at or after asked_at; counted from this hit's start, the backlog is at most
-            # what the bucket has then (nothing but time gives it tokens), so the refusal
-            # and its retry time hold for this hit too
+            # at or after asked_at. Nothing but time gives a bucket tokens, so at this hit's
+            # start its backlog was at least the one found less the time since asked_at:
+            # if this hit's cost does not fit even that, the refusal holds for it, and the
+            # retry time counted from its start is never later than the bucket's
             backlog = max(grant.backlog_s - max(started - asked_at, 0.0), 0.0)
             if own or gcra.admit(backlog, limit, window_s, cost) is None:
                 return gcra.decide(

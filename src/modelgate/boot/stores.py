@@ -90,7 +90,8 @@ def build_abuse_guard(settings: Settings, metrics: PrometheusMetrics | None = No
 
 
 def build_quota_counter(settings: Settings) -> QuotaCounter:
-    """In memory for one process; Redis (with the limiter's failure mode) when shared."""
+    """In memory for one process; Redis (with the limiter's failure mode) when shared,
+    charged from reserved slices unless ``limit_lease_share`` is 0."""
     if settings.redis_url is None:
         return MemoryQuotaCounter()
     from modelgate.storage.redis.client import create_redis_client
@@ -100,8 +101,20 @@ def build_quota_counter(settings: Settings) -> QuotaCounter:
     client = create_redis_client(
         settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
     )
+    shared: QuotaCounter
+    if settings.limit_lease_share > 0:
+        from modelgate.limits.quota_leases import LeasingQuotaCounter
+        from modelgate.storage.redis.quota_leases import RedisQuotaLeases
+
+        shared = LeasingQuotaCounter(
+            RedisQuotaLeases(client, prefix=settings.redis_key_prefix),
+            share=settings.limit_lease_share,
+            lease_s=settings.limit_lease_ms / 1000,
+        )
+    else:
+        shared = RedisQuotaCounter(client, prefix=settings.redis_key_prefix)
     return FallbackQuotaCounter(
-        RedisQuotaCounter(client, prefix=settings.redis_key_prefix),
+        shared,
         MemoryQuotaCounter(),
         settings.limiter_failure_mode,
     )

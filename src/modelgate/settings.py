@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     limiter_failure_mode: Literal["open", "closed"] = "open"
     #: with "open", the share of a limit each replica may admit while Redis is down
     limiter_local_share: float = Field(default=1.0, gt=0, le=1)
+    #: with ``redis_url``: each replica leases this share of a rate limit's burst, and
+    #: reserves this share of a quota, from Redis and spends it locally, instead of one
+    #: Redis round trip per request; 0: a round trip per request. Replicas may pass a rate
+    #: limit by at most replicas x 1.5 x this share of the burst; quotas are never passed
+    #: (docs/scale-out.md, "Limits across replicas")
+    limit_lease_share: float = Field(default=0.01, ge=0, le=0.5)
+    #: a lease's tokens not spent within this time expire; a lease is never more than the
+    #: bucket refills in this time, and a token quota's exhaustion reaches every replica
+    #: within it
+    limit_lease_ms: int = Field(default=1000, ge=1, le=60_000)
 
     #: overload: at most this many inference requests in flight per process; plans of lower
     #: priority are shed first (see docs/access-control.md, "Priority and load shedding")

@@ -31,7 +31,8 @@ __all__ = [
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
-    """In memory for one process; Redis (with a fallback for outages) when shared."""
+    """In memory for one process; Redis (with a fallback for outages) when shared, spent
+    from local leases unless ``limit_lease_share`` is 0."""
     if settings.redis_url is None:
         return MemoryRateLimiter()
     from modelgate.storage.redis.client import create_redis_client
@@ -41,8 +42,21 @@ def build_limiter(settings: Settings) -> RateLimiter:
     client = create_redis_client(
         settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
     )
+    prefix = f"{settings.redis_key_prefix}rl:"
+    shared: RateLimiter
+    if settings.limit_lease_share > 0:
+        from modelgate.limits.leases import LeasingRateLimiter
+        from modelgate.storage.redis.leases import RedisTokenLeases
+
+        shared = LeasingRateLimiter(
+            RedisTokenLeases(client, prefix=prefix),
+            share=settings.limit_lease_share,
+            lease_s=settings.limit_lease_ms / 1000,
+        )
+    else:
+        shared = RedisRateLimiter(client, prefix=prefix)
     return FallbackRateLimiter(
-        RedisRateLimiter(client, prefix=f"{settings.redis_key_prefix}rl:"),
+        shared,
         MemoryRateLimiter(),
         settings.limiter_failure_mode,
         local_share=settings.limiter_local_share,
@@ -76,7 +90,8 @@ def build_abuse_guard(settings: Settings, metrics: PrometheusMetrics | None = No
 
 
 def build_quota_counter(settings: Settings) -> QuotaCounter:
-    """In memory for one process; Redis (with the limiter's failure mode) when shared."""
+    """In memory for one process; Redis (with the limiter's failure mode) when shared,
+    charged from reserved slices unless ``limit_lease_share`` is 0."""
     if settings.redis_url is None:
         return MemoryQuotaCounter()
     from modelgate.storage.redis.client import create_redis_client
@@ -86,8 +101,20 @@ def build_quota_counter(settings: Settings) -> QuotaCounter:
     client = create_redis_client(
         settings.redis_url.get_secret_value(), connect_timeout_s=timeout, read_timeout_s=timeout
     )
+    shared: QuotaCounter
+    if settings.limit_lease_share > 0:
+        from modelgate.limits.quota_leases import LeasingQuotaCounter
+        from modelgate.storage.redis.quota_leases import RedisQuotaLeases
+
+        shared = LeasingQuotaCounter(
+            RedisQuotaLeases(client, prefix=settings.redis_key_prefix),
+            share=settings.limit_lease_share,
+            lease_s=settings.limit_lease_ms / 1000,
+        )
+    else:
+        shared = RedisQuotaCounter(client, prefix=settings.redis_key_prefix)
     return FallbackQuotaCounter(
-        RedisQuotaCounter(client, prefix=settings.redis_key_prefix),
+        shared,
         MemoryQuotaCounter(),
         settings.limiter_failure_mode,
     )

@@ -38,7 +38,6 @@ async def measure(
 ) -> dict[str, float]:
     from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
     from modelgate.boot.serving import build_components
-    from modelgate.core.serving.signature import validate_inputs as _validate
     from modelgate.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +95,8 @@ async def measure(
             inputs = {"features": np.asarray(request.inputs[0].data)}
             runtime: Any = loaded.runtime
             predictor = getattr(getattr(runtime, "inner", runtime), "predictor", None)
-            await figures.one("_validate", lambda: _validate(loaded.manifest, request.inputs), 0.5)
+            # the version's plan, as the pipeline's _validate step calls it
+            await figures.one("_validate", lambda: loaded.plan.validate(request.inputs), 0.5)
             await figures.one(
                 f"{type(runtime).__name__}.infer", lambda: runtime.infer(inputs, None)
             )

@@ -114,6 +114,7 @@ class MetricsAlertSource:
         return readings
 
     def _totals(self) -> dict[str, _Totals]:
+        self._metrics.flush()  # the request counters are tallied until read
         requests: dict[str, float] = {}
         errors: dict[str, float] = {}
         for family in self._metrics.requests.collect():

@@ -2,6 +2,11 @@
 
 Recording on the request path is a dictionary lookup and a few adds: label children are
 cached per model version (batches, queue) and per (model, version, tenant) (requests).
+The counters bumped on every request (requests by outcome, usage rows and tokens, HTTP
+answers, anomalous requests) are counted in plain integers (:class:`_Tally`) and added to
+their prometheus-client children when they are read: at each scrape (a collector
+registered ahead of them) and by the alert evaluator. The figures are exact at every read;
+a request no longer pays prometheus-client's lock per counter.
 What is state rather than events (models loaded, requests in flight, the usage backlog,
 degraded stores) is read when ``/metrics`` is scraped, at no cost per request
 (:mod:`modelgate.observability.state_metrics`).
@@ -66,11 +71,14 @@ of further tenants are counted under ``tenant="_other"``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from modelgate.observability.state_metrics import StateCollector
 
@@ -129,6 +137,38 @@ class _VersionMetrics:
         self._queue.set(depth)
 
 
+class _Tally:
+    """One counter child counted on the request path as a plain integer, added to the child
+    when it is read (:meth:`PrometheusMetrics.flush`). Only the event loop adds to
+    ``total``; the flush, under its lock, adds what is new since the last one, so a flush
+    from another thread loses nothing."""
+
+    __slots__ = ("_flushed", "child", "total")
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+        self.total = 0
+        self._flushed = 0
+
+    def flush(self) -> None:
+        total = self.total
+        if total != self._flushed:
+            self.child.inc(total - self._flushed)
+            self._flushed = total
+
+
+class _Flush(Collector):
+    """Registered ahead of the counters it feeds: every collection of the registry (a
+    scrape, ``get_sample_value`` in a test) adds the tallies first. It yields no metric."""
+
+    def __init__(self, owner: PrometheusMetrics) -> None:
+        self._owner = owner
+
+    def collect(self) -> Iterable[Metric]:
+        self._owner.flush()
+        return ()
+
+
 class _ServedMetrics:
     """The children of one (model, version, tenant)."""
 
@@ -137,15 +177,15 @@ class _ServedMetrics:
     def __init__(self, owner: PrometheusMetrics, model: str, version: str, tenant: str):
         self.owner = owner
         self.labels = (model, version, tenant)
-        self.counters: dict[str, Counter] = {}
+        self.counters: dict[str, _Tally] = {}
         self.latency = owner.latency.labels(model, version, tenant)
-        self.rows = owner.usage_rows.labels(model, tenant)
-        self.tokens = owner.usage_tokens.labels(model, tenant)
+        self.rows = owner.tally(owner.usage_rows.labels(model, tenant))
+        self.tokens = owner.tally(owner.usage_tokens.labels(model, tenant))
 
-    def counter(self, status: str) -> Counter:
+    def counter(self, status: str) -> _Tally:
         child = self.owner.requests.labels(*self.labels, _STATUS_LABEL.get(status, status))
-        self.counters[status] = child
-        return child
+        tally = self.counters[status] = self.owner.tally(child)
+        return tally
 
 
 #: result-cache events: (event, metric name after ``modelgate_cache_``, help)
@@ -164,6 +204,9 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, max_tenants: int = 500):
         self.registry = registry or CollectorRegistry()
         self.max_tenants = max_tenants
+        self._tallies: list[_Tally] = []
+        self._flush_lock = threading.Lock()
+        self.registry.register(_Flush(self))  # first: collected before the counters
         version = ("model", "version")
         self.requests = Counter(
             "modelgate_inference_requests",
@@ -258,10 +301,10 @@ class PrometheusMetrics:
             for event, name, text in _CACHE_EVENTS
         }
         self._cache_children: dict[tuple[str, str], Counter] = {}
-        self._http_children: dict[tuple[str, int], Counter] = {}
+        self._http_children: dict[tuple[str, int], _Tally] = {}
         self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
         self._refusal_children: dict[tuple[str, str], Counter] = {}
-        self._anomaly_children: dict[tuple[str, str, str], Counter] = {}
+        self._anomaly_children: dict[tuple[str, str, str], _Tally] = {}
         self._tenants: set[str] = set()
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
         for kind in ("key", "address"):  # known up front: their series exist from the start
@@ -287,6 +330,20 @@ class PrometheusMetrics:
     def track_backpressure(self, backpressure: RefusalBackpressure) -> None:
         """Export the refusals held on flooding connections (read at each scrape)."""
         self._state.backpressure = backpressure
+
+    def tally(self, child: Counter) -> _Tally:
+        """A counter child counted in a plain integer, added to it at each :meth:`flush`."""
+        tally = _Tally(child)
+        with self._flush_lock:
+            self._tallies.append(tally)
+        return tally
+
+    def flush(self) -> None:
+        """Add what the tallies counted since the last flush to their children. Called
+        before every read: the scrape (by :class:`_Flush`) and the alert evaluator."""
+        with self._flush_lock:
+            for tally in self._tallies:
+                tally.flush()
 
     # -- InferenceObserver -------------------------------------------------------------
     def version(self, model: str, version: str) -> _VersionMetrics:
@@ -315,12 +372,12 @@ class PrometheusMetrics:
         counter = children.counters.get(status)
         if counter is None:
             counter = children.counter(status)
-        counter.inc()
+        counter.total += 1
         children.latency.observe(seconds)
         if rows:
-            children.rows.inc(rows)
+            children.rows.total += rows
         if tokens:
-            children.tokens.inc(tokens)
+            children.tokens.total += tokens
 
     def refused(self, tenant: str, reason: str) -> None:
         # a refusal can be as frequent as a success (a client that does not back off)
@@ -355,10 +412,10 @@ class PrometheusMetrics:
         ``"flagged"`` or ``"rejected"``. Its series are kept: garbage traffic pays one
         dictionary lookup here, not ``labels``."""
         key = (model, version, action)
-        child = self._anomaly_children.get(key)
-        if child is None:
-            child = self._anomaly_children[key] = self.anomalous_requests.labels(*key)
-        child.inc()
+        tally = self._anomaly_children.get(key)
+        if tally is None:
+            tally = self._anomaly_children[key] = self.tally(self.anomalous_requests.labels(*key))
+        tally.total += 1
 
     def cache_event(self, model: str, event: str) -> None:
         """The :class:`~modelgate.core.serving.ports.CacheObserver`. A model's first event makes
@@ -391,10 +448,10 @@ class PrometheusMetrics:
     # -- HTTP --------------------------------------------------------------------------
     def http_answer(self, api: str, status: int) -> None:
         key = (api, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_children[key] = self.http.labels(api, str(status))
-        child.inc()
+        tally = self._http_children.get(key)
+        if tally is None:
+            tally = self._http_children[key] = self.tally(self.http.labels(api, str(status)))
+        tally.total += 1
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -40,6 +40,37 @@ def test_requests_are_counted_per_tenant_and_ok_reads_success() -> None:
     assert sample(metrics, "modelgate_usage_tokens_total", model="m", tenant="acme") == 17
 
 
+def test_tallied_counters_are_exact_at_every_read_and_added_once() -> None:
+    """Requests, usage, HTTP answers and anomalies are tallied in plain integers and added
+    to prometheus-client's children when the registry is read: each read sees every event
+    so far, and reading twice adds nothing twice."""
+    metrics = PrometheusMetrics()
+    total = "modelgate_inference_requests_total"
+    labels = {"model": "m", "version": "1", "tenant": "acme", "status": "success"}
+    for expected in (1, 2, 3):
+        metrics.served("m", "1", "acme", "ok", 0.001, 2, 0)
+        metrics.http_answer("oip", 200)
+        metrics.anomalous("m", "1", "flagged")
+        for _ in range(2):  # a second read adds nothing more
+            assert sample(metrics, total, **labels) == expected
+            assert sample(metrics, "modelgate_usage_rows_total", model="m", tenant="acme") == (
+                2 * expected
+            )
+            assert sample(metrics, "modelgate_http_requests_total", api="oip", status="200") == (
+                expected
+            )
+            assert (
+                sample(
+                    metrics,
+                    "modelgate_anomalous_requests_total",
+                    model="m",
+                    version="1",
+                    action="flagged",
+                )
+                == expected
+            )
+
+
 def test_the_tenant_label_is_bounded() -> None:
     metrics = PrometheusMetrics(max_tenants=2)
     for tenant in ("t1", "t2", "t3", "t4", "t1"):

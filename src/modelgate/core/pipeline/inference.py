@@ -52,7 +52,6 @@ from modelgate.core.serving.signature import (
     RequestedOutput,
     output_tensors,
     select_outputs,
-    validate_inputs,
 )
 from modelgate.core.serving.tensors import Parameters, Tensor
 from modelgate.core.serving.tracing import traced
@@ -290,7 +289,7 @@ class InferenceService:
         signature and limits; DEADLINE_EXCEEDED when the caller no longer waits."""
         if timing.deadline is not None and time.monotonic() >= timing.deadline:
             raise deadline_exceeded()
-        return validate_inputs(loaded.manifest, request.inputs)
+        return loaded.plan.validate(request.inputs)
 
     def _screen(self, loaded: LoadedVersion, inputs: _Arrays) -> Parameters | None:
         """The anomaly check of a model with an ``anomaly`` section: the response's

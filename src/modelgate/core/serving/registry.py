@@ -37,6 +37,7 @@ from modelgate.core.serving.ports import (
     VersionSource,
 )
 from modelgate.core.serving.statistics import VersionStats
+from modelgate.core.serving.validation_plan import ValidationPlan
 from modelgate.core.serving.version_loading import run_load_step, warm_runtime
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -77,6 +78,11 @@ class LoadedVersion:
     state: VersionState = VersionState.READY
     inflight: int = 0
     _drained: asyncio.Event | None = None
+    #: the input checks, worked out once here rather than on every request
+    plan: ValidationPlan = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.plan = ValidationPlan(self.manifest)
 
     def enter(self) -> None:
         self.inflight += 1

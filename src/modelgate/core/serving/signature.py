@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.serving.manifest import ModelManifest, TensorSpec
-from modelgate.core.serving.request_size import check_rows, check_texts
 from modelgate.core.serving.tensors import Parameters, Tensor
+from modelgate.core.serving.validation_plan import ValidationPlan
 from modelgate.errors import invalid
 
 __all__ = [
@@ -42,58 +42,10 @@ def validate_inputs(
 ) -> tuple[dict[str, np.ndarray[Any, Any]], int]:
     """Check inputs against the signature and the manifest's ``limits`` (rows, texts and
     the bytes of each, see :mod:`modelgate.core.serving.request_size`); return them by name with
-    the batch size."""
-    inputs: dict[str, np.ndarray[Any, Any]] = {}
-    rows = -1
-    texts = 0
-    max_rows = manifest.limits.max_rows or 0
-    for tensor in tensors:
-        spec = manifest.input(tensor.name)
-        if spec is None:
-            expected = ", ".join(s.name for s in manifest.inputs)
-            raise invalid(
-                f"unexpected input '{tensor.name}' for model '{manifest.name}' "
-                f"(it takes: {expected})"
-            )
-        if tensor.name in inputs:
-            raise invalid(f"input '{tensor.name}' is given twice")
-        if tensor.datatype != spec.datatype:
-            raise invalid(
-                f"input '{tensor.name}' has datatype {tensor.datatype}, "
-                f"model '{manifest.name}' expects {spec.datatype}"
-            )
-        shape = tensor.data.shape
-        if len(shape) != len(spec.shape) or any(
-            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
-        ):
-            raise invalid(
-                f"input '{tensor.name}' has shape {list(shape)}, model "
-                f"'{manifest.name}' expects {list(spec.shape)}"
-            )
-        if shape:
-            if rows not in (-1, shape[0]):
-                raise invalid("inputs disagree on the batch size (first dimension)")
-            rows = shape[0]
-            if rows > max_rows:  # before any pass over the data
-                check_rows(manifest, rows)
-        if tensor.datatype == "BYTES":
-            texts = check_texts(manifest, tensor.name, tensor.data, texts)
-        if (
-            not spec.allow_nonfinite
-            and tensor.data.dtype.kind == "f"
-            and not bool(np.isfinite(tensor.data).all())
-        ):
-            raise invalid(
-                f"input '{tensor.name}' holds NaN or Infinity, which model "
-                f"'{manifest.name}' does not accept"
-            )
-        inputs[tensor.name] = tensor.data
-    if len(inputs) != len(manifest.inputs):
-        missing = [s.name for s in manifest.inputs if s.name not in inputs]
-        raise invalid(f"missing input(s) {', '.join(missing)} for model '{manifest.name}'")
-    if rows == 0:
-        raise invalid("the batch is empty (first dimension is 0)")
-    return inputs, max(rows, 1)
+    the batch size. The request path uses the loaded version's prebuilt
+    :class:`~modelgate.core.serving.validation_plan.ValidationPlan`; this builds one for a
+    manifest that has none."""
+    return ValidationPlan(manifest).validate(tensors)
 
 
 def select_outputs(

@@ -61,3 +61,52 @@ async def test_a_gpu_model_answered_by_a_cpu_node_says_so(tmp_path: Path) -> Non
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
             for key in r.scan_iter(f"{prefix}*"):
                 r.delete(key)
+
+
+async def test_a_node_does_not_meter_or_record_its_gateways_call_again(tmp_path: Path) -> None:
+    """The gateway meters the call and keeps its prediction for feedback; the node, called
+    with its admin key, writes neither a second time (core/gateway/node_calls.py)."""
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
+    manifest = repository / "doubler" / "model.yaml"
+    manifest.write_text(manifest.read_text() + "feedback: {enabled: true}\n")
+    prefix = f"mgtest:{secrets.token_hex(6)}:"
+    shared = {
+        "redis_url": SecretStr(REDIS_URL),
+        "redis_key_prefix": prefix,
+        "cluster_refresh_seconds": 0.2,
+        # nothing is written during the test: what each server recorded stays pending
+        "usage_flush_seconds": 60,
+        "feedback_flush_seconds": 60,
+    }
+    try:
+        async with (
+            running_server(
+                tmp_path / "node",
+                role="node",
+                node_id="n-1",
+                model_repository=repository,
+                auth="required",
+                admin_key=SecretStr(NODE_KEY),
+                **shared,
+            ) as node,
+            running_server(
+                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
+            ) as gateway,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
+        ):
+            answer = await client.post("/v2/models/doubler/infer", json=ROW)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+            assert gateway.components is not None and node.components is not None
+            assert gateway.components.usage is not None and node.components.usage is not None
+            assert gateway.components.feedback is not None
+            assert node.components.feedback is not None
+            assert gateway.components.usage.pending == 1
+            assert gateway.components.feedback.pending == 1
+            assert node.components.usage.pending == 0
+            assert node.components.feedback.pending == 0
+    finally:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)

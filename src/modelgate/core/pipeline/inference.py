@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -99,6 +99,8 @@ class InferenceService:
         cache: ResultCache | None = None,
         deployments: DeploymentRouter | None = None,
         shadows: ShadowRunner | None = None,
+        forwarded: Callable[[Principal | None], bool] | None = None,
+        forwarded_listeners: Sequence[InferenceListener] = (),
     ):
         self.registry = registry
         #: the models' metadata and control, and who may see them (None: a catalog of
@@ -123,6 +125,12 @@ class InferenceService:
         self.deployments = deployments
         #: runs the shadow copies a deployment asks for (core/traffic/shadow.py)
         self.shadows = shadows
+        #: a node's test for a call its gateway forwarded, whose usage, feedback and
+        #: payload the gateway recorded (core/gateway/node_calls.py): such a call is not
+        #: metered into ``usage`` and is handed only to ``forwarded_listeners``. None:
+        #: every call is recorded (an all-in-one server, a gateway)
+        self.forwarded = forwarded
+        self.forwarded_listeners = tuple(forwarded_listeners)
 
     async def infer(
         self,
@@ -372,8 +380,9 @@ class InferenceService:
         start: int,
         timing: Timing,
     ) -> int:
-        """Every outcome, failures included, to the canary window, usage and metrics;
-        answers the tokens an embedding model used."""
+        """Every outcome, failures included, to the canary window, usage (not a call a
+        node's gateway forwarded: the gateway metered it) and metrics; answers the tokens
+        an embedding model used."""
         tokens = 0
         if status == "ok" and loaded.manifest.embedding is not None:
             tokens = cached.tokens if cached is not None else _tokens(loaded.manifest, arrays)
@@ -383,7 +392,8 @@ class InferenceService:
         tenant = principal.tenant_id if principal is not None else ANONYMOUS
         version = str(loaded.version)
         used_rows = rows if status == "ok" else 0
-        if self.usage is not None:
+        forwarded = self.forwarded
+        if self.usage is not None and (forwarded is None or not forwarded(principal)):
             self.usage.record(
                 tenant,
                 usage_key_id(principal),
@@ -499,11 +509,15 @@ class InferenceService:
         loaded: LoadedVersion,
         inputs: _Arrays,
     ) -> None:
-        """The listeners, in order, each handed the one (frozen) record of the inference."""
-        if not self.listeners:
+        """The listeners, in order, each handed the one (frozen) record of the inference
+        (a node hands a call its gateway forwarded only to ``forwarded_listeners``)."""
+        listeners = self.listeners
+        if self.forwarded is not None and self.forwarded(principal):
+            listeners = self.forwarded_listeners
+        if not listeners:
             return
         completed = CompletedInference(principal, request, response, loaded.manifest, inputs)
-        for listener in self.listeners:
+        for listener in listeners:
             listener.completed(completed)
 
 

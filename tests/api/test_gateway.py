@@ -110,3 +110,48 @@ async def test_a_node_does_not_meter_or_record_its_gateways_call_again(tmp_path:
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
             for key in r.scan_iter(f"{prefix}*"):
                 r.delete(key)
+
+
+async def test_a_models_rate_limit_counts_a_request_through_a_gateway_once(
+    tmp_path: Path,
+) -> None:
+    """The gateway enforces the model's own rate limit; the node, sharing its Redis and key
+    prefix, does not count the forwarded call against the same bucket a second time (which
+    halved the limit)."""
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
+    manifest = repository / "doubler" / "model.yaml"
+    manifest.write_text(
+        manifest.read_text() + "rate_limit: {requests_per_second: 0.001, burst: 4}\n"
+    )
+    prefix = f"mgtest:{secrets.token_hex(6)}:"
+    shared = {
+        "redis_url": SecretStr(REDIS_URL),
+        "redis_key_prefix": prefix,
+        "cluster_refresh_seconds": 0.2,
+    }
+    try:
+        async with (
+            running_server(
+                tmp_path / "node",
+                role="node",
+                node_id="n-1",
+                model_repository=repository,
+                auth="required",
+                admin_key=SecretStr(NODE_KEY),
+                **shared,
+            ),
+            running_server(
+                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
+            ) as gateway,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
+        ):
+            statuses = [
+                (await client.post("/v2/models/doubler/infer", json=ROW)).status_code
+                for _ in range(5)
+            ]
+            assert statuses == [200, 200, 200, 200, 429]  # the burst of 4, then the limit
+    finally:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)

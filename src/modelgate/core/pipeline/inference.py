@@ -126,9 +126,10 @@ class InferenceService:
         #: runs the shadow copies a deployment asks for (core/traffic/shadow.py)
         self.shadows = shadows
         #: a node's test for a call its gateway forwarded, whose usage, feedback and
-        #: payload the gateway recorded (core/gateway/node_calls.py): such a call is not
-        #: metered into ``usage`` and is handed only to ``forwarded_listeners``. None:
-        #: every call is recorded (an all-in-one server, a gateway)
+        #: payload the gateway recorded and whose model rate limit it applied
+        #: (core/gateway/node_calls.py): such a call is not counted against the model's
+        #: limit, not metered into ``usage``, and is handed only to
+        #: ``forwarded_listeners``. None: every call is (an all-in-one server, a gateway)
         self.forwarded = forwarded
         self.forwarded_listeners = tuple(forwarded_listeners)
 
@@ -179,6 +180,8 @@ class InferenceService:
         if loaded is None:  # a first use: authorized before it loads
             loaded = await self._load(request, principal, choice)
         choice = self._authorize(request, principal, loaded, choice)
+        # a call a node's gateway forwarded: the gateway limited, metered and recorded it
+        forwarded = self.forwarded is not None and self.forwarded(principal)
         start = time.perf_counter_ns()
         loaded.enter()  # before any await: a reload now waits for this request to finish
         timing = Timing(deadline=self._deadline(request))
@@ -199,7 +202,7 @@ class InferenceService:
             ticket = self._ticket(request, principal, loaded, inputs, requested)
             if admission is not None:
                 limit = await self._admit(
-                    admission, principal, request, loaded, rows, choice, timing
+                    admission, principal, request, loaded, rows, choice, timing, forwarded
                 )
                 admitted = True
             if ticket is not None:  # after admission: a hit is limited and metered like any
@@ -224,7 +227,17 @@ class InferenceService:
                 assert admission is not None
                 admission.release(principal)
             tokens = self._meter(
-                request, principal, loaded, choice, status, rows, cached, arrays, start, timing
+                request,
+                principal,
+                loaded,
+                choice,
+                status,
+                rows,
+                cached,
+                arrays,
+                start,
+                timing,
+                forwarded,
             )
         if tokens:
             self._charge_tokens(principal, tokens)
@@ -235,7 +248,7 @@ class InferenceService:
             request, loaded, choice, outputs, requested, limit, ticket, cached, anomaly, timing
         )
         self._mirror(choice, inputs, arrays, cached, start)
-        self._notify(principal, request, response, loaded, inputs)
+        self._notify(principal, request, response, loaded, inputs, forwarded)
         return response
 
     # -- the steps, in order -------------------------------------------------------------
@@ -332,6 +345,7 @@ class InferenceService:
         rows: int,
         choice: Choice | None,
         timing: Timing,
+        forwarded: bool = False,
     ) -> Awaitable[Decision | None]:
         """Batch size, shedding, concurrency, rate limits and quotas (core/admission). A
         request no deployment routed is answered by the version its path names, so a
@@ -339,7 +353,9 @@ class InferenceService:
         (core/admission/refusals.py). The tenant and its weight go on ``timing``, where the
         batcher takes waiting requests per tenant in turn (core/serving/fair_queue.py); on a
         node, a gateway's call takes the turn of the tenant it is for
-        (core/gateway/tenant_metadata.py), and a gateway forwards them with the priority."""
+        (core/gateway/tenant_metadata.py), and a gateway forwards them with the priority. A
+        call a node's gateway ``forwarded`` is not counted against the model's own rate
+        limit again: the gateway did."""
         if principal is not None:
             behalf = principal.on_behalf
             if behalf is None:
@@ -352,7 +368,12 @@ class InferenceService:
                 timing.priority = behalf.priority
         named = (request.model, request.version) if choice is None else None
         admit = admission.admit(
-            principal, loaded.manifest, rows, named, served=(str(loaded.version), loaded.hardware)
+            principal,
+            loaded.manifest,
+            rows,
+            named,
+            served=(str(loaded.version), loaded.hardware),
+            model_limit=not forwarded,
         )
         return admit if self.tracer is None else traced(self.tracer, "admission", admit)
 
@@ -379,6 +400,7 @@ class InferenceService:
         arrays: _Arrays,
         start: int,
         timing: Timing,
+        forwarded: bool = False,
     ) -> int:
         """Every outcome, failures included, to the canary window, usage (not a call a
         node's gateway forwarded: the gateway metered it) and metrics; answers the tokens
@@ -392,8 +414,7 @@ class InferenceService:
         tenant = principal.tenant_id if principal is not None else ANONYMOUS
         version = str(loaded.version)
         used_rows = rows if status == "ok" else 0
-        forwarded = self.forwarded
-        if self.usage is not None and (forwarded is None or not forwarded(principal)):
+        if self.usage is not None and not forwarded:
             self.usage.record(
                 tenant,
                 usage_key_id(principal),
@@ -508,12 +529,11 @@ class InferenceService:
         response: InferenceResponse,
         loaded: LoadedVersion,
         inputs: _Arrays,
+        forwarded: bool = False,
     ) -> None:
         """The listeners, in order, each handed the one (frozen) record of the inference
         (a node hands a call its gateway forwarded only to ``forwarded_listeners``)."""
-        listeners = self.listeners
-        if self.forwarded is not None and self.forwarded(principal):
-            listeners = self.forwarded_listeners
+        listeners = self.forwarded_listeners if forwarded else self.listeners
         if not listeners:
             return
         completed = CompletedInference(principal, request, response, loaded.manifest, inputs)

@@ -4,6 +4,7 @@ that prefers a GPU when only CPU nodes are up, and how it reports its nodes' hea
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 from pathlib import Path
@@ -151,6 +152,55 @@ async def test_a_models_rate_limit_counts_a_request_through_a_gateway_once(
                 for _ in range(5)
             ]
             assert statuses == [200, 200, 200, 200, 429]  # the burst of 4, then the limit
+    finally:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)
+
+
+async def test_a_node_does_not_cache_its_gateways_answer_a_second_time(tmp_path: Path) -> None:
+    """The gateway looks a cached model's answer up and keeps it; the node it forwards a miss
+    to neither looks it up nor keeps a copy of its own in the shared Redis."""
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "cached-doubler", repository / "cached-doubler")
+    manifest = repository / "cached-doubler" / "model.yaml"
+    manifest.write_text(manifest.read_text().replace("shareable: true", "shareable: false"))
+    prefix = f"mgtest:{secrets.token_hex(6)}:"
+    shared = {
+        "redis_url": SecretStr(REDIS_URL),
+        "redis_key_prefix": prefix,
+        "cluster_refresh_seconds": 0.2,
+    }
+    try:
+        async with (
+            running_server(
+                tmp_path / "node",
+                role="node",
+                node_id="n-1",
+                model_repository=repository,
+                auth="required",
+                admin_key=SecretStr(NODE_KEY),
+                **shared,
+            ),
+            running_server(
+                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
+            ) as gateway,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
+        ):
+            first = await client.post("/v2/models/cached-doubler/infer", json=ROW)
+            assert first.status_code == 200, first.text
+            assert first.headers["x-modelgate-cache"] == "miss"
+            with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
+                for _ in range(100):  # the entry is written in the background
+                    entries = list(r.scan_iter(f"{prefix}cache:*"))
+                    if entries:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # time for a second entry, were one coming
+                assert len(list(r.scan_iter(f"{prefix}cache:*"))) == 1  # the gateway's
+            second = await client.post("/v2/models/cached-doubler/infer", json=ROW)
+            assert second.headers["x-modelgate-cache"] == "hit"
+            assert second.json()["outputs"] == first.json()["outputs"]
     finally:
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
             for key in r.scan_iter(f"{prefix}*"):

@@ -128,7 +128,7 @@ class InferenceService:
         #: a node's test for a call its gateway forwarded, whose usage, feedback and
         #: payload the gateway recorded and whose model rate limit it applied
         #: (core/gateway/node_calls.py): such a call is not counted against the model's
-        #: limit, not metered into ``usage``, and is handed only to
+        #: limit, not cached twice, not metered into ``usage``, and is handed only to
         #: ``forwarded_listeners``. None: every call is (an all-in-one server, a gateway)
         self.forwarded = forwarded
         self.forwarded_listeners = tuple(forwarded_listeners)
@@ -199,7 +199,7 @@ class InferenceService:
                 await check_tokens(loaded.manifest, loaded.runtime, inputs)
             requested = select_outputs(loaded.manifest, request.outputs)
             anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
-            ticket = self._ticket(request, principal, loaded, inputs, requested)
+            ticket = self._ticket(request, principal, loaded, inputs, requested, forwarded)
             if admission is not None:
                 limit = await self._admit(
                     admission, principal, request, loaded, rows, choice, timing, forwarded
@@ -327,9 +327,12 @@ class InferenceService:
         loaded: LoadedVersion,
         inputs: _Arrays,
         requested: list[RequestedOutput] | None,
+        forwarded: bool = False,
     ) -> CacheTicket | None:
-        """The result-cache key and directives of a model with a ``cache`` section."""
-        if self.cache is None or loaded.manifest.cache is None:
+        """The result-cache key and directives of a model with a ``cache`` section; None
+        for a call a node's gateway ``forwarded``: the gateway looked its answer up and
+        keeps it (a second lookup and copy here would cost a Redis round trip each way)."""
+        if self.cache is None or loaded.manifest.cache is None or forwarded:
             return None
         tenant_id = principal.tenant_id if principal is not None else ANONYMOUS
         return self.cache.ticket(

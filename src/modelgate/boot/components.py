@@ -37,6 +37,7 @@ from modelgate.core.admission.metering import UsageRecorder
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.refusals import RefusalMemo
+from modelgate.core.gateway.node_calls import from_gateway
 from modelgate.core.governance.payload_logger import PayloadLogger
 from modelgate.core.monitoring.alerts import AlertEvaluator
 from modelgate.core.monitoring.anomaly import AnomalyDetector
@@ -299,6 +300,8 @@ def build_core_components(settings: Settings) -> Components:
     listeners: list[InferenceListener] = [monitor, feedback]
     if payload_logger is not None:
         listeners.append(payload_logger)
+    # a node's calls from its gateways were metered and recorded there: only monitored here
+    forwarded = from_gateway if settings.role == "node" else None
     catalog = ModelCatalog(registry, audit=state.audit)
     if admission.overload is not None:  # not ready while shedding lasts
         catalog.ready_checks.append(admission.overload.ready)
@@ -315,6 +318,8 @@ def build_core_components(settings: Settings) -> Components:
         cache=cache,
         deployments=deployments.router,
         shadows=shadows,
+        forwarded=forwarded,
+        forwarded_listeners=[monitor],
     )
     records: list[tuple[str, RecordKeeper]] = [("feedback", feedback)]  # rows, by reason
     if payload_logger is not None:

@@ -119,6 +119,7 @@ class Admission:
         named: tuple[str, str | None] | None = None,
         *,
         served: tuple[str, str] | None = None,
+        model_limit: bool = True,
     ) -> Decision | None:
         """Take a slot for the request, or raise; the tightest rate-limit decision that
         applied (for rate-limit headers), or None when no rate limit applies.
@@ -127,6 +128,8 @@ class Admission:
         version answers (no deployment routed it): a refusal by the model's own limit is
         noted under it in the memo; None: it is not noted. ``served``: the (version,
         hardware) that would answer, which the memo's refusals are metered under.
+        ``model_limit``: False for a call a node's gateway forwarded, whose model rate limit
+        the gateway applied (counted again in the same bucket, it halved the limit).
 
         After a successful ``admit`` the caller must call :meth:`release` exactly once."""
         plan = principal.plan if principal is not None else None
@@ -161,7 +164,7 @@ class Admission:
             self._tenant_inflight[tenant] = running + 1
         self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
         try:
-            decision = await self._limits(principal, manifest, rows, named, served)
+            decision = await self._limits(principal, manifest, rows, named, served, model_limit)
         except BaseException:
             self._give_back(tenant)
             raise
@@ -194,6 +197,7 @@ class Admission:
         rows: int,
         named: tuple[str, str | None] | None,
         served: tuple[str, str] | None,
+        model_limit: bool = True,
     ) -> Decision | None:
         tightest: Decision | None = None
         plan = principal.plan if principal is not None else None
@@ -220,9 +224,9 @@ class Admission:
             )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
-        model_limit = manifest.rate_limit
-        if model_limit is not None:
-            b = bucket(model_limit.requests_per_second, model_limit.burst)
+        spec = manifest.rate_limit if model_limit else None
+        if spec is not None:
+            b = bucket(spec.requests_per_second, spec.burst)
             decision = await self._hit(
                 principal,
                 f"model:{manifest.name}",

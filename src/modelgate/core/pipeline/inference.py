@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -98,6 +98,8 @@ class InferenceService:
         cache: ResultCache | None = None,
         deployments: DeploymentRouter | None = None,
         shadows: ShadowRunner | None = None,
+        forwarded: Callable[[Principal | None], bool] | None = None,
+        forwarded_listeners: Sequence[InferenceListener] = (),
     ):
         self.registry = registry
         #: the models' metadata and control, and who may see them (None: a catalog of
@@ -122,6 +124,13 @@ class InferenceService:
         self.deployments = deployments
         #: runs the shadow copies a deployment asks for (core/traffic/shadow.py)
         self.shadows = shadows
+        #: a node's test for a call its gateway forwarded, whose usage, feedback and
+        #: payload the gateway recorded and whose model rate limit it applied
+        #: (core/gateway/node_calls.py): such a call is not counted against the model's
+        #: limit, not cached twice, not metered into ``usage``, and is handed only to
+        #: ``forwarded_listeners``. None: every call is (an all-in-one server, a gateway)
+        self.forwarded = forwarded
+        self.forwarded_listeners = tuple(forwarded_listeners)
 
     async def infer(
         self,
@@ -170,6 +179,8 @@ class InferenceService:
         if loaded is None:  # a first use: authorized before it loads
             loaded = await self._load(request, principal, choice)
         choice = self._authorize(request, principal, loaded, choice)
+        # a call a node's gateway forwarded: the gateway limited, metered and recorded it
+        forwarded = self.forwarded is not None and self.forwarded(principal)
         start = time.perf_counter_ns()
         loaded.enter()  # before any await: a reload now waits for this request to finish
         timing = Timing(deadline=self._deadline(request))
@@ -187,10 +198,10 @@ class InferenceService:
                 await check_tokens(loaded.manifest, loaded.runtime, inputs)
             requested = select_outputs(loaded.manifest, request.outputs)
             anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
-            ticket = self._ticket(request, principal, loaded, inputs, requested)
+            ticket = self._ticket(request, principal, loaded, inputs, requested, forwarded)
             if admission is not None:
                 limit = await self._admit(
-                    admission, principal, request, loaded, rows, choice, timing
+                    admission, principal, request, loaded, rows, choice, timing, forwarded
                 )
                 admitted = True
             if ticket is not None:  # after admission: a hit is limited and metered like any
@@ -215,7 +226,17 @@ class InferenceService:
                 assert admission is not None
                 admission.release(principal)
             tokens = self._meter(
-                request, principal, loaded, choice, status, rows, cached, arrays, start, timing
+                request,
+                principal,
+                loaded,
+                choice,
+                status,
+                rows,
+                cached,
+                arrays,
+                start,
+                timing,
+                forwarded,
             )
         if tokens:
             self._charge_tokens(principal, tokens)
@@ -226,7 +247,7 @@ class InferenceService:
             request, loaded, choice, outputs, requested, limit, ticket, cached, anomaly, timing
         )
         self._mirror(choice, inputs, arrays, cached, start)
-        self._notify(principal, request, response, loaded, inputs)
+        self._notify(principal, request, response, loaded, inputs, forwarded)
         return response
 
     # -- the steps, in order -------------------------------------------------------------
@@ -305,9 +326,12 @@ class InferenceService:
         loaded: LoadedVersion,
         inputs: _Arrays,
         requested: list[RequestedOutput] | None,
+        forwarded: bool = False,
     ) -> CacheTicket | None:
-        """The result-cache key and directives of a model with a ``cache`` section."""
-        if self.cache is None or loaded.manifest.cache is None:
+        """The result-cache key and directives of a model with a ``cache`` section; None
+        for a call a node's gateway ``forwarded``: the gateway looked its answer up and
+        keeps it (a second lookup and copy here would cost a Redis round trip each way)."""
+        if self.cache is None or loaded.manifest.cache is None or forwarded:
             return None
         tenant_id = principal.tenant_id if principal is not None else ANONYMOUS
         return self.cache.ticket(
@@ -323,6 +347,7 @@ class InferenceService:
         rows: int,
         choice: Choice | None,
         timing: Timing,
+        forwarded: bool = False,
     ) -> Awaitable[Decision | None]:
         """Batch size, shedding, concurrency, rate limits and quotas (core/admission). A
         request no deployment routed is answered by the version its path names, so a
@@ -330,7 +355,9 @@ class InferenceService:
         (core/admission/refusals.py). The tenant and its weight go on ``timing``, where the
         batcher takes waiting requests per tenant in turn (core/serving/fair_queue.py); on a
         node, a gateway's call takes the turn of the tenant it is for
-        (core/gateway/tenant_metadata.py), and a gateway forwards them with the priority."""
+        (core/gateway/tenant_metadata.py), and a gateway forwards them with the priority. A
+        call a node's gateway ``forwarded`` is not counted against the model's own rate
+        limit again: the gateway did."""
         if principal is not None:
             behalf = principal.on_behalf
             if behalf is None:
@@ -343,7 +370,12 @@ class InferenceService:
                 timing.priority = behalf.priority
         named = (request.model, request.version) if choice is None else None
         admit = admission.admit(
-            principal, loaded.manifest, rows, named, served=(str(loaded.version), loaded.hardware)
+            principal,
+            loaded.manifest,
+            rows,
+            named,
+            served=(str(loaded.version), loaded.hardware),
+            model_limit=not forwarded,
         )
         return admit if self.tracer is None else traced(self.tracer, "admission", admit)
 
@@ -370,9 +402,11 @@ class InferenceService:
         arrays: _Arrays,
         start: int,
         timing: Timing,
+        forwarded: bool = False,
     ) -> int:
-        """Every outcome, failures included, to the canary window, usage and metrics;
-        answers the tokens an embedding model used."""
+        """Every outcome, failures included, to the canary window, usage (not a call a
+        node's gateway forwarded: the gateway metered it) and metrics; answers the tokens
+        an embedding model used."""
         tokens = 0
         if status == "ok" and loaded.manifest.embedding is not None:
             tokens = cached.tokens if cached is not None else _tokens(loaded.manifest, arrays)
@@ -382,7 +416,7 @@ class InferenceService:
         tenant = principal.tenant_id if principal is not None else ANONYMOUS
         version = str(loaded.version)
         used_rows = rows if status == "ok" else 0
-        if self.usage is not None:
+        if self.usage is not None and not forwarded:
             self.usage.record(
                 tenant,
                 usage_key_id(principal),
@@ -497,12 +531,15 @@ class InferenceService:
         response: InferenceResponse,
         loaded: LoadedVersion,
         inputs: _Arrays,
+        forwarded: bool = False,
     ) -> None:
-        """The listeners, in order, each handed the one (frozen) record of the inference."""
-        if not self.listeners:
+        """The listeners, in order, each handed the one (frozen) record of the inference
+        (a node hands a call its gateway forwarded only to ``forwarded_listeners``)."""
+        listeners = self.forwarded_listeners if forwarded else self.listeners
+        if not listeners:
             return
         completed = CompletedInference(principal, request, response, loaded.manifest, inputs)
-        for listener in self.listeners:
+        for listener in listeners:
             listener.completed(completed)
 
 

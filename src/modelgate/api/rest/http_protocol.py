@@ -26,15 +26,26 @@ before calling back) or open a connection and trickle a byte every few seconds f
   file-descriptor limit bound what waits outside.
 
 The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``.
+
+Two more things each request's ASGI scope carries, for the inference handler
+(api/rest/inference.py): ``modelgate.arrived``, the ``time.monotonic()`` instant its first
+bytes were parsed (one clock read: its *sojourn time* is measured from there, see
+core/admission/overload.py), and ``modelgate.connection``, this protocol, whose
+:meth:`~LimitedHttpToolsProtocol.client_gone` says whether the client has disconnected, so
+that a request whose client gave up while it waited is dropped without work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import socket
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from modelgate.api.rest.asgi import ARRIVED, CONNECTION
 
 __all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
 
@@ -129,6 +140,43 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             and not self.transport.is_closing()
         ):
             self._refuse(_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        HttpToolsProtocol.on_message_begin(self)
+        scope = self.scope
+        scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]
+        scope[CONNECTION] = self  # type: ignore[literal-required]
+
+    def client_gone(self, look: bool = False) -> bool:
+        """Whether the client has disconnected: nothing sent on the connection would be
+        read. ``look``: also ask the socket (one ``recv(MSG_PEEK)``, a few microseconds),
+        since asyncio reads a client's FIN only in a loop iteration after its request's
+        bytes, i.e. after the request's handler has started; without ``look`` only a close
+        already seen counts. Once gone, uvicorn is told at once (as its ``connection_lost``
+        will tell it later), so that a request dropped unanswered gets no 500 "returned
+        without starting response" either."""
+        if not self.transport.is_closing() and not (look and self._peer_closed()):
+            return False
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+        return True
+
+    def _peer_closed(self) -> bool:
+        transport_socket = self.transport.get_extra_info("socket")
+        if transport_socket is None:
+            return False
+        # asyncio's socket wrapper offers no recv: a socket object on the same descriptor,
+        # detached again so that it never closes it
+        sock = socket.socket(fileno=transport_socket.fileno())
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: the client is still there
+        except OSError:
+            return True  # reset
+        finally:
+            sock.detach()
 
     def on_headers_complete(self) -> None:
         if self._header_bytes > self.max_header_bytes:  # this read held more than headers

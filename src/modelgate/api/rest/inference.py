@@ -9,6 +9,7 @@ from modelgate.api.call import deadline_after
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
 from modelgate.api.rest.asgi import (
+    ARRIVED,
     LOG_LINE,
     MODEL,
     REFUSED,
@@ -25,6 +26,7 @@ from modelgate.api.rest.errors import (
     rate_limit_headers,
     send_refusal,
 )
+from modelgate.api.rest.shedding import drop_if_gone, send_shed
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.errors import invalid
 
@@ -58,12 +60,28 @@ async def infer(
             authorization = value.decode("latin-1")
         elif key == b"x-api-key":
             api_key = value.decode("latin-1")
-        elif key == b"x-request-timeout-ms":
-            deadline = deadline_after(_timeout_s(value))
+        elif key == b"x-request-timeout-ms":  # counted from the request's first bytes
+            arrived = scope.get(ARRIVED)
+            timeout_s = _timeout_s(value)
+            deadline = deadline_after(timeout_s) if arrived is None else arrived + timeout_s
         elif key == b"cache-control":
             cache_control = value.decode("latin-1")
         elif key == b"if-none-match":
             if_none_match = value
+    overload = app.overload
+    if overload is None:  # a client gone while this request waited: no work at all
+        drop_if_gone(scope, app.metrics, "oip")
+    else:  # the request's own wait (sojourn), measured before any work
+        arrived = scope.get(ARRIVED)
+        waited = 0.0 if arrived is None else overload.sojourn(arrived)
+        # under load, the socket itself is asked whether the client gave up
+        drop_if_gone(scope, app.metrics, "oip", overload.shedding or waited >= overload.target_s)
+        if arrived is not None and (
+            overload.too_late(waited) or (deadline is not None and arrived + waited >= deadline)
+        ):
+            await send_shed(send, scope, overload)  # its client is about to give up
+            app.metrics.http_answer("oip", 503)
+            return
     principal = None
     if app.authenticator is not None:
         credential = credential_from(authorization, api_key)
@@ -82,9 +100,10 @@ async def infer(
                 app.metrics.http_answer("oip", 429)
                 scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
                 return
-    overload = app.overload
     if overload is not None and overload.shedding and overload.refuses(principal):
-        raise overload.error()  # the queue is too long: at once, before the body is read
+        await send_shed(send, scope, overload)  # the queue is too long: before the body is read
+        app.metrics.http_answer("oip", 503)
+        return
     spec = None
     if edge:  # only models that cache answer GET (the newest version's manifest says)
         await service.catalog.authorize(principal, name, version, Permission.INFER)
@@ -95,6 +114,7 @@ async def infer(
         header_length = None
     else:
         body = await read_body(scope, receive, app.limits.max_body_bytes)
+        drop_if_gone(scope, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
     request.deadline = deadline
     request.cache_control = cache_control

@@ -89,6 +89,26 @@ async def test_a_request_past_its_clients_deadline_is_shed(
     assert answer.headers["retry-after"] == "1"
 
 
+async def test_a_wait_in_the_kernels_buffers_counts_towards_the_clients_deadline(
+    server: Server,
+) -> None:
+    body = orjson.dumps(ROW)
+    request = (
+        f"POST {INFER} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"x-request-timeout-ms: 200\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    loop = asyncio.get_running_loop()
+    with socket.create_connection(("127.0.0.1", server.http_port)) as client:
+        client.sendall(request)
+        # the server's loop (this one) is held: the request waits unread in its socket, as
+        # under CPU saturation
+        time.sleep(0.4)  # noqa: ASYNC251 - holding the loop is the point
+        client.setblocking(False)
+        answer = await loop.sock_recv(client, 4096)
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 1" in answer.lower()
+
+
 async def test_a_request_whose_client_left_while_it_waited_does_no_work(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,3 +133,44 @@ async def test_a_request_whose_client_left_while_it_waited_does_no_work(
     assert await metric(server, "modelgate_inference_requests_total") == before
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as client:
         assert (await client.post(INFER, json=ROW)).status_code == 200
+
+
+SLOW = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}]}
+
+
+async def inferences(client: httpx.AsyncClient) -> int:
+    stats = (await client.get("/v2/models/slow-sum/stats")).json()["model_stats"]
+    return sum(int(s["inference_count"]) for s in stats)
+
+
+async def test_a_request_whose_client_leaves_while_it_waits_for_the_model_never_runs(
+    server: Server,
+) -> None:
+    # slow-sum takes 50 ms a batch: a request sent while a batch runs waits in the queue
+    url = f"http://127.0.0.1:{server.http_port}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        assert (await client.post("/v2/models/slow-sum/infer", json=SLOW)).status_code == 200
+        before = await inferences(client)
+        abandoned = await metric(server, "modelgate_abandoned_requests_total", api="oip")
+        patient = asyncio.gather(
+            *(client.post("/v2/models/slow-sum/infer", json=SLOW) for _ in range(2))
+        )
+        await asyncio.sleep(0.01)  # the patient requests' batch is running
+        body = orjson.dumps(SLOW)
+        request = (
+            "POST /v2/models/slow-sum/infer HTTP/1.1\r\nhost: x\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        # sent and closed at once: the server reads the request (it is queued), then the close
+        with socket.create_connection(("127.0.0.1", server.http_port)) as leaving:
+            leaving.sendall(request)
+        assert [a.status_code for a in await patient] == [200, 200]
+        for _ in range(200):
+            if await metric(server, "modelgate_abandoned_requests_total", api="oip") > abandoned:
+                break
+            await asyncio.sleep(0.01)
+        assert (
+            await metric(server, "modelgate_abandoned_requests_total", api="oip") == abandoned + 1
+        )
+        assert await inferences(client) == before + 2  # the leaving client's request never ran
+        assert (await client.post("/v2/models/slow-sum/infer", json=SLOW)).status_code == 200

@@ -4,6 +4,7 @@ and what the transport says about the caller."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -63,6 +64,20 @@ class Connection(Protocol):
     def client_gone(self, look: bool = False) -> bool:
         """Whether the client has disconnected: nothing sent would be read. ``look``: ask
         the socket too (a system call), not only what the loop has seen."""
+        ...
+
+    def received_at(self) -> float | None:
+        """The ``time.monotonic()`` instant the kernel last received the client's data
+        (None: unknown); a system call."""
+        ...
+
+    def watch(self, task: asyncio.Task[Any] | None) -> None:
+        """Cancel ``task`` if the client goes, until called again with None."""
+        ...
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether a watched task was cancelled because the client went."""
         ...
 
 

@@ -29,10 +29,13 @@ The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``
 
 Two more things each request's ASGI scope carries, for the inference handler
 (api/rest/inference.py): ``modelgate.arrived``, the ``time.monotonic()`` instant its first
-bytes were parsed (one clock read: its *sojourn time* is measured from there, see
+bytes were parsed (one clock read: its *sojourn time* is measured from there, or from
+when the kernel received them, :meth:`~LimitedHttpToolsProtocol.received_at`, see
 core/admission/overload.py), and ``modelgate.connection``, this protocol, whose
 :meth:`~LimitedHttpToolsProtocol.client_gone` says whether the client has disconnected, so
-that a request whose client gave up while it waited is dropped without work.
+that a request whose client gave up while it waited is dropped without work, and whose
+:meth:`~LimitedHttpToolsProtocol.watch` cancels a request waiting for its model when its
+client goes.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import struct
 import time
 from typing import Any
 
@@ -48,6 +52,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from modelgate.api.rest.asgi import ARRIVED, CONNECTION
 
 __all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
+
+
+#: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
+#: the 12th of them
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_LAST_DATA_RECV = struct.Struct("I")
+_LAST_DATA_RECV_AT = 8 + 11 * 4
+_TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
 
 
 class HeaderLimitsExceededError(Exception):
@@ -97,6 +109,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_overflow = False
         # loop time by which the current request's body must be complete; None: no body due
         self._body_deadline: float | None = None
+        # the task of a request waiting for (or running) its model: cancelled when the
+        # client goes (:meth:`watch`)
+        self._watched: asyncio.Task[Any] | None = None
+        #: true once a watched request was cancelled because its client went
+        self.abandoned = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -125,6 +142,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         super().connection_lost(exc)
+        watched = self._watched
+        if watched is not None:  # no one will read its answer: its model need not run
+            self._watched = None
+            self.abandoned = True
+            watched.cancel()
+
+    def watch(self, task: asyncio.Task[Any] | None) -> None:
+        """Cancel ``task`` (a request's handler, while it waits for its model) if the
+        client disconnects before :meth:`watch` is called again with None: the batcher
+        drops a cancelled caller before its batch is formed, so a request whose client
+        gave up in the model's queue costs no model time. uvicorn never cancels a handler
+        itself; the handler tells this cancellation apart by :attr:`abandoned`."""
+        self._watched = task
 
     # The overrides call HttpToolsProtocol's methods by name: super() costs a little more, on
     # every request.
@@ -161,6 +191,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None:
             cycle.disconnected = True
         return True
+
+    def received_at(self) -> float | None:
+        """The ``time.monotonic()`` instant the kernel last received data on this
+        connection (TCP_INFO's ``tcpi_last_data_recv``, in milliseconds of the kernel's
+        clock tick: one system call), None where unknown (not TCP, not Linux). Under CPU
+        saturation most of a request's wait is here, before the loop reads its bytes: in
+        the socket's receive buffer, or the listener's accept queue."""
+        transport_socket = self.transport.get_extra_info("socket")
+        if transport_socket is None or _TCP_INFO is None:
+            return None
+        try:
+            info = transport_socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            return None
+        if len(info) < _TCP_INFO_SIZE:
+            return None
+        ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
+        return time.monotonic() - ago_ms / 1000
 
     def _peer_closed(self) -> bool:
         transport_socket = self.transport.get_extra_info("socket")

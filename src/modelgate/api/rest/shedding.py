@@ -12,12 +12,12 @@ server busy long after the load stopped.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import orjson
 
 from modelgate.api.rest.asgi import (
-    CONNECTION,
     ClientGoneError,
     Connection,
     Scope,
@@ -29,17 +29,31 @@ from modelgate.api.rest.errors import retry_after_header
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.observability.metrics import PrometheusMetrics
 
-__all__ = ["drop_if_gone", "send_shed"]
+__all__ = ["abandon", "drop_if_gone", "send_shed"]
 
 
-def drop_if_gone(scope: Scope, metrics: PrometheusMetrics, api: str, look: bool = False) -> None:
+def drop_if_gone(
+    connection: Connection | None, metrics: PrometheusMetrics, api: str, look: bool = False
+) -> None:
     """Raise :class:`ClientGoneError` (the app then answers nothing) if the request's client
-    has disconnected; counted. Costs a scope look-up and a call when it has not, and a
-    system call with ``look`` (:meth:`Connection.client_gone`)."""
-    connection: Connection | None = scope.get(CONNECTION)
+    has disconnected; counted. A call when it has not, and a system call with ``look``
+    (:meth:`Connection.client_gone`). ``connection``: the scope's (None under a server
+    other than ours: nothing is known)."""
     if connection is not None and connection.client_gone(look):
         metrics.abandoned(api)
         raise ClientGoneError
+
+
+def abandon(connection: Connection, metrics: PrometheusMetrics, api: str) -> ClientGoneError | None:
+    """For a handler cancelled while it waited for its model: the error to raise instead,
+    if the cancellation came from its client going (:meth:`Connection.watch`; counted),
+    else None (a real cancellation, to propagate)."""
+    task = asyncio.current_task()
+    if not connection.abandoned or task is None:
+        return None
+    task.uncancel()
+    metrics.abandoned(api)
+    return ClientGoneError()
 
 
 @functools.cache

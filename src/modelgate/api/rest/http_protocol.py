@@ -29,13 +29,13 @@ The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``
 
 Two more things each request's ASGI scope carries, for the inference handler
 (api/rest/inference.py): ``modelgate.arrived``, the ``time.monotonic()`` instant its first
-bytes were parsed (one clock read: its *sojourn time* is measured from there, or from
-when the kernel received them, :meth:`~LimitedHttpToolsProtocol.received_at`, see
-core/admission/overload.py), and ``modelgate.connection``, this protocol, whose
-:meth:`~LimitedHttpToolsProtocol.client_gone` says whether the client has disconnected, so
-that a request whose client gave up while it waited is dropped without work, and whose
-:meth:`~LimitedHttpToolsProtocol.watch` cancels a request waiting for its model when its
-client goes.
+bytes were read (the clock read the header timeout needs anyway; its *sojourn time* is
+measured from there, or from when the kernel received them,
+:meth:`~LimitedHttpToolsProtocol.received_at`, see core/admission/overload.py), and
+``modelgate.connection``, this protocol, whose :meth:`~LimitedHttpToolsProtocol.client_gone`
+says whether the client has disconnected, so that a request whose client gave up while it
+waited is dropped without work, and whose :meth:`~LimitedHttpToolsProtocol.watch` cancels a
+request waiting for its model when its client goes (both with shedding on).
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_overflow = False
+        # time.monotonic() when the current request's first bytes were read; None: not yet
+        self._arrived: float | None = None
         # loop time by which the current request's body must be complete; None: no body due
         self._body_deadline: float | None = None
         # the task of a request waiting for (or running) its model: cancelled when the
@@ -160,9 +162,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # every request.
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
+            if not self._header_bytes:  # a request's first bytes: one clock read
+                self._arrived = now = time.monotonic()
+                if self._header_deadline is None:
+                    self._header_deadline = now + self.header_timeout_s
             self._header_bytes += len(data)
-            if self._header_deadline is None:
-                self._header_deadline = self.loop.time() + self.header_timeout_s
         HttpToolsProtocol.data_received(self, data)
         if (
             self._awaiting_headers
@@ -170,12 +174,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             and not self.transport.is_closing()
         ):
             self._refuse(_TOO_LARGE)
-
-    def on_message_begin(self) -> None:
-        HttpToolsProtocol.on_message_begin(self)
-        scope = self.scope
-        scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]
-        scope[CONNECTION] = self  # type: ignore[literal-required]
 
     def client_gone(self, look: bool = False) -> bool:
         """Whether the client has disconnected: nothing sent on the connection would be
@@ -235,12 +233,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._header_deadline = None
         self._body_deadline = self.loop.time() + self.body_timeout_s
+        scope = self.scope
+        arrived = self._arrived
+        # None: a pipelined request whose first bytes came with the previous one's body
+        scope[ARRIVED] = time.monotonic() if arrived is None else arrived  # type: ignore[literal-required]
+        scope[CONNECTION] = self  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._header_bytes = 0
         self._body_deadline = None
+        self._arrived = None
         HttpToolsProtocol.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:

@@ -69,19 +69,19 @@ async def infer(
             cache_control = value.decode("latin-1")
         elif key == b"if-none-match":
             if_none_match = value
-    connection: Connection | None = scope.get(CONNECTION)  # None: not our protocol
     overload = app.overload
     arrived = None
-    if overload is None:  # a client gone while this request waited: no work at all
-        drop_if_gone(connection, app.metrics, "oip")
-    else:  # the request's own wait (sojourn), measured before any work
+    connection: Connection | None = None
+    if overload is not None:  # the request's own wait (sojourn), measured before any work
+        connection = scope.get(CONNECTION)  # None: not our protocol
         arrived = scope.get(ARRIVED)
         if connection is not None:  # its bytes may have waited in the kernel before that
             received = connection.received_at()
             if received is not None and arrived is not None and received < arrived:
                 arrived = received
         waited = 0.0 if arrived is None else overload.sojourn(arrived)
-        # under load, the socket itself is asked whether the client gave up
+        # a client gone while this request waited: no work at all (under load, the socket
+        # itself is asked)
         drop_if_gone(
             connection, app.metrics, "oip", overload.shedding or waited >= overload.target_s
         )
@@ -128,7 +128,8 @@ async def infer(
         header_length = None
     else:
         body = await read_body(scope, receive, app.limits.max_body_bytes)
-        drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
+        if connection is not None:
+            drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
     request.deadline = deadline
     request.cache_control = cache_control

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     shed_queue_target_ms: float = Field(default=0, ge=0, le=10_000)
     #: the interval the lag must stay above the target before shedding starts
     shed_queue_interval_ms: float = Field(default=500, ge=10, le=60_000)
+    #: with shedding on, a request that waited this long before its handler started (from
+    #: its first bytes read) is refused 503 at once, whatever the controller says; 0: no bound
+    shed_queue_max_wait_ms: float = Field(default=0, ge=0, le=600_000)
     #: readiness reports not ready once shedding has lasted this long
     shed_queue_unready_seconds: float = Field(default=2.0, ge=0, le=600)
     #: back-pressure on a flooding connection: after this many refusals in a row from the

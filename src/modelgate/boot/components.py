@@ -381,6 +381,7 @@ def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay
         target_s=settings.shed_queue_target_ms / 1000,
         interval_s=settings.shed_queue_interval_ms / 1000,
         ready_after_s=settings.shed_queue_unready_seconds,
+        max_wait_s=settings.shed_queue_max_wait_ms / 1000 or None,
         count=metrics.shed_for_delay,
         count_tenant=metrics.shed_tenant_for_delay,
         shares=TenantShares(half_life_s=settings.shed_queue_share_half_life_seconds),

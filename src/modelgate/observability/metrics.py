@@ -30,7 +30,11 @@ Metric names (all prefixed ``modelgate_``), with their labels:
   (``none``: no plan)
 - ``queue_shed_requests_total{priority}``: requests shed before they were read because
   the queueing delay (the event loop's lag) stayed over ``MODELGATE_SHED_QUEUE_TARGET_MS``
-  (and, by tenant, ``refused_requests_total{tenant,reason="queue_delay"}``)
+  (and, by tenant, ``refused_requests_total{tenant,reason="queue_delay"}``), or because
+  the request alone waited past ``MODELGATE_SHED_QUEUE_MAX_WAIT_MS`` or its client's
+  deadline (priority ``none``)
+- ``abandoned_requests_total{api}``: requests dropped unanswered, with no work done,
+  because their client had disconnected before they were read or run
 - ``tenant_admission_share{tenant}``, ``tenant_fair_share{tenant}``: with queue-delay
   shedding on, each tenant's share of recent admissions and its weighted fair share (the
   100 largest shares), read at scrape time
@@ -272,6 +276,12 @@ class PrometheusMetrics:
             ("priority",),
             registry=self.registry,
         )
+        self.abandoned_requests = Counter(
+            "modelgate_abandoned_requests",
+            "Requests dropped unanswered, with no work done, because their client had gone",
+            ("api",),
+            registry=self.registry,
+        )
         self.abuse_blocks = Counter(
             "modelgate_abuse_blocks",
             "Keys and client addresses blocked by abuse throttling",
@@ -398,6 +408,9 @@ class PrometheusMetrics:
 
     def shed_for_delay(self, priority: int | None) -> None:
         self.queue_shed_requests.labels("none" if priority is None else str(priority)).inc()
+
+    def abandoned(self, api: str) -> None:
+        self.abandoned_requests.labels(api).inc()
 
     def shed_tenant_for_delay(self, tenant: str) -> None:
         """A request of ``tenant`` shed on queueing delay: counted with the admission

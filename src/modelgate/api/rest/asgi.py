@@ -4,18 +4,22 @@ and what the transport says about the caller."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from modelgate.api.credentials import PRINCIPAL
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
+    "ARRIVED",
+    "CONNECTION",
     "LOG_LINE",
     "MODEL",
     "REFUSED",
     "ASGIApp",
     "ClientGoneError",
+    "Connection",
     "Message",
     "Receive",
     "RequestSender",
@@ -43,9 +47,38 @@ REFUSED = "modelgate.refused"
 #: the ASGI scope key of a 429's log line (core/admission/refusals.py ``line``)
 LOG_LINE = "modelgate.log_line"
 
+#: the ASGI scope key of the ``time.monotonic()`` instant a request's first bytes were parsed
+#: (set by api/rest/http_protocol.py; absent under another server)
+ARRIVED = "modelgate.arrived"
+#: the ASGI scope key of the request's :class:`Connection` (as ``ARRIVED``)
+CONNECTION = "modelgate.connection"
+
 _CLOSE = ((b"connection", b"close"),)
 #: what uvicorn reads of a body before the app asks for it (its flow control's high water)
 _READ_AHEAD = 64 * 1024
+
+
+class Connection(Protocol):
+    """A request's connection, as the handlers may ask it."""
+
+    def client_gone(self, look: bool = False) -> bool:
+        """Whether the client has disconnected: nothing sent would be read. ``look``: ask
+        the socket too (a system call), not only what the loop has seen."""
+        ...
+
+    def received_at(self) -> float | None:
+        """The ``time.monotonic()`` instant the kernel last received the client's data
+        (None: unknown); a system call."""
+        ...
+
+    def watch(self, task: asyncio.Task[Any] | None) -> None:
+        """Cancel ``task`` if the client goes, until called again with None."""
+        ...
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether a watched task was cancelled because the client went."""
+        ...
 
 
 class ClientGoneError(Exception):

@@ -26,17 +26,40 @@ before calling back) or open a connection and trickle a byte every few seconds f
   file-descriptor limit bound what waits outside.
 
 The idle time of a kept-alive connection is uvicorn's own ``timeout_keep_alive``.
+
+Two more things each request's ASGI scope carries, for the inference handler
+(api/rest/inference.py): ``modelgate.arrived``, the ``time.monotonic()`` instant its first
+bytes were read (the clock read the header timeout needs anyway; its *sojourn time* is
+measured from there, or from when the kernel received them,
+:meth:`~LimitedHttpToolsProtocol.received_at`, see core/admission/overload.py), and
+``modelgate.connection``, this protocol, whose :meth:`~LimitedHttpToolsProtocol.client_gone`
+says whether the client has disconnected, so that a request whose client gave up while it
+waited is dropped without work, and whose :meth:`~LimitedHttpToolsProtocol.watch` cancels a
+request waiting for its model when its client goes (both with shedding on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import socket
+import struct
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from modelgate.api.rest.asgi import ARRIVED, CONNECTION
+
 __all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
+
+
+#: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
+#: the 12th of them
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_LAST_DATA_RECV = struct.Struct("I")
+_LAST_DATA_RECV_AT = 8 + 11 * 4
+_TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
 
 
 class HeaderLimitsExceededError(Exception):
@@ -84,8 +107,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_overflow = False
+        # time.monotonic() when the current request's first bytes were read; None: not yet
+        self._arrived: float | None = None
         # loop time by which the current request's body must be complete; None: no body due
         self._body_deadline: float | None = None
+        # the task of a request waiting for (or running) its model: cancelled when the
+        # client goes (:meth:`watch`)
+        self._watched: asyncio.Task[Any] | None = None
+        #: true once a watched request was cancelled because its client went
+        self.abandoned = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -114,14 +144,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         super().connection_lost(exc)
+        watched = self._watched
+        if watched is not None:  # no one will read its answer: its model need not run
+            self._watched = None
+            self.abandoned = True
+            watched.cancel()
+
+    def watch(self, task: asyncio.Task[Any] | None) -> None:
+        """Cancel ``task`` (a request's handler, while it waits for its model) if the
+        client disconnects before :meth:`watch` is called again with None: the batcher
+        drops a cancelled caller before its batch is formed, so a request whose client
+        gave up in the model's queue costs no model time. uvicorn never cancels a handler
+        itself; the handler tells this cancellation apart by :attr:`abandoned`."""
+        self._watched = task
 
     # The overrides call HttpToolsProtocol's methods by name: super() costs a little more, on
     # every request.
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
+            if not self._header_bytes:  # a request's first bytes: one clock read
+                self._arrived = now = time.monotonic()
+                if self._header_deadline is None:
+                    self._header_deadline = now + self.header_timeout_s
             self._header_bytes += len(data)
-            if self._header_deadline is None:
-                self._header_deadline = self.loop.time() + self.header_timeout_s
         HttpToolsProtocol.data_received(self, data)
         if (
             self._awaiting_headers
@@ -129,6 +174,55 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             and not self.transport.is_closing()
         ):
             self._refuse(_TOO_LARGE)
+
+    def client_gone(self, look: bool = False) -> bool:
+        """Whether the client has disconnected: nothing sent on the connection would be
+        read. ``look``: also ask the socket (one ``recv(MSG_PEEK)``, a few microseconds),
+        since asyncio reads a client's FIN only in a loop iteration after its request's
+        bytes, i.e. after the request's handler has started; without ``look`` only a close
+        already seen counts. Once gone, uvicorn is told at once (as its ``connection_lost``
+        will tell it later), so that a request dropped unanswered gets no 500 "returned
+        without starting response" either."""
+        if not self.transport.is_closing() and not (look and self._peer_closed()):
+            return False
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+        return True
+
+    def received_at(self) -> float | None:
+        """The ``time.monotonic()`` instant the kernel last received data on this
+        connection (TCP_INFO's ``tcpi_last_data_recv``, in milliseconds of the kernel's
+        clock tick: one system call), None where unknown (not TCP, not Linux). Under CPU
+        saturation most of a request's wait is here, before the loop reads its bytes: in
+        the socket's receive buffer, or the listener's accept queue."""
+        transport_socket = self.transport.get_extra_info("socket")
+        if transport_socket is None or _TCP_INFO is None:
+            return None
+        try:
+            info = transport_socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            return None
+        if len(info) < _TCP_INFO_SIZE:
+            return None
+        ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
+        return time.monotonic() - ago_ms / 1000
+
+    def _peer_closed(self) -> bool:
+        transport_socket = self.transport.get_extra_info("socket")
+        if transport_socket is None:
+            return False
+        # asyncio's socket wrapper offers no recv: a socket object on the same descriptor,
+        # detached again so that it never closes it
+        sock = socket.socket(fileno=transport_socket.fileno())
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: the client is still there
+        except OSError:
+            return True  # reset
+        finally:
+            sock.detach()
 
     def on_headers_complete(self) -> None:
         if self._header_bytes > self.max_header_bytes:  # this read held more than headers
@@ -139,12 +233,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._header_deadline = None
         self._body_deadline = self.loop.time() + self.body_timeout_s
+        scope = self.scope
+        arrived = self._arrived
+        # None: a pipelined request whose first bytes came with the previous one's body
+        scope[ARRIVED] = time.monotonic() if arrived is None else arrived  # type: ignore[literal-required]
+        scope[CONNECTION] = self  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._header_bytes = 0
         self._body_deadline = None
+        self._arrived = None
         HttpToolsProtocol.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:

@@ -3,15 +3,19 @@ and out; and ``GET`` of the same path for models that cache (api/rest/edge.py)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from modelgate.api.call import deadline_after
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.oip_codec import decode_infer_request, encode_infer_response
 from modelgate.api.rest.asgi import (
+    ARRIVED,
+    CONNECTION,
     LOG_LINE,
     MODEL,
     REFUSED,
+    Connection,
     Receive,
     Scope,
     Send,
@@ -25,6 +29,7 @@ from modelgate.api.rest.errors import (
     rate_limit_headers,
     send_refusal,
 )
+from modelgate.api.rest.shedding import abandon, drop_if_gone, send_shed
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.errors import invalid
 
@@ -44,7 +49,7 @@ async def infer(
     edge = scope["method"] == "GET"
     if edge and service.cache is None:  # GET answers only where a cache can
         raise MethodNotAllowedError("GET", "POST")
-    header_length = deadline = if_none_match = None
+    header_length = timeout_s = if_none_match = None
     authorization = api_key = cache_control = None
     for key, value in scope["headers"]:  # one pass over the headers: the hot path
         if key == b"inference-header-content-length":
@@ -59,11 +64,38 @@ async def infer(
         elif key == b"x-api-key":
             api_key = value.decode("latin-1")
         elif key == b"x-request-timeout-ms":
-            deadline = deadline_after(_timeout_s(value))
+            timeout_s = _timeout_s(value)
         elif key == b"cache-control":
             cache_control = value.decode("latin-1")
         elif key == b"if-none-match":
             if_none_match = value
+    overload = app.overload
+    arrived = None
+    connection: Connection | None = None
+    if overload is not None:  # the request's own wait (sojourn), measured before any work
+        connection = scope.get(CONNECTION)  # None: not our protocol
+        arrived = scope.get(ARRIVED)
+        if connection is not None:  # its bytes may have waited in the kernel before that
+            received = connection.received_at()
+            if received is not None and arrived is not None and received < arrived:
+                arrived = received
+        waited = 0.0 if arrived is None else overload.sojourn(arrived)
+        # a client gone while this request waited: no work at all (under load, the socket
+        # itself is asked)
+        drop_if_gone(
+            connection, app.metrics, "oip", overload.shedding or waited >= overload.target_s
+        )
+        if arrived is not None and (
+            overload.too_late(waited) or (timeout_s is not None and waited >= timeout_s)
+        ):
+            await send_shed(send, scope, overload)  # its client is about to give up
+            app.metrics.http_answer("oip", 503)
+            return
+    deadline = None
+    if timeout_s is not None:  # counted from the request's first bytes
+        if arrived is None:
+            arrived = scope.get(ARRIVED)
+        deadline = deadline_after(timeout_s) if arrived is None else arrived + timeout_s
     principal = None
     if app.authenticator is not None:
         credential = credential_from(authorization, api_key)
@@ -82,9 +114,10 @@ async def infer(
                 app.metrics.http_answer("oip", 429)
                 scope[LOG_LINE] = app.refusals.line(principal)  # at most one a second
                 return
-    overload = app.overload
     if overload is not None and overload.shedding and overload.refuses(principal):
-        raise overload.error()  # the queue is too long: at once, before the body is read
+        await send_shed(send, scope, overload)  # the queue is too long: before the body is read
+        app.metrics.http_answer("oip", 503)
+        return
     spec = None
     if edge:  # only models that cache answer GET (the newest version's manifest says)
         await service.catalog.authorize(principal, name, version, Permission.INFER)
@@ -95,10 +128,24 @@ async def infer(
         header_length = None
     else:
         body = await read_body(scope, receive, app.limits.max_body_bytes)
+        if connection is not None:
+            drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
     request.deadline = deadline
     request.cache_control = cache_control
-    response = await service.infer(request, principal)
+    if connection is None:
+        response = await service.infer(request, principal)
+    else:  # cancelled if the client goes while it waits for the model: the batcher drops it
+        connection.watch(asyncio.current_task())
+        try:
+            response = await service.infer(request, principal)
+        except asyncio.CancelledError:
+            gone = abandon(connection, app.metrics, "oip")
+            if gone is None:
+                raise
+            raise gone from None
+        finally:
+            connection.watch(None)
     scope[MODEL] = (name, response.model_version)  # the version that answered
     payload, json_length = encode_infer_response(response, request.parameters)
     if json_length is None:

@@ -5,7 +5,10 @@ The in-flight cap (:class:`~modelgate.core.admission.admission.Admission`) count
 requests already parsed, authenticated and admitted; under CPU saturation the queue forms
 before that, in socket buffers and the event loop, and requests time out unanswered while
 the cap is never reached. :class:`QueueDelay` is fed delay samples instead (the event
-loop's lag, :mod:`modelgate.boot.loop_lag`) and applies CoDel's rule: it sheds once the
+loop's lag, :mod:`modelgate.boot.loop_lag`, and each REST request's own wait, its
+*sojourn time*: from its first bytes being read to its handler starting, :meth:`sojourn`)
+and applies CoDel's rule to each signal apart (shedding when either says so; a sojourn
+verdict lapses after an interval without requests): it sheds once the
 delay has stayed at or above ``target`` for a whole ``interval`` (the minimum over the
 interval is above target: a short burst is absorbed, a standing queue is not), and stops
 as soon as one sample falls under ``target`` (that interval's minimum is under it).
@@ -24,12 +27,19 @@ ready again as soon as it stops. Readiness only moves a load balancer's traffic 
 requests that still arrive are served or shed by the same rule, so a single replica never
 locks itself out.
 
+Loop lag alone misses requests already parsed and waiting for their turn (a timer waits
+one loop iteration, a request waits behind every request ahead of it); the sojourn time is
+CoDel's own input and sees them. A request whose wait alone is past ``max_wait_s`` (or past
+the deadline its client set) is refused at once, whatever the controller says: its client
+is about to give up, and serving it would only delay the requests behind it.
+
 Pure and O(1) per sample; the clock is injectable (tests use a manual one). The adapters'
 cost while not shedding is one attribute read (:attr:`QueueDelay.shedding`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -80,6 +90,7 @@ class QueueDelay:
         interval_s: float,
         ready_after_s: float = 2.0,
         retry_after_s: float = 1.0,
+        max_wait_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         count: Callable[[int | None], None] | None = None,
         count_tenant: Callable[[str], None] | None = None,
@@ -91,6 +102,8 @@ class QueueDelay:
         self.interval_s = interval_s
         self.ready_after_s = ready_after_s
         self.retry_after_s = retry_after_s
+        #: a request that waited longer than this is refused at once (None: no bound)
+        self.max_wait_s = max_wait_s
         self.clock = clock
         self.count = count
         self.count_tenant = count_tenant
@@ -105,16 +118,52 @@ class QueueDelay:
         self.shedding_since = 0.0
         #: the last sample, for the metrics
         self.last_s = 0.0
-        self._above = _Above(target_s, interval_s)
-        self._above_twice = _Above(2 * target_s, interval_s)
+        # one CoDel test per signal and threshold: each signal is a lower bound of the real
+        # queueing delay (the lag misses requests waiting behind others, a request's sojourn
+        # misses bytes not yet read), so the controller sheds when either says so
+        self._lag = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
+        self._wait = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
+        self._lag_says = (False, False)
+        self._wait_says = (False, False)
+        #: when the last sojourn was observed: a verdict older than an interval lapses (no
+        #: requests, no queue of them)
+        self._wait_at = -math.inf
 
     def observe(self, delay_s: float) -> None:
-        """One delay sample, taken now."""
+        """One sample of the event loop's lag, taken now."""
         now = self.clock()
+        above, twice = self._lag
+        self._lag_says = (above.observe(delay_s, now), twice.observe(delay_s, now))
+        if self._wait_says != (False, False) and now - self._wait_at > self.interval_s:
+            self._wait_says = (False, False)
+            self._wait[0].since = self._wait[1].since = None
+        self._decide(delay_s, now)
+
+    def sojourn(self, arrived: float) -> float:
+        """One request's wait, from ``arrived`` (its first bytes read, on :attr:`clock`) to
+        now, its sojourn time, fed to the controller; returns it (seconds)."""
+        now = self.clock()
+        waited = now - arrived
+        above, twice = self._wait
+        self._wait_says = (above.observe(waited, now), twice.observe(waited, now))
+        self._wait_at = now
+        self._decide(waited, now)
+        return waited
+
+    def too_late(self, waited_s: float) -> bool:
+        """Whether a request that waited ``waited_s`` is past :attr:`max_wait_s` (counted
+        as shed when it is)."""
+        bound = self.max_wait_s
+        if bound is None or waited_s < bound:
+            return False
+        return self._shed(None, None)
+
+    def _decide(self, delay_s: float, now: float) -> None:
         self.last_s = delay_s
         self.shares.tick(now)
-        shedding = self._above.observe(delay_s, now)
-        self.severe = self._above_twice.observe(delay_s, now)
+        lag, wait = self._lag_says, self._wait_says
+        shedding = lag[0] or wait[0]
+        self.severe = lag[1] or wait[1]
         if shedding and not self.shedding:
             self.shedding_since = now
         self.shedding = shedding
@@ -163,11 +212,16 @@ class QueueDelay:
 
     def error(self) -> ModelgateError:
         """The answer of a shed request: 503 / UNAVAILABLE with ``Retry-After``."""
+        return self.error_for(self.retry_after_s)
+
+    @staticmethod
+    def error_for(retry_after_s: float) -> ModelgateError:
+        """:meth:`error` for a given ``Retry-After`` (adapters precompute its bytes)."""
         return ModelgateError(
             ErrorKind.OVERLOADED,
             "the server is overloaded: requests wait too long to be served; "
             "tenants over their fair share and lower-priority plans are refused first",
-            retry_after=self.retry_after_s,
+            retry_after=retry_after_s,
         )
 
     def ready(self) -> bool:

@@ -7,13 +7,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from pydantic import SecretStr
 
+from modelgate.server import Server
 from tests.api.conftest import running_server
 from tests.conftest import FIXTURE_MODELS, REDIS_URL
 
@@ -23,45 +28,69 @@ NODE_KEY = "gateway-test-node-key-0123456789"
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 
 
-async def test_a_gpu_model_answered_by_a_cpu_node_says_so(tmp_path: Path) -> None:
-    repository = tmp_path / "models"
-    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
-    manifest = repository / "doubler" / "model.yaml"
-    manifest.write_text(manifest.read_text() + "hardware: {prefer: gpu}\n")
+@dataclass
+class Cluster:
+    """A node and a gateway in front of it, and a client of the gateway."""
+
+    node: Server
+    gateway: Server
+    client: httpx.AsyncClient
+    #: the Redis key prefix they share (removed afterwards)
+    prefix: str
+
+
+@asynccontextmanager
+async def _cluster(
+    tmp_path: Path, repository: Path, *, node: dict[str, Any] | None = None, **shared: Any
+) -> AsyncIterator[Cluster]:
+    """A node serving ``repository`` (with ``node``'s settings, id ``n-1`` unless they say
+    otherwise) and a gateway, sharing the machine's Redis under a prefix of their own and
+    ``shared``'s settings; every key under the prefix is removed at the end."""
     prefix = f"mgtest:{secrets.token_hex(6)}:"
-    shared = {
+    common = {
         "redis_url": SecretStr(REDIS_URL),
         "redis_key_prefix": prefix,
         "cluster_refresh_seconds": 0.2,
+        **shared,
     }
     try:
         async with (
             running_server(
                 tmp_path / "node",
                 role="node",
-                node_id="cpu-1",
-                node_hardware="cpu",
                 model_repository=repository,
                 auth="required",
                 admin_key=SecretStr(NODE_KEY),
-                **shared,
-            ),
+                **{"node_id": "n-1", **(node or {})},
+                **common,
+            ) as node_server,
             running_server(
-                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
+                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **common
             ) as gateway,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
         ):
-            answer = await client.post("/v2/models/doubler/infer", json=ROW)
-            assert answer.status_code == 200, answer.text
-            body = answer.json()
-            assert body["parameters"]["hardware_fallback"] == "cpu"
-            assert body["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
-            metadata = (await client.get("/v2/models/doubler")).json()
-            assert metadata["versions"] == ["1", "2"]
+            yield Cluster(node_server, gateway, client, prefix)
     finally:
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
             for key in r.scan_iter(f"{prefix}*"):
                 r.delete(key)
+
+
+async def test_a_gpu_model_answered_by_a_cpu_node_says_so(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
+    manifest = repository / "doubler" / "model.yaml"
+    manifest.write_text(manifest.read_text() + "hardware: {prefer: gpu}\n")
+    async with _cluster(
+        tmp_path, repository, node={"node_id": "cpu-1", "node_hardware": "cpu"}
+    ) as cluster:
+        answer = await cluster.client.post("/v2/models/doubler/infer", json=ROW)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["parameters"]["hardware_fallback"] == "cpu"
+        assert body["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+        metadata = (await cluster.client.get("/v2/models/doubler")).json()
+        assert metadata["versions"] == ["1", "2"]
 
 
 async def test_a_node_does_not_meter_or_record_its_gateways_call_again(tmp_path: Path) -> None:
@@ -71,46 +100,21 @@ async def test_a_node_does_not_meter_or_record_its_gateways_call_again(tmp_path:
     shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
     manifest = repository / "doubler" / "model.yaml"
     manifest.write_text(manifest.read_text() + "feedback: {enabled: true}\n")
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    shared = {
-        "redis_url": SecretStr(REDIS_URL),
-        "redis_key_prefix": prefix,
-        "cluster_refresh_seconds": 0.2,
-        # nothing is written during the test: what each server recorded stays pending
-        "usage_flush_seconds": 60,
-        "feedback_flush_seconds": 60,
-    }
-    try:
-        async with (
-            running_server(
-                tmp_path / "node",
-                role="node",
-                node_id="n-1",
-                model_repository=repository,
-                auth="required",
-                admin_key=SecretStr(NODE_KEY),
-                **shared,
-            ) as node,
-            running_server(
-                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
-            ) as gateway,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
-        ):
-            answer = await client.post("/v2/models/doubler/infer", json=ROW)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
-            assert gateway.components is not None and node.components is not None
-            assert gateway.components.usage is not None and node.components.usage is not None
-            assert gateway.components.feedback is not None
-            assert node.components.feedback is not None
-            assert gateway.components.usage.pending == 1
-            assert gateway.components.feedback.pending == 1
-            assert node.components.usage.pending == 0
-            assert node.components.feedback.pending == 0
-    finally:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
-            for key in r.scan_iter(f"{prefix}*"):
-                r.delete(key)
+    # nothing is written during the test: what each server recorded stays pending
+    async with _cluster(
+        tmp_path, repository, usage_flush_seconds=60, feedback_flush_seconds=60
+    ) as cluster:
+        answer = await cluster.client.post("/v2/models/doubler/infer", json=ROW)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+        gateway, node = cluster.gateway.components, cluster.node.components
+        assert gateway is not None and node is not None
+        assert gateway.usage is not None and node.usage is not None
+        assert gateway.feedback is not None and node.feedback is not None
+        assert gateway.usage.pending == 1
+        assert gateway.feedback.pending == 1
+        assert node.usage.pending == 0
+        assert node.feedback.pending == 0
 
 
 async def test_a_models_rate_limit_counts_a_request_through_a_gateway_once(
@@ -125,37 +129,12 @@ async def test_a_models_rate_limit_counts_a_request_through_a_gateway_once(
     manifest.write_text(
         manifest.read_text() + "rate_limit: {requests_per_second: 0.001, burst: 4}\n"
     )
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    shared = {
-        "redis_url": SecretStr(REDIS_URL),
-        "redis_key_prefix": prefix,
-        "cluster_refresh_seconds": 0.2,
-    }
-    try:
-        async with (
-            running_server(
-                tmp_path / "node",
-                role="node",
-                node_id="n-1",
-                model_repository=repository,
-                auth="required",
-                admin_key=SecretStr(NODE_KEY),
-                **shared,
-            ),
-            running_server(
-                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
-            ) as gateway,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
-        ):
-            statuses = [
-                (await client.post("/v2/models/doubler/infer", json=ROW)).status_code
-                for _ in range(5)
-            ]
-            assert statuses == [200, 200, 200, 200, 429]  # the burst of 4, then the limit
-    finally:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
-            for key in r.scan_iter(f"{prefix}*"):
-                r.delete(key)
+    async with _cluster(tmp_path, repository) as cluster:
+        statuses = [
+            (await cluster.client.post("/v2/models/doubler/infer", json=ROW)).status_code
+            for _ in range(5)
+        ]
+        assert statuses == [200, 200, 200, 200, 429]  # the burst of 4, then the limit
 
 
 async def test_a_node_does_not_cache_its_gateways_answer_a_second_time(tmp_path: Path) -> None:
@@ -165,43 +144,18 @@ async def test_a_node_does_not_cache_its_gateways_answer_a_second_time(tmp_path:
     shutil.copytree(FIXTURE_MODELS / "cached-doubler", repository / "cached-doubler")
     manifest = repository / "cached-doubler" / "model.yaml"
     manifest.write_text(manifest.read_text().replace("shareable: true", "shareable: false"))
-    prefix = f"mgtest:{secrets.token_hex(6)}:"
-    shared = {
-        "redis_url": SecretStr(REDIS_URL),
-        "redis_key_prefix": prefix,
-        "cluster_refresh_seconds": 0.2,
-    }
-    try:
-        async with (
-            running_server(
-                tmp_path / "node",
-                role="node",
-                node_id="n-1",
-                model_repository=repository,
-                auth="required",
-                admin_key=SecretStr(NODE_KEY),
-                **shared,
-            ),
-            running_server(
-                tmp_path / "gateway", role="gateway", node_key=SecretStr(NODE_KEY), **shared
-            ) as gateway,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client,
-        ):
-            first = await client.post("/v2/models/cached-doubler/infer", json=ROW)
-            assert first.status_code == 200, first.text
-            assert first.headers["x-modelgate-cache"] == "miss"
-            with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
-                for _ in range(100):  # the entry is written in the background
-                    entries = list(r.scan_iter(f"{prefix}cache:*"))
-                    if entries:
-                        break
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(0.3)  # time for a second entry, were one coming
-                assert len(list(r.scan_iter(f"{prefix}cache:*"))) == 1  # the gateway's
-            second = await client.post("/v2/models/cached-doubler/infer", json=ROW)
-            assert second.headers["x-modelgate-cache"] == "hit"
-            assert second.json()["outputs"] == first.json()["outputs"]
-    finally:
+    async with _cluster(tmp_path, repository) as cluster:
+        first = await cluster.client.post("/v2/models/cached-doubler/infer", json=ROW)
+        assert first.status_code == 200, first.text
+        assert first.headers["x-modelgate-cache"] == "miss"
+        cached = f"{cluster.prefix}cache:*"
         with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
-            for key in r.scan_iter(f"{prefix}*"):
-                r.delete(key)
+            for _ in range(100):  # the entry is written in the background
+                if list(r.scan_iter(cached)):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # time for a second entry, were one coming
+            assert len(list(r.scan_iter(cached))) == 1  # the gateway's
+        second = await cluster.client.post("/v2/models/cached-doubler/infer", json=ROW)
+        assert second.headers["x-modelgate-cache"] == "hit"
+        assert second.json()["outputs"] == first.json()["outputs"]

@@ -8,6 +8,8 @@ ones modelgate's own tests use.
   batch size of every call, and can be made slow or failing.
 - :data:`DEFAULT_MANIFEST`: the manifest every ``MemoryRepository`` version starts from, the
   signature ``RecordingPredictor`` serves.
+- :class:`ManualClock`: a clock (seconds) that moves only when the test moves it, for the
+  many parts that take ``clock=`` (rate limits, leases, queue-delay shedding, key caches).
 
 A registry over both, in any test runner (this module imports neither pytest nor a server)::
 
@@ -43,7 +45,17 @@ from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["DEFAULT_MANIFEST", "MemoryRepository", "RecordingPredictor"]
+__all__ = ["DEFAULT_MANIFEST", "ManualClock", "MemoryRepository", "RecordingPredictor"]
+
+
+class ManualClock:
+    """``clock()`` answers :attr:`now`, which only the test moves (``clock.now += 0.5``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class RecordingPredictor:

@@ -19,17 +19,10 @@ from modelgate.storage.memory.quotas import MemoryQuotaCounter
 from modelgate.storage.redis.client import create_redis_client
 from modelgate.storage.redis.quota_leases import RedisQuotaLeases
 from modelgate.storage.redis.quotas import RedisQuotaCounter
+from modelgate.testing import ManualClock
 from tests.conftest import REDIS_URL
 
 DAY_S = 86_400.0
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -27,15 +27,8 @@ from modelgate.settings import Settings
 from modelgate.storage.memory.rate_limits import MemoryRateLimiter
 from modelgate.storage.redis.client import create_redis_client
 from modelgate.storage.redis.leases import RedisTokenLeases
+from modelgate.testing import ManualClock
 from tests.conftest import REDIS_URL
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -71,7 +64,7 @@ def leases(prefix: str, clock: ManualClock) -> CountingLeases:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(1_000_000.0)
 
 
 @pytest.fixture
@@ -253,7 +246,7 @@ async def test_two_replicas_hold_one_limit_within_the_stated_bound(
 ) -> None:
     """Admitted in any interval [a, b] <= limit + rate * (b - a) + R * 1.5 * L, and every
     refusal comes with a bucket that has no token left."""
-    clock = ManualClock()
+    clock = ManualClock(1_000_000.0)
     sources = [leases(redis_prefix, clock) for _ in range(2)]
     limiters = [
         LeasingRateLimiter(source, share=share, lease_s=lease_s, clock=clock) for source in sources

@@ -12,16 +12,9 @@ from hypothesis import strategies as st
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.fairness import DEFAULT_WEIGHT, TenantShares, fair_weight
 from modelgate.core.admission.overload import QueueDelay
+from modelgate.testing import ManualClock
 
 TARGET, INTERVAL = 0.05, 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def tenant(name: str, rate: float | None = 50.0, priority: int = 0) -> Principal:
@@ -29,7 +22,7 @@ def tenant(name: str, rate: float | None = 50.0, priority: int = 0) -> Principal
     return Principal(name, f"key_{name}", frozenset({"infer"}), plan)
 
 
-def shedding(clock: Clock, delay: float = 1.5 * TARGET, **kwargs: object) -> QueueDelay:
+def shedding(clock: ManualClock, delay: float = 1.5 * TARGET, **kwargs: object) -> QueueDelay:
     delays = QueueDelay(target_s=TARGET, interval_s=INTERVAL, clock=clock, **kwargs)  # type: ignore[arg-type]
     for _ in range(round(2 * INTERVAL / 0.02)):
         clock.now += 0.02
@@ -39,7 +32,7 @@ def shedding(clock: Clock, delay: float = 1.5 * TARGET, **kwargs: object) -> Que
 
 
 def test_the_heavy_tenant_is_shed_and_the_one_within_its_share_is_served() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     shed_tenants: list[str] = []
     delays = shedding(clock, count_tenant=shed_tenants.append)
     heavy, light = tenant("heavy"), tenant("light")
@@ -54,14 +47,14 @@ def test_the_heavy_tenant_is_shed_and_the_one_within_its_share_is_served() -> No
 
 def test_without_fair_share_everyone_below_the_top_tier_was_shed() -> None:
     """What the light tenant got before: the same as the flooder."""
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = shedding(clock)
     delays.admitted(tenant("heavy"))
     assert not delays.refuses(tenant("light"))  # no admission yet: well under its share
 
 
 def test_weights_come_from_the_plans_rates() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = shedding(clock)
     big, small = tenant("big", rate=500.0), tenant("small", rate=10.0)
     for _ in range(90):  # 90 of 100 admissions: under big's fair share of 500/510
@@ -74,7 +67,7 @@ def test_weights_come_from_the_plans_rates() -> None:
 
 
 def test_tenants_equally_over_and_a_lone_flooder_are_all_shed() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = shedding(clock)
     a, b = tenant("a"), tenant("b")
     for _ in range(10):
@@ -84,7 +77,7 @@ def test_tenants_equally_over_and_a_lone_flooder_are_all_shed() -> None:
 
 
 def test_priority_still_comes_first() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = shedding(clock)
     top, low = tenant("top", priority=9), tenant("low")
     for _ in range(100):
@@ -92,13 +85,13 @@ def test_priority_still_comes_first() -> None:
     delays.admitted(low)
     assert not delays.refuses(top)  # over its share, but the top tier is not shed
     assert not delays.refuses(low)  # under its share
-    severe = shedding(Clock(), delay=3 * TARGET)
+    severe = shedding(ManualClock(100.0), delay=3 * TARGET)
     severe.admitted(top)
     assert severe.severe and severe.refuses(low) and severe.refuses(top)
 
 
 def test_shares_decay_so_a_past_flood_is_forgiven() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = shedding(clock)
     old, new = tenant("old"), tenant("new")
     for _ in range(1000):

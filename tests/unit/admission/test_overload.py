@@ -10,19 +10,12 @@ from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.errors import ErrorKind
+from modelgate.testing import ManualClock
 
 TARGET, INTERVAL = 0.05, 0.5
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def controller(clock: Clock, counted: list[int | None] | None = None) -> QueueDelay:
+def controller(clock: ManualClock, counted: list[int | None] | None = None) -> QueueDelay:
     return QueueDelay(
         target_s=TARGET,
         interval_s=INTERVAL,
@@ -33,7 +26,7 @@ def controller(clock: Clock, counted: list[int | None] | None = None) -> QueueDe
 
 
 def feed(
-    delays: QueueDelay, clock: Clock, delay: float, seconds: float, step: float = 0.01
+    delays: QueueDelay, clock: ManualClock, delay: float, seconds: float, step: float = 0.01
 ) -> None:
     """Samples of ``delay`` every ``step`` for ``seconds``."""
     for _ in range(round(seconds / step)):
@@ -47,7 +40,7 @@ def principal(priority: int, tenant: str = "ten_1") -> Principal:
 
 
 def test_it_sheds_only_after_a_whole_interval_above_target() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = controller(clock)
     delays.observe(0.2)  # the first sample above target starts the interval
     feed(delays, clock, 0.2, INTERVAL - 0.02)
@@ -57,7 +50,7 @@ def test_it_sheds_only_after_a_whole_interval_above_target() -> None:
 
 
 def test_a_short_burst_is_absorbed() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = controller(clock)
     for _ in range(10):
         feed(delays, clock, 1.0, INTERVAL / 2)
@@ -66,7 +59,7 @@ def test_a_short_burst_is_absorbed() -> None:
 
 
 def test_it_stops_as_soon_as_a_sample_drops_under_target() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = controller(clock)
     feed(delays, clock, 0.2, 2 * INTERVAL)
     assert delays.shedding
@@ -76,7 +69,7 @@ def test_it_stops_as_soon_as_a_sample_drops_under_target() -> None:
 
 
 def test_lower_tiers_are_shed_first_and_everyone_above_twice_the_target() -> None:
-    clock, counted = Clock(), list[int | None]()
+    clock, counted = ManualClock(100.0), list[int | None]()
     delays = controller(clock, counted)
     delays.admitted(principal(0))  # the only tenant admitted: it holds its whole share
     feed(delays, clock, 1.5 * TARGET, 2 * INTERVAL)
@@ -91,12 +84,12 @@ def test_lower_tiers_are_shed_first_and_everyone_above_twice_the_target() -> Non
 
 
 def test_its_error_is_a_503_with_retry_after() -> None:
-    error = controller(Clock()).error()
+    error = controller(ManualClock(100.0)).error()
     assert error.kind is ErrorKind.OVERLOADED and error.retry_after == 1.0
 
 
 def test_readiness_goes_after_shedding_lasts_and_comes_back_when_it_stops() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = controller(clock)
     feed(delays, clock, 0.2, INTERVAL + 0.01)
     assert delays.shedding and delays.ready()  # shedding, not yet for long
@@ -131,7 +124,7 @@ def reference(samples: list[tuple[float, float]], i: int, threshold: float) -> b
     )
 )
 def test_it_agrees_with_the_reference_definition(steps: list[tuple[float, float]]) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     delays = controller(clock)
     samples: list[tuple[float, float]] = []
     for step, delay in steps:

@@ -7,20 +7,13 @@ from __future__ import annotations
 import pytest
 
 from modelgate.core.admission.overload import QueueDelay
+from modelgate.testing import ManualClock
 
 TARGET, INTERVAL = 0.05, 0.5
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def controller(
-    clock: Clock, counted: list[int | None], max_wait_s: float | None = None
+    clock: ManualClock, counted: list[int | None], max_wait_s: float | None = None
 ) -> QueueDelay:
     return QueueDelay(
         target_s=TARGET,
@@ -31,7 +24,9 @@ def controller(
     )
 
 
-def requests(delays: QueueDelay, clock: Clock, wait: float, seconds: float, lag: float) -> None:
+def requests(
+    delays: QueueDelay, clock: ManualClock, wait: float, seconds: float, lag: float
+) -> None:
     """A request that waited ``wait`` every 10 ms, and a loop-lag sample of ``lag`` every 20 ms."""
     for step in range(round(seconds / 0.01)):
         clock.now += 0.01
@@ -41,7 +36,7 @@ def requests(delays: QueueDelay, clock: Clock, wait: float, seconds: float, lag:
 
 
 def test_a_standing_queue_of_requests_sheds_while_the_loop_lag_is_low() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted)
     requests(delays, clock, 0.2, INTERVAL - 0.05, lag=0.001)
     assert not delays.shedding  # not yet a whole interval
@@ -53,7 +48,7 @@ def test_a_standing_queue_of_requests_sheds_while_the_loop_lag_is_low() -> None:
 
 
 def test_requests_served_in_time_stop_the_shedding() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted)
     requests(delays, clock, 0.2, 2 * INTERVAL, lag=0.0)
     assert delays.shedding
@@ -62,7 +57,7 @@ def test_requests_served_in_time_stop_the_shedding() -> None:
 
 
 def test_the_lag_alone_still_sheds_without_requests() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted)
     for _ in range(60):
         clock.now += 0.02
@@ -71,7 +66,7 @@ def test_the_lag_alone_still_sheds_without_requests() -> None:
 
 
 def test_a_sojourn_verdict_lapses_when_requests_stop() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted)
     requests(delays, clock, 0.2, 2 * INTERVAL, lag=0.0)
     assert delays.shedding
@@ -82,7 +77,7 @@ def test_a_sojourn_verdict_lapses_when_requests_stop() -> None:
 
 
 def test_a_request_past_the_wait_bound_is_refused_and_counted() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted, max_wait_s=1.0)
     assert not delays.too_late(delays.sojourn(clock.now - 0.5))
     assert counted == []
@@ -92,7 +87,7 @@ def test_a_request_past_the_wait_bound_is_refused_and_counted() -> None:
 
 
 def test_no_wait_bound_refuses_nothing() -> None:
-    clock, counted = Clock(), []
+    clock, counted = ManualClock(100.0), []
     delays = controller(clock, counted)
     assert not delays.too_late(delays.sojourn(clock.now - 3600))
     assert counted == []

@@ -2,7 +2,10 @@
 the CPU time of the server's process tree (``/proc``) over a wrk run (32 connections) divided
 by the answers it gave. Refused: a tenant on a plan that admits one request in 1000 s (429
 from the second on); served: a tenant on a plan no run reaches. Alternating rounds (served,
-refused, refused, served), figures summed per kind."""
+refused, refused, served), figures summed per kind, on a server with back-pressure off
+(``MODELGATE_REFUSAL_BURST=0``): with it on, a flooding connection is answered about once a
+second and the CPU per answer would be the idle server's. What back-pressure saves is shown
+beside it: the same refused flood's CPU per second on ``held``, a server with the defaults."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ SECONDS = 3.0
 CONNECTIONS = 32
 
 
-def refusal_cost(ctx: Ctx, server: Server, served_key: str) -> Row:
+def refusal_cost(ctx: Ctx, server: Server, served_key: str, held: Server | None = None) -> Row:
     row = Row(
         "refusal-cost",
         "server CPU per refused request / per served inference (end to end, /proc)",
@@ -54,6 +57,8 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str) -> Row:
             f"{answers:,} answers ({errors:,} non-2xx) in {2 * SECONDS:g} s, "
             f"{cpu:.2f} s server CPU",
         )
+    if held is not None:
+        row.note("refused flood, back-pressure on (defaults)", _held_flood(ctx, held))
     if totals["refused"][2] < totals["refused"][1] or totals["served"][2]:
         row.passed = False
         row.note("warning", "the refused load was not all refused, or the served not all served")
@@ -62,3 +67,21 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str) -> Row:
 
 def _us(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:.0f} µs"
+
+
+def _held_flood(ctx: Ctx, server: Server) -> str:
+    """The refused flood against a server with back-pressure on: its answers and the
+    server's CPU, as a share of a core."""
+    base = f"http://{HOST}:{server.http_port}"
+    url = f"{base}/v2/models/credit-risk/infer"
+    key = key_for(base, REFUSING, "flood-refused-held")
+    post(url, credit_json(), key)
+    script = loadgen.lua_script(ctx.work / "cost-held.lua", [credit_json()], authorization=key)
+    wait_idle(server)
+    before = tree_cpu(server.pid)
+    load = loadgen.wrk(url, script, CONNECTIONS, 2 * SECONDS, cpus=LOAD_CPU)
+    cpu = tree_cpu(server.pid) - before
+    return (
+        f"{load.requests:,} answers in {2 * SECONDS:g} s, {cpu:.2f} s server CPU: "
+        f"{cpu / (2 * SECONDS):.2f} of a core"
+    )

@@ -52,7 +52,13 @@ def run_flood(ctx: Ctx, only: list[str] | None = None, share: float = 0.1) -> li
             if name == "fairness":
                 rows.append(fairness(ctx, server))
             elif name == "refusal-cost":
-                rows.append(refusal_cost(ctx, server, roomy))
+                # a refusal's own cost: back-pressure off, or a held flood would measure the
+                # idle server per answer; the default server shows what holding saves
+                env = {"MODELGATE_REFUSAL_BURST": "0"}
+                unheld = start_modelgate(ctx, "flood-unheld", SERVER_CPU, env=env)
+                started.append(unheld)
+                unheld_roomy = key_for(f"http://{HOST}:{unheld.http_port}", ROOMY, "flood-roomy")
+                rows.append(refusal_cost(ctx, unheld, unheld_roomy, held=server))
             elif name == "overload":
                 rows += overload(ctx, share)
             elif name == "key-cache":

@@ -30,7 +30,8 @@ from modelgate.core.gateway.tenant_metadata import (
 from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.rate_limits import MemoryRateLimiter
-from tests.unit.admission.test_fair_shedding import Clock, shedding
+from modelgate.testing import ManualClock
+from tests.unit.admission.test_fair_shedding import shedding
 from tests.unit.gateway.test_cluster import INPUTS, MANIFEST, Directory
 
 ADMIN = Principal(ADMIN_TENANT, "bootstrap-admin", frozenset({"infer"}), Plan("unlimited"), "admin")
@@ -126,7 +127,7 @@ def test_malformed_metadata_is_invalid_argument_naming_the_entry(
 def test_a_node_sheds_a_gateways_call_as_the_tenant_it_is_for() -> None:
     """Before: every call through the gateway was the admin key's, never shed and one
     share. Now the flooder's calls are shed and the light tenant's served."""
-    clock = Clock()
+    clock = ManualClock(100.0)
     shed: list[str] = []
     delays = shedding(clock, count_tenant=shed.append)
     for _ in range(100):

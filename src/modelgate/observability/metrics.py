@@ -3,10 +3,9 @@
 Recording on the request path is a dictionary lookup and a few adds: label children are
 cached per model version (batches, queue) and per (model, version, tenant) (requests).
 The counters bumped on every request (requests by outcome, usage rows and tokens, HTTP
-answers, anomalous requests) are counted in plain integers (:class:`_Tally`) and added to
-their prometheus-client children when they are read: at each scrape (a collector
-registered ahead of them) and by the alert evaluator. The figures are exact at every read;
-a request no longer pays prometheus-client's lock per counter.
+answers, anomalous requests) are counted in plain integers and added to their
+prometheus-client children when they are read (:mod:`modelgate.observability.tallies`):
+exact at every read, and a request no longer pays prometheus-client's lock per counter.
 What is state rather than events (models loaded, requests in flight, the usage backlog,
 degraded stores) is read when ``/metrics`` is scraped, at no cost per request
 (:mod:`modelgate.observability.state_metrics`).
@@ -75,16 +74,14 @@ of further tenants are counted under ``tenant="_other"``.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from modelgate.observability.state_metrics import StateCollector
+from modelgate.observability.tallies import Tallies, Tally
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
@@ -141,38 +138,6 @@ class _VersionMetrics:
         self._queue.set(depth)
 
 
-class _Tally:
-    """One counter child counted on the request path as a plain integer, added to the child
-    when it is read (:meth:`PrometheusMetrics.flush`). Only the event loop adds to
-    ``total``; the flush, under its lock, adds what is new since the last one, so a flush
-    from another thread loses nothing."""
-
-    __slots__ = ("_flushed", "child", "total")
-
-    def __init__(self, child: Counter) -> None:
-        self.child = child
-        self.total = 0
-        self._flushed = 0
-
-    def flush(self) -> None:
-        total = self.total
-        if total != self._flushed:
-            self.child.inc(total - self._flushed)
-            self._flushed = total
-
-
-class _Flush(Collector):
-    """Registered ahead of the counters it feeds: every collection of the registry (a
-    scrape, ``get_sample_value`` in a test) adds the tallies first. It yields no metric."""
-
-    def __init__(self, owner: PrometheusMetrics) -> None:
-        self._owner = owner
-
-    def collect(self) -> Iterable[Metric]:
-        self._owner.flush()
-        return ()
-
-
 class _ServedMetrics:
     """The children of one (model, version, tenant)."""
 
@@ -181,12 +146,12 @@ class _ServedMetrics:
     def __init__(self, owner: PrometheusMetrics, model: str, version: str, tenant: str):
         self.owner = owner
         self.labels = (model, version, tenant)
-        self.counters: dict[str, _Tally] = {}
+        self.counters: dict[str, Tally] = {}
         self.latency = owner.latency.labels(model, version, tenant)
         self.rows = owner.tally(owner.usage_rows.labels(model, tenant))
         self.tokens = owner.tally(owner.usage_tokens.labels(model, tenant))
 
-    def counter(self, status: str) -> _Tally:
+    def counter(self, status: str) -> Tally:
         child = self.owner.requests.labels(*self.labels, _STATUS_LABEL.get(status, status))
         tally = self.counters[status] = self.owner.tally(child)
         return tally
@@ -208,9 +173,8 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, max_tenants: int = 500):
         self.registry = registry or CollectorRegistry()
         self.max_tenants = max_tenants
-        self._tallies: list[_Tally] = []
-        self._flush_lock = threading.Lock()
-        self.registry.register(_Flush(self))  # first: collected before the counters
+        self._tallies = Tallies()
+        self.registry.register(self._tallies)  # first: collected before the counters
         version = ("model", "version")
         self.requests = Counter(
             "modelgate_inference_requests",
@@ -311,10 +275,10 @@ class PrometheusMetrics:
             for event, name, text in _CACHE_EVENTS
         }
         self._cache_children: dict[tuple[str, str], Counter] = {}
-        self._http_children: dict[tuple[str, int], _Tally] = {}
+        self._http_children: dict[tuple[str, int], Tally] = {}
         self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
         self._refusal_children: dict[tuple[str, str], Counter] = {}
-        self._anomaly_children: dict[tuple[str, str, str], _Tally] = {}
+        self._anomaly_children: dict[tuple[str, str, str], Tally] = {}
         self._tenants: set[str] = set()
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
         for kind in ("key", "address"):  # known up front: their series exist from the start
@@ -341,19 +305,14 @@ class PrometheusMetrics:
         """Export the refusals held on flooding connections (read at each scrape)."""
         self._state.backpressure = backpressure
 
-    def tally(self, child: Counter) -> _Tally:
-        """A counter child counted in a plain integer, added to it at each :meth:`flush`."""
-        tally = _Tally(child)
-        with self._flush_lock:
-            self._tallies.append(tally)
-        return tally
+    def tally(self, child: Counter) -> Tally:
+        """A counter child counted in a plain integer (:mod:`.tallies`)."""
+        return self._tallies.tally(child)
 
     def flush(self) -> None:
-        """Add what the tallies counted since the last flush to their children. Called
-        before every read: the scrape (by :class:`_Flush`) and the alert evaluator."""
-        with self._flush_lock:
-            for tally in self._tallies:
-                tally.flush()
+        """Add what the tallies counted since the last read to their children: every
+        scrape does, and the alert evaluator before it reads the counters."""
+        self._tallies.flush()
 
     # -- InferenceObserver -------------------------------------------------------------
     def version(self, model: str, version: str) -> _VersionMetrics:

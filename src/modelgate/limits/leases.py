@@ -48,7 +48,7 @@ from typing import Protocol
 from modelgate.core.admission.ports import Decision
 from modelgate.limits import gcra
 
-__all__ = ["Grant", "LeasingRateLimiter", "TokenLeases", "lease_size"]
+__all__ = ["Grant", "LeasingRateLimiter", "TokenLeases", "check_lease_settings", "lease_size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,17 @@ class TokenLeases(Protocol):
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision: ...
 
     async def close(self) -> None: ...
+
+
+def check_lease_settings(share: float, lease_s: float, max_keys: int) -> None:
+    """ValueError unless ``0 <= share <= 0.5``, ``lease_s > 0`` and ``max_keys >= 1`` (the
+    rate-limit and the quota leases take the same three)."""
+    if not 0 <= share <= 0.5:
+        raise ValueError(f"share must be in [0, 0.5], not {share}")
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be positive, not {lease_s}")
+    if max_keys < 1:
+        raise ValueError(f"max_keys must be at least 1, not {max_keys}")
 
 
 def lease_size(limit: int, window_s: float, *, share: float, lease_s: float) -> int:
@@ -112,12 +123,7 @@ class LeasingRateLimiter:
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= share <= 0.5:
-            raise ValueError(f"share must be in [0, 0.5], not {share}")
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be positive, not {lease_s}")
-        if max_keys < 1:
-            raise ValueError(f"max_keys must be at least 1, not {max_keys}")
+        check_lease_settings(share, lease_s, max_keys)
         self._source = source
         self._share = share
         self._lease_s = lease_s

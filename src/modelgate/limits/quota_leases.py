@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelgate.core.admission.ports import QuotaCharge, QuotaResult
+from modelgate.limits.leases import check_lease_settings
 from modelgate.limits.quotas import check_charges
 
 __all__ = ["LeasingQuotaCounter", "QuotaLeases", "Reservation", "Slice"]
@@ -109,10 +110,7 @@ class LeasingQuotaCounter:
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= share <= 0.5:
-            raise ValueError(f"share must be in [0, 0.5], not {share}")
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be positive, not {lease_s}")
+        check_lease_settings(share, lease_s, max_keys)
         self._source = source
         self._share = share
         self._lease_s = lease_s

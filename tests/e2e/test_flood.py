@@ -84,6 +84,30 @@ def _flood(url: str, key: str, connections: list[Answers], stop: threading.Event
     asyncio.run(all_of_them())
 
 
+def check_flood_outcome(
+    calm: dict[str, Answers], flooders: list[Answers]
+) -> list[tuple[int, float, str | None]]:
+    """What every flood test asserts: B and C each had all their requests answered 200; A
+    got only 200 or 429, every 429 with Retry-After, and each of its connections had a
+    refusal held (a lower bound on time). Answers A's answers."""
+    for tenant, answers in calm.items():
+        statuses = [status for status, _, _ in answers.got]
+        assert answers.errors == [], answers.errors[:3]
+        assert statuses == [200] * int(SECONDS * CALM_RPS), f"tenant {tenant}: {statuses}"
+    a = [got for answers in flooders for got in answers.got]
+    refused = [got for got in a if got[0] == 429]
+    assert all(answers.errors == [] for answers in flooders)
+    assert {status for status, _, _ in a} <= {200, 429}
+    assert refused and all(retry is not None and int(retry) >= 1 for _, _, retry in refused)
+    for answers in flooders:
+        assert any(status == 429 and took >= HOLD_S * 0.95 for status, took, _ in answers.got)
+    return a
+
+
+def _held(a: list[tuple[int, float, str | None]]) -> int:
+    return sum(1 for status, took, _ in a if status == 429 and took >= HOLD_S * 0.95)
+
+
 def test_a_flooding_tenant_is_refused_and_slowed_while_the_others_are_all_served(
     tmp_path: Path,
 ) -> None:
@@ -113,23 +137,12 @@ def test_a_flooding_tenant_is_refused_and_slowed_while_the_others_are_all_served
     finally:
         stop_server(server)
 
-    for tenant, answers in calm.items():  # B and C: every request answered 200
-        statuses = [status for status, _, _ in answers.got]
-        assert answers.errors == [], answers.errors[:3]
-        assert statuses == [200] * int(SECONDS * CALM_RPS), f"tenant {tenant}: {statuses}"
-    a = [got for answers in flooders for got in answers.got]
-    refused = [got for got in a if got[0] == 429]
+    a = check_flood_outcome(calm, flooders)
     print(
         f"\nA: {len(a)} answers on {FLOOD_CONNECTIONS} connections in {flooded_for:.1f} s "
         f"({len(a) / flooded_for / FLOOD_CONNECTIONS:.1f} a second per connection), "
-        f"{len(refused)} refused, {sum(1 for got in refused if got[1] >= HOLD_S * 0.95)} held; "
-        f"B and C: {sum(len(c.got) for c in calm.values())} requests, all 200"
+        f"{_held(a)} held; B and C: {sum(len(c.got) for c in calm.values())} requests, all 200"
     )
-    assert all(answers.errors == [] for answers in flooders)
-    assert {status for status, _, _ in a} <= {200, 429}
-    assert refused and all(retry is not None and int(retry) >= 1 for _, _, retry in refused)
-    for answers in flooders:  # every flooding connection was held (a lower bound on time)
-        assert any(status == 429 and took >= HOLD_S * 0.95 for status, took, _ in answers.got)
     # Slowed at its connections: unslowed, each connection gets one answer per round trip
     # (about 40 a second on a loaded 2-core machine, hundreds on an idle one). Held, at most
     # its share of the 50 admitted a second (plus the plan's burst of 50), 10 refusals per

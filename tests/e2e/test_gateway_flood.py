@@ -31,6 +31,7 @@ from tests.e2e.test_flood import (
     Answers,
     _calm,
     _flood,
+    check_flood_outcome,
 )
 from tests.e2e.test_gateway_nodes import GATEWAY_KEY, Cluster, _sample
 
@@ -130,24 +131,13 @@ def test_a_tenant_flooding_a_gateway_is_refused_there_and_the_others_are_all_ser
     node_shares = _sample(httpx.get(f"{node.url}/metrics", timeout=5).text,
                           "modelgate_tenant_admission_share")  # fmt: skip
 
-    for name, answers in calm.items():  # B and C: every request answered 200
-        statuses = [status for status, _, _ in answers.got]
-        assert answers.errors == [], answers.errors[:3]
-        assert statuses == [200] * int(SECONDS * CALM_RPS), f"tenant {name}: {statuses}"
-    a = [got for answers in flooders for got in answers.got]
-    refused = [got for got in a if got[0] == 429]
+    a = check_flood_outcome(calm, flooders)  # A held by the gateway's back-pressure
     print(
         f"\nA through the gateway: {len(a)} answers on {FLOOD_CONNECTIONS} connections in "
-        f"{flooded_for:.1f} s, {len(refused)} refused (429), "
-        f"{sum(1 for got in refused if got[1] >= HOLD_S * 0.95)} held; "
+        f"{flooded_for:.1f} s, {sum(1 for got in a if got[0] == 429)} refused (429); "
         f"B and C: {sum(len(c.got) for c in calm.values())} requests, all 200; "
         f"the node's shares: {node_shares}"
     )
-    assert all(answers.errors == [] for answers in flooders)
-    assert {status for status, _, _ in a} <= {200, 429}
-    assert refused and all(retry is not None and int(retry) >= 1 for _, _, retry in refused)
-    for answers in flooders:  # held by the gateway's back-pressure
-        assert any(status == 429 and took >= HOLD_S * 0.95 for status, took, _ in answers.got)
     # the node told the tenants apart: each one's share, none under the gateway's key
     seen = set(node_shares)
     assert seen == {f'{{tenant="{tenant_id}"}}' for tenant_id, _ in tenants.values()}, seen

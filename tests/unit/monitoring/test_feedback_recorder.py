@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
+from modelgate.core.monitoring.feedback_recorder import WRITE_STEP, FeedbackRecorder
 from modelgate.core.monitoring.predictions import PredictionRecord
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 from modelgate.core.serving.requests import CompletedInference, InferenceRequest, InferenceResponse
@@ -59,7 +59,7 @@ def completed(manifest: ModelManifest, number: int) -> CompletedInference:
 
 async def test_a_large_flush_is_written_in_steps_and_never_blocks_the_loop_for_long() -> None:
     store = FlakyStore(set())
-    recorder = FeedbackRecorder(store, max_pending=100_000)
+    recorder = FeedbackRecorder(store, max_pending=100_000, write_step=100)
     for n in range(450):
         recorder.completed(completed(MANIFEST, n))
     ticks = 0
@@ -82,7 +82,7 @@ async def test_a_large_flush_is_written_in_steps_and_never_blocks_the_loop_for_l
 
 async def test_a_store_that_fails_midway_loses_and_doubles_nothing() -> None:
     store = FlakyStore({2})  # the second step fails: the database went away
-    recorder = FeedbackRecorder(store, max_pending=100_000)
+    recorder = FeedbackRecorder(store, max_pending=100_000, write_step=100)
     for n in range(450):
         recorder.completed(completed(MANIFEST, n))
     assert await recorder.flush() == 100
@@ -103,3 +103,12 @@ async def test_a_row_the_store_refuses_costs_only_that_row() -> None:
     assert recorder.dropped == 1
     assert await store.find("anonymous", "r7") == []
     assert len(await store.find("anonymous", "r8")) == 1
+
+
+async def test_rows_are_written_write_step_at_a_time_by_default() -> None:
+    store = FlakyStore(set())
+    recorder = FeedbackRecorder(store, max_pending=100_000)
+    for n in range(WRITE_STEP * 2 + 7):
+        recorder.completed(completed(MANIFEST, n))
+    assert await recorder.flush() == WRITE_STEP * 2 + 7
+    assert store.calls == [WRITE_STEP, WRITE_STEP, 7]

@@ -16,6 +16,7 @@ from modelgate.core.monitoring.predictions import (
     LabelQuery,
     PredictionRecord,
 )
+from modelgate.storage.sql.bulk_insert import BulkInsert
 from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import (
     ID_LENGTH,
@@ -39,13 +40,13 @@ class SqlFeedbackStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._insert = BulkInsert(predictions, _COLUMNS, engine.dialect)
 
     async def append(self, records: Sequence[PredictionRecord]) -> None:
-        rows = [_row(r) for r in records]
-        if not rows:
+        if not records:
             return
         async with writing(self._engine) as connection:
-            await connection.execute(predictions.insert(), rows)
+            await self._insert.execute(connection, records, _row)
 
     async def find(self, tenant_id: str, request_id: str) -> list[PredictionRecord]:
         if not storable(tenant_id, ID_LENGTH) or not storable(request_id, ID_LENGTH):
@@ -206,25 +207,42 @@ def _filters(query: LabelQuery) -> list[ColumnElement[bool]] | None:
     return filters
 
 
-def _row(record: PredictionRecord) -> dict[str, Any]:
-    return {
-        "id": checked_text(record.id, "prediction id", _SHORT),
-        "row": record.row,
-        "tenant_id": checked_text(record.tenant_id, "prediction tenant_id", ID_LENGTH),
-        "request_id": checked_text(record.request_id, "request id", ID_LENGTH),
-        "inference_id": None
+#: what :func:`_row` answers, in this order
+_COLUMNS = (
+    "id",
+    "row",
+    "tenant_id",
+    "request_id",
+    "inference_id",
+    "model",
+    "version",
+    "subject",
+    "created_at",
+    "expires_at",
+    "predicted",
+    "score",
+)
+
+
+def _row(record: PredictionRecord) -> tuple[Any, ...]:
+    return (
+        checked_text(record.id, "prediction id", _SHORT),
+        record.row,
+        checked_text(record.tenant_id, "prediction tenant_id", ID_LENGTH),
+        checked_text(record.request_id, "request id", ID_LENGTH),
+        None
         if record.inference_id is None
         else checked_text(record.inference_id, "inference id", ID_LENGTH),
-        "model": checked_text(record.model, "prediction model", NAME_LENGTH),
-        "version": checked_text(record.version, "prediction version", ID_LENGTH),
-        "subject": None
+        checked_text(record.model, "prediction model", NAME_LENGTH),
+        checked_text(record.version, "prediction version", ID_LENGTH),
+        None
         if record.subject is None
         else checked_text(record.subject, "prediction subject", _SHORT),
-        "created_at": checked_time(record.created_at, "created_at"),
-        "expires_at": checked_time(record.expires_at, "expires_at"),
-        "predicted": record.predicted,
-        "score": record.score,
-    }
+        checked_time(record.created_at, "created_at"),
+        checked_time(record.expires_at, "expires_at"),
+        record.predicted,
+        record.score,
+    )
 
 
 def _prediction(row: Any) -> PredictionRecord:

@@ -19,6 +19,7 @@ from modelgate.core.admission.usage import (
     UsageRow,
     UsageTotals,
 )
+from modelgate.storage.sql.bulk_insert import BulkInsert
 from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, prices, usage_records
 from modelgate.storage.sql.values import checked_text, checked_time, storable
@@ -41,13 +42,13 @@ class SqlUsageStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._insert = BulkInsert(usage_records, _RECORD_COLUMNS, engine.dialect)
 
     async def append(self, records: Sequence[UsageRecord]) -> None:
-        rows = [_record_row(r) for r in records]
-        if not rows:
+        if not records:
             return
         async with writing(self._engine) as connection:
-            await connection.execute(usage_records.insert(), rows)
+            await self._insert.execute(connection, records, _record_row)
 
     async def report(self, query: UsageQuery) -> list[UsageRow]:
         filters = self._filters(query)
@@ -158,27 +159,45 @@ class SqlUsageStore:
         return filters
 
 
-def _record_row(record: UsageRecord) -> dict[str, Any]:
-    def optional(value: str | None, field: str) -> str | None:
-        return None if value is None else checked_text(value, field, ID_LENGTH)
+#: what :func:`_record_row` answers, in this order (``id`` is the database's)
+_RECORD_COLUMNS = (
+    "period_start",
+    "tenant_id",
+    "key_id",
+    "model",
+    "version",
+    "hardware",
+    "status",
+    "cache_hit",
+    "requests",
+    "rows",
+    "tokens",
+    "latency_ms_sum",
+    "latency_ms_max",
+    "compute_ms_sum",
+    "cost",
+)
 
-    return {
-        "period_start": checked_time(record.period_start, "period_start"),
-        "tenant_id": checked_text(record.tenant_id, "usage tenant_id", ID_LENGTH),
-        "key_id": optional(record.key_id, "usage key_id"),
-        "model": checked_text(record.model, "usage model", NAME_LENGTH),
-        "version": optional(record.version, "usage version"),
-        "hardware": checked_text(record.hardware, "usage hardware", 32),
-        "status": checked_text(record.status, "usage status", 32),
-        "cache_hit": record.cache_hit,
-        "requests": record.requests,
-        "rows": record.rows,
-        "tokens": record.tokens,
-        "latency_ms_sum": record.latency_ms_sum,
-        "latency_ms_max": record.latency_ms_max,
-        "compute_ms_sum": record.compute_ms_sum,
-        "cost": record.cost,
-    }
+
+def _record_row(record: UsageRecord) -> tuple[Any, ...]:
+    key_id, version = record.key_id, record.version
+    return (
+        checked_time(record.period_start, "period_start"),
+        checked_text(record.tenant_id, "usage tenant_id", ID_LENGTH),
+        None if key_id is None else checked_text(key_id, "usage key_id", ID_LENGTH),
+        checked_text(record.model, "usage model", NAME_LENGTH),
+        None if version is None else checked_text(version, "usage version", ID_LENGTH),
+        checked_text(record.hardware, "usage hardware", 32),
+        checked_text(record.status, "usage status", 32),
+        record.cache_hit,
+        record.requests,
+        record.rows,
+        record.tokens,
+        record.latency_ms_sum,
+        record.latency_ms_max,
+        record.compute_ms_sum,
+        record.cost,
+    )
 
 
 def _row(row: Any) -> UsageRow:

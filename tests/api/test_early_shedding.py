@@ -13,6 +13,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -197,3 +198,29 @@ async def test_a_kept_connections_caller_over_its_share_is_refused_without_authe
         admin = await client.post(INFER, json=ROW, headers={"authorization": f"Bearer {ADMIN}"})
         assert admin.status_code == 200  # another credential: the app decides (not shed)
         assert authenticated == 2
+
+
+async def test_a_refused_request_whose_body_never_comes_is_closed_at_the_body_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(
+        tmp_path,
+        shed_queue_target_ms=300,
+        http_header_timeout_seconds=0.2,
+        http_body_timeout_seconds=0.2,
+        http_keepalive_seconds=60,  # not what closes it
+    ) as quick:
+        shed(monkeypatch, _controller(quick), severe=True)
+        reader, writer = await asyncio.open_connection("127.0.0.1", quick.http_port)
+        try:
+            head = (
+                f"POST {INFER} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                "content-length: 100\r\n\r\n{"
+            )
+            writer.write(head.encode())  # 99 bytes of its body never come
+            status, headers, _ = await answer(reader)
+            assert (status, headers["retry-after"]) == (503, "1")
+            # closed at the body timeout, with no second answer (no 408 after the 503)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()

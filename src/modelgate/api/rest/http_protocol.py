@@ -321,12 +321,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise HeaderLimitsExceededError
         self._awaiting_headers = False
         self._header_deadline = None
+        self._body_deadline = self.loop.time() + self.body_timeout_s  # a skipped one's too
         overload = self.overload
         if overload is not None and overload.shedding and self._sheds_early(overload):
             self._shed = True
             self._answer_shed()
             return
-        self._body_deadline = self.loop.time() + self.body_timeout_s
         scope = self.scope
         arrived = self._arrived
         # None: a pipelined request whose first bytes came with the previous one's body
@@ -362,8 +362,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         close = _large_body(self.headers)
         self.transport.write(shed_answer(overload.retry_after_s, close=close))
         if close:
-            self._shed = False
-            self._awaiting_headers = False  # nothing more is read from this connection
+            # nothing more is read: what httptools still parses of this read is skipped
+            self._awaiting_headers = False
             self.transport.close()
             return
         # what uvicorn does once an answer is complete: keep-alive timer, reads resumed
@@ -394,8 +394,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         body = self._body_deadline
         if body is not None and now >= body:
             cycle = getattr(self, "cycle", None)
-            if cycle is not None and cycle.response_started:
-                self.transport.close()  # the answer is under way: only the connection goes
+            if self._shed or (cycle is not None and cycle.response_started):
+                self.transport.close()  # answered (shed) or under way: only the connection goes
             else:
                 self._refuse(_BODY_TIMEOUT)
             return

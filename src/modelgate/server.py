@@ -101,6 +101,8 @@ class Server:
                 header_timeout_s=settings.http_header_timeout_seconds,
                 body_timeout_s=settings.http_body_timeout_seconds,
                 max_connections=settings.http_max_connections,
+                # issue 15: inference requests shed before the app runs, with shedding on
+                overload=getattr(components.service.admission, "overload", None),
             ),
             timeout_keep_alive=settings.http_keepalive_seconds,
             server_header=False,

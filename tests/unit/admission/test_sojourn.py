@@ -5,6 +5,8 @@ when requests stop, and a request past the wait bound is refused on its own. Man
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.testing import ManualClock
@@ -91,3 +93,24 @@ def test_no_wait_bound_refuses_nothing() -> None:
     delays = controller(clock, counted)
     assert not delays.too_late(delays.sojourn(clock.now - 3600))
     assert counted == []
+
+
+@given(
+    waited=st.floats(min_value=0, max_value=60),
+    max_wait_s=st.one_of(st.none(), st.floats(min_value=0.001, max_value=60)),
+    lag=st.sampled_from([0.0, TARGET, 2 * TARGET]),
+)
+def test_an_unread_request_is_refused_only_when_no_caller_could_be_served(
+    waited: float, max_wait_s: float | None, lag: float
+) -> None:
+    # the protocol's question, before the caller is known: refused while every request is
+    # shed (the delay stayed past twice the target), or past the wait bound; counted if so
+    clock, counted = ManualClock(100.0), []
+    delays = controller(clock, counted, max_wait_s=max_wait_s)
+    for _ in range(60):  # the lag held for over an interval
+        clock.now += 0.01
+        delays.observe(lag)
+    expected = delays.severe or (max_wait_s is not None and waited >= max_wait_s)
+    assert delays.severe == (lag >= 2 * TARGET)
+    assert delays.refuses_unread(waited) == expected
+    assert counted == ([None] if expected else [])

@@ -36,6 +36,23 @@ measured from there, or from when the kernel received them,
 says whether the client has disconnected, so that a request whose client gave up while it
 waited is dropped without work, and whose :meth:`~LimitedHttpToolsProtocol.watch` cancels a
 request waiting for its model when its client goes (both with shedding on).
+
+**Early shedding** (issue 15, with shedding on): while the queueing-delay controller
+(:class:`~modelgate.core.admission.overload.QueueDelay`) sheds, an inference request that
+would be shed whoever sent it (every request is shed, or this one waited past
+``max_wait_s``: :meth:`~modelgate.core.admission.overload.QueueDelay.refuses_unread`), or
+whose credential is the one the app authenticated for the previous request on this
+connection and whose caller is shed
+(:meth:`~modelgate.core.admission.overload.QueueDelay.refuses`: fair share, priority), is
+answered 503 with ``Retry-After`` here, from bytes built once, as soon as its headers are
+parsed: no request-response cycle, no task, no authentication, no app. Its wait is measured
+from when the kernel received its bytes (``TCP_INFO``) and fed to the controller. Its body
+is skipped by httptools (C), so that the connection stays usable: a client on a kept-alive
+connection is refused without reconnecting (a body of unknown or large length closes it
+instead). A request behind another still answering on the same connection (pipelined) is
+left to the app, so that answers stay in order; so is a connection's first request from a
+caller whose refusal depends on who it is. While not shedding this costs one attribute
+read per request.
 """
 
 from __future__ import annotations
@@ -45,11 +62,16 @@ import math
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from modelgate.api.credentials import PRINCIPAL
 from modelgate.api.rest.asgi import ARRIVED, CONNECTION
+from modelgate.api.rest.shedding import shed_answer
+from modelgate.core.access.identity import Principal
+from modelgate.core.admission.overload import QueueDelay
 
 __all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
 
@@ -60,6 +82,26 @@ _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
 _LAST_DATA_RECV = struct.Struct("I")
 _LAST_DATA_RECV_AT = 8 + 11 * 4
 _TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
+
+
+#: the methods of inference requests (GET: a cached model's edge request)
+_SHED_METHODS = frozenset((b"POST", b"GET"))
+#: a shed request's body is skipped on a kept connection up to this size (the app's bound,
+#: api/rest/asgi.py); over it, or of unknown length, the connection is closed instead
+_SKIP_BODY_BYTES = 64 * 1024
+
+
+def _credential(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, ...]:
+    return tuple(v for n, v in headers if n in (b"authorization", b"x-api-key"))
+
+
+def _large_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (
+            name == b"content-length" and (not value.isdigit() or int(value) > _SKIP_BODY_BYTES)
+        ):
+            return True
+    return False
 
 
 class HeaderLimitsExceededError(Exception):
@@ -93,6 +135,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     body_timeout_s = 60.0
     max_connections = 4096
+    #: the queueing-delay controller (None: shedding off): refusals decided before the app
+    overload: QueueDelay | None = None
     # connections refused since the last warning, and when that was (all instances)
     _refused = 0
     _refusals_logged_at = -math.inf
@@ -116,9 +160,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._watched: asyncio.Task[Any] | None = None
         #: true once a watched request was cancelled because its client went
         self.abandoned = False
+        # the connection's socket (None: not a socket), for TCP_INFO and MSG_PEEK
+        self._socket: Any = None
+        # the current request is refused here (early shedding): its bytes are skipped
+        self._shed = False
+        # the scope of the last request on this connection that the app authenticated (its
+        # caller, for early shedding; requests refused early leave it)
+        self._previous: Mapping[str, object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._socket = transport.get_extra_info("socket")  # asked once: ~2 µs a call
         if len(self.connections) > self.max_connections:
             self._refuse_connection()
             return
@@ -175,6 +227,43 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ):
             self._refuse(_TOO_LARGE)
 
+    def _sheds_early(self, overload: QueueDelay) -> bool:
+        """Whether the request whose headers are in is refused here: an inference request,
+        no request of this connection still answering, and either
+        :meth:`QueueDelay.refuses_unread` for its wait since the kernel received it, or
+        :meth:`QueueDelay.refuses` for the caller of this connection's previous request,
+        when this one carries the same credential."""
+        path = self.url.partition(b"?")[0]
+        if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
+            return False
+        if self.parser.get_method() not in _SHED_METHODS:
+            return False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # pipelined behind a request still answering: the app keeps order
+        # None: a pipelined request whose first bytes came with the previous one's body
+        arrived = self._arrived or time.monotonic()
+        received = self.received_at()
+        if received is not None and received < arrived:
+            arrived = received
+        if overload.refuses_unread(overload.sojourn(arrived)):
+            return True
+        caller = self._known_caller()
+        return caller is not None and overload.refuses(caller)
+
+    def _known_caller(self) -> Principal | None:
+        """The caller the app last authenticated on this connection, if this request
+        carries the same credential (a refusal only: a key revoked since is refused
+        503 rather than 401, never served)."""
+        previous = self._previous
+        if previous is None:
+            return None
+        caller = previous.get(PRINCIPAL)
+        if not isinstance(caller, Principal):
+            return None
+        headers = cast("list[tuple[bytes, bytes]]", previous["headers"])
+        return caller if _credential(headers) == _credential(self.headers) else None
+
     def client_gone(self, look: bool = False) -> bool:
         """Whether the client has disconnected: nothing sent on the connection would be
         read. ``look``: also ask the socket (one ``recv(MSG_PEEK)``, a few microseconds),
@@ -196,7 +285,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         clock tick: one system call), None where unknown (not TCP, not Linux). Under CPU
         saturation most of a request's wait is here, before the loop reads its bytes: in
         the socket's receive buffer, or the listener's accept queue."""
-        transport_socket = self.transport.get_extra_info("socket")
+        transport_socket = self._socket
         if transport_socket is None or _TCP_INFO is None:
             return None
         try:
@@ -209,7 +298,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return time.monotonic() - ago_ms / 1000
 
     def _peer_closed(self) -> bool:
-        transport_socket = self.transport.get_extra_info("socket")
+        transport_socket = self._socket
         if transport_socket is None:
             return False
         # asyncio's socket wrapper offers no recv: a socket object on the same descriptor,
@@ -232,7 +321,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise HeaderLimitsExceededError
         self._awaiting_headers = False
         self._header_deadline = None
-        self._body_deadline = self.loop.time() + self.body_timeout_s
+        self._body_deadline = self.loop.time() + self.body_timeout_s  # a skipped one's too
+        overload = self.overload
+        if overload is not None and overload.shedding and self._sheds_early(overload):
+            self._shed = True
+            self._answer_shed()
+            return
         scope = self.scope
         arrived = self._arrived
         # None: a pipelined request whose first bytes came with the previous one's body
@@ -240,12 +334,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         scope[CONNECTION] = self  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
+    def on_message_begin(self) -> None:
+        previous = self.scope
+        if previous is not None and PRINCIPAL in previous:  # whom the app last found here
+            self._previous = previous
+        HttpToolsProtocol.on_message_begin(self)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shed:  # a shed request's body is skipped
+            HttpToolsProtocol.on_body(self, body)
+
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._header_bytes = 0
         self._body_deadline = None
         self._arrived = None
+        if self._shed:
+            self._shed = False
+            return
         HttpToolsProtocol.on_message_complete(self)
+
+    def _answer_shed(self) -> None:
+        """503 with ``Retry-After``; the connection is kept unless the body, to be skipped,
+        may be large (then closed: the client resends nothing it has not yet sent)."""
+        overload = self.overload
+        assert overload is not None
+        close = _large_body(self.headers)
+        self.transport.write(shed_answer(overload.retry_after_s, close=close))
+        if close:
+            # nothing more is read: what httptools still parses of this read is skipped
+            self._awaiting_headers = False
+            self.transport.close()
+            return
+        # what uvicorn does once an answer is complete: keep-alive timer, reads resumed
+        self.on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         if self._header_overflow:
@@ -272,8 +394,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         body = self._body_deadline
         if body is not None and now >= body:
             cycle = getattr(self, "cycle", None)
-            if cycle is not None and cycle.response_started:
-                self.transport.close()  # the answer is under way: only the connection goes
+            if self._shed or (cycle is not None and cycle.response_started):
+                self.transport.close()  # answered (shed) or under way: only the connection goes
             else:
                 self._refuse(_BODY_TIMEOUT)
             return
@@ -288,8 +410,10 @@ def limited_protocol(
     header_timeout_s: float,
     max_connections: int,
     body_timeout_s: float = LimitedHttpToolsProtocol.body_timeout_s,
+    overload: QueueDelay | None = None,
 ) -> type[LimitedHttpToolsProtocol]:
-    """The protocol class to hand uvicorn as ``Config(http=...)``."""
+    """The protocol class to hand uvicorn as ``Config(http=...)``; ``overload``: the
+    shedding controller, for refusals before the app runs (None: shedding off)."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -298,5 +422,6 @@ def limited_protocol(
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
             "max_connections": max_connections,
+            "overload": overload,
         },
     )

@@ -29,7 +29,7 @@ from modelgate.api.rest.errors import retry_after_header
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.observability.metrics import PrometheusMetrics
 
-__all__ = ["abandon", "drop_if_gone", "send_shed"]
+__all__ = ["abandon", "drop_if_gone", "send_shed", "shed_answer"]
 
 
 def drop_if_gone(
@@ -68,3 +68,16 @@ async def send_shed(send: Send, scope: Scope, overload: QueueDelay) -> None:
     unread body may be large."""
     body, headers = _answer(overload.retry_after_s)
     await respond(send, 503, body, [*headers, *unread_body_headers(scope)])
+
+
+@functools.cache
+def shed_answer(retry_after_s: float, *, close: bool = False) -> bytes:
+    """:func:`send_shed`'s answer as the whole HTTP/1.1 response, for the protocol to write
+    before the app runs (api/rest/http_protocol.py); ``close``: with ``Connection: close``."""
+    body, headers = _answer(retry_after_s)
+    lines = [b"HTTP/1.1 503 Service Unavailable"]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"content-length: " + str(len(body)).encode())
+    if close:
+        lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -158,6 +158,16 @@ class QueueDelay:
             return False
         return self._shed(None, None)
 
+    def refuses_unread(self, waited_s: float) -> bool:
+        """Whether a request not yet read (its caller unknown) is shed now, whoever sends
+        it: every request is shed (:attr:`severe`), or it waited ``waited_s``, past
+        :attr:`max_wait_s`; counted as shed (priority unknown) when it is. The protocol asks
+        this before the app runs; the rest (fair share, priority) needs the caller."""
+        bound = self.max_wait_s
+        if not (self.severe or (bound is not None and waited_s >= bound)):
+            return False
+        return self._shed(None, None)
+
     def _decide(self, delay_s: float, now: float) -> None:
         self.last_s = delay_s
         self.shares.tick(now)

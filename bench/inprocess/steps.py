@@ -103,7 +103,8 @@ def switched_off(components: Any, names: list[str]) -> list[tuple[Any, str, Any]
 class StepTimers:
     """CPU nanoseconds of the loop's thread (``thread_time_ns``: time another process or
     thread takes is not counted) spent in each step's calls since :meth:`reset`, less the
-    timer's own share of each call (:meth:`calibrate`)."""
+    timer's own share of each window it timed (:meth:`calibrate`): a call, or a stretch of
+    an awaited one (:meth:`awaited`); ``calls`` counts the windows."""
 
     def __init__(self) -> None:
         self.ns = {spec.name: 0 for spec in STEPS}
@@ -144,10 +145,11 @@ class StepTimers:
         return timed
 
     def awaited(self, step: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        """``call``, whose answer is awaited, timed in its own stretches only: the call
-        itself, then each time the awaitable runs until it suspends or ends. A timer around
-        the ``await`` would also count what the loop runs while the step waits (the loop
-        turn of a request the batcher queues, and whatever background task runs in it)."""
+        """``call``, whose answer is awaited, timed in its own stretches only: the call with
+        the first run of its awaitable, then each later run up to a suspension or the end.
+        A timer around the ``await`` would also count what the loop runs while the step
+        waits (the loop turn of a request the batcher queues, and whatever background task
+        runs in it). A step that never suspends is one window, as a synchronous one."""
         ns, calls, clock = self.ns, self.calls, time.thread_time_ns
 
         def add(start: int) -> None:
@@ -155,35 +157,34 @@ class StepTimers:
             calls[step] += 1
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = clock()
-            try:
-                awaitable = call(*args, **kwargs)
-            finally:
-                add(start)
-            return await _Stretches(awaitable, add, clock)
+            return await _Stretches(lambda: call(*args, **kwargs), add, clock)
 
         return timed
 
 
 class _Stretches:
-    """Awaits ``awaitable`` as ``await`` would, passing what it yields to the loop and what
-    the loop sends back, and reports each stretch it runs (``add(start)``, with ``start``
-    read from ``clock`` before the stretch)."""
+    """Calls ``start_call`` and awaits its answer as ``await`` would, passing what it yields
+    to the loop and what the loop sends back; reports each stretch it runs (``add(start)``,
+    ``start`` read from ``clock`` when the stretch began), none of the time it is suspended."""
 
     def __init__(
-        self, awaitable: Any, add: Callable[[int], None], clock: Callable[[], int]
+        self, start_call: Callable[[], Any], add: Callable[[int], None], clock: Callable[[], int]
     ) -> None:
-        self._awaitable = awaitable
+        self._start_call = start_call
         self._add = add
         self._clock = clock
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        steps = self._awaitable.__await__()
         add, clock = self._add, self._clock
+        start = clock()
+        try:
+            steps = self._start_call().__await__()
+        except BaseException:
+            add(start)
+            raise
         value: Any = None
         error: BaseException | None = None
         while True:
-            start = clock()
             try:
                 yielded = steps.send(value) if error is None else steps.throw(error)
             except StopIteration as done:
@@ -197,6 +198,7 @@ class _Stretches:
                 value, error = (yield yielded), None
             except BaseException as exc:  # a cancellation, passed on into the step
                 value, error = None, exc
+            start = clock()
 
 
 def timed_pipeline(original: Any, timers: StepTimers) -> Any:

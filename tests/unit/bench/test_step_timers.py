@@ -47,17 +47,17 @@ async def test_an_awaited_step_counts_its_stretches_not_its_waits(clock: FakeClo
     assert await timed(41) == 42
     await task
     assert timers.ns["run"] == 12
-    assert timers.calls["run"] == 3  # the call, and the two stretches: three timer windows
+    assert timers.calls["run"] == 2  # the call with its first stretch, then the second
 
 
-async def test_a_step_that_never_waits_is_one_stretch(clock: FakeClock) -> None:
+async def test_a_step_that_never_waits_is_one_window(clock: FakeClock) -> None:
     async def step() -> str:
         clock.now += 9
         return "done"
 
     timers = StepTimers()
     assert await timers.awaited("auth", step)() == "done"
-    assert (timers.ns["auth"], timers.calls["auth"]) == (9, 2)
+    assert (timers.ns["auth"], timers.calls["auth"]) == (9, 1)  # one window, as a sync step
 
 
 async def test_errors_and_cancellation_pass_through(clock: FakeClock) -> None:

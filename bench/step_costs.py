@@ -4,10 +4,13 @@ rendering, apart from the measuring (``bench.inprocess.steps``) so that both can
 Each step is measured two ways, because neither alone is honest:
 
 - **on the path**: the request stream through ``RestApp`` with a timer around the step's call
-  (``perf_counter_ns``), the step's nanoseconds over the requests served. This attributes time
-  to steps precisely, but sees only the call itself: work the step leaves to a background
-  task or thread (a recorder's flush, the request log's thread) and the garbage it leaves for
-  the collector fall in no step, and show as the unattributed rest.
+  (the loop thread's CPU, ``thread_time_ns``), the step's nanoseconds over the requests
+  served; a step that is awaited is timed in the stretches it runs, not while it waits (the
+  loop then runs other work), and the run also in the batcher's flush callback, which runs a
+  request it queued. This attributes time to steps precisely, but sees only the step's own
+  work: work the step leaves to a background task or thread (a recorder's flush, the request
+  log's thread), the loop's turns and the garbage it leaves for the collector fall in no
+  step, and show as the unattributed rest.
 - **on - off**: the plain stream (no timers) with every feature on, against the same stream
   with the step's feature switched off, in alternating pairs; the median of the pairs'
   differences. This sees everything the feature costs, background work included, but each
@@ -209,7 +212,7 @@ def table_rows(
         [
             "unattributed",
             "ASGI dispatch, headers, request id, routing, deadline, the listeners' record, "
-            "background flushes, GC",
+            "loop turns, background flushes, GC",
             _us(rest),
             f"{rest / total_us:.0%}",
             "-",

@@ -10,7 +10,10 @@ server), both in CPU time, so that what other processes take of a shared CPU cou
   plus a control pair that switches nothing;
 - timers: the stream with a timer of the loop thread's CPU time around each step's call
   (less the timer's own share, calibrated), every feature on, then every switch off,
-  alternating.
+  alternating. A step whose answer is awaited is timed in its own stretches (the call, then
+  each run of its coroutine up to a suspension), not across its waits, in which the loop runs
+  other work; the run also counts the batcher's flush callback, where a request it queued
+  (a probe of the queue, one in ``PROBE_EVERY``) is run.
 
 A switch sets what the setting or the manifest section it stands for would leave unset
 (``RestApp.authenticator``, ``InferenceService.admission``, ``.anomalies``, ``.cache``,
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,7 +103,8 @@ def switched_off(components: Any, names: list[str]) -> list[tuple[Any, str, Any]
 class StepTimers:
     """CPU nanoseconds of the loop's thread (``thread_time_ns``: time another process or
     thread takes is not counted) spent in each step's calls since :meth:`reset`, less the
-    timer's own share of each call (:meth:`calibrate`)."""
+    timer's own share of each window it timed (:meth:`calibrate`): a call, or a stretch of
+    an awaited one (:meth:`awaited`); ``calls`` counts the windows."""
 
     def __init__(self) -> None:
         self.ns = {spec.name: 0 for spec in STEPS}
@@ -141,17 +145,60 @@ class StepTimers:
         return timed
 
     def awaited(self, step: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call``, whose answer is awaited, timed in its own stretches only: the call with
+        the first run of its awaitable, then each later run up to a suspension or the end.
+        A timer around the ``await`` would also count what the loop runs while the step
+        waits (the loop turn of a request the batcher queues, and whatever background task
+        runs in it). A step that never suspends is one window, as a synchronous one."""
         ns, calls, clock = self.ns, self.calls, time.thread_time_ns
 
+        def add(start: int) -> None:
+            ns[step] += clock() - start
+            calls[step] += 1
+
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = clock()
-            try:
-                return await call(*args, **kwargs)
-            finally:
-                ns[step] += clock() - start
-                calls[step] += 1
+            return await _Stretches(lambda: call(*args, **kwargs), add, clock)
 
         return timed
+
+
+class _Stretches:
+    """Calls ``start_call`` and awaits its answer as ``await`` would, passing what it yields
+    to the loop and what the loop sends back; reports each stretch it runs (``add(start)``,
+    ``start`` read from ``clock`` when the stretch began), none of the time it is suspended."""
+
+    def __init__(
+        self, start_call: Callable[[], Any], add: Callable[[int], None], clock: Callable[[], int]
+    ) -> None:
+        self._start_call = start_call
+        self._add = add
+        self._clock = clock
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        add, clock = self._add, self._clock
+        start = clock()
+        try:
+            steps = self._start_call().__await__()
+        except BaseException:
+            add(start)
+            raise
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                yielded = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                add(start)
+                return done.value
+            except BaseException:
+                add(start)
+                raise
+            add(start)
+            try:  # suspended: the loop's time, not the step's
+                value, error = (yield yielded), None
+            except BaseException as exc:  # a cancellation, passed on into the step
+                value, error = None, exc
+            start = clock()
 
 
 def timed_pipeline(original: Any, timers: StepTimers) -> Any:
@@ -202,6 +249,7 @@ def timed_steps(components: Any, timers: StepTimers) -> list[tuple[Any, str, Any
         (service, "_ticket", timers.sync("cache", service._ticket)),
         (service, "_lookup", timers.awaited("cache", service._lookup)),
         (service, "_run", timers.awaited("run", service._run)),
+        *_timed_flushes(components, timers),
         (service.usage, "record", timers.sync("metering", service.usage.record)),
         (metrics, "served", timers.sync("metrics", metrics.served)),
         (metrics, "http_answer", timers.sync("metrics", metrics.http_answer)),
@@ -222,6 +270,19 @@ def timed_steps(components: Any, timers: StepTimers) -> list[tuple[Any, str, Any
     if app.refusals is not None:
         changes.append((app.refusals, "refused", timers.sync("admission", app.refusals.refused)))
     return changes
+
+
+def _timed_flushes(components: Any, timers: StepTimers) -> list[tuple[Any, str, Any]]:
+    """The run's work that its awaited call does not do itself: when the batcher queues a
+    request (in direct mode, every ``PROBE_EVERY``-th one probes the queue), the batch runs
+    in the batcher's ``_flush``, a loop callback, while the request waits."""
+    from modelgate.core.serving.batching import BatchingRuntime
+
+    loaded = components.registry.get(CREDIT, None)
+    runtime = loaded.runtime if loaded is not None else None
+    if not isinstance(runtime, BatchingRuntime):
+        return []
+    return [(runtime, "_flush", timers.sync("run", runtime._flush))]
 
 
 async def _stream(

@@ -6,6 +6,9 @@ The counters bumped on every request (requests by outcome, usage rows and tokens
 answers, anomalous requests) are counted in plain integers and added to their
 prometheus-client children when they are read (:mod:`modelgate.observability.tallies`):
 exact at every read, and a request no longer pays prometheus-client's lock per counter.
+The histograms observed on every request or batch (request latency, batch size and time)
+are kept in plain bucket counts and sums and exported from them at each read, with the
+samples and values prometheus-client's ``Histogram`` would give (:class:`.TalliedHistogram`).
 What is state rather than events (models loaded, requests in flight, the usage backlog,
 degraded stores) is read when ``/metrics`` is scraped, at no cost per request
 (:mod:`modelgate.observability.state_metrics`).
@@ -77,11 +80,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelgate.observability.state_metrics import StateCollector
-from modelgate.observability.tallies import Tallies, Tally
+from modelgate.observability.tallies import TalliedHistogram, Tallies, Tally
 
 if TYPE_CHECKING:
     from modelgate.core.admission.admission import Admission
@@ -182,7 +185,7 @@ class PrometheusMetrics:
             (*version, "tenant", "status"),
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = TalliedHistogram(
             "modelgate_inference_request_duration_seconds",
             "Inference latency in the core, every outcome",
             (*version, "tenant"),
@@ -195,14 +198,14 @@ class PrometheusMetrics:
             version,
             registry=self.registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = TalliedHistogram(
             "modelgate_inference_batch_size",
             "Rows per runtime call",
             version,
             buckets=_BATCH,
             registry=self.registry,
         )
-        self.batch_seconds = Histogram(
+        self.batch_seconds = TalliedHistogram(
             "modelgate_inference_batch_duration_seconds",
             "Time of one runtime call",
             version,

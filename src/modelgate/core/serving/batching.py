@@ -91,7 +91,8 @@ class BatchingRuntime:
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()  # running batches, referenced until done
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._inline = isinstance(inner, PredictorRuntime) and not inner.offload
+        #: the predictor runtime called straight from the loop (None: ``inner`` is awaited)
+        self._inline = inner if isinstance(inner, PredictorRuntime) and not inner.offload else None
         self._delay = policy.max_queue_delay_us / 1e6
         self._solo = 0  # consecutive batches of one request
         self._direct = False  # load is solo: skip the queue (see the module docstring)
@@ -102,7 +103,8 @@ class BatchingRuntime:
         return len(self._queue)
 
     async def infer(self, inputs: Arrays, timing: Timing | None = None) -> _Outputs:
-        if _expired(timing, time.monotonic()):
+        deadline = timing.deadline if timing is not None else None
+        if deadline is not None and time.monotonic() >= deadline:  # no clock read without one
             raise deadline_exceeded()
         rows = _rows(inputs)
         limit = self.policy.max_batch_size
@@ -134,9 +136,8 @@ class BatchingRuntime:
 
     async def _run_direct(self, inputs: Arrays, rows: int, timing: Timing | None) -> _Outputs:
         start = time.perf_counter_ns()
-        if self._inline:
-            assert isinstance(self.inner, PredictorRuntime)
-            outputs = self.inner.predict(inputs)
+        if self._inline is not None:
+            outputs = self._inline.predict(inputs)
         else:
             self._running += 1  # requests arriving meanwhile queue, and form the next batch
             try:
@@ -210,9 +211,9 @@ class BatchingRuntime:
         if not batch:  # every queued request had been given up on
             return
         self._running += 1
-        if self._inline:
+        if self._inline is not None:
             try:
-                self._run_inline(batch)
+                self._run_inline(self._inline, batch)
             finally:
                 self._running -= 1
                 self._schedule(asyncio.get_running_loop())
@@ -232,11 +233,10 @@ class BatchingRuntime:
             self._observer.queue(len(self._queue))
         return batch
 
-    def _run_inline(self, batch: list[_Pending]) -> None:
-        assert isinstance(self.inner, PredictorRuntime)
+    def _run_inline(self, runtime: PredictorRuntime, batch: list[_Pending]) -> None:
         start = time.perf_counter_ns()
         try:
-            outputs = self.inner.predict(_merge(batch))
+            outputs = runtime.predict(_merge(batch))
         except BaseException as exc:
             _fail(batch, exc)
             return

@@ -16,6 +16,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelgate.api.rest import app as rest_app
 from modelgate.boot.components import Components
 from modelgate.boot.serving import build_components
 from modelgate.settings import Settings
@@ -309,6 +310,48 @@ async def test_routes_answer_in_the_oip_error_shape(
     response = await client.request(method, path)
     assert response.status_code == status
     assert isinstance(response.json()["error"], str)
+
+
+async def test_a_path_answers_alike_however_often_and_in_whatever_order_it_is_asked(
+    client: httpx.AsyncClient,
+) -> None:
+    """The app remembers the route of a path it has seen; the method still decides."""
+    asks = [
+        ("POST", "/v2/models/doubler/infer", 400),  # no body: routed, then refused
+        ("GET", "/v2/models/doubler/infer", 405),
+        ("DELETE", "/v2/models/doubler", 405),
+        ("GET", "/v2/models/doubler", 200),
+        ("GET", "/metrics", 200),
+        ("POST", "/metrics", 404),  # outside /v1 and /v2: 404, never 405
+        ("GET", "/v2/models/doubler/versions/1/bogus", 404),
+    ]
+    for _ in range(3):
+        for method, path, status in asks:
+            response = await client.request(method, path)
+            assert response.status_code == status, (method, path)
+
+
+async def test_the_remembered_routes_stay_bounded(
+    app: Components, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rest_app, "_ROUTES_SEEN", 8)
+    for i in range(20):
+        response = await client.get(f"/v2/models/m{i}/ready")
+        assert response.status_code == 404
+        assert len(app.rest_app._seen) <= 8
+    response = await client.get("/v2/models/" + "m" * 300)  # too long to remember
+    assert response.status_code == 404
+    assert all(len(path) <= 256 for path in app.rest_app._seen)
+
+
+async def test_every_copy_of_a_repeated_content_type_is_checked(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v2/models/doubler/infer",
+        content=b"{}",
+        headers=[("content-type", "text/html"), ("content-type", "application/json")],
+    )
+    assert response.status_code == 400
+    assert "content type" in response.json()["error"]
 
 
 _json_values = st.recursive(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -279,3 +280,52 @@ async def test_a_failed_look_up_fails_every_waiter_and_the_next_request_tries_ag
     assert calls == 1
     assert (await auth.authenticate(issued.secret)).subject == "k1"
     assert calls == 2
+
+
+async def test_a_key_is_refused_the_moment_its_expiry_passes_even_from_a_fresh_entry() -> None:
+    """The entry answers for ``cache_ttl_s``, but expiry and revocation times are checked
+    at use time: no request runs with a key past them, cached or not."""
+    store, issued = await _store_with_key(expires_at=NOW + timedelta(seconds=1))
+    wall = [NOW]
+    auth = Authenticator(store, clock=Clock(), now=lambda: wall[0])
+    assert (await auth.authenticate(issued.secret)).subject == "k1"
+    wall[0] = NOW + timedelta(seconds=1)
+    with pytest.raises(ModelgateError, match="expired"):
+        await auth.authenticate(issued.secret)
+
+
+async def test_a_key_revoked_ahead_of_time_stops_when_that_time_comes() -> None:
+    store, issued = await _store_with_key(revoked_at=NOW + timedelta(minutes=5))
+    wall = [NOW]
+    auth = Authenticator(store, clock=Clock(), now=lambda: wall[0])
+    await auth.authenticate(issued.secret)
+    wall[0] = NOW + timedelta(minutes=5)
+    with pytest.raises(ModelgateError, match="revoked"):
+        await auth.authenticate(issued.secret)
+
+
+@pytest.mark.parametrize("stored", ["upper", "short", "not hex"])
+async def test_a_stored_hash_that_is_not_a_lowercase_sha256_never_matches(stored: str) -> None:
+    """As when the hex strings were compared: only the exact stored form matches."""
+    store, issued = await _store_with_key()
+    key_hash = {
+        "upper": issued.key_hash.upper(),
+        "short": issued.key_hash[:-2],
+        "not hex": "zz" * 32,
+    }[stored]
+    store._keys["k1"] = replace(store._keys["k1"], key_hash=key_hash)
+    with pytest.raises(ModelgateError, match="not valid"):
+        await _auth(store).authenticate(issued.secret)
+
+
+async def test_a_tenant_disabled_after_the_entry_was_made_is_seen_when_it_is_refreshed() -> None:
+    store, issued = await _store_with_key()
+    clock = Clock()
+    auth = _auth(store, clock, cache_ttl_s=5.0)
+    first = await auth.authenticate(issued.secret)
+    assert await auth.authenticate(issued.secret) is first  # made once per look-up
+    store._tenants["t1"] = Tenant(id="t1", name="acme", plan="free", created_at=NOW, disabled=True)
+    clock.t = 10.0  # past the TTL: the store is asked again
+    with pytest.raises(ModelgateError) as info:
+        await auth.authenticate(issued.secret)
+    assert info.value.kind is ErrorKind.PERMISSION_DENIED

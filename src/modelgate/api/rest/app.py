@@ -57,7 +57,7 @@ from modelgate.api.rest.errors import (
 )
 from modelgate.api.rest.jobs import JobRoutes
 from modelgate.api.rest.oauth import issue_token
-from modelgate.api.rest.routes import ANY, match, route_table, route_template
+from modelgate.api.rest.routes import ANY, Route, match, route_table, route_template
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.access.oauth import TokenService
@@ -69,7 +69,7 @@ from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.observability.logs import RequestLog, request_id_from
 from modelgate.observability.metrics import PrometheusMetrics
-from modelgate.observability.tracing import OtelTracer, RequestSpan
+from modelgate.observability.tracing import OtelTracer
 
 __all__ = ["RestApp", "RestLimits"]
 
@@ -80,6 +80,14 @@ log = logging.getLogger("modelgate.rest")
 _JSON = [(b"content-type", b"application/json")]
 _CLOSE = ((b"connection", b"close"),)
 _API = {"/v2": "oip", "/v2/": "oip", "/v1": "openai", "/v1/": "openai"}
+#: the headers every request's id and span read
+_CALL_HEADERS = frozenset((b"x-request-id", b"traceparent", b"tracestate"))
+#: the paths whose route is remembered: past that many the memory starts again (a client
+#: sending ever new paths costs the split of each, as without it); longer paths are not kept
+_ROUTES_SEEN = 4096
+_SEEN_PATH_LENGTH = 256
+#: (api, row, name, version) of a routed path
+_Routed = tuple[str, Route, str, str | None]
 #: the admin API's pages that need no credential (its interactive docs)
 _ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/static/")
 
@@ -139,6 +147,8 @@ class RestApp:
             "rest", client_host, abuse=abuse, tracer=tracer, requests=requests
         )
         self.routes = route_table(feedback=feedback is not None, jobs=jobs is not None)
+        #: path -> its row and captures, for the paths routed lately (:meth:`_routed`)
+        self._seen: dict[str, _Routed] = {}
         #: callers refused for a rate limit or quota, answered before their body is read
         admission = service.admission
         self.refusals = admission.memo if admission is not None else None
@@ -174,11 +184,13 @@ class RestApp:
         start = time.perf_counter_ns()
         sent_id = traceparent = tracestate = None
         for key, value in scope["headers"]:
+            if key not in _CALL_HEADERS:  # most headers: one set lookup, not three compares
+                continue
             if key == b"x-request-id":
                 sent_id = value
             elif key == b"traceparent":
                 traceparent = value
-            elif key == b"tracestate":
+            else:
                 tracestate = value
         request_id = request_id_from(sent_id)
         pipeline = self.pipeline
@@ -194,58 +206,48 @@ class RestApp:
             await self._dispatch(scope, receive, sender)
         finally:
             current_request_id.reset(context)
-            if pipeline.observed:
-                self._finished(scope, start, request_id, traceparent, span, sender.status)
-
-    def _finished(
-        self,
-        scope: Scope,
-        start: int,
-        request_id: str,
-        traceparent: bytes | None,
-        span: RequestSpan | None,
-        status: int,
-    ) -> None:
-        model, version = scope.get(MODEL, (None, None))
-        self.pipeline.finish(
-            scope["method"],
-            scope["path"],
-            start,
-            request_id,
-            traceparent,
-            span,
-            status,
-            ErrorKind.INTERNAL.value if status >= 500 else None,
-            scope.get(PRINCIPAL),
-            model,
-            version,
-            scope.get(LOG_LINE),
-        )
+            if pipeline.observed:  # the span ends, the log line is written
+                status = sender.status
+                model, version = scope.get(MODEL, (None, None))
+                pipeline.finish(
+                    scope["method"],
+                    scope["path"],
+                    start,
+                    request_id,
+                    traceparent,
+                    span,
+                    status,
+                    ErrorKind.INTERNAL.value if status >= 500 else None,
+                    scope.get(PRINCIPAL),
+                    model,
+                    version,
+                    scope.get(LOG_LINE),
+                )
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
-            await self._admin(scope, receive, send, self.admin_app)
-            return
-        if path == "/oauth/token" and self.tokens is not None:
-            await issue_token(self.tokens, self.abuse, scope, receive, send)
-            return
-        if path == "/.well-known/jwks.json" and self.jwks is not None:
-            await respond(send, 200, orjson.dumps(self.jwks), _JSON)
-            return
-        api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         method: str = scope["method"]
-        try:
-            if api != "other":
-                template, name, version = match(api, path)
-            elif path == "/metrics" and method == "GET":  # any other method: 404, not 405
-                template, name, version = path, "", None
-            else:
-                await self._fail(send, api, no_route(path))
+        seen = self._seen.get(path)  # a /v1 or /v2 path routed before: its row at once
+        if seen is None:
+            if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
+                await self._admin(scope, receive, send, self.admin_app)
                 return
-            route = self.routes.get(template)
-            if route is None:
-                raise no_route(path)
+            if path == "/oauth/token" and self.tokens is not None:
+                await issue_token(self.tokens, self.abuse, scope, receive, send)
+                return
+            if path == "/.well-known/jwks.json" and self.jwks is not None:
+                await respond(send, 200, orjson.dumps(self.jwks), _JSON)
+                return
+            api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
+        else:
+            api = seen[0]
+        try:
+            if seen is None:
+                if api == "other" and (path != "/metrics" or method != "GET"):
+                    await self._fail(send, api, no_route(path))  # any other method: 404, not 405
+                    return
+                seen = self._routed(api, path)
+            _, route, name, version = seen
             if route.names_model:
                 scope[MODEL] = (name, version)
             handler = route.handlers.get(method) or route.handlers.get(ANY)
@@ -276,6 +278,23 @@ class RestApp:
         except Exception:  # the outermost layer: log with the request, answer 500
             log.exception("unhandled error on %s %s", scope["method"], path)
             await self._fail(send, api, ModelgateError(ErrorKind.INTERNAL, "internal error"))
+
+    def _routed(self, api: str, path: str) -> _Routed:
+        """The row of a ``/v1``, ``/v2`` (``api``) or ``/metrics`` path and its captures;
+        NOT_FOUND when it names none. A ``/v1`` or ``/v2`` path's is remembered: its
+        row and captures depend on the path alone."""
+        if api == "other":  # GET /metrics
+            return api, self.routes[path], "", None
+        template, name, version = match(api, path)
+        route = self.routes.get(template)
+        if route is None:
+            raise no_route(path)
+        routed = (api, route, name, version)
+        if len(path) <= _SEEN_PATH_LENGTH:
+            if len(self._seen) >= _ROUTES_SEEN:  # bounded: start again
+                self._seen.clear()
+            self._seen[path] = routed
+        return routed
 
     async def _fail(
         self, send: Send, api: str, exc: ModelgateError, extra: tuple[tuple[bytes, bytes], ...] = ()

@@ -25,11 +25,14 @@ __all__ = [
     "RequestSender",
     "Scope",
     "Send",
+    "body_too_large",
     "client_host",
     "closing_headers",
     "credential_headers",
+    "declares_over",
     "lifespan",
     "read_body",
+    "receive_body",
     "respond",
     "unread_body_headers",
 ]
@@ -133,22 +136,44 @@ def unread_body_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
     return ()
 
 
+_CREDENTIAL_HEADERS = frozenset((b"authorization", b"x-api-key"))
+
+
 def credential_headers(scope: Scope) -> tuple[str | None, str | None]:
     authorization = api_key = None
     for key, value in scope["headers"]:
+        if key not in _CREDENTIAL_HEADERS:  # most headers: one set lookup, not two compares
+            continue
         if key == b"authorization":
             authorization = value.decode("latin-1")
-        elif key == b"x-api-key":
+        else:
             api_key = value.decode("latin-1")
     return authorization, api_key
 
 
+def declares_over(content_length: bytes, limit: int) -> bool:
+    """Whether a ``Content-Length`` value announces a body over ``limit`` bytes."""
+    return content_length.isdigit() and int(content_length) > limit
+
+
+def body_too_large(limit: int) -> ModelgateError:
+    return ModelgateError(
+        ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
+    )
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The body, refused unread when ``Content-Length`` announces more than ``limit`` bytes,
+    and as soon as more than that arrives."""
     for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise ModelgateError(
-                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
-            )
+        if key == b"content-length" and declares_over(value, limit):
+            raise body_too_large(limit)
+    return await receive_body(receive, limit)
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """The body as it arrives, refused once more than ``limit`` bytes came: for a handler
+    that checked ``Content-Length`` in its own pass over the headers (:func:`declares_over`)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -158,9 +183,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ModelgateError(
-                ErrorKind.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes"
-            )
+            raise body_too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

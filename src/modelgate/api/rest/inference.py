@@ -19,7 +19,9 @@ from modelgate.api.rest.asgi import (
     Receive,
     Scope,
     Send,
-    read_body,
+    body_too_large,
+    declares_over,
+    receive_body,
     respond,
 )
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
@@ -40,6 +42,19 @@ __all__ = ["check_content_type", "infer"]
 
 _JSON = [(b"content-type", b"application/json")]
 _ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
+#: the headers the route reads (the rest are skipped with one set lookup each)
+_READ_HEADERS = frozenset(
+    (
+        b"content-type",
+        b"content-length",
+        b"authorization",
+        b"inference-header-content-length",
+        b"x-api-key",
+        b"x-request-timeout-ms",
+        b"cache-control",
+        b"if-none-match",
+    )
+)
 
 
 async def infer(
@@ -51,23 +66,29 @@ async def infer(
         raise MethodNotAllowedError("GET", "POST")
     header_length = timeout_s = if_none_match = None
     authorization = api_key = cache_control = None
+    max_body = app.limits.max_body_bytes
+    declared_over = False  # Content-Length says the body is over the limit: 413, unread
     for key, value in scope["headers"]:  # one pass over the headers: the hot path
-        if key == b"inference-header-content-length":
+        if key not in _READ_HEADERS:  # most headers: one set lookup
+            continue
+        if key == b"content-type":
+            check_content_type(value)
+        elif key == b"content-length":
+            declared_over = declared_over or declares_over(value, max_body)
+        elif key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"inference-header-content-length":
             try:
                 header_length = int(value)
             except ValueError:
                 raise invalid("Inference-Header-Content-Length must be an integer") from None
-        elif key == b"content-type":
-            check_content_type(value)
-        elif key == b"authorization":
-            authorization = value.decode("latin-1")
         elif key == b"x-api-key":
             api_key = value.decode("latin-1")
         elif key == b"x-request-timeout-ms":
             timeout_s = _timeout_s(value)
         elif key == b"cache-control":
             cache_control = value.decode("latin-1")
-        elif key == b"if-none-match":
+        else:
             if_none_match = value
     overload = app.overload
     arrived = None
@@ -127,7 +148,9 @@ async def infer(
         body = decode_query_input(scope["query_string"])
         header_length = None
     else:
-        body = await read_body(scope, receive, app.limits.max_body_bytes)
+        if declared_over:
+            raise body_too_large(max_body)
+        body = await receive_body(receive, max_body)
         if connection is not None:
             drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
@@ -149,27 +172,27 @@ async def infer(
     scope[MODEL] = (name, response.model_version)  # the version that answered
     payload, json_length = encode_infer_response(response, request.parameters)
     if json_length is None:
-        headers = _JSON
+        headers = [*_JSON]
     else:
         headers = [
             (b"content-type", b"application/octet-stream"),
             (b"inference-header-content-length", str(json_length).encode()),
         ]
     if response.rate_limit is not None:
-        headers = headers + rate_limit_headers(response.rate_limit)
+        headers += rate_limit_headers(response.rate_limit)
     # which version answered, for clients and balancers that read no body (deployments)
-    headers = [*headers, (b"x-modelgate-model-version", response.model_version.encode())]
+    headers.append((b"x-modelgate-model-version", response.model_version.encode()))
     if response.parameters.get("anomalous"):  # the anomaly check flagged the inputs
         score = str(response.parameters["anomaly_score"]).encode()
-        headers = [*headers, (b"x-modelgate-anomaly", score)]
+        headers.append((b"x-modelgate-anomaly", score))
     if response.cache is not None:
-        headers = [*headers, (b"x-modelgate-cache", response.cache.encode())]
+        headers.append((b"x-modelgate-cache", response.cache.encode()))
     if "fallback_from" in response.parameters:  # a fallback model answered
-        headers = [*headers, (b"x-modelgate-fallback", response.model_name.encode())]
+        headers.append((b"x-modelgate-fallback", response.model_name.encode()))
     status = 200
     if edge:
         etag = etag_of(payload)
-        headers = [*headers, *edge_headers(spec, request, response, etag)]
+        headers += edge_headers(spec, request, response, etag)
         if not_modified(if_none_match, etag):
             status, payload = 304, b""
             headers = [h for h in headers if h[0] != b"content-type"]
@@ -178,6 +201,8 @@ async def infer(
 
 
 def check_content_type(value: bytes) -> None:
+    if value in _ACCEPTED_TYPES:  # what clients send: no parsing
+        return
     if not value.split(b";")[0].strip().lower().startswith(_ACCEPTED_TYPES):
         raise invalid(
             f"unsupported content type '{value.decode('latin-1')}'; send application/json, or "

@@ -15,7 +15,12 @@ The life of a known key's cache entry, from the look-up that filled it:
   it up to ``stale_if_error_s`` past the TTL (stale-if-error, below).
 
 A key in use is therefore refreshed before it expires and never waits for the store (on a
-hit, the only cost is one float comparison). A key is looked up once at a time: every
+hit, the only cost is one float comparison). The entry holds what every request with the key
+needs, made once per look-up: the stored hash as bytes and the :class:`Principal` itself (an
+immutable value, shared by the key's requests). A request then costs the SHA-256 of the key
+it presents and one constant-time comparison; the wall clock is read only for a key with a
+revocation or expiry time. The presented key is never cached, in clear or otherwise: only
+the hash the store already holds. A key is looked up once at a time: every
 request that needs the store waits for that one look-up, and at most ``_REFRESH_LIMIT``
 refreshes run in the background at once.
 
@@ -48,7 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelgate.core.access.identity import ApiKeyRecord, Plan, Principal, Scope, Tenant
-from modelgate.core.access.keys import key_prefix, matches
+from modelgate.core.access.keys import key_digest, key_prefix
 from modelgate.core.access.ports import IdentityStore, TokenVerifier
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -60,6 +65,7 @@ __all__ = [
 ADMIN_TENANT = "*"
 _ALL_SCOPES = frozenset(scope.value for scope in Scope)
 _UNLIMITED = Plan(name="unlimited")
+_BOOTSTRAP_ADMIN = Principal(ADMIN_TENANT, "bootstrap-admin", _ALL_SCOPES, _UNLIMITED, "admin")
 _MISS_TTL_S = 2.0
 _CACHE_LIMIT = 100_000
 #: a known key's entry is refreshed in the background once this share of its TTL has passed
@@ -87,6 +93,10 @@ class _Entry:
     until: float
     #: up to here the entry may stand in for a store that fails (a miss: ``until``)
     stale_until: float
+    #: the stored SHA-256 as bytes (None: a miss, or a stored hash that is not one)
+    digest: bytes | None = None
+    #: what the key authenticates as, while it is valid (None: a miss, or no tenant or plan)
+    principal: Principal | None = None
 
 
 class Authenticator:
@@ -132,31 +142,30 @@ class Authenticator:
         if not credential:
             raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
         if self._admin_key and hmac.compare_digest(credential, self._admin_key):
-            return Principal(ADMIN_TENANT, "bootstrap-admin", _ALL_SCOPES, _UNLIMITED, "admin")
+            return _BOOTSTRAP_ADMIN
         if self._tokens is not None and self._tokens.claims(credential):
             return await self._token_principal(credential)
         prefix = key_prefix(credential)
         if prefix is None:
             raise _unauthenticated("the API key is malformed")
-        entry = await self._lookup(prefix)
-        record, tenant, plan = entry.record, entry.tenant, entry.plan
-        if record is None or not matches(credential, record.key_hash):
+        entry = self._cached(prefix) or await self._lookup(prefix)
+        if entry.digest is None or not hmac.compare_digest(key_digest(credential), entry.digest):
             raise _unauthenticated("the API key is not valid")
-        now = self._now()
-        if record.revoked_at is not None and record.revoked_at <= now:
-            raise _unauthenticated("the API key has been revoked")
-        if record.expires_at is not None and record.expires_at <= now:
-            raise _unauthenticated("the API key has expired")
-        if tenant is None or plan is None:
+        principal = entry.principal
+        record = entry.record
+        assert record is not None  # a digest comes with a record
+        if record.revoked_at is not None or record.expires_at is not None:
+            now = self._now()
+            if record.revoked_at is not None and record.revoked_at <= now:
+                raise _unauthenticated("the API key has been revoked")
+            if record.expires_at is not None and record.expires_at <= now:
+                raise _unauthenticated("the API key has expired")
+        tenant = entry.tenant
+        if principal is None or tenant is None:
             raise _unauthenticated("the API key's tenant no longer exists")
         if tenant.disabled:
             raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
-        rate = (
-            (record.requests_per_second, record.burst)
-            if record.requests_per_second is not None
-            else None
-        )
-        return Principal(tenant.id, record.id, frozenset(record.scopes), plan, "key", key_rate=rate)
+        return principal
 
     async def _token_principal(self, token: str) -> Principal:
         assert self._tokens is not None
@@ -182,6 +191,13 @@ class Authenticator:
         # a look-up in flight may have read the key before the change: it fills no cache
         self._epoch += 1
         self._fetching.pop(prefix, None)
+
+    def _cached(self, prefix: str) -> _Entry | None:
+        """The key's entry while it needs no refresh (the hot path: no coroutine)."""
+        entry = self._cache.get(prefix)
+        if entry is not None and entry.refresh_at > self._clock():
+            return entry
+        return None
 
     async def _lookup(self, prefix: str) -> _Entry:
         entry = self._cache.get(prefix)
@@ -291,6 +307,8 @@ class Authenticator:
                 now + self._ttl * _REFRESH_AHEAD,
                 now + self._ttl,
                 now + self._ttl + self._stale_s,
+                _digest_of(record.key_hash),
+                _principal_of(record, tenant, plan),
             )
         else:
             until = now + min(self._ttl, _MISS_TTL_S)
@@ -317,3 +335,29 @@ class Authenticator:
             )
         self._retry_at = self._down_until = 0.0
         self._stale_served = 0
+
+
+def _digest_of(key_hash: str) -> bytes | None:
+    """The stored hex SHA-256 as bytes; None when it is not one (such a key never matches,
+    as a hex comparison would not)."""
+    if len(key_hash) != 64 or key_hash != key_hash.lower():
+        return None
+    try:
+        return bytes.fromhex(key_hash)
+    except ValueError:
+        return None
+
+
+def _principal_of(
+    record: ApiKeyRecord, tenant: Tenant | None, plan: Plan | None
+) -> Principal | None:
+    """What ``record`` authenticates as (None without its tenant or plan): made once per
+    look-up, as every request with the key would make the same one."""
+    if tenant is None or plan is None:
+        return None
+    rate = (
+        (record.requests_per_second, record.burst)
+        if record.requests_per_second is not None
+        else None
+    )
+    return Principal(tenant.id, record.id, frozenset(record.scopes), plan, "key", key_rate=rate)

@@ -70,7 +70,7 @@ class MemoryRateLimiter:
                 allowed=False, backlog_s=backlog / _NS, limit=limit, window_s=window_s, cost=cost
             )
         if after > 0:
-            if stored is None:
+            if stored is None and len(tats) >= self._max_keys:
                 self._make_room(now)
             tats[key] = gcra.split_tat(now, after)
             tats.move_to_end(key)
@@ -93,8 +93,6 @@ class MemoryRateLimiter:
             del tats[key]
 
     def _make_room(self, now: int) -> None:
-        if len(self._tats) < self._max_keys:
-            return
         if self._last_sweep_ns is None or now - self._last_sweep_ns >= self._sweep_interval_ns:
             self._last_sweep_ns = now
             expired = [k for k, tat in self._tats.items() if gcra.backlog_of(*tat, now) == 0]

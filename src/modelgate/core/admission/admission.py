@@ -154,7 +154,9 @@ class Admission:
             plan = limits = None
         else:
             plan = principal.plan
-            limits = self._tenant_limits(principal.tenant_id, plan)
+            limits = self._tenants.get(principal.tenant_id)
+            if limits is None or limits.plan is not plan:
+                limits = self._tenant_limits(principal.tenant_id, plan)
         if plan is not None and plan.max_batch_size is not None and rows > plan.max_batch_size:
             self._refused(principal, "batch_size")
             raise ModelgateError(
@@ -213,8 +215,10 @@ class Admission:
                 del self._tenant_inflight[tenant]
 
     def _tenant_limits(self, tenant_id: str, plan: Plan) -> _TenantLimits:
+        """The limits of ``tenant_id`` on ``plan``, built again when its plan changed (an
+        equal plan in another object is the same plan)."""
         found = self._tenants.get(tenant_id)
-        if found is not None and (found.plan is plan or found.plan == plan):
+        if found is not None and found.plan == plan:
             return found
         rate = plan.requests_per_second
         limits = _TenantLimits(

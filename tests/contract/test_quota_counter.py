@@ -116,6 +116,48 @@ async def test_admitted_amounts_never_pass_the_limit(
     assert total <= limit
 
 
+_CHARGE = st.tuples(st.integers(0, 2), st.one_of(st.none(), st.integers(1, 4)))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    calls=st.lists(
+        st.dictionaries(st.sampled_from("abc"), _CHARGE, min_size=1, max_size=3), max_size=20
+    )
+)
+async def test_several_counters_charge_all_or_nothing_like_a_plain_dictionary(
+    counter: QuotaCounter, calls: list[dict[str, tuple[int, int | None]]]
+) -> None:
+    """Each call against a model: the first charge that would pass its limit (with an
+    amount of 0 counting as 1) refuses the call, which changes nothing and reports the
+    counters as found; otherwise every amount is added and the counters are reported."""
+    prefix = secrets.token_hex(4)
+    model: dict[str, int] = {}
+    for call in calls:
+        keys = list(call)
+        result = await counter.charge(
+            [charge(prefix + k, amount, limit) for k, (amount, limit) in call.items()]
+        )
+        assert result is not None
+        found = [model.get(k, 0) for k in keys]
+        refused = next(
+            (
+                i
+                for i, (k, (amount, limit)) in enumerate(call.items())
+                if limit is not None and found[i] + max(amount, 1) > limit
+            ),
+            None,
+        )
+        if refused is None:
+            for k, (amount, _) in call.items():
+                model[k] = model.get(k, 0) + amount
+            assert (result.allowed, result.used) == (True, tuple(model[k] for k in keys))
+        else:
+            assert (result.allowed, result.used, result.refused) == (False, tuple(found), refused)
+
+
 async def test_negative_amounts_are_refused(counter: QuotaCounter) -> None:
     with pytest.raises(ValueError, match="never negative"):
         await counter.charge([charge("a", -1, 10)])

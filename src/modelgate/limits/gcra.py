@@ -83,10 +83,4 @@ def decide(*, allowed: bool, backlog_s: float, limit: int, window_s: float, cost
     available = (window_s - backlog_s) / emission_s
     remaining = min(max(math.floor(available + _COUNT_SLACK), 0), limit)
     retry_after_s = 0.0 if allowed else max(backlog_s + cost * emission_s - window_s, 0.0)
-    return Decision(
-        allowed=allowed,
-        limit=limit,
-        remaining=remaining,
-        reset_after_s=backlog_s,
-        retry_after_s=retry_after_s,
-    )
+    return Decision(allowed, limit, remaining, backlog_s, retry_after_s)

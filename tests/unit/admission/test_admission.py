@@ -146,3 +146,24 @@ async def test_under_overload_lower_priorities_are_shed_first() -> None:
         except ModelgateError:
             pass
     assert admitted == {"low": 5, "high": 5}
+
+
+async def test_a_tenants_new_plan_holds_from_its_next_request() -> None:
+    """What admission works out once per (tenant, plan) is worked out again for a new plan:
+    the rate, the quotas that apply and the shedding tier follow the plan the key now has."""
+    admission = Admission(MemoryRateLimiter(), max_inflight=2)
+    manifest = parse_manifest("m", MANIFEST)
+    before = _principal("t", rps=0.01, burst=5)
+    await admission.admit(before, manifest)
+    admission.release(before)
+    after = Principal("t", "k", frozenset({"infer"}), Plan("p", requests_per_second=0.01, burst=1))
+    with pytest.raises(ModelgateError) as info:  # the bucket of 1 has no room left
+        await admission.admit(after, manifest)
+    assert info.value.details["limit"] == 1
+    low = Principal("u", "k", frozenset({"infer"}), Plan("p", priority=0))
+    await admission.admit(low, manifest)  # 1 of 2 in flight: the lowest tier's share is full
+    with pytest.raises(ModelgateError) as shed:
+        await admission.admit(low, manifest)
+    assert shed.value.kind is ErrorKind.OVERLOADED
+    high = Principal("u", "k", frozenset({"infer"}), Plan("p", priority=9))
+    await admission.admit(high, manifest)  # the same tenant on the top tier: all of it

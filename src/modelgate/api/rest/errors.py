@@ -56,10 +56,10 @@ def rate_limit_headers(details: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
     """``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (seconds until the bucket is full)."""
     if "limit" not in details:
         return []
-    return [
-        (b"x-ratelimit-limit", str(int(details["limit"])).encode()),
-        (b"x-ratelimit-remaining", str(int(details["remaining"])).encode()),
-        (b"x-ratelimit-reset", str(math.ceil(details["reset"])).encode()),
+    return [  # b"%d" writes int(x) for an int or a float, as str(int(x)).encode() did
+        (b"x-ratelimit-limit", b"%d" % details["limit"]),
+        (b"x-ratelimit-remaining", b"%d" % details["remaining"]),
+        (b"x-ratelimit-reset", b"%d" % math.ceil(details["reset"])),
     ]
 
 

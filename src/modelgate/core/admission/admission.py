@@ -33,11 +33,12 @@ the caller runs once the request is over, whatever its outcome.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 from modelgate.core.access.authentication import ADMIN_TENANT
-from modelgate.core.access.identity import Principal
+from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.core.admission.ports import Decision, RateLimiter
 from modelgate.core.admission.quotas import Quotas
@@ -63,10 +64,27 @@ class _Bucket:
     window_s: float
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of plans and keys: built once, not per request
 def bucket(requests_per_second: float, burst: int | None) -> _Bucket:
     """GCRA parameters for a rate and a burst (default: one second's worth)."""
     size = burst if burst is not None else max(1, math.ceil(requests_per_second))
     return _Bucket(size, size / requests_per_second)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantLimits:
+    """What admission asks of a tenant's plan, worked out once per (tenant, plan) instead of
+    on every request; ``plan`` is the plan it was built for (compared by identity first: a
+    principal's plan is one object while its key is cached)."""
+
+    plan: Plan
+    #: the rate-limit key of the tenant, and its plan's bucket (None: no rate limit)
+    key: str
+    bucket: _Bucket | None
+    #: whether its requests are charged against quotas
+    quotas: bool
+    #: the share of ``max_inflight`` its own requests may fill (:func:`shed_share`)
+    share: float
 
 
 def shed_share(priority: int) -> float:
@@ -74,17 +92,15 @@ def shed_share(priority: int) -> float:
     return 0.5 + 0.5 * min(max(priority, 0), 9) / 9
 
 
-def _shed_share(principal: Principal | None) -> float:
+def _shed_share(principal: Principal | None, limits: _TenantLimits | None) -> float:
     """The share of ``max_inflight`` the principal's requests may fill: all for the admin
-    key's own calls, by plan priority for a tenant's, and by the tenant's for a gateway's
-    call made for a tenant."""
-    if principal is None:
+    key's own calls, by plan priority for a tenant's (``limits.share``), and by the tenant's
+    for a gateway's call made for a tenant."""
+    if principal is None or limits is None:
         return 1.0
     if principal.on_behalf is not None:
         return shed_share(principal.on_behalf.priority)
-    if principal.tenant_id == ADMIN_TENANT:
-        return 1.0
-    return shed_share(principal.plan.priority)
+    return limits.share
 
 
 class Admission:
@@ -110,6 +126,8 @@ class Admission:
         self.observer = observer
         self.inflight = 0
         self._tenant_inflight: dict[str, int] = {}
+        #: tenant id -> what its plan asks of admission (bounded: tenants come and go)
+        self._tenants: dict[str, _TenantLimits] = {}
 
     async def admit(
         self,
@@ -132,7 +150,13 @@ class Admission:
         the gateway applied (counted again in the same bucket, it halved the limit).
 
         After a successful ``admit`` the caller must call :meth:`release` exactly once."""
-        plan = principal.plan if principal is not None else None
+        if principal is None:
+            plan = limits = None
+        else:
+            plan = principal.plan
+            limits = self._tenants.get(principal.tenant_id)
+            if limits is None or limits.plan is not plan:
+                limits = self._tenant_limits(principal.tenant_id, plan)
         if plan is not None and plan.max_batch_size is not None and rows > plan.max_batch_size:
             self._refused(principal, "batch_size")
             raise ModelgateError(
@@ -140,7 +164,7 @@ class Admission:
                 f"the plan allows at most {plan.max_batch_size} rows per request, not {rows}",
             )
         if self.max_inflight is not None:
-            share = _shed_share(principal)
+            share = _shed_share(principal, limits)
             if self.inflight >= self.max_inflight * share:
                 if self.observer is not None:
                     self.observer.shed(plan.priority if plan is not None else None)
@@ -164,7 +188,9 @@ class Admission:
             self._tenant_inflight[tenant] = running + 1
         self.inflight += 1  # taken before any await, so a burst cannot slip past the checks
         try:
-            decision = await self._limits(principal, manifest, rows, named, served, model_limit)
+            decision = await self._limits(
+                principal, limits, manifest, rows, named, served, model_limit
+            )
         except BaseException:
             self._give_back(tenant)
             raise
@@ -174,12 +200,10 @@ class Admission:
 
     def release(self, principal: Principal | None) -> None:
         """Give back the slots of a request that :meth:`admit` admitted."""
-        plan = principal.plan if principal is not None else None
-        tenant = None
-        if plan is not None and plan.max_concurrency is not None:
-            assert principal is not None
-            tenant = principal.tenant_id
-        self._give_back(tenant)
+        if principal is not None and principal.plan.max_concurrency is not None:
+            self._give_back(principal.tenant_id)
+        else:
+            self._give_back(None)
 
     def _give_back(self, tenant: str | None) -> None:
         self.inflight -= 1
@@ -190,64 +214,76 @@ class Admission:
             else:
                 del self._tenant_inflight[tenant]
 
+    def _tenant_limits(self, tenant_id: str, plan: Plan) -> _TenantLimits:
+        """The limits of ``tenant_id`` on ``plan``, built again when its plan changed (an
+        equal plan in another object is the same plan)."""
+        found = self._tenants.get(tenant_id)
+        if found is not None and found.plan == plan:
+            return found
+        rate = plan.requests_per_second
+        limits = _TenantLimits(
+            plan,
+            f"tenant:{tenant_id}",
+            bucket(rate, plan.burst) if rate else None,
+            tenant_id != ADMIN_TENANT and Quotas.applies(plan),
+            1.0 if tenant_id == ADMIN_TENANT else shed_share(plan.priority),
+        )
+        if len(self._tenants) >= 10_000:
+            self._tenants.clear()
+        self._tenants[tenant_id] = limits
+        return limits
+
     async def _limits(
         self,
         principal: Principal | None,
+        limits: _TenantLimits | None,
         manifest: ModelManifest,
         rows: int,
         named: tuple[str, str | None] | None,
         served: tuple[str, str] | None,
-        model_limit: bool = True,
+        model_limit: bool,
     ) -> Decision | None:
+        memo = self.memo
+        # one reading for the request, before any limiter or counter reads its own clock: a
+        # refusal noted in the memo counts from it (a hair early, never late)
+        asked_at = memo.clock() if memo is not None else 0.0
+        limiter = self.limiter
         tightest: Decision | None = None
-        plan = principal.plan if principal is not None else None
-        if plan is not None and plan.requests_per_second:
-            assert principal is not None
-            b = bucket(plan.requests_per_second, plan.burst)
-            tightest = await self._hit(
-                principal,
-                f"tenant:{principal.tenant_id}",
-                b,
-                "tenant's plan",
-                "tenant_rate_limit",
-                served=served,
-            )
+        if limits is not None and (b := limits.bucket) is not None:
+            tightest = await limiter.hit(limits.key, b.limit, b.window_s)
+            if not tightest.allowed:
+                raise self._rate_limited(
+                    tightest, principal, b, "tenant's plan", "tenant_rate_limit", asked_at, served
+                )
         if principal is not None and principal.key_rate is not None:
             b = bucket(*principal.key_rate)
-            decision = await self._hit(
-                principal,
-                f"key:{principal.subject}",
-                b,
-                "API key's",
-                "key_rate_limit",
-                served=served,
-            )
+            decision = await limiter.hit(f"key:{principal.subject}", b.limit, b.window_s)
+            if not decision.allowed:
+                raise self._rate_limited(
+                    decision, principal, b, "API key's", "key_rate_limit", asked_at, served
+                )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
         spec = manifest.rate_limit if model_limit else None
         if spec is not None:
             b = bucket(spec.requests_per_second, spec.burst)
-            decision = await self._hit(
-                principal,
-                f"model:{manifest.name}",
-                b,
-                "model's",
-                "model_rate_limit",
-                model=named,
-                note=named is not None,
-                served=served,
-            )
+            decision = await limiter.hit(f"model:{manifest.name}", b.limit, b.window_s)
+            if not decision.allowed:
+                raise self._rate_limited(
+                    decision,
+                    principal,
+                    b,
+                    "model's",
+                    "model_rate_limit",
+                    asked_at,
+                    served,
+                    model=named,
+                    note=named is not None,
+                )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
-        if (
-            self.quotas is not None
-            and principal is not None
-            and plan is not None
-            and principal.tenant_id != ADMIN_TENANT
-            and Quotas.applies(plan)
-        ):
-            memo = self.memo
-            asked_at = memo.clock() if memo is not None else 0.0
+        if limits is not None and limits.quotas and self.quotas is not None:
+            assert principal is not None
             try:
                 await self.quotas.admit(principal, rows)
             except ModelgateError as exc:
@@ -264,50 +300,47 @@ class Admission:
             tenant = principal.tenant_id if principal is not None else ANONYMOUS
             self.observer.refused(tenant, reason)
 
-    async def _hit(
+    def _rate_limited(
         self,
+        decision: Decision,
         principal: Principal | None,
-        key: str,
         b: _Bucket,
         whose: str,
         reason: str,
+        asked_at: float,
+        served: tuple[str, str] | None,
         *,
         model: tuple[str, str | None] | None = None,
         note: bool = True,
-        served: tuple[str, str] | None = None,
-    ) -> Decision:
-        """One rate limit. A refusal is noted in the memo when ``note``, under ``model``
-        (a (model, version); None: every model)."""
+    ) -> ModelgateError:
+        """The error for a rate limit's refusal, counted; noted in the memo when ``note``,
+        under ``model`` (a (model, version); None: every model), as certain from
+        ``asked_at`` (a reading of the memo's clock taken before the limiter's)."""
+        self._refused(principal, reason)
+        error = ModelgateError(
+            ErrorKind.RATE_LIMITED,
+            f"rate limit exceeded: the {whose} limit is {b.limit} requests per {b.window_s:g} s",
+            retry_after=decision.retry_after_s,
+            details=rate_limit_details(decision),
+        )
         memo = self.memo
-        asked_at = memo.clock() if memo is not None else 0.0  # before the limiter's now
-        decision = await self.limiter.hit(key, b.limit, b.window_s)
-        if not decision.allowed:
-            self._refused(principal, reason)
-            error = ModelgateError(
-                ErrorKind.RATE_LIMITED,
-                f"rate limit exceeded: the {whose} limit is {b.limit} requests per "
-                f"{b.window_s:g} s",
-                retry_after=decision.retry_after_s,
-                details=rate_limit_details(decision),
+        if (
+            memo is not None
+            and principal is not None
+            and note
+            and not getattr(self.limiter, "degraded", False)  # an outage's fallback
+        ):
+            memo.remember(
+                principal,
+                error,
+                reason,
+                asked_at=asked_at,
+                certain_s=decision.retry_after_s - b.window_s * _WINDOW_SLACK - _SLACK_S,
+                reset_s=decision.reset_after_s,
+                model=model,
+                served=served,
             )
-            if (
-                memo is not None
-                and principal is not None
-                and note
-                and not getattr(self.limiter, "degraded", False)  # an outage's fallback
-            ):
-                memo.remember(
-                    principal,
-                    error,
-                    reason,
-                    asked_at=asked_at,
-                    certain_s=decision.retry_after_s - b.window_s * _WINDOW_SLACK - _SLACK_S,
-                    reset_s=decision.reset_after_s,
-                    model=model,
-                    served=served,
-                )
-            raise error
-        return decision
+        return error
 
     def _note_quota(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Cipher",
@@ -69,8 +69,9 @@ class Cipher(Protocol):
     def decrypt(self, key_id: str, nonce: bytes, ciphertext: bytes, associated: bytes) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+# Decision, QuotaCharge and QuotaResult are immutable values built several times per
+# request: as named tuples they cost well under half of a frozen dataclass to build.
+class Decision(NamedTuple):
     allowed: bool
     limit: int
     remaining: int
@@ -93,8 +94,7 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaCharge:
+class QuotaCharge(NamedTuple):
     """Add ``amount`` to counter ``key``. With a ``limit``, refuse when the counter would
     pass it: ``used + max(amount, 1) > limit`` (an amount of 0 asks "is any left?").
     ``seed`` is the counter's value when it does not exist yet (see :class:`QuotaCounter`).
@@ -107,8 +107,7 @@ class QuotaCharge:
     seed: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaResult:
+class QuotaResult(NamedTuple):
     allowed: bool
     #: each counter after the call (unchanged when refused)
     used: tuple[int, ...]

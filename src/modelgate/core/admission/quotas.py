@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,10 @@ class _Quota:
     expires_ts: float
     #: (threshold, the count whose reaching raises its alert), per alert threshold
     marks: tuple[tuple[float, int], ...]
+    #: the position of its unit in ``UNITS``, where its amount is in a request's amounts
+    unit_at: int
+    #: the lowest of its marks: a count below it has crossed none
+    first_mark: int
 
 
 Totals = Callable[[str, datetime], Awaitable[tuple[int, int, int]]]
@@ -123,18 +128,20 @@ class Quotas:
         *,
         totals: Totals | None = None,
         alert: AlertSink | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,
     ):
         self.counter = counter
         self._totals = totals
         self._alert = alert
-        self._now = now
+        self._now = now if now is not None else _utc_now
+        #: the same clock as a POSIX timestamp: what a request reads (no datetime per request)
+        self._now_ts = time.time if now is None else (lambda: now().timestamp())
         self._pending: set[asyncio.Task[None]] = set()
         #: (tenant, units) -> the plan they were built for, when their periods next roll
-        #: over, and the quotas: the bounds and counter keys change once a UTC day, not per
-        #: request; the plan is compared by identity first (a principal's plan is one
-        #: object while its key is cached), never hashed per request
-        self._built: dict[tuple[str, tuple[str, ...]], tuple[Plan, datetime, tuple[_Quota, ...]]]
+        #: over (a POSIX timestamp), and the quotas: the bounds and counter keys change once a
+        #: UTC day, not per request; the plan is compared by identity first (a principal's
+        #: plan is one object while its key is cached), never hashed per request
+        self._built: dict[tuple[str, tuple[str, ...]], tuple[Plan, float, tuple[_Quota, ...]]]
         self._built = {}
 
     @staticmethod
@@ -142,17 +149,18 @@ class Quotas:
         return any(getattr(plan, limit) is not None for limit in _LIMITS)
 
     def _plan_quotas(
-        self, tenant_id: str, plan: Plan, units: tuple[str, ...], now: datetime
+        self, tenant_id: str, plan: Plan, units: tuple[str, ...], now_ts: float
     ) -> tuple[_Quota, ...]:
         key = (tenant_id, units)
         built = self._built.get(key)
-        if built is not None and (built[0] is plan or built[0] == plan) and now < built[1]:
+        if built is not None and (built[0] is plan or built[0] == plan) and now_ts < built[1]:
             return built[2]
+        now = datetime.fromtimestamp(now_ts, UTC)
         quotas = self._build_quotas(tenant_id, plan, units, now)
         if len(self._built) >= 10_000:  # bounded: tenants and plans come and go
             self._built.clear()
         rollover = min(period_bounds(period, now)[1] for period in PERIODS)
-        self._built[key] = (plan, rollover, quotas)
+        self._built[key] = (plan, rollover.timestamp(), quotas)
         return quotas
 
     @staticmethod
@@ -169,17 +177,25 @@ class Quotas:
                     key = f"quota:{tenant_id}:{unit}:{period[0]}{stamp}"
                     expires = (end + _GRACE).timestamp()
                     marks = tuple((t, math.ceil(int(limit) * t)) for t in ALERT_THRESHOLDS)
-                    quotas.append(_Quota(unit, period, int(limit), start, end, key, expires, marks))
+                    first = min(mark for _, mark in marks)
+                    at = UNITS.index(unit)
+                    quota = _Quota(
+                        unit, period, int(limit), start, end, key, expires, marks, at, first
+                    )
+                    quotas.append(quota)
         return tuple(quotas)
 
     async def admit(self, principal: Principal, rows: int) -> None:
         """Charge one request and its rows; check the tokens left. RATE_LIMITED if over."""
-        now = self._now()
-        quotas = self._plan_quotas(principal.tenant_id, principal.plan, UNITS, now)
+        now_ts = self._now_ts()
+        tenant_id = principal.tenant_id
+        quotas = self._plan_quotas(tenant_id, principal.plan, UNITS, now_ts)
         if not quotas:
             return
-        amounts = {"requests": 1, "rows": rows, "tokens": 0}
-        result = await self._charge(principal.tenant_id, quotas, amounts, now, enforce=True)
+        amounts = (1, rows, 0)  # requests, rows, tokens (in the order of UNITS)
+        result = await self.counter.charge(_charges(quotas, amounts, now_ts, enforce=True))
+        if result is None:
+            result = await self._charge_seeded(tenant_id, quotas, amounts, now_ts, enforce=True)
         if not result.allowed:
             assert result.refused is not None
             quota = quotas[result.refused]
@@ -196,28 +212,29 @@ class Quotas:
                     "quota": f"{quota.unit}_per_{quota.period}",
                 },
             )
-        self._alerts(principal.tenant_id, quotas, amounts, result.used)
+        if self._alert is not None:
+            self._alerts(tenant_id, quotas, amounts, result.used)
 
     def add_tokens(self, principal: Principal, tokens: int) -> None:
         """Add the tokens a request used, after the fact, off the request's path."""
         if tokens <= 0:
             return
-        now = self._now()
-        quotas = self._plan_quotas(principal.tenant_id, principal.plan, ("tokens",), now)
+        now_ts = self._now_ts()
+        quotas = self._plan_quotas(principal.tenant_id, principal.plan, ("tokens",), now_ts)
         if not quotas:
             return
         task = asyncio.get_running_loop().create_task(
-            self._add_tokens(principal, quotas, tokens, now)
+            self._add_tokens(principal, quotas, tokens, now_ts)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _add_tokens(
-        self, principal: Principal, quotas: Sequence[_Quota], tokens: int, now: datetime
+        self, principal: Principal, quotas: Sequence[_Quota], tokens: int, now_ts: float
     ) -> None:
-        amounts = {"tokens": tokens}
+        amounts = (0, 0, tokens)
         try:
-            result = await self._charge(principal.tenant_id, quotas, amounts, now, enforce=False)
+            result = await self._charge(principal.tenant_id, quotas, amounts, now_ts, enforce=False)
         except ModelgateError as exc:
             log.warning(
                 "could not add %d tokens of tenant %s: %s", tokens, principal.tenant_id, exc
@@ -248,12 +265,11 @@ class Quotas:
 
     async def usage_of(self, tenant_id: str, plan: Plan) -> list[QuotaUsage]:
         """Every quota of ``plan`` with what ``tenant_id`` has used of it now."""
-        now = self._now()
-        quotas = self._plan_quotas(tenant_id, plan, UNITS, now)
+        now_ts = self._now_ts()
+        quotas = self._plan_quotas(tenant_id, plan, UNITS, now_ts)
         if not quotas:
             return []
-        zero = dict.fromkeys(UNITS, 0)
-        result = await self._charge(tenant_id, quotas, zero, now, enforce=False)
+        result = await self._charge(tenant_id, quotas, (0, 0, 0), now_ts, enforce=False)
         return [
             QuotaUsage(q.unit, q.period, q.limit, used, q.end)
             for q, used in zip(quotas, result.used, strict=True)
@@ -263,29 +279,29 @@ class Quotas:
         self,
         tenant_id: str,
         quotas: Sequence[_Quota],
-        amounts: dict[str, int],
-        now: datetime,
+        amounts: tuple[int, int, int],
+        now_ts: float,
         *,
         enforce: bool,
     ) -> QuotaResult:
-        now_ts = now.timestamp()
-
-        def charges(seeds: list[int] | None) -> list[QuotaCharge]:
-            return [
-                QuotaCharge(
-                    q.key,
-                    amounts[q.unit],
-                    q.limit if enforce else None,
-                    q.expires_ts - now_ts,
-                    seeds[i] if seeds is not None else None,
-                )
-                for i, q in enumerate(quotas)
-            ]
-
-        result = await self.counter.charge(charges(None))
+        result = await self.counter.charge(_charges(quotas, amounts, now_ts, enforce=enforce))
         if result is None:
-            result = await self.counter.charge(charges(await self._seeds(tenant_id, quotas)))
-            assert result is not None, "a counter with seeds always answers"
+            result = await self._charge_seeded(tenant_id, quotas, amounts, now_ts, enforce=enforce)
+        return result
+
+    async def _charge_seeded(
+        self,
+        tenant_id: str,
+        quotas: Sequence[_Quota],
+        amounts: tuple[int, int, int],
+        now_ts: float,
+        *,
+        enforce: bool,
+    ) -> QuotaResult:
+        """The charge again, with the seeds of the counters the counter did not hold."""
+        seeds = await self._seeds(tenant_id, quotas)
+        result = await self.counter.charge(_charges(quotas, amounts, now_ts, enforce, seeds))
+        assert result is not None, "a counter with seeds always answers"
         return result
 
     async def _seeds(self, tenant_id: str, quotas: Sequence[_Quota]) -> list[int]:
@@ -298,13 +314,17 @@ class Quotas:
         return [found[q.start][UNITS.index(q.unit)] for q in quotas]
 
     def _alerts(
-        self, tenant_id: str, quotas: Sequence[_Quota], amounts: dict[str, int], used: Sequence[int]
+        self,
+        tenant_id: str,
+        quotas: Sequence[_Quota],
+        amounts: tuple[int, int, int],
+        used: Sequence[int],
     ) -> None:
         if self._alert is None:
             return
         for quota, after in zip(quotas, used, strict=True):
-            amount = amounts[quota.unit]
-            if not amount:  # nothing added, nothing crossed
+            amount = amounts[quota.unit_at]
+            if not amount or after < quota.first_mark:  # nothing added, or nothing crossed
                 continue
             before = after - amount
             for threshold, mark in quota.marks:
@@ -322,3 +342,27 @@ class Quotas:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         await self.counter.close()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _charges(
+    quotas: Sequence[_Quota],
+    amounts: tuple[int, int, int],
+    now_ts: float,
+    enforce: bool,
+    seeds: Sequence[int] | None = None,
+) -> list[QuotaCharge]:
+    """One charge per quota: its unit's amount, with its limit when ``enforce``."""
+    return [
+        QuotaCharge(
+            q.key,
+            amounts[q.unit_at],
+            q.limit if enforce else None,
+            q.expires_ts - now_ts,
+            seeds[i] if seeds is not None else None,
+        )
+        for i, q in enumerate(quotas)
+    ]

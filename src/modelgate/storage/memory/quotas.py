@@ -13,10 +13,6 @@ from modelgate.limits.quotas import check_charges
 __all__ = ["MemoryQuotaCounter"]
 
 
-def _refuses(used: int, charge: QuotaCharge) -> bool:
-    return charge.limit is not None and used + max(charge.amount, 1) > charge.limit
-
-
 class MemoryQuotaCounter:
     """Counters in a dictionary; expired ones are dropped as they are met and in a sweep."""
 
@@ -28,26 +24,33 @@ class MemoryQuotaCounter:
         self._clock = clock
 
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
-        check_charges(charges)
+        check_charges(charges)  # amounts and seeds are never negative
         now = self._clock()
-        current: list[int] = []
-        for charge in charges:
-            found = self._values.get(charge.key)
+        values = self._values
+        afters: list[int] = []
+        updates: dict[str, tuple[int, float]] = {}  # written only if every charge fits
+        refused: int | None = None  # the first charge that would pass its limit
+        for i, charge in enumerate(charges):
+            key = charge.key
+            found = values.get(key)
             if found is None or found[1] <= now:
                 if charge.seed is None:
                     return None
-                found = (charge.seed, now + charge.ttl_s)
-                self._values[charge.key] = found
-            current.append(found[0])
-        for i, charge in enumerate(charges):
-            if _refuses(current[i], charge):
-                return QuotaResult(False, tuple(current), i)
-        for i, charge in enumerate(charges):
-            current[i] += charge.amount
-            self._values[charge.key] = (current[i], self._values[charge.key][1])
-        if len(self._values) > self._max_keys:
-            self._values = {k: v for k, v in self._values.items() if v[1] > now}
-        return QuotaResult(True, tuple(current))
+                found = values[key] = (charge.seed, now + charge.ttl_s)
+            used, expires = found
+            amount, limit = charge.amount, charge.limit
+            # refused when used + max(amount, 1) would pass the limit
+            if refused is None and limit is not None and used + (amount or 1) > limit:
+                refused = i
+            afters.append(used + amount)
+            updates[key] = (used + amount, expires)
+        if refused is not None:
+            before = tuple(after - c.amount for after, c in zip(afters, charges, strict=True))
+            return QuotaResult(False, before, refused)
+        values.update(updates)
+        if len(values) > self._max_keys:
+            self._values = {k: v for k, v in values.items() if v[1] > now}
+        return QuotaResult(True, tuple(afters))
 
     async def close(self) -> None:
         self._values.clear()

@@ -3,6 +3,7 @@ per-replica cap of :class:`~modelgate.limits.resilient.FallbackRateLimiter`."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,22 +54,26 @@ class MemoryRateLimiter:
         return len(self._tats)
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
-        gcra.check_arguments(limit, window_s, cost)
+        if not (limit >= 1 and 0 <= cost <= limit and 0.0 < window_s < math.inf):
+            gcra.check_arguments(limit, window_s, cost)  # raises: its test, spelled out
         now = self._clock_ns()
-        self._trim(now)
+        tats = self._tats
+        if tats:
+            self._trim(now)
         window_ns = window_s * _NS
-        stored = self._tats.get(key)
-        backlog = 0.0 if stored is None else gcra.backlog_of(*stored, now)
+        stored = tats.get(key)
+        # gcra.backlog_of, inlined: once per hit
+        backlog = 0.0 if stored is None else max(float(stored[0] - now) + stored[1], 0.0)
         after = gcra.admit(backlog, limit, window_ns, cost)
         if after is None:
             return gcra.decide(
                 allowed=False, backlog_s=backlog / _NS, limit=limit, window_s=window_s, cost=cost
             )
         if after > 0:
-            if stored is None:
+            if stored is None and len(tats) >= self._max_keys:
                 self._make_room(now)
-            self._tats[key] = gcra.split_tat(now, after)
-            self._tats.move_to_end(key)
+            tats[key] = gcra.split_tat(now, after)
+            tats.move_to_end(key)
         return gcra.decide(
             allowed=True, backlog_s=after / _NS, limit=limit, window_s=window_s, cost=cost
         )
@@ -88,8 +93,6 @@ class MemoryRateLimiter:
             del tats[key]
 
     def _make_room(self, now: int) -> None:
-        if len(self._tats) < self._max_keys:
-            return
         if self._last_sweep_ns is None or now - self._last_sweep_ns >= self._sweep_interval_ns:
             self._last_sweep_ns = now
             expired = [k for k, tat in self._tats.items() if gcra.backlog_of(*tat, now) == 0]

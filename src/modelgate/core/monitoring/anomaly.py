@@ -89,7 +89,7 @@ class _Scored:
     the loop's worst score per feature (a small request) or the numpy plan's scores."""
 
     bounds: FeatureBounds
-    values: FloatArray
+    array: Array
     clamp: bool
     worst: list[float] | None
     scores: FloatArray | None
@@ -106,7 +106,9 @@ class _Scored:
         """The scores per row and feature, for a refusal's reasons (the loop keeps none)."""
         if self.scores is not None:
             return self.scores
-        return self.bounds.value_scores(self.values, self.clamp)
+        values = self.bounds.values(self.array)
+        assert values is not None  # its shape fitted when it was scored
+        return self.bounds.value_scores(values, self.clamp)
 
 
 class AnomalyDetector:
@@ -172,22 +174,26 @@ class AnomalyDetector:
             array = inputs.get(bounds.input)
             if array is None:
                 continue
-            values = bounds.values(array)
+            small = array.size <= _LOOP_MAX
+            values = bounds.values(array, keep_floats=small)
             if values is None:
                 continue  # not scored
             clamp = array.dtype not in bounds.unclamped
-            worst = bounds.worst_scores(values, clamp) if array.size <= _LOOP_MAX else None
+            worst = bounds.worst_scores(values, clamp) if small else None
             scores: FloatArray | None = None
             if worst is not None:
                 top = max(worst)
             else:
+                if small:  # NaN, left to the numpy plan, which takes float64 values
+                    values = bounds.values(array)
+                    assert values is not None
                 scores = bounds.value_scores(values, clamp)
                 if not scores.size:
                     continue
                 top = float(np.maximum.reduce(scores, axis=None))
             score = max(score, top)
             if not top <= threshold:  # above it, or NaN
-                over.append(_Scored(bounds, values, clamp, worst, scores))
+                over.append(_Scored(bounds, array, clamp, worst, scores))
         screen.requests += 1
         if score <= threshold:
             return {"anomaly_score": round(score, 4)}

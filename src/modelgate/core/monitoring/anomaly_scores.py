@@ -178,7 +178,7 @@ class FeatureBounds:
             category_sets=tuple((i, frozenset(seen.tolist())) for i, seen in categorical),
         )
 
-    def worst_scores(self, x: FloatArray, clamp: bool = True) -> list[float] | None:
+    def worst_scores(self, x: Array, clamp: bool = True) -> list[float] | None:
         """Each feature's worst score over the rows of ``x`` ([N, F] from :meth:`values`) by
         a plain loop, for small requests (about 2 µs for a row of 12 features, against about
         15 µs for the numpy plan): the very floats that :meth:`value_scores` gives, maximum
@@ -214,10 +214,16 @@ class FeatureBounds:
                     worst[index] = 1.0
         return worst
 
-    def values(self, array: Array) -> FloatArray | None:
+    def values(self, array: Array, keep_floats: bool = False) -> FloatArray | None:
         """The input's feature values as [N, F] (or [N, k] for a one-feature input of k
-        values a row); None when its shape does not fit the profile."""
-        x = np.asarray(array, dtype=np.float64)
+        values a row); None when its shape does not fit the profile. ``keep_floats``: a
+        float input keeps its type, for :meth:`worst_scores`, which reads the values as
+        Python floats, the very numbers a float64 copy would hold (integers are converted:
+        Python compares an int with a float exactly, numpy as float64)."""
+        if keep_floats and array.dtype.kind == "f":
+            x = array
+        else:
+            x = np.asarray(array, dtype=np.float64)
         if self.columns is None:
             return x.reshape(x.shape[0], -1) if x.ndim else None
         if x.ndim != 2 or x.shape[1] != self.width:

@@ -144,7 +144,8 @@ def _from_json(
             if kind not in _INT_KINDS:
                 raise invalid(f"input '{name}' ({datatype}) must hold integers")
             info = np.iinfo(dtype)
-            if array.min() < info.min or array.max() > info.max:
+            # integers numpy read as the type itself (INT64, the usual) are within its range
+            if array.dtype != dtype and (array.min() < info.min or array.max() > info.max):
                 raise invalid(f"input '{name}' has values outside the range of {datatype}")
         elif kind not in _NUMBER_KINDS:
             raise invalid(f"input '{name}' ({datatype}) must hold numbers")

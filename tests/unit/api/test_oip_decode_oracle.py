@@ -192,7 +192,7 @@ def _old_optional_str(doc: dict[str, Any], key: str) -> str | None:
 
 _scalars = st.one_of(
     st.integers(-300, 300),
-    st.sampled_from([2**31, -(2**31) - 1, 2**63 - 1, 70000, -1]),
+    st.sampled_from([2**31, -(2**31) - 1, 2**63 - 1, 2**63, 70000, -1]),
     st.floats(allow_nan=False, allow_infinity=False, width=32),
     st.booleans(),
 )

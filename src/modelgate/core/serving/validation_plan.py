@@ -121,7 +121,7 @@ class ValidationPlan:
 
 
 def _all_finite(data: np.ndarray[Any, Any]) -> bool:
-    """No NaN or Infinity in ``data`` (a float array): the reduction called directly, since
-    ``ndarray.all`` goes through numpy's Python wrapper (``_methods._all``), about half the
-    cost of the check for a row of features."""
-    return bool(np.logical_and.reduce(np.isfinite(data), axis=None))
+    """No NaN or Infinity in ``data`` (a float array). Counted by ``np.count_nonzero``, a
+    plain C loop: for a row of features, ``ndarray.all`` and ``logical_and.reduce`` cost two
+    to three times as much in numpy's reduction set-up alone."""
+    return int(np.count_nonzero(np.isfinite(data))) == data.size

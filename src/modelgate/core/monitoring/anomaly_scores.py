@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from modelgate.core.monitoring.score_sides import FAR, Sides, numeric_sides
 from modelgate.core.serving.manifest import ModelManifest
 
 __all__ = [
@@ -59,8 +60,7 @@ RANGE_MARGIN = 0.1
 TAIL_LEVELS = (0.01, 0.99)
 #: features named in a refusal, at most
 _NAMED = 10
-#: the clamp on the distance past a quantile (see ``FeatureBounds.clamp_low``)
-_FAR = 1e200
+
 
 FloatArray = NDArray[np.float64]
 Array = np.ndarray[Any, Any]
@@ -110,8 +110,9 @@ class FeatureBounds:
     nonfinite: bool
     #: for :meth:`worst_scores` (small requests: a loop beats a dozen numpy calls), as
     #: Python floats taken from the arrays above: each numeric feature's index, 1% and 99%
-    #: quantiles and :class:`_Sides`, and each categorical feature's index and known values
-    numeric: tuple[tuple[int, float, float, _Sides], ...] = ()
+    #: quantiles and :class:`~modelgate.core.monitoring.score_sides.Sides`, and each
+    #: categorical feature's index and known values
+    numeric: tuple[tuple[int, float, float, Sides], ...] = ()
     category_sets: tuple[tuple[int, frozenset[float]], ...] = ()
 
     @classmethod
@@ -163,8 +164,8 @@ class FeatureBounds:
             columns=None if columns is None else np.asarray(columns, dtype=np.intp),
             width=width,
             edges=edges,
-            clamp_low=np.array([-_FAR, -1.0]).reshape(2, 1, 1),
-            clamp_high=np.array([1.0, _FAR]).reshape(2, 1, 1),
+            clamp_low=np.array([-FAR, -1.0]).reshape(2, 1, 1),
+            clamp_high=np.array([1.0, FAR]).reshape(2, 1, 1),
             unclamped=_unclamped(edges, offsets, rates),
             offsets=offsets.reshape(2, *shape),
             rates=rates.reshape(2, *shape),
@@ -174,7 +175,7 @@ class FeatureBounds:
             category_columns=np.asarray([i for i, _ in categorical], dtype=np.intp),
             categories=_padded([seen for _, seen in categorical]),
             nonfinite=nonfinite,
-            numeric=_sides(edges, offsets, rates, {i for i, _ in categorical}),
+            numeric=numeric_sides(edges, offsets, rates, {i for i, _ in categorical}),
             category_sets=tuple((i, frozenset(seen.tolist())) for i, seen in categorical),
         )
 
@@ -183,7 +184,7 @@ class FeatureBounds:
         a plain loop, for small requests (about 2 µs for a row of 12 features, against about
         15 µs for the numpy plan): the very floats that :meth:`value_scores` gives, maximum
         over the rows. A value inside its quantiles scores 0 at the cost of one comparison;
-        one outside them takes :meth:`_Sides.score`. None when a numeric value is NaN: the
+        one outside them takes :meth:`Sides.score`. None when a numeric value is NaN: the
         numpy plan scores it (whether NaN counts 1 or stays NaN is its rule)."""
         worst = [0.0] * len(self.features)
         if self.columns is None:  # one feature, every value of a row scored against it
@@ -275,63 +276,6 @@ class FeatureBounds:
         if score > 0.5:
             return f"{name} {value:g} is beyond the reference range [{low:g}, {high:g}]"
         return f"{name} {value:g} is in the reference's 1% tails"
-
-
-class _Sides(NamedTuple):
-    """One numeric feature's terms as :meth:`FeatureBounds.value_scores` uses them, for a
-    value outside the quantiles: the quantile it is past, the clamp's limit on that side,
-    and the tail part's and the margin part's offset and rate, per side."""
-
-    low: float
-    high: float
-    low_terms: tuple[float, float, float, float]
-    high_terms: tuple[float, float, float, float]
-
-    def score(self, v: float, clamp: bool) -> float:
-        """The score of ``v`` outside ``[low, high]``: the operations of ``value_scores`` in
-        its order, on the side ``v`` is past. The other side's parts are clipped to 0
-        there and add nothing, so the sum is this side's tail part plus its margin part,
-        to the last bit (NaN gives NaN)."""
-        if v > self.high:
-            d = v - self.high
-            if clamp and d > _FAR:
-                d = _FAR
-            tail_offset, tail_rate, margin_offset, margin_rate = self.high_terms
-        else:
-            d = v - self.low
-            if clamp and d < -_FAR:
-                d = -_FAR
-            tail_offset, tail_rate, margin_offset, margin_rate = self.low_terms
-        return _clipped((d - tail_offset) * tail_rate) + _clipped((d - margin_offset) * margin_rate)
-
-
-def _clipped(part: float) -> float:
-    """``part`` within [0, 0.5] as ``np.maximum`` then ``np.minimum`` clip it."""
-    return 0.0 if part < 0.0 else 0.5 if part > 0.5 else part
-
-
-def _sides(
-    edges: FloatArray, offsets: FloatArray, rates: FloatArray, categorical: set[int]
-) -> tuple[tuple[int, float, float, _Sides], ...]:
-    """The numeric features' terms for :meth:`FeatureBounds.worst_scores` (``offsets`` and
-    ``rates`` as [part, side, F])."""
-    low, high = edges[0, 0].tolist(), edges[1, 0].tolist()
-    off, rate = offsets.tolist(), rates.tolist()
-    return tuple(
-        (
-            i,
-            low[i],
-            high[i],
-            _Sides(
-                low[i],
-                high[i],
-                (off[0][0][i], rate[0][0][i], off[1][0][i], rate[1][0][i]),
-                (off[0][1][i], rate[0][1][i], off[1][1][i], rate[1][1][i]),
-            ),
-        )
-        for i in range(len(low))
-        if i not in categorical
-    )
 
 
 #: the input types that may skip the clamps, with their largest magnitude

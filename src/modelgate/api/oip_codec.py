@@ -25,6 +25,8 @@ __all__ = ["decode_infer_request", "encode_infer_response", "encode_json"]
 
 _INT_KINDS = frozenset("iu")
 _NUMBER_KINDS = frozenset("iuf")
+#: the binary section of a body without one (a read-only view: shared by every request)
+_NO_BINARY = memoryview(b"")
 
 
 def encode_json(payload: Any) -> bytes:
@@ -46,7 +48,7 @@ def decode_infer_request(
             )
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
-        header, binary = body, memoryview(b"")
+        header, binary = body, _NO_BINARY
     if not header:
         raise invalid("the request body is empty")
     try:
@@ -91,8 +93,12 @@ def _decode_input(
     if not isinstance(shape, list):
         raise invalid(f"input '{name}' has no 'shape' list")
     count = element_count(shape, max_elements)
-    parameters = _parameters(raw.get("parameters"), f"input '{name}'")
-    size = parameters.get("binary_data_size")
+    parameters = raw.get("parameters")  # checked when given: rarely, for JSON data
+    size = (
+        None
+        if parameters is None
+        else _parameters(parameters, f"input '{name}'").get("binary_data_size")
+    )
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise invalid(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -138,11 +144,14 @@ def _from_json(
             if kind not in _INT_KINDS:
                 raise invalid(f"input '{name}' ({datatype}) must hold integers")
             info = np.iinfo(dtype)
-            if array.min() < info.min or array.max() > info.max:
+            # integers numpy read as the type itself (INT64, the usual) are within its range
+            if array.dtype != dtype and (array.min() < info.min or array.max() > info.max):
                 raise invalid(f"input '{name}' has values outside the range of {datatype}")
         elif kind not in _NUMBER_KINDS:
             raise invalid(f"input '{name}' ({datatype}) must hold numbers")
-    return array.astype(dtype, copy=False).reshape(shape)
+    array = array.astype(dtype, copy=False)
+    # data nested as the shape (the usual body) needs no reshape; flat data does
+    return array if array.shape == tuple(shape) else array.reshape(shape)
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:
@@ -213,7 +222,7 @@ def encode_infer_response(
         {
             "name": tensor.name,
             "datatype": tensor.datatype,
-            "shape": list(tensor.data.shape),
+            "shape": tensor.data.shape,  # a tuple: orjson writes the same array as for a list
             "data": _json_data(tensor),
         }
         for tensor in response.outputs
@@ -258,7 +267,7 @@ def _encode_binary(response: InferenceResponse, binary_default: bool) -> tuple[b
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
-            "shape": list(tensor.data.shape),
+            "shape": tensor.data.shape,
         }
         if wants.get(tensor.name, binary_default):
             raw = to_bytes(tensor.datatype, tensor.data)

@@ -77,19 +77,22 @@ def test_every_score_is_between_0_and_1(rows: list[tuple[float, float, float]]) 
 def test_the_small_request_loop_agrees_with_the_scores(
     rows: list[tuple[float, float, float]],
 ) -> None:
-    """``typical`` (the loop small requests take first) says yes only when every score is 0,
-    and says yes for every row inside the quantiles with known categories."""
+    """``worst_scores`` (the loop small requests take) gives each feature's worst score of
+    the numpy plan, to the last bit, or None for a NaN it leaves to the plan."""
     values = BOUNDS[0].values(np.asarray(rows))
     assert values is not None
-    scores = scores_of(np.asarray(rows))
-    if BOUNDS[0].typical(values):
-        assert float(scores.max()) == 0.0
+    worst = BOUNDS[0].worst_scores(values)
+    if worst is None:
+        assert np.isnan(values).any()
+    else:
+        expected = BOUNDS[0].value_scores(values).max(axis=0)
+        np.testing.assert_array_equal(np.array(worst), expected, strict=True)
 
 
 @given(st.lists(inside(Q01, Q99), min_size=1, max_size=20))
 def test_typical_rows_pass_the_small_request_loop(rows: list[tuple[float, float, float]]) -> None:
     values = BOUNDS[0].values(np.asarray(rows))
-    assert values is not None and BOUNDS[0].typical(values)
+    assert values is not None and BOUNDS[0].worst_scores(values) == [0.0, 0.0, 0.0]
 
 
 @given(st.lists(inside(Q01, Q99), min_size=1, max_size=20))

@@ -8,6 +8,7 @@ flagged or refused, the features a flag names and the message a refusal sends.""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -317,14 +318,29 @@ class Recorder:
         self.calls.append(action)
 
 
-@pytest.fixture(scope="module")
-def versions(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Version, float, bool]]:
+#: the detector's cases: (datatype, nonfinite, profile); the last two reach the numpy plan
+#: from the small-request loop (NaN) and the clamps (a profile near the float limit)
+CASES = {
+    "FP64": ("FP64", False, PROFILE),
+    "FP32 nonfinite": ("FP32", True, PROFILE),
+    "FP64 huge nonfinite": ("FP64", True, HUGE),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def versions(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[tuple[Version, float, bool]]]:
+    datatype, nonfinite, profile = CASES[request.param]
     folder = tmp_path_factory.mktemp("tabular")
-    (folder / "reference.json").write_text(json.dumps(PROFILE))
-    return [
+    (folder / "reference.json").write_text(json.dumps(profile))
+    return request.param, [
         (
             Version(
-                "tabular", 1, manifest(anomaly={"action": action, "threshold": t}), str(folder)
+                "tabular",
+                1,
+                manifest(datatype, nonfinite, anomaly={"action": action, "threshold": t}),
+                str(folder),
             ),
             t,
             action == "reject",
@@ -334,14 +350,17 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Version, fl
     ]
 
 
-@settings(max_examples=200)
-@given(inputs=requests())
+@settings(max_examples=150, deadline=None)  # eight detectors an example, on a shared machine
+@given(data=st.data())
 def test_every_answer_equals_the_previous_one(
-    versions: list[tuple[Version, float, bool]], inputs: dict[str, Any]
+    versions: tuple[str, list[tuple[Version, float, bool]]], data: st.DataObject
 ) -> None:
     """Each threshold, flag and reject: the same parameters, the same refusal, counted alike."""
-    refs = [reference_of(b) for b in BASE]
-    for version, threshold, reject in versions:
+    case, cases = versions
+    datatype, nonfinite, profile = CASES[case]
+    inputs = data.draw(requests(profile, datatype, nonfinite))
+    refs = [reference_of(b) for b in profile_bounds(profile, manifest(datatype, nonfinite))]
+    for version, threshold, reject in cases:
         recorder = Recorder()
         detector = AnomalyDetector(recorder)
         detector.prepare(version)  # type: ignore[arg-type]
@@ -355,3 +374,30 @@ def test_every_answer_equals_the_previous_one(
                 answer = ("flagged", answer[1])
         assert answer == expected
         assert recorder.calls == ([] if expected[0] == "ok" else [expected[0]])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_small_request_loop_gives_the_plans_worst_scores(
+    case: str, data: st.DataObject
+) -> None:
+    """The loop small requests take scores each feature as the numpy plan does, to the last
+    bit, clamped or not, or leaves a NaN to the plan."""
+    datatype, nonfinite, profile = CASES[case]
+    inputs = data.draw(requests(profile, datatype, nonfinite))
+    for bounds in profile_bounds(profile, manifest(datatype, nonfinite)):
+        array = inputs[bounds.input]
+        values = bounds.values(array)
+        kept = bounds.values(array, keep_floats=True)  # FP32 read as it is
+        assert values is not None and kept is not None
+        for clamp, read in itertools.product(
+            {True, array.dtype not in bounds.unclamped}, [values, kept]
+        ):
+            worst = bounds.worst_scores(read, clamp)
+            scores = bounds.value_scores(values, clamp)
+            if worst is None:
+                assert np.isnan(values[:, [i for i, *_ in bounds.numeric]]).any()
+            else:
+                expected = np.fmax.reduce(scores, axis=0)
+                np.testing.assert_array_equal(np.array(worst), expected, strict=True)

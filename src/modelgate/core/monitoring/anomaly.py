@@ -9,12 +9,11 @@ admission and before the runtime runs (how a value scores:
 The profile is read when a version loads (:meth:`AnomalyDetector.prepare`, a registry load
 hook running in the loading thread), turned into per-feature bound arrays once, and kept
 with the loaded version with its threshold and action. A small request (at most
-:data:`_LOOP_MAX` values an input) is first checked by a plain loop that clears it when every
-value is typical (a score of 0, about 2 µs for a row of 12 features); any other request is
-scored by a dozen numpy operations over its input arrays, with no Python loop per row, the
-same ones for every request the loop does not clear. An anomalous request costs only what
-its answer carries: the features' names for a flag, the reasons (values and ranges in words)
-for a refusal.
+:data:`_LOOP_MAX` values an input) is scored by a plain loop, typical or not (about 2 µs for a
+row of 12 features, a few float operations more for each value outside its quantiles); any
+other request is scored by a dozen numpy operations over its input arrays, with no Python loop
+per row. An anomalous request costs only what its answer carries: the features' names for a
+flag, the reasons (values and ranges in words) for a refusal.
 Versions without a ``reference.json``, or whose profile describes none of their inputs
 (texts), are not checked.
 
@@ -52,8 +51,8 @@ __all__ = ["AnomalyCounts", "AnomalyDetector"]
 
 log = logging.getLogger("modelgate.anomaly")
 
-#: inputs of at most this many values are first checked by a plain loop (above it, the numpy
-#: plan costs less than the loop would)
+#: inputs of at most this many values are scored by a plain loop (above it, the numpy plan
+#: costs less than the loop would)
 _LOOP_MAX = 256
 
 
@@ -82,6 +81,34 @@ class _Screen:
     requests: int = 0
     flagged: int = 0
     rejected: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Scored:
+    """An input with a score above the threshold, as the answer that names it needs it:
+    the loop's worst score per feature (a small request) or the numpy plan's scores."""
+
+    bounds: FeatureBounds
+    array: Array
+    clamp: bool
+    worst: list[float] | None
+    scores: FloatArray | None
+
+    def per_feature(self) -> list[float]:
+        """Each feature's worst score (NaN rows hide no other row)."""
+        if self.worst is not None:
+            return self.worst
+        assert self.scores is not None
+        worst: list[float] = np.fmax.reduce(self.scores, axis=0).tolist()
+        return worst
+
+    def scores_array(self) -> FloatArray:
+        """The scores per row and feature, for a refusal's reasons (the loop keeps none)."""
+        if self.scores is not None:
+            return self.scores
+        values = self.bounds.values(self.array)
+        assert values is not None  # its shape fitted when it was scored
+        return self.bounds.value_scores(values, self.clamp)
 
 
 class AnomalyDetector:
@@ -140,27 +167,41 @@ class AnomalyDetector:
         screen = self._screens.get(loaded)
         if screen is None or loaded.manifest.anomaly is None:
             return None
-        scored: list[tuple[FeatureBounds, FloatArray]] = []
+        threshold = screen.threshold
         score = 0.0
+        over: list[_Scored] = []  # the inputs that may name a feature: rarely any
         for bounds in screen.bounds:
             array = inputs.get(bounds.input)
             if array is None:
                 continue
-            values = bounds.values(array)
-            if values is None or (array.size <= _LOOP_MAX and bounds.typical(values)):
-                continue  # not scored, or scores 0
-            scores = bounds.value_scores(values, array.dtype not in bounds.unclamped)
-            if scores.size:
-                scored.append((bounds, scores))
-                score = max(score, float(np.maximum.reduce(scores, axis=None)))
+            small = array.size <= _LOOP_MAX
+            values = bounds.values(array, keep_floats=small)
+            if values is None:
+                continue  # not scored
+            clamp = array.dtype not in bounds.unclamped
+            worst = bounds.worst_scores(values, clamp) if small else None
+            scores: FloatArray | None = None
+            if worst is not None:
+                top = max(worst)
+            else:
+                if small:  # NaN, left to the numpy plan, which takes float64 values
+                    values = bounds.values(array)
+                    assert values is not None
+                scores = bounds.value_scores(values, clamp)
+                if not scores.size:
+                    continue
+                top = float(np.maximum.reduce(scores, axis=None))
+            score = max(score, top)
+            if not top <= threshold:  # above it, or NaN
+                over.append(_Scored(bounds, array, clamp, worst, scores))
         screen.requests += 1
-        threshold = screen.threshold
         if score <= threshold:
             return {"anomaly_score": round(score, 4)}
         if screen.reject:
             screen.rejected += 1
             if self.observer is not None:
                 self.observer.anomalous(loaded.name, screen.version, "rejected")
+            scored = [(item.bounds, item.scores_array()) for item in over]
             raise invalid(
                 f"input rejected as anomalous (score {score:.2f} above {threshold:g}): "
                 + "; ".join(anomaly_reasons(scored, inputs, threshold))
@@ -168,10 +209,11 @@ class AnomalyDetector:
         screen.flagged += 1
         if self.observer is not None:
             self.observer.anomalous(loaded.name, screen.version, "flagged")
+        worst_scores = [(item.bounds, item.per_feature()) for item in over]
         return {
             "anomaly_score": round(score, 4),
             "anomalous": True,
-            "anomalous_features": ",".join(anomalous_features(scored, threshold)),
+            "anomalous_features": ",".join(anomalous_features(worst_scores, threshold)),
         }
 
     def counts(self, loaded: LoadedVersion) -> AnomalyCounts | None:

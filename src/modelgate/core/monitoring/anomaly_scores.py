@@ -19,14 +19,14 @@ A categorical feature scores 0 for a category the reference has and 1 for any ot
 always in [0, 1] and a threshold of 0.5 (the default) marks exactly the requests with a value
 outside the reference's range or an unseen category.
 
-A small request whose every value is inside its quantiles (with known categories) is cleared
-by a plain loop (:meth:`FeatureBounds.typical`, about 2 µs a row), since a dozen numpy calls
-cost more than that for a row or two; every other request, typical or not, is scored by the
-same vectorized plan (:meth:`FeatureBounds.value_scores`), whatever its values: a row in the
-tails and an out-of-range one cost the same numpy operations, so odd traffic (drift, or an
-attacker sending garbage) costs only the loop's early exit more than a large typical request.
-The words that explain a score (:func:`anomaly_reasons`) are built only for a refusal, which
-returns them.
+A small request is scored by a plain loop (:meth:`FeatureBounds.worst_scores`, about 2 µs a
+row), since a dozen numpy calls cost more than that for a row or two: a value inside its
+quantiles costs one comparison, one outside them a few float operations, the very ones of
+the vectorized plan, so a row far from the reference costs about what a typical row does
+(issue 11's odd rows: drift, or an attacker sending garbage, must not amplify the cost).
+Larger requests are scored by the vectorized plan (:meth:`FeatureBounds.value_scores`), the
+same numpy operations whatever the values. The words that explain a score
+(:func:`anomaly_reasons`) are built only for a refusal, which returns them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from modelgate.core.monitoring.score_sides import FAR, Sides, numeric_sides
 from modelgate.core.serving.manifest import ModelManifest
 
 __all__ = [
@@ -59,6 +60,7 @@ RANGE_MARGIN = 0.1
 TAIL_LEVELS = (0.01, 0.99)
 #: features named in a refusal, at most
 _NAMED = 10
+
 
 FloatArray = NDArray[np.float64]
 Array = np.ndarray[Any, Any]
@@ -106,9 +108,11 @@ class FeatureBounds:
     categories: FloatArray | None
     #: the input may hold NaN (the manifest allows non-finite values)
     nonfinite: bool
-    #: the 1% and 99% quantiles and the known categories as Python values, for
-    #: :meth:`typical` (small requests: a loop beats a dozen numpy calls)
-    quantile_pairs: tuple[tuple[float, float], ...] = ()
+    #: for :meth:`worst_scores` (small requests: a loop beats a dozen numpy calls), as
+    #: Python floats taken from the arrays above: each numeric feature's index, 1% and 99%
+    #: quantiles and :class:`~modelgate.core.monitoring.score_sides.Sides`, and each
+    #: categorical feature's index and known values
+    numeric: tuple[tuple[int, float, float, Sides], ...] = ()
     category_sets: tuple[tuple[int, frozenset[float]], ...] = ()
 
     @classmethod
@@ -160,8 +164,8 @@ class FeatureBounds:
             columns=None if columns is None else np.asarray(columns, dtype=np.intp),
             width=width,
             edges=edges,
-            clamp_low=np.array([-1e200, -1.0]).reshape(2, 1, 1),
-            clamp_high=np.array([1.0, 1e200]).reshape(2, 1, 1),
+            clamp_low=np.array([-FAR, -1.0]).reshape(2, 1, 1),
+            clamp_high=np.array([1.0, FAR]).reshape(2, 1, 1),
             unclamped=_unclamped(edges, offsets, rates),
             offsets=offsets.reshape(2, *shape),
             rates=rates.reshape(2, *shape),
@@ -171,39 +175,56 @@ class FeatureBounds:
             category_columns=np.asarray([i for i, _ in categorical], dtype=np.intp),
             categories=_padded([seen for _, seen in categorical]),
             nonfinite=nonfinite,
-            quantile_pairs=tuple(zip(q_lo.tolist(), q_hi.tolist(), strict=True)),
+            numeric=numeric_sides(edges, offsets, rates, {i for i, _ in categorical}),
             category_sets=tuple((i, frozenset(seen.tolist())) for i, seen in categorical),
         )
 
-    def typical(self, x: FloatArray) -> bool:
-        """True when every value of ``x`` ([N, F] from :meth:`values`) is inside its
-        feature's 1-99% quantiles and every categorical value is a known category: the
-        score is 0 without computing it. For small requests (about 2 µs for a row of 12
-        features, against about 15 µs for :meth:`value_scores`); NaN is never typical. A
-        False is no verdict (a known category outside its quantiles still scores 0): the
-        request is then scored by :meth:`value_scores`."""
-        pairs, categories = self.quantile_pairs, self.category_sets
-        single = self.columns is None
-        for row in x.tolist():
-            if single:
-                low, high = pairs[0]
-                if not all(low <= v <= high for v in row):
-                    return False
-                if categories and not categories[0][1].issuperset(row):
-                    return False
-                continue
-            for (low, high), v in zip(pairs, row, strict=True):
+    def worst_scores(self, x: Array, clamp: bool = True) -> list[float] | None:
+        """Each feature's worst score over the rows of ``x`` ([N, F] from :meth:`values`) by
+        a plain loop, for small requests (about 2 µs for a row of 12 features, against about
+        15 µs for the numpy plan): the very floats that :meth:`value_scores` gives, maximum
+        over the rows. A value inside its quantiles scores 0 at the cost of one comparison;
+        one outside them takes :meth:`Sides.score`. None when a numeric value is NaN: the
+        numpy plan scores it (whether NaN counts 1 or stays NaN is its rule)."""
+        worst = [0.0] * len(self.features)
+        if self.columns is None:  # one feature, every value of a row scored against it
+            values = x.ravel().tolist()
+            if self.category_sets:
+                return [0.0 if self.category_sets[0][1].issuperset(values) else 1.0]
+            _, low, high, sides = self.numeric[0]
+            for v in values:
                 if not low <= v <= high:
-                    return False
+                    score = sides.score(v, clamp)
+                    if not score <= worst[0]:
+                        if score != score:  # NaN
+                            return None
+                        worst[0] = score
+            return worst
+        numeric, categories = self.numeric, self.category_sets
+        for row in x.tolist():
+            for index, low, high, sides in numeric:
+                v = row[index]
+                if not low <= v <= high:
+                    score = sides.score(v, clamp)
+                    if not score <= worst[index]:
+                        if score != score:
+                            return None
+                        worst[index] = score
             for index, known in categories:
-                if row[index] not in known:
-                    return False
-        return True
+                if row[index] not in known:  # NaN is no known category either
+                    worst[index] = 1.0
+        return worst
 
-    def values(self, array: Array) -> FloatArray | None:
+    def values(self, array: Array, keep_floats: bool = False) -> FloatArray | None:
         """The input's feature values as [N, F] (or [N, k] for a one-feature input of k
-        values a row); None when its shape does not fit the profile."""
-        x = np.asarray(array, dtype=np.float64)
+        values a row); None when its shape does not fit the profile. ``keep_floats``: a
+        float input keeps its type, for :meth:`worst_scores`, which reads the values as
+        Python floats, the very numbers a float64 copy would hold (integers are converted:
+        Python compares an int with a float exactly, numpy as float64)."""
+        if keep_floats and array.dtype.kind == "f":
+            x = array
+        else:
+            x = np.asarray(array, dtype=np.float64)
         if self.columns is None:
             return x.reshape(x.shape[0], -1) if x.ndim else None
         if x.ndim != 2 or x.shape[1] != self.width:
@@ -349,15 +370,17 @@ def over_threshold(scores: FloatArray, threshold: float) -> list[int]:
 
 
 def anomalous_features(
-    scored: list[tuple[FeatureBounds, FloatArray]], threshold: float
+    worst: list[tuple[FeatureBounds, list[float]]], threshold: float
 ) -> list[str]:
-    """The names of the features above ``threshold`` in some row, in the profile's order:
-    what a flag returns (no value, no reason)."""
-    names: list[str] = []
-    for bounds, scores in scored:
-        worst = np.fmax.reduce(scores, axis=0).tolist()  # a NaN row hides no other row
-        names += [name for name, s in zip(bounds.features, worst, strict=True) if s > threshold]
-    return names
+    """The names of the features whose worst score (:meth:`FeatureBounds.worst_scores`, or
+    the maximum over the rows that ignores NaN) is above ``threshold``, in the profile's
+    order: what a flag returns (no value, no reason)."""
+    return [
+        name
+        for bounds, scores in worst
+        for name, s in zip(bounds.features, scores, strict=True)
+        if s > threshold
+    ]
 
 
 def anomaly_reasons(

@@ -100,7 +100,7 @@ class ValidationPlan:
                     check_rows(manifest, rows)
             if check.texts:
                 texts = check_texts(manifest, name, data, texts)
-            if check.finite and data.dtype.kind == "f" and not bool(np.isfinite(data).all()):
+            if check.finite and data.dtype.kind == "f" and not _all_finite(data):
                 raise invalid(
                     f"input '{name}' holds NaN or Infinity, which model "
                     f"'{manifest.name}' does not accept"
@@ -118,3 +118,10 @@ class ValidationPlan:
             f"input '{name}' has shape {list(shape)}, model "
             f"'{self.manifest.name}' expects {list(check.shape)}"
         )
+
+
+def _all_finite(data: np.ndarray[Any, Any]) -> bool:
+    """No NaN or Infinity in ``data`` (a float array). Counted by ``np.count_nonzero``, a
+    plain C loop: for a row of features, ``ndarray.all`` and ``logical_and.reduce`` cost two
+    to three times as much in numpy's reduction set-up alone."""
+    return int(np.count_nonzero(np.isfinite(data))) == data.size

@@ -333,6 +333,11 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     #: attempts per request, the first included
     node_max_attempts: int = Field(default=3, ge=1, le=10)
+    #: a gateway merges concurrent requests for one model version (whose manifest has a
+    #: ``batching`` section and no ``anomaly`` check) into one node call, with at most
+    #: ``gateway_merge_calls`` such calls in flight per version (docs/scale-out.md)
+    gateway_merge: bool = True
+    gateway_merge_calls: int = Field(default=8, ge=1, le=1024)
 
     # -- asynchronous jobs (docs/jobs.md) --
     #: ``modelgate serve`` also runs a job worker in its process (set false when separate

@@ -159,3 +159,32 @@ async def test_a_node_does_not_cache_its_gateways_answer_a_second_time(tmp_path:
         second = await cluster.client.post("/v2/models/cached-doubler/infer", json=ROW)
         assert second.headers["x-modelgate-cache"] == "hit"
         assert second.json()["outputs"] == first.json()["outputs"]
+
+
+async def test_concurrent_requests_reach_the_node_in_fewer_calls(tmp_path: Path) -> None:
+    """The gateway merges concurrent requests for one version into one node call (one call
+    in flight here, so the rest queue behind it): the node serves fewer calls than the
+    gateway answered requests, and every client gets the answer to its own inputs (the
+    default version triples them)."""
+    repository = tmp_path / "models"
+    shutil.copytree(FIXTURE_MODELS / "doubler", repository / "doubler")
+    async with _cluster(tmp_path, repository, gateway_merge_calls=1) as cluster:
+        requests = 24
+
+        async def ask(i: int) -> list[float]:
+            row = {"inputs": [{**ROW["inputs"][0], "data": [i, i + 1, i + 2, i + 3]}]}
+            answer = await cluster.client.post("/v2/models/doubler/infer", json=row)
+            assert answer.status_code == 200, answer.text
+            data: list[float] = answer.json()["outputs"][0]["data"]
+            return data
+
+        answers = await asyncio.gather(*(ask(i) for i in range(requests)))
+        assert answers == [[3.0 * (i + k) for k in range(4)] for i in range(requests)]
+        node, gateway = cluster.node.components, cluster.gateway.components
+        assert node is not None and gateway is not None
+        served = node.registry.get("doubler", None)
+        answered = gateway.registry.get("doubler", None)
+        assert served is not None and answered is not None
+        assert answered.stats.success.count == requests
+        assert served.stats.inference_count == requests  # every row reached the node once
+        assert served.stats.success.count < requests  # in fewer calls

@@ -249,7 +249,12 @@ def build_core_components(settings: Settings) -> Components:
             {},
             observer=metrics,
             policy=policy,
-            builder=remote_builder(cluster, metrics),
+            builder=remote_builder(
+                cluster,
+                metrics,
+                merge=settings.gateway_merge,
+                merge_calls=settings.gateway_merge_calls,
+            ),
         )
     else:
         registry = ModelRegistry(

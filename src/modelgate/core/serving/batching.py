@@ -25,6 +25,11 @@ counts them per row (``units_output``, an embedding model's token count), else t
 The shares are whole nanoseconds and add up to the batch's time exactly: what the integer
 division leaves goes to the batch's first (oldest) caller. A caller that went away before
 the batch ended is charged nothing, and its share is not passed on to the others.
+
+The merged call gets a Timing of its own (``_batch_timing``): the latest of its callers'
+deadlines, and their tenant when they share one. What the inner runtime writes on it (a
+gateway's node, hardware and response parameters) is copied to every caller of the batch;
+the compute time is the batcher's own measure of the call, as for any batch.
 """
 
 from __future__ import annotations
@@ -141,7 +146,7 @@ class BatchingRuntime:
         else:
             self._running += 1  # requests arriving meanwhile queue, and form the next batch
             try:
-                outputs = await self.inner.infer(inputs)
+                outputs = await self.inner.infer(inputs, timing)  # its deadline, its tenant
             finally:
                 self._running -= 1
                 self._schedule(asyncio.get_running_loop())
@@ -244,8 +249,9 @@ class BatchingRuntime:
 
     async def _run(self, batch: list[_Pending]) -> None:
         start = time.perf_counter_ns()
+        answer = _batch_timing(batch)
         try:
-            outputs = await self.inner.infer(_merge(batch))
+            outputs = await self.inner.infer(_merge(batch), answer)
         except BaseException as exc:
             self._finished()
             _fail(batch, exc)
@@ -253,13 +259,15 @@ class BatchingRuntime:
                 raise
             return
         self._finished()  # before the callers wake, so they see an idle batcher
-        self._delivered(batch, outputs, start)
+        self._delivered(batch, outputs, start, answer)
 
     def _finished(self) -> None:
         self._running -= 1
         self._schedule(asyncio.get_running_loop())
 
-    def _delivered(self, batch: list[_Pending], outputs: _Outputs, start: int) -> None:
+    def _delivered(
+        self, batch: list[_Pending], outputs: _Outputs, start: int, answer: Timing | None = None
+    ) -> None:
         end = time.perf_counter_ns()
         if len(batch) == 1:
             self._solo += 1
@@ -267,7 +275,7 @@ class BatchingRuntime:
         else:
             self._solo = 0
             self._direct = False
-        delivered = _deliver(batch, outputs, start, end, self._units_output)
+        delivered = _deliver(batch, outputs, start, end, self._units_output, answer)
         if delivered and self._observer is not None:
             self._observer.batch(sum(p.rows for p in batch), end - start)
 
@@ -296,9 +304,38 @@ def _merge(batch: list[_Pending]) -> dict[str, np.ndarray[Any, Any]]:
     return {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
 
 
+def _batch_timing(batch: list[_Pending]) -> Timing:
+    """The Timing the merged call is made with: the latest of its callers' deadlines (none
+    when a caller has none: someone waits for the answer that long), and the tenant they all
+    share, with its weight and priority (none when they differ: the batch was already taken
+    tenants in turn here). A gateway forwards both to its node."""
+    deadline: float | None = 0.0
+    tenants: set[str | None] = set()
+    for pending in batch:
+        timing = pending.timing
+        if timing is None or timing.deadline is None:
+            deadline = None
+        elif deadline is not None:
+            deadline = max(deadline, timing.deadline)
+        tenants.add(None if timing is None else timing.tenant)
+    merged = Timing(deadline=deadline)
+    first = batch[0].timing
+    if len(tenants) == 1 and first is not None:
+        merged.tenant, merged.weight, merged.priority = first.tenant, first.weight, first.priority
+    return merged
+
+
 def _deliver(
-    batch: list[_Pending], outputs: _Outputs, start: int, end: int, units_output: str | None
+    batch: list[_Pending],
+    outputs: _Outputs,
+    start: int,
+    end: int,
+    units_output: str | None,
+    answer: Timing | None = None,
 ) -> bool:
+    """Each caller's rows, and its Timing: the batch's compute time with the caller's share
+    of it, and what the inner runtime wrote on ``answer``, the merged call's Timing (a
+    gateway's node, its hardware and response parameters)."""
     total = sum(p.rows for p in batch)
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
@@ -323,6 +360,9 @@ def _deliver(
             timing.queue_ns = start - pending.enqueued_ns
             timing.compute_ns = end - start
             timing.batch_size = total
+            if answer is not None:
+                timing.hardware, timing.node = answer.hardware, answer.node
+                timing.parameters = answer.parameters
             # summed: the chunks of a request bigger than a batch each add theirs
             timing.compute_share_ns = (timing.compute_share_ns or 0) + share
         offset = stop

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelgate.core.admission.metering import UsageRecorder
 from modelgate.core.admission.usage import Price, UsageQuery, UsageRecord, cost_of, price_for
@@ -279,3 +282,22 @@ async def test_a_record_the_store_refuses_is_dropped_alone_never_retried_forever
     assert "refused" in caplog.text
     assert recorder.pending == 0 and recorder.dropped == 1
     assert await requests(store) == 2
+
+
+@given(
+    st.lists(
+        st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.sampled_from([59.999, 60.0]),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_each_request_is_summed_into_the_utc_minute_of_its_clock(times: list[float]) -> None:
+    """Whatever order the wall clock gives (it may step back), a request counts in the
+    minute that holds its instant, exactly on a minute's boundary included."""
+    at = iter(times)
+    recorder = UsageRecorder(MemoryUsageStore(), clock=lambda: next(at))
+    for _ in times:
+        hit(recorder)
+    minutes = Counter(datetime.fromtimestamp(t // 60 * 60, UTC) for t in times)
+    held = {group[0]: record.requests for group, record in recorder._pending.items()}
+    assert held == minutes

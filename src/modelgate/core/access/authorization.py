@@ -78,11 +78,16 @@ def require_model(
     """NOT_FOUND unless the principal sees the model and holds ``scope`` for it."""
     if principal is None:
         return
-    hidden = ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{manifest.name}'")
     if not can_see(principal, manifest):
-        raise hidden
+        raise _hidden(manifest)
     if scope is Scope.INFER:
         if not allows_model(principal, manifest.name, version):
-            raise hidden
+            raise _hidden(manifest)
         return
     require_scope(principal, scope)
+
+
+def _hidden(manifest: ModelAudience) -> ModelgateError:
+    """A model the caller may not use, refused as if it did not exist (built only when
+    refused: every inference asks, and building an error costs more than the checks)."""
+    return ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{manifest.name}'")

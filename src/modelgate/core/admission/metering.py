@@ -59,8 +59,9 @@ class UsageRecorder(BackgroundRecorder):
         self._store = store
         self._touch_key = touch_key
         self._max_pending = max_pending
-        self._minute_number = -1
+        #: the UTC minute ``record`` sums into now, and its bounds (epoch s): none yet
         self._minute = datetime.fromtimestamp(0, UTC)
+        self._minute_start = self._minute_end = 0
         self._price_refresh_s = price_refresh_s
         self._pending: dict[_GroupKey, UsageRecord] = {}
         self._used: dict[str, float] = {}  # key id -> last use (epoch s), for last_used_at
@@ -88,10 +89,10 @@ class UsageRecorder(BackgroundRecorder):
         compute_ms: float,
     ) -> None:
         at = self._clock()
-        number = int(at // 60)
-        if number != self._minute_number:  # once a minute: the datetime of the new minute
-            self._minute_number = number
-            self._minute = datetime.fromtimestamp(number * 60, UTC)
+        if not self._minute_start <= at < self._minute_end:  # once a minute: the new minute
+            start = int(at // 60) * 60
+            self._minute_start, self._minute_end = start, start + 60
+            self._minute = datetime.fromtimestamp(start, UTC)
         group = (self._minute, tenant_id, key_id, model, version, hardware, status, cache_hit)
         record = self._pending.get(group)
         if record is None:

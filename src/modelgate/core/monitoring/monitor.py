@@ -120,18 +120,20 @@ class Monitor:
         fold = self._folds.get(key)
         if fold is None:
             fold = self._folds[key] = Fold()
+        parts = fold.parts
         rows = 0
         for name, array in inference.inputs.items():
             if _kept(array):
-                fold.parts.setdefault(name, []).append(array)
+                parts[name].append(array)
                 rows = len(array)
         embedding = inference.manifest.embedding is not None
         for tensor in response.outputs:
-            if embedding and tensor.data.ndim == 2 and tensor.data.dtype.kind == "f":
-                fold.wide.setdefault(tensor.name, []).append(tensor.data)
-            elif _kept(tensor.data):
-                fold.parts.setdefault(tensor.name, []).append(tensor.data)
-                rows = len(tensor.data)
+            data = tensor.data
+            if embedding and data.ndim == 2 and data.dtype.kind == "f":
+                fold.wide[tensor.name].append(data)
+            elif _kept(data):
+                parts[tensor.name].append(data)
+                rows = len(data)
         if rows:
             fold.firsts.append(fold.rows)
             fold.rows += rows
@@ -304,10 +306,12 @@ class DriftAlertSource:
 
 def _kept(array: Array) -> bool:
     """Numeric arrays of at most :data:`MAX_VALUES_PER_ROW` values per row: features,
-    scores and labels, not texts or embeddings (which no profile compares yet)."""
-    if array.dtype.kind not in "biuf" or array.ndim == 0:
+    scores and labels, not texts or embeddings (which no profile compares yet). An array
+    of no rows holds no values: it is kept (it adds nothing)."""
+    if array.ndim == 0 or array.dtype.kind not in "biuf":
         return False
-    return bool(array.size <= MAX_VALUES_PER_ROW * max(int(array.shape[0]), 1))
+    rows: int = array.shape[0]
+    return rows == 0 or array.size <= MAX_VALUES_PER_ROW * rows
 
 
 def _read_profile(loaded: LoadedVersion) -> ReferenceProfile | None:

@@ -5,6 +5,7 @@ per request and costs the garbage collector nothing."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +19,14 @@ Array = np.ndarray[Any, Any]
 
 @dataclass(slots=True)
 class Fold:
-    """One version's requests noted since the last fold."""
+    """One version's requests noted since the last fold (each tensor's arrays by name:
+    a request appends to its tensors' lists, built by the first request that names one)."""
 
-    parts: dict[str, list[Array]] = field(default_factory=dict)
+    parts: defaultdict[str, list[Array]] = field(default_factory=lambda: defaultdict(list))
     firsts: list[int] = field(default_factory=list)
     rows: int = 0
     #: an embedding model's embeddings, kept apart (a smaller window)
-    wide: dict[str, list[Array]] = field(default_factory=dict)
+    wide: defaultdict[str, list[Array]] = field(default_factory=lambda: defaultdict(list))
 
 
 #: requests noted before they are copied into the windows in one step

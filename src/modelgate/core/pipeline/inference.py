@@ -487,12 +487,13 @@ class InferenceService:
         """The answer, with what the steps found: the rate limit, the cache's outcome,
         the node's and the deployment's parameters, the anomaly score, where it ran."""
         response = InferenceResponse(
-            model_name=request.model,
-            model_version=str(loaded.version),
-            outputs=outputs,
-            requested=requested,
-            id=request.id,
-            rate_limit=rate_limit_details(limit) if limit is not None else None,
+            request.model,
+            str(loaded.version),
+            outputs,
+            requested,
+            request.id,
+            {},  # parameters: filled in below
+            rate_limit_details(limit) if limit is not None else None,
         )
         if ticket is not None:
             response.cache = ticket.outcome(cached)

@@ -10,7 +10,7 @@ so a context reads them without importing the pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -64,11 +64,12 @@ class InferenceResponse:
     cached_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CompletedInference:
+class CompletedInference(NamedTuple):
     """A successful inference, as listeners see it: who asked, what, and the answer.
 
-    ``inputs`` are the validated input arrays by name (batch dimension first)."""
+    ``inputs`` are the validated input arrays by name (batch dimension first). A named
+    tuple rather than a frozen dataclass: as immutable, and built once per request for
+    about half the cost (a frozen dataclass sets each field through ``object.__setattr__``)."""
 
     principal: Principal | None
     request: InferenceRequest

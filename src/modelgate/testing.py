@@ -41,11 +41,18 @@ from typing import Any
 
 import numpy as np
 
+from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Arrays, VersionSource
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["DEFAULT_MANIFEST", "ManualClock", "MemoryRepository", "RecordingPredictor"]
+__all__ = [
+    "DEFAULT_MANIFEST",
+    "ManualClock",
+    "MemoryRepository",
+    "RecordingPredictor",
+    "StaticDirectory",
+]
 
 
 class ManualClock:
@@ -130,3 +137,17 @@ class MemoryRepository:
                 )
             )
         return out
+
+
+class StaticDirectory:
+    """A gateway's node directory that always finds the same nodes (``found``; a test may
+    replace the list to make nodes come and go)."""
+
+    def __init__(self, nodes: list[NodeInfo]):
+        self.found = nodes
+
+    async def nodes(self) -> list[NodeInfo]:
+        return self.found
+
+    async def close(self) -> None:
+        return None

@@ -20,6 +20,7 @@ from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.testing import StaticDirectory
 
 MANIFEST = parse_manifest(
     "m",
@@ -90,17 +91,6 @@ def test_backoff_is_full_jitter_under_the_cap(attempt: int, seed: int) -> None:
     assert 0.0 <= pause <= min(0.5, 0.01 * 2**attempt)
 
 
-class Directory:
-    def __init__(self, nodes: list[NodeInfo]):
-        self.found = nodes
-
-    async def nodes(self) -> list[NodeInfo]:
-        return self.found
-
-    async def close(self) -> None:
-        return None
-
-
 class Client:
     """Each node id answers with its script of outcomes (an ErrorKind raises), then ok."""
 
@@ -136,7 +126,7 @@ def _node(node_id: str, hardware: str = "cpu", draining: bool = False) -> NodeIn
 
 
 async def _cluster(nodes: list[NodeInfo], client: Client, **kwargs: Any) -> Cluster:
-    cluster = Cluster(Directory(nodes), client, rng=random.Random(7), **kwargs)
+    cluster = Cluster(StaticDirectory(nodes), client, rng=random.Random(7), **kwargs)
     assert await cluster.refresh() == {"m"}
     return cluster
 
@@ -293,7 +283,7 @@ async def test_a_node_that_leaves_takes_its_metric_series_with_it_after_a_grace(
     registry = CollectorRegistry()
     metrics = ClusterMetrics(registry, grace_s=300, clock=lambda: now[0])
     client = Client({"a": [ErrorKind.UNAVAILABLE]})
-    directory = Directory([_node("a"), _node("b"), _node("c")])
+    directory = StaticDirectory([_node("a"), _node("b"), _node("c")])
     cluster = Cluster(directory, client, rng=random.Random(7), observer=metrics)
     await cluster.refresh()
     for _ in range(6):

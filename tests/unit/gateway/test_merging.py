@@ -25,6 +25,7 @@ from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 from modelgate.core.serving.ports import ModelRuntime, Timing, VersionSource
 from modelgate.core.serving.registry import LoadedVersion
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.testing import StaticDirectory
 
 BATCH = 16
 
@@ -40,17 +41,6 @@ def _manifest(**extra: Any) -> ModelManifest:
             **extra,
         },
     )
-
-
-class Directory:
-    def __init__(self, nodes: list[NodeInfo]):
-        self.found = nodes
-
-    async def nodes(self) -> list[NodeInfo]:
-        return self.found
-
-    async def close(self) -> None:
-        return None
 
 
 class Call:
@@ -110,7 +100,9 @@ async def _gateway(
 ) -> LoadedVersion:
     manifest = manifest or _manifest()
     infos = [NodeInfo(n, f"{n}:1", "cpu", models={"m": {1: manifest}}) for n in nodes]
-    cluster = Cluster(Directory(infos), client, rng=random.Random(7), default_timeout_s=1000.0)
+    cluster = Cluster(
+        StaticDirectory(infos), client, rng=random.Random(7), default_timeout_s=1000.0
+    )
     await cluster.refresh()
     return remote_builder(cluster, merge_calls=1, **builder)(VersionSource(1, "", manifest))
 

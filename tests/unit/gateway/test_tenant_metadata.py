@@ -30,9 +30,9 @@ from modelgate.core.gateway.tenant_metadata import (
 from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.storage.memory.rate_limits import MemoryRateLimiter
-from modelgate.testing import ManualClock
+from modelgate.testing import ManualClock, StaticDirectory
 from tests.unit.admission.test_fair_shedding import shedding
-from tests.unit.gateway.test_cluster import INPUTS, MANIFEST, Directory
+from tests.unit.gateway.test_cluster import INPUTS, MANIFEST
 
 ADMIN = Principal(ADMIN_TENANT, "bootstrap-admin", frozenset({"infer"}), Plan("unlimited"), "admin")
 
@@ -70,7 +70,7 @@ async def test_each_attempt_names_the_callers_tenant_weight_and_priority() -> No
     client = Client()
     node = NodeInfo("a", "a:1", "cpu", models={"m": {1: MANIFEST}})
     cluster = Cluster(
-        Directory([node]), client, rng=random.Random(1), headers=lambda: {"traceparent": "t"}
+        StaticDirectory([node]), client, rng=random.Random(1), headers=lambda: {"traceparent": "t"}
     )
     await cluster.refresh()
     await cluster.forward("m", 1, INPUTS, Timing(tenant="acme", weight=50.0, priority=3))

@@ -27,6 +27,7 @@ from modelgate.core.gateway.retry import RetryBudget
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.core.serving.ports import Timing
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.testing import StaticDirectory
 
 MANIFEST = parse_manifest(
     "m",
@@ -129,17 +130,6 @@ def test_a_refused_stream_is_marked_refused_and_nothing_else_is() -> None:
     assert "transport" not in busy.details
 
 
-class Directory:
-    def __init__(self, nodes: list[NodeInfo]):
-        self.found = nodes
-
-    async def nodes(self) -> list[NodeInfo]:
-        return self.found
-
-    async def close(self) -> None:
-        return None
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -199,7 +189,9 @@ def _node(node_id: str) -> NodeInfo:
 
 
 async def _cluster(client: DyingClient, nodes: str = "ab", **kwargs: Any) -> Cluster:
-    cluster = Cluster(Directory([_node(n) for n in nodes]), client, rng=random.Random(3), **kwargs)
+    cluster = Cluster(
+        StaticDirectory([_node(n) for n in nodes]), client, rng=random.Random(3), **kwargs
+    )
     await cluster.refresh()
     return cluster
 

@@ -10,12 +10,13 @@ run: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
 
 test: $(VENV)/.installed $(MODELS)/.built
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests clients/python/tests
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench clients
+	$(VENV)/bin/ruff format --check src tests bench clients
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy clients/python/src/modelgate_client
 	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed $(MODELS)/.built
@@ -27,10 +28,10 @@ proto: $(VENV)/.installed
 	$(VENV)/bin/python -m modelgate.api.grpc.codegen
 
 # Serving environment: pinned runtime and test dependencies, no torch.
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml clients/python/pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
-	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e . -e clients/python
 	touch $@
 
 # Build-only environment for the demo models (torch CPU, sentence-transformers, skl2onnx).

@@ -162,7 +162,12 @@ class TensorCodec:
             params["binary_data_output"] = True
         if params:
             doc["parameters"] = params
-        header = json.dumps(doc, separators=(",", ":")).encode()
+        try:
+            header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError:  # NaN or infinity: not JSON numbers
+            raise ValueError(
+                "NaN and infinity are not JSON numbers: send them with binary=True"
+            ) from None
         if not binary:
             return header, None
         return b"".join([header, *chunks]), len(header)

@@ -10,6 +10,7 @@ import pytest
 from modelgate_client import (
     AsyncClient,
     Client,
+    ConflictError,
     ConnectionError,
     RateLimitError,
     RetryPolicy,
@@ -154,3 +155,15 @@ async def test_the_async_client_retries_alike(waits: list[float]) -> None:
 def test_a_retry_policy_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         RetryPolicy(max_attempts=0)
+
+
+def test_a_conflict_is_retried_only_for_a_keyed_call(waits: list[float]) -> None:
+    transport = _transport()  # 409 with a key: its first request still runs; else it is final
+    transport.add_error("POST", "/v1/jobs/job_1/cancel", 409, "the job has already ended")
+    transport.add_error("POST", "/v1/jobs", 409, "the key's first request still runs")
+    transport.add_route("POST", "/v1/jobs", JOB)
+    with Client(URL, transport=transport) as client:
+        with pytest.raises(ConflictError, match="already ended"):
+            client.jobs.cancel("job_1")
+        assert client.jobs.submit("m", [{"inputs": []}]).id == "job_1"
+    assert [r.url.path for r in transport.requests] == ["/v1/jobs/job_1/cancel", *["/v1/jobs"] * 2]

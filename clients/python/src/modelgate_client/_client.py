@@ -235,7 +235,7 @@ class Client:
                 return call.parse(response)
             elapsed = time.monotonic() - started
             delay = config.retry.delay_after_response(
-                response, safe=call.safe, attempt=attempt, elapsed=elapsed
+                response, safe=call.safe, attempt=attempt, elapsed=elapsed, keyed=call.keyed
             )
             if delay is None:
                 raise error_from_response(response)

@@ -58,13 +58,14 @@ class Call(Generic[T]):
     idempotent: bool = False
 
     @property
+    def keyed(self) -> bool:
+        """It carries an ``Idempotency-Key``."""
+        return "Idempotency-Key" in self.headers
+
+    @property
     def safe(self) -> bool:
         """Safe to send again after any transient failure (see ``_retry``)."""
-        return (
-            self.idempotent
-            or self.method in _IDEMPOTENT_METHODS
-            or "Idempotency-Key" in self.headers
-        )
+        return self.idempotent or self.method in _IDEMPOTENT_METHODS or self.keyed
 
 
 def new_idempotency_key() -> str:

@@ -3,8 +3,8 @@
 Two kinds of call:
 
 - *safe* calls: reads (GET), PUT and DELETE, and any call carrying an ``Idempotency-Key``.
-  Tried again after a connection error, a timeout, and 408, 409 (the key's first request
-  still runs), 429, 500, 502, 503 and 504;
+  Tried again after a connection error, a timeout, and 408, 429, 500, 502, 503 and 504;
+  and 409 when the call carries a key (the key's first request still runs);
 - every other call (inference, embeddings, feedback): tried again only when the server
   surely did no work: a connection that never opened, and 429 and 503 (refused by a limit,
   a quota or load shedding before the request ran). A read timeout or a 500 is not retried:
@@ -27,7 +27,8 @@ from modelgate_client._errors import retry_after_seconds
 
 __all__ = ["RetryPolicy"]
 
-_SAFE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_SAFE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_KEYED_STATUSES = _SAFE_STATUSES | {409}
 _REFUSED_STATUSES = frozenset({429, 503})
 
 
@@ -49,10 +50,17 @@ class RetryPolicy:
             raise ValueError("retry times must not be negative")
 
     def delay_after_response(
-        self, response: httpx.Response, *, safe: bool, attempt: int, elapsed: float
+        self,
+        response: httpx.Response,
+        *,
+        safe: bool,
+        attempt: int,
+        elapsed: float,
+        keyed: bool = False,
     ) -> float | None:
-        """Seconds to wait before trying again after the error ``response``; None: stop."""
-        statuses = _SAFE_STATUSES if safe else _REFUSED_STATUSES
+        """Seconds to wait before trying again after the error ``response`` (``keyed``: the
+        call carries an Idempotency-Key); None: stop."""
+        statuses = _KEYED_STATUSES if keyed else _SAFE_STATUSES if safe else _REFUSED_STATUSES
         if response.status_code not in statuses:
             return None
         return self._delay(retry_after_seconds(response.headers), attempt, elapsed)

@@ -3,9 +3,11 @@ with a docstring (the API reference is generated from them), and it imports with
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import modelgate_client
 
@@ -76,3 +78,21 @@ with Client("http://modelgate.test", transport=httpx.MockTransport(answer)) as c
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'modelgate-client[numpy]'" in done.stdout
+
+
+def test_the_sdk_imports_only_httpx_numpy_and_the_standard_library() -> None:
+    allowed = {"httpx", "numpy", "modelgate_client", *sys.stdlib_module_names}
+    package = Path(modelgate_client.__file__).parent
+    found: dict[str, str] = {}
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found[name.split(".")[0]] = module.name
+    assert {name: where for name, where in found.items() if name not in allowed} == {}
+    assert {"httpx", "numpy"} <= set(found)

@@ -55,24 +55,6 @@ class InferResult:
     def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
         return self.outputs[name]
 
-    def as_dict(self) -> dict[str, Any]:
-        """The answer as an OIP JSON document (tensors flattened into ``data`` lists)."""
-        return {
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "id": self.id,
-            "parameters": self.parameters,
-            "outputs": [
-                {
-                    "name": name,
-                    "datatype": self.datatypes[name],
-                    "shape": list(array.shape),
-                    "data": array.reshape(-1).tolist(),
-                }
-                for name, array in self.outputs.items()
-            ],
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:

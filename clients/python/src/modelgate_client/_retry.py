@@ -69,7 +69,10 @@ class RetryPolicy:
         self, error: httpx.TransportError, *, safe: bool, attempt: int, elapsed: float
     ) -> float | None:
         """Seconds to wait before trying again after a transport error; None: stop."""
-        never_sent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+        # the request never left: no connection, or none free in the pool
+        never_sent = isinstance(
+            error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+        )
         if not (safe or never_sent):
             return None
         return self._delay(None, attempt, elapsed)

@@ -47,8 +47,7 @@ from modelgate_client._models import (
 from modelgate_client._operations import job_request
 from modelgate_client._progress import TextProgress
 from modelgate_client._retry import RetryPolicy
-
-__version__ = "0.1.0"
+from modelgate_client._version import __version__
 
 __all__ = [
     "DEFAULT_TIMEOUT",

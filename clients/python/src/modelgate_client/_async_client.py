@@ -60,6 +60,8 @@ class AsyncClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if http_client is not None and transport is not None:
+            raise ValueError("give http_client or transport, not both")
         self._config = ClientConfig.resolve(base_url, api_key, timeout, retry, headers)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport)

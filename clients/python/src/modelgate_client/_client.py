@@ -59,6 +59,8 @@ class Client:
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if http_client is not None and transport is not None:
+            raise ValueError("give http_client or transport, not both")
         self._config = ClientConfig.resolve(base_url, api_key, timeout, retry, headers)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(transport=transport)

@@ -11,13 +11,14 @@ import httpx
 
 from modelgate_client import _errors
 from modelgate_client._retry import DEFAULT_RETRY, RetryPolicy
+from modelgate_client._version import __version__
 
 __all__ = ["DEFAULT_TIMEOUT", "ClientConfig", "transport_error"]
 
 #: 60 s to read an answer (a large batch on a busy model), 5 s to connect
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 DEFAULT_BASE_URL = "http://localhost:8000"
-_USER_AGENT = "modelgate-client/0.1.0"
+_USER_AGENT = f"modelgate-client/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)

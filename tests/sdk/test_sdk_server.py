@@ -115,7 +115,7 @@ def test_feedback_labels_an_earlier_prediction(client: mg.Client) -> None:
 
 
 def test_a_tenant_sees_its_own_usage(sdk_server: RunningServer) -> None:
-    tenant = make_tenant(sdk_server, ["infer", "usage:read"])
+    tenant = make_tenant(sdk_server, ["infer", "usage:read"], requests_per_day=1000)
     with mg.Client(sdk_server.url, api_key=tenant.key) as client:
         for _ in range(3):
             client.infer(RISK, {"features": ROWS})
@@ -126,6 +126,9 @@ def test_a_tenant_sees_its_own_usage(sdk_server: RunningServer) -> None:
             report = client.usage(group_by="tenant,model")
         assert report.total_requests == 3
         assert {(r.tenant_id, r.model) for r in report.rows} == {(tenant.id, RISK)}
+        quotas = {q.quota: q for q in client.quotas(tenant.id)}
+        assert quotas["requests_per_day"].limit == 1000
+        assert quotas["requests_per_day"].used + quotas["requests_per_day"].remaining == 1000
         with pytest.raises(mg.PermissionDeniedError):
             client.deployments.get(RISK)
 

@@ -18,6 +18,7 @@ import tritonclient.grpc.aio as triton_grpc
 import tritonclient.http.aio as triton_http
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tritonclient.utils import InferenceServerException
 
 from modelgate.api.rest.asgi import receive_body
 from modelgate.errors import ErrorKind, ModelgateError
@@ -36,7 +37,8 @@ BODY = orjson.dumps(
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     data = tmp_path_factory.mktemp("data")
-    async with running_server(data, max_body_bytes=LIMIT, admin_max_body_bytes=LIMIT) as s:
+    limits = {"max_body_bytes": LIMIT, "admin_max_body_bytes": LIMIT}
+    async with running_server(data, grpc_max_message_bytes=LIMIT, **limits) as s:
         yield s
 
 
@@ -277,3 +279,17 @@ async def test_answers_are_compressed_when_asked(
     assert response.json()["outputs"][0]["data"] == (ROWS * 2).ravel().tolist()  # httpx inflates
     if coding is not None:
         assert int(response.headers["content-length"]) < len(response.content)
+
+
+async def test_grpc_holds_the_message_limit_after_inflating(server: Server) -> None:
+    """A gzip message that inflates past ``grpc_max_message_bytes`` is refused by gRPC."""
+    rows = np.zeros((4096, 4), dtype=np.float32)  # 64 KiB of tensor, a few hundred bytes gzipped
+    item = triton_grpc.InferInput("x", list(rows.shape), "FP32")
+    item.set_data_from_numpy(rows)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        with pytest.raises(InferenceServerException) as info:
+            await client.infer("doubler", [item], "1", compression_algorithm="gzip")
+    finally:
+        await client.close()
+    assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED"

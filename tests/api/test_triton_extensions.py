@@ -30,15 +30,15 @@ CALLS: list[tuple[str, Callable[[Any], Any], str]] = [
     ("shm-unregister", lambda c: c.unregister_system_shared_memory("r"), "system shared memory"),
     ("cuda-status", lambda c: c.get_cuda_shared_memory_status(), "CUDA shared memory"),
     ("cuda-unregister", lambda c: c.unregister_cuda_shared_memory(), "CUDA shared memory"),
-    ("trace", lambda c: c.get_trace_settings(), "trace settings"),
-    ("model-trace", lambda c: c.get_trace_settings(model_name="doubler"), "trace settings"),
+    ("trace", lambda c: c.get_trace_settings(), "the trace extension"),
+    ("model-trace", lambda c: c.get_trace_settings(model_name="doubler"), "the trace extension"),
     (
         "trace-update",
         lambda c: c.update_trace_settings(model_name="doubler", settings={"trace_rate": "1"}),
-        "trace settings",
+        "the trace extension",
     ),
-    ("log", lambda c: c.get_log_settings(), "log settings"),
-    ("log-update", lambda c: c.update_log_settings({"log_info": True}), "log settings"),
+    ("log", lambda c: c.get_log_settings(), "the logging extension"),
+    ("log-update", lambda c: c.update_log_settings({"log_info": True}), "the logging extension"),
 ]
 
 

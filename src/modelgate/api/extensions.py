@@ -27,10 +27,10 @@ CUDA_SHARED_MEMORY = (
     "send tensors in the request (binary tensor data on REST, raw_input_contents on gRPC)",
 )
 TRACE = (
-    "trace settings",
+    "the trace extension",
     "modelgate traces with OpenTelemetry, set by MODELGATE_OTLP_ENDPOINT (docs/operations.md)",
 )
-LOGGING = ("log settings", "the log level is MODELGATE_LOG_LEVEL, set at start")
+LOGGING = ("the logging extension", "the log level is MODELGATE_LOG_LEVEL, set at start")
 UPLOADED_FILES = (
     "loading a model from uploaded files ('file:' parameters)",
     "put the model's files in the model repository and load it by name",

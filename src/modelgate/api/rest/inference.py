@@ -24,7 +24,6 @@ from modelgate.api.rest.asgi import (
     receive_body,
     respond,
 )
-from modelgate.api.rest.content_encoding import compress_answer
 from modelgate.api.rest.edge import decode_query_input, edge_headers, etag_of, not_modified
 from modelgate.api.rest.errors import (
     MethodNotAllowedError,
@@ -55,7 +54,6 @@ _READ_HEADERS = frozenset(
         b"cache-control",
         b"if-none-match",
         b"content-encoding",
-        b"accept-encoding",
     )
 )
 
@@ -68,7 +66,7 @@ async def infer(
     if edge and service.cache is None:  # GET answers only where a cache can
         raise MethodNotAllowedError("GET", "POST")
     header_length = timeout_s = if_none_match = None
-    authorization = api_key = cache_control = content_encoding = accept_encoding = None
+    authorization = api_key = cache_control = content_encoding = None
     max_body = app.limits.max_body_bytes
     declared_over = False  # Content-Length says the body is over the limit: 413, unread
     for key, value in scope["headers"]:  # one pass over the headers: the hot path
@@ -93,8 +91,6 @@ async def infer(
             cache_control = value.decode("latin-1")
         elif key == b"content-encoding":  # gzip or deflate: inflated as it arrives
             content_encoding = value
-        elif key == b"accept-encoding":
-            accept_encoding = value
         else:
             if_none_match = value
     overload = app.overload
@@ -203,11 +199,6 @@ async def infer(
         if not_modified(if_none_match, etag):
             status, payload = 304, b""
             headers = [h for h in headers if h[0] != b"content-type"]
-    elif accept_encoding is not None:  # api/rest/content_encoding.py
-        compressed = compress_answer(accept_encoding, payload)
-        if compressed is not None:
-            headers.append((b"content-encoding", compressed[0]))
-            payload = compressed[1]
     await respond(send, status, payload, headers)
     app.metrics.http_answer("oip", status)
 

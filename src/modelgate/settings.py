@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     grpc_max_connections: int = Field(default=4096, ge=1)
     #: gRPC: a connection must finish its handshake (TCP, TLS, HTTP/2 preface) in this time
     grpc_handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: gRPC server reflection (grpcurl, Postman, Evans list the services without .proto
+    #: files); it tells the schema only, which is Triton's public proto
+    grpc_reflection: bool = True
 
     #: models whose warm-up batch takes longer than this run in worker threads
     inline_threshold_ms: float = Field(default=1.0, ge=0)

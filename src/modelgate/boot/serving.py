@@ -125,4 +125,5 @@ def build_grpc_server(settings: Settings, components: Components, *, reuse_port:
         tracer=components.tracer,
         requests=components.requests,
         backpressure=components.backpressure,
+        reflection=settings.grpc_reflection,
     )

@@ -1,5 +1,10 @@
-"""Building the gRPC server: its connection limits and both services on one ``grpc.aio``
-server (the caller adds ports and starts it)."""
+"""Building the gRPC server: its connection limits and its services on one ``grpc.aio``
+server (the caller adds ports and starts it): ``inference.GRPCInferenceService``,
+``grpc.health.v1.Health`` and, unless turned off, server reflection
+(``grpc.reflection.v1alpha.ServerReflection``), so that grpcurl, Postman and Evans find
+the services and their messages without .proto files. Reflection answers from the
+descriptors compiled into the process: the schema only, which is Triton's public proto; no
+model, tenant or setting."""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
-from tritonclient.grpc import service_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection as server_reflection
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.api.forwarded import TrustedProxies
 from modelgate.api.grpc.health import ReadinessHealthServicer
@@ -72,14 +78,16 @@ def create_grpc_server(
     limits: GrpcConnectionLimits = GrpcConnectionLimits(),
     forwarded_allow_ips: str = "",
     backpressure: RefusalBackpressure | None = None,
+    reflection: bool = True,
 ) -> Any:
-    """A ``grpc.aio`` server with both services added; the caller adds ports and starts it.
+    """A ``grpc.aio`` server with its services added; the caller adds ports and starts it.
 
     A message over ``max_message_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED), as
     is metadata over ``limits.max_metadata_bytes``; ``max_elements`` bounds a tensor's
     element count before anything is allocated. ``forwarded_allow_ips``: the peers whose
     ``x-forwarded-for`` metadata names the client (api/forwarded.py); none by default.
-    ``backpressure``: holds a flooding peer's memo refusals (None: off).
+    ``backpressure``: holds a flooding peer's memo refusals (None: off). ``reflection``:
+    serve server reflection (``settings.grpc_reflection``).
     """
     server = grpc.aio.server(
         options=[
@@ -103,4 +111,11 @@ def create_grpc_server(
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(service), server)
+    if reflection:
+        served = (
+            service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            health.SERVICE_NAME,
+            server_reflection.SERVICE_NAME,
+        )
+        server_reflection.enable_server_reflection(served, server)
     return server

@@ -4,15 +4,14 @@ override."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from modelgate.api import load_request
 from modelgate.api.grpc.codec import decode_parameters
-from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
     "load_config",
@@ -76,25 +75,5 @@ def repository_index_response(rows: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def load_config(params: Any) -> dict[str, Any] | None:
-    """``parameters["config"]``: a JSON manifest override, as Triton's load accepts."""
-    values = decode_parameters(params)
-    for key in values:
-        if key.startswith("file:"):
-            raise ModelgateError(
-                ErrorKind.UNSUPPORTED,
-                "loading a model from uploaded files ('file:' parameters) is not supported",
-            )
-    config = values.get("config")
-    if config is None:
-        return None
-    if isinstance(config, bytes):
-        config = config.decode("utf-8", errors="replace")
-    if not isinstance(config, str):
-        raise invalid("parameter 'config' must be a JSON string")
-    try:
-        doc = json.loads(config)
-    except json.JSONDecodeError as exc:
-        raise invalid(f"parameter 'config' is malformed JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise invalid("parameter 'config' must be a JSON object")
-    return doc
+    """``parameters["config"]`` (api/load_request.py)."""
+    return load_request.load_config(decode_parameters(params))

@@ -6,7 +6,8 @@ translates: every decision is :class:`~modelgate.core.pipeline.inference.Inferen
 and the per-call steps (request id, span, authentication through the abuse guard, penalty,
 access log line) are api/call.py's. The server is built in api/grpc/build.py.
 
-Not served (UNIMPLEMENTED): shared memory (system and CUDA), trace and log settings.
+Not served (UNIMPLEMENTED, in the words REST answers with 501, api/extensions.py): shared
+memory (system and CUDA), trace and log settings.
 """
 
 # The servicer methods are named by the proto (ServerLive, ModelInfer, Check).
@@ -25,6 +26,13 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.api.call import CallPipeline
 from modelgate.api.credentials import credential_from
+from modelgate.api.extensions import (
+    CUDA_SHARED_MEMORY,
+    LOGGING,
+    SYSTEM_SHARED_MEMORY,
+    TRACE,
+    unsupported_extension,
+)
 from modelgate.api.forwarded import TrustedProxies
 from modelgate.api.grpc import metadata
 from modelgate.api.grpc.calls import (
@@ -357,31 +365,29 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
 
     # -- not served ----------------------------------------------------------------------
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "system shared memory")
+        await _unsupported(context, SYSTEM_SHARED_MEMORY)
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "system shared memory")
+        await _unsupported(context, SYSTEM_SHARED_MEMORY)
 
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "system shared memory")
+        await _unsupported(context, SYSTEM_SHARED_MEMORY)
 
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+        await _unsupported(context, CUDA_SHARED_MEMORY)
 
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+        await _unsupported(context, CUDA_SHARED_MEMORY)
 
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+        await _unsupported(context, CUDA_SHARED_MEMORY)
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "trace settings")
+        await _unsupported(context, TRACE)
 
     async def LogSettings(self, request: Any, context: Any) -> Any:
-        await _unsupported(context, "log settings")
+        await _unsupported(context, LOGGING)
 
 
-async def _unsupported(context: Any, feature: str) -> None:
-    await abort(
-        context, ModelgateError(ErrorKind.UNSUPPORTED, f"{feature} is not supported by modelgate")
-    )
+async def _unsupported(context: Any, extension: tuple[str, str]) -> None:
+    await abort(context, unsupported_extension(extension))

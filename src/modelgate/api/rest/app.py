@@ -301,6 +301,7 @@ class RestApp:
     ) -> None:
         if api == "openai":
             status, body = openai_error(exc)
+            status = exc.details.get("http_status", status)  # 415 (api/rest/content_encoding.py)
         else:
             status, body = http_status(exc), orjson.dumps({"error": exc.message})
         headers = [*_JSON, *retry_after_header(exc), *rate_limit_headers(exc.details), *extra]

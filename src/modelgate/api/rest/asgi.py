@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 from modelgate.api.credentials import PRINCIPAL
+from modelgate.api.rest.content_encoding import BodyDecoder, body_decoder
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -164,16 +165,25 @@ def body_too_large(limit: int) -> ModelgateError:
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The body, refused unread when ``Content-Length`` announces more than ``limit`` bytes,
-    and as soon as more than that arrives."""
+    and as soon as more than that arrives; inflated when ``Content-Encoding`` says so."""
+    encoding = None
     for key, value in scope["headers"]:
         if key == b"content-length" and declares_over(value, limit):
             raise body_too_large(limit)
-    return await receive_body(receive, limit)
+        if key == b"content-encoding":
+            encoding = value
+    return await receive_body(receive, limit, encoding)
 
 
-async def receive_body(receive: Receive, limit: int) -> bytes:
+async def receive_body(receive: Receive, limit: int, encoding: bytes | None = None) -> bytes:
     """The body as it arrives, refused once more than ``limit`` bytes came: for a handler
-    that checked ``Content-Length`` in its own pass over the headers (:func:`declares_over`)."""
+    that checked ``Content-Length`` in its own pass over the headers (:func:`declares_over`).
+    ``encoding``: the ``Content-Encoding`` header's value; the body is then inflated as it
+    arrives, within ``limit`` both before and after (api/rest/content_encoding.py)."""
+    if encoding is not None:
+        decoder = body_decoder(encoding, limit)
+        if decoder is not None:
+            return await _receive_decoded(receive, limit, decoder)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -187,6 +197,21 @@ async def receive_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _receive_decoded(receive: Receive, limit: int, decoder: BodyDecoder) -> bytes:
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:  # the compressed body is held to the limit too
+            raise body_too_large(limit)
+        decoder.feed(chunk)
+        if not message.get("more_body", False):
+            return decoder.finish() if size else b""
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -43,7 +43,10 @@ _STATUS = {
 
 
 def http_status(exc: ModelgateError) -> int:
-    return _STATUS[exc.kind]
+    """The kind's status, or the one the REST adapter itself set (415, api/rest/
+    content_encoding.py)."""
+    status: int = exc.details.get("http_status") or _STATUS[exc.kind]
+    return status
 
 
 def retry_after_header(exc: ModelgateError) -> list[tuple[bytes, bytes]]:

@@ -53,6 +53,7 @@ _READ_HEADERS = frozenset(
         b"x-request-timeout-ms",
         b"cache-control",
         b"if-none-match",
+        b"content-encoding",
     )
 )
 
@@ -65,7 +66,7 @@ async def infer(
     if edge and service.cache is None:  # GET answers only where a cache can
         raise MethodNotAllowedError("GET", "POST")
     header_length = timeout_s = if_none_match = None
-    authorization = api_key = cache_control = None
+    authorization = api_key = cache_control = content_encoding = None
     max_body = app.limits.max_body_bytes
     declared_over = False  # Content-Length says the body is over the limit: 413, unread
     for key, value in scope["headers"]:  # one pass over the headers: the hot path
@@ -88,6 +89,8 @@ async def infer(
             timeout_s = _timeout_s(value)
         elif key == b"cache-control":
             cache_control = value.decode("latin-1")
+        elif key == b"content-encoding":  # gzip or deflate: inflated as it arrives
+            content_encoding = value
         else:
             if_none_match = value
     overload = app.overload
@@ -150,7 +153,7 @@ async def infer(
     else:
         if declared_over:
             raise body_too_large(max_body)
-        body = await receive_body(receive, max_body)
+        body = await receive_body(receive, max_body, content_encoding)
         if connection is not None:
             drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)

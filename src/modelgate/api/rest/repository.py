@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from modelgate.api.load_request import load_config
 from modelgate.api.rest.asgi import Receive, Scope, Send, client_host, read_body
 from modelgate.api.rest.errors import no_route
 from modelgate.core.access.identity import Principal
@@ -71,15 +72,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _load_config(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """``parameters.config``: a JSON manifest override, as Triton's load accepts."""
+    """``parameters.config`` (api/load_request.py)."""
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise invalid("'parameters' must be an object")
-    config = params.get("config")
-    if config is None:
-        return None
-    if isinstance(config, str):
-        config = _json_object(config.encode())
-    if not isinstance(config, dict):
-        raise invalid("'parameters.config' must be a JSON object")
-    return config
+    return load_config(params)

@@ -11,6 +11,9 @@ beside them do: ``GET /v2/models/{model}/{action}`` and ``POST /v2/repository/..
 Answered before the table (api/rest/app.py): ``/admin`` (a mounted FastAPI app),
 ``/oauth/token`` and ``/.well-known/jwks.json``. Outside ``/v1`` and ``/v2`` the table is
 asked only for ``GET /metrics``: any other method or path there is 404, never 405.
+
+Triton's extensions that modelgate does not serve (shared memory, trace and log settings)
+have rows of their own that answer 501 with gRPC's message (api/rest/extensions.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelgate.api.rest import inference, metadata, openai_routes, repository
+from modelgate.api.rest import extensions, inference, metadata, openai_routes, repository
 from modelgate.api.rest.asgi import Receive, Scope, Send
 from modelgate.api.rest.errors import no_route
 
@@ -77,6 +80,12 @@ def route_table(*, feedback: bool, jobs: bool) -> dict[str, Route]:
         "/v2/repository/models/{model}/load": _row({"POST": repo.load_model}),
         "/v2/repository/models/{model}/unload": _row({"POST": repo.unload_model}),
         "/v2/repository/...": _row({"POST": repo.no_repository_route}),
+        # -- Triton extensions modelgate does not serve: 501, as gRPC's UNIMPLEMENTED -----
+        "/v2/systemsharedmemory/...": _row(_get_post(extensions.system_shared_memory)),
+        "/v2/cudasharedmemory/...": _row(_get_post(extensions.cuda_shared_memory)),
+        "/v2/trace/setting": _row(_get_post(extensions.trace_settings)),
+        "/v2/models/{model}/trace/setting": _row(_get_post(extensions.trace_settings), model=True),
+        "/v2/logging": _row(_get_post(extensions.log_settings)),
         # -- OpenAI and modelgate's own v1 ----------------------------------------------
         "/v1/models": _row({"GET": v1.models}),
         "/v1/models/{model}": _row({"GET": v1.model}),
@@ -91,6 +100,10 @@ def route_table(*, feedback: bool, jobs: bool) -> dict[str, Route]:
     return table
 
 
+def _get_post(handler: Handler) -> dict[str, Handler]:
+    return {"GET": handler, "POST": handler}
+
+
 #: the model routes' templates by the action that ends the path
 _MODEL_ACTIONS = {
     "": "/v2/models/{model}",
@@ -100,6 +113,11 @@ _MODEL_ACTIONS = {
     "infer": "/v2/models/{model}/infer",
 }
 _HEALTH = {"live": "/v2/health/live", "ready": "/v2/health/ready"}
+#: Triton's shared-memory extensions: every path below each prefix
+_SHARED_MEMORY = {
+    "systemsharedmemory": "/v2/systemsharedmemory/...",
+    "cudasharedmemory": "/v2/cudasharedmemory/...",
+}
 _REPOSITORY_ACTIONS = {
     "load": "/v2/repository/models/{model}/load",
     "unload": "/v2/repository/models/{model}/unload",
@@ -126,6 +144,12 @@ def match(api: str, path: str) -> tuple[str, str, str | None]:
             if len(parts) == 4 and parts[1] == "models" and parts[3] in _REPOSITORY_ACTIONS:
                 return _REPOSITORY_ACTIONS[parts[3]], parts[2], None
             return "/v2/repository/...", "", None
+        if head in _SHARED_MEMORY:
+            return _SHARED_MEMORY[head], "", None
+        if parts == ["trace", "setting"]:
+            return "/v2/trace/setting", "", None
+        if parts == ["logging"]:
+            return "/v2/logging", "", None
     elif parts == ["models"]:
         return "/v1/models", "", None
     elif len(parts) == 2 and parts[0] == "models":
@@ -147,6 +171,8 @@ def _model_route(parts: list[str]) -> tuple[str, str, str | None]:
     if len(rest) >= 2 and rest[0] == "versions":
         version = rest[1]
         rest = rest[2:]
+    if rest == ["trace", "setting"] and name:
+        return "/v2/models/{model}/trace/setting", name, version
     if len(rest) > 1 or not name:
         raise no_route()
     action = rest[0] if rest else ""

@@ -19,7 +19,7 @@ from modelgate.core.serving.ports import Arrays, Predictor, Timing
 from modelgate.core.serving.tensors import numpy_dtype
 from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded
 
-__all__ = ["PredictorRuntime", "dummy_inputs", "measure", "run_predict"]
+__all__ = ["PredictorRuntime", "measure", "run_predict", "warm_up_inputs"]
 
 
 def run_predict(predictor: Predictor, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
@@ -69,17 +69,30 @@ class PredictorRuntime:
         self.predictor.close()
 
 
-def dummy_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray[Any, Any]]:
-    """Zero inputs (or short texts) matching the signature, for warm-up."""
+#: what a BYTES input without an example gets at warm-up, for the built-in runtimes (a
+#: tokenizer or a text pipeline takes any text); a python model's own code may parse its
+#: input, so it gets no made-up value
+_WARM_UP_TEXT = b"warm up"
+
+
+def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray[Any, Any]] | None:
+    """Inputs matching the signature, for warm-up: each input's declared ``example``, else
+    zeros (or a short text); None when a python model's BYTES input declares no example:
+    no value is known to be valid, so the version is not warmed up."""
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     for spec in manifest.inputs:
         shape = [
             rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)
         ]
+        example = spec.example
         if spec.datatype == "BYTES":
-            arrays[spec.name] = np.full(shape, b"warm up", dtype=object)
+            if example is None and manifest.runtime == "python":
+                return None
+            text = _WARM_UP_TEXT if example is None else str(example).encode()
+            arrays[spec.name] = np.full(shape, text, dtype=object)
         else:
-            arrays[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+            dtype = numpy_dtype(spec.datatype)
+            arrays[spec.name] = np.full(shape, example or 0, dtype=dtype)
     return arrays
 
 

@@ -48,6 +48,9 @@ class TensorSpec(_Strict):
     allow_nonfinite: bool = False
     feature_names: tuple[str, ...] | None = None
     labels: tuple[str, ...] | None = None
+    #: one element's value, a valid one for the model: warm-up fills the tensor with it
+    #: (core/serving/execution.py); a python model's BYTES input without one is not warmed
+    example: str | float | bool | None = None
 
     @field_validator("datatype")
     @classmethod
@@ -62,6 +65,12 @@ class TensorSpec(_Strict):
         if any(d < -1 or d == 0 for d in value):
             raise ValueError("dimensions must be positive or -1 (variable)")
         return value
+
+    @model_validator(mode="after")
+    def _example_fits(self) -> TensorSpec:
+        if self.example is not None and (self.datatype == "BYTES") != isinstance(self.example, str):
+            raise ValueError(f"example {self.example!r} is not a {self.datatype} value")
+        return self
 
 
 class BatchingPolicy(_Strict):

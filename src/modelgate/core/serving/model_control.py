@@ -8,7 +8,8 @@ change, and the audit trail of each.
 - A configuration override (Triton's ``parameters.config``) also needs an operator holding
   ``models:configure`` (PERMISSION_DENIED otherwise) and may set only the fields of
   :data:`modelgate.core.serving.overrides.OVERRIDABLE` (INVALID_ARGUMENT naming the field
-  otherwise).
+  otherwise); a Triton model configuration is first mapped onto them
+  (core/serving/triton_config.py).
 - Every load and unload is appended to the audit trail (actor, model, override fields,
   outcome), refused and failed ones included, before the caller gets its answer.
 """
@@ -33,6 +34,7 @@ from modelgate.core.access.ports import AuditLog
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.overrides import check_override, override_fields
 from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.triton_config import triton_override
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["ModelControl"]
@@ -87,7 +89,7 @@ class ModelControl:
         try:
             if config:  # an override is refused as such, whichever model it names
                 require_model_configuration(principal, fields)
-                override = check_override(config)
+                override = check_override(triton_override(config, manifest))
             require_model_control(principal, manifest)
         except ModelgateError as exc:
             log.warning("load of model %s refused: %s", name, exc.message)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from modelgate.core.serving.batching import BatchingRuntime
-from modelgate.core.serving.execution import PredictorRuntime, dummy_inputs, measure
+from modelgate.core.serving.execution import PredictorRuntime, measure, warm_up_inputs
 from modelgate.core.serving.ports import (
     InferenceObserver,
     ModelRuntime,
+    Predictor,
     PredictorLoader,
     VersionSource,
 )
@@ -64,20 +65,23 @@ def warm_runtime(
     if loader is None:
         raise ModelgateError(ErrorKind.UNSUPPORTED, f"no runtime '{manifest.runtime}'")
     predictor = loader(source)
+    rows = manifest.batching.max_batch_size if manifest.batching else 1
     try:
-        rows = manifest.batching.max_batch_size if manifest.batching else 1
-        took = measure(predictor, dummy_inputs(manifest, rows))
+        took = _warm_up(predictor, source, rows)
     except BaseException:
         predictor.close()
         raise
-    offload = {"inline": False, "thread": True}.get(manifest.execution, took > inline_threshold_s)
+    # not warmed up: not measured either, so a thread (it may be slow) unless the manifest says
+    offload = {"inline": False, "thread": True}.get(
+        manifest.execution, took is None or took > inline_threshold_s
+    )
+    warm_up = "no warm-up" if took is None else f"warm-up {took * 1e3:.3f} ms at {rows} rows"
     log.info(
-        "loaded %s v%d (%s, warm-up %.3f ms at %d rows)",
+        "loaded %s v%d (%s, %s)",
         manifest.name,
         source.version,
         "thread" if offload else "inline",
-        took * 1e3,
-        rows,
+        warm_up,
     )
     sink = observer.version(manifest.name, str(source.version)) if observer else None
     stats = VersionStats(manifest.name, str(source.version), sink)
@@ -97,6 +101,35 @@ def warm_runtime(
         hardware=_hardware(predictor),
         size_bytes=_folder_size(source.path),
     )
+
+
+def _warm_up(predictor: Predictor, source: VersionSource, rows: int) -> float | None:
+    """The warm-up's fastest call in seconds; None: skipped (a python model's BYTES input
+    declares no example). A model that fails on its warm-up inputs fails its load as
+    UNAVAILABLE, logged with the model's own traceback."""
+    manifest = source.manifest
+    inputs = warm_up_inputs(manifest, rows)
+    if inputs is None:
+        log.info(
+            "%s v%d: not warmed up: its BYTES inputs declare no example (model.yaml "
+            "inputs[].example)",
+            manifest.name,
+            source.version,
+        )
+        return None
+    try:
+        return measure(predictor, inputs)
+    except ModelgateError as exc:
+        if exc.kind is not ErrorKind.INTERNAL:
+            raise
+        log.warning(
+            "%s v%d failed its warm-up", manifest.name, source.version, exc_info=exc.__cause__
+        )
+        examples = all(spec.example is not None for spec in manifest.inputs)
+        hint = "" if examples else "; declare a valid example for each input (inputs[].example)"
+        raise ModelgateError(
+            ErrorKind.UNAVAILABLE, f"failed its warm-up: {exc.message}{hint}"
+        ) from exc
 
 
 async def run_load_step(source: VersionSource, work: Callable[[Any], _T], arg: Any) -> _T:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from bench import flood, loadgen, procs
 from bench.flood import ROWS, Row, run_flood
+from bench.flood.overload import TARGETS_MS
 from bench.flood.run import as_result
 from bench.report import print_result, print_summary
 from bench.suites.context import Ctx
@@ -47,6 +48,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default=0.1,
         help="the overload row holds its servers to this share of a core with a CPU cgroup "
         "(needs root; default 0.1), so that this process can offer 4x their capacity",
+    )
+    parser.add_argument(
+        "--shed-targets",
+        default=",".join(f"{t:g}" for t in TARGETS_MS),
+        help="the overload row's variants: MODELGATE_SHED_QUEUE_TARGET_MS values, "
+        "comma-separated (0: off; default %(default)s)",
+    )
+    parser.add_argument(
+        "--shed-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="repeatable: more settings for the overload row's servers "
+        "(e.g. MODELGATE_SHED_QUEUE_MAX_WAIT_MS=500)",
     )
     return parser.parse_args(argv)
 
@@ -91,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             models=args.models.resolve(), duration=0, rounds=1, work=Path(tmp), console=console
         )
         try:
-            rows = run_flood(ctx, args.only, args.server_share)
+            targets = tuple(float(t) for t in args.shed_targets.split(","))
+            shed_env = dict(item.split("=", 1) for item in args.shed_env)
+            rows = run_flood(ctx, args.only, args.server_share, targets, shed_env)
         finally:
             procs.stop_all()
     result = as_result(rows)
@@ -101,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python -m bench.flood" + "".join(f" --only {r}" for r in args.only or [])
     if args.server_share != 0.1:
         command += f" --server-share {args.server_share:g}"
+    if args.shed_targets != ",".join(f"{t:g}" for t in TARGETS_MS):
+        command += f" --shed-targets {args.shed_targets}"
+    command += "".join(f" --shed-env {item}" for item in args.shed_env)
     console.print(
         f"`{command}` — {env['date']}, {result.seconds:.0f} s, load average at start "
         f"{env['load average at start']}.\n",

@@ -13,7 +13,7 @@ from bench.flood.key_cache import key_cache
 from bench.flood.keys import ROOMY, key_for
 from bench.flood.measure import HOST, Row
 from bench.flood.outage import outage
-from bench.flood.overload import overload
+from bench.flood.overload import TARGETS_MS, overload
 from bench.flood.refusal_cost import refusal_cost
 from bench.suites.context import LOAD_CPU, SERVER_CPU, Check, Ctx, Result
 from bench.suites.servers import start_modelgate
@@ -38,7 +38,13 @@ def _on_load_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def run_flood(ctx: Ctx, only: list[str] | None = None, share: float = 0.1) -> list[Row]:
+def run_flood(
+    ctx: Ctx,
+    only: list[str] | None = None,
+    share: float = 0.1,
+    targets_ms: tuple[float, ...] = TARGETS_MS,
+    shed_env: dict[str, str] | None = None,
+) -> list[Row]:
     chosen = [r for r in ROWS if not only or r in only]
     rows: list[Row] = []
     with _on_load_cpu(), procs.servers() as started:
@@ -60,12 +66,12 @@ def run_flood(ctx: Ctx, only: list[str] | None = None, share: float = 0.1) -> li
                 unheld_roomy = key_for(f"http://{HOST}:{unheld.http_port}", ROOMY, "flood-roomy")
                 rows.append(refusal_cost(ctx, unheld, unheld_roomy, held=server))
             elif name == "overload":
-                rows += overload(ctx, share)
+                rows += overload(ctx, share, targets_ms, shed_env)
             elif name == "key-cache":
                 rows.append(key_cache(server, roomy))
             elif name == "outage":
                 rows.append(outage(ctx))
-            for row in rows[-3 if name == "overload" else -1 :]:
+            for row in rows[-len(targets_ms) if name == "overload" else -1 :]:
                 ctx.log(f"{row.key}: {row.measured}")
     return rows
 

@@ -87,6 +87,8 @@ class Server:
         if components.announcer is not None and settings.node_address is None:
             components.announcer.use_port(self.grpc_port)
         assert components.rest_app is not None
+        overload = getattr(components.service.admission, "overload", None)
+        shed_answers = None if overload is None else components.metrics.http_answers("oip", 503)
         config = uvicorn.Config(
             components.rest_app,
             host=settings.host,
@@ -102,7 +104,8 @@ class Server:
                 body_timeout_s=settings.http_body_timeout_seconds,
                 max_connections=settings.http_max_connections,
                 # issue 15: inference requests shed before the app runs, with shedding on
-                overload=getattr(components.service.admission, "overload", None),
+                overload=overload,
+                shed_answers=shed_answers,  # counted with the app's answers
             ),
             timeout_keep_alive=settings.http_keepalive_seconds,
             server_header=False,

@@ -48,6 +48,7 @@ def shed(monkeypatch: pytest.MonkeyPatch, controller: QueueDelay, *, severe: boo
     """The controller sheds (every request when ``severe``) until the test ends."""
     monkeypatch.setattr(controller, "observe", lambda delay_s: None)
     monkeypatch.setattr(controller, "sojourn", lambda arrived: controller.clock() - arrived)
+    monkeypatch.setattr(controller, "queued", lambda waited_s: None)
     monkeypatch.setattr(controller, "shedding", True)
     monkeypatch.setattr(controller, "severe", severe)
 
@@ -82,6 +83,36 @@ async def test_a_request_is_refused_before_it_is_authenticated_while_every_reque
     assert refused.headers["retry-after"] == "1"
     assert "overloaded" in refused.json()["error"]
     assert live.status_code == 200  # only inference requests are shed
+
+
+def sample(server: Server, name: str, labels: dict[str, str]) -> float:
+    assert server.components is not None
+    value = server.components.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_refusals_before_the_app_are_counted_with_its_answers(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = ("modelgate_http_requests_total", {"api": "oip", "status": "503"})
+    shed_total = ("modelgate_queue_shed_requests_total", {"priority": "none"})
+    before = sample(server, *answers), sample(server, *shed_total)
+    shed(monkeypatch, _controller(server), severe=True)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as client:
+        for _ in range(3):
+            assert (await client.post(INFER, json=ROW)).status_code == 503
+    assert sample(server, *answers) == before[0] + 3
+    assert sample(server, *shed_total) == before[1] + 3
+
+
+async def test_a_batched_models_queue_feeds_the_controller(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as client:
+        headers = {"authorization": f"Bearer {ADMIN}"}
+        assert (await client.post(INFER, json=ROW, headers=headers)).status_code == 200
+    assert server.components is not None
+    loaded = server.components.registry.get("doubler", None)
+    assert loaded is not None
+    assert getattr(loaded.runtime, "on_queue_wait", None) == _controller(server).queued
 
 
 async def test_a_kept_connection_serves_again_once_shedding_stops(

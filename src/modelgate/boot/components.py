@@ -225,6 +225,7 @@ def build_core_components(settings: Settings) -> Components:
     metrics = PrometheusMetrics()
     anomalies = AnomalyDetector(metrics)
     cache = build_cache(settings, metrics)
+    overload = build_overload(settings, metrics)
     executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="modelgate-model")
     budget = settings.memory_budget_mb
     policy = RegistryPolicy(
@@ -263,7 +264,9 @@ def build_core_components(settings: Settings) -> Components:
             observer=metrics,
             executor=executor,
             policy=policy,
-            load_hooks=[anomalies.prepare] + ([cache.prepare] if cache is not None else []),
+            load_hooks=[anomalies.prepare]
+            + ([cache.prepare] if cache is not None else [])
+            + ([overload.watch_model] if overload is not None else []),  # its queue's wait
         )
     state = build_state(settings)
     usage = state.usage
@@ -289,7 +292,7 @@ def build_core_components(settings: Settings) -> Components:
         max_inflight=settings.max_inflight,
         observer=metrics,
         memo=RefusalMemo(observer=metrics, usage=recorder),
-        overload=build_overload(settings, metrics),
+        overload=overload,
     )
     payload_logger = build_payload_logger(settings, state)
     requests = RequestLog() if settings.access_log else None

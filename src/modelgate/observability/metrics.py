@@ -284,6 +284,12 @@ class PrometheusMetrics:
         self._anomaly_children: dict[tuple[str, str, str], Tally] = {}
         self._tenants: set[str] = set()
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
+        # shed on queueing delay, by priority (None: unknown): prebuilt, since under overload
+        # most answers are these
+        self._shed_for_delay: dict[int | None, Tally] = {
+            p: self.tally(self.queue_shed_requests.labels("none" if p is None else str(p)))
+            for p in (None, *range(10))
+        }
         for kind in ("key", "address"):  # known up front: their series exist from the start
             self.abuse_blocks.labels(kind)
         self._state = StateCollector()
@@ -369,7 +375,11 @@ class PrometheusMetrics:
         child.inc()
 
     def shed_for_delay(self, priority: int | None) -> None:
-        self.queue_shed_requests.labels("none" if priority is None else str(priority)).inc()
+        tally = self._shed_for_delay.get(priority)
+        if tally is None:  # a priority outside 0-9 (plans are validated to it)
+            child = self.queue_shed_requests.labels(str(priority))
+            tally = self._shed_for_delay[priority] = self.tally(child)
+        tally.total += 1
 
     def abandoned(self, api: str) -> None:
         self.abandoned_requests.labels(api).inc()
@@ -425,8 +435,17 @@ class PrometheusMetrics:
         key = (api, status)
         tally = self._http_children.get(key)
         if tally is None:
-            tally = self._http_children[key] = self.tally(self.http.labels(api, str(status)))
+            tally = self.http_answers(api, status)
         tally.total += 1
+
+    def http_answers(self, api: str, status: int) -> Tally:
+        """The tally :meth:`http_answer` adds to, for a caller that counts one status many
+        times (the HTTP protocol's early 503s: ``tally.total += 1``)."""
+        key = (api, status)
+        tally = self._http_children.get(key)
+        if tally is None:
+            tally = self._http_children[key] = self.tally(self.http.labels(api, str(status)))
+        return tally
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -140,3 +140,56 @@ async def test_a_failing_alert_sink_never_fails_the_request() -> None:
 def test_a_plan_without_quotas_does_not_apply() -> None:
     assert not Quotas.applies(Plan("free", requests_per_second=5))
     assert Quotas.applies(Plan("pro", tokens_per_month=10))
+
+
+class SlowTotals:
+    """Usage totals that answer when :attr:`gate` opens, counting the look-ups."""
+
+    def __init__(self, answer: tuple[int, int, int] = (5, 0, 0)) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[tuple[str, datetime]] = []
+        self.answer = answer
+        self.error: ModelgateError | None = None
+
+    async def __call__(self, tenant_id: str, since: datetime) -> tuple[int, int, int]:
+        self.calls.append((tenant_id, since))
+        await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+async def test_a_first_burst_waits_for_one_totals_look_up_per_tenant() -> None:
+    totals = SlowTotals()
+    quotas = Quotas(MemoryQuotaCounter(), totals=totals, now=Clock(NOW))
+    who = principal(requests_per_day=8)
+    burst = [asyncio.ensure_future(quotas.admit(who, rows=1)) for _ in range(20)]
+    other = asyncio.ensure_future(quotas.admit(principal("t2", requests_per_day=8), rows=1))
+    await asyncio.sleep(0)
+    burst[0].cancel()  # a caller that goes does not cancel the look-up for the others
+    await asyncio.sleep(0)
+    totals.gate.set()
+    results = await asyncio.gather(*burst, other, return_exceptions=True)
+    day = datetime(2026, 11, 28, tzinfo=UTC)
+    assert sorted(totals.calls) == [("t1", day), ("t2", day)]
+    assert isinstance(results[0], asyncio.CancelledError)
+    # seeded with 5 used: 3 of the 19 left are admitted, the rest refused by the quota
+    refused = [r for r in results[1:20] if isinstance(r, ModelgateError)]
+    assert len(refused) == 16 and all(r.kind is ErrorKind.RATE_LIMITED for r in refused)
+    assert results[20] is None
+
+
+async def test_a_failed_totals_look_up_fails_its_burst_and_the_next_request_tries_again() -> None:
+    totals = SlowTotals()
+    totals.error = ModelgateError(ErrorKind.UNAVAILABLE, "usage store down")
+    quotas = Quotas(MemoryQuotaCounter(), totals=totals, now=Clock(NOW))
+    who = principal(requests_per_day=8)
+    burst = [asyncio.ensure_future(quotas.admit(who, rows=1)) for _ in range(5)]
+    await asyncio.sleep(0)
+    totals.gate.set()
+    results = await asyncio.gather(*burst, return_exceptions=True)
+    assert all(isinstance(r, ModelgateError) and r.kind is ErrorKind.UNAVAILABLE for r in results)
+    assert len(totals.calls) == 1
+    totals.error = None
+    await quotas.admit(who, rows=1)
+    assert len(totals.calls) == 2

@@ -52,7 +52,11 @@ connection is refused without reconnecting (a body of unknown or large length cl
 instead). A request behind another still answering on the same connection (pipelined) is
 left to the app, so that answers stay in order; so is a connection's first request from a
 caller whose refusal depends on who it is. While not shedding this costs one attribute
-read per request.
+read per request. These refusals are counted with the app's answers
+(``modelgate_http_requests_total{api="oip",status="503"}``, an integer added to per
+refusal) and in ``modelgate_queue_shed_requests_total``; they write no request log line
+each, but one warning at most every ``SHED_LOG_EVERY_S`` seconds with how many there were
+since the last one.
 """
 
 from __future__ import annotations
@@ -72,8 +76,17 @@ from modelgate.api.rest.asgi import ARRIVED, CONNECTION
 from modelgate.api.rest.shedding import shed_answer
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.overload import QueueDelay
+from modelgate.observability.tallies import Tally
 
-__all__ = ["HeaderLimitsExceededError", "LimitedHttpToolsProtocol", "limited_protocol"]
+__all__ = [
+    "SHED_LOG_EVERY_S",
+    "HeaderLimitsExceededError",
+    "LimitedHttpToolsProtocol",
+    "limited_protocol",
+]
+
+#: the early refusals' aggregated warning: at most one per this many seconds (per process)
+SHED_LOG_EVERY_S = 10.0
 
 
 #: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
@@ -137,9 +150,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_connections = 4096
     #: the queueing-delay controller (None: shedding off): refusals decided before the app
     overload: QueueDelay | None = None
+    #: the count of the early refusals' answers (the app's ``oip`` 503s); None: not counted
+    shed_answers: Tally | None = None
     # connections refused since the last warning, and when that was (all instances)
     _refused = 0
     _refusals_logged_at = -math.inf
+    # requests refused early since the last warning, and when that was (all instances)
+    _shed_unlogged = 0
+    _shed_logged_at = -math.inf
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -361,6 +379,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         assert overload is not None
         close = _large_body(self.headers)
         self.transport.write(shed_answer(overload.retry_after_s, close=close))
+        answers = self.shed_answers
+        if answers is not None:
+            answers.total += 1
+        self._log_shed()
         if close:
             # nothing more is read: what httptools still parses of this read is skipped
             self._awaiting_headers = False
@@ -368,6 +390,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         # what uvicorn does once an answer is complete: keep-alive timer, reads resumed
         self.on_response_complete()
+
+    def _log_shed(self) -> None:
+        """One warning for many early refusals: a flood of them is no flood of logs."""
+        cls = LimitedHttpToolsProtocol
+        cls._shed_unlogged += 1
+        now = self.loop.time()
+        if now - cls._shed_logged_at >= SHED_LOG_EVERY_S:
+            self.logger.warning(
+                "overloaded: %d inference requests refused 503 before they were read, "
+                "since the last warning",
+                cls._shed_unlogged,
+            )
+            cls._shed_logged_at, cls._shed_unlogged = now, 0
 
     def send_400_response(self, msg: str) -> None:
         if self._header_overflow:
@@ -411,9 +446,11 @@ def limited_protocol(
     max_connections: int,
     body_timeout_s: float = LimitedHttpToolsProtocol.body_timeout_s,
     overload: QueueDelay | None = None,
+    shed_answers: Tally | None = None,
 ) -> type[LimitedHttpToolsProtocol]:
     """The protocol class to hand uvicorn as ``Config(http=...)``; ``overload``: the
-    shedding controller, for refusals before the app runs (None: shedding off)."""
+    shedding controller, for refusals before the app runs (None: shedding off);
+    ``shed_answers``: where those refusals are counted."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -423,5 +460,6 @@ def limited_protocol(
             "body_timeout_s": body_timeout_s,
             "max_connections": max_connections,
             "overload": overload,
+            "shed_answers": shed_answers,
         },
     )

@@ -29,7 +29,14 @@ locks itself out.
 
 Loop lag alone misses requests already parsed and waiting for their turn (a timer waits
 one loop iteration, a request waits behind every request ahead of it); the sojourn time is
-CoDel's own input and sees them. A request whose wait alone is past ``max_wait_s`` (or past
+CoDel's own input and sees them. Neither sees a request admitted and waiting in a model's
+batch queue (up to ``max_inflight`` of them, while a model runs in a thread or on an
+accelerator and the loop is idle): the batchers report the wait of the oldest request of
+each batch they take (:meth:`queued`, fed by :meth:`watch_model`, the registry's load
+hook), a third signal with the same rule and bounds, so a saturated model sheds early and
+readiness follows it. The controller is the process's: a model whose queue stays long
+sheds the inference requests of every model of the process (a replica per model keeps
+them apart). A request whose wait alone is past ``max_wait_s`` (or past
 the deadline its client set) is refused at once, whatever the controller says: its client
 is about to give up, and serving it would only delay the requests behind it.
 
@@ -42,11 +49,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.fairness import DEFAULT_WEIGHT, TenantShares, fair_weight
+from modelgate.core.serving.batching import BatchingRuntime
 from modelgate.errors import ErrorKind, ModelgateError
+
+if TYPE_CHECKING:
+    from modelgate.core.serving.registry import LoadedVersion
 
 __all__ = ["HIGHEST_PRIORITY", "QueueDelay"]
 
@@ -123,21 +135,42 @@ class QueueDelay:
         # misses bytes not yet read), so the controller sheds when either says so
         self._lag = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
         self._wait = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
+        self._queue = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
         self._lag_says = (False, False)
         self._wait_says = (False, False)
-        #: when the last sojourn was observed: a verdict older than an interval lapses (no
-        #: requests, no queue of them)
-        self._wait_at = -math.inf
+        self._queue_says = (False, False)
+        #: when the last sojourn (model queue wait) was observed: a verdict older than an
+        #: interval lapses (no requests, no queue of them)
+        self._wait_at = self._queue_at = -math.inf
 
     def observe(self, delay_s: float) -> None:
         """One sample of the event loop's lag, taken now."""
         now = self.clock()
         above, twice = self._lag
         self._lag_says = (above.observe(delay_s, now), twice.observe(delay_s, now))
-        if self._wait_says != (False, False) and now - self._wait_at > self.interval_s:
+        if now - self._wait_at > self.interval_s:  # lapsed: no request for an interval
             self._wait_says = (False, False)
             self._wait[0].since = self._wait[1].since = None
+        if now - self._queue_at > self.interval_s:  # lapsed: no batch for an interval
+            self._queue_says = (False, False)
+            self._queue[0].since = self._queue[1].since = None
         self._decide(delay_s, now)
+
+    def queued(self, waited_s: float) -> None:
+        """One sample of a model's batch queue: how long the oldest request of the batch
+        just taken waited in it (seconds)."""
+        now = self.clock()
+        above, twice = self._queue
+        self._queue_says = (above.observe(waited_s, now), twice.observe(waited_s, now))
+        self._queue_at = now
+        self._decide(waited_s, now)
+
+    def watch_model(self, loaded: LoadedVersion) -> None:
+        """The registry's load hook: a batched version reports its queue's wait to
+        :meth:`queued` (a version without batching has no queue of its own)."""
+        runtime = loaded.runtime
+        if isinstance(runtime, BatchingRuntime):
+            runtime.on_queue_wait = self.queued
 
     def sojourn(self, arrived: float) -> float:
         """One request's wait, from ``arrived`` (its first bytes read, on :attr:`clock`) to
@@ -171,9 +204,9 @@ class QueueDelay:
     def _decide(self, delay_s: float, now: float) -> None:
         self.last_s = delay_s
         self.shares.tick(now)
-        lag, wait = self._lag_says, self._wait_says
-        shedding = lag[0] or wait[0]
-        self.severe = lag[1] or wait[1]
+        lag, wait, queue = self._lag_says, self._wait_says, self._queue_says
+        shedding = lag[0] or wait[0] or queue[0]
+        self.severe = lag[1] or wait[1] or queue[1]
         if shedding and not self.shedding:
             self.shedding_since = now
         self.shedding = shedding

@@ -14,7 +14,10 @@ and the request is refused (429, ``Retry-After`` = the time until the period end
 Counters live in the counter's store. When one is missing (a first request, a restart of an
 in-memory counter, an emptied Redis) it is seeded from the usage records (``UsageTotals``),
 so restarting a process does not hand every tenant a fresh month. Usage records are written
-every ``usage_flush_seconds``, so a seed can miss the last second or so of use.
+every ``usage_flush_seconds``, so a seed can miss the last second or so of use. One look-up
+of a tenant's totals per period start at a time: the requests of a first burst (a new
+tenant, a restart, a new day) wait for that one instead of each querying the usage store
+(which, on SQLite, runs them one after another).
 
 Crossing 80% and 100% of a limit raises a :class:`QuotaAlert`. Counters are atomic, so
 exactly one request sees each crossing, on whichever replica it ran: each alert is sent once.
@@ -143,6 +146,8 @@ class Quotas:
         #: plan is one object while its key is cached), never hashed per request
         self._built: dict[tuple[str, tuple[str, ...]], tuple[Plan, float, tuple[_Quota, ...]]]
         self._built = {}
+        #: (tenant, period start) -> the totals look-up under way (single-flight seeds)
+        self._seeding: dict[tuple[str, datetime], asyncio.Future[tuple[int, int, int]]] = {}
 
     @staticmethod
     def applies(plan: Plan) -> bool:
@@ -310,8 +315,26 @@ class Quotas:
         found: dict[datetime, tuple[int, int, int]] = {}
         for q in quotas:
             if q.start not in found:
-                found[q.start] = await self._totals(tenant_id, q.start)
+                found[q.start] = await self._total(self._totals, tenant_id, q.start)
         return [found[q.start][UNITS.index(q.unit)] for q in quotas]
+
+    async def _total(self, totals: Totals, tenant_id: str, start: datetime) -> tuple[int, int, int]:
+        """``totals(tenant_id, start)``, one look-up at a time for each: a caller that goes
+        away does not cancel it for the others."""
+        key = (tenant_id, start)
+        looking = self._seeding.get(key)
+        if looking is None:
+            looking = self._seeding[key] = asyncio.ensure_future(totals(tenant_id, start))
+            looking.add_done_callback(lambda done: self._seeded(key, done))
+        return await asyncio.shield(looking)
+
+    def _seeded(
+        self, key: tuple[str, datetime], done: asyncio.Future[tuple[int, int, int]]
+    ) -> None:
+        if self._seeding.get(key) is done:
+            del self._seeding[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter got it, or none was left to
 
     def _alerts(
         self,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,9 @@ class BatchingRuntime:
         self._solo = 0  # consecutive batches of one request
         self._direct = False  # load is solo: skip the queue (see the module docstring)
         self._since_probe = 0
+        #: told, for each batch taken from the queue, how long its oldest request waited
+        #: there (seconds): shedding on queueing delay (core/admission/overload.py); None: off
+        self.on_queue_wait: Callable[[float], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -236,6 +239,9 @@ class BatchingRuntime:
         batch = self._queue.take(self.policy.max_batch_size, lambda p: _given_up(p, now))
         if self._observer is not None:
             self._observer.queue(len(self._queue))
+        if self.on_queue_wait is not None and batch:
+            oldest = min(p.enqueued_ns for p in batch)
+            self.on_queue_wait((time.perf_counter_ns() - oldest) / 1e9)
         return batch
 
     def _run_inline(self, runtime: PredictorRuntime, batch: list[_Pending]) -> None:

@@ -10,7 +10,8 @@ feature's ``min``, ``max``, ``quantiles`` and its categories' ``values``), as th
 numbers (a float survives JSON unchanged), so the gateway builds the very bounds the node,
 or an all-in-one server, builds from the whole file: the same score, flag and refusal to
 the last bit. It leaves out what only drift monitoring reads (histograms, counts, means,
-outputs), which stays on the node: about a third of the credit-risk demo's 14.5 kB.
+outputs), which stays on the node: 2.8 kB of the credit-risk demo's profile, which is
+8.2 kB as compact JSON.
 """
 
 from __future__ import annotations

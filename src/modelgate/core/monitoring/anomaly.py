@@ -8,7 +8,10 @@ admission and before the runtime runs (how a value scores:
 
 The profile is read when a version loads (:meth:`AnomalyDetector.prepare`, a registry load
 hook running in the loading thread), turned into per-feature bound arrays once, and kept
-with the loaded version with its threshold and action. A small request (at most
+with the loaded version with its threshold and action. A gateway has no model files: it
+builds the check from the part of the profile its nodes announce
+(:meth:`AnomalyDetector.announced_screen`, :mod:`~modelgate.core.monitoring.anomaly_profiles`)
+when it builds the version. A small request (at most
 :data:`_LOOP_MAX` values an input) is scored by a plain loop, typical or not (about 2 µs for a
 row of 12 features, a few float operations more for each value outside its quantiles); any
 other request is scored by a dozen numpy operations over its input arrays, with no Python loop

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
+import tritonclient.grpc as grpcclient
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import RunningServer, start_server, stop_server
@@ -74,10 +77,13 @@ def _repository(demo: Path, root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def servers(tmp_path: Path, demo_models: Path) -> Iterator[dict[str, RunningServer]]:
+@pytest.fixture(scope="module")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, demo_models: Path
+) -> Iterator[dict[str, RunningServer]]:
     """Two nodes and a gateway merging at most one call in flight per version (so that
     concurrent requests queue and merge), and an all-in-one server."""
+    tmp_path = tmp_path_factory.mktemp("cluster")
     repository = _repository(demo_models, tmp_path / "models")
     prefix = f"mgtest:{secrets.token_hex(6)}:"
     env = {
@@ -177,6 +183,7 @@ def test_merged_callers_each_get_the_all_in_one_anomaly_outcome(
     servers: dict[str, RunningServer],
 ) -> None:
     requests = _requests(96)
+    before = _counts(servers)
     merged = asyncio.run(_ask(servers["gateway"].url, requests))
     alone = asyncio.run(_ask(servers["all"].url, requests))
     assert merged == alone  # status, parameters or refusal, header and outputs, per caller
@@ -189,14 +196,54 @@ def test_merged_callers_each_get_the_all_in_one_anomaly_outcome(
     # the callers went through merged node calls, and every admitted row ran once
     answered_rows = sum(len(rows) for (_, rows), o in zip(requests, merged, strict=True)
                         if o[0] == 200)  # fmt: skip
-    calls = rows = 0
-    for node in ("a", "b"):
-        for model in ("credit-risk", STRICT):
-            node_calls, node_rows = _node_calls(servers[node], model)
-            calls += node_calls
-            rows += node_rows
+    after = _counts(servers)
+    calls, rows = after["calls"] - before["calls"], after["rows"] - before["rows"]
     assert rows == answered_rows  # a refusal cost no node call
     assert calls < statuses.count(200)
     # the gateway checked each caller; the nodes checked none of its calls again
-    assert _anomalous(servers["gateway"]) == len(flagged) + statuses.count(400)
-    assert _anomalous(servers["a"]) == _anomalous(servers["b"]) == 0
+    assert after["gateway"] - before["gateway"] == len(flagged) + statuses.count(400)
+    assert after["nodes"] == before["nodes"] == 0
+
+
+def _counts(servers: dict[str, RunningServer]) -> dict[str, float]:
+    """The nodes' calls and rows of both models, and the anomalous requests counted on the
+    gateway and on the nodes."""
+    found = {"calls": 0.0, "rows": 0.0}
+    for node in ("a", "b"):
+        for model in ("credit-risk", STRICT):
+            calls, rows = _node_calls(servers[node], model)
+            found["calls"] += calls
+            found["rows"] += rows
+    found["gateway"] = _anomalous(servers["gateway"])
+    found["nodes"] = _anomalous(servers["a"]) + _anomalous(servers["b"])
+    return found
+
+
+def _grpc_outcome(server: RunningServer, model: str, row: list[float]) -> Any:
+    """The anomaly parameters of a gRPC answer, or the refusal's status and words."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    tensor = grpcclient.InferInput("features", [1, 12], "FP32")
+    tensor.set_data_from_numpy(np.array([row], dtype=np.float32))
+    try:
+        result = client.infer(
+            model, [tensor], model_version="2",
+            headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+        )  # fmt: skip
+    except InferenceServerException as exc:
+        return exc.status(), exc.message()
+    finally:
+        client.close()
+    parameters = result.get_response().parameters
+    return {name: str(parameters[name]).strip() for name in sorted(parameters)}
+
+
+def test_grpc_callers_get_the_all_in_one_anomaly_outcome_through_the_gateway(
+    servers: dict[str, RunningServer],
+) -> None:
+    for model, row in [("credit-risk", TYPICAL), ("credit-risk", ODD[0]), (STRICT, ODD[1])]:
+        through = _grpc_outcome(servers["gateway"], model, row)
+        assert through == _grpc_outcome(servers["all"], model, row)
+        if model == STRICT:
+            assert through[0] == "StatusCode.INVALID_ARGUMENT"
+        elif row is not TYPICAL:
+            assert "anomalous" in through

@@ -53,7 +53,8 @@ TENANT = Principal("ten_a", "key_1", frozenset({"infer"}), Plan("p"), "key")
 class Client:
     """Answers y = 2x and keeps each call's metadata; holds calls while ``gate`` is shut."""
 
-    def __init__(self) -> None:
+    def __init__(self, parameters: dict[str, Any] | None = None) -> None:
+        self.parameters = parameters or {}
         self.headers: list[dict[str, str]] = []
         self.rows: list[int] = []
         self.gate = asyncio.Event()
@@ -72,7 +73,7 @@ class Client:
         self.headers.append(dict(headers))
         self.rows.append(len(inputs["x"]))
         await self.gate.wait()
-        return NodeAnswer({"y": np.asarray(inputs["x"]) * 2})
+        return NodeAnswer({"y": np.asarray(inputs["x"]) * 2}, dict(self.parameters))
 
     async def close(self) -> None:
         return None
@@ -153,6 +154,20 @@ async def test_a_checked_version_is_merged_and_its_calls_say_it_was_checked() ->
     await first, await rest
     assert client.rows == [1, 3]  # the three waiting requests went in one call
     assert all(h.get(SCREENED_KEY) == SCREENED for h in client.headers)
+
+
+async def test_a_nodes_own_verdict_on_a_checked_call_is_dropped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node that did not believe the entry (its gateways' key is not its admin key) checks
+    the merged call as a whole: its verdict is the batch's, never a caller's."""
+    verdict = {"anomaly_score": 1.0, "anomalous": True, "anomalous_features": "b", "node": "a"}
+    cluster = await _cluster([_node("a")], Client(verdict))
+    for screened, expected in [(True, {"node": "a"}), (True, {"node": "a"}), (False, verdict)]:
+        timing = Timing()
+        await cluster.forward("m", 1, {"x": TYPICAL}, timing, screened=screened)
+        assert timing.parameters == expected
+    assert caplog.text.count("checked model m's merged calls for anomalies itself") == 1
 
 
 @pytest.mark.parametrize(

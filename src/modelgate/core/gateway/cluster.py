@@ -50,7 +50,12 @@ import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
-from modelgate.core.gateway.node_calls import SCREENED, SCREENED_KEY
+from modelgate.core.gateway.node_calls import (
+    ANOMALY_PARAMETERS,
+    ANOMALY_SCORE,
+    SCREENED,
+    SCREENED_KEY,
+)
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
 from modelgate.core.gateway.retry import RetryBudget, backoff
@@ -116,6 +121,7 @@ class Cluster:
         self.profiles: dict[str, dict[int, Mapping[str, Any]]] = {}
         self.refreshed = False
         self._logged_at = -1e9  # when a failed request was last logged
+        self._warned: set[str] = set()  # nodes that checked calls the gateway had checked
         self._failed_answers = 0  # failed requests not logged yet
 
     # -- the node table ------------------------------------------------------------------
@@ -309,7 +315,10 @@ class Cluster:
                 timing.compute_ns = time.perf_counter_ns() - started
                 timing.hardware = state.info.hardware
                 timing.node = state.info.id
-                timing.parameters = answer.parameters or None
+                parameters = answer.parameters
+                if screened and ANOMALY_SCORE in parameters:  # the node checked it again
+                    parameters = self._checked_twice(state.info.id, model, parameters)
+                timing.parameters = parameters or None
             return answer.outputs
         if error is not None:
             raise self._for_caller(model, version, error)
@@ -330,6 +339,20 @@ class Cluster:
         if not tenant:
             return headers
         return {**headers, **tenant}
+
+    def _checked_twice(self, node: str, model: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """A node's answer to a call the gateway had checked, without the node's own anomaly
+        verdict (of the whole merged call, not of this caller's rows); logged once per
+        node: its gateways' key is not its admin key, so it did not believe the entry."""
+        if node not in self._warned:
+            self._warned.add(node)
+            log.warning(
+                "node %s checked model %s's merged calls for anomalies itself: give it the "
+                "gateways' MODELGATE_NODE_KEY as its MODELGATE_ADMIN_KEY (docs/scale-out.md)",
+                node,
+                model,
+            )
+        return {k: v for k, v in parameters.items() if k not in ANOMALY_PARAMETERS}
 
     def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
         """The error the caller sees when no node answered (:func:`caller_error`); node ids

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 from modelgate.core.access.identity import Principal
 
-__all__ = ["SCREENED", "SCREENED_KEY", "from_gateway"]
+__all__ = ["ANOMALY_PARAMETERS", "ANOMALY_SCORE", "SCREENED", "SCREENED_KEY", "from_gateway"]
 
 #: the call metadata entry by which a gateway says it checked the call's inputs for
 #: anomalies (value :data:`SCREENED`); a node believes it only of :func:`from_gateway` calls
 SCREENED_KEY = "modelgate-screened"
 SCREENED = "1"
+#: the response parameters of an anomaly check (core/monitoring/anomaly.py): a node that did
+#: not believe :data:`SCREENED_KEY` answers them for the whole call, which its gateway drops
+ANOMALY_SCORE = "anomaly_score"
+ANOMALY_PARAMETERS = frozenset({ANOMALY_SCORE, "anomalous", "anomalous_features"})
 
 
 def from_gateway(principal: Principal | None) -> bool:

@@ -11,11 +11,7 @@ beside it."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
-from pathlib import Path
-
-import yaml
 
 from bench import workloads
 from bench.loadgen import Load
@@ -39,23 +35,6 @@ TARGET = 1.5
 NODE_KEY = "bench-node-key-0123456789abcdef"
 ALL_IN_ONE = "all-in-one, limits in Redis"
 ALONE = "all-in-one, limits in memory"
-#: the same with credit-risk's anomaly section removed, which a gateway's calls merge for
-UNSCREENED = "all-in-one, limits in Redis, no anomaly check"
-MERGED = "gateway + 2 nodes, no anomaly check (calls merged)"
-
-
-def unscreened_models(ctx: Ctx) -> Path:
-    """A copy of the demo repository whose credit-risk has no ``anomaly`` section: a gateway
-    merges concurrent requests into one node call only for such a model (a node scores a
-    call's inputs as a whole; docs/scale-out.md)."""
-    target = ctx.work / "models-unscreened"
-    if not target.exists():
-        shutil.copytree(ctx.models, target, symlinks=True)
-        manifest = target / workloads.CREDIT / "model.yaml"
-        data = yaml.safe_load(manifest.read_text())
-        data.pop("anomaly", None)
-        manifest.write_text(yaml.safe_dump(data, sort_keys=False))
-    return target
 
 
 def start_cluster(ctx: Ctx, tag: str, nodes: int) -> list[Server]:
@@ -126,9 +105,6 @@ def bench_gateway(ctx: Ctx) -> Result:
         setups[ALL_IN_ONE] = [start_modelgate(ctx, "all-in-one-redis", SERVER_CPU)]
         setups["gateway + 1 node"] = start_cluster(ctx, "one", 1)
         setups["gateway + 2 nodes"] = start_cluster(ctx, "two", 2)
-        plain = dataclasses.replace(ctx, models=unscreened_models(ctx))
-        setups[UNSCREENED] = [start_modelgate(plain, "all-in-one-unscreened", SERVER_CPU)]
-        setups[MERGED] = start_cluster(plain, "merged", 2)
         rounds = {}
         for index, (name, servers) in enumerate(setups.items()):
             script = script_for(servers[0], ctx.work / f"gateway-{index}.lua", body)
@@ -146,7 +122,7 @@ def bench_gateway(ctx: Ctx) -> Result:
         result.rows.append([name, *row_cells(loads), "; ".join(each) if len(servers) > 1 else "-"])
     base, alone = med[ALL_IN_ONE]["cpu"], med[ALONE]["cpu"]
     for name in setups:
-        if name in (ALL_IN_ONE, ALONE, UNSCREENED, MERGED):
+        if name in (ALL_IN_ONE, ALONE):
             continue
         ratio = med[name]["cpu"] / base
         result.checks += [
@@ -163,15 +139,6 @@ def bench_gateway(ctx: Ctx) -> Result:
                 None,
             ),
         ]
-    merged, unscreened = med[MERGED]["cpu"], med[UNSCREENED]["cpu"]
-    result.checks.append(
-        Check(
-            f"CPU per request, {MERGED} together / {UNSCREENED}",
-            f"{merged / unscreened:.2f}x ({merged:.0f} vs {unscreened:.0f} µs)",
-            f"<= {TARGET} (info: not the demo model as built)",
-            None,
-        )
-    )
     result.notes += [
         f"Every server process pinned to CPU {SERVER_CPU} (gateway and nodes share it, as the "
         f"all-in-one has it alone), wrk (`-t1 -c64`) to CPU {LOAD_CPU}; {ctx.rounds} "
@@ -183,11 +150,10 @@ def bench_gateway(ctx: Ctx) -> Result:
         "Nodes: `modelgate serve --role node` with the demo models as `make run` builds them, "
         "found by the gateway in Redis (each cluster under a key prefix of its own); the "
         "gateway (`--role gateway`) authenticates, admits and validates, then forwards over "
-        "OIP gRPC with MODELGATE_NODE_KEY; the node screens anomalies and runs the model. "
-        "A gateway merges concurrent requests into one node call only for a model without an "
-        "anomaly check (docs/scale-out.md), so the demo credit-risk is forwarded one request "
-        "a call; the last two setups serve a copy of the repository whose credit-risk has no "
-        "`anomaly` section, merged, against an all-in-one serving the same copy.",
+        "OIP gRPC with MODELGATE_NODE_KEY; the node runs the model. The gateway checks each "
+        "request for anomalies itself (credit-risk's `anomaly` section, from the profile "
+        "statistics its nodes announce) and merges concurrent requests into one node call "
+        '(docs/scale-out.md, "Anomaly checks"); the nodes do not check its calls again.',
     ]
     return result
 

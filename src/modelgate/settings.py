@@ -337,7 +337,8 @@ class Settings(BaseSettings):
     #: attempts per request, the first included
     node_max_attempts: int = Field(default=3, ge=1, le=10)
     #: a gateway merges concurrent requests for one model version (whose manifest has a
-    #: ``batching`` section and no ``anomaly`` check) into one node call, with at most
+    #: ``batching`` section, and whose ``anomaly`` check, if any, the gateway runs itself)
+    #: into one node call, with at most
     #: ``gateway_merge_calls`` such calls in flight per version (docs/scale-out.md)
     gateway_merge: bool = True
     gateway_merge_calls: int = Field(default=8, ge=1, le=1024)

@@ -255,6 +255,7 @@ def build_core_components(settings: Settings) -> Components:
                 metrics,
                 merge=settings.gateway_merge,
                 merge_calls=settings.gateway_merge_calls,
+                screens=anomalies,  # from the profiles its nodes announce
             ),
         )
     else:

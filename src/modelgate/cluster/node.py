@@ -2,10 +2,13 @@
 
 The announcement lists every model in the node's repository with each version's effective
 manifest (a node loads on first use, like the all-in-one server), its hardware class and
-memory. It is written when the node is ready, then every ``interval_s``; the key's TTL is a
-few intervals, so a node that dies drops out on its own. On shutdown the node announces
-itself draining (gateways stop choosing it at their next refresh), waits ``drain_s`` for
-the gateways to notice, then deletes its key.
+memory; for a version whose manifest has an ``anomaly`` section, also the statistics of its
+reference profile that the check reads (``profiles``; old gateways ignore them), so that a
+gateway checks each request itself (:mod:`modelgate.core.monitoring.anomaly_profiles`). It
+is written when the node is ready, then every ``interval_s``; the key's TTL is a few
+intervals, so a node that dies drops out on its own. On shutdown the node announces itself
+draining (gateways stop choosing it at their next refresh), waits ``drain_s`` for the
+gateways to notice, then deletes its key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import logging
 import os
 from typing import Any
 
+from modelgate.core.monitoring.anomaly_profiles import screen_profile
+from modelgate.core.serving.ports import VersionSource
+from modelgate.core.serving.profiles import read_reference
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ModelgateError
 from modelgate.storage.redis.node_directory import RedisNodeDirectory
@@ -41,6 +47,22 @@ def total_memory_bytes() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not on Linux
         return 0
+
+
+def _anomaly_profile(source: VersionSource) -> dict[str, Any] | None:
+    """What the anomaly check of a version with an ``anomaly`` section reads of its
+    reference profile, for the gateways to check each request before they merge requests
+    into one call (None: no check, or no profile to announce; the node checks then)."""
+    if source.manifest.anomaly is None:
+        return None
+    try:
+        document = read_reference(source)
+        return screen_profile(document, source.manifest) if document is not None else None
+    except ModelgateError as exc:  # refused or unreadable: names no host path
+        log.debug("not announcing an anomaly profile: %s", exc.message)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.debug("not announcing the anomaly profile of %s: %r", source.manifest.name, exc)
+    return None
 
 
 class NodeAnnouncer:
@@ -89,6 +111,9 @@ class NodeAnnouncer:
                 },
                 "loaded": [v.version for v in self.registry.versions(name)],
             }
+            profiles = {str(s.version): p for s in sources if (p := _anomaly_profile(s))}
+            if profiles:
+                models[name]["profiles"] = profiles
         return {
             "id": self.node_id,
             "address": self.address,

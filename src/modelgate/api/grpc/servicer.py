@@ -51,6 +51,7 @@ from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
+from modelgate.core.gateway.node_calls import SCREENED, SCREENED_KEY
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_context import current_request_id
 from modelgate.errors import ErrorKind, ModelgateError
@@ -171,6 +172,7 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
         # Inlined rather than @translated: this is the hot path.
         start = time.perf_counter_ns()
         sent_id = traceparent = tracestate = authorization = api_key = cache_control = None
+        screened = False
         for key, value in context.invocation_metadata() or ():  # one pass: the hot path
             if key == "authorization":
                 authorization = value
@@ -184,6 +186,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
                 tracestate = value
             elif key == "cache-control":
                 cache_control = value
+            elif key == SCREENED_KEY:  # believed of a gateway's call only (the pipeline's)
+                screened = value == SCREENED
         request_id = request_id_from(sent_id)
         pipeline = self.pipeline
         span = None
@@ -211,6 +215,8 @@ class GrpcInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # t
             decoded = decode_infer_request(request, self.max_elements)
             decoded.deadline = call_deadline(context)
             decoded.cache_control = cache_control
+            if screened:
+                decoded.screened = True
             current_request_id.set(request_id)  # for listeners (feedback); this call's task
             response = await self.service.infer(decoded, principal)
             version = response.model_version

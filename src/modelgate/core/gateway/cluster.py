@@ -27,6 +27,8 @@ and forwards one inference at a time through a
 - **Whose call it is**: each attempt names the caller's tenant, fair-share weight and
   priority in its metadata, so that the node's batcher and fair shedding tell the tenants
   apart (:mod:`modelgate.core.gateway.tenant_metadata`).
+- **Anomaly checks**: a call whose inputs the gateway checked for anomalies says so in its
+  metadata (:mod:`modelgate.core.gateway.node_calls`), and the node does not check them again.
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
@@ -48,6 +50,12 @@ import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
+from modelgate.core.gateway.node_calls import (
+    ANOMALY_PARAMETERS,
+    ANOMALY_SCORE,
+    SCREENED,
+    SCREENED_KEY,
+)
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
 from modelgate.core.gateway.retry import RetryBudget, backoff
@@ -107,8 +115,13 @@ class Cluster:
         self._nodes: dict[str, _NodeState] = {}
         #: models and their manifests as of the last refresh: what the gateway may load
         self.catalog: dict[str, dict[int, ModelManifest]] = {}
+        #: model -> version -> what its anomaly check reads of its reference profile, for
+        #: the versions every node serving them announces the same one of: the gateway
+        #: checks their requests itself (core/monitoring/anomaly_profiles.py)
+        self.profiles: dict[str, dict[int, Mapping[str, Any]]] = {}
         self.refreshed = False
         self._logged_at = -1e9  # when a failed request was last logged
+        self._warned: set[str] = set()  # nodes that checked calls the gateway had checked
         self._failed_answers = 0  # failed requests not logged yet
 
     # -- the node table ------------------------------------------------------------------
@@ -131,17 +144,32 @@ class Cluster:
             for node in sorted(departed):
                 self.observer.departed(node)
         catalog: dict[str, dict[int, ModelManifest]] = {}
+        announced: dict[tuple[str, int], Mapping[str, Any] | None] = {}
         for state in sorted(fresh.values(), key=lambda s: s.info.id):
             for name, versions in state.info.models.items():
                 known = catalog.setdefault(name, {})
+                profiles = state.info.profiles.get(name, {})
                 for number, manifest in versions.items():
                     known.setdefault(number, manifest)
+                    profile = profiles.get(number)
+                    key = (name, number)
+                    # one node without it (an older one) or with another: the nodes check
+                    if key not in announced:
+                        announced[key] = profile
+                    elif announced[key] != profile:
+                        announced[key] = None
+        profiles_now: dict[str, dict[int, Mapping[str, Any]]] = {}
+        for (name, number), profile in announced.items():
+            if profile is not None:
+                profiles_now.setdefault(name, {})[number] = profile
         changed = {
             name
             for name in set(catalog) | set(self.catalog)
             if catalog.get(name) != self.catalog.get(name)
+            or profiles_now.get(name) != self.profiles.get(name)
         }
         self.catalog = catalog
+        self.profiles = profiles_now
         self.refreshed = True
         if self.observer is not None:
             self.observer.nodes(len(fresh))
@@ -215,9 +243,11 @@ class Cluster:
         timing: Timing | None,
         *,
         prefer: str = "cpu",
+        screened: bool = False,
     ) -> dict[str, Array]:
         """Run one inference on a node; see the module docstring for how it is chosen and
-        when it is retried."""
+        when it is retried. ``screened``: the gateway checked the inputs for anomalies, and
+        the call tells the node so (:data:`~modelgate.core.gateway.node_calls.SCREENED_KEY`)."""
         deadline = timing.deadline if timing is not None else None
         if deadline is None:
             deadline = self._clock() + self.default_timeout_s
@@ -263,7 +293,7 @@ class Cluster:
                     version,
                     inputs,
                     timeout_s=remaining,
-                    headers=self._call_headers(timing),
+                    headers=self._call_headers(timing, screened),
                 )
             except ModelgateError as exc:
                 self._failed(state, breaker, exc)
@@ -285,7 +315,10 @@ class Cluster:
                 timing.compute_ns = time.perf_counter_ns() - started
                 timing.hardware = state.info.hardware
                 timing.node = state.info.id
-                timing.parameters = answer.parameters or None
+                parameters = answer.parameters
+                if screened and ANOMALY_SCORE in parameters:  # the node checked it again
+                    parameters = self._checked_twice(state.info.id, model, parameters)
+                timing.parameters = parameters or None
             return answer.outputs
         if error is not None:
             raise self._for_caller(model, version, error)
@@ -295,14 +328,31 @@ class Cluster:
             retry_after=1.0,
         )
 
-    def _call_headers(self, timing: Timing | None) -> Mapping[str, str]:
-        """One attempt's metadata: the trace context, and the tenant the call is for (the
-        node's batcher turns and fair shedding; :mod:`modelgate.core.gateway.tenant_metadata`)."""
+    def _call_headers(self, timing: Timing | None, screened: bool) -> Mapping[str, str]:
+        """One attempt's metadata: the trace context, the tenant the call is for (the
+        node's batcher turns and fair shedding; :mod:`modelgate.core.gateway.tenant_metadata`),
+        and whether the gateway checked its inputs for anomalies."""
         headers = self._headers() if self._headers is not None else {}
         tenant = tenant_metadata(timing)
+        if screened:
+            tenant[SCREENED_KEY] = SCREENED
         if not tenant:
             return headers
         return {**headers, **tenant}
+
+    def _checked_twice(self, node: str, model: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """A node's answer to a call the gateway had checked, without the node's own anomaly
+        verdict (of the whole merged call, not of this caller's rows); logged once per
+        node: its gateways' key is not its admin key, so it did not believe the entry."""
+        if node not in self._warned:
+            self._warned.add(node)
+            log.warning(
+                "node %s checked model %s's merged calls for anomalies itself: give it the "
+                "gateways' MODELGATE_NODE_KEY as its MODELGATE_ADMIN_KEY (docs/scale-out.md)",
+                node,
+                model,
+            )
+        return {k: v for k, v in parameters.items() if k not in ANOMALY_PARAMETERS}
 
     def _for_caller(self, model: str, version: int, error: ModelgateError) -> ModelgateError:
         """The error the caller sees when no node answered (:func:`caller_error`); node ids

@@ -1,6 +1,7 @@
 """What a node announces of itself (see ``modelgate.cluster``), as the gateway reads it: its
 id, the address of its OIP gRPC endpoint, its hardware class and memory, whether it is
-draining, and the models and versions it serves with their manifests; and what it answers."""
+draining, the models and versions it serves with their manifests (and what their anomaly
+checks read of their reference profiles); and what it answers."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class NodeInfo:
     #: model -> version -> manifest, of what it serves
     models: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
     draining: bool = False
+    #: model -> version -> what its anomaly check reads of its reference profile
+    #: (:mod:`modelgate.core.monitoring.anomaly_profiles`), for the versions it announces one of
+    profiles: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
 
     def serves(self, model: str, version: int) -> bool:
         versions = self.models.get(model)
@@ -54,12 +58,20 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
         node_id = str(document["id"])
         address = str(document["address"])
         models: dict[str, dict[int, ModelManifest]] = {}
+        profiles: dict[str, dict[int, Mapping[str, Any]]] = {}
         for name, entry in (document.get("models") or {}).items():
             versions = {}
             for number, manifest in (entry.get("versions") or {}).items():
                 data = {k: v for k, v in manifest.items() if k != "name"}
                 versions[int(number)] = parse_manifest(str(name), data)
             models[str(name)] = versions
+            announced: dict[int, Mapping[str, Any]] = {
+                int(number): profile
+                for number, profile in (entry.get("profiles") or {}).items()
+                if int(number) in versions and isinstance(profile, dict)
+            }
+            if announced:
+                profiles[str(name)] = announced
         return NodeInfo(
             id=node_id,
             address=address,
@@ -67,6 +79,7 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             memory_bytes=int(document.get("memory_bytes", 0)),
             models=models,
             draining=bool(document.get("draining", False)),
+            profiles=profiles,
         )
     except ModelgateError as exc:
         raise ValueError(exc.message) from None

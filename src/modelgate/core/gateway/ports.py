@@ -1,6 +1,7 @@
-"""The ports of the gateway, as Protocols: where nodes are found (:class:`NodeDirectory`),
-how one inference is sent to a node (:class:`NodeClient`) and the cluster's metrics
-(:class:`ClusterObserver`). What they answer (a node's announcement, a node's answer) is
+"""The ports of the gateway, as Protocols: where nodes are found (:class:`NodeDirectory`), how
+one inference is sent to a node (:class:`NodeClient`), the cluster's metrics
+(:class:`ClusterObserver`) and the gateway's own anomaly checks (:class:`AnomalyScreens`).
+What they answer (a node's announcement, a node's answer) is
 :mod:`modelgate.core.gateway.nodes`.
 
 Contracts are stated on each port; the implementations live outside ``core/``
@@ -10,12 +11,15 @@ Contracts are stated on each port; the implementations live outside ``core/``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelgate.core.gateway.nodes import NodeAnswer, NodeInfo
+from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays
+from modelgate.core.serving.registry import LoadedVersion
 
 __all__ = [
+    "AnomalyScreens",
     "ClusterObserver",
     "NodeClient",
     "NodeDirectory",
@@ -67,3 +71,21 @@ class ClusterObserver(Protocol):
 
     def departed(self, node: str) -> None:
         """``node`` left the table: forget its series (node ids come and go with pods)."""
+
+
+class AnomalyScreens(Protocol):
+    """The gateway's anomaly checks, built from the profiles its nodes announce
+    (:class:`~modelgate.core.monitoring.anomaly.AnomalyDetector`, which the gateway's
+    pipeline asks of every request, as an all-in-one server's does)."""
+
+    def announced_screen(
+        self, manifest: ModelManifest, version: int, profile: Mapping[str, Any]
+    ) -> object | None:
+        """The check of the version from ``profile``; None when the manifest asks for none,
+        the profile describes none of its inputs, or it does not parse (logged). Pure: it
+        checks nothing until :meth:`attach`."""
+        ...
+
+    def attach(self, loaded: LoadedVersion, screen: Any) -> None:
+        """Check the requests of ``loaded`` with ``screen`` (from :meth:`announced_screen`)."""
+        ...

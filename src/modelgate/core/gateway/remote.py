@@ -17,9 +17,26 @@ node runs, when the manifest has a ``batching`` section. With no queue delay: re
 only while ``merge_calls`` calls of the version are already in flight, so an idle gateway
 adds no latency, and the calls in flight stay bounded. Tenants take turns in the gateway's
 fair queue, each caller is charged its rows' share of the call, and each stops waiting at
-its own deadline (:class:`MergingRuntime`). A version whose manifest
-has an ``anomaly`` section is not merged: the node scores each call's inputs as a whole, and
-a merged call's score (or refusal) would be the whole batch's, not each caller's.
+its own deadline (:class:`MergingRuntime`).
+
+**Anomaly checks.** A version whose manifest has an ``anomaly`` section is checked per
+request: its score, flag and refusal belong to the caller's own rows. A node checks each
+call's inputs as a whole, so a merged call checked there would give every caller the
+batch's score, and refuse them all for one caller's odd row. So the gateway checks each
+request itself, before it merges it with others, with the check an all-in-one server runs
+(:class:`~modelgate.core.monitoring.anomaly.AnomalyDetector`, through the pipeline's own
+step, before admission: a refusal costs no node call and no rate limit), built from the
+statistics of the reference profile that the nodes announce with the manifest
+(:mod:`modelgate.core.monitoring.anomaly_profiles`: the very numbers the node reads, so
+the very bounds). Its calls say so in their metadata, and the node skips its own check of
+them (:mod:`modelgate.core.gateway.node_calls`); drift monitoring, which needs the whole
+profile, stays on the node. The other design, the gateway sending each part's row counts
+and the node checking and answering each part apart, would put the per-caller outcomes,
+refusals included, inside one call's answer (a node would have to run the call for some
+parts and refuse others), cost a node the same checks plus the splitting, and still check
+after the gateway's admission. A version whose nodes do not all announce the same profile
+(an older node, or a static ``MODELGATE_NODES`` list of OIP servers) is checked on the
+nodes and not merged, as before.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.gateway.ports import AnomalyScreens
 from modelgate.core.serving.batching import BatchingRuntime
 from modelgate.core.serving.manifest import BatchingPolicy, ModelManifest
 from modelgate.core.serving.ports import (
@@ -63,21 +81,32 @@ _DEADLINE_GRACE_S = 0.005
 
 
 class RemoteRuntime:
-    """One model version on whichever node the cluster picks for each request."""
+    """One model version on whichever node the cluster picks for each request.
+    ``screened``: the gateway checks the version's requests for anomalies, and its calls
+    tell the node not to check them again."""
 
-    __slots__ = ("cluster", "model", "prefer", "version")
+    __slots__ = ("cluster", "model", "prefer", "screened", "version")
 
-    def __init__(self, cluster: Cluster, model: str, version: int, prefer: str = "cpu"):
+    def __init__(
+        self,
+        cluster: Cluster,
+        model: str,
+        version: int,
+        prefer: str = "cpu",
+        *,
+        screened: bool = False,
+    ):
         self.cluster = cluster
         self.model = model
         self.version = version
         self.prefer = prefer
+        self.screened = screened
 
     async def infer(
         self, inputs: Arrays, timing: Timing | None = None
     ) -> dict[str, np.ndarray[Any, Any]]:
         return await self.cluster.forward(
-            self.model, self.version, inputs, timing, prefer=self.prefer
+            self.model, self.version, inputs, timing, prefer=self.prefer, screened=self.screened
         )
 
     @property
@@ -143,10 +172,12 @@ class ClusterRepository:
         return [VersionSource(n, "", versions[n]) for n in sorted(versions)]
 
 
-def merge_policy(manifest: ModelManifest) -> BatchingPolicy | None:
+def merge_policy(manifest: ModelManifest, *, screened: bool = False) -> BatchingPolicy | None:
     """How a gateway merges the version's requests: the manifest's batching with no queue
-    delay; None when they are not merged (no batching section, or an anomaly check)."""
-    if manifest.batching is None or manifest.anomaly is not None:
+    delay; None when they are not merged: no batching section, or an anomaly check that
+    the gateway does not run itself (``screened`` false: the node would check the merged
+    call as a whole)."""
+    if manifest.batching is None or (manifest.anomaly is not None and not screened):
         return None
     return manifest.batching.model_copy(update={"max_queue_delay_us": 0})
 
@@ -157,17 +188,29 @@ def remote_builder(
     *,
     merge: bool = True,
     merge_calls: int = MERGE_CALLS,
+    screens: AnomalyScreens | None = None,
 ) -> Callable[[VersionSource], LoadedVersion]:
     """The registry's builder of a gateway's versions; ``merge`` (default on) merges
-    concurrent requests into at most ``merge_calls`` node calls in flight per version."""
+    concurrent requests into at most ``merge_calls`` node calls in flight per version.
+    ``screens``: the gateway's anomaly checks, given every version with an ``anomaly``
+    section whose nodes announce its profile (None: the nodes check, and such versions
+    are not merged)."""
 
     def build(source: VersionSource) -> LoadedVersion:
         manifest = source.manifest
         name, number = manifest.name, source.version
         sink = observer.version(name, str(number)) if observer is not None else None
         stats = VersionStats(name, str(number), sink)
-        runtime: ModelRuntime = RemoteRuntime(cluster, name, number, manifest.hardware.prefer)
-        policy = merge_policy(manifest) if merge else None
+        screen = None
+        if screens is not None and manifest.anomaly is not None:
+            profile = cluster.profiles.get(name, {}).get(number)
+            if profile is not None:
+                screen = screens.announced_screen(manifest, number, profile)
+        screened = screen is not None
+        runtime: ModelRuntime = RemoteRuntime(
+            cluster, name, number, manifest.hardware.prefer, screened=screened
+        )
+        policy = merge_policy(manifest, screened=screened) if merge else None
         if policy is not None:
             runtime = MergingRuntime(
                 BatchingRuntime(
@@ -178,7 +221,7 @@ def remote_builder(
                     units_output=manifest.token_output,
                 )
             )
-        return LoadedVersion(
+        loaded = LoadedVersion(
             name=name,
             version=number,
             manifest=manifest,
@@ -190,5 +233,8 @@ def remote_builder(
             hardware=manifest.hardware.prefer,
             path="",
         )
+        if screens is not None and screen is not None:
+            screens.attach(loaded, screen)
+        return loaded
 
     return build

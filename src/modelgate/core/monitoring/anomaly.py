@@ -8,7 +8,10 @@ admission and before the runtime runs (how a value scores:
 
 The profile is read when a version loads (:meth:`AnomalyDetector.prepare`, a registry load
 hook running in the loading thread), turned into per-feature bound arrays once, and kept
-with the loaded version with its threshold and action. A small request (at most
+with the loaded version with its threshold and action. A gateway has no model files: it
+builds the check from the part of the profile its nodes announce
+(:meth:`AnomalyDetector.announced_screen`, :mod:`~modelgate.core.monitoring.anomaly_profiles`)
+when it builds the version. A small request (at most
 :data:`_LOOP_MAX` values an input) is scored by a plain loop, typical or not (about 2 µs for a
 row of 12 features, a few float operations more for each value outside its quantiles); any
 other request is scored by a dozen numpy operations over its input arrays, with no Python loop
@@ -29,6 +32,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +45,7 @@ from modelgate.core.monitoring.anomaly_scores import (
     profile_bounds,
 )
 from modelgate.core.monitoring.ports import AnomalyObserver
+from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import REFERENCE_FILE, read_reference
 from modelgate.core.serving.registry import LoadedVersion
@@ -50,6 +55,9 @@ from modelgate.errors import ModelgateError, invalid
 __all__ = ["AnomalyCounts", "AnomalyDetector"]
 
 log = logging.getLogger("modelgate.anomaly")
+
+#: what a profile that does not parse raises
+_UNPARSED = (ValueError, KeyError, TypeError, AttributeError)
 
 #: inputs of at most this many values are scored by a plain loop (above it, the numpy plan
 #: costs less than the loop would)
@@ -134,11 +142,11 @@ class AnomalyDetector:
                     "%s v%d has no reference profile: not checked", loaded.name, loaded.version
                 )
                 return
-            bounds = profile_bounds(document, loaded.manifest)
+            screen = self.build_screen(loaded.manifest, loaded.version, document)
         except ModelgateError as exc:  # refused or unreadable: names no host path
             log.warning("%s: requests are not checked", exc.message)
             return
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except _UNPARSED as exc:
             log.warning(
                 "ignoring the reference profile %r of model '%s' version %d: %s: not checked",
                 REFERENCE_FILE,
@@ -147,13 +155,46 @@ class AnomalyDetector:
                 exc,
             )
             return
-        if bounds:
-            spec = loaded.manifest.anomaly
-            screen = _Screen(
-                tuple(bounds), spec.threshold, spec.action == "reject", str(loaded.version)
+        if screen is not None:
+            self.attach(loaded, screen)
+
+    def build_screen(
+        self, manifest: ModelManifest, version: int, document: Mapping[str, Any]
+    ) -> _Screen | None:
+        """The check of a version of ``manifest`` against the reference profile
+        ``document`` (or the part of it that :func:`~modelgate.core.monitoring.
+        anomaly_profiles.screen_profile` keeps): None when the manifest has no ``anomaly``
+        section or the profile describes none of its inputs. ValueError, KeyError,
+        TypeError or AttributeError when the profile does not parse."""
+        spec = manifest.anomaly
+        if spec is None:
+            return None
+        bounds = profile_bounds(document, manifest)
+        if not bounds:
+            return None
+        return _Screen(tuple(bounds), spec.threshold, spec.action == "reject", str(version))
+
+    def announced_screen(
+        self, manifest: ModelManifest, version: int, profile: Mapping[str, Any]
+    ) -> _Screen | None:
+        """:meth:`build_screen` from the profile a gateway's nodes announce; None (logged)
+        when it does not parse: the gateway leaves the check to the nodes then."""
+        try:
+            return self.build_screen(manifest, version, profile)
+        except _UNPARSED as exc:
+            log.warning(
+                "ignoring the anomaly profile the nodes announce for model '%s' version %d: "
+                "%s: the nodes check its requests",
+                manifest.name,
+                version,
+                exc,
             )
-            with self._lock:
-                self._screens[loaded] = screen
+            return None
+
+    def attach(self, loaded: LoadedVersion, screen: _Screen) -> None:
+        """Check ``loaded``'s requests with ``screen`` (from :meth:`build_screen`) from now on."""
+        with self._lock:
+            self._screens[loaded] = screen
 
     def checks(self, loaded: LoadedVersion) -> bool:
         """True when requests of this version are scored."""

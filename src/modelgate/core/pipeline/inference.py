@@ -197,7 +197,8 @@ class InferenceService:
             if loaded.manifest.limits.max_total_tokens is not None:  # an embedding model
                 await check_tokens(loaded.manifest, loaded.runtime, inputs)
             requested = select_outputs(loaded.manifest, request.outputs)
-            anomaly = self._screen(loaded, inputs)  # before admission: a rejection costs none
+            # before admission: a rejection costs none
+            anomaly = self._screen(request, loaded, inputs, forwarded)
             ticket = self._ticket(request, principal, loaded, inputs, requested, forwarded)
             if admission is not None:
                 limit = await self._admit(
@@ -312,10 +313,15 @@ class InferenceService:
             raise deadline_exceeded()
         return loaded.plan.validate(request.inputs)
 
-    def _screen(self, loaded: LoadedVersion, inputs: _Arrays) -> Parameters | None:
+    def _screen(
+        self, request: InferenceRequest, loaded: LoadedVersion, inputs: _Arrays, forwarded: bool
+    ) -> Parameters | None:
         """The anomaly check of a model with an ``anomaly`` section: the response's
-        parameters, or INVALID_ARGUMENT when it rejects."""
+        parameters, or INVALID_ARGUMENT when it rejects. Not on a node for a call whose
+        gateway checked it (its caller's request, before merging it with others)."""
         if self.anomalies is None or loaded.manifest.anomaly is None:
+            return None
+        if forwarded and request.screened:
             return None
         return self.anomalies.screen(loaded, inputs)
 

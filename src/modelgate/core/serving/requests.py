@@ -45,6 +45,9 @@ class InferenceRequest:
     #: the caller's ``Cache-Control`` (REST header, gRPC metadata); None: the request
     #: parameter ``cache_control``, if any (core/serving/caching.py)
     cache_control: str | None = None
+    #: a node's gateway says it checked the inputs for anomalies (gRPC metadata
+    #: ``modelgate-screened``); believed of a gateway's call only (core/gateway/node_calls.py)
+    screened: bool = False
 
 
 @dataclass(slots=True)

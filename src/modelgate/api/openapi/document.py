@@ -45,6 +45,7 @@ _STATUS = {
     401: "No credential, or one that is not valid (`WWW-Authenticate: Bearer`).",
     403: "The credential lacks the scope, or its tenant is disabled.",
     404: "No such model, version, job or request (or one the caller may not see).",
+    405: "Not over GET: the model's manifest has no `cache` section.",
     409: "The state does not allow this (e.g. a model not loaded, a job already ended).",
     413: "The body (or the request's rows, texts or tokens) is over a limit.",
     429: "A rate limit, quota or the abuse guard refuses the caller (`Retry-After`).",

@@ -145,7 +145,7 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             "Run an inference over GET, for HTTP caches",
             "inference",
             oip.InferenceResponse,
-            (304, *_INFER),
+            (304, 405, *_INFER),
             versioned_id="inferModelVersionCached",
             description="Only for models whose manifest has a `cache` section (others answer "
             "405). `input` is the JSON request as base64url (docs/caching.md).",

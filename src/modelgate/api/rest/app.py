@@ -157,9 +157,9 @@ class RestApp:
             self.front["/oauth/token"] = self._issue_token
         if jwks is not None:
             self.front["/.well-known/jwks.json"] = self._jwks
-        docs = build_docs_app(lambda: build_document(self))
         for path in ("/openapi.json", *DOC_PAGES):
-            self.front[path] = docs
+            self.front[path] = self._docs
+        self._docs_app: ASGIApp | None = None
         #: path -> its row and captures, for the paths routed lately (:meth:`_routed`)
         self._seen: dict[str, _Routed] = {}
         #: callers refused for a rate limit or quota, answered before their body is read
@@ -325,6 +325,11 @@ class RestApp:
     async def _issue_token(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.tokens is not None  # in ``front`` only when served
         await issue_token(self.tokens, self.abuse, scope, receive, send)
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._docs_app is None:  # built when first asked for: no cost to a server never asked
+            self._docs_app = build_docs_app(lambda: build_document(self))
+        await self._docs_app(scope, receive, send)
 
     async def _jwks(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, orjson.dumps(self.jwks), _JSON)

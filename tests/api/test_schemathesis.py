@@ -1,6 +1,6 @@
 """Schemathesis against ``/openapi.json``, the whole document (OIP v2, /v1, jobs, feedback,
-OAuth, metrics, admin) with the operator's key: no server error, no answer that breaks its
-schema, no status and no content type the document does not list.
+OAuth, metrics, admin), with the operator's key and with a tenant's: no server error, no
+answer that breaks its schema, no status and no content type the document does not list.
 
 Few examples per operation (the admin API's own, deeper run is
 tests/api/attacks/test_schemathesis.py): this run checks that the document and the server
@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -43,8 +44,32 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         yield running
 
 
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def credentials(server: Server) -> dict[str, str]:
+    """The operator's key, and a tenant key with every tenant scope but ``keys:admin`` (with
+    it, a run could revoke its own key and test nothing but 401 after)."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    url = f"http://127.0.0.1:{server.http_port}"
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
+        assert (await http.post("/admin/plans", json={"name": "fuzz"})).status_code == 201
+        tenant = await http.post("/admin/tenants", json={"name": "fuzz", "plan": "fuzz"})
+        assert tenant.status_code == 201, tenant.text
+        scopes = ["infer", "models:read", "models:write", "usage:read", "audit:read"]
+        key = await http.post(
+            f"/admin/tenants/{tenant.json()['id']}/keys", json={"name": "fuzz", "scopes": scopes}
+        )
+        assert key.status_code == 201, key.text
+        secret = key.json()["secret"]
+        works = await http.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        assert works.status_code == 200, works.text
+    return {"operator": ADMIN, "tenant": secret}
+
+
 @pytest.mark.timeout(240)
-async def test_the_whole_api_keeps_its_openapi_promises(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("who", ["operator", "tenant"])
+async def test_the_whole_api_keeps_its_openapi_promises(
+    server: Server, credentials: dict[str, str], who: str, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -69,7 +94,7 @@ async def test_the_whole_api_keeps_its_openapi_promises(server: Server, tmp_path
         "--request-timeout",
         "20",
         "--header",
-        f"Authorization: Bearer {ADMIN}",
+        f"Authorization: Bearer {credentials[who]}",
         cwd=tmp_path,  # schemathesis keeps a .schemathesis folder where it runs
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -22,10 +22,11 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 from modelgate import __version__
-from modelgate.api.openapi.document import DOC_PAGES
+from modelgate.api.openapi.document import DOC_PAGES, build_document
 from modelgate.api.openapi.operations import EXPANDED, UNDOCUMENTED
 from modelgate.api.rest.app import RestApp
 from modelgate.api.rest.routes import ANY
+from modelgate.api.rest.routes import Route as TableRoute
 from modelgate.errors import ModelgateError
 from modelgate.server import Server
 from tests.api.openapi_server import ADMIN, openapi_server
@@ -132,6 +133,26 @@ async def test_every_route_the_server_answers_is_documented(
         assert isinstance(route, APIRoute | Route)
         for method in route.methods or ():
             assert (method, route.path) in documented, f"{method} {route.path}"
+
+
+async def test_a_route_without_an_operation_fails_the_document(server: Server) -> None:
+    app = rest_app(server)
+    table = app.routes
+    app.routes = {
+        **table,
+        "/v2/trace/setting": TableRoute({"GET": table["/v2"].handlers["GET"]}, "GET"),
+    }
+    try:
+        with pytest.raises(LookupError, match="GET /v2/trace/setting has no entry"):
+            build_document(app)
+    finally:
+        app.routes = table
+    app.front["/undocumented"] = app.front["/openapi.json"]
+    try:
+        with pytest.raises(LookupError, match="/undocumented is answered"):
+            build_document(app)
+    finally:
+        del app.front["/undocumented"]
 
 
 async def test_every_job_route_is_documented(server: Server, document: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from modelgate.api.oip_codec import decode_infer_request
+from modelgate.api.openai.embeddings import _texts as embedding_texts
 from modelgate.api.openapi.document import _schemas
 from modelgate.api.openapi.oip import InferenceRequest
 from modelgate.api.openapi.v1 import EmbeddingRequest, FeedbackRequest, JobRequest
@@ -139,3 +140,18 @@ def test_job_examples_read_alike(document: dict[str, Any], accepted: bool) -> No
 )
 def test_embedding_examples_read_alike(document: dict[str, Any], accepted: bool) -> None:
     assert EMBEDDING.is_valid(document) == accepted
+
+
+texts = st.recursive(
+    st.one_of(st.text(max_size=3), st.integers(-1, 3), st.none(), st.booleans()),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=texts)
+def test_embedding_input_schema_and_decoder_agree_both_ways(value: Any) -> None:
+    """``input``: the forms the embeddings decoder reads (``_texts``) are the schema's."""
+    accepted = decodes(embedding_texts, value)
+    assert accepted == EMBEDDING.is_valid({"model": "m", "input": value}), value

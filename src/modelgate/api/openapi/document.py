@@ -29,6 +29,7 @@ from modelgate.api.openapi.operations import (
 )
 from modelgate.core.access.identity import Scope
 from modelgate.core.jobs.jobs import JobState
+from modelgate.observability.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from modelgate.api.rest.app import RestApp
@@ -182,7 +183,7 @@ def _oauth(app: RestApp) -> list[dict[str, list[str]]]:
 
 def _success(op: Operation) -> dict[str, Any]:
     if op.operation_id == "getMetrics":
-        text = {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
+        text = {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}
         return {"description": "The metrics.", "content": text}
     if op.operation_id == "getOpenApiDocument":
         return {"description": "This document.", **_content({"type": "object"})}

@@ -4,7 +4,8 @@ FastAPI documents a route's success and its 422; everything else a route may ans
 added here, with the admin API's error shape (``{"error": "..."}``):
 
 - on every route: 401 (no or a bad credential), 403 (a scope it lacks, a disabled tenant),
-  413 (a body over ``MODELGATE_ADMIN_MAX_BODY_BYTES``), 429 (an address or key the abuse
+  413 (a body over ``MODELGATE_ADMIN_MAX_BODY_BYTES``), 415 (a ``Content-Encoding`` that
+  RestApp does not decode), 429 (an address or key the abuse
   guard blocks), 503 (the store does not answer);
 - per route (:data:`ROUTE_ERRORS`): 400 (a value the core refuses: names, scopes, dates),
   404 (an unknown or foreign id), 409 (it exists already, or its state forbids it);
@@ -37,11 +38,12 @@ _DESCRIPTIONS = {
     404: "No such resource, or one the caller may not see.",
     409: "The resource exists already, or its state does not allow this.",
     413: "The body is larger than the admin API accepts.",
+    415: "A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate).",
     422: "The request does not match its schema.",
     429: "Too many refused requests from this address or key (`Retry-After`).",
     503: "The store does not answer; retry later (`Retry-After`).",
 }
-_EVERY_ROUTE = (401, 403, 413, 429, 503)
+_EVERY_ROUTE = (401, 403, 413, 415, 429, 503)
 _SIDE_EFFECTS = ("post", "put", "patch", "delete")
 _IDEMPOTENCY = {
     400: "A malformed `Idempotency-Key` (1 to 255 visible ASCII characters).",

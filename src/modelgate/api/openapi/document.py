@@ -49,6 +49,7 @@ _STATUS = {
     405: "Not over GET: the model's manifest has no `cache` section.",
     409: "The state does not allow this (e.g. a model not loaded, a job already ended).",
     413: "The body (or the request's rows, texts or tokens) is over a limit.",
+    415: "A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate).",
     429: "A rate limit, quota or the abuse guard refuses the caller (`Retry-After`).",
     501: "Not supported by modelgate (e.g. a datatype the model cannot take).",
     503: "Shed under load, or a store does not answer; retry later (`Retry-After`).",
@@ -92,7 +93,7 @@ def build_document(app: RestApp) -> dict[str, Any]:
             "version": __version__,
             "description": "Every HTTP route of modelgate: OIP v2 (KServe, Triton), the "
             "OpenAI-compatible routes, jobs, feedback, OAuth, metrics and the admin API. "
-            "See docs/api-reference.md.",
+            "See docs/api-reference.md." + _unserved(app),
         },
         "servers": [{"url": "/", "description": "The server that serves this document."}],
         "paths": paths,
@@ -104,6 +105,12 @@ def build_document(app: RestApp) -> dict[str, Any]:
     document["tags"] = [{"name": t, "description": d} for t, d in _TAGS.items() if t in used]
     document["tags"] += [{"name": t} for t in sorted(used - set(_TAGS))]
     return document
+
+
+def _unserved(app: RestApp) -> str:
+    """The table's rows that are no operation (UNDOCUMENTED), said in the description."""
+    rows = [f"`{t}` ({UNDOCUMENTED[t]})" for t in app.routes if t in UNDOCUMENTED]
+    return "\n\nAnswered but not operations: " + "; ".join(rows) + "." if rows else ""
 
 
 def _table_operations(app: RestApp) -> list[tuple[str, str, Operation]]:

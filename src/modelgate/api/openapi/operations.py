@@ -47,8 +47,8 @@ class Operation:
 
 
 _READ = (403, 404, 429, 503)
-_INFER = (400, 403, 404, 409, 413, 429, 501, 503, 504)
-_REPOSITORY = (400, 403, 404, 409, 413, 429, 503)
+_INFER = (400, 403, 404, 409, 413, 415, 429, 501, 503, 504)
+_REPOSITORY = (400, 403, 404, 409, 413, 415, 429, 503)
 _V1 = v1.OpenAIError
 
 OPERATIONS: dict[str, dict[str, Operation]] = {
@@ -157,7 +157,7 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             "Every model in the repository and its state",
             "repository",
             oip.RepositoryIndexResponse,
-            (400, 403, 413, 429, 503),
+            (400, 403, 413, 415, 429, 503),
             oip.RepositoryIndexRequest,
         ),
     },
@@ -206,7 +206,7 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             "Embed texts (OpenAI)",
             "openai",
             v1.EmbeddingResponse,
-            (400, 403, 404, 409, 413, 429, 503, 504),
+            (400, 403, 404, 409, 413, 415, 429, 503, 504),
             v1.EmbeddingRequest,
             error=_V1,
         ),
@@ -217,7 +217,7 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             "Ground truth for earlier predictions, by request id",
             "feedback",
             v1.FeedbackResponse,
-            (400, 403, 404, 409, 413, 429, 503),
+            (400, 403, 404, 409, 413, 415, 429, 503),
             v1.FeedbackRequest,
             error=_V1,
         ),
@@ -252,7 +252,7 @@ EXPANDED: dict[str, dict[str, dict[str, Operation]]] = {
                 "Submit an asynchronous job",
                 "jobs",
                 v1.Job,
-                (400, 403, 404, 409, 413, 429, 503),
+                (400, 403, 404, 409, 413, 415, 429, 503),
                 v1.JobRequest,
                 error=_V1,
                 description="JSON, or JSON lines (`application/jsonl`: one OIP request a "
@@ -293,11 +293,19 @@ EXPANDED: dict[str, dict[str, dict[str, Operation]]] = {
     },
 }
 
-#: rows that only answer 404 (after authenticating, so that they tell a caller without a
-#: credential nothing): they name no route of their own
+#: rows that name no operation a client can use: catch-alls that only answer 404 (after
+#: authenticating, so that they tell a caller without a credential nothing), and Triton
+#: extensions that only answer 501; the document's description lists those of its server
 UNDOCUMENTED = {
     "/v2/models/{model}/{action}": "GET of an unknown model action: 404",
     "/v2/repository/...": "POST of an unknown repository path: 404",
+    # Triton's extensions modelgate does not serve (api/rest/extensions.py, when present):
+    # every method and path below each answers 501, which is no operation a client can use
+    "/v2/systemsharedmemory/...": "Triton's system shared memory: 501, not served",
+    "/v2/cudasharedmemory/...": "Triton's CUDA shared memory: 501, not served",
+    "/v2/trace/setting": "Triton's trace settings: 501, not served",
+    "/v2/models/{model}/trace/setting": "Triton's model trace settings: 501, not served",
+    "/v2/logging": "Triton's log settings: 501, not served",
 }
 
 #: the model routes also answered on ``/v2/models/{model}/versions/{version}...``
@@ -311,7 +319,7 @@ FRONT: dict[str, dict[str, Operation]] = {
             "A JWT for an API key (OAuth2 client credentials)",
             "oauth",
             v1.TokenResponse,
-            (400, 401, 413, 429),
+            (400, 401, 413, 415, 429),
             v1.TokenRequest,
             error=v1.OAuthError,
             public=True,

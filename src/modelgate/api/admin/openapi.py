@@ -4,7 +4,8 @@ FastAPI documents a route's success and its 422; everything else a route may ans
 added here, with the admin API's error shape (``{"error": "..."}``):
 
 - on every route: 401 (no or a bad credential), 403 (a scope it lacks, a disabled tenant),
-  413 (a body over ``MODELGATE_ADMIN_MAX_BODY_BYTES``), 429 (an address or key the abuse
+  413 (a body over ``MODELGATE_ADMIN_MAX_BODY_BYTES``), 415 (a ``Content-Encoding`` that
+  RestApp does not decode), 429 (an address or key the abuse
   guard blocks), 503 (the store does not answer);
 - per route (:data:`ROUTE_ERRORS`): 400 (a value the core refuses: names, scopes, dates),
   404 (an unknown or foreign id), 409 (it exists already, or its state forbids it);
@@ -14,7 +15,9 @@ added here, with the admin API's error shape (``{"error": "..."}``):
 
 Credentials are security schemes (bearer or ``x-api-key``), not header parameters, so
 clients and fuzzers send them as credentials. A route missing from :data:`ROUTE_ERRORS`
-fails the document's generation, so a new route cannot go undocumented.
+fails the document's generation, so a new route cannot go undocumented; it also names each
+operation (``operationId``). The document is also merged whole into the one of every route
+(``api/openapi/document.py``, served at ``/openapi.json``).
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ _DESCRIPTIONS = {
     404: "No such resource, or one the caller may not see.",
     409: "The resource exists already, or its state does not allow this.",
     413: "The body is larger than the admin API accepts.",
+    415: "A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate).",
     422: "The request does not match its schema.",
     429: "Too many refused requests from this address or key (`Retry-After`).",
     503: "The store does not answer; retry later (`Retry-After`).",
 }
-_EVERY_ROUTE = (401, 403, 413, 429, 503)
+_EVERY_ROUTE = (401, 403, 413, 415, 429, 503)
 _SIDE_EFFECTS = ("post", "put", "patch", "delete")
 _IDEMPOTENCY = {
     400: "A malformed `Idempotency-Key` (1 to 255 visible ASCII characters).",
@@ -48,32 +52,34 @@ _IDEMPOTENCY = {
     422: "This `Idempotency-Key` was used for another request.",
 }
 
-#: (method, path) -> the error statuses a route answers besides those of every route
-ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("GET", "/admin/plans"): (),
-    ("POST", "/admin/plans"): (400, 409),
-    ("GET", "/admin/tenants"): (),
-    ("POST", "/admin/tenants"): (400, 404, 409),
-    ("GET", "/admin/tenants/{tenant_id}/keys"): (404,),
-    ("POST", "/admin/tenants/{tenant_id}/keys"): (400, 404, 409),
-    ("POST", "/admin/keys/{key_id}/revoke"): (404, 409),
-    ("POST", "/admin/keys/{key_id}/rotate"): (404, 409),
-    ("GET", "/admin/audit"): (),
-    ("GET", "/admin/audit/verify"): (),
-    ("GET", "/admin/usage"): (400, 404),
-    ("GET", "/admin/prices"): (),
-    ("PUT", "/admin/prices/{target}"): (400, 404),
-    ("DELETE", "/admin/prices/{target}"): (400, 404),
-    ("GET", "/admin/tenants/{tenant_id}/payload-logging"): (404,),
-    ("PUT", "/admin/tenants/{tenant_id}/payload-logging"): (400, 404),
-    ("GET", "/admin/subjects/{subject}/export"): (400, 404),
-    ("DELETE", "/admin/subjects/{subject}"): (400, 404),
-    ("GET", "/admin/models/{model}/monitoring"): (400, 404),
-    ("GET", "/admin/models/{model}/deployment"): (404,),
-    ("PUT", "/admin/models/{model}/deployment"): (400, 404, 409),
-    ("POST", "/admin/models/{model}/deployment/promote"): (400, 404, 409),
-    ("POST", "/admin/models/{model}/deployment/rollback"): (400, 404, 409),
-    ("GET", "/admin/tenants/{tenant_id}/quotas"): (404,),
+#: (method, path) -> the operation id (what a generated SDK names the method: stable, never
+#: the Python function's name) and the error statuses a route answers besides those of
+#: every route
+ROUTE_ERRORS: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
+    ("GET", "/admin/plans"): ("listPlans", ()),
+    ("POST", "/admin/plans"): ("createPlan", (400, 409)),
+    ("GET", "/admin/tenants"): ("listTenants", ()),
+    ("POST", "/admin/tenants"): ("createTenant", (400, 404, 409)),
+    ("GET", "/admin/tenants/{tenant_id}/keys"): ("listKeys", (404,)),
+    ("POST", "/admin/tenants/{tenant_id}/keys"): ("createKey", (400, 404, 409)),
+    ("POST", "/admin/keys/{key_id}/revoke"): ("revokeKey", (404, 409)),
+    ("POST", "/admin/keys/{key_id}/rotate"): ("rotateKey", (404, 409)),
+    ("GET", "/admin/audit"): ("listAudit", ()),
+    ("GET", "/admin/audit/verify"): ("verifyAudit", ()),
+    ("GET", "/admin/usage"): ("getUsage", (400, 404)),
+    ("GET", "/admin/prices"): ("listPrices", ()),
+    ("PUT", "/admin/prices/{target}"): ("setPrice", (400, 404)),
+    ("DELETE", "/admin/prices/{target}"): ("deletePrice", (400, 404)),
+    ("GET", "/admin/tenants/{tenant_id}/payload-logging"): ("getPayloadLogging", (404,)),
+    ("PUT", "/admin/tenants/{tenant_id}/payload-logging"): ("setPayloadLogging", (400, 404)),
+    ("GET", "/admin/subjects/{subject}/export"): ("exportSubject", (400, 404, 409)),
+    ("DELETE", "/admin/subjects/{subject}"): ("eraseSubject", (400, 404, 409)),
+    ("GET", "/admin/models/{model}/monitoring"): ("getModelMonitoring", (400, 404)),
+    ("GET", "/admin/models/{model}/deployment"): ("getDeployment", (404,)),
+    ("PUT", "/admin/models/{model}/deployment"): ("setDeployment", (400, 404, 409)),
+    ("POST", "/admin/models/{model}/deployment/promote"): ("promoteDeployment", (400, 404, 409)),
+    ("POST", "/admin/models/{model}/deployment/rollback"): ("rollbackDeployment", (400, 404, 409)),
+    ("GET", "/admin/tenants/{tenant_id}/quotas"): ("getTenantQuotas", (404,)),
 }
 
 
@@ -110,11 +116,12 @@ def complete(document: dict[str, Any], *, idempotency: bool) -> dict[str, Any]:
     }
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
-            extra = ROUTE_ERRORS.get((method.upper(), path))
-            if extra is None:
+            entry = ROUTE_ERRORS.get((method.upper(), path))
+            if entry is None:
                 raise LookupError(
                     f"{method.upper()} {path} has no entry in ROUTE_ERRORS (api/admin/openapi.py)"
                 )
+            operation["operationId"], extra = entry
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
             responses = operation.setdefault("responses", {})
             for status in (*_EVERY_ROUTE, *extra):

@@ -8,7 +8,8 @@ as a FastAPI app for its OpenAPI document.
 A request, in order (the per-call steps are api/call.py's, shared with gRPC)::
 
     request id, span                      __call__
-    /admin | /oauth/token | /.well-known/jwks.json, when served    _dispatch
+    /admin | front: /oauth/token, /.well-known/jwks.json (when served),
+        /openapi.json, /docs, /redoc                                  _dispatch
     route table: 404 | 405 | handler      _dispatch, routes.py
         authenticate, read the body, call the core, answer
                                           metadata.py, inference.py, repository.py,
@@ -30,6 +31,8 @@ from modelgate.api.call import CallPipeline
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.oip_codec import encode_json
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
+from modelgate.api.openapi.document import DOC_PAGES, build_document
+from modelgate.api.openapi.pages import build_docs_app
 from modelgate.api.rest.asgi import (
     LOG_LINE,
     MODEL,
@@ -147,6 +150,16 @@ class RestApp:
             "rest", client_host, abuse=abuse, tracer=tracer, requests=requests
         )
         self.routes = route_table(feedback=feedback is not None, jobs=jobs is not None)
+        #: the routes answered before the table, by path: OAuth when served, the OpenAPI
+        #: document and its pages (api/openapi/: the document is built on first use)
+        self.front: dict[str, ASGIApp] = {}
+        if tokens is not None:
+            self.front["/oauth/token"] = self._issue_token
+        if jwks is not None:
+            self.front["/.well-known/jwks.json"] = self._jwks
+        for path in ("/openapi.json", *DOC_PAGES):
+            self.front[path] = self._docs
+        self._docs_app: ASGIApp | None = None
         #: path -> its row and captures, for the paths routed lately (:meth:`_routed`)
         self._seen: dict[str, _Routed] = {}
         #: callers refused for a rate limit or quota, answered before their body is read
@@ -232,11 +245,11 @@ class RestApp:
             if self.admin_app is not None and (path == "/admin" or path.startswith("/admin/")):
                 await self._admin(scope, receive, send, self.admin_app)
                 return
-            if path == "/oauth/token" and self.tokens is not None:
-                await issue_token(self.tokens, self.abuse, scope, receive, send)
-                return
-            if path == "/.well-known/jwks.json" and self.jwks is not None:
-                await respond(send, 200, orjson.dumps(self.jwks), _JSON)
+            front = self.front.get(path)
+            if front is None and path.startswith("/docs/"):
+                front = self.front["/docs"]  # the docs page's assets
+            if front is not None:
+                await front(scope, receive, send)
                 return
             api = _API.get(path[:4] if len(path) == 3 or path[3:4] == "/" else "", "other")
         else:
@@ -309,6 +322,18 @@ class RestApp:
             headers.append((b"www-authenticate", b'Bearer realm="modelgate"'))
         await respond(send, status, body, headers)
         self.metrics.http_answer(api, status)
+
+    async def _issue_token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.tokens is not None  # in ``front`` only when served
+        await issue_token(self.tokens, self.abuse, scope, receive, send)
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._docs_app is None:  # built when first asked for: no cost to a server never asked
+            self._docs_app = build_docs_app(lambda: build_document(self))
+        await self._docs_app(scope, receive, send)
+
+    async def _jwks(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, orjson.dumps(self.jwks), _JSON)
 
     # -- /admin (a FastAPI app) -------------------------------------------------------------
     async def _admin(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:

@@ -24,7 +24,8 @@ What is substituted, and how (the same a reader does on a machine of their own):
 
 A block that cannot run here carries a marker on the line before it, and is skipped (and
 listed): ``<!-- example: needs-cluster -->`` (Kubernetes, docker, nginx, PostgreSQL or Redis
-servers, several modelgate processes), ``<!-- example: needs-gpu -->``,
+servers, several modelgate processes), ``<!-- example: needs-config -->`` (a server started
+with settings ``make run`` does not set, e.g. a JWT signing key), ``<!-- example: needs-gpu -->``,
 ``<!-- example: needs-data -->`` (the reader's own files), ``<!-- example: server -->``,
 ``<!-- example: development -->`` (the project's own make targets, the test suite among
 them).
@@ -48,11 +49,10 @@ import pytest
 from tests.conftest import ROOT
 from tests.e2e.conftest import free_port
 
-DOCUMENTS = [ROOT / "README.md"] + sorted(
-    p for p in (ROOT / "docs").glob("*.md") if p.name != "benchmarks.md"
-)
+DOCS = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "benchmarks.md")
+DOCUMENTS = [ROOT / "README.md", *DOCS]
 SHELL = {"bash", "sh", "shell"}
-MARKERS = {"needs-cluster", "needs-gpu", "needs-data", "server", "development"}
+MARKERS = {"needs-cluster", "needs-config", "needs-gpu", "needs-data", "server", "development"}
 _MARKER = re.compile(r"^<!--\s*example:\s*([a-z-]+)\s*-->$")
 _FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([^\s`]*)")
 #: a whole page's examples; the slowest page (the README) makes about 20 CLI calls
@@ -179,9 +179,19 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         process.wait()
 
 
-def script(server: Server, examples: list[Block]) -> str:
+@dataclass
+class Shell:
+    """What a reader's shell holds: its environment and the variables set in it."""
+
+    env: dict[str, str]
+    variables: str = ""  # ``declare -p`` lines
+
+
+def script(server: Server, examples: list[Block], shell: Shell) -> str:
     """One bash script of a page's runnable blocks, addresses substituted."""
     parts = [
+        shell.variables,
+        "__before=\" $(compgen -v | tr '\\n' ' ') \"",
         "set -euo pipefail",
         # an HTTP error fails the example, its body shown
         'curl() { command curl --fail-with-body "$@"; }',
@@ -190,19 +200,26 @@ def script(server: Server, examples: list[Block]) -> str:
         text = block.text.replace("localhost:8000", f"127.0.0.1:{server.http_port}")
         text = text.replace("localhost:8001", f"127.0.0.1:{server.grpc_port}")
         parts += [f"echo '>>> {block.where}' >&2", "set -x", text, "set +x"]
-    return "\n".join(parts) + '\nenv -0 > "$EXAMPLES_ENV"\n'
+    parts += [
+        'env -0 > "$EXAMPLES_ENV"',
+        # the variables the page set (exported or not), for the pages that follow
+        'for v in $(compgen -v); do [[ $v == _* || $__before == *" $v "* ]] || declare -p "$v"; '
+        'done > "$EXAMPLES_VARS"',
+    ]
+    return "\n".join(parts) + "\n"
 
 
-def run_page(server: Server, path: Path, env: dict[str, str]) -> dict[str, str]:
-    """Run a page's examples; the environment they leave behind."""
+def run_page(server: Server, path: Path, shell: Shell) -> Shell:
+    """Run a page's examples; the shell they leave behind."""
     runnable = [b for b in blocks(path) if b.language in SHELL and b.marker is None]
     if not runnable:
         pytest.skip(f"{path.name} has no example to run")
     out = server.workdir / f"{path.stem}.env"
+    variables = server.workdir / f"{path.stem}.vars"
     done = subprocess.run(
-        ["bash", "-c", script(server, runnable)],
+        ["bash", "-c", script(server, runnable, shell)],
         cwd=server.workdir,
-        env={**env, "EXAMPLES_ENV": str(out)},
+        env={**shell.env, "EXAMPLES_ENV": str(out), "EXAMPLES_VARS": str(variables)},
         capture_output=True,
         text=True,
         timeout=PAGE_TIMEOUT_S,
@@ -213,29 +230,28 @@ def run_page(server: Server, path: Path, env: dict[str, str]) -> dict[str, str]:
         f"last '>>>' line below\n--- output\n{done.stdout[-4000:]}\n--- trace\n"
         f"{done.stderr[-6000:]}\n--- server log\n{server.log()}"
     )
-    left = {}
+    env = {}
     for item in out.read_bytes().split(b"\0"):
         name, _, value = item.decode(errors="replace").partition("=")
         if name and not name.startswith(("BASH_FUNC_", "EXAMPLES_")):
-            left[name] = value
-    return left
+            env[name] = value
+    return Shell(env, variables.read_text())
 
 
 @pytest.fixture(scope="module")
-def quick_start_env(server: Server) -> dict[str, str]:
+def quick_start(server: Server) -> Shell:
     """The README's examples, run: what a reader's shell holds after the quick start."""
-    return run_page(server, ROOT / "README.md", server.env)
+    return run_page(server, ROOT / "README.md", Shell(server.env))
 
 
-def test_the_readme_runs_as_written(quick_start_env: dict[str, str]) -> None:
-    assert quick_start_env["KEY"].startswith("mg_live_")  # the quick start made its key
+def test_the_readme_runs_as_written(quick_start: Shell) -> None:
+    assert quick_start.env["KEY"].startswith("mg_live_")  # the quick start made its key
+    assert "TENANT=" in quick_start.variables
 
 
 @pytest.mark.parametrize("path", DOCUMENTS[1:], ids=lambda p: p.name)
-def test_the_docs_run_as_written(
-    server: Server, quick_start_env: dict[str, str], path: Path
-) -> None:
-    run_page(server, path, quick_start_env)
+def test_the_docs_run_as_written(server: Server, quick_start: Shell, path: Path) -> None:
+    run_page(server, path, quick_start)
 
 
 def test_skipped_examples_are_few_and_named() -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BUILD_VENV := .venv-build
 MODELS := build/models
 
-.PHONY: run test lint bench models proto clean
+.PHONY: run test lint bench models clean
 
 run: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
@@ -23,9 +23,6 @@ bench: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/python -m bench --models $(MODELS)
 
 models: $(MODELS)/.built
-
-proto: $(VENV)/.installed
-	$(VENV)/bin/python -m modelgate.api.grpc.codegen
 
 # Serving environment: pinned runtime and test dependencies, no torch.
 $(VENV)/.installed: requirements.lock pyproject.toml clients/python/pyproject.toml

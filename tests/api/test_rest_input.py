@@ -281,14 +281,24 @@ async def test_a_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     assert response.status_code == 413
 
 
-async def test_a_wrong_content_type_is_400(client: httpx.AsyncClient) -> None:
+async def test_a_content_type_that_cannot_be_json_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v2/models/doubler/infer",
+        content=b"--xyz--",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 400
+    assert "content type" in response.json()["error"]
+
+
+async def test_a_form_body_that_is_not_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v2/models/doubler/infer",
         content=b"a=b",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 400
-    assert "content type" in response.json()["error"]
+    assert "JSON" in response.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -348,7 +358,7 @@ async def test_every_copy_of_a_repeated_content_type_is_checked(client: httpx.As
     response = await client.post(
         "/v2/models/doubler/infer",
         content=b"{}",
-        headers=[("content-type", "text/html"), ("content-type", "application/json")],
+        headers=[("content-type", "multipart/mixed"), ("content-type", "application/json")],
     )
     assert response.status_code == 400
     assert "content type" in response.json()["error"]

@@ -31,6 +31,7 @@ from modelgate.api.rest.errors import (
     rate_limit_headers,
     send_refusal,
 )
+from modelgate.api.rest.media_type import check_content_type
 from modelgate.api.rest.shedding import abandon, drop_if_gone, send_shed
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
 from modelgate.errors import invalid
@@ -38,10 +39,9 @@ from modelgate.errors import invalid
 if TYPE_CHECKING:
     from modelgate.api.rest.app import RestApp
 
-__all__ = ["check_content_type", "infer"]
+__all__ = ["infer"]
 
 _JSON = [(b"content-type", b"application/json")]
-_ACCEPTED_TYPES = (b"application/json", b"application/octet-stream", b"text/plain")
 #: the headers the route reads (the rest are skipped with one set lookup each)
 _READ_HEADERS = frozenset(
     (
@@ -201,16 +201,6 @@ async def infer(
             headers = [h for h in headers if h[0] != b"content-type"]
     await respond(send, status, payload, headers)
     app.metrics.http_answer("oip", status)
-
-
-def check_content_type(value: bytes) -> None:
-    if value in _ACCEPTED_TYPES:  # what clients send: no parsing
-        return
-    if not value.split(b";")[0].strip().lower().startswith(_ACCEPTED_TYPES):
-        raise invalid(
-            f"unsupported content type '{value.decode('latin-1')}'; send application/json, or "
-            "application/octet-stream with Inference-Header-Content-Length"
-        )
 
 
 def _timeout_s(value: bytes) -> float:

@@ -30,6 +30,7 @@ import orjson
 
 from modelgate.api.job_codec import decode_job_item
 from modelgate.api.rest.asgi import Receive, Scope, read_body
+from modelgate.api.rest.media_type import check_content_type
 from modelgate.core.access.identity import Principal
 from modelgate.core.jobs.jobs import Job, JobResult, JobState, job_document
 from modelgate.core.jobs.service import JobService, JobSpec
@@ -74,6 +75,7 @@ class JobRoutes:
         content_type, key = b"application/json", None
         for name, value in scope["headers"]:
             if name == b"content-type":
+                check_content_type(value)
                 content_type = value.split(b";")[0].strip().lower()
             elif name == b"idempotency-key":
                 key = _idempotency_key(value)
@@ -93,13 +95,8 @@ class JobRoutes:
             if "priority" in doc:
                 doc["priority"] = _integer_text(doc["priority"], "priority", minimum=0)
             doc["requests"] = _lines(body)
-        elif content_type.startswith(b"application/json") or content_type == b"text/plain":
+        else:  # JSON whatever the type says (curl -d), as on every inference route
             doc = _object(body)
-        else:
-            raise invalid(
-                f"unsupported content type '{content_type.decode('latin-1')}'; send "
-                "application/json or application/jsonl"
-            )
         spec = self._spec(doc, key)
         job, _ = await self.service.submit(principal, spec)
         return orjson.dumps(job_document(job))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from modelgate.api.rest.asgi import Receive, Scope, Send, read_body, respond
 from modelgate.api.rest.errors import MethodNotAllowedError
 from modelgate.api.rest.feedback import submit_feedback
-from modelgate.api.rest.inference import check_content_type
+from modelgate.api.rest.media_type import check_content_type
 
 if TYPE_CHECKING:
     from modelgate.api.rest.app import RestApp

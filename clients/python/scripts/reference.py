@@ -74,7 +74,7 @@ def _doc(value: Any) -> str:
     """The docstring, its reST roles as code spans and its ``::`` blocks fenced."""
     text = _ROLE.sub(r"`\1`", inspect.cleandoc(value.__doc__ or "").strip())
     out: list[str] = []
-    fenced = False
+    fenced, opening = False, -1
     for line in text.splitlines():
         if fenced and line and not line.startswith("    "):
             while out[-1] == "":
@@ -84,12 +84,16 @@ def _doc(value: Any) -> str:
         if line.endswith("::"):
             out.append(line[:-1])
             out.append("\n```")
-            fenced = True
+            fenced, opening = True, len(out) - 1
             continue
+        if fenced and opening >= 0 and line:
+            # the block's language from its first line: code that imports is Python
+            out[opening] += "python" if line.lstrip().startswith(("from ", "import ")) else "text"
+            opening = -1
         out.append(line[4:] if fenced else line)
     if fenced:
         out.append("```")
-    return "\n".join(out).replace("```\n\n", "```\n", 1)
+    return re.sub(r"(```(?:python|text))\n\n", r"\1\n", "\n".join(out))
 
 
 def _signature(name: str, value: Any) -> str:

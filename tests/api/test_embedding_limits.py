@@ -75,9 +75,7 @@ def executions(app: Components) -> int:
     return sum(v.stats.execution_count for v in app.registry.versions(MODEL))
 
 
-async def embed(
-    client: httpx.AsyncClient, texts: list[str], **extra: object
-) -> httpx.Response:
+async def embed(client: httpx.AsyncClient, texts: list[str], **extra: object) -> httpx.Response:
     return await client.post(
         "/v1/embeddings", json={"model": MODEL, "input": texts, **extra}, headers=AS_ADMIN
     )

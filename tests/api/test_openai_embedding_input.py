@@ -88,15 +88,18 @@ inputs = (
     | st.lists(st.lists(token_ids, max_size=6), max_size=3)
     | st.lists(st.integers(0, VOCABULARY - 1) | st.text(max_size=3), max_size=4)
 )
-bodies = st.fixed_dictionaries(
-    {"model": st.sampled_from([MODEL, "credit-risk"]) | json_values, "input": inputs},
-    optional={
-        "encoding_format": st.sampled_from(["float", "base64"]) | json_values,
-        "dimensions": st.integers(-2, 400) | json_values,
-        "truncate": st.booleans() | json_values,
-        "user": st.text(max_size=5) | json_values,
-    },
-) | json_values
+bodies = (
+    st.fixed_dictionaries(
+        {"model": st.sampled_from([MODEL, "credit-risk"]) | json_values, "input": inputs},
+        optional={
+            "encoding_format": st.sampled_from(["float", "base64"]) | json_values,
+            "dimensions": st.integers(-2, 400) | json_values,
+            "truncate": st.booleans() | json_values,
+            "user": st.text(max_size=5) | json_values,
+        },
+    )
+    | json_values
+)
 
 
 @settings(

@@ -166,6 +166,7 @@ async def test_the_sdk_sends_each_input_form(sdk: openai.AsyncOpenAI) -> None:
         ([7, -1], "token id -1 at position 1 of input 0"),
         (["a", 1], "input 1 is a number among strings"),
         ({"text": "a"}, "it is an object"),
+        ([[1]] * 2049, "it has 2049 inputs; at most 2048"),  # OpenAI's cap, checked first
     ],
 )
 async def test_bad_input_is_refused_saying_where(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelgate.core.pipeline.embeddings import MAX_INPUTS
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = ["embedding_input", "truncate_option"]
@@ -40,6 +41,8 @@ def embedding_input(value: Any) -> list[str] | list[list[int]]:
         raise _invalid(f"it is {_json_type(value)}")
     if not value:
         raise _invalid("it is an empty list")
+    if len(value) > MAX_INPUTS:  # before any input is looked at
+        raise _invalid(f"it has {len(value)} inputs; at most {MAX_INPUTS} are allowed")
     first = value[0]
     if isinstance(first, str):
         for index, text in enumerate(value):
@@ -63,7 +66,8 @@ def embedding_input(value: Any) -> list[str] | list[list[int]]:
 def _check_ids(ids: list[Any], index: int) -> None:
     if not ids:
         raise _invalid(f"input {index} is an empty list of token ids")
-    if not all(map(_is_id, ids)):
+    # in C, about 10 ns an id: no more than parsing it cost (the body limit bounds both)
+    if set(map(type, ids)) != {int}:
         position = next(p for p, v in enumerate(ids) if not _is_id(v))
         raise _invalid(
             f"position {position} of input {index} is {_json_type(ids[position])}, not a token id"

@@ -6,6 +6,7 @@ tokenizer); the openai SDK sends each input form and gets what the text would ge
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,11 +33,17 @@ MODEL = "all-MiniLM-L6-v2"
 VOCABULARY = 30522
 
 
-def wordpiece(text: str) -> list[int]:
-    """MiniLM's ids of ``text``, without [CLS] and [SEP] (what a client sends)."""
+@functools.cache
+def _tokenizer() -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(DEMO_MODELS / MODEL / "tokenizer.json"))
     tokenizer.no_truncation()
-    return list(tokenizer.encode(text, add_special_tokens=False).ids)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def wordpiece(text: str) -> list[int]:
+    """MiniLM's ids of ``text``, without [CLS] and [SEP] (what a client sends)."""
+    return list(_tokenizer().encode(text, add_special_tokens=False).ids)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

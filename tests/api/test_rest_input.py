@@ -453,8 +453,11 @@ async def test_openai_errors_use_openai_shape(client: httpx.AsyncClient) -> None
     # a path that names no route is not a missing model
     response = await client.get("/v1/no-such-thing")
     assert response.status_code == 404 and response.json()["error"]["code"] is None
+    # token ids are an input form (docs/openai.md): the model is looked up, as for text
     response = await client.post("/v1/embeddings", json={"model": "x", "input": [1, 2]})
-    assert response.status_code == 400 and "token-id" in response.json()["error"]["message"]
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    response = await client.post("/v1/embeddings", json={"model": "doubler", "input": [[1]]})
+    assert response.status_code == 400 and "not an embedding model" in response.text
 
 
 async def test_metrics_endpoint_names_models_and_http_answers(client: httpx.AsyncClient) -> None:

@@ -42,7 +42,12 @@ def test_models_list(client: openai.OpenAI) -> None:
 def test_embeddings_match_sentence_transformers(client: openai.OpenAI, encoding: str) -> None:
     sentences, reference = _reference()
     assert len(sentences) >= 20 and "" in sentences
-    response = client.embeddings.create(model=MODEL, input=sentences, encoding_format=encoding)
+    keep = [i for i, s in enumerate(sentences) if s]  # OpenAI refuses "", and so does /v1
+    sentences, reference = [sentences[i] for i in keep], reference[keep]
+    # sentence-transformers cuts its one long sentence (486 tokens) to the context: so must we
+    response = client.embeddings.create(
+        model=MODEL, input=sentences, encoding_format=encoding, extra_body={"truncate": True}
+    )
     if encoding == "base64":  # asked for explicitly, the SDK hands back the base64 text
         got = np.array([np.frombuffer(base64.b64decode(d.embedding), "<f4") for d in response.data])
     else:
@@ -72,9 +77,36 @@ def test_int8_version_stays_close_to_the_reference(demo_server: RunningServer) -
 def test_single_string_and_usage_counts_real_tokens(client: openai.OpenAI) -> None:
     one = client.embeddings.create(model=MODEL, input="hello world")
     assert len(one.data) == 1 and len(one.data[0].embedding) == 384
-    assert one.usage.prompt_tokens == 4  # [CLS] hello world [SEP]
-    long = client.embeddings.create(model=MODEL, input="word " * 1000)
-    assert long.usage.prompt_tokens == 256  # truncated at the model's limit
+    assert one.usage.prompt_tokens == 2  # hello world: [CLS] and [SEP] not counted
+    with pytest.raises(openai.BadRequestError) as info:  # as OpenAI refuses it
+        client.embeddings.create(model=MODEL, input="word " * 1000)
+    assert info.value.code == "context_length_exceeded"
+    assert "maximum context length is 254 tokens" in info.value.message
+    assert "input 0 has 1000 tokens" in info.value.message
+    long = client.embeddings.create(
+        model=MODEL, input="word " * 1000, extra_body={"truncate": True}
+    )
+    assert long.usage.prompt_tokens == 254  # cut at the model's 256, [CLS] and [SEP] included
+
+
+def test_token_id_inputs_embed_as_their_text(client: openai.OpenAI) -> None:
+    """The four input forms; ids are MiniLM's WordPiece ids ("hello world" is 7592 2088)."""
+    text = client.embeddings.create(model=MODEL, input=["hello world", "world"])
+    ids = client.embeddings.create(model=MODEL, input=[[7592, 2088], [2088]])
+    one = client.embeddings.create(model=MODEL, input=[7592, 2088])
+    assert ids.usage.prompt_tokens == text.usage.prompt_tokens == 3
+    for got, want in zip(ids.data, text.data, strict=True):
+        np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
+    np.testing.assert_allclose(one.data[0].embedding, text.data[0].embedding, atol=1e-6)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=MODEL, input=[[7592, 100277]])
+    assert "token id 100277 at position 1 of input 0" in info.value.message
+
+
+def test_models_state_the_context(client: openai.OpenAI) -> None:
+    model = client.models.retrieve(MODEL).model_dump()
+    assert (model["context_length"], model["max_input_tokens"]) == (256, 254)
+    assert "context_length" not in client.models.retrieve("credit-risk").model_dump()
 
 
 def test_dimensions_truncate_and_renormalize(client: openai.OpenAI) -> None:

@@ -305,8 +305,9 @@ def manifest() -> dict[str, Any]:
             ),
             "limitations": (
                 f"Trained on English text; other languages embed poorly. Input longer than "
-                f"{MAX_TOKENS} word pieces is truncated to the first {MAX_TOKENS} tokens "
-                "(usage reports the tokens actually embedded)."
+                f"{MAX_TOKENS} word pieces ([CLS] and [SEP] included) is cut to the first "
+                f"{MAX_TOKENS} on OIP, and refused on /v1/embeddings unless the request asks "
+                "to truncate."
             ),
             "license": "Apache-2.0",
             "source": f"{WEIGHTS_PACKAGE} {_package_version(WEIGHTS_PACKAGE)}",

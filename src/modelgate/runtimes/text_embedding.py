@@ -37,6 +37,8 @@ class TextEmbeddingPredictor:
         self._counter.no_padding()
         #: tokens added to every text ([CLS] and [SEP])
         self.special_tokens = self._counter.num_special_tokens_to_add(False)
+        #: token-id input must be below it (the vocabulary, added tokens included)
+        self.vocab_size = self._counter.get_vocab_size(with_added_tokens=True)
         tokenizer.no_padding()
         # texts past the per-text limit were refused, unless the manifest truncates
         cut = manifest.limits.max_tokens_per_text or self._spec.max_tokens
@@ -77,6 +79,11 @@ class TextEmbeddingPredictor:
         """Each text's tokens, special ones included, untruncated (the size check)."""
         decoded = [t.decode("utf-8", errors="replace") for t in texts]
         return [len(e.ids) for e in self._counter.encode_batch(decoded)]
+
+    def decode_tokens(self, ids: list[list[int]]) -> list[str]:
+        """Token ids back to text that tokenizes to the same ids (the WordPiece decoder
+        joins ``##`` pieces; special tokens stay as their text, which maps back to them)."""
+        return self._counter.decode_batch(ids, skip_special_tokens=False)
 
     def close(self) -> None:
         del self._session

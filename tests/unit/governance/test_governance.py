@@ -590,7 +590,8 @@ async def test_openai_user_names_the_subject_and_extra_fields_can_withhold_conse
 
     class Embeddings:
         async def embed(self, model: str, texts: list[str], dimensions: Any, principal: Any,
-                        parameters: dict[str, Any] | None = None) -> Any:  # fmt: skip
+                        parameters: dict[str, Any] | None = None,
+                        truncate: bool | None = None) -> Any:  # fmt: skip
             seen.append(parameters)
             return type("R", (), {"vectors": np.zeros((1, 2)), "prompt_tokens": 1})()
 

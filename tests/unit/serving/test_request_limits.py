@@ -87,7 +87,7 @@ def test_a_manifest_without_limits_gets_the_defaults() -> None:
     embedding = _manifest(EMBEDDING).limits
     assert embedding.max_tokens_per_text == 16  # the model's sequence length
     assert embedding.max_total_tokens == DEFAULT_MAX_TOTAL_TOKENS
-    assert embedding.truncate  # as sentence-transformers does
+    assert embedding.truncate is None  # OIP cuts, as sentence-transformers; /v1 refuses
 
 
 def test_a_batch_size_over_the_default_rows_raises_it() -> None:

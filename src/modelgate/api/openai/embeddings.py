@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelgate.api.openai.embedding_input import embedding_input, truncate_option
 from modelgate.core.access.identity import Principal
 from modelgate.core.governance.consent import CONSENT_PARAMETERS, SUBJECT_PARAMETER
+from modelgate.core.pipeline.embedding_context import input_token_limit
 from modelgate.core.pipeline.embeddings import EmbeddingService
 from modelgate.core.pipeline.inference import InferenceService
-from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS
+from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS, token_counter
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = ["OpenAIHandlers", "openai_error"]
@@ -52,7 +54,7 @@ class OpenAIHandlers:
 
     async def models(self, principal: Principal | None = None) -> bytes:
         data = [
-            {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
+            await self._model_object(name)
             for name in await self._inference.catalog.visible_models(principal)
         ]
         return orjson.dumps({"object": "list", "data": data})
@@ -60,9 +62,33 @@ class OpenAIHandlers:
     async def model(self, name: str, principal: Principal | None = None) -> bytes:
         if name not in await self._inference.catalog.visible_models(principal):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"The model '{name}' does not exist")
-        return orjson.dumps(
-            {"id": name, "object": "model", "created": self._created, "owned_by": "modelgate"}
-        )
+        return orjson.dumps(await self._model_object(name))
+
+    async def _model_object(self, name: str) -> dict[str, Any]:
+        """OpenAI's model object; an embedding model adds its context (extension fields):
+        ``context_length`` (tokens, [CLS] and [SEP] included) and, once loaded (its tokenizer
+        says how many special tokens it adds), ``max_input_tokens``, the most tokens one input
+        may have as ``usage`` counts them."""
+        model: dict[str, Any] = {
+            "id": name,
+            "object": "model",
+            "created": self._created,
+            "owned_by": "modelgate",
+        }
+        registry = self._inference.registry
+        try:
+            manifest = await registry.manifest(name)
+        except ModelgateError:
+            return model  # listed by the catalog, its manifest unreadable: nothing to add
+        context = manifest.limits.max_tokens_per_text
+        if manifest.embedding is None or context is None:
+            return model
+        model["context_length"] = context
+        versions = registry.versions(name)
+        counter = token_counter(versions[-1].runtime) if versions else None
+        if counter is not None:
+            model["max_input_tokens"] = input_token_limit(manifest, counter)
+        return model
 
     async def embeddings(self, body: bytes, principal: Principal | None = None) -> bytes:
         try:
@@ -74,7 +100,8 @@ class OpenAIHandlers:
         model = doc.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("'model' is required and must be a string")
-        texts = _texts(doc.get("input"))
+        inputs = embedding_input(doc.get("input"))
+        truncate = truncate_option(doc)
         encoding = doc.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise invalid("'encoding_format' must be 'float' or 'base64'")
@@ -88,7 +115,7 @@ class OpenAIHandlers:
             raise invalid("'user' must be a string")
         try:
             result = await self._embeddings.embed(
-                model, texts, dimensions, principal, _governance_parameters(doc, user)
+                model, inputs, dimensions, principal, _governance_parameters(doc, user), truncate
             )
         except ModelgateError as exc:
             raise _refusal(exc) from None
@@ -136,16 +163,3 @@ def _governance_parameters(doc: dict[str, Any], user: str | None) -> dict[str, A
         if name in doc:
             parameters[name] = doc[name]
     return parameters
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return value
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
-            isinstance(v, list) for v in value
-        ):
-            raise invalid("token-id input is not supported; send text")
-    raise invalid("'input' must be a non-empty string or a non-empty list of strings")

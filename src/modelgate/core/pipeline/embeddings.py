@@ -3,7 +3,9 @@
 An embedding model is one whose manifest has an ``embedding`` section: a BYTES text input,
 an FP32 embedding output and, optionally, a token-count output used for ``usage``.
 Shorter ``dimensions`` are allowed only where the manifest says so; the truncated vector
-is re-normalized, as OpenAI does for its models that support it.
+is re-normalized, as OpenAI does for its models that support it. Inputs are texts or token
+ids; both are held to the model's context window as OpenAI holds them
+(:mod:`modelgate.core.pipeline.embedding_context`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.access.identity import Principal, Scope
+from modelgate.core.pipeline.embedding_context import (
+    check_context,
+    decode_token_ids,
+    fit_texts,
+    truncation,
+)
 from modelgate.core.pipeline.inference import InferenceService
+from modelgate.core.serving.request_size import token_counter
 from modelgate.core.serving.requests import InferenceRequest
 from modelgate.core.serving.tensors import Parameters, Tensor
 from modelgate.errors import invalid
@@ -28,6 +37,7 @@ MAX_INPUTS = 2048
 class EmbeddingResult:
     model_version: str
     vectors: np.ndarray[Any, Any]
+    #: the inputs' tokens, without the special ones (as OpenAI counts)
     prompt_tokens: int
 
 
@@ -38,13 +48,16 @@ class EmbeddingService:
     async def embed(
         self,
         model: str,
-        texts: list[str],
+        texts: list[str] | list[list[int]],
         dimensions: int | None = None,
         principal: Principal | None = None,
         parameters: Parameters | None = None,
+        truncate: bool | None = None,
     ) -> EmbeddingResult:
-        """``parameters`` go to the inference request as they are (``subject``, ``consent``:
-        see :mod:`modelgate.core.governance.consent`)."""
+        """``texts``: strings, or lists of the model's token ids. ``parameters`` go to the
+        inference request as they are (``subject``, ``consent``: see
+        :mod:`modelgate.core.governance.consent`). ``truncate``: the request's wish to cut
+        inputs over the context (None: the manifest decides, refusing when it says nothing)."""
         if not texts:
             raise invalid("'input' must not be empty")
         if len(texts) > MAX_INPUTS:
@@ -62,8 +75,17 @@ class EmbeddingService:
                 raise invalid(f"'dimensions' must be between 1 and {spec.dimensions}")
             if dimensions != spec.dimensions and not spec.allow_truncation:
                 raise invalid(f"model '{model}' does not allow shorter 'dimensions'")
-        text = np.empty(len(texts), dtype=object)
-        text[:] = [t.encode("utf-8") for t in texts]
+        cut = truncation(manifest, truncate)
+        if isinstance(texts[0], str):
+            strings = texts
+        else:  # token ids: the adapter sends one kind or the other
+            strings = await decode_token_ids(manifest, loaded.runtime, texts, cut)
+        encoded = fit_texts(manifest, [t.encode("utf-8") for t in strings], cut)
+        counter = token_counter(loaded.runtime)
+        if counter is not None:  # none for a model a gateway forwards: its node counts
+            await check_context(manifest, counter, encoded, cut)
+        text = np.empty(len(encoded), dtype=object)
+        text[:] = encoded
         response = await self.inference.infer(
             InferenceRequest(
                 model=model,
@@ -76,6 +98,8 @@ class EmbeddingService:
         )
         vectors = response.outputs[0].data
         tokens = int(response.outputs[1].data.sum()) if len(response.outputs) > 1 else 0
+        if tokens and counter is not None:
+            tokens -= counter.special_tokens * len(texts)
         if dimensions is not None and dimensions != vectors.shape[1]:
             vectors = vectors[:, :dimensions]
             if spec.normalize:

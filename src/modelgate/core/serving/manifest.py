@@ -167,8 +167,9 @@ class RequestLimits(_Strict):
     #: tokens of all the request's texts together (embedding models); default 32768
     max_total_tokens: int | None = Field(default=None, ge=1)
     #: texts over ``max_tokens_per_text`` are cut to it, as sentence-transformers does (and
-    #: they still count at it against ``max_total_tokens``); false: refused, as OpenAI does
-    truncate: bool = True
+    #: they still count at it against ``max_total_tokens``); false: refused, as OpenAI does.
+    #: Unset: cut on OIP, refused on ``/v1/embeddings`` unless the request asks to truncate
+    truncate: bool | None = None
 
     def resolved(self, manifest: ModelManifest) -> RequestLimits:
         """These limits with every unset one at its default for ``manifest``."""

@@ -31,6 +31,7 @@ __all__ = [
     "Span",
     "Timing",
     "TokenCounter",
+    "TokenDecoder",
     "Tracer",
     "VersionObserver",
     "VersionSource",
@@ -253,6 +254,16 @@ class TokenCounter(Protocol):
     special_tokens: int
 
     def count_tokens(self, texts: list[bytes]) -> list[int]: ...
+
+
+class TokenDecoder(TokenCounter, Protocol):
+    """A token counter that also takes token-id input (``/v1/embeddings``): ``vocab_size``
+    bounds the ids; ``decode_tokens`` turns each list of ids (without the special tokens the
+    tokenizer adds) into text that tokenizes back to them. Safe from any thread."""
+
+    vocab_size: int
+
+    def decode_tokens(self, ids: list[list[int]]) -> list[str]: ...
 
 
 AttributeValue = str | int | float | bool

@@ -142,7 +142,8 @@ async def check_tokens(
         return  # the common case: nothing to count
     texts = [t for a in arrays for t in a.flat]
     # an upper bound of each text's tokens, from its bytes
-    bounds = [min(b + special, per_text) if limits.truncate else b + special for b in sizes]
+    cut = limits.truncate is not False  # unset: cut, as sentence-transformers does
+    bounds = [min(b + special, per_text) if cut else b + special for b in sizes]
     if sum(bounds) <= most and max(bounds) <= per_text:
         return  # long texts, cut to the limit, within the total
     if sum(bounds) > most:
@@ -157,7 +158,7 @@ async def check_tokens(
         else await asyncio.to_thread(counter.count_tokens, chosen)
     )
     for i, count in zip(long, counts, strict=True):
-        if count > per_text and not limits.truncate:
+        if count > per_text and not cut:
             raise over_limit(
                 manifest.name,
                 "max_tokens_per_text",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from modelgate.api.oip_codec import decode_infer_request
-from modelgate.api.openai.embeddings import _texts as embedding_texts
+from modelgate.api.openai.embedding_input import embedding_input
 from modelgate.api.openapi.document import _schemas
 from modelgate.api.openapi.oip import InferenceRequest
 from modelgate.api.openapi.v1 import EmbeddingRequest, FeedbackRequest, JobRequest
@@ -152,6 +152,6 @@ texts = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(value=texts)
 def test_embedding_input_schema_and_decoder_agree_both_ways(value: Any) -> None:
-    """``input``: the forms the embeddings decoder reads (``_texts``) are the schema's."""
-    accepted = decodes(embedding_texts, value)
+    """``input``: the forms the embeddings decoder reads (``embedding_input``) are the schema's."""
+    accepted = decodes(embedding_input, value)
     assert accepted == EMBEDDING.is_valid({"model": "m", "input": value}), value

@@ -19,6 +19,7 @@ from modelgate.core.jobs.jobs import JobState
 from modelgate.core.jobs.service import MAX_PRIORITY
 from modelgate.core.monitoring.feedback import MAX_LABEL
 from modelgate.core.monitoring.feedback_recorder import MAX_REQUEST_ID
+from modelgate.core.pipeline.embeddings import MAX_INPUTS
 
 __all__ = [
     "EmbeddingRequest",
@@ -68,6 +69,12 @@ class Model(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    context_length: int | None = Field(
+        default=None, description="An embedding model's context in tokens, specials included."
+    )
+    max_input_tokens: int | None = Field(
+        default=None, description="The most tokens one input may have, once the model is loaded."
+    )
 
 
 class ModelList(BaseModel):
@@ -76,11 +83,32 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
+NonEmptyText = Annotated[str, Field(min_length=1)]
+
+
 class EmbeddingRequest(BaseModel):
     model_config = _OPEN  # `consent` and `log_payload` are read too (payload logging)
     model: Annotated[str, Field(min_length=1)]
-    input: str | Annotated[list[str], Field(min_length=1)] = Field(
-        description="A text or a list of texts."
+    input: (
+        NonEmptyText
+        | Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_INPUTS)]
+        | Annotated[list[int], Field(min_length=1, max_length=MAX_INPUTS)]
+        | Annotated[
+            list[Annotated[list[int], Field(min_length=1)]],
+            Field(min_length=1, max_length=MAX_INPUTS),
+        ]
+    ) = Field(
+        description=(
+            "A text, a list of texts, one input as the model's token ids, or a list of such"
+            " inputs (docs/openai.md). Ids outside the model's vocabulary are refused."
+        )
+    )
+    truncate: bool | None = Field(
+        default=None,
+        description=(
+            "Cut inputs over the model's context instead of refusing them; absent: the"
+            " manifest's `limits.truncate` decides (refuse by default)."
+        ),
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelgate.boot.stores import build_quota_counter
 from modelgate.core.admission.ports import QuotaCharge, QuotaResult
@@ -195,3 +197,41 @@ async def test_the_settings_choose_slices_or_a_round_trip_per_request(
         await reader.close()
 
     assert read is not None and read.used == (reserved,)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(amounts=st.lists(st.integers(1, 9), min_size=1, max_size=80))
+async def test_rows_of_any_size_are_each_charged_once_and_a_refusal_counts_only_units_not_held(
+    redis_prefix: str, amounts: list[int]
+) -> None:
+    """Charges of varying rows leave fragments of slices (the oldest forgotten past four):
+    every unit is still charged once and never past the quota, and a refusal reports as
+    used what the counter holds less the units this replica still has (its bookkeeping of
+    them is kept per charge, not summed again)."""
+    clock = ManualClock()
+    prefix = f"{redis_prefix}{len(amounts)}-{sum(amounts)}:"
+    replicas = [replica(prefix, clock) for _ in range(2)]
+    taken: set[int] = set()
+    try:
+        for i, amount in enumerate(amounts):
+            counter = replicas[i % 2][0]
+            rows = QuotaCharge("quota:t:rows:d", amount, 120, DAY_S, 0)
+            result = await counter.charge([requests(10**6), rows])
+            assert result is not None
+            state = next(iter(counter._states.values()))
+            assert state is not None
+            held = [sum(end - start for start, end in ranges) for ranges in state.ranges]
+            assert state.held == held
+            if result.allowed:
+                units = set(range(result.used[1] - amount + 1, result.used[1] + 1))
+                assert not units & taken and max(units) <= 120
+                taken |= units
+            else:
+                assert result.refused == 1
+                assert result.used[1] <= 120 - held[1]
+            await settle(counter)
+    finally:
+        for counter, _ in replicas:
+            await counter.close()

@@ -311,3 +311,30 @@ async def test_leases_held_are_bounded_and_close_stops_those_in_flight(
     finally:
         await limiter.close()
     assert not limiter._tasks
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    window_s=st.sampled_from([0.0, -1.0, math.nan, math.inf]),
+    cost=st.sampled_from([-1, 1001]),
+)
+async def test_malformed_arguments_are_refused_before_any_round_trip(
+    replicas: list[tuple[LeasingRateLimiter, CountingLeases]], window_s: float, cost: int
+) -> None:
+    """A window that is not a positive number of seconds (which no lease size is computed
+    from), or a cost outside [0, limit] on a key that holds a lease: INVALID_ARGUMENT, and
+    Redis is not asked."""
+    limiter, source = replicas[0]
+    await limiter.hit("held", 1000, 100.0)
+    before = (source.hits, source.takes)
+
+    with pytest.raises(ModelgateError) as window:
+        await limiter.hit("new", 1000, window_s)
+    with pytest.raises(ModelgateError) as over:
+        await limiter.hit("held", 1000, 100.0, cost)
+
+    assert window.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert over.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert (source.hits, source.takes) == before

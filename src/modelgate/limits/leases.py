@@ -93,9 +93,23 @@ def lease_size(limit: int, window_s: float, *, share: float, lease_s: float) -> 
 
 
 class _Lease:
-    __slots__ = ("backlog_s", "expires_at", "pending", "seen_at", "tokens")
+    __slots__ = (
+        "backlog_s",
+        "emission_s",
+        "expires_at",
+        "low",
+        "pending",
+        "seen_at",
+        "size",
+        "tokens",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, size: int, emission_s: float) -> None:
+        #: the lease's size (:func:`lease_size`, fixed by the key's limit and window), the
+        #: tokens under which the next one is taken, and the bucket's emission interval
+        self.size = size
+        self.low = size // 2
+        self.emission_s = emission_s
         self.tokens = 0
         self.expires_at = 0.0
         #: the lease being taken now (one at a time): its grant and when it was asked
@@ -138,31 +152,34 @@ class LeasingRateLimiter:
         return 0 if lease is None else lease.tokens
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
-        size = lease_size(limit, window_s, share=self._share, lease_s=self._lease_s)
-        if size < 2:
-            return await self._source.hit(key, limit, window_s, cost)
-        gcra.check_arguments(limit, window_s, cost)
-        started = self._clock()
         k = (key, limit, window_s)
         lease = self._leases.get(k)
         if lease is None:
+            gcra.check_arguments(limit, window_s, cost)
+            size = lease_size(limit, window_s, share=self._share, lease_s=self._lease_s)
+            if size < 2:
+                return await self._source.hit(key, limit, window_s, cost)
             if len(self._leases) >= self._max_keys:
                 del self._leases[next(iter(self._leases))]
-            lease = self._leases[k] = _Lease()
+            lease = self._leases[k] = _Lease(size, window_s / limit)
+        elif not 0 <= cost <= limit:  # the key's limit and window were checked with its lease
+            gcra.check_arguments(limit, window_s, cost)
+        # one clock read for a hit served from the lease: it is the hit's start and its now
+        now = started = self._clock()
         while True:
-            now = self._clock()
             if now >= lease.expires_at:
                 lease.tokens = 0
             if lease.tokens >= cost:
                 lease.tokens -= cost
-                if lease.tokens < size // 2 and lease.pending is None:
-                    self._take(k, lease, size, 1)
+                if lease.tokens < lease.low and lease.pending is None:
+                    self._take(k, lease, lease.size, 1)
                 return self._served(lease, limit, window_s, cost, now)
             pending = lease.pending
             own = pending is None
             if pending is None:
-                pending = self._take(k, lease, max(size, cost), cost)
+                pending = self._take(k, lease, max(lease.size, cost), cost)
             grant, asked_at = await asyncio.shield(pending)
+            now = self._clock()
             if grant.tokens or lease.tokens >= cost:
                 continue  # spend from it (or, if others did first, ask again)
             # refused: the bucket held fewer than ``need`` tokens when Redis ran the take,
@@ -213,8 +230,9 @@ class LeasingRateLimiter:
     def _served(
         self, lease: _Lease, limit: int, window_s: float, cost: int, now: float
     ) -> Decision:
-        emission = window_s / limit
-        backlog = max(lease.backlog_s - (now - lease.seen_at) - lease.tokens * emission, 0.0)
+        backlog = lease.backlog_s - (now - lease.seen_at) - lease.tokens * lease.emission_s
+        if backlog < 0.0:
+            backlog = 0.0
         return gcra.decide(
             allowed=True, backlog_s=backlog, limit=limit, window_s=window_s, cost=cost
         )

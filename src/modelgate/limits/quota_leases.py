@@ -80,11 +80,16 @@ class QuotaLeases(Protocol):
 
 
 class _Slices:
-    __slots__ = ("dry", "pending", "ranges", "seen_at", "view")
+    __slots__ = ("dry", "half", "held", "pending", "ranges", "seen_at", "sizes", "view")
 
-    def __init__(self, n: int) -> None:
-        #: per counter, its slices as [next unit, end]
+    def __init__(self, sizes: list[int]) -> None:
+        n = len(sizes)
+        #: per counter, the units of a slice (fixed by the key's limit) and half of that
+        self.sizes = sizes
+        self.half = [size // 2 for size in sizes]
+        #: per counter, its slices as [next unit, end], and the units they hold in all
         self.ranges: list[list[list[int]]] = [[] for _ in range(n)]
+        self.held = [0] * n
         #: per counter, its value at the last reservation, and when that was asked
         self.view = [0] * n
         self.seen_at = -math.inf
@@ -95,6 +100,9 @@ class _Slices:
 
 
 _Key = tuple[tuple[str, int | None, bool], ...]
+
+#: what ``_states`` holds for a set of counters charged with one round trip per call
+_DIRECT = None
 
 
 class LeasingQuotaCounter:
@@ -116,37 +124,37 @@ class LeasingQuotaCounter:
         self._lease_s = lease_s
         self._max_keys = max_keys
         self._clock = clock
-        self._states: dict[_Key, _Slices] = {}
+        #: per set of counters (keys, limits, and which ones are added to): its slices, or
+        #: ``_DIRECT`` when slices buy nothing (a counter without a limit, or one whose
+        #: slices would hold fewer than 2 units) and each call goes to ``source``
+        self._states: dict[_Key, _Slices | None] = {}
         self._tasks: set[asyncio.Task[Reservation | None]] = set()
 
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
-        share = self._share
-        sizes = [0 if c.limit is None else math.floor(c.limit * share) for c in charges]
-        pairs = zip(charges, sizes, strict=True)
-        if any(c.limit is None or (c.amount > 0 and size < 2) for c, size in pairs):
+        k = tuple([(c.key, c.limit, c.amount > 0) for c in charges])
+        try:
+            state = self._states[k]
+        except KeyError:  # a set of counters not seen yet
+            state = self._state(k, charges)
+        if state is None:
             return await self._source.charge(charges)
         check_charges(charges)
-        k = tuple((c.key, c.limit, c.amount > 0) for c in charges)
-        state = self._states.get(k)
-        if state is None:
-            if len(self._states) >= self._max_keys:
-                del self._states[next(iter(self._states))]
-            state = self._states[k] = _Slices(len(charges))
+        lease_s = self._lease_s
         while True:
             now = self._clock()
             age = now - state.seen_at
-            if age < self._lease_s:
+            if age < lease_s:
                 used = _spend(state, charges)
                 if used is not None:
                     if state.pending is None and (
-                        age > self._lease_s / 2 or (not state.dry and _low(state, charges, sizes))
+                        age > lease_s / 2 or (not state.dry and _low(state, charges))
                     ):
-                        self._reserve(state, charges, sizes, foreground=False)
+                        self._reserve(state, charges, foreground=False)
                     return QuotaResult(True, used)
             pending = state.pending
             own = pending is None
             if pending is None:
-                pending = self._reserve(state, charges, sizes, foreground=True)
+                pending = self._reserve(state, charges, foreground=True)
             reservation = await asyncio.shield(pending)
             if reservation is None:
                 if own:
@@ -159,14 +167,27 @@ class LeasingQuotaCounter:
                     # a smaller charge: not counted as used (so the refusal memo, which
                     # notes only a quota with nothing left, does not note this one)
                     seen = list(reservation.before)
-                    seen[refused] -= sum(r[1] - r[0] for r in state.ranges[refused])
+                    seen[refused] -= state.held[refused]
                     return QuotaResult(False, tuple(seen), refused)
                 continue  # another request's reservation was refused: ask for this one
             # reserved: charge from it (or, if other requests took it first, ask again)
 
+    def _state(self, k: _Key, charges: Sequence[QuotaCharge]) -> _Slices | None:
+        """The slices of a set of counters charged for the first time (or again, after
+        ``max_keys`` others), or ``_DIRECT``."""
+        share = self._share
+        sizes = [0 if c.limit is None else math.floor(c.limit * share) for c in charges]
+        pairs = zip(charges, sizes, strict=True)
+        direct = any(c.limit is None or (c.amount > 0 and size < 2) for c, size in pairs)
+        if len(self._states) >= self._max_keys:
+            del self._states[next(iter(self._states))]
+        state = self._states[k] = _DIRECT if direct else _Slices(sizes)
+        return state
+
     def _reserve(
-        self, state: _Slices, charges: Sequence[QuotaCharge], sizes: list[int], *, foreground: bool
+        self, state: _Slices, charges: Sequence[QuotaCharge], *, foreground: bool
     ) -> asyncio.Task[Reservation | None]:
+        sizes = state.sizes
         slices = []
         for i, c in enumerate(charges):
             if c.amount == 0:
@@ -174,7 +195,7 @@ class LeasingQuotaCounter:
                 continue
             ranges = state.ranges[i]
             short = foreground and max((r[1] - r[0] for r in ranges), default=0) < c.amount
-            low = sum(r[1] - r[0] for r in ranges) < sizes[i] // 2
+            low = state.held[i] < state.half[i]
             want = max(sizes[i], c.amount) if short or low else 0
             slices.append(Slice(c, want, c.amount if short else 0, check=False))
         task = asyncio.get_running_loop().create_task(self._take(state, slices))
@@ -204,12 +225,15 @@ class LeasingQuotaCounter:
         state.view = list(reservation.before)
         state.seen_at = asked_at
         state.dry = any(g < s.want for s, g in zip(slices, reservation.granted, strict=True))
+        held = state.held
         for i, granted in enumerate(reservation.granted):
             if granted > 0:
                 ranges = state.ranges[i]
                 if len(ranges) >= _MAX_SLICES:
-                    del ranges[0]
+                    oldest = ranges.pop(0)
+                    held[i] -= oldest[1] - oldest[0]
                 ranges.append([reservation.before[i], reservation.before[i] + granted])
+                held[i] += granted
         return reservation
 
     async def close(self) -> None:
@@ -223,32 +247,41 @@ class LeasingQuotaCounter:
 def _spend(state: _Slices, charges: Sequence[QuotaCharge]) -> tuple[int, ...] | None:
     """Charge every counter from its slices and answer the counters' values as seen by
     this charge, or None (nothing charged) when a slice or a checked counter falls short."""
+    ranges, view = state.ranges, state.view
     picks: list[list[int] | None] = []
     for i, c in enumerate(charges):
-        if c.amount == 0:
-            assert c.limit is not None
-            if state.view[i] + 1 > c.limit:
+        amount = c.amount
+        if amount == 0:
+            limit = c.limit
+            if limit is not None and view[i] + 1 > limit:  # never None here: that is _DIRECT
                 return None
             picks.append(None)
             continue
-        found = next((r for r in state.ranges[i] if r[1] - r[0] >= c.amount), None)
-        if found is None:
+        for r in ranges[i]:
+            if r[1] - r[0] >= amount:
+                picks.append(r)
+                break
+        else:
             return None
-        picks.append(found)
+    held = state.held
     used = []
-    for i, (c, pick) in enumerate(zip(charges, picks, strict=True)):
+    for i, pick in enumerate(picks):
         if pick is None:
-            used.append(state.view[i])
+            used.append(view[i])
             continue
-        pick[0] += c.amount
+        amount = charges[i].amount
+        pick[0] += amount
+        held[i] -= amount
         used.append(pick[0])  # the number of the last unit taken, unique in the cluster
         if pick[0] >= pick[1]:
-            state.ranges[i].remove(pick)
+            ranges[i].remove(pick)
     return tuple(used)
 
 
-def _low(state: _Slices, charges: Sequence[QuotaCharge], sizes: list[int]) -> bool:
-    return any(
-        c.amount > 0 and sum(r[1] - r[0] for r in state.ranges[i]) < sizes[i] // 2
-        for i, c in enumerate(charges)
-    )
+def _low(state: _Slices, charges: Sequence[QuotaCharge]) -> bool:
+    """Whether a counter that is added to holds under half a slice."""
+    held, half = state.held, state.half
+    for i, c in enumerate(charges):  # noqa: SIM110 (any() over a generator costs more)
+        if c.amount > 0 and held[i] < half[i]:
+            return True
+    return False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,6 +145,35 @@ async def test_solo_load_skips_the_queue_and_concurrency_brings_batching_back(
     xs = [np.full((1, 2), j, np.float32) for j in range(16)]
     await asyncio.gather(*(batcher.infer({"x": x}) for x in xs))
     assert len(predictor.calls) < 16, "batching did not stay on under concurrency"
+
+
+async def _suspensions(call: Coroutine[Any, Any, Any]) -> int:
+    """How often ``call`` waits for the event loop before it returns: each wait is at least
+    one loop turn of the request's latency."""
+    waits = 0
+    while True:
+        try:
+            future = call.send(None)
+        except StopIteration:
+            return waits
+        waits += 1
+        future._asyncio_future_blocking = False  # as a task does before it waits for it
+        await future
+
+
+async def test_a_lone_inline_request_waits_for_no_loop_turn_except_the_probes() -> None:
+    """Once requests come one at a time, an inline model answers within the caller's own
+    step: no future, no flush callback, no wake-up (docs/architecture.md, request path 5);
+    only every PROBE_EVERY-th request goes through the queue (one wait) to look for company."""
+    predictor = RecordingPredictor()
+    batcher = _batcher(predictor, max_batch_size=16, max_queue_delay_us=0)
+    x = {"x": np.ones((1, 2), np.float32)}
+    for _ in range(SOLO_STREAK):
+        await batcher.infer(x)
+
+    waits = [await _suspensions(batcher.infer(x)) for _ in range(2 * PROBE_EVERY)]
+
+    assert sorted(waits) == [0] * (2 * PROBE_EVERY - 2) + [1, 1]
 
 
 async def test_queued_requests_past_their_deadline_are_dropped_before_running() -> None:

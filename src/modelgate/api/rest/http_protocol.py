@@ -73,6 +73,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgate.api.credentials import PRINCIPAL
 from modelgate.api.rest.asgi import ARRIVED, CONNECTION
+from modelgate.api.rest.response_writes import HeadHoldingTransport
 from modelgate.api.rest.shedding import shed_answer
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.overload import QueueDelay
@@ -350,7 +351,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # None: a pipelined request whose first bytes came with the previous one's body
         scope[ARRIVED] = time.monotonic() if arrived is None else arrived  # type: ignore[literal-required]
         scope[CONNECTION] = self  # type: ignore[literal-required]
+        previous = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        if cycle is not previous:  # a new request's cycle (not an upgrade): one write per answer
+            cycle.transport = HeadHoldingTransport(self.transport)  # type: ignore[assignment]
 
     def on_message_begin(self) -> None:
         previous = self.scope

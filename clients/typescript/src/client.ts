@@ -6,7 +6,7 @@
  */
 import { ConnectionError, ModelgateError, TimeoutError, errorFromResponse, retryAfterSeconds } from "./errors.js";
 import { RetryPolicy, type RetryOptions } from "./retry.js";
-import type { components } from "./schema.js";
+import type { components, operations } from "./schema.js";
 import { type OutputData, type OutputTensor, type Tensor, decodeResponse, encodeRequest, jsonData, datatypeOf } from "./tensors.js";
 
 type Schemas = components["schemas"];
@@ -21,7 +21,8 @@ export type ModelMetadata = Schemas["ModelMetadataResponse"];
 export type ServerMetadata = Schemas["ServerMetadataResponse"];
 export type UsageReport = Schemas["UsageOut"];
 export type Quota = Schemas["QuotaOut"];
-export type Deployment = Schemas["DeploymentBody"] & Record<string, unknown>;
+/** The document says no more of a deployment than an object (its `stage`, `weights`, ...). */
+export type Deployment = operations["getDeployment"]["responses"][200]["content"]["application/json"];
 export type DeploymentSpec = Schemas["DeploymentBody"];
 export type FeedbackItem = Schemas["FeedbackLabel"] | Schemas["FeedbackLabels"];
 

@@ -1,0 +1,94 @@
+"""The TypeScript SDK (clients/typescript): installed with ``npm ci``, built with ``tsc``,
+its generated types checked against the OpenAPI document, and its ``node --test`` suite run
+against a real ``modelgate serve`` with tenants made for it.
+
+Skipped, saying why, only where node or npm is missing or the npm registry cannot be reached
+(``npm ci`` needs it the first time; npm's cache serves later runs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ADMIN_KEY, RunningServer
+from tests.sdk.conftest import make_tenant
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "clients" / "typescript"
+#: what npm says when it cannot reach the registry
+_OFFLINE = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH", "network")
+
+
+def _run(command: list[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (fixed commands, no shell)
+        command,
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    """``npm ci`` then ``npm run build``: the package's dist/."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("node and npm are not installed: the TypeScript SDK is not tested")
+    installed = _run([npm, "ci", "--prefer-offline", "--no-audit", "--no-fund"], timeout=300)
+    if installed.returncode != 0:
+        if any(word in installed.stderr for word in _OFFLINE):
+            pytest.skip(f"the npm registry cannot be reached: {installed.stderr.strip()[-500:]}")
+        pytest.fail(f"npm ci failed:\n{installed.stdout}\n{installed.stderr}")
+    build = _run([npm, "run", "build"], timeout=120)
+    assert build.returncode == 0, f"npm run build failed:\n{build.stdout}\n{build.stderr}"
+    return PACKAGE / "dist"
+
+
+def test_the_generated_types_match_the_openapi_document(built: Path, tmp_path: Path) -> None:
+    document = tmp_path / "openapi.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    dumped = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "modelgate.boot.openapi", str(document)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert dumped.returncode == 0, dumped.stderr
+    fresh = tmp_path / "schema.d.ts"
+    generated = _run(["node", "scripts/generate.mjs", str(document), "--out", str(fresh)], 120)
+    assert generated.returncode == 0, generated.stderr
+    committed = (PACKAGE / "src" / "schema.d.ts").read_text(encoding="utf-8")
+    assert fresh.read_text(encoding="utf-8") == committed, (
+        "clients/typescript/src/schema.d.ts is out of date: run `npm run generate` in "
+        "clients/typescript and commit it"
+    )
+
+
+def test_the_node_suite_against_a_real_server(built: Path, sdk_server: RunningServer) -> None:
+    tenant = make_tenant(sdk_server, ["infer", "usage:read"], requests_per_day=1000)
+    limited = make_tenant(sdk_server, ["infer"], requests_per_second=1, burst=1)
+    env = {
+        **os.environ,
+        "MODELGATE_TEST_URL": sdk_server.url,
+        "MODELGATE_TEST_ADMIN_KEY": ADMIN_KEY,
+        "MODELGATE_TEST_TENANT_KEY": tenant.key,
+        "MODELGATE_TEST_TENANT_ID": tenant.id,
+        "MODELGATE_TEST_LIMITED_KEY": limited.key,
+    }
+    ran = _run(["node", "--test", "--test-reporter=spec", "test/"], timeout=240, env=env)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, f"node --test failed:\n{output[-20000:]}"
+    assert "skipped 0" in output, f"the server's suite did not run:\n{output[-5000:]}"

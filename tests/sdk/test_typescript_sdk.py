@@ -9,6 +9,7 @@ Skipped, saying why, only where node or npm is missing or the npm registry canno
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,11 @@ PACKAGE = ROOT / "clients" / "typescript"
 _OFFLINE = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH", "network")
 
 
-def _run(command: list[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 (fixed commands, no shell)
-        command,
-        cwd=PACKAGE,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **kwargs,  # type: ignore[arg-type]
+def _run(
+    command: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=PACKAGE, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
@@ -58,7 +55,7 @@ def built() -> Path:
 def test_the_generated_types_match_the_openapi_document(built: Path, tmp_path: Path) -> None:
     document = tmp_path / "openapi.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    dumped = subprocess.run(  # noqa: S603
+    dumped = subprocess.run(
         [sys.executable, "-m", "modelgate.boot.openapi", str(document)],
         capture_output=True,
         text=True,
@@ -92,3 +89,36 @@ def test_the_node_suite_against_a_real_server(built: Path, sdk_server: RunningSe
     output = ran.stdout + ran.stderr
     assert ran.returncode == 0, f"node --test failed:\n{output[-20000:]}"
     assert "skipped 0" in output, f"the server's suite did not run:\n{output[-5000:]}"
+
+
+def _js_examples() -> list[tuple[str, str]]:
+    text = (ROOT / "docs" / "sdk-typescript.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```js\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    return [(f"docs/sdk-typescript.md#{i}", block) for i, block in enumerate(blocks)]
+
+
+def test_the_docs_have_examples() -> None:
+    assert len(_js_examples()) >= 8
+
+
+@pytest.mark.parametrize(("where", "code"), _js_examples(), ids=[w for w, _ in _js_examples()])
+def test_the_docs_example_runs(
+    built: Path, sdk_server: RunningServer, tmp_path: Path, where: str, code: str
+) -> None:
+    # the package where a user's project has it: node_modules/@modelgate/client
+    scope = tmp_path / "node_modules" / "@modelgate"
+    scope.mkdir(parents=True)
+    (scope / "client").symlink_to(PACKAGE, target_is_directory=True)
+    example = tmp_path / "example.mjs"
+    example.write_text(code.replace("http://localhost:8000", sdk_server.url), encoding="utf-8")
+    env = {**os.environ, "MODELGATE_API_KEY": ADMIN_KEY}
+    ran = subprocess.run(
+        ["node", str(example)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert ran.returncode == 0, f"{where} failed:\n{code}\n{ran.stdout}\n{ran.stderr}"

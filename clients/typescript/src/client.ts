@@ -4,30 +4,22 @@
  * `send` runs it: one timeout per attempt (an `AbortSignal`), retries within the budget
  * (./retry.ts), and an error of ./errors.ts for an error status.
  */
+import { Answer, type Call, type CallOptions, segment, sleep } from "./call.js";
+import { Deployments } from "./deployments.js";
 import { ConnectionError, ModelgateError, TimeoutError, errorFromResponse, retryAfterSeconds } from "./errors.js";
+import { Jobs } from "./jobs.js";
 import { RetryPolicy, type RetryOptions } from "./retry.js";
-import type { components, operations } from "./schema.js";
-import { type OutputData, type OutputTensor, type Tensor, decodeResponse, encodeRequest, jsonData, datatypeOf } from "./tensors.js";
+import type { components } from "./schema.js";
+import { type OutputData, type OutputTensor, type Tensor, decodeResponse, encodeRequest } from "./tensors.js";
 
 type Schemas = components["schemas"];
-export type Job = Schemas["Job"];
-export type JobState = Schemas["JobState"];
-export type JobResult = Schemas["JobResult"];
-export type JobList = Schemas["JobList"];
-export type InferenceRequest = Schemas["InferenceRequest"];
 export type Embeddings = Schemas["EmbeddingResponse"];
 export type Model = Schemas["Model"];
 export type ModelMetadata = Schemas["ModelMetadataResponse"];
 export type ServerMetadata = Schemas["ServerMetadataResponse"];
 export type UsageReport = Schemas["UsageOut"];
 export type Quota = Schemas["QuotaOut"];
-/** The document says no more of a deployment than an object (its `stage`, `weights`, ...). */
-export type Deployment = operations["getDeployment"]["responses"][200]["content"]["application/json"];
-export type DeploymentSpec = Schemas["DeploymentBody"];
 export type FeedbackItem = Schemas["FeedbackLabel"] | Schemas["FeedbackLabels"];
-
-/** A job's status once it changes no more. */
-export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(["succeeded", "failed", "cancelled", "dead"]);
 
 export interface ClientOptions {
   /** Default: `MODELGATE_BASE_URL`, else `http://localhost:8000`. */
@@ -42,28 +34,6 @@ export interface ClientOptions {
   headers?: Record<string, string>;
   /** The `fetch` to call (default: the global one), e.g. one that records or answers. */
   fetch?: typeof fetch;
-}
-
-/** What every operation takes besides its own arguments. */
-export interface CallOptions {
-  /** Seconds this call's attempts may each take (default: the client's). */
-  timeout?: number;
-  /** Aborts the call (and its retries); it rejects with the signal's reason. */
-  signal?: AbortSignal;
-}
-
-/** One HTTP request of an operation. */
-interface Call {
-  method: "GET" | "POST" | "PUT" | "DELETE";
-  path: string;
-  query?: Record<string, string | number | undefined>;
-  json?: unknown;
-  body?: Uint8Array<ArrayBuffer>;
-  headers?: Record<string, string>;
-  /** Statuses that are an answer, not an error (503 for readiness). */
-  okStatuses?: number[];
-  /** A POST whose repetition changes nothing more (cancelling a job). */
-  idempotent?: boolean;
 }
 
 /** An inference answer: outputs by name as arrays, and what the server said of the call. */
@@ -107,24 +77,6 @@ export interface InferOptions extends CallOptions {
   parameters?: Record<string, unknown>;
 }
 
-export interface SubmitOptions extends CallOptions {
-  version?: string | number;
-  priority?: number;
-  webhookUrl?: string;
-  /** Default: a fresh key, kept across the call's retries. */
-  idempotencyKey?: string;
-}
-
-export interface WaitOptions {
-  /** Seconds to wait in all before throwing TimeoutError (default: no limit). */
-  timeout?: number;
-  /** Seconds between polls; default 1. */
-  pollInterval?: number;
-  /** Called with the job whenever its status or progress changed. */
-  onProgress?: (job: Job) => void;
-  signal?: AbortSignal;
-}
-
 export interface UsageQuery extends CallOptions {
   tenant?: string;
   key?: string;
@@ -138,46 +90,9 @@ export interface UsageQuery extends CallOptions {
 const env: Record<string, string | undefined> =
   (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
 
-/** A fresh key for one side-effecting call (kept across its retries). */
-export function newIdempotencyKey(): string {
-  return `mgc-${crypto.randomUUID().replaceAll("-", "")}`;
-}
-
-/** An OIP request document (tensors as JSON `data`) for a job, from tensors. */
-export function jobRequest(inputs: Record<string, Tensor>, outputs?: string[]): InferenceRequest {
-  const doc: InferenceRequest = {
-    inputs: Object.entries(inputs).map(([name, tensor]) => {
-      const datatype = datatypeOf(tensor);
-      return { name, datatype, shape: tensor.shape, data: jsonData(datatype, tensor.data) };
-    }),
-  };
-  if (outputs !== undefined) doc.outputs = outputs.map((name) => ({ name }));
-  return doc;
-}
-
-function segment(value: string | number): string {
-  return encodeURIComponent(String(value));
-}
-
 function modelPath(model: string, version: string | number | undefined): string {
   const path = `/v2/models/${segment(model)}`;
   return version === undefined ? path : `${path}/versions/${segment(version)}`;
-}
-
-function sleep(seconds: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(done, seconds * 1000);
-    function done(): void {
-      signal?.removeEventListener("abort", abort);
-      resolve();
-    }
-    function abort(): void {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    }
-    signal?.addEventListener("abort", abort, { once: true });
-  });
 }
 
 /** True when the request surely never reached the server (no connection was made). */
@@ -361,119 +276,3 @@ export class Client {
   }
 }
 
-/** @internal A successful answer, its body read. */
-export class Answer {
-  constructor(
-    readonly status: number,
-    readonly headers: Headers,
-    readonly bytes: Uint8Array,
-  ) {}
-
-  json(): unknown {
-    return JSON.parse(new TextDecoder().decode(this.bytes));
-  }
-}
-
-/** Asynchronous jobs (`client.jobs`). */
-export class Jobs {
-  constructor(private readonly client: Client) {}
-
-  /**
-   * Submit OIP requests (JSON `data`; {@link jobRequest} builds one from tensors) as one job.
-   * It carries an `Idempotency-Key`, so a retried submission answers the job the first created.
-   */
-  async submit(model: string, requests: InferenceRequest[], options: SubmitOptions = {}): Promise<Job> {
-    if (requests.length === 0) throw new RangeError("a job needs at least one request");
-    const json: Record<string, unknown> = { model, requests };
-    if (options.version !== undefined) json.version = String(options.version);
-    if (options.priority !== undefined) json.priority = options.priority;
-    if (options.webhookUrl !== undefined) json.webhook_url = options.webhookUrl;
-    const headers = { "Idempotency-Key": options.idempotencyKey ?? newIdempotencyKey() };
-    return (await this.client.send({ method: "POST", path: "/v1/jobs", json, headers }, options)).json() as Promise<Job>;
-  }
-
-  /** A job's status, progress and error. */
-  async get(jobId: string, options: CallOptions = {}): Promise<Job> {
-    return (await this.client.send({ method: "GET", path: `/v1/jobs/${segment(jobId)}` }, options)).json() as Promise<Job>;
-  }
-
-  /** Cancel a job (safe to send again: cancelling twice changes nothing more). */
-  async cancel(jobId: string, options: CallOptions = {}): Promise<Job> {
-    const call: Call = { method: "POST", path: `/v1/jobs/${segment(jobId)}/cancel`, idempotent: true };
-    return (await this.client.send(call, options)).json() as Promise<Job>;
-  }
-
-  /** A page of the caller's jobs, newest first (`after`: the last id of the page before). */
-  async list(query: CallOptions & { status?: JobState; model?: string; after?: string; limit?: number } = {}): Promise<JobList> {
-    const { status, model, after, limit = 20 } = query;
-    const call: Call = { method: "GET", path: "/v1/jobs", query: { status, model, after, limit } };
-    return (await this.client.send(call, query)).json() as Promise<JobList>;
-  }
-
-  /** Poll until the job has finished and return it, whatever its status (check `status`). */
-  async wait(jobId: string, options: WaitOptions = {}): Promise<Job> {
-    const interval = options.pollInterval ?? 1;
-    const deadline = options.timeout === undefined ? Infinity : performance.now() + options.timeout * 1000;
-    let seen = "";
-    for (;;) {
-      const job = await this.get(jobId, options.signal ? { signal: options.signal } : {});
-      const state = JSON.stringify([job.status, job.progress]);
-      if (options.onProgress && state !== seen) options.onProgress(job);
-      seen = state;
-      if (TERMINAL_STATES.has(job.status)) return job;
-      if (performance.now() + interval * 1000 > deadline) {
-        throw new TimeoutError(`job ${jobId} is still ${job.status} after ${options.timeout} s`);
-      }
-      await sleep(interval, options.signal);
-    }
-  }
-
-  /** Each item's result in item order, a page at a time as you iterate (`for await`). */
-  async *results(jobId: string, options: CallOptions & { pageSize?: number } = {}): AsyncGenerator<JobResult> {
-    let after = -1;
-    for (;;) {
-      const call: Call = { method: "GET", path: `/v1/jobs/${segment(jobId)}/results`, query: { after, limit: options.pageSize ?? 100 } };
-      const page = (await (await this.client.send(call, options)).json()) as Schemas["JobResultList"];
-      yield* page.data;
-      if (!page.has_more) return;
-      after = page.next_after;
-    }
-  }
-}
-
-/** A model's deployment: versions, traffic split, canary, shadow (`client.deployments`; an
- * operator's key, scope `tenants:admin`). */
-export class Deployments {
-  constructor(private readonly client: Client) {}
-
-  private path(model: string): string {
-    return `/admin/models/${segment(model)}/deployment`;
-  }
-
-  /** The model's deployment (NotFoundError when it has none). */
-  async get(model: string, options: CallOptions = {}): Promise<Deployment> {
-    return (await this.client.send({ method: "GET", path: this.path(model) }, options)).json() as Promise<Deployment>;
-  }
-
-  /** Replace the deployment: a `split` summing to 100, or a `canary`, and a `shadow`. */
-  async put(model: string, spec: DeploymentSpec, options: CallOptions = {}): Promise<Deployment> {
-    const json = { split: [], canary: null, shadow: null, ...spec };
-    return (await this.client.send({ method: "PUT", path: this.path(model), json }, options)).json() as Promise<Deployment>;
-  }
-
-  /** Make the canary (or `version`) the default. */
-  async promote(model: string, version?: number, options: CallOptions & { idempotencyKey?: string } = {}): Promise<Deployment> {
-    return this.action(model, "promote", version === undefined ? undefined : { version }, options);
-  }
-
-  /** End the split or canary: the default version takes all traffic again. */
-  async rollback(model: string, options: CallOptions & { idempotencyKey?: string } = {}): Promise<Deployment> {
-    return this.action(model, "rollback", undefined, options);
-  }
-
-  private async action(model: string, action: string, json: unknown, options: CallOptions & { idempotencyKey?: string }): Promise<Deployment> {
-    const headers = { "Idempotency-Key": options.idempotencyKey ?? newIdempotencyKey() };
-    const call: Call = { method: "POST", path: `${this.path(model)}/${action}`, json, headers };
-    return (await this.client.send(call, options)).json() as Promise<Deployment>;
-  }
-}

@@ -1,33 +1,20 @@
 /** `@modelgate/client`: modelgate's TypeScript client (docs/sdk-typescript.md). */
+export { newIdempotencyKey, type CallOptions } from "./call.js";
 export {
   Client,
-  Deployments,
   InferResult,
-  Jobs,
-  TERMINAL_STATES,
-  jobRequest,
-  newIdempotencyKey,
-  type CallOptions,
   type ClientOptions,
-  type Deployment,
-  type DeploymentSpec,
   type Embeddings,
   type FeedbackItem,
   type InferOptions,
-  type InferenceRequest,
-  type Job,
-  type JobList,
-  type JobResult,
-  type JobState,
   type Model,
   type ModelMetadata,
   type Quota,
   type ServerMetadata,
-  type SubmitOptions,
   type UsageQuery,
   type UsageReport,
-  type WaitOptions,
 } from "./client.js";
+export { Deployments, type Deployment, type DeploymentSpec } from "./deployments.js";
 export {
   APIError,
   AuthenticationError,
@@ -41,6 +28,18 @@ export {
   ServerError,
   TimeoutError,
 } from "./errors.js";
+export {
+  Jobs,
+  TERMINAL_STATES,
+  jobRequest,
+  type InferenceRequest,
+  type Job,
+  type JobList,
+  type JobResult,
+  type JobState,
+  type SubmitOptions,
+  type WaitOptions,
+} from "./jobs.js";
 export { NO_RETRY, RetryPolicy, type CallKind, type RetryOptions } from "./retry.js";
 export type { Datatype, OutputData, OutputTensor, Tensor, TensorData } from "./tensors.js";
 export type { components, operations, paths } from "./schema.js";

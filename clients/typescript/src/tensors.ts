@@ -176,12 +176,17 @@ export function decodeTensor(datatype: Datatype, shape: number[], raw: Uint8Arra
       out.push(raw.slice(offset + 4, offset + 4 + length));
       offset += 4 + length;
     }
+    if (out.length !== count) throw new RangeError(`${out.length} BYTES elements, shape [${shape}] needs ${count}`);
     return out;
   }
-  if (datatype === "BOOL") return Array.from(raw, (b) => b !== 0);
+  if (datatype === "BOOL") {
+    if (raw.length !== count) throw new RangeError(`${raw.length} BOOL elements, shape [${shape}] needs ${count}`);
+    return Array.from(raw, (b) => b !== 0);
+  }
   const copy = raw.slice(); // aligned, and the caller's to keep
   if (datatype === "FP16" || datatype === "BF16") {
-    const bits = new Uint16Array(copy.buffer, 0, copy.length / 2);
+    if (copy.length !== count * 2) throw new RangeError(`${copy.length} bytes cannot hold ${count} ${datatype} elements`);
+    const bits = new Uint16Array(copy.buffer, 0, count);
     return datatype === "FP16"
       ? Float32Array.from(bits, halfToFloat)
       : new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);

@@ -91,34 +91,62 @@ def test_the_node_suite_against_a_real_server(built: Path, sdk_server: RunningSe
     assert "skipped 0" in output, f"the server's suite did not run:\n{output[-5000:]}"
 
 
-def _js_examples() -> list[tuple[str, str]]:
+def _ts_examples() -> list[tuple[str, str]]:
     text = (ROOT / "docs" / "sdk-typescript.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"^```js\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
-    return [(f"docs/sdk-typescript.md#{i}", block) for i, block in enumerate(blocks)]
+    blocks = re.findall(r"^```ts\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    return [(f"example{i}", block) for i, block in enumerate(blocks)]
+
+
+#: a user's project: ESM, strict TypeScript, the package in node_modules
+_TSCONFIG = """{"compilerOptions": {"target": "ES2022", "module": "NodeNext",
+  "moduleResolution": "NodeNext", "lib": ["ES2022", "DOM"], "strict": true,
+  "skipLibCheck": false}, "include": ["*.ts"]}"""
+
+
+@pytest.fixture(scope="module")
+def compiled_examples(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/sdk-typescript.md's examples compiled by ``tsc --strict`` in a project of their own
+    that has the package in node_modules/@modelgate/client, as a user's would."""
+    project = tmp_path_factory.mktemp("ts-examples")
+    scope = project / "node_modules" / "@modelgate"
+    scope.mkdir(parents=True)
+    (scope / "client").symlink_to(PACKAGE, target_is_directory=True)
+    (project / "package.json").write_text('{"type": "module", "private": true}')
+    (project / "tsconfig.json").write_text(_TSCONFIG)
+    for name, code in _ts_examples():
+        (project / f"{name}.ts").write_text(code, encoding="utf-8")
+    tsc = PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"
+    ran = subprocess.run(
+        ["node", str(tsc), "-p", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, f"the docs' examples do not compile:\n{ran.stdout}{ran.stderr}"
+    return project
 
 
 def test_the_docs_have_examples() -> None:
-    assert len(_js_examples()) >= 8
+    assert len(_ts_examples()) >= 8
 
 
-@pytest.mark.parametrize(("where", "code"), _js_examples(), ids=[w for w, _ in _js_examples()])
+@pytest.mark.parametrize(("name", "code"), _ts_examples(), ids=[n for n, _ in _ts_examples()])
 def test_the_docs_example_runs(
-    built: Path, sdk_server: RunningServer, tmp_path: Path, where: str, code: str
+    compiled_examples: Path, sdk_server: RunningServer, name: str, code: str
 ) -> None:
-    # the package where a user's project has it: node_modules/@modelgate/client
-    scope = tmp_path / "node_modules" / "@modelgate"
-    scope.mkdir(parents=True)
-    (scope / "client").symlink_to(PACKAGE, target_is_directory=True)
-    example = tmp_path / "example.mjs"
-    example.write_text(code.replace("http://localhost:8000", sdk_server.url), encoding="utf-8")
+    script = compiled_examples / f"{name}.js"
+    script.write_text(
+        script.read_text(encoding="utf-8").replace("http://localhost:8000", sdk_server.url)
+    )
     env = {**os.environ, "MODELGATE_API_KEY": ADMIN_KEY}
     ran = subprocess.run(
-        ["node", str(example)],
-        cwd=tmp_path,
+        ["node", str(script)],
+        cwd=compiled_examples,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         env=env,
     )
-    assert ran.returncode == 0, f"{where} failed:\n{code}\n{ran.stdout}\n{ran.stderr}"
+    assert ran.returncode == 0, f"docs/sdk-typescript.md, {name}:\n{code}\n{ran.stdout}{ran.stderr}"

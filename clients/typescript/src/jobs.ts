@@ -7,7 +7,10 @@ import { type Tensor, datatypeOf, jsonData } from "./tensors.js";
 type Schemas = components["schemas"];
 export type Job = Schemas["Job"];
 export type JobState = Schemas["JobState"];
-export type JobResult = Schemas["JobResult"];
+/** An item's result: `response` is an OIP answer (JSON `data`) when `status` is "ok". */
+export type JobResult = Omit<Schemas["JobResult"], "response"> & {
+  response?: Schemas["InferenceResponse"] | null;
+};
 export type JobList = Schemas["JobList"];
 export type InferenceRequest = Schemas["InferenceRequest"];
 
@@ -104,7 +107,7 @@ export class Jobs {
     for (;;) {
       const call: Call = { method: "GET", path: `/v1/jobs/${segment(jobId)}/results`, query: { after, limit: options.pageSize ?? 100 } };
       const page = (await (await this.client.send(call, options)).json()) as Schemas["JobResultList"];
-      yield* page.data;
+      yield* page.data as JobResult[]; // the document types response as any object
       if (!page.has_more) return;
       after = page.next_after;
     }

@@ -4,7 +4,7 @@ VENV := .venv
 BUILD_VENV := .venv-build
 MODELS := build/models
 
-.PHONY: run test lint bench models clean
+.PHONY: run test lint bench models clean sdk-ts
 
 run: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
@@ -18,6 +18,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy clients/python/src/modelgate_client
 	$(VENV)/bin/lint-imports
+
+# The TypeScript SDK alone (make test runs it too, via tests/sdk/test_typescript_sdk.py).
+sdk-ts: $(VENV)/.installed $(MODELS)/.built
+	$(VENV)/bin/python -m pytest -q tests/sdk/test_typescript_sdk.py
 
 bench: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/python -m bench --models $(MODELS)

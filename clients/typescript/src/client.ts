@@ -161,8 +161,7 @@ export class Client {
     input: string | string[] | number[] | number[][],
     options: CallOptions & { dimensions?: number; user?: string } = {},
   ): Promise<Embeddings> {
-    // token ids: OpenAI's inputs, which modelgate takes too (the document may say texts only)
-    const json = { model, input, encoding_format: "float" } as Schemas["EmbeddingRequest"];
+    const json: Schemas["EmbeddingRequest"] = { model, input, encoding_format: "float" };
     if (options.dimensions !== undefined) json.dimensions = options.dimensions;
     if (options.user !== undefined) json.user = options.user;
     return (await this.send({ method: "POST", path: "/v1/embeddings", json }, options)).json() as Promise<Embeddings>;

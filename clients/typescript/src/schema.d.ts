@@ -1012,11 +1012,17 @@ export interface components {
             encoding_format?: "float" | "base64";
             /**
              * Input
-             * @description A text or a list of texts.
+             * @description A text, a list of texts, one input as the model's token ids, or a list of such inputs (docs/openai.md). Ids outside the model's vocabulary are refused.
              */
-            input: string | string[];
+            input: string | string[] | number[] | number[][];
             /** Model */
             model: string;
+            /**
+             * Truncate
+             * @description Cut inputs over the model's context instead of refusing them; absent: the manifest's `limits.truncate` decides (refuse by default).
+             * @default null
+             */
+            truncate?: boolean | null;
             /**
              * User
              * @description The data subject (payload logging).
@@ -1376,10 +1382,22 @@ export interface components {
         };
         /** Model */
         Model: {
+            /**
+             * Context Length
+             * @description An embedding model's context in tokens, specials included.
+             * @default null
+             */
+            context_length?: number | null;
             /** Created */
             created: number;
             /** Id */
             id: string;
+            /**
+             * Max Input Tokens
+             * @description The most tokens one input may have, once the model is loaded.
+             * @default null
+             */
+            max_input_tokens?: number | null;
             /**
              * Object
              * @constant

@@ -5,6 +5,7 @@ quantization tools load here, when the command runs, never in the server."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,6 +45,10 @@ def optimize(
     register: Annotated[
         str | None,
         typer.Option(help="Install this candidate as the next version, with its lineage."),
+    ] = None,
+    json_report: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the report's rows to this file as JSON."),
     ] = None,
     keep: Annotated[
         Path | None, typer.Option(help="Keep the candidate files in this (new) folder.")
@@ -97,6 +102,10 @@ def optimize(
         console.print(_table(f"{model} version {source.version}", report, runs))
         for row in report:
             console.print(f"  [bold]{row.name}[/]: {row.note}", highlight=False)
+        if json_report is not None:
+            summary = {"model": model, "version": source.version, "runs": runs}
+            summary["rows"] = [row.summary() for row in report]
+            json_report.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
         if register is not None:
             _register(model_repository, source, report, register, min_agreement, min_cosine)
         if keep is not None:

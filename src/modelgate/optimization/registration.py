@@ -9,6 +9,7 @@ version the server could find, only a hidden folder that is removed on the way o
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -78,6 +79,8 @@ def _assemble(
     target = staging / source.manifest.artifact
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(artifact, target)
+    lineage["artifact_sha256"] = _sha256(target)
+    lineage["source_artifact_sha256"] = _sha256(original / source.manifest.artifact)
     version_data: dict[str, Any] = {}
     if (original / VERSION_MANIFEST).is_file():
         version_data = yaml.safe_load((original / VERSION_MANIFEST).read_text("utf-8")) or {}
@@ -96,6 +99,14 @@ def _assemble(
         header + yaml.safe_dump(version_data, sort_keys=False), encoding="utf-8"
     )
     (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _next_number(model_dir: Path) -> int:

@@ -152,7 +152,7 @@ def _register(
         _fail(f"not registered: {message}; the repository is unchanged")
     console.print(
         f"[green]registered[/] {source.manifest.name} version {number} ({name} of version "
-        f"{source.version}); a server picks it up on its next repository poll or "
+        f"{source.version}); a running server serves it after "
         f"`modelgate models load {source.manifest.name}`"
     )
 

@@ -32,7 +32,8 @@ _METHODS = ("graph-extended", "dynamic-int8", "static-int8")
 def optimize(
     model: Annotated[str, typer.Argument(help="The model's name in the repository.")],
     version: Annotated[
-        int | None, typer.Option(help="The version to optimize (default: the default one).")
+        int | None,
+        typer.Option(min=1, help="The version to optimize (default: the default one)."),
     ] = None,
     model_repository: Annotated[
         Path,

@@ -17,6 +17,7 @@ from modelgate.cli.audit import audit_app
 from modelgate.cli.deployments import deployments_app
 from modelgate.cli.feedback import feedback_app
 from modelgate.cli.jobs import jobs_app, worker
+from modelgate.cli.optimize import optimize
 from modelgate.cli.privacy import payloads_app, subjects_app
 from modelgate.cli.profile import profile
 from modelgate.cli.usage import prices_app, usage_app
@@ -37,6 +38,7 @@ app.add_typer(deployments_app, name="deployments")
 app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
 app.command()(profile)
+app.command()(optimize)
 console = Console()
 
 _KEY = typer.Option(

@@ -1,0 +1,135 @@
+"""Installing a candidate as the next version of its model, all at once.
+
+The version is assembled in a hidden folder inside the model's folder (the repository scanner
+only reads folders named by a number), loaded and run there through the server's runtime, and
+renamed to the next free number only when complete: a failure or Ctrl-C at any step leaves no
+version the server could find, only a hidden folder that is removed on the way out.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelgate.core.serving.manifest import merge, parse_manifest
+from modelgate.core.serving.ports import VersionSource
+from modelgate.repository.filesystem import MANIFEST, VERSION_MANIFEST
+
+__all__ = ["LINEAGE_FILE", "STAGING_PREFIX", "lineage_record", "register_candidate"]
+
+LINEAGE_FILE = "lineage.json"
+STAGING_PREFIX = ".staging-optimize-"
+_ATTEMPTS = 5  # numbers tried when another writer takes the next one first
+
+
+def register_candidate(
+    repository: Path,
+    source: VersionSource,
+    candidate_artifact: Path,
+    lineage: dict[str, Any],
+    validate: Callable[[VersionSource], None],
+) -> int:
+    """The new version's number. ``validate`` gets the staged version (its real manifest) and
+    raises to refuse it; then nothing is installed."""
+    name = source.manifest.name
+    model_dir = repository / name
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    try:
+        _assemble(staging, source, candidate_artifact, lineage)
+        base = yaml.safe_load((model_dir / MANIFEST).read_text(encoding="utf-8")) or {}
+        override = yaml.safe_load((staging / VERSION_MANIFEST).read_text(encoding="utf-8"))
+        validate(VersionSource(0, str(staging), parse_manifest(name, merge(base, override))))
+        staging.chmod(0o755)  # mkdtemp makes 0700; the server may run as another user
+        for _ in range(_ATTEMPTS):
+            number = _next_number(model_dir)
+            try:
+                os.rename(staging, model_dir / str(number))
+            except OSError:
+                continue  # taken meanwhile: try the one after it
+            break
+        else:
+            raise RuntimeError(f"could not claim a version number in {model_dir}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return number
+
+
+def _assemble(
+    staging: Path, source: VersionSource, artifact: Path, lineage: dict[str, Any]
+) -> None:
+    original = Path(source.path)
+    for entry in original.iterdir():
+        if entry.name in (VERSION_MANIFEST, LINEAGE_FILE, source.manifest.artifact):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, staging / entry.name)
+        else:
+            shutil.copy2(entry, staging / entry.name)
+    target = staging / source.manifest.artifact
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(artifact, target)
+    lineage["artifact_sha256"] = _sha256(target)
+    lineage["source_artifact_sha256"] = _sha256(original / source.manifest.artifact)
+    version_data: dict[str, Any] = {}
+    if (original / VERSION_MANIFEST).is_file():
+        version_data = yaml.safe_load((original / VERSION_MANIFEST).read_text("utf-8")) or {}
+    card = dict(version_data.get("card") or {})
+    # measurements of the source no longer describe this file; the lineage carries new ones
+    for stale in ("validation_metrics", "cosine_to_sentence_transformers", "quantization"):
+        card.pop(stale, None)
+    card["optimized_from"] = {
+        "version": source.version,
+        "method": lineage["method"],
+        "lineage": LINEAGE_FILE,
+    }
+    version_data["card"] = card
+    header = "# Written by `modelgate optimize --register`; see lineage.json.\n"
+    (staging / VERSION_MANIFEST).write_text(
+        header + yaml.safe_dump(version_data, sort_keys=False), encoding="utf-8"
+    )
+    (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _next_number(model_dir: Path) -> int:
+    numbers = [int(e.name) for e in model_dir.iterdir() if e.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def lineage_record(source: VersionSource, method: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Where the new version came from, for ``lineage.json``."""
+    return {
+        "kind": "optimized",
+        "model": source.manifest.name,
+        "source_version": source.version,
+        "method": method,
+        "measurement": row,
+        "created_by": _user(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tool": "modelgate optimize",
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return str(os.getuid())

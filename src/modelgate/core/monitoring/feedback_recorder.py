@@ -65,7 +65,8 @@ _CHUNK = 100
 WRITE_STEP = 2000
 
 # what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
-# named (or None), each output's (name, datatype, array), and the rows it will make:
+# named (or None), each output's (name, datatype, array), the rows it will make, and each
+# protected attribute's (name, column view of its input) (docs/fairness.md):
 # strings, numbers and arrays only, so the collector stops tracking the tuple at its first
 # pass (a tuple holding the request's dicts and lists would be scanned on every collection
 # until the flush)
@@ -79,7 +80,10 @@ _Pending = tuple[
     str | None,
     tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
     int,
+    tuple[tuple[str, np.ndarray[Any, Any]], ...],
 ]
+#: the longest group value recorded (longer ones are cut)
+MAX_GROUP_VALUE = 64
 
 
 def _new_id() -> str:
@@ -140,6 +144,8 @@ class FeedbackRecorder(BackgroundRecorder):
         self._pending_rows = 0  # the rows what waits in _pending will make (at most)
         #: each (model, version)'s manifest, as the request path last saw it
         self._manifests: dict[tuple[str, str], ModelManifest] = {}
+        #: each manifest's protected attributes as (name, input, column index), resolved once
+        self._protected: dict[int, tuple[ModelManifest, tuple[tuple[str, str, int], ...]]] = {}
         #: rows built, not written yet (a failed write keeps them here)
         self._writer: RowWriter[PredictionRecord] = RowWriter(
             store.append,
@@ -203,6 +209,7 @@ class FeedbackRecorder(BackgroundRecorder):
         principal = inference.principal
         version = response.model_version
         self._manifests[(request.model, version)] = manifest  # the latest load's
+        groups = self._group_columns(manifest, inference.inputs, rows)
         self._pending_rows += rows
         self._pending.append(
             (
@@ -215,8 +222,27 @@ class FeedbackRecorder(BackgroundRecorder):
                 subject_of(parameters) if parameters else None,
                 out,
                 rows,
+                groups,
             )
         )
+
+    def _group_columns(
+        self, manifest: ModelManifest, inputs: dict[str, np.ndarray[Any, Any]], rows: int
+    ) -> tuple[tuple[str, np.ndarray[Any, Any]], ...]:
+        """Views of the protected attributes' columns (no copy); () for most models."""
+        cached = self._protected.get(id(manifest))
+        if cached is None or cached[0] is not manifest:
+            cached = (manifest, _resolve_protected(manifest))
+            self._protected[id(manifest)] = cached
+        columns = cached[1]
+        if not columns:
+            return ()
+        found: list[tuple[str, np.ndarray[Any, Any]]] = []
+        for name, input_name, index in columns:
+            data = inputs.get(input_name)
+            if data is not None and data.ndim == 2 and data.shape[1] > index:
+                found.append((name, data[:rows, index]))
+        return tuple(found)
 
     # -- the background task -----------------------------------------------------------
     def _chores(self) -> Sequence[Chore]:
@@ -253,7 +279,7 @@ class FeedbackRecorder(BackgroundRecorder):
         return records
 
     def _build(self, item: _Pending) -> list[PredictionRecord]:
-        at, tenant, request_id, inference_id, model, version, subject, out, _ = item
+        at, tenant, request_id, inference_id, model, version, subject, out, _, columns = item
         manifest = self._manifests[(model, version)]
         tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
         found = prediction_rows(manifest, tensors)
@@ -270,6 +296,7 @@ class FeedbackRecorder(BackgroundRecorder):
         assert manifest.feedback is not None
         expires = created + timedelta(days=manifest.feedback.retention_days)
         prediction_id = self._new_id()
+        values = [(name, [_group_value(v) for v in data.tolist()]) for name, data in columns]
         return [
             PredictionRecord(
                 id=prediction_id,
@@ -284,6 +311,28 @@ class FeedbackRecorder(BackgroundRecorder):
                 expires_at=expires,
                 predicted=label,
                 score=score,
+                groups=tuple((name, column[row]) for name, column in values if row < len(column)),
             )
             for row, (label, score) in enumerate(zip(predicted, scores, strict=True))
         ]
+
+
+def _resolve_protected(manifest: ModelManifest) -> tuple[tuple[str, str, int], ...]:
+    resolved: list[tuple[str, str, int]] = []
+    for attribute in manifest.protected_attributes:
+        spec = manifest.input(attribute.input)
+        names = () if spec is None else (spec.feature_names or ())
+        if attribute.feature in names:
+            resolved.append((attribute.name, attribute.input, names.index(attribute.feature)))
+    return tuple(resolved)
+
+
+def _group_value(value: object) -> str:
+    """A group's name: integral numbers without their ``.0`` (age band 3.0 is ``3``)."""
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    else:
+        text = str(value)
+    return text[:MAX_GROUP_VALUE]

@@ -15,6 +15,7 @@ from modelgate import __version__
 from modelgate.cli.access import keys_app, plans_app, tenants_app
 from modelgate.cli.audit import audit_app
 from modelgate.cli.deployments import deployments_app
+from modelgate.cli.fairness import fairness
 from modelgate.cli.feedback import feedback_app
 from modelgate.cli.jobs import jobs_app, worker
 from modelgate.cli.privacy import payloads_app, subjects_app
@@ -37,6 +38,7 @@ app.add_typer(deployments_app, name="deployments")
 app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
 app.command()(profile)
+app.command()(fairness)
 console = Console()
 
 _KEY = typer.Option(

@@ -269,6 +269,11 @@ class Settings(BaseSettings):
     feedback_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     #: how often predictions past their retention are deleted
     feedback_purge_seconds: float = Field(default=3600.0, gt=0)
+    #: fairness audits (docs/fairness.md): at most this many labelled predictions, the
+    #: newest of the window, are read by one audit...
+    fairness_max_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    #: ...made no longer ago than this, unless the audit names ``since``
+    fairness_window_seconds: float = Field(default=30 * 86400.0, gt=0)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

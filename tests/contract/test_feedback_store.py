@@ -50,6 +50,7 @@ def prediction(
     days: int = 30,
     predicted: int | None = 1,
     score: float | None = 0.75,
+    groups: tuple[tuple[str, str], ...] = (),
 ) -> PredictionRecord:
     return PredictionRecord(
         id=pid,
@@ -64,6 +65,7 @@ def prediction(
         expires_at=at + timedelta(days=days),
         predicted=predicted,
         score=score,
+        groups=groups,
     )
 
 
@@ -191,3 +193,16 @@ async def test_subject_rows_erasure_and_purge(store: FeedbackStore) -> None:
     assert await store.purge(T0 + timedelta(days=1)) == 0
     assert await store.labelled(LabelQuery()) == []
     assert await store.find("ten_a", "req-pr_b") == []
+
+
+async def test_protected_groups_come_back_with_their_labelled_predictions(
+    store: FeedbackStore,
+) -> None:
+    grouped = prediction("pg1", groups=(("age_band", "3"), ("region", "nörd")))
+    await store.append([grouped, prediction("pg2")])
+    await store.label([label("pg1", value=0), label("pg2", value=1)])
+    found = await store.labelled(LabelQuery(model="m1"))
+    assert {(f.prediction.id, f.prediction.groups, f.label) for f in found} == {
+        ("pg1", (("age_band", "3"), ("region", "nörd")), 0),
+        ("pg2", (), 1),
+    }

@@ -8,6 +8,7 @@ components of :func:`~modelgate.boot.components.build_core_components`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from modelgate.api.admin.app import build_admin_app
@@ -19,6 +20,8 @@ from modelgate.boot.loop_lag import LoopLag
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.admission.idempotency import IdempotencyService
+from modelgate.core.monitoring.fairness import FairnessAuditor
+from modelgate.fairness.fairlearn_metrics import FairlearnMetrics
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
 
@@ -77,6 +80,13 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             payloads=state.payload_service,
             monitoring=(service.catalog, monitor),
             concept=components.concept,
+            fairness=FairnessAuditor(
+                state.feedback_service.store,
+                service.catalog,
+                FairlearnMetrics(),  # imports Fairlearn on the first audit only
+                max_rows=settings.fairness_max_rows,
+                window=timedelta(seconds=settings.fairness_window_seconds),
+            ),
             deployments=(deployments, components.shadows),
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(

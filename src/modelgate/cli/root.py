@@ -15,6 +15,7 @@ from modelgate import __version__
 from modelgate.cli.access import keys_app, plans_app, tenants_app
 from modelgate.cli.audit import audit_app
 from modelgate.cli.deployments import deployments_app
+from modelgate.cli.fairness import fairness
 from modelgate.cli.feedback import feedback_app
 from modelgate.cli.jobs import jobs_app, worker
 from modelgate.cli.optimize import optimize
@@ -39,6 +40,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
 app.command()(profile)
 app.command()(optimize)
+app.command()(fairness)
 console = Console()
 
 _KEY = typer.Option(

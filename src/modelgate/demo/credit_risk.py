@@ -319,6 +319,14 @@ def manifest() -> dict[str, Any]:
         "anomaly": {"action": "flag", "threshold": 0.5},
         # predictions are recorded so that ground truth can be sent back (POST /v1/feedback)
         "feedback": {"enabled": True, "retention_days": 30},
+        # each prediction records its age band, so fairness audits can group by it
+        "fairness": {
+            "protected": [
+                {"name": name, "input": INPUT_NAME, "feature": name}
+                for name in PROTECTED_ATTRIBUTES
+            ],
+            "min_group_size": 30,
+        },
         "labels": {"team": "risk", "domain": "lending", "data": "synthetic"},
         "card": {
             "description": (

@@ -23,6 +23,7 @@ from starlette.routing import Match
 
 from modelgate import __version__
 from modelgate.api.admin.deployments import add_deployment_routes
+from modelgate.api.admin.fairness import add_fairness_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
 from modelgate.api.admin.monitoring import add_monitoring_routes
 from modelgate.api.admin.openapi import install_openapi
@@ -54,6 +55,7 @@ from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.usage import UsageService
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.concept import ConceptMonitor
+from modelgate.core.monitoring.fairness import FairnessAuditor
 from modelgate.core.monitoring.monitor import Monitor
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.traffic.rollout import DeploymentService
@@ -74,6 +76,7 @@ def build_admin_app(
     payloads: PrivacyService | None = None,
     monitoring: tuple[ModelCatalog, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
+    fairness: FairnessAuditor | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
     idempotency: IdempotencyService | None = None,
 ) -> FastAPI:
@@ -254,6 +257,8 @@ def build_admin_app(
         add_privacy_routes(app, payloads, Caller, ip)
     if monitoring is not None:
         add_monitoring_routes(app, *monitoring, Caller, concept)
+    if fairness is not None:
+        add_fairness_routes(app, fairness, Caller)
     if deployments is not None:
         add_deployment_routes(app, *deployments, Caller, ip)
     if quotas is not None:

@@ -64,8 +64,14 @@ _CHUNK = 100
 #: rows written per store call (one transaction) by default
 WRITE_STEP = 2000
 
+Array = np.ndarray[Any, Any]
+#: the input holding the protected attributes (or a tuple of them: several inputs); None:
+#: the model names none
+_Groups = Array | tuple[Array | None, ...] | None
+
 # what the request path keeps: at, tenant, request id, OIP id, model, version, the subject
-# named (or None), each output's (name, datatype, array), and the rows it will make:
+# named (or None), each output's (name, datatype, array), the rows it will make, and each
+# input holding protected attributes, or None (docs/fairness.md):
 # strings, numbers and arrays only, so the collector stops tracking the tuple at its first
 # pass (a tuple holding the request's dicts and lists would be scanned on every collection
 # until the flush)
@@ -79,7 +85,10 @@ _Pending = tuple[
     str | None,
     tuple[tuple[str, str, np.ndarray[Any, Any]], ...],
     int,
+    _Groups,
 ]
+#: the longest group value recorded (longer ones are cut)
+MAX_GROUP_VALUE = 64
 
 
 def _new_id() -> str:
@@ -140,6 +149,8 @@ class FeedbackRecorder(BackgroundRecorder):
         self._pending_rows = 0  # the rows what waits in _pending will make (at most)
         #: each (model, version)'s manifest, as the request path last saw it
         self._manifests: dict[tuple[str, str], ModelManifest] = {}
+        #: each manifest's protected attributes as (name, input, column index), resolved once
+        self._protected: dict[int, _Protected] = {}
         #: rows built, not written yet (a failed write keeps them here)
         self._writer: RowWriter[PredictionRecord] = RowWriter(
             store.append,
@@ -203,6 +214,10 @@ class FeedbackRecorder(BackgroundRecorder):
         principal = inference.principal
         version = response.model_version
         self._manifests[(request.model, version)] = manifest  # the latest load's
+        protected = self._protected.get(id(manifest))
+        if protected is None or protected.manifest is not manifest:
+            protected = self._protected_of(manifest)
+        groups = protected.kept(inference.inputs) if protected.inputs else None
         self._pending_rows += rows
         self._pending.append(
             (
@@ -215,8 +230,16 @@ class FeedbackRecorder(BackgroundRecorder):
                 subject_of(parameters) if parameters else None,
                 out,
                 rows,
+                groups,
             )
         )
+
+    def _protected_of(self, manifest: ModelManifest) -> _Protected:
+        found = self._protected.get(id(manifest))
+        if found is None or found.manifest is not manifest:
+            found = _Protected.of(manifest)
+            self._protected[id(manifest)] = found
+        return found
 
     # -- the background task -----------------------------------------------------------
     def _chores(self) -> Sequence[Chore]:
@@ -253,7 +276,7 @@ class FeedbackRecorder(BackgroundRecorder):
         return records
 
     def _build(self, item: _Pending) -> list[PredictionRecord]:
-        at, tenant, request_id, inference_id, model, version, subject, out, _ = item
+        at, tenant, request_id, inference_id, model, version, subject, out, _, grouped = item
         manifest = self._manifests[(model, version)]
         tensors = [Tensor(name, datatype, data) for name, datatype, data in out]
         found = prediction_rows(manifest, tensors)
@@ -270,6 +293,7 @@ class FeedbackRecorder(BackgroundRecorder):
         assert manifest.feedback is not None
         expires = created + timedelta(days=manifest.feedback.retention_days)
         prediction_id = self._new_id()
+        values = self._protected_of(manifest).values(grouped, len(predicted))
         return [
             PredictionRecord(
                 id=prediction_id,
@@ -284,6 +308,63 @@ class FeedbackRecorder(BackgroundRecorder):
                 expires_at=expires,
                 predicted=label,
                 score=score,
+                groups=tuple((name, column[row]) for name, column in values if row < len(column)),
             )
             for row, (label, score) in enumerate(zip(predicted, scores, strict=True))
         ]
+
+
+class _Protected:
+    """A manifest's protected attributes as (name, input, column index), and the inputs
+    that hold them, resolved once per manifest."""
+
+    __slots__ = ("columns", "inputs", "manifest")
+
+    def __init__(self, manifest: ModelManifest, columns: tuple[tuple[str, str, int], ...]) -> None:
+        self.manifest = manifest
+        self.columns = columns
+        self.inputs = tuple(dict.fromkeys(input_name for _, input_name, _ in columns))
+
+    @classmethod
+    def of(cls, manifest: ModelManifest) -> _Protected:
+        columns: list[tuple[str, str, int]] = []
+        for attribute in manifest.protected_attributes:
+            spec = manifest.input(attribute.input)
+            names = () if spec is None else (spec.feature_names or ())
+            if attribute.feature in names:
+                columns.append((attribute.name, attribute.input, names.index(attribute.feature)))
+        return cls(manifest, tuple(columns))
+
+    def kept(self, inputs: dict[str, Array]) -> _Groups:
+        """What the request path keeps: the input array(s) holding the attributes, as they
+        are (no copy, and no new container for the collector to track: the columns are
+        read in the background)."""
+        names = self.inputs
+        if len(names) == 1:
+            return inputs.get(names[0])
+        return tuple([inputs.get(name) for name in names])
+
+    def values(self, grouped: _Groups, rows: int) -> list[tuple[str, list[str]]]:
+        """Each attribute's group per row, from what :meth:`kept` kept."""
+        if grouped is None or not self.inputs:
+            return []
+        arrays = dict(
+            zip(self.inputs, grouped if isinstance(grouped, tuple) else (grouped,), strict=True)
+        )
+        found: list[tuple[str, list[str]]] = []
+        for name, input_name, index in self.columns:
+            data = arrays.get(input_name)
+            if data is not None and data.ndim == 2 and data.shape[1] > index:
+                found.append((name, [_group_value(v) for v in data[:rows, index].tolist()]))
+        return found
+
+
+def _group_value(value: object) -> str:
+    """A group's name: integral numbers without their ``.0`` (age band 3.0 is ``3``)."""
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    else:
+        text = str(value)
+    return text[:MAX_GROUP_VALUE]

@@ -22,7 +22,10 @@ from modelgate.core.monitoring.predictions import (
 __all__ = [
     "AlertSource",
     "AnomalyObserver",
+    "FairnessGaps",
+    "FairnessMetrics",
     "FeedbackStore",
+    "GroupFigures",
     "Reading",
 ]
 
@@ -97,3 +100,45 @@ class AlertSource(Protocol):
     def advance(self, now: float) -> None: ...
 
     def read(self, metric: str, window_s: float) -> Mapping[str, Reading]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """One group of a protected attribute: its labelled rows (``count``) and, when there
+    are enough of them (``sufficient``), its selection rate (share predicted 1), accuracy,
+    true and false positive rates, and how many of its labels are 1 (``positives``: a true
+    positive rate of a group without any is 0 by Fairlearn's convention)."""
+
+    group: str
+    count: int
+    sufficient: bool
+    positives: int | None = None
+    selection_rate: float | None = None
+    accuracy: float | None = None
+    true_positive_rate: float | None = None
+    false_positive_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FairnessGaps:
+    """The largest between-group differences (and the demographic parity ratio: the
+    smallest selection rate over the largest)."""
+
+    demographic_parity_difference: float
+    demographic_parity_ratio: float
+    equalized_odds_difference: float
+    equal_opportunity_difference: float
+
+
+class FairnessMetrics(Protocol):
+    """Computes fairness figures of binary decisions (0/1) for rows given as parallel
+    lists of labels, predictions and group names (same length, at least one row). Pure
+    computation: no I/O; CPU-bound, so callers with many rows run it off the event loop."""
+
+    def by_group(
+        self, labels: Sequence[int], predicted: Sequence[int], groups: Sequence[str]
+    ) -> list[GroupFigures]: ...
+
+    def differences(
+        self, labels: Sequence[int], predicted: Sequence[int], groups: Sequence[str]
+    ) -> FairnessGaps: ...

@@ -24,7 +24,9 @@ class PredictionRecord:
     """One row of one recorded inference. ``id`` names the inference (all its rows share
     it); ``subject`` is a pseudonym (HMAC-SHA256, hex), never the id itself; ``predicted``
     is the predicted class index and ``score`` the positive class's probability (binary
-    models) or the top probability (None where the model's outputs hold none)."""
+    models) or the top probability (None where the model's outputs hold none). ``groups``
+    holds the row's value of each protected attribute the manifest names (attribute,
+    value), for fairness audits; () when it names none."""
 
     id: str
     row: int
@@ -38,6 +40,7 @@ class PredictionRecord:
     expires_at: datetime
     predicted: int | None
     score: float | None
+    groups: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

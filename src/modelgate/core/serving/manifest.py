@@ -19,9 +19,11 @@ __all__ = [
     "BatchingPolicy",
     "CacheSpec",
     "EmbeddingSpec",
+    "FairnessSpec",
     "FeedbackSpec",
     "ModelManifest",
     "PayloadLoggingSpec",
+    "ProtectedAttribute",
     "RequestLimits",
     "TensorSpec",
     "parse_manifest",
@@ -115,6 +117,24 @@ class FeedbackSpec(_Strict):
     #: the output holding class probabilities ([N, K]) or one score per row ([N]); unset:
     #: the first floating-point output
     score_output: str | None = None
+
+
+class ProtectedAttribute(_Strict):
+    """A protected attribute: one column (``feature``, named in the input's
+    ``feature_names``) of one input, recorded with each prediction as its group."""
+
+    name: str = Field(min_length=1, max_length=64)
+    input: str = Field(min_length=1)
+    feature: str = Field(min_length=1)
+
+
+class FairnessSpec(_Strict):
+    """Fairness audits of the model's labelled predictions (docs/fairness.md): each
+    attribute's value is recorded with the prediction, and groups with fewer than
+    ``min_group_size`` labelled rows are reported as too small to judge."""
+
+    protected: tuple[ProtectedAttribute, ...] = Field(min_length=1, max_length=8)
+    min_group_size: int = Field(default=30, ge=1, le=1_000_000)
 
 
 class AnomalySpec(_Strict):
@@ -236,6 +256,9 @@ class ModelManifest(_Strict):
     anomaly: AnomalySpec | None = None
     #: predictions recorded for feedback (ground truth); unset: not recorded
     feedback: FeedbackSpec | None = None
+    #: protected attributes audited for fairness; unset: those the card's
+    #: ``protected_attributes`` name among the inputs' feature names (docs/fairness.md)
+    fairness: FairnessSpec | None = None
     #: answers kept in the result cache; unset: never cached
     cache: CacheSpec | None = None
     #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
@@ -270,6 +293,8 @@ class ModelManifest(_Strict):
             for named in (self.feedback.label_output, self.feedback.score_output):
                 if named is not None and named not in outputs:
                     raise ValueError(f"feedback names output '{named}', which the model lacks")
+        if self.fairness is not None:
+            _check_fairness(self, self.fairness)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
         object.__setattr__(self, "limits", self.limits.resolved(self))
@@ -290,12 +315,44 @@ class ModelManifest(_Strict):
         return None
 
     @property
+    def protected_attributes(self) -> tuple[ProtectedAttribute, ...]:
+        """The attributes fairness audits group by: the ``fairness`` section's, else each
+        name of the card's ``protected_attributes`` that is a feature of one input."""
+        if self.fairness is not None:
+            return self.fairness.protected
+        named = self.card.get("protected_attributes")
+        if not isinstance(named, list):
+            return ()
+        found: list[ProtectedAttribute] = []
+        for name in named:
+            for spec in self.inputs:
+                if isinstance(name, str) and name in (spec.feature_names or ()):
+                    found.append(ProtectedAttribute(name=name, input=spec.name, feature=name))
+                    break
+        return tuple(found)
+
+    @property
     def token_output(self) -> str | None:
         """The output counting each row's tokens (an embedding model's second output, as
         the ``text-embedding`` runtime answers it), or None: the model counts no tokens."""
         if self.embedding is None or len(self.outputs) < 2:
             return None
         return self.outputs[1].name
+
+
+def _check_fairness(manifest: ModelManifest, spec: FairnessSpec) -> None:
+    names = [p.name for p in spec.protected]
+    if len(set(names)) != len(names):
+        raise ValueError(f"fairness: duplicate attribute names in {names}")
+    for attribute in spec.protected:
+        tensor = manifest.input(attribute.input)
+        if tensor is None:
+            raise ValueError(f"fairness names input '{attribute.input}', which the model lacks")
+        if attribute.feature not in (tensor.feature_names or ()):
+            raise ValueError(
+                f"fairness names feature '{attribute.feature}', which input "
+                f"'{attribute.input}' does not list in its feature_names"
+            )
 
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:

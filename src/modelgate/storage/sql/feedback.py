@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -221,6 +222,7 @@ _COLUMNS = (
     "expires_at",
     "predicted",
     "score",
+    "protected_groups",
 )
 
 
@@ -242,6 +244,7 @@ def _row(record: PredictionRecord) -> tuple[Any, ...]:
         checked_time(record.expires_at, "expires_at"),
         record.predicted,
         record.score,
+        json.dumps(dict(record.groups), separators=(",", ":")) if record.groups else None,
     )
 
 
@@ -259,4 +262,12 @@ def _prediction(row: Any) -> PredictionRecord:
         expires_at=row["expires_at"],
         predicted=row["predicted"],
         score=row["score"],
+        groups=_groups(row["protected_groups"]),
     )
+
+
+def _groups(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    found = json.loads(text)
+    return tuple((str(k), str(v)) for k, v in found.items()) if isinstance(found, dict) else ()

@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 
@@ -255,6 +256,8 @@ predictions = Table(
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
     Column("predicted", BigInteger, nullable=True),
     Column("score", Float, nullable=True),
+    # 0009: the row's protected attribute values, JSON {attribute: value} (docs/fairness.md)
+    Column("protected_groups", Text, nullable=True),
     Index("ix_predictions_tenant_id_request_id", "tenant_id", "request_id"),
     Index("ix_predictions_tenant_id_inference_id", "tenant_id", "inference_id"),
     Index("ix_predictions_model_version_created_at", "model", "version", "created_at"),

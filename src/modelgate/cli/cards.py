@@ -82,9 +82,12 @@ def render_card(card: dict[str, Any], console: Console) -> None:
     _lineage_rows(about, card)
     console.print(about)
     lineage = card.get("lineage") or {}
-    metrics = (lineage.get("evaluation") or {}).get("metrics") or text.get("validation_metrics")
+    metrics = (lineage.get("evaluation") or {}).get("metrics")
+    title = "evaluation (lineage)"
+    if not metrics:
+        metrics, title = text.get("validation_metrics"), "evaluation (manifest card)"
     if metrics:
-        table = Table("metric", "value", title="evaluation")
+        table = Table("metric", "value", title=title)
         for name, value in metrics.items():
             table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
         console.print(table)

@@ -23,7 +23,9 @@ from modelgate.cli.profile import profile
 from modelgate.cli.usage import prices_app, usage_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
-models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="List, load and unload models on a server; read their model cards."
+)
 app.add_typer(models_app, name="models")
 models_app.command("card")(model_card)
 app.add_typer(tenants_app, name="tenants")

@@ -14,6 +14,7 @@ from rich.table import Table
 from modelgate import __version__
 from modelgate.cli.access import keys_app, plans_app, tenants_app
 from modelgate.cli.audit import audit_app
+from modelgate.cli.cards import model_card
 from modelgate.cli.deployments import deployments_app
 from modelgate.cli.fairness import fairness
 from modelgate.cli.feedback import feedback_app
@@ -24,8 +25,11 @@ from modelgate.cli.profile import profile
 from modelgate.cli.usage import prices_app, usage_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
-models_app = typer.Typer(no_args_is_help=True, help="List, load and unload models on a server.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="List, load and unload models on a server; read their model cards."
+)
 app.add_typer(models_app, name="models")
+models_app.command("card")(model_card)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(plans_app, name="plans")
 app.add_typer(keys_app, name="keys")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelgate.demo import credit_risk, minilm
+from modelgate.demo.provenance import write_credit_risk_lineage, write_minilm_lineage
 from modelgate.demo.recipe import STAMP_FILE, fingerprint, read_stamp, write_stamp
 from modelgate.demo.staging import remove_leftovers, staged_model
 
@@ -51,6 +52,7 @@ def build_repository(
     progress(f"{credit_risk.MODEL_NAME}: generating data, training 2 versions, exporting to ONNX")
     with staged_model(repository, credit_risk.MODEL_NAME) as folder:
         versions = credit_risk.build(folder)
+        write_credit_risk_lineage(folder, versions, recipe)
     for trained in versions:
         metrics = ", ".join(f"{name} {value:.4f}" for name, value in trained.metrics.items())
         progress(f"{credit_risk.MODEL_NAME} v{trained.version} ({trained.algorithm}): {metrics}")
@@ -58,6 +60,7 @@ def build_repository(
     progress(f"{minilm.MODEL_NAME}: exporting FP32, quantising INT8, checking against reference")
     with staged_model(repository, minilm.MODEL_NAME) as folder:
         checks = minilm.build(folder)
+        write_minilm_lineage(folder, checks, recipe, minilm.WEIGHTS_PACKAGE)
     for check in checks:
         progress(
             f"{minilm.MODEL_NAME} v{check.version}: min cosine {check.min_cosine:.6f} "

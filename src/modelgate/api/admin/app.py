@@ -5,7 +5,8 @@ modelgate itself, so they work with no internet.
 
 This module builds the app (who calls, the error shape) and holds the plan, tenant, key,
 audit and quota routes; each optional group adds its own: ``usage.py`` (usage, prices),
-``privacy.py`` (payload logging, data subjects), ``monitoring.py``, ``deployments.py``."""
+``privacy.py`` (payload logging, data subjects), ``monitoring.py``, ``cards.py`` (model
+cards), ``deployments.py``."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run
 # time, and `Caller` is a local alias (it closes over this app's authenticator).
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from modelgate import __version__
+from modelgate.api.admin.cards import add_card_routes
 from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.fairness import add_fairness_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
@@ -257,6 +259,7 @@ def build_admin_app(
         add_privacy_routes(app, payloads, Caller, ip)
     if monitoring is not None:
         add_monitoring_routes(app, *monitoring, Caller, concept)
+        add_card_routes(app, monitoring[0], deployments[0] if deployments else None, Caller)
     if fairness is not None:
         add_fairness_routes(app, fairness, Caller)
     if deployments is not None:

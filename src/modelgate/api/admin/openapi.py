@@ -76,6 +76,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
     ("DELETE", "/admin/subjects/{subject}"): ("eraseSubject", (400, 404, 409)),
     ("GET", "/admin/models/{model}/monitoring"): ("getModelMonitoring", (400, 404)),
     ("GET", "/admin/models/{model}/fairness"): ("getModelFairness", (400, 404)),
+    ("GET", "/admin/models/{model}/card"): ("getModelCard", (404,)),
+    ("GET", "/admin/models/{model}/versions/{version}/card"): ("getModelVersionCard", (404,)),
     ("GET", "/admin/models/{model}/deployment"): ("getDeployment", (404,)),
     ("PUT", "/admin/models/{model}/deployment"): ("setDeployment", (400, 404, 409)),
     ("POST", "/admin/models/{model}/deployment/promote"): ("promoteDeployment", (400, 404, 409)),

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from modelgate.repository.lineage import file_digest, read_lineage
 from tests.e2e.conftest import AUTH, start_server, stop_server
 
 ROW = {
@@ -68,9 +69,13 @@ def test_a_registered_candidate_is_served_after_a_load(demo_models: Path, tmp_pa
         # trees have no weight matrices: quantization says so instead of inventing a row
         assert rows["dynamic-int8"]["status"] == "skipped"
         lineage = json.loads((repository / "credit-risk" / "3" / "lineage.json").read_text())
-        assert lineage["source_version"] == 2
-        assert lineage["method"] == "graph-extended"
-        assert lineage["measurement"]["agreement"] == 1.0
+        assert lineage["origin"] == "optimization"
+        assert lineage["parent"]["version"] == 2
+        assert lineage["parent"]["relation"] == "graph-extended"
+        assert lineage["evaluation"]["metrics"]["agreement"] == 1.0
+        assert read_lineage(repository / "credit-risk" / "3").problem is None
+        artifact = repository / "credit-risk" / "3" / "model.onnx"
+        assert lineage["artifact"]["sha256"] == file_digest(artifact)["sha256"]
 
         loaded = httpx.post(
             f"{server.url}/v2/repository/models/credit-risk/load", headers=AUTH, timeout=60

@@ -8,26 +8,24 @@ version the server could find, only a hidden folder that is removed on the way o
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from modelgate import __version__
 from modelgate.core.serving.manifest import merge, parse_manifest
 from modelgate.core.serving.ports import VersionSource
+from modelgate.repository import lineage as versions_lineage
 from modelgate.repository.filesystem import MANIFEST, VERSION_MANIFEST
+from modelgate.repository.lineage import LINEAGE_FILE, file_digest, started_by, write_lineage
 
 __all__ = ["LINEAGE_FILE", "STAGING_PREFIX", "lineage_record", "register_candidate"]
 
-LINEAGE_FILE = "lineage.json"
 STAGING_PREFIX = ".staging-optimize-"
 _ATTEMPTS = 5  # numbers tried when another writer takes the next one first
 
@@ -79,8 +77,6 @@ def _assemble(
     target = staging / source.manifest.artifact
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(artifact, target)
-    lineage["artifact_sha256"] = _sha256(target)
-    lineage["source_artifact_sha256"] = _sha256(original / source.manifest.artifact)
     version_data: dict[str, Any] = {}
     if (original / VERSION_MANIFEST).is_file():
         version_data = yaml.safe_load((original / VERSION_MANIFEST).read_text("utf-8")) or {}
@@ -98,15 +94,16 @@ def _assemble(
     (staging / VERSION_MANIFEST).write_text(
         header + yaml.safe_dump(version_data, sort_keys=False), encoding="utf-8"
     )
-    (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1) + "\n", encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    parent = {**lineage["parent"], "artifact": file_digest(original / source.manifest.artifact)}
+    record = versions_lineage.lineage_record(
+        origin="optimization",
+        artifact=target,
+        builder={"name": "modelgate optimize", "version": __version__, "method": lineage["method"]},
+        parent=parent,
+        evaluation=lineage["evaluation"],
+        by=lineage["started_by"],
+    )
+    write_lineage(staging, record)
 
 
 def _next_number(model_dir: Path) -> int:
@@ -115,21 +112,21 @@ def _next_number(model_dir: Path) -> int:
 
 
 def lineage_record(source: VersionSource, method: str, row: dict[str, Any]) -> dict[str, Any]:
-    """Where the new version came from, for ``lineage.json``."""
-    return {
-        "kind": "optimized",
-        "model": source.manifest.name,
-        "source_version": source.version,
-        "method": method,
-        "measurement": row,
-        "created_by": _user(),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tool": "modelgate optimize",
+    """What ``register_candidate`` records of the new version's origin: the version it was
+    made from, how, and the candidate's measurement against it. The artifact's hashes are
+    added when it is in place (repository/lineage.py's record, origin ``optimization``)."""
+    numbers = {
+        key: value
+        for key, value in row.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
     }
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in a bare container
-        return str(os.getuid())
+    return {
+        "method": method,
+        "parent": {"model": source.manifest.name, "version": source.version, "relation": method},
+        "evaluation": {
+            "against": f"version {source.version}, on its reference inputs",
+            "metrics": numbers,
+            "measurement": row,
+        },
+        "started_by": started_by(),
+    }

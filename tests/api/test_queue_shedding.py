@@ -180,7 +180,7 @@ async def test_the_gradual_law_sheds_a_fraction_while_held_up_and_none_after(
     monkeypatch.setattr(controller, "draw", lambda: draws[0])
 
     def saturated() -> tuple[int, str | None]:
-        _until(lambda: controller.shedding and 0 < controller.fraction)
+        _until(lambda: controller.shedding and controller.fraction > 0)
         with httpx.Client(base_url=url, timeout=10) as client:
             answer = client.post(INFER, json=ROW)
             return answer.status_code, answer.headers.get("retry-after")

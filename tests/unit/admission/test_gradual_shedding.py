@@ -160,5 +160,7 @@ def test_the_fraction_stays_in_0_1_and_decays_to_0_under_target(
     st.floats(min_value=0, max_value=10),
     st.floats(min_value=0.001, max_value=1),
 )
-def test_one_step_stays_in_0_1(fraction: float, delay: float, previous: float, target: float) -> None:
+def test_one_step_stays_in_0_1(
+    fraction: float, delay: float, previous: float, target: float
+) -> None:
     assert 0.0 <= pie_step(fraction, delay, previous, target) <= 1.0

@@ -47,7 +47,8 @@ controller on the queueing delay): every ``update_s`` the fraction moves by
 ``alpha * (delay - target) + beta * (delay - previous delay)`` (both terms scaled down
 while the fraction is small, as RFC 8033's auto-tuning does), where the delay of an update
 is the largest of the signals' minimum samples since the last update (each signal a lower
-bound of the real delay, each minimum robust to a burst); the fraction decays by 2% an
+bound of the real delay, each minimum robust to a burst; a signal without samples since
+holds its last minimum until it lapses, an interval later); the fraction decays by 2% an
 update while the delay stays under half the target, and is 0 again under 0.1%. Nothing is
 refused during a burst allowance of ``interval`` after an idle spell (PIE's
 ``max_burst``), so a short burst is absorbed as CoDel's rule absorbs it. The on/off law
@@ -193,9 +194,12 @@ class QueueDelay:
         self.update_s = update_s
         self.draw = draw
         # the gradual law's state: each signal's least sample since the last update (lag,
-        # sojourn, model queue), the previous update's delay, when the last update was,
+        # sojourn, model queue), the last such least and when it was taken, the previous
+        # update's delay, when the last update was,
         # what is left of the burst allowance
         self._least = [math.inf, math.inf, math.inf]
+        self._held = [0.0, 0.0, 0.0]
+        self._held_at = [-math.inf, -math.inf, -math.inf]
         self._previous_s = 0.0
         self._updated_at = -math.inf
         self._burst_s = interval_s
@@ -268,8 +272,9 @@ class QueueDelay:
 
     def refuses_unread(self, waited_s: float) -> bool:
         """Whether a request not yet read (its caller unknown) is shed now, whoever sends
-        it: every request is shed (:attr:`severe`), or it waited ``waited_s``, past
-        :attr:`max_wait_s`; counted as shed (priority unknown) when it is. The protocol asks
+        it: it waited ``waited_s``, past :attr:`max_wait_s`, or every request is eligible
+        (:attr:`severe`) and the draw picks it (:attr:`fraction`: always under the on/off
+        law); counted as shed (priority unknown) when it is. The protocol asks
         this before the app runs; the rest (fair share, priority) needs the caller."""
         bound = self.max_wait_s
         if bound is not None and waited_s >= bound:
@@ -297,9 +302,14 @@ class QueueDelay:
 
     def _update(self, now: float) -> bool:
         """The gradual law's update (every :attr:`update_s`): returns whether to shed."""
-        least = self._least
-        delay = max((d for d in least if d != math.inf), default=0.0)
-        least[0] = least[1] = least[2] = math.inf
+        least, held, held_at = self._least, self._held, self._held_at
+        delay = 0.0
+        for i in range(3):
+            if least[i] != math.inf:  # this signal's least sample since the last update
+                held[i], held_at[i], least[i] = least[i], now, math.inf
+            if now - held_at[i] <= self.interval_s and held[i] > delay:
+                delay = held[i]  # a signal without samples holds its last (lapsing after
+                # an interval): a model's queue reports once per batch, not per update
         previous = self._previous_s
         last = self._updated_at
         elapsed = 0.0 if last == -math.inf else min(now - last, self.interval_s)
@@ -314,7 +324,8 @@ class QueueDelay:
 
     def refuses(self, principal: Principal | None) -> bool:
         """Whether a new request of ``principal`` (None: authentication is off) is shed
-        now; a shed request is counted. Call only while :attr:`shedding` (O(1))."""
+        now: the draw picks it (:attr:`fraction`), and its tier and share make it eligible;
+        a shed request is counted. Call only while :attr:`shedding` (O(1))."""
         if not self.shedding or (self.fraction < 1.0 and self.draw() >= self.fraction):
             return False
         if principal is None:

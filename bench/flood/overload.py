@@ -11,11 +11,14 @@ stream of 20 requests/s runs from the start to 10 s after the overload (the norm
 from the 3 s before the overload, and when it is normal again), and readiness is polled 4
 times a second. Each variant runs on a fresh server, so none inherits another's backlog;
 the same tenant key (a plan no run reaches) carries every request, so every refusal is the
-load's.
+load's. ``FLOOD_CAPACITY`` (answers/s) in the environment sets the capacity instead of the
+first variant's warm-up, so that runs to be compared (an A/B of two trees on a shared
+machine, where one lucky warm-up round would move every rate) offer the same load.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from bench import loadgen, openloop
@@ -93,7 +96,7 @@ def overload(
 ) -> list[Row]:
     """One row per shedding target (``MODELGATE_SHED_QUEUE_TARGET_MS``; 0: off), each on a
     fresh server with ``extra_env`` besides."""
-    capacity = 0.0
+    capacity = float(os.environ.get("FLOOD_CAPACITY", "0") or 0)
     rows: list[Row] = []
     variants: list[Variant] = []
     light_end = LIGHT_S * len(LIGHT_FACTORS)
@@ -163,7 +166,12 @@ def overload(
         row.note(
             f"warm-up (closed loop, wrk -c{CAPACITY_CONNECTIONS}, 2 s rounds)",
             " / ".join(f"{r:,.0f}" for r in rounds)
-            + f" answers/s; capacity {capacity:,.0f} (the best round of the first variant)",
+            + f" answers/s; capacity {capacity:,.0f} "
+            + (
+                "(FLOOD_CAPACITY)"
+                if os.environ.get("FLOOD_CAPACITY")
+                else "(the best round of the first variant)"
+            ),
         )
         row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
         lag_note(row, run)

@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     shed_queue_target_ms: float = Field(default=0, ge=0, le=10_000)
     #: the interval the lag must stay above the target before shedding starts
     shed_queue_interval_ms: float = Field(default=500, ge=10, le=60_000)
+    #: how much is shed: "pie", a fraction of new requests that rises with how far and how
+    #: long the delay stays above the target (RFC 8033's control law); "onoff", every
+    #: eligible request while the delay has stayed above it for an interval
+    shed_queue_law: Literal["pie", "onoff"] = "pie"
     #: with shedding on, a request that waited this long before its handler started (from
     #: its first bytes read) is refused 503 at once, whatever the controller says; 0: no bound
     shed_queue_max_wait_ms: float = Field(default=0, ge=0, le=600_000)

@@ -45,12 +45,14 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
 
 
 def shed(monkeypatch: pytest.MonkeyPatch, controller: QueueDelay, *, severe: bool) -> None:
-    """The controller sheds (every request when ``severe``) until the test ends."""
+    """The controller sheds (every eligible request: the fraction is 1; every request when
+    ``severe``) until the test ends."""
     monkeypatch.setattr(controller, "observe", lambda delay_s: None)
     monkeypatch.setattr(controller, "sojourn", lambda arrived: controller.clock() - arrived)
     monkeypatch.setattr(controller, "queued", lambda waited_s: None)
     monkeypatch.setattr(controller, "shedding", True)
     monkeypatch.setattr(controller, "severe", severe)
+    monkeypatch.setattr(controller, "fraction", 1.0)
 
 
 def raw_request(path: str = INFER, extra: str = "", body: bytes | None = None) -> bytes:

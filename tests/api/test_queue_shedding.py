@@ -41,6 +41,8 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         shed_queue_target_ms=20,
         shed_queue_interval_ms=100,
         shed_queue_unready_seconds=0.3,
+        shed_queue_law="onoff",  # every request shed at once: the gradual law's fraction
+        # rises over a second or more (tests/unit/admission/test_gradual_shedding.py)
     ) as running:
         yield running
 
@@ -156,3 +158,46 @@ async def test_a_held_up_loop_sheds_inference_at_once_and_recovers(server: Serve
         if s.name == "modelgate_queue_shed_requests_total" and s.labels["priority"] == "none"
     )
     assert shed >= 2
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def gradual_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async with running_server(
+        Path(tmp_path_factory.mktemp("gradual")),
+        shed_queue_target_ms=20,
+        shed_queue_interval_ms=100,
+    ) as running:  # the default law: pie
+        yield running
+
+
+async def test_the_gradual_law_sheds_a_fraction_while_held_up_and_none_after(
+    gradual_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{gradual_server.http_port}"
+    controller = _controller(gradual_server)
+    assert controller.gradual and controller.fraction == 0.0
+    draws = [0.0]  # the random draw: under any fraction, so that a shedding one refuses
+    monkeypatch.setattr(controller, "draw", lambda: draws[0])
+
+    def saturated() -> tuple[int, str | None]:
+        _until(lambda: controller.shedding and controller.fraction > 0)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            answer = client.post(INFER, json=ROW)
+            return answer.status_code, answer.headers.get("retry-after")
+
+    stop = asyncio.Event()
+    blocker = asyncio.create_task(_block_loop(stop))
+    try:
+        refused = await asyncio.to_thread(saturated)
+    finally:
+        stop.set()
+        await blocker
+    assert refused == (503, "1")
+
+    def after() -> int:
+        _until(lambda: controller.fraction == 0.0 and not controller.shedding)
+        draws[0] = 0.0  # were it still shedding, this draw would refuse
+        with httpx.Client(base_url=url, timeout=10) as client:
+            return client.post(INFER, json=ROW).status_code
+
+    assert await asyncio.to_thread(after) == 200

@@ -394,6 +394,7 @@ def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay
         count=metrics.shed_for_delay,
         count_tenant=metrics.shed_tenant_for_delay,
         shares=TenantShares(half_life_s=settings.shed_queue_share_half_life_seconds),
+        gradual=settings.shed_queue_law == "pie",
     )
 
 

@@ -40,13 +40,34 @@ them apart). A request whose wait alone is past ``max_wait_s`` (or past
 the deadline its client set) is refused at once, whatever the controller says: its client
 is about to give up, and serving it would only delay the requests behind it.
 
-Pure and O(1) per sample; the clock is injectable (tests use a manual one). The adapters'
-cost while not shedding is one attribute read (:attr:`QueueDelay.shedding`).
+**Gradual shedding** (``gradual=True``, the setting's default law ``pie``): instead of
+refusing every eligible request while the rule above holds, a *fraction* of them
+(:attr:`QueueDelay.fraction`) is refused, set by PIE's control law (RFC 8033, a PI
+controller on the queueing delay): every ``update_s`` the fraction moves by
+``alpha * (delay - target) + beta * (delay - previous delay)`` (both terms scaled down
+while the fraction is small, as RFC 8033's auto-tuning does), where the delay of an update
+is the largest of the signals' minimum samples since the last update (each signal a lower
+bound of the real delay, each minimum robust to a burst; a signal without samples since
+holds its last minimum until it lapses, an interval later); the fraction decays by 2% an
+update while the delay stays under half the target, and is 0 again under 0.1%. Nothing is
+refused during a burst allowance of ``interval`` after an idle spell (PIE's
+``max_burst``), so a short burst is absorbed as CoDel's rule absorbs it. The on/off law
+swings between admitting every request and refusing every eligible one, so that a backlog
+builds in the kernel while it admits and clients see timeouts; a fraction that settles
+where the delay stays at the target refuses only the excess. Priority tiers and fair share
+apply to the requests the fraction picks (the integral term raises the fraction until
+enough of the excess is refused). :attr:`severe` (every tier is eligible) still follows
+the twice-target rule.
+
+Pure and O(1) per sample; the clock (and the gradual law's random draw) are injectable
+(tests use a manual one). The adapters' cost while not shedding is one attribute read
+(:attr:`QueueDelay.shedding`); while shedding gradually, one random draw per request.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,6 +85,39 @@ __all__ = ["HIGHEST_PRIORITY", "QueueDelay"]
 
 #: the highest plan priority: shed only when the delay passes twice the target
 HIGHEST_PRIORITY = 9
+
+#: PIE's gains (RFC 8033, 4.2: per second of delay, per update)
+PIE_ALPHA = 0.125
+PIE_BETA = 1.25
+#: the fraction decays by this factor an update while the delay stays under half the target
+PIE_DECAY = 0.98
+#: under this, a decaying fraction is 0 (shedding stops)
+PIE_FLOOR = 0.001
+#: RFC 8033's auto-tuning: while the fraction is under the bound, the gains are divided
+_PIE_SCALE = (
+    (0.000001, 2048.0),
+    (0.00001, 512.0),
+    (0.0001, 128.0),
+    (0.001, 32.0),
+    (0.01, 8.0),
+    (0.1, 2.0),
+)
+
+
+def pie_step(fraction: float, delay_s: float, previous_s: float, target_s: float) -> float:
+    """PIE's control law (RFC 8033, 4.2): the fraction after one update, in [0, 1], from
+    this update's and the previous update's delay (seconds)."""
+    alpha, beta = PIE_ALPHA, PIE_BETA
+    for bound, divisor in _PIE_SCALE:
+        if fraction < bound:
+            alpha, beta = alpha / divisor, beta / divisor
+            break
+    fraction += alpha * (delay_s - target_s) + beta * (delay_s - previous_s)
+    if delay_s < target_s / 2 and previous_s < target_s / 2:
+        fraction *= PIE_DECAY
+        if fraction < PIE_FLOOR:
+            fraction = 0.0
+    return min(max(fraction, 0.0), 1.0)
 
 
 class _Above:
@@ -107,9 +161,12 @@ class QueueDelay:
         count: Callable[[int | None], None] | None = None,
         count_tenant: Callable[[str], None] | None = None,
         shares: TenantShares | None = None,
+        gradual: bool = False,
+        update_s: float = 0.015,
+        draw: Callable[[], float] = random.random,
     ) -> None:
-        if target_s <= 0 or interval_s <= 0:
-            raise ValueError("target_s and interval_s must be positive")
+        if target_s <= 0 or interval_s <= 0 or update_s <= 0:
+            raise ValueError("target_s, interval_s and update_s must be positive")
         self.target_s = target_s
         self.interval_s = interval_s
         self.ready_after_s = ready_after_s
@@ -130,6 +187,22 @@ class QueueDelay:
         self.shedding_since = 0.0
         #: the last sample, for the metrics
         self.last_s = 0.0
+        #: the share of eligible requests refused while :attr:`shedding`: 1 under the on/off
+        #: law, PIE's fraction under the gradual one
+        self.fraction = 0.0 if gradual else 1.0
+        self.gradual = gradual
+        self.update_s = update_s
+        self.draw = draw
+        # the gradual law's state: each signal's least sample since the last update (lag,
+        # sojourn, model queue), the last such least and when it was taken, the previous
+        # update's delay, when the last update was,
+        # what is left of the burst allowance
+        self._least = [math.inf, math.inf, math.inf]
+        self._held = [0.0, 0.0, 0.0]
+        self._held_at = [-math.inf, -math.inf, -math.inf]
+        self._previous_s = 0.0
+        self._updated_at = -math.inf
+        self._burst_s = interval_s
         # one CoDel test per signal and threshold: each signal is a lower bound of the real
         # queueing delay (the lag misses requests waiting behind others, a request's sojourn
         # misses bytes not yet read), so the controller sheds when either says so
@@ -148,6 +221,8 @@ class QueueDelay:
         now = self.clock()
         above, twice = self._lag
         self._lag_says = (above.observe(delay_s, now), twice.observe(delay_s, now))
+        if delay_s < self._least[0]:
+            self._least[0] = delay_s
         if now - self._wait_at > self.interval_s:  # lapsed: no request for an interval
             self._wait_says = (False, False)
             self._wait[0].since = self._wait[1].since = None
@@ -163,6 +238,8 @@ class QueueDelay:
         above, twice = self._queue
         self._queue_says = (above.observe(waited_s, now), twice.observe(waited_s, now))
         self._queue_at = now
+        if waited_s < self._least[2]:
+            self._least[2] = waited_s
         self._decide(waited_s, now)
 
     def watch_model(self, loaded: LoadedVersion) -> None:
@@ -180,6 +257,8 @@ class QueueDelay:
         above, twice = self._wait
         self._wait_says = (above.observe(waited, now), twice.observe(waited, now))
         self._wait_at = now
+        if waited < self._least[1]:
+            self._least[1] = waited
         self._decide(waited, now)
         return waited
 
@@ -193,11 +272,14 @@ class QueueDelay:
 
     def refuses_unread(self, waited_s: float) -> bool:
         """Whether a request not yet read (its caller unknown) is shed now, whoever sends
-        it: every request is shed (:attr:`severe`), or it waited ``waited_s``, past
-        :attr:`max_wait_s`; counted as shed (priority unknown) when it is. The protocol asks
+        it: it waited ``waited_s``, past :attr:`max_wait_s`, or every request is eligible
+        (:attr:`severe`) and the draw picks it (:attr:`fraction`: always under the on/off
+        law); counted as shed (priority unknown) when it is. The protocol asks
         this before the app runs; the rest (fair share, priority) needs the caller."""
         bound = self.max_wait_s
-        if not (self.severe or (bound is not None and waited_s >= bound)):
+        if bound is not None and waited_s >= bound:
+            return self._shed(None, None)
+        if not self.severe or (self.fraction < 1.0 and self.draw() >= self.fraction):
             return False
         return self._shed(None, None)
 
@@ -205,16 +287,46 @@ class QueueDelay:
         self.last_s = delay_s
         self.shares.tick(now)
         lag, wait, queue = self._lag_says, self._wait_says, self._queue_says
-        shedding = lag[0] or wait[0] or queue[0]
-        self.severe = lag[1] or wait[1] or queue[1]
+        severe = lag[1] or wait[1] or queue[1]
+        if self.gradual:
+            if now - self._updated_at < self.update_s:
+                return
+            shedding = self._update(now)
+            severe = severe and shedding
+        else:
+            shedding = lag[0] or wait[0] or queue[0]
+        self.severe = severe
         if shedding and not self.shedding:
             self.shedding_since = now
         self.shedding = shedding
 
+    def _update(self, now: float) -> bool:
+        """The gradual law's update (every :attr:`update_s`): returns whether to shed."""
+        least, held, held_at = self._least, self._held, self._held_at
+        delay = 0.0
+        for i in range(3):
+            if least[i] != math.inf:  # this signal's least sample since the last update
+                held[i], held_at[i], least[i] = least[i], now, math.inf
+            if now - held_at[i] <= self.interval_s and held[i] > delay:
+                delay = held[i]  # a signal without samples holds its last (lapsing after
+                # an interval): a model's queue reports once per batch, not per update
+        previous = self._previous_s
+        last = self._updated_at
+        elapsed = 0.0 if last == -math.inf else min(now - last, self.interval_s)
+        self._updated_at = now
+        self._previous_s = delay
+        self.fraction = fraction = pie_step(self.fraction, delay, previous, self.target_s)
+        if fraction == 0.0 and delay < self.target_s / 2 and previous < self.target_s / 2:
+            self._burst_s = self.interval_s  # idle again: the next burst is absorbed
+        elif self._burst_s > 0:
+            self._burst_s -= elapsed
+        return fraction > 0.0 and self._burst_s <= 0
+
     def refuses(self, principal: Principal | None) -> bool:
         """Whether a new request of ``principal`` (None: authentication is off) is shed
-        now; a shed request is counted. Call only while :attr:`shedding` (O(1))."""
-        if not self.shedding:
+        now: the draw picks it (:attr:`fraction`), and its tier and share make it eligible;
+        a shed request is counted. Call only while :attr:`shedding` (O(1))."""
+        if not self.shedding or (self.fraction < 1.0 and self.draw() >= self.fraction):
             return False
         if principal is None:
             return self._shed(None, None)

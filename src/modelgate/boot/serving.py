@@ -78,6 +78,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             monitoring=(service.catalog, monitor),
             concept=components.concept,
             deployments=(deployments, components.shadows),
+            traffic=components.metrics,
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(
                 SqlIdempotencyStore(state.engine),

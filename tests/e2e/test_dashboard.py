@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
-from tests.e2e.conftest import AUTH, ADMIN_KEY, RunningServer, start_server, stop_server
+from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -158,10 +158,9 @@ def chromium() -> Path:
 
 
 @pytest.fixture
-def browser_page(chromium: Path) -> Iterator[tuple[Any, list[str]]]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+def browser_page(chromium: Path) -> Iterator[tuple[Page, list[str]]]:
     errors: list[str] = []
-    with playwright_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium))
         page = browser.new_page(viewport={"width": 1366, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -172,7 +171,7 @@ def browser_page(chromium: Path) -> Iterator[tuple[Any, list[str]]]:
             browser.close()
 
 
-def sign_in(page: Any, server: RunningServer, key: str) -> None:
+def sign_in(page: Page, server: RunningServer, key: str) -> None:
     page.goto(f"{server.url}/dashboard")
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Open dashboard").click()
@@ -182,7 +181,7 @@ def sign_in(page: Any, server: RunningServer, key: str) -> None:
     )
 
 
-def cell(page: Any, table: str, row: str, column: str) -> str:
+def cell(page: Page, table: str, row: str, column: str) -> str:
     """The text of ``table``'s cell in the row whose first cell is ``row``."""
     text: str = page.evaluate(
         """([table, row, column]) => {
@@ -197,7 +196,7 @@ def cell(page: Any, table: str, row: str, column: str) -> str:
 
 
 def test_a_tenant_sees_its_own_usage_live_and_no_other_tenant(
-    server: RunningServer, browser_page: tuple[Any, list[str]]
+    server: RunningServer, browser_page: tuple[Page, list[str]]
 ) -> None:
     page, errors = browser_page
     tenant = make_tenant(server, "dash-own", requests_per_day=10)
@@ -234,11 +233,17 @@ def test_a_tenant_sees_its_own_usage_live_and_no_other_tenant(
     assert cell(page, "usage-models", "credit-risk", "Requests") == "10"
     assert cell(page, "traffic", "credit-risk", "Requests") == "10"
     assert page.locator("#usage-chart").inner_html() != chart_before
-    assert page.locator("#traffic-chart path").count() >= 1  # the rate line, after two reads
+    page.wait_for_function(  # the rate of the 2 requests, as a point of the live chart
+        """() => [...document.querySelectorAll('#traffic-chart circle title')]
+                 .some((t) => !t.textContent.endsWith(': 0 req/s'))""",
+        timeout=30_000,
+    )
     assert "100% alert" in gauge.inner_text()
     html = page.content()
     assert other.id not in html and other.name not in html
     page.screenshot(path=str(ARTIFACTS / "dashboard-tenant-after.png"), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))  # the docs' one (docs/dashboard.png)
 
     page.get_by_role("button", name="Sign out").click()
     assert page.locator("#login").is_visible()
@@ -247,12 +252,19 @@ def test_a_tenant_sees_its_own_usage_live_and_no_other_tenant(
 
 
 def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
-    server: RunningServer, browser_page: tuple[Any, list[str]]
+    server: RunningServer, browser_page: tuple[Page, list[str]]
 ) -> None:
     page, errors = browser_page
     first, second = make_tenant(server, "op-a"), make_tenant(server, "op-b")
     infer(server, first, 1)
     infer(server, second, 1)
+    split = {
+        "default_version": 2,
+        "split": [{"version": 1, "weight": 10}, {"version": 2, "weight": 90}],
+    }
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as admin:
+        put = admin.put("/admin/models/credit-risk/deployment", json=split)
+        assert put.status_code == 200, put.text
     page.goto(f"{server.url}/dashboard")
     assert page.evaluate("document.activeElement.id") == "key"  # focus starts in the form
     page.keyboard.type(ADMIN_KEY)
@@ -264,7 +276,9 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     assert options[0] == "All tenants"
     assert f"{first.name} ({first.id})" in options and f"{second.name} ({second.id})" in options
     assert page.locator("#deployments table").count() >= 1
-    assert "credit-risk" in page.locator("#deployments").inner_text()
+    deployments = page.locator("#deployments").inner_text()
+    assert "credit-risk" in deployments and "v1 10% " in deployments and "v2 90% " in deployments
+    assert cell(page, "deployment-history", "set", "Model") == "credit-risk"  # newest first
     reached = []  # from <main>, where signing in put the focus: its controls, then the top
     for _ in range(8):
         page.keyboard.press("Tab")
@@ -286,4 +300,6 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-operator.png"), full_page=True)
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as admin:
+        assert admin.post("/admin/models/credit-risk/deployment/rollback").status_code == 200
     assert errors == []

@@ -64,7 +64,7 @@
   function lines(container, series, label, unit) {
     const W = 900, H = 180, L = 44, T = 8, B = 20;
     const all = series.flatMap((s) => s.points);
-    const max = Math.max(1e-9, ...all.map((p) => p[1]));
+    const max = Math.max(1, ...all.map((p) => p[1]));
     const t0 = Math.min(...all.map((p) => p[0]), Date.now() - 60000);
     const t1 = Math.max(...all.map((p) => p[0]), t0 + 1);
     const root = svg(W, H + 24, label);
@@ -83,6 +83,12 @@
         return `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
       }).join("");
       if (d) root.append(el("path", { d, fill: "none", stroke: colour, "stroke-width": 2 }));
+      for (const p of s.points) {  // a dot per read: one read shows too
+        const dot = el("circle", { cx: (L + (W - L) * (p[0] - t0) / (t1 - t0)).toFixed(1),
+          cy: (T + (H - T - B) * (1 - p[1] / max)).toFixed(1), r: 3, fill: colour });
+        dot.append(el("title", {}, `${s.name}: ${fmt(p[1])} ${unit}`));
+        root.append(dot);
+      }
       root.append(el("rect", { x: lx, y: H + 8, width: 10, height: 10, fill: colour }));
       root.append(el("text", { x: lx + 14, y: H + 17 }, s.name));
       lx += 24 + s.name.length * 7;

@@ -40,14 +40,17 @@
     const t = $(target) || target;
     t.replaceChildren();
     if (caption) t.append(node("caption", caption));
+    // a column of words reads from the left, one of numbers from the right
+    const words = head.map((_, i) => rows.length > 0 && !/^[-–\d.,%\s]*$/.test(
+      rows[0][i] instanceof Node ? "x" : String(rows[0][i] ?? "")));
     const tr = node("tr");
-    head.forEach((h) => { const th = node("th", h); th.scope = "col"; tr.append(th); });
+    head.forEach((h, i) => { const th = node("th", h, words[i] ? "text" : ""); th.scope = "col"; tr.append(th); });
     t.append(node("thead")); t.tHead.append(tr);
     const body = node("tbody");
     for (const row of rows) {
       const r = node("tr");
-      row.forEach((cell) => {
-        const td = node("td");
+      row.forEach((cell, i) => {
+        const td = node("td", null, words[i] ? "text" : "");
         if (cell instanceof Node) td.append(cell); else td.textContent = cell ?? "–";
         r.append(td);
       });
@@ -235,10 +238,11 @@
     const audit = await optional("/admin/audit?limit=1000");
     if (audit !== null) {
       const history = audit.filter((a) => a.action.startsWith("deployment.")).reverse();
-      const h = node("table"); const wrap = node("div", null, "scroll"); wrap.append(h);
+      const h = node("table"); h.id = "deployment-history";
+      const wrap = node("div", null, "scroll"); wrap.append(h);
       table(h, "History: sets, canary steps, promotions and rollbacks (newest first)",
-        ["When", "Action", "Model", "By"],
-        history.map((a) => [new Date(a.at).toLocaleString(), a.action.slice(11), a.target, a.actor]));
+        ["Action", "Model", "When", "By"],
+        history.map((a) => [a.action.slice(11), a.target.replace(/^deployment:/, ""), new Date(a.at).toLocaleString(), a.actor]));
       parts.push(node("h3", "History"), wrap);
     }
     box.replaceChildren(...parts);
@@ -260,7 +264,7 @@
       }
     }
     const t = node("table"); const wrap = node("div", null, "scroll"); wrap.append(t);
-    table(t, "Recent window against each version's reference profile",
+    table(t, "Each version's recent window (every tenant's requests to the model) against its reference profile",
       ["Model", "Version", "Status", "Rows", "Drift (worst features)", "Confidence", "Anomalies"], rows);
     $("health").replaceChildren(wrap);
   }

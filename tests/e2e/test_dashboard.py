@@ -135,6 +135,9 @@ def test_traffic_keeps_each_tenant_to_its_own(server: RunningServer) -> None:
     assert traffic(first.key, tenant=second.id).status_code == 404  # not another's
     other = traffic(ADMIN_KEY, tenant=second.id).json()["versions"]
     assert [(r["model"], r["requests"]) for r in other] == [("credit-risk", 2)]
+    deployments = "/admin/deployments"
+    refused = httpx.get(server.url + deployments, headers={"Authorization": f"Bearer {first.key}"})
+    assert refused.status_code == 403  # operators only, as each model's deployment
     everyone = traffic(ADMIN_KEY).json()
     assert everyone["tenant"] is None
     assert sum(r["requests"] for r in everyone["versions"]) >= 5

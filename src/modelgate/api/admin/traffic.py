@@ -6,7 +6,6 @@ together, or one tenant's with ``tenant``. ``usage:read``, like ``/admin/usage``
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -59,9 +58,18 @@ def add_traffic_routes(
             if tenant is not None and tenant != caller.tenant_id:
                 raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown tenant '{tenant}'")
             tenant = caller.tenant_id
-        rows: list[dict[str, Any]] = [asdict(r) for r in traffic_of(metrics, tenant)]
+        rows = traffic_of(metrics, tenant)
         return TrafficOut(
             at=datetime.now(UTC),
             tenant=tenant,
-            versions=[VersionTrafficOut(**r) for r in rows],
+            versions=[
+                VersionTrafficOut(
+                    model=r.model,
+                    version=r.version,
+                    requests=r.requests,
+                    errors=r.errors,
+                    latency_ms=r.latency_ms,
+                )
+                for r in rows
+            ],
         )

@@ -94,6 +94,8 @@ _SEEN_PATH_LENGTH = 256
 _Routed = tuple[str, Route, str, str | None]
 #: the admin API's pages that need no credential (its interactive docs)
 _ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/static/")
+#: the dashboard's assets (api/dashboard/pages.py)
+_DASHBOARD_ASSETS = PAGE + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +252,7 @@ class RestApp:
             front = self.front.get(path)
             if front is None and path.startswith("/docs/"):
                 front = self.front["/docs"]  # the docs page's assets
-            elif front is None and path.startswith(PAGE + "/"):
+            elif front is None and path.startswith(_DASHBOARD_ASSETS):
                 front = self._dashboard  # the dashboard's assets
             if front is not None:
                 await front(scope, receive, send)

@@ -261,12 +261,11 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     first, second = make_tenant(server, "op-a"), make_tenant(server, "op-b")
     infer(server, first, 1)
     infer(server, second, 1)
-    split = {
-        "default_version": 2,
-        "split": [{"version": 1, "weight": 10}, {"version": 2, "weight": 90}],
-    }
+    canary = {"version": 1, "steps": [10, 50, 100], "step_seconds": 3600, "min_requests": 7}
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as admin:
-        put = admin.put("/admin/models/credit-risk/deployment", json=split)
+        put = admin.put(
+            "/admin/models/credit-risk/deployment", json={"default_version": 2, "canary": canary}
+        )
         assert put.status_code == 200, put.text
     page.goto(f"{server.url}/dashboard")
     assert page.evaluate("document.activeElement.id") == "key"  # focus starts in the form
@@ -280,7 +279,9 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     assert f"{first.name} ({first.id})" in options and f"{second.name} ({second.id})" in options
     assert page.locator("#deployments table").count() >= 1
     deployments = page.locator("#deployments").inner_text()
-    assert "credit-risk" in deployments and "v1 10% " in deployments and "v2 90% " in deployments
+    assert "credit-risk" in deployments and "v2 90% baseline" in deployments
+    assert "v1 10% canary" in deployments and "v1: step 1 of 3 (10/50/100%)" in deployments
+    assert "gate: ≥7 req" in deployments
     assert cell(page, "deployment-history", "set", "Model") == "credit-risk"  # newest first
     reached = []  # from <main>, where signing in put the focus: its controls, then the top
     for _ in range(8):

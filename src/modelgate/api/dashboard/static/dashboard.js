@@ -230,8 +230,7 @@
         s.style.background = ["#2759c4", "#a15c00", "#1b7f3b", "#7b3fb5"][i % 4];
         split.append(s);
       });
-      const canary = d.canary ? `v${d.canary.version}, steps ${d.canary.steps.join("/")}%` : "–";
-      rows.push([name, `${d.stage} (rev ${d.revision})`, split, canary, d.shadow ? `v${d.shadow.version} ${d.shadow.percent}%` : "–"]);
+      rows.push([name, `${d.stage} (rev ${d.revision})`, split, canaryState(d), d.shadow ? `v${d.shadow.version} ${d.shadow.percent}%` : "–"]);
     }
     const t = node("table"); parts.push(node("div", null, "scroll")); parts[0].append(t);
     table(t, "Current deployments", ["Model", "Stage", "Traffic split", "Canary", "Shadow"], rows);
@@ -246,6 +245,18 @@
       parts.push(node("h3", "History"), wrap);
     }
     box.replaceChildren(...parts);
+  }
+
+  // The canary's step and this replica's gate window, as the server reports them (the
+  // server judges the gate; the page only shows its inputs and thresholds).
+  function canaryState(d) {
+    const c = d.canary;
+    if (!c) return "–";
+    const step = `v${c.version}: step ${c.step + 1} of ${c.steps.length} (${c.steps.join("/")}%)`;
+    const w = d.replica && (d.replica.cluster_window || d.replica.canary_window);
+    const side = (x) => `${num(x.requests)} req, ${(100 * x.error_rate).toFixed(1)}% err, p95 ${num(x.p95_ms, 1)} ms`;
+    const seen = w ? `; baseline ${side(w.baseline)}; canary ${side(w.canary)}` : "";
+    return `${step}${seen}; gate: ≥${c.min_requests} req, +${(100 * c.max_error_rate_increase).toFixed(1)}% err, p95 ≤ ${c.max_p95_ratio}× + ${c.p95_slack_ms} ms`;
   }
 
   // -- 4. model health ------------------------------------------------------------------

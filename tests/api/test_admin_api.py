@@ -212,6 +212,8 @@ async def test_openapi_covers_every_route_and_docs_work_offline(
         "/admin/models/{model}/deployment",
         "/admin/models/{model}/deployment/promote",
         "/admin/models/{model}/deployment/rollback",
+        "/admin/deployments",
+        "/admin/traffic",
     }
     page = await client.get("/admin/docs")
     assert page.status_code == 200

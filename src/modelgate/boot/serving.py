@@ -88,6 +88,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
                 window=timedelta(seconds=settings.fairness_window_seconds),
             ),
             deployments=(deployments, components.shadows),
+            traffic=components.metrics,
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(
                 SqlIdempotencyStore(state.engine),

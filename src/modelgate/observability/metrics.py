@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from modelgate.core.admission.metering import UsageRecorder
     from modelgate.core.serving.registry import ModelRegistry
 
-__all__ = ["CONTENT_TYPE_LATEST", "OTHER_TENANT", "PrometheusMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "OTHER_TENANT", "PrometheusMetrics"]
 
 #: the tenant label of requests from tenants beyond ``max_tenants``
 OTHER_TENANT = "_other"
@@ -115,6 +115,8 @@ _LATENCY = (
     5.0,
     10.0,
 )
+#: the latency histogram's upper bounds in seconds (+Inf follows)
+LATENCY_BUCKETS = _LATENCY
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: the core says "ok"; the metric keeps Triton's word, as the statistics do
 _STATUS_LABEL = {"ok": "success"}
@@ -411,6 +413,16 @@ class PrometheusMetrics:
                 self._cache_children[(model, each)] = counter.labels(model)
             child = self._cache_children[(model, event)]
         child.inc()
+
+    def served_series(self) -> list[tuple[tuple[str, str, str], dict[str, int], list[int]]]:
+        """Each (model, version, tenant label) served so far: its requests per outcome (the
+        core's word: ``ok``, ``invalid_argument``, ...) and its latency bucket counts (not
+        cumulative, one per bound of :data:`LATENCY_BUCKETS` and +Inf), exact now: read
+        from the tallies, with no flush nor collection (``/admin/traffic``)."""
+        return [
+            (key, {status: t.total for status, t in c.counters.items()}, list(c.latency.counts))
+            for key, c in list(self._served.items())
+        ]
 
     def _children(self, model: str, version: str, tenant: str) -> _ServedMetrics:
         """The first request of a (model, version, tenant): label children, cached. Past

@@ -44,6 +44,7 @@ from modelgate.api.admin.schemas import (
     TenantOut,
     VerifyOut,
 )
+from modelgate.api.admin.traffic import add_traffic_routes
 from modelgate.api.admin.usage import add_usage_routes
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.rest.errors import http_status, retry_after_header
@@ -63,6 +64,7 @@ from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ModelgateError
+from modelgate.observability.metrics import PrometheusMetrics
 
 __all__ = ["build_admin_app"]
 
@@ -81,11 +83,13 @@ def build_admin_app(
     fairness: FairnessAuditor | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
     idempotency: IdempotencyService | None = None,
+    traffic: PrometheusMetrics | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
     ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift. With ``idempotency``,
-    POST, PUT and DELETE take an ``Idempotency-Key`` (``api/admin/idempotency.py``)."""
+    POST, PUT and DELETE take an ``Idempotency-Key`` (``api/admin/idempotency.py``). With
+    ``traffic``, ``/admin/traffic`` reports requests, errors and latency per model version."""
 
     # The credential headers are the document's security schemes (openapi.py), not parameters.
     async def principal(
@@ -264,6 +268,8 @@ def build_admin_app(
         add_fairness_routes(app, fairness, Caller)
     if deployments is not None:
         add_deployment_routes(app, *deployments, Caller, ip)
+    if traffic is not None:
+        add_traffic_routes(app, traffic, Caller)
     if quotas is not None:
 
         @app.get("/admin/tenants/{tenant_id}/quotas", response_model=list[QuotaOut], tags=["usage"])

@@ -138,6 +138,12 @@ def add_deployment_routes(
         found["shadow_report"] = shadows.report(model) if shadows is not None else []
         return found
 
+    @app.get("/admin/deployments", tags=["deployments"])
+    async def list_deployments(caller: Caller) -> list[dict[str, Any]]:
+        """Every model's deployment (a model without one serves its manifest's default)."""
+        require_scope(caller, Scope.TENANTS_ADMIN)
+        return [view(found) for found in await deployments.store.list()]
+
     @app.get("/admin/models/{model}/deployment", tags=["deployments"])
     async def get_deployment(model: str, caller: Caller) -> dict[str, Any]:
         """The model's deployment, this replica's canary window and shadow comparisons."""

@@ -83,6 +83,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
     ("POST", "/admin/models/{model}/deployment/promote"): ("promoteDeployment", (400, 404, 409)),
     ("POST", "/admin/models/{model}/deployment/rollback"): ("rollbackDeployment", (400, 404, 409)),
     ("GET", "/admin/tenants/{tenant_id}/quotas"): ("getTenantQuotas", (404,)),
+    ("GET", "/admin/traffic"): ("getTraffic", (404,)),
+    ("GET", "/admin/deployments"): ("listDeployments", ()),
 }
 
 

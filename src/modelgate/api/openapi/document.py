@@ -66,6 +66,7 @@ _TAGS = {
     "oauth": "OAuth2 client credentials: a JWT for an API key.",
     "metrics": "Prometheus metrics.",
     "openapi": "This document.",
+    "dashboard": "The live dashboard's page (docs/dashboard.md).",
 }
 _CREDENTIALS: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 
@@ -194,6 +195,9 @@ def _success(op: Operation) -> dict[str, Any]:
         return {"description": "The metrics.", "content": text}
     if op.operation_id == "getOpenApiDocument":
         return {"description": "This document.", **_content({"type": "object"})}
+    if op.operation_id == "getDashboard":
+        html = {"text/html": {"schema": {"type": "string"}}}
+        return {"description": "The page.", "content": html}
     assert op.response is not None
     answer: dict[str, Any] = {"description": op.summary + ".", **_json(op.response)}
     if op.tag == "inference":

@@ -343,4 +343,16 @@ FRONT: dict[str, dict[str, Operation]] = {
             public=True,
         ),
     },
+    "/dashboard": {
+        "GET": Operation(
+            "getDashboard",
+            "The live dashboard (an HTML page)",
+            "dashboard",
+            None,
+            public=True,
+            description="The page and its assets (`/dashboard/static/...`) need no "
+            "credential: they hold no data. The page asks for an API key and reads the JSON "
+            "APIs with it, whose scopes decide what it shows (docs/dashboard.md).",
+        ),
+    },
 }

@@ -9,7 +9,7 @@ A request, in order (the per-call steps are api/call.py's, shared with gRPC)::
 
     request id, span                      __call__
     /admin | front: /oauth/token, /.well-known/jwks.json (when served),
-        /openapi.json, /docs, /redoc                                  _dispatch
+        /openapi.json, /docs, /redoc, /dashboard                      _dispatch
     route table: 404 | 405 | handler      _dispatch, routes.py
         authenticate, read the body, call the core, answer
                                           metadata.py, inference.py, repository.py,
@@ -29,6 +29,7 @@ import orjson
 
 from modelgate.api.call import CallPipeline
 from modelgate.api.credentials import PRINCIPAL, credential_from
+from modelgate.api.dashboard.pages import PAGE, DashboardApp
 from modelgate.api.oip_codec import encode_json
 from modelgate.api.openai.embeddings import OpenAIHandlers, openai_error
 from modelgate.api.openapi.document import DOC_PAGES, build_document
@@ -93,6 +94,8 @@ _SEEN_PATH_LENGTH = 256
 _Routed = tuple[str, Route, str, str | None]
 #: the admin API's pages that need no credential (its interactive docs)
 _ADMIN_OPEN = ("/admin/docs", "/admin/redoc", "/admin/openapi.json", "/admin/static/")
+#: the dashboard's assets (api/dashboard/pages.py)
+_DASHBOARD_ASSETS = PAGE + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ class RestApp:
             self.front["/.well-known/jwks.json"] = self._jwks
         for path in ("/openapi.json", *DOC_PAGES):
             self.front[path] = self._docs
+        self.front[PAGE] = self._dashboard = DashboardApp()  # its files read on first use
         self._docs_app: ASGIApp | None = None
         #: path -> its row and captures, for the paths routed lately (:meth:`_routed`)
         self._seen: dict[str, _Routed] = {}
@@ -248,6 +252,8 @@ class RestApp:
             front = self.front.get(path)
             if front is None and path.startswith("/docs/"):
                 front = self.front["/docs"]  # the docs page's assets
+            elif front is None and path.startswith(_DASHBOARD_ASSETS):
+                front = self._dashboard  # the dashboard's assets
             if front is not None:
                 await front(scope, receive, send)
                 return

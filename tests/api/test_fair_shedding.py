@@ -38,6 +38,9 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         auth="required",
         admin_key=SecretStr(ADMIN),
         shed_queue_target_ms=TARGET_MS,
+        # every request the rules pick is shed: the gradual law (pie, the default) would
+        # first draw a fraction of them (tests/unit/admission/test_gradual_shedding.py)
+        shed_queue_law="onoff",
         shed_queue_interval_ms=100,
         shed_queue_unready_seconds=5,
         shed_queue_share_half_life_seconds=30,  # the shares of the warm-up hold all test long

@@ -53,6 +53,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/deployments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Deployments
+         * @description Every model's deployment (a model without one serves its manifest's default).
+         */
+        get: operations["listDeployments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/keys/{key_id}/revoke": {
         parameters: {
             query?: never;
@@ -81,6 +101,27 @@ export interface paths {
         put?: never;
         /** Rotate Key */
         post: operations["rotateKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/models/{model}/card": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model Default Card
+         * @description The model card of the version the model serves by default: its deployment's
+         *     default version, else its manifest's ``default_version``, else its newest.
+         */
+        get: operations["getModelCard"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -151,6 +192,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/models/{model}/fairness": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model Fairness
+         * @description Selection rate, accuracy, true and false positive rates per group of each
+         *     protected attribute, and the demographic parity difference and ratio, equalized
+         *     odds difference and equal opportunity difference between the groups with at least
+         *     ``min_group_size`` labelled rows, from the model's predictions joined with their
+         *     feedback labels (computed with Fairlearn; docs/fairness.md).
+         */
+        get: operations["getModelFairness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/models/{model}/monitoring": {
         parameters: {
             query?: never;
@@ -164,6 +229,29 @@ export interface paths {
          *     against each version's reference profile (docs/monitoring.md).
          */
         get: operations["getModelMonitoring"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/models/{model}/versions/{version}/card": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model Version Card
+         * @description The version's model card: lineage (origin, artifact and data set hashes, builder,
+         *     evaluation, who made it and when), signature, serving sections, deployment role and
+         *     loaded state (docs/model-repository.md, "Lineage and model cards"). A version with no
+         *     lineage record answers ``lineage: null`` and its artifact's hash.
+         */
+        get: operations["getModelVersionCard"];
         put?: never;
         post?: never;
         delete?: never;
@@ -345,6 +433,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/traffic": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Traffic
+         * @description Requests, errors and latency percentiles per model and version, cumulative since
+         *     this replica started (diff two reads for a rate).
+         */
+        get: operations["getTraffic"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/usage": {
         parameters: {
             query?: never;
@@ -354,6 +463,26 @@ export interface paths {
         };
         /** Usage Report */
         get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/dashboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The live dashboard (an HTML page)
+         * @description The page and its assets (`/dashboard/static/...`) need no credential: they hold no data. The page asks for an API key and reads the JSON APIs with it, whose scopes decide what it shows (docs/dashboard.md).
+         */
+        get: operations["getDashboard"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1957,6 +2086,22 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** TrafficOut */
+        TrafficOut: {
+            /**
+             * At
+             * Format: date-time
+             * @description When this was read.
+             */
+            at: string;
+            /**
+             * Tenant
+             * @description The tenant counted (null: every tenant).
+             */
+            tenant: string | null;
+            /** Versions */
+            versions: components["schemas"]["VersionTrafficOut"][];
+        };
         /** UsageOut */
         UsageOut: {
             /** Currency */
@@ -2029,6 +2174,32 @@ export interface components {
             ok: boolean;
             /** Reason */
             reason: string;
+        };
+        /** VersionTrafficOut */
+        VersionTrafficOut: {
+            /**
+             * Errors
+             * @description Requests that failed, by outcome.
+             */
+            errors: {
+                [key: string]: number;
+            };
+            /**
+             * Latency Ms
+             * @description p50, p95 and p99 in milliseconds, interpolated in the latency histogram's buckets as PromQL's histogram_quantile (null: no request yet).
+             */
+            latency_ms: {
+                [key: string]: number | null;
+            };
+            /** Model */
+            model: string;
+            /**
+             * Requests
+             * @description Requests since this replica started, every outcome.
+             */
+            requests: number;
+            /** Version */
+            version: string;
         };
     };
     responses: never;
@@ -2161,6 +2332,91 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["VerifyOut"];
+                };
+            };
+            /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The credential lacks the scope the route needs, or its tenant is disabled. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The body is larger than the admin API accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The store does not answer; retry later (`Retry-After`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
+    listDeployments: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    }[];
                 };
             };
             /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
@@ -2440,6 +2696,102 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The store does not answer; retry later (`Retry-After`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
+    getModelCard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The credential lacks the scope the route needs, or its tenant is disabled. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The body is larger than the admin API accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
             /** @description Too many refused requests from this address or key (`Retry-After`). */
@@ -2917,6 +3269,122 @@ export interface operations {
             };
         };
     };
+    getModelFairness: {
+        parameters: {
+            query?: {
+                /** @description One protected attribute (unset: each the manifest names). */
+                attribute?: string | null;
+                /** @description ISO 8601 date or datetime, inclusive; no zone means UTC (unset: the last fairness_window_seconds). */
+                since?: string | null;
+                /** @description Only this tenant's predictions (operators; others: their own). */
+                tenant?: string | null;
+                /** @description ISO 8601 date or datetime, exclusive; no zone means UTC. */
+                until?: string | null;
+                /** @description One version (unset: every version in the window). */
+                version?: string | null;
+            };
+            header?: never;
+            path: {
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description The request is well-formed but a value is refused (the message says which). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The credential lacks the scope the route needs, or its tenant is disabled. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The body is larger than the admin API accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The store does not answer; retry later (`Retry-After`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
     getModelMonitoring: {
         parameters: {
             query?: {
@@ -2949,6 +3417,103 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The credential lacks the scope the route needs, or its tenant is disabled. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The body is larger than the admin API accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The store does not answer; retry later (`Retry-After`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
+    getModelVersionCard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
                 };
             };
             /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
@@ -4486,6 +5051,101 @@ export interface operations {
             };
         };
     };
+    getTraffic: {
+        parameters: {
+            query?: {
+                /** @description A tenant id (a tenant's own credential: its own). */
+                tenant?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrafficOut"];
+                };
+            };
+            /** @description No credential, or one that is not valid (`WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The credential lacks the scope the route needs, or its tenant is disabled. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description No such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The body is larger than the admin API accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+            /** @description The store does not answer; retry later (`Retry-After`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
     getUsage: {
         parameters: {
             query?: {
@@ -4596,6 +5256,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdminError"];
+                };
+            };
+        };
+    };
+    getDashboard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
                 };
             };
         };

@@ -6,7 +6,8 @@
   const KEY = "modelgate.key";
   const DAYS = 30;
   const HISTORY = 60;
-  const state = { key: null, operator: false, tenants: [], timer: null, traffic: [], busy: false };
+  const state = { key: null, operator: false, tenants: [], timer: null, traffic: [], busy: false,
+    audits: new Map() };
 
   class ApiError extends Error {
     constructor(status, message) { super(message); this.status = status; }
@@ -89,7 +90,7 @@
     $("who").textContent = state.operator ? "Operator: every tenant is visible."
       : `Tenant ${tenants.map((t) => t.name).join(", ")}.`;
     $("login").hidden = true; $("board").hidden = false; $("controls").hidden = false;
-    state.traffic = [];
+    state.traffic = []; state.audits.clear();
     await refresh();
     schedule();
     $("main").focus();
@@ -262,9 +263,12 @@
   // -- 4. model health ------------------------------------------------------------------
   async function health(names) {
     const rows = [];
+    const audits = [];
     for (const name of names) {
       const m = await optional(`/admin/models/${encodeURIComponent(name)}/monitoring`);
       if (m === null) continue;
+      // only a model naming protected attributes is audited (any other answers 400)
+      if ((m.protected_attributes || []).length) audits.push(await fairness(name));
       for (const v of m.versions) {
         const worst = [...(v.features || [])].sort((a, b) => b.psi - a.psi).slice(0, 3)
           .map((f) => `${f.name} ${f.status} (PSI ${f.psi.toFixed(3)})`).join("; ");
@@ -277,7 +281,48 @@
     const t = node("table"); const wrap = node("div", null, "scroll"); wrap.append(t);
     table(t, "Each version's recent window (every tenant's requests to the model) against its reference profile",
       ["Model", "Version", "Status", "Rows", "Drift (worst features)", "Confidence", "Anomalies"], rows);
-    $("health").replaceChildren(wrap);
+    const parts = [wrap];
+    if (audits.length) parts.push(node("h3", "Fairness per group"), ...audits.flat());
+    $("health").replaceChildren(...parts);
+  }
+
+  // A model's fairness audit (the key's own predictions; an operator's: the chosen tenant's
+  // or everyone's), read at most every FAIRNESS_EVERY ms: an audit reads up to 50,000 rows.
+  const FAIRNESS_EVERY = 30000;
+  async function fairness(name) {
+    const q = tenantQuery();
+    const path = `/admin/models/${encodeURIComponent(name)}/fairness${q ? "?" + q : ""}`;
+    const kept = state.audits.get(path);
+    let report = kept && Date.now() - kept.at < FAIRNESS_EVERY ? kept.report : undefined;
+    if (report === undefined) {
+      report = await optional(path);
+      state.audits.set(path, { at: Date.now(), report });
+    }
+    if (report === null) return [node("p", `${name}: this key cannot audit the model's fairness.`, "muted")];
+    const found = [];
+    for (const v of report.versions) {
+      for (const a of v.attributes) {
+        const t = node("table");
+        t.dataset.fairness = `${name}/${v.version}/${a.attribute}`;
+        const wrap = node("div", null, "scroll"); wrap.append(t);
+        table(t, `${name} v${v.version}, ${a.attribute}: ${a.status}; ${num(a.rows)} labelled rows`
+          + ` (at least ${num(report.min_group_size)} per group to judge)`,
+          ["Group", "Count", "Selection rate", "Accuracy"],
+          a.groups.map((g) => g.sufficient
+            ? [g.group, num(g.count), num(g.selection_rate, 3), num(g.accuracy, 3)]
+            : [g.group, num(g.count), "too few to judge", "–"]));
+        const diff = node("p", a.status === "ok"
+          ? `Demographic parity difference ${num(a.demographic_parity_difference, 3)}, `
+            + `ratio ${num(a.demographic_parity_ratio, 3)}; equalized odds difference `
+            + `${num(a.equalized_odds_difference, 3)}; equal opportunity difference `
+            + `${num(a.equal_opportunity_difference, 3)}.`
+          : `Differences: ${a.status} (fewer than two groups with enough labelled rows).`, "muted");
+        diff.dataset.fairness = t.dataset.fairness;
+        found.push(wrap, diff);
+      }
+    }
+    if (!found.length) found.push(node("p", `${name}: no labelled predictions in the window yet.`, "muted"));
+    return found;
   }
 
   // -- 5. jobs --------------------------------------------------------------------------

@@ -347,6 +347,17 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
             "/admin/models/credit-risk/deployment", json={"default_version": 2, "canary": canary}
         )
         assert put.status_code == 200, put.text
+
+        def gate() -> dict[str, object] | None:
+            found: dict[str, object] | None = admin.get(
+                "/admin/models/credit-risk/deployment"
+            ).json()["gate"]
+            return found
+
+        wait_for(lambda: gate() is not None, "the canary applied on this replica")
+        judged = gate()
+    assert judged is not None and judged["state"] == "waiting" and judged["step_over"] is False
+    assert judged["reason"] == "waiting for 7 requests on each version (candidate 0, baseline 0)"
     page.goto(f"{server.url}/dashboard")
     assert page.evaluate("document.activeElement.id") == "key"  # focus starts in the form
     page.keyboard.type(ADMIN_KEY)
@@ -362,6 +373,7 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     assert "credit-risk" in deployments and "v2 90% baseline" in deployments
     assert "v1 10% canary" in deployments and "v1: step 1 of 3 (10/50/100%)" in deployments
     assert "gate: ≥7 req" in deployments
+    assert f"Gate waiting for enough requests: {judged['reason']} (replica's window)" in deployments
     assert cell(page, "deployment-history", "set", "Model") == "credit-risk"  # newest first
     reached = []  # from <main>, where signing in put the focus: its controls, then the top
     for _ in range(8):

@@ -248,16 +248,20 @@
     box.replaceChildren(...parts);
   }
 
-  // The canary's step and this replica's gate window, as the server reports them (the
-  // server judges the gate; the page only shows its inputs and thresholds).
+  // The canary's step, the gate's window and thresholds and its state, as the server
+  // reports them (the server judges the gate; the page judges nothing).
   function canaryState(d) {
     const c = d.canary;
     if (!c) return "–";
+    const g = d.gate;
+    const words = { passing: "passing", failing: "failing", waiting: "waiting for enough requests" };
+    const verdict = g ? `Gate ${words[g.state] || g.state}${g.state === "passing" && !g.step_over
+      ? " (the step's time is not up)" : ""}: ${g.reason} (${g.window}'s window). ` : "";
     const step = `v${c.version}: step ${c.step + 1} of ${c.steps.length} (${c.steps.join("/")}%)`;
     const w = d.replica && (d.replica.cluster_window || d.replica.canary_window);
     const side = (x) => `${num(x.requests)} req, ${(100 * x.error_rate).toFixed(1)}% err, p95 ${num(x.p95_ms, 1)} ms`;
     const seen = w ? `; baseline ${side(w.baseline)}; canary ${side(w.canary)}` : "";
-    return `${step}${seen}; gate: ≥${c.min_requests} req, +${(100 * c.max_error_rate_increase).toFixed(1)}% err, p95 ≤ ${c.max_p95_ratio}× + ${c.p95_slack_ms} ms`;
+    return `${verdict}${step}${seen}; gate: ≥${c.min_requests} req, +${(100 * c.max_error_rate_increase).toFixed(1)}% err, p95 ≤ ${c.max_p95_ratio}× + ${c.p95_slack_ms} ms`;
   }
 
   // -- 4. model health ------------------------------------------------------------------

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from modelgate.demo import credit_risk
 from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
@@ -254,6 +256,84 @@ def test_a_tenant_sees_its_own_usage_live_and_no_other_tenant(
     assert errors == []
 
 
+def labelled_traffic(server: RunningServer, tenant: Tenant, per_band: dict[int, int]) -> None:
+    """``tenant``'s predictions of credit-risk for rows of each age band (so many rows of
+    each), with their true labels sent back as feedback."""
+    data = credit_risk.generate(1500, seed=7)
+    band = data.features[:, 0]
+    rows = np.concatenate([np.flatnonzero(band == b)[:n] for b, n in per_band.items()])
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    items = []
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        for start in range(0, len(rows), 64):
+            chunk = data.features[rows[start : start + 64]]
+            tensor = {"name": "features", "datatype": "FP32", "shape": list(chunk.shape)}
+            answer = http.post(
+                "/v2/models/credit-risk/infer",
+                json={"inputs": [{**tensor, "data": chunk.ravel().tolist()}]},
+            )
+            assert answer.status_code == 200, answer.text
+            labels = data.labels[rows[start : start + 64]].tolist()
+            items.append({"request_id": answer.headers["x-request-id"], "labels": labels})
+        answer = http.post("/v1/feedback", json={"items": items})
+        assert answer.json() == {"accepted": len(rows)}, answer.text
+
+
+def test_a_tenant_sees_the_fairness_of_its_own_predictions_per_group(
+    server: RunningServer, browser_page: tuple[Page, list[str]]
+) -> None:
+    page, errors = browser_page
+    tenant, other = make_tenant(server, "dash-fair"), make_tenant(server, "dash-fair-other")
+    labelled_traffic(server, tenant, {0: 40, 1: 40, 4: 5})  # band 4: too few to judge
+    labelled_traffic(server, other, {2: 40})  # never in the tenant's audit
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+
+    def audit() -> dict[str, object]:
+        answer = httpx.get(
+            f"{server.url}/admin/models/credit-risk/fairness", headers=headers, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        found: dict[str, object] = answer.json()
+        return found
+
+    wait_for(lambda: sum(v["rows"] for v in audit()["versions"]) == 85, "feedback joined")
+    (version,) = audit()["versions"]
+    (attribute,) = version["attributes"]
+    assert attribute["attribute"] == "age_band" and attribute["status"] == "ok"
+    groups = {g["group"]: g for g in attribute["groups"]}
+    assert sorted(groups) == ["0", "1", "4"]
+
+    sign_in(page, server, tenant.key)
+    name = f"credit-risk/{version['version']}/age_band"
+    table = page.locator(f'table[data-fairness="{name}"]')
+    shown = {
+        r[0]: r[1:]
+        for r in page.evaluate(
+            "(t) => [...t.tBodies[0].rows].map((r) => [...r.cells].map((c) => c.textContent))",
+            table.element_handle(),
+        )
+    }
+    assert list(shown) == ["0", "1", "4"]
+    for group in ("0", "1"):
+        g = groups[group]
+        assert g["sufficient"] is True
+        assert shown[group] == [
+            str(g["count"]), f"{g['selection_rate']:.3f}".rstrip("0").rstrip("."),
+            f"{g['accuracy']:.3f}".rstrip("0").rstrip("."),
+        ]  # fmt: skip
+    assert groups["4"]["sufficient"] is False
+    assert shown["4"] == ["5", "too few to judge", "\u2013"]  # an en dash: no figure
+    assert "ok; 85 labelled rows" in table.locator("caption").inner_text()
+    differences = page.locator(f'p[data-fairness="{name}"]').inner_text()
+    dpd = f"{attribute['demographic_parity_difference']:.3f}".rstrip("0").rstrip(".")
+    assert f"Demographic parity difference {dpd}," in differences
+    html = page.content()
+    assert other.id not in html and other.name not in html
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-fairness.png"), full_page=True)
+    assert errors == []
+
+
 def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     server: RunningServer, browser_page: tuple[Page, list[str]]
 ) -> None:
@@ -267,6 +347,17 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
             "/admin/models/credit-risk/deployment", json={"default_version": 2, "canary": canary}
         )
         assert put.status_code == 200, put.text
+
+        def gate() -> dict[str, object] | None:
+            found: dict[str, object] | None = admin.get(
+                "/admin/models/credit-risk/deployment"
+            ).json()["gate"]
+            return found
+
+        wait_for(lambda: gate() is not None, "the canary applied on this replica")
+        judged = gate()
+    assert judged is not None and judged["state"] == "waiting" and judged["step_over"] is False
+    assert judged["reason"] == "waiting for 7 requests on each version (candidate 0, baseline 0)"
     page.goto(f"{server.url}/dashboard")
     assert page.evaluate("document.activeElement.id") == "key"  # focus starts in the form
     page.keyboard.type(ADMIN_KEY)
@@ -282,6 +373,7 @@ def test_an_operator_sees_every_tenant_and_the_keyboard_reaches_each_control(
     assert "credit-risk" in deployments and "v2 90% baseline" in deployments
     assert "v1 10% canary" in deployments and "v1: step 1 of 3 (10/50/100%)" in deployments
     assert "gate: ≥7 req" in deployments
+    assert f"Gate waiting for enough requests: {judged['reason']} (replica's window)" in deployments
     assert cell(page, "deployment-history", "set", "Model") == "credit-risk"  # newest first
     reached = []  # from <main>, where signing in put the focus: its controls, then the top
     for _ in range(8):

@@ -164,6 +164,34 @@ async def test_a_failing_canary_is_rolled_back_and_the_audit_trail_says_why(
     )
 
 
+async def test_the_gate_state_is_the_verdict_were_the_step_over_now(
+    service: DeploymentService, clock: Clock
+) -> None:
+    assert service.gate("m") is None  # no deployment, then no canary
+    await service.put(OPERATOR, Deployment(model="m", default_version=1))
+    assert service.gate("m") is None
+    await service.put(OPERATOR, canary_spec())
+    waiting = service.gate("m")
+    assert waiting is not None
+    assert (waiting["state"], waiting["step_over"], waiting["window"]) == (
+        "waiting",
+        False,
+        "replica",
+    )
+    assert waiting["reason"].startswith(f"waiting for {GATE.min_requests} requests")
+    feed(service, 30, 30)
+    assert service.gate("m")["state"] == "passing"  # type: ignore[index]
+    assert service.gate("m")["step_over"] is False  # type: ignore[index]
+    clock.now += timedelta(seconds=61)
+    assert service.gate("m")["step_over"] is True  # type: ignore[index]
+    feed(service, 0, 30, cand_status="internal")  # the candidate's error rate: 50%
+    failing = service.gate("m")
+    assert failing is not None and failing["state"] == "failing"
+    assert failing["reason"].startswith("error rate 50.0%")
+    await service.evaluate()  # and the server's own judgement agrees: it rolls back
+    assert service.gate("m") is None and (await service.store.get("m")).canary is None  # type: ignore[union-attr]
+
+
 async def test_of_two_replicas_deciding_at_once_one_decision_is_taken(clock: Clock) -> None:
     store, audit = MemoryDeploymentStore(), MemoryAuditLog()
     a, b = (
@@ -307,6 +335,7 @@ async def test_replicas_judge_the_cluster_window_no_one_of_them_has_enough_of(
     alone = judge(a.router.window("m"), GATE, step_over=False)  # type: ignore[arg-type]
     assert alone.kind is VerdictKind.HOLD
     await a.evaluate()  # a publishes its window and sees only its own: holds
+    assert a.gate("m")["window"] == "cluster"  # type: ignore[index]
     assert (await store.get("m")).canary is not None  # type: ignore[union-attr]
     await b.evaluate()  # b sees both: 12 failing requests, rolls back
     rolled = await store.get("m")

@@ -135,6 +135,7 @@ def add_deployment_routes(
         model = deployment.model
         found = deployment_view(deployment)
         found["replica"] = deployments.status(model)  # what this replica serves and saw
+        found["gate"] = deployments.gate(model)  # the canary gate's state (None: no canary)
         found["shadow_report"] = shadows.report(model) if shadows is not None else []
         return found
 

@@ -40,4 +40,7 @@ def add_monitoring_routes(
         if concept is not None:  # accuracy and calibration against the ground truth sent back
             for item in versions:
                 item["concept"] = asdict(await concept.report(model, item["version"]))
-        return {"model": model, "versions": versions}
+        manifest = await catalog.registry.manifest(model)
+        # what GET /admin/models/{m}/fairness audits (the dashboard asks it for these only)
+        protected = [attribute.name for attribute in manifest.protected_attributes]
+        return {"model": model, "protected_attributes": protected, "versions": versions}

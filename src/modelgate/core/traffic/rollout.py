@@ -174,6 +174,31 @@ class DeploymentService:
                 found["cluster_window"] = cluster[1].summary()
         return found
 
+    def gate(self, model: str) -> dict[str, Any] | None:
+        """The canary gate's state on the window :meth:`evaluate` last judged (the cluster's
+        when windows are shared and exchanged for this revision, else this replica's): the
+        verdict were the step over now (``passing``: it would advance, ``failing``: roll
+        back, ``waiting``: too few requests), whether its time is up, and why. None without
+        a canary."""
+        deployment = self.router.deployment(model)
+        window = self.router.window(model)
+        if deployment is None or deployment.canary is None or window is None:
+            return None
+        canary = deployment.canary
+        judged: Windows = window
+        cluster = self._cluster.get(model) if self.windows is not None else None
+        if cluster is not None and cluster[0] == deployment.revision:
+            judged = cluster[1]
+        started = canary.step_started_at or deployment.updated_at or self._now()
+        verdict = judge(judged, canary.gate, step_over=True)
+        states = {VerdictKind.ADVANCE: "passing", VerdictKind.ROLLBACK: "failing"}
+        return {
+            "state": states.get(verdict.kind, "waiting"),
+            "reason": verdict.reason,
+            "step_over": (self._now() - started).total_seconds() >= canary.step_seconds,
+            "window": "replica" if judged is window else "cluster",
+        }
+
     # -- every replica -----------------------------------------------------------------------
     async def refresh(self) -> None:
         """Re-read every deployment and apply those that changed."""

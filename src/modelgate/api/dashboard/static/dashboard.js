@@ -6,7 +6,8 @@
   const KEY = "modelgate.key";
   const DAYS = 30;
   const HISTORY = 60;
-  const state = { key: null, operator: false, tenants: [], timer: null, traffic: [], busy: false };
+  const state = { key: null, operator: false, tenants: [], timer: null, traffic: [], busy: false,
+    audits: new Map() };
 
   class ApiError extends Error {
     constructor(status, message) { super(message); this.status = status; }
@@ -89,7 +90,7 @@
     $("who").textContent = state.operator ? "Operator: every tenant is visible."
       : `Tenant ${tenants.map((t) => t.name).join(", ")}.`;
     $("login").hidden = true; $("board").hidden = false; $("controls").hidden = false;
-    state.traffic = [];
+    state.traffic = []; state.audits.clear();
     await refresh();
     schedule();
     $("main").focus();
@@ -247,24 +248,31 @@
     box.replaceChildren(...parts);
   }
 
-  // The canary's step and this replica's gate window, as the server reports them (the
-  // server judges the gate; the page only shows its inputs and thresholds).
+  // The canary's step, the gate's window and thresholds and its state, as the server
+  // reports them (the server judges the gate; the page judges nothing).
   function canaryState(d) {
     const c = d.canary;
     if (!c) return "–";
+    const g = d.gate;
+    const words = { passing: "passing", failing: "failing", waiting: "waiting for enough requests" };
+    const verdict = g ? `Gate ${words[g.state] || g.state}${g.state === "passing" && !g.step_over
+      ? " (the step's time is not up)" : ""}: ${g.reason} (${g.window}'s window). ` : "";
     const step = `v${c.version}: step ${c.step + 1} of ${c.steps.length} (${c.steps.join("/")}%)`;
     const w = d.replica && (d.replica.cluster_window || d.replica.canary_window);
     const side = (x) => `${num(x.requests)} req, ${(100 * x.error_rate).toFixed(1)}% err, p95 ${num(x.p95_ms, 1)} ms`;
     const seen = w ? `; baseline ${side(w.baseline)}; canary ${side(w.canary)}` : "";
-    return `${step}${seen}; gate: ≥${c.min_requests} req, +${(100 * c.max_error_rate_increase).toFixed(1)}% err, p95 ≤ ${c.max_p95_ratio}× + ${c.p95_slack_ms} ms`;
+    return `${verdict}${step}${seen}; gate: ≥${c.min_requests} req, +${(100 * c.max_error_rate_increase).toFixed(1)}% err, p95 ≤ ${c.max_p95_ratio}× + ${c.p95_slack_ms} ms`;
   }
 
   // -- 4. model health ------------------------------------------------------------------
   async function health(names) {
     const rows = [];
+    const audits = [];
     for (const name of names) {
       const m = await optional(`/admin/models/${encodeURIComponent(name)}/monitoring`);
       if (m === null) continue;
+      // only a model naming protected attributes is audited (any other answers 400)
+      if ((m.protected_attributes || []).length) audits.push(await fairness(name));
       for (const v of m.versions) {
         const worst = [...(v.features || [])].sort((a, b) => b.psi - a.psi).slice(0, 3)
           .map((f) => `${f.name} ${f.status} (PSI ${f.psi.toFixed(3)})`).join("; ");
@@ -277,7 +285,48 @@
     const t = node("table"); const wrap = node("div", null, "scroll"); wrap.append(t);
     table(t, "Each version's recent window (every tenant's requests to the model) against its reference profile",
       ["Model", "Version", "Status", "Rows", "Drift (worst features)", "Confidence", "Anomalies"], rows);
-    $("health").replaceChildren(wrap);
+    const parts = [wrap];
+    if (audits.length) parts.push(node("h3", "Fairness per group"), ...audits.flat());
+    $("health").replaceChildren(...parts);
+  }
+
+  // A model's fairness audit (the key's own predictions; an operator's: the chosen tenant's
+  // or everyone's), read at most every FAIRNESS_EVERY ms: an audit reads up to 50,000 rows.
+  const FAIRNESS_EVERY = 30000;
+  async function fairness(name) {
+    const q = tenantQuery();
+    const path = `/admin/models/${encodeURIComponent(name)}/fairness${q ? "?" + q : ""}`;
+    const kept = state.audits.get(path);
+    let report = kept && Date.now() - kept.at < FAIRNESS_EVERY ? kept.report : undefined;
+    if (report === undefined) {
+      report = await optional(path);
+      state.audits.set(path, { at: Date.now(), report });
+    }
+    if (report === null) return [node("p", `${name}: this key cannot audit the model's fairness.`, "muted")];
+    const found = [];
+    for (const v of report.versions) {
+      for (const a of v.attributes) {
+        const t = node("table");
+        t.dataset.fairness = `${name}/${v.version}/${a.attribute}`;
+        const wrap = node("div", null, "scroll"); wrap.append(t);
+        table(t, `${name} v${v.version}, ${a.attribute}: ${a.status}; ${num(a.rows)} labelled rows`
+          + ` (at least ${num(report.min_group_size)} per group to judge)`,
+          ["Group", "Count", "Selection rate", "Accuracy"],
+          a.groups.map((g) => g.sufficient
+            ? [g.group, num(g.count), num(g.selection_rate, 3), num(g.accuracy, 3)]
+            : [g.group, num(g.count), "too few to judge", "–"]));
+        const diff = node("p", a.status === "ok"
+          ? `Demographic parity difference ${num(a.demographic_parity_difference, 3)}, `
+            + `ratio ${num(a.demographic_parity_ratio, 3)}; equalized odds difference `
+            + `${num(a.equalized_odds_difference, 3)}; equal opportunity difference `
+            + `${num(a.equal_opportunity_difference, 3)}.`
+          : `Differences: ${a.status} (fewer than two groups with enough labelled rows).`, "muted");
+        diff.dataset.fairness = t.dataset.fairness;
+        found.push(wrap, diff);
+      }
+    }
+    if (!found.length) found.push(node("p", `${name}: no labelled predictions in the window yet.`, "muted"));
+    return found;
   }
 
   // -- 5. jobs --------------------------------------------------------------------------

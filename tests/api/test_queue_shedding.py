@@ -195,9 +195,16 @@ async def test_the_gradual_law_sheds_a_fraction_while_held_up_and_none_after(
     assert refused == (503, "1")
 
     def after() -> int:
-        _until(lambda: controller.fraction == 0.0 and not controller.shedding)
         draws[0] = 0.0  # were it still shedding, this draw would refuse
         with httpx.Client(base_url=url, timeout=10) as client:
-            return client.post(INFER, json=ROW).status_code
+            for _ in range(20):
+                _until(lambda: controller.fraction == 0.0 and not controller.shedding)
+                status = client.post(INFER, json=ROW).status_code
+                # a refusal is only right while the controller sheds: on a loaded machine
+                # the loop's own lag can pass the 20 ms target again between the wait and
+                # the request; a refusal with the controller idle fails the test
+                if status != 503 or not (controller.shedding or controller.fraction > 0):
+                    return status
+        return status
 
     assert await asyncio.to_thread(after) == 200

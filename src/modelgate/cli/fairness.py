@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -72,25 +71,10 @@ def fairness(
 
 
 def _get(url: str, path: str, params: dict[str, str], key: str | None) -> Any:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.get(
-            url.rstrip("/") + path,
-            params=params,
-            headers=headers,
-            timeout=httpx.Timeout(300.0, connect=5.0),
-        )
-    except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach {url}:[/] {exc}")
-        raise typer.Exit(1) from None
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        console.print(f"[red]{response.status_code}:[/] {message}")
-        raise typer.Exit(1)
-    return response.json()
+    from modelgate.cli.root import _call  # root registers this command: import when run
+
+    # an audit of a large window may take a while on the server (bounded by its row cap)
+    return _call("GET", url, path, key=key, params=params, timeout_s=300.0)
 
 
 def _show(report: dict[str, Any]) -> None:

@@ -118,15 +118,24 @@ def version() -> None:
     console.print(f"modelgate {__version__}")
 
 
-def _call(method: str, url: str, path: str, body: Any = None, key: str | None = None) -> Any:
+def _call(
+    method: str,
+    url: str,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    params: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Any:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.request(
             method,
             url.rstrip("/") + path,
             json=body,
+            params=params,
             headers=headers,
-            timeout=httpx.Timeout(120.0, connect=5.0),
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
         )
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/] {exc}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -348,6 +348,11 @@ async def test_no_usage_query_gets_a_server_error_or_another_tenants_rows(
 
     answer = await call_rest(world, "GET", "/admin/usage", world.auth(who), params=sent)
 
+    if answer.status == 431:  # a query of several 5,000-character attacks passes the
+        # 16 KiB limit on a request's line and headers (api/rest/http_protocol.py)
+        assert len(urlencode(sent)) > 8 * 1024, sent
+        assert set(answer.json()) == {"error"}
+        return
     assert answer.status in (200, 400, 404), answer.text
     if answer.status != 200:
         assert set(answer.json()) == {"error"}

@@ -63,8 +63,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
-import struct
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -75,6 +73,7 @@ from modelgate.api.credentials import PRINCIPAL
 from modelgate.api.rest.asgi import ARRIVED, CONNECTION
 from modelgate.api.rest.response_writes import HeadHoldingTransport
 from modelgate.api.rest.shedding import shed_answer
+from modelgate.api.rest.socket_state import last_received_at, peer_closed
 from modelgate.core.access.identity import Principal
 from modelgate.core.admission.overload import QueueDelay
 from modelgate.observability.tallies import Tally
@@ -88,14 +87,6 @@ __all__ = [
 
 #: the early refusals' aggregated warning: at most one per this many seconds (per process)
 SHED_LOG_EVERY_S = 10.0
-
-
-#: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
-#: the 12th of them
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_LAST_DATA_RECV = struct.Struct("I")
-_LAST_DATA_RECV_AT = 8 + 11 * 4
-_TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
 
 
 #: the methods of inference requests (GET: a cached model's edge request)
@@ -300,37 +291,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def received_at(self) -> float | None:
         """The ``time.monotonic()`` instant the kernel last received data on this
-        connection (TCP_INFO's ``tcpi_last_data_recv``, in milliseconds of the kernel's
-        clock tick: one system call), None where unknown (not TCP, not Linux). Under CPU
-        saturation most of a request's wait is here, before the loop reads its bytes: in
-        the socket's receive buffer, or the listener's accept queue."""
-        transport_socket = self._socket
-        if transport_socket is None or _TCP_INFO is None:
-            return None
-        try:
-            info = transport_socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
-        except OSError:
-            return None
-        if len(info) < _TCP_INFO_SIZE:
-            return None
-        ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
-        return time.monotonic() - ago_ms / 1000
+        connection (:func:`~modelgate.api.rest.socket_state.last_received_at`), None where
+        unknown. Under CPU saturation most of a request's wait is here, before the loop
+        reads its bytes: in the socket's receive buffer, or the listener's accept queue."""
+        return None if self._socket is None else last_received_at(self._socket)
 
     def _peer_closed(self) -> bool:
-        transport_socket = self._socket
-        if transport_socket is None:
-            return False
-        # asyncio's socket wrapper offers no recv: a socket object on the same descriptor,
-        # detached again so that it never closes it
-        sock = socket.socket(fileno=transport_socket.fileno())
-        try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False  # nothing to read: the client is still there
-        except OSError:
-            return True  # reset
-        finally:
-            sock.detach()
+        return self._socket is not None and peer_closed(self._socket)
 
     def on_headers_complete(self) -> None:
         if self._header_bytes > self.max_header_bytes:  # this read held more than headers

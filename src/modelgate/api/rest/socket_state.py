@@ -1,0 +1,52 @@
+"""What the kernel knows about a connection that asyncio has not read yet: when data last
+arrived on it, and whether the peer has closed it. Each answer is one system call on the
+connection's descriptor; both answer "unknown" (None, False) rather than raise.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Any
+
+__all__ = ["last_received_at", "peer_closed"]
+
+#: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
+#: the 12th of them
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_LAST_DATA_RECV = struct.Struct("I")
+_LAST_DATA_RECV_AT = 8 + 11 * 4
+_TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
+
+
+def last_received_at(transport_socket: Any) -> float | None:
+    """The ``time.monotonic()`` instant the kernel last received data on this socket
+    (TCP_INFO's ``tcpi_last_data_recv``, in milliseconds of the kernel's clock tick), None
+    where unknown (not TCP, not Linux)."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = transport_socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
+    return time.monotonic() - ago_ms / 1000
+
+
+def peer_closed(transport_socket: Any) -> bool:
+    """Whether the peer has closed the connection (one ``recv(MSG_PEEK)``): True for a FIN
+    or a reset, False while it is there or nothing can be told."""
+    # asyncio's socket wrapper offers no recv: a socket object on the same descriptor,
+    # detached again so that it never closes it
+    sock = socket.socket(fileno=transport_socket.fileno())
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the client is still there
+    except OSError:
+        return True  # reset
+    finally:
+        sock.detach()

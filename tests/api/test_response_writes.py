@@ -67,3 +67,19 @@ async def test_an_expect_100_continue_is_answered_before_the_body_is_sent(server
 
     assert interim.startswith(b"HTTP/1.1 100")
     assert status == 200 and orjson.loads(answered)["outputs"][0]["data"] == [3, 6, 9, 12]
+
+
+async def test_a_head_request_gets_its_head_on_a_kept_connection(server: Server) -> None:
+    """A HEAD answer announces a Content-Length but has no body to wait for: its head is
+    written at once, and the connection serves the next request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+    try:
+        writer.write(b"HEAD /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(post("/v2/models/doubler/infer", ROW))
+        status, answered = await answer(reader)
+    finally:
+        writer.close()
+
+    assert head.startswith(b"HTTP/1.1 ") and b"content-length" in head.lower()
+    assert status == 200 and orjson.loads(answered)["outputs"][0]["data"] == [3, 6, 9, 12]

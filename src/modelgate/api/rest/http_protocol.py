@@ -321,7 +321,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         previous = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
         cycle = self.cycle
-        if cycle is not previous:  # a new request's cycle (not an upgrade): one write per answer
+        # a new request's cycle (not an upgrade): one write per answer; a HEAD answer has no
+        # body write to wait for, so its head goes out at once
+        if cycle is not previous and self.scope["method"] != "HEAD":
             cycle.transport = HeadHoldingTransport(self.transport)  # type: ignore[assignment]
 
     def on_message_begin(self) -> None:

@@ -100,7 +100,8 @@ def fairness_verdict(
     ``insufficient`` when some attribute cannot be judged yet, else ``pass``."""
     if audit is None or not audit.attributes:
         return FairnessVerdict(
-            "insufficient", "no labelled predictions of this version in the window yet"
+            "insufficient",
+            "fairness not judged yet: no labelled predictions of this version in the window",
         )
     breaches: list[Breach] = []
     small: list[SmallGroup] = []

@@ -298,9 +298,10 @@ class DeploymentService:
     def _last_check(self, deployment: Deployment) -> FairnessCheck | None:
         last = self._fair.get(deployment.model)
         canary = deployment.canary
-        if last is None or canary is None or last[0] != canary.version:
+        if last is None or canary is None:
             return None
-        return last[3]
+        began = canary.started_at or canary.step_started_at or deployment.updated_at
+        return last[3] if last[:2] == (canary.version, began) else None  # this canary's
 
     async def _shared(
         self, deployment: Deployment, snapshot: dict[str, Any]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -134,8 +135,8 @@ class FairnessAlertSource:
                     continue
                 for attribute in version.attributes:
                     value: float | None = getattr(attribute, metric)
-                    if value is None:
-                        continue  # too few labelled rows to judge: no data
+                    if value is None or math.isnan(value):
+                        continue  # too few labelled rows to judge, or undefined: no data
                     previous = readings.get(model)
                     worse = previous is None or (
                         value > previous.value if largest else value < previous.value

@@ -126,6 +126,15 @@ def test_a_breach_fails_even_when_another_attribute_is_undecided() -> None:
     assert verdict.summary()["small_groups"] == [{"attribute": "region", "group": "s", "count": 5}]
 
 
+def test_an_undefined_gated_metric_is_never_a_pass() -> None:
+    nothing_selected = _attribute(ratio=float("nan"))
+    verdict = fairness_verdict(GATES, _audit(nothing_selected), min_group_size=30)
+    assert verdict.state == "insufficient"
+    assert "undefined" in verdict.reason
+    ungated = FairnessGates(max_demographic_parity_difference=0.1)
+    assert fairness_verdict(ungated, _audit(nothing_selected), min_group_size=30).state == "pass"
+
+
 @given(
     dpd=st.floats(0, 1),
     ratio=st.floats(0, 1),

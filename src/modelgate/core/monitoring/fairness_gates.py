@@ -9,13 +9,15 @@ decide on a version's fairness (the learning loop's evaluation) can ask it the s
 Small groups are never judged silently: a group under ``min_group_size`` labelled rows is
 left out of the differences (the audit does that) and listed in ``small_groups`` and the
 reason. An attribute with fewer than two groups large enough cannot be judged at all: the
-verdict is ``insufficient`` (hold, wait for more feedback), never ``pass``. With
+verdict is ``insufficient`` (hold, wait for more feedback), never ``pass``; so is a gated
+metric Fairlearn leaves undefined (NaN). With
 ``require_all_groups`` any small group makes it ``insufficient``. A limit broken on the
 groups that can be judged is ``fail`` whatever else is unknown.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,7 +114,7 @@ def fairness_verdict(
             for g in attribute.groups
             if not g.sufficient
         )
-        if attribute.status != "ok":
+        if attribute.status != "ok" or _undefined(gates, attribute):
             undecided.append(attribute.attribute)
             continue
         breaches.extend(_breaches(gates, attribute))
@@ -126,7 +128,7 @@ def fairness_verdict(
     if undecided:
         reason = (
             f"fairness not judged yet: fewer than two groups with {min_group_size} labelled "
-            f"rows for {', '.join(undecided)}"
+            f"rows, or a gated metric undefined (no group selected), for {', '.join(undecided)}"
         )
         return FairnessVerdict("insufficient", reason + note, (), tuple(small), tuple(undecided))
     if small and gates.require_all_groups:
@@ -139,6 +141,16 @@ def fairness_verdict(
         )
     judged = ", ".join(f"{a.attribute} ({a.rows} rows)" for a in audit.attributes)
     return FairnessVerdict("pass", f"fairness gates kept on {judged}{note}", (), tuple(small), ())
+
+
+def _undefined(gates: FairnessGates, attribute: AttributeAudit) -> bool:
+    """A gated metric Fairlearn could not define (NaN: the demographic parity ratio when no
+    group is selected at all): it cannot be judged, so it never passes."""
+    for metric, field, _ in _LIMITS:
+        value: float | None = getattr(attribute, metric)
+        if getattr(gates, field) is not None and value is not None and math.isnan(value):
+            return True
+    return False
 
 
 def _breaches(gates: FairnessGates, attribute: AttributeAudit) -> list[Breach]:

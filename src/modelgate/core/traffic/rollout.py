@@ -292,6 +292,9 @@ class DeploymentService:
         except ModelgateError as exc:
             log.warning("canary of %s: fairness not audited: %s", model, exc.message)
             check = FairnessCheck("insufficient", f"fairness audit failed: {exc.message}")
+        except Exception:  # one model's failing audit must not stop every other rollout
+            log.exception("canary of %s: fairness audit failed", model)
+            check = FairnessCheck("insufficient", "fairness audit failed (see the server log)")
         self._fair[model] = (canary.version, began, now, check)
         return check
 

@@ -23,6 +23,7 @@ class ScriptedFairness:
     def __init__(self, check: FairnessCheck | None) -> None:
         self.check_answer: FairnessCheck | None = check
         self.fails = False
+        self.breaks = False
         self.asked: list[tuple[str, int, datetime, datetime]] = []
 
     async def check(
@@ -31,6 +32,8 @@ class ScriptedFairness:
         self.asked.append((model, version, since, now))
         if self.fails:
             raise ModelgateError(ErrorKind.UNAVAILABLE, "the database is unreachable")
+        if self.breaks:
+            raise RuntimeError("a bug in the audit")
         return self.check_answer
 
 
@@ -133,3 +136,15 @@ async def test_a_failed_audit_holds_and_says_so(clock: Clock) -> None:
     gate = service.gate("m")
     assert gate is not None and gate["state"] == "waiting"
     assert "fairness audit failed: the database is unreachable" in gate["reason"]
+
+
+async def test_an_unexpected_audit_error_holds_that_canary_only(clock: Clock) -> None:
+    fairness = ScriptedFairness(KEPT)
+    fairness.breaks = True
+    service = _service(clock, fairness)
+    await service.put(OPERATOR, canary_spec())
+    feed(service, 30, 30)
+    clock.now += timedelta(seconds=61)
+    await service.evaluate()  # does not raise: the round goes on for other models
+    assert service.router.deployment("m").canary.step == 0  # type: ignore[union-attr]
+    assert "fairness audit failed" in service.gate("m")["reason"]  # type: ignore[index]

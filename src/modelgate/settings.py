@@ -278,6 +278,11 @@ class Settings(BaseSettings):
     fairness_max_rows: int = Field(default=50_000, ge=100, le=1_000_000)
     #: ...made no longer ago than this, unless the audit names ``since``
     fairness_window_seconds: float = Field(default=30 * 86400.0, gt=0)
+    #: the background audit behind the fairness gauges and alerts audits each loaded model
+    #: with protected attributes this often, one model at a time; 0 turns it off
+    fairness_audit_interval_seconds: float = Field(default=300.0, ge=0, le=86400)
+    #: a canary whose model sets ``fairness.gates`` is audited again at most this often
+    fairness_gate_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelgate.boot.components import Components
 from modelgate.boot.serving import build_components
 from modelgate.core.monitoring.alerts import SERVER_ERRORS
+from modelgate.core.monitoring.fairness import AttributeAudit, FairnessReport, VersionAudit
+from modelgate.core.monitoring.ports import GroupFigures
 from modelgate.settings import Settings
 from tests.conftest import FIXTURE_MODELS, ROOT
 from tests.debian_tools import debian_binary
@@ -253,9 +256,27 @@ async def scraped(app: Components) -> tuple[str, str]:
                 "/v2/models/cached-doubler/infer", json=_rows(1), headers=_as(ADMIN)
             )
             assert cached.status_code == 200, cached.text
+        _audited(app)
         metrics = await client.get("/metrics")
         assert metrics.status_code == 200
         return metrics.text, str(tenant["id"])
+
+
+def _audited(app: Components) -> None:
+    """A fairness report as the background audit keeps it (no fixture model records
+    predictions with protected attributes): the gauges' names and labels are exported."""
+    assert app.fairness_watch is not None
+    groups = [
+        GroupFigures("0", 120, True, 30, 0.2, 0.8, 0.5, 0.1),
+        GroupFigures("1", 110, True, 25, 0.1, 0.85, 0.4, 0.05),
+        GroupFigures("4", 6, False),
+    ]
+    attribute = AttributeAudit("age_band", "ok", 236, groups, 0.1, 0.5, 0.1, 0.1)
+    at = datetime.now(UTC)
+    report = FairnessReport(
+        "doubler", at, None, None, 30, 50_000, False, [VersionAudit("1", 236, 0, [attribute])]
+    )
+    app.fairness_watch.reports["doubler"] = (report, at)
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -49,6 +49,7 @@ def canary_deployment(model: str = "credit-risk", revision: int = 1) -> Deployme
             gate=CanaryGate(min_requests=7, max_error_rate_increase=0.1, max_p95_ratio=2.0),
             step=1,
             step_started_at=T0 + timedelta(seconds=3),
+            started_at=T0 + timedelta(seconds=1),
         ),
         shadow=Shadow(3, 40),
         revision=revision,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from modelgate.repository.lineage import file_digest, read_lineage
 from tests.e2e.conftest import AUTH, start_server, stop_server
@@ -137,3 +138,66 @@ def test_dynamic_int8_embeddings_stay_close_to_the_original(
     assert row["cosine_min"] >= 0.94
     assert row["size_bytes"] < rows_of(report)["original"]["size_bytes"] / 3
     assert entries(model) == {"model.yaml", "tokenizer.json", "1"}  # no version, no staging
+
+
+def test_pruned_and_distilled_candidates_are_measured_registered_and_served(
+    demo_models: Path, tmp_path: Path
+) -> None:
+    """Version 1 (logistic regression) pruned, version 2 (100 boosted trees) distilled into
+    one small tree: each measured against its original, registered with its lineage, and
+    answered by a real server."""
+    repository = tmp_path / "models"
+    shutil.copytree(demo_models / "credit-risk", repository / "credit-risk")
+    pruned_report, distilled_report = tmp_path / "pruned.json", tmp_path / "distilled.json"
+    pruned = optimize(
+        repository, "credit-risk", "--version", "1", "--method", "magnitude-prune",
+        "--method", "distill", "--prune-fraction", "0.25", "--runs", "1",
+        "--json", str(pruned_report), "--register", "magnitude-prune", "--min-agreement", "0.9",
+    )  # fmt: skip
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "registered credit-risk version 3" in pruned.stdout
+    row = rows_of(pruned_report)["magnitude-prune"]
+    assert row["status"] == "ok", row
+    assert "6 of 24 now zero" in row["note"]  # 25% of the 2 x 12 coefficients
+    assert 0.9 <= row["agreement"] < 1.0  # the pruned features change some decisions
+    distilled = optimize(
+        repository, "credit-risk", "--version", "2", "--method", "magnitude-prune",
+        "--method", "distill", "--runs", "1", "--json", str(distilled_report),
+        "--register", "distill", "--min-agreement", "0.9",
+    )  # fmt: skip
+    assert distilled.returncode == 0, distilled.stdout + distilled.stderr
+    assert "registered credit-risk version 4" in distilled.stdout
+    rows = rows_of(distilled_report)
+    assert rows["magnitude-prune"]["status"] == "skipped"  # trees have no weights to prune
+    student = rows["distill"]
+    assert student["status"] == "ok", student
+    assert student["agreement"] >= 0.9
+    assert student["size_bytes"] < rows["original"]["size_bytes"] / 5
+    assert student["batch1_ms"] > 0 and student["batch32_ms"] > 0
+    for version, method in ((3, "magnitude-prune"), (4, "distill")):
+        folder = repository / "credit-risk" / str(version)
+        lineage = json.loads((folder / "lineage.json").read_text())
+        assert lineage["parent"]["relation"] == method
+        assert lineage["parent"]["version"] == version - 2
+        assert read_lineage(folder).problem is None
+    card = (repository / "credit-risk" / "4" / "version.yaml").read_text()
+    assert "algorithm: distilled into a decision tree" in card
+
+    server = start_server(repository, tmp_path / "server")
+    try:
+        loaded = httpx.post(
+            f"{server.url}/v2/repository/models/credit-risk/load", headers=AUTH, timeout=60
+        )
+        assert loaded.status_code == 200, loaded.text
+        for version in (3, 4):
+            answer = httpx.post(
+                f"{server.url}/v2/models/credit-risk/versions/{version}/infer",
+                json=ROW,
+                headers=AUTH,
+            )
+            assert answer.status_code == 200, answer.text
+            outputs = {o["name"]: o for o in answer.json()["outputs"]}
+            assert outputs["label"]["data"][0] in (0, 1)
+            assert sum(outputs["probabilities"]["data"]) == pytest.approx(1.0, abs=1e-5)
+    finally:
+        stop_server(server)

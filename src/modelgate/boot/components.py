@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from modelgate.boot.alerts import build_alerts, build_webhook, quota_alert_sink
+from modelgate.boot.alerts import build_alerts, build_fairness, build_webhook, quota_alert_sink
 from modelgate.boot.deployments import build_deployments
 from modelgate.boot.jobs import Jobs, build_jobs
 from modelgate.boot.lifecycle import Lifecycle, Loop, Service, Step
@@ -51,6 +51,7 @@ from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
+from modelgate.fairness.watch import FairnessWatch
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.metrics import PrometheusMetrics, RecordKeeper
@@ -107,6 +108,8 @@ class Components:
     #: deployments (pinned versions, splits, canaries) and shadow copies
     deployments: DeploymentService | None = None
     shadows: ShadowRunner | None = None
+    #: the background fairness audit behind the fairness gauges and alerts (None: off)
+    fairness_watch: FairnessWatch | None = None
     #: the REST app (:func:`modelgate.boot.serving.build_components`); None in a worker
     rest_app: ASGIApp | None = None
     #: the event loop's lag, sampled for shedding on queueing delay (a server's, when on)
@@ -191,6 +194,8 @@ class Components:
             services.append(Step("deployments", start=route))
             rollout_stop = Step("rollout", close=stop)
         services.append(self.registry)
+        if self.fairness_watch is not None:  # audits loaded models: after they load
+            services.append(Loop("fairness audit", self.fairness_watch.run))
         if self.shadows is not None:
             services.append(Step("shadows", close=self.shadows.close))
         if rollout_stop is not None:
@@ -305,13 +310,14 @@ def build_core_components(settings: Settings) -> Components:
         anomalies=anomalies,
     )
     feedback, concept = build_feedback(settings, state, registry)
-    deployments, shadows = build_deployments(settings, state, registry, metrics)
+    catalog = ModelCatalog(registry, audit=state.audit)
+    fairness, fairness_watch = build_fairness(settings, state, catalog, metrics)
+    deployments, shadows = build_deployments(settings, state, registry, metrics, fairness)
     listeners: list[InferenceListener] = [monitor, feedback]
     if payload_logger is not None:
         listeners.append(payload_logger)
     # a node's calls from its gateways were metered and recorded there: only monitored here
     forwarded = from_gateway if settings.role == "node" else None
-    catalog = ModelCatalog(registry, audit=state.audit)
     if admission.overload is not None:  # not ready while shedding lasts
         catalog.ready_checks.append(admission.overload.ready)
     service = InferenceService(
@@ -334,7 +340,7 @@ def build_core_components(settings: Settings) -> Components:
     if payload_logger is not None:
         records.append(("payloads", payload_logger))
     metrics.track(registry=registry, admission=admission, usage=recorder, records=records)
-    alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept)
+    alerts, alert_webhook = build_alerts(settings, metrics, monitor, concept, fairness_watch)
     embeddings = EmbeddingService(service)
     # The admin API always authenticates; inference routes only with MODELGATE_AUTH=required.
     issuer = build_token_issuer(settings)
@@ -378,6 +384,7 @@ def build_core_components(settings: Settings) -> Components:
         jobs=jobs,
         deployments=deployments,
         shadows=shadows,
+        fairness_watch=fairness_watch,
     )
 
 

@@ -19,14 +19,14 @@ from rich.table import Table
 from modelgate.errors import ModelgateError
 
 if TYPE_CHECKING:
-    from modelgate.core.serving.ports import VersionSource
+    from modelgate.core.serving.ports import Arrays, VersionSource
     from modelgate.optimization.measurement import Row
 
 __all__ = ["optimize"]
 
 console = Console()
 
-_METHODS = ("graph-extended", "dynamic-int8", "static-int8")
+_METHODS = ("graph-extended", "dynamic-int8", "static-int8", "magnitude-prune", "distill")
 
 
 def optimize(
@@ -59,6 +59,16 @@ def optimize(
         int, typer.Option(min=1, max=1024, help="Inputs static int8 calibrates on.")
     ] = 64,
     runs: Annotated[int, typer.Option(min=1, max=1000, help="Timed calls per latency.")] = 5,
+    prune_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=0.99, help="Share of each weight matrix magnitude-prune zeroes."
+        ),
+    ] = 0.3,
+    distill_rows: Annotated[
+        int,
+        typer.Option(min=256, max=200_000, help="Reference rows distill trains its student on."),
+    ] = 8192,
     min_agreement: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="--register refuses less label agreement.")
     ] = 0.99,
@@ -69,6 +79,7 @@ def optimize(
 ) -> None:
     """Make optimized candidates of MODEL and compare them with the original."""
     from modelgate.optimization.inputs import calibration_feeds, reference_inputs
+    from modelgate.optimization.material import Material
     from modelgate.optimization.measurement import measure_candidates
     from modelgate.repository.filesystem import FileModelRepository
 
@@ -83,7 +94,12 @@ def optimize(
     try:
         source = _pick(FileModelRepository(str(model_repository)).versions(model), version)
         inputs = reference_inputs(source, rows)
-        feeds = calibration_feeds(source, inputs, calibration)
+        material = Material(
+            calibration=calibration_feeds(source, inputs, calibration),
+            # drawn apart (another seed) from the rows every candidate is measured on
+            training=_training(source, methods, distill_rows),
+            prune_fraction=prune_fraction,
+        )
     except ModelgateError as exc:
         _fail(exc.message)
     import onnxruntime
@@ -99,7 +115,7 @@ def optimize(
             def step(name: str) -> None:
                 progress.update(task, description=f"{model} v{source.version}: {name}")
 
-            report = measure_candidates(source, methods, inputs, feeds, workdir, runs, step)
+            report = measure_candidates(source, methods, inputs, material, workdir, runs, step)
         console.print(_table(f"{model} version {source.version}", report, runs))
         for row in report:
             console.print(f"  [bold]{row.name}[/]: {row.note}", highlight=False)
@@ -114,6 +130,15 @@ def optimize(
             console.print(f"candidate files kept in {keep}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _training(source: VersionSource, methods: list[str], rows: int) -> Arrays | None:
+    """Reference rows for distillation's student (None: not asked for, or a text model)."""
+    from modelgate.optimization.inputs import reference_inputs
+
+    if "distill" not in methods or source.manifest.runtime == "text-embedding":
+        return None
+    return reference_inputs(source, rows, seed=1)
 
 
 def _pick(sources: list[VersionSource], version: int | None) -> VersionSource:
@@ -136,6 +161,7 @@ def _register(
     min_agreement: float,
     min_cosine: float,
 ) -> None:
+    from modelgate.optimization.candidates import METHODS
     from modelgate.optimization.registration import lineage_record, register_candidate
 
     row = next(r for r in report if r.name == name)
@@ -143,7 +169,8 @@ def _register(
     if problem:
         _fail(f"not registered: {name} {problem}; the repository is unchanged")
     assert row.folder is not None  # an ok row has its files
-    lineage = lineage_record(source, name, row.summary())
+    algorithm = row.note if METHODS[name].replaces_algorithm else None
+    lineage = lineage_record(source, name, row.summary(), algorithm=algorithm)
     try:
         number = register_candidate(
             repository, source, row.folder / source.manifest.artifact, lineage, _check_staged

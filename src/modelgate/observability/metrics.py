@@ -69,7 +69,9 @@ Metric names (all prefixed ``modelgate_``), with their labels:
   reached a model (bad JSON, unknown model)
 
 Deployments and shadow comparisons (``deployment_weight_percent``, ``shadow_*``) are
-registered on the same registry by :mod:`modelgate.observability.deployment_metrics`.
+registered on the same registry by :mod:`modelgate.observability.deployment_metrics`;
+fairness audits' gauges (``fairness_*{model,version,attribute[,group]}``) by
+:mod:`modelgate.observability.fairness_metrics`, while the background audit runs.
 
 Cardinality: the tenant label takes at most ``max_tenants`` values per process; requests
 of further tenants are counted under ``tenant="_other"``.

@@ -1,40 +1,40 @@
 """Ways to make an optimized copy of an ONNX model file.
 
-Each method writes ``destination`` from ``source`` and returns a one-line note on what it did,
-or raises :class:`NothingToDo` when the model has nothing the method changes (a tree ensemble
-has no weight matrices to quantize). The server's ONNX Runtime loads every result.
+Each method writes ``destination`` from ``source`` (reading what else it needs from a
+:class:`~modelgate.optimization.material.Material`) and returns a one-line note on what it
+did, or raises :class:`NothingToDo` when the model has nothing the method changes (a tree
+ensemble has no weight matrices to quantize). The server's ONNX Runtime loads every result.
+Pruning and distillation live in :mod:`modelgate.optimization.compression`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "CalibrationFeeds", "Method", "NothingToDo"]
+from modelgate.optimization.compression import distill, magnitude_prune
+from modelgate.optimization.material import CalibrationFeeds, Material, NothingToDo
+
+__all__ = ["METHODS", "CalibrationFeeds", "Material", "Method", "NothingToDo"]
 
 #: operators that dynamic and static quantization leave in the graph when they changed it
 _QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear"}
-
-#: the raw ONNX feeds static quantization calibrates with, one dict per run
-CalibrationFeeds = Sequence[dict[str, Any]]
-
-
-class NothingToDo(Exception):  # noqa: N818  (a reason to skip, not a failure)
-    """The method would leave the model as it is."""
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
-    write: Callable[[Path, Path, CalibrationFeeds], str]
+    write: Callable[[Path, Path, Material], str]
+    #: the result is another kind of model (its card's ``algorithm`` is the note's)
+    replaces_algorithm: bool = False
 
 
-def _graph_extended(source: Path, destination: Path, _: CalibrationFeeds) -> str:
+def _graph_extended(source: Path, destination: Path, _: Material) -> str:
     # EXTENDED, not ALL: ALL adds layout transforms (NCHWc) tied to the CPU that ran it, which
     # ONNX Runtime's docs say not to save. EXTENDED's fused nodes are ONNX Runtime contrib
     # ops, which every ONNX Runtime loads.
@@ -48,7 +48,7 @@ def _graph_extended(source: Path, destination: Path, _: CalibrationFeeds) -> str
     return "ONNX Runtime offline graph optimization, level extended"
 
 
-def _dynamic_int8(source: Path, destination: Path, _: CalibrationFeeds) -> str:
+def _dynamic_int8(source: Path, destination: Path, _: Material) -> str:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # per-channel 7-bit weights: per-tensor scales lose most of a transformer's accuracy, and
@@ -65,7 +65,7 @@ def _dynamic_int8(source: Path, destination: Path, _: CalibrationFeeds) -> str:
     return "int8 dynamic: QInt8 per-channel weights (7 bit), activations per call"
 
 
-def _static_int8(source: Path, destination: Path, feeds: CalibrationFeeds) -> str:
+def _static_int8(source: Path, destination: Path, material: Material) -> str:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -83,6 +83,7 @@ def _static_int8(source: Path, destination: Path, feeds: CalibrationFeeds) -> st
 
     import onnx
 
+    feeds: CalibrationFeeds = material.calibration
     if not feeds:
         raise NothingToDo("no calibration inputs")
     graph = onnx.load(str(source), load_external_data=False).graph
@@ -130,5 +131,7 @@ METHODS: dict[str, Method] = {
         Method("graph-extended", "ONNX Runtime graph optimization", _graph_extended),
         Method("dynamic-int8", "dynamic int8 quantization", _dynamic_int8),
         Method("static-int8", "static int8 quantization", _static_int8),
+        Method("magnitude-prune", "magnitude pruning of weight matrices", magnitude_prune),
+        Method("distill", "distillation into a decision tree", distill, replaces_algorithm=True),
     )
 }

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.serving.ports import Arrays, Predictor, VersionSource
-from modelgate.optimization.candidates import METHODS, CalibrationFeeds, NothingToDo
+from modelgate.optimization.candidates import METHODS, Material, NothingToDo
 from modelgate.runtimes.catalog import loaders
 
 __all__ = ["ORIGINAL", "Row", "measure_candidates"]
@@ -67,7 +67,7 @@ def measure_candidates(
     source: VersionSource,
     methods: Sequence[str],
     inputs: Arrays,
-    calibration: CalibrationFeeds,
+    material: Material,
     workdir: Path,
     runs: int,
     step: Callable[[str], None] = lambda _: None,
@@ -95,7 +95,7 @@ def measure_candidates(
         artifact = folder / source.manifest.artifact
         artifact.parent.mkdir(parents=True, exist_ok=True)
         try:
-            note = METHODS[name].write(original_file, artifact, calibration)
+            note = METHODS[name].write(original_file, artifact, material)
         except NothingToDo as exc:
             rows.append(Row(name, "skipped", str(exc)))
             continue

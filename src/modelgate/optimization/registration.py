@@ -84,6 +84,8 @@ def _assemble(
     # measurements of the source no longer describe this file; the lineage carries new ones
     for stale in ("validation_metrics", "cosine_to_sentence_transformers", "quantization"):
         card.pop(stale, None)
+    if lineage.get("algorithm"):  # another kind of model (a distilled student)
+        card["algorithm"] = lineage["algorithm"]
     card["optimized_from"] = {
         "version": source.version,
         "method": lineage["method"],
@@ -111,10 +113,14 @@ def _next_number(model_dir: Path) -> int:
     return max(numbers, default=0) + 1
 
 
-def lineage_record(source: VersionSource, method: str, row: dict[str, Any]) -> dict[str, Any]:
+def lineage_record(
+    source: VersionSource, method: str, row: dict[str, Any], *, algorithm: str | None = None
+) -> dict[str, Any]:
     """What ``register_candidate`` records of the new version's origin: the version it was
-    made from, how, and the candidate's measurement against it. The artifact's hashes are
-    added when it is in place (repository/lineage.py's record, origin ``optimization``)."""
+    made from, how, and the candidate's measurement against it; ``algorithm`` replaces the
+    card's when the candidate is another kind of model (a distilled student). The
+    artifact's hashes are added when it is in place (repository/lineage.py's record, origin
+    ``optimization``)."""
     numbers = {
         key: value
         for key, value in row.items()
@@ -122,6 +128,7 @@ def lineage_record(source: VersionSource, method: str, row: dict[str, Any]) -> d
     }
     return {
         "method": method,
+        "algorithm": algorithm,
         "parent": {"model": source.manifest.name, "version": source.version, "relation": method},
         "evaluation": {
             "against": f"version {source.version}, on its reference inputs",

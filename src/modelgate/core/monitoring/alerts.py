@@ -18,7 +18,10 @@ Metrics come from sources: ``latency_p<NN>`` (e.g. ``latency_p99``, seconds),
 and ``requests_per_second`` from the metrics the core reports
 (:mod:`modelgate.observability.alerting`); ``feature_drift`` and ``prediction_drift`` come
 from :class:`~modelgate.core.monitoring.monitor.DriftAlertSource`, one more
-:class:`~modelgate.core.monitoring.ports.AlertSource`.
+:class:`~modelgate.core.monitoring.ports.AlertSource`; ``demographic_parity_difference``,
+``demographic_parity_ratio``, ``equalized_odds_difference`` and
+``equal_opportunity_difference`` from the background fairness audit
+(:class:`~modelgate.fairness.watch.FairnessAlertSource`; the window is the audit's).
 Quota use is alerted by :class:`~modelgate.core.admission.quotas.Quotas` itself, at 80% and
 100%, once per crossing.
 
@@ -102,6 +105,19 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         window_seconds=300,
         for_seconds=300,
         min_requests=20,
+    ),
+    # fairness (docs/fairness.md): from the background audit; the count is labelled rows
+    AlertRule(
+        name="ModelDemographicParityGap",
+        metric="demographic_parity_difference",
+        threshold=0.1,
+        min_requests=100,
+    ),
+    AlertRule(
+        name="ModelEqualizedOddsGap",
+        metric="equalized_odds_difference",
+        threshold=0.2,
+        min_requests=100,
     ),
 )
 

@@ -19,6 +19,7 @@ __all__ = [
     "BatchingPolicy",
     "CacheSpec",
     "EmbeddingSpec",
+    "FairnessGates",
     "FairnessSpec",
     "FeedbackSpec",
     "ModelManifest",
@@ -128,6 +129,31 @@ class ProtectedAttribute(_Strict):
     feature: str = Field(min_length=1)
 
 
+class FairnessGates(_Strict):
+    """Limits on a version's between-group differences, checked before a canary of it is
+    promoted (docs/fairness.md, "Fairness gates"); an unset limit is not checked. They are
+    judged on the groups with ``min_group_size`` labelled rows; smaller groups are listed
+    as too small to judge, and with ``require_all_groups`` hold the decision instead."""
+
+    max_demographic_parity_difference: float | None = Field(default=None, ge=0, le=1)
+    min_demographic_parity_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_equalized_odds_difference: float | None = Field(default=None, ge=0, le=1)
+    max_equal_opportunity_difference: float | None = Field(default=None, ge=0, le=1)
+    #: a group too small to judge holds the decision (default: it is reported, not judged)
+    require_all_groups: bool = False
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> FairnessGates:
+        if (
+            self.max_demographic_parity_difference is None
+            and self.min_demographic_parity_ratio is None
+            and self.max_equalized_odds_difference is None
+            and self.max_equal_opportunity_difference is None
+        ):
+            raise ValueError("fairness.gates sets no limit")
+        return self
+
+
 class FairnessSpec(_Strict):
     """Fairness audits of the model's labelled predictions (docs/fairness.md): each
     attribute's value is recorded with the prediction, and groups with fewer than
@@ -135,6 +161,8 @@ class FairnessSpec(_Strict):
 
     protected: tuple[ProtectedAttribute, ...] = Field(min_length=1, max_length=8)
     min_group_size: int = Field(default=30, ge=1, le=1_000_000)
+    #: limits a canary must keep to be promoted; unset: fairness does not gate rollouts
+    gates: FairnessGates | None = None
 
 
 class AnomalySpec(_Strict):

@@ -68,7 +68,8 @@ class CanaryGate:
 
 @dataclass(frozen=True, slots=True)
 class Canary:
-    """A candidate version's rollout; ``step`` and ``step_started_at`` are its state."""
+    """A candidate version's rollout; ``step``, ``step_started_at`` and ``started_at`` are
+    its state."""
 
     version: int
     steps: tuple[int, ...]
@@ -76,6 +77,8 @@ class Canary:
     gate: CanaryGate = field(default_factory=CanaryGate)
     step: int = 0
     step_started_at: datetime | None = None
+    #: when its first step began: the window its fairness gates read (docs/fairness.md)
+    started_at: datetime | None = None
 
     @property
     def percent(self) -> int:
@@ -219,6 +222,7 @@ def deployment_to_document(deployment: Deployment) -> dict[str, Any]:
             "step_started_at": None
             if canary.step_started_at is None
             else canary.step_started_at.isoformat(),
+            "started_at": None if canary.started_at is None else canary.started_at.isoformat(),
         },
         "shadow": None
         if deployment.shadow is None
@@ -240,6 +244,7 @@ def deployment_from_document(
     canary = None
     if raw is not None:
         started = raw.get("step_started_at")
+        began = raw.get("started_at")  # absent in deployments written before it was kept
         canary = Canary(
             version=int(raw["version"]),
             steps=tuple(int(s) for s in raw["steps"]),
@@ -252,6 +257,7 @@ def deployment_from_document(
             ),
             step=int(raw.get("step", 0)),
             step_started_at=datetime.fromisoformat(started) if started else None,
+            started_at=datetime.fromisoformat(began) if began else None,
         )
     shadow = document.get("shadow")
     return Deployment(

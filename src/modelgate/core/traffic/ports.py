@@ -7,14 +7,18 @@ Contracts are stated on each port; the implementations live outside ``core/``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from modelgate.core.traffic.deployments import Deployment
 
 __all__ = [
+    "CanaryFairness",
     "CanaryWindows",
     "DeploymentObserver",
     "DeploymentStore",
+    "FairnessCheck",
 ]
 
 
@@ -84,3 +88,28 @@ class CanaryWindows(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FairnessCheck:
+    """A canary's fairness gates on its live predictions: ``pass``, ``fail`` (a limit is
+    broken: roll back) or ``insufficient`` (too few labelled rows to judge: hold), why,
+    and the details as plain JSON (broken limits, groups too small to judge)."""
+
+    state: Literal["pass", "fail", "insufficient"]
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class CanaryFairness(Protocol):
+    """Judges a canary version's fairness gates (``modelgate.fairness.canary_gate``).
+
+    ``check`` audits the predictions ``version`` of ``model`` made from ``since`` until
+    ``now`` that have feedback labels, against the model's ``fairness.gates``, and answers
+    None when the model sets no gates. The work is bounded (one query of at most the
+    audit's row limit); callers still ask it at most once per their own interval. A store
+    that cannot be read is a ModelgateError."""
+
+    async def check(
+        self, model: str, version: int, since: datetime, now: datetime
+    ) -> FairnessCheck | None: ...

@@ -15,6 +15,11 @@ current step's window (:func:`~modelgate.core.traffic.canary.judge`): with a sha
 step merged; without one, or while it is unreachable, this replica's own. A change made on
 one replica therefore reaches the others within ``refresh_s`` plus one query. While the
 store is unreachable a replica keeps serving the deployments it last read.
+
+A model whose manifest sets ``fairness.gates`` also has its canary's live fairness judged
+(a :class:`~modelgate.core.traffic.ports.CanaryFairness`, at most every
+``fairness_interval_s`` per model): a broken gate rolls the canary back as a failing
+latency or error gate does, and too few labelled rows to judge hold it at its step.
 """
 
 from __future__ import annotations
@@ -35,7 +40,13 @@ from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.access.ports import AuditLog
 from modelgate.core.traffic.canary import ClusterWindow, Verdict, VerdictKind, Windows, judge, merge
 from modelgate.core.traffic.deployments import Deployment, check_deployment, deployment_to_document
-from modelgate.core.traffic.ports import CanaryWindows, DeploymentObserver, DeploymentStore
+from modelgate.core.traffic.ports import (
+    CanaryFairness,
+    CanaryWindows,
+    DeploymentObserver,
+    DeploymentStore,
+    FairnessCheck,
+)
 from modelgate.core.traffic.routing import DeploymentRouter
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
@@ -66,6 +77,8 @@ class DeploymentService:
         refresh_s: float = 2.0,
         windows: CanaryWindows | None = None,
         replica_id: str | None = None,
+        fairness: CanaryFairness | None = None,
+        fairness_interval_s: float = 30.0,
     ) -> None:
         self.store = store
         self.audit = audit
@@ -83,6 +96,11 @@ class DeploymentService:
         #: each model's last merged window: (deployment revision, the window)
         self._cluster: dict[str, tuple[int, ClusterWindow]] = {}
         self._windows_down = False
+        #: judges canaries' fairness gates (None: fairness never gates a rollout)
+        self.fairness = fairness
+        self.fairness_interval_s = fairness_interval_s
+        #: each model's last fairness check: (canary version, its start, checked at, check)
+        self._fair: dict[str, tuple[int, datetime | None, datetime, FairnessCheck | None]] = {}
 
     # -- operators -------------------------------------------------------------------------
     async def get(self, principal: Principal | None, model: str) -> Deployment | None:
@@ -100,7 +118,7 @@ class DeploymentService:
         at = self._now()
         canary = spec.canary
         if canary is not None:
-            canary = replace(canary, step=0, step_started_at=at)
+            canary = replace(canary, step=0, step_started_at=at, started_at=at)
         expected = current.revision if current is not None else 0
         deployment = replace(
             spec,
@@ -191,12 +209,16 @@ class DeploymentService:
             judged = cluster[1]
         started = canary.step_started_at or deployment.updated_at or self._now()
         verdict = judge(judged, canary.gate, step_over=True)
+        check = self._last_check(deployment)
+        verdict = _with_fairness(verdict, check)
         states = {VerdictKind.ADVANCE: "passing", VerdictKind.ROLLBACK: "failing"}
         return {
             "state": states.get(verdict.kind, "waiting"),
             "reason": verdict.reason,
             "step_over": (self._now() - started).total_seconds() >= canary.step_seconds,
             "window": "replica" if judged is window else "cluster",
+            # None: the model sets no fairness gates (or they were not checked yet)
+            "fairness": _check_view(check, self._fair.get(model)),
         }
 
     # -- every replica -----------------------------------------------------------------------
@@ -222,8 +244,14 @@ class DeploymentService:
             started = canary.step_started_at or deployment.updated_at or self._now()
             over = (self._now() - started).total_seconds() >= canary.step_seconds
             verdict = judge(judged, canary.gate, over)
+            check = None
+            if verdict.kind is not VerdictKind.ROLLBACK:
+                check = await self._check_fairness(deployment)
+                verdict = _with_fairness(verdict, check)
             if verdict.kind is not VerdictKind.HOLD:
                 evidence = self.status(deployment.model)
+                if check is not None:
+                    evidence["fairness"] = {"state": check.state, **check.detail}
                 await self._decide(deployment, verdict, window_summary=evidence)
 
     async def run(self) -> None:
@@ -243,6 +271,41 @@ class DeploymentService:
             await self.windows.close()
 
     # -- internals ---------------------------------------------------------------------------
+    async def _check_fairness(self, deployment: Deployment) -> FairnessCheck | None:
+        """The canary's fairness check, audited again once ``fairness_interval_s`` passed
+        (or the canary changed); None when the model sets no gates. An audit that fails
+        holds the canary (an ``insufficient`` check naming the error)."""
+        canary = deployment.canary
+        if self.fairness is None or canary is None:
+            return None
+        model, now = deployment.model, self._now()
+        began = canary.started_at or canary.step_started_at or deployment.updated_at
+        last = self._fair.get(model)
+        if (
+            last is not None
+            and last[:2] == (canary.version, began)
+            and (now - last[2]).total_seconds() < self.fairness_interval_s
+        ):
+            return last[3]
+        try:
+            check = await self.fairness.check(model, canary.version, began or now, now)
+        except ModelgateError as exc:
+            log.warning("canary of %s: fairness not audited: %s", model, exc.message)
+            check = FairnessCheck("insufficient", f"fairness audit failed: {exc.message}")
+        except Exception:  # one model's failing audit must not stop every other rollout
+            log.exception("canary of %s: fairness audit failed", model)
+            check = FairnessCheck("insufficient", "fairness audit failed (see the server log)")
+        self._fair[model] = (canary.version, began, now, check)
+        return check
+
+    def _last_check(self, deployment: Deployment) -> FairnessCheck | None:
+        last = self._fair.get(deployment.model)
+        canary = deployment.canary
+        if last is None or canary is None:
+            return None
+        began = canary.started_at or canary.step_started_at or deployment.updated_at
+        return last[3] if last[:2] == (canary.version, began) else None  # this canary's
+
     async def _shared(
         self, deployment: Deployment, snapshot: dict[str, Any]
     ) -> ClusterWindow | None:
@@ -342,6 +405,34 @@ class DeploymentService:
                 self.observer.deployment(model, (), "none")
             else:
                 self.observer.deployment(model, deployment.weights(), deployment.stage)
+
+
+def _with_fairness(verdict: Verdict, check: FairnessCheck | None) -> Verdict:
+    """The latency and error gates' verdict, with the fairness gates': a broken one rolls
+    back whatever the step; too few labelled rows hold a canary that would move on."""
+    if check is None or verdict.kind is VerdictKind.ROLLBACK:
+        return verdict
+    if check.state == "fail":
+        return Verdict(VerdictKind.ROLLBACK, check.reason)
+    if verdict.kind is VerdictKind.ADVANCE:
+        if check.state == "insufficient":
+            return Verdict(VerdictKind.HOLD, check.reason)
+        return Verdict(VerdictKind.ADVANCE, f"{verdict.reason}; {check.reason}")
+    return verdict
+
+
+def _check_view(
+    check: FairnessCheck | None,
+    last: tuple[int, datetime | None, datetime, FairnessCheck | None] | None,
+) -> dict[str, Any] | None:
+    if check is None or last is None:
+        return None
+    return {
+        "state": check.state,
+        "reason": check.reason,
+        "checked_at": last[2].isoformat(),
+        **{k: v for k, v in check.detail.items() if k not in ("state", "reason")},
+    }
 
 
 def _document(deployment: Deployment) -> dict[str, Any]:

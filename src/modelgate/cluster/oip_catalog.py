@@ -17,10 +17,11 @@ Two ways, and the servers' quirks each meets:
   not on that node.
 
 **Versions.** A version the server names with digits keeps its number. A model with no
-version (MLServer's default) is shown by the gateway as version 1 and called with an empty
-version (:attr:`~modelgate.core.gateway.nodes.NodeInfo.unversioned`): MLServer answers
-NOT_FOUND to version "1" of such a model. A version named otherwise ("v2") is left out,
-logged: the gateway's routes and pins number versions.
+version (MLServer's default), and no numbered one, is shown by the gateway as version 1
+and called with an empty version
+(:attr:`~modelgate.core.gateway.nodes.NodeInfo.unversioned`): MLServer answers NOT_FOUND to
+version "1" of such a model. A version named otherwise ("v2") is left out, logged: the
+gateway's routes and pins number versions.
 
 **Signatures.** Each version's ``ModelMetadata`` (asked once per version and kept) becomes
 the manifest the gateway validates requests against: its inputs and outputs with names,
@@ -32,6 +33,7 @@ out, logged: the gateway validates every request before it forwards it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,10 @@ log = logging.getLogger("modelgate.cluster")
 
 #: the version a model served without one is shown as
 UNVERSIONED = 1
+#: a version the gateway keeps as a number (ASCII digits: ``str.isdigit`` takes "²" too)
+_NUMBER = re.compile(r"[0-9]{1,9}")
+#: quirks remembered (each logged once)
+_MAX_WARNED = 4096
 #: what a server answers for a model it does not serve: NOT_FOUND (MLServer, modelgate),
 #: or UNAVAILABLE with these words (Triton)
 _UNKNOWN_WORDS = ("unknown model", "not found")
@@ -99,14 +105,15 @@ class OipCatalog:
     nodes it has warned about, so a quirk is logged once, not every refresh."""
 
     def __init__(self, models: Sequence[str] | None = None):
-        #: the configured model list; None: read each node's repository index
+        #: the models to ask a node for by name when it keeps its index to itself
         self.listed = tuple(models) if models else None
         #: (address, model, version label) -> the manifest built from its ModelMetadata
         self._manifests: dict[tuple[str, str, str], ModelManifest] = {}
         self._warned: set[tuple[str, str]] = set()
 
     def _warn(self, address: str, topic: str, message: str, *args: object) -> None:
-        if (address, topic) not in self._warned:
+        # bounded: a server could name endless odd versions
+        if (address, topic) not in self._warned and len(self._warned) < _MAX_WARNED:
             self._warned.add((address, topic))
             log.warning(message, *args)
 
@@ -176,13 +183,13 @@ class OipCatalog:
         label: str,
         call: dict[str, Any],
     ) -> None:
-        if label and not label.isdigit():
+        if label and not _NUMBER.fullmatch(label):
             self._warn(
                 address,
-                f"version:{name}:{label}",
+                f"version:{name}:{label[:64]}",
                 "model %s version %r on %s is left out: the gateway numbers versions",
                 name,
-                label,
+                label[:64],
                 address,
             )
             return
@@ -190,8 +197,11 @@ class OipCatalog:
         if manifest is None:
             return
         if label:
+            if name in found.unversioned:  # numbered versions win over an unnumbered one
+                found.unversioned.discard(name)
+                del found.models[name]
             found.models.setdefault(name, {})[int(label)] = manifest
-        elif name not in found.models:  # a numbered version 1 wins over none
+        elif name not in found.models:
             found.models[name] = {UNVERSIONED: manifest}
             found.unversioned.add(name)
 

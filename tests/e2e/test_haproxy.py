@@ -1,16 +1,16 @@
-"""Two gateway replicas and a node behind a real HAProxy (Debian's 2.6, run by the test as
+"""Gateway replicas and a node behind a real HAProxy (Debian's 2.6, run by the test as
 a throwaway process; tests/haproxy.py) configured with the shipped
 ``deploy/haproxy/haproxy.cfg``, as tests/e2e/test_nginx.py does for nginx:
 
-- REST on the plain port and gRPC (h2c) on its own port reach the model, both gateways
-  take traffic, the client's ``X-Request-Id`` goes through and one is made when it sent
+- REST on the plain port and gRPC (h2c) on its own port reach the model, every gateway
+  takes traffic, the client's ``X-Request-Id`` goes through and one is made when it sent
   none;
 - gRPC streaming (``ModelStreamInfer``, one bidirectional stream, several requests) passes;
 - the TLS port takes REST (HTTP/1.1) and gRPC (HTTP/2, by ALPN), told apart by content type;
 - health: a gateway that reports not ready (SIGTERM, with a shutdown delay) is taken out by
   HAProxy's checks before it stops, and no request fails;
 - killing a gateway (kill -9) under load answers no error: requests waiting at it are
-  retried on the other one by HAProxy, and a response it was writing at that instant
+  retried on another one by HAProxy, and a response it was writing at that instant
   (headers sent, body not) is cut off and retried by the client. The figures are printed.
 """
 
@@ -61,6 +61,7 @@ class Front:
     tls_address: str
     ca: Path
     gateways: list[RunningServer]
+    log: Path
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
@@ -126,8 +127,11 @@ def render(gateways: list[RunningServer], ports: tuple[int, int, int], pem: Path
     return text
 
 
-@pytest.fixture
-def haproxy_front(tmp_path: Path) -> Iterator[Front]:
+@pytest.fixture(scope="module")
+def haproxy_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    """Three gateways and a node behind HAProxy, for the module: the tests take gateways
+    out one at a time (SIGTERM, then kill -9), and one is always left."""
+    tmp_path = tmp_path_factory.mktemp("haproxy")
     prefix = f"mgtest:{secrets.token_hex(6)}:"
     env = {
         "MODELGATE_REDIS_URL": REDIS_URL,
@@ -163,7 +167,7 @@ def haproxy_front(tmp_path: Path) -> Iterator[Front]:
                     "MODELGATE_SHUTDOWN_DELAY_SECONDS": "3",
                 },
             )
-            for i in (1, 2)
+            for i in (1, 2, 3)
         ]
         servers.extend(gateways)
         ports = (free_port(), free_port(), free_port())
@@ -172,7 +176,14 @@ def haproxy_front(tmp_path: Path) -> Iterator[Front]:
         with running_haproxy(
             render(gateways, ports, pem), tmp_path / "haproxy", f"{url}/v2/health/ready"
         ):
-            yield Front(url, f"127.0.0.1:{ports[1]}", f"127.0.0.1:{ports[2]}", ca, gateways)
+            yield Front(
+                url,
+                f"127.0.0.1:{ports[1]}",
+                f"127.0.0.1:{ports[2]}",
+                ca,
+                gateways,
+                tmp_path / "haproxy" / "haproxy.log",
+            )
     finally:
         for server in servers:
             stop_server(server)
@@ -199,7 +210,7 @@ def _tensor() -> Any:
     return tensor
 
 
-def test_rest_grpc_streaming_and_tls_through_haproxy_reach_both_gateways(
+def test_rest_grpc_streaming_and_tls_through_haproxy_reach_every_gateway(
     haproxy_front: Front,
 ) -> None:
     front = haproxy_front
@@ -284,15 +295,20 @@ async def _load(url: str, seconds: float, action: Any) -> Counter[int | str]:
 def test_haproxy_takes_a_stopping_gateway_out_before_it_stops(haproxy_front: Front) -> None:
     front = haproxy_front
     first = front.gateways[0]
+    assert first.process.poll() is None
 
     async def drain() -> None:
         await asyncio.sleep(0.5)
         first.process.send_signal(signal.SIGTERM)  # not ready at once, serving 3 s more
 
-    codes = asyncio.run(_load(front.url, 5.0, drain))
-    print(f"\nSIGTERM of one of two gateways behind HAProxy under load: {dict(codes)}")
+    codes = asyncio.run(_load(front.url, 4.0, drain))
+    print(f"\nSIGTERM of one of three gateways behind HAProxy under load: {dict(codes)}")
     assert set(codes) == {200}, "a request failed while a gateway was taken out"
     assert first.process.wait(timeout=30) == 0
+    # taken out by the health check (its 503), in both backends, not by refused connections
+    log = front.log.read_text()
+    for backend in ("modelgate_rest", "modelgate_grpc"):
+        assert f"{backend}/gateway-0 is DOWN, reason: Layer7 wrong status, code: 503" in log, log
     assert codes[200] > 50
 
 
@@ -300,13 +316,15 @@ def test_killing_a_gateway_behind_haproxy_under_load_answers_no_error(
     haproxy_front: Front,
 ) -> None:
     front = haproxy_front
+    victim = front.gateways[1]
+    assert victim.process.poll() is None
 
     async def kill() -> None:
         await asyncio.sleep(1.0)
-        front.gateways[0].process.kill()
+        victim.process.kill()
 
     codes = asyncio.run(_load(front.url, 4.0, kill))
-    print(f"\nkill -9 of one of two gateways behind HAProxy under load: {dict(codes)}")
+    print(f"\nkill -9 of one of the gateways behind HAProxy under load: {dict(codes)}")
     assert set(codes) <= {200, "cut"}, "HAProxy answered an error"
     assert codes["cut"] <= 8, "more responses cut than were in flight"
     assert codes[200] > 50

@@ -11,6 +11,9 @@ gRPC, with modelgate's authentication, validation, rate limits and metering in f
   unversioned (served as version 1), and ``undeclared``, whose metadata has no signature and
   which the gateway therefore leaves out.
 
+When MLServer stops, the gateway refuses its model with 503 and ``Retry-After`` and keeps
+serving Triton's.
+
 Each runs from a virtual environment of its own under ``build/`` (tests/e2e/peer_envs.py),
 made on the first run (about a minute each) and reused. One set of servers serves the
 module's tests.
@@ -336,3 +339,27 @@ def test_a_tenant_key_is_limited_and_metered_in_front_of_third_party_nodes(
         time.sleep(0.3)
     assert rows["affine"]["rows"] == BURST
     assert rows["affine"]["requests"] - rows["affine"]["errors"] == BURST
+
+
+def test_a_third_party_node_that_stops_is_left_out_and_the_other_keeps_serving(
+    front: Front,
+) -> None:
+    """Runs last: it stops MLServer. Its model is refused with 503 and Retry-After in the
+    gateway's own words (never a 500, never a node's address); Triton's is still served."""
+    _stop(front.mlserver)
+    row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [3, 3]}]}
+    deadline = time.monotonic() + 15
+    while True:
+        answer = httpx.post(f"{front.gateway.url}/v2/models/points/infer", json=row, headers=AUTH)
+        assert answer.status_code in (200, 503), answer.text
+        if answer.status_code == 503:
+            break
+        assert time.monotonic() < deadline, "the stopped node's model is still served"
+        time.sleep(0.2)
+    assert answer.headers["retry-after"] == "1"
+    assert front.mlserver.grpc not in answer.text
+    index = httpx.post(f"{front.gateway.url}/v2/repository/index", headers=AUTH, json={})
+    assert "points" not in {m["name"] for m in index.json() if m.get("state") == "READY"}
+    affine = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [2]}]}
+    answer = httpx.post(f"{front.gateway.url}/v2/models/affine/infer", json=affine, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [5.0]

@@ -15,9 +15,8 @@ When MLServer stops, the gateway refuses its model with 503 and ``Retry-After`` 
 serving Triton's.
 
 Each runs from a virtual environment of its own under ``build/`` (tests/e2e/peer_envs.py),
-made on the first run (30 s to 2.5 minutes each on a shared 2-core machine) and
-reused. One set of servers serves the
-module's tests.
+made on the first run (30 s to 2.5 minutes each on a shared 2-core machine) and reused.
+One set of servers serves the module's tests.
 """
 
 from __future__ import annotations

@@ -323,6 +323,10 @@ class Settings(BaseSettings):
     #: a gateway's static node list, ``host:port`` of OIP gRPC servers (modelgate nodes,
     #: Triton, MLServer), comma-separated; unset: nodes are found in Redis
     nodes: str | None = None
+    #: models to ask a static node for by name (``ModelMetadata``, ``ModelReady``) when it
+    #: does not let the gateway read its repository index (PyTriton's Triton restricts it,
+    #: a plain KServe server lacks it), comma-separated
+    node_models: str | None = Field(default=None, max_length=65_536)
     #: a node's id in the directory; unset: ``<hostname>-<grpc port>``
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     #: the gRPC address gateways reach this node at; unset: ``host:grpc_port``

@@ -83,7 +83,10 @@ def build_cluster(
         from modelgate.cluster.directory import StaticNodeDirectory
 
         addresses = [a.strip() for a in settings.nodes.split(",") if a.strip()]
-        directory = StaticNodeDirectory(addresses, credential=credential, root_certificates=roots)
+        models = [m.strip() for m in (settings.node_models or "").split(",") if m.strip()]
+        directory = StaticNodeDirectory(
+            addresses, credential=credential, root_certificates=roots, models=models or None
+        )
     else:
         directory = build_node_directory(settings)
     client = GrpcNodeClient(

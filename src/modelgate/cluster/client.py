@@ -177,7 +177,7 @@ class GrpcNodeClient:
             raw.append(to_bytes(datatype, array))
         request = service_pb2.ModelInferRequest(
             model_name=model,
-            model_version=str(version),
+            model_version=node.version_label(model, version),
             inputs=tensors,
             raw_input_contents=raw,
         )

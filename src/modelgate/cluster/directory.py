@@ -1,8 +1,9 @@
 """``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
 (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
-Each refresh asks every address ``ServerReady`` and ``RepositoryIndex``; a model version's
-signature comes from ``ModelMetadata`` (asked once per version). An address that does not
-answer is left out until it does.
+Each refresh asks every address ``ServerReady``, then what it serves
+(:mod:`modelgate.cluster.oip_catalog`: its repository index, or the configured
+``MODELGATE_NODE_MODELS``, and each version's ``ModelMetadata`` once). An address that
+does not answer is left out until it does.
 
 Nodes that announce themselves do so in Redis:
 :class:`~modelgate.storage.redis.node_directory.RedisNodeDirectory`.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from modelgate.cluster.oip_catalog import OipCatalog
 from modelgate.core.gateway.nodes import NodeInfo
-from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 
 __all__ = ["StaticNodeDirectory"]
 
@@ -35,14 +37,14 @@ class StaticNodeDirectory:
         timeout_s: float = 1.0,
         credential: str | None,
         root_certificates: bytes | None = None,
+        models: Sequence[str] | None = None,
     ):
         self.addresses = addresses
         self.timeout_s = timeout_s
         self._roots = root_certificates
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._channels: dict[str, tuple[Any, Any]] = {}
-        #: (address, model, version) -> the manifest built from its ModelMetadata
-        self._manifests: dict[tuple[str, str, int], ModelManifest] = {}
+        self._catalog = OipCatalog(models)
 
     def _stub(self, address: str) -> Any:
         found = self._channels.get(address)
@@ -69,51 +71,16 @@ class StaticNodeDirectory:
             ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), **call)
             if not ready.ready:
                 return None
-            index = await stub.RepositoryIndex(
-                service_pb2.RepositoryIndexRequest(ready=True), **call
-            )
-            models: dict[str, dict[int, ModelManifest]] = {}
-            for entry in index.models:
-                if (entry.state and entry.state != "READY") or not entry.version.isdigit():
-                    continue
-                number = int(entry.version)
-                manifest = await self._manifest(stub, address, entry.name, number, call)
-                if manifest is not None:
-                    models.setdefault(entry.name, {})[number] = manifest
+            served = await self._catalog.served(stub, address, call)
         except grpc.aio.AioRpcError as exc:
             log.debug("node %s did not answer: %s", address, exc.code().name)
             return None
-        return NodeInfo(id=address, address=address, models=models)
-
-    async def _manifest(
-        self, stub: Any, address: str, name: str, version: int, call: dict[str, Any]
-    ) -> ModelManifest | None:
-        key = (address, name, version)
-        manifest = self._manifests.get(key)
-        if manifest is not None:
-            return manifest
-        meta = await stub.ModelMetadata(
-            service_pb2.ModelMetadataRequest(name=name, version=str(version)), **call
+        return NodeInfo(
+            id=address,
+            address=address,
+            models=served.models,
+            unversioned=frozenset(served.unversioned),
         )
-
-        def tensors(items: Any) -> list[dict[str, Any]]:
-            return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
-
-        try:
-            manifest = parse_manifest(
-                name,
-                {
-                    "runtime": "remote",
-                    "platform": meta.platform or "remote",
-                    "inputs": tensors(meta.inputs),
-                    "outputs": tensors(meta.outputs),
-                },
-            )
-        except Exception as exc:  # a signature modelgate cannot validate against
-            log.warning("model %s v%d on %s is left out: %s", name, version, address, exc)
-            return None
-        self._manifests[key] = manifest
-        return manifest
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

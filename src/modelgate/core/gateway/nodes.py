@@ -43,6 +43,13 @@ class NodeInfo:
     #: model -> version -> what its anomaly check reads of its reference profile
     #: (:mod:`modelgate.core.monitoring.anomaly_profiles`), for the versions it announces one of
     profiles: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+    #: models it serves without a version number (a static node's, e.g. MLServer's default):
+    #: the gateway shows them as version 1 and calls them with an empty version
+    unversioned: frozenset[str] = frozenset()
+
+    def version_label(self, model: str, version: int) -> str:
+        """The version to name in a call to this node (OIP's ``model_version``)."""
+        return "" if model in self.unversioned else str(version)
 
     def serves(self, model: str, version: int) -> bool:
         versions = self.models.get(model)

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: the body of an ``/admin`` request and of ``/v2/repository`` (``/oauth/token``: 16 KiB)
     admin_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: ``/admin`` requests per second of one tenant, all its keys together (bursts of
+    #: ``admin_rate_burst``); more answer 429 with Retry-After. Operators are not limited.
+    #: 0: no limit (docs/access-control.md)
+    admin_rate_limit: float = Field(default=10.0, ge=0)
+    admin_rate_burst: int = Field(default=60, ge=1)
 
     # -- HTTP connections (REST) --
     #: the request line and headers of one request, together; more answers 431 and closes
@@ -283,6 +288,13 @@ class Settings(BaseSettings):
     fairness_audit_interval_seconds: float = Field(default=300.0, ge=0, le=86400)
     #: a canary whose model sets ``fairness.gates`` is audited again at most this often
     fairness_gate_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: an audit is kept this long and answers the same question again (model, version,
+    #: attribute, tenant, since, until); identical audits running at once always run once.
+    #: 0: none kept
+    fairness_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: audits a tenant's credentials may make the server compute, per minute (answers from
+    #: the cache are free); operators are not limited. 0: no limit
+    fairness_audits_per_minute: int = Field(default=10, ge=0)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

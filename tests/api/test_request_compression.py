@@ -203,6 +203,65 @@ async def test_any_body_is_200_or_a_clear_4xx(
     assert response.json().get("error") or response.status_code == 200
 
 
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    route=st.sampled_from(["oip", "repository", "openai"]),
+    encoding=st.sampled_from(["gzip", "deflate"]),
+    over=st.integers(min_value=1, max_value=200 * LIMIT),
+)
+async def test_a_bomb_is_413_in_each_routes_shape(
+    http: httpx.AsyncClient, route: str, encoding: str, over: int
+) -> None:
+    """Past the first INLINE_BYTES the rest is inflated in a thread: the 413 is the same."""
+    padded = b"[" + b" " * (LIMIT + over) + b"]"
+    wire = zlib.compress(padded) if encoding == "deflate" else gzip.compress(padded)
+    path = {
+        "oip": "/v2/models/doubler/versions/1/infer",
+        "repository": "/v2/repository/index",
+        "openai": "/v1/embeddings",
+    }[route]
+    response = await http.post(path, content=wire, headers={"content-encoding": encoding})
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    message = error["message"] if route == "openai" else error
+    assert message == f"the decompressed body is over the limit of {LIMIT} bytes"
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=st.integers(min_value=1, max_value=1500),
+    encoding=st.sampled_from(["gzip", "deflate"]),
+    spaces=st.integers(min_value=0, max_value=LIMIT // 2),
+)
+async def test_a_large_body_answers_as_it_does_uncompressed(
+    http: httpx.AsyncClient, rows: int, encoding: str, spaces: int
+) -> None:
+    """Bodies on both sides of INLINE_BYTES (inline only, or inline then a thread) answer
+    exactly what the same body sent uncompressed does."""
+    x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4],
+                     "data": x.ravel().tolist()}]}
+    )  # fmt: skip
+    body = body[:1] + b" " * min(spaces, LIMIT - len(body)) + body[1:]
+    wire = zlib.compress(body) if encoding == "deflate" else gzip.compress(body)
+    path = "/v2/models/doubler/versions/1/infer"
+    plain = await http.post(path, content=body)
+    inflated = await http.post(path, content=wire, headers={"content-encoding": encoding})
+    assert inflated.status_code == plain.status_code
+    assert inflated.json() | {"id": None} == plain.json() | {"id": None}
+    if plain.status_code == 200:
+        assert inflated.json()["outputs"][0]["data"] == (x * 2).ravel().tolist()
+
+
 async def test_the_body_is_inflated_chunk_by_chunk_within_the_limit() -> None:
     """Fed in small chunks as a slow client sends them: a bomb stops one byte past the limit,
     and a good body is whole."""

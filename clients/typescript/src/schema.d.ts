@@ -205,7 +205,8 @@ export interface paths {
          *     protected attribute, and the demographic parity difference and ratio, equalized
          *     odds difference and equal opportunity difference between the groups with at least
          *     ``min_group_size`` labelled rows, from the model's predictions joined with their
-         *     feedback labels (computed with Fairlearn; docs/fairness.md).
+         *     feedback labels (computed with Fairlearn; docs/fairness.md). The same question
+         *     asked again within ``fairness_cache_seconds`` gets the same report.
          */
         get: operations["getModelFairness"];
         put?: never;
@@ -226,7 +227,9 @@ export interface paths {
         /**
          * Model Monitoring
          * @description Data drift, prediction drift and confidence of the model's recent traffic
-         *     against each version's reference profile (docs/monitoring.md).
+         *     against each version's reference profile (docs/monitoring.md). A tenant's
+         *     credential sees the verdicts of the model-wide windows, without their figures, and
+         *     the accuracy of its own labelled predictions; an operator's, everything.
          */
         get: operations["getModelMonitoring"];
         put?: never;
@@ -2278,7 +2281,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2296,7 +2299,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2361,7 +2364,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2379,7 +2382,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2446,7 +2449,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2464,7 +2467,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2561,7 +2564,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2579,7 +2582,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2680,7 +2683,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2698,7 +2701,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2776,7 +2779,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2794,7 +2797,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2872,7 +2875,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2890,7 +2893,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2993,7 +2996,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3011,7 +3014,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3114,7 +3117,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3132,7 +3135,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3231,7 +3234,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3249,7 +3252,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3347,7 +3350,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3365,7 +3368,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3455,7 +3458,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3473,7 +3476,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3552,7 +3555,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3570,7 +3573,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3635,7 +3638,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3653,7 +3656,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3743,7 +3746,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3761,7 +3764,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3826,7 +3829,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3844,7 +3847,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3945,7 +3948,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3963,7 +3966,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4058,7 +4061,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4076,7 +4079,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4176,7 +4179,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4194,7 +4197,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4293,7 +4296,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4311,7 +4314,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4376,7 +4379,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4394,7 +4397,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4493,7 +4496,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4511,7 +4514,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4587,7 +4590,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4605,7 +4608,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4706,7 +4709,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4724,7 +4727,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4800,7 +4803,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4818,7 +4821,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4919,7 +4922,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4937,7 +4940,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5013,7 +5016,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5031,7 +5034,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5108,7 +5111,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5126,7 +5129,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5222,7 +5225,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5240,7 +5243,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;

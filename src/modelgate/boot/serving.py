@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from modelgate.api.admin.app import build_admin_app
+from modelgate.api.admin.rate_limits import AdminRateLimits
 from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
@@ -21,6 +22,7 @@ from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.backpressure import RefusalBackpressure
 from modelgate.core.admission.idempotency import IdempotencyService
 from modelgate.core.monitoring.fairness import FairnessAuditor
+from modelgate.fairness.audit_cache import FairnessAuditCache
 from modelgate.fairness.fairlearn_metrics import FairlearnMetrics
 from modelgate.settings import Settings
 from modelgate.storage.sql.idempotency import SqlIdempotencyStore
@@ -60,6 +62,8 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
     assert monitor is not None
     assert deployments is not None
     assert jobs is not None
+    admission = service.admission
+    assert admission is not None  # build_core_components always builds it
     return RestApp(
         service,
         OpenAIHandlers(service, components.embeddings),
@@ -80,15 +84,25 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             payloads=state.payload_service,
             monitoring=(service.catalog, monitor),
             concept=components.concept,
-            fairness=FairnessAuditor(
-                state.feedback_service.store,
-                service.catalog,
-                FairlearnMetrics(),  # imports Fairlearn on the first audit only
-                max_rows=settings.fairness_max_rows,
-                window=timedelta(seconds=settings.fairness_window_seconds),
+            fairness=FairnessAuditCache(
+                FairnessAuditor(
+                    state.feedback_service.store,
+                    service.catalog,
+                    FairlearnMetrics(),  # imports Fairlearn on the first audit only
+                    max_rows=settings.fairness_max_rows,
+                    window=timedelta(seconds=settings.fairness_window_seconds),
+                ),
+                ttl_s=settings.fairness_cache_seconds,
             ),
             deployments=(deployments, components.shadows),
             traffic=components.metrics,
+            # the inference path's limiter: with Redis, the limits hold across replicas
+            rate_limits=AdminRateLimits(
+                admission.limiter,
+                requests_per_second=settings.admin_rate_limit,
+                burst=settings.admin_rate_burst,
+                audits_per_minute=settings.fairness_audits_per_minute,
+            ),
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(
                 SqlIdempotencyStore(state.engine),

@@ -228,9 +228,13 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def _print_version_report(item: dict[str, Any]) -> None:
+    volume = (  # null for a tenant's key: the model-wide window's figures are the operator's
+        "the model's verdicts only"
+        if item["rows"] is None
+        else f"{item['rows']} rows in {item['requests']} requests"
+    )
     console.print(
-        f"[bold]{item['model']}[/] v{item['version']}: {_status(item['status'])}, "
-        f"{item['rows']} rows in {item['requests']} requests "
+        f"[bold]{item['model']}[/] v{item['version']}: {_status(item['status'])}, {volume} "
         f"(window: last {item['window_rows']} rows, {item['window_seconds']:g} s)"
     )
     if item["features"]:

@@ -149,3 +149,41 @@ def test_monitor_prints_text_drift_and_anomalies(monkeypatch: pytest.MonkeyPatch
     assert "cosine to centroid" in result.output and "10.094" in result.output
     assert "cosine distance 0.914" in result.output
     assert "7.5% of 40 requests (3 flagged, 0 rejected)" in result.output
+
+
+def test_monitor_prints_a_tenants_view_of_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's key gets the model-wide window's verdicts, its figures null (scope
+    "tenant"): printed as such, no "None rows"."""
+    version = REPORT["versions"][0]
+    tenant_view = {
+        **REPORT,
+        "scope": "tenant",
+        "versions": [
+            {
+                **version,
+                "rows": None,
+                "requests": None,
+                "confidence": {},
+                "anomalies": None,
+                "features": [
+                    {k: (v if k in ("name", "kind", "status") else None) for k, v in f.items()}
+                    for f in version["features"]
+                ],
+                "predictions": [
+                    {k: (v if k in ("output", "status") else None) for k, v in p.items()}
+                    for p in version["predictions"]
+                ],
+            }
+        ],
+    }
+
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.Response(200, content=json.dumps(tenant_view).encode())
+
+    monkeypatch.setattr(cli.httpx, "request", request)
+    monkeypatch.setattr(cli.console, "width", 200)
+    result = CliRunner().invoke(cli.app, ["monitor", "credit-risk", "--url", "http://s"])
+    assert result.exit_code == 0, result.output
+    assert "the model's verdicts only" in result.output
+    assert "None" not in result.output
+    assert "annual_income" in result.output and "drift" in result.output

@@ -27,9 +27,11 @@ from modelgate.api.admin.cards import add_card_routes
 from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.fairness import add_fairness_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
+from modelgate.api.admin.json_body import JsonBodyRoute
 from modelgate.api.admin.monitoring import add_monitoring_routes
 from modelgate.api.admin.openapi import install_openapi
 from modelgate.api.admin.privacy import add_privacy_routes
+from modelgate.api.admin.rate_limits import AdminRateLimits
 from modelgate.api.admin.schemas import (
     INT64_MAX,
     AuditOut,
@@ -47,7 +49,7 @@ from modelgate.api.admin.schemas import (
 from modelgate.api.admin.traffic import add_traffic_routes
 from modelgate.api.admin.usage import add_usage_routes
 from modelgate.api.credentials import PRINCIPAL, credential_from
-from modelgate.api.rest.errors import http_status, retry_after_header
+from modelgate.api.rest.errors import http_status, rate_limit_headers, retry_after_header
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.access.authorization import is_operator, require_scope
 from modelgate.core.access.identity import Principal, Scope
@@ -58,12 +60,12 @@ from modelgate.core.admission.quotas import Quotas
 from modelgate.core.admission.usage import UsageService
 from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.concept import ConceptMonitor
-from modelgate.core.monitoring.fairness import FairnessAuditor
 from modelgate.core.monitoring.monitor import Monitor
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
-from modelgate.errors import ModelgateError
+from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.fairness.audit_cache import FairnessAuditCache
 from modelgate.observability.metrics import PrometheusMetrics
 
 __all__ = ["build_admin_app"]
@@ -80,16 +82,20 @@ def build_admin_app(
     payloads: PrivacyService | None = None,
     monitoring: tuple[ModelCatalog, Monitor] | None = None,
     concept: ConceptMonitor | None = None,
-    fairness: FairnessAuditor | None = None,
+    fairness: FairnessAuditCache | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
     idempotency: IdempotencyService | None = None,
     traffic: PrometheusMetrics | None = None,
+    rate_limits: AdminRateLimits | None = None,
 ) -> FastAPI:
     """The admin app; the usage and price routes exist when ``usage`` is given. With
     ``abuse``, blocked addresses and keys are refused and refused credentials counted. With
     ``monitoring``, ``/admin/models/{model}/monitoring`` reports drift. With ``idempotency``,
     POST, PUT and DELETE take an ``Idempotency-Key`` (``api/admin/idempotency.py``). With
-    ``traffic``, ``/admin/traffic`` reports requests, errors and latency per model version."""
+    ``traffic``, ``/admin/traffic`` reports requests, errors and latency per model version.
+    With ``rate_limits``, each tenant's requests (and fairness audits computed) are rate
+    limited (``api/admin/rate_limits.py``). A JSON body is read whatever its declared type
+    (``api/admin/json_body.py``)."""
 
     # The credential headers are the document's security schemes (openapi.py), not parameters.
     async def principal(
@@ -110,6 +116,16 @@ def build_admin_app(
         headers = request.headers
         return await principal(request, headers.get("authorization"), headers.get("x-api-key"))
 
+    async def rate_limited(request: Request) -> None:
+        """Before every route but the docs pages (which need no credential)."""
+        route = request.scope.get("route")
+        if rate_limits is not None and getattr(route, "include_in_schema", True):
+            await rate_limits.request(await caller_of(request))
+
+    # first the rate limit, so a refused request keeps no Idempotency-Key record
+    dependencies = [Depends(rate_limited)]
+    if idempotency is not None:
+        dependencies.append(Depends(idempotency_dependency(idempotency, caller_of)))
     app = FastAPIOffline(
         title="modelgate admin API",
         version=__version__,
@@ -117,11 +133,10 @@ def build_admin_app(
         redoc_url="/admin/redoc",
         openapi_url="/admin/openapi.json",
         static_url="/admin/static",
-        # before every route: Idempotency-Key on POST, PUT and DELETE (idempotency.py)
-        dependencies=[]
-        if idempotency is None
-        else [Depends(idempotency_dependency(idempotency, caller_of))],
+        # before every route: the rate limit, Idempotency-Key on POST, PUT and DELETE
+        dependencies=dependencies,
     )
+    app.router.route_class = JsonBodyRoute  # the routes added from here on (not the docs')
     if idempotency is not None:
         add_idempotency(app, idempotency)
     install_openapi(app, idempotency=idempotency is not None)
@@ -129,6 +144,8 @@ def build_admin_app(
     @app.exception_handler(ModelgateError)
     async def _error(_request: Request, exc: ModelgateError) -> JSONResponse:
         headers = {k.decode(): v.decode() for k, v in retry_after_header(exc)}
+        if exc.kind is ErrorKind.RATE_LIMITED:
+            headers.update((k.decode(), v.decode()) for k, v in rate_limit_headers(exc.details))
         if http_status(exc) == 401:
             headers["www-authenticate"] = 'Bearer realm="modelgate"'
         return JSONResponse({"error": exc.message}, status_code=http_status(exc), headers=headers)
@@ -265,7 +282,7 @@ def build_admin_app(
         add_monitoring_routes(app, *monitoring, Caller, concept)
         add_card_routes(app, monitoring[0], deployments[0] if deployments else None, Caller)
     if fairness is not None:
-        add_fairness_routes(app, fairness, Caller)
+        add_fairness_routes(app, fairness, Caller, rate_limits)
     if deployments is not None:
         add_deployment_routes(app, *deployments, Caller, ip)
     if traffic is not None:

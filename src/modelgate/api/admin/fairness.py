@@ -1,5 +1,7 @@
 """``/admin/models/{model}/fairness``: a fairness audit of the model's labelled predictions
-(docs/fairness.md)."""
+(docs/fairness.md), answered from the audit cache (:mod:`modelgate.fairness.audit_cache`);
+an audit the caller's request computes is charged to its tenant's audit budget
+(:mod:`modelgate.api.admin.rate_limits`)."""
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
 
@@ -9,16 +11,18 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
+from modelgate.api.admin.rate_limits import AdminRateLimits
 from modelgate.core.admission.usage import parse_instant
-from modelgate.core.monitoring.fairness import FairnessAuditor
+from modelgate.fairness.audit_cache import FairnessAuditCache
 
 __all__ = ["add_fairness_routes"]
 
 
 def add_fairness_routes(
     app: FastAPI,
-    auditor: FairnessAuditor,
+    audits: FairnessAuditCache,
     Caller: Any,  # noqa: N803 - the app's principal dependency, a type alias
+    limits: AdminRateLimits | None = None,
 ) -> None:
     @app.get("/admin/models/{model}/fairness", tags=["monitoring"])
     async def model_fairness(
@@ -51,8 +55,14 @@ def add_fairness_routes(
         protected attribute, and the demographic parity difference and ratio, equalized
         odds difference and equal opportunity difference between the groups with at least
         ``min_group_size`` labelled rows, from the model's predictions joined with their
-        feedback labels (computed with Fairlearn; docs/fairness.md)."""
-        report = await auditor.audit(
+        feedback labels (computed with Fairlearn; docs/fairness.md). The same question
+        asked again within ``fairness_cache_seconds`` gets the same report."""
+
+        async def charge() -> None:
+            if limits is not None:
+                await limits.audit(caller)
+
+        report = await audits.audit(
             caller,
             model,
             now=datetime.now(UTC),
@@ -61,6 +71,7 @@ def add_fairness_routes(
             tenant_id=tenant,
             since=parse_instant(since, "since") if since else None,
             until=parse_instant(until, "until") if until else None,
+            before_computing=charge,
         )
         document = asdict(report)
         document["since"] = report.since.isoformat()

@@ -5,8 +5,9 @@ added here, with the admin API's error shape (``{"error": "..."}``):
 
 - on every route: 401 (no or a bad credential), 403 (a scope it lacks, a disabled tenant),
   413 (a body over ``MODELGATE_ADMIN_MAX_BODY_BYTES``), 415 (a ``Content-Encoding`` that
-  RestApp does not decode), 429 (an address or key the abuse
-  guard blocks), 503 (the store does not answer);
+  RestApp does not decode, or a body that cannot be JSON: ``json_body.py``), 429 (the
+  tenant's admin rate limit, ``rate_limits.py``, or an address or key the abuse guard
+  blocks), 503 (the store does not answer);
 - per route (:data:`ROUTE_ERRORS`): 400 (a value the core refuses: names, scopes, dates),
   404 (an unknown or foreign id), 409 (it exists already, or its state forbids it);
 - with idempotency on, POST, PUT and DELETE take an ``Idempotency-Key`` header and may
@@ -38,9 +39,11 @@ _DESCRIPTIONS = {
     404: "No such resource, or one the caller may not see.",
     409: "The resource exists already, or its state does not allow this.",
     413: "The body is larger than the admin API accepts.",
-    415: "A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate).",
+    415: "A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a "
+    "body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON).",
     422: "The request does not match its schema.",
-    429: "Too many refused requests from this address or key (`Retry-After`).",
+    429: "Too many requests: the tenant's admin rate limit (or fairness audit budget) is "
+    "spent, or this address or key is blocked after refused requests (`Retry-After`).",
     503: "The store does not answer; retry later (`Retry-After`).",
 }
 _EVERY_ROUTE = (401, 403, 413, 415, 429, 503)

@@ -211,7 +211,7 @@ async def _receive_decoded(receive: Receive, limit: int, decoder: BodyDecoder) -
             raise body_too_large(limit)
         decoder.feed(chunk)
         if not message.get("more_body", False):
-            return decoder.finish() if size else b""
+            return await decoder.finish() if size else b""
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

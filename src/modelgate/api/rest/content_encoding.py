@@ -11,6 +11,19 @@ asgi.py ``receive_body``), so a request costs at most the limit in each form.
 An unknown coding is refused with 415 in the route's error shape; a body that is not valid
 data for its coding with 400. A request without the header never reaches this module.
 
+Inflating costs about 2 µs per KiB of output (zlib, measured on JSON and on a run of one
+byte), so a 64 KiB body that inflates to a 64 MiB limit held the event loop for about
+200 ms, inflating and joining. So a body is inflated on the loop only up to its first
+:data:`INLINE_BYTES` of output (about 65 µs at most); the rest, once the whole compressed
+body has arrived, is inflated and joined by one of :data:`INFLATE_THREADS` threads of a
+pool of their own. A hop to a thread costs about 50 µs of CPU, which pays from about that
+size on; a pool of two means that however many tenants send large compressed bodies at
+once, they occupy two threads and queue for them, never the default executor that audits
+and file reads use. Measured with ``time.thread_time`` on the loop's thread (medians), that
+64 MiB body now costs the loop about 6 ms instead of 200, a 256 KiB JSON body 0.3 ms
+instead of 0.55. The limit holds as before: in the thread, inflating stops one byte past
+it (413).
+
 Answers are not compressed, whatever ``Accept-Encoding`` says (HTTP allows it; tritonclient
 reads an uncompressed answer to ``response_compression_algorithm`` as it is): zlib's
 fastest level runs at about 90 MB/s on a JSON answer and 35 MB/s on float tensors (which
@@ -20,11 +33,19 @@ requests, httpx and aiohttp ask for gzip by default. A proxy in front can compre
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = ["BodyDecoder", "body_decoder"]
+__all__ = ["INFLATE_THREADS", "INLINE_BYTES", "BodyDecoder", "body_decoder"]
+
+#: output inflated on the event loop per body; what comes after is inflated in a thread
+INLINE_BYTES = 32 * 1024
+#: threads that inflate bodies, per process (queued beyond)
+INFLATE_THREADS = 2
 
 #: zlib's ``wbits`` for each coding: gzip's header and trailer, or zlib's
 _WBITS = {
@@ -36,24 +57,79 @@ _IDENTITY = b"identity"
 
 
 class BodyDecoder:
-    """Inflates one body chunk by chunk, refusing it once it inflates past ``limit``."""
+    """Inflates one body chunk by chunk, refusing it once it inflates past ``limit``: the
+    first ``inline`` bytes of output as the chunks arrive (:meth:`feed`), the rest in an
+    inflating thread once all have (:meth:`finish`)."""
 
-    __slots__ = ("_coding", "_inflater", "_limit", "_parts", "_size", "_wbits")
+    __slots__ = (
+        "_coding",
+        "_deferred",
+        "_inflater",
+        "_inline",
+        "_limit",
+        "_parts",
+        "_size",
+        "_wbits",
+    )
 
-    def __init__(self, coding: str, wbits: int, limit: int):
+    def __init__(self, coding: str, wbits: int, limit: int, inline: int = INLINE_BYTES):
         self._coding = coding
         self._wbits = wbits
         self._limit = limit
+        self._inline = inline
         self._inflater = zlib.decompressobj(wbits)
         self._parts: list[bytes] = []
         self._size = 0
+        #: input left for the thread, once the inline output is spent (None: not yet)
+        self._deferred: list[bytes] | None = None
 
     def feed(self, data: bytes) -> None:
+        deferred = self._deferred
+        if deferred is not None:
+            deferred.append(data)
+            return
+        left = self._inflate(data, self._inline - self._size)
+        if left is not None:
+            self._deferred = [left]
+
+    async def finish(self) -> bytes:
+        deferred = self._deferred
+        if deferred is None:
+            return self._body()
+        self._deferred = None
+        # a cancelled request drops its work if it waits; running, it ends within the limit
+        return await asyncio.wrap_future(_pool().submit(self._finish_rest, deferred))
+
+    def _finish_rest(self, deferred: list[bytes]) -> bytes:
+        """In an inflating thread: the rest of the body, and the join of all of it (copying
+        megabytes is loop time too)."""
+        self._inflate(deferred[0] if len(deferred) == 1 else b"".join(deferred), None)
+        body = self._body()
+        self._parts.clear()  # freed here too, not on the loop with the decoder
+        return body
+
+    def _body(self) -> bytes:
+        if not self._inflater.eof:
+            raise invalid(f"the {self._coding} body ends before its compressed data does")
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _inflate(self, data: bytes, budget: int | None) -> bytes | None:
+        """Inflate ``data``; None once all of it is, or (with a ``budget``) the input left
+        when ``budget`` bytes came out, which may be b"" with output still held in zlib."""
         inflater = self._inflater
-        while data:
-            if inflater.eof:  # a gzip body may hold several members (RFC 1952 2.2)
+        produced = 0
+        while True:
+            if inflater.eof:
+                if not data:
+                    return None
+                # a gzip body may hold several members (RFC 1952 2.2)
                 inflater = self._inflater = zlib.decompressobj(self._wbits)
             room = self._limit - self._size + 1  # one byte past the limit tells it is over
+            if budget is not None:
+                if produced >= budget:
+                    return data
+                room = min(room, budget - produced)
             try:
                 part = inflater.decompress(data, room)
             except zlib.error as exc:
@@ -64,16 +140,28 @@ class BodyDecoder:
                     ErrorKind.PAYLOAD_TOO_LARGE,
                     f"the decompressed body is over the limit of {self._limit} bytes",
                 )
-            self._parts.append(part)
-            # what follows the end of a member, or (only when ``room`` was filled, which is
-            # over the limit) the input zlib had no room to inflate
+            if part:
+                self._parts.append(part)
+            produced += len(part)
+            # what follows the end of a member, or the input zlib had no room to inflate
             data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            if not data and len(part) < room:  # all inflated, nothing held back
+                return None
 
-    def finish(self) -> bytes:
-        if not self._inflater.eof:
-            raise invalid(f"the {self._coding} body ends before its compressed data does")
-        parts = self._parts
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The inflating threads, started on first use (a process that never sees a large
+    compressed body starts none)."""
+    global _POOL  # one pool per process, made once
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(INFLATE_THREADS, thread_name_prefix="inflate")
+    return _POOL
 
 
 def body_decoder(content_encoding: bytes, limit: int) -> BodyDecoder | None:

@@ -223,10 +223,16 @@ class ConceptMonitor:
         self.readings: dict[float, dict[str, Reading]] = {}
 
     async def report(
-        self, model: str, version: str, window_s: float | None = None
+        self,
+        model: str,
+        version: str,
+        window_s: float | None = None,
+        *,
+        tenant_id: str | None = None,
     ) -> ConceptReport:
         """The report of one loaded version (a version not loaded has no validation
-        figures to compare with: its status is ``no reference``)."""
+        figures to compare with: its status is ``no reference``), from every tenant's
+        labelled predictions, or only ``tenant_id``'s."""
         if self._flush is not None:
             await self._flush()
         seconds = self.window_s if window_s is None else min(window_s, self.window_s)
@@ -235,6 +241,7 @@ class ConceptMonitor:
             LabelQuery(
                 model=model,
                 version=version,
+                tenant_id=tenant_id,
                 since=since,
                 newest_first=True,
                 limit=self.window_labels,

@@ -274,8 +274,9 @@
       // only a model naming protected attributes is audited (any other answers 400)
       if ((m.protected_attributes || []).length) audits.push(await fairness(name));
       for (const v of m.versions) {
-        const worst = [...(v.features || [])].sort((a, b) => b.psi - a.psi).slice(0, 3)
-          .map((f) => `${f.name} ${f.status} (PSI ${f.psi.toFixed(3)})`).join("; ");
+        // a tenant's key sees the model-wide window's verdicts only: no PSI (scope "tenant")
+        const worst = [...(v.features || [])].sort((a, b) => (b.psi ?? 0) - (a.psi ?? 0)).slice(0, 3)
+          .map((f) => f.psi == null ? `${f.name} ${f.status}` : `${f.name} ${f.status} (PSI ${f.psi.toFixed(3)})`).join("; ");
         const conf = Object.entries(v.confidence || {}).map(([o, c]) =>
           `${o}: top ${c.mean_top_probability.toFixed(2)}, low ${(100 * c.low_confidence_share).toFixed(0)}%`).join("; ");
         const an = v.anomalies ? `${v.anomalies.flagged + v.anomalies.rejected} of ${v.anomalies.requests}` : "–";
@@ -283,7 +284,9 @@
       }
     }
     const t = node("table"); const wrap = node("div", null, "scroll"); wrap.append(t);
-    table(t, "Each version's recent window (every tenant's requests to the model) against its reference profile",
+    table(t, state.operator
+      ? "Each version's recent window (every tenant's requests to the model) against its reference profile"
+      : "Each version's recent window against its reference profile: the model's verdicts (the figures of a shared model's window are the operator's)",
       ["Model", "Version", "Status", "Rows", "Drift (worst features)", "Confidence", "Anomalies"], rows);
     const parts = [wrap];
     if (audits.length) parts.push(node("h3", "Fairness per group"), ...audits.flat());

@@ -1,5 +1,7 @@
 """``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
 (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
+An entry may name the node's region after an ``@`` (``host:port@eu-west``; see
+:mod:`modelgate.core.gateway.regions`).
 Each refresh asks every address ``ServerReady`` and ``RepositoryIndex``; a model version's
 signature comes from ``ModelMetadata`` (asked once per version). An address that does not
 answer is left out until it does.
@@ -18,11 +20,20 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.core.gateway.nodes import NodeInfo
+from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 
-__all__ = ["StaticNodeDirectory"]
+__all__ = ["StaticNodeDirectory", "split_region"]
 
 log = logging.getLogger("modelgate.cluster")
+
+
+def split_region(entry: str) -> tuple[str, str]:
+    """``host:port@region`` as (address, region); ValueError for a region that is not one."""
+    address, _, region = entry.strip().partition("@")
+    if region and not valid_region(region):
+        raise ValueError(f"the region in node entry {entry!r} must match {REGION_PATTERN}")
+    return address, region
 
 
 class StaticNodeDirectory:
@@ -36,7 +47,9 @@ class StaticNodeDirectory:
         credential: str | None,
         root_certificates: bytes | None = None,
     ):
-        self.addresses = addresses
+        #: address -> the region its entry names ("" for none)
+        self.regions = dict(split_region(entry) for entry in addresses)
+        self.addresses = list(self.regions)
         self.timeout_s = timeout_s
         self._roots = root_certificates
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
@@ -83,7 +96,9 @@ class StaticNodeDirectory:
         except grpc.aio.AioRpcError as exc:
             log.debug("node %s did not answer: %s", address, exc.code().name)
             return None
-        return NodeInfo(id=address, address=address, models=models)
+        return NodeInfo(
+            id=address, address=address, models=models, region=self.regions.get(address, "")
+        )
 
     async def _manifest(
         self, stub: Any, address: str, name: str, version: int, call: dict[str, Any]

@@ -94,6 +94,9 @@ class _NodeState:
     breaker: CircuitBreaker
     outstanding: int = 0
     versions: dict[tuple[str, int], CircuitBreaker] = field(default_factory=dict)
+    #: it has answered a call since it joined the table (a node that just came back is
+    #: not yet a healthy region's: core/gateway/regions.py)
+    answered: bool = False
 
 
 class Cluster:
@@ -341,6 +344,7 @@ class Cluster:
                 state.outstanding -= 1
             state.breaker.success()
             breaker.success()
+            state.answered = True
             self._count(state, "ok")
             if timing is not None:
                 timing.compute_ns = time.perf_counter_ns() - started
@@ -445,9 +449,10 @@ def _outstanding_of(candidate: tuple[_NodeState, CircuitBreaker]) -> int:
 
 
 def _healthy_regions(candidates: list[tuple[_NodeState, CircuitBreaker]]) -> list[str]:
-    """The regions of the candidates whose breakers are closed (see core/gateway/regions.py)."""
+    """The regions of the candidates that answered since they joined and whose breakers are
+    closed (see core/gateway/regions.py)."""
     return [
         state.info.region
         for state, breaker in candidates
-        if state.breaker.state == "closed" and breaker.state == "closed"
+        if state.answered and state.breaker.state == "closed" and breaker.state == "closed"
     ]

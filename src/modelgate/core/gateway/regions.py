@@ -12,10 +12,15 @@ hosts healthy or none): a region that lost half its nodes still serves locally, 
 that costs in capacity shows in the breakers and the retry budget, not in cross-region
 latency for every request.
 
-**Healthy** here is "its breakers are closed". A region whose nodes' breakers are open is
-left; when an open breaker's ``open_s`` passes, the node is tried again (the breaker's
-probe) while the other requests still go to the other region, and the region is back once
-the probe succeeded and the breaker closed. So a dead region's probes cost one failed
+**Healthy** here is "it has answered a call since it joined the gateway's table, and its
+breakers are closed". A region whose nodes' breakers are open is left; when an open
+breaker's ``open_s`` passes, the node is tried again (the breaker's probe) while the other
+requests still go to the other region, and the region is back once the probe succeeded
+and the breaker closed. A node that rejoins the table (restarted, its entry new) gets
+requests at once, as the own region's, but the region counts as back only after its first
+answer: a node announced before its port accepts calls (or while the gateway's connection
+to it is still in its reconnect backoff) fails those calls, which are retried elsewhere,
+and the log does not flap. So a dead region's probes cost one failed
 attempt per node every ``open_s`` (each retried at once elsewhere), and the log and the
 failover counter see one transition each way, not one per probe.
 

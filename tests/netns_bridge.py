@@ -48,9 +48,7 @@ def entered(namespace: str) -> Iterator[None]:
         os.close(home)
 
 
-async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float
-) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float) -> None:
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
     async def deliver() -> None:
@@ -91,9 +89,7 @@ async def _bridge(listen: int, target: int, into: str, delay_s: float) -> asynci
             return
         upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         far_reader, far_writer = await asyncio.open_connection(sock=upstream)
-        await asyncio.gather(
-            _pipe(reader, far_writer, delay_s), _pipe(far_reader, writer, delay_s)
-        )
+        await asyncio.gather(_pipe(reader, far_writer, delay_s), _pipe(far_reader, writer, delay_s))
 
     return await asyncio.start_server(accepted, "127.0.0.1", listen, reuse_address=True)
 

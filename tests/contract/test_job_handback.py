@@ -89,8 +89,9 @@ async def _submit(queue: JobQueue) -> str:
 
 
 async def _until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+    """Poll the queue (another worker's writes: no event to wait on) until ``predicate``."""
     async with asyncio.timeout(timeout_s):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110 - polling a store, not an event
             await asyncio.sleep(0.02)
 
 

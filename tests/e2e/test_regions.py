@@ -19,6 +19,7 @@ iproute2's ``ip``, and ``redis-server`` on the PATH; skipped, saying which, with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -180,10 +181,8 @@ def regions(tmp_path: Path) -> Iterator[Regions]:
             # anything still inside (a grandchild) goes with it, by its own pid
             pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True)
             for pid in pids.stdout.split():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             subprocess.run(["ip", "netns", "del", namespace], check=False)
 
 

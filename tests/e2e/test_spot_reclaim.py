@@ -8,7 +8,6 @@ shows every item ran to completion exactly once: none lost, none run twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import subprocess

@@ -2,8 +2,9 @@
 
 The announcement lists every model in the node's repository with each version's effective
 manifest (a node loads on first use, like the all-in-one server), its hardware class and
-memory, its region and capacity class (``MODELGATE_REGION``, ``MODELGATE_CAPACITY_CLASS``); for a version whose manifest has an ``anomaly`` section, also the statistics of its
-reference profile that the check reads (``profiles``; old gateways ignore them), so that a
+memory, its region and capacity class (``MODELGATE_REGION``, ``MODELGATE_CAPACITY_CLASS``);
+for a version whose manifest has an ``anomaly`` section, also the statistics of its reference
+profile that the check reads (``profiles``; old gateways ignore them), so that a
 gateway checks each request itself (:mod:`modelgate.core.monitoring.anomaly_profiles`). It
 is written when the node is ready, then every ``interval_s``; the key's TTL is a few
 intervals, so a node that dies drops out on its own. On shutdown the node announces itself

@@ -103,9 +103,7 @@ async def test_a_gateway_prefers_its_own_region_fails_over_and_comes_back(
     assert outcomes == {"ok", "unavailable"}
 
 
-async def test_regions_not_in_the_failover_list_come_last_and_a_node_without_one_is_home() -> (
-    None
-):
+async def test_regions_not_in_the_failover_list_come_last_and_a_node_without_one_is_home() -> None:
     client = Client({"a1": [ErrorKind.UNAVAILABLE] * 1000, "b1": [ErrorKind.UNAVAILABLE] * 1000})
     cluster = await _cluster(
         [_node("a1", "eu"), _node("b1", "us"), _node("c1", "ap"), _node("x")],
@@ -134,9 +132,7 @@ async def test_without_regions_nothing_is_marked_and_every_node_is_alike() -> No
     assert set(client.calls) == {"a", "b"}
 
 
-async def test_job_items_prefer_spot_and_interactive_requests_on_demand_until_saturated() -> (
-    None
-):
+async def test_job_items_prefer_spot_and_interactive_requests_on_demand_until_saturated() -> None:
     client = Client()
     nodes = [_node("od"), _node("spot1", capacity="spot"), _node("spot2", capacity="spot")]
     cluster = await _cluster(nodes, client, capacity=CapacityPolicy(saturation=2))
@@ -159,9 +155,7 @@ async def test_job_items_prefer_spot_and_interactive_requests_on_demand_until_sa
     assert timing.node == "od"
 
 
-async def test_saturation_zero_uses_spot_for_interactive_requests_only_without_on_demand() -> (
-    None
-):
+async def test_saturation_zero_uses_spot_for_interactive_requests_only_without_on_demand() -> None:
     client = Client({"od": [ErrorKind.UNAVAILABLE] * 1000})
     nodes = [_node("od"), _node("spot", capacity="spot")]
     cluster = await _cluster(

@@ -1,8 +1,9 @@
 """What a node announces of itself (see ``modelgate.cluster``), as the gateway reads it: its
 id, the address of its OIP gRPC endpoint, its hardware class and memory, its region and
-capacity class (:mod:`modelgate.core.gateway.regions`, :mod:`modelgate.core.gateway.capacity`),
-whether it is draining, the models and versions it serves with their manifests (and what their anomaly
-checks read of their reference profiles); and what it answers."""
+capacity class (:mod:`modelgate.core.gateway.regions`,
+:mod:`modelgate.core.gateway.capacity`), whether it is draining, the models and versions it
+serves with their manifests (and what their anomaly checks read of their reference
+profiles); and what it answers."""
 
 from __future__ import annotations
 

@@ -218,7 +218,9 @@ class JobWorker:
         queue without counting its attempt. Then :meth:`close`. Called again, it waits for
         the first call."""
         if self._hand_back is None:
-            self._hand_back = asyncio.get_running_loop().create_task(self._hand_back_jobs(timeout_s))
+            self._hand_back = asyncio.get_running_loop().create_task(
+                self._hand_back_jobs(timeout_s)
+            )
         await asyncio.shield(self._hand_back)
 
     async def _hand_back_jobs(self, timeout_s: float) -> None:
@@ -384,7 +386,9 @@ class JobWorker:
             # the items not started (and a failed one) are for another worker, this attempt
             # uncounted: each finished item's result is written already
             await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
-            log.info("job %s handed back by %s (%d items not started)", job.id, holder, len(pending))
+            log.info(
+                "job %s handed back by %s (%d items not started)", job.id, holder, len(pending)
+            )
             return
         if error is not None:
             now = self._now()

@@ -145,6 +145,8 @@ class Cluster:
         self._capacity_policy = capacity or CapacityPolicy()
         #: the capacity policy while a node of the table is spot (None: none is)
         self._capacity: CapacityPolicy | None = None
+        #: regions or capacity classes narrow the choice (False: neither does)
+        self._placed = regions is not None
 
     # -- the node table ------------------------------------------------------------------
     async def refresh(self) -> set[str]:
@@ -164,6 +166,7 @@ class Cluster:
         self._nodes = fresh
         spot = any(s.info.capacity == "spot" for s in fresh.values())
         self._capacity = self._capacity_policy if spot else None
+        self._placed = self.regions is not None or spot
         if self.observer is not None:
             for node in sorted(departed):
                 self.observer.departed(node)
@@ -254,19 +257,34 @@ class Cluster:
                 candidates.append((state, breaker))
         if not candidates:
             return None
-        regions = self.regions
-        if regions is not None and not tried:  # once per request
-            regions.observe(model, version, _healthy_regions(candidates))
         fresh = [c for c in candidates if c[0].info.id not in tried]
         pool = fresh or candidates
-        if regions is not None:
-            pool = regions.nearest(pool, _region_of)
-        if self._capacity is not None:
-            pool = self._capacity.prefer(pool, critical, _capacity_of, _outstanding_of)
+        if self._placed:  # regions or spot nodes: else the choice costs what it did before
+            pool = self._place(model, version, candidates, pool, not tried, critical)
         preferred = [c for c in pool if c[0].info.hardware == prefer]
         pool = preferred or pool
         least = min(c[0].outstanding for c in pool)
         return self._rng.choice([c for c in pool if c[0].outstanding == least])
+
+    def _place(
+        self,
+        model: str,
+        version: int,
+        candidates: list[tuple[_NodeState, CircuitBreaker]],
+        pool: list[tuple[_NodeState, CircuitBreaker]],
+        first: bool,
+        critical: bool,
+    ) -> list[tuple[_NodeState, CircuitBreaker]]:
+        """``pool`` narrowed to the nearest region's nodes, then to the capacity class the
+        request prefers; the first attempt of a request notes the regions' health."""
+        regions = self.regions
+        if regions is not None:
+            if first:
+                regions.observe(model, version, _healthy_regions(candidates))
+            pool = regions.nearest(pool, _region_of)
+        if self._capacity is not None:
+            pool = self._capacity.prefer(pool, critical, _capacity_of, _outstanding_of)
+        return pool
 
     async def forward(
         self,

@@ -1,16 +1,16 @@
 """Regions: a gateway prefers the nodes of its own region and fails over to another region
 only when its own has no healthy node for the model, and back when one recovers.
 
-This is Envoy's priority levels with localities as the levels (its "priority load"
-failover: a request goes to the lowest level with a healthy host). The gateway's own
-region is level 0; the regions named in ``MODELGATE_REGION_FAILOVER`` follow in that
-order; every other region is the last level. A node that announces no region is taken to
-be in the gateway's own region (a cluster upgraded one process at a time keeps routing as
-before). Unlike Envoy's default overprovisioning factor of 1.4, a level keeps all of its
-traffic while it has one healthy node (Envoy's ``overprovisioning_factor: 100`` with all
-hosts healthy or none): a region that lost half its nodes still serves locally, and what
-that costs in capacity shows in the breakers and the retry budget, not in cross-region
-latency for every request.
+This is Envoy's priority levels with regions as the levels (Envoy's answer to "fail over
+to another region": the fallback endpoints in a lower priority). The gateway's own region
+is level 0; the regions named in ``MODELGATE_REGION_FAILOVER`` follow in that order; every
+other region is the last level. A node that announces no region is taken to be in the
+gateway's own region (a cluster upgraded one process at a time keeps routing as before).
+Where Envoy's default overprovisioning factor (140%) starts moving a share of the traffic
+once fewer than about 72% of a level's hosts are healthy, here a level keeps all of it
+while it has one healthy node for the model (Envoy with a factor too large to matter): a
+region that lost some nodes still serves locally, and cross-region latency is paid only
+when the region can serve nothing.
 
 **Healthy** here is "it has answered a call since it joined the gateway's table, and its
 breakers are closed". A region whose nodes' breakers are open is left; when an open

@@ -202,6 +202,17 @@ def test_a_static_node_entry_may_name_its_region() -> None:
         split_region("10.0.0.5:8201@EU WEST")
 
 
+@given(st.text(max_size=120))
+def test_any_static_entry_splits_or_is_refused_with_a_value_error(entry: str) -> None:
+    try:
+        address, region = split_region(entry)
+    except ValueError:
+        assert "@" in entry
+        return
+    assert "@" not in address
+    assert region == "" or valid_region(region)
+
+
 class FlakyDirectory(StaticDirectory):
     def __init__(self, nodes: list[NodeInfo]):
         super().__init__(nodes)

@@ -134,10 +134,6 @@ class RegionPolicy:
         if self._observer is not None:
             self._observer.failover(model, str(version), previous, best)
 
-    def serving(self, model: str, version: int) -> str:
-        """The region serving the version now, as last observed (the own region before)."""
-        return self._serving.get((model, version), self.region)
-
     def counted(self, region: str, outcome: str) -> None:
         if self._observer is not None:
             self._observer.forwarded(region or self.region, outcome)

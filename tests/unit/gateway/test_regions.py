@@ -5,6 +5,7 @@ they are saturated. In-memory directory and node client, a clock the test drives
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from typing import Any
@@ -238,3 +239,36 @@ async def test_another_regions_directory_lost_keeps_its_last_nodes_for_a_while()
     own.down = True  # the own directory's failure is the refresh's: the table stays
     with pytest.raises(ConnectionError):
         await directory.nodes()
+
+
+async def test_a_merged_call_of_job_items_goes_to_spot_and_one_with_a_caller_waiting_does_not() -> (
+    None
+):
+    from modelgate.core.gateway.remote import remote_builder
+    from modelgate.core.serving.ports import VersionSource
+    from tests.unit.gateway.test_merging import Client as GatedClient
+    from tests.unit.gateway.test_merging import _manifest, _x
+
+    client = GatedClient()
+    manifest = _manifest()
+    infos = [
+        NodeInfo("od", "od:1", models={"m": {1: manifest}}),
+        NodeInfo("spot", "spot:1", models={"m": {1: manifest}}, capacity="spot"),
+    ]
+    cluster = Cluster(StaticDirectory(infos), client, rng=random.Random(7))
+    await cluster.refresh()
+    loaded = remote_builder(cluster, merge_calls=1)(VersionSource(1, "", manifest))
+    for criticals, expected in (([False, False], "spot"), ([False, True], "od")):
+        client.gate.clear()
+        made = len(client.calls)
+        first = asyncio.ensure_future(loaded.runtime.infer({"x": _x(1, -1)}, Timing()))
+        await client.reached(made + 1)  # held at the node: the next two merge
+        calls = asyncio.gather(
+            *(loaded.runtime.infer({"x": _x(1, 0)}, Timing(critical=c)) for c in criticals)
+        )
+        await asyncio.sleep(0)
+        client.gate.set()
+        await first
+        await calls
+        assert client.calls[-1].rows == 2
+        assert client.calls[-1].node == expected

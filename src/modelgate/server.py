@@ -173,6 +173,8 @@ class Server:
         components = self.components
         assert components is not None
         assert self._uvicorn is not None
+        if components.jobs is not None:  # first: a spot node's notice may be short
+            self._tasks.append(asyncio.create_task(components.jobs.hand_back()))
         components.registry.drain()
         log.info(
             "shutting down: not ready; stopping in %.1f s", self.settings.shutdown_delay_seconds

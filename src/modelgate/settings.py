@@ -11,6 +11,7 @@ Precedence, highest first (written once, in :func:`load_settings`):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,9 @@ from pydantic_settings import (
 )
 
 __all__ = ["Settings", "load_settings"]
+
+#: a region's name (a metric label and a response parameter; core/gateway/regions.py)
+_REGION = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -373,6 +377,24 @@ class Settings(BaseSettings):
     gateway_merge: bool = True
     gateway_merge_calls: int = Field(default=8, ge=1, le=1024)
 
+    # -- scale-out: regions and capacity classes (docs/scale-out.md) --
+    #: the region of this process: a node announces it; a gateway prefers its own region's
+    #: nodes and fails over to others only when its own has no healthy node for a model.
+    #: Unset: no regions (every node alike, as before)
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    #: a gateway's order of the other regions to fail over to, comma-separated (regions not
+    #: named come last, together)
+    region_failover: str = Field(default="", pattern=r"^[a-z0-9._,-]{0,1024}$")
+    #: other regions' Redis (URLs, comma-separated), whose node announcements a gateway
+    #: reads besides its own ``redis_url``'s: how it finds the nodes it fails over to
+    region_redis_urls: SecretStr | None = None
+    #: a node's capacity class: "spot" nodes may be reclaimed at short notice; gateways send
+    #: them job items first and interactive requests only when on-demand nodes are saturated
+    capacity_class: Literal["on-demand", "spot"] = "on-demand"
+    #: calls in flight from a gateway to one on-demand node at which interactive requests
+    #: spill over to spot nodes (0: only when no on-demand node can serve the model)
+    ondemand_saturation: int = Field(default=16, ge=0, le=100_000)
+
     # -- asynchronous jobs (docs/jobs.md) --
     #: ``modelgate serve`` also runs a job worker in its process (set false when separate
     #: ``modelgate worker`` processes run the jobs)
@@ -404,11 +426,24 @@ class Settings(BaseSettings):
     #: job webhooks may call loopback, private and link-local addresses (tests, a private
     #: network you trust); off by default: SSRF defence (docs/security.md)
     jobs_webhook_allow_private: bool = False
+    #: on SIGTERM a worker starts no new item; the items running get this long to finish
+    #: and have their results written, then each job goes back to the queue for another
+    #: worker (a reclaimed spot node's notice is often 30 s or less)
+    jobs_handback_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _roles(self) -> Settings:
         if self.role == "gateway" and self.nodes is None and self.redis_url is None:
             raise ValueError("a gateway needs MODELGATE_REDIS_URL or MODELGATE_NODES")
+        return self
+
+    @model_validator(mode="after")
+    def _regions(self) -> Settings:
+        named = [r.strip() for r in self.region_failover.split(",") if r.strip()]
+        named += [e.partition("@")[2].strip() for e in (self.nodes or "").split(",") if "@" in e]
+        for region in named:
+            if not _REGION.fullmatch(region):
+                raise ValueError(f"region {region!r} must match {_REGION.pattern}")
         return self
 
     @model_validator(mode="after")

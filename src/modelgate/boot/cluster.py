@@ -12,6 +12,7 @@ import socket
 
 from modelgate.cluster.node import NodeAnnouncer
 from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.gateway.regions import RegionPolicy
 from modelgate.core.serving.registry import ModelRegistry
 from modelgate.errors import ModelgateError
 from modelgate.observability.metrics import PrometheusMetrics
@@ -19,7 +20,13 @@ from modelgate.observability.tracing import OtelTracer
 from modelgate.settings import Settings
 from modelgate.storage.redis.node_directory import RedisNodeDirectory
 
-__all__ = ["ClusterWatch", "build_announcer", "build_cluster", "build_node_directory"]
+__all__ = [
+    "ClusterWatch",
+    "build_announcer",
+    "build_cluster",
+    "build_node_directory",
+    "build_region_policy",
+]
 
 log = logging.getLogger("modelgate.cluster")
 
@@ -70,6 +77,7 @@ def build_cluster(
     """A gateway's nodes: found in Redis, or the static ``MODELGATE_NODES`` list."""
     from modelgate.cluster.client import GrpcNodeClient
     from modelgate.core.gateway.breaker import BreakerPolicy
+    from modelgate.core.gateway.capacity import CapacityPolicy
     from modelgate.core.gateway.cluster import Cluster
     from modelgate.core.gateway.ports import NodeDirectory
     from modelgate.core.gateway.retry import RetryBudget
@@ -89,6 +97,12 @@ def build_cluster(
         )
     else:
         directory = build_node_directory(settings)
+    if settings.region_redis_urls is not None:
+        from modelgate.cluster.regions import RegionalNodeDirectory
+
+        urls = settings.region_redis_urls.get_secret_value().split(",")
+        others = [build_node_directory(settings, url.strip()) for url in urls if url.strip()]
+        directory = RegionalNodeDirectory(directory, others)
     client = GrpcNodeClient(
         credential=credential,
         max_message_bytes=settings.grpc_max_message_bytes,
@@ -115,17 +129,31 @@ def build_cluster(
         max_attempts=settings.node_max_attempts,
         headers=headers,
         observer=ClusterMetrics(metrics.registry),
+        regions=build_region_policy(settings, metrics),
+        capacity=CapacityPolicy(settings.ondemand_saturation),
     )
 
 
-def build_node_directory(settings: Settings) -> RedisNodeDirectory:
+def build_region_policy(settings: Settings, metrics: PrometheusMetrics) -> RegionPolicy | None:
+    """A gateway's region policy (None without ``MODELGATE_REGION``: no regions)."""
+    if settings.region is None:
+        return None
+    from modelgate.observability.region_metrics import RegionMetrics
 
+    order = [r.strip() for r in settings.region_failover.split(",") if r.strip()]
+    return RegionPolicy(settings.region, order, observer=RegionMetrics(metrics.registry))
+
+
+def build_node_directory(settings: Settings, url: str | None = None) -> RedisNodeDirectory:
+    """The node directory in ``url`` (another region's), else in ``MODELGATE_REDIS_URL``."""
     from modelgate.storage.redis.client import create_redis_client
 
-    assert settings.redis_url is not None
+    if url is None:
+        assert settings.redis_url is not None
+        url = settings.redis_url.get_secret_value()
     timeout = settings.redis_timeout_seconds
     client = create_redis_client(
-        settings.redis_url.get_secret_value(),
+        url,
         connect_timeout_s=timeout,
         read_timeout_s=max(timeout, 1.0),  # a SCAN of every announcement
         max_connections=4,
@@ -151,6 +179,8 @@ def build_announcer(settings: Settings, registry: ModelRegistry) -> NodeAnnounce
         address=settings.node_address or f"{host}:{settings.grpc_port}",
         hardware=settings.node_hardware or detect_hardware(),
         memory_bytes=total_memory_bytes(),
+        region=settings.region,
+        capacity=settings.capacity_class,
         interval_s=settings.node_heartbeat_seconds,
         # gateways re-read the directory every cluster_refresh_seconds: give them that,
         # and a half, to see the node draining before it stops accepting calls

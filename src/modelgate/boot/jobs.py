@@ -27,17 +27,23 @@ class Jobs:
     worker: JobWorker
     notifier: JobNotifier
     running: bool = False
+    #: on shutdown, how long the items running get to finish before their jobs go back
+    handback_s: float = 10.0
 
     def start_worker(self) -> None:
         if not self.running:
             self.worker.start()
             self.running = True
 
+    async def hand_back(self) -> None:
+        """Stop the worker: the items running finish, its jobs go back to the queue."""
+        if self.running:
+            await self.worker.hand_back(self.handback_s)
+            self.running = False
+
     async def close(self) -> None:
         """Stop the worker (its jobs go back to the queue), then send the last webhooks."""
-        if self.running:
-            await self.worker.close()
-            self.running = False
+        await self.hand_back()
         await self.notifier.close()
 
 
@@ -85,4 +91,4 @@ def build_jobs(
         poll_s=settings.jobs_poll_seconds,
         notify=notifier,
     )
-    return Jobs(service, worker, notifier)
+    return Jobs(service, worker, notifier, handback_s=settings.jobs_handback_seconds)

@@ -1,5 +1,7 @@
 """``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
 (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
+An entry may name the node's region after an ``@`` (``host:port@eu-west``; see
+:mod:`modelgate.core.gateway.regions`).
 Each refresh asks every address ``ServerReady``, then what it serves
 (:mod:`modelgate.cluster.oip_catalog`: its repository index, or the configured
 ``MODELGATE_NODE_MODELS``, and each version's ``ModelMetadata`` once). An address that
@@ -21,10 +23,19 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.cluster.oip_catalog import OipCatalog
 from modelgate.core.gateway.nodes import NodeInfo
+from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 
-__all__ = ["StaticNodeDirectory"]
+__all__ = ["StaticNodeDirectory", "split_region"]
 
 log = logging.getLogger("modelgate.cluster")
+
+
+def split_region(entry: str) -> tuple[str, str]:
+    """``host:port@region`` as (address, region); ValueError for a region that is not one."""
+    address, _, region = entry.strip().partition("@")
+    if region and not valid_region(region):
+        raise ValueError(f"the region in node entry {entry!r} must match {REGION_PATTERN}")
+    return address, region
 
 
 class StaticNodeDirectory:
@@ -39,7 +50,9 @@ class StaticNodeDirectory:
         root_certificates: bytes | None = None,
         models: Sequence[str] | None = None,
     ):
-        self.addresses = addresses
+        #: address -> the region its entry names ("" for none)
+        self.regions = dict(split_region(entry) for entry in addresses)
+        self.addresses = list(self.regions)
         self.timeout_s = timeout_s
         self._roots = root_certificates
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
@@ -80,6 +93,7 @@ class StaticNodeDirectory:
             address=address,
             models=served.models,
             unversioned=frozenset(served.unversioned),
+            region=self.regions.get(address, ""),
         )
 
     async def close(self) -> None:

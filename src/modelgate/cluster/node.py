@@ -2,8 +2,9 @@
 
 The announcement lists every model in the node's repository with each version's effective
 manifest (a node loads on first use, like the all-in-one server), its hardware class and
-memory; for a version whose manifest has an ``anomaly`` section, also the statistics of its
-reference profile that the check reads (``profiles``; old gateways ignore them), so that a
+memory, its region and capacity class (``MODELGATE_REGION``, ``MODELGATE_CAPACITY_CLASS``);
+for a version whose manifest has an ``anomaly`` section, also the statistics of its reference
+profile that the check reads (``profiles``; old gateways ignore them), so that a
 gateway checks each request itself (:mod:`modelgate.core.monitoring.anomaly_profiles`). It
 is written when the node is ready, then every ``interval_s``; the key's TTL is a few
 intervals, so a node that dies drops out on its own. On shutdown the node announces itself
@@ -77,6 +78,8 @@ class NodeAnnouncer:
         memory_bytes: int,
         interval_s: float = 2.0,
         drain_s: float = 1.0,
+        region: str | None = None,
+        capacity: str = "on-demand",
     ):
         self.directory = directory
         self.registry = registry
@@ -86,6 +89,8 @@ class NodeAnnouncer:
         self.memory_bytes = memory_bytes
         self.interval_s = interval_s
         self.drain_s = drain_s
+        self.region = region
+        self.capacity = capacity
         self.draining = False
         self._task: asyncio.Task[None] | None = None
 
@@ -119,6 +124,8 @@ class NodeAnnouncer:
             "address": self.address,
             "hardware": self.hardware,
             "memory_bytes": self.memory_bytes,
+            "capacity": self.capacity,
+            **({"region": self.region} if self.region else {}),
             "draining": self.draining,
             "models": models,
         }

@@ -593,7 +593,9 @@ async def test_openai_user_names_the_subject_and_extra_fields_can_withhold_conse
                         parameters: dict[str, Any] | None = None,
                         truncate: bool | None = None) -> Any:  # fmt: skip
             seen.append(parameters)
-            return type("R", (), {"vectors": np.zeros((1, 2)), "prompt_tokens": 1})()
+            return type(
+                "R", (), {"vectors": np.zeros((1, 2)), "prompt_tokens": 1, "region": None}
+            )()
 
     handlers = OpenAIHandlers(None, Embeddings())  # type: ignore[arg-type]
     await handlers.embeddings(b'{"model": "m", "input": "hi", "user": "user-7"}')

@@ -91,6 +91,13 @@ class OpenAIHandlers:
         return model
 
     async def embeddings(self, body: bytes, principal: Principal | None = None) -> bytes:
+        return (await self.embedding_answer(body, principal))[0]
+
+    async def embedding_answer(
+        self, body: bytes, principal: Principal | None = None
+    ) -> tuple[bytes, str | None]:
+        """The response body, and the region of the node that answered (None: no region),
+        which the REST adapter sends as ``X-Modelgate-Region``."""
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -128,7 +135,7 @@ class OpenAIHandlers:
                 else vector
             )
             data.append({"object": "embedding", "index": index, "embedding": embedding})
-        return orjson.dumps(
+        payload = orjson.dumps(
             {
                 "object": "list",
                 "data": data,
@@ -140,6 +147,7 @@ class OpenAIHandlers:
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+        return payload, result.region
 
 
 def _refusal(exc: ModelgateError) -> ModelgateError:

@@ -192,6 +192,9 @@ async def infer(
         headers.append((b"x-modelgate-cache", response.cache.encode()))
     if "fallback_from" in response.parameters:  # a fallback model answered
         headers.append((b"x-modelgate-fallback", response.model_name.encode()))
+    region = response.parameters.get("region")
+    if region is not None:  # a gateway's node said where it ran (core/gateway/regions.py)
+        headers.append((b"x-modelgate-region", str(region).encode()))
     status = 200
     if edge:
         etag = etag_of(payload)

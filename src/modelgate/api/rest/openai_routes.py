@@ -41,7 +41,13 @@ async def embeddings(
         raise overload.error()  # the queue is too long: at once, before the body is read
     _check_content_type(scope)
     data = await read_body(scope, receive, app.limits.max_body_bytes)
-    await _ok(app, send, await app.openai.embeddings(data, principal))
+    payload, region = await app.openai.embedding_answer(data, principal)
+    if region is None:
+        await _ok(app, send, payload)
+        return
+    # which region's node answered (a gateway with regions; docs/scale-out.md)
+    await respond(send, 200, payload, [*_JSON, (b"x-modelgate-region", region.encode())])
+    app.metrics.http_answer("openai", 200)
 
 
 async def feedback(

@@ -9,10 +9,17 @@ and forwards one inference at a time through a
 :class:`~modelgate.core.gateway.ports.NodeClient` (OIP gRPC):
 
 - **Placement**: only nodes that announce the model and version, and are not draining.
-- **Hardware**: a model whose manifest prefers ``gpu`` goes to a GPU node when one is up,
-  else to a CPU node (the answer says so: :attr:`Timing.hardware`).
 - **Health**: a breaker per node and one per (node, model, version)
   (:mod:`modelgate.core.gateway.breaker`); an open breaker takes the target out of the choice.
+- **Region** (a gateway with ``MODELGATE_REGION``): its own region's nodes first, another
+  region's only when its own has no healthy node for the version
+  (:mod:`modelgate.core.gateway.regions`); the answer names the region of the node that
+  answered (``parameters.region``) whenever that node announced one.
+- **Capacity class** (once a node of the table is spot): job items and other work that can
+  wait go to spot nodes first, interactive requests to on-demand nodes until they are
+  saturated (:mod:`modelgate.core.gateway.capacity`).
+- **Hardware**: a model whose manifest prefers ``gpu`` goes to a GPU node when one is up,
+  else to a CPU node (the answer says so: :attr:`Timing.hardware`).
 - **Load**: the fewest outstanding requests from this gateway, ties broken at random.
 - **Per-try timeout**: while another node could take a retry, an attempt gets half the
   time left, so a stalled node (not dead, not answering) leaves time to try another one.
@@ -49,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from modelgate.core.gateway.capacity import CapacityPolicy
 from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
 from modelgate.core.gateway.node_calls import (
     ANOMALY_PARAMETERS,
@@ -58,6 +66,7 @@ from modelgate.core.gateway.node_calls import (
 )
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
+from modelgate.core.gateway.regions import RegionPolicy
 from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.gateway.tenant_metadata import tenant_metadata
 from modelgate.core.serving.manifest import ModelManifest
@@ -65,6 +74,7 @@ from modelgate.core.serving.ports import Arrays, Timing
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
+    "REGION_PARAMETER",
     "Cluster",
 ]
 
@@ -74,6 +84,8 @@ Array = np.ndarray[Any, Any]
 
 #: a retry needs at least this much of the caller's deadline left
 _MIN_ATTEMPT_S = 0.002
+#: the response parameter naming the region of the node that answered
+REGION_PARAMETER = "region"
 
 
 @dataclass(slots=True)
@@ -82,6 +94,9 @@ class _NodeState:
     breaker: CircuitBreaker
     outstanding: int = 0
     versions: dict[tuple[str, int], CircuitBreaker] = field(default_factory=dict)
+    #: it has answered a call since it joined the table (a node that just came back is
+    #: not yet a healthy region's: core/gateway/regions.py)
+    answered: bool = False
 
 
 class Cluster:
@@ -100,6 +115,8 @@ class Cluster:
         observer: ClusterObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        regions: RegionPolicy | None = None,
+        capacity: CapacityPolicy | None = None,
     ):
         self.directory = directory
         self.client = client
@@ -123,6 +140,13 @@ class Cluster:
         self._logged_at = -1e9  # when a failed request was last logged
         self._warned: set[str] = set()  # nodes that checked calls the gateway had checked
         self._failed_answers = 0  # failed requests not logged yet
+        #: None on a gateway without a region: the choice costs what it did before regions
+        self.regions = regions
+        self._capacity_policy = capacity or CapacityPolicy()
+        #: the capacity policy while a node of the table is spot (None: none is)
+        self._capacity: CapacityPolicy | None = None
+        #: regions or capacity classes narrow the choice (False: neither does)
+        self._placed = regions is not None
 
     # -- the node table ------------------------------------------------------------------
     async def refresh(self) -> set[str]:
@@ -140,6 +164,9 @@ class Cluster:
             fresh[info.id] = state
         departed = set(self._nodes) - set(fresh)
         self._nodes = fresh
+        spot = any(s.info.capacity == "spot" for s in fresh.values())
+        self._capacity = self._capacity_policy if spot else None
+        self._placed = self.regions is not None or spot
         if self.observer is not None:
             for node in sorted(departed):
                 self.observer.departed(node)
@@ -182,6 +209,8 @@ class Cluster:
                 "id": s.info.id,
                 "address": s.info.address,
                 "hardware": s.info.hardware,
+                "region": s.info.region or None,
+                "capacity": s.info.capacity,
                 "memory_bytes": s.info.memory_bytes,
                 "draining": s.info.draining,
                 "breaker": s.breaker.state,
@@ -213,7 +242,7 @@ class Cluster:
 
     # -- forwarding ----------------------------------------------------------------------
     def _choose(
-        self, model: str, version: int, prefer: str, tried: set[str]
+        self, model: str, version: int, prefer: str, tried: set[str], critical: bool = True
     ) -> tuple[_NodeState, CircuitBreaker] | None:
         candidates: list[tuple[_NodeState, CircuitBreaker]] = []
         for state in self._nodes.values():
@@ -230,10 +259,32 @@ class Cluster:
             return None
         fresh = [c for c in candidates if c[0].info.id not in tried]
         pool = fresh or candidates
+        if self._placed:  # regions or spot nodes: else the choice costs what it did before
+            pool = self._place(model, version, candidates, pool, not tried, critical)
         preferred = [c for c in pool if c[0].info.hardware == prefer]
         pool = preferred or pool
         least = min(c[0].outstanding for c in pool)
         return self._rng.choice([c for c in pool if c[0].outstanding == least])
+
+    def _place(
+        self,
+        model: str,
+        version: int,
+        candidates: list[tuple[_NodeState, CircuitBreaker]],
+        pool: list[tuple[_NodeState, CircuitBreaker]],
+        first: bool,
+        critical: bool,
+    ) -> list[tuple[_NodeState, CircuitBreaker]]:
+        """``pool`` narrowed to the nearest region's nodes, then to the capacity class the
+        request prefers; the first attempt of a request notes the regions' health."""
+        regions = self.regions
+        if regions is not None:
+            if first:
+                regions.observe(model, version, _healthy_regions(candidates))
+            pool = regions.nearest(pool, _region_of)
+        if self._capacity is not None:
+            pool = self._capacity.prefer(pool, critical, _capacity_of, _outstanding_of)
+        return pool
 
     async def forward(
         self,
@@ -254,6 +305,7 @@ class Cluster:
         self.budget.request()
         tried: set[str] = set()
         error: ModelgateError | None = None
+        critical = timing is None or timing.critical
         for attempt in range(self.max_attempts):
             if attempt:
                 if not self.budget.try_retry():
@@ -265,7 +317,7 @@ class Cluster:
                     break
                 await asyncio.sleep(pause)
                 self._retried("retried")
-            chosen = self._choose(model, version, prefer, tried)
+            chosen = self._choose(model, version, prefer, tried, critical)
             if chosen is None:
                 break
             state, breaker = chosen
@@ -310,6 +362,7 @@ class Cluster:
                 state.outstanding -= 1
             state.breaker.success()
             breaker.success()
+            state.answered = True
             self._count(state, "ok")
             if timing is not None:
                 timing.compute_ns = time.perf_counter_ns() - started
@@ -318,6 +371,8 @@ class Cluster:
                 parameters = answer.parameters
                 if screened and ANOMALY_SCORE in parameters:  # the node checked it again
                     parameters = self._checked_twice(state.info.id, model, parameters)
+                if state.info.region:  # where it ran, when regions are in use
+                    parameters[REGION_PARAMETER] = state.info.region
                 timing.parameters = parameters or None
             return answer.outputs
         if error is not None:
@@ -387,6 +442,8 @@ class Cluster:
     def _count(self, state: _NodeState, outcome: str) -> None:
         if self.observer is not None:
             self.observer.forwarded(state.info.id, outcome)
+        if self.regions is not None:
+            self.regions.counted(state.info.region, outcome)
 
     def _retried(self, outcome: str) -> None:
         if self.observer is not None:
@@ -395,3 +452,25 @@ class Cluster:
     async def close(self) -> None:
         await self.client.close()
         await self.directory.close()
+
+
+def _region_of(candidate: tuple[_NodeState, CircuitBreaker]) -> str:
+    return candidate[0].info.region
+
+
+def _capacity_of(candidate: tuple[_NodeState, CircuitBreaker]) -> str:
+    return candidate[0].info.capacity
+
+
+def _outstanding_of(candidate: tuple[_NodeState, CircuitBreaker]) -> int:
+    return candidate[0].outstanding
+
+
+def _healthy_regions(candidates: list[tuple[_NodeState, CircuitBreaker]]) -> list[str]:
+    """The regions of the candidates that answered since they joined and whose breakers are
+    closed (see core/gateway/regions.py)."""
+    return [
+        state.info.region
+        for state, breaker in candidates
+        if state.answered and state.breaker.state == "closed" and breaker.state == "closed"
+    ]

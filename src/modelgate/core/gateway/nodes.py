@@ -1,7 +1,9 @@
 """What a node announces of itself (see ``modelgate.cluster``), as the gateway reads it: its
-id, the address of its OIP gRPC endpoint, its hardware class and memory, whether it is
-draining, the models and versions it serves with their manifests (and what their anomaly
-checks read of their reference profiles); and what it answers."""
+id, the address of its OIP gRPC endpoint, its hardware class and memory, its region and
+capacity class (:mod:`modelgate.core.gateway.regions`,
+:mod:`modelgate.core.gateway.capacity`), whether it is draining, the models and versions it
+serves with their manifests (and what their anomaly checks read of their reference
+profiles); and what it answers."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.errors import ModelgateError
 
@@ -46,6 +49,10 @@ class NodeInfo:
     #: models it serves without a version number (a static node's, e.g. MLServer's default):
     #: the gateway shows them as version 1 and calls them with an empty version
     unversioned: frozenset[str] = frozenset()
+    #: its region ("": none said; a gateway takes it for its own)
+    region: str = ""
+    #: ``on-demand`` or ``spot`` (reclaimable at short notice)
+    capacity: str = "on-demand"
 
     def version_label(self, model: str, version: int) -> str:
         """The version to name in a call to this node (OIP's ``model_version``)."""
@@ -87,8 +94,20 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             models=models,
             draining=bool(document.get("draining", False)),
             profiles=profiles,
+            region=_region(document.get("region")),
+            # an unknown class (a newer node's) is taken for the safe one
+            capacity="spot" if document.get("capacity") == "spot" else "on-demand",
         )
     except ModelgateError as exc:
         raise ValueError(exc.message) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed node announcement: {exc!r}") from None
+
+
+def _region(value: Any) -> str:
+    """An announced region: a metric label and a response parameter, so bounded."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not valid_region(value):
+        raise ValueError(f"a node's region must match {REGION_PATTERN}")
+    return value

@@ -16,6 +16,17 @@ while its worker is alive: the slot's next claim, once the database answers, res
 (the same attempt, only the items without a result). A lease's expiry is for workers
 that died.
 
+On SIGTERM (a node reclaimed at short notice, a rolling update) a worker **hands its jobs
+back** (:meth:`JobWorker.hand_back`): it stops claiming and starts no new item, lets the
+items running now finish and writes their results, then releases each job (the attempt is
+not counted) for another worker, which runs only the items without a result. So a notice
+shorter than a job loses no item and runs none twice to completion, as long as the items
+in flight finish within ``handback_s``; after that they are cancelled and released too
+(an item whose model was already running may then run again elsewhere: at least once).
+
+Items are work nobody waits on: their requests are marked non-critical, and a gateway
+sends them to spot nodes first (:mod:`modelgate.core.gateway.capacity`).
+
 How an item's error is handled:
 
 - the request's own fault (invalid input, unknown output, too large, unsupported, a model
@@ -177,6 +188,11 @@ class JobWorker:
         self._now = now
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: hand_back() was called: claim nothing, start no item, release what is held
+        self._handing_back = False
+        #: the slots sleeping between claims (safe to cancel: they hold nothing)
+        self._idle: set[int] = set()
+        self._hand_back: asyncio.Task[None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,6 +212,32 @@ class JobWorker:
                 await task
         self._loops = []
 
+    async def hand_back(self, timeout_s: float) -> None:
+        """Stop claiming and starting items; the items running finish (for up to
+        ``timeout_s``) and their results are written; each job held is then released to the
+        queue without counting its attempt. Then :meth:`close`. Called again, it waits for
+        the first call."""
+        if self._hand_back is None:
+            self._hand_back = asyncio.get_running_loop().create_task(
+                self._hand_back_jobs(timeout_s)
+            )
+        await asyncio.shield(self._hand_back)
+
+    async def _hand_back_jobs(self, timeout_s: float) -> None:
+        self._handing_back = True
+        claims = self._loops[: self._slots]
+        for slot, task in enumerate(claims):
+            if slot in self._idle:  # asleep between claims: nothing held
+                task.cancel()
+        if claims:
+            _done, running = await asyncio.wait(claims, timeout=timeout_s)
+            if running:
+                log.warning(
+                    "job worker %s: %d jobs' items did not finish in %.1f s; released",
+                    self.worker_id, len(running), timeout_s,
+                )  # fmt: skip
+        await self.close()
+
     def holder(self, slot: int) -> str:
         """The id slot ``slot`` claims under (one job at a time per id)."""
         return f"{self.worker_id[:_HOLDER_LENGTH]}/{slot}"
@@ -203,7 +245,7 @@ class JobWorker:
     async def _claim_loop(self, slot: int) -> None:
         holder = self.holder(slot)
         outage = 0  # claims in a row that found the database unavailable
-        while not self._stopping:
+        while not self._stopping and not self._handing_back:
             try:
                 worked = await self.run_once(holder)
                 outage = 0
@@ -215,13 +257,21 @@ class JobWorker:
                     outage += 1
                     if outage == 1:  # once per outage, without a traceback
                         log.warning("job worker %s: the database is unavailable", self.worker_id)
-                    await asyncio.sleep(min(0.1 * 2**outage, _OUTAGE_POLL_S))
+                    self._idle.add(slot)
+                    try:
+                        await asyncio.sleep(min(0.1 * 2**outage, _OUTAGE_POLL_S))
+                    finally:
+                        self._idle.discard(slot)
                     continue
                 # a write that failed otherwise: the job stays held by this slot, whose
                 # next claim takes it back (after a pause: the failure may repeat)
                 log.exception("job worker %s: claiming or running failed", holder)
-            if not worked:
-                await asyncio.sleep(self._poll_s)
+            if not worked and not self._handing_back:
+                self._idle.add(slot)
+                try:
+                    await asyncio.sleep(self._poll_s)
+                finally:
+                    self._idle.discard(slot)
 
     async def purge(self) -> int:
         """Delete the finished jobs whose retention has passed (in batches); answers how
@@ -273,6 +323,9 @@ class JobWorker:
         if claimed is None:
             return False
         job = claimed.job
+        if self._handing_back:  # claimed as the notice came: straight back
+            await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
+            return True
         log.info(
             "job %s claimed by %s (attempt %d of %d, %d items left)",
             job.id, holder, job.attempts, job.max_attempts, len(claimed.pending),
@@ -329,6 +382,14 @@ class JobWorker:
                     group.create_task(self._items(job, principal, pending))
         except* _AttemptFailedError as failed:
             error = str(failed.exceptions[0])
+        if self._handing_back and (pending or error is not None):
+            # the items not started (and a failed one) are for another worker, this attempt
+            # uncounted: each finished item's result is written already
+            await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
+            log.info(
+                "job %s handed back by %s (%d items not started)", job.id, holder, len(pending)
+            )
+            return
         if error is not None:
             now = self._now()
             retry_at = now + timedelta(seconds=self.policy.retry_delay(job.attempts))
@@ -364,17 +425,22 @@ class JobWorker:
         principal: Principal | None,
         pending: list[tuple[int, dict[str, Any]]],
     ) -> None:
-        while pending:
+        while pending and not self._handing_back:
             index, body = pending.pop(0)
             result = await self._item(job, principal, index, body)
+            if result is None:  # handed back before it ran
+                pending.append((index, body))
+                return
             await self._persist(job.id, functools.partial(self.queue.complete_item, job.id, result))
 
     async def _item(
         self, job: Job, principal: Principal | None, index: int, body: dict[str, Any]
-    ) -> JobResult:
+    ) -> JobResult | None:
+        """The item's result; None when the worker is handing back and the item waits."""
         while True:
             try:
                 request = self._decode(job.model, job.version, body)
+                request.critical = False  # nobody waits on it: spot capacity first
                 response = await self.inference.infer(request, principal)
                 encoded = self._encode(response, request.parameters)
                 return JobResult(index, True, response=encoded, completed_at=self._now())
@@ -384,6 +450,8 @@ class JobWorker:
                     return JobResult(index, False, error=error, completed_at=self._now())
                 wait = exc.retry_after
                 if exc.kind in _WAIT and wait is not None and wait <= _WAIT_LIMIT_S:
+                    if self._handing_back:
+                        return None
                     await asyncio.sleep(wait)
                     continue
                 raise _AttemptFailedError(

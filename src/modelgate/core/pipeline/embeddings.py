@@ -39,6 +39,8 @@ class EmbeddingResult:
     vectors: np.ndarray[Any, Any]
     #: the inputs' tokens, without the special ones (as OpenAI counts)
     prompt_tokens: int
+    #: the region of the node that answered, on a gateway whose nodes announce one
+    region: str | None = None
 
 
 class EmbeddingService:
@@ -105,4 +107,7 @@ class EmbeddingService:
             if spec.normalize:
                 norms = np.linalg.norm(vectors, axis=1, keepdims=True)
                 vectors = vectors / np.clip(norms, 1e-12, None)
-        return EmbeddingResult(response.model_version, vectors, tokens)
+        region = response.parameters.get("region")
+        return EmbeddingResult(
+            response.model_version, vectors, tokens, None if region is None else str(region)
+        )

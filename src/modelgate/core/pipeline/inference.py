@@ -183,7 +183,7 @@ class InferenceService:
         forwarded = self.forwarded is not None and self.forwarded(principal)
         start = time.perf_counter_ns()
         loaded.enter()  # before any await: a reload now waits for this request to finish
-        timing = Timing(deadline=self._deadline(request))
+        timing = Timing(deadline=self._deadline(request), critical=request.critical)
         admission = self.admission
         admitted = False
         limit: Decision | None = None

@@ -314,17 +314,19 @@ def _batch_timing(batch: list[_Pending]) -> Timing:
     """The Timing the merged call is made with: the latest of its callers' deadlines (none
     when a caller has none: someone waits for the answer that long), and the tenant they all
     share, with its weight and priority (none when they differ: the batch was already taken
-    tenants in turn here). A gateway forwards both to its node."""
+    tenants in turn here), and critical when one of them is. A gateway forwards both to its node."""
     deadline: float | None = 0.0
     tenants: set[str | None] = set()
+    critical = False
     for pending in batch:
         timing = pending.timing
+        critical = critical or timing is None or timing.critical
         if timing is None or timing.deadline is None:
             deadline = None
         elif deadline is not None:
             deadline = max(deadline, timing.deadline)
         tenants.add(None if timing is None else timing.tenant)
-    merged = Timing(deadline=deadline)
+    merged = Timing(deadline=deadline, critical=critical)
     first = batch[0].timing
     if len(tenants) == 1 and first is not None:
         merged.tenant, merged.weight, merged.priority = first.tenant, first.weight, first.priority

@@ -69,6 +69,9 @@ class Timing:
     weight: float = 1.0
     #: the tenant's plan priority (0-9), which a gateway forwards to its node
     priority: int = 0
+    #: an interactive request (a caller waits); False for work that can wait (job items,
+    #: shadow copies), which a gateway sends to spot nodes first (core/gateway/capacity.py)
+    critical: bool = True
 
     @property
     def charged_ns(self) -> int:

@@ -48,6 +48,9 @@ class InferenceRequest:
     #: a node's gateway says it checked the inputs for anomalies (gRPC metadata
     #: ``modelgate-screened``); believed of a gateway's call only (core/gateway/node_calls.py)
     screened: bool = False
+    #: a caller waits for the answer; False for work that can wait (a job's items), which
+    #: a gateway prefers to run on spot nodes (core/gateway/capacity.py)
+    critical: bool = True
 
 
 @dataclass(slots=True)

@@ -166,7 +166,8 @@ class ShadowRunner:
             loaded = self.registry.get(model, shadow) or await self.registry.acquire(model, shadow)
             loaded.enter()  # a reload waits for the copy, as for any request
             try:
-                timing = Timing(deadline=time.monotonic() + self.timeout_s)
+                # a copy nobody waits for: spot capacity first (core/gateway/capacity.py)
+                timing = Timing(deadline=time.monotonic() + self.timeout_s, critical=False)
                 answer = await loaded.runtime.infer(inputs, timing)
             finally:
                 loaded.leave()

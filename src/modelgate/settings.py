@@ -278,6 +278,18 @@ class Settings(BaseSettings):
     fairness_max_rows: int = Field(default=50_000, ge=100, le=1_000_000)
     #: ...made no longer ago than this, unless the audit names ``since``
     fairness_window_seconds: float = Field(default=30 * 86400.0, gt=0)
+    #: explanations (``parameters.explain``, docs/explanations.md): at most this many rows
+    #: per request (more answers 413)...
+    explain_max_rows: int = Field(default=16, ge=1, le=4096)
+    #: ...KernelSHAP's coalition samples per row (each runs the model on every background
+    #: row: samples x background rows per explained row, in one runtime call)...
+    explain_samples: int = Field(default=4096, ge=16, le=65536)
+    #: ...and background rows, drawn from the version's reference profile
+    explain_background_rows: int = Field(default=32, ge=1, le=1024)
+    #: explanations computed at once, each in a worker thread, and how many may wait for
+    #: one (more answer 503 with Retry-After)
+    explain_concurrency: int = Field(default=2, ge=1, le=64)
+    explain_queue: int = Field(default=8, ge=0, le=10_000)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

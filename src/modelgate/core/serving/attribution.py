@@ -13,9 +13,11 @@ Two methods, named by the manifest's ``explain`` section:
   ``link(f(mean + e_i (x_i - mean_i))) - link(f(mean))``, which is ``w_i * (x_i - mean_i)``
   for a model ``link(f(x)) = b + w . x`` (a logistic regression: its log-odds), with
   ``link(f(mean))`` the base value. The model's coefficients are never read from its file:
-  the probes find them through the runtime, and the same call checks that the model is
-  linear (a model that is not fails with FAILED_PRECONDITION instead of answering wrong
-  numbers).
+  the probes find them through the runtime, and the same call checks that the parts add up
+  to each row's output (a model whose features interact fails with FAILED_PRECONDITION
+  instead of answering wrong numbers; one that is additive but not linear, a sum of one
+  function per feature, passes, and its attributions are then its exact Shapley values
+  against the means).
 - ``kernel_shap``: SHAP's KernelExplainer, behind :class:`KernelAttributor` (the library is
   an adapter's, :mod:`modelgate.explaining.kernel_shap`), with a background drawn from the
   version's reference profile (:func:`reference_background`).
@@ -142,7 +144,8 @@ def linear_attributions(model: ModelFunction, rows: Rows, means: Rows, link: str
     if not gap <= 0.0:
         raise ModelgateError(
             ErrorKind.FAILED_PRECONDITION,
-            f"the model is not linear in {link} space (attributions miss its output by "
+            f"the model is not linear in {link} space: its features interact (attributions "
+            "miss its output by "
             f"{float(np.max(gaps)):.3g}): its manifest's explain.method should be kernel_shap",
         )
     return Attribution(values, base, "linear", link, outputs, len(probes))

@@ -290,8 +290,7 @@ async def explain(
     start = time.perf_counter()
     attribution = await explanations.attribute(answered, rows, request.deadline)
     explanations.metered(principal, answered, attribution, (time.perf_counter() - start) * 1e3)
-    _attach(response, answered.manifest, attribution)
-    return response
+    return _attach(response, answered.manifest, attribution)
 
 
 def _check_explains(manifest: ModelManifest) -> None:
@@ -321,14 +320,23 @@ def _feature_names(manifest: ModelManifest) -> list[str]:
     return list(names)
 
 
-def _attach(response: InferenceResponse, manifest: ModelManifest, attribution: Attribution) -> None:
+def _attach(
+    response: InferenceResponse, manifest: ModelManifest, attribution: Attribution
+) -> InferenceResponse:
+    """A copy of ``response`` with the attributions: the listeners (payload logging,
+    feedback) hold the inference's own answer, and read it after this returns."""
     spec = manifest.explain
     assert spec is not None
     output = explained_output(manifest, spec)
     assert output is not None
     values = attribution.values.astype(np.float32)
-    response.outputs.append(Tensor(f"{output.name}{SUFFIX}", "FP32", values))
-    parameters = response.parameters
+    attributions = Tensor(f"{output.name}{SUFFIX}", "FP32", values)
+    explained = replace(
+        response,
+        outputs=[*response.outputs, attributions],
+        parameters=dict(response.parameters),
+    )
+    parameters = explained.parameters
     parameters["explain_method"] = attribution.method
     parameters["explain_output"] = output.name
     column = explained_column(output, spec)
@@ -340,3 +348,4 @@ def _attach(response: InferenceResponse, manifest: ModelManifest, attribution: A
     parameters["explain_evaluations"] = attribution.evaluations
     if attribution.samples is not None:
         parameters["explain_samples"] = attribution.samples
+    return explained

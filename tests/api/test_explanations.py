@@ -386,6 +386,8 @@ async def test_rows_explained_are_metered_as_their_own_unit(
             break
         await asyncio.sleep(0.1)
     assert await explained() == before + 2
+    scrape = await http.get("/metrics", headers=_as(ADMIN))
+    assert 'modelgate_explained_rows_total{method="linear",model="credit-risk"}' in scrape.text
 
 
 async def test_the_plan_limits_rows_explained_per_minute(

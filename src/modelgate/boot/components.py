@@ -342,6 +342,7 @@ def build_core_components(settings: Settings) -> Components:
             ShapKernelAttributor(),  # SHAP is imported on the first KernelSHAP explanation
             limiter=admission.limiter,
             meter=recorder,
+            on_explained=metrics.explained,
         ),
     )
     records: list[tuple[str, RecordKeeper]] = [("feedback", feedback)]  # rows, by reason

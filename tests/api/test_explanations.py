@@ -405,3 +405,31 @@ async def test_the_plan_limits_rows_explained_per_minute(
     answer = await infer(key, "credit-risk", "1", APPLICANTS[:1], False)  # still answered
     assert "probabilities_attributions" not in answer.outputs
     assert math.isfinite(float(answer.outputs["probabilities"][0, 1]))
+
+
+async def test_a_job_item_may_ask_for_an_explanation(
+    http: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    """Job items run through the same inference service (docs/jobs.md)."""
+    item = {
+        "parameters": {"explain": True},
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 12], "data": APPLICANTS[0]}
+        ],
+    }
+    body = {"model": "credit-risk", "version": "1", "requests": [item, {**item, "parameters": {}}]}
+    submitted = await http.post("/v1/jobs", json=body, headers=_as(keys["open"]))
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job = submitted.json()["id"]
+    for _ in range(300):
+        status = (await http.get(f"/v1/jobs/{job}", headers=_as(keys["open"]))).json()["status"]
+        if status not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.1)
+    assert status == "succeeded"
+    results = await http.get(f"/v1/jobs/{job}/results", headers=_as(keys["open"]))
+    explained, plain = results.json()["data"]
+    names = [o["name"] for o in explained["response"]["outputs"]]
+    assert names == ["label", "probabilities", "probabilities_attributions"]
+    assert explained["response"]["parameters"]["explain_method"] == "linear"
+    assert [o["name"] for o in plain["response"]["outputs"]] == ["label", "probabilities"]

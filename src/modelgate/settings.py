@@ -22,7 +22,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["EXPLAIN_MAX_MODEL_ROWS", "Settings", "load_settings"]
+
+#: the most model rows KernelSHAP may run per explained row (samples x background rows)
+EXPLAIN_MAX_MODEL_ROWS = 1 << 20
 
 
 class Settings(BaseSettings):
@@ -400,6 +403,18 @@ class Settings(BaseSettings):
     def _roles(self) -> Settings:
         if self.role == "gateway" and self.nodes is None and self.redis_url is None:
             raise ValueError("a gateway needs MODELGATE_REDIS_URL or MODELGATE_NODES")
+        return self
+
+    @model_validator(mode="after")
+    def _explain_work(self) -> Settings:
+        # KernelSHAP holds samples x background rows of float64 features per row it explains
+        # (about 100 MB at the cap, for 12 features), and runs the model on all of them
+        rows = self.explain_samples * self.explain_background_rows
+        if rows > EXPLAIN_MAX_MODEL_ROWS:
+            raise ValueError(
+                f"explain_samples x explain_background_rows is {rows}; at most "
+                f"{EXPLAIN_MAX_MODEL_ROWS} model rows per explained row"
+            )
         return self
 
     @model_validator(mode="after")

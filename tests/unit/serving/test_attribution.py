@@ -146,3 +146,13 @@ def test_explain_needs_one_numeric_table_input() -> None:
     with pytest.raises(ModelgateError) as caught:
         parse_manifest("m", text)
     assert "shape [-1, features]" in caught.value.message
+
+
+def test_settings_bound_the_model_rows_of_one_explained_row() -> None:
+    from pydantic import ValidationError
+
+    from modelgate.settings import EXPLAIN_MAX_MODEL_ROWS, Settings
+
+    assert Settings().explain_samples * Settings().explain_background_rows <= EXPLAIN_MAX_MODEL_ROWS
+    with pytest.raises(ValidationError, match="model rows per explained row"):
+        Settings(explain_samples=65536, explain_background_rows=1024)

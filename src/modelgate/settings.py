@@ -23,7 +23,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["EXPLAIN_MAX_MODEL_ROWS", "Settings", "load_settings"]
+
+#: the most model rows KernelSHAP may run per explained row (samples x background rows)
+EXPLAIN_MAX_MODEL_ROWS = 1 << 20
 
 #: a region's name (a metric label and a response parameter; core/gateway/regions.py)
 _REGION = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -299,6 +302,18 @@ class Settings(BaseSettings):
     #: audits a tenant's credentials may make the server compute, per minute (answers from
     #: the cache are free); operators are not limited. 0: no limit
     fairness_audits_per_minute: int = Field(default=10, ge=0)
+    #: explanations (``parameters.explain``, docs/explanations.md): at most this many rows
+    #: per request (more answers 413)...
+    explain_max_rows: int = Field(default=16, ge=1, le=4096)
+    #: ...KernelSHAP's coalition samples per row (each runs the model on every background
+    #: row: samples x background rows per explained row, in one runtime call)...
+    explain_samples: int = Field(default=4096, ge=16, le=65536)
+    #: ...and background rows, drawn from the version's reference profile
+    explain_background_rows: int = Field(default=32, ge=1, le=1024)
+    #: explanations computed at once, each in a worker thread, and how many may wait for
+    #: one (more answer 503 with Retry-After)
+    explain_concurrency: int = Field(default=2, ge=1, le=64)
+    explain_queue: int = Field(default=8, ge=0, le=10_000)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,
@@ -444,6 +459,18 @@ class Settings(BaseSettings):
         for region in named:
             if not _REGION.fullmatch(region):
                 raise ValueError(f"region {region!r} must match {_REGION.pattern}")
+        return self
+
+    @model_validator(mode="after")
+    def _explain_work(self) -> Settings:
+        # KernelSHAP holds samples x background rows of float64 features per row it explains
+        # (about 100 MB at the cap, for 12 features), and runs the model on all of them
+        rows = self.explain_samples * self.explain_background_rows
+        if rows > EXPLAIN_MAX_MODEL_ROWS:
+            raise ValueError(
+                f"explain_samples x explain_background_rows is {rows}; at most "
+                f"{EXPLAIN_MAX_MODEL_ROWS} model rows per explained row"
+            )
         return self
 
     @model_validator(mode="after")

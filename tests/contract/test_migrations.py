@@ -37,7 +37,7 @@ TABLES = {
     "idempotency_keys",  # 0007
 }
 #: the newest revision
-HEAD = "0009"
+HEAD = "0010"
 
 
 @pytest.fixture

@@ -70,6 +70,25 @@ def test_binary_and_json_infer_agree_with_the_servers_json(sdk_server: RunningSe
     assert binary.model_version == "2" and binary.request_id
 
 
+def test_explain_answers_attributions_that_add_up(client: mg.Client) -> None:
+    """docs/explanations.md: both versions of the demo model explain the log-odds of
+    default; a model whose manifest does not allow it is a BadRequestError."""
+    for version, method in ((1, "linear"), (2, "kernel_shap")):
+        result = client.infer(RISK, {"features": ROWS}, version=version, explain=True)
+        explanation = result.explanation
+        assert explanation is not None and explanation.method == method
+        assert explanation.attributions.shape == (len(ROWS), 12)
+        assert (explanation.output, explanation.target, explanation.link) == (
+            "probabilities", "default", "logit",
+        )  # fmt: skip
+        p = result["probabilities"][:, 1].astype(np.float64)
+        total = explanation.base_value + explanation.attributions.sum(axis=1)
+        np.testing.assert_allclose(total, np.log(p / (1 - p)), atol=1e-3)
+    assert client.infer(RISK, {"features": ROWS}).explanation is None
+    with pytest.raises(mg.BadRequestError, match="does not support explanations"):
+        client.infer(MINILM, {"text": np.array(["hello"], dtype=object)}, explain=True)
+
+
 def test_bytes_tensors_and_embeddings_agree(client: mg.Client) -> None:
     texts = ["the cat sat on the mat", "modelgate serves models", "héllo wörld"]
     result = client.infer(MINILM, {"text": np.array(texts, dtype=object)}, outputs=["embedding"])

@@ -32,6 +32,7 @@ SECTIONS = [
         "Answers",
         [
             "InferResult",
+            "Explanation",
             "Embeddings",
             "ModelInfo",
             "ModelMetadata",

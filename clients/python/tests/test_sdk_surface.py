@@ -14,8 +14,9 @@ import modelgate_client
 EXPECTED = {
     "DEFAULT_TIMEOUT", "APIError", "AsyncClient", "AsyncDeployments", "AsyncJobs",
     "AuthenticationError", "BadRequestError", "Client", "ConflictError", "ConnectionError",
-    "Deployment", "Deployments", "Embeddings", "FeedbackItem", "InferResult", "Job", "JobPage",
-    "JobProgress", "JobResult", "Jobs", "ModelInfo", "ModelMetadata", "ModelgateError",
+    "Deployment", "Deployments", "Embeddings", "Explanation", "FeedbackItem", "InferResult",
+    "Job", "JobPage", "JobProgress", "JobResult", "Jobs", "ModelInfo", "ModelMetadata",
+    "ModelgateError",
     "NotFoundError", "PermissionDeniedError", "Quota", "RateLimitError", "RetryPolicy",
     "ServerError", "TensorMetadata", "TextProgress", "TimeoutError", "UsageReport", "UsageRow",
     "__version__", "job_request",

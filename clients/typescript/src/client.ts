@@ -62,6 +62,46 @@ export class InferResult {
     const decoder = new TextDecoder();
     return (this.get(name) as Uint8Array[]).map((b) => decoder.decode(b));
   }
+
+  /** The attributions asked for with `explain: true` (docs/explanations.md); undefined without. */
+  get explanation(): Explanation | undefined {
+    const p = this.parameters;
+    const output = p.explain_output;
+    const found = typeof output === "string" ? this.outputs[`${output}_attributions`] : undefined;
+    if (found === undefined || typeof output !== "string") return undefined;
+    const [rows = 0, features = 0] = found.shape;
+    const flat = found.data as Float32Array;
+    return {
+      attributions: Array.from({ length: rows }, (_, r) => Array.from(flat.subarray(r * features, (r + 1) * features))),
+      baseValue: Number(p.explain_base_value),
+      method: String(p.explain_method),
+      output,
+      target: p.explain_target === undefined ? undefined : String(p.explain_target),
+      link: String(p.explain_link ?? "identity"),
+      evaluations: Number(p.explain_evaluations ?? 0),
+      samples: p.explain_samples === undefined ? undefined : Number(p.explain_samples),
+    };
+  }
+}
+
+/**
+ * Per-feature attributions of one output column: `attributions[r][i]` is feature i's part of
+ * row r (the input's feature order), and `baseValue + sum(attributions[r])` is the output in
+ * `link` space (`logit`: the log-odds of the `target` column of `output`), within 1e-3.
+ */
+export interface Explanation {
+  attributions: number[][];
+  baseValue: number;
+  /** "linear" (exact) or "kernel_shap". */
+  method: string;
+  output: string;
+  /** The column explained (its label, else its index); undefined for a one-column output. */
+  target: string | undefined;
+  link: string;
+  /** Model rows the server ran to compute them. */
+  evaluations: number;
+  /** KernelSHAP's coalitions per row; undefined for the linear method. */
+  samples: number | undefined;
 }
 
 export interface InferOptions extends CallOptions {
@@ -75,6 +115,9 @@ export interface InferOptions extends CallOptions {
   requestId?: string;
   /** The request's OIP parameters (e.g. `{consent: false}`). */
   parameters?: Record<string, unknown>;
+  /** Ask for each row's per-feature attributions (`result.explanation`): models whose
+   * manifest allows it (docs/explanations.md); others answer a `BadRequestError`. */
+  explain?: boolean;
 }
 
 export interface UsageQuery extends CallOptions {
@@ -131,7 +174,7 @@ export class Client {
       binary,
       outputs: options.outputs,
       requestId: options.requestId,
-      parameters: options.parameters,
+      parameters: options.explain ? { ...options.parameters, explain: true } : options.parameters,
     });
     const headers: Record<string, string> = { "Content-Type": "application/json" };
     if (headerLength !== undefined) {

@@ -5,6 +5,7 @@ export {
   InferResult,
   type ClientOptions,
   type Embeddings,
+  type Explanation,
   type FeedbackItem,
   type InferOptions,
   type Model,

@@ -1268,7 +1268,7 @@ export interface components {
             outputs?: components["schemas"]["RequestOutput"][] | null;
             /**
              * Parameters
-             * @description E.g. `binary_data_output`, `timeout`, `classification`, `log_payload`, `subject`.
+             * @description E.g. `binary_data_output`, `timeout`, `classification`, `log_payload`, `subject`, `explain` (a boolean: per-feature attributions, as an output `<output>_attributions` and `explain_*` response parameters, for models whose manifest has an `explain` section; docs/explanations.md).
              * @default null
              */
             parameters?: {
@@ -1705,6 +1705,8 @@ export interface components {
         PlanBody: {
             /** Burst */
             burst?: number | null;
+            /** Explanations Per Minute */
+            explanations_per_minute?: number | null;
             /** Max Batch Size */
             max_batch_size?: number | null;
             /** Max Concurrency */
@@ -1737,6 +1739,8 @@ export interface components {
         PlanOut: {
             /** Burst */
             burst: number | null;
+            /** Explanations Per Minute */
+            explanations_per_minute: number | null;
             /** Max Batch Size */
             max_batch_size: number | null;
             /** Max Concurrency */
@@ -2125,6 +2129,8 @@ export interface components {
             day: string | null;
             /** Errors */
             errors: number;
+            /** Explanations */
+            explanations: number;
             /** Key Id */
             key_id: string | null;
             /** Latency Ms Avg */

@@ -74,6 +74,28 @@ describe("against a real server", { skip }, () => {
     assert.ok(binary.requestId);
   });
 
+  test("explain answers attributions that add up to the log-odds", async () => {
+    const client = admin();
+    for (const [version, method] of [[1, "linear"], [2, "kernel_shap"]]) {
+      const result = await client.infer(RISK, { features }, { version, explain: true });
+      const explanation = result.explanation;
+      assert.equal(explanation.method, method);
+      assert.deepEqual([explanation.output, explanation.target, explanation.link], ["probabilities", "default", "logit"]);
+      const p = result.get("probabilities");
+      explanation.attributions.forEach((row, r) => {
+        assert.equal(row.length, 12);
+        const total = explanation.baseValue + row.reduce((a, b) => a + b, 0);
+        const q = p[2 * r + 1];
+        assert.ok(Math.abs(total - Math.log(q / (1 - q))) < 1e-3, `row ${r}: ${total}`);
+      });
+    }
+    assert.equal((await client.infer(RISK, { features })).explanation, undefined);
+    await assert.rejects(
+      client.infer(MINILM, { text: { data: ["hello"], shape: [1] } }, { explain: true }),
+      mg.BadRequestError,
+    );
+  });
+
   test("BYTES tensors and embeddings agree", async () => {
     const client = admin();
     const texts = ["the cat sat on the mat", "modelgate serves models", "héllo wörld"];

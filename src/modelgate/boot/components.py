@@ -45,12 +45,14 @@ from modelgate.core.monitoring.concept import ConceptMonitor
 from modelgate.core.monitoring.feedback_recorder import FeedbackRecorder
 from modelgate.core.monitoring.monitor import Monitor
 from modelgate.core.pipeline.embeddings import EmbeddingService
+from modelgate.core.pipeline.explanations import ExplainPolicy, Explanations
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
+from modelgate.explaining.kernel_shap import ShapKernelAttributor
 from modelgate.fairness.watch import FairnessWatch
 from modelgate.notify.webhook import WebhookSender
 from modelgate.observability.logs import RequestLog
@@ -335,6 +337,19 @@ def build_core_components(settings: Settings) -> Components:
         shadows=shadows,
         forwarded=forwarded,
         forwarded_listeners=[monitor],
+        explanations=Explanations(
+            ExplainPolicy(
+                max_rows=settings.explain_max_rows,
+                samples=settings.explain_samples,
+                background_rows=settings.explain_background_rows,
+                concurrency=settings.explain_concurrency,
+                queue=settings.explain_queue,
+            ),
+            ShapKernelAttributor(),  # SHAP is imported on the first KernelSHAP explanation
+            limiter=admission.limiter,
+            meter=recorder,
+            on_explained=metrics.explained,
+        ),
     )
     records: list[tuple[str, RecordKeeper]] = [("feedback", feedback)]  # rows, by reason
     if payload_logger is not None:

@@ -38,6 +38,9 @@ def create_plan(
     tokens_per_month: Annotated[int | None, typer.Option()] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Rows per request.")] = None,
+    explanations_per_minute: Annotated[
+        int | None, typer.Option(min=1, help="Rows explained per minute (parameters.explain).")
+    ] = None,
     priority: Annotated[
         int, typer.Option(min=0, max=9, help="0 (shed first) to 9 (shed last).")
     ] = 0,
@@ -66,6 +69,7 @@ def create_plan(
         tokens_per_month=tokens_per_month,
         max_concurrency=max_concurrency,
         max_batch_size=max_batch_size,
+        explanations_per_minute=explanations_per_minute,
         priority=priority,
         models=tuple(model) if model else None,
     )
@@ -79,13 +83,14 @@ def list_plans(config: ConfigOption = None) -> None:
     plans = run_on_database(config, lambda s: s.identity.list_plans())
     table = Table(
         "plan", "rps", "burst", "requests/day", "requests/month", "rows/day", "rows/month",
-        "tokens/day", "tokens/month", "concurrency", "batch", "priority", "models",
+        "tokens/day", "tokens/month", "concurrency", "batch", "explained/min", "priority",
+        "models",
     )  # fmt: skip
     for p in plans:
         limits = (
             p.requests_per_second, p.burst, p.requests_per_day, p.requests_per_month,
             p.rows_per_day, p.rows_per_month, p.tokens_per_day, p.tokens_per_month,
-            p.max_concurrency, p.max_batch_size,
+            p.max_concurrency, p.max_batch_size, p.explanations_per_minute,
         )  # fmt: skip
         models = ", ".join(p.models) if p.models is not None else "all"
         table.add_row(

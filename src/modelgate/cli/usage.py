@@ -46,8 +46,9 @@ def usage_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Requests, rows, tokens, latency, compute time and cost, summed per group (compute:
-    each request's share of the batches it ran in; --by tenant,key shows each caller's)."""
+    """Requests, rows, tokens, rows explained, latency, compute time and cost, summed per
+    group (compute: each request's share of the batches it ran in, and the explanations';
+    --by tenant,key shows each caller's)."""
 
     async def report(state: Any) -> list[UsageRow]:
         query = UsageQuery.parse(
@@ -72,8 +73,8 @@ def _usage_table(rows: Sequence[UsageRow], groups: Sequence[str], currency: str)
     fields = {"day": "day", "tenant": "tenant_id", "key": "key_id", "model": "model"}
     columns = [fields.get(g, "version") for g in groups]
     table = Table(
-        *groups, "requests", "errors", "rows", "tokens", "avg ms", "max ms", "compute s",
-        f"cost ({currency})",
+        *groups, "requests", "errors", "rows", "tokens", "explained", "avg ms", "max ms",
+        "compute s", f"cost ({currency})",
     )  # fmt: skip
     for column in table.columns[len(groups) :]:
         column.justify = "right"
@@ -81,8 +82,8 @@ def _usage_table(rows: Sequence[UsageRow], groups: Sequence[str], currency: str)
     def numbers(r: UsageRow) -> list[str]:
         return [
             f"{r.requests:,}", f"{r.errors:,}", f"{r.rows:,}", f"{r.tokens:,}",
-            f"{r.latency_ms_avg:.1f}", f"{r.latency_ms_max:.1f}", f"{r.compute_seconds:.3f}",
-            f"{r.cost:.4f}",
+            f"{r.explanations:,}", f"{r.latency_ms_avg:.1f}", f"{r.latency_ms_max:.1f}",
+            f"{r.compute_seconds:.3f}", f"{r.cost:.4f}",
         ]  # fmt: skip
 
     for r in rows:
@@ -94,6 +95,7 @@ def _usage_table(rows: Sequence[UsageRow], groups: Sequence[str], currency: str)
         errors=sum(r.errors for r in rows),
         rows=sum(r.rows for r in rows),
         tokens=sum(r.tokens for r in rows),
+        explanations=sum(r.explanations for r in rows),
         latency_ms_avg=sum(r.latency_ms_avg * r.requests for r in rows) / max(requests, 1),
         latency_ms_max=max(r.latency_ms_max for r in rows),
         compute_seconds=sum(r.compute_seconds for r in rows),

@@ -327,6 +327,9 @@ def manifest() -> dict[str, Any]:
             ],
             "min_group_size": 30,
         },
+        # parameters.explain answers the log-odds of default, feature by feature; each
+        # version.yaml names its method (docs/explanations.md)
+        "explain": {"output": PROBABILITIES_OUTPUT, "target": CLASS_NAMES[1], "link": "logit"},
         "labels": {"team": "risk", "domain": "lending", "data": "synthetic"},
         "card": {
             "description": (
@@ -350,13 +353,20 @@ def manifest() -> dict[str, Any]:
     }
 
 
+#: each version's explanation method: the logistic regression is linear in log-odds, so its
+#: attributions are exact; the boosted trees are explained by KernelSHAP
+EXPLAIN_METHODS = {1: "linear", 2: "kernel_shap"}
+
+
 def version_manifest(trained: TrainedVersion) -> dict[str, Any]:
-    """The per-version `version.yaml`: only the card, which names the algorithm and metrics."""
+    """The per-version `version.yaml`: its explanation method, and the card, which names
+    the algorithm and metrics."""
     return {
+        "explain": {"method": EXPLAIN_METHODS[trained.version]},
         "card": {
             "algorithm": trained.algorithm,
             "validation_metrics": {k: round(v, 6) for k, v in trained.metrics.items()},
-        }
+        },
     }
 
 

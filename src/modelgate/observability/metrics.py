@@ -43,6 +43,8 @@ Metric names (all prefixed ``modelgate_``), with their labels:
 - ``refusals_holding``, ``refusals_held_total``, ``refusals_closed_total``: refusals held
   on flooding connections now and since start, and those answered at once with the
   connection closed because ``MODELGATE_REFUSAL_MAX_HELD`` were held
+- ``explained_rows_total{model,method}``: rows explained (``parameters.explain``,
+  docs/explanations.md), by method (``linear``, ``kernel_shap``)
 - ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
 - ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
 - ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
@@ -234,6 +236,12 @@ class PrometheusMetrics:
             ("tenant", "reason"),
             registry=self.registry,
         )
+        self.explained_rows = Counter(
+            "modelgate_explained_rows",
+            "Rows explained (parameters.explain), by method",
+            ("model", "method"),
+            registry=self.registry,
+        )
         self.shed_requests = Counter(
             "modelgate_shed_requests",
             "Requests shed because too many were in flight, by plan priority",
@@ -395,6 +403,11 @@ class PrometheusMetrics:
 
     def blocked(self, kind: str) -> None:
         self.abuse_blocks.labels(kind).inc()
+
+    def explained(self, model: str, method: str, rows: int) -> None:
+        """Rows explained: a few per second at most (each costs thousands of model rows),
+        so prometheus-client's own counter is cheap enough here."""
+        self.explained_rows.labels(model, method).inc(rows)
 
     def anomalous(self, model: str, version: str, action: str) -> None:
         """The :class:`~modelgate.core.monitoring.ports.AnomalyObserver`: ``action`` is

@@ -31,6 +31,7 @@ from modelgate_client._errors import (
 from modelgate_client._models import (
     Deployment,
     Embeddings,
+    Explanation,
     FeedbackItem,
     InferResult,
     Job,
@@ -63,6 +64,7 @@ __all__ = [
     "Deployment",
     "Deployments",
     "Embeddings",
+    "Explanation",
     "FeedbackItem",
     "InferResult",
     "Job",

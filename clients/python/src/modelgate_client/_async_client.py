@@ -100,13 +100,16 @@ class AsyncClient:
         binary: bool = True,
         request_id: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        explain: bool = False,
         timeout: float | httpx.Timeout | None = None,
     ) -> InferResult:
         """Run ``model`` (``version``: the deployment's choice when None) on ``inputs``, a
         mapping of input name to numpy array (or anything ``numpy.asarray`` takes; text
         arrays are sent as BYTES). ``outputs`` names the outputs wanted (all when None).
         ``binary`` sends and asks for Triton's binary tensor data; False sends JSON. Needs
-        numpy (``pip install 'modelgate-client[numpy]'``)."""
+        numpy (``pip install 'modelgate-client[numpy]'``). ``explain`` asks for each row's
+        per-feature attributions (``result.explanation``), from a model whose manifest
+        allows it (docs/explanations.md): a ``BadRequestError`` from one that does not."""
         limit = self._timeout(timeout)
         call = ops.infer(
             model,
@@ -115,7 +118,7 @@ class AsyncClient:
             outputs=outputs,
             binary=binary,
             request_id=request_id,
-            parameters=parameters,
+            parameters={**(parameters or {}), "explain": True} if explain else parameters,
             timeout_ms=timeout_ms(limit),
         )
         return await self._send(call, limit)

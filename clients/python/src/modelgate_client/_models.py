@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # numpy is needed only by `infer`: never imported here at run
 __all__ = [
     "Deployment",
     "Embeddings",
+    "Explanation",
     "FeedbackItem",
     "InferResult",
     "Job",
@@ -54,6 +55,52 @@ class InferResult:
 
     def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
         return self.outputs[name]
+
+    @property
+    def explanation(self) -> Explanation | None:
+        """The attributions the call asked for with ``explain=True``; None without them."""
+        return Explanation.from_result(self.outputs, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Per-feature attributions of one output column (docs/explanations.md):
+    ``attributions[r, i]`` is feature i's part of row r, in the input's feature order
+    (the model metadata's ``feature_names``), and for every row
+    ``base_value + attributions[r].sum()`` is the output in ``link`` space (``logit``:
+    log-odds of the ``target`` column of ``output``), within 1e-3."""
+
+    attributions: npt.NDArray[Any]
+    base_value: float
+    #: "linear" (exact, for a model linear in link space) or "kernel_shap"
+    method: str
+    output: str
+    #: the column explained (its label, else its index); None for a one-column output
+    target: str | None
+    link: str
+    #: model rows the server ran to compute them
+    evaluations: int
+    #: KernelSHAP's coalitions per row; None for the linear method
+    samples: int | None = None
+
+    @classmethod
+    def from_result(
+        cls, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> Explanation | None:
+        output = parameters.get("explain_output")
+        if not isinstance(output, str) or f"{output}_attributions" not in outputs:
+            return None
+        samples = parameters.get("explain_samples")
+        return cls(
+            attributions=outputs[f"{output}_attributions"],
+            base_value=float(parameters.get("explain_base_value", 0.0)),
+            method=str(parameters.get("explain_method", "")),
+            output=output,
+            target=parameters.get("explain_target"),
+            link=str(parameters.get("explain_link", "identity")),
+            evaluations=int(parameters.get("explain_evaluations", 0)),
+            samples=int(samples) if samples is not None else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +299,13 @@ class UsageRow:
     latency_ms_max: float
     compute_seconds: float
     cost: float
+    #: rows explained (``explain=True``); 0 from a server that does not report them
+    explanations: int = 0
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> UsageRow:
-        counts = {n: int(doc.get(n) or 0) for n in ("requests", "errors", "rows", "tokens")}
+        names = ("requests", "errors", "rows", "tokens", "explanations")
+        counts = {n: int(doc.get(n) or 0) for n in names}
         return cls(
             day=doc.get("day"),
             tenant_id=doc.get("tenant_id"),

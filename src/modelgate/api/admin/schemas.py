@@ -54,6 +54,8 @@ class PlanBody(_Request):
     tokens_per_month: Int64 | None = None
     max_concurrency: Int32 | None = None
     max_batch_size: Int32 | None = None
+    #: rows explained (``parameters.explain``) per minute per tenant; null: no limit
+    explanations_per_minute: Int32 | None = None
     #: 0 (shed first under overload) to 9 (shed last)
     priority: int = Field(default=0, ge=0, le=9)
     models: list[str] | None = None
@@ -102,6 +104,7 @@ class PlanOut(BaseModel):
     tokens_per_month: int | None
     max_concurrency: int | None
     max_batch_size: int | None
+    explanations_per_minute: int | None
     priority: int
     models: list[str] | None
 
@@ -216,6 +219,8 @@ class UsageRowOut(BaseModel):
     errors: int
     rows: int
     tokens: int
+    #: rows explained (docs/explanations.md)
+    explanations: int
     latency_ms_avg: float
     latency_ms_max: float
     compute_seconds: float

@@ -14,6 +14,7 @@ from modelgate.core.access.identity import Principal
 from modelgate.core.governance.consent import CONSENT_PARAMETERS, SUBJECT_PARAMETER
 from modelgate.core.pipeline.embedding_context import input_token_limit
 from modelgate.core.pipeline.embeddings import EmbeddingService
+from modelgate.core.pipeline.explanations import EXPLAIN
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.request_size import REQUEST_LIMITS, TOKEN_LIMITS, token_counter
 from modelgate.errors import ErrorKind, ModelgateError, invalid
@@ -120,9 +121,13 @@ class OpenAIHandlers:
         user = doc.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("'user' must be a string")
+        parameters = _governance_parameters(doc, user)
+        if EXPLAIN in doc:  # modelgate's own field: refused by every embedding model, and
+            # unless a boolean (docs/explanations.md); false asks nothing
+            parameters[EXPLAIN] = doc[EXPLAIN]
         try:
             result = await self._embeddings.embed(
-                model, inputs, dimensions, principal, _governance_parameters(doc, user), truncate
+                model, inputs, dimensions, principal, parameters, truncate
             )
         except ModelgateError as exc:
             raise _refusal(exc) from None

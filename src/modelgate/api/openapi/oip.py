@@ -155,7 +155,9 @@ class InferenceRequest(BaseModel):
     parameters: Parameters | None = Field(
         default=None,
         description="E.g. `binary_data_output`, `timeout`, `classification`, "
-        "`log_payload`, `subject`.",
+        "`log_payload`, `subject`, `explain` (a boolean: per-feature attributions, as an "
+        "output `<output>_attributions` and `explain_*` response parameters, for models "
+        "whose manifest has an `explain` section; docs/explanations.md).",
     )
     inputs: Annotated[list[RequestInput], Field(min_length=1)]
     outputs: list[RequestOutput] | None = None

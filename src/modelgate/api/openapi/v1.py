@@ -87,7 +87,9 @@ NonEmptyText = Annotated[str, Field(min_length=1)]
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = _OPEN  # `consent` and `log_payload` are read too (payload logging)
+    # `consent` and `log_payload` are read too (payload logging), and `explain`: true is
+    # refused by every embedding model (docs/explanations.md), false asks nothing
+    model_config = _OPEN
     model: Annotated[str, Field(min_length=1)]
     input: (
         NonEmptyText

@@ -63,6 +63,8 @@ class Plan:
     tokens_per_month: int | None = None
     max_concurrency: int | None = None
     max_batch_size: int | None = None
+    #: rows explained (``parameters.explain``, docs/explanations.md) per minute, per tenant
+    explanations_per_minute: int | None = None
     #: higher is more important; under overload the lowest priorities are shed first
     priority: int = 0
     #: models this plan may use; ``None`` is every model the tenant can see

@@ -110,6 +110,34 @@ class UsageRecorder(BackgroundRecorder):
         if key_id is not None:
             self._used[key_id] = at
 
+    def record_explanation(
+        self,
+        tenant_id: str,
+        key_id: str | None,
+        model: str,
+        version: str | None,
+        *,
+        hardware: str,
+        rows: int,
+        compute_ms: float,
+    ) -> None:
+        """Rows explained (docs/explanations.md) and their compute, added to the group of
+        the inference they explain (no request of their own: that one is counted)."""
+        at = self._clock()
+        if not self._minute_start <= at < self._minute_end:
+            start = int(at // 60) * 60
+            self._minute_start, self._minute_end = start, start + 60
+            self._minute = datetime.fromtimestamp(start, UTC)
+        group = (self._minute, tenant_id, key_id, model, version, hardware, "ok", False)
+        record = self._pending.get(group)
+        if record is None:
+            if len(self._pending) >= self._max_pending:
+                self._dropped += 1
+                return
+            record = self._pending[group] = UsageRecord(*group)
+        record.explanations += rows
+        record.compute_ms_sum += compute_ms
+
     async def _write(self) -> int:
         """Write every group pending now, then touch the keys used since the last flush."""
         batch, self._pending = self._pending, {}

@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "Cipher",
     "Decision",
+    "ExplanationMeter",
     "IdempotencyRecord",
     "IdempotencyStore",
     "QuotaCharge",
@@ -50,6 +51,25 @@ class UsageSink(Protocol):
         rows: int,
         tokens: int,
         latency_ms: float,
+        compute_ms: float,
+    ) -> None: ...
+
+
+class ExplanationMeter(Protocol):
+    """Where explanations are metered (the usage recorder): the rows explained, a usage
+    unit of their own (docs/explanations.md), and the compute they took, in the same
+    per-minute group as the inference they explain (status ``ok``, not from the cache).
+    Like ``record``, no I/O."""
+
+    def record_explanation(
+        self,
+        tenant_id: str,
+        key_id: str | None,
+        model: str,
+        version: str | None,
+        *,
+        hardware: str,
+        rows: int,
         compute_ms: float,
     ) -> None: ...
 

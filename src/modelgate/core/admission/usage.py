@@ -64,6 +64,8 @@ class UsageRecord:
     requests: int = 0
     rows: int = 0
     tokens: int = 0
+    #: rows explained (``parameters.explain``): a unit of their own, docs/explanations.md
+    explanations: int = 0
     latency_ms_sum: float = 0.0
     latency_ms_max: float = 0.0
     compute_ms_sum: float = 0.0
@@ -73,6 +75,7 @@ class UsageRecord:
         self.requests += other.requests
         self.rows += other.rows
         self.tokens += other.tokens
+        self.explanations += other.explanations
         self.latency_ms_sum += other.latency_ms_sum
         self.latency_ms_max = max(self.latency_ms_max, other.latency_ms_max)
         self.compute_ms_sum += other.compute_ms_sum
@@ -141,6 +144,8 @@ class UsageRow:
     errors: int
     rows: int
     tokens: int
+    #: rows explained (docs/explanations.md)
+    explanations: int
     latency_ms_avg: float
     latency_ms_max: float
     compute_seconds: float

@@ -34,6 +34,7 @@ from modelgate.core.admission.fairness import fair_weight
 from modelgate.core.admission.ports import Decision, UsageSink
 from modelgate.core.admission.usage import usage_key_id
 from modelgate.core.monitoring.anomaly import AnomalyDetector
+from modelgate.core.pipeline.explanations import EXPLAIN, Explanations, explain
 from modelgate.core.pipeline.spans import route_span, traced_runtime
 from modelgate.core.serving.caching import CacheTicket, ResultCache
 from modelgate.core.serving.catalog import ModelCatalog
@@ -100,6 +101,7 @@ class InferenceService:
         shadows: ShadowRunner | None = None,
         forwarded: Callable[[Principal | None], bool] | None = None,
         forwarded_listeners: Sequence[InferenceListener] = (),
+        explanations: Explanations | None = None,
     ):
         self.registry = registry
         #: the models' metadata and control, and who may see them (None: a catalog of
@@ -131,6 +133,9 @@ class InferenceService:
         #: ``forwarded_listeners``. None: every call is (an all-in-one server, a gateway)
         self.forwarded = forwarded
         self.forwarded_listeners = tuple(forwarded_listeners)
+        #: computes the attributions a request's ``parameters.explain`` asks for
+        #: (core/pipeline/explanations.py); None: such requests are refused
+        self.explanations = explanations
 
     async def infer(
         self,
@@ -141,7 +146,11 @@ class InferenceService:
         """Run one inference; when the model cannot answer (see :data:`FALLBACK_ON`) and its
         manifest names ``fallbacks``, the first of them that answers does, and the response
         says so (``parameters["fallback_from"]``). Each attempt is admitted and metered
-        under the model that ran it."""
+        under the model that ran it. A request carrying ``parameters.explain`` is
+        :func:`~modelgate.core.pipeline.explanations.explain`'s, which comes back here
+        without it."""
+        if EXPLAIN in request.parameters:
+            return await explain(self, request, principal, choice)
         try:
             return await self._infer_once(request, principal, choice)
         except ModelgateError as exc:

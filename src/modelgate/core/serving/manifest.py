@@ -19,6 +19,7 @@ __all__ = [
     "BatchingPolicy",
     "CacheSpec",
     "EmbeddingSpec",
+    "ExplainSpec",
     "FairnessGates",
     "FairnessSpec",
     "FeedbackSpec",
@@ -27,6 +28,8 @@ __all__ = [
     "ProtectedAttribute",
     "RequestLimits",
     "TensorSpec",
+    "explained_column",
+    "explained_output",
     "parse_manifest",
 ]
 
@@ -187,6 +190,25 @@ class CacheSpec(_Strict):
     stale_seconds: float = Field(default=0.0, ge=0, le=30 * 86400)
 
 
+class ExplainSpec(_Strict):
+    """The model answers requests that ask ``parameters.explain`` (docs/explanations.md):
+    per-feature attributions of one output column, in ``link`` space, computed by
+    ``method``. A model without this section refuses them (INVALID_ARGUMENT)."""
+
+    #: ``linear``: exact attributions of a model linear in ``link`` space, w_i * (x_i - mean_i)
+    #: against the reference means; ``kernel_shap``: SHAP's KernelExplainer, with a
+    #: background drawn from the version's reference profile (any tabular model)
+    method: Literal["linear", "kernel_shap"] = "kernel_shap"
+    #: the output explained; unset: the first floating-point output
+    output: str | None = None
+    #: the column of that output explained, by its label or its index; unset: the last
+    #: (a binary classifier's positive class). Ignored for a one-column ([-1]) output
+    target: str | int | None = None
+    #: the space the attributions add up in: ``logit`` for a probability (log-odds),
+    #: ``identity`` for a score or a regression
+    link: Literal["identity", "logit"] = "identity"
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -289,6 +311,8 @@ class ModelManifest(_Strict):
     fairness: FairnessSpec | None = None
     #: answers kept in the result cache; unset: never cached
     cache: CacheSpec | None = None
+    #: attributions on request (``parameters.explain``); unset: refused
+    explain: ExplainSpec | None = None
     #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
     #: out, failed, or every node's breaker open); they must take the same inputs
     fallbacks: tuple[str, ...] = ()
@@ -323,6 +347,8 @@ class ModelManifest(_Strict):
                     raise ValueError(f"feedback names output '{named}', which the model lacks")
         if self.fairness is not None:
             _check_fairness(self, self.fairness)
+        if self.explain is not None:
+            _check_explain(self, self.explain)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
         object.__setattr__(self, "limits", self.limits.resolved(self))
@@ -381,6 +407,60 @@ def _check_fairness(manifest: ModelManifest, spec: FairnessSpec) -> None:
                 f"fairness names feature '{attribute.feature}', which input "
                 f"'{attribute.input}' does not list in its feature_names"
             )
+
+
+def _check_explain(manifest: ModelManifest, spec: ExplainSpec) -> None:
+    """A tabular model: one numeric input of [-1, features], and a floating-point output of
+    [-1] or [-1, K] whose ``target`` column exists."""
+    if len(manifest.inputs) != 1:
+        raise ValueError("explain needs a model with exactly one input (a table of features)")
+    tensor = manifest.inputs[0]
+    if tensor.datatype in ("BYTES", "BOOL") or len(tensor.shape) != 2 or tensor.shape[1] < 1:
+        raise ValueError(
+            f"explain needs a numeric input of shape [-1, features], not '{tensor.name}' "
+            f"({tensor.datatype} {list(tensor.shape)})"
+        )
+    output = explained_output(manifest, spec)
+    if output is None:
+        raise ValueError("explain needs a floating-point output ([-1] or [-1, K])")
+    if len(output.shape) == 2 and spec.target is not None:
+        explained_column(output, spec)  # raises when the target is not one of its columns
+
+
+def explained_output(manifest: ModelManifest, spec: ExplainSpec) -> TensorSpec | None:
+    """The output an ``explain`` section explains (None: the model has no fitting one)."""
+    for tensor in manifest.outputs:
+        if spec.output is not None and tensor.name != spec.output:
+            continue
+        fits = tensor.datatype in ("FP16", "FP32", "FP64") and (
+            tensor.shape == (-1,) or (len(tensor.shape) == 2 and tensor.shape[1] >= 1)
+        )
+        if fits:
+            return tensor
+        if spec.output is not None:
+            return None
+    return None
+
+
+def explained_column(output: TensorSpec, spec: ExplainSpec) -> int | None:
+    """The column of ``output`` explained (None: a one-column [-1] output); ValueError when
+    ``target`` names none of its columns."""
+    if len(output.shape) == 1:
+        return None
+    columns = output.shape[1]
+    target = spec.target
+    if target is None:
+        if columns == -1:
+            raise ValueError(f"explain needs a target: output '{output.name}' has no fixed width")
+        return columns - 1
+    if isinstance(target, int) and not isinstance(target, bool):
+        if target < 0 or (columns != -1 and target >= columns):
+            raise ValueError(f"explain target {target} is not a column of '{output.name}'")
+        return target
+    labels = output.labels or ()
+    if target not in labels:
+        raise ValueError(f"explain target {target!r} is not one of the labels of '{output.name}'")
+    return labels.index(str(target))
 
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:

@@ -43,7 +43,7 @@ class MemoryUsageStore:
                 "version": r.version,
             }
             key = tuple(group[name] if name in query.group_by else None for name in GROUPS)
-            acc = sums.setdefault(key, [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0])
+            acc = sums.setdefault(key, [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0])
             acc[0] += r.requests
             acc[1] += r.requests if r.status != "ok" else 0
             acc[2] += r.rows
@@ -52,6 +52,7 @@ class MemoryUsageStore:
             acc[5] = max(acc[5], r.latency_ms_max)
             acc[6] += r.compute_ms_sum
             acc[7] += r.cost
+            acc[8] += r.explanations
         # None first, then text by code point, column by column: what the SQL stores do
         ordered = sorted(sums.items(), key=lambda item: [(v is not None, v or "") for v in item[0]])
         return [
@@ -65,6 +66,7 @@ class MemoryUsageStore:
                 errors=int(a[1]),
                 rows=int(a[2]),
                 tokens=int(a[3]),
+                explanations=int(a[8]),
                 latency_ms_avg=a[4] / a[0] if a[0] else 0.0,
                 latency_ms_max=a[5],
                 compute_seconds=a[6] / 1000,

@@ -113,6 +113,8 @@ plans = Table(
     Column("tokens_per_month", BigInteger, nullable=True),
     Column("max_concurrency", Integer, nullable=True),
     Column("max_batch_size", Integer, nullable=True),
+    # rows explained per minute (docs/explanations.md; 0010)
+    Column("explanations_per_minute", Integer, nullable=True),
     Column("priority", Integer, nullable=False),
     Column("models", _json(), nullable=True),
 )
@@ -181,6 +183,8 @@ usage_records = Table(
     Column("requests", BigInteger, nullable=False),
     Column("rows", BigInteger, nullable=False),
     Column("tokens", BigInteger, nullable=False),
+    # rows explained (parameters.explain, docs/explanations.md; 0010)
+    Column("explanations", BigInteger, nullable=False, server_default="0"),
     Column("latency_ms_sum", Float, nullable=False),
     Column("latency_ms_max", Float, nullable=False),
     Column("compute_ms_sum", Float, nullable=False),

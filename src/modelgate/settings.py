@@ -278,6 +278,11 @@ class Settings(BaseSettings):
     fairness_max_rows: int = Field(default=50_000, ge=100, le=1_000_000)
     #: ...made no longer ago than this, unless the audit names ``since``
     fairness_window_seconds: float = Field(default=30 * 86400.0, gt=0)
+    #: the learning loop (docs/learning.md): the Python interpreter trainers run with
+    #: (unset: the server's own); it needs numpy, modelgate and the trainer's libraries
+    learning_python: str | None = None
+    #: how often the manifests' learning triggers (labels, schedule, drift) are checked
+    learning_trigger_seconds: float = Field(default=60.0, ge=1, le=86_400)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

@@ -16,6 +16,7 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
 from modelgate.boot.components import Components, build_core_components
+from modelgate.boot.learning import build_learning
 from modelgate.boot.loop_lag import LoopLag
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.backpressure import RefusalBackpressure
@@ -34,6 +35,7 @@ def build_components(settings: Settings) -> Components:
     components.backpressure = build_backpressure(settings)
     if components.backpressure is not None:
         components.metrics.track_backpressure(components.backpressure)
+    components.learning = build_learning(settings, components)
     components.rest_app = build_rest_app(settings, components)
     overload = components.service.admission.overload if components.service.admission else None
     if overload is not None:  # sampled in the serving process only, not in a job worker
@@ -88,6 +90,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
                 window=timedelta(seconds=settings.fairness_window_seconds),
             ),
             deployments=(deployments, components.shadows),
+            learning=components.learning,
             traffic=components.metrics,
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelgate.core.serving.artifacts import check_relative
+from modelgate.core.serving.learning_spec import LearningSpec
 from modelgate.core.serving.tensors import DATATYPES
 from modelgate.errors import ModelgateError, invalid
 
@@ -21,6 +22,7 @@ __all__ = [
     "EmbeddingSpec",
     "FairnessSpec",
     "FeedbackSpec",
+    "LearningSpec",
     "ModelManifest",
     "PayloadLoggingSpec",
     "ProtectedAttribute",
@@ -264,6 +266,8 @@ class ModelManifest(_Strict):
     #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
     #: out, failed, or every node's breaker open); they must take the same inputs
     fallbacks: tuple[str, ...] = ()
+    #: retrained from its feedback by the learning loop; unset: never (docs/learning.md)
+    learning: LearningSpec | None = None
 
     @field_validator("artifact")
     @classmethod
@@ -295,6 +299,8 @@ class ModelManifest(_Strict):
                     raise ValueError(f"feedback names output '{named}', which the model lacks")
         if self.fairness is not None:
             _check_fairness(self, self.fairness)
+        if self.learning is not None:
+            _check_learning(self, self.learning)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
         object.__setattr__(self, "limits", self.limits.resolved(self))
@@ -353,6 +359,19 @@ def _check_fairness(manifest: ModelManifest, spec: FairnessSpec) -> None:
                 f"fairness names feature '{attribute.feature}', which input "
                 f"'{attribute.input}' does not list in its feature_names"
             )
+
+
+def _check_learning(manifest: ModelManifest, spec: LearningSpec) -> None:
+    if manifest.feedback is None or not manifest.feedback.enabled:
+        raise ValueError("learning needs feedback enabled (its labels are the data set)")
+    if manifest.payload_logging is None or not manifest.payload_logging.enabled:
+        raise ValueError("learning needs payload_logging enabled (its inputs are the data set)")
+    known = {t.name for t in manifest.inputs}
+    for tensor in manifest.inputs:
+        known.update(tensor.feature_names or ())
+    unknown = sorted(set(spec.columns) - known)
+    if unknown:
+        raise ValueError(f"learning.columns names {unknown}, neither inputs nor features")
 
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:

@@ -11,6 +11,7 @@ Fairlearn, as ``/admin/models/{m}/fairness`` reports it), groups under the manif
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -26,7 +27,7 @@ from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.tensors import Tensor
 from modelgate.runtimes.catalog import loaders
 
-__all__ = ["check_gates", "evaluate_version"]
+__all__ = ["check_gates", "evaluate_version", "finite"]
 
 _BATCH = 1024
 _EPSILON = 1e-7
@@ -105,7 +106,20 @@ def _score(
             minimum,
         )
         fairness.append(asdict(audit))
-    return {"rows": len(labels), "metrics": task, "fairness": fairness}
+    document: dict[str, Any] = finite({"rows": len(labels), "metrics": task, "fairness": fairness})
+    return document
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: Fairlearn's ratio of two zero
+    selection rates is NaN, and reports are JSON, which has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def check_gates(

@@ -24,6 +24,7 @@ import yaml
 from modelgate import __version__
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import profile_of
+from modelgate.learning.evaluation import finite
 from modelgate.repository.filesystem import VERSION_MANIFEST
 from modelgate.repository.lineage import LINEAGE_FILE, lineage_record, write_lineage
 from modelgate.repository.versions import install_version
@@ -112,7 +113,7 @@ def _categorical(reference: Path) -> set[str]:
 
 
 def write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
-    text = json.dumps(dict(document), indent=1, default=str, allow_nan=False) + "\n"
+    text = json.dumps(finite(dict(document)), indent=1, default=str, allow_nan=False) + "\n"
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:

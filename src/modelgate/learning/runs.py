@@ -292,7 +292,11 @@ class LearningService:
             self._finish(folder, run, "failed", exc.message)
         except Exception as exc:  # the run's outermost layer: recorded, the server goes on
             log.exception("learning run %s of %s failed", run["id"], model)
-            self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
+            try:
+                self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
+            except Exception:  # the report itself cannot be written: the error and stage stay
+                run["report"] = {}
+                self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
         finally:
             self._unlock(model, run["id"])
         outcome = {"run": run["id"], "status": run["status"], "version": run["version"],

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +27,7 @@ import yaml
 from modelgate.demo.credit_risk import generate
 from tests.conftest import ROOT
 from tests.contract.conftest import drop_postgres_database, new_postgres_database
-from tests.e2e.conftest import AUTH, RunningServer, start_server, stop_server
+from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer, start_server, stop_server
 
 PAYLOAD_KEY = base64.b64encode(b"L" * 32).decode()
 ROWS_PER_REQUEST = 20
@@ -43,12 +47,19 @@ def _learning(trainer: str) -> dict[str, Any]:
     }
 
 
-def _repository(demo_models: Path, folder: Path, trainer: str) -> Path:
+def _repository(
+    demo_models: Path, folder: Path, trainer: str, triggers: dict[str, Any] | None = None
+) -> Path:
     shutil.copytree(demo_models / "credit-risk", folder / "credit-risk")
     path = folder / "credit-risk" / "model.yaml"
     manifest = yaml.safe_load(path.read_text())
     manifest["payload_logging"] = {"enabled": True, "purpose": "retraining", "retention_days": 30}
     manifest["learning"] = _learning(trainer)
+    if triggers is not None:
+        manifest["learning"]["triggers"] = triggers
+        # 400 rows hold too few of each age band to judge fairness (a gate that cannot be
+        # judged fails): this test is about the trigger
+        manifest["learning"]["gates"] = {"auc_drop_max": 0.01}
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return folder
 
@@ -65,7 +76,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_postgres_database(url)
 
 
-def _serve(repository: Path, workdir: Path, database: str) -> RunningServer:
+def _serve(repository: Path, workdir: Path, database: str, **settings: str) -> RunningServer:
     return start_server(
         repository,
         workdir,
@@ -79,6 +90,7 @@ def _serve(repository: Path, workdir: Path, database: str) -> RunningServer:
             "MODELGATE_DEPLOYMENT_REFRESH_SECONDS": "0.3",
             # the trainer's process imports this tree's code and the tests' trainer
             "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+            **settings,
         },
     )
 
@@ -176,44 +188,49 @@ def test_a_shifted_relationship_is_learned_and_promoted(
             erased = client.delete("/admin/subjects/carol", headers=AUTH)
             assert erased.status_code == 200, erased.text
 
-            run = _learn(client)
-            assert run["status"] == "succeeded", json.dumps(run, indent=1)[:4000]
-            report = run["report"]
-            # the data set: acme's consented rows only, carol's erased, globex's without inputs
-            assert report["dataset"]["labelled_rows_in_window"] == 900
-            assert report["dataset"]["rows"] == 800
-            assert report["sanitization"]["rows_left_out"] == {"no consented inputs": 100}
-            assert report["sanitization"]["columns_removed"] == {
-                "features": {"age_band": "sensitive"}
-            }
-            assert {"request_id", "subject", "tenant_id"} <= set(
-                report["sanitization"]["fields_dropped"]
-            )
-            assert report["training"]["answer"]["features_used"].count("age_band") == 0
-            evaluation = report["evaluation"]
-            assert evaluation["passed"] is True
-            candidate = evaluation["candidate"]["metrics"]
-            serving = evaluation["serving"]["metrics"]
-            assert candidate["auc"] > serving["auc"] + 0.3, evaluation
-            assert candidate["accuracy"] > serving["accuracy"]
-            assert evaluation["candidate"]["fairness"][0]["attribute"] == "age_band"
-            assert run["version"] == 3 and run["serving_version"] == 2
+            traffic = _Traffic(server.url, consenting, features)
+            traffic.start()  # requests naming no version, through the whole loop
+            try:
+                run = _learn(client)
+                assert run["status"] == "succeeded", json.dumps(run, indent=1)[:4000]
+                report = run["report"]
+                # the data set: acme's consented rows only, carol's erased, globex's without inputs
+                assert report["dataset"]["labelled_rows_in_window"] == 900
+                assert report["dataset"]["rows"] == 800
+                assert report["sanitization"]["rows_left_out"] == {"no consented inputs": 100}
+                assert report["sanitization"]["columns_removed"] == {
+                    "features": {"age_band": "sensitive"}
+                }
+                assert {"request_id", "subject", "tenant_id"} <= set(
+                    report["sanitization"]["fields_dropped"]
+                )
+                assert report["training"]["answer"]["features_used"].count("age_band") == 0
+                evaluation = report["evaluation"]
+                assert evaluation["passed"] is True
+                candidate = evaluation["candidate"]["metrics"]
+                serving = evaluation["serving"]["metrics"]
+                assert candidate["auc"] > serving["auc"] + 0.3, evaluation
+                assert candidate["accuracy"] > serving["accuracy"]
+                assert evaluation["candidate"]["fairness"][0]["attribute"] == "age_band"
+                assert run["version"] == 3 and run["serving_version"] == 2
 
-            card = client.get("/admin/models/credit-risk/versions/3/card", headers=AUTH)
-            assert card.status_code == 200, card.text
-            lineage = card.json()["lineage"]
-            assert lineage["origin"] == "learning-loop"
-            assert lineage["dataset"]["sha256"] == report["dataset"]["sha256"]
-            assert lineage["sanitization"]["columns_removed"]["features"] == {
-                "age_band": "sensitive"
-            }
-            assert lineage["parent"]["version"] == 2
-            assert lineage["started_by"].startswith("admin:bootstrap-admin (manual)")
+                card = client.get("/admin/models/credit-risk/versions/3/card", headers=AUTH)
+                assert card.status_code == 200, card.text
+                lineage = card.json()["lineage"]
+                assert lineage["origin"] == "learning-loop"
+                assert lineage["dataset"]["sha256"] == report["dataset"]["sha256"]
+                assert lineage["sanitization"]["columns_removed"]["features"] == {
+                    "age_band": "sensitive"
+                }
+                assert lineage["parent"]["version"] == 2
+                assert lineage["started_by"].startswith("admin:bootstrap-admin (manual)")
 
-            # the canary: traffic naming no version, every request answered, until promoted
-            failures, deployment = _until_promoted(client, consenting, features)
-            assert failures == [], failures[:3]
+                deployment = _until_promoted(client)
+            finally:
+                traffic.stop()
+            assert traffic.answered > 50 and traffic.failures == [], traffic.failures[:3]
             assert deployment["default_version"] == 3 and deployment["canary"] is None
+            assert traffic.versions >= {"2", "3"}  # both answered during the canary
 
             trail = client.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()
             actions = [entry["action"] for entry in trail]
@@ -222,30 +239,51 @@ def test_a_shifted_relationship_is_learned_and_promoted(
         stop_server(server)
 
 
-def _until_promoted(
-    client: httpx.Client, key: str, features: np.ndarray[Any, Any]
-) -> tuple[list[str], dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {key}"}
-    failures: list[str] = []
+def _until_promoted(client: httpx.Client) -> dict[str, Any]:
+    """The deployment once its canary ended (promoted or rolled back), or after 45 s."""
     deadline = time.monotonic() + 45
     deployment: dict[str, Any] = {}
-    sent = 0
     while time.monotonic() < deadline:
-        for _ in range(20):
-            row = features[sent % len(features)]
-            body = {
-                "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 12],
-                            "data": row.tolist()}],
-                "parameters": {"subject": f"caller-{sent}"},  # the sticky key: both arms
-            }  # fmt: skip
-            answer = client.post("/v2/models/credit-risk/infer", json=body, headers=headers)
-            if answer.status_code != 200:
-                failures.append(f"{answer.status_code} {answer.text}")
-            sent += 1
         deployment = client.get("/admin/models/credit-risk/deployment", headers=AUTH).json()
         if deployment.get("canary") is None:
             break
-    return failures, deployment
+        time.sleep(0.3)
+    return deployment
+
+
+class _Traffic(threading.Thread):
+    """Requests naming no version, one after another, each with its own sticky key (so
+    both arms of a canary get some), until stopped; what failed and which versions
+    answered."""
+
+    def __init__(self, url: str, key: str, features: np.ndarray[Any, Any]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.key, self.features = url, key, features
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+        self.answered = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop_event.is_set():
+                row = self.features[self.answered % len(self.features)]
+                body = {
+                    "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 12],
+                                "data": row.tolist()}],
+                    "parameters": {"subject": f"caller-{self.answered}", "consent": False},
+                }  # fmt: skip
+                answer = client.post("/v2/models/credit-risk/infer", json=body, headers=headers)
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text}")
+                else:
+                    self.versions.add(answer.json()["model_version"])
+                self.answered += 1
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
 
 
 def test_a_worse_candidate_is_never_registered(
@@ -262,7 +300,16 @@ def test_a_worse_candidate_is_never_registered(
             time.sleep(0.5)
             data = generate(600, seed=11)  # the relationship the serving version knows
             _send(client, key, data.features, data.labels, "acme")
-            run = _learn(client)
+            done = subprocess.run(
+                [sys.executable, "-m", "modelgate", "learn", "credit-risk", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "MODELGATE_URL": server.url, "MODELGATE_API_KEY": ADMIN_KEY},
+                check=False,
+            )
+            assert done.returncode == 1, done.stdout + done.stderr  # rejected: exit status 1
+            run = json.loads(done.stdout)
             assert run["status"] == "rejected", json.dumps(run, indent=1)[:4000]
             gates = {g["gate"]: g for g in run["report"]["evaluation"]["gates"]}
             assert gates["auc_drop_max"]["passed"] is False
@@ -276,5 +323,45 @@ def test_a_worse_candidate_is_never_registered(
             ) == ["1", "2"]
             missing = client.get("/admin/models/credit-risk/deployment", headers=AUTH)
             assert missing.status_code == 404  # no canary was started
+    finally:
+        stop_server(server)
+
+
+def test_enough_new_labels_start_a_run_by_themselves(demo_models: Path, tmp_path: Path) -> None:
+    repository = _repository(
+        demo_models,
+        tmp_path / "models",
+        "modelgate.learning.trainers.credit_risk:train",
+        triggers={"labels": 300, "cooldown_seconds": 0},
+    )
+    database = f"sqlite+aiosqlite:///{tmp_path / 'learning.db'}"
+    server = _serve(repository, tmp_path / "work", database, MODELGATE_LEARNING_TRIGGER_SECONDS="1")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/admin/plans", json={"name": "std"}, headers=AUTH).is_success
+            key = _tenant(client, "acme", consents=True)
+            time.sleep(0.5)
+            features, labels = _shifted(200, seed=3)
+            _send(client, key, features, labels, "first")
+            time.sleep(2.5)  # two rounds of the trigger with 200 new labels: nothing starts
+            assert client.get("/admin/models/credit-risk/learn", headers=AUTH).json() == []
+            features, labels = _shifted(200, seed=4)
+            _send(client, key, features, labels, "second")
+            runs: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                runs = client.get("/admin/models/credit-risk/learn", headers=AUTH).json()
+                if runs and runs[0]["status"] != "running":
+                    break
+                time.sleep(0.5)
+            assert len(runs) == 1, runs
+            assert runs[0]["trigger"] == "labels"
+            assert runs[0]["started_by"] == "admin:learning-trigger"
+            assert runs[0]["status"] == "succeeded", runs[0]
+            trail = client.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()
+            assert any(
+                e["action"] == "learning.start" and e["actor"] == "admin:learning-trigger"
+                for e in trail
+            )
     finally:
         stop_server(server)

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -73,6 +74,9 @@ LOCK_FILE = ".lock"
 #: a lock older than the trainer's limit plus this is a crashed run's, and is taken over
 _STALE_LOCK_S = 3600.0
 _LISTED = 20
+#: what a run id and a model name may be (a model's folder name, as the repository reads it)
+_RUN_ID = re.compile(r"^run_\d{8}T\d{6}_[0-9a-f]{6}$")
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def trigger_principal() -> Principal:
@@ -169,26 +173,39 @@ class LearningService:
             "version": None,
             "report": {},
         }
-        self._save(folder, run)
-        await self._audit(principal, "learning.start", model, {"run": run_id, "trigger": trigger},
-                          source_ip)  # fmt: skip
+        try:
+            self._save(folder, run)
+            await self._audit(
+                principal, "learning.start", model, {"run": run_id, "trigger": trigger}, source_ip
+            )
+        except BaseException as exc:  # not audited, not run: nothing is left held
+            message = exc.message if isinstance(exc, ModelgateError) else type(exc).__name__
+            with contextlib.suppress(OSError):
+                self._finish(folder, run, "failed", f"not started: {message}")
+            self._unlock(model, run_id)
+            raise
         task = asyncio.create_task(self._run(principal, manifest, folder, run), name=run_id)
         self._tasks[model] = task
         task.add_done_callback(lambda _t: self._tasks.pop(model, None))
         return dict(run)
 
-    def get(self, principal: Principal, model: str, run_id: str) -> dict[str, Any]:
+    async def get(self, principal: Principal, model: str, run_id: str) -> dict[str, Any]:
+        """One run of the model; NOT_FOUND for an unknown model or run."""
         require_scope(principal, Scope.TENANTS_ADMIN)
-        if not run_id.startswith("run_") or "/" in run_id or run_id.startswith("run_."):
+        await self._known(model)
+        if not _RUN_ID.fullmatch(run_id):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown learning run '{run_id}'")
         run = _read(self._runs_dir(model) / run_id / RUN_FILE)
         if run is None:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown learning run '{run_id}'")
         return run
 
-    def runs(self, principal: Principal, model: str, limit: int = _LISTED) -> list[dict[str, Any]]:
+    async def runs(
+        self, principal: Principal, model: str, limit: int = _LISTED
+    ) -> list[dict[str, Any]]:
         """The model's runs, newest first, without their reports."""
         require_scope(principal, Scope.TENANTS_ADMIN)
+        await self._known(model)
         runs = []
         for folder in self._run_folders(model)[:limit]:
             run = _read(folder / RUN_FILE)
@@ -477,6 +494,13 @@ class LearningService:
         }  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
+    async def _known(self, model: str) -> None:
+        """NOT_FOUND unless ``model`` is a model of the repository (so that its name is a
+        folder name there, never a path elsewhere)."""
+        if not _MODEL.fullmatch(model):
+            raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{model[:128]}'")
+        await self.registry.manifest(model)  # NOT_FOUND for an unknown model
+
     async def _serving_source(self, model: str) -> VersionSource | None:
         """The version that answers requests naming none: the deployment's default, else
         the manifest's, else the highest."""

@@ -34,7 +34,7 @@ def add_learning_routes(
         limit: Annotated[int, Query(ge=1, le=100, description="Runs, newest first.")] = 20,
     ) -> list[dict[str, Any]]:
         """The model's learning runs, newest first, without their reports."""
-        return learning.runs(caller, model, limit)
+        return await learning.runs(caller, model, limit)
 
     @app.get("/admin/models/{model}/learn/{run_id}", tags=["learning"])
     async def get_learning_run(model: str, run_id: str, caller: Caller) -> dict[str, Any]:
@@ -42,4 +42,4 @@ def add_learning_routes(
         ``interrupted``), stage and progress, and its report (data set and what
         sanitization removed, training, evaluation with the gates, the new version and its
         canary)."""
-        return learning.get(caller, model, run_id)
+        return await learning.get(caller, model, run_id)

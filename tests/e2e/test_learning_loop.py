@@ -27,7 +27,14 @@ import yaml
 from modelgate.demo.credit_risk import generate
 from tests.conftest import ROOT
 from tests.contract.conftest import drop_postgres_database, new_postgres_database
-from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer, start_server, stop_server
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    AUTH,
+    RunningServer,
+    run_cli,
+    start_server,
+    stop_server,
+)
 
 PAYLOAD_KEY = base64.b64encode(b"L" * 32).decode()
 ROWS_PER_REQUEST = 20
@@ -224,6 +231,12 @@ def test_a_shifted_relationship_is_learned_and_promoted(
                 }
                 assert lineage["parent"]["version"] == 2
                 assert lineage["started_by"].startswith("admin:bootstrap-admin (manual)")
+                assert lineage["evaluation"]["metrics"] == candidate
+                shown = run_cli(
+                    {"MODELGATE_URL": server.url, "MODELGATE_API_KEY": ADMIN_KEY, "COLUMNS": "200"},
+                    "models", "card", "credit-risk", "--version", "3",
+                )  # fmt: skip
+                assert "learning-loop" in shown and "age_band" in shown, shown
 
                 deployment = _until_promoted(client)
             finally:

@@ -347,6 +347,7 @@ class LearningService:
             "training_rows": len(train),
             "holdout_rows": len(holdout),
             "sha256": data.digest(train),
+            "bytes": int(sum(a.nbytes for a in data.trainer_inputs(train).values())),
             "holdout_sha256": data.digest(holdout),
         }
         report["sanitization"] = data.report
@@ -422,11 +423,17 @@ class LearningService:
             "parent": None
             if serving is None
             else {"model": model, "version": serving.version, "relation": "retrained"},
-            "dataset": {**report["dataset"], "source": "consented payloads joined with feedback"},
+            "dataset": {
+                **report["dataset"],
+                "name": f"{model} feedback",
+                "rows": report["dataset"]["training_rows"],
+                "source": "consented payloads joined with feedback labels",
+            },
             "sanitization": data.report,
             "training": {**report["training"], "run": run["id"]},
             "evaluation": {
                 "against": f"version {run['serving_version']}, on the same held-out rows",
+                "metrics": candidate["metrics"],
                 "candidate": candidate["metrics"],
                 "serving": None if baseline is None else baseline["metrics"],
                 "gates": gates,

@@ -371,6 +371,12 @@ def test_enough_new_labels_start_a_run_by_themselves(demo_models: Path, tmp_path
             assert runs[0]["trigger"] == "labels"
             assert runs[0]["started_by"] == "admin:learning-trigger"
             assert runs[0]["status"] == "succeeded", runs[0]
+            env = {"MODELGATE_URL": server.url, "MODELGATE_API_KEY": ADMIN_KEY, "COLUMNS": "200"}
+            shown = run_cli(env, "learn", "credit-risk", "--run", runs[0]["id"])
+            assert f"run {runs[0]['id']}: succeeded" in shown, shown
+            assert "pass auc_drop_max" in shown and "held-out rows" in shown, shown
+            listed = run_cli(env, "learn", "credit-risk", "--runs")
+            assert runs[0]["id"] in listed and "labels" in listed, listed
             trail = client.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()
             assert any(
                 e["action"] == "learning.start" and e["actor"] == "admin:learning-trigger"

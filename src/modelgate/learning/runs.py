@@ -228,6 +228,7 @@ class LearningService:
             spec = manifest.learning
             if spec is None:
                 continue
+            await self.sync_versions(model)
             reason = await self._due(model, spec)
             if reason is None:
                 continue
@@ -252,6 +253,22 @@ class LearningService:
                 await self.check_triggers()
             except ModelgateError as exc:  # a database outage: the next round tries again
                 log.warning("learning triggers not checked: %s", exc.message)
+            except Exception:  # the loop's outermost layer: logged, the next round goes on
+                log.exception("learning triggers not checked")
+
+    async def sync_versions(self, model: str) -> bool:
+        """Reload ``model`` when this replica serves it and the repository holds versions
+        it has not loaded (another replica's loop registered one): so every replica serves
+        a learned version's canary within a trigger interval. Whether it reloaded."""
+        loaded = {v.version for v in self.registry.versions(model)}
+        if not loaded:
+            return False  # not loaded here: its first use reads the repository anyway
+        sources = await asyncio.to_thread(self.registry.repository.versions, model)
+        if {s.version for s in sources} <= loaded:
+            return False
+        log.info("model %s has new versions in the repository: reloading", model)
+        await self.registry.load(model)
+        return True
 
     async def close(self) -> None:
         """Stop the trigger loop and the runs in progress (marked ``interrupted``; the

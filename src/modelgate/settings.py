@@ -314,6 +314,11 @@ class Settings(BaseSettings):
     #: one (more answer 503 with Retry-After)
     explain_concurrency: int = Field(default=2, ge=1, le=64)
     explain_queue: int = Field(default=8, ge=0, le=10_000)
+    #: the learning loop (docs/learning.md): the Python interpreter trainers run with
+    #: (unset: the server's own); it needs numpy, modelgate and the trainer's libraries
+    learning_python: str | None = None
+    #: how often the manifests' learning triggers (labels, schedule, drift) are checked
+    learning_trigger_seconds: float = Field(default=60.0, ge=1, le=86_400)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

@@ -207,6 +207,8 @@ async def test_openapi_covers_every_route_and_docs_work_offline(
         "/admin/subjects/{subject}/export",
         "/admin/models/{model}/monitoring",
         "/admin/models/{model}/fairness",
+        "/admin/models/{model}/learn",
+        "/admin/models/{model}/learn/{run_id}",
         "/admin/models/{model}/card",
         "/admin/models/{model}/versions/{version}/card",
         "/admin/models/{model}/deployment",

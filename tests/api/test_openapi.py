@@ -203,6 +203,7 @@ async def test_every_documented_route_is_answered(
         "key_id": key.json()["id"],
         "subject": "alice",
         "target": "default",
+        "run_id": "run_20260101T000000_000000",
     }
     for method, template in sorted(operations(document)):
         path = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], template)

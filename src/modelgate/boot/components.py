@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from modelgate.cluster.node import NodeAnnouncer
     from modelgate.core.gateway.cluster import Cluster
     from modelgate.identity.jwt import TokenIssuer
+    from modelgate.learning.runs import LearningService
 
 __all__ = ["Components", "build_core_components"]
 
@@ -114,6 +115,8 @@ class Components:
     fairness_watch: FairnessWatch | None = None
     #: the REST app (:func:`modelgate.boot.serving.build_components`); None in a worker
     rest_app: ASGIApp | None = None
+    #: the learning loop's runs and triggers (a server's; docs/learning.md)
+    learning: LearningService | None = None
     #: the event loop's lag, sampled for shedding on queueing delay (a server's, when on)
     loop_lag: LoopLag | None = None
     #: back-pressure on connections whose requests keep being refused (a server's, when on)
@@ -202,6 +205,9 @@ class Components:
             services.append(Step("shadows", close=self.shadows.close))
         if rollout_stop is not None:
             services.append(rollout_stop)
+        if self.learning is not None:  # its runs stop before the models and deployments
+            services.append(Loop("learning triggers", self.learning.run_triggers))
+            services.append(Step("learning runs", close=self.learning.close))
         if watch is not None:
             services.append(Loop("cluster watch", watch.run))
         if self.announcer is not None:

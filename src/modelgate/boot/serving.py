@@ -17,6 +17,7 @@ from modelgate.api.openai.embeddings import OpenAIHandlers
 from modelgate.api.rest.app import RestApp, RestLimits
 from modelgate.api.rest.jobs import JobRoutes
 from modelgate.boot.components import Components, build_core_components
+from modelgate.boot.learning import build_learning
 from modelgate.boot.loop_lag import LoopLag
 from modelgate.core.access.oauth import TokenService
 from modelgate.core.admission.backpressure import RefusalBackpressure
@@ -36,6 +37,7 @@ def build_components(settings: Settings) -> Components:
     components.backpressure = build_backpressure(settings)
     if components.backpressure is not None:
         components.metrics.track_backpressure(components.backpressure)
+    components.learning = build_learning(settings, components)
     components.rest_app = build_rest_app(settings, components)
     overload = components.service.admission.overload if components.service.admission else None
     if overload is not None:  # sampled in the serving process only, not in a job worker
@@ -95,6 +97,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
                 ttl_s=settings.fairness_cache_seconds,
             ),
             deployments=(deployments, components.shadows),
+            learning=components.learning,
             traffic=components.metrics,
             # the inference path's limiter: with Redis, the limits hold across replicas
             rate_limits=AdminRateLimits(

@@ -117,4 +117,11 @@ def _lineage_rows(about: Table, card: dict[str, Any]) -> None:
         )
     else:
         about.add_row("dataset", "not recorded")
+    sanitization = lineage.get("sanitization")
+    if sanitization:  # the learning loop's: what no trainer saw
+        about.add_row(
+            "sanitization",
+            f"columns removed {sanitization.get('columns_removed') or 'none'}; rows left out "
+            f"{sanitization.get('rows_left_out') or 'none'}",
+        )
     about.add_row("started by", f"{lineage.get('started_by')} at {lineage.get('created_at')}")

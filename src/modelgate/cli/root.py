@@ -19,6 +19,7 @@ from modelgate.cli.deployments import deployments_app
 from modelgate.cli.fairness import fairness
 from modelgate.cli.feedback import feedback_app
 from modelgate.cli.jobs import jobs_app, worker
+from modelgate.cli.learn import learn
 from modelgate.cli.optimize import optimize
 from modelgate.cli.privacy import payloads_app, subjects_app
 from modelgate.cli.profile import profile
@@ -45,6 +46,7 @@ app.command()(worker)
 app.command()(profile)
 app.command()(optimize)
 app.command()(fairness)
+app.command()(learn)
 console = Console()
 
 _KEY = typer.Option(

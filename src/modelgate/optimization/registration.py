@@ -1,16 +1,10 @@
-"""Installing a candidate as the next version of its model, all at once.
-
-The version is assembled in a hidden folder inside the model's folder (the repository scanner
-only reads folders named by a number), loaded and run there through the server's runtime, and
-renamed to the next free number only when complete: a failure or Ctrl-C at any step leaves no
-version the server could find, only a hidden folder that is removed on the way out.
-"""
+"""Installing an optimized candidate as the next version of its model, all at once
+(``repository/versions.py``: assembled in a hidden folder, loaded and run there through the
+server's runtime, renamed to the next free number only when complete)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,16 +12,15 @@ from typing import Any
 import yaml
 
 from modelgate import __version__
-from modelgate.core.serving.manifest import merge, parse_manifest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.repository import lineage as versions_lineage
-from modelgate.repository.filesystem import MANIFEST, VERSION_MANIFEST
+from modelgate.repository.filesystem import VERSION_MANIFEST
 from modelgate.repository.lineage import LINEAGE_FILE, file_digest, started_by, write_lineage
+from modelgate.repository.versions import install_version
 
 __all__ = ["LINEAGE_FILE", "STAGING_PREFIX", "lineage_record", "register_candidate"]
 
 STAGING_PREFIX = ".staging-optimize-"
-_ATTEMPTS = 5  # numbers tried when another writer takes the next one first
 
 
 def register_candidate(
@@ -38,29 +31,13 @@ def register_candidate(
     validate: Callable[[VersionSource], None],
 ) -> int:
     """The new version's number. ``validate`` gets the staged version (its real manifest) and
-    raises to refuse it; then nothing is installed."""
-    name = source.manifest.name
-    model_dir = repository / name
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
-    try:
-        _assemble(staging, source, candidate_artifact, lineage)
-        base = yaml.safe_load((model_dir / MANIFEST).read_text(encoding="utf-8")) or {}
-        override = yaml.safe_load((staging / VERSION_MANIFEST).read_text(encoding="utf-8"))
-        validate(VersionSource(0, str(staging), parse_manifest(name, merge(base, override))))
-        staging.chmod(0o755)  # mkdtemp makes 0700; the server may run as another user
-        for _ in range(_ATTEMPTS):
-            number = _next_number(model_dir)
-            try:
-                os.rename(staging, model_dir / str(number))
-            except OSError:
-                continue  # taken meanwhile: try the one after it
-            break
-        else:
-            raise RuntimeError(f"could not claim a version number in {model_dir}")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return number
+    raises to refuse it; then nothing is installed (repository/versions.py)."""
+    return install_version(
+        repository / source.manifest.name,
+        lambda staging: _assemble(staging, source, candidate_artifact, lineage),
+        validate,
+        staging_prefix=STAGING_PREFIX,
+    )
 
 
 def _assemble(
@@ -106,11 +83,6 @@ def _assemble(
         by=lineage["started_by"],
     )
     write_lineage(staging, record)
-
-
-def _next_number(model_dir: Path) -> int:
-    numbers = [int(e.name) for e in model_dir.iterdir() if e.name.isdigit()]
-    return max(numbers, default=0) + 1
 
 
 def lineage_record(

@@ -6,7 +6,7 @@ modelgate itself, so they work with no internet.
 This module builds the app (who calls, the error shape) and holds the plan, tenant, key,
 audit and quota routes; each optional group adds its own: ``usage.py`` (usage, prices),
 ``privacy.py`` (payload logging, data subjects), ``monitoring.py``, ``cards.py`` (model
-cards), ``deployments.py``."""
+cards), ``deployments.py``, ``learning.py`` (the learning loop's runs)."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run
 # time, and `Caller` is a local alias (it closes over this app's authenticator).
@@ -28,6 +28,7 @@ from modelgate.api.admin.deployments import add_deployment_routes
 from modelgate.api.admin.fairness import add_fairness_routes
 from modelgate.api.admin.idempotency import add_idempotency, idempotency_dependency
 from modelgate.api.admin.json_body import JsonBodyRoute
+from modelgate.api.admin.learning import add_learning_routes
 from modelgate.api.admin.monitoring import add_monitoring_routes
 from modelgate.api.admin.openapi import install_openapi
 from modelgate.api.admin.privacy import add_privacy_routes
@@ -66,6 +67,7 @@ from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.fairness.audit_cache import FairnessAuditCache
+from modelgate.learning.runs import LearningService
 from modelgate.observability.metrics import PrometheusMetrics
 
 __all__ = ["build_admin_app"]
@@ -84,6 +86,7 @@ def build_admin_app(
     concept: ConceptMonitor | None = None,
     fairness: FairnessAuditCache | None = None,
     deployments: tuple[DeploymentService, ShadowRunner | None] | None = None,
+    learning: LearningService | None = None,
     idempotency: IdempotencyService | None = None,
     traffic: PrometheusMetrics | None = None,
     rate_limits: AdminRateLimits | None = None,
@@ -285,6 +288,8 @@ def build_admin_app(
         add_fairness_routes(app, fairness, Caller, rate_limits)
     if deployments is not None:
         add_deployment_routes(app, *deployments, Caller, ip)
+    if learning is not None:
+        add_learning_routes(app, learning, Caller, ip)
     if traffic is not None:
         add_traffic_routes(app, traffic, Caller)
     if quotas is not None:

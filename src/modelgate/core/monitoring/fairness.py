@@ -41,6 +41,7 @@ __all__ = [
     "FairnessAuditor",
     "FairnessReport",
     "VersionAudit",
+    "audit_attribute",
 ]
 
 #: groups with fewer labelled rows are too small to judge (the manifest may set another)
@@ -200,43 +201,57 @@ class FairnessAuditor:
                 labels.append(label)
                 predicted.append(decision)
                 groups.append(group)
-        counts: dict[str, int] = defaultdict(int)
-        for group in groups:
-            counts[group] += 1
-        sufficient = {g for g, n in counts.items() if n >= minimum}
-        keep = [i for i, g in enumerate(groups) if g in sufficient]
-        kept = (
-            [labels[i] for i in keep],
-            [predicted[i] for i in keep],
-            [groups[i] for i in keep],
-        )
-        figures = {f.group: f for f in self.metrics.by_group(*kept)} if keep else {}
-        reported = [
-            figures.get(group) or GroupFigures(group=group, count=n, sufficient=False)
-            for group, n in sorted(counts.items(), key=lambda kv: _version_key(kv[0]))
-        ]
-        if len(sufficient) < 2:
-            return AttributeAudit(
-                attribute=attribute,
-                status="insufficient data",
-                rows=len(groups),
-                groups=reported,
-                demographic_parity_difference=None,
-                demographic_parity_ratio=None,
-                equalized_odds_difference=None,
-                equal_opportunity_difference=None,
-            )
-        gaps = self.metrics.differences(*kept)
+        return audit_attribute(self.metrics, attribute, labels, predicted, groups, minimum)
+
+
+def audit_attribute(
+    metrics: FairnessMetrics,
+    attribute: str,
+    labels: list[int],
+    predicted: list[int],
+    groups: list[str],
+    minimum: int,
+) -> AttributeAudit:
+    """One attribute's audit of binary decisions: each group's figures, and the differences
+    between the groups with at least ``minimum`` rows (what audits and the learning loop's
+    evaluation report alike)."""
+    counts: dict[str, int] = defaultdict(int)
+    for group in groups:
+        counts[group] += 1
+    sufficient = {g for g, n in counts.items() if n >= minimum}
+    keep = [i for i, g in enumerate(groups) if g in sufficient]
+    kept = (
+        [labels[i] for i in keep],
+        [predicted[i] for i in keep],
+        [groups[i] for i in keep],
+    )
+    figures = {f.group: f for f in metrics.by_group(*kept)} if keep else {}
+    reported = [
+        figures.get(group) or GroupFigures(group=group, count=n, sufficient=False)
+        for group, n in sorted(counts.items(), key=lambda kv: _version_key(kv[0]))
+    ]
+    if len(sufficient) < 2:
         return AttributeAudit(
             attribute=attribute,
-            status="ok",
+            status="insufficient data",
             rows=len(groups),
             groups=reported,
-            demographic_parity_difference=gaps.demographic_parity_difference,
-            demographic_parity_ratio=gaps.demographic_parity_ratio,
-            equalized_odds_difference=gaps.equalized_odds_difference,
-            equal_opportunity_difference=gaps.equal_opportunity_difference,
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            equal_opportunity_difference=None,
         )
+    gaps = metrics.differences(*kept)
+    return AttributeAudit(
+        attribute=attribute,
+        status="ok",
+        rows=len(groups),
+        groups=reported,
+        demographic_parity_difference=gaps.demographic_parity_difference,
+        demographic_parity_ratio=gaps.demographic_parity_ratio,
+        equalized_odds_difference=gaps.equalized_odds_difference,
+        equal_opportunity_difference=gaps.equal_opportunity_difference,
+    )
 
 
 class _Columns:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelgate.core.serving.artifacts import check_relative
+from modelgate.core.serving.learning_spec import LearningSpec
 from modelgate.core.serving.tensors import DATATYPES
 from modelgate.errors import ModelgateError, invalid
 
@@ -23,6 +24,7 @@ __all__ = [
     "FairnessGates",
     "FairnessSpec",
     "FeedbackSpec",
+    "LearningSpec",
     "ModelManifest",
     "PayloadLoggingSpec",
     "ProtectedAttribute",
@@ -316,6 +318,8 @@ class ModelManifest(_Strict):
     #: models that answer, in order, when this one cannot (unavailable, overloaded, timed
     #: out, failed, or every node's breaker open); they must take the same inputs
     fallbacks: tuple[str, ...] = ()
+    #: retrained from its feedback by the learning loop; unset: never (docs/learning.md)
+    learning: LearningSpec | None = None
 
     @field_validator("artifact")
     @classmethod
@@ -349,6 +353,8 @@ class ModelManifest(_Strict):
             _check_fairness(self, self.fairness)
         if self.explain is not None:
             _check_explain(self, self.explain)
+        if self.learning is not None:
+            _check_learning(self, self.learning)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
         object.__setattr__(self, "limits", self.limits.resolved(self))
@@ -461,6 +467,19 @@ def explained_column(output: TensorSpec, spec: ExplainSpec) -> int | None:
     if target not in labels:
         raise ValueError(f"explain target {target!r} is not one of the labels of '{output.name}'")
     return labels.index(str(target))
+
+
+def _check_learning(manifest: ModelManifest, spec: LearningSpec) -> None:
+    if manifest.feedback is None or not manifest.feedback.enabled:
+        raise ValueError("learning needs feedback enabled (its labels are the data set)")
+    if manifest.payload_logging is None or not manifest.payload_logging.enabled:
+        raise ValueError("learning needs payload_logging enabled (its inputs are the data set)")
+    known = {t.name for t in manifest.inputs}
+    for tensor in manifest.inputs:
+        known.update(tensor.feature_names or ())
+    unknown = sorted(set(spec.columns) - known)
+    if unknown:
+        raise ValueError(f"learning.columns names {unknown}, neither inputs nor features")
 
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:

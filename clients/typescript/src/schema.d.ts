@@ -3505,7 +3505,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3523,7 +3523,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3622,7 +3622,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3640,7 +3640,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"] | components["schemas"]["AdminError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3719,7 +3719,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminError"];
                 };
             };
-            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate). */
+            /** @description A `Content-Encoding` modelgate does not decode (it decodes gzip and deflate), or a body that cannot be JSON (`multipart/*`, or another type with a body that is not JSON). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3737,7 +3737,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Too many refused requests from this address or key (`Retry-After`). */
+            /** @description Too many requests: the tenant's admin rate limit (or fairness audit budget) is spent, or this address or key is blocked after refused requests (`Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;

@@ -140,6 +140,8 @@ class UsageRecorder(BackgroundRecorder):
     def _due_touches(self) -> list[tuple[str, float]]:
         """The used keys whose ``last_used_at`` was written ``touch_interval_s`` ago or more
         (all of them when closing), with their latest use; taken out of ``_used``."""
+        if not self._used:
+            return []
         now = self._clock()
         touched, interval, used = self._touched, self._touch_interval_s, self._used
         due = [

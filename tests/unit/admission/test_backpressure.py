@@ -7,13 +7,18 @@ holds and counted connections are bounded, and a shutdown releases every hold.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
+from modelgate.boot.serving import build_backpressure
+from modelgate.core.admission.backpressure import HOLD_SPREAD, RefusalBackpressure, counted_down
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.settings import Settings
 
 
 def longest() -> float:
@@ -176,3 +181,17 @@ def test_a_held_error_reads_as_it_would_when_answered() -> None:
     assert (later.kind, later.message, later.retry_after) == (error.kind, error.message, 29.0)
     assert later.details == {"limit": 5, "remaining": 0, "reset": 1.0}  # never under 1 s
     assert counted_down(error, 60.0).retry_after == 0.0
+
+
+def test_the_servers_back_pressure_takes_its_spread_from_the_settings(tmp_path: Path) -> None:
+    def built(**values: Any) -> RefusalBackpressure:
+        made = build_backpressure(Settings(data_dir=tmp_path, **values))
+        assert made is not None
+        return made
+
+    assert built().spread == HOLD_SPREAD
+    exact = built(refusal_hold_spread=0.0)
+    exact.refused("a", 0.02)
+    assert [exact.refused("a", 0.02) for _ in range(10)][-1] == 1.0
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, refusal_hold_spread=1.0)

@@ -1,6 +1,11 @@
 """Row 1: tenants B and C at 30 requests/s each (open loop), alone and then beside tenant A
 flooding flat out with its own key (wrk, 32 connections, closed loop); all three on the same
-50 requests/s plan, so A is refused almost always and B and C never."""
+50 requests/s plan, so A is refused almost always and B and C never.
+
+C's requests are due half a period after B's, so that B and C do not arrive in pairs (their
+600 latencies are then 600 samples, not 300 pairs, and neither waits behind the other). The
+server's CPU while A floods, less its CPU alone over the same time, is what A's flood cost
+it; the notes give it per answer A got."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from bench.flood.measure import (
 from bench.loadgen import Load
 from bench.procs import Server
 from bench.suites.context import LOAD_CPU, Ctx
+from bench.sysinfo import tree_cpu
 from bench.workloads import credit_json
 
 RATE = 30.0
@@ -40,10 +46,12 @@ def fairness(ctx: Ctx, server: Server) -> Row:
     base = f"http://{HOST}:{server.http_port}"
     a, b, c = (key_for(base, FAIR, f"flood-{name}") for name in "abc")
     streams = [
-        openloop.Stream(name, infer_request(server, key), RATE, SECONDS, connections=16)
-        for name, key in (("B", b), ("C", c))
+        openloop.Stream(name, infer_request(server, key), RATE, SECONDS, start, connections=16)
+        for name, key, start in (("B", b, 0.0), ("C", c, 0.5 / RATE))
     ]
+    cpu = tree_cpu(server.pid)
     alone = openloop.run(HOST, server.http_port, streams)
+    cpu_alone = tree_cpu(server.pid) - cpu
     script = loadgen.lua_script(ctx.work / "flood-a.lua", [credit_json()], authorization=a)
     flood: list[Load] = []
     flooding = threading.Thread(
@@ -59,7 +67,9 @@ def fairness(ctx: Ctx, server: Server) -> Row:
     )
     flooding.start()
     time.sleep(RAMP)
+    cpu = tree_cpu(server.pid)
     beside = openloop.run(HOST, server.http_port, streams)
+    cpu_beside = tree_cpu(server.pid) - cpu
     flooding.join()
 
     before = [o for outcomes in alone.outcomes.values() for o in outcomes]
@@ -82,5 +92,13 @@ def fairness(ctx: Ctx, server: Server) -> Row:
             "A (wrk -c32)",
             f"{load.rps:,.0f} answers/s, {load.errors:,} of {load.requests:,} non-2xx or "
             f"socket errors",
+        )
+        # A's answers while B and C ran (the flood ran RAMP longer on each side)
+        during_a = load.rps * SECONDS
+        row.note(
+            "server CPU: alone, beside A",
+            f"{cpu_alone:.2f} s, {cpu_beside:.2f} s: A's flood cost "
+            f"{max(cpu_beside - cpu_alone, 0) / SECONDS * 100:.1f}% of a core, "
+            f"{max(cpu_beside - cpu_alone, 0) / during_a * 1e6:,.0f} µs per answer A got",
         )
     return row

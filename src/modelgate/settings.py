@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     refusal_burst: int = Field(default=10, ge=0, le=1_000_000)
     #: ... for the Retry-After it carries, at most this long
     refusal_hold_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: ... less a random part of up to this share of it, so that a flood's connections,
+    #: refused together, come back one at a time; 0: every hold the whole time
+    refusal_hold_spread: float = Field(default=0.5, ge=0, lt=1)
     #: ... and at most this many at once per process; past it a refusal is answered at once
     #: and its connection closed (REST)
     refusal_max_held: int = Field(default=1024, ge=1, le=1_000_000)

@@ -53,6 +53,7 @@ def build_backpressure(settings: Settings) -> RefusalBackpressure | None:
         burst=settings.refusal_burst,
         max_hold_s=settings.refusal_hold_seconds,
         max_held=settings.refusal_max_held,
+        spread=settings.refusal_hold_spread,
     )
 
 

@@ -1,18 +1,29 @@
 """Back-pressure on a flooding connection (core/admission/backpressure.py): memo refusals that
 come before the previous one's Retry-After ran out are counted in a row per connection, each
-past the burst is held for min(cap, Retry-After), a client that waits as told starts again,
+past the burst is held for min(cap, Retry-After) less a random part (so that a flood's
+connections, refused together, do not come back together), a client that waits as told starts again,
 holds and counted connections are bounded, and a shutdown releases every hold."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from modelgate.core.admission.backpressure import RefusalBackpressure, counted_down
+from modelgate.boot.serving import build_backpressure
+from modelgate.core.admission.backpressure import HOLD_SPREAD, RefusalBackpressure, counted_down
 from modelgate.errors import ErrorKind, ModelgateError
+from modelgate.settings import Settings
+
+
+def longest() -> float:
+    """A draw that takes nothing off a hold: the hold is all of min(cap, Retry-After)."""
+    return 0.0
 
 
 class Clock:
@@ -24,7 +35,7 @@ class Clock:
 
 
 def test_refusals_past_the_burst_are_held_for_the_retry_after_up_to_the_cap() -> None:
-    backpressure = RefusalBackpressure(burst=3, max_hold_s=2.0, clock=Clock())
+    backpressure = RefusalBackpressure(burst=3, max_hold_s=2.0, clock=Clock(), draw=longest)
     holds = [backpressure.refused("a", 0.02) for _ in range(5)]
     assert holds == [0.0, 0.0, 0.0, 1.0, 1.0]  # a 20 ms Retry-After is told as 1 s
     assert backpressure.refused("a", 1.5) == 2.0
@@ -32,9 +43,40 @@ def test_refusals_past_the_burst_are_held_for_the_retry_after_up_to_the_cap() ->
     assert backpressure.refused("b", 30.0) == 0.0  # another connection has its own count
 
 
+def test_holds_are_drawn_between_half_and_all_of_the_retry_after() -> None:
+    draws = iter([0.0, 0.5, 0.999])
+    backpressure = RefusalBackpressure(
+        burst=1, max_hold_s=2.0, clock=Clock(), draw=lambda: next(draws)
+    )
+    backpressure.refused("a", 0.02)
+    holds = [backpressure.refused("a", 0.02) for _ in range(3)]
+    assert holds[:2] == [1.0, 0.75]
+    assert holds[2] == pytest.approx(0.5005)
+
+
+def test_a_floods_connections_refused_together_are_not_held_alike() -> None:
+    """The shipped draw: every hold within [half, all] of the Retry-After, and the
+    connections of a flood refused in the same instant come back at different times."""
+    backpressure = RefusalBackpressure(burst=1, clock=Clock())
+    holds = []
+    for connection in range(32):
+        backpressure.refused(connection, 0.02)
+        holds.append(backpressure.refused(connection, 0.02))
+    assert all(hold is not None and 0.5 <= hold <= 1.0 for hold in holds)
+    assert len(set(holds)) > 16
+
+
+def test_without_spread_every_hold_is_the_whole_retry_after() -> None:
+    backpressure = RefusalBackpressure(burst=1, spread=0.0, clock=Clock())
+    backpressure.refused("a", 0.02)
+    assert [backpressure.refused("a", 0.02) for _ in range(3)] == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="spread"):
+        RefusalBackpressure(burst=1, spread=1.0)
+
+
 def test_a_client_that_waits_as_told_starts_the_count_again() -> None:
     clock = Clock()
-    backpressure = RefusalBackpressure(burst=2, clock=clock)
+    backpressure = RefusalBackpressure(burst=2, clock=clock, draw=longest)
     for _ in range(2):
         assert backpressure.refused("a", 0.3) == 0.0  # told "Retry-After: 1"
     clock.now += 1.0  # it waited the second it was told
@@ -47,7 +89,7 @@ def test_a_client_that_waits_as_told_starts_the_count_again() -> None:
 
 def test_a_count_lasts_at_most_idle_s_and_is_then_dropped() -> None:
     clock = Clock()
-    backpressure = RefusalBackpressure(burst=1, idle_s=10.0, clock=clock)
+    backpressure = RefusalBackpressure(burst=1, idle_s=10.0, clock=clock, draw=longest)
     backpressure.refused("a", 3600.0)  # a quota: "Retry-After: 3600"
     clock.now += 9.0
     assert backpressure.refused("a", 3600.0) == 1.0  # still in a row: held (capped)
@@ -81,7 +123,7 @@ def test_a_hold_comes_exactly_past_burst_refusals_that_did_not_wait_as_told(
     ``burst`` came in a row on its connection, each before the previous one's answer plus
     1 s; the table keeps at most 3 connections, the least recently refused out first."""
     clock = Clock()
-    backpressure = RefusalBackpressure(burst=burst, max_connections=3, clock=clock)
+    backpressure = RefusalBackpressure(burst=burst, max_connections=3, clock=clock, draw=longest)
     row: dict[str, tuple[int, float]] = {}  # connection -> (count, counts until); by recency
     for connection, after in events:
         clock.now += after
@@ -97,7 +139,9 @@ def test_a_hold_comes_exactly_past_burst_refusals_that_did_not_wait_as_told(
 
 
 async def test_holds_are_bounded_and_a_release_answers_them_all_at_once() -> None:
-    backpressure = RefusalBackpressure(burst=1, max_hold_s=60.0, max_held=2, clock=Clock())
+    backpressure = RefusalBackpressure(
+        burst=1, max_hold_s=60.0, max_held=2, clock=Clock(), draw=longest
+    )
     backpressure.refused("a", 60.0)
     tasks = []
     for connection in ("a", "a"):
@@ -137,3 +181,17 @@ def test_a_held_error_reads_as_it_would_when_answered() -> None:
     assert (later.kind, later.message, later.retry_after) == (error.kind, error.message, 29.0)
     assert later.details == {"limit": 5, "remaining": 0, "reset": 1.0}  # never under 1 s
     assert counted_down(error, 60.0).retry_after == 0.0
+
+
+def test_the_servers_back_pressure_takes_its_spread_from_the_settings(tmp_path: Path) -> None:
+    def built(**values: Any) -> RefusalBackpressure:
+        made = build_backpressure(Settings(data_dir=tmp_path, **values))
+        assert made is not None
+        return made
+
+    assert built().spread == HOLD_SPREAD
+    exact = built(refusal_hold_spread=0.0)
+    exact.refused("a", 0.02)
+    assert [exact.refused("a", 0.02) for _ in range(10)][-1] == 1.0
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, refusal_hold_spread=1.0)

@@ -193,6 +193,51 @@ async def test_used_keys_are_touched_with_their_latest_time_and_touch_errors_are
     assert len(touched) == 1  # a key is touched once per flush in which it was used
 
 
+async def test_a_busy_key_is_touched_at_most_once_a_minute_and_its_latest_use_at_close() -> None:
+    """A key used at every flush has its last_used_at written once per touch interval
+    (with its latest use), not at every flush; close writes what is still held back."""
+    clock, touched = Clock(), []
+
+    async def touch(key_id: str, at: datetime) -> bool:
+        touched.append((key_id, at))
+        return True
+
+    recorder = UsageRecorder(MemoryUsageStore(), touch_key=touch, clock=clock)
+    for second in range(0, 130):  # one flush a second, the key used before each
+        clock.at = T0 + timedelta(seconds=second)
+        hit(recorder, key="busy")
+        if second == 70:
+            hit(recorder, key="quiet")
+        await recorder.flush()
+    assert touched == [
+        ("busy", T0),
+        ("busy", T0 + timedelta(seconds=60)),
+        ("quiet", T0 + timedelta(seconds=70)),  # its first use: at once
+        ("busy", T0 + timedelta(seconds=120)),
+    ]
+    clock.at = T0 + timedelta(seconds=135)
+    await recorder.close()
+    assert touched[-1] == ("busy", T0 + timedelta(seconds=129))  # the latest use, at close
+
+
+async def test_a_key_no_longer_used_gets_its_last_use_written_after_the_interval() -> None:
+    clock, touched = Clock(), []
+
+    async def touch(key_id: str, at: datetime) -> bool:
+        touched.append((key_id, at))
+        return True
+
+    recorder = UsageRecorder(MemoryUsageStore(), touch_key=touch, clock=clock)
+    hit(recorder, key="k")
+    await recorder.flush()
+    clock.at = T0 + timedelta(seconds=5)
+    hit(recorder, key="k")  # then never again
+    for second in range(6, 70):
+        clock.at = T0 + timedelta(seconds=second)
+        await recorder.flush()
+    assert touched == [("k", T0), ("k", T0 + timedelta(seconds=5))]
+
+
 async def test_prices_apply_at_flush_time_and_never_rewrite_history() -> None:
     store = MemoryUsageStore()
     recorder = UsageRecorder(store, clock=Clock(), price_refresh_s=0)

@@ -1,11 +1,14 @@
 """The flood run's pure helpers (bench/flood/): when latency and readiness are normal again
 after an overload, which shedding setting the numbers support, the CPU cgroup's quota, and
-the Markdown table."""
+the Markdown table, the key-cache row's mean of runs."""
 
 from __future__ import annotations
 
+import math
+
 from bench.flood.__main__ import markdown
 from bench.flood.hold import quota_us
+from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
 from bench.flood.overload import Variant, ready_again, recovery, settled, supported
 from bench.openloop import Outcome
@@ -68,3 +71,9 @@ def test_capacity_rounds_go_on_while_the_rate_still_rises() -> None:
     assert settled([27.0, 120.0, 115.0])
     assert settled([100.0, 105.0])  # under 10% more: warm
     assert settled([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])  # at most six rounds
+
+
+def test_the_key_cache_row_takes_the_mean_of_its_runs_and_none_without_a_figure() -> None:
+    assert _mean([0.010, 0.014]) == 0.012
+    assert _mean([0.010, None]) is None
+    assert _mean([0.010, math.inf]) == math.inf  # a run with an unanswered request

@@ -9,10 +9,20 @@ refusals (rate limit, quota, concurrency cap, abuse block; from the memo or the 
 that came before the ``Retry-After`` of the connection's previous refusal ran out
 (the client did not wait as told); past ``burst`` of them in a row, each further one is
 answered only after a hold of ``min(max_hold_s, Retry-After)`` (the ``Retry-After`` the
-client is told: whole seconds, at least 1). HTTP/1.1 answers a connection's requests in
-order, so the client gets nothing more answered on that connection meanwhile (nginx's
-``limit_req`` without ``nodelay`` delays excess requests alike): each flooding connection
-then costs the server about one refusal per hold instead of one per round trip.
+client is told: whole seconds, at least 1), less a random part of up to ``spread`` of it.
+HTTP/1.1 answers a connection's requests in order, so the client gets nothing more answered
+on that connection meanwhile (nginx's ``limit_req`` without ``nodelay`` delays excess
+requests alike): each flooding connection then costs the server about one refusal per hold
+instead of one per round trip.
+
+Why the random part: a flooder's connections are refused together (its first burst), so
+with equal holds they come back together, every hold, in lock-step; then the plan's bucket
+has refilled, and the whole flood's next requests (its plan's burst served, the rest
+refused) land on the event loop in one instant, ahead of whatever other tenants' requests
+arrive then. Measured (bench/flood/fairness.py): tenants B's and C's slowest requests were
+the ones sent within a few milliseconds of the flood's return each second. Drawn holds
+spread the returns over ``spread`` of the hold, so the flood reaches the loop a connection
+at a time (full jitter, as in retry back-off).
 
 A refusal that comes after the previous one's ``Retry-After`` (a client that waits as told)
 starts the count again. A served request does not: a flooder admitted at its plan's rate
@@ -39,19 +49,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Callable, Hashable
 
 from modelgate.errors import ModelgateError
 
-__all__ = ["RefusalBackpressure", "counted_down"]
+__all__ = ["HOLD_SPREAD", "RefusalBackpressure", "counted_down"]
+
+#: the share of each hold that is drawn at random (the hold is between ``1 - HOLD_SPREAD``
+#: and all of ``min(max_hold_s, Retry-After)``)
+HOLD_SPREAD = 0.5
 
 
 class RefusalBackpressure:
     """Per-connection counts of refusals in a row, and the holds past ``burst``.
 
     ``clock`` (monotonic seconds) times only the idle forgetting; holds are the event loop's
-    timers."""
+    timers. ``draw`` (uniform in [0, 1)) picks each hold's random part; ``spread`` 0: none."""
 
     def __init__(
         self,
@@ -61,18 +76,24 @@ class RefusalBackpressure:
         max_held: int = 1024,
         max_connections: int = 10_000,
         idle_s: float = 10.0,
+        spread: float = HOLD_SPREAD,
         clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         if burst < 1:
             raise ValueError(f"burst must be at least 1, not {burst} (off: build none)")
         if max_hold_s <= 0 or max_held < 1 or max_connections < 1:
             raise ValueError("max_hold_s, max_held and max_connections must be positive")
+        if not 0 <= spread < 1:
+            raise ValueError(f"spread must be in [0, 1), not {spread}")
         self.burst = burst
         self.max_hold_s = max_hold_s
         self.max_held = max_held
         self.max_connections = max_connections
         self.idle_s = idle_s
+        self.spread = spread
         self.clock = clock
+        self.draw = draw
         #: connection -> [refusals in a row, clock time until which a refusal still
         #: counts as the next in the row (its Retry-After, from when it was answered)];
         #: insertion order is recency (an entry moves to the end at each refusal)
@@ -96,7 +117,8 @@ class RefusalBackpressure:
 
     def refused(self, connection: Hashable, retry_after_s: float) -> float | None:
         """Count one refusal on ``connection`` and say how long to hold its answer:
-        0.0, not at all (within the burst); a number of seconds (:meth:`hold` it); None,
+        0.0, not at all (within the burst); a number of seconds, between ``1 - spread`` and
+        all of ``min(max_hold_s, Retry-After)`` (:meth:`hold` it); None,
         answer at once and close the connection (as many refusals are held as may be, or
         the server is shutting down). ``retry_after_s``: the refusal's ``retry_after`` (0: none)."""
         now = self.clock()
@@ -107,7 +129,7 @@ class RefusalBackpressure:
         hold: float | None = 0.0
         if count > self.burst:
             full = self._released or len(self._held) >= self.max_held
-            hold = None if full else min(self.max_hold_s, told)
+            hold = None if full else min(self.max_hold_s, told) * (1 - self.spread * self.draw())
             if hold is None:
                 self.closes_total += 1
             else:

@@ -226,6 +226,29 @@ class AbuseGuard:
             await self.check(subject)
         return principal
 
+    @property
+    def blocking(self) -> bool:
+        """Whether any subject is known blocked here (or was: blocks past their end are
+        forgotten when next looked at)."""
+        return bool(self._blocked)
+
+    def known(self, principal: Principal, address: str | None) -> ModelgateError | bool:
+        """What this process knows, without asking the store, of what :meth:`authenticate`
+        would say of ``principal``'s key from ``address``: True, both known not blocked
+        (trusted for ``recheck_s``); the RATE_LIMITED error it would raise, one of them
+        known blocked; False, not known (only :meth:`authenticate` may tell). For an
+        adapter that answers a known caller without authenticating it again."""
+        now = self._clock()
+        clear, blocked = self._clear, self._blocked
+        for subject in (address_subject(address) if address else None, key_subject(principal)):
+            if subject is None or clear.get(subject, 0.0) > now:
+                continue
+            until = blocked.get(subject)
+            if until is None or until <= now:
+                return False
+            return _blocked_error(subject, until - now)
+        return True
+
     async def check_principal(self, principal: Principal) -> None:
         """:meth:`check` for a principal's key."""
         await self.check(key_subject(principal))

@@ -117,6 +117,16 @@ class RefusalBackpressure:
         connections[connection] = [count, now + (hold or 0.0) + min(told, self.idle_s)]
         return hold
 
+    def counts_unheld(self, connection: Hashable, retry_after_s: float) -> bool:
+        """:meth:`refused` for a refusal answered only if it is not held: True, counted
+        (within the burst: answer at once); False, nothing counted (it would be held or
+        closed: the caller leaves it to the path that calls :meth:`refused` and holds).
+        For an adapter that answers refusals where it cannot wait (the HTTP protocol)."""
+        entry = self.connections.get(connection)
+        if entry is not None and entry[0] >= self.burst and self.clock() < entry[1]:
+            return False
+        return self.refused(connection, retry_after_s) == 0.0
+
     async def hold(self, seconds: float) -> None:
         """Wait ``seconds`` (one timer), or until :meth:`release`. Call it right after
         :meth:`refused` gave the time, with no await between: the hold counts against

@@ -216,7 +216,16 @@ class RefusalMemo:
 
     def refused(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
         """The noted refusal that answers this request now, or None (the full path runs).
-        A refusal found is counted (``observer.refused``)."""
+        A refusal found is counted (``observer.refused``) and metered (:meth:`count`)."""
+        found = self.find(principal, model, version)
+        if found is not None:
+            self.count(found, principal, model, version)
+        return found
+
+    def find(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
+        """:meth:`refused` without counting: for an adapter that may still leave the request
+        to the full path (which then asks :meth:`refused`), and otherwise calls
+        :meth:`count` once it answers."""
         entries = self._entries
         if not entries:  # nobody refused: the common case costs one test
             return None
@@ -230,12 +239,15 @@ class RefusalMemo:
                 del entries[key]
                 continue
             found.seen_at = now
-            if self.observer is not None:
-                self.observer.refused(found.tenant, found.reason)
-            if self.usage is not None:
-                self._meter(principal, model, version, found)
             return found
         return None
+
+    def count(self, found: Refusal, principal: Principal, model: str, version: str | None) -> None:
+        """Count and meter one refusal answered from ``found`` (:meth:`find`'s)."""
+        if self.observer is not None:
+            self.observer.refused(found.tenant, found.reason)
+        if self.usage is not None:
+            self._meter(principal, model, version, found)
 
     def _meter(self, principal: Principal, model: str, version: str | None, found: Refusal) -> None:
         """The usage record of a memo refusal: what the full path records for a refused

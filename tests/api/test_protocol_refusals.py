@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from tritonclient.grpc import service_pb2
 
 from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.access.keys import issue_key
@@ -35,7 +37,7 @@ ROW = orjson.dumps(
 )
 INFER = "/v2/models/doubler/infer"
 #: the callers: each flooder on a plan that admits one request in 1000 s
-FLOODERS = ("bytes", "count", "pipe", "body", "other", "depends", "held")
+FLOODERS = ("bytes", "count", "pipe", "body", "other", "depends", "held", "grpc")
 
 
 @dataclass
@@ -331,3 +333,33 @@ async def test_back_pressure_still_holds_a_connection_past_its_burst(world: Worl
     assert len(world.dispatched) == dispatched + 2  # the held one (and the calm one)
     await other.close()
     await connection.close()
+
+
+async def test_a_grpc_memo_refusal_is_answered_before_its_message_is_decoded(
+    world: World,
+) -> None:
+    message = service_pb2.ModelInferRequest(model_name="doubler")
+    tensor = message.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend([1, 2, 3, 4])
+    good = message.SerializeToString()
+    # the model's name, then bytes that decode as no message at all
+    broken = service_pb2.ModelInferRequest(model_name="doubler").SerializeToString() + b"\xff"
+    flood = (("authorization", f"Bearer {world.keys['grpc']}"),)
+    calm = (("authorization", f"Bearer {world.keys['calm']}"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.server.grpc_port}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+        async def call(body: bytes, metadata: Any) -> tuple[Any, str | None]:
+            try:
+                await infer(body, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), dict(exc.trailing_metadata() or ()).get("retry-after")
+            return grpc.StatusCode.OK, None
+
+        answers = [await call(body, flood) for body in (good, good, good, broken)]
+        not_refused = await call(broken, calm)
+    assert answers[0] == (grpc.StatusCode.OK, None)
+    full = answers[1]
+    assert full[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and full[1] is not None
+    assert answers[2] == answers[3] == full  # the broken message is never decoded
+    assert not_refused == (grpc.StatusCode.INVALID_ARGUMENT, None)  # decoded: not a message

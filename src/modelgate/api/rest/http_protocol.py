@@ -57,6 +57,16 @@ read per request. These refusals are counted with the app's answers
 refusal) and in ``modelgate_queue_shed_requests_total``; they write no request log line
 each, but one warning at most every ``SHED_LOG_EVERY_S`` seconds with how many there were
 since the last one.
+
+**Refusal-memo refusals** (issue 15, with access control on): a request of that previous
+request's caller that the refusal memo refuses is answered 429 here too, between the two
+shedding checks (the app's order), by :class:`~modelgate.api.rest.early_refusals.
+EarlyRefusals` (what it refuses, and what it leaves to the app, is in its module). Requests
+parsed from one read are each answered in that read. An answer written here arms no
+keep-alive timer of its own: one timer per idle period closes the connection
+(:meth:`~LimitedHttpToolsProtocol._close_if_idle`). Measured: about 7-11 µs of CPU a
+refusal in the protocol, 32-40 µs end to end with the kernel's read and write, against
+49-70 µs when the app answered it (docs/access-control.md, "Refused before the app runs").
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ What it never does:
 
 A connection is whatever the adapter names it by, hashable (REST: the client's address and
 port; gRPC: the peer). The cost: nothing on a request that is not refused; a dictionary
-update per refusal; one timer per held refusal.
+update per refusal; one timer per held refusal. An adapter that cannot wait (the HTTP
+protocol, answering a refusal before the app runs) asks :meth:`counts_unheld` instead, and
+leaves a refusal to be held to the path that holds it.
 """
 
 from __future__ import annotations

@@ -34,7 +34,11 @@ The memo is per process, like the cached keys: with several workers or replicas 
 learns its callers' refusals itself. It holds at most ``max_entries`` callers (the
 oldest noted goes first), and an entry past its time is dropped when next looked at.
 
-What a memo refusal costs besides the answer: one increment of
+The adapters answer a memo refusal as early as they can: the HTTP protocol itself, before
+the app runs, for a kept-alive connection's known caller (api/rest/early_refusals.py, with
+:meth:`RefusalMemo.find` and :meth:`RefusalMemo.count`: it may still leave the request to
+the app), the app otherwise; gRPC before the message is decoded. What a memo refusal costs
+besides the answer: one increment of
 ``modelgate_refused_requests_total`` (its reason, as the full path counted it) and one
 usage record, as the full path meters a refused request (status ``rate_limited``, no rows,
 no compute, under the version and hardware that would have answered), so usage reports

@@ -360,7 +360,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._shed = True
             self._answer_early(*early)
             return
+        # the request's scope, built only now (:meth:`on_message_begin`): uvicorn's, with the
+        # url and headers parsed so far
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
         scope = self.scope
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        scope["headers"] = headers
         arrived = self._arrived
         # None: a pipelined request whose first bytes came with the previous one's body
         scope[ARRIVED] = time.monotonic() if arrived is None else arrived  # type: ignore[literal-required]
@@ -377,7 +383,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         previous = self.scope
         if previous is not None and PRINCIPAL in previous:  # whom the app last found here
             self._previous = previous
-        HttpToolsProtocol.on_message_begin(self)
+        # what uvicorn's on_message_begin resets; its scope (a dict of nine and a copy of
+        # the app state) is built once the request is known to go to the app
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
 
     def on_body(self, body: bytes) -> None:
         if not self._shed:  # a shed request's body is skipped

@@ -363,3 +363,33 @@ async def test_a_grpc_memo_refusal_is_answered_before_its_message_is_decoded(
     assert full[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and full[1] is not None
     assert answers[2] == answers[3] == full  # the broken message is never decoded
     assert not_refused == (grpc.StatusCode.INVALID_ARGUMENT, None)  # decoded: not a message
+
+
+async def test_a_connection_answered_by_the_protocol_keeps_uvicorns_keep_alive_timeout(
+    tmp_path: Path,
+) -> None:
+    """The protocol's answers arm no keep-alive timer each: a connection refused on and on
+    stays open while its requests keep coming, and is closed once none came for
+    ``http_keepalive_seconds``, as uvicorn closes an idle one."""
+    async with running_server(
+        tmp_path, auth="required", admin_key=SecretStr(ADMIN), http_keepalive_seconds=1
+    ) as server:
+        assert server.components is not None and server.components.state is not None
+        store = server.components.state.identity
+        await store.create_plan(Plan(name="refusing", requests_per_second=0.001, burst=1))
+        now = datetime.now(UTC)
+        await store.create_tenant(Tenant("ten_idle", "idle", "refusing", now))
+        issued = issue_key()
+        await store.create_key(
+            ApiKeyRecord(
+                "key_idle", "ten_idle", "idle", issued.prefix, issued.key_hash, ("infer",), now
+            )
+        )
+        world = World(server, {"idle": issued.secret}, [])
+        connection, _ = await refused_connection(world, "idle")
+        for _ in range(5):  # 2 s of refusals, 0.4 s apart: never idle for 1 s
+            await asyncio.sleep(0.4)
+            (answer,) = await connection.send(request(issued.secret))
+            assert answer.status == 429
+        assert await connection.closed()  # then idle: closed after about 1 s
+        await connection.close()

@@ -393,3 +393,65 @@ async def test_a_connection_answered_by_the_protocol_keeps_uvicorns_keep_alive_t
             assert answer.status == 429
         assert await connection.closed()  # then idle: closed after about 1 s
         await connection.close()
+
+
+async def test_a_blocked_keys_429_is_answered_by_the_protocol_as_the_app_answers_it(
+    tmp_path: Path,
+) -> None:
+    """A key the abuse guard blocked (here after 3 malformed requests) is answered its 429
+    by the protocol on the connection the app knows it on, as the app answers it on
+    another; the seconds left aside."""
+    async with running_server(
+        tmp_path,
+        auth="required",
+        admin_key=SecretStr(ADMIN),
+        abuse_slow_after=100,
+        abuse_block_after=3,
+    ) as server:
+        assert server.components is not None and server.components.state is not None
+        store = server.components.state.identity
+        await store.create_plan(Plan(name="roomy"))
+        now = datetime.now(UTC)
+        await store.create_tenant(Tenant("ten_blocked", "blocked", "roomy", now))
+        issued = issue_key()
+        await store.create_key(
+            ApiKeyRecord(
+                "key_blocked",
+                "ten_blocked",
+                "blocked",
+                issued.prefix,
+                issued.key_hash,
+                ("infer",),
+                now,
+            )
+        )
+        dispatched: list[str] = []
+        app: Any = server.components.rest_app
+        dispatch = app._dispatch
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            dispatched.append(scope["path"])
+            await dispatch(scope, receive, send)
+
+        app._dispatch = counted
+        world = World(server, {"blocked": issued.secret}, dispatched)
+        secret = issued.secret
+        connection = await connect(world)
+        answers = await connection.send(
+            request(secret), *[request(secret, body=b"{not json") for _ in range(3)]
+        )
+        assert [a.status for a in answers] == [200, 400, 400, 400]
+        (early,) = await connection.send(request(secret, request_id="same"))
+        assert len(dispatched) == 4  # answered by the protocol
+        fresh = await connect(world)
+        (by_app,) = await fresh.send(request(secret, request_id="same"))
+        assert len(dispatched) == 5
+        assert early.status == by_app.status == 429
+        assert b"this key is blocked" in early.body
+
+        def masked(raw: bytes) -> bytes:
+            return re.sub(rb"blocked for \d+ s", b"blocked for N s", _countdown_free(raw))
+
+        assert masked(early.raw) == masked(by_app.raw)
+        await fresh.close()
+        await connection.close()

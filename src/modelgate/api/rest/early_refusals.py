@@ -122,9 +122,17 @@ class EarlyRefusals:
         self.abuse = abuse
         self.overload = overload
         self.requests = requests
+        # the memo's entries and the abuse guard's blocks, for :meth:`refusing` (one test)
+        self._noted = memo.noted
+        self._blocks: Mapping[str, float] = abuse.blocked if abuse is not None else {}
         #: refusals of blocked keys and addresses since the last warning, and when that was
         self.blocked_unlogged = 0
         self._blocked_logged_at = -math.inf
+
+    def refusing(self) -> bool:
+        """Whether anyone may be refused here now: a caller noted in the memo, or a key or
+        address blocked. While not, a served request's cost here is this call."""
+        return bool(self._noted) or bool(self._blocks)
 
     def answer(
         self,
@@ -135,12 +143,11 @@ class EarlyRefusals:
     ) -> tuple[bytes, bool] | None:
         """The whole answer to write for a ``POST`` whose headers are in, and whether the
         connection is then closed (its body, left unread, may be large); None: the app
-        answers it. ``previous``: the scope of the connection's last request the app
-        authenticated; ``arrived``: ``time.monotonic()`` when its first bytes were read."""
+        answers it. Asked only while :meth:`refusing`. ``previous``: the scope of the
+        connection's last request the app authenticated; ``arrived``: ``time.monotonic()``
+        when its first bytes were read."""
         memo, abuse = self.memo, self.abuse
-        blocking = abuse is not None and abuse.blocking
-        if not memo and not blocking:  # nobody refused: a served request's cost is this
-            return None
+        blocking = bool(self._blocks)
         caller = previous.get(PRINCIPAL)
         if not isinstance(caller, Principal):
             return None
@@ -148,9 +155,9 @@ class EarlyRefusals:
         if target is None:
             return None
         name, version = target
-        found = memo.find(caller, name, version) if memo else None
-        if found is None and not blocking:  # about 1 µs of a served request while others
-            return None  # are refused
+        found = memo.find(caller, name, version)
+        if found is None and not blocking:  # 1-3 µs of a served request while others are
+            return None  # refused
         sent_id = traceparent = timeout = None
         close = False
         identity = []

@@ -292,6 +292,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             refusals is not None
             and previous is not None
             and method == b"POST"
+            and refusals.refusing()
             and self.parser.should_keep_alive()
             and self.parser.get_http_version() == "1.1"
         ):
@@ -353,9 +354,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_deadline = None
         self._body_deadline = self.loop.time() + self.body_timeout_s  # a skipped one's too
         overload = self.overload
+        refusals = self.refusals
         if (
             (overload is not None and overload.shedding)
-            or (self._previous is not None and self.refusals is not None)
+            or (refusals is not None and self._previous is not None and refusals.refusing())
         ) and (early := self._early_answer()) is not None:
             self._shed = True
             self._answer_early(*early)

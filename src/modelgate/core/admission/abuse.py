@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from modelgate.core.access.authentication import Authenticator
@@ -147,6 +147,9 @@ class AbuseGuard:
         self._clear: dict[str, float] = {}
         # subject -> clock time its block ends
         self._blocked: dict[str, float] = {}
+        #: the same, read-only by contract: whether any subject is (or was: a block past
+        #: its end is forgotten when next looked at) blocked here, ``bool(guard.blocked)``
+        self.blocked: Mapping[str, float] = self._blocked
         self._last_sweep = -math.inf
         self._store_failing = False
 
@@ -225,12 +228,6 @@ class AbuseGuard:
         if self._clear.get(subject, 0.0) <= now:
             await self.check(subject)
         return principal
-
-    @property
-    def blocking(self) -> bool:
-        """Whether any subject is known blocked here (or was: blocks past their end are
-        forgotten when next looked at)."""
-        return bool(self._blocked)
 
     def known(self, principal: Principal, address: str | None) -> ModelgateError | bool:
         """What this process knows, without asking the store, of what :meth:`authenticate`

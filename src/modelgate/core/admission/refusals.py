@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.ports import UsageSink
@@ -169,6 +169,9 @@ class RefusalMemo:
         self.usage = usage
         # insertion order is age: the first entry is the oldest noted
         self._entries: dict[_Key, Refusal] = {}
+        #: the same entries, read-only by contract: an adapter's cheap test of whether
+        #: anyone is noted (``bool(memo.noted)``) on every request
+        self.noted: Mapping[_Key, Refusal] = self._entries
         # (tenant, subject) of a key ever noted -> [when its last 429 line was written,
         # how many of its 429s were not written since]
         self._lines: dict[tuple[str, str], list[float]] = {}

@@ -39,6 +39,11 @@ record; its request-log line is the memo's, at most one per key a second, with t
 not written since (:meth:`~modelgate.core.admission.refusals.RefusalMemo.line`), and no
 span is made. A blocked key's or address's refusals write no line each, but one warning
 per ``SUMMARY_EVERY_S`` with their number.
+
+Cost (docs/access-control.md, "Refused before the app runs"): 8-11 µs of CPU a refusal here,
+median 39 µs end to end with the kernel's read and write (74 µs when the app answered it);
+a served request pays one emptiness test while nobody is refused (:meth:`EarlyRefusals.
+refusing`), and about 2 µs while someone is.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """What modelgate's limited httptools protocol (api/rest/http_protocol.py) costs a request,
 against uvicorn's plain one with and without its X-Forwarded-For middleware (the old
 default), with no socket: uvicorn's protocol is fed a credit-risk request per iteration on
-one kept-alive connection and a trivial ASGI app answers it.
+one kept-alive connection and a trivial ASGI app answers it (and, as modelgate's app does,
+notes the caller it authenticated in the scope). With issue 15's refusals answered by the
+protocol (api/rest/early_refusals.py), also what they cost a served request: with the memo
+empty (nobody refused) and with another caller in it.
 
     taskset -c 1 .venv/bin/python -m bench.http_protocol
 
@@ -22,7 +25,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from bench.workloads import AUTHORIZATION, credit_json
+from modelgate.api.credentials import PRINCIPAL
 from modelgate.api.rest.http_protocol import limited_protocol
+from modelgate.core.access.identity import Plan, Principal
 
 BODY = credit_json(1)
 REQUEST = (
@@ -32,7 +37,11 @@ REQUEST = (
 )
 
 
+_CALLER = Principal("tenant", "key", frozenset({"infer"}), Plan(name="bench"))
+
+
 async def _app(scope: Any, receive: Any, send: Any) -> None:
+    scope[PRINCIPAL] = _CALLER  # whom modelgate's app found: the protocol remembers it
     await receive()
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
@@ -45,6 +54,9 @@ class _Transport:
         self.closing = False
 
     def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:  # a head and its body (api/rest/response_writes.py)
         pass
 
     def close(self) -> None:
@@ -99,6 +111,7 @@ async def main(rounds: int = 41, requests: int = 10_000) -> None:
         "old default: httptools + X-Forwarded-For middleware": (HttpToolsProtocol, True),
         "httptools": (HttpToolsProtocol, False),
         "limited (new default)": (limited, False),
+        **_refusal_variants(),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
@@ -112,6 +125,39 @@ async def main(rounds: int = 41, requests: int = 10_000) -> None:
     for other in names[:2]:
         paired = statistics.median(a - b for a, b in zip(new, results[other], strict=True))
         print(f"limited - {other}: {paired:+.2f} µs (median of paired rounds)")
+    for name in names[3:]:
+        paired = statistics.median(a - b for a, b in zip(results[name], new, strict=True))
+        print(f"{name} - limited: {paired:+.2f} µs (median of paired rounds)")
+
+
+def _refusal_variants() -> dict[str, tuple[type[Any], bool]]:
+    """The limited protocol answering refusal-memo refusals itself, the memo empty and with
+    another caller noted (none before issue 15's change)."""
+    try:
+        from modelgate.api.rest.early_refusals import EarlyRefusals
+    except ImportError:
+        return {}
+    from modelgate.core.admission.refusals import RefusalMemo
+    from modelgate.errors import ErrorKind, ModelgateError
+
+    busy = RefusalMemo(max_ttl_s=3600)
+    other = Principal("other", "key", frozenset({"infer"}), Plan(name="bench"))
+    refused = ModelgateError(ErrorKind.RATE_LIMITED, "rate limit exceeded", retry_after=3600)
+    busy.remember(
+        other, refused, "rate_limit", asked_at=time.monotonic(), certain_s=3600, reset_s=3600
+    )
+    return {
+        f"limited + memo refusals ({label})": (
+            limited_protocol(
+                max_header_bytes=16384,
+                header_timeout_s=10,
+                max_connections=4096,
+                refusals=EarlyRefusals(memo),
+            ),
+            False,
+        )
+        for label, memo in (("nobody refused", RefusalMemo()), ("another caller refused", busy))
+    }
 
 
 if __name__ == "__main__":

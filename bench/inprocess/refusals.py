@@ -7,9 +7,11 @@ memo refusal adds (core/admission/backpressure.py).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Awaitable
 from typing import Any
 
+from bench.inprocess import protocol_refusal
 from bench.inprocess.asgi import asgi_post, post_scope
 from bench.inprocess.timing import Call, Figures, cpu_per_call
 from bench.workloads import CREDIT, credit_json
@@ -45,6 +47,12 @@ class _RefusalContext:
         self.codes[code.name] = self.codes.get(code.name, 0) + 1
         raise _Aborted
 
+    def set_code(self, code: Any) -> None:  # a refusal set on the context, not raised
+        self.codes[code.name] = self.codes.get(code.name, 0) + 1
+
+    def set_details(self, details: str) -> None:
+        return None
+
 
 async def measure_refusals(components: Any, figures: Figures, served_secret: str) -> None:
     """Served (a tenant key within its plan) and refused (a tenant past its rate limit),
@@ -78,7 +86,9 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
         return lambda: app(scope, receive, send)
 
     servicer = GrpcInferenceServicer(service, authenticator=components.authenticator)
-    message = grpc_request()
+    message: Any = grpc_request()
+    if importlib.util.find_spec("modelgate.api.grpc.raw_request") is not None:
+        message = message.SerializeToString()  # as the server hands ModelInfer its message
     served_context = _RefusalContext(f"Bearer {served_secret}")
     flood_context = _RefusalContext(f"Bearer {flood_secret}")
 
@@ -113,6 +123,17 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
         out[f"{protocol} refused, memo, held (~0 s): wall µs"] = wall_h
         app.backpressure = servicer.backpressure = None
     app.backpressure = backpressure
+    if protocol_refusal.available():  # the HTTP protocol's own refusal (this tree has one)
+        early, counts = await protocol_refusal.protocol_refusal(
+            components, flood_secret, path, body
+        )
+        cpu_p, wall_p = await cpu_per_call(early, figures.seconds)
+        out["REST refused, HTTP protocol: share answered by the app"] = counts[1] / sum(counts)
+        out["REST refused, HTTP protocol (no kernel): CPU µs"] = cpu_p
+        out["REST refused, HTTP protocol (no kernel): wall µs"] = wall_p
+        out["REST refused / served CPU, HTTP protocol (no kernel)"] = (
+            cpu_p / out["REST served, tenant key: CPU µs"]
+        )
     assert set(statuses) == {200, 429}, statuses  # the flooder was refused, the other served
     assert set(flood_context.codes) == {"RESOURCE_EXHAUSTED"}, flood_context.codes
     assert not served_context.codes, served_context.codes

@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from modelgate.api.rest.early_refusals import EarlyRefusals
 from modelgate.api.rest.http_protocol import limited_protocol
 from modelgate.boot.components import Components
 from modelgate.boot.serving import build_components, build_grpc_server
@@ -89,6 +90,17 @@ class Server:
         assert components.rest_app is not None
         overload = getattr(components.service.admission, "overload", None)
         shed_answers = None if overload is None else components.metrics.http_answers("oip", 503)
+        memo = getattr(components.service.admission, "memo", None)
+        refusals = None
+        if memo is not None and components.authenticator is not None:
+            refusals = EarlyRefusals(  # the app's parts, so that it counts as the app would
+                memo,
+                answers=components.metrics.http_answers("oip", 429),
+                backpressure=components.backpressure,
+                abuse=components.abuse,
+                overload=overload,
+                requests=components.requests,
+            )
         config = uvicorn.Config(
             components.rest_app,
             host=settings.host,
@@ -106,6 +118,7 @@ class Server:
                 # issue 15: inference requests shed before the app runs, with shedding on
                 overload=overload,
                 shed_answers=shed_answers,  # counted with the app's answers
+                refusals=refusals,  # a known caller's memo refusals before the app runs
             ),
             timeout_keep_alive=settings.http_keepalive_seconds,
             server_header=False,

@@ -292,7 +292,10 @@ class PrometheusMetrics:
         self._cache_children: dict[tuple[str, str], Counter] = {}
         self._http_children: dict[tuple[str, int], Tally] = {}
         self._served: dict[tuple[str, str, str], _ServedMetrics] = {}
-        self._refusal_children: dict[tuple[str, str], Counter] = {}
+        # (tenant, reason) -> its refusals' tally, for tenants with a label of their own;
+        # (label, reason) -> the tally of that child, whatever tenants it counts (bounded)
+        self._refusal_children: dict[tuple[str, str], Tally] = {}
+        self._refusal_tallies: dict[tuple[str, str], Tally] = {}
         self._anomaly_children: dict[tuple[str, str, str], Tally] = {}
         self._tenants: set[str] = set()
         self._shed = {p: self.shed_requests.labels(p) for p in ("none", *map(str, range(10)))}
@@ -370,14 +373,18 @@ class PrometheusMetrics:
             children.tokens.total += tokens
 
     def refused(self, tenant: str, reason: str) -> None:
-        # a refusal can be as frequent as a success (a client that does not back off)
-        child = self._refusal_children.get((tenant, reason))
-        if child is None:
+        # a refusal can be as frequent as a success (a client that does not back off), and
+        # is answered before its request is read (issue 15): an integer added to, no lock
+        tally = self._refusal_children.get((tenant, reason))
+        if tally is None:
             label = self._tenant_label(tenant)
-            child = self.refusals.labels(label, reason)
+            tally = self._refusal_tallies.get((label, reason))
+            if tally is None:
+                child = self.refusals.labels(label, reason)
+                tally = self._refusal_tallies[(label, reason)] = self.tally(child)
             if label == tenant:
-                self._refusal_children[(tenant, reason)] = child
-        child.inc()
+                self._refusal_children[(tenant, reason)] = tally
+        tally.total += 1
 
     def shed(self, priority: int | None) -> None:
         label = "none" if priority is None else str(priority)

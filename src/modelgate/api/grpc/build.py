@@ -97,7 +97,7 @@ def create_grpc_server(
             *limits.options(),
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+    _add_inference_service(
         GrpcInferenceServicer(
             service,
             max_elements=max_elements,
@@ -119,3 +119,35 @@ def create_grpc_server(
         )
         server_reflection.enable_server_reflection(served, server)
     return server
+
+
+class _Handlers:
+    """Takes the handlers the generated ``add_..._to_server`` would add to a server."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers again, as one generic handler
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def _add_inference_service(servicer: GrpcInferenceServicer, server: Any) -> None:
+    """The generated service's handlers, but ``ModelInfer``'s request left as bytes: the
+    servicer reads the model it names and asks the refusal memo before decoding it
+    (api/grpc/raw_request.py)."""
+    taken = _Handlers()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, taken)
+    handlers = dict(taken.handlers)
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ModelInfer,
+        request_deserializer=None,
+        response_serializer=service_pb2.ModelInferResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(taken.service, handlers),)
+    )
+    server.add_registered_method_handlers(taken.service, handlers)

@@ -1,7 +1,8 @@
 """Error kinds -> HTTP status for the OIP routes (Triton's mapping, with 413 and Retry-After),
 the two errors of the REST transport itself: no route (404) and no such method (405), and
-the 429 of a caller found in the refusal memo, and holding a 429 while its connection keeps
-being refused."""
+the 429 of a caller found in the refusal memo (sent by the app, or written whole by the HTTP
+protocol: :func:`refusal_bytes`), and holding a 429 while its connection keeps being
+refused."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ __all__ = [
     "http_status",
     "no_route",
     "rate_limit_headers",
+    "refusal_bytes",
     "retry_after_header",
     "send_refusal",
 ]
@@ -103,6 +105,24 @@ async def send_refusal(
     await respond(send, 429, answer.body, headers)
 
 
+def refusal_bytes(refusal: Refusal, request_id: bytes, *, close: bool = False) -> bytes:
+    """:func:`send_refusal`'s answer as uvicorn writes it (an HTTP/1.1 keep-alive request,
+    ``x-request-id`` last, as the app's sender adds it), for the HTTP protocol to write
+    itself (api/rest/early_refusals.py); ``close``: the body is left unread and may be
+    large (``Connection: close``). ``request_id``: sane (``request_id_from``). One
+    formatting of bytes built once per noted refusal."""
+    answer = refusal.answer
+    if not isinstance(answer, _RefusalAnswer):
+        answer = refusal.answer = _RefusalAnswer(refusal.error)
+    head = answer.closing_head if close else answer.head
+    retry = max(1, math.ceil(refusal.retry_after_s()))
+    if answer.limits:
+        head %= (retry, math.ceil(refusal.reset_s()), request_id)
+    else:
+        head %= (retry, request_id)
+    return head + answer.body
+
+
 async def hold_refusal(
     backpressure: RefusalBackpressure, scope: MutableMapping[str, Any], retry_after_s: float
 ) -> float | None:
@@ -128,11 +148,24 @@ _CLOSE = (b"connection", b"close")
 
 
 class _RefusalAnswer:
-    """The parts of a refusal's answer that do not change while it is noted."""
+    """The parts of a refusal's answer that do not change while it is noted, and for the
+    HTTP protocol its head with ``%d`` for ``Retry-After`` (and ``X-RateLimit-Reset``)
+    and ``%s`` for the request id (:func:`refusal_bytes`)."""
 
-    __slots__ = ("body", "limits")
+    __slots__ = ("body", "closing_head", "head", "limits")
 
     def __init__(self, error: ModelgateError):
         self.body = orjson.dumps({"error": error.message})
         #: X-RateLimit-Limit and -Remaining (a refused bucket has none left until it admits)
         self.limits = rate_limit_headers(error.details)[:2]
+        lines = [_STATUS_LINE_429, b"content-type: application/json", b"retry-after: %d"]
+        lines += [name + b": " + value.replace(b"%", b"%%") for name, value in self.limits]
+        if self.limits:
+            lines.append(b"x-ratelimit-reset: %d")
+        tail = [b"content-length: %d" % len(self.body), b"x-request-id: %s", b"", b""]
+        self.head = b"\r\n".join([*lines, *tail])
+        self.closing_head = b"\r\n".join([*lines, b"connection: close", *tail])
+
+
+#: uvicorn's status line of a 429 (``STATUS_LINE``: the phrase of ``http.HTTPStatus``)
+_STATUS_LINE_429 = b"HTTP/1.1 429 Too Many Requests"

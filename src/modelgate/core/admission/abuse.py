@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from modelgate.core.access.authentication import Authenticator
@@ -147,6 +147,9 @@ class AbuseGuard:
         self._clear: dict[str, float] = {}
         # subject -> clock time its block ends
         self._blocked: dict[str, float] = {}
+        #: the same, read-only by contract: whether any subject is (or was: a block past
+        #: its end is forgotten when next looked at) blocked here, ``bool(guard.blocked)``
+        self.blocked: Mapping[str, float] = self._blocked
         self._last_sweep = -math.inf
         self._store_failing = False
 
@@ -225,6 +228,23 @@ class AbuseGuard:
         if self._clear.get(subject, 0.0) <= now:
             await self.check(subject)
         return principal
+
+    def known(self, principal: Principal, address: str | None) -> ModelgateError | bool:
+        """What this process knows, without asking the store, of what :meth:`authenticate`
+        would say of ``principal``'s key from ``address``: True, both known not blocked
+        (trusted for ``recheck_s``); the RATE_LIMITED error it would raise, one of them
+        known blocked; False, not known (only :meth:`authenticate` may tell). For an
+        adapter that answers a known caller without authenticating it again."""
+        now = self._clock()
+        clear, blocked = self._clear, self._blocked
+        for subject in (address_subject(address) if address else None, key_subject(principal)):
+            if subject is None or clear.get(subject, 0.0) > now:
+                continue
+            until = blocked.get(subject)
+            if until is None or until <= now:
+                return False
+            return _blocked_error(subject, until - now)
+        return True
 
     async def check_principal(self, principal: Principal) -> None:
         """:meth:`check` for a principal's key."""

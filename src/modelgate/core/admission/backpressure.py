@@ -42,7 +42,9 @@ What it never does:
 
 A connection is whatever the adapter names it by, hashable (REST: the client's address and
 port; gRPC: the peer). The cost: nothing on a request that is not refused; a dictionary
-update per refusal; one timer per held refusal.
+update per refusal; one timer per held refusal. An adapter that cannot wait (the HTTP
+protocol, answering a refusal before the app runs) asks :meth:`counts_unheld` instead, and
+leaves a refusal to be held to the path that holds it.
 """
 
 from __future__ import annotations
@@ -138,6 +140,16 @@ class RefusalBackpressure:
         # the next refusal counts if it comes before this one's Retry-After, from its answer
         connections[connection] = [count, now + (hold or 0.0) + min(told, self.idle_s)]
         return hold
+
+    def counts_unheld(self, connection: Hashable, retry_after_s: float) -> bool:
+        """:meth:`refused` for a refusal answered only if it is not held: True, counted
+        (within the burst: answer at once); False, nothing counted (it would be held or
+        closed: the caller leaves it to the path that calls :meth:`refused` and holds).
+        For an adapter that answers refusals where it cannot wait (the HTTP protocol)."""
+        entry = self.connections.get(connection)
+        if entry is not None and entry[0] >= self.burst and self.clock() < entry[1]:
+            return False
+        return self.refused(connection, retry_after_s) == 0.0
 
     async def hold(self, seconds: float) -> None:
         """Wait ``seconds`` (one timer), or until :meth:`release`. Call it right after

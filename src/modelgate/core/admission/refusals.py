@@ -34,7 +34,11 @@ The memo is per process, like the cached keys: with several workers or replicas 
 learns its callers' refusals itself. It holds at most ``max_entries`` callers (the
 oldest noted goes first), and an entry past its time is dropped when next looked at.
 
-What a memo refusal costs besides the answer: one increment of
+The adapters answer a memo refusal as early as they can: the HTTP protocol itself, before
+the app runs, for a kept-alive connection's known caller (api/rest/early_refusals.py, with
+:meth:`RefusalMemo.find` and :meth:`RefusalMemo.count`: it may still leave the request to
+the app), the app otherwise; gRPC before the message is decoded. What a memo refusal costs
+besides the answer: one increment of
 ``modelgate_refused_requests_total`` (its reason, as the full path counted it) and one
 usage record, as the full path meters a refused request (status ``rate_limited``, no rows,
 no compute, under the version and hardware that would have answered), so usage reports
@@ -49,7 +53,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.admission.ports import UsageSink
@@ -165,6 +169,9 @@ class RefusalMemo:
         self.usage = usage
         # insertion order is age: the first entry is the oldest noted
         self._entries: dict[_Key, Refusal] = {}
+        #: the same entries, read-only by contract: an adapter's cheap test of whether
+        #: anyone is noted (``bool(memo.noted)``) on every request
+        self.noted: Mapping[_Key, Refusal] = self._entries
         # (tenant, subject) of a key ever noted -> [when its last 429 line was written,
         # how many of its 429s were not written since]
         self._lines: dict[tuple[str, str], list[float]] = {}
@@ -216,7 +223,16 @@ class RefusalMemo:
 
     def refused(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
         """The noted refusal that answers this request now, or None (the full path runs).
-        A refusal found is counted (``observer.refused``)."""
+        A refusal found is counted (``observer.refused``) and metered (:meth:`count`)."""
+        found = self.find(principal, model, version)
+        if found is not None:
+            self.count(found, principal, model, version)
+        return found
+
+    def find(self, principal: Principal, model: str, version: str | None) -> Refusal | None:
+        """:meth:`refused` without counting: for an adapter that may still leave the request
+        to the full path (which then asks :meth:`refused`), and otherwise calls
+        :meth:`count` once it answers."""
         entries = self._entries
         if not entries:  # nobody refused: the common case costs one test
             return None
@@ -230,12 +246,15 @@ class RefusalMemo:
                 del entries[key]
                 continue
             found.seen_at = now
-            if self.observer is not None:
-                self.observer.refused(found.tenant, found.reason)
-            if self.usage is not None:
-                self._meter(principal, model, version, found)
             return found
         return None
+
+    def count(self, found: Refusal, principal: Principal, model: str, version: str | None) -> None:
+        """Count and meter one refusal answered from ``found`` (:meth:`find`'s)."""
+        if self.observer is not None:
+            self.observer.refused(found.tenant, found.reason)
+        if self.usage is not None:
+            self._meter(principal, model, version, found)
 
     def _meter(self, principal: Principal, model: str, version: str | None, found: Refusal) -> None:
         """The usage record of a memo refusal: what the full path records for a refused

@@ -24,7 +24,13 @@ from modelgate.repository import lineage as versions_lineage
 from modelgate.repository.filesystem import MANIFEST, VERSION_MANIFEST
 from modelgate.repository.lineage import LINEAGE_FILE, file_digest, started_by, write_lineage
 
-__all__ = ["LINEAGE_FILE", "STAGING_PREFIX", "lineage_record", "register_candidate"]
+__all__ = [
+    "LINEAGE_FILE",
+    "STAGING_PREFIX",
+    "install_version",
+    "lineage_record",
+    "register_candidate",
+]
 
 STAGING_PREFIX = ".staging-optimize-"
 _ATTEMPTS = 5  # numbers tried when another writer takes the next one first
@@ -39,11 +45,30 @@ def register_candidate(
 ) -> int:
     """The new version's number. ``validate`` gets the staged version (its real manifest) and
     raises to refuse it; then nothing is installed."""
-    name = source.manifest.name
+    return install_version(
+        repository,
+        source.manifest.name,
+        lambda staging: _assemble(staging, source, candidate_artifact, lineage),
+        validate,
+    )
+
+
+def install_version(
+    repository: Path,
+    name: str,
+    assemble: Callable[[Path], None],
+    validate: Callable[[VersionSource], None],
+    *,
+    prefix: str = STAGING_PREFIX,
+) -> int:
+    """Install the version ``assemble`` writes into the (empty) staging folder it is given
+    (``version.yaml`` included) as the next version of ``name``, all at once; ``validate``
+    gets the staged version and raises to refuse it (then nothing is installed). Used by
+    ``modelgate optimize --register`` and ``modelgate shard``."""
     model_dir = repository / name
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=model_dir))
     try:
-        _assemble(staging, source, candidate_artifact, lineage)
+        assemble(staging)
         base = yaml.safe_load((model_dir / MANIFEST).read_text(encoding="utf-8")) or {}
         override = yaml.safe_load((staging / VERSION_MANIFEST).read_text(encoding="utf-8"))
         validate(VersionSource(0, str(staging), parse_manifest(name, merge(base, override))))

@@ -26,7 +26,7 @@ the last stage, which pools the hidden states into ``embedding`` and ``token_cou
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ STAGING_PREFIX = ".staging-shard-"
 #: the tokenizer's tensors: what a text-embedding model's first stage makes from ``text``
 _TOKENIZER_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
 _ATTENTION_MASK = "attention_mask"
-_DATATYPES = {
+_DATATYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "FP32",
     onnx.TensorProto.FLOAT16: "FP16",
     onnx.TensorProto.DOUBLE: "FP64",
@@ -162,7 +162,9 @@ def _tensor_spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
     shape = [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor.shape.dim
     ]
-    return {"name": value.name, "datatype": datatype, "shape": shape}
+    # an activation between stages, not a caller's input: masks hold -inf or the
+    # float minimum, and the gateway already checked what the caller sent
+    return {"name": value.name, "datatype": datatype, "shape": shape, "allow_nonfinite": True}
 
 
 def _extract(
@@ -241,7 +243,7 @@ def _spec_data(source: VersionSource) -> dict[str, Any]:
 
 
 def check_stages(
-    whole: VersionSource, staged: VersionSource, inputs: dict[str, Any], min_cosine: float
+    whole: VersionSource, staged: VersionSource, inputs: Mapping[str, Any], min_cosine: float
 ) -> dict[str, float]:
     """Run the whole version and the staged one (its stages in order, in this process,
     through the server's runtimes) on ``inputs``; ValueError when an output differs (a
@@ -288,7 +290,7 @@ def shard_version(
     repository: Path,
     source: VersionSource,
     cuts: Sequence[str],
-    inputs: dict[str, Any],
+    inputs: Mapping[str, Any],
     *,
     min_cosine: float = 0.9999,
 ) -> tuple[int, list[dict[str, Any]]]:

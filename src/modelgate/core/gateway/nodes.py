@@ -43,9 +43,14 @@ class NodeInfo:
     #: model -> version -> what its anomaly check reads of its reference profile
     #: (:mod:`modelgate.core.monitoring.anomaly_profiles`), for the versions it announces one of
     profiles: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+    #: stage name (``model.stage2``) -> version -> manifest, of the stages of sharded
+    #: models it holds (:mod:`modelgate.core.serving.stages`); not models clients see
+    stages: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
 
     def serves(self, model: str, version: int) -> bool:
         versions = self.models.get(model)
+        if versions is None:
+            versions = self.stages.get(model)  # a stage of a sharded model
         return versions is not None and version in versions
 
 
@@ -72,6 +77,9 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             }
             if announced:
                 profiles[str(name)] = announced
+        stages = _parse_versions(document.get("stages"))
+        for name, versions in _parse_versions(document.get("sharded")).items():
+            models[name] = {**models.get(name, {}), **versions}  # its manifest, with stages
         return NodeInfo(
             id=node_id,
             address=address,
@@ -80,8 +88,23 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             models=models,
             draining=bool(document.get("draining", False)),
             profiles=profiles,
+            stages=stages,
         )
     except ModelgateError as exc:
         raise ValueError(exc.message) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed node announcement: {exc!r}") from None
+
+
+def _parse_versions(entries: Any) -> dict[str, dict[int, ModelManifest]]:
+    """``{name: {"versions": {number: manifest}}}`` of an announcement's ``stages`` (the
+    stages a node holds) or ``sharded`` (the manifests of the sharded models they belong to)."""
+    from modelgate.core.serving.manifest import parse_manifest
+
+    parsed: dict[str, dict[int, ModelManifest]] = {}
+    for name, entry in (entries or {}).items():
+        parsed[str(name)] = {
+            int(number): parse_manifest(str(name), {k: v for k, v in data.items() if k != "name"})
+            for number, data in (entry.get("versions") or {}).items()
+        }
+    return parsed

@@ -190,10 +190,14 @@ def test_nodes_place_the_stages_within_their_budgets(cluster: Cluster, repositor
     assert sum(s["size_bytes"] for s in stages) > budget  # the whole model fits no node
     assert all(s["size_bytes"] <= budget for s in stages)
     held = _announced(cluster.prefix)  # type: ignore[attr-defined]
-    assert held == {
-        "node-one": [f"{MODEL}.stage1"],
-        "node-two": [f"{MODEL}.stage2"],
-        "node-three": [f"{MODEL}.stage2"],
+    # node-one, alone, took the stage nobody held; the other two, started together, took
+    # the stage fewer nodes held when they looked (both stage 2, or one of each)
+    assert held["node-one"] == [f"{MODEL}.stage1"]
+    assert sorted(held) == ["node-one", "node-three", "node-two"]
+    assert all(len(stages) == 1 for stages in held.values())
+    assert {s for stages in held.values() for s in stages} == {
+        f"{MODEL}.stage1",
+        f"{MODEL}.stage2",
     }
 
 
@@ -262,14 +266,19 @@ def test_a_stage_replica_killed_under_load_fails_no_request(
         thread.start()
     time.sleep(1.5)
     before = len(answers)
-    victim = cluster.servers.pop("node-two")
+    held = _announced(cluster.prefix)  # type: ignore[attr-defined]
+    replicated = next(s for s in held["node-two"] if sum(s in v for v in held.values()) == 2)
+    victim = cluster.servers.pop("node-two")  # a replica of the stage two nodes hold
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
     time.sleep(3.0)
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
-    print(f"answered {len(answers)} ({before} before the kill), failed {len(failures)}")
+    print(
+        f"killed a replica of {replicated}: answered {len(answers)} ({before} before the "
+        f"kill), failed {len(failures)}"
+    )
     assert not failures, failures[:3]
     assert len(answers) > before  # the surviving replica kept answering
     got = _embed_rest(url, SENTENCES)

@@ -10,7 +10,8 @@ Each round sends ``--clients`` concurrent clients' OIP REST requests (``--texts`
 sentences each) to one cluster for ``--seconds``, the two clusters in turn, ``--rounds``
 times. Printed per cluster, medians over the rounds: requests per second, latency p50 and
 p99, and the CPU time per request of all the cluster's processes together (gateway and
-nodes; from /proc), the figure to compare on a shared, noisy machine.
+nodes; from /proc), the figure to compare on a shared, noisy machine, and the gateway's
+part of it.
 
     PYTHONPATH=src .venv/bin/python -m bench.sharded --rounds 5 --seconds 8
 """
@@ -41,11 +42,13 @@ KEY = "bench-sharded-key-" + "k" * 20
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _repository(root: Path, *, sharded: bool) -> Path:
+def _repository(root: Path, *, sharded: bool, spinning: bool) -> Path:
     model = root / MODEL
     (model / "1").mkdir(parents=True)
     manifest = yaml.safe_load((BUILT / "model.yaml").read_text())
     manifest.pop("default_version", None)
+    if not spinning:  # idle ONNX Runtime threads sleep (docs/model-repository.md)
+        manifest.setdefault("runtime_options", {})["allow_spinning"] = False
     (model / "model.yaml").write_text(yaml.safe_dump(manifest))
     shutil.copy(BUILT / "tokenizer.json", model / "tokenizer.json")
     for name in ("model.onnx", "version.yaml"):
@@ -119,16 +122,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--texts", type=int, default=4)
+    parser.add_argument(
+        "--no-spinning", action="store_true", help="runtime_options.allow_spinning: false"
+    )
     args = parser.parse_args()
     texts = [s for s in REFERENCE_SENTENCES if 0 < len(s) < 200][: args.texts]
     work = Path(tempfile.mkdtemp(prefix="modelgate-bench-sharded-"))
     redis = os.environ.get("MODELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    results: dict[str, list[tuple[float, float, float, float]]] = {"whole": [], "sharded": []}
+    results: dict[str, list[tuple[float, float, float, float, float]]] = {
+        "whole": [],
+        "sharded": [],
+    }
     try:
         with servers() as started:
             clusters: dict[str, tuple[str, list[int]]] = {}
             for kind in ("whole", "sharded"):
-                repository = _repository(work / kind, sharded=kind == "sharded")
+                repository = _repository(
+                    work / kind, sharded=kind == "sharded", spinning=not args.no_spinning
+                )
                 env = {
                     "MODELGATE_REDIS_URL": redis,
                     "MODELGATE_REDIS_KEY_PREFIX": f"bench-{kind}-{os.getpid()}:",
@@ -151,28 +162,31 @@ def main() -> None:
                 clusters[kind] = (url, [gateway.pid, *pids])
             for round_ in range(args.rounds):
                 for kind, (url, pids) in clusters.items():
-                    cpu = _cpu_seconds(pids)
+                    cpu, gateway_cpu = _cpu_seconds(pids), _cpu_seconds(pids[:1])
                     latencies = asyncio.run(_load(url, args.clients, texts, args.seconds))
                     cpu = _cpu_seconds(pids) - cpu
+                    gateway_cpu = _cpu_seconds(pids[:1]) - gateway_cpu
                     latencies.sort()
                     row = (
                         len(latencies) / args.seconds,
                         latencies[len(latencies) // 2] * 1000,
                         latencies[int(len(latencies) * 0.99)] * 1000,
                         cpu / len(latencies) * 1000,
+                        gateway_cpu / len(latencies) * 1000,
                     )
                     results[kind].append(row)
                     line = f"{row[0]:7.1f} req/s  p50 {row[1]:6.1f} ms  p99 {row[2]:6.1f} ms"
-                    print(f"round {round_ + 1} {kind:8} {line}  CPU {row[3]:6.2f} ms/request")
+                    cpu_line = f"CPU {row[3]:6.2f} ms/request (gateway {row[4]:5.2f})"
+                    print(f"round {round_ + 1} {kind:8} {line}  {cpu_line}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"\nmedians of {args.rounds} rounds, {args.clients} clients, {len(texts)} texts a request:"
     )
     for kind, rows in results.items():
-        median = [statistics.median(r[i] for r in rows) for i in range(4)]
+        median = [statistics.median(r[i] for r in rows) for i in range(5)]
         print(f"{kind:8} {median[0]:7.1f} req/s  p50 {median[1]:6.1f} ms  p99 {median[2]:6.1f} ms  "
-              f"CPU {median[3]:6.2f} ms/request")  # fmt: skip
+              f"CPU {median[3]:6.2f} ms/request (gateway {median[4]:5.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -412,16 +412,15 @@ def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay
 
 
 def _node_repository(settings: Settings) -> ModelRepository:
-    """The models a server loads from its repository; a node's with the stages of sharded
-    models it holds (docs/scale-out.md, "Models larger than one node: sharding")."""
-    files = FileModelRepository(str(settings.model_repository))
-    if settings.role != "node":
-        return files
+    """The models a server loads from its repository, never a sharded version whole; a
+    node's with the stages of sharded models it holds (docs/scale-out.md, "Models larger
+    than one node: sharding")."""
     budget = settings.memory_budget_mb
     return StagedRepository(
-        files,
+        FileModelRepository(str(settings.model_repository)),
         budget_bytes=budget * 1024 * 1024 if budget is not None else None,
         wanted=parse_node_stages(settings.node_stages),
+        holds_stages=settings.role == "node",
     )
 
 

@@ -9,7 +9,8 @@ larger than the budget is never taken (:func:`place_stages`). ``MODELGATE_NODE_S
 (``model:stage,...``) names them instead; a named stage that does not fit is refused at
 start. The placement holds for the node's life: a node started later fills the gaps.
 
-**What the node serves.** :class:`StagedRepository` wraps the node's repository: its whole
+**What the node serves.** :class:`StagedRepository` wraps the node's repository (an
+all-in-one server's too, with no stages: it skips sharded versions): its whole
 versions as before, each held stage as the model ``<model>.stage<k>`` (its folder inside
 the version folder, so the memory estimate is the stage's own files), and never a sharded
 version as a whole (it has no single file to load). The announcement lists the held stages
@@ -99,12 +100,15 @@ class StagedRepository:
         wanted: Mapping[str, frozenset[int]] | None = None,
         directory: NodeDirectory | None = None,
         node_id: str | None = None,
+        holds_stages: bool = True,
     ):
         self.inner = inner
         self.budget_bytes = budget_bytes
         self.wanted = wanted
         self.directory = directory
         self.node_id = node_id
+        #: false on an all-in-one server: it serves whole versions only, and no stage
+        self.holds_stages = holds_stages
         #: (model, version, stage) held; None until :meth:`place` ran
         self.held: set[tuple[str, int, int]] | None = None
 
@@ -124,6 +128,9 @@ class StagedRepository:
 
     async def place(self) -> None:
         """Choose the stages to hold (before the registry preloads them)."""
+        if not self.holds_stages:
+            self.held = set()
+            return
         slots = await asyncio.to_thread(self.slots)
         if self.wanted is not None:
             self.held = self._named(slots)

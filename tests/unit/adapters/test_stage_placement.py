@@ -146,3 +146,17 @@ def test_named_stages_over_the_budget_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelgateError, match="over the node's memory budget"):
         asyncio.run(repository.place())
+
+
+def test_an_all_in_one_server_serves_whole_versions_and_skips_sharded_ones(
+    tmp_path: Path,
+) -> None:
+    repository = StagedRepository(_repository(tmp_path), budget_bytes=None, holds_stages=False)
+    asyncio.run(repository.place())
+    assert repository.held == set()
+    assert repository.names() == ["m"]
+    assert [s.version for s in repository.versions("m")] == [1]
+    (tmp_path / "m" / "1").rmdir()  # only the sharded version is left: nothing to serve
+    assert repository.names() == []
+    with pytest.raises(ModelgateError, match="is sharded"):
+        repository.versions("m")

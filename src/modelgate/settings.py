@@ -370,6 +370,9 @@ class Settings(BaseSettings):
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     #: the gRPC address gateways reach this node at; unset: ``host:grpc_port``
     node_address: str | None = None
+    #: the stages of sharded models a node holds, ``model:stage,...``; unset: the stages
+    #: it can fit in ``memory_budget_mb``, those the fewest nodes hold first
+    node_stages: str | None = Field(default=None, max_length=4096)
     #: a node's hardware class; unset: "gpu" when ONNX Runtime has a CUDA provider
     node_hardware: Literal["cpu", "gpu"] | None = None
     #: the credential a gateway sends to its nodes (a key the nodes accept, e.g. their

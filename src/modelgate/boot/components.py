@@ -28,6 +28,7 @@ from modelgate.boot.loop_lag import LoopLag
 from modelgate.boot.security import build_token_issuer, build_token_verifier
 from modelgate.boot.state import State, build_state
 from modelgate.boot.stores import build_abuse_guard, build_cache, build_limiter, build_quota_counter
+from modelgate.cluster.stages import StagedRepository, parse_node_stages
 from modelgate.core.access.authentication import Authenticator
 from modelgate.core.admission.abuse import AbuseGuard
 from modelgate.core.admission.admission import Admission
@@ -48,6 +49,7 @@ from modelgate.core.pipeline.embeddings import EmbeddingService
 from modelgate.core.pipeline.explanations import ExplainPolicy, Explanations
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.catalog import ModelCatalog
+from modelgate.core.serving.ports import ModelRepository
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
@@ -198,6 +200,9 @@ class Components:
             # read before the models load, let go of before they close: two steps
             services.append(Step("deployments", start=route))
             rollout_stop = Step("rollout", close=stop)
+        repository = self.registry.repository
+        if isinstance(repository, StagedRepository):  # before the registry preloads them
+            services.append(Step("stage placement", start=self._place_stages))
         services.append(self.registry)
         if self.fairness_watch is not None:  # audits loaded models: after they load
             services.append(Loop("fairness audit", self.fairness_watch.run))
@@ -219,6 +224,14 @@ class Components:
         if self.loop_lag is not None:  # a server's queueing-delay samples
             services.append(self.loop_lag)
         return services
+
+    async def _place_stages(self) -> None:
+        repository = self.registry.repository
+        assert isinstance(repository, StagedRepository)
+        if self.announcer is not None:  # the stages other nodes hold, in their announcements
+            repository.directory = self.announcer.directory
+            repository.node_id = self.announcer.node_id
+        await repository.place()
 
     async def _shut_executor(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -273,7 +286,7 @@ def build_core_components(settings: Settings) -> Components:
         )
     else:
         registry = ModelRegistry(
-            FileModelRepository(str(settings.model_repository)),
+            _node_repository(settings),
             loaders(),
             observer=metrics,
             executor=executor,
@@ -423,6 +436,19 @@ def build_overload(settings: Settings, metrics: PrometheusMetrics) -> QueueDelay
         count_tenant=metrics.shed_tenant_for_delay,
         shares=TenantShares(half_life_s=settings.shed_queue_share_half_life_seconds),
         gradual=settings.shed_queue_law == "pie",
+    )
+
+
+def _node_repository(settings: Settings) -> ModelRepository:
+    """The models a server loads from its repository, never a sharded version whole; a
+    node's with the stages of sharded models it holds (docs/scale-out.md, "Models larger
+    than one node: sharding")."""
+    budget = settings.memory_budget_mb
+    return StagedRepository(
+        FileModelRepository(str(settings.model_repository)),
+        budget_bytes=budget * 1024 * 1024 if budget is not None else None,
+        wanted=parse_node_stages(settings.node_stages),
+        holds_stages=settings.role == "node",
     )
 
 

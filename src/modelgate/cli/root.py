@@ -23,6 +23,7 @@ from modelgate.cli.learn import learn
 from modelgate.cli.optimize import optimize
 from modelgate.cli.privacy import payloads_app, subjects_app
 from modelgate.cli.profile import profile
+from modelgate.cli.shard import shard
 from modelgate.cli.usage import prices_app, usage_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serve AI models as an API.")
@@ -45,6 +46,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
 app.command()(profile)
 app.command()(optimize)
+app.command()(shard)
 app.command()(fairness)
 app.command()(learn)
 console = Console()

@@ -20,10 +20,12 @@ import logging
 import os
 from typing import Any
 
+from modelgate.cluster.stages import StagedRepository
 from modelgate.core.monitoring.anomaly_profiles import screen_profile
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import read_reference
 from modelgate.core.serving.registry import ModelRegistry
+from modelgate.core.serving.stages import parse_stage_model_name
 from modelgate.errors import ModelgateError
 from modelgate.storage.redis.node_directory import RedisNodeDirectory
 
@@ -102,8 +104,11 @@ class NodeAnnouncer:
     def document(self) -> dict[str, Any]:
         """The announcement (reads manifests from the repository: call it in a thread)."""
         repository = self.registry.repository
+        staged = repository if isinstance(repository, StagedRepository) else None
         models: dict[str, Any] = {}
         for name in repository.names():
+            if staged is not None and parse_stage_model_name(name) is not None:
+                continue  # announced under "stages", not as a model clients see
             try:
                 sources = repository.versions(name)
             except ModelgateError as exc:
@@ -119,7 +124,7 @@ class NodeAnnouncer:
             profiles = {str(s.version): p for s in sources if (p := _anomaly_profile(s))}
             if profiles:
                 models[name]["profiles"] = profiles
-        return {
+        document = {
             "id": self.node_id,
             "address": self.address,
             "hardware": self.hardware,
@@ -129,6 +134,9 @@ class NodeAnnouncer:
             "draining": self.draining,
             "models": models,
         }
+        if staged is not None:
+            document.update(staged.announcement())  # the stages of sharded models it holds
+        return document
 
     async def announce(self) -> None:
         document = await asyncio.to_thread(self.document)

@@ -18,7 +18,13 @@ from modelgate.repository.filesystem import VERSION_MANIFEST
 from modelgate.repository.lineage import LINEAGE_FILE, file_digest, started_by, write_lineage
 from modelgate.repository.versions import install_version
 
-__all__ = ["LINEAGE_FILE", "STAGING_PREFIX", "lineage_record", "register_candidate"]
+__all__ = [
+    "LINEAGE_FILE",
+    "STAGING_PREFIX",
+    "install_version",
+    "lineage_record",
+    "register_candidate",
+]
 
 STAGING_PREFIX = ".staging-optimize-"
 

@@ -43,9 +43,9 @@ __all__ = [
 LINEAGE_FILE = "lineage.json"
 SCHEMA = 1
 #: what made a version: the demo build, an operator who copied an artifact in
-#: (``import``), the learning loop's trainer, or an optimization of another version (its
-#: ``parent``)
-ORIGINS: tuple[str, ...] = ("demo-build", "import", "learning-loop", "optimization")
+#: (``import``), the learning loop's trainer, an optimization of another version (its
+#: ``parent``), or another version split into stages (``modelgate shard``)
+ORIGINS: tuple[str, ...] = ("demo-build", "import", "learning-loop", "optimization", "sharding")
 #: a lineage file larger than this is not read (it is metadata, not data)
 MAX_LINEAGE_BYTES = 1 << 20
 _CHUNK = 1 << 20

@@ -15,6 +15,7 @@ _MODULES = {
     "text-embedding": "modelgate.runtimes.text_embedding",
     "skops": "modelgate.runtimes.skops",
     "python": "modelgate.runtimes.python",
+    "stage": "modelgate.runtimes.stage",
 }
 
 

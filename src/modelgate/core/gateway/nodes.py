@@ -53,6 +53,9 @@ class NodeInfo:
     region: str = ""
     #: ``on-demand`` or ``spot`` (reclaimable at short notice)
     capacity: str = "on-demand"
+    #: stage name (``model.stage2``) -> version -> manifest, of the stages of sharded
+    #: models it holds (:mod:`modelgate.core.serving.stages`); not models clients see
+    stages: Mapping[str, Mapping[int, ModelManifest]] = field(default_factory=dict)
 
     def version_label(self, model: str, version: int) -> str:
         """The version to name in a call to this node (OIP's ``model_version``)."""
@@ -60,6 +63,8 @@ class NodeInfo:
 
     def serves(self, model: str, version: int) -> bool:
         versions = self.models.get(model)
+        if versions is None:
+            versions = self.stages.get(model)  # a stage of a sharded model
         return versions is not None and version in versions
 
 
@@ -86,6 +91,9 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             }
             if announced:
                 profiles[str(name)] = announced
+        stages = _parse_versions(document.get("stages"))
+        for name, versions in _parse_versions(document.get("sharded")).items():
+            models[name] = {**models.get(name, {}), **versions}  # its manifest, with stages
         return NodeInfo(
             id=node_id,
             address=address,
@@ -97,6 +105,7 @@ def parse_node(document: Mapping[str, Any]) -> NodeInfo:
             region=_region(document.get("region")),
             # an unknown class (a newer node's) is taken for the safe one
             capacity="spot" if document.get("capacity") == "spot" else "on-demand",
+            stages=stages,
         )
     except ModelgateError as exc:
         raise ValueError(exc.message) from None
@@ -111,3 +120,17 @@ def _region(value: Any) -> str:
     if not isinstance(value, str) or not valid_region(value):
         raise ValueError(f"a node's region must match {REGION_PATTERN}")
     return value
+
+
+def _parse_versions(entries: Any) -> dict[str, dict[int, ModelManifest]]:
+    """``{name: {"versions": {number: manifest}}}`` of an announcement's ``stages`` (the
+    stages a node holds) or ``sharded`` (the manifests of the sharded models they belong to)."""
+    from modelgate.core.serving.manifest import parse_manifest
+
+    parsed: dict[str, dict[int, ModelManifest]] = {}
+    for name, entry in (entries or {}).items():
+        parsed[str(name)] = {
+            int(number): parse_manifest(str(name), {k: v for k, v in data.items() if k != "name"})
+            for number, data in (entry.get("versions") or {}).items()
+        }
+    return parsed

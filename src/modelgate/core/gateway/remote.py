@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.gateway.cluster import Cluster
+from modelgate.core.gateway.pipeline import PipelineRuntime
 from modelgate.core.gateway.ports import AnomalyScreens
 from modelgate.core.serving.batching import BatchingRuntime
 from modelgate.core.serving.manifest import BatchingPolicy, ModelManifest
@@ -207,8 +208,10 @@ def remote_builder(
             if profile is not None:
                 screen = screens.announced_screen(manifest, number, profile)
         screened = screen is not None
-        runtime: ModelRuntime = RemoteRuntime(
-            cluster, name, number, manifest.hardware.prefer, screened=screened
+        runtime: ModelRuntime = (
+            PipelineRuntime(cluster, manifest, number)  # a sharded model: its stages in turn
+            if manifest.stages
+            else RemoteRuntime(cluster, name, number, manifest.hardware.prefer, screened=screened)
         )
         policy = merge_policy(manifest, screened=screened) if merge else None
         if policy is not None:

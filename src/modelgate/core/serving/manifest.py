@@ -29,6 +29,7 @@ __all__ = [
     "PayloadLoggingSpec",
     "ProtectedAttribute",
     "RequestLimits",
+    "StageSpec",
     "TensorSpec",
     "explained_column",
     "explained_output",
@@ -42,6 +43,8 @@ _PLATFORMS = {
     "python": "python",
     # a model served by another OIP server, known to a gateway only by its signature
     "remote": "remote",
+    # one stage of a sharded model, as a node serves it (core/serving/stages.py)
+    "stage": "onnxruntime_onnx",
 }
 
 
@@ -211,6 +214,30 @@ class ExplainSpec(_Strict):
     link: Literal["identity", "logit"] = "identity"
 
 
+class StageSpec(_Strict):
+    """One stage of a sharded model (``modelgate shard``; docs/model-repository.md): an
+    ONNX sub-graph that a node loads on its own, fed by the model's inputs and earlier
+    stages' outputs, named in ``inputs``."""
+
+    #: the stage's ONNX file, relative to the version folder, in a folder of its own
+    artifact: str
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    #: bytes of the stage's folder on disk: what it takes of a node's memory budget
+    size_bytes: int = Field(ge=0)
+
+    @field_validator("artifact")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        try:
+            check_relative(value)
+        except ModelgateError as exc:
+            raise ValueError(exc.message) from None
+        if "/" not in value:
+            raise ValueError("a stage's artifact lies in a folder of its own (stage-1/model.onnx)")
+        return value
+
+
 class HardwareSpec(_Strict):
     prefer: Literal["cpu", "gpu"] = "cpu"
 
@@ -280,7 +307,7 @@ class ModelManifest(_Strict):
     """One version's effective manifest: ``model.yaml`` merged with its ``version.yaml``."""
 
     name: str
-    runtime: Literal["onnxruntime", "text-embedding", "skops", "python", "remote"]
+    runtime: Literal["onnxruntime", "text-embedding", "skops", "python", "remote", "stage"]
     platform: str = ""
     default_version: int | None = None
     version_policy: Any = "all"
@@ -320,6 +347,8 @@ class ModelManifest(_Strict):
     fallbacks: tuple[str, ...] = ()
     #: retrained from its feedback by the learning loop; unset: never (docs/learning.md)
     learning: LearningSpec | None = None
+    #: a sharded model's consecutive stages, each on whichever nodes hold it; empty: whole
+    stages: tuple[StageSpec, ...] = ()
 
     @field_validator("artifact")
     @classmethod
@@ -357,6 +386,8 @@ class ModelManifest(_Strict):
             _check_learning(self, self.learning)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
             raise ValueError("fallbacks must be other models, each named once")
+        if self.stages:
+            _check_stages(self)
         object.__setattr__(self, "limits", self.limits.resolved(self))
         if not self.platform:
             object.__setattr__(self, "platform", _PLATFORMS[self.runtime])
@@ -480,6 +511,35 @@ def _check_learning(manifest: ModelManifest, spec: LearningSpec) -> None:
     unknown = sorted(set(spec.columns) - known)
     if unknown:
         raise ValueError(f"learning.columns names {unknown}, neither inputs nor features")
+
+
+def _check_stages(manifest: ModelManifest) -> None:
+    """Stages run in order: each one's inputs are the model's inputs or earlier stages'
+    outputs, the last one answers every output of the model, and at least two of them."""
+    if len(manifest.stages) < 2:
+        raise ValueError("a sharded model has at least two stages")
+    if manifest.runtime not in ("onnxruntime", "text-embedding"):
+        raise ValueError(
+            f"runtime '{manifest.runtime}' cannot be sharded (onnxruntime, text-embedding)"
+        )
+    known = {t.name for t in manifest.inputs}
+    files: set[str] = set()
+    for number, stage in enumerate(manifest.stages, 1):
+        missing = [t.name for t in stage.inputs if t.name not in known]
+        if missing:
+            raise ValueError(
+                f"stage {number} needs {missing}, which neither the model's inputs nor an "
+                "earlier stage's outputs provide"
+            )
+        folder = stage.artifact.split("/", 1)[0]
+        if folder in files:
+            raise ValueError(f"stages {number} and an earlier one share the folder '{folder}'")
+        files.add(folder)
+        known.update(t.name for t in stage.outputs)
+    last = {t.name for t in manifest.stages[-1].outputs}
+    absent = [t.name for t in manifest.outputs if t.name not in last]
+    if absent:
+        raise ValueError(f"the last stage does not answer the model's outputs {absent}")
 
 
 def parse_manifest(name: str, data: dict[str, Any]) -> ModelManifest:

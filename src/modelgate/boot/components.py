@@ -52,6 +52,7 @@ from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.notify.webhook import WebhookSender
+from modelgate.observability.hardware import HardwareCollector
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.metrics import PrometheusMetrics, RecordKeeper
 from modelgate.observability.tracing import OtelTracer, build_tracer
@@ -223,6 +224,8 @@ def build_core_components(settings: Settings) -> Components:
     and what :func:`modelgate.boot.serving.build_components` adds the REST app to."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = PrometheusMetrics()
+    if settings.role != "gateway":  # what a node's hardware does, for its autoscaler
+        metrics.registry.register(HardwareCollector())
     anomalies = AnomalyDetector(metrics)
     cache = build_cache(settings, metrics)
     overload = build_overload(settings, metrics)

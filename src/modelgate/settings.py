@@ -351,6 +351,11 @@ class Settings(BaseSettings):
     #: ``gateway_merge_calls`` such calls in flight per version (docs/scale-out.md)
     gateway_merge: bool = True
     gateway_merge_calls: int = Field(default=8, ge=1, le=1024)
+    #: a request for a model no node announces (its pool scaled to zero) waits this long
+    #: for a node to announce it, then answers 503 with Retry-After; 0: answer at once
+    cold_start_wait_seconds: float = Field(default=5.0, ge=0, le=600)
+    #: requests that may wait for a node at once, per gateway; more are answered at once
+    cold_start_max_waiting: int = Field(default=1000, ge=0, le=100_000)
 
     # -- asynchronous jobs (docs/jobs.md) --
     #: ``modelgate serve`` also runs a job worker in its process (set false when separate

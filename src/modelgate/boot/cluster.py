@@ -71,6 +71,7 @@ def build_cluster(
     from modelgate.cluster.client import GrpcNodeClient
     from modelgate.core.gateway.breaker import BreakerPolicy
     from modelgate.core.gateway.cluster import Cluster
+    from modelgate.core.gateway.cold_start import ColdStartWait
     from modelgate.core.gateway.ports import NodeDirectory
     from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics
@@ -112,6 +113,9 @@ def build_cluster(
         max_attempts=settings.node_max_attempts,
         headers=headers,
         observer=ClusterMetrics(metrics.registry),
+        cold_start=ColdStartWait(
+            settings.cold_start_wait_seconds, max_waiting=settings.cold_start_max_waiting
+        ),
     )
 
 

@@ -104,6 +104,11 @@ def build_cluster(
             tracer.inject(carrier)  # the request's span: the node's span is its child
             return carrier
 
+    observer = ClusterMetrics(metrics.registry)
+    cold_start = ColdStartWait(
+        settings.cold_start_wait_seconds, max_waiting=settings.cold_start_max_waiting
+    )
+    observer.watch_cold_start(lambda: cold_start.waiting)
     return Cluster(
         directory,
         client,
@@ -112,10 +117,8 @@ def build_cluster(
         default_timeout_s=settings.node_timeout_seconds,
         max_attempts=settings.node_max_attempts,
         headers=headers,
-        observer=ClusterMetrics(metrics.registry),
-        cold_start=ColdStartWait(
-            settings.cold_start_wait_seconds, max_waiting=settings.cold_start_max_waiting
-        ),
+        observer=observer,
+        cold_start=cold_start,
     )
 
 

@@ -16,7 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from modelgate.boot.alerts import build_alerts, build_webhook, quota_alert_sink
@@ -47,6 +48,7 @@ from modelgate.core.monitoring.monitor import Monitor
 from modelgate.core.pipeline.embeddings import EmbeddingService
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.catalog import ModelCatalog
+from modelgate.core.serving.preloading import Preloader, RegistryWarmPool
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
@@ -114,6 +116,8 @@ class Components:
     loop_lag: LoopLag | None = None
     #: back-pressure on connections whose requests keep being refused (a server's, when on)
     backpressure: RefusalBackpressure | None = None
+    #: the predictive warm pool (not on a gateway)
+    preloader: Preloader | None = None
     _lifecycle: Lifecycle | None = field(default=None, repr=False)
 
     async def open(self) -> None:
@@ -198,6 +202,10 @@ class Components:
             services.append(rollout_stop)
         if watch is not None:
             services.append(Loop("cluster watch", watch.run))
+        interval = self.settings.preload_interval_seconds
+        if self.preloader is not None and interval > 0:
+            pool = RegistryWarmPool(self.registry)
+            services.append(Loop("preloader", partial(self.preloader.run, pool, interval)))
         if self.announcer is not None:
             services.append(
                 Step("announcer", start=self.announcer.start, close=self.announcer.leave)
@@ -274,6 +282,15 @@ def build_core_components(settings: Settings) -> Components:
         )
     state = build_state(settings)
     usage = state.usage
+    preloader = None
+    if settings.role != "gateway":  # a gateway's models are its nodes' to keep warm
+        preloader = Preloader(
+            usage,
+            budget_bytes=policy.memory_budget_bytes,
+            lookahead=timedelta(minutes=settings.preload_lookahead_minutes),
+            weeks=settings.preload_history_weeks,
+        )
+        registry.need = preloader.need
 
     async def totals(tenant_id: str, since: datetime) -> tuple[int, int, int]:
         found = await usage.totals(tenant_id, since)
@@ -381,6 +398,7 @@ def build_core_components(settings: Settings) -> Components:
         jobs=jobs,
         deployments=deployments,
         shadows=shadows,
+        preloader=preloader,
     )
 
 

@@ -104,16 +104,21 @@ def test_without_the_bindings_gpu_series_are_absent() -> None:
     assert "modelgate_process_cpu_seconds_total" in text
 
 
-def test_on_this_machine_without_a_gpu_the_real_nvml_reports_nothing() -> None:
-    # the real bindings, the real (missing) driver: absent, not zero
+def test_the_real_nvml_reports_this_machines_gpus_or_nothing() -> None:
+    # the real bindings and the real driver: with no GPU (these test machines), the
+    # series are absent, not zero; on a GPU machine, each GPU has its series
+    nvml = import_nvml()
     try:
-        import_nvml().nvmlInit()
-    except Exception:
-        pass
-    else:  # a GPU machine: the path above is the real one, nothing to check here
-        return
+        nvml.nvmlInit()
+        gpus = nvml.nvmlDeviceGetCount()
+    except nvml.NVMLError:
+        gpus = 0
     text = scrape(HardwareCollector())
-    assert "modelgate_gpu_" not in text
+    if gpus == 0:
+        assert "modelgate_gpu_" not in text
+    else:
+        assert f'modelgate_gpu_utilization_percent{{gpu="{gpus - 1}"}}' in text
+        assert 'modelgate_gpu_memory_total_bytes{gpu="0"}' in text
 
 
 def test_cpu_and_memory_are_read_from_the_process_and_proc(tmp_path: Path) -> None:

@@ -204,6 +204,8 @@ def test_node_pools_scale_with_keda_to_zero_on_queue_latency_and_gpu_use(helm: P
     documents = render(
         helm, "--set", "node.gpu.enabled=true", "--set", "node.autoscaling.mode=keda"
     )
+    keda = ("--set", "node.gpu.enabled=true", "--set", "node.autoscaling.mode=keda")
+    run_helm(helm, "lint", "--strict", str(CHART), *BASE, *keda)
     validate(documents)
     assert not by_kind(documents, "HorizontalPodAutoscaler") or all(
         h["spec"]["scaleTargetRef"]["name"] == "mg-gateway"

@@ -102,8 +102,15 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=4, ge=1)
     #: unload a model not used for this long (preloaded models are pinned); unset: never
     idle_unload_seconds: float | None = Field(default=None, gt=0)
-    #: unload least recently used models while loaded artifacts exceed this; unset: no budget
+    #: unload the models least likely needed soon (by their usage history; least recently
+    #: used among equals) while loaded artifacts exceed this; unset: no budget
     memory_budget_mb: int | None = Field(default=None, gt=0)
+    #: the predictive warm pool (``warm: predictive`` models, docs/model-repository.md):
+    #: how often it plans, how far ahead it looks, and how many weeks of usage it reads;
+    #: an interval of 0 turns preloading off (evictions still follow the usage history)
+    preload_interval_seconds: float = Field(default=60.0, ge=0)
+    preload_lookahead_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    preload_history_weeks: int = Field(default=4, ge=1, le=52)
     #: how long an unloaded or replaced version may finish its in-flight requests
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
     #: on SIGTERM the server reports not ready at once, then keeps serving this long before
@@ -402,6 +409,11 @@ class Settings(BaseSettings):
     #: ``gateway_merge_calls`` such calls in flight per version (docs/scale-out.md)
     gateway_merge: bool = True
     gateway_merge_calls: int = Field(default=8, ge=1, le=1024)
+    #: a request for a model no node announces (its pool scaled to zero) waits this long
+    #: for a node to announce it, then answers 503 with Retry-After; 0: answer at once
+    cold_start_wait_seconds: float = Field(default=5.0, ge=0, le=600)
+    #: requests that may wait for a node at once, per gateway; more are answered at once
+    cold_start_max_waiting: int = Field(default=1000, ge=0, le=100_000)
 
     # -- scale-out: regions and capacity classes (docs/scale-out.md) --
     #: the region of this process: a node announces it; a gateway prefers its own region's

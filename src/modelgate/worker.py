@@ -42,6 +42,9 @@ class WorkerProcess:
     async def startup(self) -> None:
         self.components = components = build_core_components(self.settings)
         assert components.jobs is not None
+        # a worker loads what its jobs ask for; loading ahead of interactive traffic is
+        # the servers' business (the usage-history eviction ranking stays)
+        components.preloader = None
         if self.worker_id:
             components.jobs.worker.worker_id = self.worker_id
         loop = asyncio.get_running_loop()

@@ -259,3 +259,24 @@ async def test_report_sums_equal_what_was_appended(
     assert got == dict(expected)
     keys = [(r.day, r.tenant_id, r.key_id, r.model, r.version) for r in rows]
     assert keys == sorted(keys, key=lambda k: [(v is not None, v or "") for v in k])
+
+
+async def test_hourly_sums_requests_per_model_and_utc_hour(store: UsageStore) -> None:
+    # what the predictive warm pool reads: every status, every tenant, UTC hours
+    plus_two = timezone(timedelta(hours=2))
+    await store.append(
+        [
+            rec(datetime(2025, 3, 4, 9, 5, tzinfo=UTC), requests=2),
+            rec(datetime(2025, 3, 4, 9, 59, tzinfo=UTC), tenant_id="t2", status="error"),
+            rec(datetime(2025, 3, 4, 12, 30, tzinfo=plus_two), requests=3),  # 10:30 UTC
+            rec(datetime(2025, 3, 4, 9, 10, tzinfo=UTC), model="m2", requests=5),
+            rec(datetime(2025, 3, 4, 8, 59, tzinfo=UTC), requests=100),  # before since
+        ]
+    )
+    counts = await store.hourly(datetime(2025, 3, 4, 9, 0, tzinfo=UTC))
+    found = {(c.hour, c.model): c.requests for c in counts}
+    assert found == {
+        (datetime(2025, 3, 4, 9, tzinfo=UTC), "m1"): 3,
+        (datetime(2025, 3, 4, 10, tzinfo=UTC), "m1"): 3,
+        (datetime(2025, 3, 4, 9, tzinfo=UTC), "m2"): 5,
+    }

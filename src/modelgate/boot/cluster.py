@@ -79,6 +79,7 @@ def build_cluster(
     from modelgate.core.gateway.breaker import BreakerPolicy
     from modelgate.core.gateway.capacity import CapacityPolicy
     from modelgate.core.gateway.cluster import Cluster
+    from modelgate.core.gateway.cold_start import ColdStartWait
     from modelgate.core.gateway.ports import NodeDirectory
     from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics
@@ -120,6 +121,11 @@ def build_cluster(
             tracer.inject(carrier)  # the request's span: the node's span is its child
             return carrier
 
+    observer = ClusterMetrics(metrics.registry)
+    cold_start = ColdStartWait(
+        settings.cold_start_wait_seconds, max_waiting=settings.cold_start_max_waiting
+    )
+    observer.watch_cold_start(lambda: cold_start.waiting)
     return Cluster(
         directory,
         client,
@@ -128,9 +134,10 @@ def build_cluster(
         default_timeout_s=settings.node_timeout_seconds,
         max_attempts=settings.node_max_attempts,
         headers=headers,
-        observer=ClusterMetrics(metrics.registry),
+        observer=observer,
         regions=build_region_policy(settings, metrics),
         capacity=CapacityPolicy(settings.ondemand_saturation),
+        cold_start=cold_start,
     )
 
 

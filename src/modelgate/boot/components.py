@@ -16,7 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from modelgate.boot.alerts import build_alerts, build_fairness, build_webhook, quota_alert_sink
@@ -50,6 +51,7 @@ from modelgate.core.pipeline.explanations import ExplainPolicy, Explanations
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.ports import ModelRepository
+from modelgate.core.serving.preloading import Preloader, RegistryWarmPool
 from modelgate.core.serving.registry import ModelRegistry, RegistryPolicy
 from modelgate.core.serving.requests import InferenceListener
 from modelgate.core.traffic.rollout import DeploymentService
@@ -57,6 +59,7 @@ from modelgate.core.traffic.shadow import ShadowRunner
 from modelgate.explaining.kernel_shap import ShapKernelAttributor
 from modelgate.fairness.watch import FairnessWatch
 from modelgate.notify.webhook import WebhookSender
+from modelgate.observability.hardware import HardwareCollector
 from modelgate.observability.logs import RequestLog
 from modelgate.observability.metrics import PrometheusMetrics, RecordKeeper
 from modelgate.observability.tracing import OtelTracer, build_tracer
@@ -123,6 +126,8 @@ class Components:
     loop_lag: LoopLag | None = None
     #: back-pressure on connections whose requests keep being refused (a server's, when on)
     backpressure: RefusalBackpressure | None = None
+    #: the predictive warm pool (not on a gateway)
+    preloader: Preloader | None = None
     _lifecycle: Lifecycle | None = field(default=None, repr=False)
 
     async def open(self) -> None:
@@ -215,6 +220,10 @@ class Components:
             services.append(Step("learning runs", close=self.learning.close))
         if watch is not None:
             services.append(Loop("cluster watch", watch.run))
+        interval = self.settings.preload_interval_seconds
+        if self.preloader is not None and interval > 0:
+            pool = RegistryWarmPool(self.registry)
+            services.append(Loop("preloader", partial(self.preloader.run, pool, interval)))
         if self.announcer is not None:
             services.append(
                 Step("announcer", start=self.announcer.start, close=self.announcer.leave)
@@ -249,6 +258,8 @@ def build_core_components(settings: Settings) -> Components:
     and what :func:`modelgate.boot.serving.build_components` adds the REST app to."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = PrometheusMetrics()
+    if settings.role != "gateway":  # what a node's hardware does, for its autoscaler
+        metrics.registry.register(HardwareCollector())
     anomalies = AnomalyDetector(metrics)
     cache = build_cache(settings, metrics)
     overload = build_overload(settings, metrics)
@@ -297,6 +308,15 @@ def build_core_components(settings: Settings) -> Components:
         )
     state = build_state(settings)
     usage = state.usage
+    preloader = None
+    if settings.role != "gateway":  # a gateway's models are its nodes' to keep warm
+        preloader = Preloader(
+            usage,
+            budget_bytes=policy.memory_budget_bytes,
+            lookahead=timedelta(minutes=settings.preload_lookahead_minutes),
+            weeks=settings.preload_history_weeks,
+        )
+        registry.need = preloader.need
 
     async def totals(tenant_id: str, since: datetime) -> tuple[int, int, int]:
         found = await usage.totals(tenant_id, since)
@@ -419,6 +439,7 @@ def build_core_components(settings: Settings) -> Components:
         deployments=deployments,
         shadows=shadows,
         fairness_watch=fairness_watch,
+        preloader=preloader,
     )
 
 

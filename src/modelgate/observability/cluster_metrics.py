@@ -1,4 +1,5 @@
-"""A gateway's metrics of its nodes: breaker states, forwarded calls, retries, node count.
+"""A gateway's metrics of its nodes: breaker states, forwarded calls, retries, node count,
+and requests waiting for a node to start (``cold_start_waiting_requests``, read at scrape).
 
 Registered on the same registry as :class:`~modelgate.observability.metrics.PrometheusMetrics`,
 so they appear on ``/metrics`` beside the rest. Label values are node ids and model names
@@ -60,6 +61,11 @@ class ClusterMetrics:
         self.node_count = Gauge(
             "modelgate_nodes", "Nodes in the gateway's table", registry=registry
         )
+        self.cold_start_waiting = Gauge(
+            "modelgate_cold_start_waiting_requests",
+            "Requests waiting for a node to announce their model (the pool scaled to zero)",
+            registry=registry,
+        )
         #: each node's label values in use, so that its series can go when it does
         self._breaker_labels: dict[str, set[tuple[str, str]]] = {}
         self._call_labels: dict[str, set[str]] = {}
@@ -88,6 +94,10 @@ class ClusterMetrics:
                 self.breakers.remove(node, *labels)
             for outcome in self._call_labels.pop(node, ()):
                 self.calls.remove(node, outcome)
+
+    def watch_cold_start(self, waiting: Callable[[], int]) -> None:
+        """Report ``waiting()`` at each scrape: the demand that scales a pool up from zero."""
+        self.cold_start_waiting.set_function(waiting)
 
     def retried(self, outcome: str) -> None:
         self.retries.labels(outcome).inc()

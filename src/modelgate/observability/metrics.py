@@ -70,6 +70,10 @@ Metric names (all prefixed ``modelgate_``), with their labels:
 - ``http_requests_total{api,status}``: every HTTP answer, including those that never
   reached a model (bad JSON, unknown model)
 
+A node (and an all-in-one server) also exports its hardware use, CPU, memory and GPUs
+(``process_cpu_seconds_total``, ``gpu_utilization_percent{gpu}``, ...), read at each scrape
+by :mod:`modelgate.observability.hardware`: absent where there is no GPU, never zero.
+
 Deployments and shadow comparisons (``deployment_weight_percent``, ``shadow_*``) are
 registered on the same registry by :mod:`modelgate.observability.deployment_metrics`;
 fairness audits' gauges (``fairness_*{model,version,attribute[,group]}``) by

@@ -75,3 +75,13 @@ startupProbe:
   containerPort: {{ .Values.gateway.service.grpcPort }}
   protocol: TCP
 {{- end -}}
+
+{{/* The node pools: node.pools, and the GPU pool when node.gpu.enabled (YAML list). */}}
+{{- define "modelgate.nodePools" -}}
+{{- $pools := .Values.node.pools -}}
+{{- if .Values.node.gpu.enabled }}
+{{- $gpu := dict "name" "gpu" "replicas" .Values.node.gpu.replicas "hardware" "gpu" "resources" (mergeOverwrite (deepCopy .Values.node.gpu.resources) (dict "limits" (merge (dict "nvidia.com/gpu" .Values.node.gpu.gpusPerPod) (default dict .Values.node.gpu.resources.limits)))) "nodeSelector" .Values.node.gpu.nodeSelector "tolerations" .Values.node.gpu.tolerations }}
+{{- $pools = append $pools $gpu }}
+{{- end }}
+{{- toYaml $pools }}
+{{- end -}}

@@ -22,6 +22,7 @@ from modelgate.core.access.audit import AuditEntry, actor_of
 from modelgate.core.access.authorization import is_operator, require_scope
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.access.ports import AuditLog
+from modelgate.core.serving.usage_profile import HourlyCount
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 __all__ = [
@@ -164,6 +165,9 @@ class UsageStore(Protocol):
       ``latency_ms_avg`` is the latency sum over the request count. No records, no rows;
     - ``totals`` sums requests, rows and tokens of one tenant's records with
       ``period_start >= since`` whose status is not in :data:`NOT_ADMITTED`;
+    - ``hourly`` sums requests per model and UTC hour over the records with
+      ``period_start >= since`` (every status), for the predictive warm pool
+      (:class:`~modelgate.core.serving.usage_profile.UsageHistory`);
     - ``set_price`` inserts or replaces the price of its target; ``list_prices`` returns
       them ordered by target; ``delete_price`` answers whether there was one.
     """
@@ -179,6 +183,8 @@ class UsageStore(Protocol):
     async def list_prices(self) -> list[Price]: ...
 
     async def delete_price(self, target: str) -> bool: ...
+
+    async def hourly(self, since: datetime) -> list[HourlyCount]: ...
 
 
 #: the longest key id usage records hold (the column is 128 characters)

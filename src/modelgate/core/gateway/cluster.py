@@ -36,6 +36,8 @@ and forwards one inference at a time through a
   apart (:mod:`modelgate.core.gateway.tenant_metadata`).
 - **Anomaly checks**: a call whose inputs the gateway checked for anomalies says so in its
   metadata (:mod:`modelgate.core.gateway.node_calls`), and the node does not check them again.
+- **Cold starts**: a model no live node announces (its pool scaled to zero) waits a bounded
+  time for a node to announce it (:mod:`modelgate.core.gateway.cold_start`).
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
@@ -57,6 +59,7 @@ import numpy as np
 
 from modelgate.core.gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from modelgate.core.gateway.capacity import CapacityPolicy
+from modelgate.core.gateway.cold_start import ColdStartWait
 from modelgate.core.gateway.faults import caller_error, is_node_fault, record_failure
 from modelgate.core.gateway.node_calls import (
     ANOMALY_PARAMETERS,
@@ -117,6 +120,7 @@ class Cluster:
         rng: random.Random | None = None,
         regions: RegionPolicy | None = None,
         capacity: CapacityPolicy | None = None,
+        cold_start: ColdStartWait | None = None,
     ):
         self.directory = directory
         self.client = client
@@ -129,6 +133,8 @@ class Cluster:
         self.observer = observer
         self._clock = clock
         self._rng = rng or random.Random()
+        #: where requests for a model no node announces wait for one (None: no wait)
+        self.cold_start = cold_start
         self._nodes: dict[str, _NodeState] = {}
         #: models and their manifests as of the last refresh: what the gateway may load
         self.catalog: dict[str, dict[int, ModelManifest]] = {}
@@ -200,6 +206,8 @@ class Cluster:
         self.refreshed = True
         if self.observer is not None:
             self.observer.nodes(len(fresh))
+        if self.cold_start is not None:
+            self.cold_start.announced()
         return changed
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -318,6 +326,8 @@ class Cluster:
                 await asyncio.sleep(pause)
                 self._retried("retried")
             chosen = self._choose(model, version, prefer, tried, critical)
+            if chosen is None and not attempt and await self._started(model, version, deadline):
+                chosen = self._choose(model, version, prefer, tried, critical)
             if chosen is None:
                 break
             state, breaker = chosen
@@ -382,6 +392,19 @@ class Cluster:
             f"no node can serve model '{model}' version {version} now",
             retry_after=1.0,
         )
+
+    async def _started(self, model: str, version: int, deadline: float) -> bool:
+        """Whether a node announcing the version came up within the cold-start wait (none
+        announced it when the request came)."""
+
+        def announced() -> bool:
+            return any(
+                not s.info.draining and s.info.serves(model, version) for s in self._nodes.values()
+            )
+
+        if self.cold_start is None or announced():
+            return False  # announced but failing (breakers open): not a cold start
+        return await self.cold_start.wait(announced, deadline)
 
     def _call_headers(self, timing: Timing | None, screened: bool) -> Mapping[str, str]:
         """One attempt's metadata: the trace context, the tenant the call is for (the

@@ -312,6 +312,12 @@ class ModelManifest(_Strict):
     default_version: int | None = None
     version_policy: Any = "all"
     preload: bool = False
+    #: how the registry keeps the model loaded: "always" (loaded at start, never evicted;
+    #: what ``preload: true`` means), "predictive" (loaded ahead of the traffic its usage
+    #: history expects), "on-demand" (loaded by its first request); unset: "always" with
+    #: ``preload: true``, else "on-demand". Evictions under the memory budget take the
+    #: models least likely needed soon first (docs/model-repository.md)
+    warm: Literal["always", "predictive", "on-demand"] | None = None
     artifact: str = "model.onnx"
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -388,6 +394,11 @@ class ModelManifest(_Strict):
             raise ValueError("fallbacks must be other models, each named once")
         if self.stages:
             _check_stages(self)
+        if self.warm is None:
+            object.__setattr__(self, "warm", "always" if self.preload else "on-demand")
+        elif self.preload and self.warm != "always":
+            raise ValueError(f"preload: true means warm: always, not warm: {self.warm}")
+        object.__setattr__(self, "preload", self.warm == "always")
         object.__setattr__(self, "limits", self.limits.resolved(self))
         if not self.platform:
             object.__setattr__(self, "platform", _PLATFORMS[self.runtime])

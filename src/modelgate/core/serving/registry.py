@@ -10,8 +10,10 @@ models and one load in flight per model, and their orderings are checked best si
   raises the error. Replaced and unloaded versions drain their in-flight requests before
   they are closed, so no request fails because of a reload.
 - ``evict`` unloads models idle for longer than ``idle_unload_s`` and, while the estimated
-  memory of loaded models is over ``memory_budget_bytes``, the least recently used ones.
-  ``preload`` models are pinned.
+  memory of loaded models is over ``memory_budget_bytes``, the least likely needed soon
+  (with a ``need`` ranking: :mod:`modelgate.core.serving.preloading`), least recently
+  used among equals. ``preload`` (``warm: always``) models are pinned, and the model whose
+  load made room is never the one evicted for it.
 
 How one version is loaded and warmed up is :mod:`modelgate.core.serving.version_loading`.
 """
@@ -133,6 +135,7 @@ class ModelRegistry:
         clock: Any = time.monotonic,
         builder: Callable[[VersionSource], LoadedVersion] | None = None,
         load_hooks: Sequence[Callable[[LoadedVersion], None]] = (),
+        need: Callable[[str], float] | None = None,
     ):
         self.repository = repository
         self._loaders = loaders
@@ -142,6 +145,8 @@ class ModelRegistry:
         #: called with each built version in the loading thread, before it serves (reading
         #: its reference profile); an error fails the load like a build error
         self._load_hooks = tuple(load_hooks)
+        #: how likely a model is needed soon (higher: keep it longer); None: recency only
+        self.need = need
         self._observer = observer
         self._executor = executor
         self.policy = policy
@@ -336,7 +341,7 @@ class ModelRegistry:
             future, model.loading = model.loading, None
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved; waiters got it through shield
-        await self.evict()
+        await self.evict(keep=name)
 
     async def unload(self, name: str) -> None:
         model = self._models.get(name)
@@ -352,10 +357,13 @@ class ModelRegistry:
         model.reason = "unloaded"
         await self._retire(old, self.policy.drain_timeout_s)
 
-    async def evict(self) -> None:
-        """Unload idle models, then least recently used ones while over the memory budget."""
+    async def evict(self, keep: str | None = None) -> None:
+        """Unload idle models, then the least likely needed (least recently used among
+        equals) while over the memory budget; never ``keep``, the model just loaded."""
         now = self._clock()
-        candidates = [m for m in self._models.values() if m.versions and not m.pinned]
+        candidates = [
+            m for m in self._models.values() if m.versions and not m.pinned and m.name != keep
+        ]
         idle = self.policy.idle_unload_s
         if idle is not None:
             for model in candidates:
@@ -365,7 +373,11 @@ class ModelRegistry:
                     await self._evict(model, "unloaded after being idle")
         budget = self.policy.memory_budget_bytes
         if budget is not None:
-            for model in sorted(candidates, key=lambda m: m.last_used):
+            need = self.need
+            for model in sorted(
+                candidates,
+                key=lambda m: (need(m.name) if need else 0.0, m.last_used),
+            ):
                 if self.memory_bytes() <= budget:
                     break
                 if model.versions:
@@ -377,6 +389,11 @@ class ModelRegistry:
         model.reason = reason
         log.info("model %s %s", model.name, reason)
         await self._retire(old, self.policy.drain_timeout_s)
+
+    def unloaded(self, name: str) -> bool:
+        """Whether the model was unloaded through the repository API (it stays so)."""
+        model = self._models.get(name)
+        return model is not None and model.unloaded
 
     def memory_bytes(self) -> int:
         return sum(v.size_bytes for m in self._models.values() for v in m.versions.values())

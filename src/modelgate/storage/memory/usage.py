@@ -15,6 +15,7 @@ from modelgate.core.admission.usage import (
     UsageRow,
     UsageTotals,
 )
+from modelgate.core.serving.usage_profile import HourlyCount
 
 __all__ = ["MemoryUsageStore"]
 
@@ -29,6 +30,14 @@ class MemoryUsageStore:
     async def append(self, records: Sequence[UsageRecord]) -> None:
         # copies: the recorder's objects must not change what was written
         self._records.extend(dataclasses.replace(r) for r in records)
+
+    async def hourly(self, since: datetime) -> list[HourlyCount]:
+        sums: dict[tuple[datetime, str], int] = {}
+        for r in self._records:
+            if r.period_start >= since:
+                hour = r.period_start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                sums[hour, r.model] = sums.get((hour, r.model), 0) + r.requests
+        return [HourlyCount(hour, model, n) for (hour, model), n in sums.items()]
 
     async def report(self, query: UsageQuery) -> list[UsageRow]:
         sums: dict[_Key, list[float]] = {}

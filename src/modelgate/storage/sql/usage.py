@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, literal_column, select
@@ -19,6 +19,7 @@ from modelgate.core.admission.usage import (
     UsageRow,
     UsageTotals,
 )
+from modelgate.core.serving.usage_profile import HourlyCount
 from modelgate.storage.sql.bulk_insert import BulkInsert
 from modelgate.storage.sql.engine import reading, writing
 from modelgate.storage.sql.schema import ID_LENGTH, NAME_LENGTH, prices, usage_records
@@ -97,6 +98,25 @@ class SqlUsageStore:
             requests, rows, tokens = (await connection.execute(statement)).one()
         return UsageTotals(int(requests), int(rows), int(tokens))
 
+    async def hourly(self, since: datetime) -> list[HourlyCount]:
+        checked_time(since, "since")
+        hour = self._hour()
+        statement = (
+            select(hour.label("hour"), _U.model, func.sum(_U.requests).label("requests"))
+            .where(_U.period_start >= since)
+            .group_by(hour, _U.model)
+        )
+        async with reading(self._engine) as connection:
+            result = await connection.execute(statement)
+            return [
+                HourlyCount(
+                    datetime.strptime(row.hour, "%Y-%m-%d %H").replace(tzinfo=UTC),
+                    row.model,
+                    int(row.requests),
+                )
+                for row in result
+            ]
+
     async def set_price(self, price: Price) -> None:
         row = {
             "target": checked_text(price.target, "price target", NAME_LENGTH),
@@ -135,6 +155,13 @@ class SqlUsageStore:
             utc = func.timezone(literal_column("'UTC'"), _U.period_start)
             return func.to_char(utc, literal_column("'YYYY-MM-DD'"))
         return func.substr(_U.period_start, 1, 10)  # SQLite's text 'YYYY-MM-DD HH:MM:SS...'
+
+    def _hour(self) -> ColumnElement[Any]:
+        # 'YYYY-MM-DD HH' in UTC on both backends, as ``_day`` does for days
+        if self._postgres:
+            utc = func.timezone(literal_column("'UTC'"), _U.period_start)
+            return func.to_char(utc, literal_column("'YYYY-MM-DD HH24'"))
+        return func.substr(_U.period_start, 1, 13)
 
     def _ordered(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # NULL first, as SQLite does by default; text by code point on both backends.

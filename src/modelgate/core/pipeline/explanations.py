@@ -183,7 +183,6 @@ class Explanations:
             raise ModelgateError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"the plan allows {limit} explained rows per minute; this request asks {rows}",
-                details={"limit": limit},
             )
         return limit
 

@@ -255,3 +255,27 @@ async def test_rows_over_the_plans_limit_are_not_retryable_over_grpc(
     trailing = dict(error.trailing_metadata() or ())
     assert "retry-after" not in trailing  # a rate limit's answer carries one
     assert await _usage(http, tenant, (0, 0)) == (0, 0)
+
+
+async def test_a_job_item_over_the_plans_limit_fails_at_once_and_costs_nothing(
+    http: httpx.AsyncClient,
+) -> None:
+    """Not retried as a rate limit would be (every attempt would fail the same way)."""
+    tenant, key = await _tenant(http, "job-limited", {"explanations_per_minute": 2})
+    item = {
+        "parameters": {EXPLAIN: True},
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 12], "data": APPLICANTS}],
+    }
+    body = {"model": "credit-risk", "version": "1", "requests": [item]}
+    submitted = await http.post("/v1/jobs", json=body, headers=_as(key))
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job = submitted.json()["id"]
+    for _ in range(600):
+        status = (await http.get(f"/v1/jobs/{job}", headers=_as(key))).json()
+        if status["status"] not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.1)
+    results = (await http.get(f"/v1/jobs/{job}/results", headers=_as(key))).json()["data"]
+    assert [r["status"] for r in results] == ["error"], results
+    assert "the plan allows 2 explained rows per minute" in str(results[0]["error"])
+    assert await _usage(http, tenant, (0, 0)) == (0, 0)

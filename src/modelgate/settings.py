@@ -324,6 +324,16 @@ class Settings(BaseSettings):
     #: one (more answer 503 with Retry-After)
     explain_concurrency: int = Field(default=2, ge=1, le=64)
     explain_queue: int = Field(default=8, ge=0, le=10_000)
+    #: ...of which one tenant may have this many waiting (a freed slot goes to the tenant
+    #: holding the fewest: one tenant cannot take every slot and place while others wait)
+    explain_tenant_queue: int = Field(default=4, ge=0, le=10_000)
+    #: rows a tenant may have explained per minute when its plan sets no
+    #: ``explanations_per_minute``; 0: such a plan may not explain at all
+    explain_default_per_minute: int = Field(default=60, ge=0, le=1_000_000)
+    #: who may explain a model retrained from tenants' data (a ``learning`` section): its
+    #: reference profile, which the attributions reveal, is computed from that data.
+    #: operators (``tenants:admin``) only, or every caller allowed to use the model
+    explain_learned_models: Literal["operators", "everyone"] = "operators"
     #: the learning loop (docs/learning.md): the Python interpreter trainers run with
     #: (unset: the server's own); it needs numpy, modelgate and the trainer's libraries
     learning_python: str | None = None

@@ -383,6 +383,9 @@ def build_core_components(settings: Settings) -> Components:
                 background_rows=settings.explain_background_rows,
                 concurrency=settings.explain_concurrency,
                 queue=settings.explain_queue,
+                tenant_queue=settings.explain_tenant_queue,
+                default_per_minute=settings.explain_default_per_minute,
+                learned_for_tenants=settings.explain_learned_models == "everyone",
             ),
             ShapKernelAttributor(),  # SHAP is imported on the first KernelSHAP explanation
             limiter=admission.limiter,

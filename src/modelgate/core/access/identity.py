@@ -50,7 +50,8 @@ class Scope(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A tier of service. ``None`` means unlimited for that limit."""
+    """A tier of service. ``None`` means unlimited for that limit (but for
+    ``explanations_per_minute``: the server's default)."""
 
     name: str
     requests_per_second: float | None = None
@@ -63,7 +64,9 @@ class Plan:
     tokens_per_month: int | None = None
     max_concurrency: int | None = None
     max_batch_size: int | None = None
-    #: rows explained (``parameters.explain``, docs/explanations.md) per minute, per tenant
+    #: rows explained (``parameters.explain``, docs/explanations.md) per minute, per tenant;
+    #: ``None`` is not unlimited here: the server's ``MODELGATE_EXPLAIN_DEFAULT_PER_MINUTE``
+    #: applies (0 there: no explanations)
     explanations_per_minute: int | None = None
     #: higher is more important; under overload the lowest priorities are shed first
     priority: int = 0

@@ -7,14 +7,19 @@ it pays one dictionary lookup. The steps, in order:
 
 1. the parameter must be a boolean (INVALID_ARGUMENT otherwise); false is a plain inference;
 2. the caller may use the model, and the model explains (its manifest has an ``explain``
-   section: INVALID_ARGUMENT otherwise, before any work);
-3. at most ``max_rows`` rows (PAYLOAD_TOO_LARGE), and the plan's
-   ``explanations_per_minute`` (rows explained, a GCRA bucket per tenant: RATE_LIMITED);
-4. the inference itself, as any (its admission, limits, metering, listeners), without the
-   ``explain`` parameter;
-5. the attributions of the version that answered, in a worker thread, at most
-   ``concurrency`` at once and ``queue`` waiting (OVERLOADED beyond): the ``linear``
-   method or KernelSHAP (:mod:`modelgate.core.serving.attribution`);
+   section: INVALID_ARGUMENT otherwise); a model retrained from tenants' data (``learning``)
+   only for operators unless ``learned_for_tenants`` (PERMISSION_DENIED);
+3. at most ``max_rows`` rows, and no more than the plan's ``explanations_per_minute`` (the
+   server's ``default_per_minute`` when the plan sets none) could ever allow
+   (PAYLOAD_TOO_LARGE: no retry helps);
+4. a place in the compute slots, fairly shared between tenants (:mod:`.explain_slots`:
+   OVERLOADED when the tenant's share is taken, DEADLINE_EXCEEDED when the deadline passes
+   while it waits), then the rows against the tenant's GCRA bucket (RATE_LIMITED). Every
+   refusal so far comes before the inference: it is neither run nor billed;
+5. holding its slot, the inference itself, as any (its admission, limits, metering,
+   listeners), without the ``explain`` parameter, then the attributions of the version that
+   answered, in a worker thread: the ``linear`` method or KernelSHAP
+   (:mod:`modelgate.core.serving.attribution`);
 6. metered as a usage unit of their own (rows explained) with their compute time, and added
    to the answer: an output ``<output>_attributions`` (FP32, [rows, features], in the input's
    feature order) and the ``explain_*`` parameters.
@@ -35,6 +40,7 @@ import numpy as np
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.admission.ports import ExplanationMeter, RateLimiter
 from modelgate.core.admission.usage import usage_key_id
+from modelgate.core.pipeline.explain_slots import ExplainSlots, Reservation
 from modelgate.core.serving.attribution import (
     Attribution,
     KernelAttributor,
@@ -57,7 +63,7 @@ from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.profiles import read_reference
 from modelgate.core.serving.requests import ANONYMOUS, InferenceRequest, InferenceResponse
 from modelgate.core.serving.tensors import Tensor
-from modelgate.errors import ErrorKind, ModelgateError, deadline_exceeded, invalid
+from modelgate.errors import ErrorKind, ModelgateError, invalid
 
 if TYPE_CHECKING:
     from modelgate.core.pipeline.inference import InferenceService
@@ -90,6 +96,14 @@ class ExplainPolicy:
     concurrency: int = 2
     #: explanations waiting for a thread; more are refused (OVERLOADED)
     queue: int = 8
+    #: explanations one tenant may have waiting; more are refused (OVERLOADED)
+    tenant_queue: int = 4
+    #: rows explained per minute for a plan whose ``explanations_per_minute`` is unset
+    #: (0: such a plan may not explain)
+    default_per_minute: int = 60
+    #: may tenants explain a model retrained from tenants' data (its ``learning``
+    #: section)? Otherwise only operators (``tenants:admin``) may
+    learned_for_tenants: bool = False
     #: input elements per runtime call (a block of rows)
     block_elements: int = 1 << 22
 
@@ -132,30 +146,71 @@ class Explanations:
         self._prepared: weakref.WeakKeyDictionary[LoadedVersion, _Prepared] = (
             weakref.WeakKeyDictionary()
         )
-        self._slots: asyncio.Semaphore | None = None
-        self._waiting = 0
+        self._slots = ExplainSlots(policy.concurrency, policy.queue, policy.tenant_queue)
         #: explanations computed by this process (tests, and the statistics of docs)
         self.explained = 0
 
-    async def admit(self, principal: Principal | None, rows: int) -> None:
-        """The request's rows against the bounds and the plan's ``explanations_per_minute``."""
+    def check(self, principal: Principal | None, manifest: ModelManifest, rows: int) -> int:
+        """The request against what never changes with a retry: the model explains, the
+        caller may see its reference profile, and ``rows`` fits the bounds and the plan's
+        limit. The plan's limit on rows explained per minute (0: none may be)."""
+        _check_explains(manifest)
+        if (
+            manifest.learning is not None
+            and not self.policy.learned_for_tenants
+            and principal is not None
+            and Scope.TENANTS_ADMIN.value not in principal.scopes
+        ):
+            raise ModelgateError(
+                ErrorKind.PERMISSION_DENIED,
+                f"model '{manifest.name}' is retrained from tenants' data: only operators may "
+                "explain it (MODELGATE_EXPLAIN_LEARNED_MODELS, docs/explanations.md)",
+            )
         if rows > self.policy.max_rows:
             raise ModelgateError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"explanations are limited to {self.policy.max_rows} rows per request, not {rows}",
             )
-        limit = principal.plan.explanations_per_minute if principal is not None else None
-        if limit is None or self._limiter is None:
-            return
-        assert principal is not None
-        if rows > limit:
+        limit = self.limit_of(principal)
+        if limit == 0:
             raise ModelgateError(
-                ErrorKind.RATE_LIMITED,
-                f"the plan allows {limit} explained rows per minute; this request asks {rows}",
-                retry_after=WINDOW_S,
+                ErrorKind.PERMISSION_DENIED,
+                "the plan allows no explanations (its explanations_per_minute is 0"
+                + (", the server's default" if _plan_limit(principal) is None else "")
+                + ")",
             )
+        if rows > limit:  # never fits, however long the caller waits: not worth a retry
+            raise ModelgateError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the plan allows {limit} explained rows per minute; this request asks {rows}",
+            )
+        return limit
+
+    def limit_of(self, principal: Principal | None) -> int:
+        """Rows explained per minute the caller's plan allows: its own
+        ``explanations_per_minute``, else the server's default."""
+        limit = _plan_limit(principal)
+        return self.policy.default_per_minute if limit is None else limit
+
+    def reserve(self, principal: Principal | None) -> Reservation:
+        """A place in the compute slots for the caller's tenant (OVERLOADED when its share
+        is taken), before anything is spent on the request."""
+        return self._slots.reserve(_tenant(principal))
+
+    async def wait(self, reservation: Reservation, deadline: float | None) -> None:
+        """Until the reservation holds a slot (DEADLINE_EXCEEDED if ``deadline`` passes)."""
+        await self._slots.wait(reservation, deadline)
+
+    def release(self, reservation: Reservation) -> None:
+        """The reservation's slot (or turn) back, to the next tenant's turn."""
+        self._slots.release(reservation)
+
+    async def charge(self, principal: Principal | None, rows: int, limit: int) -> None:
+        """``rows`` against the tenant's rows explained per minute (RATE_LIMITED)."""
+        if self._limiter is None:
+            return
         decision = await self._limiter.hit(
-            f"explain:{principal.tenant_id}", limit, WINDOW_S, cost=rows
+            f"explain:{_tenant(principal)}", limit, WINDOW_S, cost=rows
         )
         if not decision.allowed:
             raise ModelgateError(
@@ -169,31 +224,12 @@ class Explanations:
                 },
             )
 
-    async def attribute(
-        self, loaded: LoadedVersion, rows: Rows, deadline: float | None
-    ) -> Attribution:
-        """The attributions of ``rows`` by ``loaded``, in a worker thread."""
+    async def attribute(self, loaded: LoadedVersion, rows: Rows) -> Attribution:
+        """The attributions of ``rows`` by ``loaded``, in a worker thread (the caller holds
+        a slot)."""
         spec = loaded.manifest.explain
         assert spec is not None
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.policy.concurrency)
-        if self._slots.locked() and self._waiting >= self.policy.queue:
-            raise ModelgateError(
-                ErrorKind.OVERLOADED,
-                f"too many explanations waiting ({self.policy.queue}); retry shortly",
-                retry_after=1.0,
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise deadline_exceeded()
-            return await asyncio.to_thread(self._compute, loaded, spec, rows)
-        finally:
-            self._slots.release()
+        return await asyncio.to_thread(self._compute, loaded, spec, rows)
 
     def _compute(self, loaded: LoadedVersion, spec: ExplainSpec, rows: Rows) -> Attribution:
         prepared = self._prepared.get(loaded)
@@ -276,19 +312,28 @@ async def explain(
     manifest = loaded.manifest if loaded is not None else None
     if manifest is None:
         manifest = await service.registry.manifest(request.model)
-    _check_explains(manifest)
-    await explanations.admit(principal, _rows(request))
-    response = await service.infer(plain, principal, choice)
-    answered = service.registry.get(response.model_name, response.model_version)
-    if answered is None:
-        raise ModelgateError(
-            ErrorKind.UNAVAILABLE, f"model '{response.model_name}' was unloaded while explaining"
-        )
-    _check_explains(answered.manifest)
-    arrays, _ = answered.plan.validate(plain.inputs)
-    rows = np.asarray(arrays[answered.manifest.inputs[0].name], dtype=np.float64)
-    start = time.perf_counter()
-    attribution = await explanations.attribute(answered, rows, request.deadline)
+    count = _rows(request)
+    limit = explanations.check(principal, manifest, count)
+    # the slot first: a refusal (its share taken, its deadline passed while waiting, its
+    # rate limit) comes before the inference, which is then neither run nor billed
+    reservation = explanations.reserve(principal)
+    try:
+        await explanations.wait(reservation, request.deadline)
+        await explanations.charge(principal, count, limit)
+        response = await service.infer(plain, principal, choice)
+        answered = service.registry.get(response.model_name, response.model_version)
+        if answered is None:
+            raise ModelgateError(
+                ErrorKind.UNAVAILABLE,
+                f"model '{response.model_name}' was unloaded while explaining",
+            )
+        explanations.check(principal, answered.manifest, count)
+        arrays, _ = answered.plan.validate(plain.inputs)
+        rows = np.asarray(arrays[answered.manifest.inputs[0].name], dtype=np.float64)
+        start = time.perf_counter()
+        attribution = await explanations.attribute(answered, rows)
+    finally:
+        explanations.release(reservation)
     explanations.metered(principal, answered, attribution, (time.perf_counter() - start) * 1e3)
     return _attach(response, answered.manifest, attribution)
 
@@ -299,6 +344,19 @@ def _check_explains(manifest: ModelManifest) -> None:
             f"model '{manifest.name}' does not support explanations: its manifest has no "
             "'explain' section (docs/explanations.md)"
         )
+
+
+def _plan_limit(principal: Principal | None) -> int | None:
+    return principal.plan.explanations_per_minute if principal is not None else None
+
+
+def _tenant(principal: Principal | None) -> str:
+    """The tenant whose share and budget an explanation counts towards."""
+    if principal is None:
+        return ANONYMOUS
+    if principal.on_behalf is not None:
+        return principal.on_behalf.tenant
+    return principal.tenant_id
 
 
 def _rows(request: InferenceRequest) -> int:

@@ -4,7 +4,6 @@ bounded windows, time windows, versions without a reference, and the drift alert
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

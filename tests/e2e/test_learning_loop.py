@@ -3,7 +3,12 @@ PostgreSQL: traffic whose label relationship has shifted, feedback for it, ``POS
 /admin/models/credit-risk/learn``, and a new version that scores better on the shifted data,
 registered with its lineage and promoted by its canary while every request succeeds; and a
 worse candidate that is never registered. Consent and erasure are honoured on the way: a
-tenant that does not consent and an erased subject leave nothing in the data set."""
+tenant that does not consent and an erased subject leave nothing in the data set. On SQLite
+also: a candidate that breaks the manifest's `fairness.gates`, never registered; the README's
+five-line loop run as written on the demo manifest as built; and the label-count and drift
+triggers starting runs by themselves. Every test starts from the demo's own `learning`
+section; the others change only what they are about (the canary's pace, the trainer,
+triggers, fairness gates)."""
 
 from __future__ import annotations
 

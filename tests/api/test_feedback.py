@@ -36,7 +36,6 @@ ADMIN = "admin-" + "f" * 24
 PAYLOAD_KEY = base64.b64encode(os.urandom(32)).decode()
 PSEUDONYM_KEY = "pseudonym-key-" + "f" * 20
 ROWS = 500
-POLICY = "payload_logging: {enabled: true, purpose: training, retention_days: 30}\n"
 
 
 def _as(key: str) -> dict[str, str]:
@@ -61,9 +60,8 @@ def environment(
 ) -> dict[str, str]:
     """The settings, as the CLI reads them from the environment."""
     repository = tmp_path_factory.mktemp("models")
+    # the demo's manifest allows payload logging, so that the export can join the inputs
     shutil.copytree(demo_models / "credit-risk", repository / "credit-risk")
-    with open(repository / "credit-risk" / "model.yaml", "a") as manifest:
-        manifest.write(POLICY)  # so that the export can join the inputs
     env = {
         "MODELGATE_MODEL_REPOSITORY": str(repository),
         "MODELGATE_DATA_DIR": str(tmp_path_factory.mktemp("feedback")),

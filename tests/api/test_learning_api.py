@@ -34,7 +34,11 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 def repository(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     shutil.copytree(demo_models / "credit-risk", folder / "credit-risk")
-    shutil.copytree(demo_models / "credit-risk", folder / "plain")  # no learning section
+    shutil.copytree(demo_models / "credit-risk", folder / "plain")
+    plain = folder / "plain" / "model.yaml"
+    without = yaml.safe_load(plain.read_text())
+    del without["learning"]  # the demo's manifest has one
+    plain.write_text(yaml.safe_dump(without))
     path = folder / "credit-risk" / "model.yaml"
     manifest = yaml.safe_load(path.read_text())
     manifest["payload_logging"] = {"enabled": True, "purpose": "retraining", "retention_days": 9}

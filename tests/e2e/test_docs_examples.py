@@ -11,8 +11,9 @@ What is substituted, and how (the same a reader does on a machine of their own):
   checkout (``.venv``, ``build/models`` and ``deploy`` linked to this one) and starts
   ``modelgate serve --model-repository build/models`` there (what ``make run`` runs: its data
   directory is the default ``.modelgate``, fresh), on free ports, with a new
-  ``MODELGATE_ADMIN_KEY``. The block that starts the server in the README is marked
-  ``<!-- example: server -->`` and not run again.
+  ``MODELGATE_ADMIN_KEY`` and new payload keys, as the quick start exports them. The block
+  that starts the server in the README is marked ``<!-- example: server -->`` and not run
+  again.
 - ``localhost:8000`` and ``localhost:8001`` in the examples become the test server's REST and
   gRPC addresses; the CLI finds the server through ``MODELGATE_URL``.
 - ``.venv/bin`` is first on ``PATH`` (an activated virtual environment), so ``modelgate``
@@ -34,6 +35,8 @@ them).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import secrets
@@ -147,6 +150,9 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "MODELGATE_ADMIN_KEY": "mg-admin-" + secrets.token_hex(16),
+        # the quick start's payload keys (README.md)
+        "MODELGATE_PAYLOAD_KEYS": json.dumps({"k1": base64.b64encode(os.urandom(32)).decode()}),
+        "MODELGATE_PAYLOAD_PSEUDONYM_KEY": secrets.token_hex(16),
         "MODELGATE_URL": f"http://127.0.0.1:{http_port}",
         "PYTHONPATH": str(ROOT / "src"),  # this checkout's code, whatever the venv points at
     }

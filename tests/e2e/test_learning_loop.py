@@ -3,7 +3,12 @@ PostgreSQL: traffic whose label relationship has shifted, feedback for it, ``POS
 /admin/models/credit-risk/learn``, and a new version that scores better on the shifted data,
 registered with its lineage and promoted by its canary while every request succeeds; and a
 worse candidate that is never registered. Consent and erasure are honoured on the way: a
-tenant that does not consent and an erased subject leave nothing in the data set."""
+tenant that does not consent and an erased subject leave nothing in the data set. On SQLite
+also: a candidate that breaks the manifest's `fairness.gates`, never registered; the README's
+five-line loop run as written on the demo manifest as built; and the label-count and drift
+triggers starting runs by themselves. Every test starts from the demo's own `learning`
+section; the others change only what they are about (the canary's pace, the trainer,
+triggers, fairness gates)."""
 
 from __future__ import annotations
 
@@ -41,32 +46,29 @@ ROWS_PER_REQUEST = 20
 INCOME = 1  # the column of annual_income
 
 
-def _learning(trainer: str) -> dict[str, Any]:
-    return {
-        "trainer": trainer,
-        "options": {"algorithm": "logistic"},
-        "min_rows": 200,
-        "holdout_fraction": 0.3,
-        "timeout_seconds": 120,
-        "columns": {"age_band": "sensitive"},
-        "gates": {"auc_drop_max": 0.01, "demographic_parity_difference_max": 0.5},
-        "rollout": {"steps": [50, 100], "step_seconds": 1, "min_requests": 10},
-    }
-
-
 def _repository(
-    demo_models: Path, folder: Path, trainer: str, triggers: dict[str, Any] | None = None
+    demo_models: Path,
+    folder: Path,
+    trainer: str | None = None,
+    triggers: dict[str, Any] | None = None,
+    fairness_gates: dict[str, Any] | None = None,
 ) -> Path:
+    """A copy of the demo repository, its credit-risk manifest as built (payload logging
+    allowed, its `learning` section) but for a canary that steps every second, and what
+    the test names: another trainer, triggers, fairness gates."""
     shutil.copytree(demo_models / "credit-risk", folder / "credit-risk")
     path = folder / "credit-risk" / "model.yaml"
     manifest = yaml.safe_load(path.read_text())
-    manifest["payload_logging"] = {"enabled": True, "purpose": "retraining", "retention_days": 30}
-    manifest["learning"] = _learning(trainer)
+    assert manifest["payload_logging"]["enabled"] is True  # the demo allows it, as built
+    learning = manifest["learning"]
+    assert learning["trainer"] == "modelgate.learning.trainers.credit_risk:train"
+    learning["rollout"] = {"steps": [50, 100], "step_seconds": 1, "min_requests": 10}
+    if trainer is not None:
+        learning["trainer"] = trainer
     if triggers is not None:
-        manifest["learning"]["triggers"] = triggers
-        # 400 rows hold too few of each age band to judge fairness (a gate that cannot be
-        # judged fails): this test is about the trigger
-        manifest["learning"]["gates"] = {"auc_drop_max": 0.01}
+        learning["triggers"] = triggers
+    if fairness_gates is not None:
+        manifest["fairness"]["gates"] = fairness_gates
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return folder
 
@@ -178,9 +180,7 @@ def _shifted(n: int, seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, A
 def test_a_shifted_relationship_is_learned_and_promoted(
     demo_models: Path, tmp_path: Path, database: str
 ) -> None:
-    repository = _repository(
-        demo_models, tmp_path / "models", "modelgate.learning.trainers.credit_risk:train"
-    )
+    repository = _repository(demo_models, tmp_path / "models")
     server = _serve(repository, tmp_path / "work", database)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -342,10 +342,7 @@ def test_a_worse_candidate_is_never_registered(
 
 def test_enough_new_labels_start_a_run_by_themselves(demo_models: Path, tmp_path: Path) -> None:
     repository = _repository(
-        demo_models,
-        tmp_path / "models",
-        "modelgate.learning.trainers.credit_risk:train",
-        triggers={"labels": 300, "cooldown_seconds": 0},
+        demo_models, tmp_path / "models", triggers={"labels": 300, "cooldown_seconds": 0}
     )
     database = f"sqlite+aiosqlite:///{tmp_path / 'learning.db'}"
     server = _serve(repository, tmp_path / "work", database, MODELGATE_LEARNING_TRIGGER_SECONDS="1")
@@ -377,6 +374,172 @@ def test_enough_new_labels_start_a_run_by_themselves(demo_models: Path, tmp_path
             assert "pass auc_drop_max" in shown and "held-out rows" in shown, shown
             listed = run_cli(env, "learn", "credit-risk", "--runs")
             assert runs[0]["id"] in listed and "labels" in listed, listed
+            trail = client.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()
+            assert any(
+                e["action"] == "learning.start" and e["actor"] == "admin:learning-trigger"
+                for e in trail
+            )
+    finally:
+        stop_server(server)
+
+
+def test_a_candidate_that_breaks_a_fairness_gate_is_never_registered(
+    demo_models: Path, tmp_path: Path
+) -> None:
+    """The manifest's `fairness.gates` (the canary's) judge the candidate on the held-out
+    rows: on the shifted traffic the retrained model is far better on the task, but it
+    selects the richer, older age bands far more often, so it is kept aside."""
+    repository = _repository(
+        demo_models, tmp_path / "models", fairness_gates={"max_demographic_parity_difference": 0.1}
+    )
+    database = f"sqlite+aiosqlite:///{tmp_path / 'learning.db'}"
+    server = _serve(repository, tmp_path / "work", database)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/admin/plans", json={"name": "std"}, headers=AUTH).is_success
+            key = _tenant(client, "acme", consents=True)
+            time.sleep(0.5)
+            features, labels = _shifted(800, seed=7)
+            _send(client, key, features, labels, "acme")
+            run = _learn(client)
+            assert run["status"] == "rejected", json.dumps(run, indent=1)[:4000]
+            evaluation = run["report"]["evaluation"]
+            gates = {g["gate"]: g for g in evaluation["gates"]}
+            assert gates["auc_drop_max"]["passed"] is True  # better on the task ...
+            fairness = gates["fairness"]  # ... but not fair enough
+            assert fairness["passed"] is False and fairness["candidate"] == "fail", fairness
+            assert fairness["limit"]["max_demographic_parity_difference"] == 0.1
+            assert "age_band: demographic_parity_difference" in fairness["detail"]
+            verdict = evaluation["candidate"]["fairness_gates"]
+            assert verdict["breaches"][0]["value"] > 0.1
+            # the serving version's verdict on the same rows is reported beside it: it keeps
+            # the limit; only the candidate's decides
+            assert evaluation["serving"]["fairness_gates"]["state"] == "pass"
+            assert run["version"] is None and "fairness gate broken" in run["message"]
+            versions = client.get("/v2/models/credit-risk", headers=AUTH).json()["versions"]
+            assert versions == ["1", "2"]
+            kept = repository / "credit-risk" / run["report"]["candidate_kept"] / "model.onnx"
+            assert kept.is_file()
+            assert (
+                client.get("/admin/models/credit-risk/deployment", headers=AUTH).status_code == 404
+            )
+    finally:
+        stop_server(server)
+
+
+def _readme_loop() -> str:
+    """The README's five-line loop: the bash block that runs `modelgate learn`."""
+    text = (ROOT / "README.md").read_text()
+    for block in text.split("```bash\n")[1:]:
+        body = block.split("```", 1)[0]
+        if "modelgate learn credit-risk" in body:
+            return body
+    raise AssertionError("README.md shows no `modelgate learn credit-risk` block")
+
+
+def test_the_readmes_loop_runs_as_written_on_the_demo_manifest(
+    demo_models: Path, tmp_path: Path
+) -> None:
+    """The README's loop, its commands run as written by bash (what the docs test would run,
+    addresses substituted the same way), against the demo repository as built: its manifest
+    is not changed at all. The quick start's variables are made the way it makes them."""
+    folder = tmp_path / "models"
+    shutil.copytree(demo_models / "credit-risk", folder / "credit-risk")
+    assert (folder / "credit-risk" / "model.yaml").read_bytes() == (
+        demo_models / "credit-risk" / "model.yaml"
+    ).read_bytes()
+    workdir = tmp_path / "work"
+    database = f"sqlite+aiosqlite:///{tmp_path / 'learning.db'}"
+    server = _serve(folder, workdir, database)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/admin/plans", json={"name": "basic"}, headers=AUTH).is_success
+            made = client.post(
+                "/admin/tenants", json={"name": "acme", "plan": "basic"}, headers=AUTH
+            )
+            tenant = made.json()["id"]
+            key = client.post(
+                f"/admin/tenants/{tenant}/keys",
+                json={"name": "app", "scopes": ["infer", "models:read", "usage:read"]},
+                headers=AUTH,
+            ).json()["secret"]
+        (workdir / ".venv").symlink_to(ROOT / ".venv")
+        port = server.url.rsplit(":", 1)[1]
+        script = _readme_loop().replace("localhost:8000", f"127.0.0.1:{port}")
+        done = subprocess.run(
+            ["bash", "-c", 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+             + script],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200",
+                 "MODELGATE_URL": server.url, "MODELGATE_ADMIN_KEY": ADMIN_KEY,
+                 "MODELGATE_API_KEY": ADMIN_KEY, "TENANT": tenant, "KEY": key},
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        out = done.stdout
+        assert "600 applicants" in out, out
+        assert "run run_" in out and ": succeeded" in out and "version 3 is a canary" in out, out
+        assert "learning-loop" in out and "age_band" in out, out  # the card's lineage
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            deployment = client.get("/admin/models/credit-risk/deployment", headers=AUTH).json()
+            assert deployment["canary"]["version"] == 3, deployment
+    finally:
+        stop_server(server)
+
+
+def test_a_drift_alert_starts_a_run_by_itself(demo_models: Path, tmp_path: Path) -> None:
+    """A real server, a `feature_drift` alert rule and `triggers.on_drift`: labelled traffic
+    from the demo's own distribution starts nothing; inputs whose income tripled fire the
+    alert, and the next trigger check starts a run audited as the trigger's."""
+    repository = _repository(
+        demo_models, tmp_path / "models", triggers={"on_drift": True, "cooldown_seconds": 0}
+    )
+    rules = [{"name": "CreditRiskDrift", "metric": "feature_drift", "threshold": 0.25,
+              "window_seconds": 600, "model": "credit-risk"}]  # fmt: skip
+    database = f"sqlite+aiosqlite:///{tmp_path / 'learning.db'}"
+    server = _serve(
+        repository, tmp_path / "work", database,
+        MODELGATE_LEARNING_TRIGGER_SECONDS="1", MODELGATE_ALERT_INTERVAL_SECONDS="0.5",
+        MODELGATE_ALERT_RULES=json.dumps(rules),
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/admin/plans", json={"name": "std"}, headers=AUTH).is_success
+            key = _tenant(client, "acme", consents=True)
+            time.sleep(0.5)
+            features, labels = _shifted(400, seed=5)  # outcomes shifted, inputs as trained on
+            _send(client, key, features, labels, "labelled")
+            time.sleep(2.5)  # rounds of the alert rules and of the trigger: no drift, no run
+            assert client.get("/admin/models/credit-risk/learn", headers=AUTH).json() == []
+            drifted = generate(600, seed=6).features.copy()
+            drifted[:, INCOME] *= 3
+            headers = {"Authorization": f"Bearer {key}"}
+            for start in range(0, len(drifted), ROWS_PER_REQUEST):
+                rows = drifted[start : start + ROWS_PER_REQUEST]
+                body = {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": list(rows.shape),
+                            "data": rows.reshape(-1).tolist(),
+                        }
+                    ]
+                }
+                answer = client.post("/v2/models/credit-risk/infer", json=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+            runs: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                runs = client.get("/admin/models/credit-risk/learn", headers=AUTH).json()
+                if runs and runs[-1]["status"] != "running":
+                    break
+                time.sleep(0.5)
+            assert runs, "no run started"
+            first = runs[-1]  # newest first: the first run is the last
+            assert first["trigger"] == "drift", first
+            assert first["started_by"] == "admin:learning-trigger"
+            assert first["status"] == "succeeded", first
             trail = client.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()
             assert any(
                 e["action"] == "learning.start" and e["actor"] == "admin:learning-trigger"

@@ -37,7 +37,6 @@ from tests.e2e.conftest import (
 )
 
 PSEUDONYM_KEY = "pseudonym-key-" + "e" * 20
-POLICY = "payload_logging: {enabled: true, purpose: quality review, retention_days: 30}\n"
 APPLICANT = [2, 52000, 0.31, 0.42, 36, 5, 0, 12000, 36, 9, 1, 1]
 
 
@@ -46,10 +45,8 @@ def _as(key: str) -> dict[str, str]:
 
 
 def _repository(demo_models: Path, root: Path) -> Path:
-    """credit-risk (feedback on) that also allows payload logging."""
+    """credit-risk as built: feedback on, and it allows payload logging."""
     shutil.copytree(demo_models / "credit-risk", root / "credit-risk")
-    with open(root / "credit-risk" / "model.yaml", "a") as manifest:
-        manifest.write(POLICY)
     return root
 
 

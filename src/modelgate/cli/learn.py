@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -113,7 +114,10 @@ def _show(run: dict[str, Any]) -> None:
         console.print(_metrics_table(evaluation))
         for gate in evaluation["gates"]:
             mark = "[green]pass[/]" if gate["passed"] else "[red]fail[/]"
-            console.print(f"  {mark} {gate['gate']} {gate['limit']}: {gate['detail']}")
+            limit = gate["limit"]
+            if isinstance(limit, dict):  # the fairness gate: the manifest's fairness.gates
+                limit = ", ".join(f"{k} {v}" for k, v in limit.items() if v not in (None, False))
+            console.print(f"  {mark} {gate['gate']} {escape(str(limit))}: {escape(gate['detail'])}")
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> Table:

@@ -319,6 +319,20 @@ def manifest() -> dict[str, Any]:
         "anomaly": {"action": "flag", "threshold": 0.5},
         # predictions are recorded so that ground truth can be sent back (POST /v1/feedback)
         "feedback": {"enabled": True, "retention_days": 30},
+        # the model allows its inputs to be kept, for retraining; nothing is kept unless the
+        # server has payload keys, the tenant opts in and the request does not withhold
+        # consent (docs/privacy.md)
+        "payload_logging": {"enabled": True, "purpose": "retraining", "retention_days": 30},
+        # `modelgate learn credit-risk` retrains it from consented, labelled traffic
+        # (docs/learning.md); no trigger: runs start by hand
+        "learning": {
+            "trainer": "modelgate.learning.trainers.credit_risk:train",
+            "options": {"algorithm": "logistic"},
+            "min_rows": 200,
+            "columns": {name: "sensitive" for name in PROTECTED_ATTRIBUTES},
+            "gates": {"auc_drop_max": 0.01, "accuracy_drop_max": 0.02},
+            "rollout": {"steps": [50, 100], "step_seconds": 60, "min_requests": 20},
+        },
         # each prediction records its age band, so fairness audits can group by it
         "fairness": {
             "protected": [

@@ -6,7 +6,9 @@ Metrics (binary classifiers: the positive class's score, as feedback records it,
 calibration error (``core/monitoring/classification_metrics.py``, as concept drift reports
 it). Fairness per protected attribute (``core/monitoring/fairness.audit_attribute`` with
 Fairlearn, as ``/admin/models/{m}/fairness`` reports it), groups under the manifest's
-``min_group_size`` reported and left out of the differences.
+``min_group_size`` reported and left out of the differences. The manifest's
+``fairness.gates`` judge that audit with :func:`fairness_verdict`, exactly as a canary's
+fairness gate judges live feedback: one set of limits, one rule for small groups.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from modelgate.core.monitoring.classification_metrics import expected_calibration_error
-from modelgate.core.monitoring.fairness import DEFAULT_MIN_GROUP_SIZE, audit_attribute
+from modelgate.core.monitoring.fairness import (
+    DEFAULT_MIN_GROUP_SIZE,
+    VersionAudit,
+    audit_attribute,
+)
+from modelgate.core.monitoring.fairness_gates import fairness_verdict
 from modelgate.core.monitoring.ports import FairnessMetrics
 from modelgate.core.monitoring.prediction_rows import prediction_rows
 from modelgate.core.serving.learning_spec import LearningGates
@@ -57,7 +64,10 @@ def evaluate_version(
                 scores.append(float("nan") if score is None else float(score))
     finally:
         predictor.close()
-    return _score(manifest, labels, np.asarray(predicted), np.asarray(scores), groups, metrics)
+    return _score(
+        manifest, source.version, labels, np.asarray(predicted), np.asarray(scores), groups,
+        metrics,
+    )  # fmt: skip
 
 
 def _tensors(manifest: ModelManifest, outputs: dict[str, Any]) -> list[Tensor]:
@@ -70,6 +80,7 @@ def _tensors(manifest: ModelManifest, outputs: dict[str, Any]) -> list[Tensor]:
 
 def _score(
     manifest: ModelManifest,
+    source_version: int,
     labels: np.ndarray[Any, Any],
     predicted: np.ndarray[Any, Any],
     scores: np.ndarray[Any, Any],
@@ -93,21 +104,32 @@ def _score(
         if manifest.fairness is not None
         else DEFAULT_MIN_GROUP_SIZE
     )
-    fairness = []
+    audits = []
     decisions = np.isin(predicted, (0, 1)) & np.isin(labels, (0, 1))
+    rows = np.flatnonzero(decisions)
     for attribute, values in groups.items():
-        rows = np.flatnonzero(decisions)
-        audit = audit_attribute(
-            metrics,
-            attribute,
-            labels[rows].tolist(),
-            predicted[rows].tolist(),
-            [values[i] for i in rows.tolist()],
-            minimum,
+        audits.append(
+            audit_attribute(
+                metrics,
+                attribute,
+                labels[rows].tolist(),
+                predicted[rows].tolist(),
+                [values[i] for i in rows.tolist()],
+                minimum,
+            )
         )
-        fairness.append(asdict(audit))
-    document: dict[str, Any] = finite({"rows": len(labels), "metrics": task, "fairness": fairness})
-    return document
+    document: dict[str, Any] = {
+        "rows": len(labels),
+        "metrics": task,
+        "fairness": [asdict(audit) for audit in audits],
+    }
+    gates = manifest.fairness.gates if manifest.fairness is not None else None
+    if gates is not None:
+        audit = VersionAudit(str(source_version), len(rows), len(labels) - len(rows), audits)
+        verdict = fairness_verdict(gates, audit, min_group_size=minimum)
+        document["fairness_gates"] = {"limits": gates.model_dump(), **verdict.summary()}
+    judged: dict[str, Any] = finite(document)
+    return judged
 
 
 def finite(value: Any) -> Any:
@@ -126,8 +148,10 @@ def check_gates(
     gates: LearningGates, candidate: dict[str, Any], serving: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """Each set gate: its name, limit, the candidate's (and the serving version's) value,
-    and whether it passed. A gate that cannot be judged (a metric the data cannot give,
-    e.g. AUC with one class) fails: a candidate is registered only on evidence."""
+    and whether it passed; then, when the manifest sets ``fairness.gates``, the verdict
+    :func:`evaluate_version` recorded (gate ``fairness``). A gate that cannot be judged (a
+    metric the data cannot give, e.g. AUC with one class; a fairness verdict
+    ``insufficient``) fails: a candidate is registered only on evidence."""
     results: list[dict[str, Any]] = []
     ours = candidate["metrics"]
     theirs = serving["metrics"] if serving is not None else {}
@@ -168,14 +192,11 @@ def check_gates(
         gates.calibration_error_max,
         "calibration error",
     )
-    for field, limit in (
-        ("demographic_parity_difference", gates.demographic_parity_difference_max),
-        ("equalized_odds_difference", gates.equalized_odds_difference_max),
-    ):
-        if limit is None:
-            continue
-        if not candidate["fairness"]:
-            bound(f"{field}_max", None, limit, f"{field} (no protected attribute)")
-        for audit in candidate["fairness"]:
-            bound(f"{field}_max", audit[field], limit, f"{audit['attribute']}: {field}")
+    verdict = candidate.get("fairness_gates")
+    if verdict is not None:  # the manifest's fairness.gates, judged by fairness_verdict
+        results.append(
+            {"gate": "fairness", "limit": verdict["limits"], "candidate": verdict["state"],
+             "serving": None, "passed": verdict["state"] == "pass",
+             "detail": verdict["reason"]}
+        )  # fmt: skip
     return results

@@ -246,7 +246,10 @@ class Monitor:
     # -- alerts --------------------------------------------------------------------------
     def prepare_profiles(self) -> None:
         """Start reading the profile of every loaded version with traffic that has none yet
-        (background threads), so that :class:`DriftAlertSource` can read without I/O."""
+        (background threads), so that :class:`DriftAlertSource` can read without I/O. The
+        requests noted since the last fold are folded first: a model with fewer than
+        FOLD_EVERY requests so far has no window until then, and would never be judged."""
+        self._fold()
         for name, _version in list(self._windows):
             for loaded in self.registry.versions(name):
                 if loaded in self._profiles or loaded in self._loading:
@@ -264,6 +267,7 @@ class Monitor:
 
     def cached_reports(self, window_s: float) -> list[VersionReport]:
         """Reports of the loaded versions with traffic whose profile is already read."""
+        self._fold()
         reports = []
         for name in sorted({name for name, _ in self._windows}):
             for loaded in self.registry.versions(name):

@@ -30,17 +30,35 @@ class _Strict(BaseModel):
 
 
 class LearningGates(_Strict):
-    """What a candidate must reach, on the held-out split, to be registered. Task metrics
-    compare it with the serving version (``*_drop_max``, ``*_increase_max``: how much worse
-    it may be, absolute); fairness and calibration are bounds on the candidate alone. An
-    unset gate is not checked."""
+    """The task metrics a candidate must reach, on the held-out split, to be registered:
+    ``*_drop_max``, ``*_increase_max`` compare it with the serving version (how much worse
+    it may be, absolute); calibration is a bound on the candidate alone. An unset gate is
+    not checked. Fairness is not here: the manifest's ``fairness.gates`` (the same limits
+    canary rollouts keep) are applied to the candidate on the same rows."""
 
     auc_drop_max: float | None = Field(default=0.01, ge=0, le=1)
     accuracy_drop_max: float | None = Field(default=None, ge=0, le=1)
     log_loss_increase_max: float | None = Field(default=None, ge=0)
     calibration_error_max: float | None = Field(default=None, ge=0, le=1)
-    demographic_parity_difference_max: float | None = Field(default=None, ge=0, le=1)
-    equalized_odds_difference_max: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fairness_is_elsewhere(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for old, new in _MOVED.items():
+                if old in value:
+                    raise ValueError(
+                        f"learning.gates.{old} is fairness.gates.{new}: one set of fairness "
+                        "limits gates both the learning loop and canary rollouts"
+                    )
+        return value
+
+
+#: fairness limits an earlier shape of ``learning.gates`` had, and where they are now
+_MOVED = {
+    "demographic_parity_difference_max": "max_demographic_parity_difference",
+    "equalized_odds_difference_max": "max_equalized_odds_difference",
+}
 
 
 class LearningRollout(_Strict):

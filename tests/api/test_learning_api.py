@@ -40,6 +40,9 @@ def repository(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     manifest["payload_logging"] = {"enabled": True, "purpose": "retraining", "retention_days": 9}
     manifest["learning"] = {"trainer": "modelgate.learning.trainers.credit_risk:train"}
     path.write_text(yaml.safe_dump(manifest))
+    # a model whose run folder cannot be made (as on a read-only repository)
+    shutil.copytree(folder / "credit-risk", folder / "frozen")
+    (folder / "frozen" / ".learning").write_text("not a folder")
     return folder
 
 
@@ -100,6 +103,14 @@ async def test_a_run_of_another_replica_holds_the_model(
     assert refused.json() == {
         "error": "a learning run of 'credit-risk' is in progress on another replica"
     }
+
+
+async def test_a_repository_it_cannot_write_answers_503_not_500(app: httpx.AsyncClient) -> None:
+    refused = await app.post("/admin/models/frozen/learn", headers=AUTH)
+    assert refused.status_code == 503, refused.text
+    said = refused.json()["error"]
+    assert said.startswith("the learning run of 'frozen' cannot start: the model repository")
+    assert "not writable" in said
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,16 @@ inputs and are left out), rows past their retention, and anything of an erased s
 (erasure deletes both the prediction and the payload rows). Deduplication is by prediction
 row (a later label replaces an earlier one in the store) and then by content: the same
 inputs with the same label count once (a client's retries, a replayed batch).
+
+The data set serves every tenant's model, so no tenant may make it up alone: when more than
+one tenant contributes, each tenant's rows are at most ``learning.max_tenant_share`` of
+``max_rows`` (the newest of its rows), and the rest of the data set is the newest rows of
+the others. A flooding tenant displaces no one else's rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,16 +27,20 @@ from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.datasets import export_training_rows
 from modelgate.core.monitoring.feedback import FeedbackService
 
-__all__ = ["LabelledRows", "read_labelled_rows"]
+__all__ = ["LabelledRows", "choose_rows", "read_labelled_rows"]
 
 
 @dataclass(frozen=True)
 class LabelledRows:
     """The exported rows (``core/monitoring/feedback_subjects.exported`` plus ``inputs``),
-    the newest ``max_rows`` of the window, and how many the window held."""
+    the newest ``max_rows`` of the window within the tenants' shares, oldest first; how
+    many the window held, how many tenants contributed and how many rows were left out
+    because their tenant's share was full."""
 
     rows: list[dict[str, Any]]
     read: int
+    tenants: int = 0
+    over_share: int = 0
 
 
 async def read_labelled_rows(
@@ -42,9 +52,45 @@ async def read_labelled_rows(
     since: datetime,
     until: datetime,
     max_rows: int,
+    max_tenant_share: float = 1.0,
 ) -> LabelledRows:
-    kept: deque[dict[str, Any]] = deque(maxlen=max_rows)  # oldest first: the newest stay
+    # each tenant's newest max_rows (oldest first: the newest stay); so a tenant's flood
+    # pushes out its own rows only
+    kept: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
+    order = 0
+
+    def keep(row: dict[str, Any]) -> None:
+        nonlocal order
+        tenant = str(row.get("tenant_id"))
+        kept.setdefault(tenant, deque(maxlen=max_rows)).append((order, row))
+        order += 1
+
     read = await export_training_rows(
-        feedback, privacy, principal, kept.append, model=model, since=since, until=until
+        feedback, privacy, principal, keep, model=model, since=since, until=until
     )
-    return LabelledRows(list(kept), read)
+    rows, over_share = choose_rows(kept, max_rows, max_tenant_share)
+    return LabelledRows(rows, read, len(kept), over_share)
+
+
+def choose_rows(
+    kept: dict[str, deque[tuple[int, dict[str, Any]]]], max_rows: int, share: float
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``max_rows`` of all tenants' (order, row) pairs with at most ``share`` of
+    ``max_rows`` of any one tenant's when more than one contributes, oldest first; and how
+    many rows the share left out."""
+    cap = max_rows if len(kept) <= 1 else max(1, math.floor(max_rows * share))
+    newest = sorted((pair for rows in kept.values() for pair in rows), key=lambda p: -p[0])
+    taken: dict[str, int] = {}
+    chosen: list[tuple[int, dict[str, Any]]] = []
+    over = 0
+    for order, row in newest:
+        if len(chosen) >= max_rows:
+            break
+        tenant = str(row.get("tenant_id"))
+        if taken.get(tenant, 0) >= cap:
+            over += 1
+            continue
+        taken[tenant] = taken.get(tenant, 0) + 1
+        chosen.append((order, row))
+    chosen.reverse()
+    return [row for _, row in chosen], over

@@ -331,3 +331,17 @@ async def test_the_cli_renders_the_servers_cards(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == served["/admin/models/all-MiniLM-L6-v2/versions/2/card"]
     assert asked == list(served)
+
+
+async def test_the_cli_prints_a_tenant_s_card_with_its_figures_withheld(
+    world: tuple[httpx.AsyncClient, dict[str, str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await card(world, "learned-risk", "1", as_who="acme")
+    monkeypatch.setattr(cli.httpx, "request", lambda *a, **k: httpx.Response(200, json=served))
+    monkeypatch.setattr(cli.console, "width", 250)
+    result = CliRunner().invoke(cli.app, ["models", "card", "learned-risk", "--version", "1"])
+    assert result.exit_code == 0, result.output
+    assert "tenant view" in result.output and "withheld rows" in result.output
+    assert "d" * 64 in result.output  # the data set's hash stays
+    for leaked in ("731", "977", "0.8123", "redactions", "None"):
+        assert leaked not in result.output

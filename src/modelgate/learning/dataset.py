@@ -16,6 +16,7 @@ the others. A flooding tenant displaces no one else's rows.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -53,23 +54,54 @@ async def read_labelled_rows(
     until: datetime,
     max_rows: int,
     max_tenant_share: float = 1.0,
+    max_bytes: int | None = None,
 ) -> LabelledRows:
-    # each tenant's newest max_rows (oldest first: the newest stay); so a tenant's flood
-    # pushes out its own rows only
-    kept: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
-    order = 0
-
-    def keep(row: dict[str, Any]) -> None:
-        nonlocal order
-        tenant = str(row.get("tenant_id"))
-        kept.setdefault(tenant, deque(maxlen=max_rows)).append((order, row))
-        order += 1
-
+    held = _Held(max_rows, max_bytes)
     read = await export_training_rows(
-        feedback, privacy, principal, keep, model=model, since=since, until=until
+        feedback, privacy, principal, held.keep, model=model, since=since, until=until
     )
-    rows, over_share = choose_rows(kept, max_rows, max_tenant_share)
-    return LabelledRows(rows, read, len(kept), over_share)
+    rows, over_share = choose_rows(held.kept, max_rows, max_tenant_share)
+    return LabelledRows(rows, read, len(held.kept), over_share)
+
+
+class _Held:
+    """The rows held while the window is read: each tenant's newest ``max_rows`` (oldest
+    first), so a tenant's flood pushes out its own rows only; and, with ``max_bytes``, the
+    rows' inputs at most that many bytes (as JSON) in all, the oldest rows of the tenant
+    holding the most bytes going first."""
+
+    def __init__(self, max_rows: int, max_bytes: int | None) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.kept: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
+        self._sizes: dict[str, deque[int]] = {}
+        self._bytes: dict[str, int] = {}
+        self._total = 0
+        self._order = 0
+
+    def keep(self, row: dict[str, Any]) -> None:
+        tenant = str(row.get("tenant_id"))
+        size = 0
+        if self.max_bytes is not None and row.get("inputs") is not None:
+            size = len(json.dumps(row["inputs"], default=str))
+        rows = self.kept.setdefault(tenant, deque())
+        rows.append((self._order, row))
+        self._sizes.setdefault(tenant, deque()).append(size)
+        self._bytes[tenant] = self._bytes.get(tenant, 0) + size
+        self._total += size
+        self._order += 1
+        if len(rows) > self.max_rows:
+            self._drop_oldest(tenant)
+        while self.max_bytes is not None and self._total > self.max_bytes:
+            self._drop_oldest(max(self._bytes, key=lambda t: self._bytes[t]))
+
+    def _drop_oldest(self, tenant: str) -> None:
+        self.kept[tenant].popleft()
+        size = self._sizes[tenant].popleft()
+        self._bytes[tenant] -= size
+        self._total -= size
+        if not self.kept[tenant]:
+            del self.kept[tenant], self._sizes[tenant], self._bytes[tenant]
 
 
 def choose_rows(

@@ -451,6 +451,7 @@ class LearningService:
         found = await read_labelled_rows(
             self.feedback, self.privacy, principal, model=model, since=since, until=until,
             max_rows=spec.max_rows, max_tenant_share=spec.max_tenant_share,
+            max_bytes=spec.max_dataset_bytes,
         )  # fmt: skip
         data = await asyncio.to_thread(sanitize, found.rows, manifest, spec)
         train, holdout = _split(data, spec)
@@ -689,8 +690,13 @@ class LearningService:
         if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
             # the lock was replaced (taken over, or refreshed) between the look and the
             # rename: it is someone's live lock, put it back unless a new one is there
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, path)
+            try:
+                os.link(aside, path)  # fails, never replaces, when a new lock is there
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                with contextlib.suppress(OSError):
+                    os.rename(aside, path)
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)

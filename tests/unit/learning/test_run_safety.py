@@ -4,6 +4,7 @@ training data deleted however training ends, the sweep, and the run's lock."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from modelgate.core.serving.learning_spec import LearningSpec
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.learning import runs as runs_module
-from modelgate.learning.dataset import choose_rows
+from modelgate.learning.dataset import _Held, choose_rows
 from modelgate.learning.runs import LearningService, _split, train_once
 from modelgate.learning.sanitization import sanitize
 from modelgate.learning.trainer_api import DATA_FILES, load_job
@@ -88,6 +89,20 @@ def test_a_flooding_tenant_displaces_no_one_else() -> None:
     assert [r["n"] for r in rows] == sorted(r["n"] for r in rows) and over > 0
     alone, _ = choose_rows(_pairs(["solo"] * 300), 100, 0.5)  # one tenant: all of it
     assert len(alone) == 100
+
+
+def test_the_rows_held_while_reading_are_bounded_and_a_flood_drops_its_own() -> None:
+    held = _Held(max_rows=1000, max_bytes=20_000)
+    for i in range(50):
+        held.keep({"tenant_id": "small", "inputs": {"note": [f"s{i:03d}"]}})
+    for _ in range(500):
+        held.keep({"tenant_id": "flood", "inputs": {"note": ["f" * 1000]}})
+    sizes = [len(json.dumps(row["inputs"])) for rows in held.kept.values() for _, row in rows]
+    assert sum(sizes) <= 20_000
+    assert len(held.kept["small"]) == 50  # the flood pushed out its own rows only
+    assert 0 < len(held.kept["flood"]) < 500
+    held.keep({"tenant_id": "small", "inputs": {"note": ["s" * 30_000]}})  # over all of it
+    assert sum(len(rows) for rows in held.kept.values()) <= 51
 
 
 @given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=20, max_size=300))

@@ -244,3 +244,21 @@ def test_a_lock_replaced_during_a_takeover_is_put_back(
     monkeypatch.setattr(runs_module.os, "rename", others_first)
     assert not service._lock("m", "run_mine")
     assert lock.read_text() == "run_other"  # its live lock is back in place
+
+
+def test_a_text_matrix_comes_back_as_written(tmp_path: Path) -> None:
+    manifest = parse_manifest(
+        "m",
+        {
+            "runtime": "onnxruntime",
+            "inputs": [{"name": "tags", "datatype": "BYTES", "shape": [-1, 2]},
+                       {"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+        },
+    )  # fmt: skip
+    tags = np.array([["a", 'é\n"b'], ["", "c"]], dtype=object)
+    x = np.array([[1.0], [2.0]], dtype=np.float32)
+    write_job(tmp_path, manifest, {"tags": tags, "x": x}, np.array([0, 1]), {}, {}, 0)
+    job = load_job(tmp_path)
+    assert job.inputs["tags"].shape == (2, 2) and job.inputs["tags"].tolist() == tags.tolist()
+    assert np.array_equal(job.inputs["x"], x)

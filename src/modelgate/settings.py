@@ -339,6 +339,9 @@ class Settings(BaseSettings):
     learning_python: str | None = None
     #: how often the manifests' learning triggers (labels, schedule, drift) are checked
     learning_trigger_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    #: learning runs' folders (records, rejected candidates) are deleted this many days after
+    #: the run ended (a run's training data is deleted when its training ends)
+    learning_retention_days: float = Field(default=30.0, gt=0, le=3650)
 
     # -- data governance --
     #: payload logging (docs/privacy.md): AES-GCM keys that seal logged inputs and outputs,

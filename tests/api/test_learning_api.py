@@ -44,6 +44,13 @@ def repository(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     manifest["payload_logging"] = {"enabled": True, "purpose": "retraining", "retention_days": 9}
     manifest["learning"] = {"trainer": "modelgate.learning.trainers.credit_risk:train"}
     path.write_text(yaml.safe_dump(manifest))
+    # a model whose run folder cannot be made (as on a read-only repository)
+    shutil.copytree(folder / "credit-risk", folder / "frozen")
+    (folder / "frozen" / ".learning").write_text("not a folder")
+    # a model whose candidates would be code, loaded in the server: never retrained
+    shutil.copytree(folder / "credit-risk", folder / "pickled")
+    manifest["runtime"] = "skops"
+    (folder / "pickled" / "model.yaml").write_text(yaml.safe_dump(manifest))
     return folder
 
 
@@ -106,6 +113,14 @@ async def test_a_run_of_another_replica_holds_the_model(
     }
 
 
+async def test_a_repository_it_cannot_write_answers_503_not_500(app: httpx.AsyncClient) -> None:
+    refused = await app.post("/admin/models/frozen/learn", headers=AUTH)
+    assert refused.status_code == 503, refused.text
+    said = refused.json()["error"]
+    assert said.startswith("the learning run of 'frozen' cannot start: the model repository")
+    assert "not writable" in said
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "says"),
     [
@@ -116,6 +131,13 @@ async def test_a_run_of_another_replica_holds_the_model(
             "model 'plain' has no learning section (docs/learning.md)",
         ),
         ("POST", "/admin/models/nothing/learn", 404, "unknown model 'nothing'"),
+        (
+            "POST",
+            "/admin/models/pickled/learn",
+            400,
+            "model 'pickled' runs on skops: the learning loop only retrains onnxruntime models "
+            "(a candidate is loaded in the server; docs/learning.md)",
+        ),
         ("GET", "/admin/models/credit-risk/learn/run_x", 404, "unknown learning run 'run_x'"),
         ("GET", "/admin/models/credit-risk/learn?limit=0", 422, None),
     ],

@@ -27,7 +27,7 @@ from modelgate.core.access.identity import ApiKeyRecord, Plan, Tenant
 from modelgate.core.access.keys import issue_key
 from modelgate.demo import minilm
 from modelgate.demo.provenance import write_credit_risk_lineage, write_minilm_lineage
-from modelgate.repository.lineage import LINEAGE_FILE
+from modelgate.repository.lineage import LINEAGE_FILE, lineage_record, write_lineage
 from modelgate.settings import Settings
 from tests.unit.adapters.test_lineage import trained_versions
 
@@ -82,7 +82,29 @@ def repository(demo_models: Path, root: Path) -> Path:
     tampered = variant("tampered-risk") / "model.onnx"
     tampered.write_bytes(tampered.read_bytes() + b"\0")  # the record keeps the old hash
     (variant("broken-risk") / LINEAGE_FILE).write_text("{not json")
+    learned = variant("learned-risk")  # as the learning loop records a version (runs.py)
+    write_lineage(learned, lineage_record(**LEARNED, artifact=learned / "model.onnx"))
     return models
+
+
+#: a learned version's lineage: its figures come from every tenant's traffic
+LEARNED: dict[str, Any] = {
+    "origin": "learning-loop",
+    "builder": {"name": "modelgate learning loop", "version": "test"},
+    "dataset": {"name": "learned-risk feedback", "rows": 731, "sha256": "d" * 64,
+                "labelled_rows_in_window": 977, "tenants": 3, "bytes": 11696,
+                "window": {"since": "2026-11-01T00:00:00+00:00"}, "holdout_sha256": "e" * 64},
+    "sanitization": {"rows_read": 977, "rows_kept": 975, "rows_left_out": {"duplicate": 2},
+                     "fields_dropped": ["tenant_id"], "columns_removed": {"x": {"age": "s"}},
+                     "redactions": {"email": 41}},
+    "training": {"trainer": "pkg.mod:train", "run": "run_x", "seconds": 3.5,
+                 "answer": {"class_counts": [400, 331]}},
+    "evaluation": {"against": "version 1", "metrics": {"auc": 0.8123},
+                   "candidate": {"auc": 0.8123}, "serving": {"auc": 0.8011},
+                   "gates": [{"gate": "auc_drop_max", "limit": 0.01, "candidate": 0.8123,
+                              "serving": 0.8011, "passed": True, "detail": "auc 0.8123"}]},
+    "fairness": {"candidate": {"age": {"groups": {"0": {"count": 97, "selection_rate": 0.31}}}}},
+}  # fmt: skip
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -231,6 +253,34 @@ async def test_a_tenant_reads_its_own_models_card_and_not_another_tenants(
     await card(world, "credit-risk", "2", as_who="infer_only", status=403)
 
 
+async def test_a_tenant_reads_no_figure_of_a_learned_version_s_data(
+    world: tuple[httpx.AsyncClient, dict[str, str], Path],
+) -> None:
+    """A learned version's lineage holds every tenant's traffic in figures: a tenant reads
+    its hashes, names and verdicts only; an operator reads it all."""
+    operator = await card(world, "learned-risk", "1")
+    assert operator["scope"] == "model"
+    assert operator["lineage"]["fairness"] == LEARNED["fairness"]
+    assert operator["lineage"]["dataset"]["rows"] == 731
+    tenant = await card(world, "learned-risk", "1", as_who="acme")
+    assert tenant["scope"] == "tenant"
+    lineage = tenant["lineage"]
+    assert lineage["fairness"] is None
+    assert lineage["dataset"]["sha256"] == "d" * 64 and lineage["dataset"]["name"]
+    for figure in ("rows", "labelled_rows_in_window", "tenants", "bytes", "window"):
+        assert lineage["dataset"][figure] is None
+    assert lineage["sanitization"]["columns_removed"] == {"x": {"age": "s"}}
+    for figure in ("rows_read", "rows_kept", "rows_left_out", "redactions"):
+        assert lineage["sanitization"][figure] is None
+    assert lineage["evaluation"]["metrics"] == {"auc": None}
+    assert lineage["evaluation"]["serving"] == {"auc": None}
+    assert lineage["evaluation"]["gates"] == [{"gate": "auc_drop_max", "passed": True}]
+    assert lineage["training"]["answer"] is None and lineage["training"]["trainer"]
+    text = json.dumps(tenant)
+    for leaked in ("731", "977", "0.8123", "0.31", "11696", "class_counts"):
+        assert leaked not in text
+
+
 @pytest.mark.parametrize("version", ["3", "0", "x", "01"])
 async def test_an_unknown_version_or_model_is_404(
     world: tuple[httpx.AsyncClient, dict[str, str], Path], version: str
@@ -281,3 +331,17 @@ async def test_the_cli_renders_the_servers_cards(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == served["/admin/models/all-MiniLM-L6-v2/versions/2/card"]
     assert asked == list(served)
+
+
+async def test_the_cli_prints_a_tenant_s_card_with_its_figures_withheld(
+    world: tuple[httpx.AsyncClient, dict[str, str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await card(world, "learned-risk", "1", as_who="acme")
+    monkeypatch.setattr(cli.httpx, "request", lambda *a, **k: httpx.Response(200, json=served))
+    monkeypatch.setattr(cli.console, "width", 250)
+    result = CliRunner().invoke(cli.app, ["models", "card", "learned-risk", "--version", "1"])
+    assert result.exit_code == 0, result.output
+    assert "tenant view" in result.output and "withheld rows" in result.output
+    assert "d" * 64 in result.output  # the data set's hash stays
+    for leaked in ("731", "977", "0.8123", "redactions", "None"):
+        assert leaked not in result.output

@@ -109,7 +109,9 @@ def _tenant(client: httpx.Client, name: str, consents: bool) -> str:
     assert made.status_code == 201, made.text
     tenant = made.json()["id"]
     key = client.post(
-        f"/admin/tenants/{tenant}/keys", json={"name": "app", "scopes": ["infer"]}, headers=AUTH
+        f"/admin/tenants/{tenant}/keys",
+        json={"name": "app", "scopes": ["infer", "models:read"]},
+        headers=AUTH,
     )
     assert key.status_code == 201, key.text
     if consents:
@@ -237,6 +239,20 @@ def test_a_shifted_relationship_is_learned_and_promoted(
                     "models", "card", "credit-risk", "--version", "3",
                 )  # fmt: skip
                 assert "learning-loop" in shown and "age_band" in shown, shown
+                # a tenant's key reads the card without any figure of the traffic
+                mine = client.get(
+                    "/admin/models/credit-risk/versions/3/card",
+                    headers={"Authorization": f"Bearer {consenting}"},
+                ).json()
+                assert mine["scope"] == "tenant" and mine["lineage"]["fairness"] is None
+                assert mine["lineage"]["dataset"]["rows"] is None
+                assert mine["lineage"]["dataset"]["sha256"] == report["dataset"]["sha256"]
+                assert set(mine["lineage"]["evaluation"]["metrics"].values()) == {None}
+                # no training data outlives the run
+                runs = repository / "credit-risk" / ".learning"
+                assert (runs / run["id"] / "train" / "trainer.log").is_file()
+                left = [p for p in runs.rglob("*") if p.name in ("train.npz", "train-text.jsonl")]
+                assert left == [], left
 
                 deployment = _until_promoted(client)
             finally:

@@ -37,6 +37,7 @@ def build_learning(settings: Settings, components: Components) -> LearningServic
         fairness=FairlearnMetrics(),  # imports Fairlearn on the first evaluation only
         python=settings.learning_python or sys.executable,
         trigger_interval_s=settings.learning_trigger_seconds,
+        retention_days=settings.learning_retention_days,
         drifting=drifting if alerts is not None else None,
     )
 

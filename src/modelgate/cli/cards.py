@@ -1,6 +1,7 @@
 """``modelgate models card MODEL [--version V]``: a version's model card from the running
 server (``GET /admin/models/{model}/versions/{version}/card``), printed for a reader or as
-JSON."""
+JSON. A tenant's key reads the card without the figures computed from every tenant's
+traffic (the server nulls them; ``scope: tenant``): they print as "withheld"."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = ["model_card", "render_card"]
+
+#: how a figure the server nulled for a tenant's key prints
+WITHHELD = "withheld"
 
 _KEY = typer.Option(None, "--api-key", envvar="MODELGATE_API_KEY", help="API key (models:read).")
 _URL = typer.Option(
@@ -55,6 +59,10 @@ def render_card(card: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{card['model']}[/] version {card['version']} ({card['state']}, {role})")
     if text.get("description"):
         console.print(text["description"])
+    if card.get("scope") == "tenant":
+        console.print(
+            f"[dim]tenant view: figures computed from the model's traffic are {WITHHELD}[/]"
+        )
     about = Table.grid(padding=(0, 2))
     about.add_column(style="bold")
     about.add_column()
@@ -89,7 +97,7 @@ def render_card(card: dict[str, Any], console: Console) -> None:
     if metrics:
         table = Table("metric", "value", title=title)
         for name, value in metrics.items():
-            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else _shown(value))
         console.print(table)
 
 
@@ -107,13 +115,13 @@ def _lineage_rows(about: Table, card: dict[str, Any]) -> None:
     about.add_row("built by", f"{builder.get('name')} {builder.get('version', '')}".strip())
     training = lineage.get("training") or {}
     for key, value in training.items():
-        about.add_row(f"training {key}", str(value))
+        about.add_row(f"training {key}", _shown(value))
     dataset = lineage.get("dataset")
     if dataset:
         about.add_row(
             "dataset",
-            f"{dataset.get('name', '')}: {dataset.get('rows')} rows, {dataset.get('bytes')} "
-            f"bytes, sha256 {dataset.get('sha256')}",
+            f"{dataset.get('name', '')}: {_shown(dataset.get('rows'))} rows, "
+            f"{_shown(dataset.get('bytes'))} bytes, sha256 {dataset.get('sha256')}",
         )
     else:
         about.add_row("dataset", "not recorded")
@@ -122,6 +130,16 @@ def _lineage_rows(about: Table, card: dict[str, Any]) -> None:
         about.add_row(
             "sanitization",
             f"columns removed {sanitization.get('columns_removed') or 'none'}; rows left out "
-            f"{sanitization.get('rows_left_out') or 'none'}",
+            f"{_rows_left_out(card, sanitization)}",
         )
     about.add_row("started by", f"{lineage.get('started_by')} at {lineage.get('created_at')}")
+
+
+def _shown(value: Any) -> str:
+    return WITHHELD if value is None else str(value)
+
+
+def _rows_left_out(card: dict[str, Any], sanitization: dict[str, Any]) -> str:
+    if card.get("scope") == "tenant" and sanitization.get("rows_left_out") is None:
+        return WITHHELD
+    return str(sanitization.get("rows_left_out") or "none")

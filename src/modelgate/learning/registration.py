@@ -49,7 +49,14 @@ def install_candidate(
     profile_inputs: dict[str, np.ndarray[Any, Any]],
 ) -> int:
     """The new version's number. The staged version must load with the server's runtime
-    and answer every output for ``profile_inputs``, else nothing is installed."""
+    and answer every output for ``profile_inputs``, else nothing is installed. Only an
+    ONNX candidate is loaded: a pickle or a Python module would run the trainer's code in
+    the server."""
+    if serving.manifest.runtime != "onnxruntime":
+        raise ValueError(
+            f"a {serving.manifest.runtime} candidate is not loaded in the server: the learning "
+            "loop only installs onnxruntime candidates"
+        )
 
     def assemble(staging: Path) -> None:
         original = Path(serving.path)

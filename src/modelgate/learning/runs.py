@@ -24,11 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -61,6 +63,7 @@ from modelgate.learning.registration import (
     write_json_atomically,
 )
 from modelgate.learning.sanitization import SanitizedData, sanitize
+from modelgate.learning.trainer_api import DATA_FILES
 from modelgate.learning.training import TrainerError, run_trainer, write_job
 from modelgate.repository.lineage import started_by
 
@@ -71,8 +74,13 @@ log = logging.getLogger("modelgate.learning")
 STAGES: tuple[str, ...] = ("dataset", "train", "evaluate", "register", "rollout")
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-#: a lock older than the trainer's limit plus this is a crashed run's, and is taken over
-_STALE_LOCK_S = 3600.0
+#: a lock not refreshed for this long is a crashed run's, and is taken over (a run refreshes
+#: its lock at each stage and every ``_HEARTBEAT_S`` while it runs)
+_STALE_LOCK_S = 600.0
+_HEARTBEAT_S = 30.0
+#: the only runtime a candidate may have: the server loads it (to evaluate and profile it),
+#: and an ONNX graph is data, where a pickle or a Python module would be code
+CANDIDATE_RUNTIMES = frozenset({"onnxruntime"})
 _LISTED = 20
 #: what a run id and a model name may be (a model's folder name, as the repository reads it)
 _RUN_ID = re.compile(r"^run_\d{8}T\d{6}_[0-9a-f]{6}$")
@@ -109,6 +117,7 @@ class LearningService:
         fairness: FairnessMetrics,
         python: str,
         trigger_interval_s: float = 60.0,
+        retention_days: float = 30.0,
         drifting: Callable[[str], bool] | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
@@ -122,6 +131,8 @@ class LearningService:
         #: the interpreter trainers run with (``MODELGATE_LEARNING_PYTHON``)
         self.python = python
         self.trigger_interval_s = trigger_interval_s
+        #: run folders (records, rejected candidates) older than this are deleted
+        self.retention_days = retention_days
         #: whether a drift alert of the model fires now (None: no alerting)
         self.drifting = drifting
         self._now = now
@@ -144,6 +155,11 @@ class LearningService:
         manifest = await self.registry.manifest(model)  # NOT_FOUND for an unknown model
         if manifest.learning is None:
             raise invalid(f"model '{model}' has no learning section (docs/learning.md)")
+        if manifest.runtime not in CANDIDATE_RUNTIMES:
+            raise invalid(
+                f"model '{model}' runs on {manifest.runtime}: the learning loop only retrains "
+                "onnxruntime models (a candidate is loaded in the server; docs/learning.md)"
+            )
         if model in self._tasks:
             raise ModelgateError(
                 ErrorKind.FAILED_PRECONDITION, f"a learning run of '{model}' is in progress"
@@ -151,8 +167,17 @@ class LearningService:
         at = self._now()
         run_id = f"run_{at.strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(3)}"
         folder = self._runs_dir(model) / run_id
-        folder.mkdir(parents=True)
-        if not self._lock(model, run_id, manifest.learning):
+        try:
+            folder.mkdir(parents=True)
+            locked = self._lock(model, run_id)
+        except OSError as exc:  # a read-only repository, a full disk: nothing can be run
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ModelgateError(
+                ErrorKind.UNAVAILABLE,
+                f"the learning run of '{model}' cannot start: the model repository is not "
+                f"writable ({exc.strerror or type(exc).__name__})",
+            ) from None
+        if not locked:
             shutil.rmtree(folder, ignore_errors=True)
             raise ModelgateError(
                 ErrorKind.FAILED_PRECONDITION,
@@ -242,14 +267,61 @@ class LearningService:
             started.append(model)
         return started
 
+    def sweep(self) -> dict[str, int]:
+        """Delete what runs leave behind: the training data of any run not running now (a
+        server stopped or crashed mid-training) and the folders (record, rejected candidate)
+        of runs that ended more than ``retention_days`` ago. What was deleted, counted."""
+        deleted = {"data_files": 0, "runs": 0}
+        cutoff = self._now() - timedelta(days=self.retention_days)
+        running = {task.get_name() for task in self._tasks.values()}
+        for model in self.registry.repository.names():
+            if not _MODEL.fullmatch(model):
+                continue
+            live = self._live_lock(model)
+            for folder in self._run_folders(model):
+                if folder.name in running or folder.name == live:
+                    continue
+                for name in DATA_FILES:
+                    path = folder / "train" / name
+                    if path.exists():
+                        path.unlink(missing_ok=True)
+                        deleted["data_files"] += 1
+                run = _read(folder / RUN_FILE)
+                ended = _when(run) if run is not None else None
+                if ended is None:  # no readable record: its folder's own age
+                    with contextlib.suppress(OSError):
+                        ended = datetime.fromtimestamp(folder.stat().st_mtime, UTC)
+                if ended is not None and ended < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    deleted["runs"] += 1
+        if any(deleted.values()):
+            log.info("learning sweep: deleted %(data_files)d data files, %(runs)d runs", deleted)
+        return deleted
+
+    def _live_lock(self, model: str) -> str | None:
+        """The run id a fresh lock of the model names (another replica's run)."""
+        path = self._runs_dir(model) / LOCK_FILE
+        try:
+            if time.time() - path.stat().st_mtime > _STALE_LOCK_S:
+                return None
+            return path.read_text()
+        except OSError:
+            return None
+
     async def run_triggers(self) -> None:
-        """The trigger loop, until :meth:`close`."""
+        """The trigger loop, until :meth:`close`; each round (and the first, at the server's
+        start) sweeps what ended runs left (:meth:`sweep`)."""
+        try:
+            await asyncio.to_thread(self.sweep)
+        except Exception:  # the loop's outermost layer: logged, the next round goes on
+            log.exception("learning runs not swept")
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.trigger_interval_s)
             if self._stop.is_set():
                 return
             try:
+                await asyncio.to_thread(self.sweep)
                 await self.check_triggers()
             except ModelgateError as exc:  # a database outage: the next round tries again
                 log.warning("learning triggers not checked: %s", exc.message)
@@ -300,12 +372,35 @@ class LearningService:
             return "drift"
         if triggers.labels is not None:
             start = since if last else now - timedelta(days=spec.window_days)
-            found = await self.feedback.store.labelled(
-                LabelQuery(model=model, since=start, live_at=now, limit=triggers.labels)
-            )
-            if len(found) >= triggers.labels:
+            if await self._enough_labels(model, start, now, triggers.labels, spec):
                 return "labels"
         return None
+
+    async def _enough_labels(
+        self, model: str, since: datetime, now: datetime, wanted: int, spec: LearningSpec
+    ) -> bool:
+        """Whether ``wanted`` new labels arrived, each tenant's counting for at most
+        ``max_tenant_share`` of them when more than one tenant sent any (one tenant alone
+        cannot start the shared model's runs by flooding it). Reads at most 10 times ``wanted``
+        labelled rows (at most 1,000,000)."""
+        cap = max(1, math.ceil(wanted * spec.max_tenant_share))
+        counts: Counter[str] = Counter()
+        after = None
+        budget = min(10 * wanted, 1_000_000)
+        while budget > 0:
+            page = await self.feedback.store.labelled(
+                LabelQuery(model=model, since=since, live_at=now, after=after,
+                           limit=min(budget, 1000))
+            )  # fmt: skip
+            if not page:
+                break
+            budget -= len(page)
+            counts.update(item.prediction.tenant_id for item in page)
+            last = page[-1].prediction
+            after = (last.created_at, last.id, last.row)
+            if _counted(counts, cap) >= wanted:
+                return True
+        return _counted(counts, cap) >= wanted
 
     # -- one run -----------------------------------------------------------------------
     async def _run(
@@ -314,6 +409,7 @@ class LearningService:
         model = manifest.name
         spec = manifest.learning
         assert spec is not None
+        heartbeat = asyncio.create_task(self._heartbeat(model, run["id"]))
         try:
             await self._steps(principal, manifest, spec, folder, run)
         except asyncio.CancelledError:
@@ -332,6 +428,7 @@ class LearningService:
                 run["report"] = {}
                 self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
         finally:
+            heartbeat.cancel()
             self._unlock(model, run["id"])
         outcome = {"run": run["id"], "status": run["status"], "version": run["version"],
                    "message": run["message"]}  # fmt: skip
@@ -353,13 +450,16 @@ class LearningService:
         since = until - timedelta(days=spec.window_days)
         found = await read_labelled_rows(
             self.feedback, self.privacy, principal, model=model, since=since, until=until,
-            max_rows=spec.max_rows,
+            max_rows=spec.max_rows, max_tenant_share=spec.max_tenant_share,
+            max_bytes=spec.max_dataset_bytes,
         )  # fmt: skip
         data = await asyncio.to_thread(sanitize, found.rows, manifest, spec)
         train, holdout = _split(data, spec)
         report["dataset"] = {
             "window": {"since": since.isoformat(), "until": until.isoformat()},
             "labelled_rows_in_window": found.read,
+            "tenants": found.tenants,
+            "rows_over_tenant_share": found.over_share,
             "rows": len(data),
             "training_rows": len(train),
             "holdout_rows": len(holdout),
@@ -383,10 +483,7 @@ class LearningService:
             spec.options, spec.seed,
         )  # fmt: skip
         began = time.monotonic()
-        answer = await run_trainer(
-            work, spec.trainer, python=self.python, timeout_s=spec.timeout_seconds
-        )
-        (work / "train.npz").unlink(missing_ok=True)  # the data set is not kept beside runs
+        answer = await train_once(work, spec, self.python)
         report["training"] = {
             "trainer": spec.trainer,
             "trainer_version": answer.get("trainer_version"),
@@ -559,22 +656,63 @@ class LearningService:
                 return run
         return None
 
-    def _lock(self, model: str, run_id: str, spec: LearningSpec) -> bool:
+    def _lock(self, model: str, run_id: str) -> bool:
+        """Take the model's lock for ``run_id``: created exclusively; a stale one (not
+        refreshed for ``_STALE_LOCK_S``: its run crashed) is taken over by an atomic rename,
+        so of two replicas taking it over at once one wins."""
         path = self._runs_dir(model) / LOCK_FILE
         for _ in range(2):
             try:
                 handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                with contextlib.suppress(FileNotFoundError):
-                    age = time.time() - path.stat().st_mtime
-                    if age > spec.timeout_seconds + _STALE_LOCK_S:
-                        path.unlink()  # a crashed run's: take it over
-                        continue
-                return False
+                if not self._take_over(path, run_id):
+                    return False
+                continue
             with os.fdopen(handle, "w") as file:
                 file.write(run_id)
             return True
         return False
+
+    def _take_over(self, path: Path, run_id: str) -> bool:
+        """Move a stale lock aside; False when it is fresh (or another replica moved it)."""
+        try:
+            seen = path.stat()
+        except FileNotFoundError:
+            return True  # released meanwhile: try to create it again
+        if time.time() - seen.st_mtime <= _STALE_LOCK_S:
+            return False
+        aside = path.with_name(f"{LOCK_FILE}.stale-{run_id}")
+        try:
+            os.rename(path, aside)  # atomic: one replica moves it
+        except FileNotFoundError:
+            return False  # another replica took it over first
+        moved = aside.stat()
+        if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+            # the lock was replaced (taken over, or refreshed) between the look and the
+            # rename: it is someone's live lock, put it back unless a new one is there
+            try:
+                os.link(aside, path)  # fails, never replaces, when a new lock is there
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                with contextlib.suppress(OSError):
+                    os.rename(aside, path)
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        return True
+
+    def _refresh_lock(self, model: str, run_id: str) -> None:
+        """Mark the run's lock alive (its modification time is what staleness measures)."""
+        path = self._runs_dir(model) / LOCK_FILE
+        with contextlib.suppress(OSError):
+            if path.read_text() == run_id:
+                os.utime(path)
+
+    async def _heartbeat(self, model: str, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            await asyncio.to_thread(self._refresh_lock, model, run_id)
 
     def _unlock(self, model: str, run_id: str) -> None:
         path = self._runs_dir(model) / LOCK_FILE
@@ -583,6 +721,7 @@ class LearningService:
                 path.unlink()
 
     def _advance(self, folder: Path, run: dict[str, Any], stage: str, message: str) -> None:
+        self._refresh_lock(run["model"], run["id"])
         run["stage"] = stage
         run["progress"] = {"completed": STAGES.index(stage), "total": len(STAGES)}
         run["message"] = message
@@ -620,11 +759,53 @@ class LearningService:
 
 
 def _split(data: SanitizedData, spec: LearningSpec) -> tuple[Any, Any]:
-    """(training rows, held-out rows) as index arrays: a seeded shuffle, so the same data
-    set gives the same split."""
-    order = np.random.default_rng(spec.seed).permutation(len(data))
-    held = round(len(data) * spec.holdout_fraction)
-    return np.sort(order[held:]), np.sort(order[:held])
+    """(training rows, held-out rows) as index arrays: per tenant (stratified, so that each
+    tenant holds out its own share and no tenant's rows make up the evaluation beyond its
+    share of the data set), a seeded shuffle, so the same data set gives the same split."""
+    rng = np.random.default_rng(spec.seed)
+    strata: dict[str, list[int]] = {}
+    for index, tenant in enumerate(data.tenants or [""] * len(data)):
+        strata.setdefault(tenant, []).append(index)
+    train: list[int] = []
+    held: list[int] = []
+    for tenant in sorted(strata):
+        rows = np.asarray(strata[tenant])[rng.permutation(len(strata[tenant]))]
+        count = round(len(rows) * spec.holdout_fraction)
+        held.extend(rows[:count].tolist())
+        train.extend(rows[count:].tolist())
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+def _counted(counts: Counter[str], cap: int) -> int:
+    """The labels that count: all of one tenant's; capped per tenant when several sent some."""
+    if len(counts) <= 1:
+        return sum(counts.values())
+    return sum(min(count, cap) for count in counts.values())
+
+
+async def train_once(work: Path, spec: LearningSpec, python: str) -> dict[str, Any]:
+    """The trainer's answer on the job in ``work``; however training ends (an answer, a
+    failure, the time limit, the server stopping), the job's data files are deleted."""
+    try:
+        return await run_trainer(
+            work, spec.trainer, python=python, timeout_s=spec.timeout_seconds,
+            environment=spec.environment,
+        )  # fmt: skip
+    finally:
+        _delete_data_files(work)
+
+
+def _delete_data_files(work: Path) -> None:
+    for name in DATA_FILES:
+        (work / name).unlink(missing_ok=True)
+
+
+def _when(run: dict[str, Any]) -> datetime | None:
+    """When the run ended (or, still marked running, began)."""
+    try:
+        return datetime.fromisoformat(str(run.get("finished_at") or run["created_at"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -6,7 +6,9 @@ again (``core/governance/redaction.py``: the payload log redacts when it writes,
 catches rows logged before a pattern existed); the columns the manifest marks ``sensitive``
 or ``identifier`` (``learning.columns``: a feature name, or an input's name for the whole
 input) are removed from the trainer's copy. Rows without logged inputs, with inputs that do
-not fit the signature, or repeating another row's inputs and label are left out and counted.
+not fit the signature, with a text value longer than ``learning.max_text_chars``, past the
+data set's ``learning.max_dataset_bytes`` (the newest rows are kept), or repeating another
+row's inputs and label are left out and counted.
 
 The evaluation keeps the full rows of its held-out split and the protected attributes'
 groups: modelgate runs both versions on them; no trainer sees them.
@@ -60,6 +62,8 @@ class SanitizedData:
     #: input name -> indices of the columns a trainer may see; an input absent: removed
     kept: dict[str, list[int]]
     report: dict[str, Any] = field(default_factory=dict)
+    #: each row's tenant, for the per-tenant held-out split only (no trainer sees it)
+    tenants: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -107,7 +111,9 @@ def sanitize(
     seen: set[bytes] = set()
     columns: dict[str, list[Any]] = {t.name: [] for t in manifest.inputs}
     labels: list[int] = []
-    for row in rows:
+    tenants: list[str] = []
+    total = 0
+    for row in reversed(rows):  # the newest first: they are kept when the bytes run out
         inputs = row.get("inputs")
         label = row.get("label")
         if inputs is None:
@@ -116,18 +122,29 @@ def sanitize(
         if not isinstance(label, int):
             skipped["no label"] += 1
             continue
+        if _too_long(manifest, inputs, spec.max_text_chars):
+            skipped[f"a text longer than learning.max_text_chars ({spec.max_text_chars})"] += 1
+            continue
         values = _row_values(manifest, inputs, redactions)
         if values is None:
             skipped["inputs do not fit the signature"] += 1
             continue
-        key = hashlib.sha256(json.dumps([values, label], default=str).encode()).digest()
+        encoded = json.dumps([values, label], default=str).encode()
+        key = hashlib.sha256(encoded).digest()
         if key in seen:
             skipped["duplicate"] += 1
             continue
+        if total + len(encoded) > spec.max_dataset_bytes:
+            skipped[f"past learning.max_dataset_bytes ({spec.max_dataset_bytes})"] += 1
+            continue
+        total += len(encoded)
         seen.add(key)
         for name, value in values.items():
             columns[name].append(value)
         labels.append(label)
+        tenants.append(str(row.get("tenant_id")))
+    for kept_values in (*columns.values(), labels, tenants):
+        kept_values.reverse()  # back to the oldest first
     arrays = {
         t.name: np.asarray(columns[t.name], dtype=_dtype(t.datatype)) for t in manifest.inputs
     }
@@ -153,7 +170,21 @@ def sanitize(
         "columns_removed": removed_columns,
         "redactions": dict(redactions),
     }
-    return SanitizedData(arrays, np.asarray(labels, dtype=np.int64), groups, kept, report)
+    return SanitizedData(arrays, np.asarray(labels, dtype=np.int64), groups, kept, report, tenants)
+
+
+def _too_long(manifest: ModelManifest, inputs: dict[str, Any], limit: int) -> bool:
+    """Whether a text input of the row holds a value longer than ``limit`` characters
+    (checked before the value is copied or redacted)."""
+    for tensor in manifest.inputs:
+        data = inputs.get(tensor.name)
+        if (
+            tensor.datatype == "BYTES"
+            and isinstance(data, list)
+            and any(len(v if isinstance(v, str) else str(v)) > limit for v in data)
+        ):
+            return True
+    return False
 
 
 def _row_values(

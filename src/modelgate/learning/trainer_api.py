@@ -27,10 +27,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["JOB_FILE", "TrainingJob", "load_job"]
+__all__ = ["DATA_FILES", "JOB_FILE", "TrainingJob", "load_job"]
 
 JOB_FILE = "job.json"
+#: the numeric inputs and the labels (``np.savez``, read without pickle)
 DATA_FILE = "train.npz"
+#: the text inputs, one JSON object per row (no fixed-width padding, no pickle)
+TEXT_FILE = "train-text.jsonl"
+#: every file holding training rows: deleted when the run's training ends, however it ends
+DATA_FILES = (DATA_FILE, TEXT_FILE)
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,31 @@ class TrainingJob:
     full_width: dict[str, int] = field(default_factory=dict)
 
 
+def _objects(values: list[Any]) -> np.ndarray[Any, Any]:
+    """Texts as an object array: [rows] or, for a [rows, columns] input, [rows, columns]."""
+    if values and isinstance(values[0], list):
+        return np.array(values, dtype=object).reshape(len(values), -1)
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
 def load_job(folder: Path) -> TrainingJob:
     """The job the learning loop wrote into ``folder`` (its ``job.json`` and data)."""
     spec = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
+    texts = set(spec.get("text_inputs", ()))
     with np.load(folder / DATA_FILE, allow_pickle=False) as data:
-        inputs = {name: data[f"input:{name}"] for name in spec["inputs"]}
+        inputs = {name: data[f"input:{name}"] for name in spec["inputs"] if name not in texts}
         labels = data["labels"]
+    if texts:
+        rows: dict[str, list[Any]] = {name: [] for name in texts}
+        with open(folder / TEXT_FILE, encoding="utf-8") as lines:
+            for line in lines:
+                row = json.loads(line)
+                for name in texts:
+                    rows[name].append(row[name])
+        for name, values in rows.items():
+            inputs[name] = _objects(values)
     return TrainingJob(
         model=spec["model"],
         inputs=inputs,

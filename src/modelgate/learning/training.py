@@ -1,8 +1,11 @@
 """Running a trainer: its job written to a folder, the trainer called in a process of its
 own (``trainer_process.py``) with a time limit, and what it answered read back.
 
-The process gets a clean environment: no ``MODELGATE_*`` settings and nothing named like a
-secret (keys, tokens, passwords), so user code never sees the server's credentials. It runs
+The process gets an allow-listed environment: the basic variables a Python process needs
+(``BASIC_ENVIRONMENT``) and the names the manifest lists in ``learning.environment``, never
+a ``MODELGATE_*`` setting; nothing else of the server's environment (database and Redis
+URLs, exporter headers, keys) reaches it. The trainer is still operator code run as the
+server's user (docs/security.md, "The learning loop's trainer"). It runs
 in its own process group, killed whole when the time is up. Its output goes to
 ``trainer.log`` in the folder (the last lines are in the run's report when it fails).
 """
@@ -13,21 +16,26 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelgate.core.serving.manifest import ModelManifest
-from modelgate.learning.trainer_api import DATA_FILE, JOB_FILE
+from modelgate.learning.trainer_api import DATA_FILE, JOB_FILE, TEXT_FILE
 
 __all__ = ["TrainerError", "run_trainer", "trainer_environment", "write_job"]
 
 LOG_FILE = "trainer.log"
 RESULT_FILE = "result.json"
-_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|DSN|DATABASE_URL", re.I)
+#: what a trainer's process gets of the server's environment, besides the manifest's names
+BASIC_ENVIRONMENT: frozenset[str] = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+     "PYTHONHOME", "VIRTUAL_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+     "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"}
+)  # fmt: skip
 _LOG_TAIL = 4000
 
 
@@ -51,11 +59,17 @@ def write_job(
 ) -> Path:
     """The job's files in ``folder``; answers where the artifact must be written."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {  # texts as fixed-width unicode: the file needs no pickle
-        f"input:{name}": array.astype(np.str_) if array.dtype == object else array
-        for name, array in inputs.items()
+    arrays: dict[str, Any] = {
+        f"input:{name}": array for name, array in inputs.items() if array.dtype != object
     }
     np.savez(folder / DATA_FILE, labels=labels, **arrays)
+    texts = sorted(name for name, array in inputs.items() if array.dtype == object)
+    if texts:  # JSON lines: each value as long as it is (fixed-width unicode pads every row
+        # to the longest one), and nothing pickled
+        with open(folder / TEXT_FILE, "w", encoding="utf-8") as file:
+            for row in range(len(labels)):
+                values = {name: _plain(inputs[name][row]) for name in texts}
+                file.write(json.dumps(values) + "\n")
     feature_names: dict[str, list[str]] = {}
     removed: dict[str, list[str]] = {}
     full_width: dict[str, int] = {}
@@ -77,6 +91,7 @@ def write_job(
     job = {
         "model": manifest.name,
         "inputs": sorted(inputs),
+        "text_inputs": texts,
         "feature_names": feature_names,
         "removed": removed,
         "full_width": full_width,
@@ -92,17 +107,33 @@ def write_job(
     return folder / output
 
 
-def trainer_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (the process's environment) without modelgate's settings and secrets."""
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def trainer_environment(
+    base: Mapping[str, str] | None = None, extra: Iterable[str] = ()
+) -> dict[str, str]:
+    """What of ``base`` (the process's environment) a trainer gets: the basic variables,
+    the locale's (``LC_*``) and ``extra`` (the manifest's ``learning.environment``), never a
+    modelgate setting."""
     source = os.environ if base is None else base
+    wanted = BASIC_ENVIRONMENT | set(extra)
     return {
         name: value
         for name, value in source.items()
-        if not name.startswith("MODELGATE_") and not _SECRET.search(name)
+        if (name in wanted or name.startswith("LC_")) and not name.startswith("MODELGATE_")
     }
 
 
-async def run_trainer(folder: Path, entry: str, *, python: str, timeout_s: float) -> dict[str, Any]:
+async def run_trainer(
+    folder: Path,
+    entry: str,
+    *,
+    python: str,
+    timeout_s: float,
+    environment: Iterable[str] = (),
+) -> dict[str, Any]:
     """Run ``entry`` on the job in ``folder``; its answer (``trainer_process`` wrote it), or
     :class:`TrainerError`."""
     log_path = folder / LOG_FILE
@@ -116,7 +147,7 @@ async def run_trainer(folder: Path, entry: str, *, python: str, timeout_s: float
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            env=trainer_environment(),
+            env=trainer_environment(extra=environment),
             cwd=str(folder),
             start_new_session=True,  # its own process group, killed whole
         )

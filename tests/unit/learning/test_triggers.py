@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from modelgate.core.monitoring.predictions import LabelQuery
@@ -18,14 +19,23 @@ START = datetime(2026, 12, 1, tzinfo=UTC)
 
 @dataclass
 class _Labels:
-    """A feedback store holding ``count`` labelled predictions; the queries it was asked."""
+    """A feedback store holding ``count`` labelled predictions (of ``tenants``, in turn, or
+    of tenant ``acme``); the queries it was asked. Pages by ``after`` as the stores do."""
 
     count: int = 0
     queries: list[LabelQuery] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=list)
 
     async def labelled(self, query: LabelQuery) -> list[object]:
         self.queries.append(query)
-        return [object()] * min(self.count, query.limit)
+        first = 0 if query.after is None else int(query.after[1][1:]) + 1
+        items = []
+        for index in range(first, min(self.count, first + query.limit)):
+            tenant = self.tenants[index] if self.tenants else "acme"
+            prediction = SimpleNamespace(created_at=START, id=f"p{index:09d}", row=0,
+                                         tenant_id=tenant)  # fmt: skip
+            items.append(SimpleNamespace(prediction=prediction))
+        return items
 
 
 @dataclass
@@ -101,7 +111,7 @@ async def test_labels_since_the_last_run_are_counted_up_to_the_threshold(tmp_pat
     labels.count = 500
     assert await service._due("m", spec) == "labels"
     query = labels.queries[-1]
-    assert query.limit == 500 and query.model == "m"
+    assert query.limit == 1000 and query.model == "m"
     assert query.since == START - timedelta(hours=2)  # predictions since the last run began
 
 
@@ -191,3 +201,22 @@ async def test_a_replica_reloads_a_version_another_replica_registered(tmp_path: 
     service.registry = idle
     assert await service.sync_versions("m") is False  # not loaded here: nothing to do
     assert idle.loads == 0
+
+
+async def test_one_tenant_s_labels_count_for_its_share_only(tmp_path: Path) -> None:
+    """A flooding tenant alone cannot reach the labels trigger while others send labels:
+    its labels count for at most max_tenant_share of the threshold."""
+    clock = _Clock()
+    labels = _Labels(count=600, tenants=["flood"] * 590 + ["acme"] * 10)
+    service = _service(tmp_path, labels, clock)
+    spec = LearningSpec(
+        trainer="pkg.mod:train",
+        max_tenant_share=0.5,
+        triggers={"labels": 100, "cooldown_seconds": 0},
+    )
+    _last_run(tmp_path, START - timedelta(hours=2), START - timedelta(hours=1))
+    assert await service._due("m", spec) is None  # 50 (flood's share) + 10 < 100
+    labels.count, labels.tenants = 100, ["flood"] * 50 + ["acme"] * 50
+    assert await service._due("m", spec) == "labels"
+    labels.count, labels.tenants = 100, []  # one tenant only: all its labels count
+    assert await service._due("m", spec) == "labels"

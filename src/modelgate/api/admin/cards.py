@@ -3,6 +3,13 @@ record (modelgate/repository/lineage.py) joined with what the server knows of it
 manifest's signature, batching, anomaly and feedback sections and card text, its role in the
 model's deployment and whether it is loaded.
 
+A learned version's lineage holds figures computed from every tenant's traffic (row counts,
+the data window, redaction counts, metrics and per-group fairness on held-out rows), so a
+tenant's credential reads a card cut to what says nothing of other tenants' data
+(``_TENANT_KEPT``: hashes, names, verdicts; the figures are null), as tenant-scoped
+monitoring is. Operators see everything. The answer's ``scope`` says which: ``"model"`` or
+``"tenant"`` (docs/learning.md, "Model cards").
+
 Reading a card is not audited: the audit trail records changes (and exports of personal
 data), not reads of metadata, as the monitoring and deployment reads are not."""
 
@@ -13,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from modelgate.core.access.authorization import is_operator
 from modelgate.core.access.identity import Principal, Scope
 from modelgate.core.serving.catalog import ModelCatalog
 from modelgate.core.serving.manifest import ModelManifest
@@ -26,6 +34,17 @@ from modelgate.repository.lineage import file_digest, read_lineage
 __all__ = ["add_card_routes", "model_card"]
 
 UNKNOWN_LINEAGE = "unknown (no lineage record)"
+
+#: what a tenant reads of each lineage section computed from traffic: the rest is null (a
+#: section not named here is whole; ``fairness`` is null altogether)
+_TENANT_KEPT: dict[str, frozenset[str]] = {
+    "dataset": frozenset({"name", "source", "sha256", "holdout_sha256", "uri"}),
+    "sanitization": frozenset({"fields_dropped", "columns_removed"}),
+    "evaluation": frozenset({"against"}),
+    "training": frozenset({"trainer", "trainer_version", "run", "algorithm"}),
+}
+#: of a gate, what a tenant reads (its name and verdict, not the figures it compared)
+_GATE_KEPT = frozenset({"gate", "name", "passed"})
 
 
 def add_card_routes(
@@ -79,7 +98,46 @@ async def model_card(
     card.update(_serving(source.manifest))
     card["deployment"] = _deployment(deployment, source.version, default)
     card["state"] = _state(catalog, model, source.version)
+    operator = caller is None or is_operator(caller)
+    card["scope"] = "model" if operator else "tenant"
+    if not operator:
+        _tenant_view(card)
     return card
+
+
+def _tenant_view(card: dict[str, Any]) -> None:
+    """Cut ``card`` to what a tenant may read: no figure computed from the traffic."""
+    lineage = card.get("lineage")
+    if isinstance(lineage, dict):
+        lineage = dict(lineage)
+        for section, keep in _TENANT_KEPT.items():
+            found = lineage.get(section)
+            if isinstance(found, dict):
+                kept = {k: (v if k in keep else None) for k, v in found.items()}
+                if section == "evaluation":
+                    kept["metrics"] = _names(found.get("metrics"))
+                    kept["candidate"] = _names(found.get("candidate"))
+                    kept["serving"] = _names(found.get("serving"))
+                    gates = found.get("gates")
+                    if isinstance(gates, list):
+                        kept["gates"] = [
+                            {k: v for k, v in g.items() if k in _GATE_KEPT}
+                            for g in gates
+                            if isinstance(g, dict)
+                        ]
+                lineage[section] = kept
+        if "fairness" in lineage:
+            lineage["fairness"] = None
+        card["lineage"] = lineage
+    text = card.get("card")
+    learned = isinstance(lineage, dict) and lineage.get("origin") == "learning-loop"
+    if learned and isinstance(text, dict) and isinstance(text.get("validation_metrics"), dict):
+        card["card"] = {**text, "validation_metrics": _names(text["validation_metrics"])}
+
+
+def _names(metrics: Any) -> Any:
+    """Metric names without their values."""
+    return {name: None for name in metrics} if isinstance(metrics, dict) else None
 
 
 def _from_disk(source: VersionSource) -> dict[str, Any]:

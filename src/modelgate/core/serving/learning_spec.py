@@ -104,6 +104,18 @@ class LearningSpec(_Strict):
     min_rows: int = Field(default=200, ge=10, le=10_000_000)
     #: the most rows read (the newest win)
     max_rows: int = Field(default=100_000, ge=10, le=10_000_000)
+    #: a text value (one element of a BYTES input) longer than this many characters leaves
+    #: its row out of the data set (counted in the sanitization report)
+    max_text_chars: int = Field(default=10_000, ge=1, le=1_048_576)
+    #: the data set's inputs stop at about this many bytes (the newest rows win; the rows
+    #: past it are counted in the sanitization report)
+    max_dataset_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    #: when more than one tenant contributes, no tenant's rows are more than this share of
+    #: the data set, and one tenant's new labels count for at most this share of
+    #: ``triggers.labels`` (docs/learning.md, "Tenants")
+    max_tenant_share: float = Field(default=0.5, gt=0, le=1)
+    #: environment variables (names) the trainer's process gets besides the basic ones
+    environment: tuple[str, ...] = ()
     #: the share of rows held out to evaluate the candidate and the serving version on
     holdout_fraction: float = Field(default=0.25, gt=0.05, lt=0.9)
     #: the split's seed (the same data set gives the same split)
@@ -121,6 +133,16 @@ class LearningSpec(_Strict):
     def _entry_point(cls, value: str) -> str:
         if not _ENTRY_POINT.fullmatch(value):
             raise ValueError("trainer must be 'package.module:function'")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"environment: '{name[:64]}' is not a variable name")
+            if name.startswith("MODELGATE_"):
+                raise ValueError("environment: modelgate's own settings never reach a trainer")
         return value
 
     @model_validator(mode="after")

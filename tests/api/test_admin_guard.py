@@ -296,3 +296,23 @@ async def test_any_body_is_answered_as_under_application_json_or_415(
     else:
         assert other.status_code == 415, other.text
     assert as_json.status_code in (400, 404, 422)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    depth=st.integers(1, 200_000),
+    opener=st.sampled_from(["[", '{"a":', '{"name":[']),
+    content_type=st.sampled_from(["application/json", "text/plain", None]),
+)
+async def test_json_nested_however_deep_is_a_4xx_in_the_admin_shape(
+    client: httpx.AsyncClient, depth: int, opener: str, content_type: str | None
+) -> None:
+    """Nesting past the JSON parser's depth (a RecursionError) is 400 in the admin API's
+    shape, for any declared type, never a plain-text 500 (an unfinished document is the
+    validation 422 under application/json, 415 under another type)."""
+    body = (opener * depth).encode()
+    headers = AS_ADMIN | ({"Content-Type": content_type} if content_type else {})
+    answer = await client.post("/admin/plans", content=body, headers=headers)
+    assert answer.status_code in (400, 415, 422), answer.text[:300]
+    shape = "detail" if answer.status_code == 422 else "error"
+    assert answer.json()[shape], answer.text[:300]

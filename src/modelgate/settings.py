@@ -375,6 +375,12 @@ class Settings(BaseSettings):
     #: the credential a gateway sends to its nodes (a key the nodes accept, e.g. their
     #: ``MODELGATE_ADMIN_KEY``)
     node_key: SecretStr | None = None
+    #: which entries of a static ``nodes`` list are modelgate nodes and are sent
+    #: ``node_key`` (``host:port`` as listed, comma-separated; ``*``: every listed node).
+    #: Unset: none is: a Triton or MLServer server (or whoever answers at its address) must
+    #: never receive a key that the modelgate nodes accept as their admin key. Nodes found
+    #: in Redis announce themselves as modelgate nodes and are always sent it
+    node_key_nodes: str | None = Field(default=None, max_length=65_536)
     #: gateways call nodes over TLS, trusting the CA certificates (PEM) in this file; the
     #: nodes serve with ``tls_certfile``/``tls_keyfile``. Unset: plaintext gRPC to nodes
     node_tls_ca_file: Path | None = None

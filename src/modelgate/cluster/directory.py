@@ -1,7 +1,8 @@
 """``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
 (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
 An entry may name the node's region after an ``@`` (``host:port@eu-west``; see
-:mod:`modelgate.core.gateway.regions`).
+:mod:`modelgate.core.gateway.regions`). Only the entries that ``MODELGATE_NODE_KEY_NODES``
+names as modelgate nodes are sent ``MODELGATE_NODE_KEY``, here and in inference calls.
 Each refresh asks every address ``ServerReady``, then what it serves
 (:mod:`modelgate.cluster.oip_catalog`: its repository index, or the configured
 ``MODELGATE_NODE_MODELS``, and each version's ``ModelMetadata`` once). An address that
@@ -25,7 +26,7 @@ from modelgate.cluster.oip_catalog import OipCatalog
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 
-__all__ = ["StaticNodeDirectory", "split_region"]
+__all__ = ["StaticNodeDirectory", "keyed_nodes", "split_region"]
 
 log = logging.getLogger("modelgate.cluster")
 
@@ -38,6 +39,24 @@ def split_region(entry: str) -> tuple[str, str]:
     return address, region
 
 
+def keyed_nodes(entries: Sequence[str], setting: str | None) -> frozenset[str]:
+    """The addresses of ``entries`` that ``MODELGATE_NODE_KEY_NODES`` (``setting``) names as
+    modelgate nodes, the ones sent the node key: ``*`` for all, none when unset. ValueError
+    for a named address that is not listed, so a typo does not quietly leave a node without
+    its key."""
+    addresses = [split_region(entry)[0] for entry in entries]
+    named = {a.strip() for a in (setting or "").split(",") if a.strip()}
+    if named == {"*"}:
+        return frozenset(addresses)
+    unknown = sorted(named - set(addresses))
+    if unknown:
+        raise ValueError(
+            f"MODELGATE_NODE_KEY_NODES names {', '.join(unknown)[:200]}, not in "
+            "MODELGATE_NODES (name each as host:port, as listed there, or '*')"
+        )
+    return frozenset(named)
+
+
 class StaticNodeDirectory:
     """A fixed list of OIP gRPC servers, asked what they serve."""
 
@@ -47,6 +66,7 @@ class StaticNodeDirectory:
         *,
         timeout_s: float = 1.0,
         credential: str | None,
+        keyed: frozenset[str] = frozenset(),
         root_certificates: bytes | None = None,
         models: Sequence[str] | None = None,
     ):
@@ -55,7 +75,10 @@ class StaticNodeDirectory:
         self.addresses = list(self.regions)
         self.timeout_s = timeout_s
         self._roots = root_certificates
+        #: sent to the addresses in ``keyed`` only (:func:`keyed_nodes`): the others may be
+        #: third-party servers, never given a key that modelgate nodes accept
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+        self._keyed = keyed
         self._channels: dict[str, tuple[Any, Any]] = {}
         self._catalog = OipCatalog(models)
 
@@ -79,7 +102,8 @@ class StaticNodeDirectory:
 
     async def _node(self, address: str) -> NodeInfo | None:
         stub = self._stub(address)
-        call = {"timeout": self.timeout_s, "metadata": self._metadata}
+        metadata = self._metadata if address in self._keyed else ()
+        call = {"timeout": self.timeout_s, "metadata": metadata}
         try:
             ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), **call)
             if not ready.ready:

@@ -34,6 +34,7 @@ from modelgate.api.rest.errors import (
 from modelgate.api.rest.media_type import check_content_type
 from modelgate.api.rest.shedding import abandon, drop_if_gone, send_shed
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
+from modelgate.core.gateway.regions import valid_region
 from modelgate.errors import invalid
 
 if TYPE_CHECKING:
@@ -193,7 +194,8 @@ async def infer(
     if "fallback_from" in response.parameters:  # a fallback model answered
         headers.append((b"x-modelgate-fallback", response.model_name.encode()))
     region = response.parameters.get("region")
-    if region is not None:  # a gateway's node said where it ran (core/gateway/regions.py)
+    # the region a gateway validated for the node that answered (core/gateway/regions.py)
+    if isinstance(region, str) and valid_region(region):
         headers.append((b"x-modelgate-region", str(region).encode()))
     status = 200
     if edge:

@@ -100,6 +100,8 @@ def build_cluster(
             keyed=keyed,
             root_certificates=roots,
             models=models or None,
+            max_models=settings.node_max_models,
+            read_timeout_s=settings.node_read_timeout_seconds,
         )
         third_party = frozenset(directory.addresses) - keyed
     else:

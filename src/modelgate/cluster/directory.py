@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.cluster.oip_catalog import OipCatalog
+from modelgate.cluster.oip_catalog import MAX_MODELS, OipCatalog
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 
@@ -69,6 +69,8 @@ class StaticNodeDirectory:
         keyed: frozenset[str] = frozenset(),
         root_certificates: bytes | None = None,
         models: Sequence[str] | None = None,
+        max_models: int = MAX_MODELS,
+        read_timeout_s: float = 5.0,
     ):
         #: address -> the region its entry names ("" for none)
         self.regions = dict(split_region(entry) for entry in addresses)
@@ -80,7 +82,10 @@ class StaticNodeDirectory:
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._keyed = keyed
         self._channels: dict[str, tuple[Any, Any]] = {}
-        self._catalog = OipCatalog(models)
+        self._catalog = OipCatalog(models, max_models=max_models)
+        #: the most one node's read may take, each refresh (its calls are sequential, each
+        #: up to ``timeout_s``): the nodes are read together, so it bounds a refresh too
+        self.read_timeout_s = read_timeout_s
 
     def _stub(self, address: str) -> Any:
         found = self._channels.get(address)
@@ -97,8 +102,22 @@ class StaticNodeDirectory:
         return found[1]
 
     async def nodes(self) -> list[NodeInfo]:
-        results = await asyncio.gather(*(self._node(a) for a in self.addresses))
+        results = await asyncio.gather(*(self._node_in_time(a) for a in self.addresses))
         return [node for node in results if node is not None]
+
+    async def _node_in_time(self, address: str) -> NodeInfo | None:
+        """The node, or None when its read takes past ``read_timeout_s``: left out this
+        refresh (the manifests it had time to give are kept for the next)."""
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await self._node(address)
+        except TimeoutError:
+            log.warning(
+                "node %s was left out of this refresh: reading what it serves took over %g s",
+                address,
+                self.read_timeout_s,
+            )
+            return None
 
     async def _node(self, address: str) -> NodeInfo | None:
         stub = self._stub(address)

@@ -5,6 +5,7 @@ it believes of its answers, against a real gRPC server that records every call's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -153,3 +154,51 @@ async def test_a_nodes_own_region_never_reaches_the_answer(region: str) -> None:
         await server.stop(None)
     assert "region" not in parameters
     assert "cache" not in parameters
+
+
+class SlowNode(RecordingNode):
+    """Lists ``count`` models and takes ``delay_s`` over each one's metadata."""
+
+    def __init__(self, count: int, delay_s: float) -> None:
+        super().__init__()
+        self.count = count
+        self.delay_s = delay_s
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        entry = service_pb2.RepositoryIndexResponse.ModelIndex
+        return service_pb2.RepositoryIndexResponse(
+            models=[entry(name=f"s{i}", version="1", state="READY") for i in range(self.count)]
+        )
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await asyncio.sleep(self.delay_s)
+        answer = await super().ModelMetadata(request, context)
+        answer.name = request.name
+        return answer
+
+
+async def test_a_slow_node_is_left_out_without_holding_the_others_and_read_over_refreshes(
+    node: tuple[RecordingNode, str],
+) -> None:
+    """A node whose metadata takes longer than the read deadline allows is left out of that
+    refresh, the other nodes are not; what it gave is kept, so it joins a few refreshes on."""
+    _fast, fast = node
+    slow = SlowNode(count=12, delay_s=0.1)  # 1.2 s of metadata: more than one read's 0.5 s
+    server = grpc.aio.server()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(slow, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    directory = StaticNodeDirectory(
+        [fast, f"127.0.0.1:{port}"], credential=None, read_timeout_s=0.5
+    )
+    try:
+        first = await directory.nodes()
+        assert [n.address for n in first] == [fast]
+        for _ in range(40):
+            found = {n.address: n for n in await directory.nodes()}
+            if len(found) == 2:
+                break
+        assert set(found[f"127.0.0.1:{port}"].models) == {f"s{i}" for i in range(12)}
+    finally:
+        await directory.close()
+        await server.stop(None)

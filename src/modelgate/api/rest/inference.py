@@ -19,6 +19,7 @@ from modelgate.api.rest.asgi import (
     Receive,
     Scope,
     Send,
+    body_owner,
     body_too_large,
     declares_over,
     receive_body,
@@ -154,7 +155,8 @@ async def infer(
     else:
         if declared_over:
             raise body_too_large(max_body)
-        body = await receive_body(receive, max_body, content_encoding)
+        owner = None if content_encoding is None else body_owner(scope)
+        body = await receive_body(receive, max_body, content_encoding, owner)
         if connection is not None:
             drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)

@@ -386,6 +386,12 @@ class Settings(BaseSettings):
     #: does not let the gateway read its repository index (PyTriton's Triton restricts it,
     #: a plain KServe server lacks it), comma-separated
     node_models: str | None = Field(default=None, max_length=65_536)
+    #: model versions a gateway reads from one static node at most (the rest are left out)
+    node_max_models: int = Field(default=1000, ge=1, le=100_000)
+    #: the most a gateway's read of one static node (health, index, metadata) may take per
+    #: refresh; the nodes are read together, so this bounds a refresh. Past it the node is
+    #: left out of that refresh, and the metadata it gave is kept for the next
+    node_read_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     #: a node's id in the directory; unset: ``<hostname>-<grpc port>``
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     #: the gRPC address gateways reach this node at; unset: ``host:grpc_port``
@@ -398,6 +404,12 @@ class Settings(BaseSettings):
     #: the credential a gateway sends to its nodes (a key the nodes accept, e.g. their
     #: ``MODELGATE_ADMIN_KEY``)
     node_key: SecretStr | None = None
+    #: which entries of a static ``nodes`` list are modelgate nodes and are sent
+    #: ``node_key`` (``host:port`` as listed, comma-separated; ``*``: every listed node).
+    #: Unset: none is: a Triton or MLServer server (or whoever answers at its address) must
+    #: never receive a key that the modelgate nodes accept as their admin key. Nodes found
+    #: in Redis announce themselves as modelgate nodes and are always sent it
+    node_key_nodes: str | None = Field(default=None, max_length=65_536)
     #: gateways call nodes over TLS, trusting the CA certificates (PEM) in this file; the
     #: nodes serve with ``tls_certfile``/``tls_keyfile``. Unset: plaintext gRPC to nodes
     node_tls_ca_file: Path | None = None

@@ -117,6 +117,47 @@ async def test_a_tenant_looping_the_audit_is_refused_after_its_burst(
     assert (await client.get(FAIRNESS, headers=AS_ADMIN)).status_code == 200
 
 
+async def test_a_tenant_past_its_limit_is_refused_before_its_body_is_read(
+    app: Components,
+    client: httpx.AsyncClient,
+    new_tenant: Callable[[str], Awaitable[Tenant]],
+) -> None:
+    """The request bucket is spent from the headers alone: past it, a POST is answered 429
+    (admin shape, Retry-After) without one byte of its body read, let alone parsed."""
+    tenant = await new_tenant("body-never-read")
+    for _ in range(BURST):  # 403 each (no tenants:admin scope): counted all the same
+        spent = await client.post("/admin/plans", json={"name": "x"}, headers=_as(tenant["key"]))
+        assert spent.status_code == 403, spent.text
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    body = json.dumps({"name": "n" * 100_000}).encode()
+    headers = [
+        (b"authorization", f"Bearer {tenant['key']}".encode()),
+        (b"content-type", b"text/plain"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/admin/plans", "raw_path": b"/admin/plans",
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 5000), "server": ("test", 80),
+    }  # fmt: skip
+    await app.rest_app(scope, receive, send)
+    start = sent[0]
+    assert start["status"] == 429
+    answer = dict(start["headers"])
+    assert int(answer[b"retry-after"]) >= 1
+    assert answer[b"x-ratelimit-remaining"] == b"0"
+    assert "admin API rate limit exceeded" in json.loads(sent[1]["body"])["error"]
+
+
 async def test_operators_are_not_limited(client: httpx.AsyncClient) -> None:
     for _ in range(BURST * 2):
         answer = await client.get("/admin/tenants", headers=AS_ADMIN)
@@ -296,3 +337,23 @@ async def test_any_body_is_answered_as_under_application_json_or_415(
     else:
         assert other.status_code == 415, other.text
     assert as_json.status_code in (400, 404, 422)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    depth=st.integers(1, 200_000),
+    opener=st.sampled_from(["[", '{"a":', '{"name":[']),
+    content_type=st.sampled_from(["application/json", "text/plain", None]),
+)
+async def test_json_nested_however_deep_is_a_4xx_in_the_admin_shape(
+    client: httpx.AsyncClient, depth: int, opener: str, content_type: str | None
+) -> None:
+    """Nesting past the JSON parser's depth (a RecursionError) is 400 in the admin API's
+    shape, for any declared type, never a plain-text 500 (an unfinished document is the
+    validation 422 under application/json, 415 under another type)."""
+    body = (opener * depth).encode()
+    headers = AS_ADMIN | ({"Content-Type": content_type} if content_type else {})
+    answer = await client.post("/admin/plans", content=body, headers=headers)
+    assert answer.status_code in (400, 415, 422), answer.text[:300]
+    shape = "detail" if answer.status_code == 422 else "error"
+    assert answer.json()[shape], answer.text[:300]

@@ -187,3 +187,21 @@ async def test_binary_tensor_data_still_works(client: httpx.AsyncClient) -> None
     probabilities = np.frombuffer(response.content[length:], np.float32)
     assert probabilities.shape == (2,)
     assert abs(float(probabilities.sum()) - 1) < 1e-5
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kind=st.sampled_from([None, "application/json", "text/plain"]),
+    depth=st.integers(1, 200_000),
+    opener=st.sampled_from(["[", '{"a":', '{"inputs":[']),
+)
+async def test_json_nested_however_deep_is_a_4xx_in_each_routes_shape(
+    client: httpx.AsyncClient, request_id: str, kind: str | None, depth: int, opener: str
+) -> None:
+    """The inference routes parse with orjson, whose depth limit is its ordinary decode
+    error: a 4xx in the protocol's shape, never a 500 (the admin API: test_admin_guard.py)."""
+    body = (opener * depth).encode()
+    for protocol, path, _ in routes(request_id):
+        response = await post(client, path, body, kind)
+        assert 400 <= response.status_code < 500, (path, kind, response.text[:300])
+        error_message(protocol, response)

@@ -5,16 +5,20 @@ the gateway forwards names the node's region, over REST (the body's ``parameters
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from tests.api.conftest import running_server
 from tests.api.test_gateway import ROW, _cluster
 from tests.conftest import FIXTURE_MODELS, ROOT
+from tests.unit.gateway.test_third_party_peer import RecordingNode
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,3 +57,42 @@ async def test_every_forwarded_answer_names_the_region_that_served_it(tmp_path: 
 
         metrics = (await cluster.client.get("/metrics")).text
         assert 'modelgate_region_requests_total{outcome="ok",region="eu-west"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("entry_region", "said"),
+    [("", "evil\r\nX-Injected: 1"), ("", "us-east"), ("@eu-west", "us-east")],
+)
+async def test_a_static_nodes_own_region_is_never_believed(
+    tmp_path: Path, entry_region: str, said: str
+) -> None:
+    """A third-party node answers a ``region`` of its choosing (CR/LF included): over REST
+    the answer is 200 and names only the region of the node's entry, never the node's own
+    word, in its parameters and ``X-Modelgate-Region``."""
+    servicer = RecordingNode()
+    servicer.region = said
+    node = grpc.aio.server()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, node)
+    port = node.add_insecure_port("127.0.0.1:0")
+    await node.start()
+    try:
+        async with (
+            running_server(
+                tmp_path, role="gateway", nodes=f"127.0.0.1:{port}{entry_region}"
+            ) as gateway,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as c,
+        ):
+            row = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2],
+                               "data": [1, 2]}]}  # fmt: skip
+            for _ in range(100):  # until the gateway's first refresh found the node
+                answer = await c.post("/v2/models/m/infer", json=row, timeout=30)
+                if answer.status_code != 404:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await node.stop(None)
+    assert answer.status_code == 200, answer.text
+    expected = entry_region.lstrip("@") or None
+    assert answer.json().get("parameters", {}).get("region") == expected
+    assert answer.headers.get("x-modelgate-region") == expected
+    assert "x-injected" not in answer.headers

@@ -4,7 +4,9 @@ inflating (a zip bomb is 413) and before (the compressed size); gRPC's own compr
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import threading
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from modelgate.api.rest import content_encoding
 from modelgate.api.rest.asgi import receive_body
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.server import Server
@@ -340,3 +343,39 @@ async def test_grpc_holds_the_message_limit_after_inflating(server: Server) -> N
     finally:
         await client.close()
     assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+async def test_one_caller_past_its_share_of_the_inflating_pool_is_503(
+    http: httpx.AsyncClient,
+) -> None:
+    """With the inflating threads busy, one caller (here: its address) holds at most
+    MAX_INFLATING_PER_OWNER large compressed bodies in their queue; one more is refused at
+    once with 503 and Retry-After in the route's error shape, and those queued are answered
+    when the threads are free."""
+    path = "/v2/models/doubler/versions/1/infer"
+    body = BODY[:1] + b" " * (content_encoding.INLINE_BYTES + 1024) + BODY[1:]
+    wire = gzip.compress(body)
+    headers = {"content-encoding": "gzip", "content-type": "application/json"}
+    release = threading.Event()
+    blockers = [content_encoding._pool().submit(release.wait, 60)
+                for _ in range(content_encoding.INFLATE_THREADS)]  # fmt: skip
+    queued = [
+        asyncio.create_task(http.post(path, content=wire, headers=headers))
+        for _ in range(content_encoding.MAX_INFLATING_PER_OWNER)
+    ]
+    try:
+        for _ in range(200):  # every queued body is in the pool's queue
+            if content_encoding._QUEUE.total == len(queued):
+                break
+            await asyncio.sleep(0.01)
+        assert content_encoding._QUEUE.total == len(queued)
+        refused = await http.post(path, content=wire, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "compressed bodies" in refused.json()["error"]
+    finally:
+        release.set()
+        for blocker in blockers:
+            await asyncio.wrap_future(blocker)
+    answers = await asyncio.gather(*queued)  # inflated in turn, and answered
+    assert [a.status_code for a in answers] == [200] * len(queued), [a.text for a in answers]

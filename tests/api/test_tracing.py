@@ -250,6 +250,7 @@ async def test_a_gateways_trace_continues_on_the_node_it_forwards_to(
             role="gateway",
             nodes=f"127.0.0.1:{node.grpc_port}",
             node_key=SecretStr(node_key),
+            node_key_nodes="*",  # a modelgate node: sent the key
             auth="required",
             admin_key=SecretStr(ADMIN),
             otlp_endpoint=endpoint,

@@ -88,14 +88,23 @@ def build_cluster(
     ca = settings.node_tls_ca_file
     roots = ca.read_bytes() if ca is not None else None
     directory: NodeDirectory
+    third_party: frozenset[str] = frozenset()
     if settings.nodes is not None:
-        from modelgate.cluster.directory import StaticNodeDirectory
+        from modelgate.cluster.directory import StaticNodeDirectory, keyed_nodes
 
         addresses = [a.strip() for a in settings.nodes.split(",") if a.strip()]
         models = [m.strip() for m in (settings.node_models or "").split(",") if m.strip()]
+        keyed = keyed_nodes(addresses, settings.node_key_nodes)
         directory = StaticNodeDirectory(
-            addresses, credential=credential, root_certificates=roots, models=models or None
+            addresses,
+            credential=credential,
+            keyed=keyed,
+            root_certificates=roots,
+            models=models or None,
+            max_models=settings.node_max_models,
+            read_timeout_s=settings.node_read_timeout_seconds,
         )
+        third_party = frozenset(directory.addresses) - keyed
     else:
         directory = build_node_directory(settings)
     if settings.region_redis_urls is not None:
@@ -106,6 +115,7 @@ def build_cluster(
         directory = RegionalNodeDirectory(directory, others)
     client = GrpcNodeClient(
         credential=credential,
+        uncredentialed=third_party,
         max_message_bytes=settings.grpc_max_message_bytes,
         max_elements=settings.max_elements,
         root_certificates=roots,

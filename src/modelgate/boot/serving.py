@@ -67,6 +67,14 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
     assert jobs is not None
     admission = service.admission
     assert admission is not None  # build_core_components always builds it
+    # the inference path's limiter: with Redis, the limits hold across replicas. Requests
+    # are counted by the REST app before their body is read; audits by the admin app
+    admin_limits = AdminRateLimits(
+        admission.limiter,
+        requests_per_second=settings.admin_rate_limit,
+        burst=settings.admin_rate_burst,
+        audits_per_minute=settings.fairness_audits_per_minute,
+    )
     return RestApp(
         service,
         OpenAIHandlers(service, components.embeddings),
@@ -100,13 +108,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
             deployments=(deployments, components.shadows),
             learning=components.learning,
             traffic=components.metrics,
-            # the inference path's limiter: with Redis, the limits hold across replicas
-            rate_limits=AdminRateLimits(
-                admission.limiter,
-                requests_per_second=settings.admin_rate_limit,
-                burst=settings.admin_rate_burst,
-                audits_per_minute=settings.fairness_audits_per_minute,
-            ),
+            rate_limits=admin_limits,
             # answers holding a new key's secret are kept only sealed with the payload cipher
             idempotency=IdempotencyService(
                 SqlIdempotencyStore(state.engine),
@@ -128,6 +130,7 @@ def build_rest_app(settings: Settings, components: Components) -> RestApp:
         ),
         admin_authenticator=admin_authenticator,
         backpressure=components.backpressure,
+        admin_rate_limits=admin_limits,
     )
 
 

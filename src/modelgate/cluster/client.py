@@ -113,6 +113,7 @@ class GrpcNodeClient:
         self,
         *,
         credential: str | None = None,
+        uncredentialed: frozenset[str] = frozenset(),
         max_message_bytes: int = 64 * 1024 * 1024,
         max_elements: int = 16 * 1024 * 1024,
         root_certificates: bytes | None = None,
@@ -120,6 +121,8 @@ class GrpcNodeClient:
         max_connections_per_node: int = 32,
     ):
         self._credential = (("authorization", f"Bearer {credential}"),) if credential else ()
+        #: addresses of nodes not known to be modelgate nodes: sent no credential
+        self._uncredentialed = uncredentialed
         self._max_elements = max_elements
         self._per_connection = max_streams_per_connection
         self._max_connections = max_connections_per_node
@@ -181,7 +184,8 @@ class GrpcNodeClient:
             inputs=tensors,
             raw_input_contents=raw,
         )
-        metadata = (*self._credential, *headers.items())
+        credential = () if node.address in self._uncredentialed else self._credential
+        metadata = (*credential, *headers.items())
         connection = self._connection(node.address)
         connection.calls += 1
         started = time.monotonic()
@@ -194,8 +198,10 @@ class GrpcNodeClient:
         finally:
             connection.calls -= 1
         parameters = decode_parameters(response.parameters) if response.parameters else {}
-        # the node's cache is not the gateway's: the gateway says its own
+        # the node's cache is not the gateway's, nor is its word on its region: the gateway
+        # says its own (core/gateway/cluster.py names the region it validated for the node)
         parameters.pop("cache", None)
+        parameters.pop("region", None)
         return NodeAnswer(self._outputs(node, response), parameters)
 
     def _outputs(self, node: NodeInfo, response: Any) -> dict[str, np.ndarray[Any, Any]]:

@@ -1,7 +1,8 @@
 """``StaticNodeDirectory``: where a gateway finds its nodes when they are listed
 (``MODELGATE_NODES=host:port,...``): any OIP gRPC server, Triton and MLServer included.
 An entry may name the node's region after an ``@`` (``host:port@eu-west``; see
-:mod:`modelgate.core.gateway.regions`).
+:mod:`modelgate.core.gateway.regions`). Only the entries that ``MODELGATE_NODE_KEY_NODES``
+names as modelgate nodes are sent ``MODELGATE_NODE_KEY``, here and in inference calls.
 Each refresh asks every address ``ServerReady``, then what it serves
 (:mod:`modelgate.cluster.oip_catalog`: its repository index, or the configured
 ``MODELGATE_NODE_MODELS``, and each version's ``ModelMetadata`` once). An address that
@@ -21,11 +22,11 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.cluster.oip_catalog import OipCatalog
+from modelgate.cluster.oip_catalog import MAX_MODELS, OipCatalog
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.regions import REGION_PATTERN, valid_region
 
-__all__ = ["StaticNodeDirectory", "split_region"]
+__all__ = ["StaticNodeDirectory", "keyed_nodes", "split_region"]
 
 log = logging.getLogger("modelgate.cluster")
 
@@ -38,6 +39,24 @@ def split_region(entry: str) -> tuple[str, str]:
     return address, region
 
 
+def keyed_nodes(entries: Sequence[str], setting: str | None) -> frozenset[str]:
+    """The addresses of ``entries`` that ``MODELGATE_NODE_KEY_NODES`` (``setting``) names as
+    modelgate nodes, the ones sent the node key: ``*`` for all, none when unset. ValueError
+    for a named address that is not listed, so a typo does not quietly leave a node without
+    its key."""
+    addresses = [split_region(entry)[0] for entry in entries]
+    named = {a.strip() for a in (setting or "").split(",") if a.strip()}
+    if named == {"*"}:
+        return frozenset(addresses)
+    unknown = sorted(named - set(addresses))
+    if unknown:
+        raise ValueError(
+            f"MODELGATE_NODE_KEY_NODES names {', '.join(unknown)[:200]}, not in "
+            "MODELGATE_NODES (name each as host:port, as listed there, or '*')"
+        )
+    return frozenset(named)
+
+
 class StaticNodeDirectory:
     """A fixed list of OIP gRPC servers, asked what they serve."""
 
@@ -47,17 +66,26 @@ class StaticNodeDirectory:
         *,
         timeout_s: float = 1.0,
         credential: str | None,
+        keyed: frozenset[str] = frozenset(),
         root_certificates: bytes | None = None,
         models: Sequence[str] | None = None,
+        max_models: int = MAX_MODELS,
+        read_timeout_s: float = 5.0,
     ):
         #: address -> the region its entry names ("" for none)
         self.regions = dict(split_region(entry) for entry in addresses)
         self.addresses = list(self.regions)
         self.timeout_s = timeout_s
         self._roots = root_certificates
+        #: sent to the addresses in ``keyed`` only (:func:`keyed_nodes`): the others may be
+        #: third-party servers, never given a key that modelgate nodes accept
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+        self._keyed = keyed
         self._channels: dict[str, tuple[Any, Any]] = {}
-        self._catalog = OipCatalog(models)
+        self._catalog = OipCatalog(models, max_models=max_models)
+        #: the most one node's read may take, each refresh (its calls are sequential, each
+        #: up to ``timeout_s``): the nodes are read together, so it bounds a refresh too
+        self.read_timeout_s = read_timeout_s
 
     def _stub(self, address: str) -> Any:
         found = self._channels.get(address)
@@ -74,12 +102,27 @@ class StaticNodeDirectory:
         return found[1]
 
     async def nodes(self) -> list[NodeInfo]:
-        results = await asyncio.gather(*(self._node(a) for a in self.addresses))
+        results = await asyncio.gather(*(self._node_in_time(a) for a in self.addresses))
         return [node for node in results if node is not None]
+
+    async def _node_in_time(self, address: str) -> NodeInfo | None:
+        """The node, or None when its read takes past ``read_timeout_s``: left out this
+        refresh (the manifests it had time to give are kept for the next)."""
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await self._node(address)
+        except TimeoutError:
+            log.warning(
+                "node %s was left out of this refresh: reading what it serves took over %g s",
+                address,
+                self.read_timeout_s,
+            )
+            return None
 
     async def _node(self, address: str) -> NodeInfo | None:
         stub = self._stub(address)
-        call = {"timeout": self.timeout_s, "metadata": self._metadata}
+        metadata = self._metadata if address in self._keyed else ()
+        call = {"timeout": self.timeout_s, "metadata": metadata}
         try:
             ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), **call)
             if not ready.ready:

@@ -28,6 +28,17 @@ the manifest the gateway validates requests against: its inputs and outputs with
 datatypes and shapes (``-1`` for a variable dimension). A model whose metadata lists no
 inputs or outputs (MLServer's, unless its ``model-settings.json`` declares them) is left
 out, logged: the gateway validates every request before it forwards it.
+
+**Bounds** (a static node may be anyone's server): a model name must be one the
+repository accepts (:data:`~modelgate.repository.filesystem.MODEL_NAME`; any other is left
+out, and logged once per node, escaped and cut to 64 characters); at most ``max_models``
+model versions are read per node (``MODELGATE_NODE_MAX_MODELS``; the rest are left out,
+logged once); the manifests kept for a node are at most twice as many (the last read's
+and the current one's), and those of versions it no longer lists are dropped after each
+complete read. The time one node's read may
+take is bounded by :class:`~modelgate.cluster.directory.StaticNodeDirectory` (a deadline
+per node); manifests read before it passed are kept, so a large index is read over a few
+refreshes.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from tritonclient.grpc import service_pb2
 
 from modelgate.core.serving.manifest import ModelManifest, parse_manifest
 from modelgate.errors import ModelgateError
+from modelgate.repository.filesystem import MODEL_NAME
 
 __all__ = ["OipCatalog", "ServedModels"]
 
@@ -63,6 +75,10 @@ _UNKNOWN_WORDS = ("unknown model", "not found")
 _NO_INDEX_WORDS = ("restricted",)
 
 
+#: model versions read from one node unless told otherwise
+MAX_MODELS = 1000
+
+
 @dataclass(slots=True)
 class ServedModels:
     """What one node serves: model -> version -> manifest, and the models it serves
@@ -70,6 +86,16 @@ class ServedModels:
 
     models: dict[str, dict[int, ModelManifest]] = field(default_factory=dict)
     unversioned: set[str] = field(default_factory=set)
+    #: model versions considered (ready, named as the repository allows), up to the cap
+    considered: int = 0
+    #: (model, version label) of the versions read: their manifests are kept
+    read: set[tuple[str, str]] = field(default_factory=set)
+
+
+def shown(name: str) -> str:
+    """A node-supplied name as a log line may carry it: escaped (no newline, no control
+    character) and cut to 64 characters."""
+    return ascii(name[:64]) + ("..." if len(name) > 64 else "")
 
 
 def _unknown_model(exc: grpc.aio.AioRpcError) -> bool:
@@ -104,11 +130,14 @@ class OipCatalog:
     """Reads what static nodes serve; keeps each version's manifest (per node) and the
     nodes it has warned about, so a quirk is logged once, not every refresh."""
 
-    def __init__(self, models: Sequence[str] | None = None):
+    def __init__(self, models: Sequence[str] | None = None, *, max_models: int = MAX_MODELS):
         #: the models to ask a node for by name when it keeps its index to itself
         self.listed = tuple(models) if models else None
-        #: (address, model, version label) -> the manifest built from its ModelMetadata
-        self._manifests: dict[tuple[str, str, str], ModelManifest] = {}
+        #: model versions read from one node at most
+        self.max_models = max_models
+        #: address -> (model, version label) -> the manifest built from its ModelMetadata
+        #: (at most ``2 * max_models`` per node; those it stopped listing are dropped)
+        self._manifests: dict[str, dict[tuple[str, str], ModelManifest]] = {}
         self._warned: set[tuple[str, str]] = set()
 
     def _warn(self, address: str, topic: str, message: str, *args: object) -> None:
@@ -145,12 +174,49 @@ class OipCatalog:
                 address,
                 exc.code().name,
             )
-            return await self._from_list(stub, address, call, self.listed)
-        found = ServedModels()
-        for entry in index.models:
-            if _ready_state(entry.state):
-                await self._add(found, stub, address, entry.name, entry.version, call)
+            found = await self._from_list(stub, address, call, self.listed)
+        else:
+            found = ServedModels()
+            for entry in index.models:
+                if _ready_state(entry.state) and self._admits(found, address, entry.name):
+                    await self._add(found, stub, address, entry.name, entry.version, call)
+        self._forget_unlisted(address, found)
         return found
+
+    def _admits(self, found: ServedModels, address: str, name: str) -> bool:
+        """Whether one more model version named ``name`` is read from the node: a name the
+        repository accepts, within the node's cap."""
+        if not MODEL_NAME.fullmatch(name):
+            self._warn(
+                address,
+                "name",
+                "node %s lists a model named %s, which is not a model name: left out "
+                "(logged once per node)",
+                address,
+                shown(name),
+            )
+            return False
+        if found.considered >= self.max_models:
+            self._warn(
+                address,
+                "cap",
+                "node %s lists more than %d model versions: the rest are left out "
+                "(MODELGATE_NODE_MAX_MODELS)",
+                address,
+                self.max_models,
+            )
+            return False
+        found.considered += 1
+        return True
+
+    def _forget_unlisted(self, address: str, found: ServedModels) -> None:
+        """Drop the manifests of the versions the node no longer serves (after a complete
+        read: one cut short by the node's deadline never gets here)."""
+        kept = self._manifests.get(address)
+        if not kept:
+            return
+        for key in [k for k in kept if k not in found.read]:
+            del kept[key]
 
     async def _from_list(
         self, stub: Any, address: str, call: dict[str, Any], names: Sequence[str]
@@ -163,6 +229,8 @@ class OipCatalog:
                 )
                 labels = list(meta.versions) or [""]
                 for label in labels:
+                    if not self._admits(found, address, name):
+                        break
                     ready = await stub.ModelReady(
                         service_pb2.ModelReadyRequest(name=name, version=label), **call
                     )
@@ -196,6 +264,7 @@ class OipCatalog:
         manifest = await self._manifest(stub, address, name, label, call)
         if manifest is None:
             return
+        found.read.add((name, label))
         if label:
             if name in found.unversioned:  # numbered versions win over an unnumbered one
                 found.unversioned.discard(name)
@@ -208,8 +277,9 @@ class OipCatalog:
     async def _manifest(
         self, stub: Any, address: str, name: str, label: str, call: dict[str, Any]
     ) -> ModelManifest | None:
-        key = (address, name, label)
-        known = self._manifests.get(key)
+        kept = self._manifests.setdefault(address, {})
+        key = (name, label)
+        known = kept.get(key)
         if known is not None:
             return known
         meta = await stub.ModelMetadata(
@@ -244,8 +314,10 @@ class OipCatalog:
                     "model %s on %s is left out: %s",
                     name,
                     address,
-                    exc.message,
+                    ascii(exc.message[:300]),  # it may quote the node's metadata
                 )
-        if manifest is not None:  # one left out is asked again: its server may be fixed
-            self._manifests[key] = manifest
+        # one left out is asked again: its server may be fixed. Those of the last read and
+        # of this one: at most twice the cap, until this read ends and drops the old ones
+        if manifest is not None and len(kept) < 2 * self.max_models:
+            kept[key] = manifest
         return manifest

@@ -13,9 +13,11 @@ from modelgate.core.serving.manifest import merge, parse_manifest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = ["FileModelRepository"]
+__all__ = ["MODEL_NAME", "FileModelRepository"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: what a model may be called: a folder name here, a path segment in every route (the
+#: gateway holds a static node's models to it too: cluster/oip_catalog.py)
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "model.yaml"
 #: libyaml's safe loader when PyYAML was built with it: the same documents, about ten
 #: times faster than the pure-Python one. A node reads every manifest of its repository at
@@ -36,11 +38,12 @@ class FileModelRepository:
         return [
             e
             for e in entries
-            if _NAME.fullmatch(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
+            if MODEL_NAME.fullmatch(e) and os.path.isfile(os.path.join(self.root, e, MANIFEST))
         ]
 
     def versions(self, name: str, override: Mapping[str, Any] | None = None) -> list[VersionSource]:
-        if not _NAME.fullmatch(name) or not os.path.isfile(os.path.join(self.root, name, MANIFEST)):
+        manifest = os.path.join(self.root, name, MANIFEST)
+        if not MODEL_NAME.fullmatch(name) or not os.path.isfile(manifest):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown model '{name}'")
         folder = os.path.join(self.root, name)
         base = _read_yaml(folder, MANIFEST, name)

@@ -178,3 +178,55 @@ async def test_at_most_inflate_threads_inflate_at_once(monkeypatch: pytest.Monke
     release.set()
     assert await asyncio.gather(*finishing) == bodies
     assert running == [0, INFLATE_THREADS]
+
+
+# -- the pool's bounded queue --------------------------------------------------------------
+def _large(owner: str | None, fill: int = 0) -> BodyDecoder:
+    decoder = BodyDecoder("gzip", WBITS["gzip"], LIMIT, inline=1024, owner=owner)
+    decoder.feed(gzip.compress(bytes([fill]) * (LIMIT // 2)))
+    return decoder
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(owners=st.lists(st.sampled_from(["a", "b", "c", "d", "e", None]), max_size=40))
+async def test_the_pool_admits_bodies_up_to_its_bounds_and_refuses_503_beyond(
+    owners: list[str | None],
+) -> None:
+    """With the inflating threads busy, bodies finishing one after another are admitted
+    while the pool holds fewer than MAX_INFLATING and their owner fewer than
+    MAX_INFLATING_PER_OWNER; any other is refused at once, OVERLOADED with Retry-After
+    (503 in the route's shape), and the bounds free up as the admitted ones end."""
+    release = threading.Event()
+    blockers = [content_encoding._pool().submit(release.wait, 60) for _ in range(INFLATE_THREADS)]
+    admitted: list[asyncio.Task[bytes]] = []
+    total, mine = 0, dict.fromkeys("abcde", 0)
+    try:
+        for index, owner in enumerate(owners):
+            decoder = _large(owner, index % 256)
+            expect = total < content_encoding.MAX_INFLATING and (
+                owner is None or mine[owner] < content_encoding.MAX_INFLATING_PER_OWNER
+            )
+            task = asyncio.create_task(decoder.finish())
+            await asyncio.sleep(0)  # finish() runs to its first wait: admitted, or refused
+            if expect:
+                assert not task.done()
+                admitted.append(task)
+                total += 1
+                if owner is not None:
+                    mine[owner] += 1
+            else:
+                with pytest.raises(ModelgateError) as refused:
+                    await task
+                assert refused.value.kind is ErrorKind.OVERLOADED
+                assert refused.value.retry_after is not None and refused.value.retry_after > 0
+    finally:
+        release.set()
+        for blocker in blockers:
+            await asyncio.wrap_future(blocker)
+        await asyncio.gather(*admitted)
+    for _ in range(100):  # each admitted body leaves the count from its thread
+        if content_encoding._QUEUE.total == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert content_encoding._QUEUE.total == 0 and not content_encoding._QUEUE.owners
+    assert await _large("a").finish() == bytes([0]) * (LIMIT // 2)  # free again

@@ -4,12 +4,13 @@ tests/e2e/test_third_party_nodes.py meets them for real): a fake stub answers he
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import grpc
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
@@ -164,3 +165,79 @@ async def test_any_index_gives_numbered_versions_of_ready_models_only(
         # numbered versions win over an entry without one
         assert set(versions) == ({int(v) for v in labels if v} or {1})
         assert (name in served.unversioned) == (not any(v for v in labels))
+
+
+# -- a hostile node: names, how many, what is kept ------------------------------------------
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.lists(
+        st.one_of(
+            st.text(max_size=20),
+            st.sampled_from(["../../etc\n\x00", "", "a" * 100_000, "ok.model-1", "x" * 129]),
+        ),
+        max_size=8,
+    )
+)
+async def test_only_names_the_repository_accepts_reach_the_catalog_and_logs(
+    names: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = FakeStub({n: (["1"], True) for n in names}, index=[(n, "1", "READY") for n in names])
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="modelgate.cluster"):
+        served = await OipCatalog().served(stub, "hostile:1", {})
+    assert set(served.models) == {n for n in names if _MODEL_NAME.fullmatch(n)}
+    assert stub.metadata_calls == len(set(served.models))  # none asked about a bad name
+    for record in caplog.records:
+        line = record.getMessage()
+        assert "\n" not in line and "\x00" not in line and "\r" not in line
+        assert len(line) < 1000
+
+
+@settings(max_examples=20, deadline=None)
+@given(listed=st.integers(0, 60), cap=st.integers(1, 20))
+async def test_a_node_is_read_up_to_its_cap_of_model_versions(listed: int, cap: int) -> None:
+    names = [f"m{i}" for i in range(listed)]
+    stub = FakeStub({n: (["1"], True) for n in names}, index=[(n, "1", "READY") for n in names])
+    served = await OipCatalog(max_models=cap).served(stub, "big:1", {})
+    assert len(served.models) == min(listed, cap)
+    assert stub.metadata_calls == min(listed, cap)
+
+
+async def test_the_manifests_of_models_a_node_stops_listing_are_dropped() -> None:
+    stub = FakeStub({"a": (["1"], True), "b": (["1"], True)})
+    catalog = OipCatalog()
+    stub.index = [("a", "1", "READY"), ("b", "1", "READY")]
+    await catalog.served(stub, "n:1", {})
+    assert stub.metadata_calls == 2
+    await catalog.served(stub, "n:1", {})
+    assert stub.metadata_calls == 2  # kept while listed
+    stub.index = [("a", "1", "READY")]
+    served = await catalog.served(stub, "n:1", {})
+    assert set(served.models) == {"a"}
+    stub.index = [("a", "1", "READY"), ("b", "1", "READY")]
+    await catalog.served(stub, "n:1", {})
+    assert stub.metadata_calls == 3  # b's was dropped when it went: asked again
+
+
+@settings(max_examples=10, deadline=None)
+@given(rounds=st.lists(st.integers(0, 10_000), min_size=1, max_size=6))
+async def test_what_is_kept_per_node_never_passes_its_cap(rounds: list[int]) -> None:
+    """A node naming new models every refresh: what the catalog keeps for it stays within
+    the cap after each read, and what it read is kept (not asked again while listed)."""
+    cap = 5
+    catalog = OipCatalog(max_models=cap)
+    for start in rounds:
+        names = [f"m{start + i}" for i in range(8)]
+        index = [(n, "1", "READY") for n in names]
+        stub = FakeStub({n: (["1"], True) for n in names}, index=index)
+        await catalog.served(stub, "churn:1", {})
+        assert stub.metadata_calls <= cap
+        assert len(catalog._manifests["churn:1"]) <= cap
+        again = FakeStub({n: (["1"], True) for n in names}, index=index)
+        await catalog.served(again, "churn:1", {})
+        assert again.metadata_calls == 0

@@ -57,6 +57,8 @@ class JsonBodyRoute(APIRoute):
                     json.loads(body)
                 except ValueError:  # JSONDecodeError, or bytes that are not UTF-8/16/32
                     raise _unsupported(declared, " and is not JSON") from None
+                except RecursionError:  # JSON nested past the parser's depth
+                    raise _too_deep() from None
             scope = dict(request.scope)
             scope["headers"] = [
                 *(item for item in request.scope["headers"] if item[0] != b"content-type"),
@@ -76,6 +78,14 @@ def _is_json(declared: str) -> bool:
     subtype = message.get_content_subtype()
     return message.get_content_maintype() == "application" and (
         subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _too_deep() -> ModelgateError:
+    """What FastAPI answers the same body under ``application/json`` (a 400), in the admin
+    API's shape."""
+    return ModelgateError(
+        ErrorKind.INVALID_ARGUMENT, "the JSON body is nested too deeply to be read"
     )
 
 

@@ -13,6 +13,13 @@ Two buckets per tenant, shared by all its keys:
   audit already running cost nothing here: only a caller whose audit starts a computation
   pays.
 
+The request bucket is spent before the body is read: the REST app
+(:meth:`modelgate.api.rest.app.RestApp._admin`) authenticates the caller from its headers
+(through the key cache) and calls :meth:`AdminRateLimits.request` there, then marks the
+scope (:data:`CHECKED`) so the admin app's own dependency, which stays for an admin app
+served on its own, does not count the request twice. The audit bucket is spent in the
+fairness route, where the audit cache says whether a computation starts.
+
 A refusal is RATE_LIMITED: 429 in the admin API's shape, with ``Retry-After`` and the
 ``X-RateLimit-*`` headers. Operators (the bootstrap admin key and ``tenants:admin`` keys)
 are not limited: they run the server, and an operator key is the one credential that can
@@ -27,7 +34,10 @@ from modelgate.core.admission.admission import bucket, rate_limit_details
 from modelgate.core.admission.ports import RateLimiter
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = ["AdminRateLimits"]
+__all__ = ["CHECKED", "AdminRateLimits"]
+
+#: the ASGI scope key set once the request bucket was spent for the request
+CHECKED = "modelgate.admin_rate_checked"
 
 
 class AdminRateLimits:

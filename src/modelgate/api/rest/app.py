@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from modelgate.api.admin.rate_limits import CHECKED, AdminRateLimits
 from modelgate.api.call import CallPipeline
 from modelgate.api.credentials import PRINCIPAL, credential_from
 from modelgate.api.dashboard.pages import PAGE, DashboardApp
@@ -128,6 +129,7 @@ class RestApp:
         jobs: JobRoutes | None = None,
         admin_authenticator: Authenticator | None = None,
         backpressure: RefusalBackpressure | None = None,
+        admin_rate_limits: AdminRateLimits | None = None,
     ):
         self.service = service
         self.openai = openai
@@ -149,6 +151,8 @@ class RestApp:
         self.jobs = jobs
         #: who may call ``/admin``, asked from the headers before its body is read
         self.admin_authenticator = admin_authenticator or authenticator
+        #: each tenant's ``/admin`` requests, counted before the body is read
+        self.admin_rate_limits = admin_rate_limits
         self.pipeline: CallPipeline[Scope] = CallPipeline(
             "rest", client_host, abuse=abuse, tracer=tracer, requests=requests
         )
@@ -343,13 +347,17 @@ class RestApp:
 
     # -- /admin (a FastAPI app) -------------------------------------------------------------
     async def _admin(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        """The caller is authenticated from the headers and the body read within
-        ``admin_max_body_bytes`` before the admin app parses anything: a request without a
-        valid credential costs no body, and counts against its address."""
+        """The caller is authenticated from the headers, its tenant's admin rate limit
+        applied, and the body read within ``admin_max_body_bytes`` before the admin app
+        parses anything: a request without a valid credential, or past its tenant's limit,
+        costs no body (and one without a credential counts against its address)."""
         try:
             if self.admin_authenticator is not None and not scope["path"].startswith(_ADMIN_OPEN):
                 credential = credential_from(*credential_headers(scope))
-                await self.authenticate(scope, self.admin_authenticator, credential)
+                principal = await self.authenticate(scope, self.admin_authenticator, credential)
+                if self.admin_rate_limits is not None:
+                    await self.admin_rate_limits.request(principal)
+                    scope[CHECKED] = True  # the admin app does not count it again
             body = await read_body(scope, receive, self.limits.admin_max_body_bytes)
         except ClientGoneError:
             return

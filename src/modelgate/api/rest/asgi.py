@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from modelgate.api.credentials import PRINCIPAL
 from modelgate.api.rest.content_encoding import BodyDecoder, body_decoder
+from modelgate.core.access.identity import Principal
 from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RequestSender",
     "Scope",
     "Send",
+    "body_owner",
     "body_too_large",
     "client_host",
     "closing_headers",
@@ -172,16 +174,29 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise body_too_large(limit)
         if key == b"content-encoding":
             encoding = value
-    return await receive_body(receive, limit, encoding)
+    return await receive_body(receive, limit, encoding, body_owner(scope))
 
 
-async def receive_body(receive: Receive, limit: int, encoding: bytes | None = None) -> bytes:
+def body_owner(scope: Scope) -> str:
+    """Whose body a request's is, for the inflating pool's bound per owner: its tenant once
+    authenticated (:data:`~modelgate.api.credentials.PRINCIPAL`), else its address."""
+    principal = scope.get(PRINCIPAL)
+    if isinstance(principal, Principal):
+        return f"tenant:{principal.tenant_id}"
+    client = scope.get("client")
+    return f"address:{client[0] if client else ''}"
+
+
+async def receive_body(
+    receive: Receive, limit: int, encoding: bytes | None = None, owner: str | None = None
+) -> bytes:
     """The body as it arrives, refused once more than ``limit`` bytes came: for a handler
     that checked ``Content-Length`` in its own pass over the headers (:func:`declares_over`).
     ``encoding``: the ``Content-Encoding`` header's value; the body is then inflated as it
-    arrives, within ``limit`` both before and after (api/rest/content_encoding.py)."""
+    arrives, within ``limit`` both before and after (api/rest/content_encoding.py), with
+    ``owner``'s share of the inflating threads (:func:`body_owner`)."""
     if encoding is not None:
-        decoder = body_decoder(encoding, limit)
+        decoder = body_decoder(encoding, limit, owner)
         if decoder is not None:
             return await _receive_decoded(receive, limit, decoder)
     chunks: list[bytes] = []

@@ -24,6 +24,13 @@ and file reads use. Measured with ``time.thread_time`` on the loop's thread (med
 instead of 0.55. The limit holds as before: in the thread, inflating stops one byte past
 it (413).
 
+The pool's queue is bounded, so one tenant's stream of bombs (each about 130 ms of a
+thread at a 64 MiB limit) cannot delay every other tenant's large bodies without end: at
+most :data:`MAX_INFLATING` bodies are in the pool at once (inflating or waiting), and at
+most :data:`MAX_INFLATING_PER_OWNER` of one owner (the caller's tenant, or its address
+before it is authenticated). A body past either bound is refused at once, before any of
+its rest is inflated: OVERLOADED, 503 with ``Retry-After: 1`` in the route's error shape.
+
 Answers are not compressed, whatever ``Accept-Encoding`` says (HTTP allows it; tritonclient
 reads an uncompressed answer to ``response_compression_algorithm`` as it is): zlib's
 fastest level runs at about 90 MB/s on a JSON answer and 35 MB/s on float tensors (which
@@ -40,12 +47,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 from modelgate.errors import ErrorKind, ModelgateError, invalid
 
-__all__ = ["INFLATE_THREADS", "INLINE_BYTES", "BodyDecoder", "body_decoder"]
+__all__ = [
+    "INFLATE_THREADS",
+    "INLINE_BYTES",
+    "MAX_INFLATING",
+    "MAX_INFLATING_PER_OWNER",
+    "BodyDecoder",
+    "body_decoder",
+]
 
 #: output inflated on the event loop per body; what comes after is inflated in a thread
 INLINE_BYTES = 32 * 1024
 #: threads that inflate bodies, per process (queued beyond)
 INFLATE_THREADS = 2
+#: bodies in the inflating pool at once, per process (inflating or queued); more: 503
+MAX_INFLATING = 8 * INFLATE_THREADS
+#: of them, bodies of one owner (a tenant, or an address); more: 503
+MAX_INFLATING_PER_OWNER = INFLATE_THREADS
+#: what a refused body's sender is told to wait, in seconds
+RETRY_AFTER_S = 1.0
 
 #: zlib's ``wbits`` for each coding: gzip's header and trailer, or zlib's
 _WBITS = {
@@ -67,12 +87,22 @@ class BodyDecoder:
         "_inflater",
         "_inline",
         "_limit",
+        "_owner",
         "_parts",
         "_size",
         "_wbits",
     )
 
-    def __init__(self, coding: str, wbits: int, limit: int, inline: int = INLINE_BYTES):
+    def __init__(
+        self,
+        coding: str,
+        wbits: int,
+        limit: int,
+        inline: int = INLINE_BYTES,
+        owner: str | None = None,
+    ):
+        #: whose body it is, for the per-owner bound of the pool (None: the total only)
+        self._owner = owner
         self._coding = coding
         self._wbits = wbits
         self._limit = limit
@@ -97,8 +127,17 @@ class BodyDecoder:
         if deferred is None:
             return self._body()
         self._deferred = None
+        owner = self._owner
+        _QUEUE.enter(owner)  # OVERLOADED when the pool, or the owner's share, is full
+        try:
+            future = _pool().submit(self._finish_rest, deferred)
+        except BaseException:
+            _QUEUE.leave(owner)
+            raise
+        # counted until the thread is done with it (or it is dropped unstarted)
+        future.add_done_callback(lambda _done: _QUEUE.leave(owner))
         # a cancelled request drops its work if it waits; running, it ends within the limit
-        return await asyncio.wrap_future(_pool().submit(self._finish_rest, deferred))
+        return await asyncio.wrap_future(future)
 
     def _finish_rest(self, deferred: list[bytes]) -> bytes:
         """In an inflating thread: the rest of the body, and the join of all of it (copying
@@ -149,6 +188,42 @@ class BodyDecoder:
                 return None
 
 
+class _BoundedQueue:
+    """How many bodies are in the inflating pool, in all and per owner; entered on the
+    loop, left from the thread that ran the body (hence the lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+        self.owners: dict[str, int] = {}
+
+    def enter(self, owner: str | None) -> None:
+        with self._lock:
+            mine = self.owners.get(owner, 0) if owner is not None else 0
+            if self.total >= MAX_INFLATING or mine >= MAX_INFLATING_PER_OWNER:
+                raise ModelgateError(
+                    ErrorKind.OVERLOADED,
+                    "too many compressed bodies are being inflated"
+                    + (" for this caller" if mine >= MAX_INFLATING_PER_OWNER else "")
+                    + ": retry later, or send the body uncompressed",
+                    retry_after=RETRY_AFTER_S,
+                )
+            self.total += 1
+            if owner is not None:
+                self.owners[owner] = mine + 1
+
+    def leave(self, owner: str | None) -> None:
+        with self._lock:
+            self.total -= 1
+            if owner is not None:
+                left = self.owners[owner] - 1
+                if left:
+                    self.owners[owner] = left
+                else:
+                    del self.owners[owner]  # bounded: only owners with a body in the pool
+
+
+_QUEUE = _BoundedQueue()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -164,10 +239,13 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def body_decoder(content_encoding: bytes, limit: int) -> BodyDecoder | None:
+def body_decoder(
+    content_encoding: bytes, limit: int, owner: str | None = None
+) -> BodyDecoder | None:
     """The decoder of a ``Content-Encoding`` value (None: ``identity``, nothing to undo);
     UNSUPPORTED (answered 415) for a coding modelgate does not inflate, or for more than
-    one coding."""
+    one coding. ``owner``: whose body it is (a tenant, an address), for the pool's bound
+    per owner."""
     coding = content_encoding.strip().lower()
     if coding == _IDENTITY or not coding:
         return None
@@ -179,4 +257,4 @@ def body_decoder(content_encoding: bytes, limit: int) -> BodyDecoder | None:
             "send gzip, deflate or identity",
             details={"http_status": 415},
         )
-    return BodyDecoder(coding.decode("ascii"), wbits, limit)
+    return BodyDecoder(coding.decode("ascii"), wbits, limit, owner=owner)

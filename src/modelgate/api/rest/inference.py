@@ -19,6 +19,7 @@ from modelgate.api.rest.asgi import (
     Receive,
     Scope,
     Send,
+    body_owner,
     body_too_large,
     declares_over,
     receive_body,
@@ -34,6 +35,7 @@ from modelgate.api.rest.errors import (
 from modelgate.api.rest.media_type import check_content_type
 from modelgate.api.rest.shedding import abandon, drop_if_gone, send_shed
 from modelgate.core.access.identity import Scope as Permission  # "Scope" here is the ASGI scope
+from modelgate.core.gateway.regions import valid_region
 from modelgate.errors import invalid
 
 if TYPE_CHECKING:
@@ -153,7 +155,8 @@ async def infer(
     else:
         if declared_over:
             raise body_too_large(max_body)
-        body = await receive_body(receive, max_body, content_encoding)
+        owner = None if content_encoding is None else body_owner(scope)
+        body = await receive_body(receive, max_body, content_encoding, owner)
         if connection is not None:
             drop_if_gone(connection, app.metrics, "oip")  # gone while its body was read
     request = decode_infer_request(name, version, body, header_length, app.limits.max_elements)
@@ -193,7 +196,8 @@ async def infer(
     if "fallback_from" in response.parameters:  # a fallback model answered
         headers.append((b"x-modelgate-fallback", response.model_name.encode()))
     region = response.parameters.get("region")
-    if region is not None:  # a gateway's node said where it ran (core/gateway/regions.py)
+    # the region a gateway validated for the node that answered (core/gateway/regions.py)
+    if isinstance(region, str) and valid_region(region):
         headers.append((b"x-modelgate-region", str(region).encode()))
     status = 200
     if edge:

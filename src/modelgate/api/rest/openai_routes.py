@@ -11,6 +11,7 @@ from modelgate.api.rest.asgi import Receive, Scope, Send, read_body, respond
 from modelgate.api.rest.errors import MethodNotAllowedError
 from modelgate.api.rest.feedback import submit_feedback
 from modelgate.api.rest.media_type import check_content_type
+from modelgate.core.gateway.regions import valid_region
 
 if TYPE_CHECKING:
     from modelgate.api.rest.app import RestApp
@@ -42,7 +43,7 @@ async def embeddings(
     _check_content_type(scope)
     data = await read_body(scope, receive, app.limits.max_body_bytes)
     payload, region = await app.openai.embedding_answer(data, principal)
-    if region is None:
+    if region is None or not valid_region(region):  # only a region the gateway validated
         await _ok(app, send, payload)
         return
     # which region's node answered (a gateway with regions; docs/scale-out.md)

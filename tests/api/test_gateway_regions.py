@@ -68,7 +68,8 @@ async def test_a_static_nodes_own_region_is_never_believed(
 ) -> None:
     """A third-party node answers a ``region`` of its choosing (CR/LF included): over REST
     the answer is 200 and names only the region of the node's entry, never the node's own
-    word, in its parameters and ``X-Modelgate-Region``."""
+    word, in its parameters and ``X-Modelgate-Region``; its anomaly score, not a number, is
+    never a header either."""
     servicer = RecordingNode()
     servicer.region = said
     node = grpc.aio.server()
@@ -96,3 +97,4 @@ async def test_a_static_nodes_own_region_is_never_believed(
     assert answer.json().get("parameters", {}).get("region") == expected
     assert answer.headers.get("x-modelgate-region") == expected
     assert "x-injected" not in answer.headers
+    assert "x-modelgate-anomaly" not in answer.headers

@@ -28,7 +28,8 @@ TENSOR = service_pb2.ModelMetadataResponse.TensorMetadata
 
 class RecordingNode(service_pb2_grpc.GRPCInferenceServiceServicer):
     """An OIP server serving ``m`` version 1, keeping each call's metadata; its answers
-    claim a region (``region``) and a cache state of their own."""
+    claim a region (``region``), a cache state and an anomaly flag of their own (the score a
+    header-breaking string)."""
 
     def __init__(self) -> None:
         self.metadata: list[dict[str, str]] = []
@@ -62,6 +63,8 @@ class RecordingNode(service_pb2_grpc.GRPCInferenceServiceServicer):
         response.raw_output_contents.append(np.zeros((1, 2), np.float32).tobytes())
         response.parameters["region"].string_param = self.region
         response.parameters["cache"].string_param = "hit"
+        response.parameters["anomalous"].bool_param = True
+        response.parameters["anomaly_score"].string_param = "9\r\nX-Injected: 2"
         return response
 
 

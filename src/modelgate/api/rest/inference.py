@@ -188,9 +188,11 @@ async def infer(
         headers += rate_limit_headers(response.rate_limit)
     # which version answered, for clients and balancers that read no body (deployments)
     headers.append((b"x-modelgate-model-version", response.model_version.encode()))
-    if response.parameters.get("anomalous"):  # the anomaly check flagged the inputs
-        score = str(response.parameters["anomaly_score"]).encode()
-        headers.append((b"x-modelgate-anomaly", score))
+    score = response.parameters.get("anomaly_score")
+    # the anomaly check flagged the inputs; a number only (a third-party node's parameters
+    # pass through a gateway, and a header value must never carry what it sent)
+    if response.parameters.get("anomalous") and type(score) in (int, float):
+        headers.append((b"x-modelgate-anomaly", str(score).encode()))
     if response.cache is not None:
         headers.append((b"x-modelgate-cache", response.cache.encode()))
     if "fallback_from" in response.parameters:  # a fallback model answered

@@ -330,9 +330,9 @@ class Settings(BaseSettings):
     #: rows a tenant may have explained per minute when its plan sets no
     #: ``explanations_per_minute``; 0: such a plan may not explain at all
     explain_default_per_minute: int = Field(default=60, ge=0, le=1_000_000)
-    #: who may explain a model retrained from tenants' data (a ``learning`` section): its
-    #: reference profile, which the attributions reveal, is computed from that data.
-    #: operators (``tenants:admin``) only, or every caller allowed to use the model
+    #: who may explain a version the learning loop trained from tenants' data (its card's
+    #: ``trained_by``): its reference profile, which the attributions reveal, is computed
+    #: from that data. operators (``tenants:admin``) only, or every caller allowed to use it
     explain_learned_models: Literal["operators", "everyone"] = "operators"
     #: the learning loop (docs/learning.md): the Python interpreter trainers run with
     #: (unset: the server's own); it needs numpy, modelgate and the trainer's libraries

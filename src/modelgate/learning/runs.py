@@ -48,7 +48,7 @@ from modelgate.core.governance.privacy import PrivacyService
 from modelgate.core.monitoring.feedback import FeedbackService
 from modelgate.core.monitoring.ports import FairnessMetrics
 from modelgate.core.monitoring.predictions import LabelQuery
-from modelgate.core.serving.learning_spec import LearningSpec
+from modelgate.core.serving.learning_spec import TRAINED_BY_LOOP, LearningSpec
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import VersionSource
 from modelgate.core.serving.registry import ModelRegistry
@@ -527,7 +527,7 @@ class LearningService:
             return
         card = {
             "algorithm": str(report["training"]["answer"].get("algorithm", spec.trainer)),
-            "trained_by": "learning loop",
+            "trained_by": TRAINED_BY_LOOP,
             "learning_run": run["id"],
             "validation_metrics": {
                 k: v for k, v in candidate["metrics"].items() if isinstance(v, float)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from modelgate.core.access.identity import Plan, Principal
 from modelgate.core.pipeline.explain_slots import ExplainSlots, Reservation
 from modelgate.core.pipeline.explanations import ExplainPolicy, Explanations
-from modelgate.core.serving.learning_spec import LearningSpec
+from modelgate.core.serving.learning_spec import TRAINED_BY_LOOP, LearningSpec
 from modelgate.core.serving.manifest import parse_manifest
 from modelgate.errors import ErrorKind, ModelgateError
 
@@ -146,11 +146,15 @@ def test_a_plan_without_a_limit_gets_the_servers_default() -> None:
     assert caught.value.kind is ErrorKind.PERMISSION_DENIED
 
 
-def test_a_model_retrained_from_tenants_data_is_explained_for_operators_only() -> None:
-    learned = parse_manifest("m", MANIFEST).model_copy(
+def test_a_version_the_loop_trained_is_explained_for_operators_only() -> None:
+    """The rule follows the version (its card), not the model's ``learning`` section: the
+    versions a model started from explain for tenants."""
+    retrained = parse_manifest("m", MANIFEST).model_copy(
         update={"learning": LearningSpec(trainer="x.y:z")}
     )
+    learned = retrained.model_copy(update={"card": {"trained_by": TRAINED_BY_LOOP}})
     explanations = _explanations()
+    assert explanations.check(_principal(None), retrained, 1) == 60
     with pytest.raises(ModelgateError) as caught:
         explanations.check(_principal(None), learned, 1)
     assert caught.value.kind is ErrorKind.PERMISSION_DENIED

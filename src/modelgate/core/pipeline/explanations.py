@@ -7,8 +7,9 @@ it pays one dictionary lookup. The steps, in order:
 
 1. the parameter must be a boolean (INVALID_ARGUMENT otherwise); false is a plain inference;
 2. the caller may use the model, and the model explains (its manifest has an ``explain``
-   section: INVALID_ARGUMENT otherwise); a model retrained from tenants' data (``learning``)
-   only for operators unless ``learned_for_tenants`` (PERMISSION_DENIED);
+   section: INVALID_ARGUMENT otherwise); a version the learning loop trained from tenants'
+   data (its card's ``trained_by``) only for operators unless ``learned_for_tenants``
+   (PERMISSION_DENIED);
 3. at most ``max_rows`` rows, and no more than the plan's ``explanations_per_minute`` (the
    server's ``default_per_minute`` when the plan sets none) could ever allow
    (PAYLOAD_TOO_LARGE: no retry helps);
@@ -53,6 +54,7 @@ from modelgate.core.serving.attribution import (
     reference_background,
     reference_means,
 )
+from modelgate.core.serving.learning_spec import trained_by_loop
 from modelgate.core.serving.manifest import (
     ExplainSpec,
     ModelManifest,
@@ -156,15 +158,16 @@ class Explanations:
         limit. The plan's limit on rows explained per minute (0: none may be)."""
         _check_explains(manifest)
         if (
-            manifest.learning is not None
+            trained_by_loop(manifest.card)
             and not self.policy.learned_for_tenants
             and principal is not None
             and Scope.TENANTS_ADMIN.value not in principal.scopes
         ):
             raise ModelgateError(
                 ErrorKind.PERMISSION_DENIED,
-                f"model '{manifest.name}' is retrained from tenants' data: only operators may "
-                "explain it (MODELGATE_EXPLAIN_LEARNED_MODELS, docs/explanations.md)",
+                f"this version of '{manifest.name}' was trained by the learning loop from "
+                "tenants' data: only operators may explain it "
+                "(MODELGATE_EXPLAIN_LEARNED_MODELS, docs/explanations.md)",
             )
         if rows > self.policy.max_rows:
             raise ModelgateError(

@@ -10,12 +10,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "TRAINED_BY_LOOP",
     "ColumnMark",
     "LearningGates",
     "LearningRollout",
     "LearningSpec",
     "LearningTriggers",
+    "trained_by_loop",
 ]
+
+#: what a version the learning loop trained says in its card's ``trained_by``
+TRAINED_BY_LOOP = "learning loop"
+
+
+def trained_by_loop(card: dict[str, Any]) -> bool:
+    """Whether a version's card says the learning loop trained it (from tenants' data)."""
+    return card.get("trained_by") == TRAINED_BY_LOOP
+
 
 #: ``package.module:function``, the trainer's entry point
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")

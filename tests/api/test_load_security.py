@@ -84,8 +84,8 @@ def _layout(demo: Path, root: Path) -> tuple[Path, Path]:
         "        return {}\n"
     )
     manifest = yaml.safe_load((demo / MODEL / "model.yaml").read_text())
-    for key in ("anomaly", "feedback", "card"):
-        manifest.pop(key)
+    for key in ("anomaly", "feedback", "card", "learning"):  # learning needs feedback
+        manifest.pop(key, None)
     manifest["preload"] = False
     # a working model file outside the repository, linked from inside a version folder
     shutil.copy(demo / MODEL / "1" / "model.onnx", root / "outside.onnx")

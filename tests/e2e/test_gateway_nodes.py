@@ -260,7 +260,11 @@ def static_pair(repository: Path, workdir: Path) -> Iterator[RunningServer]:
             "gateway",
             "--nodes",
             node.grpc_address,
-            env={"MODELGATE_ADMIN_KEY": GATEWAY_KEY, "MODELGATE_NODE_KEY": NODE_KEY},
+            env={
+                "MODELGATE_ADMIN_KEY": GATEWAY_KEY,
+                "MODELGATE_NODE_KEY": NODE_KEY,
+                "MODELGATE_NODE_KEY_NODES": "*",  # the listed node is a modelgate node
+            },
         )
         try:
             yield gateway

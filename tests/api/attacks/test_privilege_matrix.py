@@ -53,6 +53,10 @@ MATRIX: dict[tuple[str, str], list[tuple[str, str, Any, set[int]]]] = {
     ("POST", "/admin/models/{model}/deployment/rollback"): [
         ("rollback-foreign", "/admin/models/globex-only/deployment/rollback", None, {403})
     ],
+    ("POST", "/admin/models/{model}/learn"): [  # the learning loop: operators only
+        ("learn-shared", "/admin/models/doubler/learn", {}, {403}),
+        ("learn-foreign", "/admin/models/globex-only/learn", {}, {403}),
+    ],
     # -- admin API: another tenant's records, and privileges the key does not hold ---------
     ("POST", "/admin/tenants/{tenant_id}/keys"): [
         ("key-in-globex", "/admin/tenants/ten_globex/keys", {"scopes": ["infer"]}, {404}),

@@ -28,7 +28,15 @@ import math
 from modelgate.core.admission.ports import Decision
 from modelgate.errors import invalid
 
-__all__ = ["TOLERANCE", "admit", "backlog_of", "check_arguments", "decide", "split_tat"]
+__all__ = [
+    "TOLERANCE",
+    "admit",
+    "allowed",
+    "backlog_of",
+    "check_arguments",
+    "decide",
+    "split_tat",
+]
 
 #: relative slack on ``window`` in the admission test; it absorbs the rounding of
 #: ``limit`` additions of ``T`` (about 1e-16 each), and admits nothing early that matters:
@@ -84,3 +92,11 @@ def decide(*, allowed: bool, backlog_s: float, limit: int, window_s: float, cost
     remaining = min(max(math.floor(available + _COUNT_SLACK), 0), limit)
     retry_after_s = 0.0 if allowed else max(backlog_s + cost * emission_s - window_s, 0.0)
     return Decision(allowed, limit, remaining, backlog_s, retry_after_s)
+
+
+def allowed(backlog_s: float, limit: int, window_s: float) -> Decision:
+    """``decide(allowed=True, ...)`` with positional arguments: the answer to an admitted hit,
+    which every request that passes a limit gets (the cost does not enter an admitted
+    decision)."""
+    remaining = math.floor((window_s - backlog_s) / (window_s / limit) + _COUNT_SLACK)
+    return Decision(True, limit, min(max(remaining, 0), limit), backlog_s, 0.0)

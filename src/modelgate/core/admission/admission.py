@@ -33,6 +33,7 @@ the caller runs once the request is over, whatever its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -219,15 +220,19 @@ class Admission:
         equal plan in another object is the same plan)."""
         found = self._tenants.get(tenant_id)
         if found is not None and found.plan == plan:
-            return found
-        rate = plan.requests_per_second
-        limits = _TenantLimits(
-            plan,
-            f"tenant:{tenant_id}",
-            bucket(rate, plan.burst) if rate else None,
-            tenant_id != ADMIN_TENANT and Quotas.applies(plan),
-            1.0 if tenant_id == ADMIN_TENANT else shed_share(plan.priority),
-        )
+            # the same plan in a new object (the key's cache entry was refreshed): kept under
+            # the new object, so the tenant's next requests compare by identity again instead
+            # of comparing every field of the plan on every request until the next refresh
+            limits = dataclasses.replace(found, plan=plan)
+        else:
+            rate = plan.requests_per_second
+            limits = _TenantLimits(
+                plan,
+                f"tenant:{tenant_id}",
+                bucket(rate, plan.burst) if rate else None,
+                tenant_id != ADMIN_TENANT and Quotas.applies(plan),
+                1.0 if tenant_id == ADMIN_TENANT else shed_share(plan.priority),
+            )
         if len(self._tenants) >= 10_000:
             self._tenants.clear()
         self._tenants[tenant_id] = limits

@@ -158,8 +158,13 @@ class Quotas:
     ) -> tuple[_Quota, ...]:
         key = (tenant_id, units)
         built = self._built.get(key)
-        if built is not None and (built[0] is plan or built[0] == plan) and now_ts < built[1]:
-            return built[2]
+        if built is not None and now_ts < built[1]:
+            if built[0] is plan:
+                return built[2]
+            if built[0] == plan:  # the same plan in a new object (a refreshed key entry):
+                # kept under the new one, so the next requests compare by identity again
+                self._built[key] = (plan, built[1], built[2])
+                return built[2]
         now = datetime.fromtimestamp(now_ts, UTC)
         quotas = self._build_quotas(tenant_id, plan, units, now)
         if len(self._built) >= 10_000:  # bounded: tenants and plans come and go
@@ -379,6 +384,10 @@ def _charges(
     seeds: Sequence[int] | None = None,
 ) -> list[QuotaCharge]:
     """One charge per quota: its unit's amount, with its limit when ``enforce``."""
+    if seeds is None and enforce:  # a request's charge: the hot path, nothing to choose
+        return [
+            QuotaCharge(q.key, amounts[q.unit_at], q.limit, q.expires_ts - now_ts) for q in quotas
+        ]
     return [
         QuotaCharge(
             q.key,

@@ -16,6 +16,8 @@ __all__ = ["MemoryRateLimiter"]
 _NS = 1_000_000_000
 #: expired keys dropped from the cold end on every hit: amortised cleanup, O(1) per hit
 _TRIM_PER_HIT = 2
+#: what ``gcra.admit`` lets a backlog reach, relative to the window
+_WITHIN = 1 + gcra.TOLERANCE
 
 
 class MemoryRateLimiter:
@@ -64,19 +66,19 @@ class MemoryRateLimiter:
         stored = tats.get(key)
         # gcra.backlog_of, inlined: once per hit
         backlog = 0.0 if stored is None else max(float(stored[0] - now) + stored[1], 0.0)
-        after = gcra.admit(backlog, limit, window_ns, cost)
-        if after is None:
+        # gcra.admit, inlined (the same arithmetic, without a call per hit)
+        after = backlog + cost * (window_ns / limit)
+        if after > window_ns * _WITHIN:
             return gcra.decide(
                 allowed=False, backlog_s=backlog / _NS, limit=limit, window_s=window_s, cost=cost
             )
         if after > 0:
             if stored is None and len(tats) >= self._max_keys:
                 self._make_room(now)
-            tats[key] = gcra.split_tat(now, after)
+            whole = math.floor(after)  # gcra.split_tat, inlined
+            tats[key] = (now + whole, after - whole)
             tats.move_to_end(key)
-        return gcra.decide(
-            allowed=True, backlog_s=after / _NS, limit=limit, window_s=window_s, cost=cost
-        )
+        return gcra.allowed(after / _NS, limit, window_s)
 
     async def close(self) -> None:
         self._tats.clear()

@@ -19,12 +19,12 @@ hit, the only cost is one float comparison). The entry holds what every request 
 needs, made once per look-up: the stored hash as bytes and the :class:`Principal` itself (an
 immutable value, shared by the key's requests). A refresh that finds the key, its tenant and
 plan unchanged keeps the same ``Principal`` object, so what admission and quotas work out per
-plan is found again by identity rather than by comparing the plan field by field. A request then costs the SHA-256 of the key
-it presents and one constant-time comparison; the wall clock is read only for a key with a
-revocation or expiry time. The presented key is never cached, in clear or otherwise: only
-the hash the store already holds. A key is looked up once at a time: every
-request that needs the store waits for that one look-up, and at most ``_REFRESH_LIMIT``
-refreshes run in the background at once.
+plan is found again by identity rather than by comparing the plan field by field. A request
+then costs the SHA-256 of the key it presents and one constant-time comparison; the wall
+clock is read only for a key with a revocation or expiry time. The presented key is never
+cached, in clear or otherwise: only the hash the store already holds. A key is looked up
+once at a time: every request that needs the store waits for that one look-up, and at
+most ``_REFRESH_LIMIT`` refreshes run in the background at once.
 
 Stale-if-error: when the store fails (UNAVAILABLE, or no answer within ``lookup_timeout_s``)
 a key whose last answer said it was valid keeps working up to ``stale_if_error_s`` after its

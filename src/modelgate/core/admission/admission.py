@@ -14,6 +14,8 @@
    requests refilled at ``requests_per_second``): per tenant from its plan, shared by all
    its keys and, with Redis, by every replica; per API key, when the key has its own
    limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
+   An in-process limiter (no Redis) is asked with ``hit_now``, the same step without a
+   coroutine (:class:`~modelgate.core.admission.ports.ImmediateRateLimiter`).
 5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
 
 Before all of these, while the process's queueing delay is over its bound, the adapters
@@ -253,16 +255,26 @@ class Admission:
         # refusal noted in the memo counts from it (a hair early, never late)
         asked_at = memo.clock() if memo is not None else 0.0
         limiter = self.limiter
+        # an in-process limiter answers without a coroutine: the tenant's and the key's
+        # buckets are then two plain calls (read per request: a test may swap the limiter)
+        hit_now = getattr(limiter, "hit_now", None)
         tightest: Decision | None = None
         if limits is not None and (b := limits.bucket) is not None:
-            tightest = await limiter.hit(limits.key, b.limit, b.window_s)
+            if hit_now is not None:
+                tightest = hit_now(limits.key, b.limit, b.window_s)
+            else:
+                tightest = await limiter.hit(limits.key, b.limit, b.window_s)
             if not tightest.allowed:
                 raise self._rate_limited(
                     tightest, principal, b, "tenant's plan", "tenant_rate_limit", asked_at, served
                 )
         if principal is not None and principal.key_rate is not None:
             b = bucket(*principal.key_rate)
-            decision = await limiter.hit(f"key:{principal.subject}", b.limit, b.window_s)
+            key = f"key:{principal.subject}"
+            if hit_now is not None:
+                decision = hit_now(key, b.limit, b.window_s)
+            else:
+                decision = await limiter.hit(key, b.limit, b.window_s)
             if not decision.allowed:
                 raise self._rate_limited(
                     decision, principal, b, "API key's", "key_rate_limit", asked_at, served

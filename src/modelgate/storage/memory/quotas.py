@@ -24,6 +24,11 @@ class MemoryQuotaCounter:
         self._clock = clock
 
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
+        return self.charge_now(charges)
+
+    def charge_now(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
+        """:meth:`charge` without a coroutine: the answer is at hand, so quotas ask this
+        directly (:class:`~modelgate.core.admission.ports.ImmediateQuotaCounter`)."""
         check_charges(charges)  # amounts and seeds are never negative
         now = self._clock()
         values = self._values

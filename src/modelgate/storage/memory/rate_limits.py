@@ -56,6 +56,11 @@ class MemoryRateLimiter:
         return len(self._tats)
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
+        return self.hit_now(key, limit, window_s, cost)
+
+    def hit_now(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
+        """:meth:`hit` without a coroutine: the answer is at hand, so admission asks this
+        directly (:class:`~modelgate.core.admission.ports.ImmediateRateLimiter`)."""
         if not (limit >= 1 and 0 <= cost <= limit and 0.0 < window_s < math.inf):
             gcra.check_arguments(limit, window_s, cost)  # raises: its test, spelled out
         now = self._clock_ns()

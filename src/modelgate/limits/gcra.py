@@ -29,6 +29,7 @@ from modelgate.core.admission.ports import Decision
 from modelgate.errors import invalid
 
 __all__ = [
+    "COUNT_SLACK",
     "TOLERANCE",
     "admit",
     "allowed",
@@ -44,7 +45,7 @@ __all__ = [
 TOLERANCE = 1e-9
 
 #: slack when counting whole remaining tokens, so that 2.9999999999 counts as 3
-_COUNT_SLACK = 1e-6
+COUNT_SLACK = 1e-6
 
 
 def check_arguments(limit: int, window_s: float, cost: int) -> None:
@@ -89,7 +90,7 @@ def decide(*, allowed: bool, backlog_s: float, limit: int, window_s: float, cost
     (which, for a refused hit, is the backlog it found)."""
     emission_s = window_s / limit
     available = (window_s - backlog_s) / emission_s
-    remaining = min(max(math.floor(available + _COUNT_SLACK), 0), limit)
+    remaining = min(max(math.floor(available + COUNT_SLACK), 0), limit)
     retry_after_s = 0.0 if allowed else max(backlog_s + cost * emission_s - window_s, 0.0)
     return Decision(allowed, limit, remaining, backlog_s, retry_after_s)
 
@@ -98,5 +99,5 @@ def allowed(backlog_s: float, limit: int, window_s: float) -> Decision:
     """``decide(allowed=True, ...)`` with positional arguments: the answer to an admitted hit,
     which every request that passes a limit gets (the cost does not enter an admitted
     decision)."""
-    remaining = math.floor((window_s - backlog_s) / (window_s / limit) + _COUNT_SLACK)
+    remaining = math.floor((window_s - backlog_s) / (window_s / limit) + COUNT_SLACK)
     return Decision(True, limit, min(max(remaining, 0), limit), backlog_s, 0.0)

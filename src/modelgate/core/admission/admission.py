@@ -131,6 +131,9 @@ class Admission:
         self._tenant_inflight: dict[str, int] = {}
         #: tenant id -> what its plan asks of admission (bounded: tenants come and go)
         self._tenants: dict[str, _TenantLimits] = {}
+        #: key id -> its own rate (requests per second, burst), the rate-limit key and the
+        #: bucket (bounded like ``_tenants``)
+        self._keys: dict[str, tuple[tuple[float, int | None], str, _Bucket]] = {}
 
     async def admit(
         self,
@@ -240,6 +243,15 @@ class Admission:
         self._tenants[tenant_id] = limits
         return limits
 
+    def _key_limits(
+        self, subject: str, rate: tuple[float, int | None]
+    ) -> tuple[tuple[float, int | None], str, _Bucket]:
+        """The rate-limit key and bucket of the API key ``subject`` at ``rate``."""
+        if len(self._keys) >= 10_000:
+            self._keys.clear()
+        known = self._keys[subject] = (rate, f"key:{subject}", bucket(*rate))
+        return known
+
     async def _limits(
         self,
         principal: Principal | None,
@@ -268,9 +280,12 @@ class Admission:
                 raise self._rate_limited(
                     tightest, principal, b, "tenant's plan", "tenant_rate_limit", asked_at, served
                 )
-        if principal is not None and principal.key_rate is not None:
-            b = bucket(*principal.key_rate)
-            key = f"key:{principal.subject}"
+        if principal is not None and (rate := principal.key_rate) is not None:
+            # the key's rate-limit key and bucket, worked out once per key and rate
+            known = self._keys.get(principal.subject)
+            if known is None or known[0] != rate:
+                known = self._key_limits(principal.subject, rate)
+            _, key, b = known
             if hit_now is not None:
                 decision = hit_now(key, b.limit, b.window_s)
             else:

@@ -230,7 +230,11 @@ class Quotas:
                 },
             )
         if self._alert is not None:
-            self._alerts(tenant_id, quotas, amounts, result.used)
+            used = result.used
+            for i, quota in enumerate(quotas):  # a count below a quota's first mark crossed none
+                if used[i] >= quota.first_mark:
+                    self._alerts(tenant_id, quotas, amounts, used)
+                    break
 
     def add_tokens(self, principal: Principal, tokens: int) -> None:
         """Add the tokens a request used, after the fact, off the request's path."""

@@ -18,6 +18,8 @@ _NS = 1_000_000_000
 _TRIM_PER_HIT = 2
 #: what ``gcra.admit`` lets a backlog reach, relative to the window
 _WITHIN = 1 + gcra.TOLERANCE
+#: gcra's slack when counting whole remaining tokens
+_COUNT_SLACK = gcra.COUNT_SLACK
 
 
 class MemoryRateLimiter:
@@ -65,8 +67,14 @@ class MemoryRateLimiter:
             gcra.check_arguments(limit, window_s, cost)  # raises: its test, spelled out
         now = self._clock_ns()
         tats = self._tats
-        if tats:
-            self._trim(now)
+        if tats:  # up to _TRIM_PER_HIT expired keys dropped from the cold end (inlined)
+            for _ in range(_TRIM_PER_HIT):
+                oldest, (whole, frac) = next(iter(tats.items()))  # least recently admitted
+                if float(whole - now) + frac > 0:  # gcra.backlog_of, inlined
+                    break
+                del tats[oldest]
+                if not tats:
+                    break
         window_ns = window_s * _NS
         stored = tats.get(key)
         # gcra.backlog_of, inlined: once per hit
@@ -83,21 +91,13 @@ class MemoryRateLimiter:
             whole = math.floor(after)  # gcra.split_tat, inlined
             tats[key] = (now + whole, after - whole)
             tats.move_to_end(key)
-        return gcra.allowed(after / _NS, limit, window_s)
+        # gcra.allowed, inlined: the same arithmetic, without a call per hit
+        after_s = after / _NS
+        remaining = math.floor((window_s - after_s) / (window_s / limit) + _COUNT_SLACK)
+        return Decision(True, limit, min(max(remaining, 0), limit), after_s, 0.0)
 
     async def close(self) -> None:
         self._tats.clear()
-
-    def _trim(self, now: int) -> None:
-        tats = self._tats
-        for _ in range(_TRIM_PER_HIT):
-            if not tats:
-                return
-            key = next(iter(tats))  # the least recently admitted key
-            whole, frac = tats[key]
-            if float(whole - now) + frac > 0:  # gcra.backlog_of, inlined: once per hit
-                return
-            del tats[key]
 
     def _make_room(self, now: int) -> None:
         if self._last_sweep_ns is None or now - self._last_sweep_ns >= self._sweep_interval_ns:

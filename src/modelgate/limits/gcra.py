@@ -28,7 +28,16 @@ import math
 from modelgate.core.admission.ports import Decision
 from modelgate.errors import invalid
 
-__all__ = ["TOLERANCE", "admit", "backlog_of", "check_arguments", "decide", "split_tat"]
+__all__ = [
+    "COUNT_SLACK",
+    "TOLERANCE",
+    "admit",
+    "allowed",
+    "backlog_of",
+    "check_arguments",
+    "decide",
+    "split_tat",
+]
 
 #: relative slack on ``window`` in the admission test; it absorbs the rounding of
 #: ``limit`` additions of ``T`` (about 1e-16 each), and admits nothing early that matters:
@@ -36,7 +45,7 @@ __all__ = ["TOLERANCE", "admit", "backlog_of", "check_arguments", "decide", "spl
 TOLERANCE = 1e-9
 
 #: slack when counting whole remaining tokens, so that 2.9999999999 counts as 3
-_COUNT_SLACK = 1e-6
+COUNT_SLACK = 1e-6
 
 
 def check_arguments(limit: int, window_s: float, cost: int) -> None:
@@ -81,6 +90,14 @@ def decide(*, allowed: bool, backlog_s: float, limit: int, window_s: float, cost
     (which, for a refused hit, is the backlog it found)."""
     emission_s = window_s / limit
     available = (window_s - backlog_s) / emission_s
-    remaining = min(max(math.floor(available + _COUNT_SLACK), 0), limit)
+    remaining = min(max(math.floor(available + COUNT_SLACK), 0), limit)
     retry_after_s = 0.0 if allowed else max(backlog_s + cost * emission_s - window_s, 0.0)
     return Decision(allowed, limit, remaining, backlog_s, retry_after_s)
+
+
+def allowed(backlog_s: float, limit: int, window_s: float) -> Decision:
+    """``decide(allowed=True, ...)`` with positional arguments: the answer to an admitted hit,
+    which every request that passes a limit gets (the cost does not enter an admitted
+    decision)."""
+    remaining = math.floor((window_s - backlog_s) / (window_s / limit) + COUNT_SLACK)
+    return Decision(True, limit, min(max(remaining, 0), limit), backlog_s, 0.0)

@@ -432,3 +432,40 @@ async def test_any_interleaving_keeps_the_cache_honest(steps: list[tuple[str, fl
             elif not store.down and now >= revoked + TTL and not recent_failure:
                 assert kind is ErrorKind.UNAUTHENTICATED
         await _settle()
+
+
+# what a refresh hands on
+
+
+class CopyingStore(FlakyStore):
+    """Answers each look-up with new objects, as the SQL stores do."""
+
+    async def get_plan(self, name: str) -> Plan | None:
+        plan = await super().get_plan(name)
+        return replace(plan) if plan is not None else None
+
+
+async def test_a_refresh_that_finds_the_key_unchanged_keeps_the_same_principal() -> None:
+    """Admission and quotas keep what they work out per plan under the plan object: a
+    refresh that finds nothing changed hands on the same objects, so that they are found by
+    identity; a plan that changed comes through as the new plan."""
+    clock = Clock()
+    store = CopyingStore(clock)
+    await store.create_plan(Plan(name="free", requests_per_second=5.0))
+    await store.create_tenant(Tenant(id="t1", name="acme", plan="free", created_at=NOW))
+    issued = await store.add_key()
+    auth = Authenticator(store, cache_ttl_s=TTL, clock=clock, now=clock.wall)
+    first = await auth.authenticate(issued.secret)
+    for _ in range(3):  # each past the refresh window: a look-up with new objects
+        clock.t += TTL * 0.8
+        assert await auth.authenticate(issued.secret) is first
+        await _settle()
+        assert await auth.authenticate(issued.secret) is first
+    assert store.lookups == 4
+    store._plans["free"] = Plan(name="free", requests_per_second=9.0)
+    clock.t += TTL * 0.8
+    await auth.authenticate(issued.secret)  # starts the refresh that reads the new plan
+    await _settle()
+    changed = await auth.authenticate(issued.secret)
+    assert changed is not first
+    assert changed.plan.requests_per_second == 9.0

@@ -17,12 +17,14 @@ The life of a known key's cache entry, from the look-up that filled it:
 A key in use is therefore refreshed before it expires and never waits for the store (on a
 hit, the only cost is one float comparison). The entry holds what every request with the key
 needs, made once per look-up: the stored hash as bytes and the :class:`Principal` itself (an
-immutable value, shared by the key's requests). A request then costs the SHA-256 of the key
-it presents and one constant-time comparison; the wall clock is read only for a key with a
-revocation or expiry time. The presented key is never cached, in clear or otherwise: only
-the hash the store already holds. A key is looked up once at a time: every
-request that needs the store waits for that one look-up, and at most ``_REFRESH_LIMIT``
-refreshes run in the background at once.
+immutable value, shared by the key's requests). A refresh that finds the key, its tenant and
+plan unchanged keeps the same ``Principal`` object, so what admission and quotas work out per
+plan is found again by identity rather than by comparing the plan field by field. A request
+then costs the SHA-256 of the key it presents and one constant-time comparison; the wall
+clock is read only for a key with a revocation or expiry time. The presented key is never
+cached, in clear or otherwise: only the hash the store already holds. A key is looked up
+once at a time: every request that needs the store waits for that one look-up, and at
+most ``_REFRESH_LIMIT`` refreshes run in the background at once.
 
 Stale-if-error: when the store fails (UNAVAILABLE, or no answer within ``lookup_timeout_s``)
 a key whose last answer said it was valid keeps working up to ``stale_if_error_s`` after its
@@ -300,6 +302,13 @@ class Authenticator:
             raise
         self._answered()
         if record is not None:
+            principal = _principal_of(record, tenant, plan)
+            previous = self._cache.get(prefix)
+            if principal is not None and previous is not None and previous.principal == principal:
+                # unchanged: the same objects as before, so that what admission and quotas
+                # keep per plan is found by identity, not by comparing every field of the
+                # plan on each request after every refresh
+                principal, plan = previous.principal, previous.plan
             entry = _Entry(
                 record,
                 tenant,
@@ -308,7 +317,7 @@ class Authenticator:
                 now + self._ttl,
                 now + self._ttl + self._stale_s,
                 _digest_of(record.key_hash),
-                _principal_of(record, tenant, plan),
+                principal,
             )
         else:
             until = now + min(self._ttl, _MISS_TTL_S)

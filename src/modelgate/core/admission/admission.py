@@ -14,6 +14,8 @@
    requests refilled at ``requests_per_second``): per tenant from its plan, shared by all
    its keys and, with Redis, by every replica; per API key, when the key has its own
    limit; per model, from the manifest's ``rate_limit`` (protects a model whoever calls).
+   An in-process limiter (no Redis) is asked with ``hit_now``, the same step without a
+   coroutine (:class:`~modelgate.core.admission.ports.ImmediateRateLimiter`).
 5. **Quotas** per day and month (:mod:`modelgate.core.admission.quotas`), one atomic call.
 
 Before all of these, while the process's queueing delay is over its bound, the adapters
@@ -33,6 +35,7 @@ the caller runs once the request is over, whatever its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -128,6 +131,9 @@ class Admission:
         self._tenant_inflight: dict[str, int] = {}
         #: tenant id -> what its plan asks of admission (bounded: tenants come and go)
         self._tenants: dict[str, _TenantLimits] = {}
+        #: key id -> its own rate (requests per second, burst), the rate-limit key and the
+        #: bucket (bounded like ``_tenants``)
+        self._keys: dict[str, tuple[tuple[float, int | None], str, _Bucket]] = {}
 
     async def admit(
         self,
@@ -219,19 +225,32 @@ class Admission:
         equal plan in another object is the same plan)."""
         found = self._tenants.get(tenant_id)
         if found is not None and found.plan == plan:
-            return found
-        rate = plan.requests_per_second
-        limits = _TenantLimits(
-            plan,
-            f"tenant:{tenant_id}",
-            bucket(rate, plan.burst) if rate else None,
-            tenant_id != ADMIN_TENANT and Quotas.applies(plan),
-            1.0 if tenant_id == ADMIN_TENANT else shed_share(plan.priority),
-        )
+            # the same plan in a new object (the key's cache entry was refreshed): kept under
+            # the new object, so the tenant's next requests compare by identity again instead
+            # of comparing every field of the plan on every request until the next refresh
+            limits = dataclasses.replace(found, plan=plan)
+        else:
+            rate = plan.requests_per_second
+            limits = _TenantLimits(
+                plan,
+                f"tenant:{tenant_id}",
+                bucket(rate, plan.burst) if rate else None,
+                tenant_id != ADMIN_TENANT and Quotas.applies(plan),
+                1.0 if tenant_id == ADMIN_TENANT else shed_share(plan.priority),
+            )
         if len(self._tenants) >= 10_000:
             self._tenants.clear()
         self._tenants[tenant_id] = limits
         return limits
+
+    def _key_limits(
+        self, subject: str, rate: tuple[float, int | None]
+    ) -> tuple[tuple[float, int | None], str, _Bucket]:
+        """The rate-limit key and bucket of the API key ``subject`` at ``rate``."""
+        if len(self._keys) >= 10_000:
+            self._keys.clear()
+        known = self._keys[subject] = (rate, f"key:{subject}", bucket(*rate))
+        return known
 
     async def _limits(
         self,
@@ -248,16 +267,29 @@ class Admission:
         # refusal noted in the memo counts from it (a hair early, never late)
         asked_at = memo.clock() if memo is not None else 0.0
         limiter = self.limiter
+        # an in-process limiter answers without a coroutine: the tenant's and the key's
+        # buckets are then two plain calls (read per request: a test may swap the limiter)
+        hit_now = getattr(limiter, "hit_now", None)
         tightest: Decision | None = None
         if limits is not None and (b := limits.bucket) is not None:
-            tightest = await limiter.hit(limits.key, b.limit, b.window_s)
+            if hit_now is not None:
+                tightest = hit_now(limits.key, b.limit, b.window_s)
+            else:
+                tightest = await limiter.hit(limits.key, b.limit, b.window_s)
             if not tightest.allowed:
                 raise self._rate_limited(
                     tightest, principal, b, "tenant's plan", "tenant_rate_limit", asked_at, served
                 )
-        if principal is not None and principal.key_rate is not None:
-            b = bucket(*principal.key_rate)
-            decision = await limiter.hit(f"key:{principal.subject}", b.limit, b.window_s)
+        if principal is not None and (rate := principal.key_rate) is not None:
+            # the key's rate-limit key and bucket, worked out once per key and rate
+            known = self._keys.get(principal.subject)
+            if known is None or known[0] != rate:
+                known = self._key_limits(principal.subject, rate)
+            _, key, b = known
+            if hit_now is not None:
+                decision = hit_now(key, b.limit, b.window_s)
+            else:
+                decision = await limiter.hit(key, b.limit, b.window_s)
             if not decision.allowed:
                 raise self._rate_limited(
                     decision, principal, b, "API key's", "key_rate_limit", asked_at, served

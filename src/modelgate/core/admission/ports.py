@@ -23,6 +23,8 @@ __all__ = [
     "ExplanationMeter",
     "IdempotencyRecord",
     "IdempotencyStore",
+    "ImmediateQuotaCounter",
+    "ImmediateRateLimiter",
     "QuotaCharge",
     "QuotaCounter",
     "QuotaResult",
@@ -114,6 +116,13 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
+class ImmediateRateLimiter(RateLimiter, Protocol):
+    """A limiter whose answer needs no wait (in this process): ``hit_now`` is ``hit``
+    without a coroutine, which admission calls instead when a limiter has it."""
+
+    def hit_now(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision: ...
+
+
 class QuotaCharge(NamedTuple):
     """Add ``amount`` to counter ``key``. With a ``limit``, refuse when the counter would
     pass it: ``used + max(amount, 1) > limit`` (an amount of 0 asks "is any left?").
@@ -146,6 +155,13 @@ class QuotaCounter(Protocol):
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None: ...
 
     async def close(self) -> None: ...
+
+
+class ImmediateQuotaCounter(QuotaCounter, Protocol):
+    """A quota counter whose answer needs no wait (in this process): ``charge_now`` is
+    ``charge`` without a coroutine, which quotas call instead when a counter has it."""
+
+    def charge_now(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None: ...
 
 
 class StrikeStore(Protocol):

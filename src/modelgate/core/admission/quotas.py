@@ -158,8 +158,13 @@ class Quotas:
     ) -> tuple[_Quota, ...]:
         key = (tenant_id, units)
         built = self._built.get(key)
-        if built is not None and (built[0] is plan or built[0] == plan) and now_ts < built[1]:
-            return built[2]
+        if built is not None and now_ts < built[1]:
+            if built[0] is plan:
+                return built[2]
+            if built[0] == plan:  # the same plan in a new object (a refreshed key entry):
+                # kept under the new one, so the next requests compare by identity again
+                self._built[key] = (plan, built[1], built[2])
+                return built[2]
         now = datetime.fromtimestamp(now_ts, UTC)
         quotas = self._build_quotas(tenant_id, plan, units, now)
         if len(self._built) >= 10_000:  # bounded: tenants and plans come and go
@@ -198,7 +203,14 @@ class Quotas:
         if not quotas:
             return
         amounts = (1, rows, 0)  # requests, rows, tokens (in the order of UNITS)
-        result = await self.counter.charge(_charges(quotas, amounts, now_ts, enforce=True))
+        charges = _charges(quotas, amounts, now_ts, enforce=True)
+        # an in-process counter answers without a coroutine (read per request: a test may
+        # swap the counter)
+        charge_now = getattr(self.counter, "charge_now", None)
+        if charge_now is not None:
+            result = charge_now(charges)
+        else:
+            result = await self.counter.charge(charges)
         if result is None:
             result = await self._charge_seeded(tenant_id, quotas, amounts, now_ts, enforce=True)
         if not result.allowed:
@@ -218,7 +230,11 @@ class Quotas:
                 },
             )
         if self._alert is not None:
-            self._alerts(tenant_id, quotas, amounts, result.used)
+            used = result.used
+            for i, quota in enumerate(quotas):  # a count below a quota's first mark crossed none
+                if used[i] >= quota.first_mark:
+                    self._alerts(tenant_id, quotas, amounts, used)
+                    break
 
     def add_tokens(self, principal: Principal, tokens: int) -> None:
         """Add the tokens a request used, after the fact, off the request's path."""
@@ -379,6 +395,10 @@ def _charges(
     seeds: Sequence[int] | None = None,
 ) -> list[QuotaCharge]:
     """One charge per quota: its unit's amount, with its limit when ``enforce``."""
+    if seeds is None and enforce:  # a request's charge: the hot path, nothing to choose
+        return [
+            QuotaCharge(q.key, amounts[q.unit_at], q.limit, q.expires_ts - now_ts) for q in quotas
+        ]
     return [
         QuotaCharge(
             q.key,

@@ -24,26 +24,31 @@ class MemoryQuotaCounter:
         self._clock = clock
 
     async def charge(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
+        return self.charge_now(charges)
+
+    def charge_now(self, charges: Sequence[QuotaCharge]) -> QuotaResult | None:
+        """:meth:`charge` without a coroutine: the answer is at hand, so quotas ask this
+        directly (:class:`~modelgate.core.admission.ports.ImmediateQuotaCounter`)."""
         check_charges(charges)  # amounts and seeds are never negative
         now = self._clock()
         values = self._values
         afters: list[int] = []
-        updates: dict[str, tuple[int, float]] = {}  # written only if every charge fits
+        # (key, (count, expiry)) pairs, written only if every charge fits
+        updates: list[tuple[str, tuple[int, float]]] = []
         refused: int | None = None  # the first charge that would pass its limit
-        for i, charge in enumerate(charges):
-            key = charge.key
+        for key, amount, limit, ttl_s, seed in charges:
             found = values.get(key)
             if found is None or found[1] <= now:
-                if charge.seed is None:
+                if seed is None:
                     return None
-                found = values[key] = (charge.seed, now + charge.ttl_s)
+                found = values[key] = (seed, now + ttl_s)
             used, expires = found
-            amount, limit = charge.amount, charge.limit
+            after = used + amount
             # refused when used + max(amount, 1) would pass the limit
             if refused is None and limit is not None and used + (amount or 1) > limit:
-                refused = i
-            afters.append(used + amount)
-            updates[key] = (used + amount, expires)
+                refused = len(afters)
+            afters.append(after)
+            updates.append((key, (after, expires)))
         if refused is not None:
             before = tuple(after - c.amount for after, c in zip(afters, charges, strict=True))
             return QuotaResult(False, before, refused)

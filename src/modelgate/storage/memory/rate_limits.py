@@ -16,6 +16,10 @@ __all__ = ["MemoryRateLimiter"]
 _NS = 1_000_000_000
 #: expired keys dropped from the cold end on every hit: amortised cleanup, O(1) per hit
 _TRIM_PER_HIT = 2
+#: what ``gcra.admit`` lets a backlog reach, relative to the window
+_WITHIN = 1 + gcra.TOLERANCE
+#: gcra's slack when counting whole remaining tokens
+_COUNT_SLACK = gcra.COUNT_SLACK
 
 
 class MemoryRateLimiter:
@@ -54,43 +58,46 @@ class MemoryRateLimiter:
         return len(self._tats)
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
+        return self.hit_now(key, limit, window_s, cost)
+
+    def hit_now(self, key: str, limit: int, window_s: float, cost: int = 1) -> Decision:
+        """:meth:`hit` without a coroutine: the answer is at hand, so admission asks this
+        directly (:class:`~modelgate.core.admission.ports.ImmediateRateLimiter`)."""
         if not (limit >= 1 and 0 <= cost <= limit and 0.0 < window_s < math.inf):
             gcra.check_arguments(limit, window_s, cost)  # raises: its test, spelled out
         now = self._clock_ns()
         tats = self._tats
-        if tats:
-            self._trim(now)
+        if tats:  # up to _TRIM_PER_HIT expired keys dropped from the cold end (inlined)
+            for _ in range(_TRIM_PER_HIT):
+                oldest, (whole, frac) = next(iter(tats.items()))  # least recently admitted
+                if float(whole - now) + frac > 0:  # gcra.backlog_of, inlined
+                    break
+                del tats[oldest]
+                if not tats:
+                    break
         window_ns = window_s * _NS
         stored = tats.get(key)
         # gcra.backlog_of, inlined: once per hit
         backlog = 0.0 if stored is None else max(float(stored[0] - now) + stored[1], 0.0)
-        after = gcra.admit(backlog, limit, window_ns, cost)
-        if after is None:
+        # gcra.admit, inlined (the same arithmetic, without a call per hit)
+        after = backlog + cost * (window_ns / limit)
+        if after > window_ns * _WITHIN:
             return gcra.decide(
                 allowed=False, backlog_s=backlog / _NS, limit=limit, window_s=window_s, cost=cost
             )
         if after > 0:
             if stored is None and len(tats) >= self._max_keys:
                 self._make_room(now)
-            tats[key] = gcra.split_tat(now, after)
+            whole = math.floor(after)  # gcra.split_tat, inlined
+            tats[key] = (now + whole, after - whole)
             tats.move_to_end(key)
-        return gcra.decide(
-            allowed=True, backlog_s=after / _NS, limit=limit, window_s=window_s, cost=cost
-        )
+        # gcra.allowed, inlined: the same arithmetic, without a call per hit
+        after_s = after / _NS
+        remaining = math.floor((window_s - after_s) / (window_s / limit) + _COUNT_SLACK)
+        return Decision(True, limit, min(max(remaining, 0), limit), after_s, 0.0)
 
     async def close(self) -> None:
         self._tats.clear()
-
-    def _trim(self, now: int) -> None:
-        tats = self._tats
-        for _ in range(_TRIM_PER_HIT):
-            if not tats:
-                return
-            key = next(iter(tats))  # the least recently admitted key
-            whole, frac = tats[key]
-            if float(whole - now) + frac > 0:  # gcra.backlog_of, inlined: once per hit
-                return
-            del tats[key]
 
     def _make_room(self, now: int) -> None:
         if self._last_sweep_ns is None or now - self._last_sweep_ns >= self._sweep_interval_ns:

@@ -379,7 +379,14 @@ async def test_rows_explained_are_metered_as_their_own_unit(
         assert report.status_code == 200, report.text
         return sum(row["explanations"] for row in report.json()["rows"])
 
+    # the earlier tests' rows written first: settled once two reads a few flushes apart agree
     before = await explained()
+    for _ in range(50):
+        await asyncio.sleep(0.6)  # three flush intervals (usage_flush_seconds=0.2)
+        settled = await explained()
+        if settled == before:
+            break
+        before = settled
     await rest_infer(http, keys["open"], "credit-risk", "1", APPLICANTS[:2], True)
     await rest_infer(http, keys["open"], "credit-risk", "1", APPLICANTS[:2], False)
     for _ in range(100):  # written by the usage recorder within its flush interval

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import shutil
@@ -55,6 +54,7 @@ from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
+from modelgate.learning import run_lock
 from modelgate.learning.dataset import read_labelled_rows
 from modelgate.learning.evaluation import check_gates, evaluate_version
 from modelgate.learning.registration import (
@@ -73,10 +73,7 @@ log = logging.getLogger("modelgate.learning")
 
 STAGES: tuple[str, ...] = ("dataset", "train", "evaluate", "register", "rollout")
 RUN_FILE = "run.json"
-LOCK_FILE = ".lock"
-#: a lock not refreshed for this long is a crashed run's, and is taken over (a run refreshes
-#: its lock at each stage and every ``_HEARTBEAT_S`` while it runs)
-_STALE_LOCK_S = 600.0
+#: a run refreshes its lock at each stage and this often while it runs (``run_lock.py``)
 _HEARTBEAT_S = 30.0
 #: the only runtime a candidate may have: the server loads it (to evaluate and profile it),
 #: and an ONNX graph is data, where a pickle or a Python module would be code
@@ -277,7 +274,7 @@ class LearningService:
         for model in self.registry.repository.names():
             if not _MODEL.fullmatch(model):
                 continue
-            live = self._live_lock(model)
+            live = run_lock.live(self._runs_dir(model))
             for folder in self._run_folders(model):
                 if folder.name in running or folder.name == live:
                     continue
@@ -297,16 +294,6 @@ class LearningService:
         if any(deleted.values()):
             log.info("learning sweep: deleted %(data_files)d data files, %(runs)d runs", deleted)
         return deleted
-
-    def _live_lock(self, model: str) -> str | None:
-        """The run id a fresh lock of the model names (another replica's run)."""
-        path = self._runs_dir(model) / LOCK_FILE
-        try:
-            if time.time() - path.stat().st_mtime > _STALE_LOCK_S:
-                return None
-            return path.read_text()
-        except OSError:
-            return None
 
     async def run_triggers(self) -> None:
         """The trigger loop, until :meth:`close`; each round (and the first, at the server's
@@ -657,57 +644,10 @@ class LearningService:
         return None
 
     def _lock(self, model: str, run_id: str) -> bool:
-        """Take the model's lock for ``run_id``: created exclusively; a stale one (not
-        refreshed for ``_STALE_LOCK_S``: its run crashed) is taken over by an atomic rename,
-        so of two replicas taking it over at once one wins."""
-        path = self._runs_dir(model) / LOCK_FILE
-        for _ in range(2):
-            try:
-                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._take_over(path, run_id):
-                    return False
-                continue
-            with os.fdopen(handle, "w") as file:
-                file.write(run_id)
-            return True
-        return False
-
-    def _take_over(self, path: Path, run_id: str) -> bool:
-        """Move a stale lock aside; False when it is fresh (or another replica moved it)."""
-        try:
-            seen = path.stat()
-        except FileNotFoundError:
-            return True  # released meanwhile: try to create it again
-        if time.time() - seen.st_mtime <= _STALE_LOCK_S:
-            return False
-        aside = path.with_name(f"{LOCK_FILE}.stale-{run_id}")
-        try:
-            os.rename(path, aside)  # atomic: one replica moves it
-        except FileNotFoundError:
-            return False  # another replica took it over first
-        moved = aside.stat()
-        if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
-            # the lock was replaced (taken over, or refreshed) between the look and the
-            # rename: it is someone's live lock, put it back unless a new one is there
-            try:
-                os.link(aside, path)  # fails, never replaces, when a new lock is there
-            except FileExistsError:
-                pass
-            except OSError:  # a file system without hard links
-                with contextlib.suppress(OSError):
-                    os.rename(aside, path)
-            aside.unlink(missing_ok=True)
-            return False
-        aside.unlink(missing_ok=True)
-        return True
+        return run_lock.take(self._runs_dir(model), run_id)
 
     def _refresh_lock(self, model: str, run_id: str) -> None:
-        """Mark the run's lock alive (its modification time is what staleness measures)."""
-        path = self._runs_dir(model) / LOCK_FILE
-        with contextlib.suppress(OSError):
-            if path.read_text() == run_id:
-                os.utime(path)
+        run_lock.refresh(self._runs_dir(model), run_id)
 
     async def _heartbeat(self, model: str, run_id: str) -> None:
         while True:
@@ -715,10 +655,7 @@ class LearningService:
             await asyncio.to_thread(self._refresh_lock, model, run_id)
 
     def _unlock(self, model: str, run_id: str) -> None:
-        path = self._runs_dir(model) / LOCK_FILE
-        with contextlib.suppress(OSError):
-            if path.read_text() == run_id:
-                path.unlink()
+        run_lock.release(self._runs_dir(model), run_id)
 
     def _advance(self, folder: Path, run: dict[str, Any], stage: str, message: str) -> None:
         self._refresh_lock(run["model"], run["id"])

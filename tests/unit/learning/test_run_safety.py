@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from modelgate.core.serving.learning_spec import LearningSpec
 from modelgate.core.serving.manifest import parse_manifest
+from modelgate.learning import run_lock
 from modelgate.learning import runs as runs_module
 from modelgate.learning.dataset import _Held, choose_rows
 from modelgate.learning.runs import LearningService, _split, train_once
@@ -241,7 +242,7 @@ def test_a_lock_replaced_during_a_takeover_is_put_back(
         Path(source).write_text("run_other")
         rename(source, target)
 
-    monkeypatch.setattr(runs_module.os, "rename", others_first)
+    monkeypatch.setattr(run_lock.os, "rename", others_first)
     assert not service._lock("m", "run_mine")
     assert lock.read_text() == "run_other"  # its live lock is back in place
 

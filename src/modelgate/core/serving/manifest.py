@@ -11,6 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelgate.core.serving.artifacts import check_relative
+from modelgate.core.serving.explain_spec import (
+    ExplainSpec,
+    check_explain,
+    explained_column,
+    explained_output,
+)
 from modelgate.core.serving.learning_spec import LearningSpec
 from modelgate.core.serving.tensors import DATATYPES
 from modelgate.errors import ModelgateError, invalid
@@ -195,25 +201,6 @@ class CacheSpec(_Strict):
     stale_seconds: float = Field(default=0.0, ge=0, le=30 * 86400)
 
 
-class ExplainSpec(_Strict):
-    """The model answers requests that ask ``parameters.explain`` (docs/explanations.md):
-    per-feature attributions of one output column, in ``link`` space, computed by
-    ``method``. A model without this section refuses them (INVALID_ARGUMENT)."""
-
-    #: ``linear``: exact attributions of a model linear in ``link`` space, w_i * (x_i - mean_i)
-    #: against the reference means; ``kernel_shap``: SHAP's KernelExplainer, with a
-    #: background drawn from the version's reference profile (any tabular model)
-    method: Literal["linear", "kernel_shap"] = "kernel_shap"
-    #: the output explained; unset: the first floating-point output
-    output: str | None = None
-    #: the column of that output explained, by its label or its index; unset: the last
-    #: (a binary classifier's positive class). Ignored for a one-column ([-1]) output
-    target: str | int | None = None
-    #: the space the attributions add up in: ``logit`` for a probability (log-odds),
-    #: ``identity`` for a score or a regression
-    link: Literal["identity", "logit"] = "identity"
-
-
 class StageSpec(_Strict):
     """One stage of a sharded model (``modelgate shard``; docs/model-repository.md): an
     ONNX sub-graph that a node loads on its own, fed by the model's inputs and earlier
@@ -387,7 +374,7 @@ class ModelManifest(_Strict):
         if self.fairness is not None:
             _check_fairness(self, self.fairness)
         if self.explain is not None:
-            _check_explain(self, self.explain)
+            check_explain(self, self.explain)
         if self.learning is not None:
             _check_learning(self, self.learning)
         if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
@@ -455,60 +442,6 @@ def _check_fairness(manifest: ModelManifest, spec: FairnessSpec) -> None:
                 f"fairness names feature '{attribute.feature}', which input "
                 f"'{attribute.input}' does not list in its feature_names"
             )
-
-
-def _check_explain(manifest: ModelManifest, spec: ExplainSpec) -> None:
-    """A tabular model: one numeric input of [-1, features], and a floating-point output of
-    [-1] or [-1, K] whose ``target`` column exists."""
-    if len(manifest.inputs) != 1:
-        raise ValueError("explain needs a model with exactly one input (a table of features)")
-    tensor = manifest.inputs[0]
-    if tensor.datatype in ("BYTES", "BOOL") or len(tensor.shape) != 2 or tensor.shape[1] < 1:
-        raise ValueError(
-            f"explain needs a numeric input of shape [-1, features], not '{tensor.name}' "
-            f"({tensor.datatype} {list(tensor.shape)})"
-        )
-    output = explained_output(manifest, spec)
-    if output is None:
-        raise ValueError("explain needs a floating-point output ([-1] or [-1, K])")
-    if len(output.shape) == 2 and spec.target is not None:
-        explained_column(output, spec)  # raises when the target is not one of its columns
-
-
-def explained_output(manifest: ModelManifest, spec: ExplainSpec) -> TensorSpec | None:
-    """The output an ``explain`` section explains (None: the model has no fitting one)."""
-    for tensor in manifest.outputs:
-        if spec.output is not None and tensor.name != spec.output:
-            continue
-        fits = tensor.datatype in ("FP16", "FP32", "FP64") and (
-            tensor.shape == (-1,) or (len(tensor.shape) == 2 and tensor.shape[1] >= 1)
-        )
-        if fits:
-            return tensor
-        if spec.output is not None:
-            return None
-    return None
-
-
-def explained_column(output: TensorSpec, spec: ExplainSpec) -> int | None:
-    """The column of ``output`` explained (None: a one-column [-1] output); ValueError when
-    ``target`` names none of its columns."""
-    if len(output.shape) == 1:
-        return None
-    columns = output.shape[1]
-    target = spec.target
-    if target is None:
-        if columns == -1:
-            raise ValueError(f"explain needs a target: output '{output.name}' has no fixed width")
-        return columns - 1
-    if isinstance(target, int) and not isinstance(target, bool):
-        if target < 0 or (columns != -1 and target >= columns):
-            raise ValueError(f"explain target {target} is not a column of '{output.name}'")
-        return target
-    labels = output.labels or ()
-    if target not in labels:
-        raise ValueError(f"explain target {target!r} is not one of the labels of '{output.name}'")
-    return labels.index(str(target))
 
 
 def _check_learning(manifest: ModelManifest, spec: LearningSpec) -> None:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelgate.cli.operator import print_whole
 from modelgate.core.jobs.jobs import Job, JobQuery, JobState
 from modelgate.errors import ModelgateError
 
@@ -131,7 +132,7 @@ def list_jobs(
         table.add_column(name)
     for job in jobs:
         table.add_row(*_row(job))
-    console.print(table)
+    print_whole(table)  # piped: whole rows, not Rich's 80 columns with states cut to "ca…"
 
 
 @jobs_app.command("show")

@@ -3,9 +3,11 @@ the request id in REST answers; and no credential in any line."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,15 +52,36 @@ async def stub(server: Server) -> AsyncIterator[Any]:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-def _lines(server: Server, caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The request lines logged so far, as the JSON formatter writes them."""
+def _records(server: Server, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     assert server.components is not None and server.components.requests is not None
     server.components.requests.flush()
+    return [r for r in caplog.records if r.name == ACCESS_LOGGER]
+
+
+async def _settled(
+    server: Server, caplog: pytest.LogCaptureFixture, expected: int
+) -> list[logging.LogRecord]:
+    """The access records logged so far, once ``expected`` of them are, or after 10 s: a
+    gRPC call's line is written when its answer has gone, so the client may hold the answer
+    before the line exists (on a loaded machine, past the test's next statement)."""
+    deadline = time.monotonic() + 10
+    records = _records(server, caplog)
+    while len(records) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        records = _records(server, caplog)
+    return records
+
+
+async def _lines(
+    server: Server, caplog: pytest.LogCaptureFixture, expected: int
+) -> list[dict[str, Any]]:
+    """The request lines logged so far (``expected`` of them awaited), as the JSON formatter
+    writes them."""
     formatter = JsonFormatter()
     return [
         json.loads(formatter.format(r))
-        for r in caplog.records
-        if r.name == ACCESS_LOGGER and r.getMessage() == "request"
+        for r in await _settled(server, caplog, expected)
+        if r.getMessage() == "request"
     ]
 
 
@@ -84,7 +107,7 @@ async def test_a_rest_inference_is_one_line_with_its_ids(
     )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "rest-req-1"
-    (line,) = _lines(server, caplog)
+    (line,) = await _lines(server, caplog, 1)
     assert line["latency_ms"] > 0
     del line["time"], line["latency_ms"]
     assert line == {
@@ -118,7 +141,7 @@ async def test_every_rest_answer_carries_a_request_id(
     ]
     ids = [a.headers["x-request-id"] for a in answers]
     assert len(set(ids)) == len(ids) and "bad id with spaces" not in ids
-    lines = _lines(server, caplog)
+    lines = await _lines(server, caplog, len(answers))
     assert [(line["request_id"], line["status"]) for line in lines] == [
         (i, a.status_code) for i, a in zip(ids, answers, strict=True)
     ]
@@ -139,7 +162,7 @@ async def test_a_grpc_inference_is_one_line(
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.ModelInfer(_grpc_request("nope"), metadata=metadata[:1])
     await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="doubler"), metadata=metadata)
-    ok, missing, meta = _lines(server, caplog)
+    ok, missing, meta = await _lines(server, caplog, 3)
     assert ok["request_id"] == "grpc-req-1" and ok["trace_id"] == TRACEPARENT[3:35]
     assert (ok["protocol"], ok["method"], ok["status"]) == ("grpc", "ModelInfer", 0)
     assert ok["path"] == "/inference.GRPCInferenceService/ModelInfer"
@@ -164,9 +187,7 @@ async def test_no_credential_reaches_a_request_line(
         )
         with contextlib.suppress(grpc.aio.AioRpcError):
             await stub.ModelInfer(_grpc_request(), metadata=(("authorization", secret),))
-    assert server.components is not None and server.components.requests is not None
-    server.components.requests.flush()
-    records = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    records = await _settled(server, caplog, 4 * len(secrets))
     assert len(records) == 4 * len(secrets)
     written = "\n".join(f.format(r) for r in records for f in (JsonFormatter(), TextFormatter()))
     for secret in secrets:
@@ -186,7 +207,7 @@ async def test_a_grpc_stream_is_one_line(
 
     answers = [a async for a in stub.ModelStreamInfer(requests(), metadata=metadata)]
     assert [bool(a.error_message) for a in answers] == [False, True, False]
-    (line,) = _lines(server, caplog)
+    (line,) = await _lines(server, caplog, 1)
     assert (line["method"], line["request_id"], line["status"]) == (
         "ModelStreamInfer",
         "stream-1",

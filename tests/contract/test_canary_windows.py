@@ -30,7 +30,7 @@ async def prefix() -> AsyncIterator[str]:
 
 
 def replica(prefix: str, url: str = REDIS_URL) -> RedisCanaryWindows:
-    client = create_redis_client(url, connect_timeout_s=0.5, read_timeout_s=1.0)
+    client = create_redis_client(url, connect_timeout_s=5.0, read_timeout_s=5.0)
     return RedisCanaryWindows(client, prefix=prefix)
 
 

@@ -35,7 +35,7 @@ def announcement(node_id: str, draining: bool = False) -> dict[str, Any]:
 @pytest.fixture
 async def directory() -> AsyncIterator[RedisNodeDirectory]:
     prefix = f"mgtest:{secrets.token_hex(6)}:"
-    client = create_redis_client(REDIS_URL, connect_timeout_s=0.5, read_timeout_s=1.0)
+    client = create_redis_client(REDIS_URL, connect_timeout_s=5.0, read_timeout_s=5.0)
     found = RedisNodeDirectory(client, prefix=prefix, ttl_s=0.5)
     yield found
     await found.close()

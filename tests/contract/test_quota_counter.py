@@ -30,7 +30,7 @@ DAY = 86400.0
 
 def _redis_counter(prefix: str, url: str = REDIS_URL) -> RedisQuotaCounter:
     return RedisQuotaCounter(
-        create_redis_client(url, connect_timeout_s=0.5, read_timeout_s=1.0), prefix
+        create_redis_client(url, connect_timeout_s=5.0, read_timeout_s=5.0), prefix
     )
 
 

@@ -76,7 +76,7 @@ def _wait_for(condition: Any, seconds: float = 5.0) -> None:
     "sent",
     [
         "abc",
-        str(uuid.uuid4()),
+        "6881966f-e8f2-4f77-9664-94f2b91d00a9",  # a UUID, as most clients send
         "0af7651916cd43dd8448eb211c80319c",
         "01ARZ3NDEKTSV4RRFFQ69G5FAV",
         "dGVzdA+/=",

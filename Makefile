@@ -9,8 +9,13 @@ MODELS := build/models
 run: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, whole files each (fixtures scoped to
+# a module or package start once per worker); most tests wait on real servers, so more
+# workers than cores pay. Bytecode is written even where the shell says not to: each
+# worker would otherwise compile (and assertion-rewrite) every module again.
+TEST_WORKERS ?= 3
 test: $(VENV)/.installed $(MODELS)/.built
-	$(VENV)/bin/python -m pytest -q tests clients/python/tests
+	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests clients/python/tests
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench clients

@@ -52,3 +52,14 @@ def redis_prefix() -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+#: the folders whose files run longest (real processes, hundreds of generated requests)
+_LONG = ("e2e", "attacks")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long files first: ``make test`` hands whole files to its pytest-xdist workers in
+    collection order (``--dist loadfile``), and a long file handed out last would leave one
+    worker running alone at the end. The order within a file stays as written."""
+    items.sort(key=lambda item: not any(part in _LONG for part in item.path.parts))

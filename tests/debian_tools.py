@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.build_lock import build_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,8 +26,16 @@ def debian_binary(package: str, member: str, name: str | None = None) -> Path:
     if found:
         return Path(found)
     binary = ROOT / "build" / package / name
-    if binary.is_file():
-        return binary
+    with build_lock(package):
+        if not binary.is_file():
+            _fetch(package, member, binary)
+    return binary
+
+
+def _fetch(package: str, member: str, binary: Path) -> None:
+    """Download ``package``, unpack it and copy ``member`` to ``binary`` (renamed into place,
+    so that no process ever runs a half-copied file)."""
+    name = binary.name
     with tempfile.TemporaryDirectory() as scratch:
         download = ["apt-get", "download", package]
         fetched = subprocess.run(download, cwd=scratch, capture_output=True, text=True, check=False)
@@ -39,5 +49,6 @@ def debian_binary(package: str, member: str, name: str | None = None) -> Path:
             pytest.fail(f"{name} is needed: install Debian's {package} package\n{fetched.stderr}")
         subprocess.run(["dpkg-deb", "-x", str(packages[-1]), f"{scratch}/x"], check=True)
         binary.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f"{scratch}/x/{member}", binary)
-    return binary
+        partial = binary.with_name(f".{name}.partial")
+        shutil.copy2(f"{scratch}/x/{member}", partial)
+        partial.replace(binary)

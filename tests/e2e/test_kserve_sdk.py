@@ -2,65 +2,39 @@
 
 The SDK is heavy (the Kubernetes client, pandas, its own FastAPI and Starlette and protobuf)
 and pins versions modelgate's environment does not share, so it lives in a virtual
-environment of its own, ``build/kserve-venv``, made here on first use from
-``tests/e2e/kserve/requirements.txt`` (exact versions; needs the package index once) and
-reused after. ``tests/e2e/kserve/client.py`` runs in it against a real ``modelgate serve``:
-readiness, and inference with JSON and with binary tensor data over REST, and over gRPC,
-with the key in the headers as a KServe user sends it; the answers must equal what
-modelgate answers to plain JSON.
+environment of its own in the user's cache (tests/e2e/peer_envs.py), made on a machine's
+first use from ``tests/e2e/kserve/requirements.txt`` (exact versions; needs the package
+index once) and reused after. ``tests/e2e/kserve/client.py`` runs in it against a real
+``modelgate serve``: readiness, and inference with JSON and with binary tensor data over
+REST, and over gRPC, with the key in the headers as a KServe user sends it; the answers must
+equal what modelgate answers to plain JSON.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
 from tests.e2e.conftest import ADMIN_KEY, AUTH, RunningServer
+from tests.e2e.peer_envs import peer_python
 
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).resolve().parent / "kserve"
-VENV = ROOT / "build" / "kserve-venv"
-PYTHON = VENV / "bin" / "python"
 ROWS = [
     [2, 52000, 0.31, 0.42, 36, 5, 0, 12000, 36, 9, 1, 1],
     [0, 21000, 0.9, 0.1, 22, 0, 3, 9000, 60, 2, 0, 0],
 ]
 
 
-def _installed() -> bool:
-    if not PYTHON.exists():
-        return False
-    wanted = next(
-        line.strip()
-        for line in (HERE / "requirements.txt").read_text().splitlines()
-        if line.startswith("kserve==")
-    )
-    check = subprocess.run(
-        [str(PYTHON), "-m", "pip", "freeze"], capture_output=True, text=True, check=False
-    )
-    return wanted in check.stdout.splitlines()
-
-
 @pytest.fixture(scope="module")
 def kserve_python() -> Path:
     """The interpreter of the SDK's own environment, made on first use."""
-    if not _installed():
-        steps = [
-            [sys.executable, "-m", "venv", "--clear", str(VENV)],
-            [str(PYTHON), "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
-        ]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=600, check=False)
-            if done.returncode != 0:
-                pytest.fail(f"cannot make {VENV}: {' '.join(step)}\n{done.stderr[-3000:]}")
-    return PYTHON
+    return peer_python("kserve-venv", HERE / "requirements.txt")
 
 
 def test_the_kserve_sdk_calls_modelgate_over_rest_and_grpc(

@@ -14,8 +14,9 @@ gRPC, with modelgate's authentication, validation, rate limits and metering in f
 When MLServer stops, the gateway refuses its model with 503 and ``Retry-After`` and keeps
 serving Triton's.
 
-Each runs from a virtual environment of its own under ``build/`` (tests/e2e/peer_envs.py),
-made on the first run (30 s to 2.5 minutes each on a shared 2-core machine) and reused.
+Each runs from a virtual environment of its own in the user's cache (tests/e2e/peer_envs.py),
+made on the first run on a machine (30 s to 5 minutes each on a shared 2-core machine) and
+reused by every later run and checkout.
 One set of servers serves the module's tests.
 """
 

@@ -137,8 +137,9 @@ def day_rates(capacity: float, seed: int = 13) -> list[float]:
 
 
 def due_times(rates: list[float]) -> list[float]:
-    """Due times (s from the start) offering ``rates[i]`` per second within second ``i``,
-    evenly spaced; fractions carried over to the next second."""
+    """Due times (s from the start) offering ``rates[i]`` per second in second ``i``: the
+    n-th request is due when the rates, integrated from the start, reach n (so fractions
+    carry over to the next second)."""
     dues = []
     total = 0.0
     for second, rate in enumerate(rates):

@@ -43,7 +43,9 @@ _SWEEP_S = 0.02
 @dataclass(frozen=True)
 class Stream:
     """``rate`` requests per second from ``start`` for ``seconds`` (offsets from the run's
-    start), each ``request`` (the whole HTTP/1.1 request), on at most ``connections``."""
+    start), each ``request`` (the whole HTTP/1.1 request), on at most ``connections``.
+    ``dues``, when given, are the requests' due times instead (offsets from the run's start,
+    ascending, within ``start`` and ``start + seconds``): a rate that changes over the run."""
 
     name: str
     request: bytes
@@ -52,6 +54,7 @@ class Stream:
     start: float = 0.0
     connections: int = 16
     timeout: float = 3.0
+    dues: tuple[float, ...] = ()
 
 
 @dataclass
@@ -308,7 +311,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.1
     outcomes = {
-        s.name: [Outcome(due) for due in schedule(s.rate, s.seconds, s.start)] for s in streams
+        s.name: [Outcome(due) for due in (s.dues or schedule(s.rate, s.seconds, s.start))]
+        for s in streams
     }
     pools = [_Pool(s, address, t0, outcomes[s.name]) for s in streams]
     for offset, callback in events:

@@ -10,7 +10,14 @@ from bench.flood.__main__ import markdown
 from bench.flood.hold import quota_us
 from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
-from bench.flood.overload import Variant, ready_again, recovery, settled, supported
+from bench.flood.overload import (
+    Variant,
+    ready_again,
+    recovery,
+    settled,
+    supported,
+    sustained,
+)
 from bench.openloop import Outcome
 
 
@@ -71,6 +78,13 @@ def test_capacity_rounds_go_on_while_the_rate_still_rises() -> None:
     assert settled([27.0, 120.0, 115.0])
     assert settled([100.0, 105.0])  # under 10% more: warm
     assert settled([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])  # at most six rounds
+
+
+def test_capacity_is_the_median_steady_round_not_the_best() -> None:
+    assert sustained([287.0, 178.0, 335.0]) == 287.0
+    assert sustained([200.0, 100.0]) == 100.0  # the lower middle: a lucky round never sets it
+    assert sustained([150.0]) == 150.0
+    assert sustained([]) == 0.0
 
 
 def test_the_key_cache_row_takes_the_mean_of_its_runs_and_none_without_a_figure() -> None:

@@ -3,7 +3,8 @@ core (bench/flood/hold.py), shedding on queueing delay off (the default) and on.
 
 Each server first warms up closed loop (wrk, 32 connections, 2 s rounds until the rate
 stops rising: a held server warms up for seconds), then runs ``STEADY_ROUNDS`` more such
-rounds; the median of the first variant's steady rounds (shedding off) is the capacity, and
+rounds; the median of the first variant's steady rounds (shedding off; successful answers
+per second, as a shedding variant's warm-up answers 503s too) is the capacity, and
 every variant is then offered the same 4x open loop
 (bench/openloop.py, up to 4,000 connections, 3 s client timeout). Before it, the same
 open loop offers 0.5x and then 1x capacity for ``LIGHT_S`` each: a refusal there is false
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import loadgen, openloop
 from bench.flood.hold import hold
@@ -124,12 +126,8 @@ def overload(
                 # capacity
                 rounds: list[float] = []
                 while not settled(rounds):
-                    load = loadgen.wrk(url, script, CAPACITY_CONNECTIONS, CAPACITY_S, cpus=LOAD_CPU)
-                    rounds.append(load.rps)
-                steady = [
-                    loadgen.wrk(url, script, CAPACITY_CONNECTIONS, CAPACITY_S, cpus=LOAD_CPU).rps
-                    for _ in range(STEADY_ROUNDS)
-                ]
+                    rounds.append(served_rate(url, script))
+                steady = [served_rate(url, script) for _ in range(STEADY_ROUNDS)]
                 capacity = capacity or sustained(steady)
                 wait_idle(server)  # what the last round left queued is served before the flood
                 rss_before = rss_mib(server.pid)
@@ -177,7 +175,7 @@ def overload(
         row.passed = variant.passed
         row.note("server held", how or "not held (no writable CPU cgroup): its whole core")
         row.note(
-            f"warm-up (closed loop, wrk -c{CAPACITY_CONNECTIONS}, 2 s rounds)",
+            f"warm-up (closed loop, wrk -c{CAPACITY_CONNECTIONS}, 2 s rounds, 2xx/s)",
             " / ".join(f"{r:,.0f}" for r in rounds)
             + " answers/s; then steady "
             + " / ".join(f"{r:,.0f}" for r in steady)
@@ -209,6 +207,18 @@ def settled(rounds: list[float]) -> bool:
     if len(rounds) >= CAPACITY_ROUNDS:
         return True
     return len(rounds) >= 2 and rounds[-1] < 1.1 * max(rounds[:-1])
+
+
+def served_rate(url: str, script: Path) -> float:
+    """One closed-loop round's successful answers per second: wrk's rate counts every
+    answer, and a variant with shedding on answers 503s in its warm-up too."""
+    load = loadgen.wrk(url, script, CAPACITY_CONNECTIONS, CAPACITY_S, cpus=LOAD_CPU)
+    return ok_rate(load.rps, load.requests, load.errors)
+
+
+def ok_rate(rps: float, requests: int, errors: int) -> float:
+    """The rate of the answers that were not errors (non-2xx or socket errors)."""
+    return rps * max(requests - errors, 0) / requests if requests else 0.0
 
 
 def sustained(steady: list[float]) -> float:

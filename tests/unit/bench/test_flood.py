@@ -12,6 +12,7 @@ from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
 from bench.flood.overload import (
     Variant,
+    ok_rate,
     ready_again,
     recovery,
     settled,
@@ -85,6 +86,13 @@ def test_capacity_is_the_median_steady_round_not_the_best() -> None:
     assert sustained([200.0, 100.0]) == 100.0  # the lower middle: a lucky round never sets it
     assert sustained([150.0]) == 150.0
     assert sustained([]) == 0.0
+
+
+def test_a_warm_up_round_counts_only_successful_answers() -> None:
+    # a variant with shedding on answers 503s in its warm-up: wrk counts them in its rate
+    assert ok_rate(500.0, 1000, 750) == 125.0
+    assert ok_rate(100.0, 200, 0) == 100.0
+    assert ok_rate(0.0, 0, 0) == 0.0
 
 
 def test_the_key_cache_row_takes_the_mean_of_its_runs_and_none_without_a_figure() -> None:

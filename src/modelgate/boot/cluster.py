@@ -80,7 +80,7 @@ def build_cluster(
     from modelgate.core.gateway.capacity import CapacityPolicy
     from modelgate.core.gateway.cluster import Cluster
     from modelgate.core.gateway.cold_start import ColdStartWait
-    from modelgate.core.gateway.ports import NodeDirectory
+    from modelgate.core.gateway.ports import NodeDirectory, ServedModels
     from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics
 
@@ -88,6 +88,7 @@ def build_cluster(
     ca = settings.node_tls_ca_file
     roots = ca.read_bytes() if ca is not None else None
     directory: NodeDirectory
+    served: ServedModels | None = None
     third_party: frozenset[str] = frozenset()
     if settings.nodes is not None:
         from modelgate.cluster.directory import StaticNodeDirectory, keyed_nodes
@@ -107,6 +108,8 @@ def build_cluster(
         third_party = frozenset(directory.addresses) - keyed
     else:
         directory = build_node_directory(settings)
+        if settings.served_models_ttl_seconds > 0:
+            served = directory  # its catalogue of models served recently (own region's)
     if settings.region_redis_urls is not None:
         from modelgate.cluster.regions import RegionalNodeDirectory
 
@@ -148,6 +151,7 @@ def build_cluster(
         regions=build_region_policy(settings, metrics),
         capacity=CapacityPolicy(settings.ondemand_saturation),
         cold_start=cold_start,
+        served=served,
     )
 
 
@@ -176,7 +180,10 @@ def build_node_directory(settings: Settings, url: str | None = None) -> RedisNod
         max_connections=4,
     )
     return RedisNodeDirectory(
-        client, prefix=settings.redis_key_prefix, ttl_s=settings.node_ttl_seconds
+        client,
+        prefix=settings.redis_key_prefix,
+        ttl_s=settings.node_ttl_seconds,
+        served_ttl_s=settings.served_models_ttl_seconds,
     )
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from modelgate.core.gateway.cluster import Cluster
 from modelgate.core.gateway.cold_start import ColdStartWait
+from modelgate.core.serving.manifest import ModelManifest
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.testing import StaticDirectory
-from tests.unit.gateway.test_cluster import INPUTS, Client, _node
+from tests.unit.gateway.test_cluster import INPUTS, MANIFEST, Client, _node
 
 
 async def _scaled_to_zero(wait_s: float, max_waiting: int = 10) -> tuple[Cluster, StaticDirectory]:
@@ -102,3 +103,39 @@ async def test_a_node_with_open_breakers_is_not_waited_for() -> None:
         with pytest.raises(ModelgateError):
             await asyncio.wait_for(cluster.forward("m", 1, INPUTS, None), 5)
     assert cluster.cold_start is not None and cluster.cold_start.waiting == 0
+
+
+class _Served:
+    """A catalogue of models served recently, in memory (``error``: it fails)."""
+
+    def __init__(self, served: dict[str, dict[int, ModelManifest]]) -> None:
+        self.found = served
+        self.error: Exception | None = None
+
+    async def served(self) -> dict[str, dict[int, ModelManifest]]:
+        if self.error is not None:
+            raise self.error
+        return self.found
+
+
+async def test_a_model_of_the_catalogue_waits_though_no_node_announced_it() -> None:
+    """A fresh gateway (no node ever seen) knows the catalogue's models; a live node's
+    manifests win over the catalogue's; a failing catalogue keeps its last answer."""
+    other = MANIFEST.model_copy(update={"name": "z", "description": "from the catalogue"})
+    served = _Served({"z": {3: other}, "m": {9: MANIFEST}})
+    directory = StaticDirectory([])
+    cluster = Cluster(
+        directory, Client(), cold_start=ColdStartWait(0.05, max_waiting=10), served=served
+    )
+    assert await cluster.refresh() == {"z", "m"}
+    assert cluster.catalog == {"z": {3: other}, "m": {9: MANIFEST}}
+    with pytest.raises(ModelgateError) as caught:
+        await cluster.forward("z", 3, INPUTS, None)
+    assert caught.value.kind is ErrorKind.UNAVAILABLE and caught.value.retry_after
+    directory.found = [_node("a")]  # a node announces m: its versions, not the record's
+    await cluster.refresh()
+    assert cluster.catalog == {"z": {3: other}, "m": {1: MANIFEST}}
+    served.error = ConnectionError("down")
+    directory.found = []
+    await cluster.refresh()
+    assert cluster.catalog == {"z": {3: other}, "m": {9: MANIFEST}}

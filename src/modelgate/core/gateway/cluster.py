@@ -37,7 +37,10 @@ and forwards one inference at a time through a
 - **Anomaly checks**: a call whose inputs the gateway checked for anomalies says so in its
   metadata (:mod:`modelgate.core.gateway.node_calls`), and the node does not check them again.
 - **Cold starts**: a model no live node announces (its pool scaled to zero) waits a bounded
-  time for a node to announce it (:mod:`modelgate.core.gateway.cold_start`).
+  time for a node to announce it (:mod:`modelgate.core.gateway.cold_start`). The gateway
+  knows such a model from the cluster's catalogue of models served recently
+  (:class:`~modelgate.core.gateway.ports.ServedModels`, read with each refresh), even when
+  no node has announced it since the gateway started; a model in neither is unknown (404).
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
@@ -68,7 +71,12 @@ from modelgate.core.gateway.node_calls import (
     SCREENED_KEY,
 )
 from modelgate.core.gateway.nodes import NodeInfo
-from modelgate.core.gateway.ports import ClusterObserver, NodeClient, NodeDirectory
+from modelgate.core.gateway.ports import (
+    ClusterObserver,
+    NodeClient,
+    NodeDirectory,
+    ServedModels,
+)
 from modelgate.core.gateway.regions import RegionPolicy
 from modelgate.core.gateway.retry import RetryBudget, backoff
 from modelgate.core.gateway.tenant_metadata import tenant_metadata
@@ -121,8 +129,14 @@ class Cluster:
         regions: RegionPolicy | None = None,
         capacity: CapacityPolicy | None = None,
         cold_start: ColdStartWait | None = None,
+        served: ServedModels | None = None,
     ):
         self.directory = directory
+        #: the catalogue of models served recently (None: only live nodes' models are known)
+        self.served = served
+        #: its last answer: kept while it does not answer
+        self._served: Mapping[str, Mapping[int, ModelManifest]] = {}
+        self._served_failing = False
         self.client = client
         self.policy = breaker or BreakerPolicy()
         self.budget = budget or RetryBudget()
@@ -158,8 +172,12 @@ class Cluster:
     async def refresh(self) -> set[str]:
         """Read the directory and replace the table; returns the models whose versions or
         manifests changed (their routing handles must be rebuilt). Raises what the
-        directory raised (the previous table stays)."""
+        directory raised (the previous table stays). Models of the catalogue of models
+        served recently that no live node announces join the catalog with the manifests
+        last announced (their requests wait for a node)."""
         found = await self.directory.nodes()
+        if self.served is not None:
+            await self._read_served()
         fresh: dict[str, _NodeState] = {}
         for info in found:
             state = self._nodes.get(info.id)
@@ -191,6 +209,9 @@ class Cluster:
                         announced[key] = profile
                     elif announced[key] != profile:
                         announced[key] = None
+        for name, versions in self._served.items():
+            if name not in catalog:  # its pool is at zero: known, no node now
+                catalog[name] = dict(versions)
         profiles_now: dict[str, dict[int, Mapping[str, Any]]] = {}
         for (name, number), profile in announced.items():
             if profile is not None:
@@ -209,6 +230,19 @@ class Cluster:
         if self.cold_start is not None:
             self.cold_start.announced()
         return changed
+
+    async def _read_served(self) -> None:
+        """The catalogue of models served recently; on failure the last one stays (logged
+        once until it answers again)."""
+        assert self.served is not None
+        try:
+            self._served = await self.served.served()
+        except Exception as exc:
+            if not self._served_failing:
+                log.warning("the catalogue of models served recently did not answer: %r", exc)
+            self._served_failing = True
+            return
+        self._served_failing = False
 
     def nodes(self) -> list[dict[str, Any]]:
         """The table as plain data (the admin API's view)."""

@@ -1,5 +1,6 @@
 """The ports of the gateway, as Protocols: where nodes are found (:class:`NodeDirectory`), how
-one inference is sent to a node (:class:`NodeClient`), the cluster's metrics
+one inference is sent to a node (:class:`NodeClient`), which models the cluster served
+recently (:class:`ServedModels`), the cluster's metrics
 (:class:`ClusterObserver`) and the gateway's own anomaly checks (:class:`AnomalyScreens`).
 What they answer (a node's announcement, a node's answer) is
 :mod:`modelgate.core.gateway.nodes`.
@@ -23,6 +24,7 @@ __all__ = [
     "ClusterObserver",
     "NodeClient",
     "NodeDirectory",
+    "ServedModels",
 ]
 
 
@@ -33,6 +35,16 @@ class NodeDirectory(Protocol):
     async def nodes(self) -> list[NodeInfo]: ...
 
     async def close(self) -> None: ...
+
+
+class ServedModels(Protocol):
+    """The catalogue of models the cluster's nodes announced recently (within a bounded
+    TTL, a bounded number of them), whether or not a node serves them now: a model in it
+    that no live node announces belongs to a pool scaled to zero, and a request for it
+    waits for a node instead of being answered 404. ``served`` is a network call (it has a
+    timeout and raises on failure; the cluster keeps the last catalogue then)."""
+
+    async def served(self) -> Mapping[str, Mapping[int, ModelManifest]]: ...
 
 
 class NodeClient(Protocol):

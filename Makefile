@@ -10,8 +10,8 @@ run: $(VENV)/.installed $(MODELS)/.built
 	$(VENV)/bin/modelgate serve --model-repository $(MODELS)
 
 # The suite runs in TEST_WORKERS pytest-xdist processes, whole files each (fixtures scoped to
-# a module or package start once per worker); most tests wait on real servers, so more
-# workers than cores pay. Bytecode is written even where the shell says not to: each
+# a module or package start once per worker); 3 on 2 cores, as a worker that waits on its
+# real servers leaves a core to another (docs/benchmarks.md has the timings). Bytecode is written even where the shell says not to: each
 # worker would otherwise compile (and assertion-rewrite) every module again.
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed $(MODELS)/.built

@@ -351,7 +351,12 @@ def test_a_third_party_node_that_stops_is_left_out_and_the_other_keeps_serving(
     row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [3, 3]}]}
     deadline = time.monotonic() + 15
     while True:
-        answer = httpx.post(f"{front.gateway.url}/v2/models/points/infer", json=row, headers=AUTH)
+        # a model the gateway has served waits for a node to announce it again (the
+        # cold-start wait, MODELGATE_COLD_START_WAIT_SECONDS, 5 s) before its 503: more than
+        # httpx's default 5 s read timeout
+        answer = httpx.post(
+            f"{front.gateway.url}/v2/models/points/infer", json=row, headers=AUTH, timeout=30
+        )
         assert answer.status_code in (200, 503), answer.text
         if answer.status_code == 503:
             break

@@ -5,7 +5,11 @@ from the second on); served: a tenant on a plan no run reaches. Alternating roun
 refused, refused, served), figures summed per kind, on a server with back-pressure off
 (``MODELGATE_REFUSAL_BURST=0``): with it on, a flooding connection is answered about once a
 second and the CPU per answer would be the idle server's. What back-pressure saves is shown
-beside it: the same refused flood's CPU per second on ``held``, a server with the defaults."""
+beside it: the same refused flood's CPU per second on ``held``, a server with the defaults.
+And the floor, in the same rounds: bench/floor_http.py, a uvloop protocol with httptools
+that answers every request with bytes built once and does nothing else, under the same wrk
+load: what one read and one write cost here before any server's own work (the least a
+refusal by any Python server on uvloop can cost)."""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from bench import loadgen
 from bench.flood.keys import REFUSING, ROOMY, key_for
 from bench.flood.measure import HOST, Row, ratio_text, wait_idle
 from bench.procs import Server
-from bench.suites.context import LOAD_CPU, Ctx
+from bench.suites.context import LOAD_CPU, SERVER_CPU, Ctx
 from bench.suites.measuring import post
+from bench.suites.servers import start_floor
 from bench.sysinfo import tree_cpu
 from bench.workloads import credit_json
 
@@ -37,13 +42,27 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str, held: Server | None 
         for kind, key in (("served", served_key), ("refused", refused_key))
     }
     totals = {kind: [0.0, 0, 0] for kind in scripts}  # CPU s, answers, non-2xx
-    wait_idle(server)
-    for kind in ("served", "refused", "refused", "served"):
-        before = tree_cpu(server.pid)
-        load = loadgen.wrk(url, scripts[kind], CONNECTIONS, SECONDS, cpus=LOAD_CPU)
-        totals[kind][0] += tree_cpu(server.pid) - before
-        totals[kind][1] += load.requests
-        totals[kind][2] += load.errors
+    floor = start_floor(ctx, SERVER_CPU)
+    floor_url = f"http://{HOST}:{floor.http_port}/v2/models/credit-risk/infer"
+    floor_totals = [0.0, 0]
+    try:
+        wait_idle(server)
+        for kind in ("served", "refused", "floor", "refused", "served", "floor"):
+            if kind == "floor":
+                before = tree_cpu(floor.pid)
+                load = loadgen.wrk(
+                    floor_url, scripts["served"], CONNECTIONS, SECONDS, cpus=LOAD_CPU
+                )
+                floor_totals[0] += tree_cpu(floor.pid) - before
+                floor_totals[1] += load.requests
+                continue
+            before = tree_cpu(server.pid)
+            load = loadgen.wrk(url, scripts[kind], CONNECTIONS, SECONDS, cpus=LOAD_CPU)
+            totals[kind][0] += tree_cpu(server.pid) - before
+            totals[kind][1] += load.requests
+            totals[kind][2] += load.errors
+    finally:
+        floor.stop()
     per = {kind: cpu / answers if answers else None for kind, (cpu, answers, _) in totals.items()}
     served, refused = per["served"], per["refused"]
     ratio = refused / served if served and refused else None
@@ -57,6 +76,13 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str, held: Server | None 
             f"{answers:,} answers ({errors:,} non-2xx) in {2 * SECONDS:g} s, "
             f"{cpu:.2f} s server CPU",
         )
+    floor_per = floor_totals[0] / floor_totals[1] if floor_totals[1] else None
+    row.note(
+        "floor: canned answers (bench/floor_http.py), same load",
+        f"{floor_totals[1]:,} answers in {2 * SECONDS:g} s, {floor_totals[0]:.2f} s CPU: "
+        f"{_us(floor_per)} per answer, "
+        f"{ratio_text(floor_per / served if floor_per and served else None)} of a served one",
+    )
     if held is not None:
         row.note("refused flood, back-pressure on (defaults)", _held_flood(ctx, held))
     if totals["refused"][2] < totals["refused"][1] or totals["served"][2]:

@@ -37,7 +37,19 @@ ROW = orjson.dumps(
 )
 INFER = "/v2/models/doubler/infer"
 #: the callers: each flooder on a plan that admits one request in 1000 s
-FLOODERS = ("bytes", "count", "pipe", "body", "other", "depends", "held", "grpc")
+FLOODERS = (
+    "bytes",
+    "count",
+    "pipe",
+    "body",
+    "other",
+    "depends",
+    "held",
+    "grpc",
+    "replay",
+    "reread",
+    "keeper",
+)
 
 
 @dataclass

@@ -416,7 +416,7 @@ class Settings(BaseSettings):
     #: a node re-announces itself this often; its entry lives ``node_ttl_seconds``
     node_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
     node_ttl_seconds: float = Field(default=6.0, gt=0, le=600)
-    #: a model stays in the cluster's catalogue of models served recently this long after a
+    #: a model's version stays in the catalogue of models served recently this long after a
     #: node last announced it, so that a gateway started while its pool is at zero knows it
     #: (its requests wait for a node, then 503) instead of answering 404; 0: no catalogue
     served_models_ttl_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)

@@ -78,7 +78,7 @@ def build_cluster(
     from modelgate.cluster.client import GrpcNodeClient
     from modelgate.core.gateway.breaker import BreakerPolicy
     from modelgate.core.gateway.capacity import CapacityPolicy
-    from modelgate.core.gateway.cluster import Cluster
+    from modelgate.core.gateway.cluster import SERVED_READ_S, Cluster
     from modelgate.core.gateway.cold_start import ColdStartWait
     from modelgate.core.gateway.ports import NodeDirectory, ServedModels
     from modelgate.core.gateway.retry import RetryBudget
@@ -152,6 +152,8 @@ def build_cluster(
         capacity=CapacityPolicy(settings.ondemand_saturation),
         cold_start=cold_start,
         served=served,
+        # a short TTL is read as often: a gateway holds no model much past it
+        served_read_s=min(SERVED_READ_S, settings.served_models_ttl_seconds or SERVED_READ_S),
     )
 
 

@@ -15,7 +15,7 @@ from modelgate.core.gateway.cold_start import ColdStartWait
 from modelgate.core.serving.manifest import ModelManifest
 from modelgate.errors import ErrorKind, ModelgateError
 from modelgate.testing import StaticDirectory
-from tests.unit.gateway.test_cluster import INPUTS, MANIFEST, Client, _node
+from tests.unit.gateway.test_cluster import INPUTS, MANIFEST, Client, Clock, _node
 
 
 async def _scaled_to_zero(wait_s: float, max_waiting: int = 10) -> tuple[Cluster, StaticDirectory]:
@@ -106,13 +106,16 @@ async def test_a_node_with_open_breakers_is_not_waited_for() -> None:
 
 
 class _Served:
-    """A catalogue of models served recently, in memory (``error``: it fails)."""
+    """A catalogue of models served recently, in memory (``error``: it fails), counting
+    its reads."""
 
     def __init__(self, served: dict[str, dict[int, ModelManifest]]) -> None:
         self.found = served
         self.error: Exception | None = None
+        self.reads = 0
 
     async def served(self) -> dict[str, dict[int, ModelManifest]]:
+        self.reads += 1
         if self.error is not None:
             raise self.error
         return self.found
@@ -120,22 +123,77 @@ class _Served:
 
 async def test_a_model_of_the_catalogue_waits_though_no_node_announced_it() -> None:
     """A fresh gateway (no node ever seen) knows the catalogue's models; a live node's
-    manifests win over the catalogue's; a failing catalogue keeps its last answer."""
+    manifest wins for the versions it announces, and the catalogue's other versions of
+    its model stay known (another pool, at zero, serves them)."""
     other = MANIFEST.model_copy(update={"name": "z", "description": "from the catalogue"})
-    served = _Served({"z": {3: other}, "m": {9: MANIFEST}})
+    old = MANIFEST.model_copy(update={"labels": {"announced": "a while ago"}})
+    served = _Served({"z": {3: other}, "m": {1: old, 9: MANIFEST}})
     directory = StaticDirectory([])
     cluster = Cluster(
         directory, Client(), cold_start=ColdStartWait(0.05, max_waiting=10), served=served
     )
     assert await cluster.refresh() == {"z", "m"}
-    assert cluster.catalog == {"z": {3: other}, "m": {9: MANIFEST}}
+    assert cluster.catalog == {"z": {3: other}, "m": {1: old, 9: MANIFEST}}
     with pytest.raises(ModelgateError) as caught:
         await cluster.forward("z", 3, INPUTS, None)
     assert caught.value.kind is ErrorKind.UNAVAILABLE and caught.value.retry_after
-    directory.found = [_node("a")]  # a node announces m: its versions, not the record's
+    directory.found = [_node("a")]  # a node announces m v1: its manifest, v9 still known
+    assert await cluster.refresh() == {"m"}
+    assert cluster.catalog["m"] == {1: MANIFEST, 9: MANIFEST}
+    assert cluster.catalog["m"][1].labels == {}
+    assert (await cluster.forward("m", 1, INPUTS, None))["y"].shape == (1, 2)
+    with pytest.raises(ModelgateError) as caught:  # v9's pool is at zero: wait, then 503
+        await cluster.forward("m", 9, INPUTS, None)
+    assert caught.value.kind is ErrorKind.UNAVAILABLE and caught.value.retry_after
+
+
+async def test_the_catalogue_is_read_at_start_then_every_served_read_s() -> None:
+    """One read at the first refresh, then one every ``served_read_s`` (the node table
+    every refresh); a failed read keeps the last catalogue, and the next refresh asks
+    again."""
+    clock = Clock()
+    served = _Served({"z": {3: MANIFEST}})
+    cluster = Cluster(StaticDirectory([]), Client(), clock=clock, served=served, served_read_s=30)
     await cluster.refresh()
-    assert cluster.catalog == {"z": {3: other}, "m": {1: MANIFEST}}
+    assert served.reads == 1 and set(cluster.catalog) == {"z"}
+    served.found = {"y": {1: MANIFEST}}
+    for _ in range(29):  # a refresh a second: the catalogue is not read again
+        clock.now += 1
+        await cluster.refresh()
+    assert served.reads == 1 and set(cluster.catalog) == {"z"}
+    clock.now += 1
+    await cluster.refresh()
+    assert served.reads == 2 and set(cluster.catalog) == {"y"}
     served.error = ConnectionError("down")
-    directory.found = []
+    clock.now += 30
     await cluster.refresh()
-    assert cluster.catalog == {"z": {3: other}, "m": {9: MANIFEST}}
+    clock.now += 1
+    await cluster.refresh()
+    assert served.reads == 4 and set(cluster.catalog) == {"y"}
+    served.error = None
+    clock.now += 1
+    await cluster.refresh()
+    clock.now += 1
+    await cluster.refresh()
+    assert served.reads == 5
+
+
+async def test_a_model_announced_between_reads_stays_known_when_its_node_leaves() -> None:
+    """A model a node announced after the last read, whose node left before the next one,
+    waits for a node (its announcement wrote it to the catalogue), not 404."""
+    clock = Clock()
+    served = _Served({})
+    directory = StaticDirectory([])
+    cluster = Cluster(directory, Client(), clock=clock, served=served, served_read_s=30)
+    await cluster.refresh()
+    clock.now += 5
+    directory.found = [_node("a")]
+    await cluster.refresh()
+    clock.now += 5
+    directory.found = []  # its pool scaled to zero before the next read
+    await cluster.refresh()
+    assert served.reads == 1 and cluster.catalog == {"m": {1: MANIFEST}}
+    served.found = {"m": {1: MANIFEST, 2: MANIFEST}}  # the next read replaces it all
+    clock.now += 30
+    await cluster.refresh()
+    assert cluster.catalog == {"m": {1: MANIFEST, 2: MANIFEST}}

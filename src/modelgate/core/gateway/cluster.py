@@ -38,9 +38,12 @@ and forwards one inference at a time through a
   metadata (:mod:`modelgate.core.gateway.node_calls`), and the node does not check them again.
 - **Cold starts**: a model no live node announces (its pool scaled to zero) waits a bounded
   time for a node to announce it (:mod:`modelgate.core.gateway.cold_start`). The gateway
-  knows such a model from the cluster's catalogue of models served recently
-  (:class:`~modelgate.core.gateway.ports.ServedModels`, read with each refresh), even when
-  no node has announced it since the gateway started; a model in neither is unknown (404).
+  knows such a model, or such a version of a model other nodes serve, from the cluster's
+  catalogue of models served recently (:class:`~modelgate.core.gateway.ports.ServedModels`,
+  read at the first refresh and then every :data:`SERVED_READ_S`; in between, what live
+  nodes announce joins the last catalogue read, as their announcements joined the
+  catalogue), even when no node has announced it since the gateway started; a model in
+  neither is unknown (404).
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
@@ -86,6 +89,7 @@ from modelgate.errors import ErrorKind, ModelgateError
 
 __all__ = [
     "REGION_PARAMETER",
+    "SERVED_READ_S",
     "Cluster",
 ]
 
@@ -97,6 +101,9 @@ Array = np.ndarray[Any, Any]
 _MIN_ATTEMPT_S = 0.002
 #: the response parameter naming the region of the node that answered
 REGION_PARAMETER = "region"
+#: a gateway reads the catalogue of models served recently this often (and at its first
+#: refresh): it only matters for models no live node announces, and its models live a day
+SERVED_READ_S = 30.0
 
 
 @dataclass(slots=True)
@@ -130,13 +137,18 @@ class Cluster:
         capacity: CapacityPolicy | None = None,
         cold_start: ColdStartWait | None = None,
         served: ServedModels | None = None,
+        served_read_s: float = SERVED_READ_S,
     ):
         self.directory = directory
         #: the catalogue of models served recently (None: only live nodes' models are known)
         self.served = served
-        #: its last answer: kept while it does not answer
-        self._served: Mapping[str, Mapping[int, ModelManifest]] = {}
+        #: its last answer, with what live nodes announced since: kept while it does not
+        #: answer, replaced at the next read
+        self._served: dict[str, dict[int, ModelManifest]] = {}
         self._served_failing = False
+        #: it is read every ``served_read_s`` (on ``clock``), from its first answer on
+        self.served_read_s = served_read_s
+        self._served_at: float | None = None
         self.client = client
         self.policy = breaker or BreakerPolicy()
         self.budget = budget or RetryBudget()
@@ -172,7 +184,7 @@ class Cluster:
     async def refresh(self) -> set[str]:
         """Read the directory and replace the table; returns the models whose versions or
         manifests changed (their routing handles must be rebuilt). Raises what the
-        directory raised (the previous table stays). Models of the catalogue of models
+        directory raised (the previous table stays). Versions of the catalogue of models
         served recently that no live node announces join the catalog with the manifests
         last announced (their requests wait for a node)."""
         found = await self.directory.nodes()
@@ -209,9 +221,12 @@ class Cluster:
                         announced[key] = profile
                     elif announced[key] != profile:
                         announced[key] = None
-        for name, versions in self._served.items():
-            if name not in catalog:  # its pool is at zero: known, no node now
-                catalog[name] = dict(versions)
+        if self.served is not None:
+            self._remember(catalog)
+            for name, versions in self._served.items():
+                known = catalog.setdefault(name, {})
+                for number, manifest in versions.items():
+                    known.setdefault(number, manifest)  # its pool is at zero: no node now
         profiles_now: dict[str, dict[int, Mapping[str, Any]]] = {}
         for (name, number), profile in announced.items():
             if profile is not None:
@@ -232,17 +247,35 @@ class Cluster:
         return changed
 
     async def _read_served(self) -> None:
-        """The catalogue of models served recently; on failure the last one stays (logged
-        once until it answers again)."""
+        """The catalogue of models served recently, when ``served_read_s`` passed since it
+        last answered; on failure the last one stays (logged once until it answers again),
+        and the next refresh asks again."""
         assert self.served is not None
+        now = self._clock()
+        if self._served_at is not None and now - self._served_at < self.served_read_s:
+            return
         try:
-            self._served = await self.served.served()
+            found = await self.served.served()
         except Exception as exc:
             if not self._served_failing:
                 log.warning("the catalogue of models served recently did not answer: %r", exc)
             self._served_failing = True
             return
+        self._served = {name: dict(versions) for name, versions in found.items()}
+        self._served_at = now
         self._served_failing = False
+
+    def _remember(self, live: Mapping[str, Mapping[int, ModelManifest]]) -> None:
+        """Add what live nodes announce to the last catalogue read: their announcements
+        wrote it to the catalogue, and a model announced since the last read whose pool
+        went to zero before the next one stays known (the read replaces it all)."""
+        served = self._served
+        for name, versions in live.items():
+            known = served.get(name)
+            if known is None:
+                served[name] = dict(versions)
+            else:
+                known.update(versions)
 
     def nodes(self) -> list[dict[str, Any]]:
         """The table as plain data (the admin API's view)."""

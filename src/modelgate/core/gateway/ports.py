@@ -39,10 +39,13 @@ class NodeDirectory(Protocol):
 
 class ServedModels(Protocol):
     """The catalogue of models the cluster's nodes announced recently (within a bounded
-    TTL, a bounded number of them), whether or not a node serves them now: a model in it
-    that no live node announces belongs to a pool scaled to zero, and a request for it
-    waits for a node instead of being answered 404. ``served`` is a network call (it has a
-    timeout and raises on failure; the cluster keeps the last catalogue then)."""
+    TTL, a bounded number of them), whether or not a node serves them now: a model (or a
+    version) in it that no live node announces belongs to a pool scaled to zero, and a
+    request for it waits for a node instead of being answered 404. ``served`` answers
+    every version of each model that any node announced within the TTL, merged, whichever
+    node announced it last. It is a network call (it has a timeout and raises on failure;
+    the cluster keeps the last catalogue then), made at a gateway's first refresh and then
+    every :data:`~modelgate.core.gateway.cluster.SERVED_READ_S`, never per request."""
 
     async def served(self) -> Mapping[str, Mapping[int, ModelManifest]]: ...
 

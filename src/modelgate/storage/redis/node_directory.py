@@ -7,59 +7,51 @@ A node that dies stops renewing the key and drops out within the TTL (its breake
 usually opened long before). Gateways read every announcement each refresh (one ``SCAN``
 and one ``MGET``).
 
-**Models served recently.** Each announcement also refreshes, per model it lists, a record
-of its versions and manifests, ``{prefix}served:{model}``, that lives ``served_ttl_s`` (a
-day by default, ``MODELGATE_SERVED_MODELS_TTL_SECONDS``), far longer than the node's entry,
-and the model's place in the index ``{prefix}served`` (a sorted set scored by the time of
-the last announcement, pruned of names older than the TTL and held to the newest
-``max_served``). A gateway reads the catalogue with each refresh (one ``ZREVRANGE`` of at
-most ``max_served`` names and one ``MGET``): a model in it that no live node announces is
-one whose pool scaled to zero, known to the gateway (it waits for a node:
+**Models served recently.** An announcement also writes, when they changed or a minute
+has passed, the records of the models it lists in the cluster's catalogue of models served
+recently (``{prefix}served:{model}``, one field per version, and the index
+``{prefix}served``), in one Lua script with the node's entry: one round trip, timed by the
+Redis server's clock. The records live ``served_ttl_s`` (a day by default,
+``MODELGATE_SERVED_MODELS_TTL_SECONDS``), far longer than the node's entry, and the catalogue
+is bounded (``max_served`` models of :data:`~.served_models.MAX_VERSIONS` versions). A
+gateway reads it (:meth:`RedisNodeDirectory.served`, every version of every model, in two
+round trips) at start and then every 30 s: a model in it that no live node announces is one
+whose pool scaled to zero, known to the gateway (it waits for a node:
 :mod:`modelgate.core.gateway.cold_start`) even when no node has announced it since the
 gateway started, as Knative's activator knows its revisions. Only announcements write it:
-nothing a client sends adds a model.
+nothing a client sends adds a model. The layout, the script and the bounds are
+:mod:`modelgate.storage.redis.served_models`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from modelgate.core.gateway.nodes import NodeInfo, parse_node
-from modelgate.core.serving.manifest import ModelManifest, parse_manifest
-from modelgate.errors import ModelgateError
+from modelgate.core.serving.manifest import ModelManifest
+from modelgate.storage.redis.served_models import (
+    ANNOUNCE_SCRIPT,
+    MAX_SERVED,
+    MAX_VERSIONS,
+    SERVED_TTL_S,
+    ServedReads,
+    ServedWrites,
+    rewrite_interval,
+    served_key,
+)
 
 __all__ = ["MAX_SERVED", "SERVED_TTL_S", "RedisNodeDirectory", "node_key", "served_key"]
-
-#: how long a model stays in the catalogue after its last announcement, by default (a day)
-SERVED_TTL_S = 86_400.0
-#: the most models the catalogue holds (the newest announced ones) and a gateway reads
-MAX_SERVED = 10_000
 
 log = logging.getLogger("modelgate.cluster")
 
 
 def node_key(prefix: str, node_id: str) -> str:
     return f"{prefix}node:{node_id}"
-
-
-def served_key(prefix: str, model: str) -> str:
-    """The catalogue record of ``model`` (its versions' manifests as last announced)."""
-    return f"{prefix}served:{model}"
-
-
-def _served_records(document: Mapping[str, Any]) -> dict[str, bytes]:
-    """model -> its catalogue record, from a node's announcement: the versions of the
-    models it lists, a sharded model's manifest (the one with its stages) included."""
-    versions: dict[str, dict[str, Any]] = {}
-    for section in ("models", "sharded"):
-        for name, entry in (document.get(section) or {}).items():
-            versions.setdefault(str(name), {}).update(entry.get("versions") or {})
-    return {name: orjson.dumps({"versions": found}) for name, found in versions.items() if found}
 
 
 class RedisNodeDirectory:
@@ -73,43 +65,46 @@ class RedisNodeDirectory:
         ttl_s: float = 6.0,
         served_ttl_s: float = SERVED_TTL_S,
         max_served: int = MAX_SERVED,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.client = client
         self.prefix = prefix
         self.ttl_ms = max(int(ttl_s * 1000), 1)
-        #: how long a model stays in the catalogue after its last announcement (0: no
+        #: how long a version stays in the catalogue after its last announcement (0: no
         #: catalogue is written)
         self.served_ttl_ms = max(int(served_ttl_s * 1000), 0)
         self.max_served = max_served
-        self._clock = clock  # wall-clock seconds: the index's scores, shared by processes
-        self._index = f"{prefix}served"
-        #: each catalogue record's last value and what it parsed to (as ``_parsed``)
-        self._served: dict[str, tuple[bytes, dict[int, ModelManifest]]] = {}
-        self._broken_served: set[str] = set()  # records already logged as unreadable
+        #: a node's records: written when changed or due (``clock``: this process's own,
+        #: for that cadence alone; the catalogue's times are the Redis server's)
+        self._writes = ServedWrites(rewrite_interval(served_ttl_s), clock)
+        self._script = client.register_script(ANNOUNCE_SCRIPT)
+        self._reads = ServedReads(client, prefix=prefix, max_served=max_served)
         self._broken: set[bytes] = set()  # keys already logged as unreadable
         #: each key's last announcement and what it parsed to: a node re-announces the
         #: same document every heartbeat, and a gateway reads them all every refresh
         self._parsed: dict[bytes, tuple[bytes, NodeInfo]] = {}
 
     async def announce(self, document: dict[str, Any]) -> None:
-        """Write the node's entry and refresh the catalogue records of the models it lists,
-        in one round trip (a pipeline, not a transaction)."""
+        """Write the node's entry, and the catalogue records of the models it lists that
+        changed or are due, in one round trip (a ``SET``, or the script with them)."""
         key = node_key(self.prefix, str(document["id"]))
-        records = _served_records(document) if self.served_ttl_ms else {}
-        if not records:
+        due = self._writes.due(document) if self.served_ttl_ms else {}
+        if not due:
             await self.client.set(key, orjson.dumps(document), px=self.ttl_ms)
             return
-        now_ms = int(self._clock() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, orjson.dumps(document), px=self.ttl_ms)
-        for name, record in records.items():
-            pipe.set(served_key(self.prefix, name), record, px=self.served_ttl_ms)
-        pipe.zadd(self._index, dict.fromkeys(records, now_ms))
-        pipe.zremrangebyscore(self._index, "-inf", f"({now_ms - self.served_ttl_ms}")
-        pipe.zremrangebyrank(self._index, 0, -self.max_served - 1)  # the newest max_served
-        pipe.pexpire(self._index, self.served_ttl_ms)
-        await pipe.execute()
+        await self._script(
+            keys=[key, f"{self.prefix}served"],
+            args=[
+                orjson.dumps(document),
+                self.ttl_ms,
+                self.served_ttl_ms,
+                self.max_served,
+                MAX_VERSIONS,
+                served_key(self.prefix, ""),
+                *ServedWrites.arguments(due),
+            ],
+        )
+        self._writes.written(due)
 
     async def leave(self, node_id: str) -> None:
         await self.client.delete(node_key(self.prefix, node_id))
@@ -140,54 +135,10 @@ class RedisNodeDirectory:
         return found
 
     async def served(self) -> dict[str, dict[int, ModelManifest]]:
-        """The catalogue: model -> version -> manifest, of the models announced within the
-        TTL (the newest ``max_served``); a record that does not parse is left out (logged
-        once). Raises what Redis raised."""
-        names = [
-            n.decode() if isinstance(n, bytes) else str(n)
-            for n in await self.client.zrevrange(self._index, 0, self.max_served - 1)
-        ]
-        if not names:
-            self._served = {}
-            return {}
-        values = await self.client.mget([served_key(self.prefix, n) for n in names])
-        found: dict[str, dict[int, ModelManifest]] = {}
-        kept: dict[str, tuple[bytes, dict[int, ModelManifest]]] = {}
-        for name, value in zip(names, values, strict=True):
-            if value is None:  # expired (its record's TTL ends with the index's pruning)
-                continue
-            known = self._served.get(name)
-            if known is not None and known[0] == value:
-                versions = known[1]
-            else:
-                try:
-                    versions = _parse_record(name, value)
-                except ValueError as exc:
-                    if name not in self._broken_served:
-                        self._broken_served.add(name)
-                        log.warning("ignoring the catalogue record of model %r: %s", name, exc)
-                    continue
-            kept[name] = (value, versions)
-            found[name] = versions
-        self._served = kept
-        return found
+        """The catalogue: model -> version -> manifest, every version announced within the
+        TTL of the newest ``max_served`` models, whichever node announced it; a version
+        that does not parse is left out (logged once). Raises what Redis raised."""
+        return await self._reads.read()
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def _parse_record(name: str, value: bytes) -> dict[int, ModelManifest]:
-    """A catalogue record's versions; ValueError naming the problem."""
-    try:
-        entry = orjson.loads(value)
-        versions = {
-            int(number): parse_manifest(name, {k: v for k, v in manifest.items() if k != "name"})
-            for number, manifest in entry["versions"].items()
-        }
-    except ModelgateError as exc:
-        raise ValueError(exc.message) from None
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"malformed record: {exc!r}") from None
-    if not versions:
-        raise ValueError("no versions")
-    return versions

@@ -78,8 +78,9 @@ def build_cluster(
     from modelgate.cluster.client import GrpcNodeClient
     from modelgate.core.gateway.breaker import BreakerPolicy
     from modelgate.core.gateway.capacity import CapacityPolicy
-    from modelgate.core.gateway.cluster import SERVED_READ_S, Cluster
+    from modelgate.core.gateway.cluster import Cluster
     from modelgate.core.gateway.cold_start import ColdStartWait
+    from modelgate.core.gateway.node_table import SERVED_READ_S
     from modelgate.core.gateway.ports import NodeDirectory, ServedModels
     from modelgate.core.gateway.retry import RetryBudget
     from modelgate.observability.cluster_metrics import ClusterMetrics

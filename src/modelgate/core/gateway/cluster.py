@@ -1,11 +1,9 @@
-"""The gateway's view of the nodes, and how it sends them work.
+"""How a gateway sends its nodes work: one inference at a time, to the node it chooses.
 
-A node announces itself (see ``modelgate.cluster``) with a document: its id, the address of
-its OIP gRPC endpoint, its hardware class and memory, and the models and versions it serves
-with their manifests (:mod:`modelgate.core.gateway.nodes`). :class:`Cluster` keeps the latest
-table of those documents (refreshed from a
-:class:`~modelgate.core.gateway.ports.NodeDirectory`: Redis, or a static list of addresses)
-and forwards one inference at a time through a
+:class:`Cluster` routes by the gateway's node table
+(:class:`~modelgate.core.gateway.node_table.NodeTable`: what the nodes announce, refreshed
+from a :class:`~modelgate.core.gateway.ports.NodeDirectory`), keeps each node's breakers and
+load count, and forwards one inference at a time through a
 :class:`~modelgate.core.gateway.ports.NodeClient` (OIP gRPC):
 
 - **Placement**: only nodes that announce the model and version, and are not draining.
@@ -39,16 +37,14 @@ and forwards one inference at a time through a
 - **Cold starts**: a model no live node announces (its pool scaled to zero) waits a bounded
   time for a node to announce it (:mod:`modelgate.core.gateway.cold_start`). The gateway
   knows such a model, or such a version of a model other nodes serve, from the cluster's
-  catalogue of models served recently (:class:`~modelgate.core.gateway.ports.ServedModels`,
-  read at the first refresh and then every :data:`SERVED_READ_S`; in between, what live
-  nodes announce joins the last catalogue read, as their announcements joined the
-  catalogue), even when no node has announced it since the gateway started; a model in
-  neither is unknown (404).
+  catalogue of models served recently, which the node table reads
+  (:mod:`modelgate.core.gateway.node_table`); a model in neither is unknown (404).
 - **What the caller sees** when no node answered: the last failure's kind, in words that
   name no node; node ids and addresses go to the gateway's log. Which failures are the
   node's, and how they count, is :mod:`modelgate.core.gateway.faults`.
 
-Nothing here knows gRPC or Redis: they are behind the two ports.
+Nothing here knows gRPC or Redis: they are behind the ports (the node client here, the
+node directory and the catalogue of models served recently in the node table).
 """
 
 from __future__ import annotations
@@ -73,6 +69,7 @@ from modelgate.core.gateway.node_calls import (
     SCREENED,
     SCREENED_KEY,
 )
+from modelgate.core.gateway.node_table import SERVED_READ_S, NodeTable
 from modelgate.core.gateway.nodes import NodeInfo
 from modelgate.core.gateway.ports import (
     ClusterObserver,
@@ -87,11 +84,7 @@ from modelgate.core.serving.manifest import ModelManifest
 from modelgate.core.serving.ports import Arrays, Timing
 from modelgate.errors import ErrorKind, ModelgateError
 
-__all__ = [
-    "REGION_PARAMETER",
-    "SERVED_READ_S",
-    "Cluster",
-]
+__all__ = ["REGION_PARAMETER", "Cluster"]
 
 log = logging.getLogger("modelgate.cluster")
 
@@ -101,9 +94,6 @@ Array = np.ndarray[Any, Any]
 _MIN_ATTEMPT_S = 0.002
 #: the response parameter naming the region of the node that answered
 REGION_PARAMETER = "region"
-#: a gateway reads the catalogue of models served recently this often (and at its first
-#: refresh): it only matters for models no live node announces, and its models live a day
-SERVED_READ_S = 30.0
 
 
 @dataclass(slots=True)
@@ -118,7 +108,8 @@ class _NodeState:
 
 
 class Cluster:
-    """The node table of one gateway, with its breakers, load counts and retry budget."""
+    """One gateway's forwarding to its nodes: its node table, with the nodes' breakers,
+    load counts and the retry budget."""
 
     def __init__(
         self,
@@ -139,16 +130,8 @@ class Cluster:
         served: ServedModels | None = None,
         served_read_s: float = SERVED_READ_S,
     ):
-        self.directory = directory
-        #: the catalogue of models served recently (None: only live nodes' models are known)
-        self.served = served
-        #: its last answer, with what live nodes announced since: kept while it does not
-        #: answer, replaced at the next read
-        self._served: dict[str, dict[int, ModelManifest]] = {}
-        self._served_failing = False
-        #: it is read every ``served_read_s`` (on ``clock``), from its first answer on
-        self.served_read_s = served_read_s
-        self._served_at: float | None = None
+        #: what the nodes announce, and the catalog they make
+        self.table = NodeTable(directory, served=served, served_read_s=served_read_s, clock=clock)
         self.client = client
         self.policy = breaker or BreakerPolicy()
         self.budget = budget or RetryBudget()
@@ -161,14 +144,8 @@ class Cluster:
         self._rng = rng or random.Random()
         #: where requests for a model no node announces wait for one (None: no wait)
         self.cold_start = cold_start
+        #: node id -> its breakers and load, for the nodes of the table (in its order)
         self._nodes: dict[str, _NodeState] = {}
-        #: models and their manifests as of the last refresh: what the gateway may load
-        self.catalog: dict[str, dict[int, ModelManifest]] = {}
-        #: model -> version -> what its anomaly check reads of its reference profile, for
-        #: the versions every node serving them announces the same one of: the gateway
-        #: checks their requests itself (core/monitoring/anomaly_profiles.py)
-        self.profiles: dict[str, dict[int, Mapping[str, Any]]] = {}
-        self.refreshed = False
         self._logged_at = -1e9  # when a failed request was last logged
         self._warned: set[str] = set()  # nodes that checked calls the gateway had checked
         self._failed_answers = 0  # failed requests not logged yet
@@ -181,17 +158,27 @@ class Cluster:
         self._placed = regions is not None
 
     # -- the node table ------------------------------------------------------------------
+    @property
+    def catalog(self) -> dict[str, dict[int, ModelManifest]]:
+        """Models and their manifests as of the last refresh: what the gateway may load
+        (:attr:`NodeTable.catalog`)."""
+        return self.table.catalog
+
+    @property
+    def profiles(self) -> dict[str, dict[int, Mapping[str, Any]]]:
+        """The reference profiles whose anomaly checks the gateway runs itself
+        (:attr:`NodeTable.profiles`)."""
+        return self.table.profiles
+
     async def refresh(self) -> set[str]:
-        """Read the directory and replace the table; returns the models whose versions or
-        manifests changed (their routing handles must be rebuilt). Raises what the
-        directory raised (the previous table stays). Versions of the catalogue of models
-        served recently that no live node announces join the catalog with the manifests
-        last announced (their requests wait for a node)."""
-        found = await self.directory.nodes()
-        if self.served is not None:
-            await self._read_served()
+        """Refresh the node table (:meth:`NodeTable.refresh`: returns the models whose
+        versions or manifests changed; raises what the directory raised, and the previous
+        table stays) and route by it: a node new to the table gets its breaker, a node
+        that stays keeps its breakers and load count, a departed one's series are
+        forgotten, and the requests waiting for a node look again."""
+        changed = await self.table.refresh()
         fresh: dict[str, _NodeState] = {}
-        for info in found:
+        for info in self.table.nodes.values():
             state = self._nodes.get(info.id)
             if state is None:
                 state = _NodeState(info, self._breaker(info.id, None, None))
@@ -206,76 +193,10 @@ class Cluster:
         if self.observer is not None:
             for node in sorted(departed):
                 self.observer.departed(node)
-        catalog: dict[str, dict[int, ModelManifest]] = {}
-        announced: dict[tuple[str, int], Mapping[str, Any] | None] = {}
-        for state in sorted(fresh.values(), key=lambda s: s.info.id):
-            for name, versions in state.info.models.items():
-                known = catalog.setdefault(name, {})
-                profiles = state.info.profiles.get(name, {})
-                for number, manifest in versions.items():
-                    known.setdefault(number, manifest)
-                    profile = profiles.get(number)
-                    key = (name, number)
-                    # one node without it (an older one) or with another: the nodes check
-                    if key not in announced:
-                        announced[key] = profile
-                    elif announced[key] != profile:
-                        announced[key] = None
-        if self.served is not None:
-            self._remember(catalog)
-            for name, versions in self._served.items():
-                known = catalog.setdefault(name, {})
-                for number, manifest in versions.items():
-                    known.setdefault(number, manifest)  # its pool is at zero: no node now
-        profiles_now: dict[str, dict[int, Mapping[str, Any]]] = {}
-        for (name, number), profile in announced.items():
-            if profile is not None:
-                profiles_now.setdefault(name, {})[number] = profile
-        changed = {
-            name
-            for name in set(catalog) | set(self.catalog)
-            if catalog.get(name) != self.catalog.get(name)
-            or profiles_now.get(name) != self.profiles.get(name)
-        }
-        self.catalog = catalog
-        self.profiles = profiles_now
-        self.refreshed = True
-        if self.observer is not None:
             self.observer.nodes(len(fresh))
         if self.cold_start is not None:
             self.cold_start.announced()
         return changed
-
-    async def _read_served(self) -> None:
-        """The catalogue of models served recently, when ``served_read_s`` passed since it
-        last answered; on failure the last one stays (logged once until it answers again),
-        and the next refresh asks again."""
-        assert self.served is not None
-        now = self._clock()
-        if self._served_at is not None and now - self._served_at < self.served_read_s:
-            return
-        try:
-            found = await self.served.served()
-        except Exception as exc:
-            if not self._served_failing:
-                log.warning("the catalogue of models served recently did not answer: %r", exc)
-            self._served_failing = True
-            return
-        self._served = {name: dict(versions) for name, versions in found.items()}
-        self._served_at = now
-        self._served_failing = False
-
-    def _remember(self, live: Mapping[str, Mapping[int, ModelManifest]]) -> None:
-        """Add what live nodes announce to the last catalogue read: their announcements
-        wrote it to the catalogue, and a model announced since the last read whose pool
-        went to zero before the next one stays known (the read replaces it all)."""
-        served = self._served
-        for name, versions in live.items():
-            known = served.get(name)
-            if known is None:
-                served[name] = dict(versions)
-            else:
-                known.update(versions)
 
     def nodes(self) -> list[dict[str, Any]]:
         """The table as plain data (the admin API's view)."""
@@ -541,7 +462,7 @@ class Cluster:
 
     async def close(self) -> None:
         await self.client.close()
-        await self.directory.close()
+        await self.table.close()
 
 
 def _region_of(candidate: tuple[_NodeState, CircuitBreaker]) -> str:

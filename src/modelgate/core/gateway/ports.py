@@ -45,7 +45,7 @@ class ServedModels(Protocol):
     every version of each model that any node announced within the TTL, merged, whichever
     node announced it last. It is a network call (it has a timeout and raises on failure;
     the cluster keeps the last catalogue then), made at a gateway's first refresh and then
-    every :data:`~modelgate.core.gateway.cluster.SERVED_READ_S`, never per request."""
+    every :data:`~modelgate.core.gateway.node_table.SERVED_READ_S`, never per request."""
 
     async def served(self) -> Mapping[str, Mapping[int, ModelManifest]]: ...
 

@@ -23,7 +23,7 @@ not a hash (written by an older release) is replaced.
 
 **Reads** (gateways). One ``ZREVRANGE`` of at most ``max_served`` names, then one pipeline
 of ``HGETALL`` (two round trips), at most every 30 s
-(:data:`~modelgate.core.gateway.cluster.SERVED_READ_S`). A version's manifest is parsed
+(:data:`~modelgate.core.gateway.node_table.SERVED_READ_S`). A version's manifest is parsed
 once while its bytes stay the same; one that does not parse is left out, logged once.
 
 Bounds: ``max_served`` models of :data:`MAX_VERSIONS` versions each, every version gone

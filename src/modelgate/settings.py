@@ -484,7 +484,8 @@ class Settings(BaseSettings):
     #: the body of one job submission (all its requests together); more answers 413
     #: before it is parsed. Each request is also held to its model's ``limits``
     jobs_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    #: how often an idle worker looks for work
+    #: how often an idle worker looks for work queued by other processes (one read for all
+    #: its slots); a job submitted to this process wakes its worker at once
     jobs_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     #: finished jobs (their requests and results) are deleted this many days after they
     #: ended; workers purge every ``jobs_purge_interval_seconds``

@@ -134,6 +134,32 @@ async def test_an_expired_lease_lets_another_worker_take_the_job(
     assert await queue.finish(first.job.id, "dies", JobState.SUCCEEDED, None, at(117)) is None
 
 
+async def test_claimable_says_whether_a_claim_would_find_work(
+    queues: Callable[[], Awaitable[JobQueue]],
+) -> None:
+    queue = await queues()
+    assert not await queue.claimable(at(100))  # nothing queued
+    await queue.submit(job(1, attempts=2), None)  # claimable from its creation, at(1)
+    assert not await queue.claimable(at(0))
+    assert await queue.claimable(at(1))
+    assert await queue.claimable(at(1))  # a read: it took nothing
+    first = await queue.claim("w", at(10), 30)
+    assert first is not None and first.job.attempts == 1
+    assert not await queue.claimable(at(39))  # running, its lease alive
+    assert await queue.claimable(at(40))  # the lease expired: another worker may take it
+    retried = await queue.retry(first.job.id, "w", "boom", at(20), at(50))
+    assert retried is not None and retried.state is JobState.QUEUED
+    assert not await queue.claimable(at(49))  # backing off
+    assert await queue.claimable(at(50))
+    last = await queue.claim("w", at(50), 10)  # the last attempt, whose worker dies
+    assert last is not None and last.job.attempts == 2
+    assert await queue.claimable(at(60))  # a claim would dead-letter it: work to do
+    assert await queue.claim("other", at(60), 10) is None
+    assert not await queue.claimable(at(1000))  # dead: nothing left to do
+    dead = await queue.get(first.job.id)
+    assert dead is not None and dead.state is JobState.DEAD
+
+
 async def test_a_result_is_written_once(queues: Callable[[], Awaitable[JobQueue]]) -> None:
     queue = await queues()
     await queue.submit(job(1), None)

@@ -76,7 +76,6 @@ def build_jobs(
         timeout_s=settings.webhook_timeout_seconds,
         allow_private=settings.jobs_webhook_allow_private,
     )
-    service = JobService(queue, inference, policy)
     principals = JobPrincipals(identity, lambda: datetime.now(UTC))
     max_elements = settings.max_elements
     worker = JobWorker(
@@ -91,4 +90,6 @@ def build_jobs(
         poll_s=settings.jobs_poll_seconds,
         notify=notifier,
     )
+    # a job submitted here wakes this process's worker (a no-op when it does not run)
+    service = JobService(queue, inference, policy, queued=worker.wake)
     return Jobs(service, worker, notifier, handback_s=settings.jobs_handback_seconds)

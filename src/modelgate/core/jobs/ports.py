@@ -38,6 +38,12 @@ class JobQueue(Protocol):
       itself holds comes first, and its attempt goes on uncounted: a claim whose answer
       was lost, or a run given up when a write failed (a job worker's slot claims under
       an id of its own and runs one job at a time).
+    - ``claimable`` answers whether a claim at ``now`` by a worker that holds nothing
+      would find work (a queued job whose retry time has come, or a running job whose
+      lease expired: claimed, or dead-lettered). A read: it takes and changes nothing,
+      and costs less than a claim, so an idle worker asks it before claiming. Its answer
+      may be stale by the time a claim runs (another worker was first): True, then a
+      claim that finds nothing, is allowed; False while such a job exists is not.
     - ``heartbeat`` moves the lease forward; False when the worker no longer holds it
       (expired and taken, or the job was cancelled): the worker stops.
     - ``complete_item`` writes one item's result once: True when written, False when the
@@ -68,6 +74,8 @@ class JobQueue(Protocol):
     async def claim(
         self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
     ) -> ClaimedJob | None: ...
+
+    async def claimable(self, now: datetime) -> bool: ...
 
     async def heartbeat(self, job_id: str, worker: str, now: datetime, lease_s: float) -> bool: ...
 

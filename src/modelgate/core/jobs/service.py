@@ -84,12 +84,16 @@ class JobService:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         resolve: Callable[..., Awaitable[PinnedUrl]] = resolve_public,
+        queued: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.inference = inference
         self.policy = policy or JobPolicy()
         self._now = now
         self._resolve = resolve
+        #: told when a job was queued (submitted, or retried): this process's worker
+        #: (:meth:`~modelgate.core.jobs.worker.JobWorker.wake`) claims it without a poll
+        self._queued = queued
 
     async def submit(self, principal: Principal | None, spec: JobSpec) -> tuple[Job, bool]:
         """The job, and whether it is new (False: the idempotency key's earlier job)."""
@@ -127,6 +131,8 @@ class JobService:
         stored, created = await self.queue.submit(job, self.policy.max_active_per_tenant)
         if not created:  # the key's earlier job: the same request, or a mistake
             _same_request(stored, spec)
+        elif self._queued is not None:
+            self._queued()
         return stored, created
 
     async def get(self, principal: Principal | None, job_id: str) -> Job:
@@ -180,6 +186,8 @@ class JobService:
                 f"only dead, failed or cancelled jobs can be retried (this one is "
                 f"{job.state.value})",
             )
+        if self._queued is not None:
+            self._queued()
         return job
 
 

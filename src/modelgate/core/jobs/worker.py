@@ -24,6 +24,15 @@ shorter than a job loses no item and runs none twice to completion, as long as t
 in flight finish within ``handback_s``; after that they are cancelled and released too
 (an item whose model was already running may then run again elsewhere: at least once).
 
+An idle worker costs one cheap read per poll, whatever its slots: a slot whose claim found
+nothing waits, and one loop asks the queue every ``poll_s`` whether anything is claimable
+(:meth:`~modelgate.core.jobs.ports.JobQueue.claimable`), waking one waiting slot when it
+is (or when the read fails, so the claim meets and reports the failure as before). A slot
+that claimed a job wakes the next waiting one, so a backlog fills every slot at once. A
+job submitted or retried through this process's :class:`~modelgate.core.jobs.service.JobService`
+wakes a waiting slot at once (:meth:`JobWorker.wake`), so it starts without waiting for a
+poll; a job queued by another process is claimed within ``poll_s``, as before.
+
 Items are work nobody waits on: their requests are marked non-critical, and a gateway
 sends them to spot nodes first (:mod:`modelgate.core.gateway.capacity`).
 
@@ -41,6 +50,7 @@ How an item's error is handled:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -192,6 +202,11 @@ class JobWorker:
         self._handing_back = False
         #: the slots sleeping between claims (safe to cancel: they hold nothing)
         self._idle: set[int] = set()
+        #: the slots whose claim found nothing, waiting to be woken, first come first woken
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: how often work was announced (:meth:`wake`): a slot whose claim found nothing
+        #: claims again at once when work was announced while it claimed
+        self._announced = 0
         self._hand_back: asyncio.Task[None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -199,6 +214,7 @@ class JobWorker:
         """Run ``slots`` claim loops in the background (needs a running event loop)."""
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._claim_loop(n)) for n in range(self._slots)]
+        self._loops.append(loop.create_task(self._watch_loop()))
         self._loops.append(loop.create_task(self._purge_loop()))
         log.info("job worker %s started (%d slots)", self.worker_id, self._slots)
 
@@ -238,6 +254,20 @@ class JobWorker:
                 )  # fmt: skip
         await self.close()
 
+    def wake(self) -> None:
+        """A job was queued by this process: a waiting slot claims now, not at the next
+        poll. Does nothing when no slot waits (a busy slot claims again when its job ends),
+        or when the worker does not run."""
+        self._announced += 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     def holder(self, slot: int) -> str:
         """The id slot ``slot`` claims under (one job at a time per id)."""
         return f"{self.worker_id[:_HOLDER_LENGTH]}/{slot}"
@@ -246,32 +276,66 @@ class JobWorker:
         holder = self.holder(slot)
         outage = 0  # claims in a row that found the database unavailable
         while not self._stopping and not self._handing_back:
+            announced = self._announced
             try:
                 worked = await self.run_once(holder)
                 outage = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the outermost layer of a worker: log, back off, go on
-                worked = False
                 if _unavailable(exc):
                     outage += 1
                     if outage == 1:  # once per outage, without a traceback
                         log.warning("job worker %s: the database is unavailable", self.worker_id)
-                    self._idle.add(slot)
-                    try:
-                        await asyncio.sleep(min(0.1 * 2**outage, _OUTAGE_POLL_S))
-                    finally:
-                        self._idle.discard(slot)
+                    await self._pause(slot, min(0.1 * 2**outage, _OUTAGE_POLL_S))
                     continue
                 # a write that failed otherwise: the job stays held by this slot, whose
-                # next claim takes it back (after a pause: the failure may repeat)
+                # next claim takes it back (after a pause: the failure may repeat). Not a
+                # wait for work: a held job is not what the poll looks for.
                 log.exception("job worker %s: claiming or running failed", holder)
-            if not worked and not self._handing_back:
-                self._idle.add(slot)
-                try:
-                    await asyncio.sleep(self._poll_s)
-                finally:
-                    self._idle.discard(slot)
+                await self._pause(slot, self._poll_s)
+                continue
+            if not worked and not self._handing_back and self._announced == announced:
+                await self._wait_for_work(slot)
+
+    async def _pause(self, slot: int, seconds: float) -> None:
+        self._idle.add(slot)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._idle.discard(slot)
+
+    async def _wait_for_work(self, slot: int) -> None:
+        """Wait (holding nothing: the claim that found nothing resumed no job of this slot)
+        until :meth:`wake`, the poll, or another slot's claim wakes this slot."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._idle.add(slot)
+        try:
+            await waiter
+        finally:
+            self._idle.discard(slot)
+            with contextlib.suppress(ValueError):  # cancelled while waiting: not woken
+                self._waiting.remove(waiter)
+
+    async def _watch_loop(self) -> None:
+        """Every ``poll_s`` while a slot waits, one cheap read for every waiting slot: is
+        anything claimable (queued by another process, a retry whose time came, a lease
+        that expired)? Then one slot claims, and wakes the next when it got a job."""
+        while not self._stopping and not self._handing_back:
+            await asyncio.sleep(self._poll_s)
+            if not self._waiting:
+                continue
+            try:
+                found = await self.queue.claimable(self._now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is down (or worse): let a claim meet it, as
+                # before, and report it the claim loop's way (once per outage, backing off)
+                log.debug("job worker %s: looking for work failed", self.worker_id, exc_info=True)
+                found = True
+            if found:
+                self._wake_one()
 
     async def purge(self) -> int:
         """Delete the finished jobs whose retention has passed (in batches); answers how
@@ -326,6 +390,7 @@ class JobWorker:
         if self._handing_back:  # claimed as the notice came: straight back
             await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
             return True
+        self._wake_one()  # there may be more: the next waiting slot looks
         log.info(
             "job %s claimed by %s (attempt %d of %d, %d items left)",
             job.id, holder, job.attempts, job.max_attempts, len(claimed.pending),

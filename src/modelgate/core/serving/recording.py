@@ -27,7 +27,6 @@ them itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -79,6 +78,8 @@ class BackgroundRecorder(ABC):
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: what the task waits on between flushes; close() ends the wait at once
+        self._pause: asyncio.Future[None] | None = None
 
     # -- what a recorder says ------------------------------------------------------------
     @property
@@ -114,8 +115,7 @@ class BackgroundRecorder(ABC):
         loop = asyncio.get_running_loop()
         chores = [(chore, loop.time() + chore.first_s) for chore in self._chores()]
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
+            await self._wait(loop)
             if self._stop.is_set():
                 return
             # the outermost layer of this task: whatever fails, it must keep running
@@ -133,6 +133,18 @@ class BackgroundRecorder(ABC):
                 except Exception as exc:
                     self._log.warning("%s: %s: %r", self._what, chore.failed, exc)
 
+    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``flush_interval_s``, or until :meth:`close`: one timer and one future, where a
+        ``wait_for`` on the stop event made a task each time (most of what an idle
+        recorder cost)."""
+        pause = self._pause = loop.create_future()
+        timer = loop.call_later(self._interval, _end_pause, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            self._pause = None
+
     async def flush(self) -> int:
         """Write everything pending now; answers how many rows were written."""
         async with self._lock:
@@ -146,6 +158,8 @@ class BackgroundRecorder(ABC):
     async def close(self, attempts: int = 3) -> None:
         """Stop the task and write what is left (a few tries, a short wait between)."""
         self._stop.set()
+        if self._pause is not None:
+            _end_pause(self._pause)
         if self._task is not None:
             await self._task
             self._task = None
@@ -159,6 +173,11 @@ class BackgroundRecorder(ABC):
         if purged:
             self._log.info("%s: %d %s deleted", self._what, purged, rows)
         return purged
+
+
+def _end_pause(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 async def _drain(

@@ -99,6 +99,13 @@ class MemoryJobQueue:
         jobs.sort(key=lambda j: j.id, reverse=True)
         return jobs[: query.limit]
 
+    async def claimable(self, now: datetime) -> bool:
+        return any(
+            (e.job.state is JobState.QUEUED and e.available_at <= now)
+            or (e.job.state is JobState.RUNNING and _expired(e.job, now))
+            for e in self._jobs.values()
+        )
+
     async def claim(
         self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
     ) -> ClaimedJob | None:

@@ -25,6 +25,10 @@ from modelgate.storage.sql.values import checked_text, checked_time, storable
 __all__ = ["SqlDeploymentStore"]
 
 _D = deployments.c
+#: every deployment, by model name (bytewise on PostgreSQL, as SQLite compares): built
+#: once, as every replica reads it every ``deployment_refresh_seconds``, changed or not
+_ALL = select(deployments).order_by(_D.model)
+_ALL_POSTGRES = select(deployments).order_by(_D.model.collate("C"))
 
 
 class SqlDeploymentStore:
@@ -43,9 +47,8 @@ class SqlDeploymentStore:
         return None if row is None else _deployment(row._mapping)
 
     async def list(self) -> list[Deployment]:
-        ordered = _D.model.collate("C") if self._postgres else _D.model
         async with reading(self._engine) as connection:
-            result = await connection.execute(select(deployments).order_by(ordered))
+            result = await connection.execute(_ALL_POSTGRES if self._postgres else _ALL)
             return [_deployment(row._mapping) for row in result]
 
     async def put(self, deployment: Deployment, expected_revision: int) -> bool:

@@ -30,7 +30,20 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, false, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelgate.core.governance.ports import PayloadCipher
@@ -58,6 +71,67 @@ _REQUEUABLE = (JobState.DEAD.value, JobState.FAILED.value, JobState.CANCELLED.va
 _ENDED = (JobState.SUCCEEDED.value, *_REQUEUABLE)
 _CHUNK = 500
 _ERROR_LENGTH = 2000
+
+# The statements a claim runs, and the idle worker's look for work, are built once with
+# bind parameters: executing one then costs a lookup in SQLAlchemy's compiled cache, not
+# building and hashing a statement (a worker looks every second, idle or not).
+_NOW = bindparam("now", type_=UtcDateTime())
+_HOLDER = bindparam("holder", type_=_J.worker.type)
+_LEASE_UNTIL = bindparam("lease_until", type_=UtcDateTime())
+_JOB = bindparam("job_id", type_=_J.id.type)
+_EXPIRED = and_(_J.state == JobState.RUNNING.value, _J.lease_expires_at <= _NOW)
+_DUE = and_(_J.state == JobState.QUEUED.value, _J.available_at <= _NOW)
+#: is there a job a claim would take, or dead-letter, at ``now``? (one row at most)
+_CLAIMABLE = select(_J.id).where(or_(_DUE, _EXPIRED)).limit(1)
+_JOB_ROW = select(jobs).where(_J.id == _JOB)
+_PENDING_ITEMS = (
+    select(_I.item, _I.request).where(_I.job_id == _JOB, _I.ok.is_(None)).order_by(_I.item)
+)
+
+
+class _ClaimStatements:
+    """A claim's statements, for claims with and without ``resume``."""
+
+    def __init__(self, resume: bool) -> None:
+        # resume: a job this worker holds and does not run (its claim's answer was lost,
+        # or it gave the run up when a write failed): first, and the same attempt
+        mine: ColumnElement[bool] = (
+            and_(_J.state == JobState.RUNNING.value, _J.worker == _HOLDER) if resume else false()
+        )
+        #: dead letter: jobs whose worker died on their last allowed attempt
+        self.dead_letter: Update = (
+            update(jobs)
+            .where(_EXPIRED, _J.attempts >= _J.max_attempts, ~mine)
+            .values(
+                state=JobState.DEAD.value,
+                finished_at=_NOW,
+                worker=None,
+                lease_expires_at=None,
+                error=func.coalesce(_J.error, "the worker's lease expired on every attempt"),
+            )
+        )
+        self.candidate: Select[Any] = (
+            select(_J.id)
+            .where(or_(_DUE, _EXPIRED, mine))
+            .order_by(case((mine, 0), else_=1), _J.priority.desc(), _J.id.asc())
+            .limit(1)
+        )
+        self.locked_candidate = self.candidate.with_for_update(skip_locked=True)
+        self.take: Update = (
+            update(jobs)
+            .where(_J.id == _JOB)
+            .values(
+                state=JobState.RUNNING.value,
+                # taken back by its own worker: the same attempt goes on
+                attempts=case((mine, _J.attempts), else_=_J.attempts + 1),
+                worker=_HOLDER,
+                lease_expires_at=_LEASE_UNTIL,
+                started_at=func.coalesce(_J.started_at, _NOW),
+            )
+        )
+
+
+_CLAIM = {resume: _ClaimStatements(resume) for resume in (False, True)}
 
 
 def _tenant_lock_key(tenant_id: str) -> int:
@@ -160,62 +234,29 @@ class SqlJobQueue:
         async with reading(self._engine) as connection:
             return [_job(dict(row._mapping)) for row in await connection.execute(statement)]
 
+    async def claimable(self, now: datetime) -> bool:
+        async with reading(self._engine) as connection:
+            return await connection.scalar(_CLAIMABLE, {"now": now}) is not None
+
     async def claim(
         self, worker: str, now: datetime, lease_s: float, *, resume: bool = False
     ) -> ClaimedJob | None:
         worker = checked_text(worker, "worker id", ID_LENGTH)
-        expired = and_(_J.state == JobState.RUNNING.value, _J.lease_expires_at <= now)
-        # resume: a job this worker holds and does not run (its claim's answer was lost, or
-        # it gave the run up when a write failed): first, and the same attempt
-        mine = and_(_J.state == JobState.RUNNING.value, _J.worker == worker) if resume else false()
+        statements = _CLAIM[resume]
+        values = {
+            "now": now,
+            "holder": worker,
+            "lease_until": now + timedelta(seconds=lease_s),
+        }
         async with writing(self._engine) as connection:
-            # dead letter: jobs whose worker died on their last allowed attempt
-            await connection.execute(
-                update(jobs)
-                .where(expired, _J.attempts >= _J.max_attempts, ~mine)
-                .values(
-                    state=JobState.DEAD.value,
-                    finished_at=now,
-                    worker=None,
-                    lease_expires_at=None,
-                    error=func.coalesce(_J.error, "the worker's lease expired on every attempt"),
-                )
-            )
-            candidate = (
-                select(_J.id)
-                .where(
-                    or_(
-                        and_(_J.state == JobState.QUEUED.value, _J.available_at <= now),
-                        expired,
-                        mine,
-                    )
-                )
-                .order_by(case((mine, 0), else_=1), _J.priority.desc(), _J.id.asc())
-                .limit(1)
-            )
-            if self._postgres:
-                candidate = candidate.with_for_update(skip_locked=True)
-            job_id = await connection.scalar(candidate)
+            await connection.execute(statements.dead_letter, values)
+            candidate = statements.locked_candidate if self._postgres else statements.candidate
+            job_id: str | None = await connection.scalar(candidate, values)
             if job_id is None:
                 return None
-            await connection.execute(
-                update(jobs)
-                .where(_J.id == job_id)
-                .values(
-                    state=JobState.RUNNING.value,
-                    # taken back by its own worker: the same attempt goes on
-                    attempts=case((mine, _J.attempts), else_=_J.attempts + 1),
-                    worker=worker,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    started_at=func.coalesce(_J.started_at, literal(now, UtcDateTime())),
-                )
-            )
+            await connection.execute(statements.take, {**values, "job_id": job_id})
             job = await self._read(connection, job_id)
-            pending = await connection.execute(
-                select(_I.item, _I.request)
-                .where(_I.job_id == job_id, _I.ok.is_(None))
-                .order_by(_I.item)
-            )
+            pending = await connection.execute(_PENDING_ITEMS, {"job_id": job_id})
             requests = [(row[0], row[1]) for row in pending]
         opened = ((i, self._sealer.open(r, job_id, i, "request")) for i, r in requests)
         return ClaimedJob(job, tuple(opened))
@@ -388,7 +429,7 @@ class SqlJobQueue:
             return await self._read(connection, job_id)
 
     async def _read(self, connection: AsyncConnection, job_id: str) -> Job:
-        found = await connection.execute(select(jobs).where(_J.id == job_id))
+        found = await connection.execute(_JOB_ROW, {"job_id": job_id})
         return _job(dict(found.one()._mapping))
 
 

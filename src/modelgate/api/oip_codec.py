@@ -142,6 +142,8 @@ def _from_json(
                 raise invalid(f"input '{name}' (BOOL) must hold true/false")
         elif dtype.kind in _INT_KINDS:
             if kind not in _INT_KINDS:
+                if kind == "f" and dtype == np.uint64 and array.max() >= 2**63:
+                    return _wide_integers(name, datatype, dtype, shape, data)
                 raise invalid(f"input '{name}' ({datatype}) must hold integers")
             info = np.iinfo(dtype)
             # integers numpy read as the type itself (INT64, the usual) are within its range
@@ -152,6 +154,22 @@ def _from_json(
     array = array.astype(dtype, copy=False)
     # data nested as the shape (the usual body) needs no reshape; flat data does
     return array if array.shape == tuple(shape) else array.reshape(shape)
+
+
+def _wide_integers(
+    name: str, datatype: str, dtype: np.dtype[Any], shape: list[int], data: list[Any]
+) -> np.ndarray[Any, Any]:
+    """UINT64 data numpy read as float64 because it mixes values under and over 2**63
+    (no single numpy integer type holds both; float64 would round 2**63 + 1), read exactly
+    here; anything but integers is refused. Only data whose float reading reaches 2**63
+    comes here, so other data pays nothing for it."""
+    flat = _flatten(name, data)
+    if not all(type(value) is int for value in flat):
+        raise invalid(f"input '{name}' ({datatype}) must hold integers")
+    info = np.iinfo(dtype)
+    if min(flat) < info.min or max(flat) > info.max:
+        raise invalid(f"input '{name}' has values outside the range of {datatype}")
+    return np.array(flat, dtype=dtype).reshape(shape)
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:

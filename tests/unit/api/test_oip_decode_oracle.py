@@ -4,7 +4,8 @@ function it replaced, kept here as the oracle, over random bodies: every datatyp
 and flat data, counts that do not fit the shape, booleans, strings, nulls and integers out of
 range where numbers are expected, input parameters (valid, invalid, binary sizes), requested
 outputs, ids. Both decode the same tensors (values, dtype and shape) or refuse with the same
-kind and message."""
+kind and message. One change since is kept in the oracle too: integer data numpy reads as
+float64 (values of int64's and uint64's ranges mixed) is read exactly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,7 +130,17 @@ def _old_from_json(
                 raise invalid(f"input '{name}' (BOOL) must hold true/false")
         elif dtype.kind in _INT_KINDS:
             if kind not in _INT_KINDS:
-                raise invalid(f"input '{name}' ({datatype}) must hold integers")
+                # the one change since the trim: integers no single numpy type holds (0 and
+                # 2**63 for UINT64, read as float64) are read exactly (found by
+                # tests/sdk/test_sdk_codec_server.py), as the decoder now does
+                flat = _old_flatten(name, data)
+                wide = kind == "f" and dtype == np.uint64 and array.max() >= 2**63
+                if not wide or not all(type(v) is int for v in flat):
+                    raise invalid(f"input '{name}' ({datatype}) must hold integers")
+                info = np.iinfo(dtype)
+                if min(flat) < info.min or max(flat) > info.max:
+                    raise invalid(f"input '{name}' has values outside the range of {datatype}")
+                return np.array(flat, dtype=dtype).reshape(shape)
             info = np.iinfo(dtype)
             if array.min() < info.min or array.max() > info.max:
                 raise invalid(f"input '{name}' has values outside the range of {datatype}")
@@ -283,3 +295,23 @@ def test_nested_data_keeps_its_shape_and_flat_data_is_reshaped() -> None:
         array = decode_infer_request("m", None, body, None, 64).inputs[0].data
         assert array.shape == (1, 3) and array.dtype == np.float32
         assert array.tolist() == [[1.5, 2.0, 3.0]]
+
+
+def test_integers_that_numpy_would_read_as_floats_are_read_exactly() -> None:
+    """0 and 2**63 + 1 in one UINT64 input: numpy alone reads them as float64 (2**63 + 1
+    would round to 2**63, and the input was refused as not integers)."""
+
+    def decode(datatype: str, data: list[Any]) -> np.ndarray[Any, Any]:
+        raw = '{"inputs":[{"name":"x","datatype":"%s","shape":[2],"data":%s}]}'
+        body = (raw % (datatype, orjson.dumps(data).decode())).encode()
+        return decode_infer_request("m", None, body, None, max_elements=10).inputs[0].data
+
+    got = decode("UINT64", [0, 2**63 + 1])
+    assert got.dtype == np.uint64 and got.tolist() == [0, 2**63 + 1]
+    for datatype, data, message in (
+        ("UINT64", [1.5, 2**63], "must hold integers"),
+        ("UINT64", [-1, 2**63], "outside the range of UINT64"),
+        ("INT64", [0, 2**63], "must hold integers"),
+    ):
+        with pytest.raises(ModelgateError, match=message):
+            decode(datatype, data)

@@ -36,7 +36,7 @@ once it goes to the app. A read that repeats the last one byte for byte, when th
 whole request refused from the memo, is answered without being parsed again
 (:meth:`EarlyAnswers._replayed`, at most ``_REPLAY_BYTES`` kept per
 connection). Measured: 4.8 µs of CPU a repeated refusal in the protocol, 9 µs one that is
-parsed, 15 µs end to end with the kernel's read and write; a served request pays 0.2 µs while
+parsed, 13-17 µs end to end with the kernel's read and write; a served request pays 0.2 µs while
 nobody is refused, about 2 µs while someone is (docs/access-control.md, "Refused before the
 app runs").
 """

@@ -47,8 +47,8 @@ the abuse guard, back-pressure, the wait) of what :meth:`EarlyRefusals.answer` r
 (:class:`RefusedRequest`), and the protocol writes its answer (api/rest/http_protocol.py).
 
 Cost (docs/access-control.md, "Refused before the app runs"): 4.8 µs of CPU a repeated
-refusal in the protocol (9 µs one that is parsed), 15 µs end to end with the kernel's read
-and write against 8 µs for a server that answers canned bytes and 164-201 µs for a served
+refusal in the protocol (9 µs one that is parsed), 13-17 µs end to end with the kernel's read
+and write against 8 µs for a server that answers canned bytes and 195-201 µs for a served
 inference; a served request pays one emptiness test while nobody is refused
 (:meth:`EarlyRefusals.refusing`), and about 2 µs while someone is.
 """

@@ -1,6 +1,7 @@
 """``JobWorker``: claims jobs from the queue and runs their items through the
 :class:`~modelgate.core.pipeline.inference.InferenceService`, as the tenant that submitted them, so
-jobs are authorized, admitted, limited, metered and monitored like synchronous requests.
+jobs are authorized, admitted, limited, metered and monitored like synchronous requests
+(who that tenant is now: :mod:`modelgate.core.jobs.principals`).
 
 While it runs a job, the worker renews its lease every third of ``lease_s`` (a renewal
 that failed is tried again within a second or two); a renewal refused (the job was
@@ -31,7 +32,8 @@ is (or when the read fails, so the claim meets and reports the failure as before
 that claimed a job wakes the next waiting one, so a backlog fills every slot at once. A
 job submitted or retried through this process's :class:`~modelgate.core.jobs.service.JobService`
 wakes a waiting slot at once (:meth:`JobWorker.wake`), so it starts without waiting for a
-poll; a job queued by another process is claimed within ``poll_s``, as before.
+poll; a job queued by another process is claimed within ``poll_s``, as before (the waiting
+slots: :mod:`modelgate.core.jobs.idle_slots`).
 
 Items are work nobody waits on: their requests are marked non-critical, and a gateway
 sends them to spot nodes first (:mod:`modelgate.core.gateway.capacity`).
@@ -50,7 +52,6 @@ How an item's error is handled:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -60,11 +61,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from modelgate.core.access.authentication import ADMIN_TENANT
-from modelgate.core.access.identity import Plan, Principal
-from modelgate.core.access.ports import IdentityStore
-from modelgate.core.jobs.jobs import ClaimedJob, Job, JobOwner, JobPolicy, JobResult, JobState
+from modelgate.core.access.identity import Principal
+from modelgate.core.jobs.idle_slots import IdleSlots
+from modelgate.core.jobs.jobs import ClaimedJob, Job, JobPolicy, JobResult, JobState
 from modelgate.core.jobs.ports import JobQueue
+from modelgate.core.jobs.principals import JobPrincipals
 from modelgate.core.pipeline.inference import InferenceService
 from modelgate.core.serving.requests import InferenceRequest, InferenceResponse
 from modelgate.errors import ErrorKind, ModelgateError
@@ -118,45 +119,6 @@ class _AttemptFailedError(Exception):
     pass
 
 
-class JobPrincipals:
-    """The principal a job runs as, re-read when it runs: a job of a key revoked since, or
-    of a tenant disabled since, fails; the plan is the tenant's plan now."""
-
-    def __init__(self, store: IdentityStore | None, now: Callable[[], datetime]) -> None:
-        self._store = store
-        self._now = now
-
-    async def principal(self, owner: JobOwner) -> Principal | None:
-        if owner.kind == "anonymous":
-            return None
-        scopes = frozenset(owner.scopes)
-        if owner.kind == "admin" or owner.tenant_id == ADMIN_TENANT:
-            return Principal(owner.tenant_id, owner.subject, scopes, Plan("unlimited"), "admin")
-        if self._store is None:
-            raise ModelgateError(ErrorKind.UNAUTHENTICATED, "no identity store to run the job")
-        tenant = await self._store.get_tenant(owner.tenant_id)
-        plan = await self._store.get_plan(tenant.plan) if tenant is not None else None
-        if tenant is None or plan is None:
-            raise ModelgateError(ErrorKind.UNAUTHENTICATED, "the job's tenant no longer exists")
-        if tenant.disabled:
-            raise ModelgateError(ErrorKind.PERMISSION_DENIED, "the tenant is disabled")
-        rate = None
-        if owner.kind == "key":
-            record = await self._store.get_key(owner.subject)
-            now = self._now()
-            if record is None or (record.revoked_at is not None and record.revoked_at <= now):
-                raise ModelgateError(
-                    ErrorKind.UNAUTHENTICATED, "the API key that submitted the job was revoked"
-                )
-            if record.expires_at is not None and record.expires_at <= now:
-                raise ModelgateError(
-                    ErrorKind.UNAUTHENTICATED, "the API key that submitted the job has expired"
-                )
-            if record.requests_per_second is not None:
-                rate = (record.requests_per_second, record.burst)
-        return Principal(tenant.id, owner.subject, scopes, plan, owner.kind, key_rate=rate)
-
-
 async def purge_finished(queue: JobQueue, before: datetime) -> int:
     """Delete every finished job that ended before ``before``, ``_PURGE_BATCH`` per
     statement with the event loop free in between; answers how many."""
@@ -200,13 +162,8 @@ class JobWorker:
         self._stopping = False
         #: hand_back() was called: claim nothing, start no item, release what is held
         self._handing_back = False
-        #: the slots sleeping between claims (safe to cancel: they hold nothing)
-        self._idle: set[int] = set()
-        #: the slots whose claim found nothing, waiting to be woken, first come first woken
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        #: how often work was announced (:meth:`wake`): a slot whose claim found nothing
-        #: claims again at once when work was announced while it claimed
-        self._announced = 0
+        #: the claim slots that wait, for work or after a failure
+        self._slots_idle = IdleSlots()
         self._hand_back: asyncio.Task[None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -243,7 +200,7 @@ class JobWorker:
         self._handing_back = True
         claims = self._loops[: self._slots]
         for slot, task in enumerate(claims):
-            if slot in self._idle:  # asleep between claims: nothing held
+            if slot in self._slots_idle.idle:  # asleep between claims: nothing held
                 task.cancel()
         if claims:
             _done, running = await asyncio.wait(claims, timeout=timeout_s)
@@ -258,15 +215,7 @@ class JobWorker:
         """A job was queued by this process: a waiting slot claims now, not at the next
         poll. Does nothing when no slot waits (a busy slot claims again when its job ends),
         or when the worker does not run."""
-        self._announced += 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        self._slots_idle.announce()
 
     def holder(self, slot: int) -> str:
         """The id slot ``slot`` claims under (one job at a time per id)."""
@@ -276,7 +225,8 @@ class JobWorker:
         holder = self.holder(slot)
         outage = 0  # claims in a row that found the database unavailable
         while not self._stopping and not self._handing_back:
-            announced = self._announced
+            slots = self._slots_idle
+            announced = slots.announced
             try:
                 worked = await self.run_once(holder)
                 outage = 0
@@ -287,36 +237,16 @@ class JobWorker:
                     outage += 1
                     if outage == 1:  # once per outage, without a traceback
                         log.warning("job worker %s: the database is unavailable", self.worker_id)
-                    await self._pause(slot, min(0.1 * 2**outage, _OUTAGE_POLL_S))
+                    await slots.pause(slot, min(0.1 * 2**outage, _OUTAGE_POLL_S))
                     continue
                 # a write that failed otherwise: the job stays held by this slot, whose
                 # next claim takes it back (after a pause: the failure may repeat). Not a
                 # wait for work: a held job is not what the poll looks for.
                 log.exception("job worker %s: claiming or running failed", holder)
-                await self._pause(slot, self._poll_s)
+                await slots.pause(slot, self._poll_s)
                 continue
-            if not worked and not self._handing_back and self._announced == announced:
-                await self._wait_for_work(slot)
-
-    async def _pause(self, slot: int, seconds: float) -> None:
-        self._idle.add(slot)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            self._idle.discard(slot)
-
-    async def _wait_for_work(self, slot: int) -> None:
-        """Wait (holding nothing: the claim that found nothing resumed no job of this slot)
-        until :meth:`wake`, the poll, or another slot's claim wakes this slot."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        self._idle.add(slot)
-        try:
-            await waiter
-        finally:
-            self._idle.discard(slot)
-            with contextlib.suppress(ValueError):  # cancelled while waiting: not woken
-                self._waiting.remove(waiter)
+            if not worked and not self._handing_back and slots.announced == announced:
+                await slots.wait(slot)
 
     async def _watch_loop(self) -> None:
         """Every ``poll_s`` while a slot waits, one cheap read for every waiting slot: is
@@ -324,7 +254,7 @@ class JobWorker:
         that expired)? Then one slot claims, and wakes the next when it got a job."""
         while not self._stopping and not self._handing_back:
             await asyncio.sleep(self._poll_s)
-            if not self._waiting:
+            if not self._slots_idle.waiting:
                 continue
             try:
                 found = await self.queue.claimable(self._now())
@@ -335,7 +265,7 @@ class JobWorker:
                 log.debug("job worker %s: looking for work failed", self.worker_id, exc_info=True)
                 found = True
             if found:
-                self._wake_one()
+                self._slots_idle.wake_one()
 
     async def purge(self) -> int:
         """Delete the finished jobs whose retention has passed (in batches); answers how
@@ -390,7 +320,7 @@ class JobWorker:
         if self._handing_back:  # claimed as the notice came: straight back
             await self._persist(job.id, lambda: self.queue.release(job.id, holder, self._now()))
             return True
-        self._wake_one()  # there may be more: the next waiting slot looks
+        self._slots_idle.wake_one()  # there may be more: the next waiting slot looks
         log.info(
             "job %s claimed by %s (attempt %d of %d, %d items left)",
             job.id, holder, job.attempts, job.max_attempts, len(claimed.pending),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import re
@@ -54,14 +53,10 @@ from modelgate.core.serving.registry import ModelRegistry
 from modelgate.core.traffic.deployments import Canary, CanaryGate, Deployment
 from modelgate.core.traffic.rollout import DeploymentService
 from modelgate.errors import ErrorKind, ModelgateError, invalid
-from modelgate.learning import run_lock
 from modelgate.learning.dataset import read_labelled_rows
 from modelgate.learning.evaluation import check_gates, evaluate_version
-from modelgate.learning.registration import (
-    RUNS_FOLDER,
-    install_candidate,
-    write_json_atomically,
-)
+from modelgate.learning.registration import RUNS_FOLDER, install_candidate
+from modelgate.learning.run_records import STAGES, RunRecords, ended_at
 from modelgate.learning.sanitization import SanitizedData, sanitize
 from modelgate.learning.trainer_api import DATA_FILES
 from modelgate.learning.training import TrainerError, run_trainer, write_job
@@ -71,8 +66,6 @@ __all__ = ["STAGES", "LearningService", "trigger_principal"]
 
 log = logging.getLogger("modelgate.learning")
 
-STAGES: tuple[str, ...] = ("dataset", "train", "evaluate", "register", "rollout")
-RUN_FILE = "run.json"
 #: a run refreshes its lock at each stage and this often while it runs (``run_lock.py``)
 _HEARTBEAT_S = 30.0
 #: the only runtime a candidate may have: the server loads it (to evaluate and profile it),
@@ -133,6 +126,8 @@ class LearningService:
         #: whether a drift alert of the model fires now (None: no alerting)
         self.drifting = drifting
         self._now = now
+        #: the runs' records and locks in the repository
+        self.records = RunRecords(repository, now)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # model -> its running run
         self._started = now()
         self._stop = asyncio.Event()
@@ -163,10 +158,10 @@ class LearningService:
             )
         at = self._now()
         run_id = f"run_{at.strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(3)}"
-        folder = self._runs_dir(model) / run_id
+        folder = self.records.runs_dir(model) / run_id
         try:
             folder.mkdir(parents=True)
-            locked = self._lock(model, run_id)
+            locked = self.records.lock(model, run_id)
         except OSError as exc:  # a read-only repository, a full disk: nothing can be run
             shutil.rmtree(folder, ignore_errors=True)
             raise ModelgateError(
@@ -196,15 +191,15 @@ class LearningService:
             "report": {},
         }
         try:
-            self._save(folder, run)
+            self.records.save(folder, run)
             await self._audit(
                 principal, "learning.start", model, {"run": run_id, "trigger": trigger}, source_ip
             )
         except BaseException as exc:  # not audited, not run: nothing is left held
             message = exc.message if isinstance(exc, ModelgateError) else type(exc).__name__
             with contextlib.suppress(OSError):
-                self._finish(folder, run, "failed", f"not started: {message}")
-            self._unlock(model, run_id)
+                self.records.finish(folder, run, "failed", f"not started: {message}")
+            self.records.unlock(model, run_id)
             raise
         task = asyncio.create_task(self._run(principal, manifest, folder, run), name=run_id)
         self._tasks[model] = task
@@ -217,7 +212,7 @@ class LearningService:
         await self._known(model)
         if not _RUN_ID.fullmatch(run_id):
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown learning run '{run_id}'")
-        run = _read(self._runs_dir(model) / run_id / RUN_FILE)
+        run = self.records.read(self.records.runs_dir(model) / run_id)
         if run is None:
             raise ModelgateError(ErrorKind.NOT_FOUND, f"unknown learning run '{run_id}'")
         return run
@@ -229,8 +224,8 @@ class LearningService:
         require_scope(principal, Scope.TENANTS_ADMIN)
         await self._known(model)
         runs = []
-        for folder in self._run_folders(model)[:limit]:
-            run = _read(folder / RUN_FILE)
+        for folder in self.records.folders(model)[:limit]:
+            run = self.records.read(folder)
             if run is not None:
                 runs.append({k: v for k, v in run.items() if k != "report"})
         return runs
@@ -274,8 +269,8 @@ class LearningService:
         for model in self.registry.repository.names():
             if not _MODEL.fullmatch(model):
                 continue
-            live = run_lock.live(self._runs_dir(model))
-            for folder in self._run_folders(model):
+            live = self.records.live(model)
+            for folder in self.records.folders(model):
                 if folder.name in running or folder.name == live:
                     continue
                 for name in DATA_FILES:
@@ -283,8 +278,8 @@ class LearningService:
                     if path.exists():
                         path.unlink(missing_ok=True)
                         deleted["data_files"] += 1
-                run = _read(folder / RUN_FILE)
-                ended = _when(run) if run is not None else None
+                run = self.records.read(folder)
+                ended = ended_at(run) if run is not None else None
                 if ended is None:  # no readable record: its folder's own age
                     with contextlib.suppress(OSError):
                         ended = datetime.fromtimestamp(folder.stat().st_mtime, UTC)
@@ -345,7 +340,7 @@ class LearningService:
         if triggers.labels is None and triggers.every_seconds is None and not triggers.on_drift:
             return None
         now = self._now()
-        last = self._last_run(model)
+        last = self.records.last(model)
         if last is not None:
             ended = last.get("finished_at") or last["created_at"]
             if now - datetime.fromisoformat(ended) < timedelta(seconds=triggers.cooldown_seconds):
@@ -400,23 +395,23 @@ class LearningService:
         try:
             await self._steps(principal, manifest, spec, folder, run)
         except asyncio.CancelledError:
-            self._finish(folder, run, "interrupted", "the server stopped during the run")
+            self.records.finish(folder, run, "interrupted", "the server stopped during the run")
             raise
         except TrainerError as exc:
             run["report"]["training"] = {"error": exc.reason, "log_tail": exc.log_tail}
-            self._finish(folder, run, "failed", exc.reason)
+            self.records.finish(folder, run, "failed", exc.reason)
         except ModelgateError as exc:
-            self._finish(folder, run, "failed", exc.message)
+            self.records.finish(folder, run, "failed", exc.message)
         except Exception as exc:  # the run's outermost layer: recorded, the server goes on
             log.exception("learning run %s of %s failed", run["id"], model)
             try:
-                self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
+                self.records.finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
             except Exception:  # the report itself cannot be written: the error and stage stay
                 run["report"] = {}
-                self._finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
+                self.records.finish(folder, run, "failed", f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
-            self._unlock(model, run["id"])
+            self.records.unlock(model, run["id"])
         outcome = {"run": run["id"], "status": run["status"], "version": run["version"],
                    "message": run["message"]}  # fmt: skip
         with contextlib.suppress(ModelgateError):  # the run's own record says it all
@@ -462,7 +457,7 @@ class LearningService:
             )
         if len(set(data.labels[train].tolist())) < 2:
             raise invalid("the training rows hold one class only")
-        self._advance(folder, run, "train", "training the candidate")
+        self.records.advance(folder, run, "train", "training the candidate")
         # 2. train
         work = folder / "train"
         artifact = await asyncio.to_thread(
@@ -478,7 +473,8 @@ class LearningService:
             "seconds": round(time.monotonic() - began, 3),
             "answer": answer.get("answer", {}),
         }
-        self._advance(folder, run, "evaluate", "evaluating the candidate and the serving version")
+        evaluating = "evaluating the candidate and the serving version"
+        self.records.advance(folder, run, "evaluate", evaluating)
         # 3. evaluate
         serving = await self._serving_source(model)
         run["serving_version"] = serving.version if serving is not None else None
@@ -505,12 +501,13 @@ class LearningService:
             "gates": gates,
             "passed": passed,
         }
-        self._advance(folder, run, "register", "registering" if passed else "rejected")
+        self.records.advance(folder, run, "register", "registering" if passed else "rejected")
         # 4. register, or keep aside
         if not passed:
             failed = ", ".join(g["detail"] for g in gates if not g["passed"])
             report["candidate_kept"] = f"{RUNS_FOLDER}/{folder.name}/train/candidate"
-            self._finish(folder, run, "rejected", f"the candidate failed its gates: {failed}")
+            message = f"the candidate failed its gates: {failed}"
+            self.records.finish(folder, run, "rejected", message)
             return
         card = {
             "algorithm": str(report["training"]["answer"].get("algorithm", spec.trainer)),
@@ -554,11 +551,11 @@ class LearningService:
         )
         shutil.rmtree(artifact.parent, ignore_errors=True)  # installed: no second copy
         run["version"] = number
-        self._advance(folder, run, "rollout", f"version {number} registered; rolling out")
+        self.records.advance(folder, run, "rollout", f"version {number} registered; rolling out")
         # 5. roll out
         await self.registry.load(model)  # beside the serving versions, swapped when loaded
         report["rollout"] = await self._canary(principal, model, number, serving, spec)
-        self._finish(folder, run, "succeeded", report["rollout"]["note"])
+        self.records.finish(folder, run, "succeeded", report["rollout"]["note"])
 
     async def _canary(
         self,
@@ -626,54 +623,10 @@ class LearningService:
             raise invalid(f"model '{model}' has no version to take a signature from")
         return sources[-1]
 
-    def _runs_dir(self, model: str) -> Path:
-        return self.repository / model / RUNS_FOLDER
-
-    def _run_folders(self, model: str) -> list[Path]:
-        try:
-            entries = [e for e in self._runs_dir(model).iterdir() if e.name.startswith("run_")]
-        except FileNotFoundError:
-            return []
-        return sorted(entries, key=lambda e: e.name, reverse=True)
-
-    def _last_run(self, model: str) -> dict[str, Any] | None:
-        for folder in self._run_folders(model):
-            run = _read(folder / RUN_FILE)
-            if run is not None:
-                return run
-        return None
-
-    def _lock(self, model: str, run_id: str) -> bool:
-        return run_lock.take(self._runs_dir(model), run_id)
-
-    def _refresh_lock(self, model: str, run_id: str) -> None:
-        run_lock.refresh(self._runs_dir(model), run_id)
-
     async def _heartbeat(self, model: str, run_id: str) -> None:
         while True:
             await asyncio.sleep(_HEARTBEAT_S)
-            await asyncio.to_thread(self._refresh_lock, model, run_id)
-
-    def _unlock(self, model: str, run_id: str) -> None:
-        run_lock.release(self._runs_dir(model), run_id)
-
-    def _advance(self, folder: Path, run: dict[str, Any], stage: str, message: str) -> None:
-        self._refresh_lock(run["model"], run["id"])
-        run["stage"] = stage
-        run["progress"] = {"completed": STAGES.index(stage), "total": len(STAGES)}
-        run["message"] = message
-        self._save(folder, run)
-
-    def _finish(self, folder: Path, run: dict[str, Any], status: str, message: str) -> None:
-        run["status"] = status
-        run["message"] = message
-        run["finished_at"] = self._now().isoformat()
-        if status == "succeeded":
-            run["progress"] = {"completed": len(STAGES), "total": len(STAGES)}
-        self._save(folder, run)
-
-    def _save(self, folder: Path, run: dict[str, Any]) -> None:
-        write_json_atomically(folder / RUN_FILE, run)
+            await asyncio.to_thread(self.records.refresh_lock, model, run_id)
 
     async def _audit(
         self,
@@ -735,19 +688,3 @@ async def train_once(work: Path, spec: LearningSpec, python: str) -> dict[str, A
 def _delete_data_files(work: Path) -> None:
     for name in DATA_FILES:
         (work / name).unlink(missing_ok=True)
-
-
-def _when(run: dict[str, Any]) -> datetime | None:
-    """When the run ended (or, still marked running, began)."""
-    try:
-        return datetime.fromisoformat(str(run.get("finished_at") or run["created_at"]))
-    except (KeyError, ValueError):
-        return None
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None

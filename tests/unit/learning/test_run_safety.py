@@ -214,17 +214,17 @@ def test_a_refreshed_lock_is_not_taken_over_and_a_stale_one_is(tmp_path: Path) -
     one, two = _service(tmp_path), _service(tmp_path)
     (tmp_path / "m" / ".learning").mkdir(parents=True)
     lock = tmp_path / "m" / ".learning" / ".lock"
-    assert one._lock("m", "run_one")
+    assert one.records.lock("m", "run_one")
     _age(lock, 7200)  # a long run: older than the staleness limit ...
-    one._refresh_lock("m", "run_one")  # ... but alive, so refreshed at each stage
-    assert not two._lock("m", "run_two")
+    one.records.refresh_lock("m", "run_one")  # ... but alive, so refreshed at each stage
+    assert not two.records.lock("m", "run_two")
     assert lock.read_text() == "run_one"
     _age(lock, 7200)  # crashed: no refresh
-    assert two._lock("m", "run_two")
+    assert two.records.lock("m", "run_two")
     assert lock.read_text() == "run_two"
     assert [p.name for p in lock.parent.iterdir()] == [".lock"]  # nothing left aside
-    one._refresh_lock("m", "run_one")  # not its lock any more: left alone
-    assert not one._lock("m", "run_one")
+    one.records.refresh_lock("m", "run_one")  # not its lock any more: left alone
+    assert not one.records.lock("m", "run_one")
 
 
 def test_a_lock_replaced_during_a_takeover_is_put_back(
@@ -243,7 +243,7 @@ def test_a_lock_replaced_during_a_takeover_is_put_back(
         rename(source, target)
 
     monkeypatch.setattr(run_lock.os, "rename", others_first)
-    assert not service._lock("m", "run_mine")
+    assert not service.records.lock("m", "run_mine")
     assert lock.read_text() == "run_other"  # its live lock is back in place
 
 

@@ -142,7 +142,7 @@ def _from_json(
                 raise invalid(f"input '{name}' (BOOL) must hold true/false")
         elif dtype.kind in _INT_KINDS:
             if kind not in _INT_KINDS:
-                if kind == "f" and dtype == np.uint64 and array.max() >= 2**63:
+                if kind in "fO":  # wide integers (or not integers): told apart exactly
                     return _wide_integers(name, datatype, dtype, shape, data)
                 raise invalid(f"input '{name}' ({datatype}) must hold integers")
             info = np.iinfo(dtype)
@@ -159,10 +159,12 @@ def _from_json(
 def _wide_integers(
     name: str, datatype: str, dtype: np.dtype[Any], shape: list[int], data: list[Any]
 ) -> np.ndarray[Any, Any]:
-    """UINT64 data numpy read as float64 because it mixes values under and over 2**63
-    (no single numpy integer type holds both; float64 would round 2**63 + 1), read exactly
-    here; anything but integers is refused. Only data whose float reading reaches 2**63
-    comes here, so other data pays nothing for it."""
+    """Integer data numpy read as float64 or as objects: integers no single numpy integer
+    type holds (0 and 2**63 + 1, valid UINT64, where float64 would round 2**63 + 1; -1
+    and 2**63; anything past 2**64), read exactly here, or not integers at all. Integers are
+    refused when outside the datatype's range and read otherwise; anything else is refused
+    as not integers. Only data numpy could not read as integers comes here (a valid body's
+    only when it holds such UINT64 values), so other data pays nothing for it."""
     flat = _flatten(name, data)
     if not all(type(value) is int for value in flat):
         raise invalid(f"input '{name}' ({datatype}) must hold integers")

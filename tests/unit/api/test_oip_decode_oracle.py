@@ -131,10 +131,12 @@ def _old_from_json(
         elif dtype.kind in _INT_KINDS:
             if kind not in _INT_KINDS:
                 # the one change since the trim: integers no single numpy type holds (0 and
-                # 2**63 for UINT64, read as float64) are read exactly (found by
-                # tests/sdk/test_sdk_codec_server.py), as the decoder now does
+                # 2**63 for UINT64, read as float64: found by
+                # tests/sdk/test_sdk_codec_server.py) are read exactly, and refused as out of
+                # range where they are, as the decoder now does (data numpy reads as objects
+                # is told apart the same way)
                 flat = _old_flatten(name, data)
-                wide = kind == "f" and dtype == np.uint64 and array.max() >= 2**63
+                wide = kind in "fO"
                 if not wide or not all(type(v) is int for v in flat):
                     raise invalid(f"input '{name}' ({datatype}) must hold integers")
                 info = np.iinfo(dtype)
@@ -311,7 +313,11 @@ def test_integers_that_numpy_would_read_as_floats_are_read_exactly() -> None:
     for datatype, data, message in (
         ("UINT64", [1.5, 2**63], "must hold integers"),
         ("UINT64", [-1, 2**63], "outside the range of UINT64"),
-        ("INT64", [0, 2**63], "must hold integers"),
+        ("INT64", [0, 2**63], "outside the range of INT64"),
+        ("INT64", [-1, 2**63], "outside the range of INT64"),
+        ("INT8", [-1, 2**63], "outside the range of INT8"),
+        ("INT64", [1, None], "must hold integers"),
+        ("INT64", [0.5, 2**63], "must hold integers"),
     ):
         with pytest.raises(ModelgateError, match=message):
             decode(datatype, data)

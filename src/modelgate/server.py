@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import multiprocessing
@@ -25,6 +26,7 @@ import uvicorn
 
 from modelgate.api.rest.early_refusals import EarlyRefusals
 from modelgate.api.rest.http_protocol import limited_protocol
+from modelgate.api.rest.socket_state import accept_queue
 from modelgate.boot.components import Components
 from modelgate.boot.serving import build_components, build_grpc_server
 from modelgate.observability.logs import configure_logging
@@ -171,6 +173,8 @@ class Server:
                 loop.add_signal_handler(signum, self.request_stop)
         sock = self._http_socket or _bind(settings.host, settings.http_port, reuse_port=False)
         self.http_port = sock.getsockname()[1]
+        # connections waiting before any request of theirs is read (docs/operations.md)
+        components.metrics.track_accept_queue(functools.partial(accept_queue, sock))
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
         # Live at once, ready once the preload models are warm.
         await components.start()

@@ -6,8 +6,10 @@ refusal) -- a renamed metric breaks the build, not a dashboard in production."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelgate.api.rest.socket_state import accept_queue
 from modelgate.boot.components import Components
 from modelgate.boot.serving import build_components
 from modelgate.core.monitoring.alerts import SERVER_ERRORS
@@ -218,7 +221,13 @@ async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Compone
     )
     await components.open()
     await components.start()
-    yield components
+    # the HTTP listener's accept queue, as Server.startup tracks it: one connection waits
+    with socket.socket() as listener, socket.socket() as waiting:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        waiting.connect(listener.getsockname())
+        components.metrics.track_accept_queue(functools.partial(accept_queue, listener))
+        yield components
     await components.close()
 
 
@@ -362,6 +371,8 @@ async def test_state_is_read_at_scrape(scraped: tuple[str, str]) -> None:
     assert value(text, "modelgate_models_loaded_bytes") >= artifact
     assert value(text, "modelgate_models_memory_budget_bytes") == 1024 * 1024 * 1024
     assert value(text, "modelgate_inflight_requests") == 0
+    assert value(text, "modelgate_http_accept_queue_connections") == 1
+    assert value(text, "modelgate_http_accept_queue_limit_connections") == 16
     assert value(text, "modelgate_max_inflight_requests") == 512
     assert value(text, "modelgate_store_degraded", store="rate_limiter") == 0
     assert value(text, "modelgate_usage_dropped_requests_total") == 0

@@ -47,6 +47,9 @@ Metric names (all prefixed ``modelgate_``), with their labels:
   docs/explanations.md), by method (``linear``, ``kernel_shap``)
 - ``abuse_blocks_total{kind}``: keys and client addresses blocked by abuse throttling
 - ``inflight_requests``, ``max_inflight_requests``: inference requests running, and the cap
+- ``http_accept_queue_connections``, ``http_accept_queue_limit_connections``: connections
+  waiting in the HTTP listener's accept queue (the kernel completed their handshake, the
+  server has not accepted them), and the most it holds; read at scrape time (Linux)
 - ``store_degraded{store}``: 1 while a shared store (``rate_limiter``, ``quota_counter``)
   is unreachable and its fallback answers
 - ``usage_pending_groups``: usage sums waiting to be written;
@@ -85,7 +88,7 @@ of further tenants are counted under ``tenant="_other"``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -328,6 +331,11 @@ class PrometheusMetrics:
         self._state.admission = admission
         self._state.usage = usage
         self._state.records = tuple(records)
+
+    def track_accept_queue(self, read: Callable[[], tuple[int, int] | None]) -> None:
+        """Export the HTTP listener's accept queue: ``read`` gives (waiting, bound), or None
+        where unknown (read at each scrape)."""
+        self._state.accept_queue = read
 
     def track_backpressure(self, backpressure: RefusalBackpressure) -> None:
         """Export the refusals held on flooding connections (read at each scrape)."""

@@ -1,11 +1,12 @@
 """The metrics that are state rather than events, read when ``/metrics`` is scraped: models
 loaded and their states and sizes, requests in flight, degraded shared stores, the usage
-backlog, and what the background recorders hold and did not keep. Their names are listed
+backlog, what the background recorders hold and did not keep, and the connections waiting
+in the HTTP listener's accept queue. Their names are listed
 with the others in :mod:`modelgate.observability.metrics`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,8 +36,12 @@ class StateCollector:
         self.usage: UsageRecorder | None = None
         self.records: tuple[tuple[str, RecordKeeper], ...] = ()
         self.backpressure: RefusalBackpressure | None = None
+        #: the HTTP listener's accept queue: (waiting, bound), None when unknown
+        self.accept_queue: Callable[[], tuple[int, int] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
+        if self.accept_queue is not None:
+            yield from _accept_queue(self.accept_queue())
         if self.registry is not None:
             yield from self._models(self.registry)
         admission = self.admission
@@ -172,4 +177,21 @@ def _holds(backpressure: RefusalBackpressure) -> Iterator[Metric]:
         "modelgate_refusals_closed",
         "Refusals answered at once with the connection closed: as many as allowed were held",
         backpressure.closes_total,
+    )
+
+
+def _accept_queue(queue: tuple[int, int] | None) -> Iterator[Metric]:
+    if queue is None:
+        return
+    waiting, bound = queue
+    yield GaugeMetricFamily(
+        "modelgate_http_accept_queue_connections",
+        "Connections the kernel has accepted on the HTTP port and the server has not yet "
+        "(they wait before any request of theirs is read)",
+        waiting,
+    )
+    yield GaugeMetricFamily(
+        "modelgate_http_accept_queue_limit_connections",
+        "The most connections the HTTP port's accept queue holds (the listen backlog)",
+        bound,
     )

@@ -1,6 +1,7 @@
-"""What the kernel knows about a connection that asyncio has not read yet: when data last
-arrived on it, and whether the peer has closed it. Each answer is one system call on the
-connection's descriptor; both answer "unknown" (None, False) rather than raise.
+"""What the kernel knows that asyncio does not tell: when data last arrived on a
+connection, whether its peer has closed it, and how many connections wait in a listening
+socket's accept queue. Each answer is one system call on the descriptor; each answers
+"unknown" (None, False) rather than raise.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import struct
 import time
 from typing import Any
 
-__all__ = ["last_received_at", "peer_closed"]
+__all__ = ["accept_queue", "last_received_at", "peer_closed"]
 
 #: struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s, ``tcpi_last_data_recv``
 #: the 12th of them
@@ -18,6 +19,12 @@ _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
 _LAST_DATA_RECV = struct.Struct("I")
 _LAST_DATA_RECV_AT = 8 + 11 * 4
 _TCP_INFO_SIZE = _LAST_DATA_RECV_AT + 4
+#: a listening socket's TCP_INFO: ``tcpi_unacked`` (the 5th u32) is its accept queue's
+#: length, ``tcpi_sacked`` (the 6th) the queue's bound, the listen backlog
+_ACCEPT_QUEUE = struct.Struct("II")
+_ACCEPT_QUEUE_AT = 8 + 4 * 4
+#: ``tcpi_state`` of a listening socket (linux/tcp_states.h: TCP_LISTEN)
+_LISTEN = 10
 
 
 def last_received_at(transport_socket: Any) -> float | None:
@@ -50,3 +57,20 @@ def peer_closed(transport_socket: Any) -> bool:
         return True  # reset
     finally:
         sock.detach()
+
+
+def accept_queue(listener: Any) -> tuple[int, int] | None:
+    """How many connections wait in ``listener``'s accept queue (their handshake done by
+    the kernel, not yet accepted by the server), and the most it holds (the listen
+    backlog; past it new connections are dropped and their clients retry their SYN a
+    second or more later); None where unknown (not a listening TCP socket, not Linux)."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACCEPT_QUEUE_AT + 8)
+    except OSError:
+        return None
+    if len(info) < _ACCEPT_QUEUE_AT + 8 or info[0] != _LISTEN:
+        return None
+    waiting, bound = _ACCEPT_QUEUE.unpack_from(info, _ACCEPT_QUEUE_AT)
+    return waiting, bound

@@ -13,7 +13,9 @@ stream of 20 requests/s runs from the start to 10 s after the overload (the norm
 from the 3 s before the overload, and when it is normal again), and readiness is polled 4
 times a second. Each variant runs on a fresh server, so none inherits another's backlog;
 the same tenant key (a plan no run reaches) carries every request, so every refusal is the
-load's. ``FLOOD_CAPACITY`` (answers/s) in the environment sets the capacity instead of the
+load's. The server's accept queue is sampled from outside throughout
+(bench/flood/accept_queue.py): where a flood's requests wait before any is read.
+``FLOOD_CAPACITY`` (answers/s) in the environment sets the capacity instead of the
 first variant's warm-up, so that runs to be compared (an A/B of two trees on a shared
 machine, where one lucky warm-up round would move every rate) offer the same load.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import loadgen, openloop
+from bench.flood.accept_queue import PERIOD_S, sampled
 from bench.flood.hold import hold
 from bench.flood.keys import ROOMY, key_for
 from bench.flood.measure import (
@@ -159,7 +162,8 @@ def overload(
                         "ready", ready_request(server), READY_RATE, end, connections=2, timeout=1
                     ),
                 ]
-                run = openloop.run(HOST, server.http_port, streams)
+                with sampled(server.http_port) as accept_queue:
+                    run = openloop.run(HOST, server.http_port, streams)
                 rss_after = rss_mib(server.pid)
         finally:
             server.stop()
@@ -187,6 +191,7 @@ def overload(
             ),
         )
         row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+        row.note(f"accept queue (ss every {PERIOD_S:g} s, the whole run)", accept_queue.summary())
         lag_note(row, run)
         rows.append(row)
         variants.append(variant)

@@ -5,8 +5,12 @@ the Markdown table, the key-cache row's mean of runs."""
 from __future__ import annotations
 
 import math
+import shutil
+import socket
+import time
 
 from bench.flood.__main__ import markdown
+from bench.flood.accept_queue import PERIOD_S, AcceptQueue, listen_queue, sampled
 from bench.flood.hold import quota_us
 from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
@@ -99,3 +103,31 @@ def test_the_key_cache_row_takes_the_mean_of_its_runs_and_none_without_a_figure(
     assert _mean([0.010, 0.014]) == 0.012
     assert _mean([0.010, None]) is None
     assert _mean([0.010, math.inf]) == math.inf  # a run with an unanswered request
+
+
+def test_the_accept_queue_is_read_from_the_listening_line_of_ss() -> None:
+    assert listen_queue("LISTEN 17     2048     127.0.0.1:8000      0.0.0.0:*\n") == (17, 2048)
+    assert listen_queue("") is None
+    assert listen_queue("ESTAB 0 0 127.0.0.1:8000 127.0.0.1:5000\n") is None
+
+
+def test_the_accept_queue_summary_gives_the_peak_and_the_time_over_a_quarter() -> None:
+    seen = AcceptQueue([(0.25, 0), (0.5, 600), (0.75, 2048), (1.0, 100)], limit=2048)
+    assert seen.summary() == (
+        "peak 2,048 of 2,048 connections waiting; over a quarter of it for 0.5 s of 1 s"
+    )
+    assert AcceptQueue().summary() == "not seen (no ss)"
+
+
+def test_a_listening_port_is_sampled_while_the_block_runs() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)), sampled(port) as seen:
+            time.sleep(3 * PERIOD_S)
+    if shutil.which("ss") is None:
+        assert seen.samples == []
+        return
+    assert seen.limit == 8
+    assert seen.samples and all(waiting == 1 for _, waiting in seen.samples)

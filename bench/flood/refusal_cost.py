@@ -9,13 +9,17 @@ beside it: the same refused flood's CPU per second on ``held``, a server with th
 And the floor, in the same rounds: bench/floor_http.py, a uvloop protocol with httptools
 that answers every request with bytes built once and does nothing else, under the same wrk
 load: what one read and one write cost here before any server's own work (the least a
-refusal by any Python server on uvloop can cost)."""
+refusal by any Python server on uvloop can cost). Then the same three with a new connection
+for every request (bench/flood/new_connections.py): what a flood of many clients, or of one
+whose kept connections are all busy, costs per answer, the connection's accept and close
+included (a new connection's first request goes to the app: no caller is known on it)."""
 
 from __future__ import annotations
 
 from bench import loadgen
 from bench.flood.keys import REFUSING, ROOMY, key_for
-from bench.flood.measure import HOST, Row, ratio_text, wait_idle
+from bench.flood.measure import HOST, Row, infer_request, ratio_text, wait_idle
+from bench.flood.new_connections import cpu_per_answer
 from bench.procs import Server
 from bench.suites.context import LOAD_CPU, SERVER_CPU, Ctx
 from bench.suites.measuring import post
@@ -61,6 +65,11 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str, held: Server | None 
             totals[kind][0] += tree_cpu(server.pid) - before
             totals[kind][1] += load.requests
             totals[kind][2] += load.errors
+        fresh = {
+            "served": cpu_per_answer(server, HOST, infer_request(server, served_key)),
+            "refused": cpu_per_answer(server, HOST, infer_request(server, refused_key)),
+            "floor": cpu_per_answer(floor, HOST, infer_request(floor, None)),
+        }
     finally:
         floor.stop()
     per = {kind: cpu / answers if answers else None for kind, (cpu, answers, _) in totals.items()}
@@ -82,6 +91,15 @@ def refusal_cost(ctx: Ctx, server: Server, served_key: str, held: Server | None 
         f"{floor_totals[1]:,} answers in {2 * SECONDS:g} s, {floor_totals[0]:.2f} s CPU: "
         f"{_us(floor_per)} per answer, "
         f"{ratio_text(floor_per / served if floor_per and served else None)} of a served one",
+    )
+    row.note(
+        "a new connection for each request (bench/flood/new_connections.py): CPU per answer",
+        ", ".join(
+            f"{kind} {_us(each.per_answer_s)} ({each.answers:,} answers: "
+            + ", ".join(f"{status}: {n:,}" for status, n in sorted(each.statuses.items()))
+            + ")"
+            for kind, each in fresh.items()
+        ),
     )
     if held is not None:
         row.note("refused flood, back-pressure on (defaults)", _held_flood(ctx, held))

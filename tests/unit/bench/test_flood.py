@@ -4,6 +4,7 @@ the Markdown table, the key-cache row's mean of runs."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 import socket
@@ -14,6 +15,7 @@ from bench.flood.accept_queue import PERIOD_S, AcceptQueue, listen_queue, sample
 from bench.flood.hold import quota_us
 from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
+from bench.flood.new_connections import NewConnections, _one_each
 from bench.flood.overload import (
     Variant,
     ok_rate,
@@ -131,3 +133,27 @@ def test_a_listening_port_is_sampled_while_the_block_runs() -> None:
         return
     assert seen.limit == 8
     assert seen.samples and all(waiting == 1 for _, waiting in seen.samples)
+
+
+def test_the_new_connection_client_opens_one_per_request_and_counts_statuses() -> None:
+    accepted = 0
+
+    async def run() -> tuple[int, dict[int, int]]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await _one_each("127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n", 0.3)
+
+    answers, statuses = asyncio.run(run())
+    assert answers > 0 and statuses == {429: answers}
+    assert accepted == answers  # every request on a connection of its own
+    assert NewConnections(4, {200: 4}, 0.002).per_answer_s == 0.0005
+    assert NewConnections(0, {}, 0.0).per_answer_s is None

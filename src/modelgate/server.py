@@ -137,6 +137,11 @@ class Server:
                 overload=overload,
                 requests=components.requests,
             )
+        sock = self._http_socket or _bind(settings.host, settings.http_port, reuse_port=False)
+        self.http_port = sock.getsockname()[1]
+        # connections waiting before any request of theirs is read (docs/operations.md)
+        listener_queue = functools.partial(accept_queue, sock)
+        components.metrics.track_accept_queue(listener_queue)
         config = uvicorn.Config(
             components.rest_app,
             host=settings.host,
@@ -155,6 +160,9 @@ class Server:
                 overload=overload,
                 shed_answers=shed_answers,  # counted with the app's answers
                 refusals=refusals,  # a known caller's memo refusals before the app runs
+                # with shedding on: drain while the accept queue stands (off by default)
+                accept_queue_drains=settings.shed_accept_queue,
+                listener_queue=listener_queue,
             ),
             timeout_keep_alive=settings.http_keepalive_seconds,
             server_header=False,
@@ -171,10 +179,6 @@ class Server:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
                 loop.add_signal_handler(signum, self.request_stop)
-        sock = self._http_socket or _bind(settings.host, settings.http_port, reuse_port=False)
-        self.http_port = sock.getsockname()[1]
-        # connections waiting before any request of theirs is read (docs/operations.md)
-        components.metrics.track_accept_queue(functools.partial(accept_queue, sock))
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
         # Live at once, ready once the preload models are warm.
         await components.start()

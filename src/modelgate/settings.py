@@ -208,6 +208,12 @@ class Settings(BaseSettings):
     #: "recent" decays with this half-life (see docs/access-control.md, "How tenants share
     #: a saturated server")
     shed_queue_share_half_life_seconds: float = Field(default=1.0, gt=0, le=600)
+    #: with shedding on, also drain on the HTTP listener's accept queue: once new
+    #: connections' first requests have waited past the target for an interval with 64 or
+    #: more connections queued, every inference request is refused until the queue is gone
+    #: (docs/operations.md, "Draining the accept queue"): far fewer requests time out under
+    #: a flood of new connections, and fewer are served; off: not asked (no cost)
+    shed_accept_queue: bool = False
     #: the deadline of an inference that brings none (``X-Request-Timeout-Ms`` on REST, the
     #: call's deadline on gRPC): work not started by then answers 504 / DEADLINE_EXCEEDED
     request_timeout_seconds: float | None = Field(default=None, gt=0)

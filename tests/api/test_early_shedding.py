@@ -50,6 +50,7 @@ def shed(monkeypatch: pytest.MonkeyPatch, controller: QueueDelay, *, severe: boo
     monkeypatch.setattr(controller, "observe", lambda delay_s: None)
     monkeypatch.setattr(controller, "sojourn", lambda arrived: controller.clock() - arrived)
     monkeypatch.setattr(controller, "queued", lambda waited_s: None)
+    monkeypatch.setattr(controller, "connected", lambda waited_s, queued=None: False)
     monkeypatch.setattr(controller, "shedding", True)
     monkeypatch.setattr(controller, "severe", severe)
     monkeypatch.setattr(controller, "fraction", 1.0)

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelgate.core.access.identity import Plan, Principal
-from modelgate.core.admission.overload import QueueDelay, pie_step
+from modelgate.core.admission.control_laws import pie_step
+from modelgate.core.admission.overload import QueueDelay
 from modelgate.testing import ManualClock
 
 TARGET, INTERVAL, UPDATE = 0.05, 0.5, 0.015

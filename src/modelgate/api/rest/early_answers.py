@@ -25,6 +25,13 @@ refusal) and in ``modelgate_queue_shed_requests_total``; they write no request l
 each, but one warning at most every ``SHED_LOG_EVERY_S`` seconds with how many there were
 since the last one.
 
+**Draining** (with shedding and ``MODELGATE_SHED_ACCEPT_QUEUE`` on): a connection's first
+request reports its wait since the kernel received it, and the accept queue's length, to
+the controller (:meth:`~modelgate.core.admission.overload.QueueDelay.connected`, one
+``TCP_INFO`` on the connection and one on the listener, per connection). While the
+controller drains, that request, if an inference request, is answered 503 here, and so is
+every inference request on a kept connection (the early shedding above, whoever sends it).
+
 **Refusal-memo refusals** (issue 15, with access control on): a request of that previous
 request's caller that the refusal memo refuses is answered 429 here too, between the two
 shedding checks (the app's order), by :class:`~modelgate.api.rest.early_refusals.
@@ -46,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from modelgate.api.credentials import PRINCIPAL
@@ -95,6 +102,10 @@ class EarlyAnswers:
     shed_answers: Tally | None = None
     #: refusals from the refusal memo answered before the app (None: off)
     refusals: EarlyRefusals | None = None
+    #: drain on the accept queue (:meth:`_new_connection_answer`, with ``overload`` only)
+    accept_queue_drains = False
+    #: the listening socket's accept queue, (waiting, bound) or None (None: unknown)
+    listener_queue: Callable[[], tuple[int, int] | None] | None = None
     # requests refused early since the last warning, and when that was (all instances)
     _shed_unlogged = 0
     _shed_logged_at = -math.inf
@@ -135,6 +146,9 @@ class EarlyAnswers:
         # closes the connection if nothing comes for timeout_keep_alive since
         self._idle_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        # requests begun on this connection: the first one's wait is the accept queue's
+        # (:meth:`_new_connection_answer`)
+        self._messages = 0
 
     def _keep_for_replay(self, data: bytes, refused: RefusedRequest) -> None:
         """After a read in which the refusal memo refused ``refused`` here: when the read
@@ -172,6 +186,33 @@ class EarlyAnswers:
             return False
         self._answer_early(answer, False)
         return True
+
+    def _new_connection_answer(self, overload: QueueDelay) -> tuple[bytes, bool] | None:
+        """A connection's first request, its headers in: its wait since the kernel received
+        its bytes (most of it in the listener's accept queue) is fed to the controller
+        (:meth:`QueueDelay.connected`); the answer when it is an inference request the
+        controller refuses for that wait, else None (the app, or the other early answers,
+        take it). One ``TCP_INFO`` per connection, with shedding on."""
+        now = time.monotonic()
+        arrived = self._arrived or now
+        received = self.received_at()
+        if received is not None and received < arrived:
+            arrived = received
+        listener = self.listener_queue
+        queue = None if listener is None else listener()
+        queued = None if queue is None else queue[0]
+        if not overload.connected(now - arrived, queued) or not self._inference_request():
+            return None
+        overload.shed_new()
+        return self._shed_answer(overload)
+
+    def _inference_request(self) -> bool:
+        path = self.url.partition(b"?")[0]
+        return (
+            path.startswith(b"/v2/models/")
+            and path.endswith(b"/infer")
+            and self.parser.get_method() in _SHED_METHODS
+        )
 
     def _early_answer(self) -> tuple[bytes, bool] | None:
         """The answer of the request whose headers are in, when it is refused here, and

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -218,7 +219,9 @@ class LimitedHttpToolsProtocol(EarlyAnswers, HttpToolsProtocol):
         """The ``time.monotonic()`` instant the kernel last received data on this
         connection (:func:`~modelgate.api.rest.socket_state.last_received_at`), None where
         unknown. Under CPU saturation most of a request's wait is here, before the loop
-        reads its bytes: in the socket's receive buffer, or the listener's accept queue."""
+        reads its bytes: in the socket's receive buffer, or the listener's accept queue
+        (a connection's first request: that wait is also judged on its own,
+        :meth:`EarlyAnswers._new_connection_answer`)."""
         return None if self._socket is None else last_received_at(self._socket)
 
     def _peer_closed(self) -> bool:
@@ -234,6 +237,15 @@ class LimitedHttpToolsProtocol(EarlyAnswers, HttpToolsProtocol):
         self._header_deadline = None
         self._body_deadline = self.loop.time() + self.body_timeout_s  # a skipped one's too
         overload = self.overload
+        if (
+            overload is not None
+            and self._messages == 1
+            and self.accept_queue_drains
+            and (early := self._new_connection_answer(overload)) is not None
+        ):
+            self._shed = True
+            self._answer_early(*early)
+            return
         refusals = self.refusals
         if (
             (overload is not None and overload.shedding)
@@ -263,6 +275,7 @@ class LimitedHttpToolsProtocol(EarlyAnswers, HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._begun += 1
+        self._messages += 1
         previous = self.scope
         if previous is not None and PRINCIPAL in previous:  # whom the app last found here
             self._previous = previous
@@ -330,11 +343,16 @@ def limited_protocol(
     overload: QueueDelay | None = None,
     shed_answers: Tally | None = None,
     refusals: EarlyRefusals | None = None,
+    listener_queue: Callable[[], tuple[int, int] | None] | None = None,
+    accept_queue_drains: bool = False,
 ) -> type[LimitedHttpToolsProtocol]:
     """The protocol class to hand uvicorn as ``Config(http=...)``; ``overload``: the
     shedding controller, for refusals before the app runs (None: shedding off);
     ``shed_answers``: where those refusals are counted; ``refusals``: the refusal memo's
-    refusals of a connection's known caller, answered before the app runs (None: off)."""
+    refusals of a connection's known caller, answered before the app runs (None: off);
+    ``accept_queue_drains``: with ``overload``, each connection's first request reports
+    its wait in the accept queue, and ``listener_queue`` how many connections queue there
+    (:meth:`~modelgate.core.admission.overload.QueueDelay.connected`)."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -346,5 +364,7 @@ def limited_protocol(
             "overload": overload,
             "shed_answers": shed_answers,
             "refusals": refusals,
+            "listener_queue": listener_queue,
+            "accept_queue_drains": accept_queue_drains and overload is not None,
         },
     )

@@ -59,6 +59,15 @@ apply to the requests the fraction picks (the integral term raises the fraction 
 enough of the excess is refused). :attr:`severe` (every tier is eligible) still follows
 the twice-target rule.
 
+**The accept queue** (:meth:`QueueDelay.connected`, a fourth signal, judged apart): each
+new connection's first request reports its wait since the kernel received it, most of it
+in the listener's accept queue, and how many connections queue there. Once those waits
+have stood at or above the target for an interval with the queue holding at least
+``ACCEPT_QUEUE_STANDING`` connections, the controller is :attr:`~QueueDelay.draining`:
+every inference request is refused, whoever sends it, until a new connection is read
+within the target. Under a flood of new connections this is where requests wait, unseen by
+the other signals (why, and what it costs: :meth:`QueueDelay.connected`).
+
 Pure and O(1) per sample; the clock (and the gradual law's random draw) are injectable
 (tests use a manual one). The adapters' cost while not shedding is one attribute read
 (:attr:`QueueDelay.shedding`); while shedding gradually, one random draw per request.
@@ -74,6 +83,7 @@ from typing import TYPE_CHECKING
 
 from modelgate.core.access.authentication import ADMIN_TENANT
 from modelgate.core.access.identity import Principal
+from modelgate.core.admission.control_laws import Above, pie_step
 from modelgate.core.admission.fairness import DEFAULT_WEIGHT, TenantShares, fair_weight
 from modelgate.core.serving.batching import BatchingRuntime
 from modelgate.errors import ErrorKind, ModelgateError
@@ -86,59 +96,12 @@ __all__ = ["HIGHEST_PRIORITY", "QueueDelay"]
 #: the highest plan priority: shed only when the delay passes twice the target
 HIGHEST_PRIORITY = 9
 
-#: PIE's gains (RFC 8033, 4.2: per second of delay, per update)
-PIE_ALPHA = 0.125
-PIE_BETA = 1.25
-#: the fraction decays by this factor an update while the delay stays under half the target
-PIE_DECAY = 0.98
-#: under this, a decaying fraction is 0 (shedding stops)
-PIE_FLOOR = 0.001
-#: RFC 8033's auto-tuning: while the fraction is under the bound, the gains are divided
-_PIE_SCALE = (
-    (0.000001, 2048.0),
-    (0.00001, 512.0),
-    (0.0001, 128.0),
-    (0.001, 32.0),
-    (0.01, 8.0),
-    (0.1, 2.0),
-)
-
-
-def pie_step(fraction: float, delay_s: float, previous_s: float, target_s: float) -> float:
-    """PIE's control law (RFC 8033, 4.2): the fraction after one update, in [0, 1], from
-    this update's and the previous update's delay (seconds)."""
-    alpha, beta = PIE_ALPHA, PIE_BETA
-    for bound, divisor in _PIE_SCALE:
-        if fraction < bound:
-            alpha, beta = alpha / divisor, beta / divisor
-            break
-    fraction += alpha * (delay_s - target_s) + beta * (delay_s - previous_s)
-    if delay_s < target_s / 2 and previous_s < target_s / 2:
-        fraction *= PIE_DECAY
-        if fraction < PIE_FLOOR:
-            fraction = 0.0
-    return min(max(fraction, 0.0), 1.0)
-
-
-class _Above:
-    """CoDel's test for one threshold: has every sample stayed at or above it for at least
-    ``interval`` (since the first sample of the current run above it)?"""
-
-    __slots__ = ("interval", "since", "threshold")
-
-    def __init__(self, threshold: float, interval: float) -> None:
-        self.threshold = threshold
-        self.interval = interval
-        #: when the current run of samples at or above the threshold began; None: no run
-        self.since: float | None = None
-
-    def observe(self, delay: float, now: float) -> bool:
-        if delay < self.threshold:
-            self.since = None
-            return False
-        if self.since is None:
-            self.since = now
-        return now - self.since >= self.interval
+#: the accept queue stands (:meth:`QueueDelay.connected`) only with at least this many
+#: connections in it: fewer are accepted within a turn of the loop, and a long wait with a
+#: short queue was the loop's (a saturated loop takes a turn or two, each up to a CPU
+#: quota's period, to accept and read a connection: measured at 1x capacity on a server
+#: held to a tenth of a core, waits past 50 ms with under 20 queued)
+ACCEPT_QUEUE_STANDING = 64
 
 
 class QueueDelay:
@@ -206,15 +169,22 @@ class QueueDelay:
         # one CoDel test per signal and threshold: each signal is a lower bound of the real
         # queueing delay (the lag misses requests waiting behind others, a request's sojourn
         # misses bytes not yet read), so the controller sheds when either says so
-        self._lag = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
-        self._wait = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
-        self._queue = (_Above(target_s, interval_s), _Above(2 * target_s, interval_s))
+        self._lag = (Above(target_s, interval_s), Above(2 * target_s, interval_s))
+        self._wait = (Above(target_s, interval_s), Above(2 * target_s, interval_s))
+        self._queue = (Above(target_s, interval_s), Above(2 * target_s, interval_s))
         self._lag_says = (False, False)
         self._wait_says = (False, False)
         self._queue_says = (False, False)
         #: when the last sojourn (model queue wait) was observed: a verdict older than an
         #: interval lapses (no requests, no queue of them)
         self._wait_at = self._queue_at = -math.inf
+        # the listener's accept queue (:meth:`connected`): CoDel's test, on its own
+        self._accept = Above(target_s, interval_s)
+        #: refuse every inference request, whoever sends it: the accept queue has stood
+        #: above the target for an interval (:meth:`connected`)
+        self.draining = False
+        #: when the last new connection's wait (:meth:`connected`) was observed
+        self._accept_at = -math.inf
 
     def observe(self, delay_s: float) -> None:
         """One sample of the event loop's lag, taken now."""
@@ -229,7 +199,49 @@ class QueueDelay:
         if now - self._queue_at > self.interval_s:  # lapsed: no batch for an interval
             self._queue_says = (False, False)
             self._queue[0].since = self._queue[1].since = None
+        if self.draining and now - self._accept_at > self.interval_s:
+            self.draining = False  # lapsed: no new connection for an interval
+            self._accept.since = None
         self._decide(delay_s, now)
+
+    def connected(self, waited_s: float, queued: int | None = None) -> bool:
+        """One sample of the listener's accept queue: how long a new connection's first
+        request waited from the kernel's receipt of its bytes to its headers being parsed
+        (seconds), and how many connections wait in the queue now (None: unknown). Returns
+        whether that request, if an inference request, is refused whoever sends it
+        (counted when the caller says so, :meth:`shed_new`): the controller is
+        :attr:`draining`, or the request waited past :attr:`max_wait_s`.
+
+        Draining: once new connections' waits have stayed at or above the target for an
+        interval (CoDel's rule, on this queue alone) with at least
+        ``ACCEPT_QUEUE_STANDING`` connections queued, every inference request is refused,
+        on kept connections too and whatever its tier, until one new connection is read
+        within the target (or none comes for an interval). No fraction: the queue is gone
+        in a moment once nothing is served, and a fraction's inertia would refuse on
+        after it. A signal of its own: connections wait in the accept queue in arrival
+        order, so its least wait over an interval is that queue's standing delay, but
+        requests on kept connections skip it (they are read within a loop iteration);
+        mixed into the sojourn, whose least sample is theirs, the queue went unseen while
+        it filled (measured: full, 2,048 connections, their requests waiting 4-15 s, and
+        clients that gave up reconnecting at a cost to the server of about a served request
+        each). A request refused here is answered on its connection, which the client
+        keeps, so it need not open another."""
+        now = self.clock()
+        self._accept_at = now
+        standing = waited_s if queued is None or queued >= ACCEPT_QUEUE_STANDING else 0.0
+        self.draining = draining = self._accept.observe(standing, now)
+        if draining and not (self.shedding and self.severe):  # now, not at the next update
+            if not self.shedding:
+                self.shedding_since = now
+            self.shedding = self.severe = True
+        # nothing else moves: this signal is not the gradual law's (its fraction's inertia
+        # would refuse on after the queue is gone); the next update ends what draining began
+        bound = self.max_wait_s
+        return draining or (bound is not None and waited_s >= bound)
+
+    def shed_new(self) -> bool:
+        """Count a new connection's first request refused on :meth:`connected`'s word."""
+        return self._shed(None, None)
 
     def queued(self, waited_s: float) -> None:
         """One sample of a model's batch queue: how long the oldest request of the batch
@@ -279,7 +291,9 @@ class QueueDelay:
         bound = self.max_wait_s
         if bound is not None and waited_s >= bound:
             return self._shed(None, None)
-        if not self.severe or (self.fraction < 1.0 and self.draw() >= self.fraction):
+        if not self.draining and (
+            not self.severe or (self.fraction < 1.0 and self.draw() >= self.fraction)
+        ):
             return False
         return self._shed(None, None)
 
@@ -295,6 +309,8 @@ class QueueDelay:
             severe = severe and shedding
         else:
             shedding = lag[0] or wait[0] or queue[0]
+        if self.draining:  # every inference request, whoever sends it (:meth:`connected`)
+            shedding = severe = True
         self.severe = severe
         if shedding and not self.shedding:
             self.shedding_since = now
@@ -326,7 +342,11 @@ class QueueDelay:
         """Whether a new request of ``principal`` (None: authentication is off) is shed
         now: the draw picks it (:attr:`fraction`), and its tier and share make it eligible;
         a shed request is counted. Call only while :attr:`shedding` (O(1))."""
-        if not self.shedding or (self.fraction < 1.0 and self.draw() >= self.fraction):
+        if not self.shedding:
+            return False
+        if self.draining:
+            return self._shed(None, None) if principal is None else self._shed_all(principal)
+        if self.fraction < 1.0 and self.draw() >= self.fraction:
             return False
         if principal is None:
             return self._shed(None, None)
@@ -340,6 +360,12 @@ class QueueDelay:
         if top or self.shares.under(principal.tenant_id, fair_weight(plan)):
             return False
         return self._shed(plan.priority, principal.tenant_id)
+
+    def _shed_all(self, principal: Principal) -> bool:
+        behalf = principal.on_behalf
+        if behalf is not None:
+            return self._shed(behalf.priority, behalf.tenant)
+        return self._shed(principal.plan.priority, principal.tenant_id)
 
     def _refuses(self, tenant: str, priority: int, weight: float) -> bool:
         if self.severe:

@@ -37,9 +37,9 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         yield running
 
 
-async def test_a_new_connections_first_request_is_refused_while_draining(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def drain(monkeypatch: pytest.MonkeyPatch, server: Server) -> list[tuple[float, int | None]]:
+    """The controller drains (every new connection's first inference request is refused)
+    until the test ends; returns what it is asked: each (wait, queue length)."""
     asked: list[tuple[float, int | None]] = []
 
     def draining(waited_s: float, queued: int | None = None) -> bool:
@@ -47,6 +47,23 @@ async def test_a_new_connections_first_request_is_refused_while_draining(
         return True
 
     monkeypatch.setattr(_controller(server), "connected", draining)
+    return asked
+
+
+async def first_answer(port: int, request: bytes) -> int:
+    """The status of ``request`` sent on a new connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return (await answer(reader))[0]
+    finally:
+        writer.close()
+
+
+async def test_a_new_connections_first_request_is_refused_while_draining(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = drain(monkeypatch, server)
     shed_total = ("modelgate_queue_shed_requests_total", {"priority": "none"})
     before = sample(server, *shed_total)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
@@ -71,20 +88,9 @@ async def test_a_new_connections_first_request_is_refused_while_draining(
 async def test_a_first_request_that_is_not_inference_is_reported_but_served(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked: list[float] = []
-
-    def draining(waited_s: float, queued: int | None = None) -> bool:
-        asked.append(waited_s)
-        return True
-
-    monkeypatch.setattr(_controller(server), "connected", draining)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
-    try:
-        writer.write(b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
-        status, _, _ = await answer(reader)
-    finally:
-        writer.close()
-    assert status == 200
+    asked = drain(monkeypatch, server)
+    ready = b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n"
+    assert await first_answer(server.http_port, ready) == 200
     assert len(asked) == 1
 
 
@@ -92,18 +98,8 @@ async def test_off_by_default_the_controller_is_not_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_server(tmp_path, shed_queue_target_ms=300) as plain:
-        asked: list[float] = []
-
-        def draining(waited_s: float, queued: int | None = None) -> bool:
-            asked.append(waited_s)
-            return True
-
-        monkeypatch.setattr(_controller(plain), "connected", draining)
-        reader, writer = await asyncio.open_connection("127.0.0.1", plain.http_port)
-        try:
-            writer.write(raw_request().replace(f"Bearer {ADMIN}".encode(), b"Bearer x"))
-            status, _, _ = await answer(reader)
-        finally:
-            writer.close()
+        asked = drain(monkeypatch, plain)
+        unauthenticated = raw_request().replace(f"Bearer {ADMIN}".encode(), b"Bearer x")
+        status = await first_answer(plain.http_port, unauthenticated)
     assert status == 200  # authentication is off here: served
     assert asked == []

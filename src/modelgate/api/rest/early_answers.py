@@ -193,26 +193,31 @@ class EarlyAnswers:
         (:meth:`QueueDelay.connected`); the answer when it is an inference request the
         controller refuses for that wait, else None (the app, or the other early answers,
         take it). One ``TCP_INFO`` per connection, with shedding on."""
-        now = time.monotonic()
-        arrived = self._arrived or now
-        received = self.received_at()
-        if received is not None and received < arrived:
-            arrived = received
         listener = self.listener_queue
         queue = None if listener is None else listener()
         queued = None if queue is None else queue[0]
-        if not overload.connected(now - arrived, queued) or not self._inference_request():
+        waited = time.monotonic() - self._queued_since()
+        if not overload.connected(waited, queued) or self._inference_target() is None:
             return None
         overload.shed_new()
         return self._shed_answer(overload)
 
-    def _inference_request(self) -> bool:
+    def _inference_target(self) -> tuple[bytes, bytes] | None:
+        """(path, method) of the request whose headers are in, if it is an inference
+        request (the only ones answered early), else None."""
         path = self.url.partition(b"?")[0]
-        return (
-            path.startswith(b"/v2/models/")
-            and path.endswith(b"/infer")
-            and self.parser.get_method() in _SHED_METHODS
-        )
+        if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
+            return None
+        method = self.parser.get_method()
+        return (path, method) if method in _SHED_METHODS else None
+
+    def _queued_since(self) -> float:
+        """When the request whose headers are in began to wait (``time.monotonic()``): when
+        the kernel received its bytes, or else when they were first read (now, for a
+        pipelined request whose first bytes came with the previous one's body)."""
+        arrived = self._arrived or time.monotonic()
+        received = self.received_at()
+        return received if received is not None and received < arrived else arrived
 
     def _early_answer(self) -> tuple[bytes, bool] | None:
         """The answer of the request whose headers are in, when it is refused here, and
@@ -223,12 +228,10 @@ class EarlyAnswers:
         refused from the refusal memo, for the caller of this connection's previous request
         when it carries the same credential (:class:`EarlyRefusals`); shed for that caller
         (:meth:`QueueDelay.refuses`: fair share, priority). The app's order."""
-        path = self.url.partition(b"?")[0]
-        if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
+        target = self._inference_target()
+        if target is None:
             return None
-        method = self.parser.get_method()
-        if method not in _SHED_METHODS:
-            return None
+        path, method = target
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             return None  # pipelined behind a request still answering: the app keeps order
@@ -236,12 +239,7 @@ class EarlyAnswers:
         shedding = overload is not None and overload.shedding
         if shedding:
             assert overload is not None
-            # None: a pipelined request whose first bytes came with the previous one's body
-            arrived = self._arrived or time.monotonic()
-            received = self.received_at()
-            if received is not None and received < arrived:
-                arrived = received
-            if overload.refuses_unread(overload.sojourn(arrived)):
+            if overload.refuses_unread(overload.sojourn(self._queued_since())):
                 return self._shed_answer(overload)
         refusals = self.refusals
         previous = self._previous

@@ -31,13 +31,8 @@ def last_received_at(transport_socket: Any) -> float | None:
     """The ``time.monotonic()`` instant the kernel last received data on this socket
     (TCP_INFO's ``tcpi_last_data_recv``, in milliseconds of the kernel's clock tick), None
     where unknown (not TCP, not Linux)."""
-    if _TCP_INFO is None:
-        return None
-    try:
-        info = transport_socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
-    except OSError:
-        return None
-    if len(info) < _TCP_INFO_SIZE:
+    info = _tcp_info(transport_socket, _TCP_INFO_SIZE)
+    if info is None:
         return None
     ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
     return time.monotonic() - ago_ms / 1000
@@ -64,13 +59,20 @@ def accept_queue(listener: Any) -> tuple[int, int] | None:
     the kernel, not yet accepted by the server), and the most it holds (the listen
     backlog; past it new connections are dropped and their clients retry their SYN a
     second or more later); None where unknown (not a listening TCP socket, not Linux)."""
-    if _TCP_INFO is None:
-        return None
-    try:
-        info = listener.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACCEPT_QUEUE_AT + 8)
-    except OSError:
-        return None
-    if len(info) < _ACCEPT_QUEUE_AT + 8 or info[0] != _LISTEN:
+    info = _tcp_info(listener, _ACCEPT_QUEUE_AT + _ACCEPT_QUEUE.size)
+    if info is None or info[0] != _LISTEN:
         return None
     waiting, bound = _ACCEPT_QUEUE.unpack_from(info, _ACCEPT_QUEUE_AT)
     return waiting, bound
+
+
+def _tcp_info(sock: Any, size: int) -> bytes | None:
+    """The first ``size`` bytes of ``sock``'s ``struct tcp_info`` (one ``getsockopt``), None
+    where the kernel gives fewer or none (not TCP, not Linux, closed)."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info: bytes = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, size)
+    except OSError:
+        return None
+    return info if len(info) >= size else None

@@ -239,9 +239,9 @@ class QueueDelay:
         bound = self.max_wait_s
         return draining or (bound is not None and waited_s >= bound)
 
-    def shed_new(self) -> bool:
+    def shed_new(self) -> None:
         """Count a new connection's first request refused on :meth:`connected`'s word."""
-        return self._shed(None, None)
+        self._shed(None, None)
 
     def queued(self, waited_s: float) -> None:
         """One sample of a model's batch queue: how long the oldest request of the batch

@@ -19,6 +19,11 @@ feedback, encode, log) with a tenant key, every feature on as ``make run`` build
 around each step's call, and each feature switched off in turn against all on (ablation),
 with a control pair; ``bench.step_costs`` makes the table (issue 11).
 
+``stalls``: how long the event loop is held at a time while it serves 1,000 tenant-key
+requests a second in-process, every background writer flushing as in a server: the gaps of
+a probe that sleeps 1 ms at a time (``bench/inprocess/stalls.py``; a stall is a gap over
+5 ms).
+
 ``--auth tenant`` also measures every request with a tenant's key (``bench.tenant``: a plan
 with rate limits and quotas that never refuse), each such figure measured in alternation
 with its bootstrap-key twin (A B B A, the mean of each) and named with ", tenant key";
@@ -30,7 +35,7 @@ Run in a fresh process pinned to one CPU::
     python -m bench.inprocess rest|grpc|refusals MODELS [SECONDS] [--auth admin|tenant]
         [--redis URL]
     python -m bench.inprocess rest|grpc|anomaly MODELS [SECONDS] [--auth admin|tenant] [--redis URL]
-    python -m bench.inprocess steps MODELS [SECONDS] [--redis URL]     (always a tenant key)
+    python -m bench.inprocess steps|stalls MODELS [SECONDS] [--redis URL]   (a tenant key)
 
 prints JSON (µs per call).
 """

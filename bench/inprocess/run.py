@@ -22,6 +22,7 @@ from bench.inprocess.asgi import asgi_post
 from bench.inprocess.grpc_servicer import measure_grpc
 from bench.inprocess.refusals import measure_refusals
 from bench.inprocess.rest import measure_rest
+from bench.inprocess.stalls import measure_stalls
 from bench.inprocess.steps import measure_steps
 from bench.inprocess.timing import Figures
 from bench.step_costs import text_table
@@ -57,12 +58,12 @@ async def measure(
             )
         )
         await components.open()  # migrations: the tenant, its plan and key live in SQLite
-        if which == "steps":  # as a server: the recorders' flush loops run too
+        if which in ("steps", "stalls"):  # as a server: the recorders' flush loops run too
             await components.start()
         else:
             await components.registry.start()
         secret = None
-        if auth == "tenant" or which in ("refusals", "steps"):
+        if auth == "tenant" or which in ("refusals", "steps", "stalls"):
             secret = await tenant.create_key(
                 lambda path, body: asgi_post(components.rest_app, path, body)
             )
@@ -82,6 +83,9 @@ async def measure(
             if which == "steps":
                 assert secret is not None
                 return await measure_steps(components, secret, seconds)
+            if which == "stalls":
+                assert secret is not None
+                return await measure_stalls(components, secret, seconds)
             if which == "anomaly":
                 await measure_anomaly(components, figures)
                 return figures.out
@@ -109,7 +113,7 @@ async def measure(
                 )
             return figures.out
         finally:
-            if which == "steps":
+            if which in ("steps", "stalls"):
                 await components.close()
             else:
                 await components.registry.close()
@@ -124,14 +128,14 @@ def main() -> None:
     from modelgate.observability.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
-    parser.add_argument("which", choices=["rest", "grpc", "refusals", "anomaly", "steps"])
+    parser.add_argument("which", choices=["rest", "grpc", "refusals", "anomaly", "steps", "stalls"])
     parser.add_argument("models", type=Path)
     parser.add_argument("seconds", type=float, nargs="?", default=2.0)
     parser.add_argument("--auth", choices=tenant.AUTH_MODES, default="admin")
     parser.add_argument("--redis", metavar="URL", help="limits, quotas and strikes in Redis")
     args = parser.parse_args()
     os.environ.setdefault("MODELGATE_LOG_LEVEL", "warning")
-    if args.which == "steps":  # request lines written as a server writes them, to /dev/null
+    if args.which in ("steps", "stalls"):  # request lines written as a server does, to /dev/null
         configure_logging("warning", stream=open(os.devnull, "w"))  # noqa: SIM115 (till exit)
     prefix = redis_scratch.unique_prefix() if args.redis else None
     figures = uvloop.run(

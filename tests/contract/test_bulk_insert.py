@@ -4,6 +4,7 @@ SQLite time text is SQLAlchemy's for every aware time."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -169,3 +170,40 @@ async def test_every_row_count_is_written(engine: AsyncEngine) -> None:
         await insert.execute(connection, records, _row, piece=8)  # 8, 8, 4, 2, 1
     ids = {r[0] for r in await _raw(engine, "SELECT id FROM predictions")}
     assert ids == {f"n-{i}" for i in range(23)}
+
+
+async def test_the_loop_runs_between_the_conversions_of_a_piece(engine: AsyncEngine) -> None:
+    """A piece's rows are converted ``convert`` at a time, other tasks running between:
+    a flush of thousands of rows never holds the event loop for a whole piece."""
+    insert = BulkInsert(predictions, _COLUMNS, engine.dialect)
+    template = _predictions("c-")[0]
+    records = [replace(template, id=f"c-{i}") for i in range(23)]
+    turns = 0
+    seen: list[int] = []
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    def row_of(record: PredictionRecord) -> tuple[Any, ...]:
+        seen.append(turns)
+        return _row(record)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    try:
+        async with writing(engine) as connection:
+            await insert.execute(connection, records, row_of, piece=10, convert=4)
+    finally:
+        ticker.cancel()
+    # pieces of 10, 10, 3; within each, conversions of 4, 4, 2 (and 3): the loop turned
+    # between every two conversions, never inside one
+    chunks = [seen[i : i + 4] for i in (0, 4)] + [seen[8:10]]
+    chunks += [seen[i : i + 4] for i in (10, 14)] + [seen[18:20], seen[20:23]]
+    assert all(len(set(chunk)) == 1 for chunk in chunks)
+    firsts = [chunk[0] for chunk in chunks]
+    assert firsts == sorted(set(firsts))  # a new turn for every conversion
+    ids = {r[0] for r in await _raw(engine, "SELECT id FROM predictions")}
+    assert ids == {f"c-{i}" for i in range(23)}

@@ -80,6 +80,7 @@ class Run:
     #: not small the client, not the server, set the pace
     submit_lag_p99: float = 0.0
     submit_lag_max: float = 0.0
+    #: ``"<stream> connections"``: how many connections each stream opened in all
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -204,6 +205,8 @@ class _Pool:
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
         self.opened = 0
+        #: connections this stream opened in all (``opened`` counts those open now)
+        self.connects = 0
         self.waiting: deque[int] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         #: outcomes not yet answered or given up on; ``done`` is set when none is left
@@ -222,6 +225,7 @@ class _Pool:
 
     def open(self, index: int) -> None:
         self.opened += 1
+        self.connects += 1
         task = self.loop.create_task(self._connect(index))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -349,7 +353,8 @@ async def _run(
         for outcome in pool.outcomes:
             if outcome.error == _OPEN:
                 outcome.error = "timeout"
-    return Run(outcomes, percentile(lags, 99) or 0.0, max(lags, default=0.0))
+    extra = {f"{pool.stream.name} connections": float(pool.connects) for pool in pools}
+    return Run(outcomes, percentile(lags, 99) or 0.0, max(lags, default=0.0), extra)
 
 
 def _due(stream: int, outcomes: list[Outcome]) -> Iterator[tuple[float, int, int]]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench import loadgen, openloop
 from bench.flood.accept_queue import PERIOD_S, sampled
+from bench.flood.cpu_split import CpuMarks
 from bench.flood.hold import hold
 from bench.flood.keys import ROOMY, key_for
 from bench.flood.measure import (
@@ -162,8 +163,9 @@ def overload(
                         "ready", ready_request(server), READY_RATE, end, connections=2, timeout=1
                     ),
                 ]
+                cpu = CpuMarks(server.pid, [LIGHT_S, light_end, start, start + OVERLOAD_S])
                 with sampled(server.http_port) as accept_queue:
-                    run = openloop.run(HOST, server.http_port, streams)
+                    run = openloop.run(HOST, server.http_port, streams, cpu.events())
                 rss_after = rss_mib(server.pid)
         finally:
             server.stop()
@@ -192,6 +194,14 @@ def overload(
         )
         row.note("server RSS", f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
         row.note(f"accept queue (ss every {PERIOD_S:g} s, the whole run)", accept_queue.summary())
+        opened = run.extra.get("overload connections")
+        cpu.note(
+            row,
+            (LIGHT_S, light_end, run.outcomes[f"light-{LIGHT_FACTORS[-1]:g}"]),
+            (start, start + OVERLOAD_S, run.outcomes["overload"]),
+            share if how else 1.0,
+            None if opened is None else int(opened),
+        )
         lag_note(row, run)
         rows.append(row)
         variants.append(variant)

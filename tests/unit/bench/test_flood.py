@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import socket
 import time
 
 from bench.flood.__main__ import markdown
 from bench.flood.accept_queue import PERIOD_S, AcceptQueue, listen_queue, sampled
+from bench.flood.cpu_split import CpuMarks
 from bench.flood.hold import quota_us
 from bench.flood.key_cache import _mean
 from bench.flood.measure import Row
@@ -157,3 +159,28 @@ def test_the_new_connection_client_opens_one_per_request_and_counts_statuses() -
     assert accepted == answers  # every request on a connection of its own
     assert NewConnections(4, {200: 4}, 0.002).per_answer_s == 0.0005
     assert NewConnections(0, {}, 0.0).per_answer_s is None
+
+
+def test_the_cpu_split_charges_served_answers_their_1x_cost_and_the_rest_to_refusals() -> None:
+    marks = CpuMarks(os.getpid(), [5.0, 10.0, 13.0, 33.0])
+    for _, mark in marks.events():
+        mark()
+    assert all(cpu > 0 for cpu in marks.seen.values())  # this process's own CPU
+    marks.seen = {5.0: 1.0, 10.0: 1.05, 13.0: 2.0, 33.0: 2.2}
+    light = [Outcome(6.0, 200)] * 100  # 0.05 s for 100: 500 µs each
+    flood = [Outcome(14.0, 200)] * 200 + [Outcome(14.0, 503)] * 800 + [Outcome(14.0)] * 5
+    row = Row("r", "what", "target")
+    marks.note(row, (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, 1234)
+    assert row.details == [
+        (
+            "server CPU (process tree, /proc)",
+            "1x: 500 µs per answer (100 served); 4x: 10% of its share used, 200 µs per "
+            "answer; what the served answers leave at the 1x cost (refusals, new "
+            "connections, work for clients that had gone): 50%, 125 µs per refusal; 1,234 "
+            "connections opened by the 4x stream",
+        )
+    ]
+    unmeasured = Row("r", "what", "target")
+    marks.seen.pop(33.0)
+    marks.note(unmeasured, (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, None)
+    assert unmeasured.details == [("server CPU", "not measured")]

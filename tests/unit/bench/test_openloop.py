@@ -79,7 +79,8 @@ def test_every_stream_gets_its_own_requests_at_its_own_rate() -> None:
             Stream(name, http_request("GET", f"/{name}", host="h"), rate, 0.5, connections=2)
             for name, rate in (("b", 20), ("c", 40))
         ]
-        outcomes = run("127.0.0.1", port, streams).outcomes
+        result = run("127.0.0.1", port, streams)
+        outcomes = result.outcomes
     finally:
         server.shutdown()
         server.server_close()
@@ -87,3 +88,6 @@ def test_every_stream_gets_its_own_requests_at_its_own_rate() -> None:
     assert [o.status for o in outcomes["b"]] == [200] * 10
     assert [(o.status, o.retry_after) for o in outcomes["c"]] == [(429, True)] * 20
     assert all(o.latency is not None and o.latency < 3 for o in outcomes["c"])
+    # kept alive: each stream opened at most its two connections, however many requests
+    assert 1 <= result.extra["b connections"] <= 2
+    assert 1 <= result.extra["c connections"] <= 2

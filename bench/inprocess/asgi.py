@@ -62,6 +62,23 @@ def post_scope(path: str, body: bytes, authorization: str) -> dict[str, Any]:
     }
 
 
+class Counted:
+    """A ``receive`` that hands over ``body`` whole and a ``send`` that counts the answers'
+    statuses (``statuses``), for a request called again and again."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.statuses: dict[int, int] = {}
+
+    async def receive(self) -> dict[str, Any]:
+        return {"type": "http.request", "body": self.body, "more_body": False}
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
 def rest_call(app: Any, scope: dict[str, Any], body: bytes) -> Call:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}

@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from bench.inprocess import protocol_refusal
-from bench.inprocess.asgi import asgi_post, post_scope
+from bench.inprocess.asgi import Counted, asgi_post, post_scope
 from bench.inprocess.timing import Call, Figures, cpu_per_call
 from bench.workloads import CREDIT, credit_json
 
@@ -72,14 +72,8 @@ async def measure_refusals(components: Any, figures: Figures, served_secret: str
     app, service = components.rest_app, components.service
     body = credit_json()
     path = f"/v2/models/{CREDIT}/infer"
-    statuses: dict[int, int] = {}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+    channel = Counted(body)
+    receive, send, statuses = channel.receive, channel.send, channel.statuses
 
     def rest(secret: str) -> Call:
         scope = post_scope(path, body, f"Bearer {secret}")

@@ -21,7 +21,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.inprocess.asgi import post_scope
+from bench.inprocess.asgi import Counted, post_scope
 from bench.workloads import CREDIT, credit_json
 
 RATE = 1000.0
@@ -35,14 +35,8 @@ async def measure_stalls(components: Any, secret: str, seconds: float) -> dict[s
     app = components.rest_app
     body = credit_json()
     scope = post_scope(f"/v2/models/{CREDIT}/infer", body, f"Bearer {secret}")
-    statuses: dict[int, int] = {}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+    channel = Counted(body)
+    receive, send, statuses = channel.receive, channel.send, channel.statuses
 
     gaps: list[float] = []
     done = asyncio.Event()

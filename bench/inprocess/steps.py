@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench.inprocess.asgi import post_scope
+from bench.inprocess.asgi import Counted, post_scope
 from bench.step_costs import CONTROL, STEPS
 from bench.workloads import CREDIT, credit_json
 
@@ -317,14 +317,8 @@ async def measure_steps(
     app = components.rest_app
     body = credit_json()
     scope = post_scope(f"/v2/models/{CREDIT}/infer", body, f"Bearer {secret}")
-    statuses: dict[int, int] = {}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+    channel = Counted(body)
+    receive, send, statuses = channel.receive, channel.send, channel.statuses
 
     def call() -> Any:
         return app(scope, receive, send)

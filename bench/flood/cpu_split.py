@@ -45,26 +45,33 @@ class CpuMarks:
     def note(
         self,
         row: Row,
+        half: tuple[float, float],
         light: tuple[float, float, list[Outcome]],
         flood: tuple[float, float, list[Outcome]],
         share: float,
         connections: int | None,
     ) -> None:
-        """``light``, ``flood``: each phase's (start, end, outcomes); ``share``: of a core."""
+        """``half``: the 0.5x phase's (start, end); ``light``, ``flood``: the 1x and 4x
+        phases' (start, end, outcomes); ``share``: of a core."""
+        half_cpu = self.between(*half)
         light_cpu, flood_cpu = self.between(*light[:2]), self.between(*flood[:2])
         served_light = sum(o.status == 200 for o in light[2])
-        if light_cpu is None or flood_cpu is None or not served_light:
+        if half_cpu is None or light_cpu is None or flood_cpu is None or not served_light:
             row.note("server CPU", "not measured")
             return
+
+        def used(cpu: float, phase: tuple[float, ...]) -> str:
+            return f"{cpu / ((phase[1] - phase[0]) * share):.0%} of its share used"
+
         per_served = light_cpu / served_light
         outcomes = flood[2]
         served = sum(o.status == 200 for o in outcomes)
         refused = sum(o.status in (429, 503) for o in outcomes)
         answered = served + refused
-        seconds = flood[1] - flood[0]
         text = (
-            f"1x: {per_served * 1e6:,.0f} µs per answer ({served_light:,} served); 4x: "
-            f"{flood_cpu / (seconds * share):.0%} of its share used, "
+            f"0.5x: {used(half_cpu, half)}; 1x: {used(light_cpu, light[:2])}, "
+            f"{per_served * 1e6:,.0f} µs per answer ({served_light:,} served); 4x: "
+            f"{used(flood_cpu, flood[:2])}, "
             + (f"{flood_cpu / answered * 1e6:,.0f} µs per answer" if answered else "no answer")
         )
         if refused:

@@ -163,7 +163,7 @@ def overload(
                         "ready", ready_request(server), READY_RATE, end, connections=2, timeout=1
                     ),
                 ]
-                cpu = CpuMarks(server.pid, [LIGHT_S, light_end, start, start + OVERLOAD_S])
+                cpu = CpuMarks(server.pid, [0.0, LIGHT_S, light_end, start, start + OVERLOAD_S])
                 with sampled(server.http_port) as accept_queue:
                     run = openloop.run(HOST, server.http_port, streams, cpu.events())
                 rss_after = rss_mib(server.pid)
@@ -197,6 +197,7 @@ def overload(
         opened = run.extra.get("overload connections")
         cpu.note(
             row,
+            (0.0, LIGHT_S),
             (LIGHT_S, light_end, run.outcomes[f"light-{LIGHT_FACTORS[-1]:g}"]),
             (start, start + OVERLOAD_S, run.outcomes["overload"]),
             share if how else 1.0,

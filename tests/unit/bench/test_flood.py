@@ -162,19 +162,20 @@ def test_the_new_connection_client_opens_one_per_request_and_counts_statuses() -
 
 
 def test_the_cpu_split_charges_served_answers_their_1x_cost_and_the_rest_to_refusals() -> None:
-    marks = CpuMarks(os.getpid(), [5.0, 10.0, 13.0, 33.0])
+    marks = CpuMarks(os.getpid(), [0.0, 5.0, 10.0, 13.0, 33.0])
     for _, mark in marks.events():
         mark()
     assert all(cpu > 0 for cpu in marks.seen.values())  # this process's own CPU
-    marks.seen = {5.0: 1.0, 10.0: 1.05, 13.0: 2.0, 33.0: 2.2}
+    marks.seen = {0.0: 0.98, 5.0: 1.0, 10.0: 1.05, 13.0: 2.0, 33.0: 2.2}
     light = [Outcome(6.0, 200)] * 100  # 0.05 s for 100: 500 µs each
     flood = [Outcome(14.0, 200)] * 200 + [Outcome(14.0, 503)] * 800 + [Outcome(14.0)] * 5
     row = Row("r", "what", "target")
-    marks.note(row, (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, 1234)
+    marks.note(row, (0.0, 5.0), (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, 1234)
     assert row.details == [
         (
             "server CPU (process tree, /proc)",
-            "1x: 500 µs per answer (100 served); 4x: 10% of its share used, 200 µs per "
+            "0.5x: 4% of its share used; 1x: 10% of its share used, 500 µs per answer (100 "
+            "served); 4x: 10% of its share used, 200 µs per "
             "answer; what the served answers leave at the 1x cost (refusals, new "
             "connections, work for clients that had gone): 50%, 125 µs per refusal; 1,234 "
             "connections opened by the 4x stream",
@@ -182,5 +183,5 @@ def test_the_cpu_split_charges_served_answers_their_1x_cost_and_the_rest_to_refu
     ]
     unmeasured = Row("r", "what", "target")
     marks.seen.pop(33.0)
-    marks.note(unmeasured, (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, None)
+    marks.note(unmeasured, (0.0, 5.0), (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, None)
     assert unmeasured.details == [("server CPU", "not measured")]

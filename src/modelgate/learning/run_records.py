@@ -7,6 +7,7 @@ two replicas from running one model's loop at once (``run_lock.py``). What a rec
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 from modelgate.learning import run_lock
 from modelgate.learning.registration import RUNS_FOLDER, write_json_atomically
 
-__all__ = ["RUN_FILE", "STAGES", "RunRecords", "ended_at", "read_record"]
+__all__ = ["MODEL_NAME", "RUN_FILE", "STAGES", "RunRecords", "ended_at", "read_record"]
 
 STAGES: tuple[str, ...] = ("dataset", "train", "evaluate", "register", "rollout")
 RUN_FILE = "run.json"
+#: what a model name may be (a model's folder name, as the repository reads it)
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class RunRecords:

@@ -22,7 +22,8 @@ from modelgate.core.serving.manifest import parse_manifest
 from modelgate.learning import run_lock
 from modelgate.learning import runs as runs_module
 from modelgate.learning.dataset import _Held, choose_rows
-from modelgate.learning.runs import LearningService, _split, train_once
+from modelgate.learning.run_steps import _split, train_once
+from modelgate.learning.runs import LearningService
 from modelgate.learning.sanitization import sanitize
 from modelgate.learning.trainer_api import DATA_FILES, load_job
 from modelgate.learning.training import trainer_environment, write_job

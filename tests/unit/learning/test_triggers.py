@@ -51,10 +51,12 @@ class _Clock:
         return self.now
 
 
-def _service(tmp_path: Path, labels: _Labels, clock: _Clock, drifting: bool = False) -> Any:
+def _service(
+    tmp_path: Path, labels: _Labels, clock: _Clock, drifting: bool = False, registry: Any = None
+) -> Any:
     return LearningService(
         repository=tmp_path,
-        registry=None,  # type: ignore[arg-type]  # _due reads no model
+        registry=registry,  # due() reads no model
         feedback=_Feedback(labels),  # type: ignore[arg-type]
         privacy=None,  # type: ignore[arg-type]
         deployments=None,  # type: ignore[arg-type]
@@ -85,7 +87,7 @@ async def test_no_trigger_set_never_starts(tmp_path: Path) -> None:
     clock = _Clock()
     service = _service(tmp_path, _Labels(10**6), clock, drifting=True)
     clock.now += timedelta(days=400)
-    assert await service._due("m", _spec()) is None
+    assert await service.triggers.due("m", _spec()) is None
 
 
 async def test_the_schedule_counts_from_the_last_run(tmp_path: Path) -> None:
@@ -93,12 +95,12 @@ async def test_the_schedule_counts_from_the_last_run(tmp_path: Path) -> None:
     service = _service(tmp_path, _Labels(), clock)
     spec = _spec(every_seconds=3600, cooldown_seconds=0)
     clock.now += timedelta(minutes=59)
-    assert await service._due("m", spec) is None
+    assert await service.triggers.due("m", spec) is None
     clock.now += timedelta(minutes=1)
-    assert await service._due("m", spec) == "schedule"
+    assert await service.triggers.due("m", spec) == "schedule"
     _last_run(tmp_path, clock.now, clock.now + timedelta(minutes=5))
     clock.now += timedelta(minutes=30)
-    assert await service._due("m", spec) is None
+    assert await service.triggers.due("m", spec) is None
 
 
 async def test_labels_since_the_last_run_are_counted_up_to_the_threshold(tmp_path: Path) -> None:
@@ -107,9 +109,9 @@ async def test_labels_since_the_last_run_are_counted_up_to_the_threshold(tmp_pat
     service = _service(tmp_path, labels, clock)
     spec = _spec(labels=500, cooldown_seconds=0)
     _last_run(tmp_path, START - timedelta(hours=2), START - timedelta(hours=1))
-    assert await service._due("m", spec) is None
+    assert await service.triggers.due("m", spec) is None
     labels.count = 500
-    assert await service._due("m", spec) == "labels"
+    assert await service.triggers.due("m", spec) == "labels"
     query = labels.queries[-1]
     assert query.limit == 1000 and query.model == "m"
     assert query.since == START - timedelta(hours=2)  # predictions since the last run began
@@ -117,14 +119,10 @@ async def test_labels_since_the_last_run_are_counted_up_to_the_threshold(tmp_pat
 
 async def test_a_drift_alert_starts_a_run(tmp_path: Path) -> None:
     clock = _Clock()
-    assert (
-        await _service(tmp_path, _Labels(), clock, drifting=True)._due("m", _spec(on_drift=True))
-        == "drift"
-    )
-    assert (
-        await _service(tmp_path, _Labels(), clock, drifting=False)._due("m", _spec(on_drift=True))
-        is None
-    )
+    drifting = _service(tmp_path, _Labels(), clock, drifting=True).triggers
+    assert await drifting.due("m", _spec(on_drift=True)) == "drift"
+    steady = _service(tmp_path, _Labels(), clock, drifting=False).triggers
+    assert await steady.due("m", _spec(on_drift=True)) is None
 
 
 async def test_nothing_starts_within_the_cooldown(tmp_path: Path) -> None:
@@ -132,9 +130,9 @@ async def test_nothing_starts_within_the_cooldown(tmp_path: Path) -> None:
     service = _service(tmp_path, _Labels(10**6), clock, drifting=True)
     _last_run(tmp_path, START - timedelta(minutes=20), START - timedelta(minutes=10))
     spec = _spec(labels=1, on_drift=True, cooldown_seconds=3600)
-    assert await service._due("m", spec) is None
+    assert await service.triggers.due("m", spec) is None
     clock.now += timedelta(minutes=51)
-    assert await service._due("m", spec) == "drift"
+    assert await service.triggers.due("m", spec) == "drift"
 
 
 @dataclass
@@ -192,13 +190,12 @@ class _Repository:
 
 async def test_a_replica_reloads_a_version_another_replica_registered(tmp_path: Path) -> None:
     registry = _Registry(loaded=[1, 2], on_disk=[1, 2, 3])
-    service = _service(tmp_path, _Labels(), _Clock())
-    service.registry = registry
+    service = _service(tmp_path, _Labels(), _Clock(), registry=registry)
     assert await service.sync_versions("m") is True
     assert registry.loads == 1 and registry.loaded == [1, 2, 3]
     assert await service.sync_versions("m") is False  # in step now
     idle = _Registry(loaded=[], on_disk=[1, 2, 3])
-    service.registry = idle
+    service = _service(tmp_path, _Labels(), _Clock(), registry=idle)
     assert await service.sync_versions("m") is False  # not loaded here: nothing to do
     assert idle.loads == 0
 
@@ -215,8 +212,8 @@ async def test_one_tenant_s_labels_count_for_its_share_only(tmp_path: Path) -> N
         triggers={"labels": 100, "cooldown_seconds": 0},
     )
     _last_run(tmp_path, START - timedelta(hours=2), START - timedelta(hours=1))
-    assert await service._due("m", spec) is None  # 50 (flood's share) + 10 < 100
+    assert await service.triggers.due("m", spec) is None  # 50 (flood's share) + 10 < 100
     labels.count, labels.tenants = 100, ["flood"] * 50 + ["acme"] * 50
-    assert await service._due("m", spec) == "labels"
+    assert await service.triggers.due("m", spec) == "labels"
     labels.count, labels.tenants = 100, []  # one tenant only: all its labels count
-    assert await service._due("m", spec) == "labels"
+    assert await service.triggers.due("m", spec) == "labels"

@@ -19,7 +19,11 @@ from bench.flood.measure import Row
 from bench.openloop import Outcome
 from bench.sysinfo import tree_cpu
 
-__all__ = ["CpuMarks"]
+__all__ = ["SATURATED", "CpuMarks"]
+
+#: a share of the held core used at 0.5x from which the run is flagged: a server that keeps
+#: up with half its capacity has time to spare
+SATURATED = 0.9
 
 
 class CpuMarks:
@@ -84,3 +88,11 @@ class CpuMarks:
         if connections is not None:
             text += f"; {connections:,} connections opened by the 4x stream"
         row.note("server CPU (process tree, /proc)", text)
+        half_share = half_cpu / ((half[1] - half[0]) * share)
+        if half_share >= SATURATED:
+            row.note(
+                "warning",
+                f"the server used {half_share:.0%} of its share at 0.5x: the capacity (closed "
+                "loop) overstates what it serves open loop, so the flood offered more than 4x "
+                "of that, and it began with a backlog",
+            )

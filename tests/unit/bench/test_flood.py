@@ -181,6 +181,11 @@ def test_the_cpu_split_charges_served_answers_their_1x_cost_and_the_rest_to_refu
             "connections opened by the 4x stream",
         )
     ]
+    saturated = Row("r", "what", "target")
+    marks.seen[0.0] = 0.5  # 0.5 s of CPU in 5 s at 0.5x: the whole share
+    marks.note(saturated, (0.0, 5.0), (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, None)
+    assert saturated.details[-1][0] == "warning"
+    assert "used 100% of its share at 0.5x" in saturated.details[-1][1]
     unmeasured = Row("r", "what", "target")
     marks.seen.pop(33.0)
     marks.note(unmeasured, (0.0, 5.0), (5.0, 10.0, light), (13.0, 33.0, flood), 0.1, None)

@@ -14,7 +14,9 @@ from the 3 s before the overload, and when it is normal again), and readiness is
 times a second. Each variant runs on a fresh server, so none inherits another's backlog;
 the same tenant key (a plan no run reaches) carries every request, so every refusal is the
 load's. The server's accept queue is sampled from outside throughout
-(bench/flood/accept_queue.py): where a flood's requests wait before any is read.
+(bench/flood/accept_queue.py): where a flood's requests wait before any is read; its CPU is
+read at each phase's start and end (bench/flood/cpu_split.py): the share of the held core
+each phase used, and a warning when it was saturated already at 0.5x.
 ``FLOOD_CAPACITY`` (answers/s) in the environment sets the capacity instead of the
 first variant's warm-up, so that runs to be compared (an A/B of two trees on a shared
 machine, where one lucky warm-up round would move every rate) offer the same load.
